@@ -1,0 +1,112 @@
+# keel — one Makefile. `make` builds build/keel and build/libkeel.a.
+# See README.md: `make run` and `make test` are the two commands that matter.
+
+CC       ?= gcc
+CLANG    ?= clang-14
+PYTHON   ?= /usr/bin/python3
+BUILD    ?= build
+
+PKGS     := libuv jansson
+WARN     := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes -Wshadow
+CFLAGS   ?= -O2 -g
+ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Iinclude -Isrc \
+             $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -MMD -MP
+LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+
+LIB_SRC  := $(wildcard src/core/*.c src/obs/*.c src/mw/*.c src/svc/*.c)
+APP_SRC  := $(wildcard src/app/*.c) src/main.c
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+APP_OBJ  := $(APP_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_SRC := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+EXAMPLE  := $(BUILD)/hello-service
+
+ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+.PHONY: all deps deps-test run test unit e2e asan fuzz fuzz-short bench clean help
+
+all: deps $(BUILD)/keel $(BUILD)/libkeel.a $(EXAMPLE)
+
+help:
+	@echo "make            build build/keel, build/libkeel.a, examples"
+	@echo "make run        install what is missing, build, start the reference service"
+	@echo "make test       unit + e2e tests, again under ASan+UBSan, short fuzz runs"
+	@echo "make bench      benchmark keel against its peers (../shared/bench)"
+	@echo "make fuzz       long libFuzzer runs (FUZZ_SECONDS=300 each)"
+	@echo "make clean      remove build/"
+
+deps:
+	@scripts/deps.sh build
+
+deps-test:
+	@scripts/deps.sh test
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/libkeel.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/keel: $(APP_OBJ) $(BUILD)/libkeel.a
+	$(CC) $(ALL_CFLAGS) -o $@ $(APP_OBJ) $(BUILD)/libkeel.a $(LDLIBS)
+
+$(EXAMPLE): examples/hello-service/main.c $(BUILD)/libkeel.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkeel.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libkeel.a $(LDLIBS) -lcmocka
+
+run: deps all
+	@mkdir -p data
+	exec $(BUILD)/keel serve
+
+unit: deps-test $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+e2e: deps-test all
+	KEEL_BIN=$(abspath $(BUILD)/keel) KEEL_EXAMPLE_BIN=$(abspath $(EXAMPLE)) \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
+
+# The same unit and e2e suites, built with clang under ASan+UBSan.
+asan: deps-test
+	$(MAKE) --no-print-directory BUILD=build/asan CC=$(CLANG) CFLAGS="$(ASAN_FLAGS)" \
+	  all unit e2e KEEL_SANITIZED=1
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
+	@mkdir -p $(dir $@)
+	$(CLANG) -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
+	  -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS)) -o $@ $< $(LIB_SRC) $(LDLIBS)
+
+FUZZ_SECONDS ?= 300
+fuzz: deps-test $(FUZZ_BIN)
+	@set -e; for f in $(FUZZ_BIN); do n=$$(basename $$f); mkdir -p build/corpus/$$n; \
+	  echo "== $$n ($(FUZZ_SECONDS)s)"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -dict=tests/fuzz/$$n.dict build/corpus/$$n tests/fuzz/corpus/$$n; done
+
+# make test: a short run of each harness on its corpus.
+fuzz-short: deps-test $(FUZZ_BIN)
+	@set -e; for f in $(FUZZ_BIN); do n=$$(basename $$f); \
+	  echo "== $$n (corpus + 20s)"; \
+	  $$f -max_total_time=20 -dict=tests/fuzz/$$n.dict -print_final_stats=0 tests/fuzz/corpus/$$n 2>&1 | tail -n 3; done
+
+test: deps-test
+	$(MAKE) --no-print-directory all
+	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory e2e
+	$(MAKE) --no-print-directory asan
+	$(MAKE) --no-print-directory fuzz-short
+	@echo "make test: all suites passed"
+
+bench: deps all
+	bench/run.sh
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,96 @@
+/* keel/common.h — value types, error codes and flow-control codes shared by
+ * every keel module.
+ *
+ * Conventions (see docs/extending.md):
+ *   - functions return 0 on success and a negative KEEL_E* code on failure;
+ *     -errno values pass through unchanged;
+ *   - middleware and handlers return a flow-control code (keel_flow), never
+ *     an error code.
+ */
+#ifndef KEEL_COMMON_H
+#define KEEL_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A non-owning view of bytes: {ptr, len}. Not NUL-terminated unless said. */
+typedef struct keel_str {
+    const char *ptr;
+    size_t len;
+} keel_str;
+
+#define KEEL_STR(lit) ((keel_str){(lit), sizeof(lit) - 1})
+#define KEEL_STR_NULL ((keel_str){NULL, 0})
+
+/* Builds a view of a NUL-terminated string (NULL gives the empty view). */
+static inline keel_str keel_str_c(const char *s)
+{
+    keel_str r = {s, s ? strlen(s) : 0};
+    return r;
+}
+
+/* 1 when a and b hold the same bytes. */
+static inline int keel_str_eq(keel_str a, keel_str b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
+/* 1 when a equals the NUL-terminated c, ASCII case-insensitively. */
+int keel_str_ieq_c(keel_str a, const char *c);
+
+/* Error codes. 0 is success; every error is negative. */
+#define KEEL_ERRNO_MAP(X)                                                      \
+    X(NOMEM, -20001, "out of memory")                                          \
+    X(INVAL, -20002, "invalid argument")                                       \
+    X(BUSY, -20003, "queue full")                                              \
+    X(CANCELED, -20004, "canceled")                                            \
+    X(TIMEDOUT, -20005, "timed out")                                           \
+    X(NOTFOUND, -20006, "not found")                                           \
+    X(EXISTS, -20007, "already exists")                                        \
+    X(ALREADY, -20008, "already done")                                         \
+    X(TOOBIG, -20009, "too large")                                             \
+    X(CONFIG, -20010, "invalid configuration")                                 \
+    X(IO, -20011, "input/output error")                                        \
+    X(CLOSED, -20012, "closed")                                                \
+    X(PROTO, -20013, "protocol error")
+
+enum {
+#define KEEL_ERR_ENUM(name, val, msg) KEEL_E##name = (val),
+    KEEL_ERRNO_MAP(KEEL_ERR_ENUM)
+#undef KEEL_ERR_ENUM
+};
+
+/* A static description of a KEEL_E* code or a negative errno. Never NULL. */
+const char *keel_strerror(int err);
+
+/* Flow control returned by middleware and handlers (never an error code). */
+typedef enum keel_flow {
+    KEEL_NEXT = 1,    /* go on to the next middleware / the handler */
+    KEEL_DONE = 2,    /* a response was produced (or will be, synchronously) */
+    KEEL_SUSPEND = 3  /* the request waits; keel_req_resume() continues it */
+} keel_flow;
+
+/* One allocator. keel_malloc aborts on out-of-memory: use it where the size
+ * is ours; use keel_try_malloc where an untrusted size drives it. */
+void *keel_malloc(size_t n);
+void *keel_calloc(size_t n, size_t size);
+void *keel_realloc(void *p, size_t n);
+void *keel_try_malloc(size_t n);
+char *keel_strdup(const char *s);
+char *keel_strndup(const char *s, size_t n);
+void keel_free(void *p);
+
+/* Monotonic milliseconds and nanoseconds; wall-clock milliseconds. */
+uint64_t keel_now_ms(void);
+uint64_t keel_now_ns(void);
+uint64_t keel_wall_ms(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

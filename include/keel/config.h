@@ -1,0 +1,100 @@
+/* keel/config.h — configuration from the environment (12-factor) and an
+ * optional .env file.
+ *
+ * Every setting has a name, a type, a default that works on a laptop and a
+ * line of help; docs/configuration.md lists them all. An invalid value
+ * stops start-up with one line naming the variable and what it accepts.
+ */
+#ifndef KEEL_CONFIG_H
+#define KEEL_CONFIG_H
+
+#include <stdio.h>
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct keel_config {
+    /* service */
+    char *env;              /* KEEL_ENV: development | production | test */
+    int production;         /* derived: env == production */
+    char *service_name;     /* SERVICE_NAME */
+    char *host;             /* HOST */
+    unsigned port;          /* PORT */
+    unsigned workers;       /* WORKERS (0 = number of cores) */
+    char *server_header;    /* SERVER_HEADER ("" = none) */
+    int demo_routes;        /* ENABLE_DEMO_ROUTES */
+
+    /* HTTP limits */
+    uint64_t body_limit;        /* BODY_LIMIT, bytes */
+    uint64_t max_request_line;  /* MAX_REQUEST_LINE */
+    uint64_t max_header_size;   /* MAX_HEADER_SIZE (one field line) */
+    uint64_t max_headers;       /* MAX_HEADERS */
+    uint64_t max_head_size;     /* MAX_HEAD_SIZE (whole head) */
+    uint64_t header_timeout_ms; /* HEADER_TIMEOUT */
+    uint64_t body_timeout_ms;   /* BODY_TIMEOUT */
+    uint64_t keepalive_timeout_ms; /* KEEPALIVE_TIMEOUT */
+    uint64_t write_timeout_ms;  /* WRITE_TIMEOUT */
+    uint64_t handler_timeout_ms; /* HANDLER_TIMEOUT */
+    uint64_t shutdown_grace_ms; /* SHUTDOWN_GRACE */
+    uint64_t max_connections;   /* MAX_CONNECTIONS, per worker */
+    uint64_t output_buffer_max; /* OUTPUT_BUFFER_MAX, bytes per connection */
+    uint64_t max_requests_per_conn; /* MAX_REQUESTS_PER_CONNECTION, 0 = no cap */
+
+    /* work pool */
+    unsigned work_threads;   /* WORK_POOL_SIZE */
+    uint64_t work_queue_max; /* WORK_QUEUE_MAX */
+
+    /* logs */
+    int log_level;          /* LOG_LEVEL: trace debug info warn error fatal */
+    int log_pretty;         /* LOG_FORMAT: json | pretty */
+    char *log_file;         /* LOG_FILE ("" = stdout only) */
+    uint64_t log_file_max_bytes; /* LOG_FILE_MAX_SIZE */
+    unsigned log_file_keep; /* LOG_FILE_KEEP */
+    int access_log;         /* ACCESS_LOG */
+    uint64_t slow_request_ms; /* SLOW_REQUEST_THRESHOLD */
+
+    /* dependencies (used by later modules; validated here) */
+    char *database_url;     /* DATABASE_URL */
+    char *redis_url;        /* REDIS_URL */
+    char *jwt_secret;       /* JWT_SECRET (secret) */
+    char *cors_origin;      /* CORS_ORIGIN */
+    char *otel_endpoint;    /* OTEL_EXPORTER_OTLP_ENDPOINT */
+    char *otel_service_name; /* OTEL_SERVICE_NAME */
+} keel_config;
+
+/* Loads `env_file` (NULL: ".env" when present; a missing file is fine
+ * unless named explicitly) into the environment without overriding what is
+ * already set, then reads every variable into cfg. On an invalid value it
+ * writes one line to `err` ("keel: PORT: expected ...") and returns
+ * KEEL_ECONFIG. Free with keel_config_close. */
+int keel_config_load(keel_config *cfg, const char *env_file, FILE *err);
+
+/* The defaults only, no environment. */
+void keel_config_defaults(keel_config *cfg);
+
+/* A deep copy. */
+void keel_config_copy(keel_config *dst, const keel_config *src);
+
+void keel_config_close(keel_config *cfg);
+
+/* Writes NAME=value lines, secrets redacted, in table order. */
+void keel_config_print(const keel_config *cfg, FILE *out);
+
+/* Calls fn for each known variable: name, default, help, secret flag. */
+void keel_config_each(void (*fn)(const char *name, const char *def,
+                                 const char *help, int secret, void *arg),
+                      void *arg);
+
+/* Parsers, exposed for modules with their own variables. Each returns 0 or
+ * KEEL_EINVAL. Durations accept "250ms", "30s", "5m", "2h", "7d" or a bare
+ * number of milliseconds; sizes accept "512", "64kb", "1mb", "1gb". */
+int keel_parse_duration_ms(const char *s, uint64_t *out);
+int keel_parse_size(const char *s, uint64_t *out);
+int keel_parse_bool(const char *s, int *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,19 @@
+/* keel/keel.h — everything public in keel. */
+#ifndef KEEL_KEEL_H
+#define KEEL_KEEL_H
+
+#include "arena.h"
+#include "common.h"
+#include "config.h"
+#include "health.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "mw.h"
+#include "router.h"
+#include "server.h"
+#include "service.h"
+
+#define KEEL_VERSION "0.1.0"
+
+#endif

@@ -1,0 +1,76 @@
+/* keel/metrics.h — a Prometheus metrics registry with per-worker shards.
+ *
+ * Each metric family has one shard per worker: a worker only touches its
+ * own shard (an uncontended lock), and a scrape merges the shards. Label
+ * values must come from bounded sets (route templates, not raw paths).
+ */
+#ifndef KEEL_METRICS_H
+#define KEEL_METRICS_H
+
+#include "arena.h"
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct keel_metrics keel_metrics;
+typedef struct keel_metric keel_metric;
+
+typedef enum keel_metric_type {
+    KEEL_COUNTER = 0,
+    KEEL_GAUGE,
+    KEEL_HISTOGRAM
+} keel_metric_type;
+
+/* A registry with `shards` shards (one per worker, plus one for other
+ * threads: shard index `shards` is always valid and locked). */
+keel_metrics *keel_metrics_new(unsigned shards);
+void keel_metrics_free(keel_metrics *m);
+
+/* Declares a family. label_names is NULL-terminated (or NULL for none);
+ * buckets (histograms only) ascending, nbuckets > 0. Names are copied. */
+keel_metric *keel_metrics_counter(keel_metrics *m, const char *name,
+                                  const char *help, const char *const *label_names);
+keel_metric *keel_metrics_gauge(keel_metrics *m, const char *name,
+                                const char *help, const char *const *label_names);
+keel_metric *keel_metrics_histogram(keel_metrics *m, const char *name,
+                                    const char *help, const char *const *label_names,
+                                    const double *buckets, size_t nbuckets);
+
+/* A gauge or counter whose value is computed at scrape time. */
+typedef double (*keel_metric_value_fn)(void *arg);
+void keel_metrics_callback(keel_metrics *m, const char *name, const char *help,
+                           keel_metric_type type, keel_metric_value_fn fn,
+                           void *arg);
+
+/* Updates one series; label_values has as many entries as label_names.
+ * `shard` is the calling worker's id (keel_req_worker_id), or any value
+ * >= the shard count from other threads. */
+void keel_metric_add(keel_metric *mt, unsigned shard,
+                     const char *const *label_values, double v);
+void keel_metric_set(keel_metric *mt, unsigned shard,
+                     const char *const *label_values, double v);
+void keel_metric_observe(keel_metric *mt, unsigned shard,
+                         const char *const *label_values, double v);
+
+/* Renders the text exposition format (version 0.0.4). */
+void keel_metrics_render(keel_metrics *m, keel_buf *out);
+
+/* The same as JSON ({"name": {"type":..., "series":[...]}}); new ref. */
+struct json_t;
+struct json_t *keel_metrics_json(keel_metrics *m);
+
+/* Standard process metrics: process_cpu_seconds_total,
+ * process_resident_memory_bytes, process_open_fds,
+ * process_start_time_seconds, keel_build_info{version}. */
+void keel_metrics_register_process(keel_metrics *m, const char *version);
+
+/* Default latency buckets in seconds (0.0005 .. 10). */
+extern const double keel_latency_buckets[];
+extern const size_t keel_latency_nbuckets;
+
+#ifdef __cplusplus
+}
+#endif
+#endif

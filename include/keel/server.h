@@ -1,0 +1,243 @@
+/* keel/server.h — the HTTP server: workers, routes, middleware, requests
+ * and responses, the work pool.
+ *
+ * A server runs N worker threads, each with its own libuv loop and its own
+ * SO_REUSEPORT listener. A request lives on the worker that accepted it:
+ * middleware and handlers run on that loop and must never block it. Slow
+ * work goes to the work pool with keel_req_submit(); its completion runs
+ * back on the request's own loop.
+ */
+#ifndef KEEL_SERVER_H
+#define KEEL_SERVER_H
+
+#include "arena.h"
+#include "common.h"
+#include "config.h"
+#include "http.h"
+#include "router.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct keel_server keel_server;
+typedef struct keel_req keel_req;
+typedef struct keel_worker keel_worker;
+
+/* A route handler: produce a response (KEEL_DONE) or suspend
+ * (KEEL_SUSPEND) and respond later from the loop. */
+typedef keel_flow (*keel_handler_fn)(keel_req *req);
+
+/* A route, declared once: the router, the metrics labels, `keel routes`,
+ * the RBAC check, the validator and the OpenAPI document all read it. */
+typedef struct keel_route {
+    const char *name;       /* operation name, e.g. "users.get" */
+    const char *method;     /* "GET", "POST", ... */
+    const char *path;       /* pattern: "/users/:id" or a trailing wildcard "*rest" */
+    keel_handler_fn handler;
+    const char *summary;    /* one line for docs */
+    const char *auth;       /* NULL/"none", "user", "apikey", "any" */
+    const char *permission; /* e.g. "users:read"; NULL for none */
+    const char *request_schema;  /* JSON Schema text; NULL for none */
+    const char *response_schema; /* JSON Schema text; NULL for none */
+    const char *rate_limit;      /* tier name; NULL for the default */
+    uint32_t timeout_ms;    /* handler deadline; 0 = HANDLER_TIMEOUT */
+    unsigned flags;         /* KEEL_ROUTE_* */
+    void *data;             /* the handler's own pointer */
+} keel_route;
+
+enum {
+    KEEL_ROUTE_NO_LOG = 1u << 0,    /* no access-log line (health probes) */
+    KEEL_ROUTE_INTERNAL = 1u << 1,  /* exempt from load shedding */
+    KEEL_ROUTE_SECRET = 1u << 2     /* response carries secrets */
+};
+
+/* Middleware: a table of function pointers, run in the order added.
+ * on_request returns KEEL_NEXT to continue, KEEL_DONE after responding, or
+ * KEEL_SUSPEND (then keel_req_resume() continues the chain later).
+ * on_request may be NULL (a middleware that only observes completions).
+ * on_complete (optional) runs once the response has been handed to the
+ * connection (or the client went away), with the final status. */
+typedef struct keel_middleware {
+    const char *name;
+    keel_flow (*on_request)(keel_req *req, void *data);
+    void (*on_complete)(keel_req *req, void *data);
+    void (*dispose)(void *data);
+    void *data;
+} keel_middleware;
+
+/* ---------------------------------------------------------------- server */
+
+/* A server for the given configuration (copied). Never NULL. */
+keel_server *keel_server_new(const keel_config *cfg);
+
+/* Adds routes (the array must outlive the server). Returns 0, or
+ * KEEL_EEXISTS / KEEL_EINVAL naming the route on stderr. */
+int keel_server_add_routes(keel_server *s, const keel_route *routes, size_t n);
+
+/* Appends a middleware (copied). */
+void keel_server_use(keel_server *s, const keel_middleware *mw);
+
+/* Binds the listeners and starts the workers; returns at once.
+ * 0, or a negative error (e.g. -EADDRINUSE) with a log line. */
+int keel_server_start(keel_server *s);
+
+/* Starts draining: readiness false, listeners closed, idle connections
+ * closed, in-flight requests finish. Thread-safe; returns at once. */
+void keel_server_drain(keel_server *s);
+
+/* Waits until every worker has finished (after a drain) or grace_ms passed.
+ * Returns 0 when all finished, KEEL_ETIMEDOUT otherwise. */
+int keel_server_wait(keel_server *s, uint64_t grace_ms);
+
+/* keel_server_start, then waits for SIGTERM/SIGINT, drains (up to
+ * SHUTDOWN_GRACE) and returns the exit status. A second signal exits. */
+int keel_server_run(keel_server *s);
+
+void keel_server_free(keel_server *s);
+
+/* The bound port (useful with PORT=0); 0 before start. */
+unsigned keel_server_port(const keel_server *s);
+
+const keel_config *keel_server_config(const keel_server *s);
+
+/* Lifecycle, for readiness: starting, serving, draining. */
+typedef enum keel_server_state {
+    KEEL_STATE_STARTING = 0,
+    KEEL_STATE_SERVING,
+    KEEL_STATE_DRAINING
+} keel_server_state;
+keel_server_state keel_server_get_state(const keel_server *s);
+
+/* Routes added so far, in the order added. */
+size_t keel_server_routes(const keel_server *s, const keel_route *const **out);
+
+/* Counters of one worker, summed over workers by keel_server_stats. */
+typedef struct keel_server_stats {
+    uint64_t connections_open;
+    uint64_t connections_total;
+    uint64_t requests_in_flight;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t work_queued;      /* waiting in the work pool */
+    uint64_t work_rejected;    /* refused: queue full */
+    uint64_t loop_lag_ms;      /* largest recent event-loop lag */
+} keel_server_stats;
+void keel_server_stats_get(const keel_server *s, keel_server_stats *out);
+unsigned keel_server_workers(const keel_server *s);
+
+/* ---------------------------------------------------------------- request */
+
+const keel_http_request_head *keel_req_head(const keel_req *r);
+keel_method keel_req_method(const keel_req *r);
+keel_str keel_req_path(const keel_req *r);
+keel_str keel_req_query(const keel_req *r);
+/* The first header with that name (case-insensitive), or a NULL view. */
+keel_str keel_req_header(const keel_req *r, const char *name);
+/* A path parameter, decoded; NULL view when absent. */
+keel_str keel_req_param(const keel_req *r, const char *name);
+/* A query parameter, decoded into the arena; NULL view when absent. */
+keel_str keel_req_query_param(keel_req *r, const char *name);
+/* The whole request body (de-chunked). Empty when none. */
+keel_str keel_req_body(const keel_req *r);
+/* The matched route, or NULL (404/405 and built-in answers). */
+const keel_route *keel_req_route(const keel_req *r);
+/* The route template for labels: the pattern, or "unmatched". */
+const char *keel_req_route_label(const keel_req *r);
+keel_arena *keel_req_arena(keel_req *r);
+keel_server *keel_req_server(const keel_req *r);
+unsigned keel_req_worker_id(const keel_req *r);
+/* The peer address as text ("127.0.0.1"). */
+const char *keel_req_remote_addr(const keel_req *r);
+/* Start of the request, monotonic ns. */
+uint64_t keel_req_start_ns(const keel_req *r);
+
+/* Per-request slots middleware can use to pass values along. */
+void keel_req_set_id(keel_req *r, const char *request_id);
+const char *keel_req_id(const keel_req *r);
+void keel_req_set_trace(keel_req *r, const char *trace_id, const char *span_id);
+const char *keel_req_trace_id(const keel_req *r);
+const char *keel_req_span_id(const keel_req *r);
+/* A generic key/value store on the request (values in the arena). */
+void keel_req_set_local(keel_req *r, const char *key, void *value);
+void *keel_req_get_local(const keel_req *r, const char *key);
+
+/* ---------------------------------------------------------------- response */
+
+/* Sets the status (default 200). */
+void keel_res_status(keel_req *r, int status);
+/* Adds a response header (copied). Content-Length, Date, Connection and
+ * Transfer-Encoding are keel's own and refused with KEEL_EINVAL. */
+int keel_res_header(keel_req *r, const char *name, const char *value);
+/* Replaces a header set earlier, or adds it. */
+int keel_res_set_header(keel_req *r, const char *name, const char *value);
+
+/* Sends the response with this body (copied) and finishes the request.
+ * Returns KEEL_EALREADY when the request already has its response (late
+ * answers after a deadline or a disconnect are dropped safely). */
+int keel_respond(keel_req *r, int status, const char *content_type,
+                 const void *body, size_t len);
+int keel_respond_text(keel_req *r, int status, const char *text);
+/* JSON from a jansson value (the reference is stolen). */
+struct json_t;
+int keel_respond_json(keel_req *r, int status, struct json_t *json);
+/* RFC 9457 problem+json: {type,title,status,detail,instance,request_id}. */
+int keel_respond_problem(keel_req *r, int status, const char *detail);
+/* The same with extra members (a JSON object, stolen; may be NULL). */
+int keel_respond_problem_ex(keel_req *r, int status, const char *type,
+                            const char *detail, struct json_t *extra);
+
+/* Streaming: headers now, body in chunks (chunked coding on HTTP/1.1, a
+ * close-delimited body on 1.0). keel_res_write returns KEEL_EBUSY while
+ * the output buffer is over its cap: wait for the drain callback. */
+int keel_res_stream_begin(keel_req *r, int status, const char *content_type);
+int keel_res_write(keel_req *r, const void *data, size_t len);
+int keel_res_stream_end(keel_req *r);
+
+int keel_res_get_status(const keel_req *r);
+uint64_t keel_res_bytes(const keel_req *r);
+int keel_req_is_finished(const keel_req *r);
+
+/* ---------------------------------------------------------------- flow */
+
+/* Continues a suspended request: runs the next middleware (flow KEEL_NEXT)
+ * or just finishes (KEEL_DONE, after the caller responded). Must be called
+ * on the request's own loop. */
+void keel_req_resume(keel_req *r, keel_flow flow);
+
+/* Keeps r alive across an asynchronous wait of the caller's own (a timer,
+ * a client callback): the request is not recycled until a matching
+ * keel_req_unhold(), even if it ends first (deadline, disconnect). Check
+ * keel_req_is_finished() before responding late. Loop thread only. */
+void keel_req_hold(keel_req *r);
+void keel_req_unhold(keel_req *r);
+
+/* Work pool. `work` runs on a pool thread and may block; `after` runs on
+ * the request's own loop, always exactly once, with status 0, or
+ * KEEL_ECANCELED when the request ended first (deadline, disconnect):
+ * then `after` must only free its own data; responding is a no-op.
+ * Returns 0, or KEEL_EBUSY when the queue is full (nothing is called). */
+typedef void (*keel_work_fn)(void *arg);
+typedef void (*keel_after_work_cb)(keel_req *r, void *arg, int status);
+int keel_req_submit(keel_req *r, keel_work_fn work, keel_after_work_cb after,
+                    void *arg);
+
+/* Answers 503 problem+json with Retry-After (queue full, overload). */
+int keel_respond_unavailable(keel_req *r, unsigned retry_after_s,
+                             const char *detail);
+
+/* Work not tied to a request (health checks, jobs): `after` runs on the
+ * loop of `worker`. */
+int keel_worker_submit(keel_worker *w, keel_work_fn work,
+                       void (*after)(void *arg, int status), void *arg);
+keel_worker *keel_req_worker(const keel_req *r);
+
+/* The worker's libuv loop, for timers and async clients of the handler's
+ * own (they must run on this loop only). */
+struct uv_loop_s;
+struct uv_loop_s *keel_worker_loop(keel_worker *w);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,65 @@
+/* keel/service.h — a whole service in one call: CLI, configuration, logs,
+ * the standard middleware, health and metrics routes, graceful drain.
+ *
+ *     static int setup(keel_service *svc, void *arg) {
+ *         return keel_service_add_routes(svc, routes, NROUTES);
+ *     }
+ *     int main(int argc, char **argv) {
+ *         keel_app app = {.name = "hello", .version = "1.0", .setup = setup};
+ *         return keel_main(argc, argv, &app);
+ *     }
+ *
+ * gives `hello serve [--print-config] [--port N]`, `hello routes`,
+ * `hello version` and `hello --help`, with keel's config, JSON logs,
+ * request ids, access log, /metrics, /health/... and SIGTERM drain.
+ */
+#ifndef KEEL_SERVICE_H
+#define KEEL_SERVICE_H
+
+#include "health.h"
+#include "metrics.h"
+#include "server.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct keel_service keel_service;
+
+typedef struct keel_app {
+    const char *name;    /* program name in usage and logs */
+    const char *version;
+    /* Adds the application's routes and middleware. 0, or a negative
+     * error to stop start-up (exit 1). */
+    int (*setup)(keel_service *svc, void *arg);
+    /* Extra CLI commands: return an exit status, or -1 when `cmd` is not
+     * one of the app's (keel then reports an unknown command). */
+    int (*command)(keel_service *svc, const char *cmd, int argc, char **argv,
+                   void *arg);
+    /* Extra lines for --help (may be NULL). */
+    const char *usage;
+    /* Called after the server stopped, to release what setup made. */
+    void (*teardown)(keel_service *svc, void *arg);
+    void *arg;
+} keel_app;
+
+/* Runs the CLI; returns the process exit status. */
+int keel_main(int argc, char **argv, const keel_app *app);
+
+keel_server *keel_service_server(keel_service *svc);
+const keel_config *keel_service_config(keel_service *svc);
+keel_metrics *keel_service_metrics(keel_service *svc);
+keel_health *keel_service_health(keel_service *svc);
+
+/* keel_server_add_routes / keel_server_use on the service's server; app
+ * middleware runs after keel's standard ones. */
+int keel_service_add_routes(keel_service *svc, const keel_route *routes, size_t n);
+void keel_service_use(keel_service *svc, const keel_middleware *mw);
+
+/* Prints the route table as `keel routes` does. */
+void keel_service_print_routes(keel_service *svc, FILE *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

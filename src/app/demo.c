@@ -1,0 +1,115 @@
+/* demo.c — the benchmark routes (../shared/bench endpoint contract) and
+ * two routes to exercise suspension: /slow waits on a loop timer, /work
+ * blocks a work-pool thread. Off in production unless ENABLE_DEMO_ROUTES. */
+#include <jansson.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "app/app.h"
+
+static keel_flow hello(keel_req *r)
+{
+    keel_respond(r, 200, "text/plain", "ok", 2);
+    return KEEL_DONE;
+}
+
+static keel_flow json_hello(keel_req *r)
+{
+    static const char body[] = "{\"message\":\"Hello, World!\"}";
+    keel_respond(r, 200, "application/json", body, sizeof(body) - 1);
+    return KEEL_DONE;
+}
+
+/* POST /echo: the JSON body parsed and written back. */
+static keel_flow echo(keel_req *r)
+{
+    json_t *v = app_json_body(r);
+    if (!v)
+        return KEEL_DONE; /* app_json_body answered 415 / 400 */
+    keel_respond_json(r, 200, v);
+    return KEEL_DONE;
+}
+
+static uint64_t ms_param(keel_req *r, uint64_t def, uint64_t max)
+{
+    keel_str s = keel_req_query_param(r, "ms");
+    if (!s.ptr)
+        return def;
+    char *end;
+    unsigned long long v = strtoull(s.ptr, &end, 10);
+    if (*end || s.len == 0)
+        return def;
+    return v > max ? max : v;
+}
+
+typedef struct slow_ctx {
+    uv_timer_t timer;
+    keel_req *req;
+} slow_ctx;
+
+static void slow_closed(uv_handle_t *h)
+{
+    keel_free(h->data);
+}
+
+static void slow_fire(uv_timer_t *t)
+{
+    slow_ctx *c = t->data;
+    keel_req_resume_respond_text(c->req, 200, "done");
+    uv_close((uv_handle_t *)t, slow_closed);
+}
+
+/* GET /slow?ms=N: answers after N ms without blocking the loop. */
+static keel_flow slow(keel_req *r)
+{
+    slow_ctx *c = keel_malloc(sizeof(*c));
+    c->req = r;
+    keel_req_hold(r);
+    uv_timer_init(keel_worker_loop(keel_req_worker(r)), &c->timer);
+    c->timer.data = c;
+    uv_timer_start(&c->timer, slow_fire, ms_param(r, 100, 60000), 0);
+    return KEEL_SUSPEND;
+}
+
+static void work_sleep(void *arg)
+{
+    usleep((useconds_t)((uint64_t)(uintptr_t)arg * 1000));
+}
+
+static void work_done(keel_req *r, void *arg, int status)
+{
+    (void)arg;
+    if (status == 0)
+        keel_respond_text(r, 200, "done");
+}
+
+/* GET /work?ms=N: N ms of blocking work on the pool. */
+static keel_flow work(keel_req *r)
+{
+    uint64_t ms = ms_param(r, 100, 60000);
+    if (keel_req_submit(r, work_sleep, work_done, (void *)(uintptr_t)ms) < 0) {
+        keel_respond_unavailable(r, 1, "the work queue is full");
+        return KEEL_DONE;
+    }
+    return KEEL_SUSPEND;
+}
+
+static const keel_route demo_routes[] = {
+    {.name = "demo.hello", .method = "GET", .path = "/hello", .handler = hello,
+     .summary = "Plain-text ok (benchmark)"},
+    {.name = "demo.json", .method = "GET", .path = "/json", .handler = json_hello,
+     .summary = "A fixed JSON object (benchmark)"},
+    {.name = "demo.echo", .method = "POST", .path = "/echo", .handler = echo,
+     .summary = "The JSON body, parsed and written back (benchmark)"},
+    {.name = "demo.slow", .method = "GET", .path = "/slow", .handler = slow,
+     .summary = "Answers after ?ms=N milliseconds without blocking"},
+    {.name = "demo.work", .method = "GET", .path = "/work", .handler = work,
+     .summary = "Blocks a work-pool thread for ?ms=N milliseconds"},
+};
+
+int app_demo_setup(keel_service *svc)
+{
+    return keel_service_add_routes(svc, demo_routes,
+                                   sizeof(demo_routes) / sizeof(demo_routes[0]));
+}

@@ -1,0 +1,597 @@
+/* conn.c — one TCP connection: read, parse, frame bodies, hand requests to
+ * the chain one at a time, write responses in order, enforce every
+ * timeout and buffer cap, and close cleanly.
+ *
+ * Pipelining falls out of the design: requests are taken from the input
+ * buffer one at a time and the next is parsed only once the previous one
+ * has produced its response, so responses leave in request order; all the
+ * responses produced during one read are written with one write call.
+ *
+ * Views into the input buffer (the request head, the body) must stay
+ * valid while a request is alive: the buffer only grows (realloc) while a
+ * body is being read, and then the head's views are rebased; while a
+ * request is with its handler the buffer never moves. A request that
+ * outlives its connection (pending work, a deadline) takes the buffer
+ * with it.
+ *
+ * A refused request (framing error, limit, timeout) gets exactly one
+ * response, then the connection stops parsing, half-closes after the write
+ * and discards input for a short linger before closing, so the response is
+ * not lost to a reset.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/server_internal.h"
+#include "keel/log.h"
+
+#define IN_INITIAL 4096
+#define IN_SHRINK_ABOVE (64 * 1024)
+#define LINGER_MS 2000
+
+static void process_input(keel_conn *c);
+
+static uint64_t now_ms(keel_conn *c)
+{
+    return uv_now(&c->w->loop);
+}
+
+/* ---------------------------------------------------------------- close */
+
+static void on_close(uv_handle_t *h)
+{
+    keel_conn *c = (keel_conn *)h;
+    keel_worker *w = c->w;
+    keel_buf_free(&c->in);
+    keel_buf_free(&c->out);
+    keel_buf_free(&c->wbuf);
+    keel_free(c);
+    if (w->draining && w->nconns == 0)
+        uv_async_send(&w->async); /* let the worker notice it is done */
+}
+
+void keel__conn_close(keel_conn *c)
+{
+    if (c->closed)
+        return;
+    c->closed = 1;
+    c->state = CONN_CLOSING;
+    keel_worker *w = c->w;
+    if (c->req) {
+        keel_req *r = c->req;
+        c->req = NULL;
+        if (r->finished && !r->completed) {
+            /* responded but not yet completed: just drop the link */
+            r->c = NULL;
+        } else {
+            keel__req_detach(r);
+        }
+    }
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nconns--;
+    STAT_SUB(w, connections_open, 1);
+    uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+static void start_linger(keel_conn *c);
+
+static void maybe_finish(keel_conn *c)
+{
+    if (c->closed || c->state != CONN_CLOSING || c->writing || c->out.len ||
+        c->req || c->lingering)
+        return;
+    start_linger(c);
+}
+
+/* ---------------------------------------------------------------- write */
+
+static void on_write(uv_write_t *wr, int status)
+{
+    keel_conn *c = wr->data;
+    c->writing = 0;
+    if (status < 0) {
+        keel__conn_close(c);
+        return;
+    }
+    STAT_ADD(c->w, bytes_out, c->wbuf.len);
+    c->wbuf.len = 0;
+    if (c->closed)
+        return;
+    if (c->out.len) {
+        keel__conn_flush(c);
+        return;
+    }
+    if (c->state == CONN_HEAD && !c->processing)
+        process_input(c); /* output had passed its cap: continue */
+    maybe_finish(c);
+}
+
+void keel__conn_flush(keel_conn *c)
+{
+    if (c->closed)
+        return;
+    if (c->writing || c->out.len == 0) {
+        maybe_finish(c);
+        return;
+    }
+    uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n > 0) {
+        STAT_ADD(c->w, bytes_out, (uint64_t)n);
+        keel_buf_consume(&c->out, (size_t)n);
+    } else if (n < 0 && n != UV_EAGAIN) {
+        keel__conn_close(c);
+        return;
+    }
+    if (c->out.len) {
+        keel_buf t = c->wbuf;
+        c->wbuf = c->out;
+        c->out = t;
+        c->out.len = 0;
+        b = uv_buf_init(c->wbuf.data, (unsigned)c->wbuf.len);
+        c->wreq.data = c;
+        if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
+            keel__conn_close(c);
+            return;
+        }
+        c->writing = 1;
+        c->write_started = now_ms(c);
+        return;
+    }
+    maybe_finish(c);
+}
+
+void keel__conn_send(keel_conn *c, const void *p, size_t n)
+{
+    keel_buf_append(&c->out, p, n);
+    if (!c->processing)
+        keel__conn_flush(c);
+}
+
+/* ---------------------------------------------------------------- linger */
+
+static void on_shutdown(uv_shutdown_t *sr, int status)
+{
+    keel_conn *c = sr->data;
+    (void)status;
+    if (c->closed)
+        return;
+    if (status < 0)
+        keel__conn_close(c);
+}
+
+static void start_linger(keel_conn *c)
+{
+    c->lingering = 1;
+    c->deadline = now_ms(c) + LINGER_MS;
+    c->sreq.data = c;
+    if (c->eof || uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+        keel__conn_close(c);
+        return;
+    }
+}
+
+/* ---------------------------------------------------------------- read */
+
+static void rebase_head(keel_req *r, uintptr_t old, size_t len, char *nw)
+{
+#define RB(s)                                                                  \
+    if ((s).ptr && (uintptr_t)(s).ptr >= old && (uintptr_t)(s).ptr <= old + len) \
+        (s).ptr = nw + ((uintptr_t)(s).ptr - old);
+    keel_http_request_head *h = &r->head;
+    RB(h->method_str);
+    RB(h->target);
+    RB(h->path);
+    RB(h->query);
+    RB(h->host);
+    for (size_t i = 0; i < h->num_headers; i++) {
+        RB(h->headers[i].name);
+        RB(h->headers[i].value);
+    }
+#undef RB
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    keel_conn *c = (keel_conn *)h;
+    static __thread char discard[16384];
+    (void)suggested;
+    if (c->lingering || c->state == CONN_CLOSING) {
+        *buf = uv_buf_init(discard, sizeof(discard));
+        return;
+    }
+    if (c->state == CONN_HANDLING) {
+        /* The buffer must not move now: offer only the spare room. */
+        size_t spare = c->in.cap - c->in.len;
+        *buf = uv_buf_init(spare ? c->in.data + c->in.len : NULL, (unsigned)spare);
+        return;
+    }
+    size_t want = IN_INITIAL;
+    if (c->state == CONN_BODY && c->req && !c->req->head.chunked) {
+        keel_req *r = c->req;
+        size_t have = c->in.len - c->parsed - r->head_len;
+        size_t left = (size_t)r->head.content_length - have;
+        want = left < 65536 ? (left ? left : 1) : 65536;
+    } else if (c->in.cap - c->in.len >= 1024) {
+        want = c->in.cap - c->in.len;
+    }
+    uintptr_t old = (uintptr_t)c->in.data;
+    keel_buf_reserve(&c->in, want);
+    if ((uintptr_t)c->in.data != old && old && c->req && c->state == CONN_BODY)
+        rebase_head(c->req, old, c->in.len, c->in.data);
+    size_t spare = c->in.cap - c->in.len;
+    if (spare > 1u << 30)
+        spare = 1u << 30;
+    *buf = uv_buf_init(c->in.data + c->in.len, (unsigned)spare);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    keel_conn *c = (keel_conn *)s;
+    (void)buf;
+    if (c->closed)
+        return;
+    if (nread > 0) {
+        STAT_ADD(c->w, bytes_in, (uint64_t)nread);
+        if (c->lingering || c->state == CONN_CLOSING)
+            return; /* discarded */
+        c->in.len += (size_t)nread;
+        uint64_t now = now_ms(c);
+        if (c->state == CONN_BODY) {
+            c->deadline = now + c->w->srv->cfg.body_timeout_ms;
+        } else if (c->state == CONN_HEAD && c->head_started == 0) {
+            c->head_started = now;
+            c->deadline = now + c->w->srv->cfg.header_timeout_ms;
+        }
+        process_input(c);
+        return;
+    }
+    if (nread == 0)
+        return;
+    if (nread == UV_ENOBUFS) {
+        uv_read_stop(s);
+        c->reading = 0;
+        return;
+    }
+    /* EOF or error. A client that goes away mid-request cancels it. */
+    c->eof = 1;
+    uv_read_stop(s);
+    c->reading = 0;
+    if (c->lingering || c->state != CONN_CLOSING || (!c->writing && !c->out.len))
+        keel__conn_close(c);
+}
+
+static void start_reading(keel_conn *c)
+{
+    if (c->reading || c->closed || c->eof)
+        return;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        c->reading = 1;
+}
+
+static void stop_reading(keel_conn *c)
+{
+    if (!c->reading)
+        return;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+}
+
+/* ---------------------------------------------------------------- requests */
+
+/* Refuses the current request with `status`: one response through the
+ * middleware chain (logs, metrics, headers), then the connection closes. */
+static void reject(keel_conn *c, int status, const char *detail)
+{
+    keel_req *r = c->req ? c->req : (c->req = keel__req_new(c->w, c));
+    r->reject_status = status;
+    r->reject_detail = detail;
+    r->keep_alive = 0;
+    c->close_after_write = 1;
+    c->state = CONN_HANDLING;
+    stop_reading(c);
+    keel__req_dispatch(r);
+}
+
+static void dispatch(keel_conn *c, keel_req *r)
+{
+    keel_server *s = c->w->srv;
+    r->keep_alive = r->head.keep_alive && !c->close_after_write && !c->w->draining &&
+                    !(s->cfg.max_requests_per_conn &&
+                      c->requests + 1 >= s->cfg.max_requests_per_conn);
+    c->state = CONN_HANDLING;
+    c->deadline = 0;
+    keel__req_dispatch(r);
+}
+
+void keel__conn_request_done(keel_conn *c, keel_req *r)
+{
+    keel_server *s = c->w->srv;
+    c->req = NULL;
+    if (r->holds > 0) {
+        /* Pending work may still read the request's views: the request
+         * keeps this buffer; the connection goes on with a copy of what
+         * follows. */
+        size_t used = c->parsed + r->raw_len;
+        keel_buf rest = {0};
+        if (c->in.len > used)
+            keel_buf_append(&rest, c->in.data + used, c->in.len - used);
+        r->owned_in = c->in;
+        c->in = rest;
+        c->parsed = 0;
+    } else {
+        c->parsed += r->raw_len;
+    }
+    r->c = NULL;
+    c->requests++;
+    if (c->closed)
+        return;
+    if (c->close_after_write || !r->keep_alive) {
+        c->close_after_write = 1;
+        c->state = CONN_CLOSING;
+        stop_reading(c);
+    } else {
+        c->state = CONN_HEAD;
+        c->head_started = 0;
+        c->deadline = now_ms(c) + s->cfg.keepalive_timeout_ms;
+        start_reading(c);
+    }
+    if (!c->processing)
+        process_input(c);
+}
+
+/* Starts the body phase, or dispatches a request without a body. */
+static void begin_body(keel_conn *c, keel_req *r)
+{
+    keel_server *s = c->w->srv;
+    if (r->head.method == KEEL_METHOD_OTHER) {
+        reject(c, 501, "method not implemented");
+        return;
+    }
+    if (r->head.content_length > 0 &&
+        (uint64_t)r->head.content_length > s->cfg.body_limit) {
+        reject(c, 413, "request body too large");
+        return;
+    }
+    if (!r->head.chunked && r->head.content_length <= 0) {
+        r->raw_len = r->head_len;
+        r->body = (keel_str){c->in.data + c->parsed + r->head_len, 0};
+        dispatch(c, r);
+        return;
+    }
+    c->state = CONN_BODY;
+    c->deadline = now_ms(c) + s->cfg.body_timeout_ms;
+    memset(&r->chunked, 0, sizeof(r->chunked));
+    if (r->head.expect_continue && c->in.len == c->parsed + r->head_len)
+        keel_buf_append(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+}
+
+static void read_body(keel_conn *c, keel_req *r)
+{
+    keel_server *s = c->w->srv;
+    size_t start = c->parsed + r->head_len;
+    char *body = c->in.data + start;
+    size_t have = c->in.len - start;
+    if (!r->head.chunked) {
+        size_t need = (size_t)r->head.content_length;
+        if (have < need)
+            return;
+        r->body = (keel_str){body, need};
+        r->raw_len = r->head_len + need;
+        dispatch(c, r);
+        return;
+    }
+    const char *err = NULL;
+    int rc = keel_http_chunked_decode(&r->chunked, body, have, s->cfg.body_limit,
+                                      s->cfg.max_head_size, &err);
+    if (rc < 0) {
+        reject(c, -rc, err);
+        return;
+    }
+    if (rc == 0) {
+        /* Keep the buffer near the decoded size: move the undecoded tail
+         * down over the framing bytes already consumed. */
+        size_t gap = r->chunked.in - r->chunked.out;
+        if (gap > 4096) {
+            memmove(body + r->chunked.out, body + r->chunked.in, have - r->chunked.in);
+            c->in.len -= gap;
+            r->chunked.in = r->chunked.out;
+        }
+        return;
+    }
+    r->body = (keel_str){body, r->chunked.out};
+    r->raw_len = r->head_len + r->chunked.in;
+    dispatch(c, r);
+}
+
+static void process_input(keel_conn *c)
+{
+    if (c->processing || c->closed)
+        return;
+    keel_server *s = c->w->srv;
+    c->processing = 1;
+    while (!c->closed) {
+        if (c->state == CONN_HANDLING || c->state == CONN_CLOSING)
+            break;
+        if (c->out.len + c->wbuf.len > s->cfg.output_buffer_max) {
+            stop_reading(c); /* a slow reader: stop taking requests */
+            break;
+        }
+        if (c->state == CONN_HEAD) {
+            size_t avail = c->in.len - c->parsed;
+            if (avail == 0) {
+                c->in.len = c->parsed = 0;
+                if (c->in.cap > IN_SHRINK_ABOVE)
+                    keel_buf_free(&c->in);
+                break;
+            }
+            if (c->parsed && (c->parsed > c->in.cap / 2 || c->in.len == c->in.cap)) {
+                memmove(c->in.data, c->in.data + c->parsed, avail);
+                c->in.len = avail;
+                c->parsed = 0;
+            }
+            if (c->head_started == 0) {
+                c->head_started = now_ms(c);
+                c->deadline = c->head_started + s->cfg.header_timeout_ms;
+            }
+            keel_req *r = c->req ? c->req : (c->req = keel__req_new(c->w, c));
+            int rc = keel_http_parse_request(c->in.data + c->parsed, avail, &r->head,
+                                             &s->limits);
+            if (rc == 0)
+                break;
+            if (rc < 0) {
+                reject(c, -rc, r->head.error);
+                break;
+            }
+            r->head_len = (size_t)rc;
+            begin_body(c, r);
+            continue;
+        }
+        if (c->state == CONN_BODY) {
+            keel_req *r = c->req;
+            read_body(c, r);
+            if (c->state == CONN_BODY)
+                break;
+        }
+    }
+    c->processing = 0;
+    if (!c->closed && (c->state == CONN_HEAD || c->state == CONN_BODY) &&
+        c->out.len + c->wbuf.len <= s->cfg.output_buffer_max)
+        start_reading(c);
+    keel__conn_flush(c);
+}
+
+/* ---------------------------------------------------------------- accept */
+
+int keel__respond_problem_raw(keel_conn *c, int status, const char *detail)
+{
+    keel_worker *w = c->w;
+    keel_server *s = w->srv;
+    char body[256];
+    int bl = snprintf(body, sizeof(body),
+                      "{\"type\":\"about:blank\",\"title\":\"%s\",\"status\":%d,"
+                      "\"detail\":\"%s\"}",
+                      keel_http_reason(status), status, detail);
+    keel__worker_update_date(w);
+    keel_buf *o = &c->out;
+    keel_buf_printf(o, "HTTP/1.1 %d %s\r\n", status, keel_http_reason(status));
+    if (s->cfg.server_header && *s->cfg.server_header)
+        keel_buf_printf(o, "Server: %s\r\n", s->cfg.server_header);
+    keel_buf_append(o, w->date, w->date_len);
+    keel_buf_printf(o, "Content-Type: application/problem+json\r\n"
+                       "Content-Length: %d\r\n%s"
+                       "Connection: close\r\n\r\n%s",
+                    bl, status == 503 ? "Retry-After: 1\r\n" : "", body);
+    c->close_after_write = 1;
+    c->state = CONN_CLOSING;
+    keel__conn_flush(c);
+    return 0;
+}
+
+void keel__conn_accept(keel_worker *w)
+{
+    keel_conn *c = keel_calloc(1, sizeof(*c));
+    c->w = w;
+    uv_tcp_init(&w->loop, &c->tcp);
+    if (uv_accept((uv_stream_t *)&w->listener, (uv_stream_t *)&c->tcp) < 0) {
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)keel_free);
+        return;
+    }
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    STAT_ADD(w, connections_open, 1);
+    STAT_ADD(w, connections_total, 1);
+    uv_tcp_nodelay(&c->tcp, 1);
+
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    strcpy(c->remote, "-");
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET)
+            uv_ip4_name((struct sockaddr_in *)&ss, c->remote, sizeof(c->remote));
+        else if (ss.ss_family == AF_INET6)
+            uv_ip6_name((struct sockaddr_in6 *)&ss, c->remote, sizeof(c->remote));
+    }
+    if (w->nconns > w->srv->cfg.max_connections || w->draining) {
+        keel__respond_problem_raw(c, 503, w->draining
+                                              ? "the server is shutting down"
+                                              : "too many open connections");
+        return;
+    }
+    c->state = CONN_HEAD;
+    c->deadline = now_ms(c) + w->srv->cfg.header_timeout_ms;
+    start_reading(c);
+}
+
+/* ---------------------------------------------------------------- timers */
+
+void keel__conn_sweep(keel_worker *w, uint64_t now)
+{
+    keel_server *s = w->srv;
+    keel_conn *next;
+    for (keel_conn *c = w->conns; c; c = next) {
+        next = c->next;
+        if (c->closed)
+            continue;
+        if (c->writing && now - c->write_started > s->cfg.write_timeout_ms) {
+            keel_log(KEEL_LOG_INFO, "closing connection: write timeout",
+                     "{s:s}", "remote", c->remote);
+            keel__conn_close(c);
+            continue;
+        }
+        if (c->lingering) {
+            if (now >= c->deadline)
+                keel__conn_close(c);
+            continue;
+        }
+        switch (c->state) {
+        case CONN_HEAD:
+            if (c->deadline && now >= c->deadline) {
+                if (c->in.len == c->parsed)
+                    keel__conn_close(c); /* idle: close quietly */
+                else
+                    reject(c, 408, "request head not received in time");
+            }
+            break;
+        case CONN_BODY:
+            if (c->deadline && now >= c->deadline)
+                reject(c, 408, "request body stalled");
+            break;
+        case CONN_HANDLING: {
+            keel_req *r = c->req;
+            if (r && !r->finished && !r->streaming && now >= r->deadline) {
+                __atomic_store_n(&r->canceled, 1, __ATOMIC_RELEASE);
+                keel_log(KEEL_LOG_WARN, "handler deadline passed", "{s:s,s:s}",
+                         "route", keel_req_route_label(r), "request_id",
+                         r->request_id ? r->request_id : "-");
+                keel_respond_problem(r, 503, "the request took too long to process");
+            }
+            break;
+        }
+        case CONN_CLOSING:
+            break;
+        }
+    }
+}
+
+void keel__conn_drain_idle(keel_worker *w)
+{
+    keel_conn *next;
+    for (keel_conn *c = w->conns; c; c = next) {
+        next = c->next;
+        if (c->closed)
+            continue;
+        if (c->state == CONN_HEAD && c->in.len == c->parsed && !c->req)
+            keel__conn_close(c);
+        else
+            c->close_after_write = 1;
+    }
+}

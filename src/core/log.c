@@ -1,0 +1,321 @@
+/* log.c — JSON-lines logger with per-thread buffers and size rotation.
+ *
+ * Each thread appends whole lines to its own buffer; a flush writes the
+ * buffer to stdout (and the log file) under one mutex, so lines from
+ * different threads never interleave and rotation happens between lines.
+ */
+#include "keel/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static struct {
+    int level;
+    int pretty;
+    char *service;
+    char *file;
+    int file_fd;
+    uint64_t file_size;
+    uint64_t file_max;
+    unsigned keep;
+    pthread_mutex_t mu;
+} L = {KEEL_LOG_INFO, 0, NULL, NULL, -1, 0, 0, 0, PTHREAD_MUTEX_INITIALIZER};
+
+static __thread keel_buf tl_buf;
+static __thread int tl_buffered;
+static __thread size_t tl_line_start;
+static __thread time_t tl_sec = -1;
+static __thread char tl_time[32];
+
+#define FLUSH_AT (32 * 1024)
+
+static const char *const level_names[] = {"trace", "debug", "info",
+                                          "warn", "error", "fatal"};
+
+const char *keel_log_level_name(int level)
+{
+    return level >= 0 && level <= KEEL_LOG_FATAL ? level_names[level] : "info";
+}
+
+int keel_log_enabled(int level)
+{
+    return level >= L.level;
+}
+
+static int open_log_file(void)
+{
+    L.file_fd = open(L.file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (L.file_fd < 0)
+        return -errno;
+    struct stat st;
+    L.file_size = fstat(L.file_fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+    return 0;
+}
+
+int keel_log_init(const keel_config *cfg)
+{
+    pthread_mutex_lock(&L.mu);
+    L.level = cfg->log_level;
+    L.pretty = cfg->log_pretty;
+    keel_free(L.service);
+    L.service = keel_strdup(cfg->service_name);
+    if (L.file_fd >= 0)
+        close(L.file_fd);
+    L.file_fd = -1;
+    keel_free(L.file);
+    L.file = NULL;
+    int rc = 0;
+    if (cfg->log_file && *cfg->log_file) {
+        L.file = keel_strdup(cfg->log_file);
+        L.file_max = cfg->log_file_max_bytes;
+        L.keep = cfg->log_file_keep;
+        rc = open_log_file();
+    }
+    pthread_mutex_unlock(&L.mu);
+    if (rc)
+        fprintf(stderr, "keel: LOG_FILE: cannot open %s: %s\n", cfg->log_file,
+                strerror(-rc));
+    return rc;
+}
+
+void keel_log_close(void)
+{
+    keel_log_flush();
+    pthread_mutex_lock(&L.mu);
+    if (L.file_fd >= 0)
+        close(L.file_fd);
+    L.file_fd = -1;
+    keel_free(L.file);
+    L.file = NULL;
+    keel_free(L.service);
+    L.service = NULL;
+    pthread_mutex_unlock(&L.mu);
+    keel_buf_free(&tl_buf);
+}
+
+static void write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return; /* a log sink that fails must not take the service down */
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Renames FILE.(k-1) -> FILE.k, ..., FILE -> FILE.1 and reopens. */
+static void rotate_locked(void)
+{
+    size_t n = strlen(L.file) + 16;
+    char *from = keel_malloc(n), *to = keel_malloc(n);
+    close(L.file_fd);
+    L.file_fd = -1;
+    if (L.keep == 0) {
+        unlink(L.file);
+    } else {
+        for (unsigned k = L.keep; k >= 1; k--) {
+            snprintf(to, n, "%s.%u", L.file, k);
+            if (k == 1)
+                snprintf(from, n, "%s", L.file);
+            else
+                snprintf(from, n, "%s.%u", L.file, k - 1);
+            rename(from, to);
+        }
+    }
+    keel_free(from);
+    keel_free(to);
+    open_log_file();
+}
+
+static void sink(const char *p, size_t n)
+{
+    pthread_mutex_lock(&L.mu);
+    write_all(STDOUT_FILENO, p, n);
+    if (L.file_fd >= 0) {
+        write_all(L.file_fd, p, n);
+        L.file_size += n;
+        if (L.file_max && L.file_size >= L.file_max)
+            rotate_locked();
+    }
+    pthread_mutex_unlock(&L.mu);
+}
+
+void keel_log_flush(void)
+{
+    if (tl_buf.len) {
+        sink(tl_buf.data, tl_buf.len);
+        tl_buf.len = 0;
+    }
+}
+
+void keel_log_set_buffered(int on)
+{
+    tl_buffered = on;
+    if (!on)
+        keel_log_flush();
+}
+
+static void append_time(keel_buf *b)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (ts.tv_sec != tl_sec) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        strftime(tl_time, sizeof(tl_time), "%Y-%m-%dT%H:%M:%S", &tm);
+        tl_sec = ts.tv_sec;
+    }
+    char ms[8];
+    unsigned m = (unsigned)(ts.tv_nsec / 1000000) % 1000u;
+    ms[0] = '.';
+    ms[1] = (char)('0' + m / 100);
+    ms[2] = (char)('0' + m / 10 % 10);
+    ms[3] = (char)('0' + m % 10);
+    ms[4] = 'Z';
+    ms[5] = '\0';
+    keel_buf_append_str(b, tl_time);
+    keel_buf_append_str(b, ms);
+}
+
+keel_buf *keel_log_begin(int level, const char *msg)
+{
+    if (level < L.level)
+        return NULL;
+    keel_buf *b = &tl_buf;
+    tl_line_start = b->len;
+    keel_buf_append_str(b, "{\"time\":\"");
+    append_time(b);
+    keel_buf_append_str(b, "\",\"level\":\"");
+    keel_buf_append_str(b, keel_log_level_name(level));
+    keel_buf_append_str(b, "\",\"msg\":\"");
+    keel_buf_append_json_escaped(b, msg, strlen(msg));
+    keel_buf_append(b, "\"", 1);
+    if (L.service) {
+        keel_buf_append_str(b, ",\"service\":\"");
+        keel_buf_append_json_escaped(b, L.service, strlen(L.service));
+        keel_buf_append(b, "\"", 1);
+    }
+    return b;
+}
+
+/* LOG_FORMAT=pretty: "15:07:19.123 INFO  msg key=value ..." */
+static void prettify_last_line(keel_buf *b)
+{
+    json_error_t e;
+    json_t *o = json_loadb(b->data + tl_line_start, b->len - tl_line_start, 0, &e);
+    b->len = tl_line_start;
+    if (!o)
+        return;
+    const char *t = json_string_value(json_object_get(o, "time"));
+    const char *lv = json_string_value(json_object_get(o, "level"));
+    const char *msg = json_string_value(json_object_get(o, "msg"));
+    keel_buf_printf(b, "%.12s %-5s %s", t && strlen(t) > 11 ? t + 11 : "",
+                    lv ? lv : "", msg ? msg : "");
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v) {
+        if (!strcmp(k, "time") || !strcmp(k, "level") || !strcmp(k, "msg") ||
+            !strcmp(k, "service"))
+            continue;
+        if (json_is_string(v)) {
+            keel_buf_printf(b, " %s=%s", k, json_string_value(v));
+        } else {
+            char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            keel_buf_printf(b, " %s=%s", k, s ? s : "?");
+            free(s);
+        }
+    }
+    keel_buf_append(b, "\n", 1);
+    json_decref(o);
+}
+
+void keel_log_end(keel_buf *b)
+{
+    keel_buf_append(b, "}\n", 2);
+    if (L.pretty)
+        prettify_last_line(b);
+    if (!tl_buffered || b->len >= FLUSH_AT)
+        keel_log_flush();
+}
+
+int keel_log_is_secret_key(const char *key)
+{
+    static const char *const bad[] = {"password", "passwd", "secret", "token",
+                                      "authorization", "cookie", "api_key",
+                                      "apikey", "api-key", "credential"};
+    size_t n = strlen(key);
+    char low[64];
+    if (n >= sizeof(low))
+        n = sizeof(low) - 1;
+    for (size_t i = 0; i < n; i++)
+        low[i] = (char)((key[i] >= 'A' && key[i] <= 'Z') ? key[i] + 32 : key[i]);
+    low[n] = '\0';
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (strstr(low, bad[i]))
+            return 1;
+    return 0;
+}
+
+static void redact(json_t *v)
+{
+    const char *k;
+    json_t *c;
+    size_t i;
+    if (json_is_object(v)) {
+        json_object_foreach(v, k, c) {
+            if (keel_log_is_secret_key(k))
+                json_object_set_new(v, k, json_string("[REDACTED]"));
+            else
+                redact(c);
+        }
+    } else if (json_is_array(v)) {
+        json_array_foreach(v, i, c) redact(c);
+    }
+}
+
+void keel_log_json(int level, const char *msg, json_t *fields)
+{
+    keel_buf *b = keel_log_begin(level, msg);
+    if (!b)
+        return;
+    if (fields && json_is_object(fields) && json_object_size(fields)) {
+        json_t *copy = json_deep_copy(fields);
+        redact(copy);
+        char *s = json_dumps(copy, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (s && s[0] == '{' && s[1] != '}') {
+            keel_buf_append(b, ",", 1);
+            keel_buf_append(b, s + 1, strlen(s) - 2);
+        }
+        free(s);
+        json_decref(copy);
+    }
+    keel_log_end(b);
+}
+
+void keel_log(int level, const char *msg, const char *fmt, ...)
+{
+    if (level < L.level)
+        return;
+    json_t *fields = NULL;
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        json_error_t e;
+        fields = json_vpack_ex(&e, 0, fmt, ap);
+        va_end(ap);
+    }
+    keel_log_json(level, msg, fields);
+    json_decref(fields);
+}

@@ -1,0 +1,665 @@
+/* req.c — the request's life: dispatch through the middleware chain,
+ * suspend and resume, the response API, completion and release.
+ *
+ * Lifetime rules (the ones that keep late answers safe):
+ *   busy      user code is on the stack (chain, work completion);
+ *   holds     pending work items and keel_req_hold() calls;
+ *   finished  a response was produced, or the client went away;
+ *   completed the on_complete hooks ran and the connection moved on.
+ * A request is released (arena freed, object recycled) only when it is
+ * completed, not busy and not held. A response after `finished` is
+ * refused with KEEL_EALREADY and goes nowhere.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "core/server_internal.h"
+#include "keel/log.h"
+
+/* ---------------------------------------------------------------- objects */
+
+keel_req *keel__req_new(keel_worker *w, keel_conn *c)
+{
+    keel_req *r = w->free_reqs;
+    if (r) {
+        w->free_reqs = r->next_free;
+    } else {
+        r = keel_malloc(sizeof(*r));
+        memset(r, 0, offsetof(keel_req, inline_mem));
+        r->headers = keel_malloc(w->srv->limits.max_headers * sizeof(keel_http_header));
+    }
+    keel_http_header *hdrs = r->headers;
+    keel_buf rh = r->res_headers;
+    memset(r, 0, offsetof(keel_req, inline_mem));
+    r->headers = hdrs;
+    r->head.headers = hdrs;
+    r->res_headers = rh;
+    r->res_headers.len = 0;
+    r->w = w;
+    r->c = c;
+    r->status = 200;
+    r->start_ns = keel_now_ns();
+    keel_arena_init(&r->arena, r->inline_mem, sizeof(r->inline_mem));
+    return r;
+}
+
+void keel__req_release(keel_req *r)
+{
+    keel_worker *w = r->w;
+    keel_arena_reset(&r->arena);
+    keel_buf_free(&r->owned_in);
+    if (r->res_headers.cap > 16384)
+        keel_buf_free(&r->res_headers);
+    r->next_free = w->free_reqs;
+    w->free_reqs = r;
+}
+
+static void maybe_release(keel_req *r)
+{
+    if (r->completed && r->busy == 0 && r->holds == 0)
+        keel__req_release(r);
+}
+
+/* Runs the on_complete hooks and lets the connection move on. */
+static void complete(keel_req *r)
+{
+    if (r->completed)
+        return;
+    r->completed = 1;
+    keel_server *s = r->w->srv;
+    for (size_t i = s->nmws; i-- > 0;)
+        if (s->mws[i].on_complete)
+            s->mws[i].on_complete(r, s->mws[i].data);
+    STAT_SUB(r->w, requests_in_flight, 1);
+    if (r->c)
+        keel__conn_request_done(r->c, r);
+}
+
+void keel__req_enter(keel_req *r)
+{
+    r->busy++;
+}
+
+void keel__req_leave(keel_req *r)
+{
+    if (--r->busy > 0)
+        return;
+    if (r->finished && !r->completed)
+        complete(r);
+    maybe_release(r);
+}
+
+void keel__req_unhold(keel_req *r)
+{
+    r->holds--;
+    maybe_release(r);
+}
+
+/* The connection is going away while r is alive: keep its input buffer
+ * (views into it may be read by pending work) and finish the request. */
+void keel__req_detach(keel_req *r)
+{
+    keel_conn *c = r->c;
+    __atomic_store_n(&r->canceled, 1, __ATOMIC_RELEASE);
+    if (c) {
+        if (r->holds > 0 || r->busy > 0) {
+            r->owned_in = c->in;
+            memset(&c->in, 0, sizeof(c->in));
+        }
+        r->c = NULL;
+    }
+    if (!r->finished) {
+        r->finished = 1;
+        if (!r->status || r->status == 200)
+            r->status = 499; /* client closed request (nginx's code) */
+    }
+    if (r->busy == 0) {
+        complete(r);
+        maybe_release(r);
+    }
+}
+
+/* ---------------------------------------------------------------- chain */
+
+static keel_flow builtin_handler(keel_req *r)
+{
+    if (r->reject_status)
+        keel_respond_problem(r, r->reject_status, r->reject_detail);
+    else if (r->match.status == 404)
+        keel_respond_problem(r, 404, "no route matches this path");
+    else if (r->match.status == 400)
+        keel_respond_problem(r, 400, "invalid percent-encoding in the path");
+    else
+        keel_respond_problem(r, 405, "method not allowed on this resource");
+    return KEEL_DONE;
+}
+
+static void append_allow(keel_buf *b, unsigned allowed)
+{
+    int first = 1;
+    for (int m = 1; m < KEEL_METHOD__COUNT; m++) {
+        if (!(allowed & (1u << m)))
+            continue;
+        if (!first)
+            keel_buf_append(b, ", ", 2);
+        keel_buf_append_str(b, keel_method_name((keel_method)m));
+        first = 0;
+    }
+}
+
+static keel_flow options_handler(keel_req *r)
+{
+    keel_buf allow = {0};
+    unsigned mask = r->head.asterisk ? 0xfeu : (r->match.allowed | (1u << KEEL_METHOD_OPTIONS));
+    append_allow(&allow, mask);
+    keel_buf_append(&allow, "", 1);
+    keel_res_header(r, "Allow", allow.data);
+    keel_buf_free(&allow);
+    keel_respond(r, 204, NULL, NULL, 0);
+    return KEEL_DONE;
+}
+
+static void run_chain(keel_req *r)
+{
+    keel_server *s = r->w->srv;
+    while (r->mw_index < s->nmws && !r->finished) {
+        keel_middleware *mw = &s->mws[r->mw_index++];
+        if (!mw->on_request)
+            continue;
+        keel_flow f = mw->on_request(r, mw->data);
+        if (f == KEEL_NEXT)
+            continue;
+        if (f == KEEL_SUSPEND) {
+            r->suspended = 1;
+            return;
+        }
+        if (!r->finished)
+            keel_respond_problem(r, 500, "middleware ended the request without a response");
+        return;
+    }
+    if (r->finished)
+        return;
+    r->mw_index = s->nmws + 1;
+    keel_flow f;
+    if (r->entry) {
+        f = r->entry->route->handler(r);
+    } else if (!r->reject_status && r->head.method == KEEL_METHOD_OPTIONS &&
+               (r->match.status == 405 || r->head.asterisk)) {
+        f = options_handler(r);
+    } else {
+        f = builtin_handler(r);
+    }
+    if (f == KEEL_SUSPEND) {
+        r->suspended = 1;
+        return;
+    }
+    if (!r->finished)
+        keel_respond_problem(r, 500, "handler returned without a response");
+}
+
+void keel__req_dispatch(keel_req *r)
+{
+    keel_server *s = r->w->srv;
+    STAT_ADD(r->w, requests_in_flight, 1);
+    r->head_only = r->head.method == KEEL_METHOD_HEAD;
+    if (!r->reject_status) {
+        if (r->head.asterisk) {
+            r->match.status = 405;
+        } else {
+            keel_router_match(s->router, r->head.method, r->head.path, &r->arena,
+                              &r->match);
+            if (r->match.status == 0)
+                r->entry = r->match.data;
+        }
+    } else {
+        r->match.status = 404;
+    }
+    uint64_t tmo = r->entry ? r->entry->timeout_ms : s->cfg.handler_timeout_ms;
+    r->deadline = r->w->now_ms + tmo;
+    keel__req_enter(r);
+    run_chain(r);
+    keel__req_leave(r);
+}
+
+void keel_req_resume(keel_req *r, keel_flow flow)
+{
+    keel__req_enter(r);
+    r->suspended = 0;
+    if (flow == KEEL_NEXT && !r->finished)
+        run_chain(r);
+    else if (!r->finished)
+        keel_respond_problem(r, 500, "request resumed without a response");
+    keel__req_leave(r);
+}
+
+void keel_req_hold(keel_req *r)
+{
+    r->holds++;
+}
+
+void keel_req_unhold(keel_req *r)
+{
+    keel__req_unhold(r);
+}
+
+/* ---------------------------------------------------------------- accessors */
+
+const keel_http_request_head *keel_req_head(const keel_req *r) { return &r->head; }
+keel_method keel_req_method(const keel_req *r) { return r->head.method; }
+keel_str keel_req_path(const keel_req *r) { return r->head.path; }
+keel_str keel_req_query(const keel_req *r) { return r->head.query; }
+keel_str keel_req_body(const keel_req *r) { return r->body; }
+keel_arena *keel_req_arena(keel_req *r) { return &r->arena; }
+keel_server *keel_req_server(const keel_req *r) { return r->w->srv; }
+unsigned keel_req_worker_id(const keel_req *r) { return r->w->id; }
+keel_worker *keel_req_worker(const keel_req *r) { return r->w; }
+uv_loop_t *keel_worker_loop(keel_worker *w) { return &w->loop; }
+uint64_t keel_req_start_ns(const keel_req *r) { return r->start_ns; }
+int keel_res_get_status(const keel_req *r) { return r->status; }
+uint64_t keel_res_bytes(const keel_req *r) { return r->bytes_out; }
+int keel_req_is_finished(const keel_req *r) { return r->finished; }
+
+const char *keel_req_remote_addr(const keel_req *r)
+{
+    return r->c ? r->c->remote : "-";
+}
+
+keel_str keel_req_header(const keel_req *r, const char *name)
+{
+    const keel_http_header *h = keel_http_find_header(&r->head, name);
+    return h ? h->value : KEEL_STR_NULL;
+}
+
+keel_str keel_req_param(const keel_req *r, const char *name)
+{
+    for (size_t i = 0; i < r->match.num_params; i++)
+        if (keel_str_eq(r->match.names[i], keel_str_c(name)))
+            return r->match.values[i];
+    return KEEL_STR_NULL;
+}
+
+keel_str keel_req_query_param(keel_req *r, const char *name)
+{
+    keel_str q = r->head.query;
+    size_t nl = strlen(name), i = 0;
+    while (i < q.len) {
+        size_t start = i;
+        while (i < q.len && q.ptr[i] != '&')
+            i++;
+        keel_str pair = {q.ptr + start, i - start};
+        i++;
+        const char *eq = memchr(pair.ptr, '=', pair.len);
+        size_t kl = eq ? (size_t)(eq - pair.ptr) : pair.len;
+        size_t dl;
+        char *k = keel_url_decode(&r->arena, (keel_str){pair.ptr, kl}, 1, &dl);
+        if (!k || dl != nl || memcmp(k, name, nl) != 0)
+            continue;
+        keel_str raw = eq ? (keel_str){eq + 1, pair.len - kl - 1} : (keel_str){"", 0};
+        char *v = keel_url_decode(&r->arena, raw, 1, &dl);
+        if (!v)
+            return KEEL_STR_NULL;
+        return (keel_str){v, dl};
+    }
+    return KEEL_STR_NULL;
+}
+
+const keel_route *keel_req_route(const keel_req *r)
+{
+    return r->entry ? r->entry->route : NULL;
+}
+
+const char *keel_req_route_label(const keel_req *r)
+{
+    return r->entry ? r->entry->route->path : "unmatched";
+}
+
+void keel_req_set_id(keel_req *r, const char *id) { r->request_id = id; }
+const char *keel_req_id(const keel_req *r) { return r->request_id; }
+void keel_req_set_trace(keel_req *r, const char *trace_id, const char *span_id)
+{
+    r->trace_id = trace_id;
+    r->span_id = span_id;
+}
+const char *keel_req_trace_id(const keel_req *r) { return r->trace_id; }
+const char *keel_req_span_id(const keel_req *r) { return r->span_id; }
+
+void keel_req_set_local(keel_req *r, const char *key, void *value)
+{
+    for (req_local *l = r->locals; l; l = l->next)
+        if (strcmp(l->key, key) == 0) {
+            l->value = value;
+            return;
+        }
+    req_local *l = keel_arena_alloc(&r->arena, sizeof(*l));
+    l->key = keel_arena_strndup(&r->arena, key, strlen(key));
+    l->value = value;
+    l->next = r->locals;
+    r->locals = l;
+}
+
+void *keel_req_get_local(const keel_req *r, const char *key)
+{
+    for (req_local *l = r->locals; l; l = l->next)
+        if (strcmp(l->key, key) == 0)
+            return l->value;
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- response */
+
+void keel_res_status(keel_req *r, int status)
+{
+    r->status = status;
+}
+
+static int reserved_header(const char *name)
+{
+    return !strcasecmp(name, "content-length") || !strcasecmp(name, "date") ||
+           !strcasecmp(name, "connection") || !strcasecmp(name, "transfer-encoding");
+}
+
+static int header_ok(const char *name, const char *value)
+{
+    if (!*name)
+        return 0;
+    for (const char *p = name; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == ':' || (unsigned char)*p >= 0x7f)
+            return 0;
+    for (const char *p = value; *p; p++)
+        if (*p == '\r' || *p == '\n' || (*p != '\t' && (unsigned char)*p < ' '))
+            return 0;
+    return 1;
+}
+
+int keel_res_header(keel_req *r, const char *name, const char *value)
+{
+    if (r->finished)
+        return KEEL_EALREADY;
+    if (reserved_header(name) || !header_ok(name, value))
+        return KEEL_EINVAL;
+    keel_buf *b = &r->res_headers;
+    keel_buf_append_str(b, name);
+    keel_buf_append(b, ": ", 2);
+    keel_buf_append_str(b, value);
+    keel_buf_append(b, "\r\n", 2);
+    return 0;
+}
+
+/* Removes every "name: ...\r\n" line from the pending headers. */
+static void remove_header(keel_req *r, const char *name)
+{
+    keel_buf *b = &r->res_headers;
+    size_t nl = strlen(name), i = 0;
+    while (i < b->len) {
+        char *eol = memmem(b->data + i, b->len - i, "\r\n", 2);
+        size_t end = eol ? (size_t)(eol - b->data) + 2 : b->len;
+        if (end - i > nl && b->data[i + nl] == ':' &&
+            strncasecmp(b->data + i, name, nl) == 0) {
+            memmove(b->data + i, b->data + end, b->len - end);
+            b->len -= end - i;
+        } else {
+            i = end;
+        }
+    }
+}
+
+int keel_res_set_header(keel_req *r, const char *name, const char *value)
+{
+    if (r->finished)
+        return KEEL_EALREADY;
+    if (reserved_header(name) || !header_ok(name, value))
+        return KEEL_EINVAL;
+    remove_header(r, name);
+    return keel_res_header(r, name, value);
+}
+
+void keel__worker_update_date(keel_worker *w)
+{
+    time_t now = time(NULL);
+    if (now == w->date_sec)
+        return;
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    w->date_len = strftime(w->date, sizeof(w->date),
+                           "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+    w->date_sec = now;
+}
+
+static int body_allowed(int status)
+{
+    return !(status < 200 || status == 204 || status == 304);
+}
+
+/* Writes the status line and headers into the connection's output. */
+static void write_head(keel_req *r, keel_buf *o, int status,
+                       const char *content_type, uint64_t clen, int chunked)
+{
+    keel_server *s = r->w->srv;
+    keel_worker *w = r->w;
+    keel_conn *c = r->c;
+    if (status == 200) {
+        keel_buf_append(o, "HTTP/1.1 200 OK\r\n", 17);
+    } else {
+        keel_buf_printf(o, "HTTP/1.1 %d %s\r\n", status, keel_http_reason(status));
+    }
+    if (s->cfg.server_header && *s->cfg.server_header) {
+        keel_buf_append(o, "Server: ", 8);
+        keel_buf_append_str(o, s->cfg.server_header);
+        keel_buf_append(o, "\r\n", 2);
+    }
+    keel__worker_update_date(w);
+    keel_buf_append(o, w->date, w->date_len);
+    if (content_type && body_allowed(status)) {
+        keel_buf_append(o, "Content-Type: ", 14);
+        keel_buf_append_str(o, content_type);
+        keel_buf_append(o, "\r\n", 2);
+    }
+    keel_buf_append(o, r->res_headers.data, r->res_headers.len);
+    if (chunked) {
+        keel_buf_append(o, "Transfer-Encoding: chunked\r\n", 28);
+    } else if (body_allowed(status)) {
+        keel_buf_append(o, "Content-Length: ", 16);
+        keel_buf_append_u64(o, clen);
+        keel_buf_append(o, "\r\n", 2);
+    }
+    int keep = r->keep_alive && c && !c->close_after_write && !w->draining;
+    r->keep_alive = keep;
+    if (!keep)
+        keel_buf_append(o, "Connection: close\r\n\r\n", 21);
+    else if (r->head.version_minor == 0)
+        keel_buf_append(o, "Connection: keep-alive\r\n\r\n", 26);
+    else
+        keel_buf_append(o, "\r\n", 2);
+}
+
+int keel_respond(keel_req *r, int status, const char *content_type,
+                 const void *body, size_t len)
+{
+    if (r->finished)
+        return KEEL_EALREADY;
+    if (status < 200 || status > 599)
+        status = 500;
+    r->status = status;
+    r->finished = 1;
+    keel_conn *c = r->c;
+    if (c) {
+        keel_buf *o = &c->out;
+        size_t before = o->len;
+        if (!body_allowed(status))
+            len = 0;
+        write_head(r, o, status, content_type, len, 0);
+        if (len && !r->head_only)
+            keel_buf_append(o, body, len);
+        r->bytes_out = o->len - before;
+        if (!r->keep_alive)
+            c->close_after_write = 1;
+    }
+    if (r->busy == 0) {
+        complete(r);
+        if (c && !c->processing)
+            keel__conn_flush(c);
+        maybe_release(r);
+    }
+    return 0;
+}
+
+int keel_respond_text(keel_req *r, int status, const char *text)
+{
+    return keel_respond(r, status, "text/plain; charset=utf-8", text, strlen(text));
+}
+
+int keel_respond_json(keel_req *r, int status, json_t *json)
+{
+    if (!json)
+        return keel_respond_problem(r, 500, "response could not be built");
+    char *s = json_dumps(json, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(10));
+    json_decref(json);
+    if (!s)
+        return keel_respond_problem(r, 500, "response could not be encoded");
+    int rc = keel_respond(r, status, "application/json", s, strlen(s));
+    free(s);
+    return rc;
+}
+
+int keel_respond_problem_ex(keel_req *r, int status, const char *type,
+                            const char *detail, json_t *extra)
+{
+    if (r->finished) {
+        json_decref(extra);
+        return KEEL_EALREADY;
+    }
+    /* Built by hand: this path serves hostile input and must not fail. */
+    keel_buf b = {0};
+    keel_buf_append_str(&b, "{\"type\":\"");
+    keel_buf_append_json_escaped(&b, type ? type : "about:blank",
+                                 strlen(type ? type : "about:blank"));
+    keel_buf_append_str(&b, "\",\"title\":\"");
+    keel_buf_append_str(&b, keel_http_reason(status));
+    keel_buf_printf(&b, "\",\"status\":%d", status);
+    if (detail) {
+        keel_buf_append_str(&b, ",\"detail\":\"");
+        keel_buf_append_json_escaped(&b, detail, strlen(detail));
+        keel_buf_append(&b, "\"", 1);
+    }
+    if (r->head.path.len && !r->head.asterisk) {
+        keel_buf_append_str(&b, ",\"instance\":\"");
+        keel_buf_append_json_escaped(&b, r->head.path.ptr,
+                                     r->head.path.len > 512 ? 512 : r->head.path.len);
+        keel_buf_append(&b, "\"", 1);
+    }
+    if (r->request_id) {
+        keel_buf_append_str(&b, ",\"request_id\":\"");
+        keel_buf_append_json_escaped(&b, r->request_id, strlen(r->request_id));
+        keel_buf_append(&b, "\"", 1);
+    }
+    if (extra && json_is_object(extra)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(extra, k, v) {
+            char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            if (!s)
+                continue;
+            keel_buf_append(&b, ",\"", 2);
+            keel_buf_append_json_escaped(&b, k, strlen(k));
+            keel_buf_append(&b, "\":", 2);
+            keel_buf_append_str(&b, s);
+            free(s);
+        }
+    }
+    json_decref(extra);
+    keel_buf_append(&b, "}", 1);
+    if (status == 405 && r->match.allowed) {
+        keel_buf allow = {0};
+        append_allow(&allow, r->match.allowed | (1u << KEEL_METHOD_OPTIONS));
+        keel_buf_append(&allow, "", 1);
+        keel_res_set_header(r, "Allow", allow.data);
+        keel_buf_free(&allow);
+    }
+    int rc = keel_respond(r, status, "application/problem+json", b.data, b.len);
+    keel_buf_free(&b);
+    return rc;
+}
+
+int keel_respond_problem(keel_req *r, int status, const char *detail)
+{
+    return keel_respond_problem_ex(r, status, NULL, detail, NULL);
+}
+
+int keel_respond_unavailable(keel_req *r, unsigned retry_after_s, const char *detail)
+{
+    char ra[24];
+    snprintf(ra, sizeof(ra), "%u", retry_after_s ? retry_after_s : 1);
+    keel_res_set_header(r, "Retry-After", ra);
+    return keel_respond_problem(r, 503, detail ? detail : "the service is overloaded; retry later");
+}
+
+/* ---------------------------------------------------------------- streaming */
+
+int keel_res_stream_begin(keel_req *r, int status, const char *content_type)
+{
+    if (r->finished || r->streaming)
+        return KEEL_EALREADY;
+    keel_conn *c = r->c;
+    if (!c)
+        return KEEL_ECLOSED;
+    r->status = status;
+    r->streaming = 1;
+    keel_buf *o = &c->out;
+    size_t before = o->len;
+    if (r->head.version_minor == 0)
+        r->keep_alive = 0; /* 1.0: the close ends the body */
+    write_head(r, o, status, content_type, 0, r->head.version_minor == 1);
+    if (!r->keep_alive)
+        c->close_after_write = 1;
+    r->bytes_out += o->len - before;
+    if (!c->processing)
+        keel__conn_flush(c);
+    return 0;
+}
+
+int keel_res_write(keel_req *r, const void *data, size_t len)
+{
+    if (!r->streaming || r->finished)
+        return KEEL_EALREADY;
+    keel_conn *c = r->c;
+    if (!c)
+        return KEEL_ECLOSED;
+    if (len == 0 || r->head_only)
+        return 0;
+    if (c->out.len + c->wbuf.len > r->w->srv->cfg.output_buffer_max)
+        return KEEL_EBUSY;
+    keel_buf *o = &c->out;
+    size_t before = o->len;
+    if (r->head.version_minor == 1) {
+        keel_buf_printf(o, "%zx\r\n", len);
+        keel_buf_append(o, data, len);
+        keel_buf_append(o, "\r\n", 2);
+    } else {
+        keel_buf_append(o, data, len);
+    }
+    r->bytes_out += o->len - before;
+    if (!c->processing)
+        keel__conn_flush(c);
+    return 0;
+}
+
+int keel_res_stream_end(keel_req *r)
+{
+    if (!r->streaming || r->finished)
+        return KEEL_EALREADY;
+    keel_conn *c = r->c;
+    if (c && r->head.version_minor == 1 && !r->head_only) {
+        keel_buf_append(&c->out, "0\r\n\r\n", 5);
+        r->bytes_out += 5;
+    }
+    r->finished = 1;
+    if (r->busy == 0) {
+        complete(r);
+        if (c && !c->processing)
+            keel__conn_flush(c);
+        maybe_release(r);
+    }
+    return 0;
+}

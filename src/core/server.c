@@ -1,0 +1,505 @@
+/* server.c — workers, listeners, routes, middleware and the lifecycle
+ * (start, drain on SIGTERM/SIGINT, exit).
+ *
+ * Each worker owns a libuv loop and its own listening socket bound with
+ * SO_REUSEPORT, so the kernel spreads connections and no lock is taken on
+ * the request path. The main thread only starts, signals and waits.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/server_internal.h"
+#include "keel/log.h"
+
+#define SWEEP_MS 250
+
+/* ---------------------------------------------------------------- setup */
+
+keel_server *keel_server_new(const keel_config *cfg)
+{
+    keel_server *s = keel_calloc(1, sizeof(*s));
+    keel_config_copy(&s->cfg, cfg);
+    s->nworkers = cfg->workers ? cfg->workers : uv_available_parallelism();
+    if (s->nworkers == 0)
+        s->nworkers = 1;
+    s->limits.max_request_line = cfg->max_request_line;
+    s->limits.max_header_line = cfg->max_header_size;
+    s->limits.max_headers = cfg->max_headers;
+    s->limits.max_head = cfg->max_head_size;
+    s->router = keel_router_new();
+    uv_mutex_init(&s->done_mu);
+    uv_cond_init(&s->done_cond);
+    return s;
+}
+
+const keel_config *keel_server_config(const keel_server *s)
+{
+    return &s->cfg;
+}
+
+static keel_method method_from_name(const char *m)
+{
+    for (int i = 1; i < KEEL_METHOD__COUNT; i++)
+        if (m && strcmp(m, keel_method_name((keel_method)i)) == 0)
+            return (keel_method)i;
+    return KEEL_METHOD_OTHER;
+}
+
+int keel_server_add_routes(keel_server *s, const keel_route *routes, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const keel_route *rt = &routes[i];
+        keel_method m = method_from_name(rt->method);
+        if (m == KEEL_METHOD_OTHER || !rt->handler || !rt->path) {
+            keel_log(KEEL_LOG_ERROR, "invalid route", "{s:s,s:s,s:s}", "name",
+                     rt->name ? rt->name : "?", "method", rt->method ? rt->method : "?",
+                     "path", rt->path ? rt->path : "?");
+            return KEEL_EINVAL;
+        }
+        route_entry *e = keel_calloc(1, sizeof(*e));
+        e->route = rt;
+        e->index = (unsigned)s->nroutes;
+        e->timeout_ms = rt->timeout_ms ? rt->timeout_ms : s->cfg.handler_timeout_ms;
+        int rc = keel_router_add(s->router, m, rt->path, e);
+        if (rc < 0) {
+            keel_log(KEEL_LOG_ERROR, rc == KEEL_EEXISTS ? "duplicate route" : "invalid route pattern",
+                     "{s:s,s:s,s:s}", "name", rt->name ? rt->name : "?", "method",
+                     rt->method, "path", rt->path);
+            keel_free(e);
+            return rc;
+        }
+        if (s->nroutes == s->cap_routes) {
+            s->cap_routes = s->cap_routes ? s->cap_routes * 2 : 32;
+            s->routes = keel_realloc(s->routes, s->cap_routes * sizeof(*s->routes));
+            s->entries = keel_realloc(s->entries, s->cap_routes * sizeof(*s->entries));
+        }
+        s->routes[s->nroutes] = rt;
+        s->entries[s->nroutes] = e;
+        s->nroutes++;
+    }
+    return 0;
+}
+
+size_t keel_server_routes(const keel_server *s, const keel_route *const **out)
+{
+    *out = s->routes;
+    return s->nroutes;
+}
+
+void keel_server_use(keel_server *s, const keel_middleware *mw)
+{
+    s->mws = keel_realloc(s->mws, (s->nmws + 1) * sizeof(*s->mws));
+    s->mws[s->nmws++] = *mw;
+}
+
+keel_server_state keel_server_get_state(const keel_server *s)
+{
+    return (keel_server_state)__atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
+}
+
+unsigned keel_server_workers(const keel_server *s)
+{
+    return s->nworkers;
+}
+
+void keel_server_stats_get(const keel_server *s, keel_server_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (unsigned i = 0; s->workers && i < s->nworkers; i++) {
+        if (!s->workers[i])
+            continue;
+        keel_worker_stats *ws = &s->workers[i]->stats;
+        out->connections_open += __atomic_load_n(&ws->connections_open, __ATOMIC_RELAXED);
+        out->connections_total += __atomic_load_n(&ws->connections_total, __ATOMIC_RELAXED);
+        out->requests_in_flight += __atomic_load_n(&ws->requests_in_flight, __ATOMIC_RELAXED);
+        out->bytes_in += __atomic_load_n(&ws->bytes_in, __ATOMIC_RELAXED);
+        out->bytes_out += __atomic_load_n(&ws->bytes_out, __ATOMIC_RELAXED);
+        uint64_t lag = __atomic_load_n(&ws->loop_lag_ms, __ATOMIC_RELAXED);
+        if (lag > out->loop_lag_ms)
+            out->loop_lag_ms = lag;
+    }
+    if (s->pool) {
+        out->work_queued = keel__workpool_queued(s->pool);
+        out->work_rejected = keel__workpool_rejected(s->pool);
+    }
+}
+
+/* ---------------------------------------------------------------- listen */
+
+static int resolve(const char *host, unsigned port, struct sockaddr_storage *ss,
+                   socklen_t *len)
+{
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        *len = sizeof(*a4);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        *len = sizeof(*a6);
+        return 0;
+    }
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
+        return KEEL_EINVAL;
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
+    if (ss->ss_family == AF_INET)
+        a4->sin_port = htons((uint16_t)port);
+    else
+        a6->sin6_port = htons((uint16_t)port);
+    freeaddrinfo(res);
+    return 0;
+}
+
+static int open_listener(keel_server *s, unsigned port, int *fd_out)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (resolve(s->cfg.host, port, &ss, &len) < 0)
+        return KEEL_EINVAL;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 4096) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- worker */
+
+static void on_connection(uv_stream_t *l, int status)
+{
+    keel_worker *w = l->data;
+    if (status < 0)
+        return;
+    keel__conn_accept(w);
+}
+
+static void worker_finish(keel_worker *w)
+{
+    if (w->finished)
+        return;
+    w->finished = 1;
+    uv_close((uv_handle_t *)&w->async, NULL);
+    uv_close((uv_handle_t *)&w->sweep, NULL);
+    uv_close((uv_handle_t *)&w->check, NULL);
+}
+
+static void maybe_finish_worker(keel_worker *w)
+{
+    if (w->draining && w->nconns == 0 && w->pending_jobs == 0)
+        worker_finish(w);
+}
+
+static void on_async(uv_async_t *a)
+{
+    keel_worker *w = a->data;
+    keel__worker_run_mailbox(w);
+    uv_mutex_lock(&w->mbox_mu);
+    int drain = w->drain_requested;
+    uv_mutex_unlock(&w->mbox_mu);
+    if (drain && !w->draining) {
+        w->draining = 1;
+        if (w->listening) {
+            uv_close((uv_handle_t *)&w->listener, NULL);
+            w->listening = 0;
+        }
+        keel__conn_drain_idle(w);
+    }
+    maybe_finish_worker(w);
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    keel_worker *w = t->data;
+    uint64_t now = uv_now(&w->loop);
+    uint64_t lag = now > w->sweep_expected ? now - w->sweep_expected : 0;
+    STAT_SET(w, loop_lag_ms, lag);
+    w->sweep_expected = now + SWEEP_MS;
+    w->now_ms = now;
+    keel__worker_update_date(w);
+    keel__conn_sweep(w, now);
+    maybe_finish_worker(w);
+}
+
+static void on_check(uv_check_t *c)
+{
+    (void)c;
+    keel_log_flush();
+}
+
+static void worker_main(void *arg)
+{
+    keel_worker *w = arg;
+    keel_server *s = w->srv;
+    keel_log_set_buffered(1);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    keel_log_flush();
+    keel_log_set_buffered(0);
+    uv_mutex_lock(&s->done_mu);
+    s->workers_done++;
+    uv_cond_signal(&s->done_cond);
+    uv_mutex_unlock(&s->done_mu);
+}
+
+static int worker_init(keel_server *s, unsigned id, int fd, keel_worker **out)
+{
+    keel_worker *w = keel_calloc(1, sizeof(*w));
+    w->srv = s;
+    w->id = id;
+    w->listen_fd = fd;
+    w->date_sec = -1;
+    uv_loop_init(&w->loop);
+    uv_mutex_init(&w->mbox_mu);
+    uv_tcp_init(&w->loop, &w->listener);
+    w->listener.data = w;
+    int rc = uv_tcp_open(&w->listener, fd);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&w->listener, 4096, on_connection);
+    if (rc < 0) {
+        keel_log(KEEL_LOG_ERROR, "cannot listen", "{s:s}", "error", uv_strerror(rc));
+        *out = w;
+        return rc;
+    }
+    w->listening = 1;
+    uv_async_init(&w->loop, &w->async, on_async);
+    w->async.data = w;
+    uv_timer_init(&w->loop, &w->sweep);
+    w->sweep.data = w;
+    w->sweep_expected = uv_now(&w->loop) + SWEEP_MS;
+    uv_timer_start(&w->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    uv_check_init(&w->loop, &w->check);
+    uv_check_start(&w->check, on_check);
+    keel__worker_update_date(w);
+    *out = w;
+    return 0;
+}
+
+int keel_server_start(keel_server *s)
+{
+    int rc = 0;
+    int *fds = keel_calloc(s->nworkers, sizeof(int));
+    for (unsigned i = 0; i < s->nworkers; i++)
+        fds[i] = -1;
+    unsigned port = s->cfg.port;
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        rc = open_listener(s, port, &fds[i]);
+        if (rc < 0) {
+            keel_log(KEEL_LOG_FATAL, "cannot listen", "{s:s,s:i,s:s}", "host",
+                     s->cfg.host, "port", (int)port, "error", keel_strerror(rc));
+            goto cleanup;
+        }
+        if (port == 0) {
+            struct sockaddr_storage ss;
+            socklen_t len = sizeof(ss);
+            getsockname(fds[i], (struct sockaddr *)&ss, &len);
+            port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                                 : ((struct sockaddr_in6 *)&ss)->sin6_port);
+        }
+    }
+    s->port = port;
+    signal(SIGPIPE, SIG_IGN);
+    s->pool = keel__workpool_new(s->cfg.work_threads, s->cfg.work_queue_max);
+    s->workers = keel_calloc(s->nworkers, sizeof(keel_worker *));
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        rc = worker_init(s, i, fds[i], &s->workers[i]);
+        fds[i] = -1;
+        if (rc < 0)
+            goto cleanup;
+    }
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        uv_thread_options_t opt = {UV_THREAD_HAS_STACK_SIZE, 1 << 20};
+        uv_thread_create_ex(&s->workers[i]->thread, &opt, worker_main, s->workers[i]);
+        s->workers[i]->started = 1;
+    }
+    s->started = 1;
+    __atomic_store_n(&s->state, KEEL_STATE_SERVING, __ATOMIC_RELEASE);
+    keel_log(KEEL_LOG_INFO, "listening", "{s:s,s:i,s:i,s:s}", "host", s->cfg.host,
+             "port", (int)port, "workers", (int)s->nworkers, "env", s->cfg.env);
+cleanup:
+    for (unsigned i = 0; i < s->nworkers; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    keel_free(fds);
+    return rc;
+}
+
+unsigned keel_server_port(const keel_server *s)
+{
+    return s->port;
+}
+
+void keel_server_drain(keel_server *s)
+{
+    __atomic_store_n(&s->state, KEEL_STATE_DRAINING, __ATOMIC_RELEASE);
+    for (unsigned i = 0; s->workers && i < s->nworkers; i++) {
+        keel_worker *w = s->workers[i];
+        if (!w || !w->started)
+            continue;
+        uv_mutex_lock(&w->mbox_mu);
+        w->drain_requested = 1;
+        uv_mutex_unlock(&w->mbox_mu);
+        uv_async_send(&w->async);
+    }
+}
+
+int keel_server_wait(keel_server *s, uint64_t grace_ms)
+{
+    uint64_t deadline = keel_now_ms() + grace_ms;
+    uv_mutex_lock(&s->done_mu);
+    while (s->workers_done < s->nworkers) {
+        uint64_t now = keel_now_ms();
+        if (now >= deadline)
+            break;
+        uv_cond_timedwait(&s->done_cond, &s->done_mu, (deadline - now) * 1000000u);
+    }
+    int rc = s->workers_done < s->nworkers ? KEEL_ETIMEDOUT : 0;
+    uv_mutex_unlock(&s->done_mu);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- run */
+
+typedef struct run_ctx {
+    keel_server *s;
+    uv_signal_t sigterm, sigint;
+    int signals;
+} run_ctx;
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    run_ctx *rc = h->data;
+    if (++rc->signals > 1) {
+        keel_log(KEEL_LOG_WARN, "second signal: exiting now", "{s:i}", "signal", signum);
+        keel_log_flush();
+        _exit(1);
+    }
+    keel_log(KEEL_LOG_INFO, "shutting down: draining", "{s:s,s:i}", "signal",
+             signum == SIGTERM ? "SIGTERM" : "SIGINT", "grace_ms",
+             (int)rc->s->cfg.shutdown_grace_ms);
+    keel_server_drain(rc->s);
+    uv_stop(h->loop);
+}
+
+int keel_server_run(keel_server *s)
+{
+    if (keel_server_start(s) < 0)
+        return 1;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    run_ctx ctx = {.s = s};
+    uv_signal_init(&loop, &ctx.sigterm);
+    uv_signal_init(&loop, &ctx.sigint);
+    ctx.sigterm.data = ctx.sigint.data = &ctx;
+    uv_signal_start(&ctx.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&ctx.sigint, on_signal, SIGINT);
+    uv_run(&loop, UV_RUN_DEFAULT); /* until the first signal */
+
+    /* Drain, still listening for a second signal. */
+    uint64_t deadline = keel_now_ms() + s->cfg.shutdown_grace_ms;
+    int done = 0;
+    while (!done) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        uint64_t now = keel_now_ms();
+        if (now >= deadline)
+            break;
+        uint64_t step = deadline - now < 50 ? deadline - now : 50;
+        done = keel_server_wait(s, step) == 0;
+    }
+    int status = 0;
+    if (!done) {
+        keel_log(KEEL_LOG_WARN, "shutdown grace expired; exiting with requests in flight",
+                 "{s:i}", "grace_ms", (int)s->cfg.shutdown_grace_ms);
+        status = 1;
+    } else {
+        for (unsigned i = 0; i < s->nworkers; i++)
+            uv_thread_join(&s->workers[i]->thread);
+        keel_log(KEEL_LOG_INFO, "stopped", NULL);
+    }
+    uv_close((uv_handle_t *)&ctx.sigterm, NULL);
+    uv_close((uv_handle_t *)&ctx.sigint, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    keel_log_flush();
+    return status;
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+void keel_server_free(keel_server *s)
+{
+    if (!s)
+        return;
+    if (s->workers) {
+        for (unsigned i = 0; i < s->nworkers; i++) {
+            keel_worker *w = s->workers[i];
+            if (!w)
+                continue;
+            if (w->finished || !w->started) {
+                if (!w->started) {
+                    /* never ran: close its handles here */
+                    uv_walk(&w->loop, close_walk, NULL);
+                    uv_run(&w->loop, UV_RUN_DEFAULT);
+                }
+                while (w->free_reqs) {
+                    keel_req *r = w->free_reqs;
+                    w->free_reqs = r->next_free;
+                    keel_free(r->headers);
+                    keel_buf_free(&r->res_headers);
+                    keel_free(r);
+                }
+                if (uv_loop_close(&w->loop) == 0) {
+                    uv_mutex_destroy(&w->mbox_mu);
+                    keel_free(w);
+                }
+            }
+        }
+        keel_free(s->workers);
+    }
+    keel__workpool_free(s->pool);
+    for (size_t i = 0; i < s->nmws; i++)
+        if (s->mws[i].dispose)
+            s->mws[i].dispose(s->mws[i].data);
+    keel_free(s->mws);
+    for (size_t i = 0; i < s->nroutes; i++)
+        keel_free(s->entries[i]);
+    keel_free(s->entries);
+    keel_free(s->routes);
+    keel_router_free(s->router);
+    keel_config_close(&s->cfg);
+    uv_cond_destroy(&s->done_cond);
+    uv_mutex_destroy(&s->done_mu);
+    keel_free(s);
+}

@@ -1,0 +1,197 @@
+/* server_internal.h — the structures behind keel/server.h, shared by
+ * server.c (workers, lifecycle), conn.c (connections, parsing, writing),
+ * req.c (request and response API) and work.c (the work pool). Never
+ * installed. */
+#ifndef KEEL_SERVER_INTERNAL_H
+#define KEEL_SERVER_INTERNAL_H
+
+#include <uv.h>
+
+#include "keel/server.h"
+
+typedef struct keel_conn keel_conn;
+typedef struct keel_workpool keel_workpool;
+typedef struct keel_work keel_work;
+
+/* Per-worker counters: written by the owner, read by scrapers (relaxed). */
+typedef struct keel_worker_stats {
+    uint64_t connections_open;
+    uint64_t connections_total;
+    uint64_t requests_in_flight;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t loop_lag_ms;
+} keel_worker_stats;
+
+#define STAT_ADD(w, f, n) __atomic_fetch_add(&(w)->stats.f, (n), __ATOMIC_RELAXED)
+#define STAT_SUB(w, f, n) __atomic_fetch_sub(&(w)->stats.f, (n), __ATOMIC_RELAXED)
+#define STAT_SET(w, f, n) __atomic_store_n(&(w)->stats.f, (n), __ATOMIC_RELAXED)
+
+struct keel_worker {
+    keel_server *srv;
+    unsigned id;
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    int listen_fd;
+    int listening;
+    uv_async_t async;   /* mailbox: finished work, drain */
+    uv_timer_t sweep;   /* deadlines, Date header, loop lag */
+    uv_check_t check;   /* flushes buffered logs once per iteration */
+    uv_thread_t thread;
+    int started;
+
+    uv_mutex_t mbox_mu;
+    keel_work *mbox_head, *mbox_tail;
+    int drain_requested; /* under mbox_mu */
+    int draining;        /* loop-owned */
+    int finished;
+
+    keel_conn *conns;    /* doubly linked list of open connections */
+    uint64_t nconns;
+    keel_req *free_reqs;
+    uint64_t pending_jobs; /* work items whose completion targets us */
+    uint64_t now_ms;     /* loop time, refreshed by the sweep */
+    uint64_t sweep_expected;
+
+    char date[40];       /* "Date: ...\r\n" */
+    size_t date_len;
+    int64_t date_sec;
+
+    keel_worker_stats stats;
+};
+
+typedef struct route_entry {
+    const keel_route *route;
+    unsigned index;
+    uint64_t timeout_ms;
+} route_entry;
+
+struct keel_server {
+    keel_config cfg;
+    keel_http_limits limits;
+    keel_router *router;
+    route_entry **entries;
+    const keel_route **routes;
+    size_t nroutes, cap_routes;
+    keel_middleware *mws;
+    size_t nmws;
+    keel_worker **workers;
+    unsigned nworkers;
+    keel_workpool *pool;
+    int state;            /* keel_server_state, atomic */
+    unsigned port;        /* the bound port (PORT=0 picks one) */
+    uv_mutex_t done_mu;
+    uv_cond_t done_cond;
+    unsigned workers_done;
+    int started;
+};
+
+enum conn_state {
+    CONN_HEAD = 0, /* waiting for / reading a request head */
+    CONN_BODY,     /* reading a body */
+    CONN_HANDLING, /* a request is with the middleware / handler */
+    CONN_CLOSING
+};
+
+struct keel_conn {
+    uv_tcp_t tcp; /* first: the handle's memory is the connection's */
+    keel_worker *w;
+    keel_conn *prev, *next;
+    keel_buf in;         /* bytes read; a request's views point into it */
+    size_t parsed;       /* bytes of `in` consumed by finished requests */
+    keel_buf out;        /* response bytes not yet handed to the kernel */
+    keel_buf wbuf;       /* bytes in the uv_write in flight */
+    uv_write_t wreq;
+    uv_shutdown_t sreq;
+    int writing;
+    int lingering;
+    int closed;
+    uint64_t write_started;
+    keel_req *req;       /* the request being read or handled */
+    enum conn_state state;
+    uint64_t deadline;   /* ms, loop time; 0 = none */
+    uint64_t head_started;
+    int reading;
+    int processing;      /* process_input() is on the stack */
+    int close_after_write;
+    int eof;
+    uint64_t requests;
+    char remote[48];
+};
+
+typedef struct req_local {
+    struct req_local *next;
+    const char *key;
+    void *value;
+} req_local;
+
+struct keel_req {
+    keel_worker *w;
+    keel_conn *c;        /* NULL once detached (client gone) */
+    keel_req *next_free;
+    keel_http_request_head head;
+    keel_http_header *headers; /* max_headers entries */
+    keel_str body;
+    size_t head_len;
+    size_t raw_len;      /* head + raw body bytes in conn->in */
+    keel_http_chunked chunked;
+    keel_route_match match;
+    const route_entry *entry;
+    keel_arena arena;
+    keel_buf owned_in;   /* the connection's input, kept when detached */
+
+    size_t mw_index;
+    int busy;            /* user code on the stack */
+    int holds;           /* keel_req_hold + pending work */
+    int suspended;
+    int finished;        /* the response has been produced */
+    int completed;       /* on_complete hooks ran */
+    int canceled;        /* atomic: client gone or deadline passed */
+    int streaming;
+    int head_only;       /* HEAD: framing without the body */
+    int keep_alive;
+    int status;
+    int reject_status;   /* set when the connection layer refuses */
+    const char *reject_detail;
+    uint64_t bytes_out;
+    keel_buf res_headers;
+    uint64_t start_ns;
+    uint64_t deadline;   /* handler deadline (ms, loop time) */
+    const char *request_id;
+    const char *trace_id;
+    const char *span_id;
+    req_local *locals;
+    char inline_mem[3072];
+};
+
+/* conn.c */
+void keel__conn_accept(keel_worker *w);
+void keel__conn_sweep(keel_worker *w, uint64_t now);
+void keel__conn_drain_idle(keel_worker *w);
+void keel__conn_close(keel_conn *c);
+/* Appends response bytes to the connection and schedules the flush. */
+void keel__conn_send(keel_conn *c, const void *p, size_t n);
+void keel__conn_flush(keel_conn *c);
+/* The request on c finished (response produced): continue with the next. */
+void keel__conn_request_done(keel_conn *c, keel_req *r);
+
+/* req.c */
+keel_req *keel__req_new(keel_worker *w, keel_conn *c);
+void keel__req_dispatch(keel_req *r);
+void keel__req_enter(keel_req *r);
+void keel__req_leave(keel_req *r);
+void keel__req_detach(keel_req *r);
+void keel__req_unhold(keel_req *r);
+void keel__req_release(keel_req *r);
+int keel__respond_problem_raw(keel_conn *c, int status, const char *detail);
+void keel__worker_update_date(keel_worker *w);
+
+/* work.c */
+keel_workpool *keel__workpool_new(unsigned threads, uint64_t queue_max);
+void keel__workpool_free(keel_workpool *p);
+uint64_t keel__workpool_queued(keel_workpool *p);
+uint64_t keel__workpool_rejected(keel_workpool *p);
+/* Runs the completions delivered to w's mailbox. */
+void keel__worker_run_mailbox(keel_worker *w);
+
+#endif

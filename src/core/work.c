@@ -1,0 +1,210 @@
+/* work.c — the work pool: a bounded queue of blocking jobs served by a
+ * fixed set of threads. A finished job goes to its worker's mailbox and
+ * its completion runs on that worker's loop.
+ *
+ * Why not uv_queue_work: libuv's pool is process-wide, sized once by an
+ * environment variable and unbounded; keel needs a bound (a full queue is
+ * a 503 with Retry-After, not an ever-growing backlog) and cancellation of
+ * jobs whose request has gone.
+ */
+#include <stdlib.h>
+
+#include "core/server_internal.h"
+#include "keel/log.h"
+
+struct keel_work {
+    keel_work *next;
+    keel_worker *w;
+    keel_req *req;               /* NULL for keel_worker_submit */
+    keel_work_fn work;
+    keel_after_work_cb after_req;
+    void (*after)(void *arg, int status);
+    void *arg;
+    int status;
+};
+
+struct keel_workpool {
+    uv_mutex_t mu;
+    uv_cond_t cond;
+    keel_work *head, *tail;
+    uint64_t queued;
+    uint64_t max;
+    uint64_t rejected;
+    int stop;
+    unsigned nthreads;
+    uv_thread_t *threads;
+};
+
+static void deliver(keel_work *job)
+{
+    keel_worker *w = job->w;
+    job->next = NULL;
+    uv_mutex_lock(&w->mbox_mu);
+    if (w->mbox_tail)
+        w->mbox_tail->next = job;
+    else
+        w->mbox_head = job;
+    w->mbox_tail = job;
+    uv_mutex_unlock(&w->mbox_mu);
+    uv_async_send(&w->async);
+}
+
+static void pool_thread(void *arg)
+{
+    keel_workpool *p = arg;
+    for (;;) {
+        uv_mutex_lock(&p->mu);
+        while (!p->head && !p->stop)
+            uv_cond_wait(&p->cond, &p->mu);
+        if (!p->head && p->stop) {
+            uv_mutex_unlock(&p->mu);
+            return;
+        }
+        keel_work *job = p->head;
+        p->head = job->next;
+        if (!p->head)
+            p->tail = NULL;
+        p->queued--;
+        uv_mutex_unlock(&p->mu);
+
+        /* A job whose request is gone is not started. */
+        if (job->req && __atomic_load_n(&job->req->canceled, __ATOMIC_ACQUIRE)) {
+            job->status = KEEL_ECANCELED;
+        } else {
+            job->work(job->arg);
+            job->status = 0;
+        }
+        deliver(job);
+    }
+}
+
+keel_workpool *keel__workpool_new(unsigned threads, uint64_t queue_max)
+{
+    keel_workpool *p = keel_calloc(1, sizeof(*p));
+    uv_mutex_init(&p->mu);
+    uv_cond_init(&p->cond);
+    p->max = queue_max;
+    p->nthreads = threads;
+    p->threads = keel_calloc(threads, sizeof(uv_thread_t));
+    for (unsigned i = 0; i < threads; i++) {
+        uv_thread_options_t opt = {UV_THREAD_HAS_STACK_SIZE, 1 << 20};
+        uv_thread_create_ex(&p->threads[i], &opt, pool_thread, p);
+    }
+    return p;
+}
+
+void keel__workpool_free(keel_workpool *p)
+{
+    if (!p)
+        return;
+    uv_mutex_lock(&p->mu);
+    p->stop = 1;
+    uv_cond_broadcast(&p->cond);
+    uv_mutex_unlock(&p->mu);
+    for (unsigned i = 0; i < p->nthreads; i++)
+        uv_thread_join(&p->threads[i]);
+    while (p->head) {
+        keel_work *j = p->head;
+        p->head = j->next;
+        keel_free(j);
+    }
+    keel_free(p->threads);
+    uv_cond_destroy(&p->cond);
+    uv_mutex_destroy(&p->mu);
+    keel_free(p);
+}
+
+uint64_t keel__workpool_queued(keel_workpool *p)
+{
+    return __atomic_load_n(&p->queued, __ATOMIC_RELAXED);
+}
+
+uint64_t keel__workpool_rejected(keel_workpool *p)
+{
+    return __atomic_load_n(&p->rejected, __ATOMIC_RELAXED);
+}
+
+static int enqueue(keel_workpool *p, keel_work *job)
+{
+    uv_mutex_lock(&p->mu);
+    if (p->stop || p->queued >= p->max) {
+        __atomic_fetch_add(&p->rejected, 1, __ATOMIC_RELAXED);
+        uv_mutex_unlock(&p->mu);
+        return KEEL_EBUSY;
+    }
+    job->next = NULL;
+    if (p->tail)
+        p->tail->next = job;
+    else
+        p->head = job;
+    p->tail = job;
+    __atomic_fetch_add(&p->queued, 1, __ATOMIC_RELAXED);
+    uv_cond_signal(&p->cond);
+    uv_mutex_unlock(&p->mu);
+    return 0;
+}
+
+int keel_req_submit(keel_req *r, keel_work_fn work, keel_after_work_cb after,
+                    void *arg)
+{
+    if (!work || !after)
+        return KEEL_EINVAL;
+    keel_work *job = keel_calloc(1, sizeof(*job));
+    job->w = r->w;
+    job->req = r;
+    job->work = work;
+    job->after_req = after;
+    job->arg = arg;
+    int rc = enqueue(r->w->srv->pool, job);
+    if (rc) {
+        keel_free(job);
+        return rc;
+    }
+    r->holds++;
+    r->w->pending_jobs++;
+    return 0;
+}
+
+int keel_worker_submit(keel_worker *w, keel_work_fn work,
+                       void (*after)(void *arg, int status), void *arg)
+{
+    if (!work || !after)
+        return KEEL_EINVAL;
+    keel_work *job = keel_calloc(1, sizeof(*job));
+    job->w = w;
+    job->work = work;
+    job->after = after;
+    job->arg = arg;
+    int rc = enqueue(w->srv->pool, job);
+    if (rc)
+        keel_free(job);
+    else
+        w->pending_jobs++;
+    return rc;
+}
+
+void keel__worker_run_mailbox(keel_worker *w)
+{
+    uv_mutex_lock(&w->mbox_mu);
+    keel_work *job = w->mbox_head;
+    w->mbox_head = w->mbox_tail = NULL;
+    uv_mutex_unlock(&w->mbox_mu);
+    while (job) {
+        keel_work *next = job->next;
+        w->pending_jobs--;
+        if (job->req) {
+            keel_req *r = job->req;
+            int status = job->status;
+            if (r->finished || r->canceled)
+                status = KEEL_ECANCELED;
+            keel__req_enter(r);
+            job->after_req(r, job->arg, status);
+            r->holds--;
+            keel__req_leave(r);
+        } else {
+            job->after(job->arg, job->status);
+        }
+        keel_free(job);
+        job = next;
+    }
+}

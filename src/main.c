@@ -1,0 +1,16 @@
+/* main.c — the keel CLI and reference service. */
+#include "app/app.h"
+
+static int setup(keel_service *svc, void *arg)
+{
+    (void)arg;
+    if (keel_service_config(svc)->demo_routes && app_demo_setup(svc) < 0)
+        return -1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    keel_app app = {.name = "keel", .version = KEEL_VERSION, .setup = setup};
+    return keel_main(argc, argv, &app);
+}

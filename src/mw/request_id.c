@@ -1,0 +1,125 @@
+/* request_id.c — request ids and W3C trace context (traceparent). */
+#include <stdio.h>
+#include <sys/random.h>
+
+#include "keel/mw.h"
+
+/* A fast per-thread generator (xoshiro256**), seeded from the kernel.
+ * Ids need to be unique, not secret. */
+static __thread uint64_t rng[4];
+static __thread int rng_seeded;
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t next64(void)
+{
+    if (!rng_seeded) {
+        if (getrandom(rng, sizeof(rng), 0) != (ssize_t)sizeof(rng)) {
+            uint64_t t = keel_now_ns();
+            for (int i = 0; i < 4; i++)
+                rng[i] = t * 0x9e3779b97f4a7c15ull + (uint64_t)i + (uint64_t)(uintptr_t)&rng;
+        }
+        rng_seeded = 1;
+    }
+    uint64_t r = rotl(rng[1] * 5, 7) * 9, t = rng[1] << 17;
+    rng[2] ^= rng[0];
+    rng[3] ^= rng[1];
+    rng[1] ^= rng[2];
+    rng[0] ^= rng[3];
+    rng[2] ^= t;
+    rng[3] = rotl(rng[3], 45);
+    return r;
+}
+
+static void hex(char *out, uint64_t v, int digits)
+{
+    static const char h[] = "0123456789abcdef";
+    for (int i = digits - 1; i >= 0; i--) {
+        out[i] = h[v & 15];
+        v >>= 4;
+    }
+}
+
+int keel_request_id_valid(keel_str id)
+{
+    if (id.len == 0 || id.len > 128)
+        return 0;
+    for (size_t i = 0; i < id.len; i++) {
+        char c = id.ptr[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == ':' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static int lowhex(const char *p, size_t n)
+{
+    int nonzero = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return -1;
+        if (c != '0')
+            nonzero = 1;
+    }
+    return nonzero;
+}
+
+/* traceparent = "00-" 32HEXDIG "-" 16HEXDIG "-" 2HEXDIG, ids not all zero. */
+static int parse_traceparent(keel_str v, const char **trace)
+{
+    if (v.len != 55 || v.ptr[0] != '0' || v.ptr[1] != '0' || v.ptr[2] != '-' ||
+        v.ptr[35] != '-' || v.ptr[52] != '-')
+        return 0;
+    if (lowhex(v.ptr + 3, 32) != 1 || lowhex(v.ptr + 36, 16) != 1 ||
+        lowhex(v.ptr + 53, 2) < 0)
+        return 0;
+    *trace = v.ptr + 3;
+    return 1;
+}
+
+static keel_flow on_request(keel_req *r, void *data)
+{
+    (void)data;
+    keel_arena *a = keel_req_arena(r);
+    keel_str in = keel_req_header(r, "x-request-id");
+    if (!in.ptr)
+        in = keel_req_header(r, "x-correlation-id");
+    const char *id;
+    if (in.ptr && keel_request_id_valid(in)) {
+        id = keel_arena_strndup(a, in.ptr, in.len);
+    } else {
+        char *g = keel_arena_alloc(a, 33);
+        hex(g, next64(), 16);
+        hex(g + 16, next64(), 16);
+        g[32] = '\0';
+        id = g;
+    }
+    keel_req_set_id(r, id);
+    keel_res_header(r, "X-Request-Id", id);
+
+    char *trace = keel_arena_alloc(a, 33), *span = keel_arena_alloc(a, 17);
+    const char *parent;
+    keel_str tp = keel_req_header(r, "traceparent");
+    if (tp.ptr && parse_traceparent(tp, &parent)) {
+        memcpy(trace, parent, 32);
+    } else {
+        hex(trace, next64(), 16);
+        hex(trace + 16, next64(), 16);
+    }
+    trace[32] = '\0';
+    hex(span, next64() | 1, 16);
+    span[16] = '\0';
+    keel_req_set_trace(r, trace, span);
+    return KEEL_NEXT;
+}
+
+keel_middleware keel_mw_request_id(void)
+{
+    keel_middleware m = {.name = "request_id", .on_request = on_request};
+    return m;
+}

@@ -1,0 +1,271 @@
+/* service.c — keel_main: the CLI and the assembly of a standard service
+ * (config, logs, middleware, health, metrics, drain). */
+#include "keel/service.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keel/keel.h"
+
+struct keel_service {
+    const keel_app *app;
+    keel_config cfg;
+    keel_server *server;
+    keel_metrics *metrics;
+    keel_health *health;
+    keel_route metric_routes[2];
+};
+
+keel_server *keel_service_server(keel_service *svc) { return svc->server; }
+const keel_config *keel_service_config(keel_service *svc) { return &svc->cfg; }
+keel_metrics *keel_service_metrics(keel_service *svc) { return svc->metrics; }
+keel_health *keel_service_health(keel_service *svc) { return svc->health; }
+
+int keel_service_add_routes(keel_service *svc, const keel_route *routes, size_t n)
+{
+    return keel_server_add_routes(svc->server, routes, n);
+}
+
+void keel_service_use(keel_service *svc, const keel_middleware *mw)
+{
+    keel_server_use(svc->server, mw);
+}
+
+/* ---------------------------------------------------------------- metrics */
+
+static keel_flow h_metrics(keel_req *r)
+{
+    keel_service *svc = keel_req_route(r)->data;
+    keel_buf b = {0};
+    keel_metrics_render(svc->metrics, &b);
+    keel_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
+    keel_buf_free(&b);
+    return KEEL_DONE;
+}
+
+static keel_flow h_metrics_json(keel_req *r)
+{
+    keel_service *svc = keel_req_route(r)->data;
+    keel_respond_json(r, 200, keel_metrics_json(svc->metrics));
+    return KEEL_DONE;
+}
+
+#define STAT_FN(fname, field, scale)                                           \
+    static double fname(void *arg)                                             \
+    {                                                                          \
+        keel_server_stats st;                                                  \
+        keel_server_stats_get(arg, &st);                                       \
+        return (double)st.field * (scale);                                     \
+    }
+STAT_FN(st_inflight, requests_in_flight, 1)
+STAT_FN(st_conns, connections_open, 1)
+STAT_FN(st_conns_total, connections_total, 1)
+STAT_FN(st_bytes_in, bytes_in, 1)
+STAT_FN(st_bytes_out, bytes_out, 1)
+STAT_FN(st_queued, work_queued, 1)
+STAT_FN(st_rejected, work_rejected, 1)
+STAT_FN(st_lag, loop_lag_ms, 0.001)
+
+static void register_server_metrics(keel_metrics *m, keel_server *s)
+{
+    keel_metrics_callback(m, "http_requests_in_flight", "Requests being processed",
+                          KEEL_GAUGE, st_inflight, s);
+    keel_metrics_callback(m, "http_connections_open", "Open client connections",
+                          KEEL_GAUGE, st_conns, s);
+    keel_metrics_callback(m, "http_connections_total", "Client connections accepted",
+                          KEEL_COUNTER, st_conns_total, s);
+    keel_metrics_callback(m, "http_bytes_received_total", "Bytes read from clients",
+                          KEEL_COUNTER, st_bytes_in, s);
+    keel_metrics_callback(m, "http_bytes_sent_total", "Bytes written to clients",
+                          KEEL_COUNTER, st_bytes_out, s);
+    keel_metrics_callback(m, "work_pool_queued", "Blocking jobs waiting for a pool thread",
+                          KEEL_GAUGE, st_queued, s);
+    keel_metrics_callback(m, "work_pool_rejected_total",
+                          "Blocking jobs refused because the queue was full", KEEL_COUNTER,
+                          st_rejected, s);
+    keel_metrics_callback(m, "event_loop_lag_seconds",
+                          "Largest recent event-loop lag across workers", KEEL_GAUGE, st_lag, s);
+}
+
+/* ---------------------------------------------------------------- checks */
+
+static int check_event_loop(void *arg, char *detail, size_t cap)
+{
+    keel_server_stats st;
+    keel_server_stats_get(arg, &st);
+    snprintf(detail, cap, "lag %llums", (unsigned long long)st.loop_lag_ms);
+    return st.loop_lag_ms > 1000;
+}
+
+/* ---------------------------------------------------------------- build */
+
+static keel_service *service_new(const keel_app *app, const keel_config *cfg)
+{
+    keel_service *svc = keel_calloc(1, sizeof(*svc));
+    svc->app = app;
+    keel_config_copy(&svc->cfg, cfg);
+    svc->server = keel_server_new(cfg);
+    svc->metrics = keel_metrics_new(keel_server_workers(svc->server));
+    svc->health = keel_health_new();
+    keel_metrics_register_process(svc->metrics, app->version ? app->version : KEEL_VERSION);
+    register_server_metrics(svc->metrics, svc->server);
+    keel_health_register(svc->health, "event_loop", 0, 1000, check_event_loop, svc->server);
+
+    keel_middleware mw = keel_mw_request_id();
+    keel_server_use(svc->server, &mw);
+    if (cfg->access_log || cfg->slow_request_ms) {
+        mw = keel_mw_access_log(cfg->access_log, cfg->slow_request_ms);
+        keel_server_use(svc->server, &mw);
+    }
+    mw = keel_mw_http_metrics(svc->metrics);
+    keel_server_use(svc->server, &mw);
+
+    const keel_route *hr;
+    size_t nh = keel_health_routes(svc->health, &hr);
+    keel_server_add_routes(svc->server, hr, nh);
+    unsigned internal = KEEL_ROUTE_NO_LOG | KEEL_ROUTE_INTERNAL;
+    svc->metric_routes[0] = (keel_route){.name = "metrics", .method = "GET",
+                                         .path = "/metrics", .handler = h_metrics,
+                                         .summary = "Prometheus metrics",
+                                         .flags = internal, .data = svc};
+    svc->metric_routes[1] = (keel_route){.name = "metrics.json", .method = "GET",
+                                         .path = "/metrics/json", .handler = h_metrics_json,
+                                         .summary = "Metrics as JSON",
+                                         .flags = internal, .data = svc};
+    keel_server_add_routes(svc->server, svc->metric_routes, 2);
+    return svc;
+}
+
+static void service_free(keel_service *svc)
+{
+    if (!svc)
+        return;
+    if (svc->app->teardown)
+        svc->app->teardown(svc, svc->app->arg);
+    keel_server_free(svc->server);
+    keel_health_free(svc->health);
+    keel_metrics_free(svc->metrics);
+    keel_config_close(&svc->cfg);
+    keel_free(svc);
+}
+
+void keel_service_print_routes(keel_service *svc, FILE *out)
+{
+    const keel_route *const *routes;
+    size_t n = keel_server_routes(svc->server, &routes);
+    fprintf(out, "%-8s %-28s %-20s %-10s %-14s %-10s %s\n", "METHOD", "PATH", "NAME",
+            "AUTH", "PERMISSION", "TIER", "TIMEOUT");
+    for (size_t i = 0; i < n; i++) {
+        const keel_route *r = routes[i];
+        char tmo[32];
+        if (r->timeout_ms)
+            snprintf(tmo, sizeof(tmo), "%ums", r->timeout_ms);
+        else
+            snprintf(tmo, sizeof(tmo), "default");
+        fprintf(out, "%-8s %-28s %-20s %-10s %-14s %-10s %s\n", r->method, r->path,
+                r->name ? r->name : "-", r->auth ? r->auth : "none",
+                r->permission ? r->permission : "-", r->rate_limit ? r->rate_limit : "default",
+                tmo);
+    }
+}
+
+/* ---------------------------------------------------------------- CLI */
+
+static void usage(const keel_app *app, FILE *out)
+{
+    const char *n = app->name ? app->name : "keel";
+    fprintf(out,
+            "Usage: %s <command> [options]\n\n"
+            "Commands:\n"
+            "  serve [--port N] [--env-file F] [--print-config]\n"
+            "                 start the service (configuration from the environment\n"
+            "                 and .env; see docs/configuration.md)\n"
+            "  routes         print the route table\n"
+            "  version        print the version\n"
+            "%s"
+            "  help           this text\n",
+            n, app->usage ? app->usage : "");
+}
+
+int keel_main(int argc, char **argv, const keel_app *app)
+{
+    const char *cmd = argc > 1 ? argv[1] : "help";
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(app, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("%s %s (keel %s)\n", app->name ? app->name : "keel",
+               app->version ? app->version : KEEL_VERSION, KEEL_VERSION);
+        return 0;
+    }
+    const char *env_file = NULL, *port = NULL;
+    int print_config = 0;
+    int is_serve = !strcmp(cmd, "serve") || !strcmp(cmd, "routes");
+    for (int i = 2; is_serve && i < argc; i++) {
+        if (!strcmp(argv[i], "--print-config")) {
+            print_config = 1;
+        } else if (!strcmp(argv[i], "--port") && i + 1 < argc) {
+            port = argv[++i];
+        } else if (!strncmp(argv[i], "--port=", 7)) {
+            port = argv[i] + 7;
+        } else if (!strcmp(argv[i], "--env-file") && i + 1 < argc) {
+            env_file = argv[++i];
+        } else {
+            fprintf(stderr, "%s: unknown option %s\n", app->name ? app->name : "keel", argv[i]);
+            usage(app, stderr);
+            return 2;
+        }
+    }
+    if (port)
+        setenv("PORT", port, 1);
+    keel_config cfg;
+    if (keel_config_load(&cfg, env_file, stderr) < 0) {
+        keel_config_close(&cfg);
+        return 2;
+    }
+    if (print_config) {
+        keel_config_print(&cfg, stdout);
+        keel_config_close(&cfg);
+        return 0;
+    }
+    if (keel_log_init(&cfg) < 0) {
+        keel_config_close(&cfg);
+        return 2;
+    }
+    keel_service *svc = service_new(app, &cfg);
+    int status = 0;
+    if (app->setup && app->setup(svc, app->arg) < 0) {
+        keel_log(KEEL_LOG_FATAL, "service setup failed", NULL);
+        status = 1;
+        goto done;
+    }
+    if (!strcmp(cmd, "routes")) {
+        keel_service_print_routes(svc, stdout);
+    } else if (!strcmp(cmd, "serve")) {
+        keel_log(KEEL_LOG_INFO, "starting", "{s:s,s:s}", "version",
+                 app->version ? app->version : KEEL_VERSION, "env", cfg.env);
+        status = keel_server_run(svc->server);
+        if (status != 0 && keel_server_get_state(svc->server) == KEEL_STATE_DRAINING) {
+            /* grace expired: threads may still run; leave without freeing */
+            keel_log_flush();
+            return status;
+        }
+    } else {
+        int rc = app->command ? app->command(svc, cmd, argc, argv, app->arg) : -1;
+        if (rc < 0) {
+            fprintf(stderr, "%s: unknown command \"%s\"\n", app->name ? app->name : "keel", cmd);
+            usage(app, stderr);
+            status = 2;
+        } else {
+            status = rc;
+        }
+    }
+done:
+    service_free(svc);
+    keel_log_close();
+    keel_config_close(&cfg);
+    return status;
+}
