@@ -60,12 +60,7 @@ void keel__conn_close(keel_conn *c)
     if (c->req) {
         keel_req *r = c->req;
         c->req = NULL;
-        if (r->finished && !r->completed) {
-            /* responded but not yet completed: just drop the link */
-            r->c = NULL;
-        } else {
-            keel__req_detach(r);
-        }
+        keel__req_detach(r);
     }
     if (c->prev)
         c->prev->next = c->next;

@@ -115,11 +115,31 @@ static int valid_name(const char *s, size_t len)
     return 1;
 }
 
+/* Checks the syntax of a whole pattern before the trie is touched, so a
+ * refused pattern leaves no nodes (and no parameter names) behind. */
+static int valid_pattern(const char *pattern)
+{
+    const char *p = pattern + 1;
+    int params = 0;
+    for (;;) {
+        const char *e = strchr(p, '/');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len > 0 && (p[0] == ':' || p[0] == '*')) {
+            if (!valid_name(p + 1, len - 1) || ++params > KEEL_MAX_PARAMS ||
+                (p[0] == '*' && e))
+                return 0;
+        }
+        if (!e)
+            return 1;
+        p = e + 1;
+    }
+}
+
 int keel_router_add(keel_router *r, keel_method m, const char *pattern,
                     void *data)
 {
     if (!pattern || pattern[0] != '/' || m <= KEEL_METHOD_OTHER ||
-        m >= KEEL_METHOD__COUNT)
+        m >= KEEL_METHOD__COUNT || !valid_pattern(pattern))
         return KEEL_EINVAL;
     node *n = &r->root;
     const char *p = pattern + 1;

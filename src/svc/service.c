@@ -173,6 +173,13 @@ void keel_service_print_routes(keel_service *svc, FILE *out)
 
 /* ---------------------------------------------------------------- CLI */
 
+static void config_row(const char *name, const char *def, const char *help, int secret,
+                       void *arg)
+{
+    fprintf(arg, "| `%s` | %s%s%s | %s%s |\n", name, *def ? "`" : "", *def ? def : "(empty)",
+            *def ? "`" : "", help, secret ? " (secret: redacted in output)" : "");
+}
+
 static void usage(const keel_app *app, FILE *out)
 {
     const char *n = app->name ? app->name : "keel";
@@ -184,6 +191,7 @@ static void usage(const keel_app *app, FILE *out)
             "                 and .env; see docs/configuration.md)\n"
             "  routes         print the route table\n"
             "  version        print the version\n"
+            "  config         print every configuration variable as a markdown table\n"
             "%s"
             "  help           this text\n",
             n, app->usage ? app->usage : "");
@@ -199,6 +207,11 @@ int keel_main(int argc, char **argv, const keel_app *app)
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("%s %s (keel %s)\n", app->name ? app->name : "keel",
                app->version ? app->version : KEEL_VERSION, KEEL_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "config")) {
+        printf("| variable | default | meaning |\n|---|---|---|\n");
+        keel_config_each(config_row, stdout);
         return 0;
     }
     const char *env_file = NULL, *port = NULL;
