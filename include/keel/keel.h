@@ -7,6 +7,7 @@
 #include "config.h"
 #include "health.h"
 #include "http.h"
+#include "json.h"
 #include "log.h"
 #include "metrics.h"
 #include "mw.h"

@@ -1,0 +1,40 @@
+/* keel/json.h — JSON request bodies: strict parsing with a depth limit, and
+ * the content-type check, so hostile bodies get a clear 4xx and never a
+ * deep recursion. */
+#ifndef KEEL_JSON_H
+#define KEEL_JSON_H
+
+#include "server.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct json_t;
+
+#define KEEL_JSON_MAX_DEPTH 64
+
+typedef struct keel_json_error {
+    int status;      /* 400 or 415 */
+    size_t offset;   /* byte offset of the error (400) */
+    char text[160];  /* what is wrong */
+} keel_json_error;
+
+/* Parses buf[0..len) as one JSON value: duplicate object keys are refused,
+ * nesting deeper than max_depth is refused before jansson sees it. Returns
+ * a new reference, or NULL with err filled (status 400). */
+struct json_t *keel_json_parse(const char *buf, size_t len, size_t max_depth,
+                               keel_json_error *err);
+
+/* 1 when a Content-Type value is JSON (application/json, or a +json
+ * type), parameters ignored. */
+int keel_json_content_type(keel_str content_type);
+
+/* The request body as JSON, or NULL after answering 415 (not JSON) or 400
+ * (malformed: detail and "offset" member give the byte offset). */
+struct json_t *keel_req_json(keel_req *r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
