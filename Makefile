@@ -22,12 +22,13 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 EXAMPLE  := $(BUILD)/hello-service
+TOOLS    := $(BUILD)/parse_request
 
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 .PHONY: all deps deps-test run test unit e2e asan fuzz fuzz-short bench clean help
 
-all: deps $(BUILD)/keel $(BUILD)/libkeel.a $(EXAMPLE)
+all: deps $(BUILD)/keel $(BUILD)/libkeel.a $(EXAMPLE) $(TOOLS)
 
 help:
 	@echo "make            build build/keel, build/libkeel.a, examples"
@@ -58,6 +59,9 @@ $(EXAMPLE): examples/hello-service/main.c $(BUILD)/libkeel.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
 
+$(BUILD)/parse_request: tests/tools/parse_request.c $(BUILD)/libkeel.a
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
+
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkeel.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libkeel.a $(LDLIBS) -lcmocka
@@ -71,6 +75,7 @@ unit: deps-test $(UNIT_BIN)
 
 e2e: deps-test all
 	KEEL_BIN=$(abspath $(BUILD)/keel) KEEL_EXAMPLE_BIN=$(abspath $(EXAMPLE)) \
+	  KEEL_PARSE_BIN=$(abspath $(BUILD)/parse_request) \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
 
 # The same unit and e2e suites, built with clang under ASan+UBSan.
