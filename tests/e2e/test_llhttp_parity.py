@@ -73,7 +73,6 @@ KEEL_STRICTER = {
     "double_space": "llhttp allows several SP between request-line parts; keel wants one",
     "http2": "llhttp parses HTTP/2.0 as a version; keel answers 505",
     "te_http10": "Transfer-Encoding in HTTP/1.0: framing treated as faulty",
-    "http12": "only HTTP/1.0 and 1.1 are served (505)",
     "missing_host": "llhttp does not check Host; RFC 9112 makes it a MUST for servers",
     "two_hosts": "llhttp does not check Host; RFC 9112 makes it a MUST for servers",
     "unknown_method": "llhttp knows more methods (BREW is RFC 2324); keel answers 501",
