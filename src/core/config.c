@@ -196,8 +196,12 @@ static int set_var(keel_config *cfg, const var *v, const char *s)
         return 0;
     case K_BOOL:
         if (*s == '\0') {
-            *(int *)base = -1; /* unset: decided later */
-            return 0;
+            /* empty = the default; an empty default is decided later */
+            if (*v->def == '\0') {
+                *(int *)base = -1;
+                return 0;
+            }
+            s = v->def;
         }
         if (keel_parse_bool(s, &b))
             return KEEL_EINVAL;
@@ -340,6 +344,7 @@ int keel_config_load(keel_config *cfg, const char *env_file, FILE *err)
     if (!err)
         err = stderr;
     keel_config_defaults(cfg);
+    cfg->demo_routes = -1; /* decided once KEEL_ENV is known */
     int rc = load_env_file(env_file ? env_file : ".env", env_file != NULL, err);
     if (rc)
         return rc;

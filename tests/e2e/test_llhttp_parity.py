@@ -75,7 +75,6 @@ KEEL_STRICTER = {
     "te_http10": "Transfer-Encoding in HTTP/1.0: framing treated as faulty",
     "missing_host": "llhttp does not check Host; RFC 9112 makes it a MUST for servers",
     "two_hosts": "llhttp does not check Host; RFC 9112 makes it a MUST for servers",
-    "unknown_method": "llhttp knows more methods (BREW is RFC 2324); keel answers 501",
     "lf_before_request": "llhttp skips a bare LF before the request line; keel wants CRLF",
     "te_gzip_chunked": "keel implements no transfer coding but chunked (501)",
 }

@@ -1,0 +1,755 @@
+/* test_config.c — value parsers, keel_config_load from the environment and
+ * a .env file, production checks, and redaction in keel_config_print.
+ *
+ * Each test starts from a clean slate: every variable keel knows is unset
+ * and the working directory is a fresh empty temporary directory (so a
+ * stray .env never leaks in). Values and their expected outcomes are rows
+ * in tables.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "keel/config.h"
+
+static int failures;
+
+static void case_fail(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void case_fail(const char *name, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char msg[512];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    print_error("[%s] %s\n", name, msg);
+    failures++;
+}
+
+/* ---------------------------------------------------------------- fixture */
+
+typedef struct fixture {
+    char dir[64];
+    char old_cwd[4096];
+} fixture;
+
+static void unset_one(const char *name, const char *def, const char *help, int secret, void *arg)
+{
+    (void)def;
+    (void)help;
+    (void)secret;
+    (void)arg;
+    unsetenv(name);
+}
+
+static void unset_all(void)
+{
+    keel_config_each(unset_one, NULL);
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    assert_non_null(getcwd(f->old_cwd, sizeof(f->old_cwd)));
+    strcpy(f->dir, "/tmp/keel-test-config-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    assert_int_equal(chdir(f->dir), 0);
+    unset_all();
+    failures = 0;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    unset_all();
+    unlink(".env");
+    unlink("named.env");
+    assert_int_equal(chdir(f->old_cwd), 0);
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(text, fp);
+    fclose(fp);
+}
+
+/* Loads into cfg with err captured; returns the rc, *err_text to free. */
+static int load(keel_config *cfg, const char *env_file, char **err_text)
+{
+    size_t n;
+    FILE *err = open_memstream(err_text, &n);
+    assert_non_null(err);
+    int rc = keel_config_load(cfg, env_file, err);
+    fclose(err);
+    return rc;
+}
+
+static char *print_to_string(const keel_config *cfg)
+{
+    char *text;
+    size_t n;
+    FILE *out = open_memstream(&text, &n);
+    assert_non_null(out);
+    keel_config_print(cfg, out);
+    fclose(out);
+    return text;
+}
+
+/* 1 when text has the whole line `line`. */
+static int has_line(const char *text, const char *line)
+{
+    size_t n = strlen(line);
+    for (const char *p = text; (p = strstr(p, line)) != NULL; p++)
+        if ((p == text || p[-1] == '\n') && (p[n] == '\n' || p[n] == '\0'))
+            return 1;
+    return 0;
+}
+
+static size_t count_lines(const char *text)
+{
+    size_t n = 0;
+    for (const char *p = text; *p; p++)
+        n += *p == '\n';
+    return n;
+}
+
+/* ---------------------------------------------------------------- parsers */
+
+typedef struct u64_case {
+    const char *in;
+    int rc;
+    uint64_t want;
+} u64_case;
+
+static const u64_case duration_cases[] = {
+    {"250ms", 0, 250},
+    {"30s", 0, 30000},
+    {"5m", 0, 300000},
+    {"2h", 0, 7200000},
+    {"7d", 0, 604800000},
+    {"1500", 0, 1500},
+    {"0", 0, 0},
+    {"0s", 0, 0},
+    {"5S", 0, 5000},
+    {"5MS", 0, 5},
+    {"10 s", 0, 10000},
+    {"18446744073709551615", 0, UINT64_MAX},
+    {"", KEEL_EINVAL, 0},
+    {"s", KEEL_EINVAL, 0},
+    {"ms", KEEL_EINVAL, 0},
+    {"-5s", KEEL_EINVAL, 0},
+    {"+5s", KEEL_EINVAL, 0},
+    {" 5s", KEEL_EINVAL, 0},
+    {"1.5s", KEEL_EINVAL, 0},
+    {"5x", KEEL_EINVAL, 0},
+    {"5sec", KEEL_EINVAL, 0},
+    {"5ms5", KEEL_EINVAL, 0},
+    {"5w", KEEL_EINVAL, 0},
+    {"0x10", KEEL_EINVAL, 0},
+    {"18446744073709551616", KEEL_EINVAL, 0}, /* 2^64 */
+    {"99999999999999999999", KEEL_EINVAL, 0},
+    {"18446744073709551615s", KEEL_EINVAL, 0},
+    {"213503982335d", KEEL_EINVAL, 0}, /* just over 2^64 ms */
+};
+
+static const u64_case size_cases[] = {
+    {"512", 0, 512},
+    {"512b", 0, 512},
+    {"64kb", 0, 65536},
+    {"64KB", 0, 65536},
+    {"1mb", 0, 1048576},
+    {"1gb", 0, 1073741824},
+    {"1k", 0, 1024},
+    {"2m", 0, 2097152},
+    {"3g", 0, 3221225472ull},
+    {"0", 0, 0},
+    {"8 kb", 0, 8192},
+    {"", KEEL_EINVAL, 0},
+    {"kb", KEEL_EINVAL, 0},
+    {"1tb", KEEL_EINVAL, 0},
+    {"-1", KEEL_EINVAL, 0},
+    {"1.5mb", KEEL_EINVAL, 0},
+    {"1 mb x", KEEL_EINVAL, 0},
+    {"1mib", KEEL_EINVAL, 0},
+    {"20000000000gb", KEEL_EINVAL, 0},
+    {"99999999999999999999", KEEL_EINVAL, 0},
+};
+
+static void run_u64_cases(const char *what, const u64_case *cases, size_t n,
+                          int (*fn)(const char *, uint64_t *))
+{
+    for (size_t i = 0; i < n; i++) {
+        uint64_t v = 12345;
+        int rc = fn(cases[i].in, &v);
+        if (rc != cases[i].rc)
+            case_fail(cases[i].in, "%s returned %d, want %d", what, rc, cases[i].rc);
+        else if (rc == 0 && v != cases[i].want)
+            case_fail(cases[i].in, "%s gave %llu, want %llu", what, (unsigned long long)v,
+                      (unsigned long long)cases[i].want);
+        else if (rc != 0 && v != 12345)
+            case_fail(cases[i].in, "%s wrote its output on failure", what);
+    }
+}
+
+static void test_parse_duration(void **state)
+{
+    (void)state;
+    run_u64_cases("duration", duration_cases, sizeof(duration_cases) / sizeof(duration_cases[0]),
+                  keel_parse_duration_ms);
+    uint64_t v;
+    assert_int_equal(keel_parse_duration_ms(NULL, &v), KEEL_EINVAL);
+    assert_int_equal(failures, 0);
+}
+
+static void test_parse_size(void **state)
+{
+    (void)state;
+    run_u64_cases("size", size_cases, sizeof(size_cases) / sizeof(size_cases[0]),
+                  keel_parse_size);
+    uint64_t v;
+    assert_int_equal(keel_parse_size(NULL, &v), KEEL_EINVAL);
+    assert_int_equal(failures, 0);
+}
+
+static void test_parse_bool(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in;
+        int rc, want;
+    } cases[] = {
+        {"true", 0, 1},  {"TRUE", 0, 1},  {"1", 0, 1},   {"yes", 0, 1},   {"On", 0, 1},
+        {"false", 0, 0}, {"False", 0, 0}, {"0", 0, 0},   {"no", 0, 0},    {"OFF", 0, 0},
+        {"", KEEL_EINVAL, 0},    {"2", KEEL_EINVAL, 0},       {"y", KEEL_EINVAL, 0},
+        {"tru", KEEL_EINVAL, 0}, {"enabled", KEEL_EINVAL, 0}, {" true", KEEL_EINVAL, 0},
+        {"true ", KEEL_EINVAL, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int v = 7;
+        int rc = keel_parse_bool(cases[i].in, &v);
+        if (rc != cases[i].rc)
+            case_fail(cases[i].in, "returned %d, want %d", rc, cases[i].rc);
+        else if (rc == 0 && v != cases[i].want)
+            case_fail(cases[i].in, "gave %d, want %d", v, cases[i].want);
+        else if (rc != 0 && v != 7)
+            case_fail(cases[i].in, "wrote its output on failure");
+    }
+    assert_int_equal(failures, 0);
+}
+
+/* ---------------------------------------------------------------- load */
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    keel_config cfg;
+    char *err;
+    assert_int_equal(load(&cfg, NULL, &err), 0); /* no .env here: fine */
+    assert_string_equal(err, "");
+    free(err);
+    assert_string_equal(cfg.env, "development");
+    assert_int_equal(cfg.production, 0);
+    assert_int_equal(cfg.port, 8080);
+    assert_string_equal(cfg.host, "0.0.0.0");
+    assert_int_equal(cfg.demo_routes, 1);
+    assert_int_equal(cfg.body_limit, 1048576);
+    assert_int_equal(cfg.max_request_line, 8192);
+    assert_int_equal(cfg.max_header_size, 8192);
+    assert_int_equal(cfg.max_headers, 100);
+    assert_int_equal(cfg.max_head_size, 65536);
+    assert_int_equal(cfg.header_timeout_ms, 10000);
+    assert_int_equal(cfg.keepalive_timeout_ms, 5000);
+    assert_int_equal(cfg.access_log, 1);
+    assert_string_equal(cfg.jwt_secret, "");
+
+    /* keel_config_defaults gives the same */
+    keel_config d;
+    keel_config_defaults(&d);
+    char *a = print_to_string(&cfg), *b = print_to_string(&d);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    keel_config_close(&d);
+    keel_config_close(&cfg);
+    keel_config_close(&cfg); /* closing twice is harmless */
+}
+
+/* A variable set in the environment and the NAME=value line that
+ * keel_config_print must then show. */
+typedef struct env_case {
+    const char *var;
+    const char *value;
+    const char *printed; /* NULL: refused with KEEL_ECONFIG */
+} env_case;
+
+static const env_case env_cases[] = {
+    {"PORT", "9090", "PORT=9090"},
+    {"PORT", "0", "PORT=0"},
+    {"PORT", "65535", "PORT=65535"},
+    {"HOST", "127.0.0.1", "HOST=127.0.0.1"},
+    {"SERVICE_NAME", "orders", "SERVICE_NAME=orders"},
+    {"WORKERS", "8", "WORKERS=8"},
+    {"WORKERS", "256", "WORKERS=256"},
+    {"SERVER_HEADER", "", "SERVER_HEADER="},
+    {"BODY_LIMIT", "2mb", "BODY_LIMIT=2097152"},
+    {"BODY_LIMIT", "0", "BODY_LIMIT=0"},
+    {"MAX_REQUEST_LINE", "64", "MAX_REQUEST_LINE=64"},
+    {"MAX_HEADER_SIZE", "16kb", "MAX_HEADER_SIZE=16384"},
+    {"MAX_HEADERS", "50", "MAX_HEADERS=50"},
+    {"MAX_HEAD_SIZE", "256", "MAX_HEAD_SIZE=256"},
+    {"HEADER_TIMEOUT", "15s", "HEADER_TIMEOUT=15000ms"},
+    {"BODY_TIMEOUT", "1m", "BODY_TIMEOUT=60000ms"},
+    {"KEEPALIVE_TIMEOUT", "100", "KEEPALIVE_TIMEOUT=100ms"},
+    {"SHUTDOWN_GRACE", "0", "SHUTDOWN_GRACE=0ms"},
+    {"MAX_CONNECTIONS", "1000000", "MAX_CONNECTIONS=1000000"},
+    {"MAX_REQUESTS_PER_CONNECTION", "1000", "MAX_REQUESTS_PER_CONNECTION=1000"},
+    {"WORK_POOL_SIZE", "16", "WORK_POOL_SIZE=16"},
+    {"LOG_LEVEL", "debug", "LOG_LEVEL=debug"},
+    {"LOG_LEVEL", "WARN", "LOG_LEVEL=warn"},
+    {"LOG_FORMAT", "pretty", "LOG_FORMAT=pretty"},
+    {"LOG_FILE_KEEP", "0", "LOG_FILE_KEEP=0"},
+    {"ACCESS_LOG", "false", "ACCESS_LOG=false"},
+    {"ACCESS_LOG", "yes", "ACCESS_LOG=true"},
+    {"ENABLE_DEMO_ROUTES", "off", "ENABLE_DEMO_ROUTES=false"},
+    {"KEEL_ENV", "test", "KEEL_ENV=test"},
+    {"KEEL_ENV", "TEST", "KEEL_ENV=test"},
+    {"SLOW_REQUEST_THRESHOLD", "250ms", "SLOW_REQUEST_THRESHOLD=250ms"},
+    {"DATABASE_URL", "sqlite:/var/lib/keel.db", "DATABASE_URL=sqlite:/var/lib/keel.db"},
+    {"DATABASE_URL", "postgres://app@db/app", "DATABASE_URL=postgres://app@db/app"},
+    {"REDIS_URL", "redis://localhost:6379/0", "REDIS_URL=redis://localhost:6379/0"},
+    {"REDIS_URL", "", "REDIS_URL="},
+    {"CORS_ORIGIN", "https://a.example,https://b.example",
+     "CORS_ORIGIN=https://a.example,https://b.example"},
+
+    {"PORT", "abc", NULL},
+    {"PORT", "65536", NULL},
+    {"PORT", "-1", NULL},
+    {"PORT", "80x", NULL},
+    {"PORT", "", NULL},
+    {"PORT", " 80", NULL},
+    {"WORKERS", "257", NULL},
+    {"WORKERS", "4k", NULL},
+    {"WORKERS", "two", NULL},
+    {"BODY_LIMIT", "1tb", NULL},
+    {"BODY_LIMIT", "5gb", NULL},
+    {"MAX_REQUEST_LINE", "32", NULL},
+    {"MAX_REQUEST_LINE", "2mb", NULL},
+    {"MAX_HEADERS", "0", NULL},
+    {"MAX_HEADERS", "1001", NULL},
+    {"MAX_HEAD_SIZE", "100", NULL},
+    {"HEADER_TIMEOUT", "50ms", NULL},
+    {"HEADER_TIMEOUT", "soon", NULL},
+    {"KEEPALIVE_TIMEOUT", "1.5s", NULL},
+    {"HANDLER_TIMEOUT", "-1", NULL},
+    {"MAX_CONNECTIONS", "0", NULL},
+    {"OUTPUT_BUFFER_MAX", "1kb", NULL},
+    {"WORK_POOL_SIZE", "0", NULL},
+    {"WORK_QUEUE_MAX", "", NULL},
+    {"LOG_LEVEL", "verbose", NULL},
+    {"LOG_FORMAT", "xml", NULL},
+    {"LOG_FILE_MAX_SIZE", "1kb", NULL},
+    {"LOG_FILE_KEEP", "101", NULL},
+    {"ACCESS_LOG", "maybe", NULL},
+    {"ENABLE_DEMO_ROUTES", "2", NULL},
+    {"KEEL_ENV", "staging", NULL},
+    {"DATABASE_URL", "", NULL},
+    {"DATABASE_URL", "postgresql:/x", NULL},
+    {"REDIS_URL", "http://localhost:6379", NULL},
+};
+
+static void test_env_table(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(env_cases) / sizeof(env_cases[0]); i++) {
+        const env_case *c = &env_cases[i];
+        char name[128];
+        snprintf(name, sizeof(name), "%s=\"%s\"", c->var, c->value);
+        unset_all();
+        assert_int_equal(setenv(c->var, c->value, 1), 0);
+        keel_config cfg;
+        char *err;
+        int rc = load(&cfg, NULL, &err);
+        if (c->printed) {
+            if (rc != 0) {
+                case_fail(name, "returned %d: %s", rc, err);
+            } else {
+                char *out = print_to_string(&cfg);
+                if (!has_line(out, c->printed))
+                    case_fail(name, "no line \"%s\" in:\n%s", c->printed, out);
+                free(out);
+            }
+            if (*err)
+                case_fail(name, "wrote to err: %s", err);
+        } else {
+            char prefix[128];
+            snprintf(prefix, sizeof(prefix), "keel: %s: ", c->var);
+            if (rc != KEEL_ECONFIG)
+                case_fail(name, "returned %d, want KEEL_ECONFIG", rc);
+            else if (strncmp(err, prefix, strlen(prefix)) != 0)
+                case_fail(name, "error line \"%s\" does not start with \"%s\"", err, prefix);
+            else if (count_lines(err) != 1 || err[strlen(err) - 1] != '\n')
+                case_fail(name, "error is not one line: \"%s\"", err);
+            else if (!strstr(err, "expected"))
+                case_fail(name, "error line does not say what is expected: %s", err);
+        }
+        free(err);
+        keel_config_close(&cfg);
+    }
+    assert_int_equal(failures, 0);
+}
+
+static void test_env_fields(void **state)
+{
+    (void)state;
+    setenv("PORT", "9091", 1);
+    setenv("WORKERS", "3", 1);
+    setenv("WORK_POOL_SIZE", "7", 1);
+    setenv("LOG_FILE_KEEP", "9", 1);
+    setenv("LOG_LEVEL", "error", 1);
+    setenv("LOG_FORMAT", "PRETTY", 1);
+    setenv("BODY_LIMIT", "4gb", 1);
+    setenv("HANDLER_TIMEOUT", "2h", 1);
+    setenv("ACCESS_LOG", "0", 1);
+    setenv("OTEL_SERVICE_NAME", "svc", 1);
+    keel_config cfg;
+    char *err;
+    assert_int_equal(load(&cfg, NULL, &err), 0);
+    free(err);
+    assert_int_equal(cfg.port, 9091);
+    assert_int_equal(cfg.workers, 3);
+    assert_int_equal(cfg.work_threads, 7);
+    assert_int_equal(cfg.log_file_keep, 9);
+    assert_int_equal(cfg.log_level, 4);
+    assert_int_equal(cfg.log_pretty, 1);
+    assert_int_equal(cfg.body_limit, 4294967296ull);
+    assert_int_equal(cfg.handler_timeout_ms, 7200000);
+    assert_int_equal(cfg.access_log, 0);
+    assert_string_equal(cfg.otel_service_name, "svc");
+
+    /* a deep copy outlives the original */
+    keel_config copy;
+    keel_config_copy(&copy, &cfg);
+    assert_ptr_not_equal(copy.host, cfg.host);
+    keel_config_close(&cfg);
+    assert_string_equal(copy.otel_service_name, "svc");
+    assert_string_equal(copy.host, "0.0.0.0");
+    keel_config_close(&copy);
+}
+
+static void test_secret_not_in_error(void **state)
+{
+    (void)state;
+    setenv("DATABASE_URL", "postgresx://app:hunter2@db/app", 1);
+    keel_config cfg;
+    char *err;
+    assert_int_equal(load(&cfg, NULL, &err), KEEL_ECONFIG);
+    assert_non_null(strstr(err, "keel: DATABASE_URL: "));
+    assert_null(strstr(err, "hunter2"));
+    free(err);
+    keel_config_close(&cfg);
+}
+
+/* ---------------------------------------------------------------- .env */
+
+static void test_env_file(void **state)
+{
+    (void)state;
+    write_file("named.env",
+               "# a comment line\n"
+               "\n"
+               "   # an indented comment\n"
+               "export PORT=9090\n"
+               "SERVICE_NAME=\"my service\"\n"
+               "HOST='127.0.0.1'\n"
+               "LOG_LEVEL=debug # trailing comment\n"
+               "CORS_ORIGIN=https://a.example#not-a-comment\n"
+               "  WORKERS = 3  \n"
+               "SERVER_HEADER=\"keel # kept\"\n"
+               "LOG_FORMAT=pretty\r\n"
+               "MAX_HEADERS=60\n");
+    setenv("WORKERS", "5", 1);  /* the environment wins */
+    setenv("MAX_HEADERS", "70", 1);
+    keel_config cfg;
+    char *err;
+    assert_int_equal(load(&cfg, "named.env", &err), 0);
+    assert_string_equal(err, "");
+    free(err);
+    assert_int_equal(cfg.port, 9090);
+    assert_string_equal(cfg.service_name, "my service");
+    assert_string_equal(cfg.host, "127.0.0.1");
+    assert_int_equal(cfg.log_level, 1);
+    assert_string_equal(cfg.cors_origin, "https://a.example#not-a-comment");
+    assert_int_equal(cfg.workers, 5);
+    assert_string_equal(cfg.server_header, "keel # kept");
+    assert_int_equal(cfg.log_pretty, 1);
+    assert_int_equal(cfg.max_headers, 70);
+    /* loaded into the environment, existing values untouched */
+    assert_string_equal(getenv("PORT"), "9090");
+    assert_string_equal(getenv("WORKERS"), "5");
+    keel_config_close(&cfg);
+}
+
+static void test_env_file_default_name(void **state)
+{
+    (void)state;
+    write_file(".env", "PORT=7070\n");
+    keel_config cfg;
+    char *err;
+    assert_int_equal(load(&cfg, NULL, &err), 0);
+    free(err);
+    assert_int_equal(cfg.port, 7070);
+    keel_config_close(&cfg);
+}
+
+static void test_env_file_errors(void **state)
+{
+    (void)state;
+    keel_config cfg;
+    char *err;
+
+    /* a named file must exist */
+    assert_int_equal(load(&cfg, "missing.env", &err), KEEL_ECONFIG);
+    assert_non_null(strstr(err, "missing.env"));
+    assert_int_equal(count_lines(err), 1);
+    free(err);
+    keel_config_close(&cfg);
+
+    /* a line that is not KEY=VALUE names the file and the line */
+    write_file("named.env", "PORT=1\n# fine\nNOT A PAIR\n");
+    assert_int_equal(load(&cfg, "named.env", &err), KEEL_ECONFIG);
+    assert_non_null(strstr(err, "named.env:3"));
+    free(err);
+    keel_config_close(&cfg);
+    unset_all();
+
+    /* an empty key */
+    write_file("named.env", "=value\n");
+    assert_int_equal(load(&cfg, "named.env", &err), KEEL_ECONFIG);
+    assert_non_null(strstr(err, "named.env:1"));
+    free(err);
+    keel_config_close(&cfg);
+    unset_all();
+
+    /* an invalid value from the file names the variable */
+    write_file("named.env", "LOG_LEVEL=loud\n");
+    assert_int_equal(load(&cfg, "named.env", &err), KEEL_ECONFIG);
+    assert_non_null(strstr(err, "keel: LOG_LEVEL: "));
+    free(err);
+    keel_config_close(&cfg);
+}
+
+/* ---------------------------------------------------------------- production */
+
+typedef struct prod_case {
+    const char *name;
+    const char *secret; /* NULL: unset */
+    int rc;
+} prod_case;
+
+static const prod_case prod_cases[] = {
+    {"no secret", NULL, KEEL_ECONFIG},
+    {"empty secret", "", KEEL_ECONFIG},
+    {"short secret", "tooshort", KEEL_ECONFIG},
+    {"31 bytes", "0123456789abcdef0123456789abcde", KEEL_ECONFIG},
+    {"a placeholder", "please-change-me-0123456789abcdefghij", KEEL_ECONFIG},
+    {"starts with secret", "secret0123456789abcdef0123456789abcdef", KEEL_ECONFIG},
+    {"32 random bytes", "q8F3kZ1xV7mN2bT9rL4wY6pH0sD5jC8a", 0},
+    {"64 random bytes", "Jx9Qw2Lr7Tn4Vb1Zs8Kd3Fh6Gm0Pc5Ya9Xe2Ru7Io4Wt1Ny8Bv3Mq6Sl0Dk5Hj", 0},
+};
+
+static void test_production(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(prod_cases) / sizeof(prod_cases[0]); i++) {
+        const prod_case *c = &prod_cases[i];
+        unset_all();
+        setenv("KEEL_ENV", "production", 1);
+        if (c->secret)
+            setenv("JWT_SECRET", c->secret, 1);
+        keel_config cfg;
+        char *err;
+        int rc = load(&cfg, NULL, &err);
+        if (rc != c->rc) {
+            case_fail(c->name, "returned %d, want %d (%s)", rc, c->rc, err);
+        } else if (rc) {
+            if (strncmp(err, "keel: JWT_SECRET: ", 18) != 0)
+                case_fail(c->name, "error does not name JWT_SECRET: %s", err);
+            if (c->secret && *c->secret && strstr(err, c->secret))
+                case_fail(c->name, "error shows the secret");
+        } else if (!cfg.production) {
+            case_fail(c->name, "production not set");
+        }
+        free(err);
+        keel_config_close(&cfg);
+    }
+
+    /* demo routes can still be asked for */
+    unset_all();
+    setenv("KEEL_ENV", "Production", 1);
+    setenv("JWT_SECRET", prod_cases[6].secret, 1);
+    setenv("ENABLE_DEMO_ROUTES", "true", 1);
+    keel_config cfg;
+    char *err;
+    assert_int_equal(load(&cfg, NULL, &err), 0);
+    free(err);
+    assert_int_equal(cfg.production, 1);
+    assert_int_equal(cfg.demo_routes, 1);
+    keel_config_close(&cfg);
+
+    /* outside production a short secret is fine */
+    unset_all();
+    setenv("JWT_SECRET", "dev", 1);
+    assert_int_equal(load(&cfg, NULL, &err), 0);
+    free(err);
+    assert_int_equal(cfg.production, 0);
+    keel_config_close(&cfg);
+    assert_int_equal(failures, 0);
+}
+
+/* ENABLE_DEMO_ROUTES: "default true, false in production" (its help). */
+static void test_production_demo_routes_off_by_default(void **state)
+{
+    (void)state;
+    setenv("KEEL_ENV", "production", 1);
+    setenv("JWT_SECRET", prod_cases[6].secret, 1);
+    keel_config cfg;
+    char *err;
+    assert_int_equal(load(&cfg, NULL, &err), 0);
+    free(err);
+    assert_int_equal(cfg.production, 1);
+    int demo = cfg.demo_routes;
+    keel_config_close(&cfg);
+    assert_int_equal(demo, 0);
+}
+
+/* ---------------------------------------------------------------- print */
+
+typedef struct redact_case {
+    const char *var, *value;
+    const char *printed; /* the whole line */
+    const char *hidden;  /* must not appear anywhere, or NULL */
+} redact_case;
+
+static const redact_case redact_cases[] = {
+    {"JWT_SECRET", "s3cr3t-value-that-must-not-leak", "JWT_SECRET=[REDACTED]",
+     "s3cr3t-value-that-must-not-leak"},
+    {"JWT_SECRET", "", "JWT_SECRET=", NULL},
+    {"DATABASE_URL", "postgres://app:hunter2@db:5432/app",
+     "DATABASE_URL=postgres://app:[REDACTED]@db:5432/app", "hunter2"},
+    {"DATABASE_URL", "postgresql://app:p%40ss@db/app",
+     "DATABASE_URL=postgresql://app:[REDACTED]@db/app", "p%40ss"},
+    {"DATABASE_URL", "postgres://app@db/app", "DATABASE_URL=postgres://app@db/app", NULL},
+    {"DATABASE_URL", "sqlite:./data/keel.db", "DATABASE_URL=sqlite:./data/keel.db", NULL},
+    {"REDIS_URL", "redis://:topsecret@cache:6379/0", "REDIS_URL=redis://:[REDACTED]@cache:6379/0",
+     "topsecret"},
+    {"REDIS_URL", "redis://user:pw123@cache:6379", "REDIS_URL=redis://user:[REDACTED]@cache:6379",
+     "pw123"},
+};
+
+static void test_print_redacts(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(redact_cases) / sizeof(redact_cases[0]); i++) {
+        const redact_case *c = &redact_cases[i];
+        unset_all();
+        setenv(c->var, c->value, 1);
+        keel_config cfg;
+        char *err;
+        int rc = load(&cfg, NULL, &err);
+        free(err);
+        if (rc) {
+            case_fail(c->printed, "load returned %d", rc);
+            keel_config_close(&cfg);
+            continue;
+        }
+        char *out = print_to_string(&cfg);
+        if (!has_line(out, c->printed))
+            case_fail(c->printed, "line missing from:\n%s", out);
+        if (c->hidden && strstr(out, c->hidden))
+            case_fail(c->printed, "\"%s\" shown", c->hidden);
+        free(out);
+        keel_config_close(&cfg);
+    }
+    assert_int_equal(failures, 0);
+}
+
+/* Every known variable is printed once, as NAME=..., in table order. */
+typedef struct each_state {
+    const char *printed;
+    const char *last;
+    size_t n;
+    int missing;
+    int secrets;
+} each_state;
+
+static void check_each(const char *name, const char *def, const char *help, int secret, void *arg)
+{
+    each_state *s = arg;
+    assert_non_null(def);
+    assert_non_null(help);
+    assert_true(*help != '\0');
+    s->n++;
+    s->secrets += secret;
+    char line[128];
+    snprintf(line, sizeof(line), "%s=", name);
+    const char *p = strstr(s->printed, line);
+    while (p && p != s->printed && p[-1] != '\n')
+        p = strstr(p + 1, line);
+    if (!p || (s->last && p < s->last))
+        s->missing++;
+    s->last = p;
+}
+
+static void test_each_and_print_agree(void **state)
+{
+    (void)state;
+    keel_config cfg;
+    keel_config_defaults(&cfg);
+    char *out = print_to_string(&cfg);
+    each_state s = {out, NULL, 0, 0, 0};
+    keel_config_each(check_each, &s);
+    assert_true(s.n >= 30);
+    assert_int_equal(s.missing, 0);
+    assert_int_equal(count_lines(out), s.n);
+    assert_true(s.secrets >= 3); /* DATABASE_URL, REDIS_URL, JWT_SECRET */
+    free(out);
+    keel_config_close(&cfg);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_parse_duration, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_parse_size, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_parse_bool, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_env_table, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_env_fields, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secret_not_in_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_env_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_env_file_default_name, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_env_file_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_production, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_production_demo_routes_off_by_default, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_print_redacts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_each_and_print_agree, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
