@@ -54,6 +54,10 @@ void keel_log_end(keel_buf *b);
 void keel_log_set_buffered(int on);
 void keel_log_flush(void);
 
+/* Flushes and frees the calling thread's buffer (call before a thread that
+ * logged exits). */
+void keel_log_thread_close(void);
+
 /* 1 when a field name should be redacted. */
 int keel_log_is_secret_key(const char *key);
 

@@ -160,6 +160,13 @@ void keel_log_flush(void)
     }
 }
 
+void keel_log_thread_close(void)
+{
+    keel_log_flush();
+    keel_buf_free(&tl_buf);
+    tl_buffered = 0;
+}
+
 void keel_log_set_buffered(int on)
 {
     tl_buffered = on;

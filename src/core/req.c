@@ -68,6 +68,13 @@ static void complete(keel_req *r)
     if (r->completed)
         return;
     r->completed = 1;
+    if (!r->dispatched) {
+        /* never reached the chain (the client left mid-head or mid-body):
+         * nothing to log or count */
+        if (r->c)
+            keel__conn_request_done(r->c, r);
+        return;
+    }
     keel_server *s = r->w->srv;
     for (size_t i = s->nmws; i-- > 0;)
         if (s->mws[i].on_complete)
@@ -203,6 +210,7 @@ void keel__req_dispatch(keel_req *r)
 {
     keel_server *s = r->w->srv;
     STAT_ADD(r->w, requests_in_flight, 1);
+    r->dispatched = 1;
     r->head_only = r->head.method == KEEL_METHOD_HEAD;
     if (!r->reject_status) {
         if (r->head.asterisk) {
@@ -217,7 +225,7 @@ void keel__req_dispatch(keel_req *r)
         r->match.status = 404;
     }
     uint64_t tmo = r->entry ? r->entry->timeout_ms : s->cfg.handler_timeout_ms;
-    r->deadline = r->w->now_ms + tmo;
+    r->deadline = uv_now(&r->w->loop) + tmo;
     keel__req_enter(r);
     run_chain(r);
     keel__req_leave(r);

@@ -261,8 +261,7 @@ static void worker_main(void *arg)
     keel_server *s = w->srv;
     keel_log_set_buffered(1);
     uv_run(&w->loop, UV_RUN_DEFAULT);
-    keel_log_flush();
-    keel_log_set_buffered(0);
+    keel_log_thread_close();
     uv_mutex_lock(&s->done_mu);
     s->workers_done++;
     uv_cond_signal(&s->done_cond);

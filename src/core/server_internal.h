@@ -144,6 +144,7 @@ struct keel_req {
     int busy;            /* user code on the stack */
     int holds;           /* keel_req_hold + pending work */
     int suspended;
+    int dispatched;      /* the chain ran (or runs) for it */
     int finished;        /* the response has been produced */
     int completed;       /* on_complete hooks ran */
     int canceled;        /* atomic: client gone or deadline passed */

@@ -348,7 +348,7 @@ static void append_num(keel_buf *b, double v)
 {
     if (isinf(v))
         keel_buf_append_str(b, v > 0 ? "+Inf" : "-Inf");
-    else if (v == (double)(int64_t)v && fabs(v) < 1e15)
+    else if (fabs(v) < 1e15 && v == (double)(int64_t)v)
         keel_buf_printf(b, "%lld", (long long)v);
     else
         keel_buf_printf(b, "%.15g", v);
