@@ -58,6 +58,7 @@ static void pool_thread(void *arg)
             uv_cond_wait(&p->cond, &p->mu);
         if (!p->head && p->stop) {
             uv_mutex_unlock(&p->mu);
+            keel_log_thread_close();
             return;
         }
         keel_work *job = p->head;
