@@ -1,0 +1,234 @@
+/* test_server.c — the server in-process: routes, middleware order and
+ * completion hooks, suspension on the work pool, a late answer after the
+ * client left, pipelining, and a drain that ends with every loop closed. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "keel/keel.h"
+
+typedef struct counters {
+    int requests;
+    int completes;
+    int work_done;
+    int work_canceled;
+    int last_status;
+    char order[64];
+} counters;
+
+static counters C;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+
+static keel_flow mw_a(keel_req *r, void *data)
+{
+    (void)data;
+    pthread_mutex_lock(&mu);
+    strcat(C.order, "a");
+    C.requests++;
+    pthread_mutex_unlock(&mu);
+    keel_res_header(r, "X-A", "1");
+    return KEEL_NEXT;
+}
+
+static keel_flow mw_b(keel_req *r, void *data)
+{
+    (void)data;
+    (void)r;
+    pthread_mutex_lock(&mu);
+    strcat(C.order, "b");
+    pthread_mutex_unlock(&mu);
+    return KEEL_NEXT;
+}
+
+static void mw_complete(keel_req *r, void *data)
+{
+    (void)data;
+    pthread_mutex_lock(&mu);
+    C.completes++;
+    C.last_status = keel_res_get_status(r);
+    pthread_mutex_unlock(&mu);
+}
+
+static keel_flow h_hello(keel_req *r)
+{
+    keel_str who = keel_req_param(r, "who");
+    char body[64];
+    int n = snprintf(body, sizeof(body), "hi %.*s", (int)who.len, who.ptr);
+    keel_respond(r, 200, "text/plain", body, (size_t)n);
+    return KEEL_DONE;
+}
+
+static void sleep_work(void *arg)
+{
+    usleep((useconds_t)(uintptr_t)arg * 1000);
+}
+
+static void after_work(keel_req *r, void *arg, int status)
+{
+    (void)arg;
+    pthread_mutex_lock(&mu);
+    if (status == 0)
+        C.work_done++;
+    else
+        C.work_canceled++;
+    pthread_mutex_unlock(&mu);
+    if (status == 0)
+        keel_respond_text(r, 200, "worked");
+    else
+        assert_int_equal(keel_respond_text(r, 200, "late"), KEEL_EALREADY);
+}
+
+static keel_flow h_work(keel_req *r)
+{
+    keel_str ms = keel_req_query_param(r, "ms");
+    uintptr_t v = ms.ptr ? (uintptr_t)atoi(ms.ptr) : 10;
+    assert_int_equal(keel_req_submit(r, sleep_work, after_work, (void *)v), 0);
+    return KEEL_SUSPEND;
+}
+
+static const keel_route routes[] = {
+    {.name = "hello", .method = "GET", .path = "/hello/:who", .handler = h_hello},
+    {.name = "work", .method = "GET", .path = "/work", .handler = h_work},
+};
+
+static int connect_to(unsigned port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return fd;
+}
+
+/* Sends req, reads until EOF (the last request says Connection: close). */
+static size_t exchange(unsigned port, const char *req, char *out, size_t cap)
+{
+    int fd = connect_to(port);
+    assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+    size_t n = 0;
+    ssize_t k;
+    while (n + 1 < cap && (k = read(fd, out + n, cap - n - 1)) > 0)
+        n += (size_t)k;
+    out[n] = '\0';
+    close(fd);
+    return n;
+}
+
+static int count(const char *hay, const char *needle)
+{
+    int c = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p++)
+        c++;
+    return c;
+}
+
+static keel_server *start(void)
+{
+    memset(&C, 0, sizeof(C));
+    keel_config cfg;
+    keel_config_defaults(&cfg);
+    keel_free(cfg.host);
+    cfg.host = keel_strdup("127.0.0.1");
+    cfg.port = 0;
+    cfg.workers = 1;
+    cfg.work_threads = 2;
+    cfg.log_level = KEEL_LOG_WARN;
+    keel_log_init(&cfg);
+    keel_server *s = keel_server_new(&cfg);
+    keel_config_close(&cfg);
+    keel_middleware a = {.name = "a", .on_request = mw_a, .on_complete = mw_complete};
+    keel_middleware b = {.name = "b", .on_request = mw_b};
+    keel_server_use(s, &a);
+    keel_server_use(s, &b);
+    assert_int_equal(keel_server_add_routes(s, routes, 2), 0);
+    assert_int_equal(keel_server_start(s), 0);
+    assert_true(keel_server_port(s) > 0);
+    assert_int_equal(keel_server_get_state(s), KEEL_STATE_SERVING);
+    return s;
+}
+
+static void stop(keel_server *s)
+{
+    keel_server_drain(s);
+    assert_int_equal(keel_server_get_state(s), KEEL_STATE_DRAINING);
+    /* every worker loop ran out of handles and closed */
+    assert_int_equal(keel_server_wait(s, 5000), 0);
+    keel_server_free(s);
+    keel_log_close();
+}
+
+static void test_pipelined_in_order(void **state)
+{
+    (void)state;
+    keel_server *s = start();
+    char buf[8192];
+    exchange(keel_server_port(s),
+             "GET /hello/one HTTP/1.1\r\nHost: t\r\n\r\n"
+             "GET /hello/t%C3%A9 HTTP/1.1\r\nHost: t\r\n\r\n"
+             "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n"
+             "GET /hello/three HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+             buf, sizeof(buf));
+    char *one = strstr(buf, "hi one"), *two = strstr(buf, "hi t\xc3\xa9"),
+         *nf = strstr(buf, "404 Not Found"), *three = strstr(buf, "hi three");
+    assert_non_null(one);
+    assert_non_null(two);
+    assert_non_null(nf);
+    assert_non_null(three);
+    assert_true(one < two && two < nf && nf < three);
+    assert_int_equal(count(buf, "X-A: 1\r\n"), 4);
+    assert_int_equal(count(buf, "Connection: close\r\n"), 1);
+    stop(s);
+    assert_int_equal(C.requests, 4);
+    assert_int_equal(C.completes, 4);
+    assert_string_equal(C.order, "abababab");
+}
+
+static void test_work_pool_resumes(void **state)
+{
+    (void)state;
+    keel_server *s = start();
+    char buf[4096];
+    exchange(keel_server_port(s), "GET /work?ms=20 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+             buf, sizeof(buf));
+    assert_non_null(strstr(buf, "HTTP/1.1 200 OK"));
+    assert_non_null(strstr(buf, "worked"));
+    stop(s);
+    assert_int_equal(C.work_done, 1);
+}
+
+static void test_client_gone_cancels(void **state)
+{
+    (void)state;
+    keel_server *s = start();
+    int fd = connect_to(keel_server_port(s));
+    const char *req = "GET /work?ms=300 HTTP/1.1\r\nHost: t\r\n\r\n";
+    assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+    usleep(100 * 1000);
+    close(fd); /* leaves while the job runs */
+    usleep(500 * 1000);
+    stop(s);
+    assert_int_equal(C.work_canceled, 1);
+    assert_int_equal(C.completes, 1);
+    assert_int_equal(C.last_status, 499);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pipelined_in_order),
+        cmocka_unit_test(test_work_pool_resumes),
+        cmocka_unit_test(test_client_gone_cancels),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
