@@ -226,6 +226,28 @@ int keel_req_submit(keel_req *r, keel_work_fn work, keel_after_work_cb after,
 int keel_respond_unavailable(keel_req *r, unsigned retry_after_s,
                              const char *detail);
 
+/* Extra pools: a set of threads with a bounded queue, for work that must
+ * not wait behind (or hold up) the default pool — e.g. database queries on
+ * threads that each own a connection. Created before keel_server_start;
+ * owned and freed by the server. thread_start/thread_stop (optional) run
+ * on each pool thread when it starts and before it exits. */
+typedef struct keel_pool keel_pool;
+typedef struct keel_pool_opts {
+    const char *name;
+    unsigned threads;
+    uint64_t queue_max;
+    void (*thread_start)(void *arg);
+    void (*thread_stop)(void *arg);
+    void *arg;
+} keel_pool_opts;
+keel_pool *keel_server_pool_new(keel_server *s, const keel_pool_opts *opts);
+/* Like keel_req_submit, on pool p (NULL = the default pool). */
+int keel_req_submit_pool(keel_req *r, keel_pool *p, keel_work_fn work,
+                         keel_after_work_cb after, void *arg);
+/* Jobs waiting, and jobs refused since start, on p. */
+uint64_t keel_pool_queued(const keel_pool *p);
+uint64_t keel_pool_rejected(const keel_pool *p);
+
 /* Work not tied to a request (health checks, jobs): `after` runs on the
  * loop of `worker`. */
 int keel_worker_submit(keel_worker *w, keel_work_fn work,

@@ -127,8 +127,8 @@ void keel_server_stats_get(const keel_server *s, keel_server_stats *out)
             out->loop_lag_ms = lag;
     }
     if (s->pool) {
-        out->work_queued = keel__workpool_queued(s->pool);
-        out->work_rejected = keel__workpool_rejected(s->pool);
+        out->work_queued = keel_pool_queued(s->pool);
+        out->work_rejected = keel_pool_rejected(s->pool);
     }
 }
 
@@ -325,7 +325,9 @@ int keel_server_start(keel_server *s)
     }
     s->port = port;
     signal(SIGPIPE, SIG_IGN);
-    s->pool = keel__workpool_new(s->cfg.work_threads, s->cfg.work_queue_max);
+    keel_pool_opts po = {.name = "work", .threads = s->cfg.work_threads,
+                         .queue_max = s->cfg.work_queue_max};
+    s->pool = keel__pool_new(&po);
     s->workers = keel_calloc(s->nworkers, sizeof(keel_worker *));
     for (unsigned i = 0; i < s->nworkers; i++) {
         rc = worker_init(s, i, fds[i], &s->workers[i]);
@@ -487,7 +489,10 @@ void keel_server_free(keel_server *s)
         }
         keel_free(s->workers);
     }
-    keel__workpool_free(s->pool);
+    keel__pool_free(s->pool);
+    for (size_t i = 0; i < s->npools; i++)
+        keel__pool_free(s->pools[i]);
+    keel_free(s->pools);
     for (size_t i = 0; i < s->nmws; i++)
         if (s->mws[i].dispose)
             s->mws[i].dispose(s->mws[i].data);

@@ -10,7 +10,6 @@
 #include "keel/server.h"
 
 typedef struct keel_conn keel_conn;
-typedef struct keel_workpool keel_workpool;
 typedef struct keel_work keel_work;
 
 /* Per-worker counters: written by the owner, read by scrapers (relaxed). */
@@ -77,7 +76,9 @@ struct keel_server {
     size_t nmws;
     keel_worker **workers;
     unsigned nworkers;
-    keel_workpool *pool;
+    keel_pool *pool;       /* the default pool */
+    keel_pool **pools;     /* every pool, the default first */
+    size_t npools;
     int state;            /* keel_server_state, atomic */
     unsigned port;        /* the bound port (PORT=0 picks one) */
     uv_mutex_t done_mu;
@@ -188,10 +189,8 @@ int keel__respond_problem_raw(keel_conn *c, int status, const char *detail);
 void keel__worker_update_date(keel_worker *w);
 
 /* work.c */
-keel_workpool *keel__workpool_new(unsigned threads, uint64_t queue_max);
-void keel__workpool_free(keel_workpool *p);
-uint64_t keel__workpool_queued(keel_workpool *p);
-uint64_t keel__workpool_rejected(keel_workpool *p);
+keel_pool *keel__pool_new(const keel_pool_opts *opts);
+void keel__pool_free(keel_pool *p);
 /* Runs the completions delivered to w's mailbox. */
 void keel__worker_run_mailbox(keel_worker *w);
 

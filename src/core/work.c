@@ -23,7 +23,7 @@ struct keel_work {
     int status;
 };
 
-struct keel_workpool {
+struct keel_pool {
     uv_mutex_t mu;
     uv_cond_t cond;
     keel_work *head, *tail;
@@ -33,6 +33,7 @@ struct keel_workpool {
     int stop;
     unsigned nthreads;
     uv_thread_t *threads;
+    keel_pool_opts opts;
 };
 
 static void deliver(keel_work *job)
@@ -51,13 +52,17 @@ static void deliver(keel_work *job)
 
 static void pool_thread(void *arg)
 {
-    keel_workpool *p = arg;
+    keel_pool *p = arg;
+    if (p->opts.thread_start)
+        p->opts.thread_start(p->opts.arg);
     for (;;) {
         uv_mutex_lock(&p->mu);
         while (!p->head && !p->stop)
             uv_cond_wait(&p->cond, &p->mu);
         if (!p->head && p->stop) {
             uv_mutex_unlock(&p->mu);
+            if (p->opts.thread_stop)
+                p->opts.thread_stop(p->opts.arg);
             keel_log_thread_close();
             return;
         }
@@ -79,12 +84,14 @@ static void pool_thread(void *arg)
     }
 }
 
-keel_workpool *keel__workpool_new(unsigned threads, uint64_t queue_max)
+keel_pool *keel__pool_new(const keel_pool_opts *opts)
 {
-    keel_workpool *p = keel_calloc(1, sizeof(*p));
+    keel_pool *p = keel_calloc(1, sizeof(*p));
     uv_mutex_init(&p->mu);
     uv_cond_init(&p->cond);
-    p->max = queue_max;
+    p->opts = *opts;
+    unsigned threads = opts->threads ? opts->threads : 1;
+    p->max = opts->queue_max ? opts->queue_max : 1024;
     p->nthreads = threads;
     p->threads = keel_calloc(threads, sizeof(uv_thread_t));
     for (unsigned i = 0; i < threads; i++) {
@@ -94,7 +101,7 @@ keel_workpool *keel__workpool_new(unsigned threads, uint64_t queue_max)
     return p;
 }
 
-void keel__workpool_free(keel_workpool *p)
+void keel__pool_free(keel_pool *p)
 {
     if (!p)
         return;
@@ -115,17 +122,25 @@ void keel__workpool_free(keel_workpool *p)
     keel_free(p);
 }
 
-uint64_t keel__workpool_queued(keel_workpool *p)
+uint64_t keel_pool_queued(const keel_pool *p)
 {
     return __atomic_load_n(&p->queued, __ATOMIC_RELAXED);
 }
 
-uint64_t keel__workpool_rejected(keel_workpool *p)
+uint64_t keel_pool_rejected(const keel_pool *p)
 {
     return __atomic_load_n(&p->rejected, __ATOMIC_RELAXED);
 }
 
-static int enqueue(keel_workpool *p, keel_work *job)
+keel_pool *keel_server_pool_new(keel_server *s, const keel_pool_opts *opts)
+{
+    keel_pool *p = keel__pool_new(opts);
+    s->pools = keel_realloc(s->pools, (s->npools + 1) * sizeof(*s->pools));
+    s->pools[s->npools++] = p;
+    return p;
+}
+
+static int enqueue(keel_pool *p, keel_work *job)
 {
     uv_mutex_lock(&p->mu);
     if (p->stop || p->queued >= p->max) {
@@ -148,6 +163,12 @@ static int enqueue(keel_workpool *p, keel_work *job)
 int keel_req_submit(keel_req *r, keel_work_fn work, keel_after_work_cb after,
                     void *arg)
 {
+    return keel_req_submit_pool(r, NULL, work, after, arg);
+}
+
+int keel_req_submit_pool(keel_req *r, keel_pool *pool, keel_work_fn work,
+                         keel_after_work_cb after, void *arg)
+{
     if (!work || !after)
         return KEEL_EINVAL;
     keel_work *job = keel_calloc(1, sizeof(*job));
@@ -156,7 +177,7 @@ int keel_req_submit(keel_req *r, keel_work_fn work, keel_after_work_cb after,
     job->work = work;
     job->after_req = after;
     job->arg = arg;
-    int rc = enqueue(r->w->srv->pool, job);
+    int rc = enqueue(pool ? pool : r->w->srv->pool, job);
     if (rc) {
         keel_free(job);
         return rc;
