@@ -74,6 +74,7 @@ void keel__conn_close(keel_conn *c)
 }
 
 static void start_linger(keel_conn *c);
+static void start_reading(keel_conn *c);
 
 static void maybe_finish(keel_conn *c)
 {
@@ -169,6 +170,9 @@ static void start_linger(keel_conn *c)
         keel__conn_close(c);
         return;
     }
+    /* Read (and discard) until the client's FIN, so the slot is freed as
+     * soon as the client is done, not when the linger expires. */
+    start_reading(c);
 }
 
 /* ---------------------------------------------------------------- read */

@@ -569,13 +569,14 @@ int keel_http_chunked_decode(keel_http_chunked *d, char *buf, size_t len,
                 d->remaining = (d->remaining << 4) | (uint64_t)v;
                 d->digits++;
                 d->in++;
-                /* out <= max_body holds, so the subtraction cannot wrap */
-                if (d->remaining > max_body || d->out > max_body - d->remaining)
-                    CH_FAIL(413, "request body too large");
                 break;
             }
             if (d->digits == 0)
                 CH_FAIL(400, "invalid chunk size");
+            /* The size is complete (an overflow was a 400 above); now the
+             * limit. out <= max_body holds, so the subtraction cannot wrap. */
+            if (d->remaining > max_body || d->out > max_body - d->remaining)
+                CH_FAIL(413, "request body too large");
             d->state = CH_SIZE_BWS;
             d->line = d->digits;
             break;
