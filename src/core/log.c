@@ -239,7 +239,7 @@ static void prettify_last_line(keel_buf *b)
         if (json_is_string(v)) {
             keel_buf_printf(b, " %s=%s", k, json_string_value(v));
         } else {
-            char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(6));
             keel_buf_printf(b, " %s=%s", k, s ? s : "?");
             free(s);
         }

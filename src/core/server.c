@@ -301,9 +301,33 @@ static int worker_init(keel_server *s, unsigned id, int fd, keel_worker **out)
     return 0;
 }
 
+/* SO_REUSEPORT would let a second keel on the same port start and quietly
+ * share its traffic (an old process left behind by a deploy, say). Probe
+ * the port first with a plain bind: a listener of anyone's makes it fail. */
+static int port_taken(keel_server *s, unsigned port)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (port == 0 || resolve(s->cfg.host, port, &ss, &len) < 0)
+        return 0;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)); /* TIME_WAIT is fine */
+    int rc = bind(fd, (struct sockaddr *)&ss, len) < 0 ? -errno : 0;
+    close(fd);
+    return rc == -EADDRINUSE;
+}
+
 int keel_server_start(keel_server *s)
 {
     int rc = 0;
+    if (port_taken(s, s->cfg.port)) {
+        keel_log(KEEL_LOG_FATAL, "cannot listen: the address is already in use",
+                 "{s:s,s:i}", "host", s->cfg.host, "port", (int)s->cfg.port);
+        return -EADDRINUSE;
+    }
     int *fds = keel_calloc(s->nworkers, sizeof(int));
     for (unsigned i = 0; i < s->nworkers; i++)
         fds[i] = -1;

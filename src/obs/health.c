@@ -211,7 +211,7 @@ keel_health *keel_health_new(void)
 {
     keel_health *h = keel_calloc(1, sizeof(*h));
     h->started_ms = keel_now_ms();
-    unsigned internal = KEEL_ROUTE_NO_LOG | KEEL_ROUTE_INTERNAL;
+    unsigned internal = KEEL_ROUTE_INTERNAL;
     h->routes[0] = (keel_route){.name = "health.live", .method = "GET", .path = "/health",
                                 .handler = h_live, .summary = "Liveness", .flags = internal,
                                 .data = h};

@@ -125,7 +125,7 @@ static keel_service *service_new(const keel_app *app, const keel_config *cfg)
     const keel_route *hr;
     size_t nh = keel_health_routes(svc->health, &hr);
     keel_server_add_routes(svc->server, hr, nh);
-    unsigned internal = KEEL_ROUTE_NO_LOG | KEEL_ROUTE_INTERNAL;
+    unsigned internal = KEEL_ROUTE_INTERNAL;
     svc->metric_routes[0] = (keel_route){.name = "metrics", .method = "GET",
                                          .path = "/metrics", .handler = h_metrics,
                                          .summary = "Prometheus metrics",

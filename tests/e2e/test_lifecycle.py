@@ -206,3 +206,26 @@ def test_unknown_command_fails(tmp_path):
     p = run_cli(["frobnicate"], cwd=tmp_path)
     assert p.returncode != 0
     assert p.stderr.strip()
+
+
+def test_port_in_use_refuses_to_start(keel, tmp_path):
+    """SO_REUSEPORT must not let a second keel quietly share a port."""
+    k = keel()
+    res = run_cli(["serve"], env={"PORT": str(k.port)}, cwd=tmp_path, timeout=30 * SLACK)
+    assert res.returncode == 1
+    assert "already in use" in res.stdout
+    assert rawhttp_get_ok(k.port)
+
+
+def rawhttp_get_ok(port):
+    from rawhttp import get
+    return get(port, "/hello", timeout=5).status == 200
+
+
+def test_configuration_doc_lists_every_variable(tmp_path):
+    """docs/configuration.md is generated from the code's table: keep it so."""
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    res = run_cli(["config"], cwd=tmp_path)
+    assert res.returncode == 0
+    assert res.stdout.strip() in doc, "regenerate the table: build/keel config"

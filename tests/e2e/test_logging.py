@@ -198,3 +198,33 @@ def test_trace_ids_are_generated_per_request(serving):
         ids.append(serving.access_entry(request_id).get("trace_id"))
     assert all(i and re.fullmatch(r"[0-9a-f]{32}", i) for i in ids), ids
     assert len(set(ids)) == 3
+
+
+def test_log_file_rotates_by_size(keel, tmp_path):
+    import json as _json
+    from rawhttp import get as _get
+    path = tmp_path / "keel.log"
+    k = keel(LOG_FILE=str(path), LOG_FILE_MAX_SIZE="4kb", LOG_FILE_KEEP="2")
+    for _ in range(120):
+        assert _get(k.port, "/hello", timeout=5).status == 200
+    k.stop()
+    assert path.exists() and (tmp_path / "keel.log.1").exists() and (tmp_path / "keel.log.2").exists()
+    assert not (tmp_path / "keel.log.3").exists(), "LOG_FILE_KEEP=2 keeps two rotated files"
+    lines = []
+    for f in (tmp_path / "keel.log.2", tmp_path / "keel.log.1", path):
+        assert f.stat().st_size < 4096 + 2048  # rotated once past the size
+        lines += [_json.loads(line) for line in f.read_text().splitlines()]
+    assert any(e.get("msg") == "request" for e in lines)
+    # stdout still gets every line
+    assert k.stdout().count('"route":"/hello"') == 120
+
+
+def test_pretty_format_is_for_humans(keel):
+    from rawhttp import get as _get
+    k = keel(LOG_FORMAT="pretty")
+    assert _get(k.port, "/hello", timeout=5).status == 200
+    k.stop()
+    out = k.stdout()
+    line = next(l for l in out.splitlines() if "route=/hello" in l)
+    assert not line.startswith("{")
+    assert "info" in line and "status=200" in line and "route=/hello" in line
