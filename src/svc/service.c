@@ -262,8 +262,10 @@ int keel_main(int argc, char **argv, const keel_app *app)
                  app->version ? app->version : KEEL_VERSION, "env", cfg.env);
         status = keel_server_run(svc->server);
         if (status != 0 && keel_server_get_state(svc->server) == KEEL_STATE_DRAINING) {
-            /* grace expired: threads may still run; leave without freeing */
+            /* grace expired: worker threads may still be running and use
+             * the service, so it is not freed; the process exits next */
             keel_log_flush();
+            keel_config_close(&cfg);
             return status;
         }
     } else {
