@@ -6,14 +6,14 @@ CLANG    ?= clang-14
 PYTHON   ?= /usr/bin/python3
 BUILD    ?= build
 
-PKGS     := libuv jansson
+PKGS     := libuv jansson sqlite3 libpq
 WARN     := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes -Wshadow
 CFLAGS   ?= -O2 -g
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Iinclude -Isrc \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -MMD -MP
 LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 
-LIB_SRC  := $(wildcard src/core/*.c src/obs/*.c src/mw/*.c src/svc/*.c)
+LIB_SRC  := $(wildcard src/core/*.c src/obs/*.c src/mw/*.c src/store/*.c src/svc/*.c)
 APP_SRC  := $(wildcard src/app/*.c) src/main.c
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 APP_OBJ  := $(APP_SRC:%.c=$(BUILD)/obj/%.o)

@@ -57,6 +57,16 @@ typedef struct keel_config {
 
     /* dependencies (used by later modules; validated here) */
     char *database_url;     /* DATABASE_URL */
+    unsigned db_pool_max;   /* DATABASE_POOL_MAX */
+    unsigned db_pool_min;   /* DATABASE_POOL_MIN */
+    uint64_t db_idle_timeout_ms; /* DATABASE_IDLE_TIMEOUT */
+    uint64_t db_connect_timeout_ms; /* DATABASE_TIMEOUT */
+    uint64_t db_statement_timeout_ms; /* DATABASE_STATEMENT_TIMEOUT (0 = none) */
+    uint64_t db_queue_max;  /* DATABASE_QUEUE_MAX */
+    int query_logging;      /* ENABLE_QUERY_LOGGING */
+    uint64_t slow_query_ms; /* SLOW_QUERY_THRESHOLD */
+    int migrate_on_start;   /* MIGRATE_ON_START */
+    char *migrations_dir;   /* MIGRATIONS_DIR ("" = the compiled-in set) */
     char *redis_url;        /* REDIS_URL */
     char *jwt_secret;       /* JWT_SECRET (secret) */
     char *cors_origin;      /* CORS_ORIGIN */

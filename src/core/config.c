@@ -85,6 +85,26 @@ static const var vars[] = {
      "requests slower than this (ms) are logged at warn"},
     {"DATABASE_URL", "sqlite:./data/keel.db", K_URL_DB, OFF(database_url), 0, 0, 1,
      "sqlite:PATH or postgres://user:pass@host:port/db"},
+    {"DATABASE_POOL_MAX", "4", K_UINT, OFF(db_pool_max), 1, 256, 0,
+     "database connections (one per database pool thread)"},
+    {"DATABASE_POOL_MIN", "1", K_UINT, OFF(db_pool_min), 0, 256, 0,
+     "connections kept open even when idle"},
+    {"DATABASE_IDLE_TIMEOUT", "30s", K_DURATION, OFF(db_idle_timeout_ms), 0, U64MAX, 0,
+     "idle connections above DATABASE_POOL_MIN are closed after this"},
+    {"DATABASE_TIMEOUT", "5s", K_DURATION, OFF(db_connect_timeout_ms), 100, U64MAX, 0,
+     "connect timeout"},
+    {"DATABASE_STATEMENT_TIMEOUT", "10s", K_DURATION, OFF(db_statement_timeout_ms), 0, U64MAX, 0,
+     "longest a statement may run (503 beyond); 0 = no limit"},
+    {"DATABASE_QUEUE_MAX", "1024", K_UINT, OFF(db_queue_max), 1, 10000000, 0,
+     "queries waiting for a connection before new ones get 503 with Retry-After"},
+    {"ENABLE_QUERY_LOGGING", "false", K_BOOL, OFF(query_logging), 0, 0, 0,
+     "log every query (SQL text and duration, never parameter values) at debug"},
+    {"SLOW_QUERY_THRESHOLD", "200", K_DURATION, OFF(slow_query_ms), 0, U64MAX, 0,
+     "queries slower than this (ms) are logged at warn"},
+    {"MIGRATE_ON_START", "true", K_BOOL, OFF(migrate_on_start), 0, 0, 0,
+     "keel serve applies pending migrations before listening"},
+    {"MIGRATIONS_DIR", "", K_STR, OFF(migrations_dir), 0, 0, 0,
+     "read migrations from this directory instead of the compiled-in set"},
     {"REDIS_URL", "", K_URL_REDIS, OFF(redis_url), 0, 0, 1,
      "redis://[:password@]host:port/db; empty = in-process fallbacks"},
     {"JWT_SECRET", "", K_STR, OFF(jwt_secret), 0, 0, 1,
@@ -101,6 +121,14 @@ static const var vars[] = {
 
 static const char *const level_names[] = {"trace", "debug", "info",
                                           "warn", "error", "fatal"};
+
+/* Fields declared `unsigned` (the others of K_UINT/K_DURATION/K_SIZE are
+ * uint64_t). */
+static int is_unsigned_field(size_t off)
+{
+    return off == OFF(workers) || off == OFF(work_threads) || off == OFF(log_file_keep) ||
+           off == OFF(db_pool_max) || off == OFF(db_pool_min);
+}
 
 /* ---------------------------------------------------------------- parsers */
 
@@ -224,8 +252,7 @@ static int set_var(keel_config *cfg, const var *v, const char *s)
                                          : parse_scaled(s, NULL, (uint64_t[]){1}, 0, &u);
         if (rc || u < v->min || (v->max && u > v->max))
             return KEEL_EINVAL;
-        if (v->off == OFF(workers) || v->off == OFF(work_threads) ||
-            v->off == OFF(log_file_keep))
+        if (is_unsigned_field(v->off))
             *(unsigned *)base = (unsigned)u;
         else
             *(uint64_t *)base = u;
@@ -451,8 +478,7 @@ void keel_config_print(const keel_config *cfg, FILE *out)
         case K_UINT:
         case K_DURATION:
         case K_SIZE:
-            if (v->off == OFF(workers) || v->off == OFF(work_threads) ||
-                v->off == OFF(log_file_keep))
+            if (is_unsigned_field(v->off))
                 fprintf(out, "%u", *(const unsigned *)base);
             else
                 fprintf(out, "%llu%s", (unsigned long long)*(const uint64_t *)base,
