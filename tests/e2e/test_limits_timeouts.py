@@ -329,3 +329,36 @@ def test_closed_connections_free_their_slot(keel, data, status):
         time.sleep(0.05)  # the server sees our FIN
     assert got == [status] * 6, got
 
+
+
+def test_work_queue_full_answers_503_with_retry_after(keel):
+    """One pool thread, one queue slot: the third concurrent blocking job is
+    refused at once with 503 + Retry-After, liveness stays fast, and the
+    pool serves again afterwards."""
+    import threading
+    import requests
+    k = keel(WORK_POOL_SIZE=1, WORK_QUEUE_MAX=1, WORKERS=1)
+    results = []
+
+    def call():
+        r = requests.get(k.url + "/work?ms=1000", timeout=30 * SLACK)
+        results.append((r.status_code, r.headers.get("Retry-After"),
+                        r.headers.get("Content-Type"), r.text))
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    assert requests.get(k.url + "/health/live", timeout=5).status_code == 200
+    assert time.monotonic() - t0 < 0.5 * SLACK
+    for t in threads:
+        t.join()
+    codes = sorted(r[0] for r in results)
+    assert codes == [200, 200, 503, 503], results
+    for status, retry, ctype, body in results:
+        if status == 503:
+            assert retry == "1"
+            assert ctype == "application/problem+json"
+            assert '"status":503' in body
+    assert requests.get(k.url + "/work?ms=10", timeout=10).status_code == 200
