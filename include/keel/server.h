@@ -189,10 +189,17 @@ int keel_respond_problem_ex(keel_req *r, int status, const char *type,
 
 /* Streaming: headers now, body in chunks (chunked coding on HTTP/1.1, a
  * close-delimited body on 1.0). keel_res_write returns KEEL_EBUSY while
- * the output buffer is over its cap: wait for the drain callback. */
+ * the connection's unsent output is over OUTPUT_BUFFER_MAX: register a
+ * drain callback with keel_res_on_drain and write again from it. A client
+ * that stops reading is closed after WRITE_TIMEOUT: the request then ends
+ * and a pending drain callback runs once more, where every write fails
+ * (KEEL_EALREADY), so the handler can release what it holds. */
 int keel_res_stream_begin(keel_req *r, int status, const char *content_type);
 int keel_res_write(keel_req *r, const void *data, size_t len);
 int keel_res_stream_end(keel_req *r);
+/* Calls cb(r, arg) once, from the loop, when everything written so far
+ * has been handed to the kernel. One callback at a time. */
+int keel_res_on_drain(keel_req *r, void (*cb)(keel_req *r, void *arg), void *arg);
 
 int keel_res_get_status(const keel_req *r);
 uint64_t keel_res_bytes(const keel_req *r);

@@ -31,9 +31,9 @@ static keel_flow echo(keel_req *r)
     return KEEL_DONE;
 }
 
-static uint64_t ms_param(keel_req *r, uint64_t def, uint64_t max)
+static uint64_t ms_param_named(keel_req *r, const char *name, uint64_t def, uint64_t max)
 {
-    keel_str s = keel_req_query_param(r, "ms");
+    keel_str s = keel_req_query_param(r, name);
     if (!s.ptr)
         return def;
     char *end;
@@ -41,6 +41,11 @@ static uint64_t ms_param(keel_req *r, uint64_t def, uint64_t max)
     if (*end || s.len == 0)
         return def;
     return v > max ? max : v;
+}
+
+static uint64_t ms_param(keel_req *r, uint64_t def, uint64_t max)
+{
+    return ms_param_named(r, "ms", def, max);
 }
 
 typedef struct slow_ctx {
@@ -95,6 +100,53 @@ static keel_flow work(keel_req *r)
     return KEEL_SUSPEND;
 }
 
+/* GET /stream?kb=N: N KiB streamed in 64 KiB chunks, chunked coding,
+ * honouring backpressure (keel_res_write says KEEL_EBUSY over the cap). */
+typedef struct stream_ctx {
+    uint64_t left;
+} stream_ctx;
+
+static void stream_more(keel_req *r, void *arg)
+{
+    static char chunk[65536];
+    stream_ctx *s = arg;
+    if (!chunk[0])
+        memset(chunk, 'k', sizeof(chunk));
+    while (s->left) {
+        size_t n = s->left < sizeof(chunk) ? (size_t)s->left : sizeof(chunk);
+        int rc = keel_res_write(r, chunk, n);
+        if (rc == KEEL_EBUSY) {
+            keel_res_on_drain(r, stream_more, s);
+            return;
+        }
+        if (rc < 0)
+            break; /* the client went away */
+        s->left -= n;
+    }
+    keel_res_stream_end(r);
+    keel_req_unhold(r);
+}
+
+static keel_flow stream(keel_req *r)
+{
+    stream_ctx *s = keel_arena_alloc(keel_req_arena(r), sizeof(*s));
+    s->left = ms_param_named(r, "kb", 64, 1 << 20) * 1024;
+    keel_req_hold(r);
+    keel_res_stream_begin(r, 200, "application/octet-stream");
+    stream_more(r, s);
+    return KEEL_SUSPEND;
+}
+
+/* GET /bytes?kb=N: one response of N KiB (for slow-reader tests). */
+static keel_flow bytes(keel_req *r)
+{
+    size_t n = (size_t)ms_param_named(r, "kb", 1, 64 * 1024) * 1024;
+    char *body = keel_arena_alloc(keel_req_arena(r), n ? n : 1);
+    memset(body, 'b', n);
+    keel_respond(r, 200, "application/octet-stream", body, n);
+    return KEEL_DONE;
+}
+
 static const keel_route demo_routes[] = {
     {.name = "demo.hello", .method = "GET", .path = "/hello", .handler = hello,
      .summary = "Plain-text ok (benchmark)"},
@@ -106,6 +158,10 @@ static const keel_route demo_routes[] = {
      .summary = "Answers after ?ms=N milliseconds without blocking"},
     {.name = "demo.work", .method = "GET", .path = "/work", .handler = work,
      .summary = "Blocks a work-pool thread for ?ms=N milliseconds"},
+    {.name = "demo.stream", .method = "GET", .path = "/stream", .handler = stream,
+     .summary = "Streams ?kb=N KiB with chunked coding and backpressure"},
+    {.name = "demo.bytes", .method = "GET", .path = "/bytes", .handler = bytes,
+     .summary = "One response of ?kb=N KiB"},
 };
 
 int app_demo_setup(keel_service *svc)

@@ -38,6 +38,46 @@ static uint64_t now_ms(keel_conn *c)
 
 /* ---------------------------------------------------------------- close */
 
+static void unqueue_drain(keel_conn *c)
+{
+    keel_worker *w = c->w;
+    for (keel_conn **p = &w->drain_head; *p; p = &(*p)->drain_next)
+        if (*p == c) {
+            *p = c->drain_next;
+            break;
+        }
+    c->drain_queued = 0;
+}
+
+static void on_drain_idle(uv_idle_t *h)
+{
+    keel_worker *w = h->data;
+    keel_conn *list = w->drain_head;
+    w->drain_head = NULL;
+    uv_idle_stop(h);
+    while (list) {
+        keel_conn *c = list;
+        list = c->drain_next;
+        c->drain_queued = 0;
+        if (!c->closed && !c->writing && c->req)
+            keel__req_drained(c->req);
+    }
+}
+
+void keel__conn_want_drain(keel_conn *c)
+{
+    keel_worker *w = c->w;
+    if (c->writing || c->drain_queued || c->closed)
+        return; /* on_write will run it */
+    c->drain_queued = 1;
+    c->drain_next = w->drain_head;
+    w->drain_head = c;
+    if (!uv_is_active((uv_handle_t *)&w->drain_idle)) {
+        w->drain_idle.data = w;
+        uv_idle_start(&w->drain_idle, on_drain_idle);
+    }
+}
+
 static void on_close(uv_handle_t *h)
 {
     keel_conn *c = (keel_conn *)h;
@@ -57,6 +97,8 @@ void keel__conn_close(keel_conn *c)
     c->closed = 1;
     c->state = CONN_CLOSING;
     keel_worker *w = c->w;
+    if (c->drain_queued)
+        unqueue_drain(c);
     if (c->req) {
         keel_req *r = c->req;
         c->req = NULL;
@@ -96,22 +138,30 @@ static void on_write(uv_write_t *wr, int status)
     }
     STAT_ADD(c->w, bytes_out, c->wbuf.len);
     c->wbuf.len = 0;
+    if (c->wbuf.cap > (1u << 20))
+        keel_buf_free(&c->wbuf); /* a big response passed: give it back */
     if (c->closed)
         return;
-    if (c->out.len) {
-        keel__conn_flush(c);
+    /* writes what accumulated meanwhile, or resumes a stream waiting for
+     * the output to drain */
+    keel__conn_flush(c);
+    if (c->closed || c->writing)
         return;
-    }
     if (c->state == CONN_HEAD && !c->processing)
         process_input(c); /* output had passed its cap: continue */
-    maybe_finish(c);
 }
 
 void keel__conn_flush(keel_conn *c)
 {
     if (c->closed)
         return;
-    if (c->writing || c->out.len == 0) {
+    if (c->writing) {
+        maybe_finish(c);
+        return;
+    }
+    if (c->out.len == 0) {
+        if (c->req && c->req->drain_cb)
+            keel__conn_want_drain(c); /* nothing in flight: resume the stream */
         maybe_finish(c);
         return;
     }
@@ -139,6 +189,8 @@ void keel__conn_flush(keel_conn *c)
         c->write_started = now_ms(c);
         return;
     }
+    if (c->req && c->req->drain_cb)
+        keel__conn_want_drain(c);
     maybe_finish(c);
 }
 

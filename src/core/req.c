@@ -122,6 +122,11 @@ void keel__req_detach(keel_req *r)
         if (!r->status || r->status == 200)
             r->status = 499; /* client closed request (nginx's code) */
     }
+    /* A stream waiting for the output to drain hears that it never will
+     * (its writes now fail), so it can release what it holds. */
+    r->busy++; /* r must outlive the callback */
+    keel__req_drained(r);
+    r->busy--;
     if (r->busy == 0) {
         complete(r);
         maybe_release(r);
@@ -467,6 +472,8 @@ static void write_head(keel_req *r, keel_buf *o, int status,
     keel_buf_append(o, r->res_headers.data, r->res_headers.len);
     if (chunked) {
         keel_buf_append(o, "Transfer-Encoding: chunked\r\n", 28);
+    } else if (clen == UINT64_MAX) {
+        /* close-delimited (a stream to an HTTP/1.0 client) */
     } else if (body_allowed(status)) {
         keel_buf_append(o, "Content-Length: ", 16);
         keel_buf_append_u64(o, clen);
@@ -618,7 +625,8 @@ int keel_res_stream_begin(keel_req *r, int status, const char *content_type)
     size_t before = o->len;
     if (r->head.version_minor == 0)
         r->keep_alive = 0; /* 1.0: the close ends the body */
-    write_head(r, o, status, content_type, 0, r->head.version_minor == 1);
+    write_head(r, o, status, content_type, r->head.version_minor == 1 ? 0 : UINT64_MAX,
+               r->head.version_minor == 1);
     if (!r->keep_alive)
         c->close_after_write = 1;
     r->bytes_out += o->len - before;
@@ -651,6 +659,27 @@ int keel_res_write(keel_req *r, const void *data, size_t len)
     if (!c->processing)
         keel__conn_flush(c);
     return 0;
+}
+
+int keel_res_on_drain(keel_req *r, void (*cb)(keel_req *r, void *arg), void *arg)
+{
+    if (!r->streaming || r->finished || !r->c)
+        return KEEL_EALREADY;
+    r->drain_cb = cb;
+    r->drain_arg = arg;
+    keel__conn_want_drain(r->c);
+    return 0;
+}
+
+void keel__req_drained(keel_req *r)
+{
+    void (*cb)(keel_req *, void *) = r->drain_cb;
+    if (!cb)
+        return;
+    r->drain_cb = NULL;
+    keel__req_enter(r);
+    cb(r, r->drain_arg);
+    keel__req_leave(r);
 }
 
 int keel_res_stream_end(keel_req *r)

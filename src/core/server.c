@@ -210,6 +210,7 @@ static void worker_finish(keel_worker *w)
     uv_close((uv_handle_t *)&w->async, NULL);
     uv_close((uv_handle_t *)&w->sweep, NULL);
     uv_close((uv_handle_t *)&w->check, NULL);
+    uv_close((uv_handle_t *)&w->drain_idle, NULL);
 }
 
 static void maybe_finish_worker(keel_worker *w)
@@ -296,6 +297,7 @@ static int worker_init(keel_server *s, unsigned id, int fd, keel_worker **out)
     uv_timer_start(&w->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
     uv_check_init(&w->loop, &w->check);
     uv_check_start(&w->check, on_check);
+    uv_idle_init(&w->loop, &w->drain_idle);
     keel__worker_update_date(w);
     *out = w;
     return 0;

@@ -36,6 +36,8 @@ struct keel_worker {
     uv_async_t async;   /* mailbox: finished work, drain */
     uv_timer_t sweep;   /* deadlines, Date header, loop lag */
     uv_check_t check;   /* flushes buffered logs once per iteration */
+    uv_idle_t drain_idle; /* runs drain callbacks of streams not writing */
+    keel_conn *drain_head;
     uv_thread_t thread;
     int started;
 
@@ -107,6 +109,8 @@ struct keel_conn {
     int writing;
     int lingering;
     int closed;
+    int drain_queued;    /* on the worker's drain list */
+    keel_conn *drain_next;
     uint64_t write_started;
     keel_req *req;       /* the request being read or handled */
     enum conn_state state;
@@ -163,6 +167,8 @@ struct keel_req {
     const char *trace_id;
     const char *span_id;
     req_local *locals;
+    void (*drain_cb)(keel_req *r, void *arg);
+    void *drain_arg;
     char inline_mem[3072];
 };
 
@@ -174,6 +180,9 @@ void keel__conn_close(keel_conn *c);
 /* Appends response bytes to the connection and schedules the flush. */
 void keel__conn_send(keel_conn *c, const void *p, size_t n);
 void keel__conn_flush(keel_conn *c);
+/* A stream registered a drain callback: run it from the loop soon if no
+ * write is in flight (else the write's completion runs it). */
+void keel__conn_want_drain(keel_conn *c);
 /* The request on c finished (response produced): continue with the next. */
 void keel__conn_request_done(keel_conn *c, keel_req *r);
 
@@ -185,6 +194,8 @@ void keel__req_leave(keel_req *r);
 void keel__req_detach(keel_req *r);
 void keel__req_unhold(keel_req *r);
 void keel__req_release(keel_req *r);
+/* The connection's output fell below half the cap: run the drain callback. */
+void keel__req_drained(keel_req *r);
 int keel__respond_problem_raw(keel_conn *c, int status, const char *detail);
 void keel__worker_update_date(keel_worker *w);
 
