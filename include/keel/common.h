@@ -40,6 +40,18 @@ static inline int keel_str_eq(keel_str a, keel_str b)
     return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
 }
 
+/* The value of a hex digit, or -1. */
+static inline int keel_hex_digit(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 /* 1 when a equals the NUL-terminated c, ASCII case-insensitively. */
 int keel_str_ieq_c(keel_str a, const char *c);
 

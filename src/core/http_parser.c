@@ -535,16 +535,6 @@ enum {
 
 #define MAX_CHUNK_LINE 4096
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 #define CH_FAIL(st, msg)                                                       \
     do {                                                                       \
@@ -562,7 +552,7 @@ int keel_http_chunked_decode(keel_http_chunked *d, char *buf, size_t len,
         unsigned char c = (unsigned char)buf[d->in];
         switch (d->state) {
         case CH_SIZE: {
-            int v = hexval(c);
+            int v = keel_hex_digit(c);
             if (v >= 0) {
                 if (d->digits == 16 || (d->remaining >> 60) != 0)
                     CH_FAIL(400, "chunk size overflow");

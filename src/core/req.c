@@ -440,6 +440,19 @@ void keel__worker_update_date(keel_worker *w)
     w->date_sec = now;
 }
 
+/* The response was produced outside user code (a timer, a completion):
+ * complete the request now and send. Inside user code, keel__req_leave
+ * does it when the code returns. */
+static void finish_now(keel_req *r, keel_conn *c)
+{
+    if (r->busy)
+        return;
+    complete(r);
+    if (c && !c->processing)
+        keel__conn_flush(c);
+    maybe_release(r);
+}
+
 static int body_allowed(int status)
 {
     return !(status < 200 || status == 204 || status == 304);
@@ -511,12 +524,7 @@ int keel_respond(keel_req *r, int status, const char *content_type,
         if (!r->keep_alive)
             c->close_after_write = 1;
     }
-    if (r->busy == 0) {
-        complete(r);
-        if (c && !c->processing)
-            keel__conn_flush(c);
-        maybe_release(r);
-    }
+    finish_now(r, c);
     return 0;
 }
 
@@ -692,11 +700,6 @@ int keel_res_stream_end(keel_req *r)
         r->bytes_out += 5;
     }
     r->finished = 1;
-    if (r->busy == 0) {
-        complete(r);
-        if (c && !c->processing)
-            keel__conn_flush(c);
-        maybe_release(r);
-    }
+    finish_now(r, c);
     return 0;
 }

@@ -230,16 +230,6 @@ static const node *walk(const node *n, const char *p, size_t len, struct cap *ca
     return NULL;
 }
 
-static int hexv(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 char *keel_url_decode(keel_arena *a, keel_str s, int plus_space, size_t *out_len)
 {
@@ -249,7 +239,7 @@ char *keel_url_decode(keel_arena *a, keel_str s, int plus_space, size_t *out_len
         if (c == '%') {
             if (i + 2 >= s.len)
                 return NULL;
-            int hi = hexv(s.ptr[i + 1]), lo = hexv(s.ptr[i + 2]);
+            int hi = keel_hex_digit((unsigned char)s.ptr[i + 1]), lo = keel_hex_digit((unsigned char)s.ptr[i + 2]);
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
                 return NULL;
             *w++ = (char)(hi << 4 | lo);

@@ -19,20 +19,7 @@
 
 #include "keel/config.h"
 
-static int failures;
-
-static void case_fail(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void case_fail(const char *name, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char msg[512];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    print_error("[%s] %s\n", name, msg);
-    failures++;
-}
+#include "table_check.h"
 
 /* ---------------------------------------------------------------- fixture */
 

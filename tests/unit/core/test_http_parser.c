@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include "table_check.h"
 
 #include "keel/http.h"
 
@@ -370,25 +371,6 @@ static const parse_case parse_cases[] = {
 
 /* ---------------------------------------------------------------- checks */
 
-static int failures;
-
-static void case_fail(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void case_fail(const char *name, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char msg[512];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    print_error("[%s] %s\n", name, msg);
-    failures++;
-}
-
-static int str_is(keel_str s, const char *want)
-{
-    return s.len == strlen(want) && (s.len == 0 || memcmp(s.ptr, want, s.len) == 0);
-}
 
 /* 1 when s is empty or points inside [buf, buf+len). */
 static int inside(keel_str s, const char *buf, size_t len)

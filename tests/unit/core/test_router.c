@@ -26,25 +26,7 @@
 #define PATCH KEEL_METHOD_PATCH
 #define OPTIONS KEEL_METHOD_OPTIONS
 
-static int failures;
-
-static void case_fail(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void case_fail(const char *name, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char msg[512];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    print_error("[%s] %s\n", name, msg);
-    failures++;
-}
-
-static int str_is(keel_str s, const char *want)
-{
-    return s.len == strlen(want) && (s.len == 0 || memcmp(s.ptr, want, s.len) == 0);
-}
+#include "table_check.h"
 
 /* ---------------------------------------------------------------- table */
 
