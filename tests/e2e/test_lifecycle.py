@@ -229,3 +229,23 @@ def test_configuration_doc_lists_every_variable(tmp_path):
     res = run_cli(["config"], cwd=tmp_path)
     assert res.returncode == 0
     assert res.stdout.strip() in doc, "regenerate the table: build/keel config"
+
+
+def test_second_signal_exits_at_once(keel):
+    """SIGINT twice: the first starts the drain, the second leaves at once
+    even with requests still in flight."""
+    k = keel(SHUTDOWN_GRACE="30s")
+    k.check_exit_code = False
+    threads, results = _in_flight(k.port, 10000, 3)
+    time.sleep(0.3 * SLACK)
+    start = time.monotonic()
+    k.proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    assert k.proc.poll() is None, "the first signal only drains"
+    k.proc.send_signal(signal.SIGINT)
+    rc = k.proc.wait(timeout=5 * SLACK)
+    assert time.monotonic() - start < 3 * SLACK
+    assert rc == 1
+    k.wait_log(lambda e: e.get("msg") == "second signal: exiting now")
+    for t in threads:
+        t.join(timeout=5)
