@@ -11,6 +11,8 @@ static int setup(keel_service *svc, void *arg)
 
 int main(int argc, char **argv)
 {
-    keel_app app = {.name = "keel", .version = KEEL_VERSION, .setup = setup};
+    keel_app app = {.name = "keel", .version = KEEL_VERSION, .setup = setup,
+                    .use_database = 1, .migrations = app_migrations,
+                    .nmigrations = app_migrations_count};
     return keel_main(argc, argv, &app);
 }

@@ -13,7 +13,12 @@
  *
  * SQL is written once for both dialects, with positional parameters $1,
  * $2, ... (rewritten to ?1, ?2 for SQLite). Prepared statements are cached
- * per connection.
+ * per connection (64, least recently used out first).
+ *
+ * Threads: a keel_db_conn belongs to one thread at a time — the pool
+ * thread running the job, or the caller of keel_db_connect. Results and
+ * the views they hand out live on that thread too. docs/storage.md has the
+ * dialect differences, the error table and an example handler.
  */
 #ifndef KEEL_DB_H
 #define KEEL_DB_H
@@ -43,12 +48,23 @@ enum {
 #undef KEEL_DB_ERR_ENUM
 };
 
-/* The HTTP status a database error maps to (409, 503, 404, 500). */
+/* The HTTP status an error from this module maps to: 409 constraint;
+ * 503 unavailable, timeout, retry (still conflicting after the retries)
+ * and KEEL_EBUSY (pool queue full); 404 no row; 500 for the rest. */
 int keel_db_error_status(int err);
+/* A static description of a KEEL_EDB_* code, or keel_strerror(err). */
 const char *keel_db_strerror(int err);
+
+/* KEEL_EDB_NOROW is never returned by the drivers: it is for job
+ * functions to say "the row asked for does not exist" (-> 404). */
 
 /* ---------------------------------------------------------------- params */
 
+/* A parameter's type. TEXT must be valid UTF-8 without NUL bytes (both
+ * databases then refuse the same inputs: KEEL_EINVAL before the query
+ * runs). On PostgreSQL, INT goes as int8, DOUBLE as float8, BOOL as bool,
+ * BLOB as bytea; TEXT and NULL go untyped, so the server infers their
+ * type from the context as it would for a literal. */
 typedef enum keel_db_type {
     KEEL_DB_NULL = 0,
     KEEL_DB_INT,    /* int64 */
@@ -57,6 +73,9 @@ typedef enum keel_db_type {
     KEEL_DB_TEXT,   /* UTF-8, no NUL */
     KEEL_DB_BLOB
 } keel_db_type;
+
+/* One parameter; the KEEL_DB_P_* macros build them. Text and blob point
+ * at the caller's bytes, which must live for the duration of the call. */
 
 typedef struct keel_db_param {
     keel_db_type type;
@@ -81,15 +100,24 @@ typedef struct keel_db_param {
 
 /* ---------------------------------------------------------------- setup */
 
-/* Opens the database of cfg->database_url for server s: creates the pool
- * (DATABASE_POOL_* settings), registers the critical `database` health
- * check and the db_* metrics in m (may be NULL). Does not connect yet
- * (DATABASE_POOL_MIN connections open when the pool threads start).
- * 0, or KEEL_ECONFIG with a log line naming what is wrong. */
+/* Opens the database of cfg->database_url for server s, before
+ * keel_server_start: creates the pool (DATABASE_POOL_MAX threads and
+ * connections, DATABASE_QUEUE_MAX queued jobs), and registers the critical
+ * `database` health check in h and the db_* metrics in m (each may be
+ * NULL). Connections open as the pool threads start (the first
+ * DATABASE_POOL_MIN) or on first use; failing to connect is not an error
+ * here (the database may come up later), an unusable URL is: 0, or
+ * KEEL_ECONFIG with a log line naming what is wrong (an unknown scheme, a
+ * malformed PostgreSQL URL, a SQLite directory that cannot be created).
+ * The health check uses one connection of its own, beyond
+ * DATABASE_POOL_MAX. */
 struct keel_metrics;
 struct keel_health;
 int keel_db_open(keel_db **out, keel_server *s, const keel_config *cfg,
                  struct keel_metrics *m, struct keel_health *h);
+/* Releases db once the server has stopped (drained): before or after
+ * keel_server_free (the pool threads hold db until they exit). m and h
+ * keep pointers to db: free them after, and scrape/check no more. */
 void keel_db_close(keel_db *db);
 
 /* "sqlite" or "postgres". */
@@ -97,24 +125,39 @@ const char *keel_db_driver(const keel_db *db);
 
 /* ---------------------------------------------------------------- running */
 
-/* Runs on a pool thread with its connection; returns 0 or an error. */
+/* Runs on a pool thread with its connection (never NULL; the pool has
+ * already connected or failed with KEEL_EDB_UNAVAILABLE without calling
+ * fn); may block. Returns 0 or an error, handed to the done callback.
+ * Results left open and transactions left open are freed / rolled back
+ * after it returns (with a warning). */
 typedef int (*keel_db_fn)(keel_db_conn *c, void *arg);
 /* Runs on the request's loop with fn's result (or KEEL_ECANCELED when the
  * request ended first: then only free arg). */
 typedef void (*keel_db_done_cb)(keel_req *r, void *arg, int status);
 
-/* Queues fn for r. 0, or KEEL_EBUSY when the pool queue is full (nothing
- * is called; answer with keel_respond_unavailable). */
+/* Queues fn for r. 0, or KEEL_EBUSY when the pool queue is full, or
+ * KEEL_EINVAL; on failure nothing is called and arg is still the caller's
+ * (answer with keel_db_respond_error: 503 + Retry-After). On success done
+ * runs exactly once on r's loop with fn's result, KEEL_EDB_UNAVAILABLE
+ * when no connection could be had, or KEEL_ECANCELED. */
 int keel_db_run(keel_req *r, keel_db *db, keel_db_fn fn, keel_db_done_cb done,
                 void *arg);
 
 /* Answers an error from the database as problem+json: 409 constraint,
- * 503 unavailable/timeout (with Retry-After), 404 no row, 500 otherwise
- * (the SQL text and driver message are logged, never sent). */
+ * 503 unavailable / timeout / retry / KEEL_EBUSY (with Retry-After: 1),
+ * 404 no row, 500 otherwise. The SQL text and the driver's message were
+ * logged where the error happened; they are never sent. Returns what
+ * keel_respond_problem returns (KEEL_EALREADY after a cancellation). */
 int keel_db_respond_error(keel_req *r, int err);
 
 /* A connection outside the pool (CLI commands, migrations, tests): opened
- * from a URL on the calling thread. */
+ * from a URL on the calling thread, with cfg's timeouts and query logging
+ * (cfg NULL: the defaults; no metrics). 0; KEEL_EINVAL (empty URL, unknown
+ * scheme) or KEEL_ECONFIG (a SQLite directory that cannot be created, a
+ * malformed PostgreSQL URL); or KEEL_EDB_UNAVAILABLE. The reason goes to
+ * errbuf (may be NULL). A lost
+ * connection is not replaced: its calls fail with KEEL_EDB_UNAVAILABLE
+ * until the caller disconnects and connects again. */
 int keel_db_connect(const char *url, const keel_config *cfg, keel_db_conn **out,
                     char *errbuf, size_t errlen);
 void keel_db_disconnect(keel_db_conn *c);
@@ -122,16 +165,28 @@ void keel_db_disconnect(keel_db_conn *c);
 /* ---------------------------------------------------------------- queries
  * All of these run on the thread that owns c. */
 
-/* Runs a statement; *affected (may be NULL) gets the rows changed. */
+/* Runs a statement; *affected (may be NULL) gets the rows changed (for a
+ * read-only statement: the rows it returned). Without parameters the text
+ * may hold several statements separated by `;` (migrations); with
+ * parameters it must be one (KEEL_EDB_SQL otherwise). Errors: KEEL_EDB_*,
+ * KEEL_EINVAL (bad parameters), KEEL_ENOMEM (huge parameters, PostgreSQL). */
 int keel_db_exec(keel_db_conn *c, const char *sql, const keel_db_param *params,
                  size_t nparams, int64_t *affected);
 
-/* Runs a query; read it with keel_db_rows_next and the getters, then
- * keel_db_rows_free. */
+/* Runs a query (one statement); read it with keel_db_rows_next and the
+ * getters, then keel_db_rows_free. The statement has run when this
+ * returns (its errors are returned here, and a RETURNING statement took
+ * effect even if no row is read); PostgreSQL results are held in memory
+ * whole, SQLite produces rows as they are read. *out is NULL on error. */
 int keel_db_query(keel_db_conn *c, const char *sql, const keel_db_param *params,
                   size_t nparams, keel_db_rows **out);
 
-/* 1 when a row is ready, 0 at the end, or a negative error. */
+/* 1 when a row is ready, 0 at the end (and after), or a negative error.
+ * Getters read the current row; a column out of range, a NULL value or no
+ * current row give 0 / 0.0 / a NULL view. Conversions follow the
+ * database: get_int of a text column parses it (strtoll on PostgreSQL,
+ * SQLite's own rules), get_bool is true for non-zero numbers and "t",
+ * "true". Column names are valid until keel_db_rows_free. */
 int keel_db_rows_next(keel_db_rows *rows);
 size_t keel_db_rows_columns(const keel_db_rows *rows);
 const char *keel_db_rows_name(const keel_db_rows *rows, size_t col);
@@ -139,11 +194,14 @@ int keel_db_is_null(const keel_db_rows *rows, size_t col);
 int64_t keel_db_get_int(const keel_db_rows *rows, size_t col);
 double keel_db_get_double(const keel_db_rows *rows, size_t col);
 int keel_db_get_bool(const keel_db_rows *rows, size_t col);
-/* Text / blob views, valid until the next keel_db_rows_next. */
+/* Text / blob views, valid until the next keel_db_rows_next. get_blob on
+ * a PostgreSQL bytea column decodes it; on other columns it is get_text. */
 keel_str keel_db_get_text(const keel_db_rows *rows, size_t col);
 keel_str keel_db_get_blob(const keel_db_rows *rows, size_t col);
 /* The current row as a JSON object {column: value} (new reference);
- * integers, reals, booleans (PostgreSQL bool), text, null; blobs base64. */
+ * integers, reals, booleans (PostgreSQL bool; SQLite columns declared
+ * BOOLEAN), text, null; blobs base64; PostgreSQL json/jsonb embedded as
+ * JSON; NaN/Infinity as text. A repeated column name keeps the last. */
 struct json_t *keel_db_row_json(const keel_db_rows *rows);
 void keel_db_rows_free(keel_db_rows *rows);
 
@@ -154,10 +212,15 @@ int keel_db_last_insert_id(keel_db_conn *c, int64_t *out);
 /* The driver's message for the last error on c (for logs, not clients). */
 const char *keel_db_errmsg(const keel_db_conn *c);
 
-/* Runs fn in a transaction: commit when it returns 0, roll back on any
- * error. Nested calls use savepoints. A serialization failure (PostgreSQL
- * 40001/40P01) or SQLITE_BUSY retries the whole transaction up to 5 times
- * with a bounded, jittered backoff (outermost level only). */
+/* Runs fn in a transaction (SQLite: BEGIN IMMEDIATE): commit when it
+ * returns 0, roll back on any other value, which is returned. Nested calls
+ * use savepoints (SAVEPOINT sp_N / RELEASE / ROLLBACK TO): a failing inner
+ * level is undone alone and the outer one goes on. KEEL_EDB_RETRY (a
+ * serialization failure or deadlock, PostgreSQL 40001/40P01; SQLITE_BUSY /
+ * LOCKED) — from a statement or returned by fn — reruns the whole
+ * outermost transaction, up to 5 more times, after a jittered 10..200 ms
+ * pause; fn must therefore be safe to run again. On PostgreSQL a
+ * transaction an ignored error aborted cannot commit: KEEL_EDB_SQL. */
 int keel_db_tx(keel_db_conn *c, keel_db_fn fn, void *arg);
 
 #ifdef __cplusplus

@@ -5,6 +5,7 @@
 #include "arena.h"
 #include "common.h"
 #include "config.h"
+#include "db.h"
 #include "health.h"
 #include "http.h"
 #include "json.h"

@@ -11,13 +11,16 @@
  *
  * gives `hello serve [--print-config] [--port N]`, `hello routes`,
  * `hello version` and `hello --help`, with keel's config, JSON logs,
- * request ids, access log, /metrics, /health/... and SIGTERM drain.
+ * request ids, access log, /metrics, /health/... and SIGTERM drain. With
+ * .use_database and .migrations it also gives `hello migrate ...` and
+ * applies migrations on start (docs/migrations.md).
  */
 #ifndef KEEL_SERVICE_H
 #define KEEL_SERVICE_H
 
 #include "health.h"
 #include "metrics.h"
+#include "migrate.h"
 #include "server.h"
 
 #ifdef __cplusplus
@@ -41,6 +44,15 @@ typedef struct keel_app {
     /* Called after the server stopped, to release what setup made. */
     void (*teardown)(keel_service *svc, void *arg);
     void *arg;
+    /* The service has a database (DATABASE_URL): `migrate up|down [N]|
+     * status|create NAME` become commands, and `serve` applies pending
+     * migrations before it listens unless MIGRATE_ON_START=false (a
+     * failure stops start-up with exit status 1). */
+    int use_database;
+    /* The migrations compiled into the binary (both drivers; see
+     * scripts/embed_migrations.sh); MIGRATIONS_DIR replaces them. */
+    const keel_migration *migrations;
+    size_t nmigrations;
 } keel_app;
 
 /* Runs the CLI; returns the process exit status. */
@@ -50,6 +62,10 @@ keel_server *keel_service_server(keel_service *svc);
 const keel_config *keel_service_config(keel_service *svc);
 keel_metrics *keel_service_metrics(keel_service *svc);
 keel_health *keel_service_health(keel_service *svc);
+/* The database pool (DATABASE_URL) of an app with .use_database, opened
+ * before setup runs; NULL otherwise (and for `routes`). */
+struct keel_db;
+struct keel_db *keel_service_db(keel_service *svc);
 
 /* keel_server_add_routes / keel_server_use on the service's server; app
  * middleware runs after keel's standard ones. */

@@ -16,4 +16,9 @@ void keel_req_resume_respond_text(keel_req *r, int status, const char *text);
 
 int app_demo_setup(keel_service *svc);
 
+/* The reference service's migrations, compiled from migrations/ into
+ * build/gen/migrations.c by scripts/embed_migrations.sh. */
+extern const keel_migration app_migrations[];
+extern const size_t app_migrations_count;
+
 #endif

@@ -147,6 +147,67 @@ static keel_flow bytes(keel_req *r)
     return KEEL_DONE;
 }
 
+/* GET /db?id=N: one indexed SELECT from the seeded 10,000-row `items`
+ * table (migration 0001), JSON out — the bench's "single query". */
+typedef struct db_job {
+    int64_t id;
+    json_t *row;
+} db_job;
+
+static int db_fetch(keel_db_conn *c, void *arg)
+{
+    db_job *j = arg;
+    keel_db_rows *rows;
+    keel_db_param p = KEEL_DB_P_INT(j->id);
+    int rc = keel_db_query(c, "SELECT id, name, price_cents FROM items WHERE id = $1", &p, 1,
+                           &rows);
+    if (rc < 0)
+        return rc;
+    rc = keel_db_rows_next(rows);
+    if (rc == 1)
+        j->row = keel_db_row_json(rows);
+    keel_db_rows_free(rows);
+    return rc < 0 ? rc : rc == 0 ? KEEL_EDB_NOROW : 0;
+}
+
+static void db_fetched(keel_req *r, void *arg, int status)
+{
+    db_job *j = arg;
+    if (status == 0)
+        keel_respond_json(r, 200, j->row);
+    else if (status != KEEL_ECANCELED)
+        keel_db_respond_error(r, status);
+    else
+        json_decref(j->row);
+    j->row = NULL;
+}
+
+static keel_flow db_one(keel_req *r)
+{
+    keel_db *db = keel_req_route(r)->data ? *(keel_db **)keel_req_route(r)->data : NULL;
+    keel_str s = keel_req_query_param(r, "id");
+    char *end = NULL;
+    long long id = s.ptr && s.len ? strtoll(s.ptr, &end, 10) : 0;
+    if (!s.ptr || !s.len || *end || id < 1) {
+        keel_respond_problem(r, 400, "id must be a positive integer");
+        return KEEL_DONE;
+    }
+    if (!db) {
+        keel_respond_unavailable(r, 1, "no database configured");
+        return KEEL_DONE;
+    }
+    db_job *j = keel_arena_alloc(keel_req_arena(r), sizeof(*j));
+    j->id = id;
+    j->row = NULL;
+    if (keel_db_run(r, db, db_fetch, db_fetched, j) < 0) {
+        keel_respond_unavailable(r, 1, "the database queue is full");
+        return KEEL_DONE;
+    }
+    return KEEL_SUSPEND;
+}
+
+static keel_db *demo_db;
+
 static const keel_route demo_routes[] = {
     {.name = "demo.hello", .method = "GET", .path = "/hello", .handler = hello,
      .summary = "Plain-text ok (benchmark)"},
@@ -162,10 +223,14 @@ static const keel_route demo_routes[] = {
      .summary = "Streams ?kb=N KiB with chunked coding and backpressure"},
     {.name = "demo.bytes", .method = "GET", .path = "/bytes", .handler = bytes,
      .summary = "One response of ?kb=N KiB"},
+    {.name = "demo.db", .method = "GET", .path = "/db", .handler = db_one,
+     .summary = "One indexed SELECT by ?id=N from the seeded items table (benchmark)",
+     .data = &demo_db},
 };
 
 int app_demo_setup(keel_service *svc)
 {
+    demo_db = keel_service_db(svc);
     return keel_service_add_routes(svc, demo_routes,
                                    sizeof(demo_routes) / sizeof(demo_routes[0]));
 }

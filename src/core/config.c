@@ -98,7 +98,7 @@ static const var vars[] = {
     {"DATABASE_QUEUE_MAX", "1024", K_UINT, OFF(db_queue_max), 1, 10000000, 0,
      "queries waiting for a connection before new ones get 503 with Retry-After"},
     {"ENABLE_QUERY_LOGGING", "false", K_BOOL, OFF(query_logging), 0, 0, 0,
-     "log every query (SQL text and duration, never parameter values) at debug"},
+     "log every query (SQL text and duration, never parameter values) at info"},
     {"SLOW_QUERY_THRESHOLD", "200", K_DURATION, OFF(slow_query_ms), 0, U64MAX, 0,
      "queries slower than this (ms) are logged at warn"},
     {"MIGRATE_ON_START", "true", K_BOOL, OFF(migrate_on_start), 0, 0, 0,

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "keel/keel.h"
+#include "svc/svc_internal.h"
 
 struct keel_service {
     const keel_app *app;
@@ -15,6 +16,7 @@ struct keel_service {
     keel_server *server;
     keel_metrics *metrics;
     keel_health *health;
+    keel_db *db; /* when the app uses a database */
     keel_route metric_routes[2];
 };
 
@@ -22,6 +24,7 @@ keel_server *keel_service_server(keel_service *svc) { return svc->server; }
 const keel_config *keel_service_config(keel_service *svc) { return &svc->cfg; }
 keel_metrics *keel_service_metrics(keel_service *svc) { return svc->metrics; }
 keel_health *keel_service_health(keel_service *svc) { return svc->health; }
+keel_db *keel_service_db(keel_service *svc) { return svc->db; }
 
 int keel_service_add_routes(keel_service *svc, const keel_route *routes, size_t n)
 {
@@ -145,6 +148,7 @@ static void service_free(keel_service *svc)
     if (svc->app->teardown)
         svc->app->teardown(svc, svc->app->arg);
     keel_server_free(svc->server);
+    keel_db_close(svc->db); /* after the pool threads are gone */
     keel_health_free(svc->health);
     keel_metrics_free(svc->metrics);
     keel_config_close(&svc->cfg);
@@ -191,10 +195,11 @@ static void usage(const keel_app *app, FILE *out)
             "                 and .env; see docs/configuration.md)\n"
             "  routes         print the route table\n"
             "  version        print the version\n"
-            "  config         print every configuration variable as a markdown table\n"
-            "%s"
-            "  help           this text\n",
-            n, app->usage ? app->usage : "");
+            "  config         print every configuration variable as a markdown table\n",
+            n);
+    if (app->use_database)
+        keel__svc_migrate_usage(out);
+    fprintf(out, "%s  help           this text\n", app->usage ? app->usage : "");
 }
 
 int keel_main(int argc, char **argv, const keel_app *app)
@@ -214,6 +219,8 @@ int keel_main(int argc, char **argv, const keel_app *app)
         keel_config_each(config_row, stdout);
         return 0;
     }
+    if (!strcmp(cmd, "migrate") && app->use_database)
+        return keel__svc_migrate_main(app, argc, argv);
     const char *env_file = NULL, *port = NULL;
     int print_config = 0;
     int is_serve = !strcmp(cmd, "serve") || !strcmp(cmd, "routes");
@@ -248,8 +255,20 @@ int keel_main(int argc, char **argv, const keel_app *app)
         keel_config_close(&cfg);
         return 2;
     }
+    /* The schema first: nothing listens before it is what the code expects. */
+    if (!strcmp(cmd, "serve") && app->use_database && cfg.migrate_on_start &&
+        keel__svc_migrate_on_start(app, &cfg) < 0) {
+        keel_log_close();
+        keel_config_close(&cfg);
+        return 1;
+    }
     keel_service *svc = service_new(app, &cfg);
     int status = 0;
+    if (app->use_database && strcmp(cmd, "routes") != 0 &&
+        keel_db_open(&svc->db, svc->server, &cfg, svc->metrics, svc->health) < 0) {
+        status = 2; /* the reason is logged */
+        goto done;
+    }
     if (app->setup && app->setup(svc, app->arg) < 0) {
         keel_log(KEEL_LOG_FATAL, "service setup failed", NULL);
         status = 1;
