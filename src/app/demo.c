@@ -1,8 +1,11 @@
 /* demo.c — the benchmark routes (../shared/bench endpoint contract) and
- * two routes to exercise suspension: /slow waits on a loop timer, /work
- * blocks a work-pool thread. Off in production unless ENABLE_DEMO_ROUTES. */
+ * routes to exercise suspension: /slow waits on a loop timer, /work blocks
+ * a work-pool thread, /db/slow holds a database connection. Off in
+ * production unless ENABLE_DEMO_ROUTES. */
+#include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -36,9 +39,12 @@ static uint64_t ms_param_named(keel_req *r, const char *name, uint64_t def, uint
     keel_str s = keel_req_query_param(r, name);
     if (!s.ptr)
         return def;
+    /* digits only: strtoull would take "-5" as 2^64 - 5 (then the max) */
+    if (s.len == 0 || s.ptr[0] < '0' || s.ptr[0] > '9')
+        return def;
     char *end;
     unsigned long long v = strtoull(s.ptr, &end, 10);
-    if (*end || s.len == 0)
+    if (*end)
         return def;
     return v > max ? max : v;
 }
@@ -187,8 +193,9 @@ static keel_flow db_one(keel_req *r)
     keel_db *db = keel_req_route(r)->data ? *(keel_db **)keel_req_route(r)->data : NULL;
     keel_str s = keel_req_query_param(r, "id");
     char *end = NULL;
+    errno = 0;
     long long id = s.ptr && s.len ? strtoll(s.ptr, &end, 10) : 0;
-    if (!s.ptr || !s.len || *end || id < 1) {
+    if (!s.ptr || !s.len || *end || errno == ERANGE || id < 1) {
         keel_respond_problem(r, 400, "id must be a positive integer");
         return KEEL_DONE;
     }
@@ -200,6 +207,90 @@ static keel_flow db_one(keel_req *r)
     j->id = id;
     j->row = NULL;
     if (keel_db_run(r, db, db_fetch, db_fetched, j) < 0) {
+        keel_respond_unavailable(r, 1, "the database queue is full");
+        return KEEL_DONE;
+    }
+    return KEEL_SUSPEND;
+}
+
+/* GET /db/slow?ms=N: holds a pool connection for about N ms inside the
+ * database — for statement-timeout and pool-exhaustion tests. PostgreSQL
+ * sleeps (pg_sleep); SQLite has no sleep in SQL, so a recursive CTE counts
+ * long enough: short counts first measure this machine's rate (the best of
+ * three, so one preemption does not skew it), then one statement counts
+ * for about N ms — long enough for the statement-timeout progress handler
+ * to interrupt it like any long query — and, should it have been quicker
+ * than N ms (long counts run a little slower than short ones, or faster),
+ * shorter counts make up the rest. */
+#define SLOW_CALIBRATE_ROWS 20000
+static const char slow_count_sql[] =
+    "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < $1) "
+    "SELECT count(*) FROM s";
+
+typedef struct db_slow_job {
+    uint64_t ms;
+    int postgres;
+} db_slow_job;
+
+static int sqlite_count(keel_db_conn *c, double rows)
+{
+    if (rows < 1)
+        rows = 1;
+    if (rows > 9e15)
+        rows = 9e15;
+    keel_db_param p = KEEL_DB_P_INT((int64_t)rows);
+    return keel_db_exec(c, slow_count_sql, &p, 1, NULL);
+}
+
+static int sqlite_busy(keel_db_conn *c, uint64_t ms)
+{
+    uint64_t start = keel_now_ns(), best = UINT64_MAX;
+    for (int i = 0; i < 3; i++) {
+        uint64_t t0 = keel_now_ns();
+        int rc = sqlite_count(c, SLOW_CALIBRATE_ROWS);
+        if (rc < 0)
+            return rc;
+        uint64_t dt = keel_now_ns() - t0;
+        if (dt < best)
+            best = dt ? dt : 1;
+    }
+    double rows_per_ms = (double)SLOW_CALIBRATE_ROWS * 1e6 / (double)best;
+    uint64_t want_ns = ms * 1000000u;
+    int rc = sqlite_count(c, rows_per_ms * (double)ms);
+    for (uint64_t spent; rc == 0 && (spent = keel_now_ns() - start) < want_ns;)
+        rc = sqlite_count(c, rows_per_ms * (double)(want_ns - spent) / 1e6 + 1);
+    return rc;
+}
+
+static int db_slow_run(keel_db_conn *c, void *arg)
+{
+    db_slow_job *j = arg;
+    if (!j->postgres)
+        return sqlite_busy(c, j->ms);
+    keel_db_param p = KEEL_DB_P_DOUBLE((double)j->ms / 1000.0);
+    return keel_db_exec(c, "SELECT pg_sleep($1)", &p, 1, NULL);
+}
+
+static void db_slow_done(keel_req *r, void *arg, int status)
+{
+    (void)arg;
+    if (status == 0)
+        keel_respond_text(r, 200, "done");
+    else if (status != KEEL_ECANCELED)
+        keel_db_respond_error(r, status);
+}
+
+static keel_flow db_slow(keel_req *r)
+{
+    keel_db *db = keel_req_route(r)->data ? *(keel_db **)keel_req_route(r)->data : NULL;
+    if (!db) {
+        keel_respond_unavailable(r, 1, "no database configured");
+        return KEEL_DONE;
+    }
+    db_slow_job *j = keel_arena_alloc(keel_req_arena(r), sizeof(*j));
+    j->ms = ms_param(r, 100, 60000);
+    j->postgres = strcmp(keel_db_driver(db), "postgres") == 0;
+    if (keel_db_run(r, db, db_slow_run, db_slow_done, j) < 0) {
         keel_respond_unavailable(r, 1, "the database queue is full");
         return KEEL_DONE;
     }
@@ -225,6 +316,9 @@ static const keel_route demo_routes[] = {
      .summary = "One response of ?kb=N KiB"},
     {.name = "demo.db", .method = "GET", .path = "/db", .handler = db_one,
      .summary = "One indexed SELECT by ?id=N from the seeded items table (benchmark)",
+     .data = &demo_db},
+    {.name = "demo.db_slow", .method = "GET", .path = "/db/slow", .handler = db_slow,
+     .summary = "Holds a database connection for ?ms=N milliseconds inside the database",
      .data = &demo_db},
 };
 

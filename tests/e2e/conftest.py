@@ -26,7 +26,7 @@ import pytest
 import rawhttp
 
 REPO = Path(__file__).resolve().parents[2]
-KEEL_BIN = os.environ.get("KEEL_BIN") or str(REPO / "build" / "keel")
+KEEL_BIN = os.path.abspath(os.environ.get("KEEL_BIN") or str(REPO / "build" / "keel"))
 SANITIZED = os.environ.get("KEEL_SANITIZED") == "1"
 # Multiplier for waits that depend on the server's speed.
 SLACK = 4.0 if SANITIZED else 1.0
