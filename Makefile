@@ -6,7 +6,7 @@ CLANG    ?= clang-14
 PYTHON   ?= /usr/bin/python3
 BUILD    ?= build
 
-PKGS     := libuv jansson sqlite3 libpq libcrypto
+PKGS     := libuv jansson sqlite3 libpq libcrypto zlib
 WARN     := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes -Wshadow
 CFLAGS   ?= -O2 -g
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Iinclude -Isrc \
@@ -150,3 +150,13 @@ asan-db: deps-test
 	$(MAKE) --no-print-directory BUILD=build/asan CC=$(CLANG) CFLAGS="$(ASAN_FLAGS)" unit-db
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# ---------------------------------------------------------------- single-query benchmark
+# (added with bench/db/) keel's GET /db?id=N against Express 5 and Fastify 5
+# with the `pg` package, on one throw-away PostgreSQL 15: bench/db/run.sh,
+# figures in docs/performance.md. Options through BENCH_DB_ARGS, e.g.
+#   make bench-db BENCH_DB_ARGS="--pool 4,8 --rounds 3"
+.PHONY: bench-db
+bench-db: all
+	@scripts/deps.sh bench
+	bench/db/run.sh $(BENCH_DB_ARGS)

@@ -72,6 +72,24 @@ typedef struct keel_config {
     char *cors_origin;      /* CORS_ORIGIN */
     char *otel_endpoint;    /* OTEL_EXPORTER_OTLP_ENDPOINT */
     char *otel_service_name; /* OTEL_SERVICE_NAME */
+
+    /* edge protection (src/mw/security_headers.c, cors.c, compress.c);
+     * an empty header value sends no such header */
+    int security_headers;   /* SECURITY_HEADERS */
+    char *csp;              /* CSP: Content-Security-Policy */
+    char *frame_options;    /* FRAME_OPTIONS: X-Frame-Options */
+    char *referrer_policy;  /* REFERRER_POLICY */
+    char *coop;             /* CROSS_ORIGIN_OPENER_POLICY */
+    char *corp;             /* CROSS_ORIGIN_RESOURCE_POLICY */
+    int nosniff;            /* CONTENT_TYPE_NOSNIFF: X-Content-Type-Options */
+    uint64_t hsts_max_age;  /* HSTS_MAX_AGE, seconds; 0 = no HSTS */
+    char *trust_proxy;      /* TRUST_PROXY: CIDR list of trusted proxies */
+    int cors_credentials;   /* CORS_CREDENTIALS */
+    uint64_t cors_max_age;  /* CORS_MAX_AGE, seconds */
+    char *cors_methods;     /* CORS_METHODS */
+    char *cors_headers;     /* CORS_HEADERS */
+    int compression;        /* COMPRESSION */
+    uint64_t compression_min_bytes; /* COMPRESSION_MIN_BYTES */
 } keel_config;
 
 /* Loads `env_file` (NULL: ".env" when present; a missing file is fine

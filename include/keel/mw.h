@@ -1,7 +1,7 @@
 /* keel/mw.h — keel's standard middleware. Each constructor returns a
  * middleware table to pass to keel_server_use(); order matters (see
  * docs/extending.md): request id first, then the access log and metrics,
- * then the rest. */
+ * then security headers, CORS and compression. */
 #ifndef KEEL_MW_H
 #define KEEL_MW_H
 
@@ -29,6 +29,48 @@ keel_middleware keel_mw_access_log(int all, uint64_t slow_ms);
 /* http_requests_total{method,route,status} and
  * http_request_duration_seconds{method,route}, declared in m. */
 keel_middleware keel_mw_http_metrics(keel_metrics *m);
+
+/* Security headers (Content-Security-Policy, X-Content-Type-Options,
+ * X-Frame-Options, Referrer-Policy, Cross-Origin-Opener/Resource-Policy;
+ * Strict-Transport-Security when X-Forwarded-Proto: https comes from a
+ * TRUST_PROXY peer; Cache-Control: no-store on KEEL_ROUTE_SECRET routes)
+ * on every response, each only when the handler did not set it. Values
+ * from cfg (copied); an empty value sends no such header. cfg->trust_proxy
+ * must have been checked with keel_cidr_parse_list (an invalid list here
+ * trusts no one). */
+keel_middleware keel_mw_security_headers(const keel_config *cfg);
+
+/* CORS from cfg (CORS_ORIGIN, CORS_CREDENTIALS, CORS_MAX_AGE,
+ * CORS_METHODS, CORS_HEADERS; copied): answers preflights from allowed
+ * origins with 204 and from others with 403 problem+json; other requests
+ * from allowed origins get Access-Control-Allow-Origin. See src/mw/cors.c. */
+keel_middleware keel_mw_cors(const keel_config *cfg);
+
+/* gzip for complete responses of at least min_bytes whose client accepts
+ * it (never streams, secret routes or already-compressed types). */
+keel_middleware keel_mw_compress(uint64_t min_bytes);
+
+/* Whether an Accept-Encoding value allows gzip: gzip (or x-gzip) named
+ * with q > 0, or not named and `*` with q > 0. A missing header (NULL
+ * view) or a malformed qvalue means no. */
+int keel_accept_gzip(keel_str accept_encoding);
+
+/* One IPv4 or IPv6 block: an address and a prefix length. */
+typedef struct keel_cidr {
+    int family;        /* AF_INET or AF_INET6 */
+    uint8_t addr[16];
+    unsigned bits;
+} keel_cidr;
+
+/* Parses a comma- or space-separated list ("10.0.0.0/8, ::1") into out
+ * (at most cap entries; an address alone is one host). Returns the number
+ * of entries (0 for an empty list) or KEEL_EINVAL (a malformed entry, a
+ * prefix too long for its family, more than cap entries). */
+int keel_cidr_parse_list(const char *list, keel_cidr *out, size_t cap);
+
+/* 1 when the textual address (keel_req_remote_addr) is in one of the n
+ * blocks (an IPv4-mapped IPv6 address matches IPv4 blocks), else 0. */
+int keel_cidr_match(const keel_cidr *list, size_t n, const char *addr);
 
 #ifdef __cplusplus
 }

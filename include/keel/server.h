@@ -52,15 +52,38 @@ enum {
     KEEL_ROUTE_SECRET = 1u << 2     /* response carries secrets */
 };
 
+/* A response about to be written, as seen by keel_middleware.on_response.
+ * For a complete response (keel_respond and the helpers built on it) a
+ * hook may replace body/len and content_type; the new body must stay valid
+ * until the hook's caller returns (allocate it in keel_req_arena). For a
+ * stream (keel_res_stream_begin) body is NULL, len 0 and `streaming` 1:
+ * the body is not known, only headers can change. The status is read-only. */
+typedef struct keel_response {
+    int status;
+    const char *content_type; /* NULL: none */
+    const void *body;
+    size_t len;
+    int streaming;
+} keel_response;
+
 /* Middleware: a table of function pointers, run in the order added.
  * on_request returns KEEL_NEXT to continue, KEEL_DONE after responding, or
  * KEEL_SUSPEND (then keel_req_resume() continues the chain later).
  * on_request may be NULL (a middleware that only observes completions).
+ * on_response (optional) runs just before the head of every response is
+ * written — whoever produced it (a handler, another middleware, 404/405,
+ * a refusal from the connection layer) and whether or not this
+ * middleware's on_request ran — in reverse order of registration (the
+ * last added sees the handler's response first). It may add headers
+ * (keel_res_header, keel_res_has_header) and transform the body (see
+ * keel_response); responding from it is refused with KEEL_EALREADY.
+ * When no middleware sets it, keel does no work for it.
  * on_complete (optional) runs once the response has been handed to the
  * connection (or the client went away), with the final status. */
 typedef struct keel_middleware {
     const char *name;
     keel_flow (*on_request)(keel_req *req, void *data);
+    void (*on_response)(keel_req *req, keel_response *res, void *data);
     void (*on_complete)(keel_req *req, void *data);
     void (*dispose)(void *data);
     void *data;
@@ -171,6 +194,10 @@ void keel_res_status(keel_req *r, int status);
 int keel_res_header(keel_req *r, const char *name, const char *value);
 /* Replaces a header set earlier, or adds it. */
 int keel_res_set_header(keel_req *r, const char *name, const char *value);
+/* Whether a response header with that name (case-insensitive) has been
+ * set so far: 1 or 0. Lets a middleware add a default only when the
+ * handler did not set its own (e.g. Content-Security-Policy). */
+int keel_res_has_header(const keel_req *r, const char *name);
 
 /* Sends the response with this body (copied) and finishes the request.
  * Returns KEEL_EALREADY when the request already has its response (late

@@ -115,6 +115,38 @@ static const var vars[] = {
      "OTLP/HTTP endpoint for traces; empty = no export"},
     {"OTEL_SERVICE_NAME", "", K_STR, OFF(otel_service_name), 0, 0, 0,
      "service name in traces (default SERVICE_NAME)"},
+    {"SECURITY_HEADERS", "true", K_BOOL, OFF(security_headers), 0, 0, 0,
+     "add the security headers below to every response; false = none of them"},
+    {"CSP", "default-src 'none'; frame-ancestors 'none'", K_STR, OFF(csp), 0, 0, 0,
+     "Content-Security-Policy for responses whose handler set none; empty = none"},
+    {"FRAME_OPTIONS", "DENY", K_STR, OFF(frame_options), 0, 0, 0,
+     "X-Frame-Options; empty = none"},
+    {"REFERRER_POLICY", "no-referrer", K_STR, OFF(referrer_policy), 0, 0, 0,
+     "Referrer-Policy; empty = none"},
+    {"CROSS_ORIGIN_OPENER_POLICY", "same-origin", K_STR, OFF(coop), 0, 0, 0,
+     "Cross-Origin-Opener-Policy; empty = none"},
+    {"CROSS_ORIGIN_RESOURCE_POLICY", "same-origin", K_STR, OFF(corp), 0, 0, 0,
+     "Cross-Origin-Resource-Policy; empty = none"},
+    {"CONTENT_TYPE_NOSNIFF", "true", K_BOOL, OFF(nosniff), 0, 0, 0,
+     "X-Content-Type-Options: nosniff"},
+    {"HSTS_MAX_AGE", "15552000", K_UINT, OFF(hsts_max_age), 0, U64MAX, 0,
+     "Strict-Transport-Security max-age (s, with includeSubDomains) on HTTPS requests "
+     "(X-Forwarded-Proto: https from a TRUST_PROXY peer); 0 = none"},
+    {"TRUST_PROXY", "", K_STR, OFF(trust_proxy), 0, 0, 0,
+     "comma-separated IPv4/IPv6 addresses or CIDR blocks of proxies whose "
+     "X-Forwarded-Proto is believed; empty = none"},
+    {"CORS_CREDENTIALS", "false", K_BOOL, OFF(cors_credentials), 0, 0, 0,
+     "Access-Control-Allow-Credentials: true for allowed origins; refused with CORS_ORIGIN=*"},
+    {"CORS_MAX_AGE", "600", K_UINT, OFF(cors_max_age), 0, 86400, 0,
+     "Access-Control-Max-Age (s) of preflight answers"},
+    {"CORS_METHODS", "GET, HEAD, POST, PUT, PATCH, DELETE", K_STR, OFF(cors_methods), 0, 0, 0,
+     "methods allowed cross-origin (Access-Control-Allow-Methods)"},
+    {"CORS_HEADERS", "Content-Type, Authorization, X-Request-Id", K_STR, OFF(cors_headers),
+     0, 0, 0, "request headers allowed cross-origin (Access-Control-Allow-Headers)"},
+    {"COMPRESSION", "true", K_BOOL, OFF(compression), 0, 0, 0,
+     "gzip responses when the client accepts it (never secret routes or streams)"},
+    {"COMPRESSION_MIN_BYTES", "1024", K_SIZE, OFF(compression_min_bytes), 0, 1ull << 32, 0,
+     "smallest response body worth compressing"},
 };
 
 #define NVARS (sizeof(vars) / sizeof(vars[0]))
@@ -389,6 +421,11 @@ int keel_config_load(keel_config *cfg, const char *env_file, FILE *err)
     cfg->production = strcmp(cfg->env, "production") == 0;
     if (cfg->demo_routes < 0)
         cfg->demo_routes = !cfg->production;
+    if (cfg->cors_credentials && cfg->cors_origin && strchr(cfg->cors_origin, '*')) {
+        fprintf(err, "keel: CORS_CREDENTIALS: cannot be combined with CORS_ORIGIN=* "
+                     "(browsers refuse it); list the allowed origins instead\n");
+        return KEEL_ECONFIG;
+    }
     if (cfg->production) {
         size_t n = cfg->jwt_secret ? strlen(cfg->jwt_secret) : 0;
         if (n < 32 || strstr(cfg->jwt_secret, "change") ||

@@ -418,6 +418,32 @@ static void remove_header(keel_req *r, const char *name)
     }
 }
 
+int keel_res_has_header(const keel_req *r, const char *name)
+{
+    const keel_buf *b = &r->res_headers;
+    size_t nl = strlen(name), i = 0;
+    while (i < b->len) {
+        const char *eol = memmem(b->data + i, b->len - i, "\r\n", 2);
+        size_t end = eol ? (size_t)(eol - b->data) + 2 : b->len;
+        if (end - i > nl && b->data[i + nl] == ':' && strncasecmp(b->data + i, name, nl) == 0)
+            return 1;
+        i = end;
+    }
+    return 0;
+}
+
+/* Runs the on_response hooks, last added first. Responding from a hook is
+ * refused (r->responding), so the hooks see exactly one response. */
+static void run_response_hooks(keel_req *r, keel_response *res)
+{
+    keel_server *s = r->w->srv;
+    r->responding = 1;
+    for (size_t i = s->nmws; i-- > 0;)
+        if (s->mws[i].on_response)
+            s->mws[i].on_response(r, res, s->mws[i].data);
+    r->responding = 0;
+}
+
 int keel_res_set_header(keel_req *r, const char *name, const char *value)
 {
     if (r->finished)
@@ -505,10 +531,17 @@ static void write_head(keel_req *r, keel_buf *o, int status,
 int keel_respond(keel_req *r, int status, const char *content_type,
                  const void *body, size_t len)
 {
-    if (r->finished)
+    if (r->finished || r->responding)
         return KEEL_EALREADY;
     if (status < 200 || status > 599)
         status = 500;
+    if (r->w->srv->nresponse_hooks) {
+        keel_response res = {status, content_type, body, body_allowed(status) ? len : 0, 0};
+        run_response_hooks(r, &res);
+        content_type = res.content_type;
+        body = res.body;
+        len = res.len;
+    }
     r->status = status;
     r->finished = 1;
     keel_conn *c = r->c;
@@ -622,11 +655,16 @@ int keel_respond_unavailable(keel_req *r, unsigned retry_after_s, const char *de
 
 int keel_res_stream_begin(keel_req *r, int status, const char *content_type)
 {
-    if (r->finished || r->streaming)
+    if (r->finished || r->streaming || r->responding)
         return KEEL_EALREADY;
     keel_conn *c = r->c;
     if (!c)
         return KEEL_ECLOSED;
+    if (r->w->srv->nresponse_hooks) {
+        keel_response res = {status, content_type, NULL, 0, 1};
+        run_response_hooks(r, &res);
+        content_type = res.content_type;
+    }
     r->status = status;
     r->streaming = 1;
     keel_buf *o = &c->out;

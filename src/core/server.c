@@ -98,6 +98,8 @@ void keel_server_use(keel_server *s, const keel_middleware *mw)
 {
     s->mws = keel_realloc(s->mws, (s->nmws + 1) * sizeof(*s->mws));
     s->mws[s->nmws++] = *mw;
+    if (mw->on_response)
+        s->nresponse_hooks++;
 }
 
 keel_server_state keel_server_get_state(const keel_server *s)

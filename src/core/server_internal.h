@@ -76,6 +76,7 @@ struct keel_server {
     size_t nroutes, cap_routes;
     keel_middleware *mws;
     size_t nmws;
+    size_t nresponse_hooks; /* middlewares with on_response */
     keel_worker **workers;
     unsigned nworkers;
     keel_pool *pool;       /* the default pool */
@@ -155,6 +156,7 @@ struct keel_req {
     int canceled;        /* atomic: client gone or deadline passed */
     int streaming;
     int head_only;       /* HEAD: framing without the body */
+    int responding;      /* on_response hooks are on the stack */
     int keep_alive;
     int status;
     int reject_status;   /* set when the connection layer refuses */

@@ -124,6 +124,18 @@ static keel_service *service_new(const keel_app *app, const keel_config *cfg)
     }
     mw = keel_mw_http_metrics(svc->metrics);
     keel_server_use(svc->server, &mw);
+    if (cfg->security_headers) {
+        mw = keel_mw_security_headers(cfg);
+        keel_server_use(svc->server, &mw);
+    }
+    if (cfg->cors_origin && *cfg->cors_origin) {
+        mw = keel_mw_cors(cfg);
+        keel_server_use(svc->server, &mw);
+    }
+    if (cfg->compression) {
+        mw = keel_mw_compress(cfg->compression_min_bytes);
+        keel_server_use(svc->server, &mw);
+    }
 
     const keel_route *hr;
     size_t nh = keel_health_routes(svc->health, &hr);
@@ -243,6 +255,14 @@ int keel_main(int argc, char **argv, const keel_app *app)
         setenv("PORT", port, 1);
     keel_config cfg;
     if (keel_config_load(&cfg, env_file, stderr) < 0) {
+        keel_config_close(&cfg);
+        return 2;
+    }
+    keel_cidr proxies[64];
+    if (keel_cidr_parse_list(cfg.trust_proxy, proxies, 64) < 0) {
+        fprintf(stderr, "keel: TRUST_PROXY: invalid value \"%s\": expected up to 64 "
+                        "comma-separated IPv4/IPv6 addresses or CIDR blocks\n",
+                cfg.trust_proxy);
         keel_config_close(&cfg);
         return 2;
     }

@@ -1,0 +1,161 @@
+/* cors.c — CORS for browsers calling the API from other origins.
+ *
+ * CORS_ORIGIN is a comma-separated list of exact origins, or `*`.
+ *   - A preflight (OPTIONS with Origin and Access-Control-Request-Method)
+ *     from an allowed origin is answered here with 204 and the
+ *     Access-Control-Allow-* headers; from any other origin with 403
+ *     problem+json and no CORS headers (the browser then blocks the call).
+ *   - Any other request from an allowed origin gets
+ *     Access-Control-Allow-Origin (+ -Credentials) on whatever response it
+ *     gets, errors included; from another origin it gets none.
+ * `*` answers `*` (no credentials: `*` with CORS_CREDENTIALS is refused at
+ * start-up); a list answers the request's own origin and Vary: Origin.
+ */
+#include <stdio.h>
+#include <strings.h>
+
+#include "keel/mw.h"
+
+typedef struct cors_cfg {
+    int any;            /* `*` */
+    int credentials;
+    char **origins;
+    size_t norigins;
+    char *methods;
+    char *headers;
+    char max_age[24];
+} cors_cfg;
+
+static int origin_allowed(const cors_cfg *c, keel_str o)
+{
+    if (c->any)
+        return 1;
+    for (size_t i = 0; i < c->norigins; i++)
+        if (keel_str_eq(o, keel_str_c(c->origins[i])))
+            return 1;
+    return 0;
+}
+
+/* Whether the comma-separated list `list` holds the token t
+ * (case-insensitive). */
+static int list_has(const char *list, const char *t, size_t tl)
+{
+    const char *p = list;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *s = p;
+        while (*p && *p != ',')
+            p++;
+        const char *e = p;
+        while (e > s && e[-1] == ' ')
+            e--;
+        if ((size_t)(e - s) == tl && strncasecmp(s, t, tl) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Every header named in Access-Control-Request-Headers is allowed. */
+static int headers_allowed(const cors_cfg *c, keel_str req)
+{
+    size_t i = 0;
+    while (i < req.len) {
+        while (i < req.len && (req.ptr[i] == ' ' || req.ptr[i] == ','))
+            i++;
+        size_t s = i;
+        while (i < req.len && req.ptr[i] != ',')
+            i++;
+        size_t e = i;
+        while (e > s && req.ptr[e - 1] == ' ')
+            e--;
+        if (e > s && !list_has(c->headers, req.ptr + s, e - s))
+            return 0;
+    }
+    return 1;
+}
+
+static void allow_origin(keel_req *r, const cors_cfg *c, keel_str origin)
+{
+    if (c->any && !c->credentials) {
+        keel_res_header(r, "Access-Control-Allow-Origin", "*");
+        return;
+    }
+    char *o = keel_arena_strndup(keel_req_arena(r), origin.ptr, origin.len);
+    keel_res_header(r, "Access-Control-Allow-Origin", o);
+    if (c->credentials)
+        keel_res_header(r, "Access-Control-Allow-Credentials", "true");
+}
+
+static keel_flow on_request(keel_req *r, void *data)
+{
+    const cors_cfg *c = data;
+    keel_str origin = keel_req_header(r, "origin");
+    if (!origin.ptr)
+        return KEEL_NEXT;
+    int allowed = origin_allowed(c, origin);
+    int vary = !(c->any && !c->credentials);
+    keel_str acrm = keel_req_header(r, "access-control-request-method");
+    if (keel_req_method(r) == KEEL_METHOD_OPTIONS && acrm.ptr) {
+        if (vary)
+            keel_res_header(r, "Vary", "Origin");
+        if (!allowed) {
+            keel_respond_problem(r, 403, "origin not allowed by the CORS policy");
+            return KEEL_DONE;
+        }
+        allow_origin(r, c, origin);
+        keel_res_header(r, "Access-Control-Allow-Methods", c->methods);
+        keel_str acrh = keel_req_header(r, "access-control-request-headers");
+        if (acrh.ptr && acrh.len && headers_allowed(c, acrh))
+            keel_res_header(r, "Access-Control-Allow-Headers",
+                            keel_arena_strndup(keel_req_arena(r), acrh.ptr, acrh.len));
+        else
+            keel_res_header(r, "Access-Control-Allow-Headers", c->headers);
+        keel_res_header(r, "Access-Control-Max-Age", c->max_age);
+        keel_respond(r, 204, NULL, NULL, 0);
+        return KEEL_DONE;
+    }
+    if (vary)
+        keel_res_header(r, "Vary", "Origin");
+    if (allowed)
+        allow_origin(r, c, origin);
+    return KEEL_NEXT;
+}
+
+static void dispose(void *data)
+{
+    cors_cfg *c = data;
+    for (size_t i = 0; i < c->norigins; i++)
+        keel_free(c->origins[i]);
+    keel_free(c->origins);
+    keel_free(c->methods);
+    keel_free(c->headers);
+    keel_free(c);
+}
+
+keel_middleware keel_mw_cors(const keel_config *cfg)
+{
+    cors_cfg *c = keel_calloc(1, sizeof(*c));
+    c->credentials = cfg->cors_credentials;
+    c->methods = keel_strdup(cfg->cors_methods ? cfg->cors_methods : "");
+    c->headers = keel_strdup(cfg->cors_headers ? cfg->cors_headers : "");
+    snprintf(c->max_age, sizeof(c->max_age), "%llu", (unsigned long long)cfg->cors_max_age);
+    const char *p = cfg->cors_origin ? cfg->cors_origin : "";
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *s = p;
+        while (*p && *p != ',' && *p != ' ')
+            p++;
+        size_t n = (size_t)(p - s);
+        if (n == 1 && *s == '*') {
+            c->any = 1;
+        } else if (n) {
+            c->origins = keel_realloc(c->origins, (c->norigins + 1) * sizeof(char *));
+            c->origins[c->norigins++] = keel_strndup(s, n);
+        }
+    }
+    keel_middleware m = {.name = "cors", .on_request = on_request, .dispose = dispose,
+                         .data = c};
+    return m;
+}

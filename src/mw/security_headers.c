@@ -1,0 +1,96 @@
+/* security_headers.c — the browser-facing defaults every API response
+ * carries (CSP, nosniff, frame, referrer and cross-origin policies, HSTS
+ * over HTTPS, no-store on secret routes).
+ *
+ * They are added from on_response, so they land on every response that
+ * keel writes — handlers, 404/405, refusals from the connection layer
+ * (400, 408, 413, ...), deadline 503s — and only when the handler did not
+ * set the header itself: an HTML route's own Content-Security-Policy wins.
+ * (The one response without them is the raw 503 keel writes when it
+ * refuses a connection before any request exists.)
+ */
+#include <stdio.h>
+#include <strings.h>
+
+#include "keel/mw.h"
+
+#define MAX_PROXIES 64
+
+typedef struct sec_header {
+    const char *name;
+    char *value;
+} sec_header;
+
+typedef struct sec_cfg {
+    sec_header h[6];
+    size_t nh;
+    char *hsts;               /* the HSTS value, NULL = none */
+    keel_cidr proxies[MAX_PROXIES];
+    size_t nproxies;
+} sec_cfg;
+
+/* HTTPS as told by a trusted proxy: the first X-Forwarded-Proto value. */
+static int forwarded_https(keel_req *r, const sec_cfg *c)
+{
+    if (!c->nproxies)
+        return 0;
+    keel_str p = keel_req_header(r, "x-forwarded-proto");
+    if (!p.ptr)
+        return 0;
+    size_t n = 0;
+    while (n < p.len && p.ptr[n] != ',' && p.ptr[n] != ' ')
+        n++;
+    return n == 5 && strncasecmp(p.ptr, "https", 5) == 0 &&
+           keel_cidr_match(c->proxies, c->nproxies, keel_req_remote_addr(r));
+}
+
+static void on_response(keel_req *r, keel_response *res, void *data)
+{
+    (void)res;
+    const sec_cfg *c = data;
+    for (size_t i = 0; i < c->nh; i++)
+        if (!keel_res_has_header(r, c->h[i].name))
+            keel_res_header(r, c->h[i].name, c->h[i].value);
+    if (c->hsts && forwarded_https(r, c) && !keel_res_has_header(r, "Strict-Transport-Security"))
+        keel_res_header(r, "Strict-Transport-Security", c->hsts);
+    const keel_route *rt = keel_req_route(r);
+    if (rt && (rt->flags & KEEL_ROUTE_SECRET))
+        keel_res_set_header(r, "Cache-Control", "no-store");
+}
+
+static void dispose(void *data)
+{
+    sec_cfg *c = data;
+    for (size_t i = 0; i < c->nh; i++)
+        keel_free(c->h[i].value);
+    keel_free(c->hsts);
+    keel_free(c);
+}
+
+static void add(sec_cfg *c, const char *name, const char *value)
+{
+    if (value && *value)
+        c->h[c->nh++] = (sec_header){name, keel_strdup(value)};
+}
+
+keel_middleware keel_mw_security_headers(const keel_config *cfg)
+{
+    sec_cfg *c = keel_calloc(1, sizeof(*c));
+    add(c, "Content-Security-Policy", cfg->csp);
+    add(c, "X-Content-Type-Options", cfg->nosniff ? "nosniff" : NULL);
+    add(c, "X-Frame-Options", cfg->frame_options);
+    add(c, "Referrer-Policy", cfg->referrer_policy);
+    add(c, "Cross-Origin-Opener-Policy", cfg->coop);
+    add(c, "Cross-Origin-Resource-Policy", cfg->corp);
+    if (cfg->hsts_max_age) {
+        char v[64];
+        snprintf(v, sizeof(v), "max-age=%llu; includeSubDomains",
+                 (unsigned long long)cfg->hsts_max_age);
+        c->hsts = keel_strdup(v);
+    }
+    int n = keel_cidr_parse_list(cfg->trust_proxy, c->proxies, MAX_PROXIES);
+    c->nproxies = n > 0 ? (size_t)n : 0; /* validated at start-up (keel_main) */
+    keel_middleware m = {.name = "security_headers", .on_response = on_response,
+                         .dispose = dispose, .data = c};
+    return m;
+}
