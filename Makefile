@@ -6,12 +6,14 @@ CLANG    ?= clang-14
 PYTHON   ?= /usr/bin/python3
 BUILD    ?= build
 
-PKGS     := libuv jansson sqlite3 libpq libcrypto zlib
+PKGS     := libuv jansson sqlite3 zlib
+# libpq is loaded at run time (src/store/db_pg.c); its header is needed to build
+CFLAGS_PQ := $(shell pkg-config --cflags libpq 2>/dev/null)
 WARN     := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes -Wshadow
 CFLAGS   ?= -O2 -g
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Iinclude -Isrc \
-             $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -MMD -MP
-LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+             $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS_PQ) -MMD -MP
+LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldl -lpthread -lm
 
 LIB_SRC  := $(wildcard src/core/*.c src/obs/*.c src/mw/*.c src/store/*.c src/svc/*.c)
 APP_SRC  := $(wildcard src/app/*.c) src/main.c
@@ -100,7 +102,7 @@ asan: deps-test
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
 	@mkdir -p $(dir $@)
 	$(CLANG) -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
-	  -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS)) -o $@ $< $(LIB_SRC) $(LDLIBS)
+	  -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS)) $(CFLAGS_PQ) -o $@ $< $(LIB_SRC) $(LDLIBS)
 
 FUZZ_SECONDS ?= 300
 fuzz: deps-test $(FUZZ_BIN)

@@ -32,6 +32,55 @@
 #include "keel/log.h"
 #include "store/db_internal.h"
 
+#include <dlfcn.h>
+#include <pthread.h>
+
+/* libpq is loaded when the first PostgreSQL URL is used, not linked: a
+ * service on the default SQLite database never maps libpq and what it
+ * pulls in (libssl, libcrypto, GSSAPI, LDAP, gnutls: ~9 MB of resident
+ * library pages). Every function is resolved at once, with the prototypes
+ * of libpq-fe.h, so a missing symbol fails the first open with one clear
+ * message instead of a crash later. */
+#define PQ_FUNCS(X) X(PQclear) X(PQcmdTuples) X(PQconnectdbParams) X(PQconninfoFree) X(PQconninfoParse) X(PQerrorMessage) X(PQexec) X(PQexecPrepared) X(PQfinish) X(PQfname) X(PQfreemem) X(PQftype) X(PQgetisnull) X(PQgetlength) X(PQgetvalue) X(PQnfields) X(PQntuples) X(PQprepare) X(PQresultErrorField) X(PQresultErrorMessage) X(PQresultStatus) X(PQsetNoticeProcessor) X(PQstatus) X(PQtransactionStatus) X(PQunescapeBytea)
+
+static struct {
+#define PQ_FIELD(name) __typeof__(&name) name;
+    PQ_FUNCS(PQ_FIELD)
+#undef PQ_FIELD
+} pq;
+
+static pthread_once_t pq_once = PTHREAD_ONCE_INIT;
+static char pq_error[256];
+
+static void pq_load(void)
+{
+    void *h = dlopen("libpq.so.5", RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        snprintf(pq_error, sizeof(pq_error),
+                 "cannot load libpq.so.5 (install libpq5): %s", dlerror());
+        return;
+    }
+#define PQ_SYM(name)                                                           \
+    pq.name = (__typeof__(pq.name))dlsym(h, #name);                            \
+    if (!pq.name) {                                                            \
+        snprintf(pq_error, sizeof(pq_error), "libpq.so.5 has no " #name);     \
+        return;                                                                \
+    }
+    PQ_FUNCS(PQ_SYM)
+#undef PQ_SYM
+}
+
+/* 0 once libpq is usable; else the reason in err. */
+static int pq_ready(char *err, size_t errlen)
+{
+    pthread_once(&pq_once, pq_load);
+    if (pq_error[0]) {
+        snprintf(err, errlen, "%s", pq_error);
+        return KEEL_ECONFIG;
+    }
+    return 0;
+}
+
 enum {
     OID_BOOL = 16,
     OID_BYTEA = 17,
@@ -93,10 +142,10 @@ static int pg_classify(keel_db_conn *base)
 /* Records the error of res (or of the connection) and returns its kind. */
 static int pg_fail(pg_conn *c, const PGresult *res)
 {
-    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *state = res ? pq.PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *primary = res ? pq.PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     snprintf(c->state, sizeof(c->state), "%s", state ? state : "");
-    c->bad = PQstatus(c->pg) == CONNECTION_BAD;
+    c->bad = pq.PQstatus(c->pg) == CONNECTION_BAD;
     if (primary) {
         /* Only the primary message: DETAIL repeats the row's values
          * ("Key (email)=(...) already exists"), and data exceptions (22xxx)
@@ -111,7 +160,7 @@ static int pg_fail(pg_conn *c, const PGresult *res)
     } else {
         /* A libpq-side error: no connection, the server went away. */
         char msg[512];
-        snprintf(msg, sizeof(msg), "%s", PQerrorMessage(c->pg));
+        snprintf(msg, sizeof(msg), "%s", pq.PQerrorMessage(c->pg));
         for (char *p = msg; *p; p++)
             if (*p == '\n' && p[1])
                 *p = ' ';
@@ -126,10 +175,10 @@ static int pg_fail(pg_conn *c, const PGresult *res)
 static void release_name(void *ctx, void *stmt, int live)
 {
     pg_conn *c = ctx;
-    if (live && PQstatus(c->pg) == CONNECTION_OK) {
+    if (live && pq.PQstatus(c->pg) == CONNECTION_OK) {
         char sql[64];
         snprintf(sql, sizeof(sql), "DEALLOCATE %s", (const char *)stmt);
-        PQclear(PQexec(c->pg, sql));
+        pq.PQclear(pq.PQexec(c->pg, sql));
     }
     keel_free(stmt);
 }
@@ -152,8 +201,11 @@ static void on_notice(void *arg, const char *message)
  * series of failed connections. */
 static int pg_check(const char *url, char *err, size_t errlen)
 {
+    int rc = pq_ready(err, errlen);
+    if (rc < 0)
+        return rc;
     char *msg = NULL;
-    PQconninfoOption *opts = PQconninfoParse(url, &msg);
+    PQconninfoOption *opts = pq.PQconninfoParse(url, &msg);
     if (!opts) {
         char text[256];
         snprintf(text, sizeof(text), "%s", msg ? msg : "out of memory");
@@ -161,16 +213,19 @@ static int pg_check(const char *url, char *err, size_t errlen)
             if (*p == '\n')
                 *p = p[1] ? ' ' : '\0';
         snprintf(err, errlen, "invalid PostgreSQL URL: %s", text);
-        PQfreemem(msg);
+        pq.PQfreemem(msg);
         return KEEL_ECONFIG;
     }
-    PQconninfoFree(opts);
+    pq.PQconninfoFree(opts);
     return 0;
 }
 
 static int pg_open(const char *url, const keel__db_settings *st, keel_db_conn **out,
                    char *err, size_t errlen)
 {
+    int rc = pq_ready(err, errlen);
+    if (rc < 0)
+        return rc;
     char timeout[24];
     uint64_t secs = (st->connect_timeout_ms + 999) / 1000;
     snprintf(timeout, sizeof(timeout), "%llu", (unsigned long long)(secs < 2 ? 2 : secs));
@@ -178,32 +233,32 @@ static int pg_open(const char *url, const keel__db_settings *st, keel_db_conn **
      * connect_timeout (or sslmode, ...) in the URL itself wins. */
     const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
     const char *vals[] = {timeout, "keel", url, NULL};
-    PGconn *pg = PQconnectdbParams(keys, vals, 1);
-    if (!pg || PQstatus(pg) != CONNECTION_OK) {
+    PGconn *pg = pq.PQconnectdbParams(keys, vals, 1);
+    if (!pg || pq.PQstatus(pg) != CONNECTION_OK) {
         char msg[512];
-        snprintf(msg, sizeof(msg), "%s", pg ? PQerrorMessage(pg) : "out of memory");
+        snprintf(msg, sizeof(msg), "%s", pg ? pq.PQerrorMessage(pg) : "out of memory");
         for (char *p = msg; *p; p++)
             if (*p == '\n')
                 *p = p[1] ? ' ' : '\0';
         snprintf(err, errlen, "postgres: %s", msg);
-        PQfinish(pg);
+        pq.PQfinish(pg);
         return KEEL_EDB_UNAVAILABLE;
     }
     if (st->statement_timeout_ms) {
         char sql[64];
         snprintf(sql, sizeof(sql), "SET statement_timeout = %llu",
                  (unsigned long long)st->statement_timeout_ms);
-        PGresult *res = PQexec(pg, sql);
-        int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        PGresult *res = pq.PQexec(pg, sql);
+        int ok = pq.PQresultStatus(res) == PGRES_COMMAND_OK;
         if (!ok)
-            snprintf(err, errlen, "postgres: %s", PQerrorMessage(pg));
-        PQclear(res);
+            snprintf(err, errlen, "postgres: %s", pq.PQerrorMessage(pg));
+        pq.PQclear(res);
         if (!ok) {
-            PQfinish(pg);
+            pq.PQfinish(pg);
             return KEEL_EDB_UNAVAILABLE;
         }
     }
-    PQsetNoticeProcessor(pg, on_notice, NULL);
+    pq.PQsetNoticeProcessor(pg, on_notice, NULL);
     pg_conn *c = keel_calloc(1, sizeof(*c));
     c->pg = pg;
     c->cache.release = release_name;
@@ -216,7 +271,7 @@ static void pg_close(keel_db_conn *base)
 {
     pg_conn *c = (pg_conn *)base;
     keel__db_cache_clear(&c->cache, 0); /* they die with the session */
-    PQfinish(c->pg);
+    pq.PQfinish(c->pg);
     keel_free(c);
 }
 
@@ -341,25 +396,25 @@ static int run_prepared(pg_conn *c, const char *sql, const keel_db_param *p, siz
         if (!e) {
             char name[32];
             snprintf(name, sizeof(name), "keel_%llu", (unsigned long long)++c->seq);
-            PGresult *res = PQprepare(c->pg, name, sql, (int)n, pp.types);
-            if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            PGresult *res = pq.PQprepare(c->pg, name, sql, (int)n, pp.types);
+            if (pq.PQresultStatus(res) != PGRES_COMMAND_OK) {
                 rc = pg_fail(c, res);
-                PQclear(res);
+                pq.PQclear(res);
                 goto cleanup;
             }
-            PQclear(res);
+            pq.PQclear(res);
             /* PostgreSQL results are read whole, so no entry is ever busy
              * and put always finds a slot. */
             e = keel__db_cache_put(&c->cache, key, keel_strdup(name));
         }
-        PGresult *res = PQexecPrepared(c->pg, e->stmt, (int)n, pp.values, pp.lengths,
+        PGresult *res = pq.PQexecPrepared(c->pg, e->stmt, (int)n, pp.values, pp.lengths,
                                        pp.formats, 0);
-        if (ok_status(PQresultStatus(res))) {
+        if (ok_status(pq.PQresultStatus(res))) {
             *out = res;
             rc = 0;
             goto cleanup;
         }
-        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        const char *state = pq.PQresultErrorField(res, PG_DIAG_SQLSTATE);
         int stale = 0;
         if (attempt == 0 && state && !strcmp(state, "26000")) {
             /* "prepared statement does not exist": the session lost our
@@ -367,7 +422,7 @@ static int run_prepared(pg_conn *c, const char *sql, const keel_db_param *p, siz
             keel__db_cache_clear(&c->cache, 0);
             stale = 1;
         } else if (attempt == 0 && state && !strcmp(state, "0A000") &&
-                   strstr(PQresultErrorMessage(res), "cached plan")) {
+                   strstr(pq.PQresultErrorMessage(res), "cached plan")) {
             /* "cached plan must not change result type": a table the
              * statement reads was altered (a migration). Prepare anew. */
             keel__db_cache_drop(&c->cache, e, 1);
@@ -375,12 +430,12 @@ static int run_prepared(pg_conn *c, const char *sql, const keel_db_param *p, siz
         }
         /* Run again, unless a transaction was open: the failure aborted
          * it, so the caller's transaction must be retried as a whole. */
-        if (stale && PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
-            PQclear(res);
+        if (stale && pq.PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+            pq.PQclear(res);
             continue;
         }
         rc = pg_fail(c, res);
-        PQclear(res);
+        pq.PQclear(res);
         goto cleanup;
     }
 cleanup:
@@ -392,16 +447,16 @@ cleanup:
 /* A statement without parameters on the simple protocol. */
 static int run_simple(pg_conn *c, const char *sql, PGresult **out)
 {
-    PGresult *res = PQexec(c->pg, sql);
-    if (!ok_status(PQresultStatus(res))) {
+    PGresult *res = pq.PQexec(c->pg, sql);
+    if (!ok_status(pq.PQresultStatus(res))) {
         int rc = pg_fail(c, res);
-        PQclear(res);
+        pq.PQclear(res);
         return rc;
     }
     if (out)
         *out = res;
     else
-        PQclear(res);
+        pq.PQclear(res);
     return 0;
 }
 
@@ -413,9 +468,9 @@ static int pg_exec(keel_db_conn *base, const char *sql, const keel_db_param *p, 
     int rc = n ? run_prepared(c, sql, p, n, &res) : run_simple(c, sql, &res);
     if (rc < 0)
         return rc;
-    const char *t = PQcmdTuples(res);
+    const char *t = pq.PQcmdTuples(res);
     *affected = t && *t ? strtoll(t, NULL, 10) : 0;
-    PQclear(res);
+    pq.PQclear(res);
     return 0;
 }
 
@@ -429,8 +484,8 @@ static int pg_query(keel_db_conn *base, const char *sql, const keel_db_param *p,
         return rc;
     pg_rows *r = keel_calloc(1, sizeof(*r));
     r->res = res;
-    r->nrows = PQntuples(res);
-    r->ncols = PQnfields(res);
+    r->nrows = pq.PQntuples(res);
+    r->ncols = pq.PQnfields(res);
     r->row = -1;
     *out = &r->base;
     return 0;
@@ -456,7 +511,7 @@ static void pg_rows_free(keel_db_rows *base)
     keel_free(r->dec);
     keel_free(r->declen);
     keel_free(r->decrow);
-    PQclear(r->res);
+    pq.PQclear(r->res);
     keel_free(r);
 }
 
@@ -471,9 +526,9 @@ static int on_row(const pg_rows *r)
 
 static const char *value(const pg_rows *r, size_t col)
 {
-    if (!on_row(r) || PQgetisnull(r->res, r->row, (int)col))
+    if (!on_row(r) || pq.PQgetisnull(r->res, r->row, (int)col))
         return NULL;
-    return PQgetvalue(r->res, r->row, (int)col);
+    return pq.PQgetvalue(r->res, r->row, (int)col);
 }
 
 static size_t pg_columns(const keel_db_rows *rows)
@@ -483,7 +538,7 @@ static size_t pg_columns(const keel_db_rows *rows)
 
 static const char *pg_name(const keel_db_rows *rows, size_t col)
 {
-    return PQfname(R(rows)->res, (int)col);
+    return pq.PQfname(R(rows)->res, (int)col);
 }
 
 static int pg_is_null(const keel_db_rows *rows, size_t col)
@@ -501,7 +556,7 @@ static int64_t pg_get_int(const keel_db_rows *rows, size_t col)
     const char *v = value(R(rows), col);
     if (!v)
         return 0;
-    if (PQftype(R(rows)->res, (int)col) == OID_BOOL)
+    if (pq.PQftype(R(rows)->res, (int)col) == OID_BOOL)
         return v[0] == 't';
     return strtoll(v, NULL, 10);
 }
@@ -511,7 +566,7 @@ static double pg_get_double(const keel_db_rows *rows, size_t col)
     const char *v = value(R(rows), col);
     if (!v)
         return 0.0;
-    if (PQftype(R(rows)->res, (int)col) == OID_BOOL)
+    if (pq.PQftype(R(rows)->res, (int)col) == OID_BOOL)
         return v[0] == 't';
     return strtod(v, NULL);
 }
@@ -527,7 +582,7 @@ static keel_str pg_get_text(const keel_db_rows *rows, size_t col)
     const char *v = value(R(rows), col);
     if (!v)
         return KEEL_STR_NULL;
-    return (keel_str){v, (size_t)PQgetlength(R(rows)->res, R(rows)->row, (int)col)};
+    return (keel_str){v, (size_t)pq.PQgetlength(R(rows)->res, R(rows)->row, (int)col)};
 }
 
 static keel_str pg_get_blob(const keel_db_rows *rows, size_t col)
@@ -536,7 +591,7 @@ static keel_str pg_get_blob(const keel_db_rows *rows, size_t col)
     const char *v = value(r, col);
     if (!v)
         return KEEL_STR_NULL;
-    if (PQftype(r->res, (int)col) != OID_BYTEA)
+    if (pq.PQftype(r->res, (int)col) != OID_BYTEA)
         return pg_get_text(rows, col);
     if (!r->dec) {
         r->dec = keel_calloc((size_t)r->ncols, sizeof(char *));
@@ -544,7 +599,7 @@ static keel_str pg_get_blob(const keel_db_rows *rows, size_t col)
         r->decrow = keel_calloc((size_t)r->ncols, sizeof(int));
     }
     if (r->decrow[col] != r->row + 1) { /* decode once per row and column */
-        size_t len = (size_t)PQgetlength(r->res, r->row, (int)col), n = 0;
+        size_t len = (size_t)pq.PQgetlength(r->res, r->row, (int)col), n = 0;
         if (len >= 2 && v[0] == '\\' && v[1] == 'x') {
             r->dec[col] = keel_realloc(r->dec[col], (len - 2) / 2 + 1);
             for (size_t i = 2; i + 1 < len; i += 2) {
@@ -556,12 +611,12 @@ static keel_str pg_get_blob(const keel_db_rows *rows, size_t col)
             }
         } else { /* bytea_output = escape */
             size_t un = 0;
-            unsigned char *u = PQunescapeBytea((const unsigned char *)v, &un);
+            unsigned char *u = pq.PQunescapeBytea((const unsigned char *)v, &un);
             r->dec[col] = keel_realloc(r->dec[col], un + 1);
             if (u)
                 memcpy(r->dec[col], u, un);
             n = u ? un : 0;
-            PQfreemem(u);
+            pq.PQfreemem(u);
         }
         r->declen[col] = n;
         r->decrow[col] = r->row + 1;
@@ -575,8 +630,8 @@ static json_t *pg_value_json(const keel_db_rows *rows, size_t col)
     const char *v = value(r, col);
     if (!v)
         return json_null();
-    size_t len = (size_t)PQgetlength(r->res, r->row, (int)col);
-    switch (PQftype(r->res, (int)col)) {
+    size_t len = (size_t)pq.PQgetlength(r->res, r->row, (int)col);
+    switch (pq.PQftype(r->res, (int)col)) {
     case OID_INT2:
     case OID_INT4:
     case OID_INT8:
@@ -616,8 +671,8 @@ static int pg_tx(keel_db_conn *base, keel__db_tx_op op, unsigned level)
     case KEEL__TX_COMMIT:
         /* COMMIT of a transaction an earlier error aborted "succeeds" with
          * the tag ROLLBACK: report it as the failure it is. */
-        if (PQtransactionStatus(c->pg) == PQTRANS_INERROR) {
-            PQclear(PQexec(c->pg, "ROLLBACK"));
+        if (pq.PQtransactionStatus(c->pg) == PQTRANS_INERROR) {
+            pq.PQclear(pq.PQexec(c->pg, "ROLLBACK"));
             keel__db_set_error(base, "transaction aborted by an earlier error; rolled back");
             c->state[0] = '\0';
             c->bad = 0;
@@ -635,7 +690,7 @@ static int pg_tx(keel_db_conn *base, keel__db_tx_op op, unsigned level)
 
 static int pg_in_tx(keel_db_conn *base)
 {
-    PGTransactionStatusType s = PQtransactionStatus(((pg_conn *)base)->pg);
+    PGTransactionStatusType s = pq.PQtransactionStatus(((pg_conn *)base)->pg);
     return s == PQTRANS_INTRANS || s == PQTRANS_INERROR || s == PQTRANS_ACTIVE;
 }
 
