@@ -190,6 +190,16 @@ static int sq_open(const char *path, const keel__db_settings *st, keel_db_conn *
     for (size_t i = 0; i < sizeof(pragmas) / sizeof(pragmas[0]); i++) {
         char *msg = NULL;
         rc = sqlite3_exec(c->db, pragmas[i], NULL, NULL, &msg);
+        /* Switching to WAL needs a moment of exclusive access; when another
+         * process is mid-transaction SQLite can answer BUSY at once, without
+         * the busy handler: wait for it like a busy lock (bounded). */
+        for (uint64_t waited = 0;
+             (rc & 0xff) == SQLITE_BUSY && waited < busy; waited += 50) {
+            sqlite3_free(msg);
+            msg = NULL;
+            sqlite3_sleep(50);
+            rc = sqlite3_exec(c->db, pragmas[i], NULL, NULL, &msg);
+        }
         if (rc != SQLITE_OK) {
             snprintf(err, errlen, "sqlite: %s: %s", pragmas[i], msg ? msg : sqlite3_errstr(rc));
             sqlite3_free(msg);
