@@ -363,6 +363,10 @@ int keel_server_start(keel_server *s)
         if (rc < 0)
             goto cleanup;
     }
+    /* Logged before the workers run: the sockets already accept in the
+     * kernel, and a client that got an answer finds this line written. */
+    keel_log(KEEL_LOG_INFO, "listening", "{s:s,s:i,s:i,s:s}", "host", s->cfg.host,
+             "port", (int)port, "workers", (int)s->nworkers, "env", s->cfg.env);
     for (unsigned i = 0; i < s->nworkers; i++) {
         uv_thread_options_t opt = {UV_THREAD_HAS_STACK_SIZE, 1 << 20};
         uv_thread_create_ex(&s->workers[i]->thread, &opt, worker_main, s->workers[i]);
@@ -370,8 +374,6 @@ int keel_server_start(keel_server *s)
     }
     s->started = 1;
     __atomic_store_n(&s->state, KEEL_STATE_SERVING, __ATOMIC_RELEASE);
-    keel_log(KEEL_LOG_INFO, "listening", "{s:s,s:i,s:i,s:s}", "host", s->cfg.host,
-             "port", (int)port, "workers", (int)s->nworkers, "env", s->cfg.env);
 cleanup:
     for (unsigned i = 0; i < s->nworkers; i++)
         if (fds[i] >= 0)
