@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 
+#include "loopback.h"
+
 #include "keel/keel.h"
 
 typedef struct counters {
@@ -100,21 +102,10 @@ static const keel_route routes[] = {
     {.name = "work", .method = "GET", .path = "/work", .handler = h_work},
 };
 
-static int connect_to(unsigned port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    struct timeval tv = {5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    return fd;
-}
-
 /* Sends req, reads until EOF (the last request says Connection: close). */
 static size_t exchange(unsigned port, const char *req, char *out, size_t cap)
 {
-    int fd = connect_to(port);
+    int fd = connect_to(port, 5);
     assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
     size_t n = 0;
     ssize_t k;
@@ -211,7 +202,7 @@ static void test_client_gone_cancels(void **state)
 {
     (void)state;
     keel_server *s = start();
-    int fd = connect_to(keel_server_port(s));
+    int fd = connect_to(keel_server_port(s), 5);
     const char *req = "GET /work?ms=300 HTTP/1.1\r\nHost: t\r\n\r\n";
     assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
     usleep(100 * 1000);

@@ -24,6 +24,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "loopback.h"
 #include <jansson.h>
 
 #include "keel/keel.h"
@@ -975,17 +977,6 @@ static void stop(srv v)
     stop_ex(v, 0);
 }
 
-static int connect_to(unsigned port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    struct timeval tv = {10, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    return fd;
-}
-
 static void send_get(int fd, const char *path)
 {
     char req[256];
@@ -1010,7 +1001,7 @@ static int read_response(int fd, char *out, size_t cap)
 
 static int get(srv v, const char *path, char *out, size_t cap)
 {
-    int fd = connect_to(keel_server_port(v.s));
+    int fd = connect_to(keel_server_port(v.s), 10);
     send_get(fd, path);
     return read_response(fd, out, cap);
 }
@@ -1046,10 +1037,10 @@ static void test_pool_server(void **state)
     assert_non_null(strstr(buf, "{\"n\":2}"));
 
     /* one thread busy, one job queued, the next refused: 503 + Retry-After */
-    int a = connect_to(keel_server_port(v.s));
+    int a = connect_to(keel_server_port(v.s), 10);
     send_get(a, "/sleep");
     wait_gauge(v, "db_pool_connections_in_use", 1);
-    int b = connect_to(keel_server_port(v.s));
+    int b = connect_to(keel_server_port(v.s), 10);
     send_get(b, "/sleep");
     wait_gauge(v, "db_pool_waiting", 1);
     assert_int_equal(get(v, "/count", buf, sizeof(buf)), 503);
@@ -1118,7 +1109,7 @@ static void test_pool_concurrent(void **state)
     int fds[N];
     static char buf[4096];
     for (int i = 0; i < N; i++) {
-        fds[i] = connect_to(keel_server_port(v.s));
+        fds[i] = connect_to(keel_server_port(v.s), 10);
         send_get(fds[i], i % 2 ? "/add" : "/count");
     }
     for (int i = 0; i < N; i++)
