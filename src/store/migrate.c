@@ -449,7 +449,9 @@ static int commit(keel_migrator *m, keel__mig_file *f)
     return rc;
 }
 
-static int apply_one(keel_migrator *m, keel__mig_file *f, int *did)
+/* Applies (up) or reverts (down) one migration in its own transaction:
+ * the section and the schema_migrations row change together. */
+static int step_one(keel_migrator *m, keel__mig_file *f, int up, int *did)
 {
     uint64_t t0 = keel_now_ms();
     int rc, there = 0;
@@ -460,60 +462,35 @@ static int apply_one(keel_migrator *m, keel__mig_file *f, int *did)
         fail(m, rc, f, "%s: cannot read schema_migrations: %s", f->label, keel_db_errmsg(m->conn));
         goto cleanup;
     }
-    if (there) /* applied by a concurrent SQLite process while we waited */
+    /* applied (or rolled back) by a concurrent process while we waited */
+    if (there == up)
         goto cleanup;
-    if ((rc = run_section(m, f, 1)) < 0)
+    if ((rc = run_section(m, f, up)) < 0)
         goto cleanup;
-    keel_db_param p[3] = {KEEL_DB_P_INT(f->version), KEEL_DB_P_TEXT(f->name),
-                          KEEL_DB_P_TEXT(f->checksum)};
-    rc = keel_db_exec(m->conn,
-                      "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                      p, 3, NULL);
+    if (up) {
+        keel_db_param p[3] = {KEEL_DB_P_INT(f->version), KEEL_DB_P_TEXT(f->name),
+                              KEEL_DB_P_TEXT(f->checksum)};
+        rc = keel_db_exec(m->conn,
+                          "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                          p, 3, NULL);
+    } else {
+        keel_db_param p = KEEL_DB_P_INT(f->version);
+        rc = keel_db_exec(m->conn, "DELETE FROM schema_migrations WHERE version = $1", &p, 1,
+                          NULL);
+    }
     if (rc < 0) {
-        fail(m, rc, f, "%s: cannot record it in schema_migrations: %s; rolled back", f->label,
-             keel_db_errmsg(m->conn));
+        fail(m, rc, f,
+             up ? "%s: cannot record it in schema_migrations: %s; rolled back"
+                : "%s: cannot delete its schema_migrations row: %s; rolled back",
+             f->label, keel_db_errmsg(m->conn));
         goto cleanup;
     }
     if ((rc = commit(m, f)) < 0)
         return rc;
     *did = 1;
-    keel_log(KEEL_LOG_INFO, "migration applied", "{s:I, s:s, s:s, s:I}", "version",
-             (json_int_t)f->version, "name", f->name, "file", f->label, "ms",
-             (json_int_t)(keel_now_ms() - t0));
-    return 0;
-cleanup:
-    rollback(m);
-    return rc;
-}
-
-static int revert_one(keel_migrator *m, keel__mig_file *f, int *did)
-{
-    uint64_t t0 = keel_now_ms();
-    int rc, there = 0;
-    *did = 0;
-    if ((rc = begin(m, f)) < 0)
-        return rc;
-    if ((rc = still_applied(m, f, &there)) < 0) {
-        fail(m, rc, f, "%s: cannot read schema_migrations: %s", f->label, keel_db_errmsg(m->conn));
-        goto cleanup;
-    }
-    if (!there) /* rolled back by a concurrent process while we waited */
-        goto cleanup;
-    if ((rc = run_section(m, f, 0)) < 0)
-        goto cleanup;
-    keel_db_param p = KEEL_DB_P_INT(f->version);
-    rc = keel_db_exec(m->conn, "DELETE FROM schema_migrations WHERE version = $1", &p, 1, NULL);
-    if (rc < 0) {
-        fail(m, rc, f, "%s: cannot delete its schema_migrations row: %s; rolled back", f->label,
-             keel_db_errmsg(m->conn));
-        goto cleanup;
-    }
-    if ((rc = commit(m, f)) < 0)
-        return rc;
-    *did = 1;
-    keel_log(KEEL_LOG_INFO, "migration rolled back", "{s:I, s:s, s:s, s:I}", "version",
-             (json_int_t)f->version, "name", f->name, "file", f->label, "ms",
-             (json_int_t)(keel_now_ms() - t0));
+    keel_log(KEEL_LOG_INFO, up ? "migration applied" : "migration rolled back",
+             "{s:I, s:s, s:s, s:I}", "version", (json_int_t)f->version, "name", f->name, "file",
+             f->label, "ms", (json_int_t)(keel_now_ms() - t0));
     return 0;
 cleanup:
     rollback(m);
@@ -542,7 +519,7 @@ int keel_migrate_up(keel_migrator *m, size_t *applied)
             keel_log(KEEL_LOG_WARN, "migration applied out of order", "{s:s, s:I}", "file",
                      f->label, "after", (json_int_t)current_version(m));
         int did;
-        if ((rc = apply_one(m, f, &did)) < 0)
+        if ((rc = step_one(m, f, 1, &did)) < 0)
             goto cleanup;
         n += (size_t)did;
         if (f->version > last)
@@ -578,7 +555,7 @@ int keel_migrate_down(keel_migrator *m, size_t n, size_t *done)
     for (size_t i = 0; i < n; i++) {
         keel__mig_file *f = find_file(m, m->applied[m->napplied - 1 - i].version);
         int did;
-        if ((rc = revert_one(m, f, &did)) < 0)
+        if ((rc = step_one(m, f, 0, &did)) < 0)
             goto cleanup;
         k += (size_t)did;
     }
