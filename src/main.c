@@ -6,7 +6,7 @@ static int setup(keel_service *svc, void *arg)
     (void)arg;
     if (keel_service_config(svc)->demo_routes && app_demo_setup(svc) < 0)
         return -1;
-    return 0;
+    return app_distributed_setup(svc);
 }
 
 int main(int argc, char **argv)

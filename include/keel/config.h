@@ -84,12 +84,33 @@ typedef struct keel_config {
     int nosniff;            /* CONTENT_TYPE_NOSNIFF: X-Content-Type-Options */
     uint64_t hsts_max_age;  /* HSTS_MAX_AGE, seconds; 0 = no HSTS */
     char *trust_proxy;      /* TRUST_PROXY: CIDR list of trusted proxies */
+    int trust_proxy_any;    /* TRUST_PROXY_ANY: allow 0.0.0.0/0, ::/0 */
+    char *trust_proxy_header; /* TRUST_PROXY_HEADER: x-forwarded-for | forwarded */
+    uint64_t max_conns_per_ip; /* MAX_CONNECTIONS_PER_IP, 0 = no cap */
+    unsigned client_ipv6_prefix; /* CLIENT_IPV6_PREFIX: IPv6 clients grouped by */
     int cors_credentials;   /* CORS_CREDENTIALS */
     uint64_t cors_max_age;  /* CORS_MAX_AGE, seconds */
     char *cors_methods;     /* CORS_METHODS */
     char *cors_headers;     /* CORS_HEADERS */
     int compression;        /* COMPRESSION */
     uint64_t compression_min_bytes; /* COMPRESSION_MIN_BYTES */
+
+    /* rate limiting (src/mw/rate_limit.c) */
+    int rate_limit;             /* RATE_LIMIT_ENABLED */
+    uint64_t rate_limit_max;    /* RATE_LIMIT_MAX (general tier) */
+    uint64_t rate_limit_window_ms; /* RATE_LIMIT_WINDOW */
+    char *rate_limit_strict;    /* RATE_LIMIT_STRICT: "N/window" */
+    char *rate_limit_auth;      /* RATE_LIMIT_AUTH */
+    char *rate_limit_public;    /* RATE_LIMIT_PUBLIC */
+    char *rate_limit_burst;     /* RATE_LIMIT_BURST */
+    char *rate_limit_tiers;     /* RATE_LIMIT_TIERS: "name=N/window,..." */
+    uint64_t rate_limit_max_keys; /* RATE_LIMIT_MAX_KEYS */
+    int rate_limit_fail_open;   /* RATE_LIMIT_FAIL_OPEN */
+
+    /* load shedding (src/mw/shed.c); 0 = that signal is off */
+    uint64_t shed_loop_lag_ms;  /* SHED_LOOP_LAG */
+    uint64_t shed_in_flight;    /* SHED_IN_FLIGHT, per worker */
+    uint64_t shed_rss_bytes;    /* SHED_RSS */
 } keel_config;
 
 /* Loads `env_file` (NULL: ".env" when present; a missing file is fine

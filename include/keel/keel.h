@@ -12,6 +12,8 @@
 #include "log.h"
 #include "metrics.h"
 #include "mw.h"
+#include "net.h"
+#include "ratelimit.h"
 #include "router.h"
 #include "server.h"
 #include "service.h"

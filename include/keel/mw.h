@@ -6,6 +6,7 @@
 #define KEEL_MW_H
 
 #include "metrics.h"
+#include "net.h"
 #include "server.h"
 
 #ifdef __cplusplus
@@ -55,22 +56,17 @@ keel_middleware keel_mw_compress(uint64_t min_bytes);
  * view) or a malformed qvalue means no. */
 int keel_accept_gzip(keel_str accept_encoding);
 
-/* One IPv4 or IPv6 block: an address and a prefix length. */
-typedef struct keel_cidr {
-    int family;        /* AF_INET or AF_INET6 */
-    uint8_t addr[16];
-    unsigned bits;
-} keel_cidr;
 
-/* Parses a comma- or space-separated list ("10.0.0.0/8, ::1") into out
- * (at most cap entries; an address alone is one host). Returns the number
- * of entries (0 for an empty list) or KEEL_EINVAL (a malformed entry, a
- * prefix too long for its family, more than cap entries). */
-int keel_cidr_parse_list(const char *list, keel_cidr *out, size_t cap);
-
-/* 1 when the textual address (keel_req_remote_addr) is in one of the n
- * blocks (an IPv4-mapped IPv6 address matches IPv4 blocks), else 0. */
-int keel_cidr_match(const keel_cidr *list, size_t n, const char *addr);
+/* Load shedding (SHED_LOOP_LAG, SHED_IN_FLIGHT, SHED_RSS from cfg):
+ * 503 + Retry-After for new requests while the worker is over a limit;
+ * KEEL_ROUTE_INTERNAL routes exempt; load_shed_total{reason} in m. The
+ * middleware owns s. keel_shed_active answers 1 while shedding (a
+ * refusal in the last second, or RSS over its limit) with a line in
+ * detail — a critical readiness check. Thread-safe. */
+typedef struct keel_shed keel_shed;
+keel_shed *keel_shed_new(const keel_config *cfg, keel_metrics *m);
+keel_middleware keel_mw_shed(keel_shed *s);
+int keel_shed_active(keel_shed *s, char *detail, size_t cap);
 
 #ifdef __cplusplus
 }

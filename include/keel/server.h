@@ -14,6 +14,7 @@
 #include "common.h"
 #include "config.h"
 #include "http.h"
+#include "net.h"
 #include "router.h"
 
 #ifdef __cplusplus
@@ -147,6 +148,8 @@ typedef struct keel_server_stats {
     uint64_t loop_lag_ms;      /* largest recent event-loop lag */
 } keel_server_stats;
 void keel_server_stats_get(const keel_server *s, keel_server_stats *out);
+/* The same for one worker (work_* are the default pool's). */
+void keel_worker_stats_get(const keel_worker *w, keel_server_stats *out);
 unsigned keel_server_workers(const keel_server *s);
 
 /* ---------------------------------------------------------------- request */
@@ -170,8 +173,18 @@ const char *keel_req_route_label(const keel_req *r);
 keel_arena *keel_req_arena(keel_req *r);
 keel_server *keel_req_server(const keel_req *r);
 unsigned keel_req_worker_id(const keel_req *r);
-/* The peer address as text ("127.0.0.1"). */
+/* The peer address as text ("127.0.0.1"): the other end of the TCP
+ * connection, which may be a proxy. */
 const char *keel_req_remote_addr(const keel_req *r);
+/* The client's address: the peer's, or — when the peer is a TRUST_PROXY
+ * proxy — the one its X-Forwarded-For / Forwarded chain names (rightmost
+ * untrusted hop, keel/net.h). Text in the request's arena ("-" when
+ * unknown); keel_req_client the same parsed (family 0 when unknown). */
+const char *keel_req_client_addr(keel_req *r);
+const keel_addr *keel_req_client(keel_req *r);
+/* 1 when the client used HTTPS as a trusted proxy reports it
+ * (X-Forwarded-Proto or Forwarded proto=), else 0. */
+int keel_req_is_https(keel_req *r);
 /* Start of the request, monotonic ns. */
 uint64_t keel_req_start_ns(const keel_req *r);
 

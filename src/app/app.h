@@ -15,6 +15,7 @@ struct json_t *app_json_body(keel_req *r);
 void keel_req_resume_respond_text(keel_req *r, int status, const char *text);
 
 int app_demo_setup(keel_service *svc);
+int app_distributed_setup(keel_service *svc);
 
 /* The reference service's migrations, compiled from migrations/ into
  * build/gen/migrations.c by scripts/embed_migrations.sh. */

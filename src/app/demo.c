@@ -106,6 +106,16 @@ static keel_flow work(keel_req *r)
     return KEEL_SUSPEND;
 }
 
+/* GET /block?ms=N: blocks its own event loop for N ms — what a handler
+ * must never do; here to show load shedding (SHED_LOOP_LAG) at work. */
+static keel_flow block(keel_req *r)
+{
+    uint64_t ms = ms_param(r, 100, 5000);
+    usleep((useconds_t)(ms * 1000));
+    keel_respond_text(r, 200, "blocked");
+    return KEEL_DONE;
+}
+
 /* GET /stream?kb=N: N KiB streamed in 64 KiB chunks, chunked coding,
  * honouring backpressure (keel_res_write says KEEL_EBUSY over the cap). */
 typedef struct stream_ctx {
@@ -310,6 +320,8 @@ static const keel_route demo_routes[] = {
      .summary = "Answers after ?ms=N milliseconds without blocking"},
     {.name = "demo.work", .method = "GET", .path = "/work", .handler = work,
      .summary = "Blocks a work-pool thread for ?ms=N milliseconds"},
+    {.name = "demo.block", .method = "GET", .path = "/block", .handler = block,
+     .summary = "Blocks its event loop for ?ms=N milliseconds (shows load shedding)"},
     {.name = "demo.stream", .method = "GET", .path = "/stream", .handler = stream,
      .summary = "Streams ?kb=N KiB with chunked coding and backpressure"},
     {.name = "demo.bytes", .method = "GET", .path = "/bytes", .handler = bytes,

@@ -134,7 +134,17 @@ static const var vars[] = {
      "(X-Forwarded-Proto: https from a TRUST_PROXY peer); 0 = none"},
     {"TRUST_PROXY", "", K_STR, OFF(trust_proxy), 0, 0, 0,
      "comma-separated IPv4/IPv6 addresses or CIDR blocks of proxies whose "
-     "X-Forwarded-Proto is believed; empty = none"},
+     "X-Forwarded-For/Forwarded and X-Forwarded-Proto are believed; empty = none"},
+    {"TRUST_PROXY_ANY", "false", K_BOOL, OFF(trust_proxy_any), 0, 0, 0,
+     "allow TRUST_PROXY to trust every address (0.0.0.0/0, ::/0); anyone could "
+     "then pick the client address their limits are counted against"},
+    {"TRUST_PROXY_HEADER", "x-forwarded-for", K_STR, OFF(trust_proxy_header), 0, 0, 0,
+     "where trusted proxies put the client chain: x-forwarded-for or forwarded (RFC 7239)"},
+    {"MAX_CONNECTIONS_PER_IP", "256", K_UINT, OFF(max_conns_per_ip), 0, 1000000, 0,
+     "open connections per client address across workers (503 beyond; trusted "
+     "proxies exempt); 0 = no cap"},
+    {"CLIENT_IPV6_PREFIX", "64", K_UINT, OFF(client_ipv6_prefix), 1, 128, 0,
+     "IPv6 clients are counted by their /N network for connection caps and rate limits"},
     {"CORS_CREDENTIALS", "false", K_BOOL, OFF(cors_credentials), 0, 0, 0,
      "Access-Control-Allow-Credentials: true for allowed origins; refused with CORS_ORIGIN=*"},
     {"CORS_MAX_AGE", "600", K_UINT, OFF(cors_max_age), 0, 86400, 0,
@@ -147,6 +157,32 @@ static const var vars[] = {
      "gzip responses when the client accepts it (never secret routes or streams)"},
     {"COMPRESSION_MIN_BYTES", "1024", K_SIZE, OFF(compression_min_bytes), 0, 1ull << 32, 0,
      "smallest response body worth compressing"},
+    {"RATE_LIMIT_ENABLED", "true", K_BOOL, OFF(rate_limit), 0, 0, 0,
+     "per-client rate limits (GCRA; tiers per route, see docs/rate-limiting.md)"},
+    {"RATE_LIMIT_MAX", "100", K_UINT, OFF(rate_limit_max), 1, U64MAX, 0,
+     "general tier: requests per RATE_LIMIT_WINDOW per client"},
+    {"RATE_LIMIT_WINDOW", "15m", K_DURATION, OFF(rate_limit_window_ms), 1, U64MAX, 0,
+     "general tier window"},
+    {"RATE_LIMIT_STRICT", "20/15m", K_STR, OFF(rate_limit_strict), 0, 0, 0,
+     "strict tier, N/window (sensitive routes)"},
+    {"RATE_LIMIT_AUTH", "5/15m", K_STR, OFF(rate_limit_auth), 0, 0, 0,
+     "auth tier, N/window: login, register, refresh and password attempts"},
+    {"RATE_LIMIT_PUBLIC", "300/1m", K_STR, OFF(rate_limit_public), 0, 0, 0,
+     "public tier, N/window (cheap unauthenticated reads)"},
+    {"RATE_LIMIT_BURST", "10/1s", K_STR, OFF(rate_limit_burst), 0, 0, 0,
+     "burst protection on every limited route, N/window; 0 = off"},
+    {"RATE_LIMIT_TIERS", "", K_STR, OFF(rate_limit_tiers), 0, 0, 0,
+     "custom tiers for routes to name: \"reports=10/1m, upload=5/1h\""},
+    {"RATE_LIMIT_MAX_KEYS", "100000", K_UINT, OFF(rate_limit_max_keys), 64, 100000000, 0,
+     "most client keys the in-process store keeps (least recently used evicted beyond)"},
+    {"RATE_LIMIT_FAIL_OPEN", "true", K_BOOL, OFF(rate_limit_fail_open), 0, 0, 0,
+     "when the limiter's store is unreachable: serve (true) or answer 503 (false)"},
+    {"SHED_LOOP_LAG", "2s", K_DURATION, OFF(shed_loop_lag_ms), 0, U64MAX, 0,
+     "shed load (503) while a worker's event loop lags more than this; 0 = off"},
+    {"SHED_IN_FLIGHT", "10000", K_UINT, OFF(shed_in_flight), 0, U64MAX, 0,
+     "shed load while a worker has more requests in flight than this; 0 = off"},
+    {"SHED_RSS", "0", K_SIZE, OFF(shed_rss_bytes), 0, U64MAX, 0,
+     "shed load while the process's resident memory is above this (e.g. 1gb); 0 = off"},
 };
 
 #define NVARS (sizeof(vars) / sizeof(vars[0]))
@@ -159,7 +195,8 @@ static const char *const level_names[] = {"trace", "debug", "info",
 static int is_unsigned_field(size_t off)
 {
     return off == OFF(workers) || off == OFF(work_threads) || off == OFF(log_file_keep) ||
-           off == OFF(db_pool_max) || off == OFF(db_pool_min);
+           off == OFF(db_pool_max) || off == OFF(db_pool_min) ||
+           off == OFF(client_ipv6_prefix);
 }
 
 /* ---------------------------------------------------------------- parsers */
@@ -424,6 +461,12 @@ int keel_config_load(keel_config *cfg, const char *env_file, FILE *err)
     if (cfg->cors_credentials && cfg->cors_origin && strchr(cfg->cors_origin, '*')) {
         fprintf(err, "keel: CORS_CREDENTIALS: cannot be combined with CORS_ORIGIN=* "
                      "(browsers refuse it); list the allowed origins instead\n");
+        return KEEL_ECONFIG;
+    }
+    if (strcasecmp(cfg->trust_proxy_header, "x-forwarded-for") != 0 &&
+        strcasecmp(cfg->trust_proxy_header, "forwarded") != 0) {
+        fprintf(err, "keel: TRUST_PROXY_HEADER: invalid value \"%s\": expected "
+                     "x-forwarded-for or forwarded\n", cfg->trust_proxy_header);
         return KEEL_ECONFIG;
     }
     if (cfg->production) {

@@ -112,6 +112,11 @@ void keel__conn_close(keel_conn *c)
         c->next->prev = c->prev;
     w->nconns--;
     STAT_SUB(w, connections_open, 1);
+    if (c->ip_counted) {
+        keel_addr key = keel_addr_prefix(&c->peer, w->srv->cfg.client_ipv6_prefix);
+        keel__ipcap_release(w->srv->ipcap, &key);
+        c->ip_counted = 0;
+    }
     uv_close((uv_handle_t *)&c->tcp, on_close);
 }
 
@@ -570,12 +575,26 @@ void keel__conn_accept(keel_worker *w)
             uv_ip4_name((struct sockaddr_in *)&ss, c->remote, sizeof(c->remote));
         else if (ss.ss_family == AF_INET6)
             uv_ip6_name((struct sockaddr_in6 *)&ss, c->remote, sizeof(c->remote));
+        if (keel_addr_parse(c->remote, strlen(c->remote), &c->peer) < 0)
+            c->peer.family = 0;
     }
-    if (w->nconns > w->srv->cfg.max_connections || w->draining) {
+    keel_server *s = w->srv;
+    c->peer_trusted = keel_cidr_contains(s->proxies, s->nproxies, &c->peer);
+    if (w->nconns > s->cfg.max_connections || w->draining) {
         keel__respond_problem_raw(c, 503, w->draining
                                               ? "the server is shutting down"
                                               : "too many open connections");
         return;
+    }
+    /* Per client address (IPv6 by its /CLIENT_IPV6_PREFIX network), not
+     * for trusted proxies, which carry many clients. */
+    if (s->cfg.max_conns_per_ip && c->peer.family && !c->peer_trusted) {
+        keel_addr key = keel_addr_prefix(&c->peer, s->cfg.client_ipv6_prefix);
+        if (keel__ipcap_acquire(s->ipcap, &key, s->cfg.max_conns_per_ip) < 0) {
+            keel__respond_problem_raw(c, 503, "too many open connections from your address");
+            return;
+        }
+        c->ip_counted = 1;
     }
     c->state = CONN_HEAD;
     c->deadline = now_ms(c) + w->srv->cfg.header_timeout_ms;

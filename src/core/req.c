@@ -13,6 +13,8 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "core/server_internal.h"
@@ -106,10 +108,14 @@ void keel__req_unhold(keel_req *r)
 
 /* The connection is going away while r is alive: keep its input buffer
  * (views into it may be read by pending work) and finish the request. */
+static void resolve_client(keel_req *r);
+
 void keel__req_detach(keel_req *r)
 {
     keel_conn *c = r->c;
     __atomic_store_n(&r->canceled, 1, __ATOMIC_RELEASE);
+    if (c && r->dispatched)
+        resolve_client(r); /* the access log still wants it */
     if (c) {
         if (r->holds > 0 || r->busy > 0) {
             r->owned_in = c->in;
@@ -277,6 +283,64 @@ int keel_req_is_finished(const keel_req *r) { return r->finished; }
 const char *keel_req_remote_addr(const keel_req *r)
 {
     return r->c ? r->c->remote : "-";
+}
+
+/* Every value of header `name`, in order, into out (at most cap). */
+static size_t header_values(const keel_req *r, const char *name, keel_str *out, size_t cap)
+{
+    size_t n = 0, nl = strlen(name);
+    for (size_t i = 0; i < r->head.num_headers && n < cap; i++) {
+        const keel_http_header *h = &r->head.headers[i];
+        if (h->name.len == nl && strncasecmp(h->name.ptr, name, nl) == 0)
+            out[n++] = h->value;
+    }
+    return n;
+}
+
+static void resolve_client(keel_req *r)
+{
+    if (r->client_done)
+        return;
+    r->client_done = 1;
+    keel_conn *c = r->c;
+    if (!c)
+        return; /* detached: the client is gone; "-" */
+    r->client = c->peer;
+    if (!c->peer_trusted)
+        return;
+    keel_server *s = r->w->srv;
+    keel_str v[16];
+    size_t n = header_values(r, s->fwd == KEEL_FWD_FORWARDED ? "forwarded" : "x-forwarded-for",
+                             v, 16);
+    keel_addr a;
+    if (n && keel_forwarded_client(v, n, s->fwd, s->proxies, s->nproxies, &a))
+        r->client = a;
+    if (s->fwd == KEEL_FWD_XFF)
+        n = header_values(r, "x-forwarded-proto", v, 16);
+    r->https = n && keel_forwarded_https(v, n, s->fwd);
+}
+
+const keel_addr *keel_req_client(keel_req *r)
+{
+    resolve_client(r);
+    return &r->client;
+}
+
+const char *keel_req_client_addr(keel_req *r)
+{
+    resolve_client(r);
+    if (!r->client_text) {
+        char buf[64];
+        keel_addr_format(&r->client, buf, sizeof(buf));
+        r->client_text = keel_arena_strndup(&r->arena, buf, strlen(buf));
+    }
+    return r->client_text;
+}
+
+int keel_req_is_https(keel_req *r)
+{
+    resolve_client(r);
+    return r->https;
 }
 
 keel_str keel_req_header(const keel_req *r, const char *name)

@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
+#include <jansson.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -35,6 +37,13 @@ keel_server *keel_server_new(const keel_config *cfg)
     s->limits.max_headers = cfg->max_headers;
     s->limits.max_head = cfg->max_head_size;
     s->router = keel_router_new();
+    /* validated by keel_main; an invalid list here trusts no one */
+    int np = keel_cidr_parse_list(cfg->trust_proxy, s->proxies, KEEL_MAX_PROXIES);
+    s->nproxies = np > 0 ? (size_t)np : 0;
+    s->fwd = cfg->trust_proxy_header && !strcasecmp(cfg->trust_proxy_header, "forwarded")
+                 ? KEEL_FWD_FORWARDED
+                 : KEEL_FWD_XFF;
+    s->ipcap = keel__ipcap_new();
     uv_mutex_init(&s->done_mu);
     uv_cond_init(&s->done_cond);
     return s;
@@ -131,6 +140,22 @@ void keel_server_stats_get(const keel_server *s, keel_server_stats *out)
     if (s->pool) {
         out->work_queued = keel_pool_queued(s->pool);
         out->work_rejected = keel_pool_rejected(s->pool);
+    }
+}
+
+void keel_worker_stats_get(const keel_worker *w, keel_server_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    const keel_worker_stats *ws = &w->stats;
+    out->connections_open = __atomic_load_n(&ws->connections_open, __ATOMIC_RELAXED);
+    out->connections_total = __atomic_load_n(&ws->connections_total, __ATOMIC_RELAXED);
+    out->requests_in_flight = __atomic_load_n(&ws->requests_in_flight, __ATOMIC_RELAXED);
+    out->bytes_in = __atomic_load_n(&ws->bytes_in, __ATOMIC_RELAXED);
+    out->bytes_out = __atomic_load_n(&ws->bytes_out, __ATOMIC_RELAXED);
+    out->loop_lag_ms = __atomic_load_n(&ws->loop_lag_ms, __ATOMIC_RELAXED);
+    if (w->srv->pool) {
+        out->work_queued = keel_pool_queued(w->srv->pool);
+        out->work_rejected = keel_pool_rejected(w->srv->pool);
     }
 }
 
@@ -324,9 +349,29 @@ static int port_taken(keel_server *s, unsigned port)
     return rc == -EADDRINUSE;
 }
 
+/* Every connection is a descriptor: lift the soft limit to the hard one
+ * (as nginx's worker_rlimit_nofile does) and say when it is still lower
+ * than MAX_CONNECTIONS allows. */
+static void raise_nofile(const keel_server *s)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    uint64_t want = s->cfg.max_connections * s->nworkers + 64;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want)
+        keel_log(KEEL_LOG_INFO, "the open-file limit is below what MAX_CONNECTIONS allows",
+                 "{s:I,s:I}", "nofile", (json_int_t)rl.rlim_cur, "wanted", (json_int_t)want);
+}
+
 int keel_server_start(keel_server *s)
 {
     int rc = 0;
+    raise_nofile(s);
     if (port_taken(s, s->cfg.port)) {
         keel_log(KEEL_LOG_FATAL, "cannot listen: the address is already in use",
                  "{s:s,s:i}", "host", s->cfg.host, "port", (int)s->cfg.port);
@@ -520,6 +565,7 @@ void keel_server_free(keel_server *s)
         keel_free(s->workers);
     }
     keel__pool_free(s->pool);
+    keel__ipcap_free(s->ipcap);
     for (size_t i = 0; i < s->npools; i++)
         keel__pool_free(s->pools[i]);
     keel_free(s->pools);

@@ -11,6 +11,9 @@
 
 typedef struct keel_conn keel_conn;
 typedef struct keel_work keel_work;
+typedef struct keel_ipcap keel_ipcap;
+
+#define KEEL_MAX_PROXIES 64
 
 /* Per-worker counters: written by the owner, read by scrapers (relaxed). */
 typedef struct keel_worker_stats {
@@ -88,6 +91,10 @@ struct keel_server {
     uv_cond_t done_cond;
     unsigned workers_done;
     int started;
+    keel_cidr proxies[KEEL_MAX_PROXIES]; /* TRUST_PROXY */
+    size_t nproxies;
+    keel_fwd_header fwd;  /* TRUST_PROXY_HEADER */
+    keel_ipcap *ipcap;    /* connections per client address */
 };
 
 enum conn_state {
@@ -122,6 +129,9 @@ struct keel_conn {
     int close_after_write;
     int eof;
     uint64_t requests;
+    keel_addr peer;      /* family 0 when unknown */
+    int peer_trusted;    /* the peer is a TRUST_PROXY proxy */
+    int ip_counted;      /* holds a slot in srv->ipcap */
     char remote[48];
 };
 
@@ -169,6 +179,10 @@ struct keel_req {
     const char *trace_id;
     const char *span_id;
     req_local *locals;
+    int client_done;     /* client/https resolved */
+    int https;
+    keel_addr client;
+    char *client_text;   /* in the arena */
     void (*drain_cb)(keel_req *r, void *arg);
     void *drain_arg;
     char inline_mem[3072];
@@ -187,6 +201,13 @@ void keel__conn_flush(keel_conn *c);
 void keel__conn_want_drain(keel_conn *c);
 /* The request on c finished (response produced): continue with the next. */
 void keel__conn_request_done(keel_conn *c, keel_req *r);
+
+/* ipcap.c: per-address connection counts. acquire returns 0, or
+ * KEEL_EBUSY when the address already has `max` connections. */
+keel_ipcap *keel__ipcap_new(void);
+void keel__ipcap_free(keel_ipcap *t);
+int keel__ipcap_acquire(keel_ipcap *t, const keel_addr *a, uint64_t max);
+void keel__ipcap_release(keel_ipcap *t, const keel_addr *a);
 
 /* req.c */
 keel_req *keel__req_new(keel_worker *w, keel_conn *c);

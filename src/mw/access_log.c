@@ -47,7 +47,7 @@ static void on_complete(keel_req *r, void *data)
     keel_buf_append_str(b, ",\"bytes\":");
     keel_buf_append_u64(b, keel_res_bytes(r));
     keel_buf_printf(b, ",\"duration_ms\":%.3f", (double)dur_ns / 1e6);
-    const char *remote = keel_req_remote_addr(r);
+    const char *remote = keel_req_client_addr(r);
     str_field(b, "remote", remote, strlen(remote));
     keel_str ua = keel_req_header(r, "user-agent");
     if (ua.ptr)

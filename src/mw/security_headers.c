@@ -10,11 +10,8 @@
  * refuses a connection before any request exists.)
  */
 #include <stdio.h>
-#include <strings.h>
 
 #include "keel/mw.h"
-
-#define MAX_PROXIES 64
 
 typedef struct sec_header {
     const char *name;
@@ -25,24 +22,7 @@ typedef struct sec_cfg {
     sec_header h[6];
     size_t nh;
     char *hsts;               /* the HSTS value, NULL = none */
-    keel_cidr proxies[MAX_PROXIES];
-    size_t nproxies;
 } sec_cfg;
-
-/* HTTPS as told by a trusted proxy: the first X-Forwarded-Proto value. */
-static int forwarded_https(keel_req *r, const sec_cfg *c)
-{
-    if (!c->nproxies)
-        return 0;
-    keel_str p = keel_req_header(r, "x-forwarded-proto");
-    if (!p.ptr)
-        return 0;
-    size_t n = 0;
-    while (n < p.len && p.ptr[n] != ',' && p.ptr[n] != ' ')
-        n++;
-    return n == 5 && strncasecmp(p.ptr, "https", 5) == 0 &&
-           keel_cidr_match(c->proxies, c->nproxies, keel_req_remote_addr(r));
-}
 
 static void on_response(keel_req *r, keel_response *res, void *data)
 {
@@ -51,7 +31,7 @@ static void on_response(keel_req *r, keel_response *res, void *data)
     for (size_t i = 0; i < c->nh; i++)
         if (!keel_res_has_header(r, c->h[i].name))
             keel_res_header(r, c->h[i].name, c->h[i].value);
-    if (c->hsts && forwarded_https(r, c) && !keel_res_has_header(r, "Strict-Transport-Security"))
+    if (c->hsts && keel_req_is_https(r) && !keel_res_has_header(r, "Strict-Transport-Security"))
         keel_res_header(r, "Strict-Transport-Security", c->hsts);
     const keel_route *rt = keel_req_route(r);
     if (rt && (rt->flags & KEEL_ROUTE_SECRET))
@@ -88,8 +68,6 @@ keel_middleware keel_mw_security_headers(const keel_config *cfg)
                  (unsigned long long)cfg->hsts_max_age);
         c->hsts = keel_strdup(v);
     }
-    int n = keel_cidr_parse_list(cfg->trust_proxy, c->proxies, MAX_PROXIES);
-    c->nproxies = n > 0 ? (size_t)n : 0; /* validated at start-up (keel_main) */
     keel_middleware m = {.name = "security_headers", .on_response = on_response,
                          .dispose = dispose, .data = c};
     return m;

@@ -17,6 +17,7 @@ struct keel_service {
     keel_metrics *metrics;
     keel_health *health;
     keel_db *db; /* when the app uses a database */
+    keel_rate_limiter *limiter; /* owned by its middleware; NULL when off */
     keel_route metric_routes[2];
 };
 
@@ -102,6 +103,11 @@ static int check_event_loop(void *arg, char *detail, size_t cap)
     return st.loop_lag_ms > 1000;
 }
 
+static int check_load(void *arg, char *detail, size_t cap)
+{
+    return keel_shed_active(arg, detail, cap);
+}
+
 /* ---------------------------------------------------------------- build */
 
 static keel_service *service_new(const keel_app *app, const keel_config *cfg)
@@ -128,8 +134,18 @@ static keel_service *service_new(const keel_app *app, const keel_config *cfg)
         mw = keel_mw_security_headers(cfg);
         keel_server_use(svc->server, &mw);
     }
+    keel_shed *shed = keel_shed_new(cfg, svc->metrics);
+    keel_health_register(svc->health, "load", 1, 1000, check_load, shed);
+    mw = keel_mw_shed(shed);
+    keel_server_use(svc->server, &mw);
     if (cfg->cors_origin && *cfg->cors_origin) {
         mw = keel_mw_cors(cfg);
+        keel_server_use(svc->server, &mw);
+    }
+    if (cfg->rate_limit) {
+        svc->limiter = keel_rate_limiter_new(cfg, keel_rl_memory_store(cfg->rate_limit_max_keys),
+                                             svc->metrics);
+        mw = keel_mw_rate_limit(svc->limiter);
         keel_server_use(svc->server, &mw);
     }
     if (cfg->compression) {
@@ -266,6 +282,21 @@ int keel_main(int argc, char **argv, const keel_app *app)
         keel_config_close(&cfg);
         return 2;
     }
+    if (keel_cidr_any(proxies, (size_t)keel_cidr_parse_list(cfg.trust_proxy, proxies, 64)) &&
+        !cfg.trust_proxy_any) {
+        fprintf(stderr, "keel: TRUST_PROXY: \"%s\" trusts every address, so any client "
+                        "could set its own address (and escape its rate limit) with "
+                        "X-Forwarded-For; list your proxies' addresses, or set "
+                        "TRUST_PROXY_ANY=true if every peer really is a proxy\n",
+                cfg.trust_proxy);
+        keel_config_close(&cfg);
+        return 2;
+    }
+    keel_rl_tier tiers[KEEL_RL_MAX_TIERS];
+    if (cfg.rate_limit && keel_rl_tiers_from_config(&cfg, tiers, KEEL_RL_MAX_TIERS, stderr) < 0) {
+        keel_config_close(&cfg);
+        return 2;
+    }
     if (print_config) {
         keel_config_print(&cfg, stdout);
         keel_config_close(&cfg);
@@ -293,6 +324,14 @@ int keel_main(int argc, char **argv, const keel_app *app)
         keel_log(KEEL_LOG_FATAL, "service setup failed", NULL);
         status = 1;
         goto done;
+    }
+    if (svc->limiter) {
+        const keel_route *const *routes;
+        size_t nr = keel_server_routes(svc->server, &routes);
+        if (keel_rate_limiter_check_routes(svc->limiter, routes, nr, stderr) < 0) {
+            status = 2;
+            goto done;
+        }
     }
     if (!strcmp(cmd, "routes")) {
         keel_service_print_routes(svc, stdout);

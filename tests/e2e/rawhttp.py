@@ -169,8 +169,11 @@ class Exchange:
             self.eof, self.reset, self.elapsed, self.data[:600])
 
 
-def connect(port, timeout=5.0):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+def connect(port, timeout=5.0, source=None):
+    """A connection to 127.0.0.1:port, from `source` (another loopback
+    address, e.g. "127.0.0.2", to be a different client) when given."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                 source_address=(source, 0) if source else None)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
 
@@ -213,11 +216,11 @@ def send_tolerant(sock, data):
         return False
 
 
-def raw(port, data, timeout=3.0, expect=None, methods=None):
+def raw(port, data, timeout=3.0, expect=None, methods=None, source=None):
     """Sends `data` on a fresh connection and reads until EOF, `timeout`
     seconds, or (when given) `expect` complete final responses."""
     start = time.monotonic()
-    with connect(port) as s:
+    with connect(port, source=source) as s:
         send_tolerant(s, data)
         return read_exchange(s, timeout=timeout, expect=expect, methods=methods, start=start)
 
@@ -240,10 +243,11 @@ def request(method="GET", target="/hello", headers=None, body=b"", version="1.1"
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-def get(port, target="/hello", headers=None, timeout=5.0, method="GET", body=b""):
+def get(port, target="/hello", headers=None, timeout=5.0, method="GET", body=b"",
+        source=None):
     """One request on a fresh connection; returns the Response (or fails)."""
     data = request(method, target, headers, body)
-    ex = raw(port, data, timeout=timeout, expect=1, methods=[method])
+    ex = raw(port, data, timeout=timeout, expect=1, methods=[method], source=source)
     rs = ex.responses
     if not rs:
         raise AssertionError("no response to %s %s: %r" % (method, target, ex))

@@ -1,0 +1,426 @@
+/* rate_limit.c — GCRA, the tiers of the configuration and the limiter
+ * middleware (see keel/ratelimit.h and docs/rate-limiting.md). */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "keel/log.h"
+#include "keel/ratelimit.h"
+
+/* ---------------------------------------------------------------- GCRA */
+
+void keel_gcra(uint64_t *tat_us, uint64_t now_us, const keel_rl_rate *rate,
+               keel_rl_result *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->limit = rate->limit;
+    if (rate->limit == 0) {
+        out->allowed = 1;
+        return;
+    }
+    uint64_t window = rate->window_ms * 1000;
+    uint64_t t = window / rate->limit; /* emission interval */
+    if (t == 0)
+        t = 1;
+    uint64_t tat = *tat_us > now_us ? *tat_us : now_us;
+    uint64_t next = tat + t;
+    if (next - now_us <= window) {
+        *tat_us = next;
+        out->allowed = 1;
+        out->remaining = (window - (next - now_us)) / t;
+        out->reset_ms = (next - now_us + 999) / 1000;
+    } else {
+        out->allowed = 0;
+        out->remaining = 0;
+        out->reset_ms = (tat - now_us + 999) / 1000;
+        out->retry_after_ms = (next - window - now_us + 999) / 1000;
+    }
+}
+
+/* ---------------------------------------------------------------- tiers */
+
+int keel_rl_parse_rate(const char *s, keel_rl_rate *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!s || !*s || !strcmp(s, "0"))
+        return 0;
+    const char *slash = strchr(s, '/');
+    if (!slash || slash == s)
+        return KEEL_EINVAL;
+    uint64_t n = 0;
+    for (const char *p = s; p < slash; p++) {
+        if (*p < '0' || *p > '9' || n > UINT64_MAX / 10 - 10)
+            return KEEL_EINVAL;
+        n = n * 10 + (uint64_t)(*p - '0');
+    }
+    uint64_t w;
+    if (keel_parse_duration_ms(slash + 1, &w) < 0 || w == 0 || w > UINT64_MAX / 1000)
+        return KEEL_EINVAL;
+    out->limit = n;
+    out->window_ms = w;
+    return 0;
+}
+
+static int add_tier(keel_rl_tier *out, size_t cap, size_t *n, const char *name, size_t nlen,
+                    const keel_rl_rate *rate)
+{
+    if (nlen == 0 || nlen >= KEEL_RL_TIER_NAME_MAX || *n >= cap)
+        return KEEL_EINVAL;
+    for (size_t i = 0; i < nlen; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return KEEL_EINVAL;
+    }
+    for (size_t i = 0; i < *n; i++)
+        if (strlen(out[i].name) == nlen && !memcmp(out[i].name, name, nlen))
+            return KEEL_EINVAL; /* a custom tier may not redefine a built-in */
+    if (nlen == 4 && !memcmp(name, "none", 4))
+        return KEEL_EINVAL;
+    memcpy(out[*n].name, name, nlen);
+    out[*n].name[nlen] = '\0';
+    out[*n].rate = *rate;
+    (*n)++;
+    return 0;
+}
+
+int keel_rl_tiers_from_config(const keel_config *cfg, keel_rl_tier *out, size_t cap,
+                              FILE *err)
+{
+    size_t n = 0;
+    keel_rl_rate general = {cfg->rate_limit_max, cfg->rate_limit_window_ms};
+    add_tier(out, cap, &n, "general", 7, &general);
+    static const struct {
+        const char *var, *tier;
+        size_t off;
+    } fixed[] = {
+        {"RATE_LIMIT_STRICT", "strict", offsetof(keel_config, rate_limit_strict)},
+        {"RATE_LIMIT_AUTH", "auth", offsetof(keel_config, rate_limit_auth)},
+        {"RATE_LIMIT_PUBLIC", "public", offsetof(keel_config, rate_limit_public)},
+        {"RATE_LIMIT_BURST", "burst", offsetof(keel_config, rate_limit_burst)},
+    };
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+        const char *v = *(char *const *)((const char *)cfg + fixed[i].off);
+        keel_rl_rate r;
+        if (keel_rl_parse_rate(v, &r) < 0) {
+            fprintf(err, "keel: %s: invalid value \"%s\": expected N/window, e.g. 20/15m "
+                         "(0 = off)\n", fixed[i].var, v);
+            return KEEL_ECONFIG;
+        }
+        add_tier(out, cap, &n, fixed[i].tier, strlen(fixed[i].tier), &r);
+    }
+    /* "name=N/window, name2=N/window" */
+    const char *p = cfg->rate_limit_tiers ? cfg->rate_limit_tiers : "";
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        const char *start = p;
+        while (*p && *p != ',')
+            p++;
+        const char *end = p;
+        while (end > start && end[-1] == ' ')
+            end--;
+        const char *eq = memchr(start, '=', (size_t)(end - start));
+        char rate_s[64];
+        keel_rl_rate r;
+        size_t rl = eq ? (size_t)(end - eq - 1) : 0;
+        int bad = !eq || rl == 0 || rl >= sizeof(rate_s);
+        if (!bad) {
+            memcpy(rate_s, eq + 1, rl);
+            rate_s[rl] = '\0';
+            bad = keel_rl_parse_rate(rate_s, &r) < 0 || r.limit == 0 ||
+                  add_tier(out, cap, &n, start, (size_t)(eq - start), &r) < 0;
+        }
+        if (bad) {
+            fprintf(err, "keel: RATE_LIMIT_TIERS: invalid entry \"%.*s\": expected "
+                         "name=N/window with a new lower-case name (a-z 0-9 _ -), "
+                         "e.g. reports=10/1m\n", (int)(end - start), start);
+            return KEEL_ECONFIG;
+        }
+    }
+    return (int)n;
+}
+
+/* ---------------------------------------------------------------- limiter */
+
+struct keel_rate_limiter {
+    keel_rl_tier tiers[KEEL_RL_MAX_TIERS];
+    size_t ntiers;
+    const keel_rl_tier *general, *burst;
+    keel_rl_store store;
+    unsigned v6_prefix;
+    int fail_open;
+    keel_metric *rejections;
+    keel_metric *store_errors;
+};
+
+static const keel_rl_tier *find_tier(const keel_rate_limiter *rl, const char *name)
+{
+    for (size_t i = 0; i < rl->ntiers; i++)
+        if (!strcmp(rl->tiers[i].name, name))
+            return &rl->tiers[i];
+    return NULL;
+}
+
+static double m_keys(void *arg)
+{
+    keel_rl_memory_stats st;
+    keel_rl_memory_stats_get(&((keel_rate_limiter *)arg)->store, &st);
+    return (double)st.keys;
+}
+
+static double m_evictions(void *arg)
+{
+    keel_rl_memory_stats st;
+    keel_rl_memory_stats_get(&((keel_rate_limiter *)arg)->store, &st);
+    return (double)st.evictions;
+}
+
+keel_rate_limiter *keel_rate_limiter_new(const keel_config *cfg, keel_rl_store store,
+                                         keel_metrics *m)
+{
+    keel_rate_limiter *rl = keel_calloc(1, sizeof(*rl));
+    FILE *null = fopen("/dev/null", "w");
+    int n = keel_rl_tiers_from_config(cfg, rl->tiers, KEEL_RL_MAX_TIERS, null ? null : stderr);
+    if (null)
+        fclose(null);
+    rl->ntiers = n > 0 ? (size_t)n : 0; /* validated by keel_main */
+    rl->general = find_tier(rl, "general");
+    rl->burst = find_tier(rl, "burst");
+    if (rl->burst && rl->burst->rate.limit == 0)
+        rl->burst = NULL;
+    rl->store = store;
+    rl->v6_prefix = cfg->client_ipv6_prefix;
+    rl->fail_open = cfg->rate_limit_fail_open;
+    if (m) {
+        static const char *const tier_label[] = {"tier", NULL};
+        rl->rejections = keel_metrics_counter(m, "rate_limit_rejections_total",
+                                              "Requests refused by the rate limiter (429)",
+                                              tier_label);
+        rl->store_errors = keel_metrics_counter(m, "rate_limit_store_errors_total",
+                                                "Rate-limit checks the store could not answer",
+                                                NULL);
+        if (!strcmp(store.name, "memory")) {
+            keel_metrics_callback(m, "rate_limit_keys", "Client keys in the in-process limiter",
+                                  KEEL_GAUGE, m_keys, rl);
+            keel_metrics_callback(m, "rate_limit_evictions_total",
+                                  "Keys evicted from the in-process limiter while still "
+                                  "counting (RATE_LIMIT_MAX_KEYS reached)",
+                                  KEEL_COUNTER, m_evictions, rl);
+        }
+    }
+    return rl;
+}
+
+int keel_rate_limiter_check_routes(const keel_rate_limiter *rl,
+                                   const keel_route *const *routes, size_t n, FILE *err)
+{
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *t = routes[i]->rate_limit;
+        if (!t || !strcmp(t, "none") || find_tier(rl, t))
+            continue;
+        fprintf(err, "keel: route %s %s names rate-limit tier \"%s\", which is not "
+                     "configured (built-in: general, strict, auth, public, burst; add "
+                     "others with RATE_LIMIT_TIERS)\n",
+                routes[i]->method, routes[i]->path, t);
+        rc = KEEL_EINVAL;
+    }
+    return rc;
+}
+
+/* One request's way through the checks: burst, then its tier. */
+typedef struct rl_call {
+    keel_rate_limiter *rl;
+    keel_req *r;
+    const keel_rl_tier *checks[2];
+    int nchecks, stage;
+    int pending, in_call, held;
+    int status;
+    keel_rl_result res;
+    char *client; /* "ip:..." or "user:..." */
+} rl_call;
+
+static void set_u64(keel_req *r, const char *name, uint64_t v)
+{
+    char buf[24];
+    snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v);
+    keel_res_set_header(r, name, buf);
+}
+
+static void add_headers(keel_req *r, const keel_rl_tier *t, const keel_rl_result *res)
+{
+    uint64_t reset_s = (res->reset_ms + 999) / 1000;
+    set_u64(r, "RateLimit-Limit", res->limit);
+    set_u64(r, "RateLimit-Remaining", res->remaining);
+    set_u64(r, "RateLimit-Reset", reset_s);
+    char policy[64];
+    snprintf(policy, sizeof(policy), "%llu;w=%llu", (unsigned long long)t->rate.limit,
+             (unsigned long long)((t->rate.window_ms + 999) / 1000));
+    keel_res_set_header(r, "RateLimit-Policy", policy);
+    set_u64(r, "X-RateLimit-Limit", res->limit);
+    set_u64(r, "X-RateLimit-Remaining", res->remaining);
+    set_u64(r, "X-RateLimit-Reset", (uint64_t)time(NULL) + reset_s);
+}
+
+static void refuse(rl_call *c, const keel_rl_tier *t)
+{
+    keel_req *r = c->r;
+    uint64_t retry = (c->res.retry_after_ms + 999) / 1000;
+    if (retry == 0)
+        retry = 1;
+    add_headers(r, t, &c->res);
+    set_u64(r, "Retry-After", retry);
+    if (c->rl->rejections) {
+        const char *lv[] = {t->name};
+        keel_metric_add(c->rl->rejections, keel_req_worker_id(r), lv, 1);
+    }
+    char detail[160];
+    snprintf(detail, sizeof(detail),
+             "rate limit exceeded: %llu requests per %llu s (%s); retry in %llu s",
+             (unsigned long long)t->rate.limit,
+             (unsigned long long)((t->rate.window_ms + 999) / 1000), t->name,
+             (unsigned long long)retry);
+    json_t *extra = json_pack("{s:s,s:I,s:I}", "tier", t->name, "limit",
+                              (json_int_t)t->rate.limit, "retry_after", (json_int_t)retry);
+    keel_respond_problem_ex(r, 429, NULL, detail, extra);
+}
+
+/* The store could not answer: serve (fail open) or 503. */
+static int store_failed(rl_call *c)
+{
+    if (c->rl->store_errors)
+        keel_metric_add(c->rl->store_errors, keel_req_worker_id(c->r), NULL, 1);
+    if (c->rl->fail_open)
+        return 1;
+    keel_respond_unavailable(c->r, 1, "the rate limiter is unavailable");
+    return 0;
+}
+
+static void on_hit(void *arg, int status, const keel_rl_result *res);
+
+/* Runs the remaining checks. KEEL_NEXT when the request may go on,
+ * KEEL_DONE after a refusal, KEEL_SUSPEND while a store answer is due. */
+static keel_flow advance(rl_call *c)
+{
+    while (c->stage < c->nchecks) {
+        const keel_rl_tier *t = c->checks[c->stage];
+        char key[160];
+        int kl = snprintf(key, sizeof(key), "rl:%s:%s", t->name, c->client);
+        if (kl < 0 || (size_t)kl >= sizeof(key))
+            kl = (int)sizeof(key) - 1; /* the store digests long keys */
+        c->pending = 1;
+        c->in_call = 1;
+        c->rl->store.hit(c->rl->store.self, keel_req_worker(c->r), key, (size_t)kl, &t->rate,
+                         on_hit, c);
+        c->in_call = 0;
+        if (c->pending)
+            return KEEL_SUSPEND;
+        if (c->status < 0) {
+            if (!store_failed(c))
+                return KEEL_DONE;
+        } else if (!c->res.allowed) {
+            refuse(c, t);
+            return KEEL_DONE;
+        }
+        c->stage++;
+    }
+    const keel_rl_tier *t = c->checks[c->nchecks - 1];
+    if (c->status == 0) {
+        add_headers(c->r, t, &c->res);
+        keel_rl_result *keep = keel_arena_alloc(keel_req_arena(c->r), sizeof(*keep));
+        *keep = c->res;
+        keel_req_set_local(c->r, KEEL_RL_RESULT, keep);
+    }
+    return KEEL_NEXT;
+}
+
+static void on_hit(void *arg, int status, const keel_rl_result *res)
+{
+    rl_call *c = arg;
+    c->pending = 0;
+    c->status = status;
+    if (status == 0)
+        c->res = *res;
+    if (c->in_call)
+        return; /* answered synchronously: advance() goes on */
+    keel_req *r = c->r;
+    if (keel_req_is_finished(r)) { /* deadline or client gone meanwhile */
+        keel_req_unhold(r);
+        return;
+    }
+    keel_flow f = KEEL_NEXT;
+    if (status < 0) {
+        if (!store_failed(c))
+            f = KEEL_DONE;
+    } else if (!res->allowed) {
+        refuse(c, c->checks[c->stage]);
+        f = KEEL_DONE;
+    }
+    if (f == KEEL_NEXT) {
+        c->stage++;
+        f = advance(c);
+    }
+    if (f != KEEL_SUSPEND) {
+        keel_req_resume(r, f);
+        keel_req_unhold(r);
+    }
+}
+
+static keel_flow on_request(keel_req *r, void *data)
+{
+    keel_rate_limiter *rl = data;
+    const keel_route *rt = keel_req_route(r);
+    if (rt && (rt->flags & KEEL_ROUTE_INTERNAL))
+        return KEEL_NEXT;
+    const keel_rl_tier *tier = rl->general;
+    if (rt && rt->rate_limit) {
+        if (!strcmp(rt->rate_limit, "none"))
+            return KEEL_NEXT;
+        tier = find_tier(rl, rt->rate_limit);
+    }
+    if (!tier)
+        return KEEL_NEXT; /* unknown tier: refused at start-up */
+
+    rl_call *c = keel_arena_alloc(keel_req_arena(r), sizeof(*c));
+    memset(c, 0, sizeof(*c));
+    c->rl = rl;
+    c->r = r;
+    if (rl->burst && rl->burst != tier)
+        c->checks[c->nchecks++] = rl->burst;
+    if (tier->rate.limit)
+        c->checks[c->nchecks++] = tier;
+    if (!c->nchecks)
+        return KEEL_NEXT;
+    const char *subject = keel_req_get_local(r, KEEL_RL_SUBJECT);
+    if (subject) {
+        c->client = keel_arena_printf(keel_req_arena(r), "%s", subject);
+    } else {
+        keel_addr a = keel_addr_prefix(keel_req_client(r), rl->v6_prefix);
+        char text[64];
+        keel_addr_format(&a, text, sizeof(text));
+        c->client = keel_arena_printf(keel_req_arena(r), "ip:%s", text);
+    }
+    keel_flow f = advance(c);
+    if (f == KEEL_SUSPEND)
+        keel_req_hold(r);
+    return f;
+}
+
+static void dispose(void *data)
+{
+    keel_rate_limiter *rl = data;
+    if (rl->store.free)
+        rl->store.free(rl->store.self);
+    keel_free(rl);
+}
+
+keel_middleware keel_mw_rate_limit(keel_rate_limiter *rl)
+{
+    keel_middleware m = {.name = "rate_limit", .on_request = on_request, .dispose = dispose,
+                         .data = rl};
+    return m;
+}
