@@ -5,9 +5,17 @@
 #   bench/run.sh                      # full run, results in build/bench/
 #   bench/run.sh --duration 5 --peers nginx --endpoints hello,json
 #
-# Targets: keel (access log off) and keel-log (JSON access log on, written
-# to the file the harness redirects stdout to). One worker, pinned by the
-# harness like every peer.
+# Targets (one worker each, pinned by the harness like every peer):
+#   keel          the default service, rate limiter off (wrk from one
+#                 address would otherwise meet the 100/15 min default)
+#   keel-log      the same with the JSON access log on (to the file the
+#                 harness redirects stdout to)
+#   keel-bare     security headers and rate limiter off
+#   keel-limited  security headers and the limiter on: the general and
+#                 burst tiers both checked on every request, with limits
+#                 too high to refuse, so every request does the full work
+# keel-bare against keel-limited is the edge-protection overhead
+# (docs/performance.md).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -18,7 +26,10 @@ shared=${KEEL_SHARED_BENCH:-$root/../shared/bench}
 out=$root/build/bench
 mkdir -p "$out"
 cd "$root"
+lim='RATE_LIMIT_ENABLED=true RATE_LIMIT_MAX=1000000000 RATE_LIMIT_BURST=1000000000/1s'
 exec "$shared/run.sh" \
-	--target 'keel=env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=false ./build/keel serve --port {PORT}' \
-	--target 'keel-log=env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=true ./build/keel serve --port {PORT}' \
+	--target 'keel=env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=false RATE_LIMIT_ENABLED=false ./build/keel serve --port {PORT}' \
+	--target 'keel-log=env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=true RATE_LIMIT_ENABLED=false ./build/keel serve --port {PORT}' \
+	--target 'keel-bare=env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=false SECURITY_HEADERS=false RATE_LIMIT_ENABLED=false ./build/keel serve --port {PORT}' \
+	--target "keel-limited=env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=false $lim ./build/keel serve --port {PORT}" \
 	--json "$out/bench.json" --md "$out/bench.md" "$@"

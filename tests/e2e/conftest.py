@@ -300,3 +300,24 @@ def serving(server):
     assert server.alive(), "the shared server died earlier:\n%s" % server.stderr()[-3000:]
     yield server
     assert server.alive(), "the server died during this test:\n%s" % server.stderr()[-3000:]
+
+
+# ---------------------------------------------------------------- figures
+# Tests may report a measured figure (e.g. a latency under attack); they
+# are printed in the run's summary, so they show in CI output.
+_REPORTS = []
+
+
+@pytest.fixture
+def report(request):
+    """report("text"): a line for the end-of-run summary."""
+    def add(text):
+        _REPORTS.append("%s: %s" % (request.node.name, text))
+    return add
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _REPORTS:
+        terminalreporter.section("figures")
+        for line in _REPORTS:
+            terminalreporter.write_line(line)

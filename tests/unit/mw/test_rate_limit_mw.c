@@ -1,0 +1,433 @@
+/* test_rate_limit_mw.c — the limiter middleware in an in-process server
+ * on a loopback port:
+ * - every tier (general, strict, auth, public, custom, burst) refuses at
+ *   its exact count with the right headers and lets the next request
+ *   through once its (short) window allows;
+ * - keys follow the authenticated subject (user id, API key id) that an
+ *   auth middleware sets, else the address;
+ * - security headers on 200, 429 and 500 responses;
+ * - a store that answers later on the worker's loop (as the Redis store
+ *   will): allowed, refused, store errors with RATE_LIMIT_FAIL_OPEN on and
+ *   off, and a request whose deadline passes while the answer is due. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <cmocka.h>
+
+#include "keel/keel.h"
+
+#include "loopback.h"
+
+/* ---------------------------------------------------------------- a slow store */
+
+typedef struct slow_store {
+    keel_rl_store inner;
+    uint64_t delay_ms;
+    int fail; /* answer errors */
+    int answered;
+} slow_store;
+
+typedef struct slow_hit {
+    uv_timer_t timer;
+    slow_store *st;
+    char key[160];
+    size_t keylen;
+    keel_rl_rate rate;
+    keel_rl_done_fn done;
+    void *arg;
+} slow_hit;
+
+static void hit_closed(uv_handle_t *h)
+{
+    keel_free(h->data);
+}
+
+static void hit_fire(uv_timer_t *t)
+{
+    slow_hit *h = t->data;
+    if (h->st->fail)
+        h->done(h->arg, KEEL_EIO, NULL);
+    else
+        h->st->inner.hit(h->st->inner.self, NULL, h->key, h->keylen, &h->rate, h->done, h->arg);
+    __atomic_fetch_add(&h->st->answered, 1, __ATOMIC_RELAXED);
+    uv_close((uv_handle_t *)t, hit_closed);
+}
+
+static void slow_hit_fn(void *self, keel_worker *w, const char *key, size_t keylen,
+                        const keel_rl_rate *rate, keel_rl_done_fn done, void *arg)
+{
+    slow_hit *h = keel_calloc(1, sizeof(*h));
+    h->st = self;
+    memcpy(h->key, key, keylen < sizeof(h->key) ? keylen : sizeof(h->key));
+    h->keylen = keylen < sizeof(h->key) ? keylen : sizeof(h->key);
+    h->rate = *rate;
+    h->done = done;
+    h->arg = arg;
+    uv_timer_init(keel_worker_loop(w), &h->timer);
+    h->timer.data = h;
+    uv_timer_start(&h->timer, hit_fire, h->st->delay_ms, 0);
+}
+
+static void slow_free(void *self)
+{
+    slow_store *st = self;
+    st->inner.free(st->inner.self);
+    keel_free(st);
+}
+
+/* ---------------------------------------------------------------- server */
+
+static keel_flow h_ok(keel_req *r)
+{
+    keel_respond_text(r, 200, "ok");
+    return KEEL_DONE;
+}
+
+static keel_flow h_broken(keel_req *r)
+{
+    (void)r;
+    return KEEL_DONE; /* no response: keel answers 500 */
+}
+
+static const keel_route routes[] = {
+    {.name = "ok", .method = "GET", .path = "/ok", .handler = h_ok},
+    {.name = "quick", .method = "GET", .path = "/quick", .handler = h_ok, .timeout_ms = 30},
+    {.name = "strict", .method = "GET", .path = "/strict", .handler = h_ok, .rate_limit = "strict"},
+    {.name = "auth", .method = "POST", .path = "/login", .handler = h_ok, .rate_limit = "auth"},
+    {.name = "public", .method = "GET", .path = "/public", .handler = h_ok, .rate_limit = "public"},
+    {.name = "reports", .method = "GET", .path = "/reports", .handler = h_ok,
+     .rate_limit = "reports"},
+    {.name = "free", .method = "GET", .path = "/free", .handler = h_ok, .rate_limit = "none"},
+    {.name = "broken", .method = "GET", .path = "/broken", .handler = h_broken},
+};
+#define NROUTES (sizeof(routes) / sizeof(routes[0]))
+
+/* A stand-in for the auth middleware: X-Test-User / X-Test-Key become
+ * the subject the limiter keys by. */
+static keel_flow fake_auth(keel_req *r, void *data)
+{
+    (void)data;
+    keel_str u = keel_req_header(r, "x-test-user"), k = keel_req_header(r, "x-test-key");
+    if (u.ptr)
+        keel_req_set_local(r, KEEL_RL_SUBJECT,
+                           keel_arena_printf(keel_req_arena(r), "user:%.*s", (int)u.len, u.ptr));
+    else if (k.ptr)
+        keel_req_set_local(r, KEEL_RL_SUBJECT,
+                           keel_arena_printf(keel_req_arena(r), "apikey:%.*s", (int)k.len, k.ptr));
+    return KEEL_NEXT;
+}
+
+static slow_store *store;
+
+/* A server with tiers small enough to exhaust: general 2/1h (or
+ * `general` when set), strict 3/900ms, auth 2/600ms, public 4/1200ms,
+ * reports 1/300ms, burst as given: each refills one request every 300 ms,
+ * far above a request's time even under a sanitizer. delay_ms > 0: the slow store. */
+typedef struct opts {
+    uint64_t delay_ms;
+    int fail, fail_open;
+    const char *burst;
+    const char *general; /* "N/window" */
+} opts;
+
+static keel_server *start_with(const opts *o)
+{
+    keel_config cfg;
+    keel_config_defaults(&cfg);
+    keel_free(cfg.host);
+    cfg.host = keel_strdup("127.0.0.1");
+    cfg.port = 0;
+    cfg.workers = 1;
+    cfg.log_level = KEEL_LOG_ERROR;
+    keel_rl_rate g = {2, 3600 * 1000};
+    if (o->general)
+        assert_int_equal(keel_rl_parse_rate(o->general, &g), 0);
+    cfg.rate_limit_max = g.limit;
+    cfg.rate_limit_window_ms = g.window_ms;
+#define SET(f, v)                                                              \
+    do {                                                                       \
+        keel_free(cfg.f);                                                      \
+        cfg.f = keel_strdup(v);                                                \
+    } while (0)
+    SET(rate_limit_burst, o->burst ? o->burst : "0");
+    SET(rate_limit_strict, "3/900ms");
+    SET(rate_limit_auth, "2/600ms");
+    SET(rate_limit_public, "4/1200ms");
+    SET(rate_limit_tiers, "reports=1/300ms");
+#undef SET
+    cfg.rate_limit_fail_open = o->fail_open;
+    keel_log_init(&cfg);
+    keel_server *s = keel_server_new(&cfg);
+    keel_middleware auth = {.name = "fake_auth", .on_request = fake_auth};
+    keel_server_use(s, &auth);
+    keel_middleware sec = keel_mw_security_headers(&cfg);
+    keel_server_use(s, &sec);
+    keel_rl_store st = keel_rl_memory_store(1000);
+    store = NULL;
+    if (o->delay_ms) {
+        store = keel_calloc(1, sizeof(*store));
+        store->inner = st;
+        store->delay_ms = o->delay_ms;
+        store->fail = o->fail;
+        st = (keel_rl_store){.name = "slow", .hit = slow_hit_fn, .free = slow_free, .self = store};
+    }
+    keel_rate_limiter *rl = keel_rate_limiter_new(&cfg, st, NULL);
+    const keel_route *ptrs[NROUTES];
+    for (size_t i = 0; i < NROUTES; i++)
+        ptrs[i] = &routes[i];
+    assert_int_equal(keel_rate_limiter_check_routes(rl, ptrs, NROUTES, stderr), 0);
+    keel_middleware m = keel_mw_rate_limit(rl);
+    keel_server_use(s, &m);
+    keel_config_close(&cfg);
+    assert_int_equal(keel_server_add_routes(s, routes, NROUTES), 0);
+    assert_int_equal(keel_server_start(s), 0);
+    return s;
+}
+
+static keel_server *start(uint64_t delay_ms, int fail, int fail_open)
+{
+    opts o = {.delay_ms = delay_ms, .fail = fail, .fail_open = fail_open};
+    return start_with(&o);
+}
+
+static void stop(keel_server *s)
+{
+    keel_server_drain(s);
+    assert_int_equal(keel_server_wait(s, 5000), 0);
+    keel_server_free(s);
+    keel_log_close();
+}
+
+/* One request on a fresh connection; `extra` is more header lines. */
+static void req(unsigned port, const char *method, const char *path, const char *extra,
+                char *out, size_t cap)
+{
+    char req[512];
+    snprintf(req, sizeof(req), "%s %s HTTP/1.1\r\nHost: t\r\n%sConnection: close\r\n\r\n",
+             method, path, extra ? extra : "");
+    int fd = connect_to(port, 5);
+    assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+    size_t n = 0;
+    ssize_t k;
+    while (n + 1 < cap && (k = read(fd, out + n, cap - n - 1)) > 0)
+        n += (size_t)k;
+    out[n] = '\0';
+    close(fd);
+}
+
+static void get(unsigned port, const char *path, char *out, size_t cap)
+{
+    req(port, "GET", path, NULL, out, cap);
+}
+
+static int status_of(const char *resp)
+{
+    int st = 0;
+    sscanf(resp, "HTTP/1.1 %d", &st);
+    return st;
+}
+
+static int has(const char *resp, const char *needle)
+{
+    return strstr(resp, needle) != NULL;
+}
+
+/* Runs `n` requests; checks the first `allowed` get 200 with the tier's
+ * headers and the next one 429. */
+static void exhaust(unsigned port, const char *method, const char *path, const char *extra,
+                    int allowed, const char *policy)
+{
+    char buf[4096], want[64];
+    for (int i = 0; i < allowed; i++) {
+        req(port, method, path, extra, buf, sizeof(buf));
+        if (status_of(buf) != 200)
+            fail_msg("%s %s #%d: %s", method, path, i + 1, buf);
+        snprintf(want, sizeof(want), "RateLimit-Remaining: %d\r\n", allowed - 1 - i);
+        assert_true(has(buf, want));
+        snprintf(want, sizeof(want), "RateLimit-Policy: %s\r\n", policy);
+        assert_true(has(buf, want));
+    }
+    req(port, method, path, extra, buf, sizeof(buf));
+    if (status_of(buf) != 429)
+        fail_msg("%s %s #%d: %s", method, path, allowed + 1, buf);
+    assert_true(has(buf, "Retry-After: "));
+    assert_true(has(buf, "RateLimit-Remaining: 0\r\n"));
+    assert_true(has(buf, "application/problem+json"));
+}
+
+static void test_each_tier_exact_count_and_reset(void **state)
+{
+    (void)state;
+    keel_server *s = start(0, 0, 1);
+    unsigned port = keel_server_port(s);
+    /* refused at the count, allowed again once the window allows */
+    exhaust(port, "GET", "/strict", NULL, 3, "3;w=1");
+    exhaust(port, "POST", "/login", NULL, 2, "2;w=1");
+    exhaust(port, "GET", "/public", NULL, 4, "4;w=2");
+    exhaust(port, "GET", "/reports", NULL, 1, "1;w=1");
+    exhaust(port, "GET", "/ok", NULL, 2, "2;w=3600");
+    uv_sleep(700);
+    char buf[4096];
+    const char *again[] = {"/strict", "/public", "/reports"};
+    for (size_t i = 0; i < 3; i++) {
+        get(port, again[i], buf, sizeof(buf));
+        assert_int_equal(status_of(buf), 200);
+    }
+    req(port, "POST", "/login", NULL, buf, sizeof(buf));
+    assert_int_equal(status_of(buf), 200);
+    /* the general tier's window is an hour: still refused */
+    get(port, "/ok", buf, sizeof(buf));
+    assert_int_equal(status_of(buf), 429);
+    /* "none" is never limited */
+    for (int i = 0; i < 10; i++) {
+        get(port, "/free", buf, sizeof(buf));
+        assert_int_equal(status_of(buf), 200);
+        assert_false(has(buf, "RateLimit-Limit"));
+    }
+    stop(s);
+}
+
+static void test_burst_tier_exact_and_reset(void **state)
+{
+    (void)state;
+    opts o = {.fail_open = 1, .burst = "3/900ms", .general = "100/1h"};
+    keel_server *s = start_with(&o);
+    unsigned port = keel_server_port(s);
+    char buf[4096];
+    /* the burst budget spans routes */
+    get(port, "/ok", buf, sizeof(buf));
+    assert_int_equal(status_of(buf), 200);
+    get(port, "/strict", buf, sizeof(buf));
+    assert_int_equal(status_of(buf), 200);
+    get(port, "/ok", buf, sizeof(buf));
+    assert_int_equal(status_of(buf), 200);
+    get(port, "/ok", buf, sizeof(buf));
+    assert_int_equal(status_of(buf), 429);
+    assert_true(has(buf, "\"tier\":\"burst\""));
+    assert_true(has(buf, "RateLimit-Limit: 3\r\n"));
+    uv_sleep(350);
+    get(port, "/ok", buf, sizeof(buf));
+    assert_int_equal(status_of(buf), 200);
+    assert_true(has(buf, "RateLimit-Limit: 100\r\n")); /* headers: the route's tier */
+    stop(s);
+}
+
+static void test_keys_by_user_api_key_and_address(void **state)
+{
+    (void)state;
+    keel_server *s = start(0, 0, 1);
+    unsigned port = keel_server_port(s);
+    /* same address, different subjects: separate budgets */
+    exhaust(port, "GET", "/ok", "X-Test-User: alice\r\n", 2, "2;w=3600");
+    exhaust(port, "GET", "/ok", "X-Test-User: bob\r\n", 2, "2;w=3600");
+    exhaust(port, "GET", "/ok", "X-Test-Key: k1\r\n", 2, "2;w=3600");
+    exhaust(port, "GET", "/ok", NULL, 2, "2;w=3600"); /* the address */
+    char buf[4096];
+    req(port, "GET", "/ok", "X-Test-User: alice\r\n", buf, sizeof(buf));
+    assert_int_equal(status_of(buf), 429);
+    /* a user named like a key is not that key */
+    req(port, "GET", "/ok", "X-Test-User: k1\r\n", buf, sizeof(buf));
+    assert_int_equal(status_of(buf), 200);
+    stop(s);
+}
+
+static void test_security_headers_on_200_429_500(void **state)
+{
+    (void)state;
+    keel_server *s = start(0, 0, 1);
+    unsigned port = keel_server_port(s);
+    char buf[4096];
+    const char *paths[] = {"/ok", "/ok", "/ok", "/broken"};
+    const int want[] = {200, 200, 429, 429};
+    for (int i = 0; i < 4; i++) {
+        get(port, paths[i], buf, sizeof(buf));
+        assert_int_equal(status_of(buf), want[i]);
+        assert_true(has(buf, "X-Content-Type-Options: nosniff\r\n"));
+        assert_true(has(buf, "Content-Security-Policy: default-src 'none'"));
+        assert_true(has(buf, "X-Frame-Options: DENY\r\n"));
+    }
+    req(port, "GET", "/broken", "X-Test-User: carol\r\n", buf, sizeof(buf));
+    assert_int_equal(status_of(buf), 500);
+    assert_true(has(buf, "X-Content-Type-Options: nosniff\r\n"));
+    assert_true(has(buf, "Content-Security-Policy: default-src 'none'"));
+    assert_true(has(buf, "Referrer-Policy: no-referrer\r\n"));
+    stop(s);
+}
+
+static void test_deferred_allow_then_refuse(void **state)
+{
+    (void)state;
+    keel_server *s = start(20, 0, 1);
+    char buf[4096];
+    get(keel_server_port(s), "/ok", buf, sizeof(buf));
+    assert_non_null(strstr(buf, "HTTP/1.1 200 OK"));
+    assert_non_null(strstr(buf, "RateLimit-Remaining: 1\r\n"));
+    get(keel_server_port(s), "/ok", buf, sizeof(buf));
+    assert_non_null(strstr(buf, "RateLimit-Remaining: 0\r\n"));
+    get(keel_server_port(s), "/ok", buf, sizeof(buf));
+    assert_non_null(strstr(buf, "HTTP/1.1 429 Too Many Requests"));
+    assert_non_null(strstr(buf, "Retry-After: "));
+    assert_int_equal(store->answered, 3);
+    stop(s);
+}
+
+static void test_store_error_fail_open(void **state)
+{
+    (void)state;
+    keel_server *s = start(5, 1, 1);
+    char buf[4096];
+    for (int i = 0; i < 4; i++) {
+        get(keel_server_port(s), "/ok", buf, sizeof(buf));
+        assert_non_null(strstr(buf, "HTTP/1.1 200 OK"));
+        assert_null(strstr(buf, "RateLimit-Limit"));
+    }
+    stop(s);
+}
+
+static void test_store_error_fail_closed(void **state)
+{
+    (void)state;
+    keel_server *s = start(5, 1, 0);
+    char buf[4096];
+    get(keel_server_port(s), "/ok", buf, sizeof(buf));
+    assert_non_null(strstr(buf, "HTTP/1.1 503 Service Unavailable"));
+    assert_non_null(strstr(buf, "Retry-After: 1"));
+    assert_non_null(strstr(buf, "rate limiter is unavailable"));
+    stop(s);
+}
+
+static void test_deadline_while_store_pending(void **state)
+{
+    (void)state;
+    /* the route's 30 ms deadline passes long before the 400 ms answer */
+    keel_server *s = start(400, 0, 1);
+    char buf[4096];
+    get(keel_server_port(s), "/quick", buf, sizeof(buf));
+    assert_non_null(strstr(buf, "HTTP/1.1 503"));
+    /* the late answer arrives on a finished request: dropped, no crash */
+    for (int i = 0; i < 100 && __atomic_load_n(&store->answered, __ATOMIC_RELAXED) < 1; i++)
+        uv_sleep(10);
+    assert_int_equal(store->answered, 1);
+    stop(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_each_tier_exact_count_and_reset),
+        cmocka_unit_test(test_burst_tier_exact_and_reset),
+        cmocka_unit_test(test_keys_by_user_api_key_and_address),
+        cmocka_unit_test(test_security_headers_on_200_429_500),
+        cmocka_unit_test(test_deferred_allow_then_refuse),
+        cmocka_unit_test(test_store_error_fail_open),
+        cmocka_unit_test(test_store_error_fail_closed),
+        cmocka_unit_test(test_deadline_while_store_pending),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
