@@ -6,7 +6,7 @@ CLANG    ?= clang-14
 PYTHON   ?= /usr/bin/python3
 BUILD    ?= build
 
-PKGS     := libuv jansson sqlite3 zlib
+PKGS     := libuv jansson sqlite3 zlib libsodium libjwt
 # libpq is loaded at run time (src/store/db_pg.c); its header is needed to build
 CFLAGS_PQ := $(shell pkg-config --cflags libpq 2>/dev/null)
 WARN     := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes -Wshadow

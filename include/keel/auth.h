@@ -1,0 +1,141 @@
+/* keel/auth.h — access tokens (JWT HS256), passwords (argon2id), roles
+ * and permissions, and the middleware that enforces a route's `auth` and
+ * `permission`.
+ *
+ * JWT: keel signs and verifies with libjwt, but does not trust it with the
+ * decisions libjwt 1.10 gets wrong: the token's header is parsed by keel
+ * first (algorithm exactly "HS256", no `crit`, no key-fetching members,
+ * no duplicate keys), libjwt then checks the signature with keel's key,
+ * keel checks jwt_get_alg() again, and validates every claim itself
+ * (iss, aud, exp, nbf, iat with a small leeway; sub, role, jti present).
+ */
+#ifndef KEEL_AUTH_H
+#define KEEL_AUTH_H
+
+#include "server.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- JWT */
+
+typedef struct keel_jwt_cfg {
+    const uint8_t *secret;  /* JWT_SECRET */
+    size_t secret_len;
+    const char *issuer;     /* JWT_ISSUER */
+    const char *audience;   /* JWT_AUDIENCE */
+    uint64_t ttl_s;         /* JWT_EXPIRES_IN */
+    uint64_t leeway_s;      /* clock skew allowed on exp/nbf/iat */
+} keel_jwt_cfg;
+
+typedef struct keel_jwt_claims {
+    char sub[64];
+    char role[32];
+    char jti[40];
+    int64_t iat, nbf, exp;
+} keel_jwt_claims;
+
+/* Why a token was refused (0 = accepted). */
+typedef enum keel_jwt_error {
+    KEEL_JWT_OK = 0,
+    KEEL_JWT_MALFORMED,     /* not three base64url parts of JSON objects */
+    KEEL_JWT_TOO_LONG,
+    KEEL_JWT_BAD_HEADER,    /* alg not HS256, crit, jku/x5u/jwk/x5c, typ */
+    KEEL_JWT_BAD_SIGNATURE,
+    KEEL_JWT_EXPIRED,
+    KEEL_JWT_NOT_YET_VALID, /* nbf or iat in the future */
+    KEEL_JWT_BAD_ISSUER,
+    KEEL_JWT_BAD_AUDIENCE,
+    KEEL_JWT_MISSING_CLAIM  /* sub, role, jti, exp, nbf or iat missing or mistyped */
+} keel_jwt_error;
+
+#define KEEL_JWT_MAX_LEN 4096
+
+const char *keel_jwt_strerror(keel_jwt_error e);
+
+/* A token for sub/role valid from now for cfg->ttl_s, with a random jti.
+ * *out is malloc'd (keel_free). 0 or KEEL_ENOMEM / KEEL_EINVAL. */
+int keel_jwt_sign(const keel_jwt_cfg *cfg, const char *sub, const char *role, int64_t now,
+                  char **out, keel_jwt_claims *claims);
+
+/* Verifies token (len bytes, not NUL-terminated) at time now (Unix s). */
+keel_jwt_error keel_jwt_verify(const keel_jwt_cfg *cfg, const char *token, size_t len,
+                               int64_t now, keel_jwt_claims *out);
+
+/* ---------------------------------------------------------------- passwords */
+
+/* argon2id (libsodium crypto_pwhash_str) with ops/mem limits; blocking:
+ * call on a pool thread. 0, or KEEL_ENOMEM. out has KEEL_PW_HASH_MAX. */
+#define KEEL_PW_HASH_MAX 128
+int keel_password_hash(const char *pw, size_t len, uint64_t ops, uint64_t mem,
+                       char out[KEEL_PW_HASH_MAX]);
+/* 1 when pw matches hash, else 0. Blocking. */
+int keel_password_verify(const char *hash, const char *pw, size_t len);
+/* 1 when the hash was made with other limits than these (rehash on login). */
+int keel_password_needs_rehash(const char *hash, uint64_t ops, uint64_t mem);
+/* NULL when pw is acceptable, else why not: too short (min), too long
+ * (1024), or one of the most common passwords. */
+const char *keel_password_weakness(const char *pw, size_t len, size_t min);
+
+/* ---------------------------------------------------------------- roles */
+
+/* Roles, lowest first: "user", "moderator", "admin". NULL-terminated. */
+extern const char *const keel_roles[];
+int keel_role_valid(const char *role);
+/* The rank of a role (0 user, 1 moderator, 2 admin), -1 when unknown. */
+int keel_role_rank(const char *role);
+/* Whether role grants permission ("users:read", ...). */
+int keel_role_can(const char *role, const char *permission);
+/* The permissions of a role, NULL-terminated. */
+const char *const *keel_role_permissions(const char *role);
+
+/* ---------------------------------------------------------------- principal */
+
+/* Who a request is from, once authenticated (request local
+ * KEEL_PRINCIPAL). kind "user": id is the user's id, role its current
+ * role; kind "apikey": id is the key's id, scopes its permissions. */
+#define KEEL_PRINCIPAL "auth.principal"
+typedef struct keel_principal {
+    const char *kind;   /* "user" or "apikey" */
+    const char *id;
+    const char *role;   /* users */
+    const char *scopes; /* API keys: comma-separated permissions */
+    const char *jti;    /* users: the access token's id */
+    int64_t token_exp;  /* users: the access token's exp */
+} keel_principal;
+
+const keel_principal *keel_req_principal(const keel_req *r);
+/* Whether the request's principal holds permission (role or scopes). */
+int keel_principal_can(const keel_principal *p, const char *permission);
+
+/* Loads what the token alone cannot tell: whether the user still exists
+ * and is active, its current role, and whether the token was revoked
+ * (logout) or issued before a logout-all. Runs asynchronously (a database
+ * query): call done(r, arg, status, role) exactly once on r's loop;
+ * status 0 = valid (role: the current role, copied), KEEL_EACCES =
+ * revoked/disabled/unknown, other negative = could not check (503). */
+typedef void (*keel_auth_done_fn)(keel_req *r, void *arg, int status, const char *role);
+typedef struct keel_auth_store {
+    void (*check_user)(void *self, keel_req *r, const keel_jwt_claims *claims,
+                       keel_auth_done_fn done, void *arg);
+    /* API keys: verify the presented key; done's role carries the scopes
+     * and the key id is written to id_out (64 bytes) before done. */
+    void (*check_apikey)(void *self, keel_req *r, const char *key, size_t len,
+                         char *id_out, keel_auth_done_fn done, void *arg);
+    void *self;
+} keel_auth_store;
+
+/* The middleware: for routes with `auth` "user" (a Bearer access token),
+ * "apikey" (X-API-Key) or "any" (either): 401 problem+json with
+ * WWW-Authenticate for missing or bad credentials, 403 when the route's
+ * `permission` is not held; sets KEEL_PRINCIPAL and the rate limiter's
+ * KEEL_RL_SUBJECT ("user:<id>" / "apikey:<id>"). Routes without auth pass
+ * through untouched. Authorization headers over KEEL_JWT_MAX_LEN are
+ * refused before any parsing. cfg is copied; store must outlive it. */
+keel_middleware keel_mw_auth(const keel_jwt_cfg *cfg, keel_auth_store store);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,218 @@
+/* jwt.c — HS256 access tokens. libjwt 1.10 signs and checks signatures;
+ * everything it would otherwise decide is decided here (keel/auth.h). */
+#include <jansson.h>
+#include <jwt.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "keel/auth.h"
+
+const char *keel_jwt_strerror(keel_jwt_error e)
+{
+    switch (e) {
+    case KEEL_JWT_OK: return "ok";
+    case KEEL_JWT_MALFORMED: return "the token is malformed";
+    case KEEL_JWT_TOO_LONG: return "the token is too long";
+    case KEEL_JWT_BAD_HEADER: return "the token's header is not accepted";
+    case KEEL_JWT_BAD_SIGNATURE: return "the token's signature is invalid";
+    case KEEL_JWT_EXPIRED: return "the token has expired";
+    case KEEL_JWT_NOT_YET_VALID: return "the token is not valid yet";
+    case KEEL_JWT_BAD_ISSUER: return "the token's issuer is not accepted";
+    case KEEL_JWT_BAD_AUDIENCE: return "the token's audience is not accepted";
+    case KEEL_JWT_MISSING_CLAIM: return "the token lacks a required claim";
+    }
+    return "the token is invalid";
+}
+
+int keel_jwt_sign(const keel_jwt_cfg *cfg, const char *sub, const char *role, int64_t now,
+                  char **out, keel_jwt_claims *claims)
+{
+    *out = NULL;
+    if (!cfg->secret_len || !sub || !role || strlen(sub) >= sizeof(claims->sub) ||
+        strlen(role) >= sizeof(claims->role))
+        return KEEL_EINVAL;
+    keel_jwt_claims c = {0};
+    uint8_t rnd[16];
+    randombytes_buf(rnd, sizeof(rnd));
+    sodium_bin2hex(c.jti, sizeof(c.jti), rnd, sizeof(rnd));
+    snprintf(c.sub, sizeof(c.sub), "%s", sub);
+    snprintf(c.role, sizeof(c.role), "%s", role);
+    c.iat = c.nbf = now;
+    c.exp = now + (int64_t)cfg->ttl_s;
+    jwt_t *j = NULL;
+    if (jwt_new(&j) != 0)
+        return KEEL_ENOMEM;
+    int rc = jwt_set_alg(j, JWT_ALG_HS256, cfg->secret, (int)cfg->secret_len);
+    rc = rc ? rc : jwt_add_grant(j, "iss", cfg->issuer);
+    rc = rc ? rc : jwt_add_grant(j, "aud", cfg->audience);
+    rc = rc ? rc : jwt_add_grant(j, "sub", c.sub);
+    rc = rc ? rc : jwt_add_grant(j, "role", c.role);
+    rc = rc ? rc : jwt_add_grant(j, "jti", c.jti);
+    rc = rc ? rc : jwt_add_grant_int(j, "iat", (long)c.iat);
+    rc = rc ? rc : jwt_add_grant_int(j, "nbf", (long)c.nbf);
+    rc = rc ? rc : jwt_add_grant_int(j, "exp", (long)c.exp);
+    char *s = rc ? NULL : jwt_encode_str(j);
+    jwt_free(j);
+    if (!s)
+        return KEEL_ENOMEM;
+    *out = keel_strdup(s);
+    free(s); /* libjwt's allocator */
+    if (claims)
+        *claims = c;
+    return 0;
+}
+
+/* A base64url segment decoded and parsed as one JSON object, duplicate
+ * keys refused. New reference or NULL. */
+static json_t *segment_json(const char *p, size_t n)
+{
+    if (n == 0 || n > KEEL_JWT_MAX_LEN)
+        return NULL;
+    uint8_t buf[KEEL_JWT_MAX_LEN];
+    size_t len = 0;
+    const char *end = NULL;
+    if (sodium_base642bin(buf, sizeof(buf), p, n, NULL, &len, &end,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+        end != p + n)
+        return NULL;
+    json_t *j = json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES, NULL);
+    if (j && !json_is_object(j)) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+static int copy_str(json_t *o, const char *key, char *out, size_t cap)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) >= cap)
+        return -1;
+    memcpy(out, json_string_value(v), json_string_length(v) + 1);
+    return 0;
+}
+
+static int get_time(json_t *o, const char *key, int64_t *out)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_integer(v))
+        return -1;
+    *out = (int64_t)json_integer_value(v);
+    return 0;
+}
+
+static keel_jwt_error check_header(json_t *h)
+{
+    json_t *alg = json_object_get(h, "alg");
+    if (!json_is_string(alg) || strcmp(json_string_value(alg), "HS256") != 0)
+        return KEEL_JWT_BAD_HEADER; /* exactly HS256: not hs256, none, HS512, RS256 */
+    static const char *const refused[] = {"crit", "jku", "x5u", "jwk", "x5c", "zip", "enc"};
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+        if (json_object_get(h, refused[i]))
+            return KEEL_JWT_BAD_HEADER;
+    json_t *typ = json_object_get(h, "typ");
+    if (typ && (!json_is_string(typ) || strcasecmp(json_string_value(typ), "JWT") != 0))
+        return KEEL_JWT_BAD_HEADER;
+    return KEEL_JWT_OK;
+}
+
+static keel_jwt_error check_claims(const keel_jwt_cfg *cfg, json_t *p, int64_t now,
+                                   keel_jwt_claims *out)
+{
+    json_t *iss = json_object_get(p, "iss");
+    if (!json_is_string(iss) || strcmp(json_string_value(iss), cfg->issuer) != 0)
+        return KEEL_JWT_BAD_ISSUER;
+    json_t *aud = json_object_get(p, "aud");
+    int aud_ok = 0;
+    if (json_is_string(aud)) {
+        aud_ok = strcmp(json_string_value(aud), cfg->audience) == 0;
+    } else if (json_is_array(aud)) {
+        size_t i;
+        json_t *a;
+        json_array_foreach(aud, i, a)
+            if (json_is_string(a) && strcmp(json_string_value(a), cfg->audience) == 0)
+                aud_ok = 1;
+    }
+    if (!aud_ok)
+        return KEEL_JWT_BAD_AUDIENCE;
+    if (copy_str(p, "sub", out->sub, sizeof(out->sub)) < 0 ||
+        copy_str(p, "role", out->role, sizeof(out->role)) < 0 ||
+        copy_str(p, "jti", out->jti, sizeof(out->jti)) < 0 ||
+        get_time(p, "exp", &out->exp) < 0 || get_time(p, "nbf", &out->nbf) < 0 ||
+        get_time(p, "iat", &out->iat) < 0)
+        return KEEL_JWT_MISSING_CLAIM;
+    int64_t leeway = (int64_t)cfg->leeway_s;
+    if (out->exp <= now - leeway)
+        return KEEL_JWT_EXPIRED;
+    if (out->nbf > now + leeway || out->iat > now + leeway)
+        return KEEL_JWT_NOT_YET_VALID;
+    return KEEL_JWT_OK;
+}
+
+keel_jwt_error keel_jwt_verify(const keel_jwt_cfg *cfg, const char *token, size_t len,
+                               int64_t now, keel_jwt_claims *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (len > KEEL_JWT_MAX_LEN)
+        return KEEL_JWT_TOO_LONG;
+    const char *dot1 = memchr(token, '.', len);
+    const char *dot2 = dot1 ? memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - token)) : NULL;
+    if (!dot1 || !dot2 || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - token)) ||
+        dot2 + 1 == token + len)
+        return KEEL_JWT_MALFORMED;
+    for (size_t i = 0; i < len; i++) {
+        char ch = token[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '-' || ch == '_' || ch == '.'))
+            return KEEL_JWT_MALFORMED;
+    }
+    json_t *h = segment_json(token, (size_t)(dot1 - token));
+    json_t *p = segment_json(dot1 + 1, (size_t)(dot2 - dot1 - 1));
+    keel_jwt_error e = KEEL_JWT_OK;
+    if (!h || !p)
+        e = KEEL_JWT_MALFORMED;
+    if (!e)
+        e = check_header(h);
+    if (!e) {
+        /* the signature, first in constant time by libsodium (libjwt
+         * compares with strcmp), then by libjwt with our key, then its
+         * idea of alg */
+        uint8_t mac[crypto_auth_hmacsha256_BYTES];
+        size_t maclen = 0;
+        const char *end = NULL;
+        crypto_auth_hmacsha256_state st;
+        if (sodium_base642bin(mac, sizeof(mac), dot2 + 1, len - (size_t)(dot2 + 1 - token), NULL,
+                              &maclen, &end, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+            maclen != sizeof(mac) || end != token + len) {
+            e = KEEL_JWT_BAD_SIGNATURE;
+        } else {
+            uint8_t want[crypto_auth_hmacsha256_BYTES];
+            crypto_auth_hmacsha256_init(&st, cfg->secret, cfg->secret_len);
+            crypto_auth_hmacsha256_update(&st, (const uint8_t *)token, (size_t)(dot2 - token));
+            crypto_auth_hmacsha256_final(&st, want);
+            if (!cfg->secret_len || sodium_memcmp(mac, want, sizeof(mac)) != 0)
+                e = KEEL_JWT_BAD_SIGNATURE;
+        }
+    }
+    if (!e) {
+        char tok[KEEL_JWT_MAX_LEN + 1];
+        memcpy(tok, token, len);
+        tok[len] = '\0';
+        jwt_t *j = NULL;
+        if (!cfg->secret_len ||
+            jwt_decode(&j, tok, cfg->secret, (int)cfg->secret_len) != 0 || !j ||
+            jwt_get_alg(j) != JWT_ALG_HS256)
+            e = KEEL_JWT_BAD_SIGNATURE;
+        if (j)
+            jwt_free(j);
+    }
+    if (!e)
+        e = check_claims(cfg, p, now, out);
+    json_decref(h);
+    json_decref(p);
+    if (e)
+        memset(out, 0, sizeof(*out));
+    return e;
+}

@@ -1,0 +1,280 @@
+/* test_jwt.c — keel_jwt_sign/verify, and every way libjwt 1.10 alone would
+ * have been fooled: alg none / lower-case / HS512 / RS256 headers, crit,
+ * jku, duplicate keys, claims it never checks; plus the password policy
+ * and roles. Tokens are built by hand (libsodium HMAC) so the header and
+ * payload can be anything. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "keel/auth.h"
+
+#include "table_check.h"
+
+static const char SECRET[] = "0123456789abcdef0123456789abcdef-test";
+static const int64_t NOW = 1800000000;
+
+static keel_jwt_cfg cfg(void)
+{
+    keel_jwt_cfg c = {(const uint8_t *)SECRET, sizeof(SECRET) - 1, "keel", "keel-api", 900, 30};
+    return c;
+}
+
+static void b64(const void *p, size_t n, char *out, size_t cap)
+{
+    sodium_bin2base64(out, cap, p, n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+}
+
+/* header.payload signed with HS256 (alg 256), HS512 (512) or not at all
+ * (0: empty signature), under key. */
+static void make(const char *header, const char *payload, int alg, const char *key, char *out,
+                 size_t cap)
+{
+    char h[1024], p[2048];
+    b64(header, strlen(header), h, sizeof(h));
+    b64(payload, strlen(payload), p, sizeof(p));
+    snprintf(out, cap, "%s.%s", h, p);
+    size_t n = strlen(out);
+    char sig[200] = "";
+    if (alg == 256) {
+        uint8_t mac[32];
+        crypto_auth_hmacsha256_state st;
+        crypto_auth_hmacsha256_init(&st, (const uint8_t *)key, strlen(key));
+        crypto_auth_hmacsha256_update(&st, (const uint8_t *)out, n);
+        crypto_auth_hmacsha256_final(&st, mac);
+        b64(mac, sizeof(mac), sig, sizeof(sig));
+    } else if (alg == 512) {
+        uint8_t mac[64];
+        crypto_auth_hmacsha512_state st;
+        crypto_auth_hmacsha512_init(&st, (const uint8_t *)key, strlen(key));
+        crypto_auth_hmacsha512_update(&st, (const uint8_t *)out, n);
+        crypto_auth_hmacsha512_final(&st, mac);
+        b64(mac, sizeof(mac), sig, sizeof(sig));
+    }
+    snprintf(out + n, cap - n, ".%s", sig);
+}
+
+#define GOOD_PAYLOAD                                                                              \
+    "{\"iss\":\"keel\",\"aud\":\"keel-api\",\"sub\":\"u1\",\"role\":\"user\",\"jti\":\"j1\","  \
+    "\"iat\":1800000000,\"nbf\":1800000000,\"exp\":1800000900}"
+
+static void test_sign_verify_round_trip(void **state)
+{
+    (void)state;
+    keel_jwt_cfg c = cfg();
+    char *tok = NULL;
+    keel_jwt_claims made, got;
+    assert_int_equal(keel_jwt_sign(&c, "user-42", "admin", NOW, &tok, &made), 0);
+    assert_int_equal(keel_jwt_verify(&c, tok, strlen(tok), NOW + 10, &got), KEEL_JWT_OK);
+    assert_string_equal(got.sub, "user-42");
+    assert_string_equal(got.role, "admin");
+    assert_string_equal(got.jti, made.jti);
+    assert_int_equal(strlen(got.jti), 32);
+    assert_int_equal(got.exp, NOW + 900);
+    /* expiry with the leeway: valid at exp+29, not at exp+30 */
+    assert_int_equal(keel_jwt_verify(&c, tok, strlen(tok), NOW + 929, &got), KEEL_JWT_OK);
+    assert_int_equal(keel_jwt_verify(&c, tok, strlen(tok), NOW + 930, &got), KEEL_JWT_EXPIRED);
+    /* another key */
+    keel_jwt_cfg other = c;
+    other.secret = (const uint8_t *)"another-secret-another-secret-xx";
+    other.secret_len = 32;
+    assert_int_equal(keel_jwt_verify(&other, tok, strlen(tok), NOW, &got), KEEL_JWT_BAD_SIGNATURE);
+    /* two tokens never share a jti */
+    char *tok2 = NULL;
+    keel_jwt_claims made2;
+    assert_int_equal(keel_jwt_sign(&c, "user-42", "admin", NOW, &tok2, &made2), 0);
+    assert_string_not_equal(made.jti, made2.jti);
+    keel_free(tok);
+    keel_free(tok2);
+}
+
+typedef struct tok_case {
+    const char *name;
+    const char *header;
+    const char *payload;
+    int alg;          /* 256, 512, 0 */
+    const char *key;  /* NULL: SECRET */
+    keel_jwt_error want;
+} tok_case;
+
+static const tok_case cases[] = {
+    {"good", "{\"alg\":\"HS256\",\"typ\":\"JWT\"}", GOOD_PAYLOAD, 256, NULL, KEEL_JWT_OK},
+    {"good without typ", "{\"alg\":\"HS256\"}", GOOD_PAYLOAD, 256, NULL, KEEL_JWT_OK},
+    {"aud array", "{\"alg\":\"HS256\"}",
+     "{\"iss\":\"keel\",\"aud\":[\"x\",\"keel-api\"],\"sub\":\"u1\",\"role\":\"user\","
+     "\"jti\":\"j1\",\"iat\":1800000000,\"nbf\":1800000000,\"exp\":1800000900}",
+     256, NULL, KEEL_JWT_OK},
+    {"alg none unsigned", "{\"alg\":\"none\"}", GOOD_PAYLOAD, 0, NULL, KEEL_JWT_MALFORMED},
+    {"alg none signed", "{\"alg\":\"none\"}", GOOD_PAYLOAD, 256, NULL, KEEL_JWT_BAD_HEADER},
+    {"alg None", "{\"alg\":\"None\"}", GOOD_PAYLOAD, 256, NULL, KEEL_JWT_BAD_HEADER},
+    {"alg lower-case hs256", "{\"alg\":\"hs256\"}", GOOD_PAYLOAD, 256, NULL, KEEL_JWT_BAD_HEADER},
+    {"alg HS512 same key", "{\"alg\":\"HS512\"}", GOOD_PAYLOAD, 512, NULL, KEEL_JWT_BAD_HEADER},
+    {"alg RS256", "{\"alg\":\"RS256\"}", GOOD_PAYLOAD, 256, NULL, KEEL_JWT_BAD_HEADER},
+    {"alg missing", "{\"typ\":\"JWT\"}", GOOD_PAYLOAD, 256, NULL, KEEL_JWT_BAD_HEADER},
+    {"alg not a string", "{\"alg\":256}", GOOD_PAYLOAD, 256, NULL, KEEL_JWT_BAD_HEADER},
+    {"duplicate alg", "{\"alg\":\"none\",\"alg\":\"HS256\"}", GOOD_PAYLOAD, 256, NULL,
+     KEEL_JWT_MALFORMED},
+    {"crit", "{\"alg\":\"HS256\",\"crit\":[\"exp\"]}", GOOD_PAYLOAD, 256, NULL,
+     KEEL_JWT_BAD_HEADER},
+    {"jku", "{\"alg\":\"HS256\",\"jku\":\"https://evil/jwks\"}", GOOD_PAYLOAD, 256, NULL,
+     KEEL_JWT_BAD_HEADER},
+    {"x5u", "{\"alg\":\"HS256\",\"x5u\":\"https://evil/cert\"}", GOOD_PAYLOAD, 256, NULL,
+     KEEL_JWT_BAD_HEADER},
+    {"jwk", "{\"alg\":\"HS256\",\"jwk\":{}}", GOOD_PAYLOAD, 256, NULL, KEEL_JWT_BAD_HEADER},
+    {"typ other", "{\"alg\":\"HS256\",\"typ\":\"at+jwt\"}", GOOD_PAYLOAD, 256, NULL,
+     KEEL_JWT_BAD_HEADER},
+    {"header not object", "[\"HS256\"]", GOOD_PAYLOAD, 256, NULL, KEEL_JWT_MALFORMED},
+    {"wrong key", "{\"alg\":\"HS256\"}", GOOD_PAYLOAD, 256, "not-the-secret", KEEL_JWT_BAD_SIGNATURE},
+    {"empty signature", "{\"alg\":\"HS256\"}", GOOD_PAYLOAD, 0, NULL, KEEL_JWT_MALFORMED},
+    {"duplicate sub", "{\"alg\":\"HS256\"}",
+     "{\"iss\":\"keel\",\"aud\":\"keel-api\",\"sub\":\"u1\",\"sub\":\"admin\",\"role\":\"user\","
+     "\"jti\":\"j1\",\"iat\":1800000000,\"nbf\":1800000000,\"exp\":1800000900}",
+     256, NULL, KEEL_JWT_MALFORMED},
+    {"payload not object", "{\"alg\":\"HS256\"}", "\"hi\"", 256, NULL, KEEL_JWT_MALFORMED},
+    {"wrong issuer", "{\"alg\":\"HS256\"}",
+     "{\"iss\":\"evil\",\"aud\":\"keel-api\",\"sub\":\"u1\",\"role\":\"user\",\"jti\":\"j1\","
+     "\"iat\":1800000000,\"nbf\":1800000000,\"exp\":1800000900}",
+     256, NULL, KEEL_JWT_BAD_ISSUER},
+    {"no issuer", "{\"alg\":\"HS256\"}",
+     "{\"aud\":\"keel-api\",\"sub\":\"u1\",\"role\":\"user\",\"jti\":\"j1\","
+     "\"iat\":1800000000,\"nbf\":1800000000,\"exp\":1800000900}",
+     256, NULL, KEEL_JWT_BAD_ISSUER},
+    {"wrong audience", "{\"alg\":\"HS256\"}",
+     "{\"iss\":\"keel\",\"aud\":\"other\",\"sub\":\"u1\",\"role\":\"user\",\"jti\":\"j1\","
+     "\"iat\":1800000000,\"nbf\":1800000000,\"exp\":1800000900}",
+     256, NULL, KEEL_JWT_BAD_AUDIENCE},
+    {"expired", "{\"alg\":\"HS256\"}",
+     "{\"iss\":\"keel\",\"aud\":\"keel-api\",\"sub\":\"u1\",\"role\":\"user\",\"jti\":\"j1\","
+     "\"iat\":1799990000,\"nbf\":1799990000,\"exp\":1799999000}",
+     256, NULL, KEEL_JWT_EXPIRED},
+    {"nbf in the future", "{\"alg\":\"HS256\"}",
+     "{\"iss\":\"keel\",\"aud\":\"keel-api\",\"sub\":\"u1\",\"role\":\"user\",\"jti\":\"j1\","
+     "\"iat\":1800000000,\"nbf\":1800000100,\"exp\":1800000900}",
+     256, NULL, KEEL_JWT_NOT_YET_VALID},
+    {"iat in the future", "{\"alg\":\"HS256\"}",
+     "{\"iss\":\"keel\",\"aud\":\"keel-api\",\"sub\":\"u1\",\"role\":\"user\",\"jti\":\"j1\","
+     "\"iat\":1800000100,\"nbf\":1800000000,\"exp\":1800000900}",
+     256, NULL, KEEL_JWT_NOT_YET_VALID},
+    {"exp as string", "{\"alg\":\"HS256\"}",
+     "{\"iss\":\"keel\",\"aud\":\"keel-api\",\"sub\":\"u1\",\"role\":\"user\",\"jti\":\"j1\","
+     "\"iat\":1800000000,\"nbf\":1800000000,\"exp\":\"1800000900\"}",
+     256, NULL, KEEL_JWT_MISSING_CLAIM},
+    {"no jti", "{\"alg\":\"HS256\"}",
+     "{\"iss\":\"keel\",\"aud\":\"keel-api\",\"sub\":\"u1\",\"role\":\"user\","
+     "\"iat\":1800000000,\"nbf\":1800000000,\"exp\":1800000900}",
+     256, NULL, KEEL_JWT_MISSING_CLAIM},
+    {"no role", "{\"alg\":\"HS256\"}",
+     "{\"iss\":\"keel\",\"aud\":\"keel-api\",\"sub\":\"u1\",\"jti\":\"j1\","
+     "\"iat\":1800000000,\"nbf\":1800000000,\"exp\":1800000900}",
+     256, NULL, KEEL_JWT_MISSING_CLAIM},
+    {"empty sub", "{\"alg\":\"HS256\"}",
+     "{\"iss\":\"keel\",\"aud\":\"keel-api\",\"sub\":\"\",\"role\":\"user\",\"jti\":\"j1\","
+     "\"iat\":1800000000,\"nbf\":1800000000,\"exp\":1800000900}",
+     256, NULL, KEEL_JWT_MISSING_CLAIM},
+};
+
+static void test_token_table(void **state)
+{
+    (void)state;
+    keel_jwt_cfg c = cfg();
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const tok_case *tc = &cases[i];
+        char tok[4096];
+        make(tc->header, tc->payload, tc->alg, tc->key ? tc->key : SECRET, tok, sizeof(tok));
+        keel_jwt_claims out;
+        keel_jwt_error got = keel_jwt_verify(&c, tok, strlen(tok), NOW, &out);
+        if (got != tc->want)
+            case_fail(tc->name, "got %d (%s), want %d", got, keel_jwt_strerror(got), tc->want);
+    }
+    assert_int_equal(failures, 0);
+}
+
+static void test_malformed_strings(void **state)
+{
+    (void)state;
+    keel_jwt_cfg c = cfg();
+    keel_jwt_claims out;
+    char good[4096];
+    make("{\"alg\":\"HS256\"}", GOOD_PAYLOAD, 256, SECRET, good, sizeof(good));
+    const char *bad[] = {"", ".", "..", "a.b", "a.b.c.d", "a..c", "a.b.", "!!.!!.!!",
+                         "eyJhbGciOiJIUzI1NiJ9.e30.=", "eyJhbGciOiJIUzI1NiJ9 .e30.x"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (keel_jwt_verify(&c, bad[i], strlen(bad[i]), NOW, &out) != KEEL_JWT_MALFORMED)
+            case_fail(bad[i], "accepted or misclassified");
+    /* a flipped bit in the payload */
+    char t[4096];
+    strcpy(t, good);
+    char *p = strchr(t, '.') + 5;
+    *p = *p == 'A' ? 'B' : 'A';
+    assert_int_not_equal(keel_jwt_verify(&c, t, strlen(t), NOW, &out), KEEL_JWT_OK);
+    /* too long before anything is parsed */
+    char big[KEEL_JWT_MAX_LEN + 10];
+    memset(big, 'a', sizeof(big));
+    assert_int_equal(keel_jwt_verify(&c, big, sizeof(big), NOW, &out), KEEL_JWT_TOO_LONG);
+    /* an empty key verifies nothing */
+    keel_jwt_cfg nokey = c;
+    nokey.secret_len = 0;
+    assert_int_equal(keel_jwt_verify(&nokey, good, strlen(good), NOW, &out), KEEL_JWT_BAD_SIGNATURE);
+    assert_int_equal(failures, 0);
+}
+
+static void test_password_policy_and_hash(void **state)
+{
+    (void)state;
+    assert_null(keel_password_weakness("correct horse battery", 21, 8));
+    assert_non_null(keel_password_weakness("short", 5, 8));
+    assert_non_null(keel_password_weakness("Password1", 9, 8));
+    assert_non_null(keel_password_weakness("QWERTYUIOP", 10, 8));
+    char big[1100];
+    memset(big, 'x', sizeof(big));
+    assert_non_null(keel_password_weakness(big, 1025, 8));
+    assert_null(keel_password_weakness(big, 1024, 8));
+    char h[KEEL_PW_HASH_MAX];
+    uint64_t ops = 1, mem = 8192 * 1024;
+    assert_int_equal(keel_password_hash("s3cret-pass", 11, ops, mem, h), 0);
+    assert_true(strncmp(h, "$argon2id$", 10) == 0);
+    assert_true(keel_password_verify(h, "s3cret-pass", 11));
+    assert_false(keel_password_verify(h, "s3cret-pasS", 11));
+    assert_false(keel_password_verify(h, "s3cret-pass", 10));
+    assert_false(keel_password_needs_rehash(h, ops, mem));
+    assert_true(keel_password_needs_rehash(h, 2, mem));
+}
+
+static void test_roles(void **state)
+{
+    (void)state;
+    assert_true(keel_role_valid("admin"));
+    assert_false(keel_role_valid("root"));
+    assert_true(keel_role_rank("admin") > keel_role_rank("moderator"));
+    assert_true(keel_role_can("admin", "users:write"));
+    assert_true(keel_role_can("moderator", "users:read"));
+    assert_false(keel_role_can("moderator", "users:write"));
+    assert_false(keel_role_can("user", "users:read"));
+    assert_false(keel_role_can("nobody", "users:read"));
+    keel_principal key = {.kind = "apikey", .id = "k1", .scopes = "users:read, reports:run"};
+    assert_true(keel_principal_can(&key, "users:read"));
+    assert_true(keel_principal_can(&key, "reports:run"));
+    assert_false(keel_principal_can(&key, "users:rea"));
+    assert_false(keel_principal_can(&key, "users:write"));
+    assert_false(keel_principal_can(NULL, "users:read"));
+}
+
+int main(void)
+{
+    if (sodium_init() < 0)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sign_verify_round_trip),
+        cmocka_unit_test(test_token_table),
+        cmocka_unit_test(test_malformed_strings),
+        cmocka_unit_test(test_password_policy_and_hash),
+        cmocka_unit_test(test_roles),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
