@@ -1,4 +1,6 @@
 /* main.c — the keel CLI and reference service. */
+#include <sodium.h>
+
 #include "app/app.h"
 
 static int setup(keel_service *svc, void *arg)
@@ -6,12 +8,28 @@ static int setup(keel_service *svc, void *arg)
     (void)arg;
     if (keel_service_config(svc)->demo_routes && app_demo_setup(svc) < 0)
         return -1;
+    if (app_auth_setup(svc) < 0)
+        return -1;
     return app_distributed_setup(svc);
+}
+
+static int command(keel_service *svc, const char *cmd, int argc, char **argv, void *arg)
+{
+    (void)arg;
+    return app_auth_command(svc, cmd, argc - 2, argv + 2);
 }
 
 int main(int argc, char **argv)
 {
-    keel_app app = {.name = "keel", .version = KEEL_VERSION, .setup = setup,
+    if (sodium_init() < 0)
+        return 1;
+    keel_app app = {.name = "keel", .version = KEEL_VERSION, .setup = setup, .command = command,
+                    .usage = "  user create --email E [--role R] [--name N]\n"
+                             "                     create a user (password: KEEL_ADMIN_PASSWORD "
+                             "or stdin)\n"
+                             "  apikey create --name N --scopes a,b [--expires 90d] | list | "
+                             "revoke ID\n"
+                             "                     service-to-service API keys\n",
                     .use_database = 1, .migrations = app_migrations,
                     .nmigrations = app_migrations_count};
     return keel_main(argc, argv, &app);

@@ -95,6 +95,18 @@ typedef struct keel_config {
     int compression;        /* COMPRESSION */
     uint64_t compression_min_bytes; /* COMPRESSION_MIN_BYTES */
 
+    /* accounts and tokens (src/mw/jwt.c, src/app/auth.c) */
+    uint64_t jwt_ttl_ms;        /* JWT_EXPIRES_IN */
+    char *jwt_issuer;           /* JWT_ISSUER */
+    char *jwt_audience;         /* JWT_AUDIENCE */
+    uint64_t refresh_ttl_ms;    /* REFRESH_TOKEN_EXPIRY */
+    uint64_t password_min;      /* PASSWORD_MIN_LENGTH */
+    uint64_t password_ops;      /* PASSWORD_HASH_OPS */
+    uint64_t password_mem;      /* PASSWORD_HASH_MEMORY, bytes */
+    uint64_t login_max_attempts; /* LOGIN_MAX_ATTEMPTS */
+    uint64_t login_lock_ms;     /* LOGIN_LOCK_TIME (first lock; doubles) */
+    uint64_t login_lock_max_ms; /* LOGIN_LOCK_MAX */
+
     /* rate limiting (src/mw/rate_limit.c) */
     int rate_limit;             /* RATE_LIMIT_ENABLED */
     uint64_t rate_limit_max;    /* RATE_LIMIT_MAX (general tier) */

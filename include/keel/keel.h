@@ -3,6 +3,7 @@
 #define KEEL_KEEL_H
 
 #include "arena.h"
+#include "auth.h"
 #include "common.h"
 #include "config.h"
 #include "db.h"

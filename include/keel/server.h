@@ -101,6 +101,9 @@ int keel_server_add_routes(keel_server *s, const keel_route *routes, size_t n);
 
 /* Appends a middleware (copied). */
 void keel_server_use(keel_server *s, const keel_middleware *mw);
+/* Inserts a middleware (copied) just before the one named `before`, or
+ * appends it when there is none by that name. Before keel_server_start. */
+void keel_server_use_before(keel_server *s, const char *before, const keel_middleware *mw);
 
 /* Binds the listeners and starts the workers; returns at once.
  * 0, or a negative error (e.g. -EADDRINUSE) with a log line. */

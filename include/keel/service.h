@@ -71,6 +71,10 @@ struct keel_db *keel_service_db(keel_service *svc);
  * middleware runs after keel's standard ones. */
 int keel_service_add_routes(keel_service *svc, const keel_route *routes, size_t n);
 void keel_service_use(keel_service *svc, const keel_middleware *mw);
+/* Adds an authentication middleware (keel_mw_auth) where it belongs: after
+ * the edge middleware, before the rate limiter, so limits follow the
+ * authenticated subject. */
+void keel_service_use_auth(keel_service *svc, const keel_middleware *mw);
 
 /* Prints the route table as `keel routes` does. */
 void keel_service_print_routes(keel_service *svc, FILE *out);

@@ -17,6 +17,47 @@ void keel_req_resume_respond_text(keel_req *r, int status, const char *text);
 int app_demo_setup(keel_service *svc);
 int app_distributed_setup(keel_service *svc);
 
+/* ---------------------------------------------------------------- accounts */
+
+/* The account settings and the database (src/app/auth.c). */
+typedef struct app_auth {
+    keel_db *db;
+    keel_jwt_cfg jwt;
+    uint8_t secret[256];
+    uint64_t refresh_ttl_s;
+    uint64_t pw_ops, pw_mem, pw_min;
+    uint64_t max_attempts, lock_base_s, lock_max_s;
+} app_auth;
+
+typedef struct app_tokens {
+    char *access; /* keel_free */
+    char refresh[64];
+    int64_t expires_in;
+} app_tokens;
+
+#define APP_USER_COLUMNS                                                       \
+    "id, email, name, role, status, email_verified, created_at, updated_at, "  \
+    "last_login_at, deleted_at"
+
+int app_auth_setup(keel_service *svc);
+int app_users_setup(keel_service *svc, app_auth *a);
+int app_auth_command(keel_service *svc, const char *cmd, int argc, char **argv);
+app_auth *app_auth_get(void);
+
+int64_t app_now(void);
+void app_uuid(char out[37]);
+void app_random_token(char *out, size_t cap, size_t nbytes);
+void app_sha256_hex(const char *s, size_t n, char out[65]);
+/* Trimmed, lower-cased, checked (one @, a dot in the domain, no spaces or
+ * specials): 0, or -1 when not an address. */
+int app_normalize_email(const char *in, size_t n, char *out, size_t cap);
+/* A user row (APP_USER_COLUMNS from column `first`) as JSON. */
+struct json_t *app_user_json(const keel_db_rows *rows, size_t first);
+int app_issue_tokens(keel_db_conn *c, const app_auth *a, const char *user_id, const char *role,
+                     const char *family, app_tokens *out);
+/* {access_token, refresh_token, token_type, expires_in}; wipes t. */
+struct json_t *app_tokens_json(app_tokens *t);
+
 /* The reference service's migrations, compiled from migrations/ into
  * build/gen/migrations.c by scripts/embed_migrations.sh. */
 extern const keel_migration app_migrations[];

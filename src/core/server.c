@@ -103,6 +103,22 @@ size_t keel_server_routes(const keel_server *s, const keel_route *const **out)
     return s->nroutes;
 }
 
+void keel_server_use_before(keel_server *s, const char *before, const keel_middleware *mw)
+{
+    size_t at = s->nmws;
+    for (size_t i = 0; before && i < s->nmws; i++)
+        if (s->mws[i].name && !strcmp(s->mws[i].name, before)) {
+            at = i;
+            break;
+        }
+    s->mws = keel_realloc(s->mws, (s->nmws + 1) * sizeof(*s->mws));
+    memmove(&s->mws[at + 1], &s->mws[at], (s->nmws - at) * sizeof(*s->mws));
+    s->mws[at] = *mw;
+    s->nmws++;
+    if (mw->on_response)
+        s->nresponse_hooks++;
+}
+
 void keel_server_use(keel_server *s, const keel_middleware *mw)
 {
     s->mws = keel_realloc(s->mws, (s->nmws + 1) * sizeof(*s->mws));

@@ -37,6 +37,11 @@ void keel_service_use(keel_service *svc, const keel_middleware *mw)
     keel_server_use(svc->server, mw);
 }
 
+void keel_service_use_auth(keel_service *svc, const keel_middleware *mw)
+{
+    keel_server_use_before(svc->server, "rate_limit", mw);
+}
+
 /* ---------------------------------------------------------------- metrics */
 
 static keel_flow h_metrics(keel_req *r)

@@ -1,0 +1,1128 @@
+/* auth.c — /api/v1/auth: register, login, refresh, logout, logout-all,
+ * me; the credential store behind the auth middleware; `keel user` and
+ * `keel apikey`. docs/api.md describes the contract.
+ *
+ * Work placement: argon2id runs on the work pool (it takes ~50 ms and
+ * 64 MB), SQL on the database pool; a login is three hops: fetch the user
+ * (db), verify (work), record the outcome and issue tokens (db). */
+#include <jansson.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "app/app.h"
+
+static app_auth A;
+
+app_auth *app_auth_get(void)
+{
+    return &A;
+}
+
+/* A precomputed hash of nothing anyone knows: verified against when the
+ * e-mail is unknown, so both answers take the same time. */
+static char dummy_hash[KEEL_PW_HASH_MAX];
+
+/* ---------------------------------------------------------------- schemas */
+
+#define S_EMAIL "{\"type\":\"string\",\"format\":\"email\",\"maxLength\":254}"
+#define S_PASSWORD "{\"type\":\"string\",\"minLength\":1,\"maxLength\":1024}"
+#define S_TOKENS                                                                                  \
+    "{\"type\":\"object\",\"properties\":{\"access_token\":{\"type\":\"string\"},"                \
+    "\"refresh_token\":{\"type\":\"string\"},\"token_type\":{\"type\":\"string\"},"              \
+    "\"expires_in\":{\"type\":\"integer\"}}}"
+#define S_USER                                                                                    \
+    "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\",\"format\":\"uuid\"},"      \
+    "\"email\":{\"type\":\"string\"},\"name\":{\"type\":\"string\"},\"role\":{\"type\":"         \
+    "\"string\",\"enum\":[\"user\",\"moderator\",\"admin\"]},\"status\":{\"type\":\"string\"},"   \
+    "\"email_verified\":{\"type\":\"boolean\"},\"created_at\":{\"type\":\"string\"},"            \
+    "\"updated_at\":{\"type\":\"string\"}}}"
+
+/* ---------------------------------------------------------------- jobs */
+
+/* One request's state across its hops. */
+typedef struct job {
+    keel_req *r;
+    char email[256];
+    char *password; /* sodium-guarded copy, wiped */
+    size_t password_len;
+    char *new_password;
+    size_t new_password_len;
+    char name[256];
+    int has_name, has_email;
+    char user_id[64];
+    char role[32];
+    char jti[40];
+    char status[16];
+    char hash[KEEL_PW_HASH_MAX];
+    char new_hash[KEEL_PW_HASH_MAX];
+    char refresh_hash[65];
+    int64_t locked_until;
+    int64_t failed;
+    int found, ok, rehash;
+    int http_status;
+    const char *detail;
+    app_tokens tokens;
+    json_t *user;
+} job;
+
+static job *job_new(keel_req *r)
+{
+    job *j = keel_calloc(1, sizeof(*j));
+    j->r = r;
+    return j;
+}
+
+static void wipe(char **p, size_t *n)
+{
+    if (*p) {
+        sodium_memzero(*p, *n);
+        keel_free(*p);
+        *p = NULL;
+        *n = 0;
+    }
+}
+
+static void job_free(job *j)
+{
+    wipe(&j->password, &j->password_len);
+    wipe(&j->new_password, &j->new_password_len);
+    keel_free(j->tokens.access);
+    sodium_memzero(j->tokens.refresh, sizeof(j->tokens.refresh));
+    json_decref(j->user);
+    sodium_memzero(j, sizeof(*j));
+    keel_free(j);
+}
+
+static void respond_secret_json(keel_req *r, int status, json_t *o)
+{
+    keel_res_set_header(r, "Cache-Control", "no-store");
+    keel_respond_json(r, status, o);
+}
+
+/* A string member of the body, or NULL; 422 named field when mistyped. */
+static const char *body_str(keel_req *r, json_t *body, const char *key, size_t *len, int required)
+{
+    json_t *v = json_object_get(body, key);
+    if (!v) {
+        if (required) {
+            char ptr[64], msg[96];
+            snprintf(ptr, sizeof(ptr), "/%s", key);
+            snprintf(msg, sizeof(msg), "%s is required", key);
+            keel_respond_problem_ex(r, 422, NULL, "the request body is not valid",
+                                    json_pack("{s:[{s:s,s:s}]}", "errors", "pointer", ptr,
+                                              "message", msg));
+        }
+        return NULL;
+    }
+    if (!json_is_string(v)) {
+        char ptr[64], msg[96];
+        snprintf(ptr, sizeof(ptr), "/%s", key);
+        snprintf(msg, sizeof(msg), "%s must be a string", key);
+        keel_respond_problem_ex(r, 422, NULL, "the request body is not valid",
+                                json_pack("{s:[{s:s,s:s}]}", "errors", "pointer", ptr, "message",
+                                          msg));
+        return NULL;
+    }
+    *len = json_string_length(v);
+    return json_string_value(v);
+}
+
+/* Respond 422 with one error. */
+static void invalid(keel_req *r, const char *pointer, const char *message)
+{
+    keel_respond_problem_ex(r, 422, NULL, "the request body is not valid",
+                            json_pack("{s:[{s:s,s:s}]}", "errors", "pointer", pointer, "message",
+                                      message));
+}
+
+static char *secure_copy(const char *s, size_t n)
+{
+    char *p = keel_malloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+/* ---------------------------------------------------------------- work-pool steps */
+
+static void work_hash(void *arg)
+{
+    job *j = arg;
+    j->ok = keel_password_hash(j->password, j->password_len, A.pw_ops, A.pw_mem, j->hash) == 0;
+}
+
+static void work_verify(void *arg)
+{
+    job *j = arg;
+    if (j->found) {
+        j->ok = keel_password_verify(j->hash, j->password, j->password_len);
+        j->rehash = j->ok && keel_password_needs_rehash(j->hash, A.pw_ops, A.pw_mem);
+        if (j->rehash &&
+            keel_password_hash(j->password, j->password_len, A.pw_ops, A.pw_mem, j->new_hash) < 0)
+            j->rehash = 0;
+    } else {
+        keel_password_verify(dummy_hash, j->password, j->password_len);
+        j->ok = 0;
+    }
+}
+
+/* verify the current password, then hash the new one */
+static void work_change(void *arg)
+{
+    job *j = arg;
+    j->ok = j->found && keel_password_verify(j->hash, j->password, j->password_len);
+    if (j->ok && keel_password_hash(j->new_password, j->new_password_len, A.pw_ops, A.pw_mem,
+                                    j->new_hash) < 0)
+        j->ok = -1;
+}
+
+/* Runs a db step; on a full queue answers 503 and frees j. */
+static keel_flow run_db(job *j, keel_db_fn fn, keel_db_done_cb done)
+{
+    int rc = keel_db_run(j->r, A.db, fn, done, j);
+    if (rc < 0) {
+        keel_db_respond_error(j->r, rc);
+        job_free(j);
+        return KEEL_DONE;
+    }
+    return KEEL_SUSPEND;
+}
+
+static void run_db_later(job *j, keel_db_fn fn, keel_db_done_cb done)
+{
+    if (run_db(j, fn, done) == KEEL_DONE)
+        return; /* answered and freed */
+}
+
+static int run_work(job *j, keel_work_fn fn, keel_after_work_cb after)
+{
+    if (keel_req_submit(j->r, fn, after, j) < 0) {
+        keel_respond_unavailable(j->r, 1, "the server is busy");
+        job_free(j);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- register */
+
+static int db_register(keel_db_conn *c, void *arg)
+{
+    job *j = arg;
+    int64_t now = app_now();
+    app_uuid(j->user_id);
+    snprintf(j->role, sizeof(j->role), "user");
+    keel_db_param p[] = {KEEL_DB_P_TEXT(j->user_id), KEEL_DB_P_TEXT(j->email),
+                         KEEL_DB_P_TEXT(j->hash), KEEL_DB_P_TEXT(j->name), KEEL_DB_P_INT(now)};
+    int rc = keel_db_exec(c,
+                          "INSERT INTO users (id, email, password_hash, name, role, created_at, "
+                          "updated_at) VALUES ($1, $2, $3, $4, 'user', $5, $5)",
+                          p, 5, NULL);
+    if (rc < 0)
+        return rc;
+    rc = app_issue_tokens(c, &A, j->user_id, j->role, NULL, &j->tokens);
+    if (rc < 0)
+        return rc;
+    keel_db_rows *rows;
+    rc = keel_db_query(c, "SELECT " APP_USER_COLUMNS " FROM users WHERE id = $1", p, 1, &rows);
+    if (rc < 0)
+        return rc;
+    if (keel_db_rows_next(rows) == 1)
+        j->user = app_user_json(rows, 0);
+    keel_db_rows_free(rows);
+    return 0;
+}
+
+static int db_register_tx(keel_db_conn *c, void *arg)
+{
+    return keel_db_tx(c, db_register, arg);
+}
+
+static void register_done(keel_req *r, void *arg, int status)
+{
+    job *j = arg;
+    if (status == KEEL_EDB_CONSTRAINT) {
+        keel_respond_problem(r, 409, "an account with this e-mail address already exists");
+    } else if (status < 0) {
+        keel_db_respond_error(r, status);
+    } else {
+        json_t *o = app_tokens_json(&j->tokens);
+        json_object_set(o, "user", j->user ? j->user : json_null());
+        keel_log(KEEL_LOG_INFO, "user registered", "{s:s}", "user_id", j->user_id);
+        respond_secret_json(r, 201, o);
+    }
+    job_free(j);
+}
+
+static void register_hashed(keel_req *r, void *arg, int status)
+{
+    job *j = arg;
+    if (status < 0) {
+        job_free(j);
+        return;
+    }
+    wipe(&j->password, &j->password_len);
+    if (!j->ok) {
+        keel_respond_problem(r, 500, "the password could not be hashed");
+        job_free(j);
+        return;
+    }
+    run_db_later(j, db_register_tx, register_done);
+}
+
+/* Reads email + password (+ name) and checks them. NULL after answering. */
+static job *read_credentials(keel_req *r, int with_policy)
+{
+    json_t *body = app_json_body(r);
+    if (!body)
+        return NULL;
+    size_t el = 0, pl = 0, nl = 0;
+    const char *email = body_str(r, body, "email", &el, 1);
+    if (!email)
+        return NULL;
+    const char *pw = body_str(r, body, "password", &pl, 1);
+    if (!pw)
+        return NULL;
+    job *j = job_new(r);
+    if (app_normalize_email(email, el, j->email, sizeof(j->email)) < 0) {
+        invalid(r, "/email", "must be an e-mail address");
+        job_free(j);
+        return NULL;
+    }
+    if (with_policy) {
+        const char *weak = keel_password_weakness(pw, pl, A.pw_min);
+        if (weak) {
+            invalid(r, "/password", weak);
+            job_free(j);
+            return NULL;
+        }
+        json_t *nv = json_object_get(body, "name");
+        if (nv) {
+            const char *name = json_string_value(nv);
+            nl = json_string_length(nv);
+            if (!name || nl > 200) {
+                invalid(r, "/name", "must be a string of at most 200 bytes");
+                job_free(j);
+                return NULL;
+            }
+            memcpy(j->name, name, nl);
+            j->name[nl] = '\0';
+        }
+    } else if (pl > 1024) {
+        pl = 1024; /* verified against: cannot match, costs no more */
+    }
+    j->password = secure_copy(pw, pl);
+    j->password_len = pl;
+    return j;
+}
+
+static keel_flow h_register(keel_req *r)
+{
+    job *j = read_credentials(r, 1);
+    if (!j)
+        return KEEL_DONE;
+    if (run_work(j, work_hash, register_hashed) < 0)
+        return KEEL_DONE;
+    return KEEL_SUSPEND;
+}
+
+/* ---------------------------------------------------------------- login */
+
+static int db_login_fetch(keel_db_conn *c, void *arg)
+{
+    job *j = arg;
+    keel_db_param p[] = {KEEL_DB_P_TEXT(j->email)};
+    keel_db_rows *rows;
+    int rc = keel_db_query(c,
+                           "SELECT id, password_hash, role, status, locked_until, failed_logins "
+                           "FROM users WHERE email = $1 AND deleted_at IS NULL",
+                           p, 1, &rows);
+    if (rc < 0)
+        return rc;
+    if (keel_db_rows_next(rows) == 1) {
+        j->found = 1;
+        keel_str v = keel_db_get_text(rows, 0);
+        snprintf(j->user_id, sizeof(j->user_id), "%.*s", (int)v.len, v.ptr);
+        v = keel_db_get_text(rows, 1);
+        snprintf(j->hash, sizeof(j->hash), "%.*s", (int)v.len, v.ptr);
+        v = keel_db_get_text(rows, 2);
+        snprintf(j->role, sizeof(j->role), "%.*s", (int)v.len, v.ptr);
+        v = keel_db_get_text(rows, 3);
+        snprintf(j->status, sizeof(j->status), "%.*s", (int)v.len, v.ptr);
+        j->locked_until = keel_db_get_int(rows, 4);
+        j->failed = keel_db_get_int(rows, 5);
+    }
+    keel_db_rows_free(rows);
+    return 0;
+}
+
+static int db_login_record(keel_db_conn *c, void *arg)
+{
+    job *j = arg;
+    int64_t now = app_now();
+    if (!j->ok) {
+        /* count the failure; lock for LOGIN_LOCK_TIME doubling from the
+         * LOGIN_MAX_ATTEMPTS-th one, up to LOGIN_LOCK_MAX */
+        int64_t failed = j->failed + 1, lock = 0;
+        if ((uint64_t)failed >= A.max_attempts) {
+            uint64_t n = (uint64_t)failed - A.max_attempts, t = A.lock_base_s;
+            while (n-- && t < A.lock_max_s)
+                t *= 2;
+            lock = now + (int64_t)(t < A.lock_max_s ? t : A.lock_max_s);
+        }
+        keel_db_param p[] = {KEEL_DB_P_INT(lock), KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->user_id)};
+        return keel_db_exec(c,
+                            "UPDATE users SET failed_logins = failed_logins + 1, "
+                            "locked_until = $1, updated_at = $2 WHERE id = $3",
+                            p, 3, NULL);
+    }
+    keel_db_param p[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->user_id),
+                         KEEL_DB_P_TEXT(j->rehash ? j->new_hash : j->hash)};
+    int rc = keel_db_exec(c,
+                          "UPDATE users SET failed_logins = 0, locked_until = 0, "
+                          "last_login_at = $1, password_hash = $3 WHERE id = $2",
+                          p, 3, NULL);
+    if (rc < 0)
+        return rc;
+    return app_issue_tokens(c, &A, j->user_id, j->role, NULL, &j->tokens);
+}
+
+static int db_login_record_tx(keel_db_conn *c, void *arg)
+{
+    return keel_db_tx(c, db_login_record, arg);
+}
+
+static void bad_credentials(keel_req *r)
+{
+    keel_res_set_header(r, "WWW-Authenticate", "Bearer realm=\"keel\"");
+    keel_res_set_header(r, "Cache-Control", "no-store");
+    keel_respond_problem(r, 401, "invalid e-mail address or password");
+}
+
+static void login_recorded(keel_req *r, void *arg, int status)
+{
+    job *j = arg;
+    if (status < 0) {
+        keel_db_respond_error(r, status);
+    } else if (!j->ok) {
+        keel_log(KEEL_LOG_WARN, "login failed", "{s:s,s:I}", "user_id", j->user_id, "failures",
+                 (json_int_t)(j->failed + 1));
+        bad_credentials(r);
+    } else {
+        keel_log(KEEL_LOG_INFO, "login", "{s:s}", "user_id", j->user_id);
+        respond_secret_json(r, 200, app_tokens_json(&j->tokens));
+    }
+    job_free(j);
+}
+
+static void login_verified(keel_req *r, void *arg, int status)
+{
+    job *j = arg;
+    if (status < 0) {
+        job_free(j);
+        return;
+    }
+    wipe(&j->password, &j->password_len);
+    if (!j->found) {
+        bad_credentials(r);
+        job_free(j);
+        return;
+    }
+    if (j->ok && strcmp(j->status, "active") != 0) {
+        keel_res_set_header(r, "Cache-Control", "no-store");
+        keel_respond_problem(r, 403, "this account is disabled");
+        job_free(j);
+        return;
+    }
+    run_db_later(j, db_login_record_tx, login_recorded);
+}
+
+static void login_fetched(keel_req *r, void *arg, int status)
+{
+    job *j = arg;
+    if (status < 0) {
+        keel_db_respond_error(r, status);
+        job_free(j);
+        return;
+    }
+    int64_t now = app_now();
+    if (j->found && j->locked_until > now) {
+        char retry[24];
+        snprintf(retry, sizeof(retry), "%lld", (long long)(j->locked_until - now));
+        keel_res_set_header(r, "Retry-After", retry);
+        keel_res_set_header(r, "Cache-Control", "no-store");
+        keel_respond_problem(r, 429, "too many failed logins: this account is locked for a while");
+        job_free(j);
+        return;
+    }
+    run_work(j, work_verify, login_verified);
+}
+
+static keel_flow h_login(keel_req *r)
+{
+    job *j = read_credentials(r, 0);
+    if (!j)
+        return KEEL_DONE;
+    return run_db(j, db_login_fetch, login_fetched);
+}
+
+/* ---------------------------------------------------------------- refresh */
+
+static int db_refresh(keel_db_conn *c, void *arg)
+{
+    job *j = arg;
+    int64_t now = app_now();
+    keel_db_param p[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->refresh_hash)};
+    keel_db_rows *rows;
+    /* the atomic claim: of any number of concurrent uses, one updates */
+    int rc = keel_db_query(c,
+                           "UPDATE refresh_tokens SET revoked_at = $1 WHERE token_hash = $2 "
+                           "AND revoked_at IS NULL AND expires_at > $1 "
+                           "RETURNING user_id, family_id",
+                           p, 2, &rows);
+    if (rc < 0)
+        return rc;
+    char family[64] = "";
+    if (keel_db_rows_next(rows) == 1) {
+        j->found = 1;
+        keel_str v = keel_db_get_text(rows, 0);
+        snprintf(j->user_id, sizeof(j->user_id), "%.*s", (int)v.len, v.ptr);
+        v = keel_db_get_text(rows, 1);
+        snprintf(family, sizeof(family), "%.*s", (int)v.len, v.ptr);
+    }
+    keel_db_rows_free(rows);
+    if (!j->found) {
+        /* a rotated (revoked) token used again: theft; end the family */
+        rc = keel_db_query(c,
+                           "SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = $2 "
+                           "AND revoked_at IS NOT NULL AND $1 = $1",
+                           p, 2, &rows);
+        if (rc < 0)
+            return rc;
+        if (keel_db_rows_next(rows) == 1) {
+            keel_str v = keel_db_get_text(rows, 0);
+            snprintf(family, sizeof(family), "%.*s", (int)v.len, v.ptr);
+            v = keel_db_get_text(rows, 1);
+            snprintf(j->user_id, sizeof(j->user_id), "%.*s", (int)v.len, v.ptr);
+        }
+        keel_db_rows_free(rows);
+        if (*family) {
+            j->detail = "reuse";
+            keel_db_param q[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(family)};
+            return keel_db_exec(c,
+                                "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 "
+                                "AND revoked_at IS NULL",
+                                q, 2, NULL);
+        }
+        return 0;
+    }
+    keel_db_param u[] = {KEEL_DB_P_TEXT(j->user_id)};
+    rc = keel_db_query(c,
+                       "SELECT role, status FROM users WHERE id = $1 AND deleted_at IS NULL", u, 1,
+                       &rows);
+    if (rc < 0)
+        return rc;
+    int active = 0;
+    if (keel_db_rows_next(rows) == 1) {
+        keel_str v = keel_db_get_text(rows, 0);
+        snprintf(j->role, sizeof(j->role), "%.*s", (int)v.len, v.ptr);
+        active = keel_str_eq(keel_db_get_text(rows, 1), keel_str_c("active"));
+    }
+    keel_db_rows_free(rows);
+    if (!active) {
+        j->found = 0;
+        return 0;
+    }
+    return app_issue_tokens(c, &A, j->user_id, j->role, family, &j->tokens);
+}
+
+static int db_refresh_tx(keel_db_conn *c, void *arg)
+{
+    return keel_db_tx(c, db_refresh, arg);
+}
+
+static void refresh_done(keel_req *r, void *arg, int status)
+{
+    job *j = arg;
+    if (status < 0) {
+        keel_db_respond_error(r, status);
+    } else if (!j->found) {
+        if (j->detail)
+            keel_log(KEEL_LOG_WARN, "refresh token reused: its family is revoked", "{s:s}",
+                     "user_id", j->user_id);
+        keel_res_set_header(r, "Cache-Control", "no-store");
+        keel_respond_problem(r, 401, "the refresh token is not valid");
+    } else {
+        respond_secret_json(r, 200, app_tokens_json(&j->tokens));
+    }
+    job_free(j);
+}
+
+/* Reads {"refresh_token": "..."}; NULL after answering. */
+static job *read_refresh(keel_req *r, int required)
+{
+    json_t *body = app_json_body(r);
+    if (!body)
+        return NULL;
+    size_t n = 0;
+    const char *t = body_str(r, body, "refresh_token", &n, required);
+    if (!t && keel_req_is_finished(r))
+        return NULL;
+    job *j = job_new(r);
+    if (t) {
+        if (n == 0 || n > 128) {
+            invalid(r, "/refresh_token", "must be a refresh token");
+            job_free(j);
+            return NULL;
+        }
+        app_sha256_hex(t, n, j->refresh_hash);
+    }
+    return j;
+}
+
+static keel_flow h_refresh(keel_req *r)
+{
+    job *j = read_refresh(r, 1);
+    if (!j)
+        return KEEL_DONE;
+    return run_db(j, db_refresh_tx, refresh_done);
+}
+
+/* ---------------------------------------------------------------- logout */
+
+static int db_logout(keel_db_conn *c, void *arg)
+{
+    job *j = arg;
+    const keel_principal *p = keel_req_principal(j->r);
+    int64_t now = app_now();
+    keel_db_param d[] = {KEEL_DB_P_INT(now)};
+    int rc = keel_db_exec(c, "DELETE FROM revoked_tokens WHERE expires_at < $1", d, 1, NULL);
+    if (rc < 0)
+        return rc;
+    keel_db_param q[] = {KEEL_DB_P_TEXT(j->jti), KEEL_DB_P_INT(j->locked_until)};
+    rc = keel_db_exec(c, "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2)", q, 2,
+                      NULL);
+    if (rc < 0 && rc != KEEL_EDB_CONSTRAINT)
+        return rc;
+    if (j->has_name) { /* logout-all */
+        keel_db_param u[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(p->id)};
+        rc = keel_db_exec(c, "UPDATE users SET tokens_valid_after = $1 WHERE id = $2", u, 2, NULL);
+        if (rc < 0)
+            return rc;
+        return keel_db_exec(c,
+                            "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 "
+                            "AND revoked_at IS NULL",
+                            u, 2, NULL);
+    }
+    if (*j->refresh_hash) {
+        keel_db_param t[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->refresh_hash),
+                             KEEL_DB_P_TEXT(p->id)};
+        rc = keel_db_exec(c,
+                          "UPDATE refresh_tokens SET revoked_at = $1 WHERE token_hash = $2 "
+                          "AND user_id = $3 AND revoked_at IS NULL",
+                          t, 3, NULL);
+    }
+    return rc < 0 ? rc : 0;
+}
+
+static int db_logout_tx(keel_db_conn *c, void *arg)
+{
+    return keel_db_tx(c, db_logout, arg);
+}
+
+static void logout_done(keel_req *r, void *arg, int status)
+{
+    job *j = arg;
+    if (status < 0)
+        keel_db_respond_error(r, status);
+    else
+        keel_respond(r, 204, NULL, NULL, 0);
+    job_free(j);
+}
+
+static keel_flow logout(keel_req *r, int all)
+{
+    job *j;
+    if (keel_req_body(r).len) {
+        j = read_refresh(r, 0);
+        if (!j)
+            return KEEL_DONE;
+    } else {
+        j = job_new(r);
+    }
+    const keel_principal *p = keel_req_principal(r);
+    snprintf(j->jti, sizeof(j->jti), "%s", p->jti); /* the access token to deny */
+    j->locked_until = p->token_exp;
+    j->has_name = all;
+    return run_db(j, db_logout_tx, logout_done);
+}
+
+static keel_flow h_logout(keel_req *r)
+{
+    return logout(r, 0);
+}
+
+static keel_flow h_logout_all(keel_req *r)
+{
+    return logout(r, 1);
+}
+
+/* ---------------------------------------------------------------- me */
+
+static int db_me(keel_db_conn *c, void *arg)
+{
+    job *j = arg;
+    keel_db_param p[] = {KEEL_DB_P_TEXT(j->user_id)};
+    keel_db_rows *rows;
+    int rc = keel_db_query(c, "SELECT " APP_USER_COLUMNS " FROM users WHERE id = $1", p, 1, &rows);
+    if (rc < 0)
+        return rc;
+    if (keel_db_rows_next(rows) == 1)
+        j->user = app_user_json(rows, 0);
+    keel_db_rows_free(rows);
+    return j->user ? 0 : KEEL_EDB_NOROW;
+}
+
+static void me_done(keel_req *r, void *arg, int status)
+{
+    job *j = arg;
+    if (status < 0) {
+        keel_db_respond_error(r, status);
+    } else {
+        keel_res_set_header(r, "Cache-Control", "no-store");
+        keel_respond_json(r, j->http_status ? j->http_status : 200, json_incref(j->user));
+    }
+    job_free(j);
+}
+
+static keel_flow h_me(keel_req *r)
+{
+    job *j = job_new(r);
+    snprintf(j->user_id, sizeof(j->user_id), "%s", keel_req_principal(r)->id);
+    return run_db(j, db_me, me_done);
+}
+
+static int db_me_patch(keel_db_conn *c, void *arg)
+{
+    job *j = arg;
+    int64_t now = app_now();
+    int rc = 0;
+    if (j->has_name) {
+        keel_db_param p[] = {KEEL_DB_P_TEXT(j->name), KEEL_DB_P_INT(now),
+                             KEEL_DB_P_TEXT(j->user_id)};
+        rc = keel_db_exec(c, "UPDATE users SET name = $1, updated_at = $2 WHERE id = $3", p, 3,
+                          NULL);
+    }
+    if (rc == 0 && j->has_email) {
+        keel_db_param p[] = {KEEL_DB_P_TEXT(j->email), KEEL_DB_P_INT(now),
+                             KEEL_DB_P_TEXT(j->user_id)};
+        rc = keel_db_exec(c,
+                          "UPDATE users SET email = $1, email_verified = FALSE, updated_at = $2 "
+                          "WHERE id = $3 AND email <> $1",
+                          p, 3, NULL);
+    }
+    return rc < 0 ? rc : db_me(c, arg);
+}
+
+static int db_me_patch_tx(keel_db_conn *c, void *arg)
+{
+    return keel_db_tx(c, db_me_patch, arg);
+}
+
+static void me_patched(keel_req *r, void *arg, int status)
+{
+    job *j = arg;
+    if (status == KEEL_EDB_CONSTRAINT) {
+        keel_respond_problem(r, 409, "an account with this e-mail address already exists");
+        job_free(j);
+        return;
+    }
+    me_done(r, arg, status);
+}
+
+/* Reads {name?, email?} for a user's own record; NULL after answering.
+ * role and status are never the user's own to change. */
+static job *app_read_profile(keel_req *r)
+{
+    json_t *body = app_json_body(r);
+    if (!body)
+        return NULL;
+    if (!json_is_object(body)) {
+        invalid(r, "", "must be an object");
+        return NULL;
+    }
+    if (json_object_get(body, "role") || json_object_get(body, "status")) {
+        keel_respond_problem(r, 403, "role and status are changed by an administrator "
+                                     "(PATCH /api/v1/admin/users/:id)");
+        return NULL;
+    }
+    job *j = job_new(r);
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v) {
+        if (!strcmp(key, "name")) {
+            if (!json_is_string(v) || json_string_length(v) > 200) {
+                invalid(r, "/name", "must be a string of at most 200 bytes");
+                job_free(j);
+                return NULL;
+            }
+            snprintf(j->name, sizeof(j->name), "%s", json_string_value(v));
+            j->has_name = 1;
+        } else if (!strcmp(key, "email")) {
+            if (!json_is_string(v) || app_normalize_email(json_string_value(v),
+                                                          json_string_length(v), j->email,
+                                                          sizeof(j->email)) < 0) {
+                invalid(r, "/email", "must be an e-mail address");
+                job_free(j);
+                return NULL;
+            }
+            j->has_email = 1;
+        } else {
+            char ptr[300];
+            snprintf(ptr, sizeof(ptr), "/%s", key);
+            invalid(r, ptr, "is not a field that can be changed");
+            job_free(j);
+            return NULL;
+        }
+    }
+    return j;
+}
+
+static keel_flow h_me_patch(keel_req *r)
+{
+    job *j = app_read_profile(r);
+    if (!j)
+        return KEEL_DONE;
+    snprintf(j->user_id, sizeof(j->user_id), "%s", keel_req_principal(r)->id);
+    return run_db(j, db_me_patch_tx, me_patched);
+}
+
+/* ---------------------------------------------------------------- password */
+
+static int db_pw_fetch(keel_db_conn *c, void *arg)
+{
+    job *j = arg;
+    keel_db_param p[] = {KEEL_DB_P_TEXT(j->user_id)};
+    keel_db_rows *rows;
+    int rc = keel_db_query(c, "SELECT password_hash FROM users WHERE id = $1", p, 1, &rows);
+    if (rc < 0)
+        return rc;
+    if (keel_db_rows_next(rows) == 1) {
+        keel_str v = keel_db_get_text(rows, 0);
+        snprintf(j->hash, sizeof(j->hash), "%.*s", (int)v.len, v.ptr);
+        j->found = 1;
+    }
+    keel_db_rows_free(rows);
+    return 0;
+}
+
+static int db_pw_store(keel_db_conn *c, void *arg)
+{
+    job *j = arg;
+    int64_t now = app_now();
+    keel_db_param p[] = {KEEL_DB_P_TEXT(j->new_hash), KEEL_DB_P_INT(now),
+                         KEEL_DB_P_TEXT(j->user_id)};
+    int rc = keel_db_exec(c,
+                          "UPDATE users SET password_hash = $1, updated_at = $2, "
+                          "tokens_valid_after = $2 WHERE id = $3",
+                          p, 3, NULL);
+    if (rc < 0)
+        return rc;
+    keel_db_param q[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->user_id)};
+    return keel_db_exec(c,
+                        "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND "
+                        "revoked_at IS NULL",
+                        q, 2, NULL);
+}
+
+static int db_pw_store_tx(keel_db_conn *c, void *arg)
+{
+    return keel_db_tx(c, db_pw_store, arg);
+}
+
+static void pw_stored(keel_req *r, void *arg, int status)
+{
+    job *j = arg;
+    if (status < 0)
+        keel_db_respond_error(r, status);
+    else
+        keel_respond(r, 204, NULL, NULL, 0);
+    job_free(j);
+}
+
+static void pw_checked(keel_req *r, void *arg, int status)
+{
+    job *j = arg;
+    if (status < 0) {
+        job_free(j);
+        return;
+    }
+    wipe(&j->password, &j->password_len);
+    wipe(&j->new_password, &j->new_password_len);
+    if (j->ok == 0) {
+        keel_respond_problem(r, 403, "the current password is wrong");
+        job_free(j);
+        return;
+    }
+    if (j->ok < 0) {
+        keel_respond_problem(r, 500, "the password could not be hashed");
+        job_free(j);
+        return;
+    }
+    run_db_later(j, db_pw_store_tx, pw_stored);
+}
+
+static void pw_fetched(keel_req *r, void *arg, int status)
+{
+    job *j = arg;
+    if (status < 0) {
+        keel_db_respond_error(r, status);
+        job_free(j);
+        return;
+    }
+    run_work(j, work_change, pw_checked);
+}
+
+static keel_flow h_password(keel_req *r)
+{
+    json_t *body = app_json_body(r);
+    if (!body)
+        return KEEL_DONE;
+    size_t cl = 0, nl = 0;
+    const char *cur = body_str(r, body, "current_password", &cl, 1);
+    if (!cur)
+        return KEEL_DONE;
+    const char *nw = body_str(r, body, "new_password", &nl, 1);
+    if (!nw)
+        return KEEL_DONE;
+    const char *weak = keel_password_weakness(nw, nl, A.pw_min);
+    if (weak) {
+        invalid(r, "/new_password", weak);
+        return KEEL_DONE;
+    }
+    job *j = job_new(r);
+    snprintf(j->user_id, sizeof(j->user_id), "%s", keel_req_principal(r)->id);
+    j->password = secure_copy(cur, cl > 1024 ? 1024 : cl);
+    j->password_len = cl > 1024 ? 1024 : cl;
+    j->new_password = secure_copy(nw, nl);
+    j->new_password_len = nl;
+    return run_db(j, db_pw_fetch, pw_fetched);
+}
+
+/* ---------------------------------------------------------------- credential store */
+
+typedef struct check {
+    keel_jwt_claims claims;
+    char key[260];
+    size_t keylen;
+    char *id_out;
+    keel_auth_done_fn done;
+    void *arg;
+    int status;
+    char role[256];
+} check;
+
+static int db_check_user(keel_db_conn *c, void *arg)
+{
+    check *k = arg;
+    keel_db_param p[] = {KEEL_DB_P_TEXT(k->claims.sub), KEEL_DB_P_TEXT(k->claims.jti)};
+    keel_db_rows *rows;
+    int rc = keel_db_query(c,
+                           "SELECT role, status, tokens_valid_after, "
+                           "(SELECT COUNT(*) FROM revoked_tokens WHERE jti = $2) "
+                           "FROM users WHERE id = $1 AND deleted_at IS NULL",
+                           p, 2, &rows);
+    if (rc < 0)
+        return rc;
+    k->status = KEEL_EACCES;
+    if (keel_db_rows_next(rows) == 1) {
+        keel_str role = keel_db_get_text(rows, 0);
+        int active = keel_str_eq(keel_db_get_text(rows, 1), keel_str_c("active"));
+        int64_t after = keel_db_get_int(rows, 2);
+        int revoked = keel_db_get_int(rows, 3) > 0;
+        if (active && !revoked && k->claims.iat >= after) {
+            k->status = 0;
+            snprintf(k->role, sizeof(k->role), "%.*s", (int)role.len, role.ptr);
+        }
+    }
+    keel_db_rows_free(rows);
+    return 0;
+}
+
+static void checked(keel_req *r, void *arg, int status)
+{
+    check *k = arg;
+    if (status == KEEL_ECANCELED) {
+        k->done(r, k->arg, status, NULL);
+    } else {
+        if (status < 0)
+            k->status = status;
+        k->done(r, k->arg, k->status, k->status == 0 ? k->role : NULL);
+    }
+    sodium_memzero(k, sizeof(*k));
+    keel_free(k);
+}
+
+static void store_check_user(void *self, keel_req *r, const keel_jwt_claims *claims,
+                             keel_auth_done_fn done, void *arg)
+{
+    (void)self;
+    check *k = keel_calloc(1, sizeof(*k));
+    k->claims = *claims;
+    k->done = done;
+    k->arg = arg;
+    int rc = keel_db_run(r, A.db, db_check_user, checked, k);
+    if (rc < 0) {
+        keel_free(k);
+        done(r, arg, rc, NULL);
+    }
+}
+
+/* API keys: "keel_<8 hex prefix>_<secret>"; the prefix finds the row,
+ * the SHA-256 of the whole key is compared in constant time. */
+static int db_check_apikey(keel_db_conn *c, void *arg)
+{
+    check *k = arg;
+    k->status = KEEL_EACCES;
+    if (k->keylen < 15 || memcmp(k->key, "keel_", 5) != 0 || k->key[13] != '_')
+        return 0;
+    char prefix[9];
+    memcpy(prefix, k->key + 5, 8);
+    prefix[8] = '\0';
+    char hash[65];
+    app_sha256_hex(k->key, k->keylen, hash);
+    keel_db_param p[] = {KEEL_DB_P_TEXT(prefix)};
+    keel_db_rows *rows;
+    int rc = keel_db_query(c,
+                           "SELECT id, key_hash, scopes, expires_at, revoked_at FROM api_keys "
+                           "WHERE prefix = $1",
+                           p, 1, &rows);
+    if (rc < 0)
+        return rc;
+    int64_t now = app_now();
+    if (keel_db_rows_next(rows) == 1) {
+        keel_str id = keel_db_get_text(rows, 0), h = keel_db_get_text(rows, 1),
+                 scopes = keel_db_get_text(rows, 2);
+        int expired = !keel_db_is_null(rows, 3) && keel_db_get_int(rows, 3) <= now;
+        int revoked = !keel_db_is_null(rows, 4);
+        if (h.len == 64 && sodium_memcmp(h.ptr, hash, 64) == 0 && !expired && !revoked) {
+            k->status = 0;
+            snprintf(k->role, sizeof(k->role), "%.*s", (int)scopes.len, scopes.ptr);
+            snprintf(k->id_out, 64, "%.*s", (int)id.len, id.ptr);
+        }
+    }
+    keel_db_rows_free(rows);
+    if (k->status == 0) {
+        keel_db_param u[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(k->id_out)};
+        keel_db_exec(c,
+                     "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND "
+                     "(last_used_at IS NULL OR last_used_at < $1 - 60)",
+                     u, 2, NULL);
+    }
+    return 0;
+}
+
+static void store_check_apikey(void *self, keel_req *r, const char *key, size_t len, char *id_out,
+                               keel_auth_done_fn done, void *arg)
+{
+    (void)self;
+    check *k = keel_calloc(1, sizeof(*k));
+    memcpy(k->key, key, len < sizeof(k->key) ? len : sizeof(k->key) - 1);
+    k->keylen = len < sizeof(k->key) ? len : sizeof(k->key) - 1;
+    k->id_out = id_out;
+    k->done = done;
+    k->arg = arg;
+    int rc = keel_db_run(r, A.db, db_check_apikey, checked, k);
+    if (rc < 0) {
+        keel_free(k);
+        done(r, arg, rc, NULL);
+    }
+}
+
+/* ---------------------------------------------------------------- routes */
+
+#define ROUTE_AUTH(n, m, p, h, s, body, resp)                                  \
+    {.name = n, .method = m, .path = p, .handler = h, .summary = s,            \
+     .request_schema = body, .response_schema = resp, .rate_limit = "auth",    \
+     .flags = KEEL_ROUTE_SECRET}
+
+static const keel_route auth_routes[] = {
+    ROUTE_AUTH("auth.register", "POST", "/api/v1/auth/register", h_register,
+               "Create an account; answers with tokens",
+               "{\"type\":\"object\",\"required\":[\"email\",\"password\"],\"properties\":{"
+               "\"email\":" S_EMAIL ",\"password\":" S_PASSWORD ",\"name\":{\"type\":\"string\","
+               "\"maxLength\":200}}}",
+               S_TOKENS),
+    ROUTE_AUTH("auth.login", "POST", "/api/v1/auth/login", h_login,
+               "Exchange e-mail and password for tokens",
+               "{\"type\":\"object\",\"required\":[\"email\",\"password\"],\"properties\":{"
+               "\"email\":{\"type\":\"string\",\"maxLength\":254},\"password\":" S_PASSWORD "}}",
+               S_TOKENS),
+    ROUTE_AUTH("auth.refresh", "POST", "/api/v1/auth/refresh", h_refresh,
+               "Rotate a refresh token: a new pair; reuse of an old one ends the session",
+               "{\"type\":\"object\",\"required\":[\"refresh_token\"],\"properties\":{"
+               "\"refresh_token\":{\"type\":\"string\",\"maxLength\":128}}}",
+               S_TOKENS),
+    {.name = "auth.logout", .method = "POST", .path = "/api/v1/auth/logout", .handler = h_logout,
+     .summary = "Revoke this access token (and the refresh token given)", .auth = "user",
+     .flags = KEEL_ROUTE_SECRET},
+    {.name = "auth.logout_all", .method = "POST", .path = "/api/v1/auth/logout-all",
+     .handler = h_logout_all, .summary = "Revoke every token of the user", .auth = "user",
+     .flags = KEEL_ROUTE_SECRET},
+    {.name = "auth.me", .method = "GET", .path = "/api/v1/auth/me", .handler = h_me,
+     .summary = "The signed-in user", .auth = "user", .response_schema = S_USER,
+     .flags = KEEL_ROUTE_SECRET},
+    {.name = "auth.me_update", .method = "PATCH", .path = "/api/v1/auth/me",
+     .handler = h_me_patch, .summary = "Change one's own name or e-mail", .auth = "user",
+     .request_schema = "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
+                       "\"name\":{\"type\":\"string\",\"maxLength\":200},\"email\":" S_EMAIL "}}",
+     .response_schema = S_USER, .flags = KEEL_ROUTE_SECRET},
+    {.name = "auth.password", .method = "POST", .path = "/api/v1/auth/me/password",
+     .handler = h_password, .summary = "Change one's password (ends every session)",
+     .auth = "user", .rate_limit = "auth",
+     .request_schema = "{\"type\":\"object\",\"required\":[\"current_password\","
+                       "\"new_password\"],\"properties\":{\"current_password\":" S_PASSWORD
+                       ",\"new_password\":" S_PASSWORD "}}",
+     .flags = KEEL_ROUTE_SECRET},
+};
+
+int app_auth_setup(keel_service *svc)
+{
+    const keel_config *cfg = keel_service_config(svc);
+    A.db = keel_service_db(svc);
+    size_t n = cfg->jwt_secret ? strlen(cfg->jwt_secret) : 0;
+    if (n > sizeof(A.secret))
+        n = sizeof(A.secret);
+    if (n) {
+        memcpy(A.secret, cfg->jwt_secret, n);
+    } else {
+        /* development only (production refuses an empty JWT_SECRET) */
+        n = 32;
+        randombytes_buf(A.secret, n);
+        keel_log(KEEL_LOG_WARN, "JWT_SECRET is not set: using a random one; tokens end with "
+                                "this process and are not shared with other instances",
+                 NULL);
+    }
+    A.jwt = (keel_jwt_cfg){A.secret, n, cfg->jwt_issuer, cfg->jwt_audience,
+                           cfg->jwt_ttl_ms / 1000, 30};
+    A.refresh_ttl_s = cfg->refresh_ttl_ms / 1000;
+    A.pw_ops = cfg->password_ops;
+    A.pw_mem = cfg->password_mem;
+    A.pw_min = cfg->password_min;
+    A.max_attempts = cfg->login_max_attempts;
+    A.lock_base_s = cfg->login_lock_ms / 1000 ? cfg->login_lock_ms / 1000 : 1;
+    A.lock_max_s = cfg->login_lock_max_ms / 1000 ? cfg->login_lock_max_ms / 1000 : 1;
+    if (keel_password_hash("keel-dummy-password", 19, A.pw_ops, A.pw_mem, dummy_hash) < 0)
+        return -1;
+    keel_auth_store store = {.check_user = store_check_user,
+                             .check_apikey = store_check_apikey,
+                             .self = &A};
+    keel_middleware m = keel_mw_auth(&A.jwt, store);
+    keel_service_use_auth(svc, &m);
+    if (keel_service_add_routes(svc, auth_routes, sizeof(auth_routes) / sizeof(auth_routes[0])) < 0)
+        return -1;
+    return app_users_setup(svc, &A);
+}

@@ -1,0 +1,603 @@
+/* users.c — /api/v1/users and /api/v1/admin/users.
+ *
+ * Authorization, on top of the route's permission: a user reads and
+ * changes their own record (name, e-mail) without any permission; another
+ * user's record needs users:read / users:write / users:delete (no IDOR).
+ * Role and status change only through the admin route, and never on one's
+ * own record (nobody raises their own role, or locks themselves out). */
+#include <jansson.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/app.h"
+
+static app_auth *A;
+
+typedef struct ujob {
+    keel_req *r;
+    char id[64];
+    char self[64];
+    /* list */
+    int64_t page, limit;
+    char role[32], status[16], q[256], order[64];
+    int include_deleted;
+    /* changes */
+    char name[256], email[256], new_role[32], new_status[16];
+    int has_name, has_email, has_role, has_status;
+    char *password;
+    size_t password_len;
+    char hash[KEEL_PW_HASH_MAX];
+    int ok;
+    json_t *out;
+} ujob;
+
+static ujob *ujob_new(keel_req *r)
+{
+    ujob *j = keel_calloc(1, sizeof(*j));
+    j->r = r;
+    const keel_principal *p = keel_req_principal(r);
+    if (p && !strcmp(p->kind, "user"))
+        snprintf(j->self, sizeof(j->self), "%s", p->id);
+    return j;
+}
+
+static void ujob_free(ujob *j)
+{
+    if (j->password) {
+        sodium_memzero(j->password, j->password_len);
+        keel_free(j->password);
+    }
+    json_decref(j->out);
+    keel_free(j);
+}
+
+static void invalid(keel_req *r, const char *pointer, const char *message)
+{
+    keel_respond_problem_ex(r, 422, NULL, "the request is not valid",
+                            json_pack("{s:[{s:s,s:s}]}", "errors", "pointer", pointer, "message",
+                                      message));
+}
+
+static void done_json(keel_req *r, void *arg, int status)
+{
+    ujob *j = arg;
+    if (status < 0) {
+        if (status == KEEL_EDB_CONSTRAINT)
+            keel_respond_problem(r, 409, "an account with this e-mail address already exists");
+        else
+            keel_db_respond_error(r, status);
+    } else if (j->out) {
+        keel_res_set_header(r, "Cache-Control", "no-store");
+        keel_respond_json(r, j->ok ? j->ok : 200, json_incref(j->out));
+    } else {
+        keel_respond(r, 204, NULL, NULL, 0);
+    }
+    ujob_free(j);
+}
+
+static keel_flow run(ujob *j, keel_db_fn fn)
+{
+    int rc = keel_db_run(j->r, A->db, fn, done_json, j);
+    if (rc < 0) {
+        keel_db_respond_error(j->r, rc);
+        ujob_free(j);
+        return KEEL_DONE;
+    }
+    return KEEL_SUSPEND;
+}
+
+/* The path id when it is the caller's own, or the caller holds perm;
+ * else answers 403 and returns 0. */
+static int allowed_on(keel_req *r, ujob *j, const char *perm)
+{
+    keel_str id = keel_req_param(r, "id");
+    snprintf(j->id, sizeof(j->id), "%.*s", (int)(id.len < 63 ? id.len : 63), id.ptr);
+    if ((*j->self && !strcmp(j->self, j->id)) || keel_principal_can(keel_req_principal(r), perm))
+        return 1;
+    keel_respond_problem(r, 403, "you may only act on your own account");
+    return 0;
+}
+
+static int fetch_one(keel_db_conn *c, ujob *j, int include_deleted)
+{
+    keel_db_param p[] = {KEEL_DB_P_TEXT(j->id)};
+    keel_db_rows *rows;
+    int rc = keel_db_query(c,
+                           include_deleted
+                               ? "SELECT " APP_USER_COLUMNS " FROM users WHERE id = $1"
+                               : "SELECT " APP_USER_COLUMNS
+                                 " FROM users WHERE id = $1 AND deleted_at IS NULL",
+                           p, 1, &rows);
+    if (rc < 0)
+        return rc;
+    if (keel_db_rows_next(rows) == 1)
+        j->out = app_user_json(rows, 0);
+    keel_db_rows_free(rows);
+    return j->out ? 0 : KEEL_EDB_NOROW;
+}
+
+/* ---------------------------------------------------------------- list */
+
+static int db_list(keel_db_conn *c, void *arg)
+{
+    ujob *j = arg;
+    char where[512] = "WHERE 1 = 1";
+    keel_db_param p[6];
+    size_t n = 0;
+    char like[600];
+    if (!j->include_deleted)
+        strcat(where, " AND deleted_at IS NULL");
+    if (*j->role) {
+        p[n++] = KEEL_DB_P_TEXT(j->role);
+        snprintf(where + strlen(where), sizeof(where) - strlen(where), " AND role = $%zu", n);
+    }
+    if (*j->status) {
+        p[n++] = KEEL_DB_P_TEXT(j->status);
+        snprintf(where + strlen(where), sizeof(where) - strlen(where), " AND status = $%zu", n);
+    }
+    if (*j->q) {
+        /* an e-mail prefix: escape LIKE's own characters */
+        size_t k = 0;
+        for (const char *s = j->q; *s && k + 3 < sizeof(like); s++) {
+            if (*s == '%' || *s == '_' || *s == '\\')
+                like[k++] = '\\';
+            like[k++] = *s;
+        }
+        like[k++] = '%';
+        like[k] = '\0';
+        p[n++] = KEEL_DB_P_TEXT(like);
+        snprintf(where + strlen(where), sizeof(where) - strlen(where),
+                 " AND email LIKE $%zu ESCAPE '\\'", n);
+    }
+    char sql[1200];
+    snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM users %s", where);
+    keel_db_rows *rows;
+    int rc = keel_db_query(c, sql, p, n, &rows);
+    if (rc < 0)
+        return rc;
+    int64_t total = keel_db_rows_next(rows) == 1 ? keel_db_get_int(rows, 0) : 0;
+    keel_db_rows_free(rows);
+    p[n++] = KEEL_DB_P_INT(j->limit);
+    p[n++] = KEEL_DB_P_INT((j->page - 1) * j->limit);
+    snprintf(sql, sizeof(sql),
+             "SELECT " APP_USER_COLUMNS " FROM users %s ORDER BY %s, id LIMIT $%zu OFFSET $%zu",
+             where, j->order, n - 1, n);
+    rc = keel_db_query(c, sql, p, n, &rows);
+    if (rc < 0)
+        return rc;
+    json_t *data = json_array();
+    while ((rc = keel_db_rows_next(rows)) == 1)
+        json_array_append_new(data, app_user_json(rows, 0));
+    keel_db_rows_free(rows);
+    if (rc < 0) {
+        json_decref(data);
+        return rc;
+    }
+    j->out = json_pack("{s:o,s:I,s:I,s:I,s:I}", "data", data, "page", (json_int_t)j->page,
+                       "limit", (json_int_t)j->limit, "total", (json_int_t)total, "pages",
+                       (json_int_t)((total + j->limit - 1) / j->limit));
+    return 0;
+}
+
+/* ?page, ?limit (max 100), ?role, ?status, ?q (e-mail prefix), ?sort. */
+static int read_list_query(keel_req *r, ujob *j)
+{
+    j->page = 1;
+    j->limit = 20;
+    snprintf(j->order, sizeof(j->order), "created_at DESC");
+    keel_str v = keel_req_query_param(r, "page");
+    char buf[300];
+    if (v.ptr) {
+        snprintf(buf, sizeof(buf), "%.*s", (int)(v.len < 20 ? v.len : 20), v.ptr);
+        char *end;
+        long long x = strtoll(buf, &end, 10);
+        if (!*buf || *end || x < 1 || x > 1000000) {
+            invalid(r, "/query/page", "must be an integer from 1");
+            return -1;
+        }
+        j->page = x;
+    }
+    v = keel_req_query_param(r, "limit");
+    if (v.ptr) {
+        snprintf(buf, sizeof(buf), "%.*s", (int)(v.len < 20 ? v.len : 20), v.ptr);
+        char *end;
+        long long x = strtoll(buf, &end, 10);
+        if (!*buf || *end || x < 1 || x > 100) {
+            invalid(r, "/query/limit", "must be an integer from 1 to 100");
+            return -1;
+        }
+        j->limit = x;
+    }
+    v = keel_req_query_param(r, "role");
+    if (v.ptr) {
+        snprintf(j->role, sizeof(j->role), "%.*s", (int)(v.len < 31 ? v.len : 31), v.ptr);
+        if (!keel_role_valid(j->role)) {
+            invalid(r, "/query/role", "must be one of user, moderator, admin");
+            return -1;
+        }
+    }
+    v = keel_req_query_param(r, "status");
+    if (v.ptr) {
+        snprintf(j->status, sizeof(j->status), "%.*s", (int)(v.len < 15 ? v.len : 15), v.ptr);
+        if (strcmp(j->status, "active") && strcmp(j->status, "disabled")) {
+            invalid(r, "/query/status", "must be active or disabled");
+            return -1;
+        }
+    }
+    v = keel_req_query_param(r, "q");
+    if (v.ptr) {
+        if (v.len > 254) {
+            invalid(r, "/query/q", "must be at most 254 bytes");
+            return -1;
+        }
+        size_t k = 0;
+        for (size_t i = 0; i < v.len; i++)
+            j->q[k++] = (char)(v.ptr[i] >= 'A' && v.ptr[i] <= 'Z' ? v.ptr[i] + 32 : v.ptr[i]);
+        j->q[k] = '\0';
+    }
+    v = keel_req_query_param(r, "sort");
+    if (v.ptr) {
+        static const struct {
+            const char *key, *order;
+        } sorts[] = {{"created_at", "created_at ASC"}, {"-created_at", "created_at DESC"},
+                     {"email", "email ASC"},           {"-email", "email DESC"},
+                     {"name", "name ASC"},             {"-name", "name DESC"}};
+        size_t i = 0;
+        for (; i < sizeof(sorts) / sizeof(sorts[0]); i++)
+            if (keel_str_eq(v, keel_str_c(sorts[i].key)))
+                break;
+        if (i == sizeof(sorts) / sizeof(sorts[0])) {
+            invalid(r, "/query/sort", "must be one of created_at, email, name, optionally with -");
+            return -1;
+        }
+        snprintf(j->order, sizeof(j->order), "%s", sorts[i].order);
+    }
+    v = keel_req_query_param(r, "include_deleted");
+    j->include_deleted = v.ptr && keel_str_eq(v, keel_str_c("true"));
+    return 0;
+}
+
+static keel_flow h_list(keel_req *r)
+{
+    ujob *j = ujob_new(r);
+    if (read_list_query(r, j) < 0) {
+        ujob_free(j);
+        return KEEL_DONE;
+    }
+    j->include_deleted = 0; /* the admin list shows them */
+    return run(j, db_list);
+}
+
+static keel_flow h_admin_list(keel_req *r)
+{
+    ujob *j = ujob_new(r);
+    if (read_list_query(r, j) < 0) {
+        ujob_free(j);
+        return KEEL_DONE;
+    }
+    return run(j, db_list);
+}
+
+/* ---------------------------------------------------------------- one */
+
+static int db_get(keel_db_conn *c, void *arg)
+{
+    return fetch_one(c, arg, 0);
+}
+
+static keel_flow h_get(keel_req *r)
+{
+    ujob *j = ujob_new(r);
+    if (!allowed_on(r, j, "users:read")) {
+        ujob_free(j);
+        return KEEL_DONE;
+    }
+    return run(j, db_get);
+}
+
+static int db_patch(keel_db_conn *c, void *arg)
+{
+    ujob *j = arg;
+    int64_t now = app_now();
+    int rc;
+    if ((rc = fetch_one(c, j, 0)) < 0)
+        return rc;
+    json_decref(j->out);
+    j->out = NULL;
+    if (j->has_name) {
+        keel_db_param p[] = {KEEL_DB_P_TEXT(j->name), KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->id)};
+        if ((rc = keel_db_exec(c, "UPDATE users SET name = $1, updated_at = $2 WHERE id = $3", p,
+                               3, NULL)) < 0)
+            return rc;
+    }
+    if (j->has_email) {
+        keel_db_param p[] = {KEEL_DB_P_TEXT(j->email), KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->id)};
+        if ((rc = keel_db_exec(c,
+                               "UPDATE users SET email = $1, email_verified = FALSE, "
+                               "updated_at = $2 WHERE id = $3 AND email <> $1",
+                               p, 3, NULL)) < 0)
+            return rc;
+    }
+    if (j->has_role || j->has_status) {
+        keel_db_param p[] = {KEEL_DB_P_TEXT(j->has_role ? j->new_role : ""),
+                             KEEL_DB_P_TEXT(j->has_status ? j->new_status : ""),
+                             KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->id)};
+        if ((rc = keel_db_exec(c,
+                               "UPDATE users SET role = CASE WHEN $1 = '' THEN role ELSE $1 END, "
+                               "status = CASE WHEN $2 = '' THEN status ELSE $2 END, "
+                               "updated_at = $3 WHERE id = $4",
+                               p, 4, NULL)) < 0)
+            return rc;
+        if (j->has_status && !strcmp(j->new_status, "disabled")) {
+            keel_db_param q[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->id)};
+            if ((rc = keel_db_exec(c,
+                                   "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 "
+                                   "AND revoked_at IS NULL",
+                                   q, 2, NULL)) < 0)
+                return rc;
+        }
+    }
+    return fetch_one(c, j, 0);
+}
+
+static int db_patch_tx(keel_db_conn *c, void *arg)
+{
+    return keel_db_tx(c, db_patch, arg);
+}
+
+/* Reads the fields of a PATCH: `admin` allows role/status and only those. */
+static int read_changes(keel_req *r, ujob *j, int admin)
+{
+    json_t *body = app_json_body(r);
+    if (!body)
+        return -1;
+    if (!json_is_object(body)) {
+        invalid(r, "", "must be an object");
+        return -1;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v) {
+        if (!admin && (!strcmp(key, "role") || !strcmp(key, "status"))) {
+            keel_respond_problem(r, 403, "role and status are changed by an administrator "
+                                         "(PATCH /api/v1/admin/users/:id)");
+            return -1;
+        }
+        if (!admin && !strcmp(key, "name")) {
+            if (!json_is_string(v) || json_string_length(v) > 200) {
+                invalid(r, "/name", "must be a string of at most 200 bytes");
+                return -1;
+            }
+            snprintf(j->name, sizeof(j->name), "%s", json_string_value(v));
+            j->has_name = 1;
+        } else if (!admin && !strcmp(key, "email")) {
+            if (!json_is_string(v) ||
+                app_normalize_email(json_string_value(v), json_string_length(v), j->email,
+                                    sizeof(j->email)) < 0) {
+                invalid(r, "/email", "must be an e-mail address");
+                return -1;
+            }
+            j->has_email = 1;
+        } else if (admin && !strcmp(key, "role")) {
+            if (!json_is_string(v) || !keel_role_valid(json_string_value(v))) {
+                invalid(r, "/role", "must be one of user, moderator, admin");
+                return -1;
+            }
+            snprintf(j->new_role, sizeof(j->new_role), "%s", json_string_value(v));
+            j->has_role = 1;
+        } else if (admin && !strcmp(key, "status")) {
+            const char *s = json_string_value(v);
+            if (!s || (strcmp(s, "active") && strcmp(s, "disabled"))) {
+                invalid(r, "/status", "must be active or disabled");
+                return -1;
+            }
+            snprintf(j->new_status, sizeof(j->new_status), "%s", s);
+            j->has_status = 1;
+        } else {
+            char ptr[300];
+            snprintf(ptr, sizeof(ptr), "/%s", key);
+            invalid(r, ptr, "is not a field that can be changed here");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static keel_flow h_patch(keel_req *r)
+{
+    ujob *j = ujob_new(r);
+    if (!allowed_on(r, j, "users:write") || read_changes(r, j, 0) < 0) {
+        ujob_free(j);
+        return KEEL_DONE;
+    }
+    return run(j, db_patch_tx);
+}
+
+static keel_flow h_admin_patch(keel_req *r)
+{
+    ujob *j = ujob_new(r);
+    keel_str id = keel_req_param(r, "id");
+    snprintf(j->id, sizeof(j->id), "%.*s", (int)(id.len < 63 ? id.len : 63), id.ptr);
+    if (*j->self && !strcmp(j->self, j->id)) {
+        keel_respond_problem(r, 403, "an administrator cannot change their own role or status");
+        ujob_free(j);
+        return KEEL_DONE;
+    }
+    if (read_changes(r, j, 1) < 0) {
+        ujob_free(j);
+        return KEEL_DONE;
+    }
+    keel_log(KEEL_LOG_INFO, "admin changed a user", "{s:s,s:s,s:s,s:s}", "by", j->self, "user_id",
+             j->id, "role", j->has_role ? j->new_role : "-", "status",
+             j->has_status ? j->new_status : "-");
+    return run(j, db_patch_tx);
+}
+
+static int db_delete(keel_db_conn *c, void *arg)
+{
+    ujob *j = arg;
+    int64_t now = app_now();
+    keel_db_param p[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->id)};
+    int64_t n = 0;
+    int rc = keel_db_exec(c,
+                          "UPDATE users SET deleted_at = $1, status = 'disabled', updated_at = $1, "
+                          "tokens_valid_after = $1 WHERE id = $2 AND deleted_at IS NULL",
+                          p, 2, &n);
+    if (rc < 0)
+        return rc;
+    if (n == 0)
+        return KEEL_EDB_NOROW;
+    return keel_db_exec(c,
+                        "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND "
+                        "revoked_at IS NULL",
+                        p, 2, NULL);
+}
+
+static int db_delete_tx(keel_db_conn *c, void *arg)
+{
+    return keel_db_tx(c, db_delete, arg);
+}
+
+static keel_flow h_delete(keel_req *r)
+{
+    ujob *j = ujob_new(r);
+    if (!allowed_on(r, j, "users:delete")) {
+        ujob_free(j);
+        return KEEL_DONE;
+    }
+    return run(j, db_delete_tx);
+}
+
+/* ---------------------------------------------------------------- create */
+
+static int db_create(keel_db_conn *c, void *arg)
+{
+    ujob *j = arg;
+    int64_t now = app_now();
+    app_uuid(j->id);
+    keel_db_param p[] = {KEEL_DB_P_TEXT(j->id),   KEEL_DB_P_TEXT(j->email),
+                         KEEL_DB_P_TEXT(j->hash), KEEL_DB_P_TEXT(j->name),
+                         KEEL_DB_P_TEXT(j->new_role), KEEL_DB_P_INT(now)};
+    int rc = keel_db_exec(c,
+                          "INSERT INTO users (id, email, password_hash, name, role, created_at, "
+                          "updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                          p, 6, NULL);
+    if (rc < 0)
+        return rc;
+    j->ok = 201;
+    return fetch_one(c, j, 0);
+}
+
+static void work_hash(void *arg)
+{
+    ujob *j = arg;
+    j->ok = keel_password_hash(j->password, j->password_len, A->pw_ops, A->pw_mem, j->hash) == 0;
+}
+
+static void create_hashed(keel_req *r, void *arg, int status)
+{
+    ujob *j = arg;
+    if (status < 0) {
+        ujob_free(j);
+        return;
+    }
+    sodium_memzero(j->password, j->password_len);
+    if (!j->ok) {
+        keel_respond_problem(r, 500, "the password could not be hashed");
+        ujob_free(j);
+        return;
+    }
+    j->ok = 0;
+    if (keel_db_run(r, A->db, db_create, done_json, j) < 0) {
+        keel_respond_unavailable(r, 1, "the database is busy");
+        ujob_free(j);
+    }
+}
+
+static keel_flow h_create(keel_req *r)
+{
+    json_t *body = app_json_body(r);
+    if (!body)
+        return KEEL_DONE;
+    ujob *j = ujob_new(r);
+    json_t *e = json_object_get(body, "email"), *pw = json_object_get(body, "password"),
+           *name = json_object_get(body, "name"), *role = json_object_get(body, "role");
+    const char *weak = NULL;
+    if (!json_is_string(e) || app_normalize_email(json_string_value(e), json_string_length(e),
+                                                  j->email, sizeof(j->email)) < 0) {
+        invalid(r, "/email", "must be an e-mail address");
+    } else if (!json_is_string(pw) ||
+               (weak = keel_password_weakness(json_string_value(pw), json_string_length(pw),
+                                              A->pw_min))) {
+        invalid(r, "/password", weak ? weak : "is required");
+    } else if (name && (!json_is_string(name) || json_string_length(name) > 200)) {
+        invalid(r, "/name", "must be a string of at most 200 bytes");
+    } else if (role && (!json_is_string(role) || !keel_role_valid(json_string_value(role)))) {
+        invalid(r, "/role", "must be one of user, moderator, admin");
+    } else {
+        snprintf(j->name, sizeof(j->name), "%s", name ? json_string_value(name) : "");
+        snprintf(j->new_role, sizeof(j->new_role), "%s", role ? json_string_value(role) : "user");
+        j->password_len = json_string_length(pw);
+        j->password = keel_malloc(j->password_len + 1);
+        memcpy(j->password, json_string_value(pw), j->password_len + 1);
+        if (keel_req_submit(r, work_hash, create_hashed, j) < 0) {
+            keel_respond_unavailable(r, 1, "the server is busy");
+            ujob_free(j);
+            return KEEL_DONE;
+        }
+        return KEEL_SUSPEND;
+    }
+    ujob_free(j);
+    return KEEL_DONE;
+}
+
+/* ---------------------------------------------------------------- routes */
+
+#define S_LIST_QUERY                                                                              \
+    "{\"type\":\"object\",\"properties\":{\"page\":{\"type\":\"integer\",\"minimum\":1},"         \
+    "\"limit\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":100},\"role\":{\"type\":"         \
+    "\"string\",\"enum\":[\"user\",\"moderator\",\"admin\"]},\"status\":{\"type\":\"string\","   \
+    "\"enum\":[\"active\",\"disabled\"]},\"q\":{\"type\":\"string\",\"maxLength\":254},"         \
+    "\"sort\":{\"type\":\"string\",\"enum\":[\"created_at\",\"-created_at\",\"email\","          \
+    "\"-email\",\"name\",\"-name\"]}}}"
+
+static const keel_route user_routes[] = {
+    {.name = "users.list", .method = "GET", .path = "/api/v1/users", .handler = h_list,
+     .summary = "List users (page/limit, role, status, e-mail prefix q, sort)", .auth = "any",
+     .permission = "users:read", .flags = KEEL_ROUTE_SECRET},
+    {.name = "users.create", .method = "POST", .path = "/api/v1/users", .handler = h_create,
+     .summary = "Create a user with a role", .auth = "any", .permission = "users:write",
+     .request_schema = "{\"type\":\"object\",\"required\":[\"email\",\"password\"],"
+                       "\"properties\":{\"email\":{\"type\":\"string\",\"format\":\"email\"},"
+                       "\"password\":{\"type\":\"string\",\"maxLength\":1024},\"name\":{\"type\":"
+                       "\"string\",\"maxLength\":200},\"role\":{\"type\":\"string\",\"enum\":["
+                       "\"user\",\"moderator\",\"admin\"]}}}",
+     .flags = KEEL_ROUTE_SECRET},
+    {.name = "users.get", .method = "GET", .path = "/api/v1/users/:id", .handler = h_get,
+     .summary = "One user (one's own, or with users:read)", .auth = "any",
+     .flags = KEEL_ROUTE_SECRET},
+    {.name = "users.update", .method = "PATCH", .path = "/api/v1/users/:id", .handler = h_patch,
+     .summary = "Change name or e-mail (one's own, or with users:write)", .auth = "any",
+     .flags = KEEL_ROUTE_SECRET},
+    {.name = "users.delete", .method = "DELETE", .path = "/api/v1/users/:id", .handler = h_delete,
+     .summary = "Soft-delete a user (one's own, or with users:delete)", .auth = "any",
+     .flags = KEEL_ROUTE_SECRET},
+    {.name = "admin.users.list", .method = "GET", .path = "/api/v1/admin/users",
+     .handler = h_admin_list, .summary = "List users, soft-deleted ones with include_deleted=true",
+     .auth = "user", .permission = "admin:access", .flags = KEEL_ROUTE_SECRET},
+    {.name = "admin.users.update", .method = "PATCH", .path = "/api/v1/admin/users/:id",
+     .handler = h_admin_patch, .summary = "Change a user's role or status", .auth = "user",
+     .permission = "admin:access",
+     .request_schema = "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
+                       "\"role\":{\"type\":\"string\",\"enum\":[\"user\",\"moderator\",\"admin\"]},"
+                       "\"status\":{\"type\":\"string\",\"enum\":[\"active\",\"disabled\"]}}}",
+     .flags = KEEL_ROUTE_SECRET},
+};
+
+int app_users_setup(keel_service *svc, app_auth *a)
+{
+    A = a;
+    return keel_service_add_routes(svc, user_routes, sizeof(user_routes) / sizeof(user_routes[0]));
+}
