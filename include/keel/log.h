@@ -30,6 +30,9 @@ enum {
  * before this call (info level, JSON, stdout). 0 or a negative error (the
  * log file cannot be opened). */
 int keel_log_init(const keel_config *cfg);
+/* Where lines go besides LOG_FILE: stdout (the default, for a service) or
+ * e.g. stderr for CLI commands whose stdout is their output. */
+void keel_log_set_fd(int fd);
 void keel_log_close(void);
 
 int keel_log_enabled(int level);

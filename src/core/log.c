@@ -139,10 +139,17 @@ static void rotate_locked(void)
     open_log_file();
 }
 
+static int out_fd = STDOUT_FILENO;
+
+void keel_log_set_fd(int fd)
+{
+    out_fd = fd;
+}
+
 static void sink(const char *p, size_t n)
 {
     pthread_mutex_lock(&L.mu);
-    write_all(STDOUT_FILENO, p, n);
+    write_all(out_fd, p, n);
     if (L.file_fd >= 0) {
         write_all(L.file_fd, p, n);
         L.file_size += n;

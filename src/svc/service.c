@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "keel/keel.h"
 #include "svc/svc_internal.h"
@@ -307,6 +308,8 @@ int keel_main(int argc, char **argv, const keel_app *app)
         keel_config_close(&cfg);
         return 0;
     }
+    if (strcmp(cmd, "serve") != 0)
+        keel_log_set_fd(STDERR_FILENO); /* a command's stdout is its output */
     if (keel_log_init(&cfg) < 0) {
         keel_config_close(&cfg);
         return 2;
