@@ -13,6 +13,7 @@
 #include "metrics.h"
 #include "mw.h"
 #include "router.h"
+#include "schema.h"
 #include "server.h"
 #include "service.h"
 
