@@ -900,9 +900,11 @@ static void check_string(vctx *v, const keel_schema *s, const json_t *val)
     if (s->min_len >= 0 || s->max_len >= 0) {
         size_t cp = keel_utf8_length(str, n);
         if (s->min_len >= 0 && cp < (size_t)s->min_len)
-            report(v, "must be at least %lld characters long", (long long)s->min_len);
+            report(v, "must be at least %lld character%s long", (long long)s->min_len,
+                   s->min_len == 1 ? "" : "s");
         if (s->max_len >= 0 && cp > (size_t)s->max_len)
-            report(v, "must be at most %lld characters long", (long long)s->max_len);
+            report(v, "must be at most %lld character%s long", (long long)s->max_len,
+                   s->max_len == 1 ? "" : "s");
     }
     if (s->re) {
         if (n > KEEL_SCHEMA_PATTERN_MAX_INPUT) {
@@ -961,9 +963,11 @@ static void check_array(vctx *v, const keel_schema *s, const json_t *val)
 {
     size_t n = json_array_size(val);
     if (s->min_items >= 0 && n < (size_t)s->min_items)
-        report(v, "must have at least %lld items", (long long)s->min_items);
+        report(v, "must have at least %lld item%s", (long long)s->min_items,
+               s->min_items == 1 ? "" : "s");
     if (s->max_items >= 0 && n > (size_t)s->max_items)
-        report(v, "must have at most %lld items", (long long)s->max_items);
+        report(v, "must have at most %lld item%s", (long long)s->max_items,
+               s->max_items == 1 ? "" : "s");
     if (!s->items)
         return;
     for (size_t i = 0; i < n && !full(v); i++) {

@@ -325,8 +325,9 @@ static int check_into(const keel_schema *s, const json_t *v, const char *in, jso
     size_t idx;
     json_t *e;
     json_array_foreach(found, idx, e) {
-        json_object_set_new(e, "in", json_string(in));
-        json_array_append(errors, e);
+        json_array_append_new(errors, json_pack("{s:s,s:O,s:O}", "in", in, "pointer",
+                                                json_object_get(e, "pointer"), "message",
+                                                json_object_get(e, "message")));
     }
     json_decref(found);
     return n > room;

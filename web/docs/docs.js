@@ -7,6 +7,14 @@
 (function () {
   var spec = null;
 
+  /* Counted for tests: the page must work under its own CSP. */
+  document.documentElement.dataset.cspViolations = "0";
+  document.addEventListener("securitypolicyviolation", function (e) {
+    var d = document.documentElement.dataset;
+    d.cspViolations = String(Number(d.cspViolations) + 1);
+    d.cspLast = e.violatedDirective + " " + e.blockedURI;
+  });
+
   function el(tag, cls, text) {
     var e = document.createElement(tag);
     if (cls) e.className = cls;
@@ -75,7 +83,8 @@
     if (c) li.appendChild(el("span", "constraint", " — " + c));
     if (shown && shown.description)
       li.appendChild(el("span", "constraint", " — " + shown.description));
-    if (depth > 8 || !shown || typeof shown !== "object") return li;
+    /* a named component is listed once, under Schemas */
+    if (depth > 8 || !shown || typeof shown !== "object" || refName(s)) return li;
     var kids = el("ul");
     var req = Array.isArray(shown.required) ? shown.required : [];
     if (shown.properties)
@@ -204,7 +213,26 @@
       byTag[tag].forEach(function (d) { section.appendChild(d); count++; });
       main.appendChild(section);
     });
+    var schemas = (spec.components && spec.components.schemas) || {};
+    if (Object.keys(schemas).length) {
+      var sec = el("section", "schemas");
+      sec.appendChild(el("h2", "tag", "Schemas"));
+      Object.keys(schemas).forEach(function (name) {
+        var d = el("details", "op");
+        var s = el("summary");
+        s.appendChild(el("span", "path", name));
+        d.appendChild(s);
+        var body = el("div", "body");
+        body.appendChild(schemaBlock(schemas[name]));
+        d.appendChild(body);
+        sec.appendChild(d);
+      });
+      main.appendChild(sec);
+    }
     main.dataset.operations = String(count);
+    /* for tests: the style sheet applied (CSP style-src 'self') */
+    var fg = getComputedStyle(document.documentElement).getPropertyValue("--fg");
+    main.dataset.css = fg.trim() ? "loaded" : "missing";
     document.getElementById("filter").addEventListener("input", filter);
   }
 

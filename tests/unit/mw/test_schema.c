@@ -198,7 +198,7 @@ static void test_messages(void **state)
     expect_message("{\"additionalProperties\":false}", "{\"a\":1}", "is not allowed");
     expect_message("{\"enum\":[\"x\",\"y\"]}", "\"z\"", "must be one of [\"x\",\"y\"]");
     expect_message("{\"minLength\":3}", "\"ab\"", "at least 3 characters");
-    expect_message("{\"maxLength\":1}", "\"ab\"", "at most 1 characters");
+    expect_message("{\"maxLength\":1}", "\"ab\"", "at most 1 character long");
     expect_message("{\"pattern\":\"^a+$\"}", "\"b\"", "must match the pattern ^a+$");
     expect_message("{\"format\":\"email\"}", "\"x\"", "email");
     expect_message("{\"format\":\"uuid\"}", "\"x\"", "UUID");
