@@ -19,7 +19,11 @@
  * text, and has no \d (use [0-9]), no lazy quantifiers, no lookaround, no
  * backreferences and no escapes inside brackets — each of those is refused
  * at compile time rather than silently meaning something else. \w \W \s
- * \S \b \B are accepted (GNU). Strings longer than
+ * \S \b \B are accepted (GNU). So that a pattern cannot make start-up
+ * or matching expensive, a quantifier may not follow another (a**) and
+ * repetitions may expand to at most KEEL_SCHEMA_PATTERN_MAX_SIZE atoms
+ * ({m,n} copies its atom n times, nested ones multiply: (a{50}){50} is
+ * refused; bound lengths with minLength/maxLength). Strings longer than
  * KEEL_SCHEMA_PATTERN_MAX_INPUT bytes fail a pattern without being
  * matched: bound them with maxLength.
  */
@@ -49,6 +53,7 @@ enum {
 
 #define KEEL_SCHEMA_MAX_ERRORS 100         /* reported per validation */
 #define KEEL_SCHEMA_PATTERN_MAX 1024       /* bytes of a pattern */
+#define KEEL_SCHEMA_PATTERN_MAX_SIZE 2048  /* atoms after expanding repetitions */
 #define KEEL_SCHEMA_PATTERN_MAX_INPUT 8192 /* bytes matched against one */
 
 /* Compiles schema text (one JSON object or boolean). Returns the schema,

@@ -402,6 +402,128 @@ static int parse_type(compiler *c, const json_t *v, unsigned *out)
     return 0;
 }
 
+/* How big an automaton regcomp will build, roughly, so a pattern cannot
+ * make start-up take gigabytes: glibc copies a repeated atom once per
+ * repetition ({m,n} n times, + twice) and nested repetitions multiply.
+ * A quantifier on a quantifier (a**, a+{2}) is refused outright, as
+ * ECMA-262 does. */
+typedef struct pscan {
+    const char *p;
+    size_t i, n;
+    int stacked, deep;
+} pscan;
+
+static double est_alt(pscan *s, int depth);
+
+/* A {m}, {m,} or {m,n} bound at s->i: its copy factor, or 0 when the
+ * brace does not start a bound (then it is a literal). */
+static double est_bound(pscan *s)
+{
+    size_t i = s->i + 1;
+    double m = 0, n = -1;
+    /* glibc also reads {,n} as {0,n} */
+    if (i >= s->n || !(is_digit(s->p[i]) || s->p[i] == ','))
+        return 0;
+    while (i < s->n && is_digit(s->p[i]))
+        m = m * 10 + (s->p[i++] - '0');
+    if (i < s->n && s->p[i] == ',') {
+        i++;
+        if (i < s->n && is_digit(s->p[i])) {
+            n = 0;
+            while (i < s->n && is_digit(s->p[i]))
+                n = n * 10 + (s->p[i++] - '0');
+        } else {
+            n = m + 1;
+        }
+    }
+    if (i >= s->n || s->p[i] != '}')
+        return 0;
+    s->i = i + 1;
+    double f = n >= 0 ? n : m;
+    return f < 1 ? 1 : f;
+}
+
+static double est_atom(pscan *s, int depth)
+{
+    char c = s->p[s->i];
+    if (c == '(') {
+        s->i++;
+        double a = est_alt(s, depth + 1);
+        if (s->i < s->n && s->p[s->i] == ')')
+            s->i++;
+        return a + 1;
+    }
+    if (c == '[') {
+        size_t i = s->i + 1;
+        if (i < s->n && s->p[i] == '^')
+            i++;
+        if (i < s->n && s->p[i] == ']')
+            i++;
+        while (i < s->n && s->p[i] != ']') {
+            if (s->p[i] == '[' && i + 1 < s->n && strchr(":.=", s->p[i + 1])) {
+                char close = s->p[i + 1];
+                i += 2;
+                while (i + 1 < s->n && !(s->p[i] == close && s->p[i + 1] == ']'))
+                    i++;
+                i += 2;
+                continue;
+            }
+            i++;
+        }
+        s->i = i < s->n ? i + 1 : s->n;
+        return 1;
+    }
+    s->i += c == '\\' && s->i + 1 < s->n ? 2 : 1;
+    return 1;
+}
+
+static double est_piece(pscan *s, int depth)
+{
+    double a = est_atom(s, depth);
+    int quantifiers = 0;
+    while (s->i < s->n) {
+        char c = s->p[s->i];
+        double f;
+        if (c == '*' || c == '?') {
+            f = 1;
+            s->i++;
+        } else if (c == '+') {
+            f = 2;
+            s->i++;
+        } else if (c == '{' && (f = est_bound(s)) > 0) {
+            /* est_bound moved past the bound */
+        } else {
+            break;
+        }
+        if (++quantifiers > 1)
+            s->stacked = 1;
+        a *= f;
+    }
+    return a;
+}
+
+static double est_alt(pscan *s, int depth)
+{
+    if (depth > 32) {
+        s->deep = 1;
+        return 0;
+    }
+    double total = 0;
+    for (;;) {
+        while (s->i < s->n && s->p[s->i] != '|' && s->p[s->i] != ')')
+            total += est_piece(s, depth);
+        if (s->i < s->n && s->p[s->i] == '|') {
+            s->i++;
+            continue;
+        }
+        if (s->i < s->n && s->p[s->i] == ')' && depth == 0) {
+            s->i++; /* unbalanced: regcomp reports it */
+            continue;
+        }
+        return total;
+    }
+}
+
 /* Refuses what POSIX ERE would read differently from ECMA-262 (the
  * dialect JSON Schema authors write), then compiles. */
 static int compile_pattern(compiler *c, keel_schema *s, const json_t *v)
@@ -462,6 +584,17 @@ static int compile_pattern(compiler *c, keel_schema *s, const json_t *v)
             if (i >= n)
                 break; /* unbalanced: regcomp says so */
         }
+    }
+    pscan ps = {.p = p, .n = n};
+    double size = est_alt(&ps, 0);
+    if (ps.stacked) {
+        fail(c, "pattern: a quantifier may not follow another (a**, a+?, a{2}*)");
+        return -1;
+    }
+    if (ps.deep || size > KEEL_SCHEMA_PATTERN_MAX_SIZE) {
+        fail(c, "pattern too complex: repetitions expand to more than %d atoms (bound the "
+                "length with minLength/maxLength instead)", KEEL_SCHEMA_PATTERN_MAX_SIZE);
+        return -1;
     }
     s->re = keel_malloc(sizeof(regex_t));
     int rc = regcomp(s->re, p, REG_EXTENDED | REG_NOSUB);

@@ -254,6 +254,12 @@ static const bad_schema bad_schemas[] = {
     {"{\"pattern\":\"[\\\\w.-]+\"}", "inside [...]"},
     {"{\"pattern\":\"a\\\\\"}", "not POSIX"},
     {"{\"enum\":\"a\"}", "enum must be a non-empty array"},
+    {"{\"pattern\":\"a**\"}", "may not follow another"},
+    {"{\"pattern\":\"a+{2}\"}", "may not follow another"},
+    {"{\"pattern\":\"(a{50}){50}\"}", "too complex"},
+    {"{\"pattern\":\"^.{0,5000}$\"}", "too complex"},
+    {"{\"pattern\":\"^.{,5000}$\"}", "too complex"},
+    {"{\"pattern\":\"((((((((((((a+)+)+)+)+)+)+)+)+)+)+)+)+\"}", "too complex"},
 };
 
 static void test_bad_schemas(void **state)
@@ -301,6 +307,9 @@ static void test_good_schemas(void **state)
         "{\"pattern\":\"^[^]a]+$\"}",
         "{\"pattern\":\"^[[:alpha:]_-]+$\"}",
         "{\"pattern\":\"^a\\\\.b\\\\/c$\"}",
+        "{\"pattern\":\"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$\"}",
+        "{\"pattern\":\"^\\\\w{1,64}@\\\\w{1,255}(\\\\.\\\\w{2,63})+$\"}",
+        "{\"pattern\":\"^(a|b){2,}x{3}y{,}$\"}",
         "{\"minLength\":2.0}",
         "{\"type\":[\"integer\",\"null\"],\"minimum\":0}",
         "{\"required\":[\"a\"],\"additionalProperties\":{}}",
