@@ -18,6 +18,10 @@ LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldl -lpthread -lm
 LIB_SRC  := $(wildcard src/core/*.c src/obs/*.c src/mw/*.c src/store/*.c src/svc/*.c)
 APP_SRC  := $(wildcard src/app/*.c) src/main.c
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+# web/docs (the /docs page) compiled into libkeel (scripts/embed_web.sh)
+WEB_FILES := $(wildcard web/docs/*)
+LIB_GEN  := $(BUILD)/gen/web_assets.c
+LIB_OBJ  += $(BUILD)/gen/web_assets.o
 APP_OBJ  := $(APP_SRC:%.c=$(BUILD)/obj/%.o)
 # migrations/ compiled into build/keel (docs/migrations.md)
 MIGRATION_SQL := $(wildcard migrations/sqlite/*.sql migrations/postgres/*.sql)
@@ -71,6 +75,14 @@ $(BUILD)/gen/migrations.c: scripts/embed_migrations.sh $(MIGRATION_SQL) \
 $(BUILD)/gen/migrations.o: $(BUILD)/gen/migrations.c include/keel/migrate.h include/keel/db.h
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
+$(BUILD)/gen/web_assets.c: scripts/embed_web.sh $(WEB_FILES) web/docs
+	@mkdir -p $(dir $@)
+	scripts/embed_web.sh web/docs > $@.tmp
+	@mv $@.tmp $@
+
+$(BUILD)/gen/web_assets.o: $(BUILD)/gen/web_assets.c src/svc/svc_internal.h
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
 $(EXAMPLE): examples/hello-service/main.c $(BUILD)/libkeel.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
@@ -99,10 +111,10 @@ asan: deps-test
 	$(MAKE) --no-print-directory BUILD=build/asan CC=$(CLANG) CFLAGS="$(ASAN_FLAGS)" \
 	  all unit e2e KEEL_SANITIZED=1
 
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(LIB_GEN)
 	@mkdir -p $(dir $@)
 	$(CLANG) -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
-	  -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS)) $(CFLAGS_PQ) -o $@ $< $(LIB_SRC) $(LDLIBS)
+	  -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS)) $(CFLAGS_PQ) -o $@ $< $(LIB_SRC) $(LIB_GEN) $(LDLIBS)
 
 FUZZ_SECONDS ?= 300
 fuzz: deps-test $(FUZZ_BIN)

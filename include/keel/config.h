@@ -41,6 +41,9 @@ typedef struct keel_config {
     uint64_t max_connections;   /* MAX_CONNECTIONS, per worker */
     uint64_t output_buffer_max; /* OUTPUT_BUFFER_MAX, bytes per connection */
     uint64_t max_requests_per_conn; /* MAX_REQUESTS_PER_CONNECTION, 0 = no cap */
+    uint64_t json_body_limit;   /* JSON_BODY_LIMIT, bytes (413 beyond) */
+    uint64_t json_max_depth;    /* JSON_MAX_DEPTH (400 beyond) */
+    int api_docs;               /* API_DOCS: GET /openapi.json and /docs */
 
     /* work pool */
     unsigned work_threads;   /* WORK_POOL_SIZE */

@@ -30,9 +30,17 @@ struct json_t *keel_json_parse(const char *buf, size_t len, size_t max_depth,
  * type), parameters ignored. */
 int keel_json_content_type(keel_str content_type);
 
-/* The request body as JSON, or NULL after answering 415 (not JSON) or 400
- * (malformed: detail and "offset" member give the byte offset). */
+/* The request body as JSON (a new reference), or NULL after answering 415
+ * (not JSON), 413 (larger than JSON_BODY_LIMIT) or 400 (malformed or
+ * nested deeper than JSON_MAX_DEPTH: the detail and an "offset" member
+ * give the byte offset). The body is parsed once per request: later calls
+ * (the validation middleware's, then the handler's) return the same
+ * value, so a handler must not modify it in place. */
 struct json_t *keel_req_json(keel_req *r);
+
+/* The request-local key under which keel_req_json keeps the parsed body
+ * (a borrowed json_t *, released with the request's arena). */
+#define KEEL_JSON_LOCAL "keel.json"
 
 #ifdef __cplusplus
 }

@@ -16,6 +16,7 @@
 #include "net.h"
 #include "ratelimit.h"
 #include "router.h"
+#include "schema.h"
 #include "server.h"
 #include "service.h"
 

@@ -7,6 +7,7 @@
 
 #include "metrics.h"
 #include "net.h"
+#include "schema.h"
 #include "server.h"
 
 #ifdef __cplusplus
@@ -56,6 +57,56 @@ keel_middleware keel_mw_compress(uint64_t min_bytes);
  * view) or a malformed qvalue means no. */
 int keel_accept_gzip(keel_str accept_encoding);
 
+/* ---------------------------------------------------------------- validation */
+
+/* The compiled schemas of one route (NULL where it declares none). */
+typedef struct keel_route_schemas {
+    keel_schema *request;
+    keel_schema *response;
+    keel_schema *query;
+    keel_schema *params;
+} keel_route_schemas;
+
+/* The schemas of a route table, compiled once, before the server starts;
+ * afterwards only read (by any worker). */
+typedef struct keel_validator keel_validator;
+
+keel_validator *keel_validator_new(void);
+/* NULL is a no-op. After the server that uses it is freed. */
+void keel_validator_free(keel_validator *v);
+
+/* Compiles every schema slot of routes[0..n) (e.g. keel_server_routes'
+ * table; routes already added are skipped). query_schema and
+ * params_schema must describe objects, and params_schema may only name
+ * parameters of the path. Returns 0, or KEEL_EINVAL for the first bad
+ * schema: one line in err[0..cap) and an error log naming the route, the
+ * slot and the reason ("route demo.validate (POST /validate):
+ * request_schema: at /properties/age: unknown type \"int\""). */
+int keel_validator_add_routes(keel_validator *v, const keel_route *const *routes, size_t n,
+                              char *err, size_t cap);
+
+/* The compiled schemas of a route, or NULL when it declares none. */
+const keel_route_schemas *keel_validator_lookup(const keel_validator *v,
+                                                const keel_route *route);
+
+/* Enforces the request_schema, query_schema and params_schema of the
+ * matched route (v is borrowed: it must outlive the server): 415 for a
+ * body that is not JSON, 413 past JSON_BODY_LIMIT, 400 for malformed JSON
+ * (the byte offset in detail and `offset`) or a malformed query string,
+ * 422 with `errors: [{in, pointer, message}]` listing every invalid field
+ * (in: "body", "query" or "path"; at most KEEL_SCHEMA_MAX_ERRORS). Routes
+ * without schemas pass through untouched. See docs/api.md. */
+keel_middleware keel_mw_validate(keel_validator *v);
+
+/* After keel_mw_validate let the request through: the query string (path
+ * parameters) of a route with a query_schema (params_schema) as a JSON
+ * object, values coerced to the declared types — {"ms": 250} for
+ * ?ms=250 with "type": "integer". Borrowed, valid until the request ends;
+ * NULL when the route declares no such schema. */
+struct json_t *keel_req_query_json(const keel_req *r);
+struct json_t *keel_req_params_json(const keel_req *r);
+
+/* ---------------------------------------------------------------- load */
 
 /* Load shedding (SHED_LOOP_LAG, SHED_IN_FLIGHT, SHED_RSS from cfg):
  * 503 + Retry-After for new requests while the worker is over a limit;

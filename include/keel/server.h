@@ -41,6 +41,11 @@ typedef struct keel_route {
     const char *permission; /* e.g. "users:read"; NULL for none */
     const char *request_schema;  /* JSON Schema text; NULL for none */
     const char *response_schema; /* JSON Schema text; NULL for none */
+    /* JSON Schema text (an object schema) for the query and the path
+     * parameters; values are strings coerced to the declared type
+     * (keel_req_query_json, keel_req_params_json). NULL for none. */
+    const char *query_schema;
+    const char *params_schema;
     const char *rate_limit;      /* tier name; NULL for the default */
     uint32_t timeout_ms;    /* handler deadline; 0 = HANDLER_TIMEOUT */
     unsigned flags;         /* KEEL_ROUTE_* */

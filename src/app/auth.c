@@ -27,7 +27,8 @@ static char dummy_hash[KEEL_PW_HASH_MAX];
 
 /* ---------------------------------------------------------------- schemas */
 
-#define S_EMAIL "{\"type\":\"string\",\"format\":\"email\",\"maxLength\":254}"
+/* no "format": addresses are trimmed and lower-cased before they are checked */
+#define S_EMAIL "{\"type\":\"string\",\"minLength\":3,\"maxLength\":300}"
 #define S_PASSWORD "{\"type\":\"string\",\"minLength\":1,\"maxLength\":1024}"
 #define S_TOKENS                                                                                  \
     "{\"type\":\"object\",\"properties\":{\"access_token\":{\"type\":\"string\"},"                \
@@ -1077,7 +1078,7 @@ static const keel_route auth_routes[] = {
      .flags = KEEL_ROUTE_SECRET},
     {.name = "auth.me_update", .method = "PATCH", .path = "/api/v1/auth/me",
      .handler = h_me_patch, .summary = "Change one's own name or e-mail", .auth = "user",
-     .request_schema = "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
+     .request_schema = "{\"type\":\"object\",\"properties\":{"
                        "\"name\":{\"type\":\"string\",\"maxLength\":200},\"email\":" S_EMAIL "}}",
      .response_schema = S_USER, .flags = KEEL_ROUTE_SECRET},
     {.name = "auth.password", .method = "POST", .path = "/api/v1/auth/me/password",

@@ -34,6 +34,64 @@ static keel_flow echo(keel_req *r)
     return KEEL_DONE;
 }
 
+/* POST /validate: a body checked against its request_schema by the
+ * validation middleware before this runs; answers what it received. The
+ * body was parsed once, by the middleware: keel_req_json returns it again. */
+static keel_flow validate_body(keel_req *r)
+{
+    json_t *v = keel_req_json(r);
+    if (!v)
+        return KEEL_DONE;
+    keel_respond_json(r, 200, json_pack("{s:b,s:o}", "valid", 1, "received", v));
+    return KEEL_DONE;
+}
+
+/* GET /params/:id: the path and query parameters, coerced to the types
+ * the route's schemas declare. */
+static keel_flow params_echo(keel_req *r)
+{
+    keel_respond_json(r, 200, json_pack("{s:O,s:O}", "path", keel_req_params_json(r), "query",
+                                        keel_req_query_json(r)));
+    return KEEL_DONE;
+}
+
+static const char validate_schema[] =
+    "{\"type\": \"object\","
+    " \"required\": [\"name\", \"email\"],"
+    " \"additionalProperties\": false,"
+    " \"properties\": {"
+    "   \"name\": {\"type\": \"string\", \"minLength\": 1, \"maxLength\": 64},"
+    "   \"email\": {\"type\": \"string\", \"format\": \"email\"},"
+    "   \"age\": {\"type\": \"integer\", \"minimum\": 0, \"maximum\": 150},"
+    "   \"role\": {\"enum\": [\"user\", \"admin\"]},"
+    "   \"id\": {\"type\": \"string\", \"format\": \"uuid\"},"
+    "   \"website\": {\"type\": \"string\", \"format\": \"uri\"},"
+    "   \"born\": {\"type\": \"string\", \"format\": \"date-time\"},"
+    "   \"tags\": {\"type\": \"array\", \"maxItems\": 5,"
+    "             \"items\": {\"type\": \"string\", \"pattern\": \"^[a-z0-9-]{1,20}$\"}},"
+    "   \"address\": {\"type\": \"object\", \"required\": [\"city\"],"
+    "               \"properties\": {\"city\": {\"type\": \"string\"},"
+    "                              \"zip\": {\"type\": [\"string\", \"null\"],"
+    "                                        \"pattern\": \"^[0-9]{5}$\"}}}"
+    " }}";
+
+static const char validate_response_schema[] =
+    "{\"type\": \"object\", \"required\": [\"valid\", \"received\"],"
+    " \"properties\": {\"valid\": {\"const\": true}, \"received\": {\"type\": \"object\"}}}";
+
+static const char params_path_schema[] =
+    "{\"type\": \"object\", \"properties\": {"
+    "  \"id\": {\"type\": \"integer\", \"minimum\": 1, \"description\": \"a positive id\"}}}";
+
+static const char params_query_schema[] =
+    "{\"type\": \"object\", \"additionalProperties\": false, \"properties\": {"
+    "  \"limit\": {\"type\": \"integer\", \"minimum\": 1, \"maximum\": 100,"
+    "              \"description\": \"page size\"},"
+    "  \"ratio\": {\"type\": \"number\", \"exclusiveMinimum\": 0},"
+    "  \"verbose\": {\"type\": \"boolean\"},"
+    "  \"q\": {\"type\": \"string\", \"maxLength\": 32},"
+    "  \"tag\": {\"type\": \"array\", \"maxItems\": 3, \"items\": {\"enum\": [\"a\", \"b\", \"c\"]}}}}";
+
 static uint64_t ms_param_named(keel_req *r, const char *name, uint64_t def, uint64_t max)
 {
     keel_str s = keel_req_query_param(r, name);
@@ -316,6 +374,12 @@ static const keel_route demo_routes[] = {
      .summary = "A fixed JSON object (benchmark)"},
     {.name = "demo.echo", .method = "POST", .path = "/echo", .handler = echo,
      .summary = "The JSON body, parsed and written back (benchmark)"},
+    {.name = "demo.validate", .method = "POST", .path = "/validate", .handler = validate_body,
+     .summary = "Accepts a body valid against its schema and answers what it received",
+     .request_schema = validate_schema, .response_schema = validate_response_schema},
+    {.name = "demo.params", .method = "GET", .path = "/params/:id", .handler = params_echo,
+     .summary = "Answers its path and query parameters, coerced to their declared types",
+     .params_schema = params_path_schema, .query_schema = params_query_schema},
     {.name = "demo.slow", .method = "GET", .path = "/slow", .handler = slow,
      .summary = "Answers after ?ms=N milliseconds without blocking"},
     {.name = "demo.work", .method = "GET", .path = "/work", .handler = work,

@@ -561,12 +561,12 @@ static keel_flow h_create(keel_req *r)
     "\"string\",\"enum\":[\"user\",\"moderator\",\"admin\"]},\"status\":{\"type\":\"string\","   \
     "\"enum\":[\"active\",\"disabled\"]},\"q\":{\"type\":\"string\",\"maxLength\":254},"         \
     "\"sort\":{\"type\":\"string\",\"enum\":[\"created_at\",\"-created_at\",\"email\","          \
-    "\"-email\",\"name\",\"-name\"]}}}"
+    "\"-email\",\"name\",\"-name\"]},\"include_deleted\":{\"type\":\"boolean\"}}}"
 
 static const keel_route user_routes[] = {
     {.name = "users.list", .method = "GET", .path = "/api/v1/users", .handler = h_list,
      .summary = "List users (page/limit, role, status, e-mail prefix q, sort)", .auth = "any",
-     .permission = "users:read", .flags = KEEL_ROUTE_SECRET},
+     .permission = "users:read", .query_schema = S_LIST_QUERY, .flags = KEEL_ROUTE_SECRET},
     {.name = "users.create", .method = "POST", .path = "/api/v1/users", .handler = h_create,
      .summary = "Create a user with a role", .auth = "any", .permission = "users:write",
      .request_schema = "{\"type\":\"object\",\"required\":[\"email\",\"password\"],"
@@ -586,7 +586,8 @@ static const keel_route user_routes[] = {
      .flags = KEEL_ROUTE_SECRET},
     {.name = "admin.users.list", .method = "GET", .path = "/api/v1/admin/users",
      .handler = h_admin_list, .summary = "List users, soft-deleted ones with include_deleted=true",
-     .auth = "user", .permission = "admin:access", .flags = KEEL_ROUTE_SECRET},
+     .auth = "user", .permission = "admin:access", .query_schema = S_LIST_QUERY,
+     .flags = KEEL_ROUTE_SECRET},
     {.name = "admin.users.update", .method = "PATCH", .path = "/api/v1/admin/users/:id",
      .handler = h_admin_patch, .summary = "Change a user's role or status", .auth = "user",
      .permission = "admin:access",

@@ -66,20 +66,41 @@ int keel_json_content_type(keel_str ct)
            keel_str_ieq_c((keel_str){ct.ptr + n - 5, 5}, "+json");
 }
 
+static void release_json(void *v)
+{
+    json_decref(v);
+}
+
 json_t *keel_req_json(keel_req *r)
 {
+    json_t *cached = keel_req_get_local(r, KEEL_JSON_LOCAL);
+    if (cached)
+        return json_incref(cached);
     if (!keel_json_content_type(keel_req_header(r, "content-type"))) {
         keel_respond_problem(r, 415, "expected a JSON body (Content-Type: application/json)");
         return NULL;
     }
+    const keel_config *cfg = keel_server_config(keel_req_server(r));
     keel_str b = keel_req_body(r);
+    if (cfg->json_body_limit && b.len > cfg->json_body_limit) {
+        char detail[128];
+        snprintf(detail, sizeof(detail), "JSON body larger than %llu bytes",
+                 (unsigned long long)cfg->json_body_limit);
+        keel_respond_problem(r, 413, detail);
+        return NULL;
+    }
     keel_json_error err;
-    json_t *v = keel_json_parse(b.ptr, b.len, KEEL_JSON_MAX_DEPTH, &err);
+    json_t *v = keel_json_parse(b.ptr, b.len,
+                                cfg->json_max_depth ? cfg->json_max_depth : KEEL_JSON_MAX_DEPTH,
+                                &err);
     if (!v) {
         char detail[256];
         snprintf(detail, sizeof(detail), "malformed JSON at byte %zu: %s", err.offset, err.text);
         keel_respond_problem_ex(r, 400, NULL, detail,
                                 json_pack("{s:I}", "offset", (json_int_t)err.offset));
+        return NULL;
     }
-    return v;
+    keel_req_set_local(r, KEEL_JSON_LOCAL, v);
+    keel_arena_defer(keel_req_arena(r), release_json, v);
+    return json_incref(v);
 }

@@ -20,6 +20,9 @@ struct keel_service {
     keel_db *db; /* when the app uses a database */
     keel_rate_limiter *limiter; /* owned by its middleware; NULL when off */
     keel_route metric_routes[2];
+    keel_validator *validator; /* the routes' schemas, compiled after setup */
+    keel__svc_doc doc;         /* /openapi.json, built after setup */
+    keel_route doc_routes[4];
 };
 
 keel_server *keel_service_server(keel_service *svc) { return svc->server; }
@@ -114,6 +117,62 @@ static int check_load(void *arg, char *detail, size_t cap)
     return keel_shed_active(arg, detail, cap);
 }
 
+/* ---------------------------------------------------------------- API docs */
+
+static const keel__asset *asset(const char *name)
+{
+    for (size_t i = 0; i < keel__web_assets_count; i++)
+        if (!strcmp(keel__web_assets[i].name, name))
+            return &keel__web_assets[i];
+    return NULL;
+}
+
+/* GET /openapi.json and the viewer: /docs, /docs/docs.js, /docs/docs.css. */
+static void add_doc_routes(keel_service *svc)
+{
+    unsigned internal = KEEL_ROUTE_INTERNAL;
+    size_t n = 0;
+    svc->doc_routes[n++] = (keel_route){.name = "docs.openapi", .method = "GET",
+                                        .path = "/openapi.json", .handler = keel__svc_h_openapi,
+                                        .summary = "This API as an OpenAPI 3.1 document",
+                                        .flags = internal, .data = &svc->doc};
+    static const struct {
+        const char *name, *path, *file, *summary;
+    } pages[] = {
+        {"docs.page", "/docs", "index.html", "API documentation (renders /openapi.json)"},
+        {"docs.script", "/docs/docs.js", "docs.js", "The documentation page's script"},
+        {"docs.style", "/docs/docs.css", "docs.css", "The documentation page's style sheet"},
+    };
+    for (size_t i = 0; i < 3; i++) {
+        const keel__asset *a = asset(pages[i].file);
+        if (a)
+            svc->doc_routes[n++] = (keel_route){.name = pages[i].name, .method = "GET",
+                                                .path = pages[i].path,
+                                                .handler = keel__svc_h_asset,
+                                                .summary = pages[i].summary,
+                                                .flags = internal, .data = (void *)a};
+    }
+    keel_server_add_routes(svc->server, svc->doc_routes, n);
+}
+
+/* Once every route is added: compiles their schemas (a bad one stops
+ * start-up, naming the route) and builds the OpenAPI document. */
+static int service_finish_routes(keel_service *svc, FILE *err)
+{
+    const keel_route *const *routes;
+    size_t n = keel_server_routes(svc->server, &routes);
+    char why[512];
+    if (keel_validator_add_routes(svc->validator, routes, n, why, sizeof(why)) < 0) {
+        fprintf(err, "%s: invalid schema: %s\n", svc->app->name ? svc->app->name : "keel",
+                why);
+        return KEEL_EINVAL;
+    }
+    keel_free(svc->doc.json);
+    svc->doc.json = keel__svc_openapi_build(svc->app, svc->server, svc->validator,
+                                            &svc->doc.len);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- build */
 
 static keel_service *service_new(const keel_app *app, const keel_config *cfg)
@@ -158,6 +217,13 @@ static keel_service *service_new(const keel_app *app, const keel_config *cfg)
         mw = keel_mw_compress(cfg->compression_min_bytes);
         keel_server_use(svc->server, &mw);
     }
+    /* Validation last of keel's own, right before the application's
+     * middleware and the handler: limits, rate limits, authentication and
+     * RBAC go before it (a request that will be refused anyway is not
+     * parsed). Its schemas are compiled once setup has added the routes. */
+    svc->validator = keel_validator_new();
+    mw = keel_mw_validate(svc->validator);
+    keel_server_use(svc->server, &mw);
 
     const keel_route *hr;
     size_t nh = keel_health_routes(svc->health, &hr);
@@ -172,6 +238,8 @@ static keel_service *service_new(const keel_app *app, const keel_config *cfg)
                                          .summary = "Metrics as JSON",
                                          .flags = internal, .data = svc};
     keel_server_add_routes(svc->server, svc->metric_routes, 2);
+    if (cfg->api_docs)
+        add_doc_routes(svc);
     return svc;
 }
 
@@ -182,6 +250,8 @@ static void service_free(keel_service *svc)
     if (svc->app->teardown)
         svc->app->teardown(svc, svc->app->arg);
     keel_server_free(svc->server);
+    keel_validator_free(svc->validator); /* after the workers are gone */
+    keel_free(svc->doc.json);
     keel_db_close(svc->db); /* after the pool threads are gone */
     keel_health_free(svc->health);
     keel_metrics_free(svc->metrics);
@@ -228,6 +298,7 @@ static void usage(const keel_app *app, FILE *out)
             "                 start the service (configuration from the environment\n"
             "                 and .env; see docs/configuration.md)\n"
             "  routes         print the route table\n"
+            "  openapi        print the OpenAPI 3.1 document of the routes\n"
             "  version        print the version\n"
             "  config         print every configuration variable as a markdown table\n",
             n);
@@ -257,7 +328,7 @@ int keel_main(int argc, char **argv, const keel_app *app)
         return keel__svc_migrate_main(app, argc, argv);
     const char *env_file = NULL, *port = NULL;
     int print_config = 0;
-    int is_serve = !strcmp(cmd, "serve") || !strcmp(cmd, "routes");
+    int is_serve = !strcmp(cmd, "serve") || !strcmp(cmd, "routes") || !strcmp(cmd, "openapi");
     for (int i = 2; is_serve && i < argc; i++) {
         if (!strcmp(argv[i], "--print-config")) {
             print_config = 1;
@@ -323,7 +394,8 @@ int keel_main(int argc, char **argv, const keel_app *app)
     }
     keel_service *svc = service_new(app, &cfg);
     int status = 0;
-    if (app->use_database && strcmp(cmd, "routes") != 0 &&
+    int listing = !strcmp(cmd, "routes") || !strcmp(cmd, "openapi");
+    if (app->use_database && !listing &&
         keel_db_open(&svc->db, svc->server, &cfg, svc->metrics, svc->health) < 0) {
         status = 2; /* the reason is logged */
         goto done;
@@ -341,8 +413,14 @@ int keel_main(int argc, char **argv, const keel_app *app)
             goto done;
         }
     }
+    if ((!strcmp(cmd, "serve") || listing) && service_finish_routes(svc, stderr) < 0) {
+        status = 1;
+        goto done;
+    }
     if (!strcmp(cmd, "routes")) {
         keel_service_print_routes(svc, stdout);
+    } else if (!strcmp(cmd, "openapi")) {
+        printf("%s\n", svc->doc.json);
     } else if (!strcmp(cmd, "serve")) {
         keel_log(KEEL_LOG_INFO, "starting", "{s:s,s:s}", "version",
                  app->version ? app->version : KEEL_VERSION, "env", cfg.env);

@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 
+#include "keel/mw.h"
 #include "keel/service.h"
 
 /* `PROG migrate ...` (argv[1] is "migrate"): loads the configuration
@@ -19,5 +20,30 @@ int keel__svc_migrate_on_start(const keel_app *app, const keel_config *cfg);
 
 /* The migrate lines of --help. */
 void keel__svc_migrate_usage(FILE *out);
+
+/* The OpenAPI 3.1 document of every route of s (see openapi.c) as
+ * compact JSON text, NUL-terminated, keel_malloc'd; *len its length. */
+char *keel__svc_openapi_build(const keel_app *app, keel_server *s, const keel_validator *v,
+                              size_t *len);
+
+/* The document as served: route data of GET /openapi.json. */
+typedef struct keel__svc_doc {
+    char *json;
+    size_t len;
+} keel__svc_doc;
+keel_flow keel__svc_h_openapi(keel_req *r);
+
+/* A file of web/ compiled into the binary (build/gen/web_assets.c, from
+ * scripts/embed_web.sh): route data of the /docs routes, served by
+ * keel__svc_h_asset (an HTML page gets the viewer's own CSP). */
+typedef struct keel__asset {
+    const char *name;         /* "index.html", "docs.js", ... */
+    const char *content_type;
+    const char *data;
+    size_t len;
+} keel__asset;
+extern const keel__asset keel__web_assets[];
+extern const size_t keel__web_assets_count;
+keel_flow keel__svc_h_asset(keel_req *r);
 
 #endif
