@@ -1,5 +1,6 @@
-"""Accounts, tokens and RBAC end to end against the real binary (SQLite;
-the same suite runs against PostgreSQL when KEEL_TEST_PG_URL is set):
+"""Accounts, tokens and RBAC end to end against the real binary, each test
+on SQLite and on a real PostgreSQL (a throw-away cluster, a fresh database
+per test):
 register/login/refresh/logout, lockout, refresh-token rotation and reuse
 detection (50 parallel refreshes), revocation, self-or-permission access
 (no IDOR), admin role changes, API keys from the CLI, and what the JWT
@@ -8,7 +9,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import statistics
 import threading
 import time
@@ -17,16 +17,17 @@ import pytest
 import requests
 
 from conftest import SLACK, run_cli
+from test_migrate import Pg, PgCluster
 
 SECRET = "e2e-secret-0123456789abcdef0123456789abcdef"
 FAST_HASH = {"PASSWORD_HASH_MEMORY": "8mb", "PASSWORD_HASH_OPS": "1"}
 PW = "correct horse battery staple"
 
 
-def env(**extra):
+def env(url, **extra):
     e = {"JWT_SECRET": SECRET, **FAST_HASH}
-    if os.environ.get("KEEL_TEST_PG_URL"):
-        e["DATABASE_URL"] = os.environ["KEEL_TEST_PG_URL"]
+    if url:
+        e["DATABASE_URL"] = url
     e.update(extra)
     return e
 
@@ -60,13 +61,33 @@ class Api:
         return run_cli(args, env=dict(self.srv_env, **extra), cwd=self.srv.workdir)
 
 
+@pytest.fixture(scope="module")
+def pg_cluster():
+    c = PgCluster()
+    yield c
+    c.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def make_api(request, keel):
+    """make_api(**env): a server on a fresh database of either kind."""
+    url = None
+    if request.param == "postgres":
+        db = Pg(request.getfixturevalue("pg_cluster"))
+        request.addfinalizer(db.drop)
+        url = db.url
+
+    def make(**extra):
+        e = env(url, **extra)
+        a = Api(keel(**e))
+        a.srv_env = e
+        return a
+    return make
+
+
 @pytest.fixture
-def api(keel):
-    e = env()
-    srv = keel(**e)
-    a = Api(srv)
-    a.srv_env = e
-    return a
+def api(make_api):
+    return make_api()
 
 
 def make_admin(api, email="root@example.com", role="admin"):
@@ -138,9 +159,8 @@ def test_unknown_email_and_wrong_password_look_alike(api):
     assert u > w / 3 and w > u / 3, times
 
 
-def test_lockout_grows_and_ends(keel):
-    srv = keel(**env(LOGIN_MAX_ATTEMPTS=3, LOGIN_LOCK_TIME="2s"))
-    api = Api(srv)
+def test_lockout_grows_and_ends(make_api):
+    api = make_api(LOGIN_MAX_ATTEMPTS=3, LOGIN_LOCK_TIME="2s")
     api.register("carol@example.com")
     for _ in range(3):
         problem(api.call("POST", "/auth/login", json={"email": "carol@example.com",
@@ -402,10 +422,9 @@ def test_cli_user_create_refuses_bad_input(api):
 
 # ---------------------------------------------------------------- limits follow the user
 
-def test_auth_tier_and_per_user_limits(keel):
-    srv = keel(**env(RATE_LIMIT_ENABLED="true", RATE_LIMIT_AUTH="4/1h", RATE_LIMIT_BURST="0",
-                     RATE_LIMIT_MAX=3, RATE_LIMIT_WINDOW="1h"))
-    api = Api(srv)
+def test_auth_tier_and_per_user_limits(make_api):
+    api = make_api(RATE_LIMIT_ENABLED="true", RATE_LIMIT_AUTH="4/1h", RATE_LIMIT_BURST="0",
+                   RATE_LIMIT_MAX=3, RATE_LIMIT_WINDOW="1h")
     a = api.register("la@example.com")
     b = api.register("lb@example.com")
     api.login("la@example.com")
