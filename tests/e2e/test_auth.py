@@ -436,3 +436,16 @@ def test_auth_tier_and_per_user_limits(make_api):
         for _ in range(3):
             assert api.call("GET", "/auth/me", token=tok).status_code == 200
         assert api.call("GET", "/auth/me", token=tok).status_code == 429
+
+
+def test_api_key_expiry(api):
+    p = api.cli(["apikey", "create", "--name", "short", "--scopes", "users:read",
+                 "--expires", "2s"])
+    assert p.returncode == 0, p.stderr
+    key = p.stdout.strip()
+    assert api.call("GET", "/users", key=key).status_code == 200
+    time.sleep(2.2)
+    problem(api.call("GET", "/users", key=key), 401)
+    assert "expired" in api.cli(["apikey", "list"]).stdout
+    p = api.cli(["apikey", "create", "--name", "x", "--scopes", "a", "--expires", "soon"])
+    assert p.returncode == 2 and "--expires" in p.stderr
