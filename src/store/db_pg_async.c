@@ -752,7 +752,15 @@ int keel__db_pg_async_submit(keel_db *db, keel__db_aq *q)
     engine *e = engine_get(db, q->req);
     if (!e)
         return -ENOTSUP;
-    if (__atomic_load_n(&db->async_waiting, __ATOMIC_RELAXED) >= db->queue_max) {
+    /* What this iteration's check will send at once is not waiting: only
+     * statements beyond the room left in the pipelines count against
+     * DATABASE_QUEUE_MAX. */
+    uint64_t room = 0;
+    for (unsigned i = 0; i < e->nconns; i++)
+        if (e->conns[i].state == AC_READY)
+            room += PIPELINE_DEPTH - e->conns[i].nflight;
+    uint64_t waiting = __atomic_load_n(&db->async_waiting, __ATOMIC_RELAXED);
+    if (waiting >= room + db->queue_max) {
         __atomic_add_fetch(&db->async_rejected, 1, __ATOMIC_RELAXED);
         return KEEL_EBUSY;
     }
