@@ -4,8 +4,11 @@
  * or `postgres://user:pass@host:port/db?sslmode=...` (libpq). The rest of
  * keel never knows which.
  *
- * Queries never run on an event loop. keel_db_run() hands a function to
- * the database pool: DATABASE_POOL_MAX threads, each owning one
+ * One statement for a request: keel_db_query_async() (PostgreSQL: on the
+ * request's own loop, over non-blocking connections of that worker;
+ * SQLite: on the pool); the callback gets the rows on the request's loop.
+ * Anything else — transactions, several statements on one connection —
+ * goes through keel_db_run(), which hands a function to the database pool: DATABASE_POOL_MAX threads, each owning one
  * connection (opened lazily, DATABASE_POOL_MIN kept open, idle ones closed
  * after DATABASE_IDLE_TIMEOUT, re-opened with backoff after a loss). The
  * function runs on a pool thread with that connection and may block; the
