@@ -703,6 +703,9 @@ static void on_check(uv_check_t *h)
         pump(e);
     if (!e->wait_head)
         uv_idle_stop(&e->idle);
+    for (unsigned i = 0; i < e->nconns; i++) /* e.g. a DEALLOCATE queued */
+        if (e->conns[i].state == AC_READY && e->conns[i].dirty)
+            flush_conn(&e->conns[i]);
     /* Draining and idle: close now, before the worker's loop ends. */
     if (keel_server_get_state(e->db->server) != KEEL_STATE_DRAINING || e->wait_head)
         return;
