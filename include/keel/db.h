@@ -4,8 +4,11 @@
  * or `postgres://user:pass@host:port/db?sslmode=...` (libpq). The rest of
  * keel never knows which.
  *
- * Queries never run on an event loop. keel_db_run() hands a function to
- * the database pool: DATABASE_POOL_MAX threads, each owning one
+ * One statement for a request: keel_db_query_async() (PostgreSQL: on the
+ * request's own loop, over non-blocking connections of that worker;
+ * SQLite: on the pool); the callback gets the rows on the request's loop.
+ * Anything else — transactions, several statements on one connection —
+ * goes through keel_db_run(), which hands a function to the database pool: DATABASE_POOL_MAX threads, each owning one
  * connection (opened lazily, DATABASE_POOL_MIN kept open, idle ones closed
  * after DATABASE_IDLE_TIMEOUT, re-opened with backoff after a loss). The
  * function runs on a pool thread with that connection and may block; the
@@ -142,6 +145,38 @@ typedef void (*keel_db_done_cb)(keel_req *r, void *arg, int status);
  * when no connection could be had, or KEEL_ECANCELED. */
 int keel_db_run(keel_req *r, keel_db *db, keel_db_fn fn, keel_db_done_cb done,
                 void *arg);
+
+/* ---------------------------------------------------------------- one statement, asynchronously */
+
+/* Runs on the request's loop with the statement's result: status 0 and
+ * rows to read with keel_db_rows_next and the getters (on this thread,
+ * until the callback returns: keel frees them then — do not call
+ * keel_db_rows_free); or an error (KEEL_EDB_*, KEEL_EINVAL) and rows NULL;
+ * or KEEL_ECANCELED and rows NULL when the request ended first (client
+ * gone, handler deadline): then only free arg. The callback may respond,
+ * or start another keel_db_query_async for the same request. */
+typedef void (*keel_db_result_cb)(keel_req *r, void *arg, int status, keel_db_rows *rows);
+
+/* Runs one statement for r without a pool thread, whatever the driver.
+ * PostgreSQL: on r's own loop — each worker keeps a few non-blocking libpq
+ * connections (DATABASE_POOL_MAX shared out among the workers), prepares
+ * each statement once per connection and pipelines the statements ready
+ * in one loop iteration; each statement is its own implicit transaction.
+ * SQLite (or a libpq without pipeline mode): on the database pool, as
+ * keel_db_run would, the rows read whole there and handed to done.
+ * sql and params are copied (they need only live for this call). The
+ * statement timeout, query logging, slow-query warnings and metrics are
+ * those of keel_db_query; a lost connection fails its statements with
+ * KEEL_EDB_UNAVAILABLE and is opened again (with the pool's backoff) for
+ * the next. For transactions or several dependent statements on one
+ * connection, use keel_db_run.
+ * Returns 0, or KEEL_EBUSY when DATABASE_QUEUE_MAX statements are already
+ * waiting (answer with keel_db_respond_error: 503 + Retry-After), or
+ * KEEL_EINVAL; on failure done is never called. On success done runs
+ * exactly once on r's loop, never before this returns. */
+int keel_db_query_async(keel_req *r, keel_db *db, const char *sql,
+                        const keel_db_param *params, size_t nparams,
+                        keel_db_result_cb done, void *arg);
 
 /* Answers an error from the database as problem+json: 409 constraint,
  * 503 unavailable / timeout / retry / KEEL_EBUSY (with Retry-After: 1),

@@ -1,6 +1,7 @@
 /* demo.c — the benchmark routes (../shared/bench endpoint contract) and
  * routes to exercise suspension: /slow waits on a loop timer, /work blocks
- * a work-pool thread, /db/slow holds a database connection. Off in
+ * a work-pool thread, /db/slow holds a pool connection, /db/sleep one
+ * asynchronous statement. Off in
  * production unless ENABLE_DEMO_ROUTES. */
 #include <errno.h>
 #include <jansson.h>
@@ -222,38 +223,23 @@ static keel_flow bytes(keel_req *r)
 }
 
 /* GET /db?id=N: one indexed SELECT from the seeded 10,000-row `items`
- * table (migration 0001), JSON out — the bench's "single query". */
-typedef struct db_job {
-    int64_t id;
-    json_t *row;
-} db_job;
-
-static int db_fetch(keel_db_conn *c, void *arg)
+ * table (migration 0001), JSON out — the bench's "single query". One
+ * statement: keel_db_query_async (on this loop with PostgreSQL, on the
+ * pool with SQLite). */
+static void db_fetched(keel_req *r, void *arg, int status, keel_db_rows *rows)
 {
-    db_job *j = arg;
-    keel_db_rows *rows;
-    keel_db_param p = KEEL_DB_P_INT(j->id);
-    int rc = keel_db_query(c, "SELECT id, name, price_cents FROM items WHERE id = $1", &p, 1,
-                           &rows);
-    if (rc < 0)
-        return rc;
-    rc = keel_db_rows_next(rows);
-    if (rc == 1)
-        j->row = keel_db_row_json(rows);
-    keel_db_rows_free(rows);
-    return rc < 0 ? rc : rc == 0 ? KEEL_EDB_NOROW : 0;
-}
-
-static void db_fetched(keel_req *r, void *arg, int status)
-{
-    db_job *j = arg;
-    if (status == 0)
-        keel_respond_json(r, 200, j->row);
-    else if (status != KEEL_ECANCELED)
+    (void)arg;
+    if (status == KEEL_ECANCELED)
+        return;
+    if (status < 0) {
         keel_db_respond_error(r, status);
+        return;
+    }
+    int rc = keel_db_rows_next(rows);
+    if (rc == 1)
+        keel_respond_json(r, 200, keel_db_row_json(rows));
     else
-        json_decref(j->row);
-    j->row = NULL;
+        keel_db_respond_error(r, rc < 0 ? rc : KEEL_EDB_NOROW);
 }
 
 static keel_flow db_one(keel_req *r)
@@ -271,11 +257,11 @@ static keel_flow db_one(keel_req *r)
         keel_respond_unavailable(r, 1, "no database configured");
         return KEEL_DONE;
     }
-    db_job *j = keel_arena_alloc(keel_req_arena(r), sizeof(*j));
-    j->id = id;
-    j->row = NULL;
-    if (keel_db_run(r, db, db_fetch, db_fetched, j) < 0) {
-        keel_respond_unavailable(r, 1, "the database queue is full");
+    keel_db_param p = KEEL_DB_P_INT(id);
+    int rc = keel_db_query_async(r, db, "SELECT id, name, price_cents FROM items WHERE id = $1",
+                                 &p, 1, db_fetched, NULL);
+    if (rc < 0) {
+        keel_db_respond_error(r, rc); /* KEEL_EBUSY: 503 + Retry-After */
         return KEEL_DONE;
     }
     return KEEL_SUSPEND;
@@ -365,6 +351,46 @@ static keel_flow db_slow(keel_req *r)
     return KEEL_SUSPEND;
 }
 
+/* GET /db/sleep?ms=N: one statement that keeps the database busy for
+ * about N ms, through keel_db_query_async (on this loop with PostgreSQL:
+ * pg_sleep; SQLite, on the pool: a recursive count sized by a fixed rate,
+ * so only roughly N ms) — for statement-timeout, queue-limit and
+ * cancellation tests of the asynchronous path. */
+#define SLEEP_SQLITE_ROWS_PER_MS 4000
+
+static void db_slept(keel_req *r, void *arg, int status, keel_db_rows *rows)
+{
+    (void)arg;
+    (void)rows;
+    if (status == 0)
+        keel_respond_text(r, 200, "done");
+    else if (status != KEEL_ECANCELED)
+        keel_db_respond_error(r, status);
+}
+
+static keel_flow db_sleep(keel_req *r)
+{
+    keel_db *db = keel_req_route(r)->data ? *(keel_db **)keel_req_route(r)->data : NULL;
+    if (!db) {
+        keel_respond_unavailable(r, 1, "no database configured");
+        return KEEL_DONE;
+    }
+    uint64_t ms = ms_param(r, 100, 60000);
+    int rc;
+    if (strcmp(keel_db_driver(db), "postgres") == 0) {
+        keel_db_param p = KEEL_DB_P_DOUBLE((double)ms / 1000.0);
+        rc = keel_db_query_async(r, db, "SELECT pg_sleep($1)", &p, 1, db_slept, NULL);
+    } else {
+        keel_db_param p = KEEL_DB_P_INT((int64_t)(ms ? ms : 1) * SLEEP_SQLITE_ROWS_PER_MS);
+        rc = keel_db_query_async(r, db, slow_count_sql, &p, 1, db_slept, NULL);
+    }
+    if (rc < 0) {
+        keel_db_respond_error(r, rc); /* KEEL_EBUSY: 503 + Retry-After */
+        return KEEL_DONE;
+    }
+    return KEEL_SUSPEND;
+}
+
 static keel_db *demo_db;
 
 static const keel_route demo_routes[] = {
@@ -395,6 +421,9 @@ static const keel_route demo_routes[] = {
      .data = &demo_db},
     {.name = "demo.db_slow", .method = "GET", .path = "/db/slow", .handler = db_slow,
      .summary = "Holds a database connection for ?ms=N milliseconds inside the database",
+     .data = &demo_db},
+    {.name = "demo.db_sleep", .method = "GET", .path = "/db/sleep", .handler = db_sleep,
+     .summary = "One statement of about ?ms=N milliseconds, without a pool thread",
      .data = &demo_db},
 };
 

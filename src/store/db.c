@@ -7,7 +7,7 @@
  * Every statement goes through one path here, whatever the driver:
  * parameters are checked (text must be UTF-8 without NUL, so both
  * databases refuse the same inputs), the driver runs it, and one function
- * (observe) times it into db_query_duration_seconds{op}, counts failures in
+ * (keel__db_observe) times it into db_query_duration_seconds{op}, counts failures in
  * db_errors_total{kind} and writes the log lines: every query at info with
  * ENABLE_QUERY_LOGGING, slow ones at warn, failures at error (warn for the
  * expected ones: constraint violations and retried conflicts). Log lines
@@ -296,7 +296,7 @@ enum { OP_SELECT = 0, OP_INSERT, OP_UPDATE, OP_DELETE, OP_BEGIN, OP_COMMIT, OP_R
 static const char *const op_names[] = {"select", "insert", "update", "delete",
                                        "begin", "commit", "rollback", "other"};
 
-static unsigned sql_op(const char *sql)
+unsigned keel__db_sql_op(const char *sql)
 {
     const char *p = sql;
     for (;;) {
@@ -360,8 +360,8 @@ static keel_buf *log_start(int level, const char *msg, const keel_db_conn *c,
 }
 
 /* Times one statement into the histogram and writes its log lines. */
-static void observe(keel_db_conn *c, unsigned op, const char *sql, uint64_t ns, int rc,
-                    uint64_t rows)
+void keel__db_observe(keel_db_conn *c, unsigned op, const char *sql, uint64_t ns, int rc,
+                      uint64_t rows)
 {
     const keel__db_obs *o = c->obs;
     if (o->duration)
@@ -403,6 +403,11 @@ static int precheck(keel_db_conn *c, const keel_db_param *p, size_t n)
                            c->obs == &c->own_obs ? "; reconnect" : "; it is replaced for the next job");
         return KEEL_EDB_UNAVAILABLE;
     }
+    return keel__db_check_params(c, p, n);
+}
+
+int keel__db_check_params(keel_db_conn *c, const keel_db_param *p, size_t n)
+{
     for (size_t i = 0; i < n; i++) {
         switch (p[i].type) {
         case KEEL_DB_NULL:
@@ -452,7 +457,8 @@ int keel_db_exec(keel_db_conn *c, const char *sql, const keel_db_param *params,
     int rc = precheck(c, params, nparams);
     if (rc == 0)
         rc = c->drv->exec(c, sql, params, nparams, &n);
-    observe(c, sql_op(sql), sql, keel_now_ns() - t0, rc, rc == 0 ? (uint64_t)n : 0);
+    keel__db_observe(c, keel__db_sql_op(sql), sql, keel_now_ns() - t0, rc,
+                     rc == 0 ? (uint64_t)n : 0);
     if (rc == 0 && affected)
         *affected = n;
     return rc;
@@ -467,13 +473,13 @@ int keel_db_query(keel_db_conn *c, const char *sql, const keel_db_param *params,
         return KEEL_EINVAL;
     uint64_t t0 = keel_now_ns();
     keel_db_rows *rows = NULL;
-    unsigned op = sql_op(sql);
+    unsigned op = keel__db_sql_op(sql);
     int rc = precheck(c, params, nparams);
     if (rc == 0)
         rc = c->drv->query(c, sql, params, nparams, &rows);
     uint64_t ns = keel_now_ns() - t0;
     if (rc < 0) {
-        observe(c, op, sql, ns, rc, 0);
+        keel__db_observe(c, op, sql, ns, rc, 0);
         return rc;
     }
     rows->c = c;
@@ -500,7 +506,7 @@ int keel_db_rows_next(keel_db_rows *rows)
         rows->nrows++;
     } else if (rc < 0 && !rows->failed) {
         rows->failed = 1;
-        observe(rows->c, rows->op, rows->sql, rows->elapsed_ns, rc, 0);
+        keel__db_observe(rows->c, rows->op, rows->sql, rows->elapsed_ns, rc, 0);
     }
     return rc;
 }
@@ -514,7 +520,7 @@ void keel_db_rows_free(keel_db_rows *rows)
      * in the driver over the whole read (SQLite produces rows as they are
      * read) and the number of rows the caller read. */
     if (!rows->failed)
-        observe(c, rows->op, rows->sql, rows->elapsed_ns, 0, rows->nrows);
+        keel__db_observe(c, rows->op, rows->sql, rows->elapsed_ns, 0, rows->nrows);
     if (rows->prev)
         rows->prev->next = rows->next;
     else
@@ -617,7 +623,7 @@ static int tx_step(keel_db_conn *c, keel__db_tx_op op, unsigned level)
     int rc = precheck(c, NULL, 0);
     if (rc == 0)
         rc = c->drv->tx(c, op, level);
-    observe(c, ops[op], sql, keel_now_ns() - t0, rc, 0);
+    keel__db_observe(c, ops[op], sql, keel_now_ns() - t0, rc, 0);
     return rc;
 }
 

@@ -16,6 +16,7 @@
 #define KEEL_DB_INTERNAL_H
 
 #include <jansson.h>
+#include <pthread.h>
 
 #include "keel/db.h"
 #include "keel/metrics.h"
@@ -47,6 +48,7 @@ typedef struct keel__db_obs {
 } keel__db_obs;
 
 typedef struct keel__db_driver keel__db_driver;
+struct keel__db_aq;
 
 /* The common head of every connection. */
 struct keel_db_conn {
@@ -70,7 +72,8 @@ struct keel_db_rows {
     unsigned op;               /* metrics label index */
     uint64_t elapsed_ns;       /* time spent in the driver so far */
     uint64_t nrows;            /* rows read */
-    int failed;                /* an error was already logged and counted */
+    int failed;                /* logged and counted already: an error, or an
+                                * asynchronous result (observed on arrival) */
 };
 
 struct keel__db_driver {
@@ -111,6 +114,10 @@ struct keel__db_driver {
     int (*last_insert_id)(keel_db_conn *c, int64_t *out);
     /* The KEEL_EDB_* kind of the driver's last error on c. */
     int (*classify)(keel_db_conn *c);
+    /* keel_db_query_async on the request's own loop (db_pg_async.c); NULL,
+     * or -ENOTSUP from it, means the pool runs it (db_async.c). On 0
+     * the driver owns q and completes it with keel__db_aq_complete. */
+    int (*async_submit)(keel_db *db, struct keel__db_aq *q);
 };
 
 extern const keel__db_driver keel__db_sqlite_driver;
@@ -171,6 +178,110 @@ void keel__db_cache_drop(keel__db_cache *cache, keel__db_cache_entry *e, int liv
 /* Releases every entry; live 0 when the server already dropped them
  * (reconnect, "prepared statement does not exist", closing). */
 void keel__db_cache_clear(keel__db_cache *cache, int live);
+
+/* ---------------------------------------------------------------- shared by db.c, the pool and the drivers */
+
+/* The metrics label index of a statement (its first keyword). */
+unsigned keel__db_sql_op(const char *sql);
+/* Times one statement into db_query_duration_seconds{op}, counts a failure
+ * in db_errors_total{kind} and writes the log lines (query logging, slow
+ * queries, failures with c's message and request id). */
+void keel__db_observe(keel_db_conn *c, unsigned op, const char *sql, uint64_t ns, int rc,
+                      uint64_t rows);
+/* Checks parameters (text UTF-8 without NUL, known types); KEEL_EINVAL
+ * with the reason in c's message. */
+int keel__db_check_params(keel_db_conn *c, const keel_db_param *p, size_t n);
+
+/* ---------------------------------------------------------------- asynchronous statements
+ * One keel_db_query_async call: its SQL and parameters copied into one
+ * block (the caller's buffers need only live for the call), the request
+ * held until it completes. The driver's fields are for the engine that
+ * runs it (db_pg_async.c). */
+typedef struct keel__db_aq {
+    struct keel__db_aq *next;
+    keel_db *db;
+    keel_req *req;              /* held; NULL for an internal statement */
+    keel_db_result_cb done;
+    void *arg;
+    const char *request_id;     /* the held request's, for log lines */
+    const char *sql;            /* in the block */
+    keel_db_param *params;      /* in the block; text and blobs too */
+    size_t nparams;
+    unsigned op;                /* metrics label */
+    /* engine state */
+    uint64_t sent_ns;
+    int phase;
+    int prepared;               /* a Prepare went ahead of it */
+    int retried;                /* re-sent once after a stale statement */
+    void *err_res;              /* the first error result */
+    int err_phase;              /* the step it came from */
+    void *res;                  /* the result */
+    void *entry;                /* statement cache entry used (busy) */
+    char stmt[24];              /* its name, to tell a reused slot */
+    keel_db_rows *rows;         /* pool fallback: the materialised result */
+} keel__db_aq;
+
+/* Runs q's callback on its request's loop — with KEEL_ECANCELED instead
+ * when the request ended first — frees rows after it returns, lets go of
+ * the request and frees q. */
+void keel__db_aq_complete(keel__db_aq *q, int status, keel_db_rows *rows);
+/* A result delivered asynchronously: linked to c (which must stay open
+ * until the callback returned) and marked observed. */
+void keel__db_rows_adopt(keel_db_conn *c, keel_db_rows *rows, const char *sql, unsigned op,
+                         uint64_t ns, uint64_t nrows);
+
+/* ---------------------------------------------------------------- the database (db_pool.c) */
+
+typedef struct db_slot db_slot;
+struct keel_db {
+    const keel__db_driver *drv;
+    char *target;         /* file path or libpq URL (may hold a password) */
+    char *safe_target;    /* for log lines: the password masked */
+    keel__db_settings settings;
+    keel__db_obs obs;
+    keel_server *server;
+    keel_pool *pool;
+    db_slot *slots;
+    unsigned nslots, pool_min;
+    uint64_t idle_timeout_ms;
+    uint64_t queue_max;   /* DATABASE_QUEUE_MAX */
+    unsigned next_slot;   /* atomic */
+    int refs;             /* atomic: the owner + each pool thread + each loop engine */
+    int open_conns;       /* atomic, for the gauges */
+    int in_use;           /* atomic */
+    unsigned epoch;       /* atomic: bumped when a connection is found lost */
+
+    pthread_mutex_t backoff_mu;
+    uint64_t retry_at_ms; /* no connection attempt before this */
+    uint64_t backoff_ms;  /* 0 = the last attempt succeeded */
+
+    pthread_mutex_t health_mu;
+    keel_db_conn *health_conn;
+
+    pthread_t janitor;
+    int has_janitor;
+    pthread_mutex_t jmu;
+    pthread_cond_t jcond;
+    int stopping;
+
+    /* the per-loop engines of keel_db_query_async (db_pg_async.c) */
+    unsigned nworkers;
+    void **engines;       /* [worker id], each touched by its loop only */
+    uint64_t async_waiting;  /* atomic: statements not sent yet, all loops */
+    uint64_t async_rejected; /* atomic: refused, the queue being full */
+};
+
+void keel__db_ref(keel_db *db);
+void keel__db_unref(keel_db *db);
+/* Opens a connection for db on the calling thread (blocking), unless a
+ * recent failure says to wait: the shared backoff of the pool. Counted in
+ * the open gauge; close it with keel__db_release_conn. `who` names the
+ * user in the log line. 0 or KEEL_EDB_UNAVAILABLE. */
+int keel__db_acquire_conn(keel_db *db, const char *who, int index, keel_db_conn **out);
+void keel__db_release_conn(keel_db *db, keel_db_conn *c);
+/* A connection of db was found lost: logs it and marks the others
+ * suspect (they are checked before their next job). */
+void keel__db_conn_lost(keel_db *db, keel_db_conn *c);
 
 /* ---------------------------------------------------------------- db.c for db_pool.c */
 

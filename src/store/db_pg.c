@@ -30,7 +30,7 @@
 #include <stdlib.h>
 
 #include "keel/log.h"
-#include "store/db_internal.h"
+#include "store/db_pg_internal.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -40,14 +40,11 @@
  * pulls in (libssl, libcrypto, GSSAPI, LDAP, gnutls: ~9 MB of resident
  * library pages). Every function is resolved at once, with the prototypes
  * of libpq-fe.h, so a missing symbol fails the first open with one clear
- * message instead of a crash later. */
-#define PQ_FUNCS(X) X(PQclear) X(PQcmdTuples) X(PQconnectdbParams) X(PQconninfoFree) X(PQconninfoParse) X(PQerrorMessage) X(PQexec) X(PQexecPrepared) X(PQfinish) X(PQfname) X(PQfreemem) X(PQftype) X(PQgetisnull) X(PQgetlength) X(PQgetvalue) X(PQnfields) X(PQntuples) X(PQprepare) X(PQresultErrorField) X(PQresultErrorMessage) X(PQresultStatus) X(PQsetNoticeProcessor) X(PQstatus) X(PQtransactionStatus) X(PQunescapeBytea)
-
-static struct {
-#define PQ_FIELD(name) __typeof__(&name) name;
-    PQ_FUNCS(PQ_FIELD)
-#undef PQ_FIELD
-} pq;
+ * message instead of a crash later. The non-blocking and pipeline-mode
+ * functions of keel_db_query_async (PQ_ASYNC_FUNCS, libpq >= 14) are
+ * optional: without them the pool runs those statements. */
+struct keel__pq_funcs keel__pq;
+int keel__pq_async_ok;
 
 static pthread_once_t pq_once = PTHREAD_ONCE_INIT;
 static char pq_error[256];
@@ -68,6 +65,13 @@ static void pq_load(void)
     }
     PQ_FUNCS(PQ_SYM)
 #undef PQ_SYM
+    int ok = 1;
+#define PQ_OPT(name)                                                           \
+    pq.name = (__typeof__(pq.name))dlsym(h, #name);                            \
+    ok = ok && pq.name;
+    PQ_ASYNC_FUNCS(PQ_OPT)
+#undef PQ_OPT
+    keel__pq_async_ok = ok;
 }
 
 /* 0 once libpq is usable; else the reason in err. */
@@ -80,38 +84,6 @@ static int pq_ready(char *err, size_t errlen)
     }
     return 0;
 }
-
-enum {
-    OID_BOOL = 16,
-    OID_BYTEA = 17,
-    OID_INT8 = 20,
-    OID_INT2 = 21,
-    OID_INT4 = 23,
-    OID_OID = 26,
-    OID_JSON = 114,
-    OID_FLOAT4 = 700,
-    OID_FLOAT8 = 701,
-    OID_NUMERIC = 1700,
-    OID_JSONB = 3802
-};
-
-typedef struct pg_conn {
-    keel_db_conn base;
-    PGconn *pg;
-    keel__db_cache cache;
-    uint64_t seq;      /* statement names: keel_1, keel_2, ... */
-    char state[6];     /* SQLSTATE of the last error */
-    int bad;           /* the last error lost the connection */
-} pg_conn;
-
-typedef struct pg_rows {
-    keel_db_rows base;
-    PGresult *res;
-    int nrows, ncols, row; /* row: -1 before the first keel_db_rows_next */
-    char **dec;            /* decoded bytea per column, for row decrow[col] - 1 */
-    size_t *declen;
-    int *decrow;
-} pg_rows;
 
 int keel__db_pg_classify_state(const char *s, int connection_bad)
 {
@@ -139,8 +111,7 @@ static int pg_classify(keel_db_conn *base)
     return keel__db_pg_classify_state(c->state, c->bad);
 }
 
-/* Records the error of res (or of the connection) and returns its kind. */
-static int pg_fail(pg_conn *c, const PGresult *res)
+int keel__pg_fail(pg_conn *c, const PGresult *res)
 {
     const char *state = res ? pq.PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     const char *primary = res ? pq.PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
@@ -277,23 +248,13 @@ static void pg_close(keel_db_conn *base)
 
 /* ---------------------------------------------------------------- parameters */
 
-typedef struct pg_params {
-    const char **values;
-    int *lengths;
-    int *formats;
-    Oid *types;
-    char *sig;     /* one letter per parameter type: part of the cache key */
-    char *scratch; /* binary numbers and NUL-terminated text copies */
-    void *block;
-} pg_params;
-
-static void params_free(pg_params *pp)
+void keel__pg_params_free(pg_params *pp)
 {
     keel_free(pp->scratch);
     keel_free(pp->block);
 }
 
-static int params_build(pg_conn *c, const keel_db_param *p, size_t n, pg_params *pp)
+int keel__pg_params_build(pg_conn *c, const keel_db_param *p, size_t n, pg_params *pp)
 {
     memset(pp, 0, sizeof(*pp));
     if (n > 65535) {
@@ -369,7 +330,7 @@ static int params_build(pg_conn *c, const keel_db_param *p, size_t n, pg_params 
 
 /* ---------------------------------------------------------------- statements */
 
-static int ok_status(ExecStatusType st)
+int keel__pg_ok_status(ExecStatusType st)
 {
     return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY;
 }
@@ -380,7 +341,7 @@ static int run_prepared(pg_conn *c, const char *sql, const keel_db_param *p, siz
 {
     pg_params pp;
     char *key = NULL;
-    int rc = params_build(c, p, n, &pp);
+    int rc = keel__pg_params_build(c, p, n, &pp);
     if (rc < 0)
         goto cleanup;
     /* The statement's parameter types are fixed when it is prepared, so
@@ -398,7 +359,7 @@ static int run_prepared(pg_conn *c, const char *sql, const keel_db_param *p, siz
             snprintf(name, sizeof(name), "keel_%llu", (unsigned long long)++c->seq);
             PGresult *res = pq.PQprepare(c->pg, name, sql, (int)n, pp.types);
             if (pq.PQresultStatus(res) != PGRES_COMMAND_OK) {
-                rc = pg_fail(c, res);
+                rc = keel__pg_fail(c, res);
                 pq.PQclear(res);
                 goto cleanup;
             }
@@ -409,7 +370,7 @@ static int run_prepared(pg_conn *c, const char *sql, const keel_db_param *p, siz
         }
         PGresult *res = pq.PQexecPrepared(c->pg, e->stmt, (int)n, pp.values, pp.lengths,
                                        pp.formats, 0);
-        if (ok_status(pq.PQresultStatus(res))) {
+        if (keel__pg_ok_status(pq.PQresultStatus(res))) {
             *out = res;
             rc = 0;
             goto cleanup;
@@ -434,13 +395,13 @@ static int run_prepared(pg_conn *c, const char *sql, const keel_db_param *p, siz
             pq.PQclear(res);
             continue;
         }
-        rc = pg_fail(c, res);
+        rc = keel__pg_fail(c, res);
         pq.PQclear(res);
         goto cleanup;
     }
 cleanup:
     keel_free(key);
-    params_free(&pp);
+    keel__pg_params_free(&pp);
     return rc;
 }
 
@@ -448,8 +409,8 @@ cleanup:
 static int run_simple(pg_conn *c, const char *sql, PGresult **out)
 {
     PGresult *res = pq.PQexec(c->pg, sql);
-    if (!ok_status(pq.PQresultStatus(res))) {
-        int rc = pg_fail(c, res);
+    if (!keel__pg_ok_status(pq.PQresultStatus(res))) {
+        int rc = keel__pg_fail(c, res);
         pq.PQclear(res);
         return rc;
     }
@@ -482,13 +443,18 @@ static int pg_query(keel_db_conn *base, const char *sql, const keel_db_param *p,
     int rc = run_prepared(c, sql, p, n, &res);
     if (rc < 0)
         return rc;
+    *out = keel__pg_rows_new(res);
+    return 0;
+}
+
+keel_db_rows *keel__pg_rows_new(PGresult *res)
+{
     pg_rows *r = keel_calloc(1, sizeof(*r));
     r->res = res;
     r->nrows = pq.PQntuples(res);
     r->ncols = pq.PQnfields(res);
     r->row = -1;
-    *out = &r->base;
-    return 0;
+    return &r->base;
 }
 
 static int pg_rows_next(keel_db_rows *base)
@@ -729,4 +695,5 @@ const keel__db_driver keel__db_pg_driver = {
     .ping = pg_ping,
     .last_insert_id = pg_last_insert_id,
     .classify = pg_classify,
+    .async_submit = keel__db_pg_async_submit,
 };

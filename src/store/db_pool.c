@@ -38,43 +38,13 @@
 #define BACKOFF_MAX_MS 5000
 #define HEALTH_TIMEOUT_MS 2000
 
-typedef struct db_slot {
+struct db_slot {
     keel_db *db;
     unsigned index;
     pthread_mutex_t mu;   /* the pool thread during a job; the janitor */
     keel_db_conn *conn;
     unsigned conn_epoch;  /* db->epoch when conn was opened */
     uint64_t last_used_ms;
-} db_slot;
-
-struct keel_db {
-    const keel__db_driver *drv;
-    char *target;         /* file path or libpq URL (may hold a password) */
-    char *safe_target;    /* for log lines: the password masked */
-    keel__db_settings settings;
-    keel__db_obs obs;
-    keel_pool *pool;
-    db_slot *slots;
-    unsigned nslots, pool_min;
-    uint64_t idle_timeout_ms;
-    unsigned next_slot;   /* atomic */
-    int refs;             /* atomic: the owner + each pool thread */
-    int open_conns;       /* atomic, for the gauges */
-    int in_use;           /* atomic */
-    unsigned epoch;       /* atomic: bumped when a connection is found lost */
-
-    pthread_mutex_t backoff_mu;
-    uint64_t retry_at_ms; /* no connection attempt before this */
-    uint64_t backoff_ms;  /* 0 = the last attempt succeeded */
-
-    pthread_mutex_t health_mu;
-    keel_db_conn *health_conn;
-
-    pthread_t janitor;
-    int has_janitor;
-    pthread_mutex_t jmu;
-    pthread_cond_t jcond;
-    int stopping;
 };
 
 static __thread db_slot *tls_slot;
@@ -93,12 +63,18 @@ static void db_free(keel_db *db)
     pthread_mutex_destroy(&db->backoff_mu);
     pthread_mutex_destroy(&db->jmu);
     pthread_cond_destroy(&db->jcond);
+    keel_free(db->engines);
     keel_free(db->target);
     keel_free(db->safe_target);
     keel_free(db);
 }
 
-static void db_unref(keel_db *db)
+void keel__db_ref(keel_db *db)
+{
+    __atomic_add_fetch(&db->refs, 1, __ATOMIC_ACQ_REL);
+}
+
+void keel__db_unref(keel_db *db)
 {
     if (__atomic_sub_fetch(&db->refs, 1, __ATOMIC_ACQ_REL) == 0)
         db_free(db);
@@ -133,10 +109,9 @@ static void conn_closed(keel_db *db)
     __atomic_sub_fetch(&db->open_conns, 1, __ATOMIC_RELAXED);
 }
 
-/* Opens the slot's connection, unless a recent failure says to wait. */
-static int slot_connect(db_slot *s)
+int keel__db_acquire_conn(keel_db *db, const char *who, int index, keel_db_conn **out)
 {
-    keel_db *db = s->db;
+    *out = NULL;
     uint64_t now = keel_now_ms();
     pthread_mutex_lock(&db->backoff_mu);
     int wait = now < db->retry_at_ms;
@@ -144,20 +119,18 @@ static int slot_connect(db_slot *s)
     if (wait)
         return KEEL_EDB_UNAVAILABLE;
     char err[512] = "";
-    unsigned epoch = __atomic_load_n(&db->epoch, __ATOMIC_ACQUIRE);
-    int rc = keel__db_conn_open(db->drv, db->target, &db->settings, &db->obs, &s->conn, err,
+    int rc = keel__db_conn_open(db->drv, db->target, &db->settings, &db->obs, out, err,
                                 sizeof(err));
     pthread_mutex_lock(&db->backoff_mu);
     if (rc == 0) {
-        s->conn_epoch = epoch;
         int recovered = db->backoff_ms != 0;
         db->backoff_ms = 0;
         db->retry_at_ms = 0;
         pthread_mutex_unlock(&db->backoff_mu);
         __atomic_add_fetch(&db->open_conns, 1, __ATOMIC_RELAXED);
         keel_log(recovered ? KEEL_LOG_INFO : KEEL_LOG_DEBUG, "database connected",
-                 "{s:s,s:s,s:i}", "driver", db->drv->name, "database", db->safe_target,
-                 "slot", (int)s->index);
+                 "{s:s,s:s,s:s,s:i}", "driver", db->drv->name, "database", db->safe_target,
+                 "for", who, "slot", index);
         return 0;
     }
     /* The database is unreachable: connections open elsewhere in the pool
@@ -177,13 +150,37 @@ static int slot_connect(db_slot *s)
     return KEEL_EDB_UNAVAILABLE;
 }
 
+void keel__db_release_conn(keel_db *db, keel_db_conn *c)
+{
+    if (!c)
+        return;
+    keel__db_conn_close(c);
+    conn_closed(db);
+}
+
+void keel__db_conn_lost(keel_db *db, keel_db_conn *c)
+{
+    keel_log(KEEL_LOG_WARN, "database connection lost; reconnecting on next use",
+             "{s:s,s:s}", "driver", db->drv->name, "error", keel_db_errmsg(c));
+    __atomic_add_fetch(&db->epoch, 1, __ATOMIC_ACQ_REL);
+}
+
+/* Opens the slot's connection, unless a recent failure says to wait. */
+static int slot_connect(db_slot *s)
+{
+    unsigned epoch = __atomic_load_n(&s->db->epoch, __ATOMIC_ACQUIRE);
+    int rc = keel__db_acquire_conn(s->db, "pool", (int)s->index, &s->conn);
+    if (rc == 0)
+        s->conn_epoch = epoch;
+    return rc;
+}
+
 static void slot_drop(db_slot *s)
 {
     if (!s->conn)
         return;
-    keel__db_conn_close(s->conn);
+    keel__db_release_conn(s->db, s->conn);
     s->conn = NULL;
-    conn_closed(s->db);
 }
 
 static void thread_start(void *arg)
@@ -212,7 +209,7 @@ static void thread_stop(void *arg)
         pthread_mutex_unlock(&s->mu);
         tls_slot = NULL;
     }
-    db_unref(db);
+    keel__db_unref(db);
 }
 
 /* Closes connections idle past DATABASE_IDLE_TIMEOUT, above POOL_MIN. */
@@ -296,9 +293,7 @@ static void job_work(void *arg)
         if (c->broken) {
             /* Lost: the next job connects again (at once; backoff only
              * after a failed attempt). */
-            keel_log(KEEL_LOG_WARN, "database connection lost; reconnecting on next use",
-                     "{s:s,s:s}", "driver", j->db->drv->name, "error", keel_db_errmsg(c));
-            __atomic_add_fetch(&j->db->epoch, 1, __ATOMIC_ACQ_REL);
+            keel__db_conn_lost(j->db, c);
             slot_drop(s);
         }
     }
@@ -330,6 +325,14 @@ int keel_db_run(keel_req *r, keel_db *db, keel_db_fn fn, keel_db_done_cb done, v
 }
 
 /* ---------------------------------------------------------------- health */
+
+/* Jobs queued for a pool thread and statements of keel_db_query_async
+ * not sent yet. */
+static uint64_t waiting(keel_db *db)
+{
+    return keel_pool_queued(db->pool) +
+           __atomic_load_n(&db->async_waiting, __ATOMIC_RELAXED);
+}
 
 static void pool_counts(keel_db *db, int *open, int *busy)
 {
@@ -383,14 +386,14 @@ static int health_check(void *arg, char *detail, size_t cap)
     pthread_mutex_unlock(&db->health_mu);
     int open, busy;
     pool_counts(db, &open, &busy);
-    unsigned long long waiting = (unsigned long long)keel_pool_queued(db->pool);
+    unsigned long long nwait = (unsigned long long)waiting(db);
     if (rc == 0)
         snprintf(detail, cap, "%s ok, round trip %.2f ms; pool open=%d in_use=%d idle=%d "
                  "waiting=%llu max=%u",
-                 db->drv->name, ms, open, busy, open - busy, waiting, db->nslots);
+                 db->drv->name, ms, open, busy, open - busy, nwait, db->nslots);
     else
         snprintf(detail, cap, "%s: %.120s; pool open=%d in_use=%d waiting=%llu",
-                 db->drv->name, err[0] ? err : keel_db_strerror(rc), open, busy, waiting);
+                 db->drv->name, err[0] ? err : keel_db_strerror(rc), open, busy, nwait);
     return rc != 0;
 }
 
@@ -419,12 +422,14 @@ static double g_idle(void *arg)
 
 static double g_waiting(void *arg)
 {
-    return (double)keel_pool_queued(((keel_db *)arg)->pool);
+    return (double)waiting(arg);
 }
 
 static double g_rejected(void *arg)
 {
-    return (double)keel_pool_rejected(((keel_db *)arg)->pool);
+    keel_db *db = arg;
+    return (double)(keel_pool_rejected(db->pool) +
+                    __atomic_load_n(&db->async_rejected, __ATOMIC_RELAXED));
 }
 
 static void register_metrics(keel_db *db, keel_metrics *m)
@@ -473,6 +478,10 @@ int keel_db_open(keel_db **out, keel_server *s, const keel_config *cfg,
     db->safe_target = mask_password(target);
     keel__db_settings_from(&db->settings, &db->obs, cfg);
     db->obs.shard = keel_server_workers(s); /* the shared, locked shard */
+    db->server = s;
+    db->nworkers = keel_server_workers(s);
+    db->engines = keel_calloc(db->nworkers, sizeof(void *));
+    db->queue_max = cfg->db_queue_max ? cfg->db_queue_max : 1024;
     db->nslots = cfg->db_pool_max ? cfg->db_pool_max : 1;
     db->pool_min = cfg->db_pool_min < db->nslots ? cfg->db_pool_min : db->nslots;
     db->idle_timeout_ms = cfg->db_idle_timeout_ms;
@@ -524,7 +533,7 @@ void keel_db_close(keel_db *db)
     keel__db_conn_close(db->health_conn);
     db->health_conn = NULL;
     pthread_mutex_unlock(&db->health_mu);
-    db_unref(db);
+    keel__db_unref(db);
 }
 
 const char *keel_db_driver(const keel_db *db)

@@ -912,6 +912,9 @@ static const keel_route db_routes[] = {
     {.name = "add", .method = "GET", .path = "/add", .handler = h_add},
 };
 
+static keel_route async_routes[7];
+static uint64_t g_stmt_timeout_ms = 10000;
+
 typedef struct srv {
     keel_server *s;
     keel_metrics *m;
@@ -939,6 +942,7 @@ static srv start(unsigned pool_max, unsigned pool_min, uint64_t queue_max, uint6
     cfg.db_pool_min = pool_min;
     cfg.db_queue_max = queue_max;
     cfg.db_idle_timeout_ms = idle_ms;
+    cfg.db_statement_timeout_ms = g_stmt_timeout_ms;
     keel_log_init(&cfg);
     srv v;
     v.s = keel_server_new(&cfg);
@@ -951,6 +955,7 @@ static srv start(unsigned pool_max, unsigned pool_min, uint64_t queue_max, uint6
     size_t nh = keel_health_routes(v.h, &hr);
     assert_int_equal(keel_server_add_routes(v.s, hr, nh), 0);
     assert_int_equal(keel_server_add_routes(v.s, db_routes, 6), 0);
+    assert_int_equal(keel_server_add_routes(v.s, async_routes, 7), 0);
     assert_int_equal(keel_server_start(v.s), 0);
     return v;
 }
@@ -1175,6 +1180,307 @@ static void test_pg_outage(void **state)
     stop(v);
 }
 
+/* ---------------------------------------------------------------- keel_db_query_async */
+
+/* What the last asynchronous callback saw (read by the test thread after
+ * the response arrived). */
+static struct {
+    int status;
+    size_t columns, rows;
+    int64_t i0, count;
+    double d0;
+    int b0, nulls1;
+    char t0[128];
+    unsigned char x0[8];
+    size_t x0len;
+    json_t *json0;
+} g_a;
+
+static void a_rows_done(keel_req *r, void *arg, int status, keel_db_rows *rows)
+{
+    (void)arg;
+    g_a.status = status;
+    if (status == KEEL_ECANCELED)
+        return;
+    if (status < 0) {
+        keel_db_respond_error(r, status);
+        return;
+    }
+    g_a.columns = keel_db_rows_columns(rows);
+    g_a.rows = 0;
+    int rc;
+    while ((rc = keel_db_rows_next(rows)) == 1) {
+        if (g_a.rows == 0) {
+            g_a.i0 = keel_db_get_int(rows, 0);
+            g_a.d0 = keel_db_get_double(rows, 1);
+            g_a.b0 = keel_db_get_bool(rows, 2);
+            keel_str t = keel_db_get_text(rows, 3);
+            snprintf(g_a.t0, sizeof(g_a.t0), "%.*s", (int)t.len, t.ptr ? t.ptr : "");
+            keel_str x = keel_db_get_blob(rows, 4);
+            g_a.x0len = x.len < sizeof(g_a.x0) ? x.len : sizeof(g_a.x0);
+            if (x.ptr)
+                memcpy(g_a.x0, x.ptr, g_a.x0len);
+            json_decref(g_a.json0);
+            g_a.json0 = keel_db_row_json(rows);
+        } else {
+            g_a.nulls1 = 0;
+            for (size_t i = 0; i < 5; i++)
+                g_a.nulls1 += keel_db_is_null(rows, i);
+        }
+        g_a.rows++;
+    }
+    keel_respond_text(r, rc < 0 ? 500 : 200, "ok");
+}
+
+static void a_count_done(keel_req *r, void *arg, int status, keel_db_rows *rows)
+{
+    (void)arg;
+    g_a.status = status;
+    if (status == KEEL_ECANCELED)
+        return;
+    if (status < 0) {
+        keel_db_respond_error(r, status);
+        return;
+    }
+    g_a.count = keel_db_rows_next(rows) == 1 ? keel_db_get_int(rows, 0) : -1;
+    char body[64];
+    snprintf(body, sizeof(body), "{\"n\":%lld}", (long long)g_a.count);
+    keel_respond(r, 200, "application/json", body, strlen(body));
+}
+
+static keel_flow a_submit(keel_req *r, const char *sql, const keel_db_param *p, size_t n,
+                          keel_db_result_cb cb)
+{
+    int rc = keel_db_query_async(r, g_db, sql, p, n, cb, NULL);
+    if (rc < 0) {
+        keel_db_respond_error(r, rc);
+        return KEEL_DONE;
+    }
+    return KEEL_SUSPEND;
+}
+
+static keel_flow h_a_rows(keel_req *r)
+{
+    /* parameters on the stack: the call copies them */
+    char lo[8];
+    snprintf(lo, sizeof(lo), "%d", 0);
+    keel_db_param p[] = {KEEL_DB_P_INT(atoi(lo)), KEEL_DB_P_INT(1000)};
+    return a_submit(r, "SELECT i, d, b, t, x FROM t_async WHERE id > $1 AND id < $2 ORDER BY id",
+                    p, 2, a_rows_done);
+}
+
+static const unsigned char a_blob[] = {0, 1, 2, 0xff, 0, 'a'};
+
+static keel_flow h_a_binds(keel_req *r)
+{
+    char text[128];
+    snprintf(text, sizeof(text), "%s", UTF);
+    keel_db_param p[] = {KEEL_DB_P_TEXT(text), KEEL_DB_P_BLOB(a_blob, 6), KEEL_DB_P_BOOL(1),
+                         KEEL_DB_P_DOUBLE(0.0), KEEL_DB_P_INT(INT64_MAX)};
+    return a_submit(r, "SELECT count(*) FROM t_async WHERE t = $1 AND x = $2 AND b = $3 "
+                       "AND d < $4 AND i = $5", p, 5, a_count_done);
+}
+
+static keel_flow h_a_dup(keel_req *r)
+{
+    keel_db_param p[] = {KEEL_DB_P_TEXT("same@x")};
+    return a_submit(r, "INSERT INTO t_async_u (email) VALUES ($1)", p, 1, a_count_done);
+}
+
+static keel_flow h_a_bad(keel_req *r)
+{
+    return a_submit(r, "SELEC broken FROM nowhere", NULL, 0, a_count_done);
+}
+
+static keel_flow h_a_sleep(keel_req *r)
+{
+    if (g_pg) {
+        keel_db_param p = KEEL_DB_P_DOUBLE(2.0);
+        return a_submit(r, "SELECT pg_sleep($1)", &p, 1, a_count_done);
+    }
+    keel_db_param p = KEEL_DB_P_INT(2000000000);
+    return a_submit(r, "WITH RECURSIVE q(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM q "
+                       "WHERE i < $1) SELECT count(*) FROM q", &p, 1, a_count_done);
+}
+
+static keel_flow h_a_count(keel_req *r)
+{
+    return a_submit(r, "SELECT count(*) FROM t_pool", NULL, 0, a_count_done);
+}
+
+/* Two statements in a row for one request: the second started from the
+ * first one's callback. */
+static void a_chain_first(keel_req *r, void *arg, int status, keel_db_rows *rows)
+{
+    (void)arg;
+    if (status == KEEL_ECANCELED)
+        return;
+    if (status < 0 || keel_db_rows_next(rows) != 1) {
+        keel_db_respond_error(r, status < 0 ? status : KEEL_EDB_NOROW);
+        return;
+    }
+    keel_db_param p = KEEL_DB_P_INT(keel_db_get_int(rows, 0) + 40);
+    int rc = keel_db_query_async(r, g_db, "SELECT $1 + 2", &p, 1, a_count_done, NULL);
+    if (rc < 0)
+        keel_db_respond_error(r, rc);
+}
+
+static keel_flow h_a_chain(keel_req *r)
+{
+    return a_submit(r, "SELECT count(*) FROM t_async", NULL, 0, a_chain_first);
+}
+
+static keel_route async_routes[7] = {
+    {.name = "a.rows", .method = "GET", .path = "/a/rows", .handler = h_a_rows},
+    {.name = "a.binds", .method = "GET", .path = "/a/binds", .handler = h_a_binds},
+    {.name = "a.dup", .method = "GET", .path = "/a/dup", .handler = h_a_dup},
+    {.name = "a.bad", .method = "GET", .path = "/a/bad", .handler = h_a_bad},
+    {.name = "a.sleep", .method = "GET", .path = "/a/sleep", .handler = h_a_sleep},
+    {.name = "a.count", .method = "GET", .path = "/a/count", .handler = h_a_count},
+    {.name = "a.chain", .method = "GET", .path = "/a/chain", .handler = h_a_chain},
+};
+
+static int metric_line(srv v, const char *line)
+{
+    keel_buf mb = {0};
+    keel_metrics_render(v.m, &mb);
+    keel_buf_append(&mb, "", 1);
+    int found = strstr(mb.data, line) != NULL;
+    keel_buf_free(&mb);
+    return found;
+}
+
+static void test_async_server(void **state)
+{
+    (void)state;
+    keel_db_conn *c = conn();
+    table(c, "t_async", "i BIGINT, d DOUBLE PRECISION, b BOOLEAN, t TEXT, x %s");
+    table(c, "t_async_u", "email TEXT NOT NULL UNIQUE");
+    keel_db_param p1[] = {KEEL_DB_P_INT(INT64_MAX), KEEL_DB_P_DOUBLE(-1.25e300),
+                          KEEL_DB_P_BOOL(1), KEEL_DB_P_TEXT(UTF), KEEL_DB_P_BLOB(a_blob, 6)};
+    keel_db_param p2[] = {KEEL_DB_P_NULL(), KEEL_DB_P_NULL(), KEEL_DB_P_NULL(),
+                          KEEL_DB_P_NULL(), KEEL_DB_P_NULL()};
+    const char *ins = "INSERT INTO t_async (i, d, b, t, x) VALUES ($1, $2, $3, $4, $5)";
+    assert_int_equal(keel_db_exec(c, ins, p1, 5, NULL), 0);
+    assert_int_equal(keel_db_exec(c, ins, p2, 5, NULL), 0);
+    keel_db_disconnect(c);
+
+    g_stmt_timeout_ms = 300;
+    srv v = start(2, 1, 64, 30000);
+    g_stmt_timeout_ms = 10000;
+    static char buf[16384];
+
+    /* rows, typed values and NULLs */
+    memset(&g_a, 0, sizeof(g_a));
+    assert_int_equal(get(v, "/a/rows", buf, sizeof(buf)), 200);
+    assert_int_equal(g_a.status, 0);
+    assert_int_equal(g_a.columns, 5);
+    assert_int_equal(g_a.rows, 2);
+    assert_int_equal(g_a.i0, INT64_MAX);
+    assert_true(g_a.d0 == -1.25e300);
+    assert_int_equal(g_a.b0, 1);
+    assert_string_equal(g_a.t0, UTF);
+    assert_int_equal(g_a.x0len, 6);
+    assert_memory_equal(g_a.x0, a_blob, 6);
+    assert_int_equal(g_a.nulls1, 5);
+    assert_non_null(g_a.json0);
+    assert_true(json_is_true(json_object_get(g_a.json0, "b")));
+    assert_string_equal(json_string_value(json_object_get(g_a.json0, "t")), UTF);
+    assert_int_equal(json_integer_value(json_object_get(g_a.json0, "i")), INT64_MAX);
+    json_decref(g_a.json0);
+    g_a.json0 = NULL;
+
+    /* typed binds in WHERE (text, blob, bool, double, int64) */
+    assert_int_equal(get(v, "/a/binds", buf, sizeof(buf)), 200);
+    assert_non_null(strstr(buf, "{\"n\":1}"));
+
+    /* errors: constraint -> 409, SQL -> 500 (no internals), timeout -> 503 */
+    assert_int_equal(get(v, "/a/dup", buf, sizeof(buf)), 200);
+    assert_int_equal(get(v, "/a/dup", buf, sizeof(buf)), 409);
+    assert_int_equal(g_a.status, KEEL_EDB_CONSTRAINT);
+    assert_non_null(strstr(buf, "application/problem+json"));
+    assert_int_equal(get(v, "/a/bad", buf, sizeof(buf)), 500);
+    assert_int_equal(g_a.status, KEEL_EDB_SQL);
+    assert_null(strstr(buf, "SELEC"));
+    uint64_t t0 = keel_now_ms();
+    assert_int_equal(get(v, "/a/sleep", buf, sizeof(buf)), 503);
+    assert_true(keel_now_ms() - t0 < 1500);
+    assert_int_equal(g_a.status, KEEL_EDB_TIMEOUT);
+    assert_non_null(strstr(buf, "Retry-After: 1\r\n"));
+
+    /* the connection goes on; a second statement from a callback */
+    assert_int_equal(get(v, "/a/chain", buf, sizeof(buf)), 200);
+    assert_non_null(strstr(buf, "{\"n\":44}"));
+    assert_int_equal(get(v, "/a/count", buf, sizeof(buf)), 200);
+    assert_non_null(strstr(buf, "{\"n\":2}"));
+
+    /* many at once from one loop (pipelined on PostgreSQL) */
+    enum { N = 40 };
+    int fds[N];
+    for (int i = 0; i < N; i++) {
+        fds[i] = connect_to(keel_server_port(v.s), 10);
+        send_get(fds[i], i % 2 ? "/a/count" : "/a/binds");
+    }
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(read_response(fds[i], buf, sizeof(buf)), 200);
+        assert_non_null(strstr(buf, i % 2 ? "{\"n\":2}" : "{\"n\":1}"));
+    }
+
+    /* a client that leaves while its statement runs: dropped safely */
+    int fd = connect_to(keel_server_port(v.s), 10);
+    send_get(fd, "/a/sleep");
+    usleep(50 * 1000);
+    close(fd);
+
+    assert_true(metric_line(v, "db_errors_total{kind=\"constraint\"} 1"));
+    assert_true(metric_line(v, "db_errors_total{kind=\"sql\"} 1"));
+    assert_true(metric_line(v, "db_errors_total{kind=\"timeout\"} 1"));
+    assert_true(metric_line(v, "db_query_duration_seconds_count{op=\"select\"}"));
+    assert_true(metric_line(v, "db_query_duration_seconds_count{op=\"insert\"} 2"));
+    wait_gauge(v, "db_pool_connections_in_use", 0);
+    assert_int_equal(gauge(v, "db_pool_waiting"), 0);
+    stop(v); /* every loop closed: the engine's handles and connections too */
+}
+
+static void test_async_outage(void **state)
+{
+    (void)state;
+    if (!g_pg || !getenv("KEEL_TEST_PG_DIR") || !*getenv("KEEL_TEST_PG_DIR")) {
+        print_message("skipped: needs PostgreSQL and KEEL_TEST_PG_DIR (make unit-db)\n");
+        skip();
+    }
+    srv v = start(2, 0, 16, 30000);
+    static char buf[16384];
+    assert_int_equal(get(v, "/a/count", buf, sizeof(buf)), 200);
+    int open_before = gauge(v, "db_pool_connections_open");
+    assert_true(open_before >= 1);
+
+    pg_ctl("stop");
+    uint64_t t0 = keel_now_ms();
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(get(v, "/a/count", buf, sizeof(buf)), 503);
+        assert_non_null(strstr(buf, "Retry-After: 1\r\n"));
+        assert_int_equal(g_a.status, KEEL_EDB_UNAVAILABLE);
+    }
+    assert_true(keel_now_ms() - t0 < 3000); /* fails fast, not after timeouts */
+
+    pg_ctl("restart");
+    t0 = keel_now_ms();
+    int status = 0;
+    while (keel_now_ms() - t0 < 20000) {
+        status = get(v, "/a/count", buf, sizeof(buf));
+        if (status == 200)
+            break;
+        usleep(200 * 1000);
+    }
+    assert_int_equal(status, 200);
+    assert_non_null(strstr(buf, "{\"n\":2}"));
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(get(v, "/a/count", buf, sizeof(buf)), 200);
+    assert_true(metric_line(v, "db_errors_total{kind=\"unavailable\"}"));
+    stop(v);
+}
+
 /* ---------------------------------------------------------------- groups */
 
 static int setup_sqlite(void **state)
@@ -1236,6 +1542,8 @@ int main(void)
         cmocka_unit_test(test_pool_idle),
         cmocka_unit_test(test_pool_concurrent),
         cmocka_unit_test(test_pg_outage),
+        cmocka_unit_test(test_async_server),
+        cmocka_unit_test(test_async_outage),
     };
     int failed = cmocka_run_group_tests_name("db (no database)", pure, NULL, NULL);
     failed += cmocka_run_group_tests_name("db on SQLite", dialect, setup_sqlite, teardown);
