@@ -14,6 +14,8 @@
 #include "mw.h"
 #include "net.h"
 #include "ratelimit.h"
+#include "redis.h"
+#include "resil.h"
 #include "router.h"
 #include "server.h"
 #include "service.h"
