@@ -86,8 +86,9 @@ run: deps all
 	@mkdir -p data
 	exec $(BUILD)/keel serve
 
+# with a throw-away redis-server (KEEL_TEST_REDIS_URL) for the Redis suites
 unit: deps-test $(UNIT_BIN)
-	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+	@tests/support/with_redis.sh sh -c 'set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done'
 
 e2e: deps-test all
 	KEEL_BIN=$(abspath $(BUILD)/keel) KEEL_EXAMPLE_BIN=$(abspath $(EXAMPLE)) \

@@ -4,7 +4,8 @@
  * script: instances' clocks never have to agree). Lua numbers are
  * doubles: µs since 1970 (~2^51) and every intermediate stay exact below
  * 2^53. The key holds the TAT and expires when it passes (a key whose TAT
- * has passed is the same as no key). ARGV[3], when given, replaces TIME —
+ * has passed is the same as no key). ARGV[3], when given, replaces TIME and
+ * the key is kept without expiry (which would run on Redis's real clock) —
  * only the parity test uses it. */
 #include <stdio.h>
 #include <string.h>
@@ -31,7 +32,8 @@ const char keel__rl_gcra_lua[] =
     "if nxt - now <= window then\n"
     "  local ttl = math.floor((nxt - now + 999) / 1000)\n"
     "  if ttl < 1 then ttl = 1 end\n"
-    "  redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', ttl)\n"
+    "  if ARGV[3] then redis.call('SET', KEYS[1], string.format('%d', nxt))\n"
+    "  else redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', ttl) end\n"
     "  return {1, math.floor((window - (nxt - now)) / t), ttl, 0}\n"
     "end\n"
     "return {0, 0, math.floor((tat - now + 999) / 1000),\n"
