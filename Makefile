@@ -6,7 +6,7 @@ CLANG    ?= clang-14
 PYTHON   ?= /usr/bin/python3
 BUILD    ?= build
 
-PKGS     := libuv jansson sqlite3 zlib libsodium libjwt
+PKGS     := libuv jansson sqlite3 zlib libsodium libjwt hiredis
 # libpq is loaded at run time (src/store/db_pg.c); its header is needed to build
 CFLAGS_PQ := $(shell pkg-config --cflags libpq 2>/dev/null)
 WARN     := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes -Wshadow
@@ -15,7 +15,7 @@ ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Iinclude -Isrc \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS_PQ) -MMD -MP
 LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldl -lpthread -lm
 
-LIB_SRC  := $(wildcard src/core/*.c src/obs/*.c src/mw/*.c src/store/*.c src/svc/*.c)
+LIB_SRC  := $(wildcard src/core/*.c src/obs/*.c src/mw/*.c src/store/*.c src/resil/*.c src/svc/*.c)
 APP_SRC  := $(wildcard src/app/*.c) src/main.c
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 # web/docs (the /docs page) compiled into libkeel (scripts/embed_web.sh)
@@ -98,8 +98,9 @@ run: deps all
 	@mkdir -p data
 	exec $(BUILD)/keel serve
 
+# with a throw-away redis-server (KEEL_TEST_REDIS_URL) for the Redis suites
 unit: deps-test $(UNIT_BIN)
-	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+	@tests/support/with_redis.sh sh -c 'set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done'
 
 e2e: deps-test all
 	KEEL_BIN=$(abspath $(BUILD)/keel) KEEL_EXAMPLE_BIN=$(abspath $(EXAMPLE)) \

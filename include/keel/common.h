@@ -69,8 +69,9 @@ int keel_str_ieq_c(keel_str a, const char *c);
     X(CONFIG, -20010, "invalid configuration")                                 \
     X(IO, -20011, "input/output error")                                        \
     X(CLOSED, -20012, "closed")                                                \
-    X(PROTO, -20013, "protocol error")                                        \
-    X(ACCES, -20014, "access denied")
+    X(PROTO, -20013, "protocol error")                                         \
+    X(ACCES, -20014, "access denied")                                          \
+    X(UNAVAIL, -20015, "service unavailable")
 
 enum {
 #define KEEL_ERR_ENUM(name, val, msg) KEEL_E##name = (val),

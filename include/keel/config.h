@@ -71,6 +71,18 @@ typedef struct keel_config {
     int migrate_on_start;   /* MIGRATE_ON_START */
     char *migrations_dir;   /* MIGRATIONS_DIR ("" = the compiled-in set) */
     char *redis_url;        /* REDIS_URL */
+    uint64_t redis_timeout_ms;  /* REDIS_COMMAND_TIMEOUT */
+    uint64_t redis_connect_timeout_ms; /* REDIS_CONNECT_TIMEOUT */
+    uint64_t redis_reconnect_max_ms;   /* REDIS_RECONNECT_MAX: backoff cap */
+    char *redis_key_prefix; /* REDIS_KEY_PREFIX */
+    uint64_t breaker_failures;  /* BREAKER_FAILURE_THRESHOLD */
+    uint64_t breaker_window_ms; /* BREAKER_WINDOW */
+    uint64_t breaker_recovery_ms; /* BREAKER_RECOVERY_TIMEOUT */
+    uint64_t breaker_probes;    /* BREAKER_HALF_OPEN_PROBES */
+    char *admin_api_key;    /* ADMIN_API_KEY (secret) */
+    char *instance_id;      /* INSTANCE_ID ("" = hostname-pid) */
+    char *region;           /* REGION */
+    char *zone;             /* ZONE */
     char *jwt_secret;       /* JWT_SECRET (secret) */
     char *cors_origin;      /* CORS_ORIGIN */
     char *otel_endpoint;    /* OTEL_EXPORTER_OTLP_ENDPOINT */

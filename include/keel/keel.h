@@ -15,6 +15,8 @@
 #include "mw.h"
 #include "net.h"
 #include "ratelimit.h"
+#include "redis.h"
+#include "resil.h"
 #include "router.h"
 #include "schema.h"
 #include "server.h"

@@ -314,6 +314,28 @@ keel_worker *keel_req_worker(const keel_req *r);
 struct uv_loop_s;
 struct uv_loop_s *keel_worker_loop(keel_worker *w);
 
+/* The worker's index, 0 .. keel_server_workers() - 1 (its metric shard). */
+unsigned keel_worker_id(const keel_worker *w);
+/* Worker i of a started server, or NULL. */
+keel_worker *keel_server_worker(const keel_server *s, unsigned i);
+
+/* Runs fn(arg) on w's loop, soon. Thread-safe. 0, or KEEL_ECLOSED when
+ * the worker has finished (fn is not called; arg stays the caller's). */
+int keel_worker_post(keel_worker *w, void (*fn)(void *arg), void *arg);
+
+/* Per-worker life-cycle hooks for clients that live on the workers' loops
+ * (e.g. one Redis connection per loop). on_start runs on the worker's
+ * thread before it serves; on_stop runs on that thread once the worker
+ * has drained (no connections, no pending work), and must close the
+ * handles it opened on the loop so the loop can end. Added before
+ * keel_server_start; run in the order added. */
+typedef struct keel_worker_hooks {
+    void (*on_start)(keel_worker *w, void *arg);
+    void (*on_stop)(keel_worker *w, void *arg);
+    void *arg;
+} keel_worker_hooks;
+void keel_server_add_worker_hooks(keel_server *s, const keel_worker_hooks *h);
+
 #ifdef __cplusplus
 }
 #endif

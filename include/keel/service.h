@@ -66,6 +66,13 @@ keel_health *keel_service_health(keel_service *svc);
  * before setup runs; NULL otherwise (and for `routes`). */
 struct keel_db;
 struct keel_db *keel_service_db(keel_service *svc);
+/* The Redis client when REDIS_URL is set (keel/redis.h), else NULL: use
+ * the in-process fallbacks. */
+struct keel_redis;
+struct keel_redis *keel_service_redis(keel_service *svc);
+/* The service's circuit breakers (keel/resil.h): add your own to it. */
+struct keel_breakers;
+struct keel_breakers *keel_service_breakers(keel_service *svc);
 
 /* keel_server_add_routes / keel_server_use on the service's server; app
  * middleware runs after keel's standard ones. */

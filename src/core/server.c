@@ -132,6 +132,22 @@ keel_server_state keel_server_get_state(const keel_server *s)
     return (keel_server_state)__atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
 }
 
+void keel_server_add_worker_hooks(keel_server *s, const keel_worker_hooks *h)
+{
+    s->hooks = keel_realloc(s->hooks, (s->nhooks + 1) * sizeof(*s->hooks));
+    s->hooks[s->nhooks++] = *h;
+}
+
+keel_worker *keel_server_worker(const keel_server *s, unsigned i)
+{
+    return s->workers && i < s->nworkers ? s->workers[i] : NULL;
+}
+
+unsigned keel_worker_id(const keel_worker *w)
+{
+    return w->id;
+}
+
 unsigned keel_server_workers(const keel_server *s)
 {
     return s->nworkers;
@@ -250,6 +266,15 @@ static void worker_finish(keel_worker *w)
     if (w->finished)
         return;
     w->finished = 1;
+    keel_server *s = w->srv;
+    for (size_t i = 0; i < s->nhooks; i++)
+        if (s->hooks[i].on_stop)
+            s->hooks[i].on_stop(w, s->hooks[i].arg);
+    /* Posts that arrived before the close run now; later ones are refused. */
+    uv_mutex_lock(&w->mbox_mu);
+    w->mbox_closed = 1;
+    uv_mutex_unlock(&w->mbox_mu);
+    keel__worker_run_mailbox(w);
     uv_close((uv_handle_t *)&w->async, NULL);
     uv_close((uv_handle_t *)&w->sweep, NULL);
     uv_close((uv_handle_t *)&w->check, NULL);
@@ -304,6 +329,9 @@ static void worker_main(void *arg)
     keel_worker *w = arg;
     keel_server *s = w->srv;
     keel_log_set_buffered(1);
+    for (size_t i = 0; i < s->nhooks; i++)
+        if (s->hooks[i].on_start)
+            s->hooks[i].on_start(w, s->hooks[i].arg);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     keel_log_thread_close();
     uv_mutex_lock(&s->done_mu);
@@ -582,6 +610,7 @@ void keel_server_free(keel_server *s)
     }
     keel__pool_free(s->pool);
     keel__ipcap_free(s->ipcap);
+    keel_free(s->hooks);
     for (size_t i = 0; i < s->npools; i++)
         keel__pool_free(s->pools[i]);
     keel_free(s->pools);

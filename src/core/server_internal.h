@@ -47,6 +47,7 @@ struct keel_worker {
     uv_mutex_t mbox_mu;
     keel_work *mbox_head, *mbox_tail;
     int drain_requested; /* under mbox_mu */
+    int mbox_closed;     /* under mbox_mu: the async handle is closing */
     int draining;        /* loop-owned */
     int finished;
 
@@ -95,6 +96,8 @@ struct keel_server {
     size_t nproxies;
     keel_fwd_header fwd;  /* TRUST_PROXY_HEADER */
     keel_ipcap *ipcap;    /* connections per client address */
+    keel_worker_hooks *hooks;
+    size_t nhooks;
 };
 
 enum conn_state {
@@ -225,6 +228,8 @@ void keel__worker_update_date(keel_worker *w);
 /* work.c */
 keel_pool *keel__pool_new(const keel_pool_opts *opts);
 void keel__pool_free(keel_pool *p);
+/* Queues a posted function (keel_worker_post) on w's mailbox. */
+int keel__worker_post(keel_worker *w, void (*fn)(void *arg), void *arg);
 /* Runs the completions delivered to w's mailbox. */
 void keel__worker_run_mailbox(keel_worker *w);
 

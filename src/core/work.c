@@ -19,6 +19,7 @@ struct keel_work {
     keel_work_fn work;
     keel_after_work_cb after_req;
     void (*after)(void *arg, int status);
+    void (*posted)(void *arg);   /* keel_worker_post: no pool, no pending count */
     void *arg;
     int status;
 };
@@ -205,6 +206,31 @@ int keel_worker_submit(keel_worker *w, keel_work_fn work,
     return rc;
 }
 
+int keel_worker_post(keel_worker *w, void (*fn)(void *arg), void *arg)
+{
+    if (!w || !fn)
+        return KEEL_EINVAL;
+    keel_work *job = keel_calloc(1, sizeof(*job));
+    job->w = w;
+    job->posted = fn;
+    job->arg = arg;
+    uv_mutex_lock(&w->mbox_mu);
+    if (w->mbox_closed) {
+        uv_mutex_unlock(&w->mbox_mu);
+        keel_free(job);
+        return KEEL_ECLOSED;
+    }
+    if (w->mbox_tail)
+        w->mbox_tail->next = job;
+    else
+        w->mbox_head = job;
+    w->mbox_tail = job;
+    /* sent under the lock: the handle cannot be closed meanwhile */
+    uv_async_send(&w->async);
+    uv_mutex_unlock(&w->mbox_mu);
+    return 0;
+}
+
 void keel__worker_run_mailbox(keel_worker *w)
 {
     uv_mutex_lock(&w->mbox_mu);
@@ -213,6 +239,12 @@ void keel__worker_run_mailbox(keel_worker *w)
     uv_mutex_unlock(&w->mbox_mu);
     while (job) {
         keel_work *next = job->next;
+        if (job->posted) {
+            job->posted(job->arg);
+            keel_free(job);
+            job = next;
+            continue;
+        }
         w->pending_jobs--;
         if (job->req) {
             keel_req *r = job->req;

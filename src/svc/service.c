@@ -19,6 +19,9 @@ struct keel_service {
     keel_health *health;
     keel_db *db; /* when the app uses a database */
     keel_rate_limiter *limiter; /* owned by its middleware; NULL when off */
+    keel_breakers *breakers;
+    keel_redis *redis; /* REDIS_URL set; NULL: in-process fallbacks */
+    int redis_failed;  /* REDIS_URL could not be used (reported) */
     keel_route metric_routes[2];
     keel_validator *validator; /* the routes' schemas, compiled after setup */
     keel__svc_doc doc;         /* /openapi.json, built after setup */
@@ -30,6 +33,8 @@ const keel_config *keel_service_config(keel_service *svc) { return &svc->cfg; }
 keel_metrics *keel_service_metrics(keel_service *svc) { return svc->metrics; }
 keel_health *keel_service_health(keel_service *svc) { return svc->health; }
 keel_db *keel_service_db(keel_service *svc) { return svc->db; }
+keel_redis *keel_service_redis(keel_service *svc) { return svc->redis; }
+keel_breakers *keel_service_breakers(keel_service *svc) { return svc->breakers; }
 
 int keel_service_add_routes(keel_service *svc, const keel_route *routes, size_t n)
 {
@@ -175,6 +180,7 @@ static int service_finish_routes(keel_service *svc, FILE *err)
 
 /* ---------------------------------------------------------------- build */
 
+/* NULL when REDIS_URL is invalid (the reason is on stderr). */
 static keel_service *service_new(const keel_app *app, const keel_config *cfg)
 {
     keel_service *svc = keel_calloc(1, sizeof(*svc));
@@ -186,6 +192,12 @@ static keel_service *service_new(const keel_app *app, const keel_config *cfg)
     keel_metrics_register_process(svc->metrics, app->version ? app->version : KEEL_VERSION);
     register_server_metrics(svc->metrics, svc->server);
     keel_health_register(svc->health, "event_loop", 0, 1000, check_event_loop, svc->server);
+    svc->breakers = keel_breakers_new(svc->metrics);
+    keel_breakers_register_health(svc->breakers, svc->health);
+    if (cfg->redis_url && *cfg->redis_url &&
+        keel_redis_new(&svc->redis, svc->server, cfg, svc->metrics, svc->health,
+                       svc->breakers) < 0)
+        svc->redis_failed = 1;
 
     keel_middleware mw = keel_mw_request_id();
     keel_server_use(svc->server, &mw);
@@ -208,8 +220,10 @@ static keel_service *service_new(const keel_app *app, const keel_config *cfg)
         keel_server_use(svc->server, &mw);
     }
     if (cfg->rate_limit) {
-        svc->limiter = keel_rate_limiter_new(cfg, keel_rl_memory_store(cfg->rate_limit_max_keys),
-                                             svc->metrics);
+        /* with Redis, limits hold across every instance sharing it */
+        keel_rl_store store = svc->redis ? keel_rl_redis_store(svc->redis)
+                                         : keel_rl_memory_store(cfg->rate_limit_max_keys);
+        svc->limiter = keel_rate_limiter_new(cfg, store, svc->metrics);
         mw = keel_mw_rate_limit(svc->limiter);
         keel_server_use(svc->server, &mw);
     }
@@ -253,6 +267,8 @@ static void service_free(keel_service *svc)
     keel_validator_free(svc->validator); /* after the workers are gone */
     keel_free(svc->doc.json);
     keel_db_close(svc->db); /* after the pool threads are gone */
+    keel_redis_free(svc->redis); /* after the workers closed their connections */
+    keel_breakers_free(svc->breakers);
     keel_health_free(svc->health);
     keel_metrics_free(svc->metrics);
     keel_config_close(&svc->cfg);
@@ -395,6 +411,10 @@ int keel_main(int argc, char **argv, const keel_app *app)
     keel_service *svc = service_new(app, &cfg);
     int status = 0;
     int listing = !strcmp(cmd, "routes") || !strcmp(cmd, "openapi");
+    if (svc->redis_failed) {
+        status = 2;
+        goto done;
+    }
     if (app->use_database && !listing &&
         keel_db_open(&svc->db, svc->server, &cfg, svc->metrics, svc->health) < 0) {
         status = 2; /* the reason is logged */

@@ -321,3 +321,13 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("figures")
         for line in _REPORTS:
             terminalreporter.write_line(line)
+
+
+# ---------------------------------------------------------------- redis
+@pytest.fixture
+def redis_server():
+    """A throw-away redis-server (tests/e2e/redisproc.py), torn down after."""
+    from redisproc import RedisServer
+    r = RedisServer()
+    yield r
+    r.stop()
