@@ -9,6 +9,8 @@ struct json_t;
 /* Parses the request body as JSON. On failure answers 415 (not JSON) or
  * 400 (malformed, with the byte offset) and returns NULL. */
 struct json_t *app_json_body(keel_req *r);
+/* The same, borrowed: released when the request ends. */
+struct json_t *app_json_borrow(keel_req *r);
 
 /* Responds with text and releases a keel_req_hold() — for timer-driven
  * handlers; a no-op response when the request already ended. */

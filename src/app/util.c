@@ -9,6 +9,19 @@ json_t *app_json_body(keel_req *r)
     return keel_req_json(r);
 }
 
+static void decref(void *v)
+{
+    json_decref(v);
+}
+
+json_t *app_json_borrow(keel_req *r)
+{
+    json_t *v = keel_req_json(r);
+    if (v)
+        keel_arena_defer(keel_req_arena(r), decref, v);
+    return v;
+}
+
 void keel_req_resume_respond_text(keel_req *r, int status, const char *text)
 {
     if (!keel_req_is_finished(r))
