@@ -57,6 +57,9 @@ int app_normalize_email(const char *in, size_t n, char *out, size_t cap);
 struct json_t *app_user_json(const keel_db_rows *rows, size_t first);
 int app_issue_tokens(keel_db_conn *c, const app_auth *a, const char *user_id, const char *role,
                      const char *family, app_tokens *out);
+/* Revokes every refresh token of the user (logout-all, password change,
+ * disable, delete). On a database pool thread. */
+int app_end_sessions(keel_db_conn *c, const char *user_id, int64_t now);
 /* {access_token, refresh_token, token_type, expires_in}; wipes t. */
 struct json_t *app_tokens_json(app_tokens *t);
 

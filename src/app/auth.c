@@ -611,12 +611,7 @@ static int db_logout(keel_db_conn *c, void *arg)
     if (j->has_name) { /* logout-all */
         keel_db_param u[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(p->id)};
         rc = keel_db_exec(c, "UPDATE users SET tokens_valid_after = $1 WHERE id = $2", u, 2, NULL);
-        if (rc < 0)
-            return rc;
-        return keel_db_exec(c,
-                            "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 "
-                            "AND revoked_at IS NULL",
-                            u, 2, NULL);
+        return rc < 0 ? rc : app_end_sessions(c, p->id, now);
     }
     if (*j->refresh_hash) {
         keel_db_param t[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->refresh_hash),
@@ -830,13 +825,7 @@ static int db_pw_store(keel_db_conn *c, void *arg)
                           "UPDATE users SET password_hash = $1, updated_at = $2, "
                           "tokens_valid_after = $2 WHERE id = $3",
                           p, 3, NULL);
-    if (rc < 0)
-        return rc;
-    keel_db_param q[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->user_id)};
-    return keel_db_exec(c,
-                        "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND "
-                        "revoked_at IS NULL",
-                        q, 2, NULL);
+    return rc < 0 ? rc : app_end_sessions(c, j->user_id, now);
 }
 
 static int db_pw_store_tx(keel_db_conn *c, void *arg)

@@ -143,6 +143,15 @@ int app_issue_tokens(keel_db_conn *c, const app_auth *a, const char *user_id, co
     return 0;
 }
 
+int app_end_sessions(keel_db_conn *c, const char *user_id, int64_t now)
+{
+    keel_db_param p[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(user_id)};
+    return keel_db_exec(c,
+                        "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND "
+                        "revoked_at IS NULL",
+                        p, 2, NULL);
+}
+
 json_t *app_tokens_json(app_tokens *t)
 {
     json_t *o = json_pack("{s:s,s:s,s:s,s:I}", "access_token", t->access, "refresh_token",

@@ -330,14 +330,9 @@ static int db_patch(keel_db_conn *c, void *arg)
                                "updated_at = $3 WHERE id = $4",
                                p, 4, NULL)) < 0)
             return rc;
-        if (j->has_status && !strcmp(j->new_status, "disabled")) {
-            keel_db_param q[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->id)};
-            if ((rc = keel_db_exec(c,
-                                   "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 "
-                                   "AND revoked_at IS NULL",
-                                   q, 2, NULL)) < 0)
-                return rc;
-        }
+        if (j->has_status && !strcmp(j->new_status, "disabled") &&
+            (rc = app_end_sessions(c, j->id, now)) < 0)
+            return rc;
     }
     return fetch_one(c, j, 0);
 }
@@ -449,10 +444,7 @@ static int db_delete(keel_db_conn *c, void *arg)
         return rc;
     if (n == 0)
         return KEEL_EDB_NOROW;
-    return keel_db_exec(c,
-                        "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND "
-                        "revoked_at IS NULL",
-                        p, 2, NULL);
+    return app_end_sessions(c, j->id, now);
 }
 
 static int db_delete_tx(keel_db_conn *c, void *arg)
