@@ -297,7 +297,7 @@ target_cmd() {
 	local t=$1 p=$2 port=$3
 	case $t in
 	keel)
-		CMD=(env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=false ENABLE_DEMO_ROUTES=true
+		CMD=(env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=false ENABLE_DEMO_ROUTES=true RATE_LIMIT_ENABLED=false
 			MIGRATE_ON_START=false DATABASE_URL="$DB_URL" DATABASE_POOL_MAX="$p"
 			DATABASE_POOL_MIN="$p" "$KEEL_BIN" serve --port "$port") ;;
 	fastify|express)
