@@ -79,7 +79,6 @@ typedef struct keel_config {
     uint64_t breaker_window_ms; /* BREAKER_WINDOW */
     uint64_t breaker_recovery_ms; /* BREAKER_RECOVERY_TIMEOUT */
     uint64_t breaker_probes;    /* BREAKER_HALF_OPEN_PROBES */
-    char *admin_api_key;    /* ADMIN_API_KEY (secret) */
     char *instance_id;      /* INSTANCE_ID ("" = hostname-pid) */
     char *region;           /* REGION */
     char *zone;             /* ZONE */

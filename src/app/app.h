@@ -18,6 +18,8 @@ void keel_req_resume_respond_text(keel_req *r, int status, const char *text);
 
 int app_demo_setup(keel_service *svc);
 int app_distributed_setup(keel_service *svc);
+/* INSTANCE_ID, or hostname-pid. */
+const char *app_instance_id(void);
 
 /* ---------------------------------------------------------------- accounts */
 

@@ -129,9 +129,6 @@ static const var vars[] = {
      "time an open circuit breaker waits before letting probes through (half-open)"},
     {"BREAKER_HALF_OPEN_PROBES", "1", K_UINT, OFF(breaker_probes), 1, 1000, 0,
      "calls a half-open breaker lets through; all must succeed to close it"},
-    {"ADMIN_API_KEY", "", K_STR, OFF(admin_api_key), 0, 0, 1,
-     "X-Admin-Key that opens the admin /distributed/ endpoints (until auth exists); "
-     "empty = those endpoints answer 403"},
     {"INSTANCE_ID", "", K_STR, OFF(instance_id), 0, 0, 0,
      "this instance's id in events and /distributed/info; empty = hostname-pid"},
     {"REGION", "", K_STR, OFF(region), 0, 0, 0, "region shown in /distributed/info"},
