@@ -14,7 +14,12 @@
 #   keel-limited  security headers and the limiter on: the general and
 #                 burst tiers both checked on every request, with limits
 #                 too high to refuse, so every request does the full work
-# keel-bare against keel-limited is the edge-protection overhead
+#   keel-limited-redis  the same limits kept in Redis (REDIS_URL: a
+#                 throw-away redis-server from tests/support/redis_tmp.sh,
+#                 unpinned like PostgreSQL in bench/db); only when
+#                 redis-server is installed
+# keel-bare against keel-limited is the edge-protection overhead, and
+# keel-limited against keel-limited-redis the cost of shared limits
 # (docs/performance.md).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,9 +32,16 @@ out=$root/build/bench
 mkdir -p "$out"
 cd "$root"
 lim='RATE_LIMIT_ENABLED=true RATE_LIMIT_MAX=1000000000 RATE_LIMIT_BURST=1000000000/1s'
-exec "$shared/run.sh" \
+redis_target=()
+if command -v redis-server >/dev/null; then
+	eval "$("$root/tests/support/redis_tmp.sh" start)"
+	trap '"$root/tests/support/redis_tmp.sh" destroy "$KEEL_TEST_REDIS_DIR" >/dev/null 2>&1' EXIT
+	redis_target=(--target "keel-limited-redis=env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=false $lim REDIS_URL=$KEEL_TEST_REDIS_URL ./build/keel serve --port {PORT}")
+fi
+"$shared/run.sh" \
 	--target 'keel=env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=false RATE_LIMIT_ENABLED=false ./build/keel serve --port {PORT}' \
 	--target 'keel-log=env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=true RATE_LIMIT_ENABLED=false ./build/keel serve --port {PORT}' \
 	--target 'keel-bare=env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=false SECURITY_HEADERS=false RATE_LIMIT_ENABLED=false ./build/keel serve --port {PORT}' \
 	--target "keel-limited=env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=false $lim ./build/keel serve --port {PORT}" \
+	"${redis_target[@]}" \
 	--json "$out/bench.json" --md "$out/bench.md" "$@"

@@ -98,6 +98,7 @@ void keel_rl_memory_stats_get(const keel_rl_store *st, keel_rl_memory_stats *out
 typedef struct keel_rl_tier {
     char name[KEEL_RL_TIER_NAME_MAX];
     keel_rl_rate rate;
+    char policy[48]; /* the RateLimit-Policy value: "100;w=900" */
 } keel_rl_tier;
 
 /* The tiers configured by cfg: general (RATE_LIMIT_MAX per

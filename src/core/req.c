@@ -464,14 +464,22 @@ int keel_res_header(keel_req *r, const char *name, const char *value)
     return 0;
 }
 
+/* The end (one past its "\r\n") of the header line starting at i. Values
+ * never hold a bare LF (header_ok), so the next LF ends the line; memchr
+ * is several times faster than memmem for this. */
+static size_t line_end(const keel_buf *b, size_t i)
+{
+    const char *lf = memchr(b->data + i, '\n', b->len - i);
+    return lf ? (size_t)(lf - b->data) + 1 : b->len;
+}
+
 /* Removes every "name: ...\r\n" line from the pending headers. */
 static void remove_header(keel_req *r, const char *name)
 {
     keel_buf *b = &r->res_headers;
     size_t nl = strlen(name), i = 0;
     while (i < b->len) {
-        char *eol = memmem(b->data + i, b->len - i, "\r\n", 2);
-        size_t end = eol ? (size_t)(eol - b->data) + 2 : b->len;
+        size_t end = line_end(b, i);
         if (end - i > nl && b->data[i + nl] == ':' &&
             strncasecmp(b->data + i, name, nl) == 0) {
             memmove(b->data + i, b->data + end, b->len - end);
@@ -487,8 +495,7 @@ int keel_res_has_header(const keel_req *r, const char *name)
     const keel_buf *b = &r->res_headers;
     size_t nl = strlen(name), i = 0;
     while (i < b->len) {
-        const char *eol = memmem(b->data + i, b->len - i, "\r\n", 2);
-        size_t end = eol ? (size_t)(eol - b->data) + 2 : b->len;
+        size_t end = line_end(b, i);
         if (end - i > nl && b->data[i + nl] == ':' && strncasecmp(b->data + i, name, nl) == 0)
             return 1;
         i = end;

@@ -81,6 +81,9 @@ static int add_tier(keel_rl_tier *out, size_t cap, size_t *n, const char *name, 
     memcpy(out[*n].name, name, nlen);
     out[*n].name[nlen] = '\0';
     out[*n].rate = *rate;
+    snprintf(out[*n].policy, sizeof(out[*n].policy), "%llu;w=%llu",
+             (unsigned long long)rate->limit,
+             (unsigned long long)((rate->window_ms + 999) / 1000));
     (*n)++;
     return 0;
 }
@@ -244,26 +247,34 @@ typedef struct rl_call {
     char *client; /* "ip:..." or "user:..." */
 } rl_call;
 
-static void set_u64(keel_req *r, const char *name, uint64_t v)
+/* Decimal digits of v into buf (at least 21 bytes); returns buf. */
+static char *u64s(char *buf, uint64_t v)
 {
-    char buf[24];
-    snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v);
-    keel_res_set_header(r, name, buf);
+    char tmp[21];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    buf[n] = '\0';
+    return buf;
 }
 
+/* The headers of one result. They are added, not replaced: the limiter
+ * runs before the handler, once per request (a refusal adds them once). */
 static void add_headers(keel_req *r, const keel_rl_tier *t, const keel_rl_result *res)
 {
+    char n[24];
     uint64_t reset_s = (res->reset_ms + 999) / 1000;
-    set_u64(r, "RateLimit-Limit", res->limit);
-    set_u64(r, "RateLimit-Remaining", res->remaining);
-    set_u64(r, "RateLimit-Reset", reset_s);
-    char policy[64];
-    snprintf(policy, sizeof(policy), "%llu;w=%llu", (unsigned long long)t->rate.limit,
-             (unsigned long long)((t->rate.window_ms + 999) / 1000));
-    keel_res_set_header(r, "RateLimit-Policy", policy);
-    set_u64(r, "X-RateLimit-Limit", res->limit);
-    set_u64(r, "X-RateLimit-Remaining", res->remaining);
-    set_u64(r, "X-RateLimit-Reset", (uint64_t)time(NULL) + reset_s);
+    keel_res_header(r, "RateLimit-Limit", u64s(n, res->limit));
+    keel_res_header(r, "RateLimit-Remaining", u64s(n, res->remaining));
+    keel_res_header(r, "RateLimit-Reset", u64s(n, reset_s));
+    keel_res_header(r, "RateLimit-Policy", t->policy);
+    keel_res_header(r, "X-RateLimit-Limit", u64s(n, res->limit));
+    keel_res_header(r, "X-RateLimit-Remaining", u64s(n, res->remaining));
+    keel_res_header(r, "X-RateLimit-Reset", u64s(n, (uint64_t)time(NULL) + reset_s));
 }
 
 static void refuse(rl_call *c, const keel_rl_tier *t)
@@ -273,7 +284,8 @@ static void refuse(rl_call *c, const keel_rl_tier *t)
     if (retry == 0)
         retry = 1;
     add_headers(r, t, &c->res);
-    set_u64(r, "Retry-After", retry);
+    char n[24];
+    keel_res_header(r, "Retry-After", u64s(n, retry));
     if (c->rl->rejections) {
         const char *lv[] = {t->name};
         keel_metric_add(c->rl->rejections, keel_req_worker_id(r), lv, 1);
@@ -308,14 +320,22 @@ static keel_flow advance(rl_call *c)
 {
     while (c->stage < c->nchecks) {
         const keel_rl_tier *t = c->checks[c->stage];
+        /* "rl:<tier>:<client>"; a longer one is cut (the store digests
+         * long keys, and clients are bounded: an address or a subject) */
         char key[160];
-        int kl = snprintf(key, sizeof(key), "rl:%s:%s", t->name, c->client);
-        if (kl < 0 || (size_t)kl >= sizeof(key))
-            kl = (int)sizeof(key) - 1; /* the store digests long keys */
+        size_t tl = strlen(t->name), kl = 0;
+        memcpy(key, "rl:", 3);
+        memcpy(key + 3, t->name, tl);
+        key[3 + tl] = ':';
+        kl = 4 + tl;
+        size_t cl = strlen(c->client);
+        if (cl > sizeof(key) - kl)
+            cl = sizeof(key) - kl;
+        memcpy(key + kl, c->client, cl);
+        kl += cl;
         c->pending = 1;
         c->in_call = 1;
-        c->rl->store.hit(c->rl->store.self, keel_req_worker(c->r), key, (size_t)kl, &t->rate,
-                         on_hit, c);
+        c->rl->store.hit(c->rl->store.self, keel_req_worker(c->r), key, kl, &t->rate, on_hit, c);
         c->in_call = 0;
         if (c->pending)
             return KEEL_SUSPEND;
@@ -400,9 +420,9 @@ static keel_flow on_request(keel_req *r, void *data)
         c->client = keel_arena_printf(keel_req_arena(r), "%s", subject);
     } else {
         keel_addr a = keel_addr_prefix(keel_req_client(r), rl->v6_prefix);
-        char text[64];
-        keel_addr_format(&a, text, sizeof(text));
-        c->client = keel_arena_printf(keel_req_arena(r), "ip:%s", text);
+        c->client = keel_arena_alloc(keel_req_arena(r), 64);
+        memcpy(c->client, "ip:", 3);
+        keel_addr_format(&a, c->client + 3, 61);
     }
     keel_flow f = advance(c);
     if (f == KEEL_SUSPEND)
