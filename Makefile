@@ -6,13 +6,15 @@ CLANG    ?= clang-14
 PYTHON   ?= /usr/bin/python3
 BUILD    ?= build
 
-PKGS     := libuv jansson sqlite3 zlib libsodium libjwt hiredis
+PKGS     := libuv jansson sqlite3 zlib libsodium hiredis
+# libjwt is loaded at run time too (src/mw/jwt.c); its header is needed to build
+CFLAGS_JWT := $(shell pkg-config --cflags libjwt 2>/dev/null)
 # libpq is loaded at run time (src/store/db_pg.c); its header is needed to build
 CFLAGS_PQ := $(shell pkg-config --cflags libpq 2>/dev/null)
 WARN     := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes -Wshadow
 CFLAGS   ?= -O2 -g
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Iinclude -Isrc \
-             $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS_PQ) -MMD -MP
+             $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS_PQ) $(CFLAGS_JWT) -MMD -MP
 LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldl -lpthread -lm
 
 LIB_SRC  := $(wildcard src/core/*.c src/obs/*.c src/mw/*.c src/store/*.c src/resil/*.c src/svc/*.c)
