@@ -75,6 +75,10 @@ typedef struct keel_config {
     uint64_t redis_connect_timeout_ms; /* REDIS_CONNECT_TIMEOUT */
     uint64_t redis_reconnect_max_ms;   /* REDIS_RECONNECT_MAX: backoff cap */
     char *redis_key_prefix; /* REDIS_KEY_PREFIX */
+    uint64_t cache_max_entries; /* CACHE_MAX_ENTRIES (in-process cache) */
+    uint64_t cache_max_bytes;   /* CACHE_MAX_BYTES */
+    uint64_t cache_default_ttl_ms; /* CACHE_DEFAULT_TTL */
+    uint64_t user_cache_ttl_ms; /* USER_CACHE_TTL (0 = not cached) */
     uint64_t breaker_failures;  /* BREAKER_FAILURE_THRESHOLD */
     uint64_t breaker_window_ms; /* BREAKER_WINDOW */
     uint64_t breaker_recovery_ms; /* BREAKER_RECOVERY_TIMEOUT */

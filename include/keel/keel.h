@@ -16,6 +16,7 @@
 #include "net.h"
 #include "ratelimit.h"
 #include "redis.h"
+#include "cache.h"
 #include "resil.h"
 #include "router.h"
 #include "schema.h"

@@ -70,6 +70,10 @@ struct keel_db *keel_service_db(keel_service *svc);
  * the in-process fallbacks. */
 struct keel_redis;
 struct keel_redis *keel_service_redis(keel_service *svc);
+/* The service's cache (keel/cache.h): on Redis when REDIS_URL is set,
+ * else in process; shared by every worker. */
+struct keel_cache;
+struct keel_cache *keel_service_cache(keel_service *svc);
 /* The service's circuit breakers (keel/resil.h): add your own to it. */
 struct keel_breakers;
 struct keel_breakers *keel_service_breakers(keel_service *svc);

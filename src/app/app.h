@@ -20,6 +20,8 @@ int app_demo_setup(keel_service *svc);
 int app_distributed_setup(keel_service *svc);
 /* INSTANCE_ID, or hostname-pid. */
 const char *app_instance_id(void);
+/* /distributed/cache/:key (src/app/dist_cache.c). */
+int app_dist_cache_setup(keel_service *svc);
 
 /* ---------------------------------------------------------------- accounts */
 
@@ -45,6 +47,12 @@ typedef struct app_tokens {
 
 int app_auth_setup(keel_service *svc);
 int app_users_setup(keel_service *svc, app_auth *a);
+/* Drops the cached copy of a user (GET /api/v1/users/:id), then calls
+ * then(r, arg, status) — after Redis answered, so a read that follows the
+ * write's answer, on any instance, sees the write. Call after every
+ * change to a user's record. r is held meanwhile. */
+void app_user_invalidate(keel_req *r, const char *user_id, keel_db_done_cb then, void *arg,
+                         int status);
 int app_auth_command(keel_service *svc, const char *cmd, int argc, char **argv);
 app_auth *app_auth_get(void);
 

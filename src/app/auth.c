@@ -63,6 +63,7 @@ typedef struct job {
     int64_t locked_until;
     int64_t failed;
     int found, ok, rehash;
+    int invalidated; /* the user's cached copy is gone (app_user_invalidate) */
     int http_status;
     const char *detail;
     app_tokens tokens;
@@ -206,6 +207,17 @@ static int run_work(job *j, keel_work_fn fn, keel_after_work_cb after)
         return -1;
     }
     return 0;
+}
+
+/* After a write to user j->user_id: drops its cached copy first, then
+ * answers with done (1: done runs later; 0: go on answering). */
+static int invalidate_first(keel_req *r, job *j, keel_db_done_cb done, int status)
+{
+    if (status < 0 || j->invalidated || !*j->user_id)
+        return 0;
+    j->invalidated = 1;
+    app_user_invalidate(r, j->user_id, done, j, status);
+    return 1;
 }
 
 /* ---------------------------------------------------------------- register */
@@ -406,6 +418,8 @@ static void bad_credentials(keel_req *r)
 static void login_recorded(keel_req *r, void *arg, int status)
 {
     job *j = arg;
+    if (invalidate_first(r, j, login_recorded, status)) /* last_login_at, updated_at */
+        return;
     if (status < 0) {
         keel_db_respond_error(r, status);
     } else if (!j->ok) {
@@ -632,6 +646,8 @@ static int db_logout_tx(keel_db_conn *c, void *arg)
 static void logout_done(keel_req *r, void *arg, int status)
 {
     job *j = arg;
+    if (invalidate_first(r, j, logout_done, status)) /* logout-all: tokens_valid_after */
+        return;
     if (status < 0)
         keel_db_respond_error(r, status);
     else
@@ -653,6 +669,8 @@ static keel_flow logout(keel_req *r, int all)
     snprintf(j->jti, sizeof(j->jti), "%s", p->jti); /* the access token to deny */
     j->locked_until = p->token_exp;
     j->has_name = all;
+    if (all)
+        snprintf(j->user_id, sizeof(j->user_id), "%s", p->id);
     return run_db(j, db_logout_tx, logout_done);
 }
 
@@ -731,6 +749,8 @@ static int db_me_patch_tx(keel_db_conn *c, void *arg)
 static void me_patched(keel_req *r, void *arg, int status)
 {
     job *j = arg;
+    if (invalidate_first(r, j, me_patched, status))
+        return;
     if (status == KEEL_EDB_CONSTRAINT) {
         keel_respond_problem(r, 409, "an account with this e-mail address already exists");
         job_free(j);
@@ -836,6 +856,8 @@ static int db_pw_store_tx(keel_db_conn *c, void *arg)
 static void pw_stored(keel_req *r, void *arg, int status)
 {
     job *j = arg;
+    if (invalidate_first(r, j, pw_stored, status)) /* updated_at */
+        return;
     if (status < 0)
         keel_db_respond_error(r, status);
     else

@@ -171,6 +171,8 @@ int app_distributed_setup(keel_service *svc)
         gethostname(host, sizeof(host) - 1);
         snprintf(D.instance, sizeof(D.instance), "%s-%ld", host, (long)getpid());
     }
+    if (app_dist_cache_setup(svc) < 0)
+        return -1;
     return keel_service_add_routes(svc, distributed_routes,
                                    sizeof(distributed_routes) / sizeof(distributed_routes[0]));
 }

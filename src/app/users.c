@@ -4,7 +4,13 @@
  * changes their own record (name, e-mail) without any permission; another
  * user's record needs users:read / users:write / users:delete (no IDOR).
  * Role and status change only through the admin route, and never on one's
- * own record (nobody raises their own role, or locks themselves out). */
+ * own record (nobody raises their own role, or locks themselves out).
+ *
+ * GET /users/:id is served through the cache (namespace "users",
+ * USER_CACHE_TTL), after the authorization check, with single-flight per
+ * id; every write to a user's record drops the cached copy before the
+ * write is answered (app_user_invalidate), so the next read — on any
+ * instance sharing the Redis — sees it. */
 #include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -14,6 +20,8 @@
 #include "app/app.h"
 
 static app_auth *A;
+static keel_cache *C;
+static uint64_t user_ttl_ms; /* USER_CACHE_TTL; 0 = not cached */
 
 typedef struct ujob {
     keel_req *r;
@@ -30,6 +38,8 @@ typedef struct ujob {
     size_t password_len;
     char hash[KEEL_PW_HASH_MAX];
     int ok;
+    int invalidated;
+    keel_cache_flight *flight;
     json_t *out;
 } ujob;
 
@@ -77,15 +87,64 @@ static void done_json(keel_req *r, void *arg, int status)
     ujob_free(j);
 }
 
-static keel_flow run(ujob *j, keel_db_fn fn)
+static keel_flow run_with(ujob *j, keel_db_fn fn, keel_db_done_cb done)
 {
-    int rc = keel_db_run(j->r, A->db, fn, done_json, j);
+    int rc = keel_db_run(j->r, A->db, fn, done, j);
     if (rc < 0) {
         keel_db_respond_error(j->r, rc);
         ujob_free(j);
         return KEEL_DONE;
     }
     return KEEL_SUSPEND;
+}
+
+static keel_flow run(ujob *j, keel_db_fn fn)
+{
+    return run_with(j, fn, done_json);
+}
+
+/* ---------------------------------------------------------------- cache */
+
+typedef struct inval {
+    keel_req *r;
+    keel_db_done_cb then;
+    void *arg;
+    int status;
+} inval;
+
+static void invalidated(void *arg, int status)
+{
+    inval *iv = arg;
+    (void)status; /* Redis could not delete: the TTL bounds the staleness */
+    iv->then(iv->r, iv->arg, iv->status);
+    keel_req_unhold(iv->r);
+    keel_free(iv);
+}
+
+void app_user_invalidate(keel_req *r, const char *user_id, keel_db_done_cb then, void *arg,
+                         int status)
+{
+    if (!C || !user_id || !*user_id) {
+        then(r, arg, status);
+        return;
+    }
+    inval *iv = keel_malloc(sizeof(*iv));
+    *iv = (inval){r, then, arg, status};
+    keel_req_hold(r);
+    if (keel_cache_del(C, keel_req_worker(r), "users", user_id, invalidated, iv) < 0)
+        invalidated(iv, KEEL_EUNAVAIL);
+}
+
+/* A write's answer, once the cached copy of the user is gone. */
+static void done_write(keel_req *r, void *arg, int status)
+{
+    ujob *j = arg;
+    if (status >= 0 && !j->invalidated) {
+        j->invalidated = 1;
+        app_user_invalidate(r, j->id, done_write, j, status);
+        return;
+    }
+    done_json(r, arg, status);
 }
 
 /* The path id when it is the caller's own, or the caller holds perm;
@@ -287,14 +346,46 @@ static int db_get(keel_db_conn *c, void *arg)
     return fetch_one(c, arg, 0);
 }
 
+static void user_loaded(keel_req *r, void *arg, int status)
+{
+    ujob *j = arg;
+    (void)r;
+    keel_cache_loaded(j->flight, status, j->out); /* then got_user (may free j) */
+}
+
+/* The loader of the cache-aside read: one per id and miss per process. */
+static void load_user(keel_req *r, void *arg, keel_cache_flight *f)
+{
+    ujob *j = arg;
+    j->flight = f;
+    int rc = keel_db_run(r, A->db, db_get, user_loaded, j);
+    if (rc < 0)
+        keel_cache_loaded(f, rc, NULL);
+}
+
+static void got_user(keel_req *r, void *arg, int status, json_t *value)
+{
+    ujob *j = arg;
+    if (status < 0) {
+        keel_db_respond_error(r, status); /* a no-op when r has ended */
+    } else {
+        keel_res_set_header(r, "Cache-Control", "no-store");
+        keel_respond_json(r, 200, json_incref(value));
+    }
+    ujob_free(j);
+}
+
 static keel_flow h_get(keel_req *r)
 {
     ujob *j = ujob_new(r);
-    if (!allowed_on(r, j, "users:read")) {
+    if (!allowed_on(r, j, "users:read")) { /* before the cache: no IDOR through it */
         ujob_free(j);
         return KEEL_DONE;
     }
-    return run(j, db_get);
+    if (!C || !user_ttl_ms ||
+        keel_cache_fetch(C, r, "users", j->id, user_ttl_ms, load_user, got_user, j) < 0)
+        return run(j, db_get);
+    return keel_req_is_finished(r) ? KEEL_DONE : KEEL_SUSPEND;
 }
 
 static int db_patch(keel_db_conn *c, void *arg)
@@ -407,7 +498,7 @@ static keel_flow h_patch(keel_req *r)
         ujob_free(j);
         return KEEL_DONE;
     }
-    return run(j, db_patch_tx);
+    return run_with(j, db_patch_tx, done_write);
 }
 
 static keel_flow h_admin_patch(keel_req *r)
@@ -427,7 +518,7 @@ static keel_flow h_admin_patch(keel_req *r)
     keel_log(KEEL_LOG_INFO, "admin changed a user", "{s:s,s:s,s:s,s:s}", "by", j->self, "user_id",
              j->id, "role", j->has_role ? j->new_role : "-", "status",
              j->has_status ? j->new_status : "-");
-    return run(j, db_patch_tx);
+    return run_with(j, db_patch_tx, done_write);
 }
 
 static int db_delete(keel_db_conn *c, void *arg)
@@ -459,7 +550,7 @@ static keel_flow h_delete(keel_req *r)
         ujob_free(j);
         return KEEL_DONE;
     }
-    return run(j, db_delete_tx);
+    return run_with(j, db_delete_tx, done_write);
 }
 
 /* ---------------------------------------------------------------- create */
@@ -592,5 +683,7 @@ static const keel_route user_routes[] = {
 int app_users_setup(keel_service *svc, app_auth *a)
 {
     A = a;
+    C = keel_service_cache(svc);
+    user_ttl_ms = keel_service_config(svc)->user_cache_ttl_ms;
     return keel_service_add_routes(svc, user_routes, sizeof(user_routes) / sizeof(user_routes[0]));
 }

@@ -21,6 +21,7 @@ struct keel_service {
     keel_rate_limiter *limiter; /* owned by its middleware; NULL when off */
     keel_breakers *breakers;
     keel_redis *redis; /* REDIS_URL set; NULL: in-process fallbacks */
+    keel_cache *cache; /* on redis, or in process */
     int redis_failed;  /* REDIS_URL could not be used (reported) */
     keel_route metric_routes[2];
     keel_validator *validator; /* the routes' schemas, compiled after setup */
@@ -35,6 +36,7 @@ keel_health *keel_service_health(keel_service *svc) { return svc->health; }
 keel_db *keel_service_db(keel_service *svc) { return svc->db; }
 keel_redis *keel_service_redis(keel_service *svc) { return svc->redis; }
 keel_breakers *keel_service_breakers(keel_service *svc) { return svc->breakers; }
+keel_cache *keel_service_cache(keel_service *svc) { return svc->cache; }
 
 int keel_service_add_routes(keel_service *svc, const keel_route *routes, size_t n)
 {
@@ -198,6 +200,7 @@ static keel_service *service_new(const keel_app *app, const keel_config *cfg)
         keel_redis_new(&svc->redis, svc->server, cfg, svc->metrics, svc->health,
                        svc->breakers) < 0)
         svc->redis_failed = 1;
+    svc->cache = keel_cache_new(cfg, svc->redis, svc->metrics);
 
     keel_middleware mw = keel_mw_request_id();
     keel_server_use(svc->server, &mw);
@@ -267,6 +270,7 @@ static void service_free(keel_service *svc)
     keel_validator_free(svc->validator); /* after the workers are gone */
     keel_free(svc->doc.json);
     keel_db_close(svc->db); /* after the pool threads are gone */
+    keel_cache_free(svc->cache); /* after the workers: no fetch in flight */
     keel_redis_free(svc->redis); /* after the workers closed their connections */
     keel_breakers_free(svc->breakers);
     keel_health_free(svc->health);
