@@ -530,8 +530,8 @@ static void on_signal(uv_signal_t *h, int signum)
 
 int keel_server_run(keel_server *s)
 {
-    if (keel_server_start(s) < 0)
-        return 1;
+    /* The signal watchers first: a SIGTERM that arrives as soon as the
+     * first request has been answered must drain, not kill. */
     uv_loop_t loop;
     uv_loop_init(&loop);
     run_ctx ctx = {.s = s};
@@ -540,6 +540,13 @@ int keel_server_run(keel_server *s)
     ctx.sigterm.data = ctx.sigint.data = &ctx;
     uv_signal_start(&ctx.sigterm, on_signal, SIGTERM);
     uv_signal_start(&ctx.sigint, on_signal, SIGINT);
+    if (keel_server_start(s) < 0) {
+        uv_close((uv_handle_t *)&ctx.sigterm, NULL);
+        uv_close((uv_handle_t *)&ctx.sigint, NULL);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        uv_loop_close(&loop);
+        return 1;
+    }
     uv_run(&loop, UV_RUN_DEFAULT); /* until the first signal */
 
     /* Drain, still listening for a second signal. */
