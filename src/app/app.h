@@ -18,6 +18,7 @@ void keel_req_resume_respond_text(keel_req *r, int status, const char *text);
 
 int app_demo_setup(keel_service *svc);
 int app_distributed_setup(keel_service *svc);
+int app_dist_lock_setup(keel_service *svc);
 
 /* ---------------------------------------------------------------- accounts */
 

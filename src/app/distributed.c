@@ -33,6 +33,8 @@ static const keel_route distributed_routes[] = {
 
 int app_distributed_setup(keel_service *svc)
 {
+    if (app_dist_lock_setup(svc) < 0) /* locks and the event bus: dist_lock.c */
+        return -1;
     return keel_service_add_routes(svc, distributed_routes,
                                    sizeof(distributed_routes) / sizeof(distributed_routes[0]));
 }

@@ -450,7 +450,7 @@ typedef struct pub_call {
 static void published(void *arg, int status, redisReply *reply)
 {
     pub_call *pc = arg;
-    if (status == 0 && reply->type == REDIS_REPLY_ERROR)
+    if (status == 0 && reply && reply->type == REDIS_REPLY_ERROR)
         status = KEEL_EPROTO;
     if (status == 0 && pc->b->m_published)
         keel_metric_add(pc->b->m_published, keel_worker_id(pc->w), NULL, 1);
