@@ -45,6 +45,7 @@ typedef struct keel_lock_grant {
 typedef struct keel_lock_opts {
     unsigned attempts;       /* tries in all while the lock is held; 0 = 1 */
     uint64_t retry_delay_ms; /* between tries (with up to +50% jitter); 0 = 50 */
+    uint64_t max_wait_ms;    /* no try later than this after the call; 0 = no bound */
 } keel_lock_opts;
 
 /* status 0 with the grant; or KEEL_EBUSY (held by someone else after

@@ -19,6 +19,7 @@
  * keeps idle connections alive with a comment line.
  */
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <uv.h>
@@ -112,12 +113,9 @@ static keel_flow lock_acquire(keel_req *r)
     json_t *ttl = json_object_get(body, "ttl_ms"), *wait = json_object_get(body, "wait_ms");
     uint64_t ttl_ms = ttl ? (uint64_t)json_integer_value(ttl) : TTL_DEFAULT_MS;
     uint64_t wait_ms = wait ? (uint64_t)json_integer_value(wait) : 0;
-    keel_lock_opts o = {.attempts = 1, .retry_delay_ms = 50};
-    if (wait_ms) {
-        o.retry_delay_ms = wait_ms < 50 ? wait_ms : 50;
-        /* the jitter averages a quarter of the delay on top */
-        o.attempts = 1 + (unsigned)(wait_ms * 4 / (o.retry_delay_ms * 5));
-    }
+    /* while held, try every 50 ms (+ jitter) until wait_ms has passed */
+    keel_lock_opts o = {.attempts = wait_ms ? UINT_MAX : 1, .retry_delay_ms = 50,
+                        .max_wait_ms = wait_ms};
     lock_call *c = keel_arena_alloc(keel_req_arena(r), sizeof(*c));
     c->r = r;
     name_copy(r, "key", c->key);

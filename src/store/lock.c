@@ -250,6 +250,7 @@ typedef struct lock_op {
     int kind;
     unsigned attempts_left;
     uint64_t ttl_ms, delay_ms;
+    uint64_t deadline_ms; /* loop time after which no attempt is made; 0: none */
     uint64_t sent_wall_ms;
     keel_lock_cb cb;
     void *arg;
@@ -298,13 +299,18 @@ static void on_timer(uv_timer_t *t);
 static void contended(lock_op *op)
 {
     count(op->l->m_contended, op->w);
-    if (op->attempts_left <= 1) {
+    uint64_t now = uv_now(op->timer.loop);
+    if (op->attempts_left <= 1 || (op->deadline_ms && now >= op->deadline_ms)) {
         op_finish(op, KEEL_EBUSY, 0);
         return;
     }
     op->attempts_left--;
-    uint64_t jitter = op->delay_ms / 2 ? randombytes_uniform((uint32_t)(op->delay_ms / 2 + 1)) : 0;
-    uv_timer_start(&op->timer, on_timer, op->delay_ms + jitter, 0);
+    uint64_t wait = op->delay_ms;
+    if (wait / 2)
+        wait += randombytes_uniform((uint32_t)(wait / 2 + 1));
+    if (op->deadline_ms && now + wait > op->deadline_ms)
+        wait = op->deadline_ms - now; /* one last try at the deadline */
+    uv_timer_start(&op->timer, on_timer, wait, 0);
 }
 
 /* Parses {code, number}; -1 when the reply is not that. */
@@ -438,6 +444,8 @@ static int start(keel_locks *l, keel_worker *w, int kind, const char *name, cons
         snprintf(op->token, sizeof(op->token), "%s", token);
     uv_timer_init(keel_worker_loop(w), &op->timer);
     op->timer.data = op;
+    if (o && o->max_wait_ms)
+        op->deadline_ms = uv_now(op->timer.loop) + o->max_wait_ms;
     if (!l->redis) {
         /* the first try on the next loop turn: cb is never called from here */
         uv_timer_start(&op->timer, on_timer, 0, 0);
