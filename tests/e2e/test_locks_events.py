@@ -64,6 +64,7 @@ class Stream:
         self.conn = http.client.HTTPConnection("127.0.0.1", admin.srv.port, timeout=30 * SLACK)
         self.conn.request("GET", "/distributed/events/%s/stream" % channel,
                           headers={"X-API-Key": admin.key})
+        self.sock = self.conn.sock
         self.resp = self.conn.getresponse()
         assert self.resp.status == 200, self.resp.read()
         assert self.resp.getheader("Content-Type").startswith("text/event-stream")
@@ -95,6 +96,12 @@ class Stream:
             return None
 
     def close(self):
+        # wakes the reader (a blocked read holds the response's buffer lock)
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.thread.join(timeout=10 * SLACK)
         self.conn.close()
 
 
