@@ -376,9 +376,8 @@ static int serve_connection(keel_events *b, redisContext *c)
     return -1;
 }
 
-static void subscriber_main(void *arg)
+static void subscriber_run(keel_events *b)
 {
-    keel_events *b = arg;
     unsigned attempt = 0;
     for (;;) {
         char err[160];
@@ -404,6 +403,12 @@ static void subscriber_main(void *arg)
         if (wait_stop(b, backoff_ms(b, attempt)))
             return;
     }
+}
+
+static void subscriber_main(void *arg)
+{
+    subscriber_run(arg);
+    keel_log_thread_close(); /* this thread's log buffer */
 }
 
 static void on_worker_start(keel_worker *w, void *arg)
