@@ -74,6 +74,12 @@ struct keel_redis *keel_service_redis(keel_service *svc);
  * else in process; shared by every worker. */
 struct keel_cache;
 struct keel_cache *keel_service_cache(keel_service *svc);
+/* Locks (keel/lock.h) and the event bus (keel/events.h): on Redis when
+ * REDIS_URL is set, else in-process. Subscribe in setup. */
+struct keel_locks;
+struct keel_locks *keel_service_locks(keel_service *svc);
+struct keel_events;
+struct keel_events *keel_service_events(keel_service *svc);
 /* The service's circuit breakers (keel/resil.h): add your own to it. */
 struct keel_breakers;
 struct keel_breakers *keel_service_breakers(keel_service *svc);

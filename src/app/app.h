@@ -22,6 +22,7 @@ int app_distributed_setup(keel_service *svc);
 const char *app_instance_id(void);
 /* /distributed/cache/:key (src/app/dist_cache.c). */
 int app_dist_cache_setup(keel_service *svc);
+int app_dist_lock_setup(keel_service *svc);
 
 /* ---------------------------------------------------------------- accounts */
 

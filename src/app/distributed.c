@@ -173,6 +173,8 @@ int app_distributed_setup(keel_service *svc)
     }
     if (app_dist_cache_setup(svc) < 0)
         return -1;
+    if (app_dist_lock_setup(svc) < 0) /* locks and the event bus: dist_lock.c */
+        return -1;
     return keel_service_add_routes(svc, distributed_routes,
                                    sizeof(distributed_routes) / sizeof(distributed_routes[0]));
 }

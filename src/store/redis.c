@@ -563,8 +563,13 @@ int keel_redis_eval(keel_redis *r, keel_worker *w, keel_redis_script *s, int nke
                     void *arg)
 {
     int n = argc + 3;
+    /* The arguments are copied: a NOSCRIPT answer resends them later, when
+     * the caller's buffers (often on its stack) are gone. */
+    size_t bytes = 0;
+    for (int i = 0; i < argc; i++)
+        bytes += argvlen ? argvlen[i] : strlen(argv[i]);
     eval_call *e = keel_calloc(1, sizeof(*e) + (size_t)n * (sizeof(char *) + sizeof(size_t)) +
-                                      16);
+                                      16 + bytes);
     e->r = r;
     e->w = w;
     e->s = s;
@@ -580,9 +585,13 @@ int keel_redis_eval(keel_redis *r, keel_worker *w, keel_redis_script *s, int nke
     e->argv[1] = have ? s->sha : s->lua;
     e->argv[2] = nk;
     e->retried = !have;
+    char *copy = nk + 16;
     for (int i = 0; i < argc; i++) {
-        e->argv[i + 3] = argv[i];
-        e->lens[i + 3] = argvlen ? argvlen[i] : strlen(argv[i]);
+        size_t len = argvlen ? argvlen[i] : strlen(argv[i]);
+        memcpy(copy, argv[i], len);
+        e->argv[i + 3] = copy;
+        e->lens[i + 3] = len;
+        copy += len;
     }
     e->lens[0] = strlen(e->argv[0]);
     e->lens[1] = strlen(e->argv[1]);

@@ -23,6 +23,8 @@ struct keel_service {
     keel_redis *redis; /* REDIS_URL set; NULL: in-process fallbacks */
     keel_cache *cache; /* on redis, or in process */
     int redis_failed;  /* REDIS_URL could not be used (reported) */
+    keel_locks *locks;   /* on Redis, or the in-process table */
+    keel_events *events; /* on Redis, or in-process */
     keel_route metric_routes[2];
     keel_validator *validator; /* the routes' schemas, compiled after setup */
     keel__svc_doc doc;         /* /openapi.json, built after setup */
@@ -37,6 +39,8 @@ keel_db *keel_service_db(keel_service *svc) { return svc->db; }
 keel_redis *keel_service_redis(keel_service *svc) { return svc->redis; }
 keel_breakers *keel_service_breakers(keel_service *svc) { return svc->breakers; }
 keel_cache *keel_service_cache(keel_service *svc) { return svc->cache; }
+keel_locks *keel_service_locks(keel_service *svc) { return svc->locks; }
+keel_events *keel_service_events(keel_service *svc) { return svc->events; }
 
 int keel_service_add_routes(keel_service *svc, const keel_route *routes, size_t n)
 {
@@ -201,6 +205,8 @@ static keel_service *service_new(const keel_app *app, const keel_config *cfg)
                        svc->breakers) < 0)
         svc->redis_failed = 1;
     svc->cache = keel_cache_new(cfg, svc->redis, svc->metrics);
+    svc->locks = keel_locks_new(svc->redis, svc->metrics);
+    svc->events = keel_events_new(svc->server, svc->redis, cfg, svc->metrics);
 
     keel_middleware mw = keel_mw_request_id();
     keel_server_use(svc->server, &mw);
@@ -266,7 +272,9 @@ static void service_free(keel_service *svc)
         return;
     if (svc->app->teardown)
         svc->app->teardown(svc, svc->app->arg);
+    keel_events_free(svc->events); /* joins its subscriber: before the workers go */
     keel_server_free(svc->server);
+    keel_locks_free(svc->locks);
     keel_validator_free(svc->validator); /* after the workers are gone */
     keel_free(svc->doc.json);
     keel_db_close(svc->db); /* after the pool threads are gone */
