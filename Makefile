@@ -68,7 +68,7 @@ $(BUILD)/keel: $(APP_OBJ) $(BUILD)/libkeel.a
 
 # The directories are prerequisites too, so adding or removing a file
 # regenerates the table.
-$(BUILD)/gen/migrations.c: scripts/embed_migrations.sh $(MIGRATION_SQL) \
+$(BUILD)/gen/migrations.c: scripts/embed_migrations.sh scripts/c_string.sh $(MIGRATION_SQL) \
 		$(wildcard migrations migrations/sqlite migrations/postgres)
 	@mkdir -p $(dir $@)
 	scripts/embed_migrations.sh migrations app_migrations > $@.tmp
@@ -77,7 +77,7 @@ $(BUILD)/gen/migrations.c: scripts/embed_migrations.sh $(MIGRATION_SQL) \
 $(BUILD)/gen/migrations.o: $(BUILD)/gen/migrations.c include/keel/migrate.h include/keel/db.h
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-$(BUILD)/gen/web_assets.c: scripts/embed_web.sh $(WEB_FILES) web/docs
+$(BUILD)/gen/web_assets.c: scripts/embed_web.sh scripts/c_string.sh $(WEB_FILES) web/docs
 	@mkdir -p $(dir $@)
 	scripts/embed_web.sh web/docs > $@.tmp
 	@mv $@.tmp $@

@@ -12,6 +12,7 @@
 # embedded or read from MIGRATIONS_DIR must hash the same.
 # Needs only POSIX sh, od and awk.
 set -eu
+. "$(dirname "$0")/c_string.sh"
 LC_ALL=C
 export LC_ALL
 
@@ -39,24 +40,7 @@ for driver in sqlite postgres; do
 		# no leading zeros: 0008 would be an invalid octal literal
 		version=$(printf '%s' "$version" | sed 's/^0*//')
 		printf '    {"%s", %sLL, "%s",\n' "$driver" "${version:-0}" "$name"
-		od -An -v -tu1 "$f" | awk -v file="$f" '
-			BEGIN { line = "        \"" }
-			{
-				for (i = 1; i <= NF; i++) {
-					c = $i + 0
-					if (c == 0) { print "embed_migrations: " file ": NUL byte" > "/dev/stderr"; exit 1 }
-					if (c == 92) s = "\\\\"
-					else if (c == 34) s = "\\\""
-					else if (c == 63) s = "\\?"          # no trigraphs
-					else if (c == 10) s = "\\n"
-					else if (c == 9) s = "\\t"
-					else if (c < 32 || c > 126) s = sprintf("\\%03o", c)
-					else s = sprintf("%c", c)
-					line = line s
-					if (c == 10) { print line "\""; line = "        \"" }
-				}
-			}
-			END { print line "\"" }'
+		c_string "$f" embed_migrations ""
 		printf '    },\n'
 		count=$((count + 1))
 	done

@@ -9,6 +9,7 @@
 # octal escapes). The table is keel__web_assets / keel__web_assets_count
 # (src/svc/svc_internal.h). Needs only POSIX sh, od and awk.
 set -eu
+. "$(dirname "$0")/c_string.sh"
 LC_ALL=C
 export LC_ALL
 
@@ -32,24 +33,7 @@ for f in "$dir"/*; do
 	case $base in *[!A-Za-z0-9._-]*) echo "embed_web: $f: bad name" >&2; exit 1 ;; esac
 	size=$(wc -c < "$f" | tr -d ' ')
 	printf '    {"%s", "%s",\n' "$base" "$type"
-	od -An -v -tu1 "$f" | awk -v file="$f" '
-		BEGIN { line = "        \"" }
-		{
-			for (i = 1; i <= NF; i++) {
-				c = $i + 0
-				if (c == 0) { print "embed_web: " file ": NUL byte" > "/dev/stderr"; exit 1 }
-				if (c == 92) s = "\\\\"
-				else if (c == 34) s = "\\\""
-				else if (c == 63) s = "\\?"          # no trigraphs
-				else if (c == 10) s = "\\n"
-				else if (c == 9) s = "\\t"
-				else if (c < 32 || c > 126) s = sprintf("\\%03o", c)
-				else s = sprintf("%c", c)
-				line = line s
-				if (c == 10) { print line "\""; line = "        \"" }
-			}
-		}
-		END { print line "\"," }'
+	c_string "$f" embed_web ","
 	printf '        %s},\n' "$size"
 	count=$((count + 1))
 done

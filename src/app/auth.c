@@ -181,6 +181,16 @@ static void work_change(void *arg)
         j->ok = -1;
 }
 
+/* A database step failed: answer it (503/409/... problem) and free j. */
+static int db_failed(keel_req *r, job *j, int status)
+{
+    if (status >= 0)
+        return 0;
+    keel_db_respond_error(r, status);
+    job_free(j);
+    return 1;
+}
+
 /* Runs a db step; on a full queue answers 503 and frees j. */
 static keel_flow run_db(job *j, keel_db_fn fn, keel_db_done_cb done)
 {
@@ -458,11 +468,8 @@ static void login_verified(keel_req *r, void *arg, int status)
 static void login_fetched(keel_req *r, void *arg, int status)
 {
     job *j = arg;
-    if (status < 0) {
-        keel_db_respond_error(r, status);
-        job_free(j);
+    if (db_failed(r, j, status))
         return;
-    }
     int64_t now = app_now();
     if (j->found && j->locked_until > now) {
         char retry[24];
@@ -890,11 +897,8 @@ static void pw_checked(keel_req *r, void *arg, int status)
 static void pw_fetched(keel_req *r, void *arg, int status)
 {
     job *j = arg;
-    if (status < 0) {
-        keel_db_respond_error(r, status);
-        job_free(j);
+    if (db_failed(r, j, status))
         return;
-    }
     run_work(j, work_change, pw_checked);
 }
 
