@@ -11,6 +11,8 @@ struct json_t;
 struct json_t *app_json_body(keel_req *r);
 /* The same, borrowed: released when the request ends. */
 struct json_t *app_json_borrow(keel_req *r);
+/* Answers 422 problem+json with one error {pointer, message}. */
+void app_invalid(keel_req *r, const char *pointer, const char *message);
 
 /* Responds with text and releases a keel_req_hold() — for timer-driven
  * handlers; a no-op response when the request already ended. */
@@ -48,6 +50,9 @@ typedef struct app_tokens {
 
 int app_auth_setup(keel_service *svc);
 int app_users_setup(keel_service *svc, app_auth *a);
+/* PATCH /api/v1/auth/me (src/app/users.c): name and e-mail of one's own
+ * record, as PATCH /api/v1/users/:id does it. */
+keel_flow app_user_patch_self(keel_req *r);
 /* Drops the cached copy of a user (GET /api/v1/users/:id), then calls
  * then(r, arg, status) — after Redis answered, so a read that follows the
  * write's answer, on any instance, sees the write. Call after every
@@ -68,6 +73,13 @@ int app_normalize_email(const char *in, size_t n, char *out, size_t cap);
 struct json_t *app_user_json(const keel_db_rows *rows, size_t first);
 int app_issue_tokens(keel_db_conn *c, const app_auth *a, const char *user_id, const char *role,
                      const char *family, app_tokens *out);
+/* The user with this id as JSON (*out, a new reference): 0, or
+ * KEEL_EDB_NOROW (none, or soft-deleted unless include_deleted). */
+int app_fetch_user(keel_db_conn *c, const char *id, int include_deleted, struct json_t **out);
+/* Inserts a user with a new id (written to id): 0, or KEEL_EDB_CONSTRAINT
+ * when the e-mail is taken. On a database pool thread (or the CLI). */
+int app_insert_user(keel_db_conn *c, char id[37], const char *email, const char *hash,
+                    const char *name, const char *role, int verified);
 /* Revokes every refresh token of the user (logout-all, password change,
  * disable, delete). On a database pool thread. */
 int app_end_sessions(keel_db_conn *c, const char *user_id, int64_t now);

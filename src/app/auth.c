@@ -52,7 +52,8 @@ typedef struct job {
     char *new_password;
     size_t new_password_len;
     char name[256];
-    int has_name, has_email;
+    int logout_all;
+    int64_t token_exp; /* logout: the access token's exp */
     char user_id[64];
     char role[32];
     char jti[40];
@@ -108,36 +109,17 @@ static void respond_secret_json(keel_req *r, int status, json_t *o)
 static const char *body_str(keel_req *r, json_t *body, const char *key, size_t *len, int required)
 {
     json_t *v = json_object_get(body, key);
-    if (!v) {
-        if (required) {
-            char ptr[64], msg[96];
-            snprintf(ptr, sizeof(ptr), "/%s", key);
-            snprintf(msg, sizeof(msg), "%s is required", key);
-            keel_respond_problem_ex(r, 422, NULL, "the request body is not valid",
-                                    json_pack("{s:[{s:s,s:s}]}", "errors", "pointer", ptr,
-                                              "message", msg));
-        }
-        return NULL;
+    if (v && json_is_string(v)) {
+        *len = json_string_length(v);
+        return json_string_value(v);
     }
-    if (!json_is_string(v)) {
+    if (v || required) {
         char ptr[64], msg[96];
         snprintf(ptr, sizeof(ptr), "/%s", key);
-        snprintf(msg, sizeof(msg), "%s must be a string", key);
-        keel_respond_problem_ex(r, 422, NULL, "the request body is not valid",
-                                json_pack("{s:[{s:s,s:s}]}", "errors", "pointer", ptr, "message",
-                                          msg));
-        return NULL;
+        snprintf(msg, sizeof(msg), v ? "%s must be a string" : "%s is required", key);
+        app_invalid(r, ptr, msg);
     }
-    *len = json_string_length(v);
-    return json_string_value(v);
-}
-
-/* Respond 422 with one error. */
-static void invalid(keel_req *r, const char *pointer, const char *message)
-{
-    keel_respond_problem_ex(r, 422, NULL, "the request body is not valid",
-                            json_pack("{s:[{s:s,s:s}]}", "errors", "pointer", pointer, "message",
-                                      message));
+    return NULL;
 }
 
 static char *secure_copy(const char *s, size_t n)
@@ -235,28 +217,12 @@ static int invalidate_first(keel_req *r, job *j, keel_db_done_cb done, int statu
 static int db_register(keel_db_conn *c, void *arg)
 {
     job *j = arg;
-    int64_t now = app_now();
-    app_uuid(j->user_id);
     snprintf(j->role, sizeof(j->role), "user");
-    keel_db_param p[] = {KEEL_DB_P_TEXT(j->user_id), KEEL_DB_P_TEXT(j->email),
-                         KEEL_DB_P_TEXT(j->hash), KEEL_DB_P_TEXT(j->name), KEEL_DB_P_INT(now)};
-    int rc = keel_db_exec(c,
-                          "INSERT INTO users (id, email, password_hash, name, role, created_at, "
-                          "updated_at) VALUES ($1, $2, $3, $4, 'user', $5, $5)",
-                          p, 5, NULL);
+    int rc = app_insert_user(c, j->user_id, j->email, j->hash, j->name, j->role, 0);
     if (rc < 0)
         return rc;
     rc = app_issue_tokens(c, &A, j->user_id, j->role, NULL, &j->tokens);
-    if (rc < 0)
-        return rc;
-    keel_db_rows *rows;
-    rc = keel_db_query(c, "SELECT " APP_USER_COLUMNS " FROM users WHERE id = $1", p, 1, &rows);
-    if (rc < 0)
-        return rc;
-    if (keel_db_rows_next(rows) == 1)
-        j->user = app_user_json(rows, 0);
-    keel_db_rows_free(rows);
-    return 0;
+    return rc < 0 ? rc : app_fetch_user(c, j->user_id, 0, &j->user);
 }
 
 static int db_register_tx(keel_db_conn *c, void *arg)
@@ -311,14 +277,14 @@ static job *read_credentials(keel_req *r, int with_policy)
         return NULL;
     job *j = job_new(r);
     if (app_normalize_email(email, el, j->email, sizeof(j->email)) < 0) {
-        invalid(r, "/email", "must be an e-mail address");
+        app_invalid(r, "/email", "must be an e-mail address");
         job_free(j);
         return NULL;
     }
     if (with_policy) {
         const char *weak = keel_password_weakness(pw, pl, A.pw_min);
         if (weak) {
-            invalid(r, "/password", weak);
+            app_invalid(r, "/password", weak);
             job_free(j);
             return NULL;
         }
@@ -327,7 +293,7 @@ static job *read_credentials(keel_req *r, int with_policy)
             const char *name = json_string_value(nv);
             nl = json_string_length(nv);
             if (!name || nl > 200) {
-                invalid(r, "/name", "must be a string of at most 200 bytes");
+                app_invalid(r, "/name", "must be a string of at most 200 bytes");
                 job_free(j);
                 return NULL;
             }
@@ -596,7 +562,7 @@ static job *read_refresh(keel_req *r, int required)
     job *j = job_new(r);
     if (t) {
         if (n == 0 || n > 128) {
-            invalid(r, "/refresh_token", "must be a refresh token");
+            app_invalid(r, "/refresh_token", "must be a refresh token");
             job_free(j);
             return NULL;
         }
@@ -624,12 +590,12 @@ static int db_logout(keel_db_conn *c, void *arg)
     int rc = keel_db_exec(c, "DELETE FROM revoked_tokens WHERE expires_at < $1", d, 1, NULL);
     if (rc < 0)
         return rc;
-    keel_db_param q[] = {KEEL_DB_P_TEXT(j->jti), KEEL_DB_P_INT(j->locked_until)};
+    keel_db_param q[] = {KEEL_DB_P_TEXT(j->jti), KEEL_DB_P_INT(j->token_exp)};
     rc = keel_db_exec(c, "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2)", q, 2,
                       NULL);
     if (rc < 0 && rc != KEEL_EDB_CONSTRAINT)
         return rc;
-    if (j->has_name) { /* logout-all */
+    if (j->logout_all) {
         keel_db_param u[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(p->id)};
         rc = keel_db_exec(c, "UPDATE users SET tokens_valid_after = $1 WHERE id = $2", u, 2, NULL);
         return rc < 0 ? rc : app_end_sessions(c, p->id, now);
@@ -674,8 +640,8 @@ static keel_flow logout(keel_req *r, int all)
     }
     const keel_principal *p = keel_req_principal(r);
     snprintf(j->jti, sizeof(j->jti), "%s", p->jti); /* the access token to deny */
-    j->locked_until = p->token_exp;
-    j->has_name = all;
+    j->token_exp = p->token_exp;
+    j->logout_all = all;
     if (all)
         snprintf(j->user_id, sizeof(j->user_id), "%s", p->id);
     return run_db(j, db_logout_tx, logout_done);
@@ -696,15 +662,7 @@ static keel_flow h_logout_all(keel_req *r)
 static int db_me(keel_db_conn *c, void *arg)
 {
     job *j = arg;
-    keel_db_param p[] = {KEEL_DB_P_TEXT(j->user_id)};
-    keel_db_rows *rows;
-    int rc = keel_db_query(c, "SELECT " APP_USER_COLUMNS " FROM users WHERE id = $1", p, 1, &rows);
-    if (rc < 0)
-        return rc;
-    if (keel_db_rows_next(rows) == 1)
-        j->user = app_user_json(rows, 0);
-    keel_db_rows_free(rows);
-    return j->user ? 0 : KEEL_EDB_NOROW;
+    return app_fetch_user(c, j->user_id, 1, &j->user);
 }
 
 static void me_done(keel_req *r, void *arg, int status)
@@ -726,102 +684,6 @@ static keel_flow h_me(keel_req *r)
     return run_db(j, db_me, me_done);
 }
 
-static int db_me_patch(keel_db_conn *c, void *arg)
-{
-    job *j = arg;
-    int64_t now = app_now();
-    int rc = 0;
-    if (j->has_name) {
-        keel_db_param p[] = {KEEL_DB_P_TEXT(j->name), KEEL_DB_P_INT(now),
-                             KEEL_DB_P_TEXT(j->user_id)};
-        rc = keel_db_exec(c, "UPDATE users SET name = $1, updated_at = $2 WHERE id = $3", p, 3,
-                          NULL);
-    }
-    if (rc == 0 && j->has_email) {
-        keel_db_param p[] = {KEEL_DB_P_TEXT(j->email), KEEL_DB_P_INT(now),
-                             KEEL_DB_P_TEXT(j->user_id)};
-        rc = keel_db_exec(c,
-                          "UPDATE users SET email = $1, email_verified = FALSE, updated_at = $2 "
-                          "WHERE id = $3 AND email <> $1",
-                          p, 3, NULL);
-    }
-    return rc < 0 ? rc : db_me(c, arg);
-}
-
-static int db_me_patch_tx(keel_db_conn *c, void *arg)
-{
-    return keel_db_tx(c, db_me_patch, arg);
-}
-
-static void me_patched(keel_req *r, void *arg, int status)
-{
-    job *j = arg;
-    if (invalidate_first(r, j, me_patched, status))
-        return;
-    if (status == KEEL_EDB_CONSTRAINT) {
-        keel_respond_problem(r, 409, "an account with this e-mail address already exists");
-        job_free(j);
-        return;
-    }
-    me_done(r, arg, status);
-}
-
-/* Reads {name?, email?} for a user's own record; NULL after answering.
- * role and status are never the user's own to change. */
-static job *app_read_profile(keel_req *r)
-{
-    json_t *body = app_json_borrow(r);
-    if (!body)
-        return NULL;
-    if (!json_is_object(body)) {
-        invalid(r, "", "must be an object");
-        return NULL;
-    }
-    if (json_object_get(body, "role") || json_object_get(body, "status")) {
-        keel_respond_problem(r, 403, "role and status are changed by an administrator "
-                                     "(PATCH /api/v1/admin/users/:id)");
-        return NULL;
-    }
-    job *j = job_new(r);
-    const char *key;
-    json_t *v;
-    json_object_foreach(body, key, v) {
-        if (!strcmp(key, "name")) {
-            if (!json_is_string(v) || json_string_length(v) > 200) {
-                invalid(r, "/name", "must be a string of at most 200 bytes");
-                job_free(j);
-                return NULL;
-            }
-            snprintf(j->name, sizeof(j->name), "%s", json_string_value(v));
-            j->has_name = 1;
-        } else if (!strcmp(key, "email")) {
-            if (!json_is_string(v) || app_normalize_email(json_string_value(v),
-                                                          json_string_length(v), j->email,
-                                                          sizeof(j->email)) < 0) {
-                invalid(r, "/email", "must be an e-mail address");
-                job_free(j);
-                return NULL;
-            }
-            j->has_email = 1;
-        } else {
-            char ptr[300];
-            snprintf(ptr, sizeof(ptr), "/%s", key);
-            invalid(r, ptr, "is not a field that can be changed");
-            job_free(j);
-            return NULL;
-        }
-    }
-    return j;
-}
-
-static keel_flow h_me_patch(keel_req *r)
-{
-    job *j = app_read_profile(r);
-    if (!j)
-        return KEEL_DONE;
-    snprintf(j->user_id, sizeof(j->user_id), "%s", keel_req_principal(r)->id);
-    return run_db(j, db_me_patch_tx, me_patched);
-}
 
 /* ---------------------------------------------------------------- password */
 
@@ -916,7 +778,7 @@ static keel_flow h_password(keel_req *r)
         return KEEL_DONE;
     const char *weak = keel_password_weakness(nw, nl, A.pw_min);
     if (weak) {
-        invalid(r, "/new_password", weak);
+        app_invalid(r, "/new_password", weak);
         return KEEL_DONE;
     }
     job *j = job_new(r);
@@ -1092,7 +954,7 @@ static const keel_route auth_routes[] = {
      .summary = "The signed-in user", .auth = "user", .response_schema = S_USER,
      .flags = KEEL_ROUTE_SECRET},
     {.name = "auth.me_update", .method = "PATCH", .path = "/api/v1/auth/me",
-     .handler = h_me_patch, .summary = "Change one's own name or e-mail", .auth = "user",
+     .handler = app_user_patch_self, .summary = "Change one's own name or e-mail", .auth = "user",
      .request_schema = "{\"type\":\"object\",\"properties\":{"
                        "\"name\":{\"type\":\"string\",\"maxLength\":200},\"email\":" S_EMAIL "}}",
      .response_schema = S_USER, .flags = KEEL_ROUTE_SECRET},

@@ -143,6 +143,41 @@ int app_issue_tokens(keel_db_conn *c, const app_auth *a, const char *user_id, co
     return 0;
 }
 
+int app_fetch_user(keel_db_conn *c, const char *id, int include_deleted, json_t **out)
+{
+    *out = NULL;
+    keel_db_param p[] = {KEEL_DB_P_TEXT(id)};
+    keel_db_rows *rows;
+    int rc = keel_db_query(c,
+                           include_deleted
+                               ? "SELECT " APP_USER_COLUMNS " FROM users WHERE id = $1"
+                               : "SELECT " APP_USER_COLUMNS
+                                 " FROM users WHERE id = $1 AND deleted_at IS NULL",
+                           p, 1, &rows);
+    if (rc < 0)
+        return rc;
+    if ((rc = keel_db_rows_next(rows)) == 1)
+        *out = app_user_json(rows, 0);
+    keel_db_rows_free(rows);
+    if (rc < 0)
+        return rc;
+    return *out ? 0 : KEEL_EDB_NOROW;
+}
+
+int app_insert_user(keel_db_conn *c, char id[37], const char *email, const char *hash,
+                    const char *name, const char *role, int verified)
+{
+    app_uuid(id);
+    int64_t now = app_now();
+    keel_db_param p[] = {KEEL_DB_P_TEXT(id),   KEEL_DB_P_TEXT(email), KEEL_DB_P_TEXT(hash),
+                         KEEL_DB_P_TEXT(name), KEEL_DB_P_TEXT(role),  KEEL_DB_P_BOOL(verified),
+                         KEEL_DB_P_INT(now)};
+    return keel_db_exec(c,
+                        "INSERT INTO users (id, email, password_hash, name, role, email_verified, "
+                        "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                        p, 7, NULL);
+}
+
 int app_end_sessions(keel_db_conn *c, const char *user_id, int64_t now)
 {
     keel_db_param p[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(user_id)};

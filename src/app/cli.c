@@ -98,15 +98,7 @@ static int user_create(keel_service *svc, int argc, char **argv)
     if (!c)
         return 1;
     char id[37];
-    app_uuid(id);
-    int64_t now = app_now();
-    keel_db_param p[] = {KEEL_DB_P_TEXT(id), KEEL_DB_P_TEXT(norm), KEEL_DB_P_TEXT(hash),
-                         KEEL_DB_P_TEXT(name ? name : ""), KEEL_DB_P_TEXT(role),
-                         KEEL_DB_P_INT(now)};
-    rc = keel_db_exec(c,
-                      "INSERT INTO users (id, email, password_hash, name, role, email_verified, "
-                      "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, TRUE, $6, $6)",
-                      p, 6, NULL);
+    rc = app_insert_user(c, id, norm, hash, name ? name : "", role, 1);
     keel_db_disconnect(c);
     if (rc == KEEL_EDB_CONSTRAINT) {
         fprintf(stderr, "keel: a user with the e-mail %s already exists\n", norm);

@@ -63,13 +63,6 @@ static void ujob_free(ujob *j)
     keel_free(j);
 }
 
-static void invalid(keel_req *r, const char *pointer, const char *message)
-{
-    keel_respond_problem_ex(r, 422, NULL, "the request is not valid",
-                            json_pack("{s:[{s:s,s:s}]}", "errors", "pointer", pointer, "message",
-                                      message));
-}
-
 static void done_json(keel_req *r, void *arg, int status)
 {
     ujob *j = arg;
@@ -161,20 +154,7 @@ static int allowed_on(keel_req *r, ujob *j, const char *perm)
 
 static int fetch_one(keel_db_conn *c, ujob *j, int include_deleted)
 {
-    keel_db_param p[] = {KEEL_DB_P_TEXT(j->id)};
-    keel_db_rows *rows;
-    int rc = keel_db_query(c,
-                           include_deleted
-                               ? "SELECT " APP_USER_COLUMNS " FROM users WHERE id = $1"
-                               : "SELECT " APP_USER_COLUMNS
-                                 " FROM users WHERE id = $1 AND deleted_at IS NULL",
-                           p, 1, &rows);
-    if (rc < 0)
-        return rc;
-    if (keel_db_rows_next(rows) == 1)
-        j->out = app_user_json(rows, 0);
-    keel_db_rows_free(rows);
-    return j->out ? 0 : KEEL_EDB_NOROW;
+    return app_fetch_user(c, j->id, include_deleted, &j->out);
 }
 
 /* ---------------------------------------------------------------- list */
@@ -253,7 +233,7 @@ static int read_list_query(keel_req *r, ujob *j)
         char *end;
         long long x = strtoll(buf, &end, 10);
         if (!*buf || *end || x < 1 || x > 1000000) {
-            invalid(r, "/query/page", "must be an integer from 1");
+            app_invalid(r, "/query/page", "must be an integer from 1");
             return -1;
         }
         j->page = x;
@@ -264,7 +244,7 @@ static int read_list_query(keel_req *r, ujob *j)
         char *end;
         long long x = strtoll(buf, &end, 10);
         if (!*buf || *end || x < 1 || x > 100) {
-            invalid(r, "/query/limit", "must be an integer from 1 to 100");
+            app_invalid(r, "/query/limit", "must be an integer from 1 to 100");
             return -1;
         }
         j->limit = x;
@@ -273,7 +253,7 @@ static int read_list_query(keel_req *r, ujob *j)
     if (v.ptr) {
         snprintf(j->role, sizeof(j->role), "%.*s", (int)(v.len < 31 ? v.len : 31), v.ptr);
         if (!keel_role_valid(j->role)) {
-            invalid(r, "/query/role", "must be one of user, moderator, admin");
+            app_invalid(r, "/query/role", "must be one of user, moderator, admin");
             return -1;
         }
     }
@@ -281,14 +261,14 @@ static int read_list_query(keel_req *r, ujob *j)
     if (v.ptr) {
         snprintf(j->status, sizeof(j->status), "%.*s", (int)(v.len < 15 ? v.len : 15), v.ptr);
         if (strcmp(j->status, "active") && strcmp(j->status, "disabled")) {
-            invalid(r, "/query/status", "must be active or disabled");
+            app_invalid(r, "/query/status", "must be active or disabled");
             return -1;
         }
     }
     v = keel_req_query_param(r, "q");
     if (v.ptr) {
         if (v.len > 254) {
-            invalid(r, "/query/q", "must be at most 254 bytes");
+            app_invalid(r, "/query/q", "must be at most 254 bytes");
             return -1;
         }
         size_t k = 0;
@@ -308,7 +288,7 @@ static int read_list_query(keel_req *r, ujob *j)
             if (keel_str_eq(v, keel_str_c(sorts[i].key)))
                 break;
         if (i == sizeof(sorts) / sizeof(sorts[0])) {
-            invalid(r, "/query/sort", "must be one of created_at, email, name, optionally with -");
+            app_invalid(r, "/query/sort", "must be one of created_at, email, name, optionally with -");
             return -1;
         }
         snprintf(j->order, sizeof(j->order), "%s", sorts[i].order);
@@ -440,7 +420,7 @@ static int read_changes(keel_req *r, ujob *j, int admin)
     if (!body)
         return -1;
     if (!json_is_object(body)) {
-        invalid(r, "", "must be an object");
+        app_invalid(r, "", "must be an object");
         return -1;
     }
     const char *key;
@@ -453,7 +433,7 @@ static int read_changes(keel_req *r, ujob *j, int admin)
         }
         if (!admin && !strcmp(key, "name")) {
             if (!json_is_string(v) || json_string_length(v) > 200) {
-                invalid(r, "/name", "must be a string of at most 200 bytes");
+                app_invalid(r, "/name", "must be a string of at most 200 bytes");
                 return -1;
             }
             snprintf(j->name, sizeof(j->name), "%s", json_string_value(v));
@@ -462,13 +442,13 @@ static int read_changes(keel_req *r, ujob *j, int admin)
             if (!json_is_string(v) ||
                 app_normalize_email(json_string_value(v), json_string_length(v), j->email,
                                     sizeof(j->email)) < 0) {
-                invalid(r, "/email", "must be an e-mail address");
+                app_invalid(r, "/email", "must be an e-mail address");
                 return -1;
             }
             j->has_email = 1;
         } else if (admin && !strcmp(key, "role")) {
             if (!json_is_string(v) || !keel_role_valid(json_string_value(v))) {
-                invalid(r, "/role", "must be one of user, moderator, admin");
+                app_invalid(r, "/role", "must be one of user, moderator, admin");
                 return -1;
             }
             snprintf(j->new_role, sizeof(j->new_role), "%s", json_string_value(v));
@@ -476,7 +456,7 @@ static int read_changes(keel_req *r, ujob *j, int admin)
         } else if (admin && !strcmp(key, "status")) {
             const char *s = json_string_value(v);
             if (!s || (strcmp(s, "active") && strcmp(s, "disabled"))) {
-                invalid(r, "/status", "must be active or disabled");
+                app_invalid(r, "/status", "must be active or disabled");
                 return -1;
             }
             snprintf(j->new_status, sizeof(j->new_status), "%s", s);
@@ -484,7 +464,7 @@ static int read_changes(keel_req *r, ujob *j, int admin)
         } else {
             char ptr[300];
             snprintf(ptr, sizeof(ptr), "/%s", key);
-            invalid(r, ptr, "is not a field that can be changed here");
+            app_invalid(r, ptr, "is not a field that can be changed here");
             return -1;
         }
     }
@@ -495,6 +475,18 @@ static keel_flow h_patch(keel_req *r)
 {
     ujob *j = ujob_new(r);
     if (!allowed_on(r, j, "users:write") || read_changes(r, j, 0) < 0) {
+        ujob_free(j);
+        return KEEL_DONE;
+    }
+    return run_with(j, db_patch_tx, done_write);
+}
+
+/* PATCH /api/v1/auth/me: the same change on the caller's own record. */
+keel_flow app_user_patch_self(keel_req *r)
+{
+    ujob *j = ujob_new(r);
+    snprintf(j->id, sizeof(j->id), "%s", j->self);
+    if (read_changes(r, j, 0) < 0) {
         ujob_free(j);
         return KEEL_DONE;
     }
@@ -558,15 +550,7 @@ static keel_flow h_delete(keel_req *r)
 static int db_create(keel_db_conn *c, void *arg)
 {
     ujob *j = arg;
-    int64_t now = app_now();
-    app_uuid(j->id);
-    keel_db_param p[] = {KEEL_DB_P_TEXT(j->id),   KEEL_DB_P_TEXT(j->email),
-                         KEEL_DB_P_TEXT(j->hash), KEEL_DB_P_TEXT(j->name),
-                         KEEL_DB_P_TEXT(j->new_role), KEEL_DB_P_INT(now)};
-    int rc = keel_db_exec(c,
-                          "INSERT INTO users (id, email, password_hash, name, role, created_at, "
-                          "updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
-                          p, 6, NULL);
+    int rc = app_insert_user(c, j->id, j->email, j->hash, j->name, j->new_role, 0);
     if (rc < 0)
         return rc;
     j->ok = 201;
@@ -610,15 +594,15 @@ static keel_flow h_create(keel_req *r)
     const char *weak = NULL;
     if (!json_is_string(e) || app_normalize_email(json_string_value(e), json_string_length(e),
                                                   j->email, sizeof(j->email)) < 0) {
-        invalid(r, "/email", "must be an e-mail address");
+        app_invalid(r, "/email", "must be an e-mail address");
     } else if (!json_is_string(pw) ||
                (weak = keel_password_weakness(json_string_value(pw), json_string_length(pw),
                                               A->pw_min))) {
-        invalid(r, "/password", weak ? weak : "is required");
+        app_invalid(r, "/password", weak ? weak : "is required");
     } else if (name && (!json_is_string(name) || json_string_length(name) > 200)) {
-        invalid(r, "/name", "must be a string of at most 200 bytes");
+        app_invalid(r, "/name", "must be a string of at most 200 bytes");
     } else if (role && (!json_is_string(role) || !keel_role_valid(json_string_value(role)))) {
-        invalid(r, "/role", "must be one of user, moderator, admin");
+        app_invalid(r, "/role", "must be one of user, moderator, admin");
     } else {
         snprintf(j->name, sizeof(j->name), "%s", name ? json_string_value(name) : "");
         snprintf(j->new_role, sizeof(j->new_role), "%s", role ? json_string_value(role) : "user");

@@ -22,6 +22,13 @@ json_t *app_json_borrow(keel_req *r)
     return v;
 }
 
+void app_invalid(keel_req *r, const char *pointer, const char *message)
+{
+    keel_respond_problem_ex(r, 422, NULL, "the request is not valid",
+                            json_pack("{s:[{s:s,s:s}]}", "errors", "pointer", pointer, "message",
+                                      message));
+}
+
 void keel_req_resume_respond_text(keel_req *r, int status, const char *text)
 {
     if (!keel_req_is_finished(r))
