@@ -6,6 +6,7 @@
  * 64 MB), SQL on the database pool; a login is three hops: fetch the user
  * (db), verify (work), record the outcome and issue tokens (db). */
 #include <jansson.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,9 +22,18 @@ app_auth *app_auth_get(void)
     return &A;
 }
 
-/* A precomputed hash of nothing anyone knows: verified against when the
- * e-mail is unknown, so both answers take the same time. */
+/* A hash of nothing anyone knows: verified against when the e-mail is
+ * unknown, so both answers take the same time. Made on the first such
+ * login, on a pool thread: an argon2id hash (64 MB) at every start-up,
+ * CLI commands included, was work most processes never need. */
 static char dummy_hash[KEEL_PW_HASH_MAX];
+static pthread_once_t dummy_once = PTHREAD_ONCE_INIT;
+
+static void make_dummy_hash(void)
+{
+    if (keel_password_hash("keel-dummy-password", 19, A.pw_ops, A.pw_mem, dummy_hash) < 0)
+        dummy_hash[0] = '\0';
+}
 
 /* ---------------------------------------------------------------- schemas */
 
@@ -148,7 +158,13 @@ static void work_verify(void *arg)
             keel_password_hash(j->password, j->password_len, A.pw_ops, A.pw_mem, j->new_hash) < 0)
             j->rehash = 0;
     } else {
-        keel_password_verify(dummy_hash, j->password, j->password_len);
+        pthread_once(&dummy_once, make_dummy_hash);
+        if (dummy_hash[0]) {
+            keel_password_verify(dummy_hash, j->password, j->password_len);
+        } else { /* no dummy (out of memory): spend the same time anyway */
+            char scratch[KEEL_PW_HASH_MAX];
+            keel_password_hash(j->password, j->password_len, A.pw_ops, A.pw_mem, scratch);
+        }
         j->ok = 0;
     }
 }
@@ -993,8 +1009,6 @@ int app_auth_setup(keel_service *svc)
     A.max_attempts = cfg->login_max_attempts;
     A.lock_base_s = cfg->login_lock_ms / 1000 ? cfg->login_lock_ms / 1000 : 1;
     A.lock_max_s = cfg->login_lock_max_ms / 1000 ? cfg->login_lock_max_ms / 1000 : 1;
-    if (keel_password_hash("keel-dummy-password", 19, A.pw_ops, A.pw_mem, dummy_hash) < 0)
-        return -1;
     keel_auth_store store = {.check_user = store_check_user,
                              .check_apikey = store_check_apikey,
                              .self = &A};
