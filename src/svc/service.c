@@ -302,7 +302,10 @@ void keel_service_print_routes(keel_service *svc, FILE *out)
             snprintf(tmo, sizeof(tmo), "default");
         fprintf(out, "%-8s %-28s %-20s %-10s %-14s %-10s %s\n", r->method, r->path,
                 r->name ? r->name : "-", r->auth ? r->auth : "none",
-                r->permission ? r->permission : "-", r->rate_limit ? r->rate_limit : "default",
+                r->permission ? r->permission : "-",
+                (r->flags & KEEL_ROUTE_INTERNAL) ? "exempt"
+                : r->rate_limit                  ? r->rate_limit
+                                                 : "general",
                 tmo);
     }
 }
