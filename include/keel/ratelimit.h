@@ -104,7 +104,8 @@ typedef struct keel_rl_tier {
 /* The tiers configured by cfg: general (RATE_LIMIT_MAX per
  * RATE_LIMIT_WINDOW), strict, auth, public, burst and RATE_LIMIT_TIERS'
  * custom ones ("name=N/window, ..."). On an invalid value writes one line
- * naming the variable to err and returns KEEL_ECONFIG; else the count. */
+ * naming the variable to err (when not NULL) and returns KEEL_ECONFIG;
+ * else the count. */
 int keel_rl_tiers_from_config(const keel_config *cfg, keel_rl_tier *out, size_t cap,
                               FILE *err);
 

@@ -107,8 +107,11 @@ int keel_rl_tiers_from_config(const keel_config *cfg, keel_rl_tier *out, size_t 
         const char *v = *(char *const *)((const char *)cfg + fixed[i].off);
         keel_rl_rate r;
         if (keel_rl_parse_rate(v, &r) < 0) {
-            fprintf(err, "keel: %s: invalid value \"%s\": expected N/window, e.g. 20/15m "
-                         "(0 = off)\n", fixed[i].var, v);
+            if (err)
+                fprintf(err,
+                        "keel: %s: invalid value \"%s\": expected N/window, e.g. 20/15m "
+                        "(0 = off)\n",
+                        fixed[i].var, v);
             return KEEL_ECONFIG;
         }
         add_tier(out, cap, &n, fixed[i].tier, strlen(fixed[i].tier), &r);
@@ -138,9 +141,12 @@ int keel_rl_tiers_from_config(const keel_config *cfg, keel_rl_tier *out, size_t 
                   add_tier(out, cap, &n, start, (size_t)(eq - start), &r) < 0;
         }
         if (bad) {
-            fprintf(err, "keel: RATE_LIMIT_TIERS: invalid entry \"%.*s\": expected "
-                         "name=N/window with a new lower-case name (a-z 0-9 _ -), "
-                         "e.g. reports=10/1m\n", (int)(end - start), start);
+            if (err)
+                fprintf(err,
+                        "keel: RATE_LIMIT_TIERS: invalid entry \"%.*s\": expected "
+                        "name=N/window with a new lower-case name (a-z 0-9 _ -), "
+                        "e.g. reports=10/1m\n",
+                        (int)(end - start), start);
             return KEEL_ECONFIG;
         }
     }
@@ -186,10 +192,7 @@ keel_rate_limiter *keel_rate_limiter_new(const keel_config *cfg, keel_rl_store s
                                          keel_metrics *m)
 {
     keel_rate_limiter *rl = keel_calloc(1, sizeof(*rl));
-    FILE *null = fopen("/dev/null", "w");
-    int n = keel_rl_tiers_from_config(cfg, rl->tiers, KEEL_RL_MAX_TIERS, null ? null : stderr);
-    if (null)
-        fclose(null);
+    int n = keel_rl_tiers_from_config(cfg, rl->tiers, KEEL_RL_MAX_TIERS, NULL);
     rl->ntiers = n > 0 ? (size_t)n : 0; /* validated by keel_main */
     rl->general = find_tier(rl, "general");
     rl->burst = find_tier(rl, "burst");
