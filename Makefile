@@ -1,21 +1,51 @@
 # keel — one Makefile. `make` builds build/keel and build/libkeel.a.
 # See README.md: `make run` and `make test` are the two commands that matter.
+#
+# Two kinds of goal. The front goals (run, test, deps, deps-test, bench,
+# bench-db, fuzz) first install what is missing (scripts/deps.sh, apt-get
+# only for absent packages) and then build in a second make invocation, so
+# every flag below is computed after the install and `make -j` never
+# compiles before the headers are there. Every other goal only builds:
+# when something it needs is missing it stops with one line naming
+# `make deps` (or `make deps-test`).
 
 CC       ?= gcc
 CLANG    ?= clang-14
 PYTHON   ?= /usr/bin/python3
 BUILD    ?= build
+PREFIX   ?= /usr/local
+DESTDIR  ?=
 
+# The libraries libkeel links against (pkg-config names): the link line of
+# build/keel, of the examples, of keel.pc and of docs/extending.md.
 PKGS     := libuv jansson sqlite3 zlib libsodium hiredis
-# libjwt is loaded at run time too (src/mw/jwt.c); its header is needed to build
-CFLAGS_JWT := $(shell pkg-config --cflags libjwt 2>/dev/null)
-# libpq is loaded at run time (src/store/db_pg.c); its header is needed to build
-CFLAGS_PQ := $(shell pkg-config --cflags libpq 2>/dev/null)
-WARN     := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes -Wshadow
+SYSLIBS  := -ldl -lpthread -lm
+# libpq and libjwt are loaded at run time (src/store/db_pg.c,
+# src/mw/jwt.c); only their headers are needed to build.
+BUILD_ONLY_PKGS := libpq libjwt
+
+FRONT_GOALS := run test deps deps-test bench bench-db fuzz clean help check-layers
+TEST_GOALS  := unit unit-db e2e asan asan-db fuzz-run fuzz-short test-suites
+BUILD_GOALS := $(filter-out $(FRONT_GOALS),$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
+ifneq ($(BUILD_GOALS),)
+  NEEDED := $(PKGS) $(BUILD_ONLY_PKGS) $(if $(filter $(TEST_GOALS),$(BUILD_GOALS)),cmocka)
+  MISSING := $(strip $(shell command -v $(CC) >/dev/null 2>&1 || echo $(CC); \
+      command -v pkg-config >/dev/null 2>&1 || echo pkg-config; \
+      for p in $(NEEDED); do pkg-config --exists $$p 2>/dev/null || echo $$p; done))
+  ifneq ($(MISSING),)
+    $(error keel: cannot build, missing: $(MISSING); run 'make $(if $(filter $(TEST_GOALS),$(BUILD_GOALS)),deps-test,deps)' to install what is missing (Debian/Ubuntu))
+  endif
+endif
+
+# -Werror in `make test` (and so in CI: STRICT=1), not in a user's plain
+# build: a newer compiler's new warning must not break it.
+STRICT   ?=
+WARN     := -Wall -Wextra -Wstrict-prototypes -Wmissing-prototypes -Wshadow \
+            $(if $(filter 1,$(STRICT)),-Werror)
 CFLAGS   ?= -O2 -g
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Iinclude -Isrc \
-             $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS_PQ) $(CFLAGS_JWT) -MMD -MP
-LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldl -lpthread -lm
+             $(shell pkg-config --cflags $(PKGS) $(BUILD_ONLY_PKGS) 2>/dev/null) -MMD -MP
+LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(SYSLIBS)
 
 LIB_SRC  := $(wildcard src/core/*.c src/obs/*.c src/mw/*.c src/store/*.c src/resil/*.c src/svc/*.c)
 APP_SRC  := $(wildcard src/app/*.c) src/main.c
@@ -37,9 +67,10 @@ TOOLS    := $(BUILD)/parse_request
 
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-.PHONY: all deps deps-test run test unit e2e asan fuzz fuzz-short bench clean help
+.PHONY: all deps deps-test run test test-suites unit e2e asan fuzz fuzz-run fuzz-short bench clean help \
+        install uninstall print-ldlibs FORCE
 
-all: deps $(BUILD)/keel $(BUILD)/libkeel.a $(EXAMPLE) $(TOOLS)
+all: $(BUILD)/keel $(BUILD)/libkeel.a $(EXAMPLE) $(TOOLS)
 
 help:
 	@echo "make            build build/keel, build/libkeel.a, examples"
@@ -55,7 +86,16 @@ deps:
 deps-test:
 	@scripts/deps.sh test
 
-$(BUILD)/obj/%.o: %.c
+# Objects depend on the flags they were built with: `make test` (STRICT=1,
+# -Werror) after a plain `make` recompiles instead of trusting objects
+# that were allowed to warn.
+FLAGS_STAMP := $(BUILD)/.cflags
+ifneq ($(BUILD_GOALS),)
+  $(shell mkdir -p $(BUILD); echo '$(CC) $(ALL_CFLAGS)' | cmp -s - $(FLAGS_STAMP) || \
+      echo '$(CC) $(ALL_CFLAGS)' > $(FLAGS_STAMP))
+endif
+
+$(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
@@ -96,31 +136,37 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkeel.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libkeel.a $(LDLIBS) -lcmocka
 
-run: deps all
+run:
+	@scripts/deps.sh build
+	@$(MAKE) --no-print-directory all
 	@mkdir -p data
 	exec $(BUILD)/keel serve
 
 # with a throw-away redis-server (KEEL_TEST_REDIS_URL) for the Redis suites
-unit: deps-test $(UNIT_BIN)
+unit: $(UNIT_BIN)
 	@tests/support/with_redis.sh sh -c 'set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done'
 
-e2e: deps-test all
+e2e: all
 	KEEL_BIN=$(abspath $(BUILD)/keel) KEEL_EXAMPLE_BIN=$(abspath $(EXAMPLE)) \
 	  KEEL_PARSE_BIN=$(abspath $(BUILD)/parse_request) \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
 
 # The same unit and e2e suites, built with clang under ASan+UBSan.
-asan: deps-test
+asan:
 	$(MAKE) --no-print-directory BUILD=build/asan CC=$(CLANG) CFLAGS="$(ASAN_FLAGS)" \
 	  all unit e2e KEEL_SANITIZED=1
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(LIB_GEN)
 	@mkdir -p $(dir $@)
 	$(CLANG) -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
-	  -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS)) $(CFLAGS_PQ) -o $@ $< $(LIB_SRC) $(LIB_GEN) $(LDLIBS)
+	  -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS) $(BUILD_ONLY_PKGS)) -o $@ $< $(LIB_SRC) $(LIB_GEN) $(LDLIBS)
 
 FUZZ_SECONDS ?= 300
-fuzz: deps-test $(FUZZ_BIN)
+fuzz:
+	@scripts/deps.sh test
+	@$(MAKE) --no-print-directory fuzz-run
+
+fuzz-run: $(FUZZ_BIN)
 	@set -e; for f in $(FUZZ_BIN); do n=$$(basename $$f); mkdir -p build/corpus/$$n; \
 	  echo "== $$n ($(FUZZ_SECONDS)s)"; \
 	  $$f -max_total_time=$(FUZZ_SECONDS) -dict=tests/fuzz/$$n.dict build/corpus/$$n tests/fuzz/corpus/$$n; done
@@ -128,14 +174,19 @@ fuzz: deps-test $(FUZZ_BIN)
 # make test: a short run of each harness on its corpus (new inputs go to a
 # scratch directory, never into the committed corpus).
 FUZZ_SHORT_SECONDS ?= 20
-fuzz-short: deps-test $(FUZZ_BIN)
+fuzz-short: $(FUZZ_BIN)
 	@set -e; for f in $(FUZZ_BIN); do n=$$(basename $$f); d=$(BUILD)/fuzz-scratch/$$n; \
 	  rm -rf $$d; mkdir -p $$d; echo "== $$n (corpus + $(FUZZ_SHORT_SECONDS)s)"; \
 	  if ! $$f -max_total_time=$(FUZZ_SHORT_SECONDS) -dict=tests/fuzz/$$n.dict $$d tests/fuzz/corpus/$$n \
 	       > $$d.log 2>&1; then tail -n 40 $$d.log; echo "fuzz: $$n FAILED"; exit 1; fi; \
 	  grep -E '^(Done|#[0-9]+ *DONE)' $$d.log | tail -n 1; echo "fuzz: $$n passed"; done
 
-test: deps-test
+test:
+	@scripts/deps.sh test
+	@$(MAKE) --no-print-directory STRICT=1 test-suites
+	@echo "make test: all suites passed"
+
+test-suites:
 	$(MAKE) --no-print-directory all
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory unit-db
@@ -143,9 +194,10 @@ test: deps-test
 	$(MAKE) --no-print-directory asan
 	$(MAKE) --no-print-directory asan-db
 	$(MAKE) --no-print-directory fuzz-short
-	@echo "make test: all suites passed"
 
-bench: deps all
+bench:
+	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory all
 	bench/run.sh
 
 clean:
@@ -160,10 +212,10 @@ clean:
 # ASan+UBSan.
 STORE_BIN := $(filter $(BUILD)/tests/store/%,$(UNIT_BIN))
 .PHONY: unit-db asan-db
-unit-db: deps-test $(STORE_BIN)
+unit-db: $(STORE_BIN)
 	tests/support/with_pg.sh sh -c 'set -e; for t in $(STORE_BIN); do echo "== $$t (SQLite + PostgreSQL)"; $$t; done'
 
-asan-db: deps-test
+asan-db:
 	$(MAKE) --no-print-directory BUILD=build/asan CC=$(CLANG) CFLAGS="$(ASAN_FLAGS)" unit-db
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
@@ -174,6 +226,40 @@ asan-db: deps-test
 # figures in docs/performance.md. Options through BENCH_DB_ARGS, e.g.
 #   make bench-db BENCH_DB_ARGS="--pool 4,8 --rounds 3"
 .PHONY: bench-db
-bench-db: all
+bench-db:
 	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory all
 	bench/db/run.sh $(BENCH_DB_ARGS)
+
+# ---------------------------------------------------------------- install
+# libkeel as a library people install: libkeel.a, include/keel/*.h and
+# keel.pc under $(DESTDIR)$(PREFIX). Build against it with
+#   cc my_service.c $(pkg-config --cflags --libs keel)
+# (tests/e2e/test_install.py does exactly that with examples/hello-service).
+KEEL_VERSION := $(shell sed -n 's/^\#define KEEL_VERSION "\(.*\)"/\1/p' include/keel/keel.h)
+
+# written every time: it depends on PREFIX, which make cannot see change
+$(BUILD)/keel.pc: FORCE
+	@mkdir -p $(dir $@)
+	@printf '%s\n' 'prefix=$(PREFIX)' 'exec_prefix=$${prefix}' 'libdir=$${exec_prefix}/lib' \
+	  'includedir=$${prefix}/include' '' 'Name: keel' \
+	  'Description: production-ready backend service kit: HTTP server, middleware, storage, observability' \
+	  'Version: $(KEEL_VERSION)' 'Requires: $(PKGS)' 'Libs: -L$${libdir} -lkeel $(SYSLIBS)' \
+	  'Cflags: -I$${includedir}' > $@
+
+install: $(BUILD)/libkeel.a $(BUILD)/keel.pc
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/keel
+	install -m 644 $(BUILD)/libkeel.a $(DESTDIR)$(PREFIX)/lib/libkeel.a
+	install -m 644 include/keel/*.h $(DESTDIR)$(PREFIX)/include/keel/
+	install -m 644 $(BUILD)/keel.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/keel.pc
+
+FORCE:
+
+uninstall:
+	rm -rf $(DESTDIR)$(PREFIX)/include/keel
+	rm -f $(DESTDIR)$(PREFIX)/lib/libkeel.a $(DESTDIR)$(PREFIX)/lib/pkgconfig/keel.pc
+
+# The link line for a service on an uninstalled build/libkeel.a, from the
+# same list (docs/extending.md shows it; a test keeps the two in step).
+print-ldlibs:
+	@echo "build/libkeel.a $(LDLIBS)"

@@ -1,6 +1,4 @@
 /* main.c — the keel CLI and reference service. */
-#include <sodium.h>
-
 #include "app/app.h"
 
 static int setup(keel_service *svc, void *arg)
@@ -21,8 +19,6 @@ static int command(keel_service *svc, const char *cmd, int argc, char **argv, vo
 
 int main(int argc, char **argv)
 {
-    if (sodium_init() < 0)
-        return 1;
     keel_app app = {.name = "keel", .version = KEEL_VERSION, .setup = setup, .command = command,
                     .usage = "  user create --email E [--role R] [--name N]\n"
                              "                     create a user (password: KEEL_ADMIN_PASSWORD "

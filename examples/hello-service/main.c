@@ -1,8 +1,9 @@
 /* hello-service — a service of its own on libkeel: two routes and one
  * middleware, with keel's config, logs, health, metrics and drain.
  * Build: make build/hello-service; run: build/hello-service serve */
+#include <jansson.h>
 #include <keel/keel.h>
-#include <stdio.h>
+#include <string.h>
 
 /* A middleware of our own: tag every response with the API version. */
 static keel_flow api_version(keel_req *r, void *data)
@@ -11,16 +12,24 @@ static keel_flow api_version(keel_req *r, void *data)
     return KEEL_NEXT;
 }
 
+/* Responses are built with jansson, which escapes what must be escaped
+ * (quotes, backslashes, control characters) and refuses invalid UTF-8. */
 static keel_flow greet(keel_req *r)
 {
     keel_str name = keel_req_param(r, "name");
-    char body[160];
-    int n = snprintf(body, sizeof(body), "{\"greeting\":\"hello, %.*s\"}",
-                     (int)(name.len > 64 ? 64 : name.len), name.ptr);
-    for (int i = 22; i < n - 2; i++) /* keep the JSON valid */
-        if (body[i] == '"' || body[i] == '\\' || (unsigned char)body[i] < 0x20)
-            body[i] = '_';
-    keel_respond(r, 200, "application/json", body, (size_t)n);
+    if (name.len > 64) {
+        keel_respond_problem(r, 400, "a name is at most 64 bytes");
+        return KEEL_DONE;
+    }
+    char text[80] = "hello, ";
+    size_t pre = strlen(text);
+    memcpy(text + pre, name.ptr, name.len);
+    json_t *body = json_pack("{s:s%}", "greeting", text, pre + name.len);
+    if (!body) {
+        keel_respond_problem(r, 400, "the name is not valid UTF-8");
+        return KEEL_DONE;
+    }
+    keel_respond_json(r, 200, body);
     return KEEL_DONE;
 }
 

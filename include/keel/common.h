@@ -104,6 +104,13 @@ uint64_t keel_now_ms(void);
 uint64_t keel_now_ns(void);
 uint64_t keel_wall_ms(void);
 
+/* Initialises what the library needs (libsodium) once per process.
+ * Thread-safe and cheap after the first call; keel calls it itself
+ * wherever it needs it (keel_main, keel_server_new, tokens, passwords,
+ * locks, events), so applications need not. Aborts when the system has
+ * no random source, which nothing in keel can do safely without. */
+void keel_library_init(void);
+
 #ifdef __cplusplus
 }
 #endif

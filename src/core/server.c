@@ -27,6 +27,7 @@
 
 keel_server *keel_server_new(const keel_config *cfg)
 {
+    keel_library_init();
     keel_server *s = keel_calloc(1, sizeof(*s));
     keel_config_copy(&s->cfg, cfg);
     s->nworkers = cfg->workers ? cfg->workers : uv_available_parallelism();

@@ -86,6 +86,7 @@ int keel_jwt_sign(const keel_jwt_cfg *cfg, const char *sub, const char *role, in
         return KEEL_EINVAL;
     keel_jwt_claims c = {0};
     uint8_t rnd[16];
+    keel_library_init();
     randombytes_buf(rnd, sizeof(rnd));
     sodium_bin2hex(c.jti, sizeof(c.jti), rnd, sizeof(rnd));
     snprintf(c.sub, sizeof(c.sub), "%s", sub);
@@ -208,6 +209,7 @@ keel_jwt_error keel_jwt_verify(const keel_jwt_cfg *cfg, const char *token, size_
                                int64_t now, keel_jwt_claims *out)
 {
     memset(out, 0, sizeof(*out));
+    keel_library_init();
     if (len > KEEL_JWT_MAX_LEN)
         return KEEL_JWT_TOO_LONG;
     const char *dot1 = memchr(token, '.', len);

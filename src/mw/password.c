@@ -11,6 +11,7 @@
 int keel_password_hash(const char *pw, size_t len, uint64_t ops, uint64_t mem,
                        char out[KEEL_PW_HASH_MAX])
 {
+    keel_library_init();
     if (crypto_pwhash_str_alg(out, pw, len, ops, (size_t)mem, crypto_pwhash_ALG_ARGON2ID13) != 0)
         return KEEL_ENOMEM;
     return 0;
@@ -18,6 +19,7 @@ int keel_password_hash(const char *pw, size_t len, uint64_t ops, uint64_t mem,
 
 int keel_password_verify(const char *hash, const char *pw, size_t len)
 {
+    keel_library_init();
     return hash && crypto_pwhash_str_verify(hash, pw, len) == 0;
 }
 

@@ -552,8 +552,7 @@ static double m_connected(void *arg)
 keel_events *keel_events_new(keel_server *s, keel_redis *r, const keel_config *cfg,
                              keel_metrics *m)
 {
-    if (sodium_init() < 0)
-        abort(); /* no randomness: no ids */
+    keel_library_init(); /* randomness for ids */
     keel_events *b = keel_calloc(1, sizeof(*b));
     b->srv = s;
     b->redis = r;

@@ -483,8 +483,7 @@ int keel_lock_release(keel_locks *l, keel_worker *w, const char *name, const cha
 keel_locks *keel_locks_new(keel_redis *r, keel_metrics *m)
 {
     keel_locks *l = keel_calloc(1, sizeof(*l));
-    if (sodium_init() < 0)
-        abort(); /* no randomness: no tokens */
+    keel_library_init(); /* randomness for tokens */
     l->redis = r;
     if (r) {
         l->s_acquire = keel_redis_script_new(r, keel__lock_acquire_lua);

@@ -340,6 +340,7 @@ static void usage(const keel_app *app, FILE *out)
 
 int keel_main(int argc, char **argv, const keel_app *app)
 {
+    keel_library_init();
     const char *cmd = argc > 1 ? argv[1] : "help";
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         usage(app, stdout);

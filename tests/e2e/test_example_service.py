@@ -29,7 +29,8 @@ def service(tmp_path_factory):
     port = free_port()
     work = tmp_path_factory.mktemp("hello")
     env = {"PATH": os.environ.get("PATH", ""), "HOST": "127.0.0.1", "PORT": str(port),
-           "WORKERS": "1", "SHUTDOWN_GRACE": "5s"}
+           "WORKERS": "1", "SHUTDOWN_GRACE": "5s",
+           "RATE_LIMIT_MAX": "100000", "RATE_LIMIT_BURST": "100000/1s"}  # limiter on, out of the way
     for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
         if k in os.environ:
             env[k] = os.environ[k]
@@ -64,6 +65,30 @@ def test_own_routes_and_middleware(service):
     r = requests.get(url + "/greet/ada%20lovelace")
     assert r.status_code == 200
     assert r.json() == {"greeting": "hello, ada lovelace"}
+
+
+# Names that need escaping in JSON, and names the service must refuse.
+@pytest.mark.parametrize("raw,name", [
+    ("%22", '"'),
+    ("a%5Cb", "a\\b"),
+    ("%22%7D%2C%22x%22%3A1%2C%22y%22%3A%22", '"},"x":1,"y":"'),
+    ("tab%09nl%0A", "tab\tnl\n"),
+    ("caf%C3%A9", "caf\u00e9"),
+])
+def test_greet_escapes_json(service, raw, name):
+    url, _, _ = service
+    r = requests.get(url + "/greet/" + raw)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"greeting": "hello, " + name}
+
+
+@pytest.mark.parametrize("raw,why", [("%FF", "UTF-8"), ("x" * 65, "64")])
+def test_greet_refuses_bad_names(service, raw, why):
+    url, _, _ = service
+    r = requests.get(url + "/greet/" + raw)
+    assert r.status_code == 400
+    assert r.headers["Content-Type"].startswith("application/problem+json")
+    assert why in r.json()["detail"]
 
 
 def test_keel_standard_routes(service):
