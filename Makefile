@@ -63,7 +63,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 EXAMPLE  := $(BUILD)/hello-service
-TOOLS    := $(BUILD)/parse_request
+TOOLS    := $(BUILD)/parse_request $(BUILD)/phase_service
 
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
@@ -132,6 +132,9 @@ $(EXAMPLE): examples/hello-service/main.c $(BUILD)/libkeel.a
 $(BUILD)/parse_request: tests/tools/parse_request.c $(BUILD)/libkeel.a
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
 
+$(BUILD)/phase_service: tests/tools/phase_service.c $(BUILD)/libkeel.a
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
+
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkeel.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libkeel.a $(LDLIBS) -lcmocka
@@ -149,6 +152,7 @@ unit: $(UNIT_BIN)
 e2e: all
 	KEEL_BIN=$(abspath $(BUILD)/keel) KEEL_EXAMPLE_BIN=$(abspath $(EXAMPLE)) \
 	  KEEL_PARSE_BIN=$(abspath $(BUILD)/parse_request) \
+	  KEEL_PHASE_BIN=$(abspath $(BUILD)/phase_service) \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
 
 # The same unit and e2e suites, built with clang under ASan+UBSan.

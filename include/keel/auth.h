@@ -126,14 +126,25 @@ typedef struct keel_auth_store {
     void *self;
 } keel_auth_store;
 
-/* The middleware: for routes with `auth` "user" (a Bearer access token),
- * "apikey" (X-API-Key) or "any" (either): 401 problem+json with
- * WWW-Authenticate for missing or bad credentials, 403 when the route's
- * `permission` is not held; sets KEEL_PRINCIPAL and the rate limiter's
+/* Authentication (phase AUTHN; reads the route field `auth`): for routes
+ * with `auth` "user" (a Bearer access token), "apikey" (X-API-Key) or
+ * "any" (either): 401 problem+json with WWW-Authenticate for missing or
+ * bad credentials; sets KEEL_PRINCIPAL and the rate limiter's
  * KEEL_RL_SUBJECT ("user:<id>" / "apikey:<id>"). Routes without auth pass
  * through untouched. Authorization headers over KEEL_JWT_MAX_LEN are
- * refused before any parsing. cfg is copied; store must outlive it. */
+ * refused before any parsing. Any other `auth` value stops start-up
+ * (keel_auth_check_route). cfg is copied; store must outlive it. */
 keel_middleware keel_mw_auth(const keel_jwt_cfg *cfg, keel_auth_store store);
+int keel_auth_check_route(const keel_route *rt, void *data, char *why, size_t cap);
+
+/* Authorization (phase AUTHZ; reads the route field `permission`): 403
+ * problem+json when the authenticated principal does not hold the route's
+ * permission (401 if, somehow, no one was authenticated). At start-up a
+ * route with a permission but no `auth`, or with a permission no role
+ * grants, is refused. Install it with keel_mw_auth. */
+keel_middleware keel_mw_authz(void);
+/* Whether some role grants permission. */
+int keel_permission_known(const char *permission);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,6 @@
 /* keel/mw.h — keel's standard middleware. Each constructor returns a
- * middleware table to pass to keel_server_use(); order matters (see
- * docs/extending.md): request id first, then the access log and metrics,
- * then security headers, CORS and compression. */
+ * middleware table to pass to keel_server_use(); each declares its phase
+ * (keel/server.h, docs/extending.md), which decides where it runs. */
 #ifndef KEEL_MW_H
 #define KEEL_MW_H
 

@@ -133,6 +133,9 @@ int keel_rate_limiter_check_routes(const keel_rate_limiter *rl,
  * X-RateLimit-Limit/-Remaining/-Reset (Unix time); a refusal is 429
  * problem+json with Retry-After. */
 keel_middleware keel_mw_rate_limit(keel_rate_limiter *rl);
+/* The same limiter installed but not enforcing (RATE_LIMIT_ENABLED=false):
+ * routes' tiers stay declared and are still checked at start-up. */
+keel_middleware keel_mw_rate_limit_off(keel_rate_limiter *rl);
 
 #ifdef __cplusplus
 }

@@ -10,6 +10,8 @@
 #ifndef KEEL_SERVER_H
 #define KEEL_SERVER_H
 
+#include <stdio.h>
+
 #include "arena.h"
 #include "common.h"
 #include "config.h"
@@ -72,27 +74,67 @@ typedef struct keel_response {
     int streaming;
 } keel_response;
 
-/* Middleware: a table of function pointers, run in the order added.
+/* Middleware phases. Every middleware declares one; the chain runs in
+ * phase order whatever is installed, and in the order added within a
+ * phase. On the way in: EDGE (request id, trace context, client address,
+ * shedding, CORS preflight) -> AUTHN (who is asking: JWT, API key) ->
+ * LIMIT (rate limits, keyed by the authenticated subject when there is
+ * one, else by client address) -> AUTHZ (what they may do: RBAC) ->
+ * VALIDATE (body, query, path) -> APP (the application's own, the
+ * default) -> the handler. RESPOND is for middleware that only works on
+ * the way out (compression): it may not have on_request. on_response
+ * hooks run in the reverse of the chain's order (RESPOND first, EDGE
+ * last); on_complete likewise.
+ *
+ * Authentication runs before the limiter so that limits follow the user
+ * or API key rather than the address (docs/architecture.md). */
+typedef enum keel_phase {
+    KEEL_PHASE_APP = 0, /* the default: after validation, before the handler */
+    KEEL_PHASE_EDGE,
+    KEEL_PHASE_AUTHN,
+    KEEL_PHASE_LIMIT,
+    KEEL_PHASE_AUTHZ,
+    KEEL_PHASE_VALIDATE,
+    KEEL_PHASE_RESPOND
+} keel_phase;
+
+/* The phase's name ("edge", "authn", ...). */
+const char *keel_phase_name(keel_phase p);
+
+/* Middleware: a table of function pointers.
  * on_request returns KEEL_NEXT to continue, KEEL_DONE after responding, or
  * KEEL_SUSPEND (then keel_req_resume() continues the chain later).
  * on_request may be NULL (a middleware that only observes completions).
  * on_response (optional) runs just before the head of every response is
  * written — whoever produced it (a handler, another middleware, 404/405,
  * a refusal from the connection layer) and whether or not this
- * middleware's on_request ran — in reverse order of registration (the
- * last added sees the handler's response first). It may add headers
- * (keel_res_header, keel_res_has_header) and transform the body (see
- * keel_response); responding from it is refused with KEEL_EALREADY.
- * When no middleware sets it, keel does no work for it.
+ * middleware's on_request ran — in reverse chain order (see keel_phase).
+ * It may add headers (keel_res_header, keel_res_has_header) and
+ * transform the body (see keel_response); responding from it is refused
+ * with KEEL_EALREADY. When no middleware sets it, keel does no work for it.
  * on_complete (optional) runs once the response has been handed to the
- * connection (or the client went away), with the final status. */
+ * connection (or the client went away), with the final status.
+ *
+ * Route fields. `reads` names the keel_route fields the middleware
+ * enforces ("auth", "permission", "request_schema", "response_schema",
+ * "query_schema", "params_schema", "rate_limit"), NULL-terminated.
+ * keel_server_check_routes refuses a route that sets a field no installed
+ * middleware reads (a declaration nothing enforces), and asks each
+ * middleware that reads a field of the route whether its values are
+ * allowed (check_route: 0, or -1 with the reason in why[0..cap)). A
+ * middleware that is switched off by configuration may still be
+ * installed with on_request NULL so that its fields stay declared and
+ * checked. */
 typedef struct keel_middleware {
     const char *name;
+    keel_phase phase;
     keel_flow (*on_request)(keel_req *req, void *data);
     void (*on_response)(keel_req *req, keel_response *res, void *data);
     void (*on_complete)(keel_req *req, void *data);
     void (*dispose)(void *data);
     void *data;
+    const char *const *reads;
+    int (*check_route)(const keel_route *rt, void *data, char *why, size_t cap);
 } keel_middleware;
 
 /* ---------------------------------------------------------------- server */
@@ -104,11 +146,24 @@ keel_server *keel_server_new(const keel_config *cfg);
  * KEEL_EEXISTS / KEEL_EINVAL naming the route on stderr. */
 int keel_server_add_routes(keel_server *s, const keel_route *routes, size_t n);
 
-/* Appends a middleware (copied). */
-void keel_server_use(keel_server *s, const keel_middleware *mw);
-/* Inserts a middleware (copied) just before the one named `before`, or
- * appends it when there is none by that name. Before keel_server_start. */
-void keel_server_use_before(keel_server *s, const char *before, const keel_middleware *mw);
+/* Installs a middleware (copied) in its phase, after those of the same
+ * phase added before it. Before keel_server_start. Returns 0, or
+ * KEEL_EINVAL (logged, naming it) for an unknown phase or a RESPOND
+ * middleware with on_request; it is then disposed of and not installed. */
+int keel_server_use(keel_server *s, const keel_middleware *mw);
+
+/* Whether an installed middleware enforces the route field: reads it and
+ * has on_request (one installed switched off only declares it). */
+int keel_server_enforces(const keel_server *s, const char *field);
+
+/* Checks every route against the installed middleware (see
+ * keel_middleware.reads): a field that nothing enforces, or a value its
+ * middleware does not allow, is an error. Writes one line per bad route
+ * to err (may be NULL) — "route users.get (GET /users/:id): auth = \"user\"
+ * but no installed middleware enforces auth" — and returns the number of
+ * bad routes (0 = all good). keel_server_start runs it too and refuses to
+ * start (KEEL_EINVAL) when any route is bad. */
+int keel_server_check_routes(keel_server *s, FILE *err);
 
 /* Binds the listeners and starts the workers; returns at once.
  * 0, or a negative error (e.g. -EADDRINUSE) with a log line. */

@@ -84,14 +84,18 @@ struct keel_events *keel_service_events(keel_service *svc);
 struct keel_breakers;
 struct keel_breakers *keel_service_breakers(keel_service *svc);
 
-/* keel_server_add_routes / keel_server_use on the service's server; app
- * middleware runs after keel's standard ones. */
+/* keel_server_add_routes / keel_server_use on the service's server: a
+ * middleware runs in its declared phase (an application's own default to
+ * KEEL_PHASE_APP: after keel's standard ones, right before the handler).
+ * Routes fail closed: a route declaring auth, permission, a schema or a
+ * rate-limit tier that no installed middleware enforces stops start-up
+ * (exit 2, one line naming the route). */
 int keel_service_add_routes(keel_service *svc, const keel_route *routes, size_t n);
-void keel_service_use(keel_service *svc, const keel_middleware *mw);
-/* Adds an authentication middleware (keel_mw_auth) where it belongs: after
- * the edge middleware, before the rate limiter, so limits follow the
- * authenticated subject. */
-void keel_service_use_auth(keel_service *svc, const keel_middleware *mw);
+int keel_service_use(keel_service *svc, const keel_middleware *mw);
+/* Installs an authentication middleware (keel_mw_auth, phase AUTHN) and
+ * keel's authorization (keel_mw_authz, phase AUTHZ) that enforces the
+ * routes' `permission`. */
+int keel_service_use_auth(keel_service *svc, const keel_middleware *authn);
 
 /* Prints the route table as `keel routes` does. */
 void keel_service_print_routes(keel_service *svc, FILE *out);

@@ -10,6 +10,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -104,28 +105,160 @@ size_t keel_server_routes(const keel_server *s, const keel_route *const **out)
     return s->nroutes;
 }
 
-void keel_server_use_before(keel_server *s, const char *before, const keel_middleware *mw)
+/* ---------------------------------------------------------------- phases */
+
+static const char *const phase_names[] = {
+    [KEEL_PHASE_APP] = "app",       [KEEL_PHASE_EDGE] = "edge",
+    [KEEL_PHASE_AUTHN] = "authn",   [KEEL_PHASE_LIMIT] = "limit",
+    [KEEL_PHASE_AUTHZ] = "authz",   [KEEL_PHASE_VALIDATE] = "validate",
+    [KEEL_PHASE_RESPOND] = "respond",
+};
+
+/* Position of a phase in the chain: APP is 0 in the enum (the default of
+ * a zeroed table) but runs after VALIDATE. */
+static const int phase_rank[] = {
+    [KEEL_PHASE_EDGE] = 0,  [KEEL_PHASE_AUTHN] = 1,    [KEEL_PHASE_LIMIT] = 2,
+    [KEEL_PHASE_AUTHZ] = 3, [KEEL_PHASE_VALIDATE] = 4, [KEEL_PHASE_APP] = 5,
+    [KEEL_PHASE_RESPOND] = 6,
+};
+
+#define NPHASES (sizeof(phase_names) / sizeof(phase_names[0]))
+
+const char *keel_phase_name(keel_phase p)
 {
+    return (unsigned)p < NPHASES ? phase_names[p] : "?";
+}
+
+int keel_server_use(keel_server *s, const keel_middleware *mw)
+{
+    const char *name = mw->name ? mw->name : "?";
+    if ((unsigned)mw->phase >= NPHASES ||
+        (mw->phase == KEEL_PHASE_RESPOND && mw->on_request)) {
+        keel_log(KEEL_LOG_ERROR,
+                 (unsigned)mw->phase >= NPHASES ? "middleware with an unknown phase"
+                                                : "a respond-phase middleware has on_request",
+                 "{s:s,s:i}", "middleware", name, "phase", (int)mw->phase);
+        if (mw->dispose)
+            mw->dispose(mw->data);
+        return KEEL_EINVAL;
+    }
+    /* after every middleware of an earlier or the same phase */
     size_t at = s->nmws;
-    for (size_t i = 0; before && i < s->nmws; i++)
-        if (s->mws[i].name && !strcmp(s->mws[i].name, before)) {
-            at = i;
-            break;
-        }
+    while (at > 0 && phase_rank[s->mws[at - 1].phase] > phase_rank[mw->phase])
+        at--;
     s->mws = keel_realloc(s->mws, (s->nmws + 1) * sizeof(*s->mws));
     memmove(&s->mws[at + 1], &s->mws[at], (s->nmws - at) * sizeof(*s->mws));
     s->mws[at] = *mw;
     s->nmws++;
     if (mw->on_response)
         s->nresponse_hooks++;
+    return 0;
 }
 
-void keel_server_use(keel_server *s, const keel_middleware *mw)
+/* The route fields a middleware may declare, and where they are. */
+static const char *route_field(const keel_route *rt, const char *field)
 {
-    s->mws = keel_realloc(s->mws, (s->nmws + 1) * sizeof(*s->mws));
-    s->mws[s->nmws++] = *mw;
-    if (mw->on_response)
-        s->nresponse_hooks++;
+    if (!strcmp(field, "auth"))
+        return rt->auth && strcmp(rt->auth, "none") ? rt->auth : NULL;
+    if (!strcmp(field, "permission"))
+        return rt->permission;
+    if (!strcmp(field, "request_schema"))
+        return rt->request_schema;
+    if (!strcmp(field, "response_schema"))
+        return rt->response_schema;
+    if (!strcmp(field, "query_schema"))
+        return rt->query_schema;
+    if (!strcmp(field, "params_schema"))
+        return rt->params_schema;
+    if (!strcmp(field, "rate_limit"))
+        return rt->rate_limit;
+    return NULL;
+}
+
+static const char *const route_fields[] = {"auth",         "permission",    "request_schema",
+                                           "response_schema", "query_schema", "params_schema",
+                                           "rate_limit",   NULL};
+
+static int mw_reads(const keel_middleware *mw, const char *field)
+{
+    for (const char *const *f = mw->reads; f && *f; f++)
+        if (!strcmp(*f, field))
+            return 1;
+    return 0;
+}
+
+static int declared(const keel_server *s, const char *field)
+{
+    for (size_t i = 0; i < s->nmws; i++)
+        if (mw_reads(&s->mws[i], field))
+            return 1;
+    return 0;
+}
+
+int keel_server_enforces(const keel_server *s, const char *field)
+{
+    for (size_t i = 0; i < s->nmws; i++)
+        if (mw_reads(&s->mws[i], field) && s->mws[i].on_request)
+            return 1;
+    return 0;
+}
+
+static void route_error(FILE *err, const keel_route *rt, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void route_error(FILE *err, const keel_route *rt, const char *fmt, ...)
+{
+    char why[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    const char *name = rt->name ? rt->name : "?";
+    keel_log(KEEL_LOG_ERROR, "route declaration not enforced or not allowed",
+             "{s:s,s:s,s:s,s:s}", "route", name, "method", rt->method, "path", rt->path,
+             "reason", why);
+    if (err)
+        fprintf(err, "route %s (%s %s): %s\n", name, rt->method, rt->path, why);
+}
+
+int keel_server_check_routes(keel_server *s, FILE *err)
+{
+    int bad = 0;
+    for (size_t i = 0; i < s->nroutes; i++) {
+        const keel_route *rt = s->routes[i];
+        int ok = 1;
+        for (const char *const *f = route_fields; *f; f++) {
+            const char *v = route_field(rt, *f);
+            if (!v)
+                continue;
+            if (!declared(s, *f)) {
+                /* schemas are long: name the field, not the value */
+                int text = !strcmp(*f, "auth") || !strcmp(*f, "permission") ||
+                           !strcmp(*f, "rate_limit");
+                route_error(err, rt, "%s%s%s%s but no installed middleware enforces %s", *f,
+                            text ? " = \"" : " is set", text ? v : "", text ? "\"" : "", *f);
+                ok = 0;
+            }
+        }
+        /* each middleware that reads a field of this route judges its values */
+        for (size_t m = 0; ok && m < s->nmws; m++) {
+            const keel_middleware *mw = &s->mws[m];
+            if (!mw->check_route)
+                continue;
+            int uses = 0;
+            for (const char *const *f = mw->reads; f && *f; f++)
+                uses |= route_field(rt, *f) != NULL;
+            if (!uses)
+                continue;
+            char why[384] = "";
+            if (mw->check_route(rt, mw->data, why, sizeof(why)) < 0) {
+                route_error(err, rt, "%s", why[0] ? why : "not allowed");
+                ok = 0;
+            }
+        }
+        bad += !ok;
+    }
+    return bad;
 }
 
 keel_server_state keel_server_get_state(const keel_server *s)
@@ -416,6 +549,10 @@ static void raise_nofile(const keel_server *s)
 int keel_server_start(keel_server *s)
 {
     int rc = 0;
+    if (keel_server_check_routes(s, NULL) > 0) {
+        keel_log(KEEL_LOG_FATAL, "not starting: routes declare what nothing enforces", NULL);
+        return KEEL_EINVAL;
+    }
     raise_nofile(s);
     if (port_taken(s, s->cfg.port)) {
         keel_log(KEEL_LOG_FATAL, "cannot listen: the address is already in use",

@@ -60,7 +60,7 @@ keel_middleware keel_mw_access_log(int all, uint64_t slow_ms)
     access_cfg *c = keel_calloc(1, sizeof(*c));
     c->all = all;
     c->slow_ms = slow_ms;
-    keel_middleware m = {.name = "access_log", .on_request = NULL,
+    keel_middleware m = {.name = "access_log", .phase = KEEL_PHASE_EDGE, .on_request = NULL,
                          .on_complete = on_complete, .dispose = keel_free, .data = c};
     return m;
 }

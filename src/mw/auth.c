@@ -79,14 +79,7 @@ static keel_flow finish(auth_call *c)
     }
     keel_req_set_local(r, KEEL_PRINCIPAL, p);
     keel_req_set_local(r, KEEL_RL_SUBJECT, keel_arena_printf(a, "%s:%s", p->kind, p->id));
-    const keel_route *rt = keel_req_route(r);
-    if (rt->permission && !keel_principal_can(p, rt->permission)) {
-        char detail[160];
-        snprintf(detail, sizeof(detail), "this needs the permission %s", rt->permission);
-        keel_respond_problem(r, 403, detail);
-        return KEEL_DONE;
-    }
-    return KEEL_NEXT;
+    return KEEL_NEXT; /* permissions: keel_mw_authz, in the AUTHZ phase */
 }
 
 static void on_checked(keel_req *r, void *arg, int status, const char *role)
@@ -157,6 +150,18 @@ static keel_flow by_key(auth_call *c, keel_str k)
     return wait_or_finish(c);
 }
 
+int keel_auth_check_route(const keel_route *rt, void *data, char *why, size_t cap)
+{
+    (void)data;
+    static const char *const kinds[] = {"none", "user", "apikey", "any"};
+    for (size_t i = 0; rt->auth && i < sizeof(kinds) / sizeof(kinds[0]); i++)
+        if (!strcmp(rt->auth, kinds[i]))
+            return 0;
+    snprintf(why, cap, "auth = \"%s\" is not one of none, user, apikey, any",
+             rt->auth ? rt->auth : "");
+    return -1;
+}
+
 static keel_flow on_request(keel_req *r, void *data)
 {
     auth_cfg *cfg = data;
@@ -204,6 +209,9 @@ keel_middleware keel_mw_auth(const keel_jwt_cfg *cfg, keel_auth_store store)
     c->jwt.issuer = c->issuer;
     c->jwt.audience = c->audience;
     c->store = store;
-    keel_middleware m = {.name = "auth", .on_request = on_request, .dispose = dispose, .data = c};
+    static const char *const reads[] = {"auth", NULL};
+    keel_middleware m = {.name = "auth", .phase = KEEL_PHASE_AUTHN, .on_request = on_request,
+                         .dispose = dispose, .data = c, .reads = reads,
+                         .check_route = keel_auth_check_route};
     return m;
 }

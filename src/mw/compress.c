@@ -155,7 +155,7 @@ keel_middleware keel_mw_compress(uint64_t min_bytes)
 {
     compress_cfg *c = keel_calloc(1, sizeof(*c));
     c->min_bytes = min_bytes ? min_bytes : 1;
-    keel_middleware m = {.name = "compress", .on_response = on_response,
+    keel_middleware m = {.name = "compress", .phase = KEEL_PHASE_RESPOND, .on_response = on_response,
                          .dispose = keel_free, .data = c};
     return m;
 }

@@ -155,7 +155,7 @@ keel_middleware keel_mw_cors(const keel_config *cfg)
             c->origins[c->norigins++] = keel_strndup(s, n);
         }
     }
-    keel_middleware m = {.name = "cors", .on_request = on_request, .dispose = dispose,
+    keel_middleware m = {.name = "cors", .phase = KEEL_PHASE_EDGE, .on_request = on_request, .dispose = dispose,
                          .data = c};
     return m;
 }

@@ -45,7 +45,7 @@ keel_middleware keel_mw_http_metrics(keel_metrics *m)
     hm->duration = keel_metrics_histogram(m, "http_request_duration_seconds",
                                           "HTTP request latency by method and route template",
                                           l2, keel_latency_buckets, keel_latency_nbuckets);
-    keel_middleware mw = {.name = "http_metrics", .on_request = NULL,
+    keel_middleware mw = {.name = "http_metrics", .phase = KEEL_PHASE_EDGE, .on_request = NULL,
                           .on_complete = on_complete, .dispose = keel_free, .data = hm};
     return mw;
 }

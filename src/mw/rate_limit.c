@@ -441,9 +441,33 @@ static void dispose(void *data)
     keel_free(rl);
 }
 
+static const char *const reads[] = {"rate_limit", NULL};
+
+/* A route's tier must be configured (or "none"). */
+static int check_route(const keel_route *rt, void *data, char *why, size_t cap)
+{
+    const keel_rate_limiter *rl = data;
+    const char *t = rt->rate_limit;
+    if (!t || !strcmp(t, "none") || find_tier(rl, t))
+        return 0;
+    snprintf(why, cap,
+             "rate_limit = \"%s\" is not a configured tier (built-in: general, strict, auth, "
+             "public, burst; add others with RATE_LIMIT_TIERS)", t);
+    return -1;
+}
+
 keel_middleware keel_mw_rate_limit(keel_rate_limiter *rl)
 {
-    keel_middleware m = {.name = "rate_limit", .on_request = on_request, .dispose = dispose,
-                         .data = rl};
+    keel_middleware m = {.name = "rate_limit", .phase = KEEL_PHASE_LIMIT,
+                         .on_request = on_request, .dispose = dispose, .data = rl,
+                         .reads = reads, .check_route = check_route};
+    return m;
+}
+
+keel_middleware keel_mw_rate_limit_off(keel_rate_limiter *rl)
+{
+    keel_middleware m = keel_mw_rate_limit(rl);
+    m.name = "rate_limit (off)";
+    m.on_request = NULL;
     return m;
 }

@@ -120,6 +120,6 @@ static keel_flow on_request(keel_req *r, void *data)
 
 keel_middleware keel_mw_request_id(void)
 {
-    keel_middleware m = {.name = "request_id", .on_request = on_request};
+    keel_middleware m = {.name = "request_id", .phase = KEEL_PHASE_EDGE, .on_request = on_request};
     return m;
 }

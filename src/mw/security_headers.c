@@ -68,7 +68,8 @@ keel_middleware keel_mw_security_headers(const keel_config *cfg)
                  (unsigned long long)cfg->hsts_max_age);
         c->hsts = keel_strdup(v);
     }
-    keel_middleware m = {.name = "security_headers", .on_response = on_response,
+    keel_middleware m = {.name = "security_headers", .phase = KEEL_PHASE_RESPOND,
+                         .on_response = on_response,
                          .dispose = dispose, .data = c};
     return m;
 }

@@ -118,7 +118,7 @@ int keel_shed_active(keel_shed *s, char *detail, size_t cap)
 
 keel_middleware keel_mw_shed(keel_shed *s)
 {
-    keel_middleware m = {.name = "shed", .on_request = on_request, .dispose = keel_free,
+    keel_middleware m = {.name = "shed", .phase = KEEL_PHASE_EDGE, .on_request = on_request, .dispose = keel_free,
                          .data = s};
     return m;
 }

@@ -387,6 +387,9 @@ static keel_flow on_request(keel_req *r, void *data)
 
 keel_middleware keel_mw_validate(keel_validator *v)
 {
-    keel_middleware m = {.name = "validate", .on_request = on_request, .data = v};
+    static const char *const reads[] = {"request_schema", "response_schema", "query_schema",
+                                        "params_schema", NULL};
+    keel_middleware m = {.name = "validate", .phase = KEEL_PHASE_VALIDATE,
+                         .on_request = on_request, .data = v, .reads = reads};
     return m;
 }

@@ -161,7 +161,8 @@ static void add_problem(json_t *responses, const char *code)
             json_object_set_new(responses, code, ref("responses", problems[i].name));
 }
 
-static json_t *operation(const keel_route *rt, const keel_route_schemas *rs, const char *opid)
+static json_t *operation(const keel_server *s, const keel_route *rt, const keel_route_schemas *rs,
+                         const char *opid)
 {
     json_t *op = json_object();
     json_object_set_new(op, "operationId", json_string(opid));
@@ -191,10 +192,13 @@ static json_t *operation(const keel_route *rt, const keel_route_schemas *rs, con
     int validated = rs && (rs->request || rs->query || rs->params);
     if (validated)
         add_problem(responses, "400");
-    int auth = rt->auth && strcmp(rt->auth, "none") != 0;
+    /* what the document promises is what the installed middleware enforces */
+    int auth = rt->auth && strcmp(rt->auth, "none") != 0 && keel_server_enforces(s, "auth");
+    const char *permission = keel_server_enforces(s, "permission") ? rt->permission : NULL;
+    const char *tier = keel_server_enforces(s, "rate_limit") ? rt->rate_limit : NULL;
     if (auth)
         add_problem(responses, "401");
-    if (auth || rt->permission)
+    if (auth && permission)
         add_problem(responses, "403");
     if (rs && rs->request) {
         add_problem(responses, "413");
@@ -202,14 +206,14 @@ static json_t *operation(const keel_route *rt, const keel_route_schemas *rs, con
     }
     if (validated)
         add_problem(responses, "422");
-    if (rt->rate_limit)
+    if (tier)
         add_problem(responses, "429");
     add_problem(responses, "500");
     add_problem(responses, "503");
     json_object_set_new(op, "responses", responses);
     if (auth) {
         /* OpenAPI 3.1: non-OAuth requirements may list role names */
-        json_t *roles = rt->permission ? json_pack("[s]", rt->permission) : json_array();
+        json_t *roles = permission ? json_pack("[s]", permission) : json_array();
         json_t *sec = json_array();
         if (!strcmp(rt->auth, "user") || !strcmp(rt->auth, "any"))
             json_array_append_new(sec, json_pack("{s:O}", "bearerAuth", roles));
@@ -220,10 +224,10 @@ static json_t *operation(const keel_route *rt, const keel_route_schemas *rs, con
     } else {
         json_object_set_new(op, "security", json_array()); /* explicitly public */
     }
-    if (rt->permission)
-        json_object_set_new(op, "x-keel-permission", json_string(rt->permission));
-    if (rt->rate_limit)
-        json_object_set_new(op, "x-keel-rate-limit", json_string(rt->rate_limit));
+    if (permission)
+        json_object_set_new(op, "x-keel-permission", json_string(permission));
+    if (tier)
+        json_object_set_new(op, "x-keel-rate-limit", json_string(tier));
     return op;
 }
 
@@ -258,7 +262,7 @@ char *keel__svc_openapi_build(const keel_app *app, keel_server *s, const keel_va
         if (!*opid || json_object_get(opids, opid))
             snprintf(opid, sizeof(opid), "%s %s", rt->method, rt->path);
         json_object_set_new(opids, opid, json_true());
-        json_object_set_new(item, method, operation(rt, keel_validator_lookup(v, rt), opid));
+        json_object_set_new(item, method, operation(s, rt, keel_validator_lookup(v, rt), opid));
     }
     keel_buf_free(&path);
     json_decref(opids);

@@ -47,14 +47,16 @@ int keel_service_add_routes(keel_service *svc, const keel_route *routes, size_t 
     return keel_server_add_routes(svc->server, routes, n);
 }
 
-void keel_service_use(keel_service *svc, const keel_middleware *mw)
+int keel_service_use(keel_service *svc, const keel_middleware *mw)
 {
-    keel_server_use(svc->server, mw);
+    return keel_server_use(svc->server, mw);
 }
 
-void keel_service_use_auth(keel_service *svc, const keel_middleware *mw)
+int keel_service_use_auth(keel_service *svc, const keel_middleware *authn)
 {
-    keel_server_use_before(svc->server, "rate_limit", mw);
+    int rc = keel_server_use(svc->server, authn);
+    keel_middleware authz = keel_mw_authz();
+    return rc < 0 ? rc : keel_server_use(svc->server, &authz);
 }
 
 /* ---------------------------------------------------------------- metrics */
@@ -228,22 +230,27 @@ static keel_service *service_new(const keel_app *app, const keel_config *cfg)
         mw = keel_mw_cors(cfg);
         keel_server_use(svc->server, &mw);
     }
+    /* Switched off, the limiter stays installed without enforcing, so the
+     * routes' tiers are still declared and checked at start-up. */
     if (cfg->rate_limit) {
         /* with Redis, limits hold across every instance sharing it */
         keel_rl_store store = svc->redis ? keel_rl_redis_store(svc->redis)
                                          : keel_rl_memory_store(cfg->rate_limit_max_keys);
         svc->limiter = keel_rate_limiter_new(cfg, store, svc->metrics);
         mw = keel_mw_rate_limit(svc->limiter);
-        keel_server_use(svc->server, &mw);
+    } else {
+        svc->limiter = keel_rate_limiter_new(cfg, keel_rl_memory_store(1), NULL);
+        mw = keel_mw_rate_limit_off(svc->limiter);
     }
+    keel_server_use(svc->server, &mw);
     if (cfg->compression) {
         mw = keel_mw_compress(cfg->compression_min_bytes);
         keel_server_use(svc->server, &mw);
     }
-    /* Validation last of keel's own, right before the application's
-     * middleware and the handler: limits, rate limits, authentication and
-     * RBAC go before it (a request that will be refused anyway is not
-     * parsed). Its schemas are compiled once setup has added the routes. */
+    /* Each middleware runs in its declared phase (keel/server.h), whatever
+     * else is installed: validation after authentication, the limiter and
+     * RBAC (a request that will be refused anyway is not parsed). Its
+     * schemas are compiled once setup has added the routes. */
     svc->validator = keel_validator_new();
     mw = keel_mw_validate(svc->validator);
     keel_server_use(svc->server, &mw);
@@ -441,13 +448,10 @@ int keel_main(int argc, char **argv, const keel_app *app)
         status = 1;
         goto done;
     }
-    if (svc->limiter) {
-        const keel_route *const *routes;
-        size_t nr = keel_server_routes(svc->server, &routes);
-        if (keel_rate_limiter_check_routes(svc->limiter, routes, nr, stderr) < 0) {
-            status = 2;
-            goto done;
-        }
+    /* Routes fail closed: a declaration nothing enforces stops start-up. */
+    if (keel_server_check_routes(svc->server, stderr) > 0) {
+        status = 2;
+        goto done;
     }
     if ((!strcmp(cmd, "serve") || listing) && service_finish_routes(svc, stderr) < 0) {
         status = 1;

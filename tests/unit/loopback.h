@@ -7,6 +7,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdint.h>
+#include <string.h>
+#include <unistd.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -19,6 +21,22 @@ static __attribute__((unused)) int connect_to(unsigned port, int timeout_s)
     struct timeval tv = {timeout_s, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     return fd;
+}
+
+/* Sends req on a new connection and reads until the server closes it (the
+ * request should say Connection: close); out is NUL-terminated. */
+static __attribute__((unused)) size_t loopback_exchange(unsigned port, const char *req,
+                                                        char *out, size_t cap)
+{
+    int fd = connect_to(port, 5);
+    assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+    size_t n = 0;
+    ssize_t k;
+    while (n + 1 < cap && (k = read(fd, out + n, cap - n - 1)) > 0)
+        n += (size_t)k;
+    out[n] = '\0';
+    close(fd);
+    return n;
 }
 
 #endif

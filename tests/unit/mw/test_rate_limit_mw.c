@@ -164,7 +164,7 @@ static keel_server *start_with(const opts *o)
     cfg.rate_limit_fail_open = o->fail_open;
     keel_log_init(&cfg);
     keel_server *s = keel_server_new(&cfg);
-    keel_middleware auth = {.name = "fake_auth", .on_request = fake_auth};
+    keel_middleware auth = {.name = "fake_auth", .phase = KEEL_PHASE_AUTHN, .on_request = fake_auth};
     keel_server_use(s, &auth);
     keel_middleware sec = keel_mw_security_headers(&cfg);
     keel_server_use(s, &sec);
