@@ -6,11 +6,10 @@
 
 struct json_t;
 
-/* Parses the request body as JSON. On failure answers 415 (not JSON) or
- * 400 (malformed, with the byte offset) and returns NULL. */
+/* The request body as JSON, borrowed (keel_req_json: the request owns
+ * it). On failure answers 415 (not JSON), 413 or 400 (malformed, with the
+ * byte offset) and returns NULL. */
 struct json_t *app_json_body(keel_req *r);
-/* The same, borrowed: released when the request ends. */
-struct json_t *app_json_borrow(keel_req *r);
 /* Answers 422 problem+json with one error {pointer, message}. */
 void app_invalid(keel_req *r, const char *pointer, const char *message);
 

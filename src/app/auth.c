@@ -281,7 +281,7 @@ static void register_hashed(keel_req *r, void *arg, int status)
 /* Reads email + password (+ name) and checks them. NULL after answering. */
 static job *read_credentials(keel_req *r, int with_policy)
 {
-    json_t *body = app_json_borrow(r);
+    json_t *body = app_json_body(r);
     if (!body)
         return NULL;
     size_t el = 0, pl = 0, nl = 0;
@@ -568,7 +568,7 @@ static void refresh_done(keel_req *r, void *arg, int status)
 /* Reads {"refresh_token": "..."}; NULL after answering. */
 static job *read_refresh(keel_req *r, int required)
 {
-    json_t *body = app_json_borrow(r);
+    json_t *body = app_json_body(r);
     if (!body)
         return NULL;
     size_t n = 0;
@@ -782,7 +782,7 @@ static void pw_fetched(keel_req *r, void *arg, int status)
 
 static keel_flow h_password(keel_req *r)
 {
-    json_t *body = app_json_borrow(r);
+    json_t *body = app_json_body(r);
     if (!body)
         return KEEL_DONE;
     size_t cl = 0, nl = 0;

@@ -416,7 +416,7 @@ static int db_patch_tx(keel_db_conn *c, void *arg)
 /* Reads the fields of a PATCH: `admin` allows role/status and only those. */
 static int read_changes(keel_req *r, ujob *j, int admin)
 {
-    json_t *body = app_json_borrow(r);
+    json_t *body = app_json_body(r);
     if (!body)
         return -1;
     if (!json_is_object(body)) {
@@ -585,7 +585,7 @@ static void create_hashed(keel_req *r, void *arg, int status)
 
 static keel_flow h_create(keel_req *r)
 {
-    json_t *body = app_json_borrow(r);
+    json_t *body = app_json_body(r);
     if (!body)
         return KEEL_DONE;
     ujob *j = ujob_new(r);
