@@ -84,6 +84,12 @@ int app_insert_user(keel_db_conn *c, char id[37], const char *email, const char 
 int app_end_sessions(keel_db_conn *c, const char *user_id, int64_t now);
 /* {access_token, refresh_token, token_type, expires_in}; wipes t. */
 struct json_t *app_tokens_json(app_tokens *t);
+/* Frees and wipes t (a job's cleanup; app_tokens_json already did). */
+void app_tokens_clear(app_tokens *t);
+/* A NUL-terminated copy of a secret (a password) in r's arena, wiped
+ * with sodium_memzero when the request is released; wiping it earlier,
+ * once used, is the caller's choice (sodium_memzero(p, n)). */
+char *app_secret_dup(keel_req *r, const char *s, size_t n);
 
 /* The reference service's migrations, compiled from migrations/ into
  * build/gen/migrations.c by scripts/embed_migrations.sh. */
