@@ -154,9 +154,10 @@ int keel_db_run(keel_req *r, keel_db *db, keel_db_fn fn, keel_db_done_cb done,
  * 0, or KEEL_EBUSY / KEEL_EINVAL with nothing called and arg still the
  * caller's; on success done runs exactly once on r's loop — with fn's
  * result, KEEL_EDB_UNAVAILABLE (no connection: fn never ran), a failed
- * COMMIT's error, or KEEL_ECANCELED when the request ended first (the
- * transaction still commits or rolls back on its own: the pool thread
- * does not look at the request). */
+ * COMMIT's error, or KEEL_ECANCELED when the request ended first: fn
+ * then either never started (the job was still queued) or ran to its end,
+ * its transaction committed or rolled back as above — the pool thread
+ * does not stop it; done only learns the answer is no longer wanted. */
 int keel_db_run_tx(keel_req *r, keel_db *db, keel_db_fn fn, keel_db_done_cb done,
                    void *arg);
 
