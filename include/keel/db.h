@@ -146,6 +146,32 @@ typedef void (*keel_db_done_cb)(keel_req *r, void *arg, int status);
 int keel_db_run(keel_req *r, keel_db *db, keel_db_fn fn, keel_db_done_cb done,
                 void *arg);
 
+/* keel_db_run with fn inside one transaction, as keel_db_tx runs it on
+ * the pool thread's connection: committed when fn returns 0, rolled back
+ * on any other value (which done then receives); a serialization failure
+ * or busy database reruns fn (up to 5 more times: fn must be safe to run
+ * again, e.g. reset what it wrote into arg). The same contract otherwise:
+ * 0, or KEEL_EBUSY / KEEL_EINVAL with nothing called and arg still the
+ * caller's; on success done runs exactly once on r's loop — with fn's
+ * result, KEEL_EDB_UNAVAILABLE (no connection: fn never ran), a failed
+ * COMMIT's error, or KEEL_ECANCELED when the request ended first: fn
+ * then either never started (the job was still queued) or ran to its end,
+ * its transaction committed or rolled back as above — the pool thread
+ * does not stop it; done only learns the answer is no longer wanted. */
+int keel_db_run_tx(keel_req *r, keel_db *db, keel_db_fn fn, keel_db_done_cb done,
+                   void *arg);
+
+/* The submit path of a request-scoped job (keel_req_job_new, whose
+ * release frees it: nothing to free here on any path): keel_db_run /
+ * keel_db_run_tx with job as arg. KEEL_SUSPEND when queued — done runs
+ * exactly once as above, KEEL_ECANCELED included; KEEL_DONE after
+ * answering the failure with keel_db_respond_error (a full queue: 503
+ * with Retry-After: 1). A handler returns the flow as is. */
+keel_flow keel_db_job_run(keel_req *r, keel_db *db, keel_db_fn fn, keel_db_done_cb done,
+                          void *job);
+keel_flow keel_db_job_run_tx(keel_req *r, keel_db *db, keel_db_fn fn, keel_db_done_cb done,
+                             void *job);
+
 /* ---------------------------------------------------------------- one statement, asynchronously */
 
 /* Runs on the request's loop with the statement's result: status 0 and

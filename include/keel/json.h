@@ -30,12 +30,18 @@ struct json_t *keel_json_parse(const char *buf, size_t len, size_t max_depth,
  * type), parameters ignored. */
 int keel_json_content_type(keel_str content_type);
 
-/* The request body as JSON (a new reference), or NULL after answering 415
- * (not JSON), 413 (larger than JSON_BODY_LIMIT) or 400 (malformed or
- * nested deeper than JSON_MAX_DEPTH: the detail and an "offset" member
- * give the byte offset). The body is parsed once per request: later calls
- * (the validation middleware's, then the handler's) return the same
- * value, so a handler must not modify it in place. */
+/* The request body as JSON, or NULL after answering 415 (not JSON), 413
+ * (larger than JSON_BODY_LIMIT) or 400 (malformed or nested deeper than
+ * JSON_MAX_DEPTH: the detail and an "offset" member give the byte
+ * offset). The body is parsed once per request: later calls (the
+ * validation middleware's, then the handler's) return the same value.
+ *
+ * Ownership, the same for every keel_req_*_json function (this one,
+ * keel_req_query_json and keel_req_params_json in keel/mw.h): the value
+ * is BORROWED — the request owns it and releases it when the request
+ * ends. Never json_decref it; do not modify it in place (it is shared);
+ * json_incref it to keep it past the request or to hand it to a function
+ * that steals a reference (keel_respond_json, json_pack's "o": use "O"). */
 struct json_t *keel_req_json(keel_req *r);
 
 /* The request-local key under which keel_req_json keeps the parsed body

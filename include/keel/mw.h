@@ -100,8 +100,10 @@ keel_middleware keel_mw_validate(keel_validator *v);
 /* After keel_mw_validate let the request through: the query string (path
  * parameters) of a route with a query_schema (params_schema) as a JSON
  * object, values coerced to the declared types — {"ms": 250} for
- * ?ms=250 with "type": "integer". Borrowed, valid until the request ends;
- * NULL when the route declares no such schema. */
+ * ?ms=250 with "type": "integer". Borrowed, like every keel_req_*_json
+ * (see keel_req_json in keel/json.h): owned by the request, released when
+ * it ends, never decref'd by the caller. NULL when the route declares no
+ * such schema. */
 struct json_t *keel_req_query_json(const keel_req *r);
 struct json_t *keel_req_params_json(const keel_req *r);
 

@@ -358,6 +358,53 @@ int keel_req_submit_pool(keel_req *r, keel_pool *p, keel_work_fn work,
 uint64_t keel_pool_queued(const keel_pool *p);
 uint64_t keel_pool_rejected(const keel_pool *p);
 
+/* ---------------------------------------------------------------- request-scoped jobs
+ *
+ * An asynchronous handler keeps its state across hops (loop -> pool ->
+ * loop -> database -> ...) in a job: a zeroed block in the request's
+ * arena. The request owns it: it is released with the request, once the
+ * response is done AND every pending `after` has run (pending work holds
+ * the request), so the handler never frees it — not on success, not on an
+ * error answer, not when the request ended first. A typical handler:
+ *
+ *     typedef struct hash_job { char pw[1025]; size_t n; char out[128]; int rc; } hash_job;
+ *     hash_job *j = KEEL_REQ_JOB(r, hash_job, NULL);   // wiped at the end
+ *     ...
+ *     return keel_req_job_submit(r, NULL, work_hash, hashed, j);
+ *
+ *     static void hashed(keel_req *r, void *arg, int status)
+ *     {
+ *         hash_job *j = arg;
+ *         if (status < 0)   // KEEL_ECANCELED: the request is gone
+ *             return;       // nothing to free
+ *         keel_respond_json(r, 201, ...);
+ *     }
+ */
+
+/* A zeroed job of `size` bytes in r's arena, aligned for any type (aborts
+ * on OOM, as the arena does). When the request is released, cleanup(job)
+ * runs exactly once (for what the job points to outside the arena: a
+ * json_t to decref, a heap string; NULL when there is nothing), then every
+ * byte of the job is wiped with explicit_bzero, so passwords, hashes and
+ * tokens kept inline in it do not outlive the request in freed memory.
+ * cleanup runs on r's loop, after the last `after` of any job of r, and
+ * must not touch r. Loop thread only. */
+void *keel_req_job_new(keel_req *r, size_t size, void (*cleanup)(void *job));
+#define KEEL_REQ_JOB(r, type, cleanup) ((type *)keel_req_job_new((r), sizeof(type), (cleanup)))
+
+/* The one submit path of a job: keel_req_submit_pool(r, p, work, after,
+ * job) (p NULL: the default pool). Returns KEEL_SUSPEND when it was
+ * queued: `after` then runs exactly once on r's loop, with 0, or with
+ * KEEL_ECANCELED when the request ended first (deadline, disconnect; then
+ * responding is a no-op and the job is still released with the request).
+ * When the queue is full (or the arguments are invalid) nothing is called
+ * and it answers 503 problem+json with Retry-After: 1
+ * (keel_respond_unavailable; a no-op when r already has its response) and
+ * returns KEEL_DONE. A handler returns the flow as is; an `after` that
+ * chains a next hop may ignore it. */
+keel_flow keel_req_job_submit(keel_req *r, keel_pool *p, keel_work_fn work,
+                              keel_after_work_cb after, void *job);
+
 /* Work not tied to a request (health checks, jobs): `after` runs on the
  * loop of `worker`. */
 int keel_worker_submit(keel_worker *w, keel_work_fn work,

@@ -6,11 +6,10 @@
 
 struct json_t;
 
-/* Parses the request body as JSON. On failure answers 415 (not JSON) or
- * 400 (malformed, with the byte offset) and returns NULL. */
+/* The request body as JSON, borrowed (keel_req_json: the request owns
+ * it). On failure answers 415 (not JSON), 413 or 400 (malformed, with the
+ * byte offset) and returns NULL. */
 struct json_t *app_json_body(keel_req *r);
-/* The same, borrowed: released when the request ends. */
-struct json_t *app_json_borrow(keel_req *r);
 /* Answers 422 problem+json with one error {pointer, message}. */
 void app_invalid(keel_req *r, const char *pointer, const char *message);
 
@@ -85,6 +84,12 @@ int app_insert_user(keel_db_conn *c, char id[37], const char *email, const char 
 int app_end_sessions(keel_db_conn *c, const char *user_id, int64_t now);
 /* {access_token, refresh_token, token_type, expires_in}; wipes t. */
 struct json_t *app_tokens_json(app_tokens *t);
+/* Frees and wipes t (a job's cleanup; app_tokens_json already did). */
+void app_tokens_clear(app_tokens *t);
+/* A NUL-terminated copy of a secret (a password) in r's arena, wiped
+ * with sodium_memzero when the request is released; wiping it earlier,
+ * once used, is the caller's choice (sodium_memzero(p, n)). */
+char *app_secret_dup(keel_req *r, const char *s, size_t n);
 
 /* The reference service's migrations, compiled from migrations/ into
  * build/gen/migrations.c by scripts/embed_migrations.sh. */

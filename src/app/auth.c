@@ -53,61 +53,11 @@ static void make_dummy_hash(void)
 
 /* ---------------------------------------------------------------- jobs */
 
-/* One request's state across its hops. */
-typedef struct job {
-    keel_req *r;
-    char email[256];
-    char *password; /* sodium-guarded copy, wiped */
-    size_t password_len;
-    char *new_password;
-    size_t new_password_len;
-    char name[256];
-    int logout_all;
-    int64_t token_exp; /* logout: the access token's exp */
-    char user_id[64];
-    char role[32];
-    char jti[40];
-    char status[16];
-    char hash[KEEL_PW_HASH_MAX];
-    char new_hash[KEEL_PW_HASH_MAX];
-    char refresh_hash[65];
-    int64_t locked_until;
-    int64_t failed;
-    int found, ok, rehash;
-    int invalidated; /* the user's cached copy is gone (app_user_invalidate) */
-    int http_status;
-    const char *detail;
-    app_tokens tokens;
-    json_t *user;
-} job;
-
-static job *job_new(keel_req *r)
-{
-    job *j = keel_calloc(1, sizeof(*j));
-    j->r = r;
-    return j;
-}
-
-static void wipe(char **p, size_t *n)
-{
-    if (*p) {
-        sodium_memzero(*p, *n);
-        keel_free(*p);
-        *p = NULL;
-        *n = 0;
-    }
-}
-
-static void job_free(job *j)
-{
-    wipe(&j->password, &j->password_len);
-    wipe(&j->new_password, &j->new_password_len);
-    keel_free(j->tokens.access);
-    sodium_memzero(j->tokens.refresh, sizeof(j->tokens.refresh));
-    json_decref(j->user);
-    sodium_memzero(j, sizeof(*j));
-    keel_free(j);
-}
+/* Each flow keeps its state in a job of its own in the request's arena
+ * (keel_req_job_new): released with the request — however it ended —
+ * after its cleanup ran and its bytes were wiped; passwords are copied
+ * with app_secret_dup (wiped at the same time, and as soon as they are
+ * used). No flow frees anything on its error paths. */
 
 static void respond_secret_json(keel_req *r, int status, json_t *o)
 {
@@ -132,123 +82,130 @@ static const char *body_str(keel_req *r, json_t *body, const char *key, size_t *
     return NULL;
 }
 
-static char *secure_copy(const char *s, size_t n)
+/* A password read from the body: an arena copy, wiped with the request. */
+typedef struct secret {
+    char *p;
+    size_t n;
+} secret;
+
+static void secret_set(keel_req *r, secret *s, const char *v, size_t n)
 {
-    char *p = keel_malloc(n + 1);
-    memcpy(p, s, n);
-    p[n] = '\0';
-    return p;
+    s->p = app_secret_dup(r, v, n);
+    s->n = n;
 }
 
-/* ---------------------------------------------------------------- work-pool steps */
-
-static void work_hash(void *arg)
+/* Wiped once used (the arena wipes it again at the end). */
+static void secret_wipe(secret *s)
 {
-    job *j = arg;
-    j->ok = keel_password_hash(j->password, j->password_len, A.pw_ops, A.pw_mem, j->hash) == 0;
+    if (s->p)
+        sodium_memzero(s->p, s->n);
+    s->n = 0;
 }
 
-static void work_verify(void *arg)
+/* A write to user_id is answered only after its cached copy is gone:
+ * 1 when `done` will run again later (app_user_invalidate), 0 to go on
+ * answering now. */
+static int invalidate_first(keel_req *r, int *invalidated, const char *user_id,
+                            keel_db_done_cb done, void *job, int status)
 {
-    job *j = arg;
-    if (j->found) {
-        j->ok = keel_password_verify(j->hash, j->password, j->password_len);
-        j->rehash = j->ok && keel_password_needs_rehash(j->hash, A.pw_ops, A.pw_mem);
-        if (j->rehash &&
-            keel_password_hash(j->password, j->password_len, A.pw_ops, A.pw_mem, j->new_hash) < 0)
-            j->rehash = 0;
-    } else {
-        pthread_once(&dummy_once, make_dummy_hash);
-        if (dummy_hash[0]) {
-            keel_password_verify(dummy_hash, j->password, j->password_len);
-        } else { /* no dummy (out of memory): spend the same time anyway */
-            char scratch[KEEL_PW_HASH_MAX];
-            keel_password_hash(j->password, j->password_len, A.pw_ops, A.pw_mem, scratch);
-        }
-        j->ok = 0;
-    }
-}
-
-/* verify the current password, then hash the new one */
-static void work_change(void *arg)
-{
-    job *j = arg;
-    j->ok = j->found && keel_password_verify(j->hash, j->password, j->password_len);
-    if (j->ok && keel_password_hash(j->new_password, j->new_password_len, A.pw_ops, A.pw_mem,
-                                    j->new_hash) < 0)
-        j->ok = -1;
-}
-
-/* A database step failed: answer it (503/409/... problem) and free j. */
-static int db_failed(keel_req *r, job *j, int status)
-{
-    if (status >= 0)
+    if (status < 0 || *invalidated || !*user_id)
         return 0;
-    keel_db_respond_error(r, status);
-    job_free(j);
+    *invalidated = 1;
+    app_user_invalidate(r, user_id, done, job, status);
     return 1;
 }
 
-/* Runs a db step; on a full queue answers 503 and frees j. */
-static keel_flow run_db(job *j, keel_db_fn fn, keel_db_done_cb done)
-{
-    int rc = keel_db_run(j->r, A.db, fn, done, j);
-    if (rc < 0) {
-        keel_db_respond_error(j->r, rc);
-        job_free(j);
-        return KEEL_DONE;
-    }
-    return KEEL_SUSPEND;
-}
+/* Reads email + password (+ name with the policy) and checks them; -1
+ * after answering. */
+typedef struct creds {
+    char email[256];
+    char name[256];
+    secret pw;
+} creds;
 
-static void run_db_later(job *j, keel_db_fn fn, keel_db_done_cb done)
+static int read_credentials(keel_req *r, int with_policy, creds *cr)
 {
-    if (run_db(j, fn, done) == KEEL_DONE)
-        return; /* answered and freed */
-}
-
-static int run_work(job *j, keel_work_fn fn, keel_after_work_cb after)
-{
-    if (keel_req_submit(j->r, fn, after, j) < 0) {
-        keel_respond_unavailable(j->r, 1, "the server is busy");
-        job_free(j);
+    json_t *body = app_json_body(r);
+    if (!body)
+        return -1;
+    size_t el = 0, pl = 0, nl = 0;
+    const char *email = body_str(r, body, "email", &el, 1);
+    if (!email)
+        return -1;
+    const char *pw = body_str(r, body, "password", &pl, 1);
+    if (!pw)
+        return -1;
+    if (app_normalize_email(email, el, cr->email, sizeof(cr->email)) < 0) {
+        app_invalid(r, "/email", "must be an e-mail address");
         return -1;
     }
+    if (with_policy) {
+        const char *weak = keel_password_weakness(pw, pl, A.pw_min);
+        if (weak) {
+            app_invalid(r, "/password", weak);
+            return -1;
+        }
+        json_t *nv = json_object_get(body, "name");
+        if (nv) {
+            const char *name = json_string_value(nv);
+            nl = json_string_length(nv);
+            if (!name || nl > 200) {
+                app_invalid(r, "/name", "must be a string of at most 200 bytes");
+                return -1;
+            }
+            memcpy(cr->name, name, nl);
+            cr->name[nl] = '\0';
+        }
+    } else if (pl > 1024) {
+        pl = 1024; /* verified against: cannot match, costs no more */
+    }
+    secret_set(r, &cr->pw, pw, pl);
     return 0;
-}
-
-/* After a write to user j->user_id: drops its cached copy first, then
- * answers with done (1: done runs later; 0: go on answering). */
-static int invalidate_first(keel_req *r, job *j, keel_db_done_cb done, int status)
-{
-    if (status < 0 || j->invalidated || !*j->user_id)
-        return 0;
-    j->invalidated = 1;
-    app_user_invalidate(r, j->user_id, done, j, status);
-    return 1;
 }
 
 /* ---------------------------------------------------------------- register */
 
+typedef struct reg_job {
+    creds cr;
+    char hash[KEEL_PW_HASH_MAX];
+    int ok;
+    char user_id[64];
+    char role[32];
+    app_tokens tokens;
+    json_t *user;
+} reg_job;
+
+static void reg_cleanup(void *arg)
+{
+    reg_job *j = arg;
+    app_tokens_clear(&j->tokens);
+    json_decref(j->user);
+}
+
+static void work_reg_hash(void *arg)
+{
+    reg_job *j = arg;
+    j->ok = keel_password_hash(j->cr.pw.p, j->cr.pw.n, A.pw_ops, A.pw_mem, j->hash) == 0;
+}
+
+/* in one transaction (keel_db_run_tx): may run again on a conflict */
 static int db_register(keel_db_conn *c, void *arg)
 {
-    job *j = arg;
+    reg_job *j = arg;
+    app_tokens_clear(&j->tokens);
+    json_decref(j->user);
+    j->user = NULL;
     snprintf(j->role, sizeof(j->role), "user");
-    int rc = app_insert_user(c, j->user_id, j->email, j->hash, j->name, j->role, 0);
+    int rc = app_insert_user(c, j->user_id, j->cr.email, j->hash, j->cr.name, j->role, 0);
     if (rc < 0)
         return rc;
     rc = app_issue_tokens(c, &A, j->user_id, j->role, NULL, &j->tokens);
     return rc < 0 ? rc : app_fetch_user(c, j->user_id, 0, &j->user);
 }
 
-static int db_register_tx(keel_db_conn *c, void *arg)
-{
-    return keel_db_tx(c, db_register, arg);
-}
-
 static void register_done(keel_req *r, void *arg, int status)
 {
-    job *j = arg;
+    reg_job *j = arg;
     if (status == KEEL_EDB_CONSTRAINT) {
         keel_respond_problem(r, 409, "an account with this e-mail address already exists");
     } else if (status < 0) {
@@ -259,87 +216,54 @@ static void register_done(keel_req *r, void *arg, int status)
         keel_log(KEEL_LOG_INFO, "user registered", "{s:s}", "user_id", j->user_id);
         respond_secret_json(r, 201, o);
     }
-    job_free(j);
 }
 
 static void register_hashed(keel_req *r, void *arg, int status)
 {
-    job *j = arg;
-    if (status < 0) {
-        job_free(j);
+    reg_job *j = arg;
+    if (status < 0)
         return;
-    }
-    wipe(&j->password, &j->password_len);
+    secret_wipe(&j->cr.pw);
     if (!j->ok) {
         keel_respond_problem(r, 500, "the password could not be hashed");
-        job_free(j);
         return;
     }
-    run_db_later(j, db_register_tx, register_done);
-}
-
-/* Reads email + password (+ name) and checks them. NULL after answering. */
-static job *read_credentials(keel_req *r, int with_policy)
-{
-    json_t *body = app_json_borrow(r);
-    if (!body)
-        return NULL;
-    size_t el = 0, pl = 0, nl = 0;
-    const char *email = body_str(r, body, "email", &el, 1);
-    if (!email)
-        return NULL;
-    const char *pw = body_str(r, body, "password", &pl, 1);
-    if (!pw)
-        return NULL;
-    job *j = job_new(r);
-    if (app_normalize_email(email, el, j->email, sizeof(j->email)) < 0) {
-        app_invalid(r, "/email", "must be an e-mail address");
-        job_free(j);
-        return NULL;
-    }
-    if (with_policy) {
-        const char *weak = keel_password_weakness(pw, pl, A.pw_min);
-        if (weak) {
-            app_invalid(r, "/password", weak);
-            job_free(j);
-            return NULL;
-        }
-        json_t *nv = json_object_get(body, "name");
-        if (nv) {
-            const char *name = json_string_value(nv);
-            nl = json_string_length(nv);
-            if (!name || nl > 200) {
-                app_invalid(r, "/name", "must be a string of at most 200 bytes");
-                job_free(j);
-                return NULL;
-            }
-            memcpy(j->name, name, nl);
-            j->name[nl] = '\0';
-        }
-    } else if (pl > 1024) {
-        pl = 1024; /* verified against: cannot match, costs no more */
-    }
-    j->password = secure_copy(pw, pl);
-    j->password_len = pl;
-    return j;
+    keel_db_job_run_tx(r, A.db, db_register, register_done, j);
 }
 
 static keel_flow h_register(keel_req *r)
 {
-    job *j = read_credentials(r, 1);
-    if (!j)
+    reg_job *j = KEEL_REQ_JOB(r, reg_job, reg_cleanup);
+    if (read_credentials(r, 1, &j->cr) < 0)
         return KEEL_DONE;
-    if (run_work(j, work_hash, register_hashed) < 0)
-        return KEEL_DONE;
-    return KEEL_SUSPEND;
+    return keel_req_job_submit(r, NULL, work_reg_hash, register_hashed, j);
 }
 
 /* ---------------------------------------------------------------- login */
 
+typedef struct login_job {
+    creds cr;
+    int found, ok, rehash;
+    char user_id[64];
+    char role[32];
+    char status[16];
+    char hash[KEEL_PW_HASH_MAX];
+    char new_hash[KEEL_PW_HASH_MAX];
+    int64_t locked_until;
+    int64_t failed;
+    int invalidated;
+    app_tokens tokens;
+} login_job;
+
+static void login_cleanup(void *arg)
+{
+    app_tokens_clear(&((login_job *)arg)->tokens);
+}
+
 static int db_login_fetch(keel_db_conn *c, void *arg)
 {
-    job *j = arg;
-    keel_db_param p[] = {KEEL_DB_P_TEXT(j->email)};
+    login_job *j = arg;
+    keel_db_param p[] = {KEEL_DB_P_TEXT(j->cr.email)};
     keel_db_rows *rows;
     int rc = keel_db_query(c,
                            "SELECT id, password_hash, role, status, locked_until, failed_logins "
@@ -364,9 +288,31 @@ static int db_login_fetch(keel_db_conn *c, void *arg)
     return 0;
 }
 
+static void work_verify(void *arg)
+{
+    login_job *j = arg;
+    const secret *pw = &j->cr.pw;
+    if (j->found) {
+        j->ok = keel_password_verify(j->hash, pw->p, pw->n);
+        j->rehash = j->ok && keel_password_needs_rehash(j->hash, A.pw_ops, A.pw_mem);
+        if (j->rehash && keel_password_hash(pw->p, pw->n, A.pw_ops, A.pw_mem, j->new_hash) < 0)
+            j->rehash = 0;
+    } else {
+        pthread_once(&dummy_once, make_dummy_hash);
+        if (dummy_hash[0]) {
+            keel_password_verify(dummy_hash, pw->p, pw->n);
+        } else { /* no dummy (out of memory): spend the same time anyway */
+            char scratch[KEEL_PW_HASH_MAX];
+            keel_password_hash(pw->p, pw->n, A.pw_ops, A.pw_mem, scratch);
+        }
+        j->ok = 0;
+    }
+}
+
+/* in one transaction (keel_db_run_tx): may run again on a conflict */
 static int db_login_record(keel_db_conn *c, void *arg)
 {
-    job *j = arg;
+    login_job *j = arg;
     int64_t now = app_now();
     if (!j->ok) {
         /* count the failure; lock for LOGIN_LOCK_TIME doubling from the
@@ -384,6 +330,7 @@ static int db_login_record(keel_db_conn *c, void *arg)
                             "locked_until = $1, updated_at = $2 WHERE id = $3",
                             p, 3, NULL);
     }
+    app_tokens_clear(&j->tokens);
     keel_db_param p[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->user_id),
                          KEEL_DB_P_TEXT(j->rehash ? j->new_hash : j->hash)};
     int rc = keel_db_exec(c,
@@ -395,11 +342,6 @@ static int db_login_record(keel_db_conn *c, void *arg)
     return app_issue_tokens(c, &A, j->user_id, j->role, NULL, &j->tokens);
 }
 
-static int db_login_record_tx(keel_db_conn *c, void *arg)
-{
-    return keel_db_tx(c, db_login_record, arg);
-}
-
 static void bad_credentials(keel_req *r)
 {
     keel_res_set_header(r, "WWW-Authenticate", "Bearer realm=\"keel\"");
@@ -409,8 +351,9 @@ static void bad_credentials(keel_req *r)
 
 static void login_recorded(keel_req *r, void *arg, int status)
 {
-    job *j = arg;
-    if (invalidate_first(r, j, login_recorded, status)) /* last_login_at, updated_at */
+    login_job *j = arg;
+    /* last_login_at, updated_at */
+    if (invalidate_first(r, &j->invalidated, j->user_id, login_recorded, j, status))
         return;
     if (status < 0) {
         keel_db_respond_error(r, status);
@@ -422,36 +365,33 @@ static void login_recorded(keel_req *r, void *arg, int status)
         keel_log(KEEL_LOG_INFO, "login", "{s:s}", "user_id", j->user_id);
         respond_secret_json(r, 200, app_tokens_json(&j->tokens));
     }
-    job_free(j);
 }
 
 static void login_verified(keel_req *r, void *arg, int status)
 {
-    job *j = arg;
-    if (status < 0) {
-        job_free(j);
+    login_job *j = arg;
+    if (status < 0)
         return;
-    }
-    wipe(&j->password, &j->password_len);
+    secret_wipe(&j->cr.pw);
     if (!j->found) {
         bad_credentials(r);
-        job_free(j);
         return;
     }
     if (j->ok && strcmp(j->status, "active") != 0) {
         keel_res_set_header(r, "Cache-Control", "no-store");
         keel_respond_problem(r, 403, "this account is disabled");
-        job_free(j);
         return;
     }
-    run_db_later(j, db_login_record_tx, login_recorded);
+    keel_db_job_run_tx(r, A.db, db_login_record, login_recorded, j);
 }
 
 static void login_fetched(keel_req *r, void *arg, int status)
 {
-    job *j = arg;
-    if (db_failed(r, j, status))
+    login_job *j = arg;
+    if (status < 0) {
+        keel_db_respond_error(r, status);
         return;
+    }
     int64_t now = app_now();
     if (j->found && j->locked_until > now) {
         char retry[24];
@@ -459,25 +399,62 @@ static void login_fetched(keel_req *r, void *arg, int status)
         keel_res_set_header(r, "Retry-After", retry);
         keel_res_set_header(r, "Cache-Control", "no-store");
         keel_respond_problem(r, 429, "too many failed logins: this account is locked for a while");
-        job_free(j);
         return;
     }
-    run_work(j, work_verify, login_verified);
+    keel_req_job_submit(r, NULL, work_verify, login_verified, j);
 }
 
 static keel_flow h_login(keel_req *r)
 {
-    job *j = read_credentials(r, 0);
-    if (!j)
+    login_job *j = KEEL_REQ_JOB(r, login_job, login_cleanup);
+    if (read_credentials(r, 0, &j->cr) < 0)
         return KEEL_DONE;
-    return run_db(j, db_login_fetch, login_fetched);
+    return keel_db_job_run(r, A.db, db_login_fetch, login_fetched, j);
 }
 
 /* ---------------------------------------------------------------- refresh */
 
+/* Reads {"refresh_token": "..."} into its SHA-256 (hex; "" when absent
+ * and not required); -1 after answering. */
+static int read_refresh(keel_req *r, int required, char hash[65])
+{
+    json_t *body = app_json_body(r);
+    if (!body)
+        return -1;
+    size_t n = 0;
+    const char *t = body_str(r, body, "refresh_token", &n, required);
+    if (!t && keel_req_is_finished(r))
+        return -1;
+    if (t) {
+        if (n == 0 || n > 128) {
+            app_invalid(r, "/refresh_token", "must be a refresh token");
+            return -1;
+        }
+        app_sha256_hex(t, n, hash);
+    }
+    return 0;
+}
+
+typedef struct refresh_job {
+    char refresh_hash[65];
+    int found;
+    int reused; /* a rotated token used again: its family was revoked */
+    char user_id[64];
+    char role[32];
+    app_tokens tokens;
+} refresh_job;
+
+static void refresh_cleanup(void *arg)
+{
+    app_tokens_clear(&((refresh_job *)arg)->tokens);
+}
+
+/* in one transaction (keel_db_run_tx): may run again on a conflict */
 static int db_refresh(keel_db_conn *c, void *arg)
 {
-    job *j = arg;
+    refresh_job *j = arg;
+    j->found = j->reused = 0;
+    app_tokens_clear(&j->tokens);
     int64_t now = app_now();
     keel_db_param p[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->refresh_hash)};
     keel_db_rows *rows;
@@ -514,7 +491,7 @@ static int db_refresh(keel_db_conn *c, void *arg)
         }
         keel_db_rows_free(rows);
         if (*family) {
-            j->detail = "reuse";
+            j->reused = 1;
             keel_db_param q[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(family)};
             return keel_db_exec(c,
                                 "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 "
@@ -543,18 +520,13 @@ static int db_refresh(keel_db_conn *c, void *arg)
     return app_issue_tokens(c, &A, j->user_id, j->role, family, &j->tokens);
 }
 
-static int db_refresh_tx(keel_db_conn *c, void *arg)
-{
-    return keel_db_tx(c, db_refresh, arg);
-}
-
 static void refresh_done(keel_req *r, void *arg, int status)
 {
-    job *j = arg;
+    refresh_job *j = arg;
     if (status < 0) {
         keel_db_respond_error(r, status);
     } else if (!j->found) {
-        if (j->detail)
+        if (j->reused)
             keel_log(KEEL_LOG_WARN, "refresh token reused: its family is revoked", "{s:s}",
                      "user_id", j->user_id);
         keel_res_set_header(r, "Cache-Control", "no-store");
@@ -562,45 +534,32 @@ static void refresh_done(keel_req *r, void *arg, int status)
     } else {
         respond_secret_json(r, 200, app_tokens_json(&j->tokens));
     }
-    job_free(j);
-}
-
-/* Reads {"refresh_token": "..."}; NULL after answering. */
-static job *read_refresh(keel_req *r, int required)
-{
-    json_t *body = app_json_borrow(r);
-    if (!body)
-        return NULL;
-    size_t n = 0;
-    const char *t = body_str(r, body, "refresh_token", &n, required);
-    if (!t && keel_req_is_finished(r))
-        return NULL;
-    job *j = job_new(r);
-    if (t) {
-        if (n == 0 || n > 128) {
-            app_invalid(r, "/refresh_token", "must be a refresh token");
-            job_free(j);
-            return NULL;
-        }
-        app_sha256_hex(t, n, j->refresh_hash);
-    }
-    return j;
 }
 
 static keel_flow h_refresh(keel_req *r)
 {
-    job *j = read_refresh(r, 1);
-    if (!j)
+    refresh_job *j = KEEL_REQ_JOB(r, refresh_job, refresh_cleanup);
+    if (read_refresh(r, 1, j->refresh_hash) < 0)
         return KEEL_DONE;
-    return run_db(j, db_refresh_tx, refresh_done);
+    return keel_db_job_run_tx(r, A.db, db_refresh, refresh_done, j);
 }
 
 /* ---------------------------------------------------------------- logout */
 
+typedef struct logout_job {
+    char sub[64];         /* the principal */
+    char jti[40];         /* the access token to deny */
+    int64_t token_exp;    /* its exp */
+    char refresh_hash[65]; /* the refresh token given, if any */
+    int all;
+    char user_id[64];     /* logout-all: the user whose cached copy goes */
+    int invalidated;
+} logout_job;
+
+/* in one transaction (keel_db_run_tx) */
 static int db_logout(keel_db_conn *c, void *arg)
 {
-    job *j = arg;
-    const keel_principal *p = keel_req_principal(j->r);
+    logout_job *j = arg;
     int64_t now = app_now();
     keel_db_param d[] = {KEEL_DB_P_INT(now)};
     int rc = keel_db_exec(c, "DELETE FROM revoked_tokens WHERE expires_at < $1", d, 1, NULL);
@@ -611,14 +570,14 @@ static int db_logout(keel_db_conn *c, void *arg)
                       NULL);
     if (rc < 0 && rc != KEEL_EDB_CONSTRAINT)
         return rc;
-    if (j->logout_all) {
-        keel_db_param u[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(p->id)};
+    if (j->all) {
+        keel_db_param u[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->sub)};
         rc = keel_db_exec(c, "UPDATE users SET tokens_valid_after = $1 WHERE id = $2", u, 2, NULL);
-        return rc < 0 ? rc : app_end_sessions(c, p->id, now);
+        return rc < 0 ? rc : app_end_sessions(c, j->sub, now);
     }
     if (*j->refresh_hash) {
         keel_db_param t[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->refresh_hash),
-                             KEEL_DB_P_TEXT(p->id)};
+                             KEEL_DB_P_TEXT(j->sub)};
         rc = keel_db_exec(c,
                           "UPDATE refresh_tokens SET revoked_at = $1 WHERE token_hash = $2 "
                           "AND user_id = $3 AND revoked_at IS NULL",
@@ -627,40 +586,31 @@ static int db_logout(keel_db_conn *c, void *arg)
     return rc < 0 ? rc : 0;
 }
 
-static int db_logout_tx(keel_db_conn *c, void *arg)
-{
-    return keel_db_tx(c, db_logout, arg);
-}
-
 static void logout_done(keel_req *r, void *arg, int status)
 {
-    job *j = arg;
-    if (invalidate_first(r, j, logout_done, status)) /* logout-all: tokens_valid_after */
+    logout_job *j = arg;
+    /* logout-all: tokens_valid_after */
+    if (invalidate_first(r, &j->invalidated, j->user_id, logout_done, j, status))
         return;
     if (status < 0)
         keel_db_respond_error(r, status);
     else
         keel_respond(r, 204, NULL, NULL, 0);
-    job_free(j);
 }
 
 static keel_flow logout(keel_req *r, int all)
 {
-    job *j;
-    if (keel_req_body(r).len) {
-        j = read_refresh(r, 0);
-        if (!j)
-            return KEEL_DONE;
-    } else {
-        j = job_new(r);
-    }
+    logout_job *j = KEEL_REQ_JOB(r, logout_job, NULL);
+    if (keel_req_body(r).len && read_refresh(r, 0, j->refresh_hash) < 0)
+        return KEEL_DONE;
     const keel_principal *p = keel_req_principal(r);
-    snprintf(j->jti, sizeof(j->jti), "%s", p->jti); /* the access token to deny */
+    snprintf(j->sub, sizeof(j->sub), "%s", p->id);
+    snprintf(j->jti, sizeof(j->jti), "%s", p->jti);
     j->token_exp = p->token_exp;
-    j->logout_all = all;
+    j->all = all;
     if (all)
         snprintf(j->user_id, sizeof(j->user_id), "%s", p->id);
-    return run_db(j, db_logout_tx, logout_done);
+    return keel_db_job_run_tx(r, A.db, db_logout, logout_done, j);
 }
 
 static keel_flow h_logout(keel_req *r)
@@ -675,37 +625,55 @@ static keel_flow h_logout_all(keel_req *r)
 
 /* ---------------------------------------------------------------- me */
 
+typedef struct me_job {
+    char user_id[64];
+    json_t *user;
+} me_job;
+
+static void me_cleanup(void *arg)
+{
+    json_decref(((me_job *)arg)->user);
+}
+
 static int db_me(keel_db_conn *c, void *arg)
 {
-    job *j = arg;
+    me_job *j = arg;
     return app_fetch_user(c, j->user_id, 1, &j->user);
 }
 
 static void me_done(keel_req *r, void *arg, int status)
 {
-    job *j = arg;
+    me_job *j = arg;
     if (status < 0) {
         keel_db_respond_error(r, status);
     } else {
         keel_res_set_header(r, "Cache-Control", "no-store");
-        keel_respond_json(r, j->http_status ? j->http_status : 200, json_incref(j->user));
+        keel_respond_json(r, 200, json_incref(j->user));
     }
-    job_free(j);
 }
 
 static keel_flow h_me(keel_req *r)
 {
-    job *j = job_new(r);
+    me_job *j = KEEL_REQ_JOB(r, me_job, me_cleanup);
     snprintf(j->user_id, sizeof(j->user_id), "%s", keel_req_principal(r)->id);
-    return run_db(j, db_me, me_done);
+    return keel_db_job_run(r, A.db, db_me, me_done, j);
 }
-
 
 /* ---------------------------------------------------------------- password */
 
+typedef struct pw_job {
+    char user_id[64];
+    secret cur, nw;
+    int found;
+    int ok; /* 1 changed, 0 wrong current password, -1 could not hash */
+    char hash[KEEL_PW_HASH_MAX];
+    char new_hash[KEEL_PW_HASH_MAX];
+    int invalidated;
+} pw_job;
+
 static int db_pw_fetch(keel_db_conn *c, void *arg)
 {
-    job *j = arg;
+    pw_job *j = arg;
     keel_db_param p[] = {KEEL_DB_P_TEXT(j->user_id)};
     keel_db_rows *rows;
     int rc = keel_db_query(c, "SELECT password_hash FROM users WHERE id = $1", p, 1, &rows);
@@ -720,9 +688,19 @@ static int db_pw_fetch(keel_db_conn *c, void *arg)
     return 0;
 }
 
+/* verify the current password, then hash the new one */
+static void work_change(void *arg)
+{
+    pw_job *j = arg;
+    j->ok = j->found && keel_password_verify(j->hash, j->cur.p, j->cur.n);
+    if (j->ok && keel_password_hash(j->nw.p, j->nw.n, A.pw_ops, A.pw_mem, j->new_hash) < 0)
+        j->ok = -1;
+}
+
+/* in one transaction (keel_db_run_tx) */
 static int db_pw_store(keel_db_conn *c, void *arg)
 {
-    job *j = arg;
+    pw_job *j = arg;
     int64_t now = app_now();
     keel_db_param p[] = {KEEL_DB_P_TEXT(j->new_hash), KEEL_DB_P_INT(now),
                          KEEL_DB_P_TEXT(j->user_id)};
@@ -733,56 +711,48 @@ static int db_pw_store(keel_db_conn *c, void *arg)
     return rc < 0 ? rc : app_end_sessions(c, j->user_id, now);
 }
 
-static int db_pw_store_tx(keel_db_conn *c, void *arg)
-{
-    return keel_db_tx(c, db_pw_store, arg);
-}
-
 static void pw_stored(keel_req *r, void *arg, int status)
 {
-    job *j = arg;
-    if (invalidate_first(r, j, pw_stored, status)) /* updated_at */
+    pw_job *j = arg;
+    /* updated_at */
+    if (invalidate_first(r, &j->invalidated, j->user_id, pw_stored, j, status))
         return;
     if (status < 0)
         keel_db_respond_error(r, status);
     else
         keel_respond(r, 204, NULL, NULL, 0);
-    job_free(j);
 }
 
 static void pw_checked(keel_req *r, void *arg, int status)
 {
-    job *j = arg;
-    if (status < 0) {
-        job_free(j);
+    pw_job *j = arg;
+    if (status < 0)
         return;
-    }
-    wipe(&j->password, &j->password_len);
-    wipe(&j->new_password, &j->new_password_len);
+    secret_wipe(&j->cur);
+    secret_wipe(&j->nw);
     if (j->ok == 0) {
         keel_respond_problem(r, 403, "the current password is wrong");
-        job_free(j);
         return;
     }
     if (j->ok < 0) {
         keel_respond_problem(r, 500, "the password could not be hashed");
-        job_free(j);
         return;
     }
-    run_db_later(j, db_pw_store_tx, pw_stored);
+    keel_db_job_run_tx(r, A.db, db_pw_store, pw_stored, j);
 }
 
 static void pw_fetched(keel_req *r, void *arg, int status)
 {
-    job *j = arg;
-    if (db_failed(r, j, status))
+    if (status < 0) {
+        keel_db_respond_error(r, status);
         return;
-    run_work(j, work_change, pw_checked);
+    }
+    keel_req_job_submit(r, NULL, work_change, pw_checked, arg);
 }
 
 static keel_flow h_password(keel_req *r)
 {
-    json_t *body = app_json_borrow(r);
+    json_t *body = app_json_body(r);
     if (!body)
         return KEEL_DONE;
     size_t cl = 0, nl = 0;
@@ -797,13 +767,11 @@ static keel_flow h_password(keel_req *r)
         app_invalid(r, "/new_password", weak);
         return KEEL_DONE;
     }
-    job *j = job_new(r);
+    pw_job *j = KEEL_REQ_JOB(r, pw_job, NULL);
     snprintf(j->user_id, sizeof(j->user_id), "%s", keel_req_principal(r)->id);
-    j->password = secure_copy(cur, cl > 1024 ? 1024 : cl);
-    j->password_len = cl > 1024 ? 1024 : cl;
-    j->new_password = secure_copy(nw, nl);
-    j->new_password_len = nl;
-    return run_db(j, db_pw_fetch, pw_fetched);
+    secret_set(r, &j->cur, cur, cl > 1024 ? 1024 : cl);
+    secret_set(r, &j->nw, nw, nl);
+    return keel_db_job_run(r, A.db, db_pw_fetch, pw_fetched, j);
 }
 
 /* ---------------------------------------------------------------- credential store */
@@ -856,23 +824,19 @@ static void checked(keel_req *r, void *arg, int status)
             k->status = status;
         k->done(r, k->arg, k->status, k->status == 0 ? k->role : NULL);
     }
-    sodium_memzero(k, sizeof(*k));
-    keel_free(k);
 }
 
 static void store_check_user(void *self, keel_req *r, const keel_jwt_claims *claims,
                              keel_auth_done_fn done, void *arg)
 {
     (void)self;
-    check *k = keel_calloc(1, sizeof(*k));
+    check *k = KEEL_REQ_JOB(r, check, NULL); /* wiped with the request */
     k->claims = *claims;
     k->done = done;
     k->arg = arg;
     int rc = keel_db_run(r, A.db, db_check_user, checked, k);
-    if (rc < 0) {
-        keel_free(k);
-        done(r, arg, rc, NULL);
-    }
+    if (rc < 0)
+        done(r, arg, rc, NULL); /* the middleware answers */
 }
 
 /* API keys: "keel_<8 hex prefix>_<secret>"; the prefix finds the row,
@@ -923,17 +887,15 @@ static void store_check_apikey(void *self, keel_req *r, const char *key, size_t 
                                keel_auth_done_fn done, void *arg)
 {
     (void)self;
-    check *k = keel_calloc(1, sizeof(*k));
+    check *k = KEEL_REQ_JOB(r, check, NULL); /* the key is wiped with the request */
     memcpy(k->key, key, len < sizeof(k->key) ? len : sizeof(k->key) - 1);
     k->keylen = len < sizeof(k->key) ? len : sizeof(k->key) - 1;
     k->id_out = id_out;
     k->done = done;
     k->arg = arg;
     int rc = keel_db_run(r, A.db, db_check_apikey, checked, k);
-    if (rc < 0) {
-        keel_free(k);
-        done(r, arg, rc, NULL);
-    }
+    if (rc < 0)
+        done(r, arg, rc, NULL); /* the middleware answers */
 }
 
 /* ---------------------------------------------------------------- routes */

@@ -192,8 +192,37 @@ json_t *app_tokens_json(app_tokens *t)
     json_t *o = json_pack("{s:s,s:s,s:s,s:I}", "access_token", t->access, "refresh_token",
                           t->refresh, "token_type", "Bearer", "expires_in",
                           (json_int_t)t->expires_in);
-    keel_free(t->access);
-    t->access = NULL;
-    sodium_memzero(t->refresh, sizeof(t->refresh));
+    app_tokens_clear(t);
     return o;
+}
+
+void app_tokens_clear(app_tokens *t)
+{
+    if (t->access) {
+        sodium_memzero(t->access, strlen(t->access));
+        keel_free(t->access);
+        t->access = NULL;
+    }
+    sodium_memzero(t->refresh, sizeof(t->refresh));
+}
+
+typedef struct secret {
+    size_t n;
+    char p[];
+} secret;
+
+static void wipe_secret(void *arg)
+{
+    secret *s = arg;
+    sodium_memzero(s->p, s->n + 1);
+}
+
+char *app_secret_dup(keel_req *r, const char *s, size_t n)
+{
+    secret *c = keel_arena_alloc(keel_req_arena(r), sizeof(*c) + n + 1);
+    c->n = n;
+    memcpy(c->p, s, n);
+    c->p[n] = '\0';
+    keel_arena_defer(keel_req_arena(r), wipe_secret, c);
+    return c->p;
 }

@@ -115,7 +115,7 @@ static keel_flow h_put(keel_req *r)
     const char *key = key_of(r);
     if (!key)
         return KEEL_DONE;
-    json_t *body = app_json_borrow(r);
+    json_t *body = app_json_body(r);
     if (!body)
         return KEEL_DONE;
     json_t *value = json_object_get(body, "value"), *ttl = json_object_get(body, "ttl_seconds");

@@ -109,7 +109,7 @@ static void acquired(void *arg, int status, const keel_lock_grant *g)
 
 static keel_flow lock_acquire(keel_req *r)
 {
-    json_t *body = app_json_borrow(r); /* checked by request_schema */
+    json_t *body = app_json_body(r); /* checked by request_schema */
     json_t *ttl = json_object_get(body, "ttl_ms"), *wait = json_object_get(body, "wait_ms");
     uint64_t ttl_ms = ttl ? (uint64_t)json_integer_value(ttl) : TTL_DEFAULT_MS;
     uint64_t wait_ms = wait ? (uint64_t)json_integer_value(wait) : 0;
@@ -163,7 +163,7 @@ static keel_flow lock_release(keel_req *r)
     const char *tp = h.ptr;
     size_t tn = h.len;
     if (!tp && keel_req_body(r).len) {
-        json_t *body = app_json_borrow(r);
+        json_t *body = app_json_body(r);
         if (!body)
             return KEEL_DONE; /* 415 or 400 sent */
         json_t *t = json_object_get(body, "token");
@@ -218,7 +218,7 @@ static void published(void *arg, int status)
 
 static keel_flow events_publish(keel_req *r)
 {
-    json_t *payload = app_json_borrow(r); /* checked by request_schema */
+    json_t *payload = app_json_body(r); /* checked by request_schema */
     pub_call *c = keel_arena_alloc(keel_req_arena(r), sizeof(*c));
     c->r = r;
     name_copy(r, "channel", c->channel);

@@ -23,49 +23,34 @@ static app_auth *A;
 static keel_cache *C;
 static uint64_t user_ttl_ms; /* USER_CACHE_TTL; 0 = not cached */
 
-typedef struct ujob {
-    keel_req *r;
-    char id[64];
-    char self[64];
-    /* list */
-    int64_t page, limit;
-    char role[32], status[16], q[256], order[64];
-    int include_deleted;
-    /* changes */
-    char name[256], email[256], new_role[32], new_status[16];
-    int has_name, has_email, has_role, has_status;
-    char *password;
-    size_t password_len;
-    char hash[KEEL_PW_HASH_MAX];
-    int ok;
-    int invalidated;
-    keel_cache_flight *flight;
-    json_t *out;
-} ujob;
+/* ---------------------------------------------------------------- jobs */
 
-static ujob *ujob_new(keel_req *r)
+/* What every flow here answers with (done_json): `out` with `status` (0:
+ * 200), or 204 without a body. Each flow's job starts with one and lives
+ * in the request's arena (keel_req_job_new): released with the request,
+ * `out` decref'd then (reply_cleanup), never freed by hand. */
+typedef struct reply {
+    json_t *out;
+    int status;
+    char id[64];     /* the user acted on */
+    int invalidated; /* its cached copy is gone (done_write) */
+} reply;
+
+static void reply_cleanup(void *job)
 {
-    ujob *j = keel_calloc(1, sizeof(*j));
-    j->r = r;
-    const keel_principal *p = keel_req_principal(r);
-    if (p && !strcmp(p->kind, "user"))
-        snprintf(j->self, sizeof(j->self), "%s", p->id);
-    return j;
+    json_decref(((reply *)job)->out);
 }
 
-static void ujob_free(ujob *j)
+/* The caller's own user id, or "" (an API key). */
+static void self_id(keel_req *r, char out[64])
 {
-    if (j->password) {
-        sodium_memzero(j->password, j->password_len);
-        keel_free(j->password);
-    }
-    json_decref(j->out);
-    keel_free(j);
+    const keel_principal *p = keel_req_principal(r);
+    snprintf(out, 64, "%s", p && !strcmp(p->kind, "user") ? p->id : "");
 }
 
 static void done_json(keel_req *r, void *arg, int status)
 {
-    ujob *j = arg;
+    reply *j = arg;
     if (status < 0) {
         if (status == KEEL_EDB_CONSTRAINT)
             keel_respond_problem(r, 409, "an account with this e-mail address already exists");
@@ -73,27 +58,10 @@ static void done_json(keel_req *r, void *arg, int status)
             keel_db_respond_error(r, status);
     } else if (j->out) {
         keel_res_set_header(r, "Cache-Control", "no-store");
-        keel_respond_json(r, j->ok ? j->ok : 200, json_incref(j->out));
+        keel_respond_json(r, j->status ? j->status : 200, json_incref(j->out));
     } else {
         keel_respond(r, 204, NULL, NULL, 0);
     }
-    ujob_free(j);
-}
-
-static keel_flow run_with(ujob *j, keel_db_fn fn, keel_db_done_cb done)
-{
-    int rc = keel_db_run(j->r, A->db, fn, done, j);
-    if (rc < 0) {
-        keel_db_respond_error(j->r, rc);
-        ujob_free(j);
-        return KEEL_DONE;
-    }
-    return KEEL_SUSPEND;
-}
-
-static keel_flow run(ujob *j, keel_db_fn fn)
-{
-    return run_with(j, fn, done_json);
 }
 
 /* ---------------------------------------------------------------- cache */
@@ -131,7 +99,7 @@ void app_user_invalidate(keel_req *r, const char *user_id, keel_db_done_cb then,
 /* A write's answer, once the cached copy of the user is gone. */
 static void done_write(keel_req *r, void *arg, int status)
 {
-    ujob *j = arg;
+    reply *j = arg;
     if (status >= 0 && !j->invalidated) {
         j->invalidated = 1;
         app_user_invalidate(r, j->id, done_write, j, status);
@@ -142,26 +110,38 @@ static void done_write(keel_req *r, void *arg, int status)
 
 /* The path id when it is the caller's own, or the caller holds perm;
  * else answers 403 and returns 0. */
-static int allowed_on(keel_req *r, ujob *j, const char *perm)
+static int allowed_on(keel_req *r, reply *j, const char *perm)
 {
     keel_str id = keel_req_param(r, "id");
     snprintf(j->id, sizeof(j->id), "%.*s", (int)(id.len < 63 ? id.len : 63), id.ptr);
-    if ((*j->self && !strcmp(j->self, j->id)) || keel_principal_can(keel_req_principal(r), perm))
+    char self[64];
+    self_id(r, self);
+    if ((*self && !strcmp(self, j->id)) || keel_principal_can(keel_req_principal(r), perm))
         return 1;
     keel_respond_problem(r, 403, "you may only act on your own account");
     return 0;
 }
 
-static int fetch_one(keel_db_conn *c, ujob *j, int include_deleted)
+/* The user j->id into j->out (replacing what a previous attempt left). */
+static int fetch_one(keel_db_conn *c, reply *j, int include_deleted)
 {
+    json_decref(j->out);
+    j->out = NULL;
     return app_fetch_user(c, j->id, include_deleted, &j->out);
 }
 
 /* ---------------------------------------------------------------- list */
 
+typedef struct list_job {
+    reply rep;
+    int64_t page, limit;
+    char role[32], status[16], q[256], order[64];
+    int include_deleted;
+} list_job;
+
 static int db_list(keel_db_conn *c, void *arg)
 {
-    ujob *j = arg;
+    list_job *j = arg;
     char where[512] = "WHERE 1 = 1";
     keel_db_param p[6];
     size_t n = 0;
@@ -214,14 +194,14 @@ static int db_list(keel_db_conn *c, void *arg)
         json_decref(data);
         return rc;
     }
-    j->out = json_pack("{s:o,s:I,s:I,s:I,s:I}", "data", data, "page", (json_int_t)j->page,
+    j->rep.out = json_pack("{s:o,s:I,s:I,s:I,s:I}", "data", data, "page", (json_int_t)j->page,
                        "limit", (json_int_t)j->limit, "total", (json_int_t)total, "pages",
                        (json_int_t)((total + j->limit - 1) / j->limit));
     return 0;
 }
 
 /* ?page, ?limit (max 100), ?role, ?status, ?q (e-mail prefix), ?sort. */
-static int read_list_query(keel_req *r, ujob *j)
+static int read_list_query(keel_req *r, list_job *j)
 {
     j->page = 1;
     j->limit = 20;
@@ -300,26 +280,27 @@ static int read_list_query(keel_req *r, ujob *j)
 
 static keel_flow h_list(keel_req *r)
 {
-    ujob *j = ujob_new(r);
-    if (read_list_query(r, j) < 0) {
-        ujob_free(j);
+    list_job *j = KEEL_REQ_JOB(r, list_job, reply_cleanup);
+    if (read_list_query(r, j) < 0)
         return KEEL_DONE;
-    }
     j->include_deleted = 0; /* the admin list shows them */
-    return run(j, db_list);
+    return keel_db_job_run(r, A->db, db_list, done_json, j);
 }
 
 static keel_flow h_admin_list(keel_req *r)
 {
-    ujob *j = ujob_new(r);
-    if (read_list_query(r, j) < 0) {
-        ujob_free(j);
+    list_job *j = KEEL_REQ_JOB(r, list_job, reply_cleanup);
+    if (read_list_query(r, j) < 0)
         return KEEL_DONE;
-    }
-    return run(j, db_list);
+    return keel_db_job_run(r, A->db, db_list, done_json, j);
 }
 
 /* ---------------------------------------------------------------- one */
+
+typedef struct get_job {
+    reply rep;
+    keel_cache_flight *flight;
+} get_job;
 
 static int db_get(keel_db_conn *c, void *arg)
 {
@@ -328,15 +309,15 @@ static int db_get(keel_db_conn *c, void *arg)
 
 static void user_loaded(keel_req *r, void *arg, int status)
 {
-    ujob *j = arg;
+    get_job *j = arg;
     (void)r;
-    keel_cache_loaded(j->flight, status, j->out); /* then got_user (may free j) */
+    keel_cache_loaded(j->flight, status, j->rep.out); /* then got_user */
 }
 
 /* The loader of the cache-aside read: one per id and miss per process. */
 static void load_user(keel_req *r, void *arg, keel_cache_flight *f)
 {
-    ujob *j = arg;
+    get_job *j = arg;
     j->flight = f;
     int rc = keel_db_run(r, A->db, db_get, user_loaded, j);
     if (rc < 0)
@@ -345,46 +326,51 @@ static void load_user(keel_req *r, void *arg, keel_cache_flight *f)
 
 static void got_user(keel_req *r, void *arg, int status, json_t *value)
 {
-    ujob *j = arg;
+    (void)arg; /* the get_job: released with the request */
     if (status < 0) {
         keel_db_respond_error(r, status); /* a no-op when r has ended */
     } else {
         keel_res_set_header(r, "Cache-Control", "no-store");
         keel_respond_json(r, 200, json_incref(value));
     }
-    ujob_free(j);
 }
 
 static keel_flow h_get(keel_req *r)
 {
-    ujob *j = ujob_new(r);
-    if (!allowed_on(r, j, "users:read")) { /* before the cache: no IDOR through it */
-        ujob_free(j);
+    get_job *j = KEEL_REQ_JOB(r, get_job, reply_cleanup);
+    if (!allowed_on(r, &j->rep, "users:read")) /* before the cache: no IDOR through it */
         return KEEL_DONE;
-    }
     if (!C || !user_ttl_ms ||
-        keel_cache_fetch(C, r, "users", j->id, user_ttl_ms, load_user, got_user, j) < 0)
-        return run(j, db_get);
+        keel_cache_fetch(C, r, "users", j->rep.id, user_ttl_ms, load_user, got_user, j) < 0)
+        return keel_db_job_run(r, A->db, db_get, done_json, j);
     return keel_req_is_finished(r) ? KEEL_DONE : KEEL_SUSPEND;
 }
 
+typedef struct change_job {
+    reply rep;
+    char name[256], email[256], new_role[32], new_status[16];
+    int has_name, has_email, has_role, has_status;
+} change_job;
+
+/* in one transaction (keel_db_run_tx): may run again on a conflict */
 static int db_patch(keel_db_conn *c, void *arg)
 {
-    ujob *j = arg;
+    change_job *j = arg;
+    const char *id = j->rep.id;
     int64_t now = app_now();
     int rc;
-    if ((rc = fetch_one(c, j, 0)) < 0)
+    if ((rc = fetch_one(c, &j->rep, 0)) < 0)
         return rc;
-    json_decref(j->out);
-    j->out = NULL;
+    json_decref(j->rep.out);
+    j->rep.out = NULL;
     if (j->has_name) {
-        keel_db_param p[] = {KEEL_DB_P_TEXT(j->name), KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->id)};
+        keel_db_param p[] = {KEEL_DB_P_TEXT(j->name), KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(id)};
         if ((rc = keel_db_exec(c, "UPDATE users SET name = $1, updated_at = $2 WHERE id = $3", p,
                                3, NULL)) < 0)
             return rc;
     }
     if (j->has_email) {
-        keel_db_param p[] = {KEEL_DB_P_TEXT(j->email), KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->id)};
+        keel_db_param p[] = {KEEL_DB_P_TEXT(j->email), KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(id)};
         if ((rc = keel_db_exec(c,
                                "UPDATE users SET email = $1, email_verified = FALSE, "
                                "updated_at = $2 WHERE id = $3 AND email <> $1",
@@ -394,7 +380,7 @@ static int db_patch(keel_db_conn *c, void *arg)
     if (j->has_role || j->has_status) {
         keel_db_param p[] = {KEEL_DB_P_TEXT(j->has_role ? j->new_role : ""),
                              KEEL_DB_P_TEXT(j->has_status ? j->new_status : ""),
-                             KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->id)};
+                             KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(id)};
         if ((rc = keel_db_exec(c,
                                "UPDATE users SET role = CASE WHEN $1 = '' THEN role ELSE $1 END, "
                                "status = CASE WHEN $2 = '' THEN status ELSE $2 END, "
@@ -402,21 +388,16 @@ static int db_patch(keel_db_conn *c, void *arg)
                                p, 4, NULL)) < 0)
             return rc;
         if (j->has_status && !strcmp(j->new_status, "disabled") &&
-            (rc = app_end_sessions(c, j->id, now)) < 0)
+            (rc = app_end_sessions(c, id, now)) < 0)
             return rc;
     }
-    return fetch_one(c, j, 0);
-}
-
-static int db_patch_tx(keel_db_conn *c, void *arg)
-{
-    return keel_db_tx(c, db_patch, arg);
+    return fetch_one(c, &j->rep, 0);
 }
 
 /* Reads the fields of a PATCH: `admin` allows role/status and only those. */
-static int read_changes(keel_req *r, ujob *j, int admin)
+static int read_changes(keel_req *r, change_job *j, int admin)
 {
-    json_t *body = app_json_borrow(r);
+    json_t *body = app_json_body(r);
     if (!body)
         return -1;
     if (!json_is_object(body)) {
@@ -473,49 +454,45 @@ static int read_changes(keel_req *r, ujob *j, int admin)
 
 static keel_flow h_patch(keel_req *r)
 {
-    ujob *j = ujob_new(r);
-    if (!allowed_on(r, j, "users:write") || read_changes(r, j, 0) < 0) {
-        ujob_free(j);
+    change_job *j = KEEL_REQ_JOB(r, change_job, reply_cleanup);
+    if (!allowed_on(r, &j->rep, "users:write") || read_changes(r, j, 0) < 0)
         return KEEL_DONE;
-    }
-    return run_with(j, db_patch_tx, done_write);
+    return keel_db_job_run_tx(r, A->db, db_patch, done_write, j);
 }
 
 /* PATCH /api/v1/auth/me: the same change on the caller's own record. */
 keel_flow app_user_patch_self(keel_req *r)
 {
-    ujob *j = ujob_new(r);
-    snprintf(j->id, sizeof(j->id), "%s", j->self);
-    if (read_changes(r, j, 0) < 0) {
-        ujob_free(j);
+    change_job *j = KEEL_REQ_JOB(r, change_job, reply_cleanup);
+    self_id(r, j->rep.id);
+    if (read_changes(r, j, 0) < 0)
         return KEEL_DONE;
-    }
-    return run_with(j, db_patch_tx, done_write);
+    return keel_db_job_run_tx(r, A->db, db_patch, done_write, j);
 }
 
 static keel_flow h_admin_patch(keel_req *r)
 {
-    ujob *j = ujob_new(r);
+    change_job *j = KEEL_REQ_JOB(r, change_job, reply_cleanup);
+    char self[64];
+    self_id(r, self);
     keel_str id = keel_req_param(r, "id");
-    snprintf(j->id, sizeof(j->id), "%.*s", (int)(id.len < 63 ? id.len : 63), id.ptr);
-    if (*j->self && !strcmp(j->self, j->id)) {
+    snprintf(j->rep.id, sizeof(j->rep.id), "%.*s", (int)(id.len < 63 ? id.len : 63), id.ptr);
+    if (*self && !strcmp(self, j->rep.id)) {
         keel_respond_problem(r, 403, "an administrator cannot change their own role or status");
-        ujob_free(j);
         return KEEL_DONE;
     }
-    if (read_changes(r, j, 1) < 0) {
-        ujob_free(j);
+    if (read_changes(r, j, 1) < 0)
         return KEEL_DONE;
-    }
-    keel_log(KEEL_LOG_INFO, "admin changed a user", "{s:s,s:s,s:s,s:s}", "by", j->self, "user_id",
-             j->id, "role", j->has_role ? j->new_role : "-", "status",
+    keel_log(KEEL_LOG_INFO, "admin changed a user", "{s:s,s:s,s:s,s:s}", "by", self, "user_id",
+             j->rep.id, "role", j->has_role ? j->new_role : "-", "status",
              j->has_status ? j->new_status : "-");
-    return run_with(j, db_patch_tx, done_write);
+    return keel_db_job_run_tx(r, A->db, db_patch, done_write, j);
 }
 
+/* in one transaction (keel_db_run_tx) */
 static int db_delete(keel_db_conn *c, void *arg)
 {
-    ujob *j = arg;
+    reply *j = arg;
     int64_t now = app_now();
     keel_db_param p[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->id)};
     int64_t n = 0;
@@ -530,65 +507,61 @@ static int db_delete(keel_db_conn *c, void *arg)
     return app_end_sessions(c, j->id, now);
 }
 
-static int db_delete_tx(keel_db_conn *c, void *arg)
-{
-    return keel_db_tx(c, db_delete, arg);
-}
-
 static keel_flow h_delete(keel_req *r)
 {
-    ujob *j = ujob_new(r);
-    if (!allowed_on(r, j, "users:delete")) {
-        ujob_free(j);
+    reply *j = KEEL_REQ_JOB(r, reply, reply_cleanup);
+    if (!allowed_on(r, j, "users:delete"))
         return KEEL_DONE;
-    }
-    return run_with(j, db_delete_tx, done_write);
+    return keel_db_job_run_tx(r, A->db, db_delete, done_write, j);
 }
 
 /* ---------------------------------------------------------------- create */
 
+typedef struct create_job {
+    reply rep;
+    char email[256], name[256], role[32];
+    char *password; /* app_secret_dup: wiped with the request */
+    size_t password_len;
+    char hash[KEEL_PW_HASH_MAX];
+    int hashed;
+} create_job;
+
 static int db_create(keel_db_conn *c, void *arg)
 {
-    ujob *j = arg;
-    int rc = app_insert_user(c, j->id, j->email, j->hash, j->name, j->new_role, 0);
+    create_job *j = arg;
+    int rc = app_insert_user(c, j->rep.id, j->email, j->hash, j->name, j->role, 0);
     if (rc < 0)
         return rc;
-    j->ok = 201;
-    return fetch_one(c, j, 0);
+    j->rep.status = 201;
+    return fetch_one(c, &j->rep, 0);
 }
 
 static void work_hash(void *arg)
 {
-    ujob *j = arg;
-    j->ok = keel_password_hash(j->password, j->password_len, A->pw_ops, A->pw_mem, j->hash) == 0;
+    create_job *j = arg;
+    j->hashed =
+        keel_password_hash(j->password, j->password_len, A->pw_ops, A->pw_mem, j->hash) == 0;
 }
 
 static void create_hashed(keel_req *r, void *arg, int status)
 {
-    ujob *j = arg;
-    if (status < 0) {
-        ujob_free(j);
+    create_job *j = arg;
+    if (status < 0)
         return;
-    }
     sodium_memzero(j->password, j->password_len);
-    if (!j->ok) {
+    if (!j->hashed) {
         keel_respond_problem(r, 500, "the password could not be hashed");
-        ujob_free(j);
         return;
     }
-    j->ok = 0;
-    if (keel_db_run(r, A->db, db_create, done_json, j) < 0) {
-        keel_respond_unavailable(r, 1, "the database is busy");
-        ujob_free(j);
-    }
+    keel_db_job_run(r, A->db, db_create, done_json, j);
 }
 
 static keel_flow h_create(keel_req *r)
 {
-    json_t *body = app_json_borrow(r);
+    json_t *body = app_json_body(r);
     if (!body)
         return KEEL_DONE;
-    ujob *j = ujob_new(r);
+    create_job *j = KEEL_REQ_JOB(r, create_job, reply_cleanup);
     json_t *e = json_object_get(body, "email"), *pw = json_object_get(body, "password"),
            *name = json_object_get(body, "name"), *role = json_object_get(body, "role");
     const char *weak = NULL;
@@ -605,18 +578,11 @@ static keel_flow h_create(keel_req *r)
         app_invalid(r, "/role", "must be one of user, moderator, admin");
     } else {
         snprintf(j->name, sizeof(j->name), "%s", name ? json_string_value(name) : "");
-        snprintf(j->new_role, sizeof(j->new_role), "%s", role ? json_string_value(role) : "user");
+        snprintf(j->role, sizeof(j->role), "%s", role ? json_string_value(role) : "user");
         j->password_len = json_string_length(pw);
-        j->password = keel_malloc(j->password_len + 1);
-        memcpy(j->password, json_string_value(pw), j->password_len + 1);
-        if (keel_req_submit(r, work_hash, create_hashed, j) < 0) {
-            keel_respond_unavailable(r, 1, "the server is busy");
-            ujob_free(j);
-            return KEEL_DONE;
-        }
-        return KEEL_SUSPEND;
+        j->password = app_secret_dup(r, json_string_value(pw), j->password_len);
+        return keel_req_job_submit(r, NULL, work_hash, create_hashed, j);
     }
-    ujob_free(j);
     return KEEL_DONE;
 }
 

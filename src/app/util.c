@@ -9,19 +9,6 @@ json_t *app_json_body(keel_req *r)
     return keel_req_json(r);
 }
 
-static void decref(void *v)
-{
-    json_decref(v);
-}
-
-json_t *app_json_borrow(keel_req *r)
-{
-    json_t *v = keel_req_json(r);
-    if (v)
-        keel_arena_defer(keel_req_arena(r), decref, v);
-    return v;
-}
-
 void app_invalid(keel_req *r, const char *pointer, const char *message)
 {
     keel_respond_problem_ex(r, 422, NULL, "the request is not valid",

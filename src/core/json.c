@@ -75,7 +75,7 @@ json_t *keel_req_json(keel_req *r)
 {
     json_t *cached = keel_req_get_local(r, KEEL_JSON_LOCAL);
     if (cached)
-        return json_incref(cached);
+        return cached;
     if (!keel_json_content_type(keel_req_header(r, "content-type"))) {
         keel_respond_problem(r, 415, "expected a JSON body (Content-Type: application/json)");
         return NULL;
@@ -102,5 +102,5 @@ json_t *keel_req_json(keel_req *r)
     }
     keel_req_set_local(r, KEEL_JSON_LOCAL, v);
     keel_arena_defer(keel_req_arena(r), release_json, v);
-    return json_incref(v);
+    return v;
 }

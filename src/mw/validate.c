@@ -348,7 +348,6 @@ static keel_flow on_request(keel_req *r, void *data)
         json_t *p = params_object(r, rt, s->params);
         if (!p) {
             json_decref(errors);
-            json_decref(body);
             keel_respond_problem(r, 400, "malformed path parameter (not UTF-8)");
             return KEEL_DONE;
         }
@@ -359,7 +358,6 @@ static keel_flow on_request(keel_req *r, void *data)
         json_t *q = query_object(r, s->query, errors);
         if (!q) {
             json_decref(errors);
-            json_decref(body);
             return KEEL_DONE;
         }
         keep(r, QUERY_LOCAL, q);
@@ -368,7 +366,6 @@ static keel_flow on_request(keel_req *r, void *data)
     }
     if (body && json_array_size(errors) < KEEL_SCHEMA_MAX_ERRORS)
         cut |= check_into(s->request, body, "body", errors);
-    json_decref(body); /* the request keeps its own reference */
     size_t n = json_array_size(errors);
     if (!n) {
         json_decref(errors);

@@ -257,6 +257,7 @@ typedef struct db_job {
     keel_db_done_cb done;
     void *arg;
     const char *request_id;
+    int tx; /* keel_db_run_tx: fn inside keel_db_tx */
     int rc;
 } db_job;
 
@@ -286,7 +287,7 @@ static void job_work(void *arg)
         keel_db_conn *c = s->conn;
         __atomic_add_fetch(&j->db->in_use, 1, __ATOMIC_RELAXED);
         c->request_id = j->request_id;
-        j->rc = j->fn(c, j->arg);
+        j->rc = j->tx ? keel_db_tx(c, j->fn, j->arg) : j->fn(c, j->arg);
         keel__db_conn_reset(c);
         __atomic_sub_fetch(&j->db->in_use, 1, __ATOMIC_RELAXED);
         s->last_used_ms = keel_now_ms();
@@ -307,7 +308,7 @@ static void job_after(keel_req *r, void *arg, int status)
     keel_free(j);
 }
 
-int keel_db_run(keel_req *r, keel_db *db, keel_db_fn fn, keel_db_done_cb done, void *arg)
+static int run(keel_req *r, keel_db *db, int tx, keel_db_fn fn, keel_db_done_cb done, void *arg)
 {
     if (!r || !db || !fn || !done)
         return KEEL_EINVAL;
@@ -316,12 +317,45 @@ int keel_db_run(keel_req *r, keel_db *db, keel_db_fn fn, keel_db_done_cb done, v
     j->fn = fn;
     j->done = done;
     j->arg = arg;
+    j->tx = tx;
     /* The request is held until `done` runs, so its id outlives the job. */
     j->request_id = keel_req_id(r);
     int rc = keel_req_submit_pool(r, db->pool, job_work, job_after, j);
     if (rc < 0)
         keel_free(j);
     return rc;
+}
+
+int keel_db_run(keel_req *r, keel_db *db, keel_db_fn fn, keel_db_done_cb done, void *arg)
+{
+    return run(r, db, 0, fn, done, arg);
+}
+
+int keel_db_run_tx(keel_req *r, keel_db *db, keel_db_fn fn, keel_db_done_cb done, void *arg)
+{
+    return run(r, db, 1, fn, done, arg);
+}
+
+/* A job's submit path: on failure the answer is the caller's no more. */
+static keel_flow job_run(keel_req *r, keel_db *db, int tx, keel_db_fn fn, keel_db_done_cb done,
+                         void *job)
+{
+    int rc = run(r, db, tx, fn, done, job);
+    if (rc == 0)
+        return KEEL_SUSPEND;
+    keel_db_respond_error(r, rc); /* KEEL_EBUSY: 503 + Retry-After: 1 */
+    return KEEL_DONE;
+}
+
+keel_flow keel_db_job_run(keel_req *r, keel_db *db, keel_db_fn fn, keel_db_done_cb done, void *job)
+{
+    return job_run(r, db, 0, fn, done, job);
+}
+
+keel_flow keel_db_job_run_tx(keel_req *r, keel_db *db, keel_db_fn fn, keel_db_done_cb done,
+                             void *job)
+{
+    return job_run(r, db, 1, fn, done, job);
 }
 
 /* ---------------------------------------------------------------- health */
