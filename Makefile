@@ -7,7 +7,7 @@ PYTHON   ?= /usr/bin/python3
 BUILD    ?= build
 
 PKGS     := libuv jansson sqlite3 zlib libsodium hiredis
-# libjwt is loaded at run time too (src/mw/jwt.c); its header is needed to build
+# libjwt is loaded at run time too (src/auth/jwt.c); its header is needed to build
 CFLAGS_JWT := $(shell pkg-config --cflags libjwt 2>/dev/null)
 # libpq is loaded at run time (src/store/db_pg.c); its header is needed to build
 CFLAGS_PQ := $(shell pkg-config --cflags libpq 2>/dev/null)
@@ -17,7 +17,7 @@ ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Iinclude -Isrc \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS_PQ) $(CFLAGS_JWT) -MMD -MP
 LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldl -lpthread -lm
 
-LIB_SRC  := $(wildcard src/core/*.c src/obs/*.c src/mw/*.c src/store/*.c src/resil/*.c src/svc/*.c)
+LIB_SRC  := $(wildcard src/core/*.c src/auth/*.c src/schema/*.c src/obs/*.c src/mw/*.c src/store/*.c src/resil/*.c src/svc/*.c)
 APP_SRC  := $(wildcard src/app/*.c) src/main.c
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 # web/docs (the /docs page) compiled into libkeel (scripts/embed_web.sh)

@@ -1,6 +1,7 @@
 /* keel/auth.h — access tokens (JWT HS256), passwords (argon2id), roles
- * and permissions, and the middleware that enforces a route's `auth` and
- * `permission`.
+ * and permissions, and the request's principal (src/auth). The middleware
+ * that enforces a route's `auth` and `permission` is keel_mw_auth in
+ * keel/mw.h.
  *
  * JWT: keel signs and verifies with libjwt, but does not trust it with the
  * decisions libjwt 1.10 gets wrong: the token's header is parsed by keel
@@ -108,32 +109,6 @@ typedef struct keel_principal {
 const keel_principal *keel_req_principal(const keel_req *r);
 /* Whether the request's principal holds permission (role or scopes). */
 int keel_principal_can(const keel_principal *p, const char *permission);
-
-/* Loads what the token alone cannot tell: whether the user still exists
- * and is active, its current role, and whether the token was revoked
- * (logout) or issued before a logout-all. Runs asynchronously (a database
- * query): call done(r, arg, status, role) exactly once on r's loop;
- * status 0 = valid (role: the current role, copied), KEEL_EACCES =
- * revoked/disabled/unknown, other negative = could not check (503). */
-typedef void (*keel_auth_done_fn)(keel_req *r, void *arg, int status, const char *role);
-typedef struct keel_auth_store {
-    void (*check_user)(void *self, keel_req *r, const keel_jwt_claims *claims,
-                       keel_auth_done_fn done, void *arg);
-    /* API keys: verify the presented key; done's role carries the scopes
-     * and the key id is written to id_out (64 bytes) before done. */
-    void (*check_apikey)(void *self, keel_req *r, const char *key, size_t len,
-                         char *id_out, keel_auth_done_fn done, void *arg);
-    void *self;
-} keel_auth_store;
-
-/* The middleware: for routes with `auth` "user" (a Bearer access token),
- * "apikey" (X-API-Key) or "any" (either): 401 problem+json with
- * WWW-Authenticate for missing or bad credentials, 403 when the route's
- * `permission` is not held; sets KEEL_PRINCIPAL and the rate limiter's
- * KEEL_RL_SUBJECT ("user:<id>" / "apikey:<id>"). Routes without auth pass
- * through untouched. Authorization headers over KEEL_JWT_MAX_LEN are
- * refused before any parsing. cfg is copied; store must outlive it. */
-keel_middleware keel_mw_auth(const keel_jwt_cfg *cfg, keel_auth_store store);
 
 #ifdef __cplusplus
 }

@@ -11,7 +11,7 @@
 #include <strings.h>
 #include <time.h>
 
-#include "keel/auth.h"
+#include "keel/mw.h"
 #include "keel/ratelimit.h"
 
 #define APIKEY_MAX 256
