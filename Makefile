@@ -136,6 +136,7 @@ fuzz-short: deps-test $(FUZZ_BIN)
 	  grep -E '^(Done|#[0-9]+ *DONE)' $$d.log | tail -n 1; echo "fuzz: $$n passed"; done
 
 test: deps-test
+	$(MAKE) --no-print-directory check-layers
 	$(MAKE) --no-print-directory all
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory unit-db
@@ -147,6 +148,13 @@ test: deps-test
 
 bench: deps all
 	bench/run.sh
+
+# The layer rule (docs/architecture.md) from the #include lines; the
+# self-test first proves the check fails on a violating include.
+.PHONY: check-layers
+check-layers:
+	@scripts/check_layers.sh --self-test
+	@scripts/check_layers.sh
 
 clean:
 	rm -rf build
