@@ -496,8 +496,9 @@ static void process_input(keel_conn *c)
                 c->deadline = c->head_started + s->cfg.header_timeout_ms;
             }
             keel_req *r = c->req ? c->req : (c->req = keel__req_new(c->w, c));
-            int rc = keel_http_parse_request(c->in.data + c->parsed, avail, &r->head,
-                                             &s->limits);
+            /* resumes where the last read's call stopped (r->hp) */
+            int rc = keel_http_parse_request_resume(c->in.data + c->parsed, avail, &r->head,
+                                                    &s->limits, &r->hp);
             if (rc == 0)
                 break;
             if (rc < 0) {

@@ -149,6 +149,7 @@ struct keel_req {
     keel_conn *c;        /* NULL once detached (client gone) */
     keel_req *next_free;
     keel_http_request_head head;
+    keel_http_parse_state hp;  /* how far an incomplete head was parsed */
     keel_http_header *headers; /* max_headers entries */
     keel_str body;
     size_t head_len;
