@@ -121,10 +121,12 @@ for f in $files; do
         status=1; continue
     fi
     ok=$(allowed "$layer")
-    # "path" and <keel/...> includes; other <...> are system headers.
-    sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*\(["<][^">]*[">]\).*/\1/p;t;s/.*/-/p' "$f" |
-        awk '{ print NR ": " $0 }' | grep -v ': -$' >"${TMPDIR:-/tmp}/check_layers.$$"
+    # "path" and <keel/...> includes (other <...> are system headers), as
+    # "LINE: TARGET"
+    incs=$(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*\(["<][^">]*[">]\).*/\1/p;t;s/.*/-/p' "$f" |
+        awk '$0 != "-" { print NR ": " $0 }')
     while IFS= read -r line; do
+        [ -n "$line" ] || continue
         n=${line%%:*}; inc=${line#*: }
         case $inc in
         \<keel/*) inc=${inc#<}; inc=${inc%>} ;;
@@ -145,8 +147,9 @@ for f in $files; do
         *) echo "$f:$n: $layer includes $inc (layer $tl): $layer may include only $ok"
            status=1 ;;
         esac
-    done <"${TMPDIR:-/tmp}/check_layers.$$"
-    rm -f "${TMPDIR:-/tmp}/check_layers.$$"
+    done <<EOF
+$incs
+EOF
 done
 
 if [ $status -ne 0 ]; then
