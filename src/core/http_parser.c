@@ -664,7 +664,6 @@ int keel_http_chunked_decode(keel_http_chunked *d, char *buf, size_t len,
                              uint64_t max_body, size_t max_trailer,
                              const char **error)
 {
-    
     while (d->in < len) {
         unsigned char c = (unsigned char)buf[d->in];
         switch (d->state) {
