@@ -21,7 +21,7 @@ DESTDIR  ?=
 PKGS     := libuv jansson sqlite3 zlib libsodium hiredis
 SYSLIBS  := -ldl -lpthread -lm
 # libpq and libjwt are loaded at run time (src/store/db_pg.c,
-# src/mw/jwt.c); only their headers are needed to build.
+# src/auth/jwt.c); only their headers are needed to build.
 BUILD_ONLY_PKGS := libpq libjwt
 
 FRONT_GOALS := run test deps deps-test bench bench-db fuzz clean help check-layers
@@ -47,7 +47,7 @@ ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Iinclude -Isrc \
              $(shell pkg-config --cflags $(PKGS) $(BUILD_ONLY_PKGS) 2>/dev/null) -MMD -MP
 LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(SYSLIBS)
 
-LIB_SRC  := $(wildcard src/core/*.c src/obs/*.c src/mw/*.c src/store/*.c src/resil/*.c src/svc/*.c)
+LIB_SRC  := $(wildcard src/core/*.c src/auth/*.c src/schema/*.c src/obs/*.c src/mw/*.c src/store/*.c src/resil/*.c src/svc/*.c)
 APP_SRC  := $(wildcard src/app/*.c) src/main.c
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 # web/docs (the /docs page) compiled into libkeel (scripts/embed_web.sh)
@@ -191,6 +191,7 @@ test:
 	@echo "make test: all suites passed"
 
 test-suites:
+	$(MAKE) --no-print-directory check-layers
 	$(MAKE) --no-print-directory all
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory unit-db
@@ -203,6 +204,13 @@ bench:
 	@scripts/deps.sh bench
 	@$(MAKE) --no-print-directory all
 	bench/run.sh
+
+# The layer rule (docs/architecture.md) from the #include lines; the
+# self-test first proves the check fails on a violating include.
+.PHONY: check-layers
+check-layers:
+	@scripts/check_layers.sh --self-test
+	@scripts/check_layers.sh
 
 clean:
 	rm -rf build

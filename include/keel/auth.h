@@ -1,6 +1,7 @@
 /* keel/auth.h — access tokens (JWT HS256), passwords (argon2id), roles
- * and permissions, and the middleware that enforces a route's `auth` and
- * `permission`.
+ * and permissions, and the request's principal (src/auth). The middleware
+ * that enforces a route's `auth` and `permission` is keel_mw_auth in
+ * keel/mw.h.
  *
  * JWT: keel signs and verifies with libjwt, but does not trust it with the
  * decisions libjwt 1.10 gets wrong: the token's header is parsed by keel
@@ -109,41 +110,8 @@ const keel_principal *keel_req_principal(const keel_req *r);
 /* Whether the request's principal holds permission (role or scopes). */
 int keel_principal_can(const keel_principal *p, const char *permission);
 
-/* Loads what the token alone cannot tell: whether the user still exists
- * and is active, its current role, and whether the token was revoked
- * (logout) or issued before a logout-all. Runs asynchronously (a database
- * query): call done(r, arg, status, role) exactly once on r's loop;
- * status 0 = valid (role: the current role, copied), KEEL_EACCES =
- * revoked/disabled/unknown, other negative = could not check (503). */
-typedef void (*keel_auth_done_fn)(keel_req *r, void *arg, int status, const char *role);
-typedef struct keel_auth_store {
-    void (*check_user)(void *self, keel_req *r, const keel_jwt_claims *claims,
-                       keel_auth_done_fn done, void *arg);
-    /* API keys: verify the presented key; done's role carries the scopes
-     * and the key id is written to id_out (64 bytes) before done. */
-    void (*check_apikey)(void *self, keel_req *r, const char *key, size_t len,
-                         char *id_out, keel_auth_done_fn done, void *arg);
-    void *self;
-} keel_auth_store;
-
-/* Authentication (phase AUTHN; reads the route field `auth`): for routes
- * with `auth` "user" (a Bearer access token), "apikey" (X-API-Key) or
- * "any" (either): 401 problem+json with WWW-Authenticate for missing or
- * bad credentials; sets KEEL_PRINCIPAL and the rate limiter's
- * KEEL_RL_SUBJECT ("user:<id>" / "apikey:<id>"). Routes without auth pass
- * through untouched. Authorization headers over KEEL_JWT_MAX_LEN are
- * refused before any parsing. Any other `auth` value stops start-up
- * (keel_auth_check_route). cfg is copied; store must outlive it. */
-keel_middleware keel_mw_auth(const keel_jwt_cfg *cfg, keel_auth_store store);
-int keel_auth_check_route(const keel_route *rt, void *data, char *why, size_t cap);
-
-/* Authorization (phase AUTHZ; reads the route field `permission`): 403
- * problem+json when the authenticated principal does not hold the route's
- * permission (401 if, somehow, no one was authenticated). At start-up a
- * route with a permission but no `auth`, or with a permission no role
- * grants, is refused. Install it with keel_mw_auth. */
-keel_middleware keel_mw_authz(void);
-/* Whether some role grants permission. */
+/* Whether some role grants permission (a route's permission that none
+ * grants is a typo: start-up refuses it). */
 int keel_permission_known(const char *permission);
 
 #ifdef __cplusplus

@@ -3,7 +3,9 @@
  *
  * The parser allocates nothing: every keel_str it fills points into the
  * caller's buffer. It is re-entrant on more input: call it again with the
- * same buffer grown by what was read, and it answers
+ * same buffer grown by what was read (keel_http_parse_request_resume
+ * continues where the last call stopped instead of starting over), and it
+ * answers
  *
  *     > 0   the head is complete; the value is its length in bytes
  *     0     incomplete: read more and call again
@@ -77,6 +79,35 @@ typedef struct keel_http_request_head {
 int keel_http_parse_request(const char *buf, size_t len,
                             keel_http_request_head *head,
                             const keel_http_limits *lim);
+
+/* How far keel_http_parse_request_resume got in an incomplete head: the
+ * stage and offsets from the start of the head (never pointers, so the
+ * caller may move its buffer between calls; the views already filled in
+ * are rebased). Zero it before the first call of each head; the fields are
+ * private. */
+typedef struct keel_http_parse_state {
+    uintptr_t base;        /* buf at the last call */
+    size_t pos;            /* the next byte to look at */
+    size_t line;           /* start of the request line / current field line */
+    size_t mark, mark2;    /* token boundaries in the current line */
+    size_t expect_at;      /* Expect value offset + 1; 0 when none */
+    size_t expect_len;
+    unsigned stage;
+    unsigned empty_lines;
+    unsigned seen_host, seen_cl;
+    unsigned te_fields, te_codings, te_chunked_at, te_unknown;
+    unsigned conn_close, conn_keep_alive, conn_upgrade;
+} keel_http_parse_state;
+
+/* keel_http_parse_request on buf[0..len), a longer copy of the bytes of
+ * the previous call (possibly moved): only the bytes after where that call
+ * stopped are scanned, so a head arriving in many small reads is scanned
+ * once. Answers exactly what keel_http_parse_request would on the same
+ * bytes. After a non-zero answer the next call starts a new head. */
+int keel_http_parse_request_resume(const char *buf, size_t len,
+                                   keel_http_request_head *head,
+                                   const keel_http_limits *lim,
+                                   keel_http_parse_state *st);
 
 /* State of an in-place chunked body decoder; zero it to start. */
 typedef struct keel_http_chunked {

@@ -20,6 +20,7 @@
 #include "redis.h"
 #include "cache.h"
 #include "resil.h"
+#include "rl_store.h"
 #include "router.h"
 #include "schema.h"
 #include "server.h"

@@ -4,6 +4,7 @@
 #ifndef KEEL_MW_H
 #define KEEL_MW_H
 
+#include "auth.h"
 #include "metrics.h"
 #include "net.h"
 #include "schema.h"
@@ -55,6 +56,44 @@ keel_middleware keel_mw_compress(uint64_t min_bytes);
  * with q > 0, or not named and `*` with q > 0. A missing header (NULL
  * view) or a malformed qvalue means no. */
 int keel_accept_gzip(keel_str accept_encoding);
+
+/* ---------------------------------------------------------------- authentication */
+
+/* Loads what the token alone cannot tell: whether the user still exists
+ * and is active, its current role, and whether the token was revoked
+ * (logout) or issued before a logout-all. Runs asynchronously (a database
+ * query): call done(r, arg, status, role) exactly once on r's loop;
+ * status 0 = valid (role: the current role, copied), KEEL_EACCES =
+ * revoked/disabled/unknown, other negative = could not check (503). */
+typedef void (*keel_auth_done_fn)(keel_req *r, void *arg, int status, const char *role);
+typedef struct keel_auth_store {
+    void (*check_user)(void *self, keel_req *r, const keel_jwt_claims *claims,
+                       keel_auth_done_fn done, void *arg);
+    /* API keys: verify the presented key; done's role carries the scopes
+     * and the key id is written to id_out (64 bytes) before done. */
+    void (*check_apikey)(void *self, keel_req *r, const char *key, size_t len,
+                         char *id_out, keel_auth_done_fn done, void *arg);
+    void *self;
+} keel_auth_store;
+
+/* Authentication (phase AUTHN; reads the route field `auth`): for routes
+ * with `auth` "user" (a Bearer access token), "apikey" (X-API-Key) or
+ * "any" (either): 401 problem+json with WWW-Authenticate for missing or
+ * bad credentials; sets KEEL_PRINCIPAL and the rate limiter's
+ * KEEL_RL_SUBJECT ("user:<id>" / "apikey:<id>"). Routes without auth pass
+ * through untouched. Authorization headers over KEEL_JWT_MAX_LEN are
+ * refused before any parsing. Any other `auth` value stops start-up
+ * (keel_auth_check_route). cfg is copied; store must outlive it. */
+keel_middleware keel_mw_auth(const keel_jwt_cfg *cfg, keel_auth_store store);
+int keel_auth_check_route(const keel_route *rt, void *data, char *why, size_t cap);
+
+/* Authorization (phase AUTHZ; reads the route field `permission`): 403
+ * problem+json when the authenticated principal does not hold the route's
+ * permission (401 if, somehow, no one was authenticated). At start-up a
+ * route with a permission but no `auth`, or with a permission no role
+ * grants (keel_permission_known), is refused. keel_service_use_auth
+ * installs it with keel_mw_auth. */
+keel_middleware keel_mw_authz(void);
 
 /* ---------------------------------------------------------------- validation */
 

@@ -21,6 +21,7 @@
 #include <stdio.h>
 
 #include "metrics.h"
+#include "rl_store.h"
 #include "server.h"
 
 #ifdef __cplusplus
@@ -34,24 +35,10 @@ extern "C" {
  * limiter ran (for handlers that show it). */
 #define KEEL_RL_RESULT "rate_limit.result"
 
-/* L requests per window. limit 0 = no limit. */
-typedef struct keel_rl_rate {
-    uint64_t limit;
-    uint64_t window_ms;
-} keel_rl_rate;
-
 /* Parses "20/15m", "10/1s", "300/1m" (the window in keel_parse_duration_ms
  * syntax; "100/15min" is not accepted, "100/900000" is 900000 ms).
  * "" and "0" mean off (limit 0). 0 or KEEL_EINVAL. */
 int keel_rl_parse_rate(const char *s, keel_rl_rate *out);
-
-typedef struct keel_rl_result {
-    int allowed;
-    uint64_t limit;
-    uint64_t remaining;      /* requests that would still be allowed now */
-    uint64_t reset_ms;       /* until the whole quota is available again */
-    uint64_t retry_after_ms; /* refused: until one more request fits */
-} keel_rl_result;
 
 /* One GCRA step on a key's state. *tat_us is the theoretical arrival time
  * in µs on the store's clock (0 for a new key); it is advanced only when
@@ -59,22 +46,8 @@ typedef struct keel_rl_result {
 void keel_gcra(uint64_t *tat_us, uint64_t now_us, const keel_rl_rate *rate,
                keel_rl_result *out);
 
-/* ---------------------------------------------------------------- stores */
-
-/* status 0 with res set, or a negative error (store unreachable). */
-typedef void (*keel_rl_done_fn)(void *arg, int status, const keel_rl_result *res);
-
-/* A store applies keel_gcra to one key atomically. hit() calls done
- * exactly once: before returning (the in-process store) or later on the
- * loop of worker w (a networked store); it runs on w's loop, never
- * blocking it. */
-typedef struct keel_rl_store {
-    const char *name;
-    void (*hit)(void *self, keel_worker *w, const char *key, size_t keylen,
-                const keel_rl_rate *rate, keel_rl_done_fn done, void *arg);
-    void (*free)(void *self);
-    void *self;
-} keel_rl_store;
+/* ---------------------------------------------------------------- stores
+ * (the contract, keel_rl_store, is in keel/rl_store.h) */
 
 /* The in-process store, shared by every worker of the process: sharded,
  * locked per shard, at most max_keys keys. Keys whose TAT has passed are

@@ -76,12 +76,13 @@ struct json_t *keel_redis_status_json(keel_redis *r);
 struct redisContext;
 struct redisContext *keel_redis_connect_blocking(const keel_redis *r, char *err, size_t cap);
 
-/* The rate-limit store on Redis (keel/ratelimit.h): keel_gcra as one
- * atomic Lua script (EVALSHA, EVAL on NOSCRIPT), keys under the prefix,
- * so limits hold across every instance sharing the Redis. A check Redis
- * cannot answer (breaker open, connection down, timeout) is a store
- * error: RATE_LIMIT_FAIL_OPEN decides. Register before the server starts. */
-#include "ratelimit.h"
+/* The rate-limit store on Redis (the keel/rl_store.h contract of the
+ * limiter in keel/ratelimit.h): keel_gcra as one atomic Lua script
+ * (EVALSHA, EVAL on NOSCRIPT), keys under the prefix, so limits hold
+ * across every instance sharing the Redis. A check Redis cannot answer
+ * (breaker open, connection down, timeout) is a store error:
+ * RATE_LIMIT_FAIL_OPEN decides. Register before the server starts. */
+#include "rl_store.h"
 keel_rl_store keel_rl_redis_store(keel_redis *r);
 
 #ifdef __cplusplus

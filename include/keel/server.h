@@ -209,6 +209,7 @@ typedef struct keel_server_stats {
     uint64_t work_queued;      /* waiting in the work pool */
     uint64_t work_rejected;    /* refused: queue full */
     uint64_t loop_lag_ms;      /* largest recent event-loop lag */
+    uint64_t requests_pooled;  /* idle request objects kept for reuse */
 } keel_server_stats;
 void keel_server_stats_get(const keel_server *s, keel_server_stats *out);
 /* The same for one worker (work_* are the default pool's). */

@@ -90,6 +90,13 @@ static void on_close(uv_handle_t *h)
         uv_async_send(&w->async); /* let the worker notice it is done */
 }
 
+/* The close callback of a connection whose uv_accept failed: it was never
+ * linked, counted or given buffers, so only the object goes. */
+static void on_close_unaccepted(uv_handle_t *h)
+{
+    keel_free((keel_conn *)h);
+}
+
 void keel__conn_close(keel_conn *c)
 {
     if (c->closed)
@@ -496,8 +503,9 @@ static void process_input(keel_conn *c)
                 c->deadline = c->head_started + s->cfg.header_timeout_ms;
             }
             keel_req *r = c->req ? c->req : (c->req = keel__req_new(c->w, c));
-            int rc = keel_http_parse_request(c->in.data + c->parsed, avail, &r->head,
-                                             &s->limits);
+            /* resumes where the last read's call stopped (r->hp) */
+            int rc = keel_http_parse_request_resume(c->in.data + c->parsed, avail, &r->head,
+                                                    &s->limits, &r->hp);
             if (rc == 0)
                 break;
             if (rc < 0) {
@@ -555,7 +563,7 @@ void keel__conn_accept(keel_worker *w)
     c->w = w;
     uv_tcp_init(&w->loop, &c->tcp);
     if (uv_accept((uv_stream_t *)&w->listener, (uv_stream_t *)&c->tcp) < 0) {
-        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)keel_free);
+        uv_close((uv_handle_t *)&c->tcp, on_close_unaccepted);
         return;
     }
     c->next = w->conns;

@@ -1,11 +1,15 @@
 /* http_parser.c — strict HTTP/1.1 request head parser and chunked decoder.
  *
- * Design: like picohttpparser, the parser is stateless between calls and
- * re-parses the head from the start when more bytes arrive. Heads are small
- * (limits below 64 KiB) and almost always arrive in one read, so the
- * simplicity is worth more than the rescan; errors are still detected as
- * early as the bytes that prove them arrive (a bad method byte is refused
- * before the line ends).
+ * Design: like picohttpparser, the parser allocates nothing and points into
+ * the caller's buffer. Unlike it, it does not rescan: keel_http_parse_state
+ * remembers how far an incomplete head was parsed — the stage (request
+ * line, field name, value, ...) and offsets, never pointers, because the
+ * connection may move its buffer between reads — so a head arriving in
+ * many small reads is scanned once. Errors are detected as early as the
+ * bytes that prove them arrive (a bad method byte is refused before the
+ * line ends), and the answer at every length is the one a single call on
+ * that many bytes would give (tests/unit/core/test_http_parser.c feeds
+ * every case byte by byte into moving buffers to hold it to that).
  *
  * Every rule where RFC 9112 allows leniency is taken strictly: CRLF only,
  * one SP between request-line parts, no whitespace before a field colon, no
@@ -14,6 +18,7 @@
 #include "keel/http.h"
 
 #include <limits.h>
+#include <stdint.h>
 
 /* RFC 9110 tchar. */
 static const unsigned char tchar[256] = {
@@ -36,24 +41,35 @@ static const unsigned char tchar[256] = {
 
 /* Bytes allowed in a request-target: RFC 3986 unreserved, sub-delims,
  * ":" "@" "/" "?" and "%" (escapes are checked by the router). */
-static unsigned char target_ok[256];
-/* Field-value bytes: VCHAR, obs-text, SP, HTAB. */
-static unsigned char value_ok[256];
+static const unsigned char target_ok[256] = {
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1,
+    ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
+    ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1,
+    ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+    ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
+    ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1,
+    ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
+    ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+    ['-'] = 1, ['.'] = 1, ['_'] = 1, ['~'] = 1, ['!'] = 1, ['$'] = 1,
+    ['&'] = 1, ['\''] = 1, ['('] = 1, [')'] = 1, ['*'] = 1, ['+'] = 1,
+    [','] = 1, [';'] = 1, ['='] = 1, [':'] = 1, ['@'] = 1, ['/'] = 1,
+    ['?'] = 1, ['%'] = 1,
+};
 
-static void init_tables(void)
-{
-    static int done;
-    if (__atomic_load_n(&done, __ATOMIC_ACQUIRE))
-        return;
-    const char *extra = "-._~!$&'()*+,;=:@/?%";
-    for (int c = 0; c < 256; c++) {
-        int alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                    (c >= '0' && c <= '9');
-        target_ok[c] = alnum || (c != 0 && strchr(extra, c) != NULL);
-        value_ok[c] = (c >= 0x21 && c != 0x7f) || c == ' ' || c == '\t';
-    }
-    __atomic_store_n(&done, 1, __ATOMIC_RELEASE);
-}
+/* Field-value bytes: VCHAR (0x21-0x7e), obs-text (0x80-0xff), SP, HTAB. */
+#define R16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
+static const unsigned char value_ok[256] = {
+    /* 0x00 */ 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 /* HTAB */, 0, 0, 0, 0, 0, 0,
+    /* 0x10 */ R16(0),
+    /* 0x20 */ R16(1), R16(1), R16(1), R16(1), R16(1),
+    /* 0x70 */ 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0 /* DEL */,
+    /* 0x80 */ R16(1), R16(1), R16(1), R16(1), R16(1), R16(1), R16(1), R16(1),
+};
+#undef R16
 
 int keel_str_ieq_c(keel_str a, const char *c)
 {
@@ -142,39 +158,31 @@ static int each_list_item(keel_str v, int (*fn)(keel_str item, void *arg),
     return 0;
 }
 
-struct conn_flags {
-    int close, keep_alive, upgrade;
-};
-
 static int conn_item(keel_str item, void *arg)
 {
-    struct conn_flags *f = arg;
+    keel_http_parse_state *f = arg;
     if (keel_str_ieq_c(item, "close"))
-        f->close = 1;
+        f->conn_close = 1;
     else if (keel_str_ieq_c(item, "keep-alive"))
-        f->keep_alive = 1;
+        f->conn_keep_alive = 1;
     else if (keel_str_ieq_c(item, "upgrade"))
-        f->upgrade = 1;
+        f->conn_upgrade = 1;
     return 0;
 }
 
-struct te_state {
-    int count;      /* codings seen */
-    int chunked_at; /* index of "chunked", -1 */
-    int unknown;
-};
-
+/* te_codings: codings seen; te_chunked_at: index of "chunked" + 1, 0 when
+ * none; te_unknown: 1 another coding, 2 chunked twice (a framing error). */
 static int te_item(keel_str item, void *arg)
 {
-    struct te_state *t = arg;
+    keel_http_parse_state *t = arg;
     if (keel_str_ieq_c(item, "chunked")) {
-        if (t->chunked_at >= 0)
-            t->unknown = 2; /* chunked twice: framing error */
-        t->chunked_at = t->count;
+        if (t->te_chunked_at)
+            t->te_unknown = 2;
+        t->te_chunked_at = t->te_codings + 1;
     } else {
-        t->unknown = t->unknown ? t->unknown : 1;
+        t->te_unknown = t->te_unknown ? t->te_unknown : 1;
     }
-    t->count++;
+    t->te_codings++;
     return 0;
 }
 
@@ -207,33 +215,11 @@ static int host_valid(keel_str v)
     return 1;
 }
 
-static int parse_request_line(const char *p, const char *end,
-                              keel_http_request_head *h)
+/* HTTP-version = "HTTP/" DIGIT "." DIGIT, then CRLF, from p (the byte
+ * after the target's SP) to end: 1 when complete (the LF is p[9]), 0 when
+ * more is needed, or a refusal. At most 10 bytes: rescanned on resume. */
+static int parse_version(const char *p, const char *end, keel_http_request_head *h)
 {
-    /* method */
-    const char *m = p;
-    while (p < end && tchar[(unsigned char)*p])
-        p++;
-    if (p == end)
-        return 0;
-    if (*p != ' ' || p == m)
-        REFUSE(400, "invalid character in method");
-    h->method_str = (keel_str){m, (size_t)(p - m)};
-    h->method = method_of(h->method_str);
-    p++;
-
-    /* request-target */
-    const char *t = p;
-    while (p < end && target_ok[(unsigned char)*p])
-        p++;
-    if (p == end)
-        return 0;
-    if (*p != ' ' || p == t)
-        REFUSE(400, "invalid character in request target");
-    h->target = (keel_str){t, (size_t)(p - t)};
-    p++;
-
-    /* HTTP-version = "HTTP/" DIGIT "." DIGIT, then CRLF */
     static const char proto[] = "HTTP/";
     for (int i = 0; i < 5; i++, p++) {
         if (p == end)
@@ -318,202 +304,333 @@ static int split_target(keel_http_request_head *h)
     return 0;
 }
 
-int keel_http_parse_request(const char *buf, size_t len,
-                            keel_http_request_head *h,
-                            const keel_http_limits *lim)
+enum {
+    PS_NEW = 0, /* a zeroed state */
+    PS_LEAD,    /* empty lines before the request line */
+    PS_METHOD,
+    PS_TARGET,
+    PS_VERSION,
+    PS_FIELD,   /* at the start of a field line, or of the final CRLF */
+    PS_NAME,
+    PS_OWS,     /* after the colon */
+    PS_VALUE,
+    PS_CR,      /* at the CR ending a field value */
+    PS_DONE     /* answered (a head or a refusal): the next call starts over */
+};
+
+/* The buffer moved since the last call: move the views already filled in
+ * (those into the old bytes; an absolute-form path may be a static "/"). */
+static void rebase(keel_http_request_head *h, uintptr_t old, size_t len, const char *nw)
 {
-    init_tables();
-    const char *p = buf, *end = buf + len;
-    keel_http_header *hdrs = h->headers;
+#define RB(s)                                                                  \
+    if ((s).ptr && (uintptr_t)(s).ptr >= old && (uintptr_t)(s).ptr <= old + len) \
+        (s).ptr = nw + ((uintptr_t)(s).ptr - old);
+    RB(h->method_str);
+    RB(h->target);
+    RB(h->path);
+    RB(h->query);
+    RB(h->host);
+    for (size_t i = 0; i < h->num_headers; i++) {
+        RB(h->headers[i].name);
+        RB(h->headers[i].value);
+    }
+#undef RB
+}
 
-    memset(h, 0, sizeof(*h));
-    h->headers = hdrs;
-    h->content_length = -1;
+static int parse_head(const char *buf, size_t len, keel_http_request_head *h,
+                      const keel_http_limits *lim, keel_http_parse_state *st)
+{
+    const char *end = buf + len;
+    const char *p = buf + st->pos;
+    const char *rl_end = end, *lend = end;
+    int rc;
 
+    if (st->stage >= PS_METHOD && st->stage <= PS_VERSION) {
+        /* Scan the request line no further than its limit. */
+        size_t cap = st->line + lim->max_request_line + 2;
+        rl_end = buf + (len < cap ? len : cap);
+    } else if (st->stage > PS_FIELD) {
+        goto field_limit;
+    }
+    switch (st->stage) {
+    case PS_LEAD: goto lead;
+    case PS_METHOD: goto method;
+    case PS_TARGET: goto target;
+    case PS_VERSION: goto version;
+    case PS_FIELD: goto field;
+    }
+
+lead:
     /* RFC 9112 2.2: ignore at least one empty line before the request. */
-    int empty_lines = 0;
     while (p < end && *p == '\r') {
         if (p + 1 == end)
-            return 0;
+            goto more;
         if (p[1] != '\n')
             REFUSE(400, "bare CR before request line");
         p += 2;
-        if (++empty_lines > 4)
+        if (++st->empty_lines > 4)
             REFUSE(400, "too many empty lines before request line");
     }
-    if (p < end && *p == '\n')
+    if (p == end)
+        goto more;
+    if (*p == '\n')
         REFUSE(400, "bare LF before request line");
-    const char *line_start = p;
+    st->line = st->mark = (size_t)(p - buf);
+    st->stage = PS_METHOD;
+    {
+        size_t cap = st->line + lim->max_request_line + 2;
+        rl_end = buf + (len < cap ? len : cap);
+    }
 
-    /* Request line. */
-    const char *line_end_max = p + lim->max_request_line + 2;
-    const char *rl_end = end < line_end_max ? end : line_end_max;
-    int rc = parse_request_line(p, rl_end, h);
+method:
+    while (p < rl_end && tchar[(unsigned char)*p])
+        p++;
+    if (p == rl_end)
+        goto rl_partial;
+    if (*p != ' ' || p == buf + st->mark)
+        REFUSE(400, "invalid character in method");
+    h->method_str = (keel_str){buf + st->mark, (size_t)(p - buf) - st->mark};
+    h->method = method_of(h->method_str);
+    p++;
+    st->mark = (size_t)(p - buf);
+    st->stage = PS_TARGET;
+
+target:
+    while (p < rl_end && target_ok[(unsigned char)*p])
+        p++;
+    if (p == rl_end)
+        goto rl_partial;
+    if (*p != ' ' || p == buf + st->mark)
+        REFUSE(400, "invalid character in request target");
+    h->target = (keel_str){buf + st->mark, (size_t)(p - buf) - st->mark};
+    p++;
+    st->mark = (size_t)(p - buf);
+    st->stage = PS_VERSION;
+
+version:
+    p = buf + st->mark;
+    rc = parse_version(p, rl_end, h);
     if (rc < 0)
         return rc;
-    if (rc == 0) {
-        if (rl_end < end || (size_t)(end - line_start) > lim->max_request_line + 1)
-            REFUSE(414, "request line too long");
-        return 0;
-    }
-    p = memchr(p, '\n', (size_t)(rl_end - p)) + 1;
+    if (rc == 0)
+        goto rl_partial;
+    p += 10;
     if (split_target(h) < 0)
         return -400;
+    st->stage = PS_FIELD;
 
-    /* Header fields. */
-    int seen_host = 0, seen_cl = 0;
-    int te_count = 0;
-    struct te_state tes = {0, -1, 0};
-    struct conn_flags cf = {0, 0, 0};
-    keel_str expect = KEEL_STR_NULL;
+field:
+    /* Header fields, one line at a time. */
+    if ((size_t)(p - buf) > lim->max_head)
+        REFUSE(431, "request head too large");
+    if (p == end)
+        goto more;
+    if (*p == '\r') {
+        if (p + 1 == end)
+            goto more;
+        if (p[1] != '\n')
+            REFUSE(400, "bare CR in header section");
+        p += 2;
+        goto head_done;
+    }
+    if (*p == '\n')
+        REFUSE(400, "bare LF in header section");
+    if (*p == ' ' || *p == '\t')
+        REFUSE(400, "obsolete line folding is not accepted");
+    st->line = (size_t)(p - buf);
+    st->stage = PS_NAME;
 
-    for (;;) {
-        if ((size_t)(p - buf) > lim->max_head)
-            REFUSE(431, "request head too large");
-        if (p == end)
-            return 0;
-        if (*p == '\r') {
-            if (p + 1 == end)
-                return 0;
-            if (p[1] != '\n')
-                REFUSE(400, "bare CR in header section");
-            p += 2;
-            break;
-        }
+field_limit: {
+    /* Scan no further than the field line limit, nor past max_head: what
+     * lies beyond is refused with 431 whatever it holds, so the answer is
+     * the same however the bytes arrive. */
+    size_t cap = lim->max_header_line + 2;
+    size_t room = lim->max_head - st->line; /* checked at the line's start */
+    if (cap - 1 > room)
+        cap = room + 1;
+    lend = len - st->line < cap ? end : buf + st->line + cap;
+    switch (st->stage) {
+    case PS_OWS: goto ows;
+    case PS_VALUE: goto value;
+    case PS_CR: goto cr;
+    }
+}
+
+    /* PS_NAME */
+    while (p < lend && tchar[(unsigned char)*p])
+        p++;
+    if (p == lend)
+        goto partial_field;
+    if (*p != ':') {
+        if (*p == ' ' || *p == '\t')
+            REFUSE(400, "whitespace between field name and colon");
+        REFUSE(400, "invalid character in field name");
+    }
+    if (p == buf + st->line)
+        REFUSE(400, "empty field name");
+    st->mark = (size_t)(p - buf); /* the name's end */
+    p++;
+    st->stage = PS_OWS;
+
+ows:
+    while (p < lend && (*p == ' ' || *p == '\t'))
+        p++;
+    if (p == lend)
+        goto partial_field;
+    st->mark2 = (size_t)(p - buf); /* the value's start */
+    st->stage = PS_VALUE;
+
+value:
+    while (p < lend && value_ok[(unsigned char)*p])
+        p++;
+    if (p == lend)
+        goto partial_field;
+    if (*p != '\r') {
         if (*p == '\n')
             REFUSE(400, "bare LF in header section");
-        if (*p == ' ' || *p == '\t')
-            REFUSE(400, "obsolete line folding is not accepted");
+        REFUSE(400, "invalid character in field value");
+    }
+    st->stage = PS_CR;
 
-        /* Scan no further than the field line limit, nor past max_head:
-         * what lies beyond is refused with 431 whatever it holds, so the
-         * answer is the same however the bytes arrive. */
-        const char *fl = p;
-        size_t cap = lim->max_header_line + 2;
-        size_t room = lim->max_head - (size_t)(p - buf); /* checked above */
-        if (cap - 1 > room)
-            cap = room + 1;
-        const char *lend = (size_t)(end - p) < cap ? end : p + cap;
-
-        const char *n = p;
-        while (p < lend && tchar[(unsigned char)*p])
-            p++;
-        if (p == lend)
-            goto partial_field;
-        if (*p != ':') {
-            if (*p == ' ' || *p == '\t')
-                REFUSE(400, "whitespace between field name and colon");
-            REFUSE(400, "invalid character in field name");
-        }
-        if (p == n)
-            REFUSE(400, "empty field name");
-        keel_str name = {n, (size_t)(p - n)};
-        p++;
-        while (p < lend && (*p == ' ' || *p == '\t'))
-            p++;
-        const char *v = p;
-        while (p < lend && value_ok[(unsigned char)*p])
-            p++;
-        if (p == lend)
-            goto partial_field;
-        if (*p != '\r') {
-            if (*p == '\n')
-                REFUSE(400, "bare LF in header section");
-            REFUSE(400, "invalid character in field value");
-        }
-        const char *vend = p;
+cr:
+    if (p + 1 == lend)
+        goto partial_field;
+    if (p[1] != '\n')
+        REFUSE(400, "bare CR in field value");
+    {
+        const char *v = buf + st->mark2, *vend = p;
         while (vend > v && (vend[-1] == ' ' || vend[-1] == '\t'))
             vend--;
-        if (p + 1 == lend)
-            goto partial_field;
-        if (p[1] != '\n')
-            REFUSE(400, "bare CR in field value");
         p += 2;
-
         if (h->num_headers == lim->max_headers)
             REFUSE(431, "too many header fields");
-        keel_str value = {v, (size_t)(vend - v)};
+        keel_str name = {buf + st->line, st->mark - st->line};
+        keel_str val = {v, (size_t)(vend - v)};
         h->headers[h->num_headers].name = name;
-        h->headers[h->num_headers].value = value;
+        h->headers[h->num_headers].value = val;
         h->num_headers++;
+        st->stage = PS_FIELD;
 
         /* Framing and routing fields. */
         switch (name.len) {
         case 4:
             if (keel_str_ieq_c(name, "host")) {
-                if (seen_host++)
+                if (st->seen_host++)
                     REFUSE(400, "more than one Host field");
-                if (!host_valid(value))
+                if (!host_valid(val))
                     REFUSE(400, "invalid Host field");
                 if (h->host.len == 0)
-                    h->host = value; /* absolute-form authority wins */
+                    h->host = val; /* absolute-form authority wins */
             }
             break;
         case 6:
-            if (keel_str_ieq_c(name, "expect"))
-                expect = value;
+            if (keel_str_ieq_c(name, "expect")) {
+                st->expect_at = (size_t)(v - buf) + 1;
+                st->expect_len = val.len;
+            }
             break;
         case 10:
             if (keel_str_ieq_c(name, "connection"))
-                each_list_item(value, conn_item, &cf);
+                each_list_item(val, conn_item, st);
             break;
         case 14:
             if (keel_str_ieq_c(name, "content-length")) {
-                if (seen_cl++)
+                if (st->seen_cl++)
                     REFUSE(400, "more than one Content-Length field");
-                if (parse_content_length(value, &h->content_length) < 0)
+                if (parse_content_length(val, &h->content_length) < 0)
                     REFUSE(400, "invalid Content-Length");
             }
             break;
         case 17:
             if (keel_str_ieq_c(name, "transfer-encoding")) {
-                te_count++;
-                each_list_item(value, te_item, &tes);
+                st->te_fields++;
+                each_list_item(val, te_item, st);
             }
             break;
         }
-        continue;
-
-    partial_field:
-        if ((size_t)(lend - fl) > lim->max_header_line + 1)
-            REFUSE(431, "header field too large");
-        if ((size_t)(lend - buf) > lim->max_head)
-            REFUSE(431, "request head too large");
-        return 0;
     }
+    goto field;
+
+partial_field:
+    if ((size_t)(lend - buf) - st->line > lim->max_header_line + 1)
+        REFUSE(431, "header field too large");
+    if ((size_t)(lend - buf) > lim->max_head)
+        REFUSE(431, "request head too large");
+    goto more;
+
+rl_partial:
+    if (rl_end < end || len - st->line > lim->max_request_line + 1)
+        REFUSE(414, "request line too long");
+    if (st->stage == PS_VERSION)
+        p = buf + st->mark; /* the version is rescanned: at most 10 bytes */
+    goto more;
+
+more:
+    st->pos = (size_t)(p - buf);
+    return 0;
+
+head_done:
     if ((size_t)(p - buf) > lim->max_head)
         REFUSE(431, "request head too large");
 
     /* Message framing (RFC 9112 section 6). */
-    if (te_count) {
-        if (seen_cl)
+    if (st->te_fields) {
+        if (st->seen_cl)
             REFUSE(400, "both Content-Length and Transfer-Encoding");
         if (h->version_minor == 0)
             REFUSE(400, "Transfer-Encoding in an HTTP/1.0 request");
-        if (tes.unknown == 2 || tes.count == 0)
+        if (st->te_unknown == 2 || st->te_codings == 0)
             REFUSE(400, "invalid Transfer-Encoding");
         /* RFC 9112 6.3: chunked anywhere but last leaves the length
          * unknowable, a 400 before any question of support. */
-        if (tes.chunked_at >= 0 && tes.chunked_at != tes.count - 1)
+        if (st->te_chunked_at && st->te_chunked_at != st->te_codings)
             REFUSE(400, "chunked must be the final transfer coding");
-        if (tes.unknown)
+        if (st->te_unknown)
             REFUSE(501, "unsupported transfer coding");
         h->chunked = 1;
     }
-    if (h->version_minor == 1 && !seen_host)
+    if (h->version_minor == 1 && !st->seen_host)
         REFUSE(400, "missing Host field");
-    if (expect.ptr) {
+    if (st->expect_at) {
+        keel_str expect = {buf + st->expect_at - 1, st->expect_len};
         if (keel_str_ieq_c(expect, "100-continue"))
             h->expect_continue = h->version_minor == 1;
         else
             REFUSE(417, "unsupported expectation");
     }
-    h->upgrade = (unsigned)cf.upgrade;
+    h->upgrade = st->conn_upgrade;
     if (h->version_minor == 1)
-        h->keep_alive = !cf.close;
+        h->keep_alive = !st->conn_close;
     else
-        h->keep_alive = cf.keep_alive && !cf.close;
+        h->keep_alive = st->conn_keep_alive && !st->conn_close;
     return (int)(p - buf);
+}
+
+int keel_http_parse_request_resume(const char *buf, size_t len, keel_http_request_head *h,
+                                   const keel_http_limits *lim, keel_http_parse_state *st)
+{
+    if (st->stage == PS_NEW || st->stage == PS_DONE || len < st->pos) {
+        keel_http_header *hdrs = h->headers;
+        memset(h, 0, sizeof(*h));
+        h->headers = hdrs;
+        h->content_length = -1;
+        memset(st, 0, sizeof(*st));
+        st->stage = PS_LEAD;
+    } else if ((uintptr_t)buf != st->base) {
+        rebase(h, st->base, st->pos, buf);
+    }
+    st->base = (uintptr_t)buf;
+    int rc = parse_head(buf, len, h, lim, st);
+    if (rc != 0)
+        st->stage = PS_DONE;
+    return rc;
+}
+
+int keel_http_parse_request(const char *buf, size_t len, keel_http_request_head *h,
+                            const keel_http_limits *lim)
+{
+    keel_http_parse_state st = {0};
+    return keel_http_parse_request_resume(buf, len, h, lim, &st);
 }
 
 /* ---------------------------------------------------------------- chunked */
@@ -547,7 +664,6 @@ int keel_http_chunked_decode(keel_http_chunked *d, char *buf, size_t len,
                              uint64_t max_body, size_t max_trailer,
                              const char **error)
 {
-    init_tables();
     while (d->in < len) {
         unsigned char c = (unsigned char)buf[d->in];
         switch (d->state) {

@@ -27,6 +27,7 @@ keel_req *keel__req_new(keel_worker *w, keel_conn *c)
     keel_req *r = w->free_reqs;
     if (r) {
         w->free_reqs = r->next_free;
+        STAT_SET(w, requests_pooled, --w->nfree_reqs);
     } else {
         r = keel_malloc(sizeof(*r));
         memset(r, 0, offsetof(keel_req, inline_mem));
@@ -56,6 +57,22 @@ void keel__req_release(keel_req *r)
         keel_buf_free(&r->res_headers);
     r->next_free = w->free_reqs;
     w->free_reqs = r;
+    STAT_SET(w, requests_pooled, ++w->nfree_reqs);
+}
+
+void keel__req_pool_trim(keel_worker *w)
+{
+    if (w->nfree_reqs <= KEEL_REQ_POOL_KEEP)
+        return;
+    for (uint64_t n = (w->nfree_reqs - KEEL_REQ_POOL_KEEP + 1) / 2; n > 0; n--) {
+        keel_req *r = w->free_reqs;
+        w->free_reqs = r->next_free;
+        w->nfree_reqs--;
+        keel_free(r->headers);
+        keel_buf_free(&r->res_headers);
+        keel_free(r);
+    }
+    STAT_SET(w, requests_pooled, w->nfree_reqs);
 }
 
 static void maybe_release(keel_req *r)

@@ -299,6 +299,7 @@ void keel_server_stats_get(const keel_server *s, keel_server_stats *out)
         out->requests_in_flight += __atomic_load_n(&ws->requests_in_flight, __ATOMIC_RELAXED);
         out->bytes_in += __atomic_load_n(&ws->bytes_in, __ATOMIC_RELAXED);
         out->bytes_out += __atomic_load_n(&ws->bytes_out, __ATOMIC_RELAXED);
+        out->requests_pooled += __atomic_load_n(&ws->requests_pooled, __ATOMIC_RELAXED);
         uint64_t lag = __atomic_load_n(&ws->loop_lag_ms, __ATOMIC_RELAXED);
         if (lag > out->loop_lag_ms)
             out->loop_lag_ms = lag;
@@ -319,6 +320,7 @@ void keel_worker_stats_get(const keel_worker *w, keel_server_stats *out)
     out->bytes_in = __atomic_load_n(&ws->bytes_in, __ATOMIC_RELAXED);
     out->bytes_out = __atomic_load_n(&ws->bytes_out, __ATOMIC_RELAXED);
     out->loop_lag_ms = __atomic_load_n(&ws->loop_lag_ms, __ATOMIC_RELAXED);
+    out->requests_pooled = __atomic_load_n(&ws->requests_pooled, __ATOMIC_RELAXED);
     if (w->srv->pool) {
         out->work_queued = keel_pool_queued(w->srv->pool);
         out->work_rejected = keel_pool_rejected(w->srv->pool);
@@ -449,6 +451,7 @@ static void on_sweep(uv_timer_t *t)
     w->now_ms = now;
     keel__worker_update_date(w);
     keel__conn_sweep(w, now);
+    keel__req_pool_trim(w);
     maybe_finish_worker(w);
 }
 

@@ -23,6 +23,7 @@ typedef struct keel_worker_stats {
     uint64_t bytes_in;
     uint64_t bytes_out;
     uint64_t loop_lag_ms;
+    uint64_t requests_pooled; /* request objects kept for reuse */
 } keel_worker_stats;
 
 #define STAT_ADD(w, f, n) __atomic_fetch_add(&(w)->stats.f, (n), __ATOMIC_RELAXED)
@@ -53,7 +54,8 @@ struct keel_worker {
 
     keel_conn *conns;    /* doubly linked list of open connections */
     uint64_t nconns;
-    keel_req *free_reqs;
+    keel_req *free_reqs;   /* recycled requests, trimmed by the sweep */
+    uint64_t nfree_reqs;
     uint64_t pending_jobs; /* work items whose completion targets us */
     uint64_t now_ms;     /* loop time, refreshed by the sweep */
     uint64_t sweep_expected;
@@ -149,6 +151,7 @@ struct keel_req {
     keel_conn *c;        /* NULL once detached (client gone) */
     keel_req *next_free;
     keel_http_request_head head;
+    keel_http_parse_state hp;  /* how far an incomplete head was parsed */
     keel_http_header *headers; /* max_headers entries */
     keel_str body;
     size_t head_len;
@@ -220,6 +223,11 @@ void keel__req_leave(keel_req *r);
 void keel__req_detach(keel_req *r);
 void keel__req_unhold(keel_req *r);
 void keel__req_release(keel_req *r);
+/* Called by the worker's sweep: frees half of the recycled requests above
+ * KEEL_REQ_POOL_KEEP, so the pool shrinks back after a spike (a few
+ * seconds from thousands to the floor) but not under steady load. */
+#define KEEL_REQ_POOL_KEEP 64
+void keel__req_pool_trim(keel_worker *w);
 /* The connection's output fell below half the cap: run the drain callback. */
 void keel__req_drained(keel_req *r);
 int keel__respond_problem_raw(keel_conn *c, int status, const char *detail);

@@ -11,7 +11,7 @@
 #include <strings.h>
 #include <time.h>
 
-#include "keel/auth.h"
+#include "keel/mw.h"
 #include "keel/ratelimit.h"
 
 #define APIKEY_MAX 256
@@ -213,5 +213,54 @@ keel_middleware keel_mw_auth(const keel_jwt_cfg *cfg, keel_auth_store store)
     keel_middleware m = {.name = "auth", .phase = KEEL_PHASE_AUTHN, .on_request = on_request,
                          .dispose = dispose, .data = c, .reads = reads,
                          .check_route = keel_auth_check_route};
+    return m;
+}
+
+/* ---------------------------------------------------------------- authorization */
+
+/* A permission means nothing without someone to hold it, and a
+ * permission no role grants is a typo that would refuse every user. */
+static int authz_check_route(const keel_route *rt, void *data, char *why, size_t cap)
+{
+    (void)data;
+    if (!rt->auth || !strcmp(rt->auth, "none")) {
+        snprintf(why, cap, "permission = \"%s\" but the route takes no credentials (set auth)",
+                 rt->permission);
+        return -1;
+    }
+    if (!keel_permission_known(rt->permission)) {
+        snprintf(why, cap, "permission = \"%s\" is granted by no role", rt->permission);
+        return -1;
+    }
+    return 0;
+}
+
+static keel_flow authz_on_request(keel_req *r, void *data)
+{
+    (void)data;
+    const keel_route *rt = keel_req_route(r);
+    if (!rt || !rt->permission)
+        return KEEL_NEXT;
+    const keel_principal *p = keel_req_principal(r);
+    if (!p) { /* authentication did not run: never let it through */
+        keel_res_set_header(r, "WWW-Authenticate", "Bearer realm=\"keel\"");
+        keel_respond_problem(r, 401, "authentication required");
+        return KEEL_DONE;
+    }
+    if (!keel_principal_can(p, rt->permission)) {
+        char detail[160];
+        snprintf(detail, sizeof(detail), "this needs the permission %s", rt->permission);
+        keel_respond_problem(r, 403, detail);
+        return KEEL_DONE;
+    }
+    return KEEL_NEXT;
+}
+
+keel_middleware keel_mw_authz(void)
+{
+    static const char *const reads[] = {"permission", NULL};
+    keel_middleware m = {.name = "authz", .phase = KEEL_PHASE_AUTHZ,
+                         .on_request = authz_on_request, .reads = reads,
+                         .check_route = authz_check_route};
     return m;
 }

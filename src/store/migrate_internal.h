@@ -37,7 +37,8 @@ int keel__mig_load(const char *dir, const keel_migration *embedded, size_t nembe
                    const char *driver, keel__mig_file **out, size_t *n, char *err, size_t errlen);
 void keel__mig_files_free(keel__mig_file *files, size_t n);
 
-/* SHA-256 of p[0..n) as 64 lowercase hex digits and a NUL. */
+/* SHA-256 of p[0..n) (libsodium) as 64 lowercase hex digits and a NUL:
+ * the migration checksum. */
 void keel__sha256_hex(const void *p, size_t n, char out[65]);
 
 /* Called for each statement: its text (without the closing ';', not

@@ -12,8 +12,8 @@
 
 #include <hiredis/hiredis.h>
 
-#include "keel/ratelimit.h"
 #include "keel/redis.h"
+#include "keel/rl_store.h"
 #include "store/rl_redis.h"
 
 const char keel__rl_gcra_lua[] =

@@ -3,7 +3,7 @@
 #ifndef KEEL_RL_REDIS_H
 #define KEEL_RL_REDIS_H
 
-#include "keel/ratelimit.h"
+#include "keel/rl_store.h"
 
 struct redisReply;
 

@@ -1,4 +1,4 @@
-"""Declarative validation (src/mw/validate.c, src/mw/schema.c) through the
+"""Declarative validation (src/mw/validate.c, src/schema/schema.c) through the
 demo routes that declare schemas: POST /validate (request_schema) and
 GET /params/:id (params_schema + query_schema). 415 for non-JSON bodies,
 413 past JSON_BODY_LIMIT, 400 with the byte offset for malformed JSON or a

@@ -9,6 +9,10 @@
  *     then the whole) agrees with parsing the whole at once: a prefix
  *     answers 0, or exactly what the whole answers;
  *   - every view the parser returns points into the buffer;
+ *   - keel_http_parse_request_resume, fed three growing prefixes in a
+ *     buffer that moves (and whose old copy is freed) at every call,
+ *     answers at each what one call on those bytes answers, with the same
+ *     views and error text;
  *   - when the head says chunked, the rest decodes the same in one piece,
  *     in two pieces and byte by byte.
  * Buffers are heap copies of exactly the bytes given, so ASan sees any
@@ -98,6 +102,49 @@ static int parse(const uint8_t *data, size_t n, keel_http_request_head *h,
     return rc;
 }
 
+#define SAME_STR(x, y) ((x).len == (y).len && (x).ptr == (y).ptr)
+
+static void check_resume(const uint8_t *data, size_t size, size_t a,
+                         const keel_http_limits *lim)
+{
+    keel_http_header h1[100], h2[100];
+    size_t cuts[3] = {a, a + (size - a) / 2, size};
+    keel_http_parse_state st;
+    memset(&st, 0, sizeof(st));
+    keel_http_request_head rh = {.headers = h1};
+    char *prev = NULL;
+    for (int i = 0; i < 3; i++) {
+        char *buf = copy_of(data, cuts[i]);
+        free(prev); /* the old bytes are gone: views must have moved */
+        prev = buf;
+        int rc = keel_http_parse_request_resume(buf, cuts[i], &rh, lim, &st);
+        keel_http_request_head oh = {.headers = h2};
+        int one = keel_http_parse_request(buf, cuts[i], &oh, lim);
+        CHECK(rc == one);
+        if (rc < 0)
+            CHECK(strcmp(rh.error, oh.error) == 0);
+        if (rc > 0) {
+            CHECK(SAME_STR(rh.method_str, oh.method_str) && rh.method == oh.method);
+            CHECK(SAME_STR(rh.target, oh.target) && SAME_STR(rh.query, oh.query));
+            CHECK(SAME_STR(rh.host, oh.host));
+            CHECK(rh.path.len == oh.path.len &&
+                  memcmp(rh.path.ptr, oh.path.ptr, rh.path.len) == 0);
+            CHECK(rh.num_headers == oh.num_headers);
+            for (size_t k = 0; k < rh.num_headers; k++)
+                CHECK(SAME_STR(rh.headers[k].name, oh.headers[k].name) &&
+                      SAME_STR(rh.headers[k].value, oh.headers[k].value));
+            CHECK(rh.version_minor == oh.version_minor &&
+                  rh.content_length == oh.content_length && rh.chunked == oh.chunked &&
+                  rh.keep_alive == oh.keep_alive &&
+                  rh.expect_continue == oh.expect_continue && rh.upgrade == oh.upgrade &&
+                  rh.asterisk == oh.asterisk);
+        }
+        if (rc != 0)
+            break;
+    }
+    free(prev);
+}
+
 /* Decodes body[0..n) with the byte boundaries given by cuts (the last is
  * n), writing each byte into the buffer only once it has "arrived". */
 static int decode(const uint8_t *body, size_t n, const size_t *cuts, size_t ncuts,
@@ -177,6 +224,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         h.headers = hdrs;
         int full = parse(data, size, &h, lim);
         CHECK(full <= (int)size);
+        check_resume(data, size, split, lim);
         keel_http_request_head again = {.headers = hdrs};
         CHECK(parse(data, size, &again, lim) == full);
 

@@ -1,4 +1,4 @@
-/* fuzz_schema.c — the JSON Schema subset of src/mw/schema.c on arbitrary
+/* fuzz_schema.c — the JSON Schema subset of src/schema/schema.c on arbitrary
  * bytes. An input is "SCHEMA\n--\nVALUE": the schema text is compiled (it
  * may be refused, never crash), the value is validated against it — or,
  * when the schema is refused, against a fixed schema using every keyword

@@ -6,7 +6,10 @@
  * a row in chunk_cases[]. Each row is also checked incrementally: every
  * prefix of an accepted head returns 0, every prefix of a refused one
  * returns 0 or the same status, and chunked bodies decode the same fed in
- * one piece, byte by byte, or split at any point.
+ * one piece, byte by byte, or split at any point. Each row is also fed
+ * byte by byte to keel_http_parse_request_resume in a buffer that moves
+ * between calls, and must answer at every step what one call on that many
+ * bytes answers (check_resumed).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -457,6 +460,62 @@ static void check_fields(const parse_case *c, const keel_http_request_head *h,
             case_fail(c->name, "header %zu outside the buffer", i);
 }
 
+/* The head fed one byte at a time to keel_http_parse_request_resume. Small
+ * inputs move at every call (a fresh heap copy of exactly the bytes so far,
+ * the previous one freed, so ASan catches a view left pointing at it) and
+ * every step must answer what keel_http_parse_request answers on the same
+ * bytes, error text included; big ones move every 4 KiB and must end with
+ * the same answer. An accepted head then carries the table's fields. */
+static void check_resumed(const parse_case *c, int small)
+{
+    const keel_http_limits *lim = c->lim ? c->lim : &LIM_DEFAULT;
+    keel_http_header *hdrs = calloc(lim->max_headers + 1, sizeof(*hdrs));
+    keel_http_header *hdrs1 = calloc(lim->max_headers + 1, sizeof(*hdrs1));
+    assert_non_null(hdrs);
+    assert_non_null(hdrs1);
+    keel_http_request_head h, one;
+    memset(&h, 0xa5, sizeof(h));
+    h.headers = hdrs;
+    one.headers = hdrs1;
+    keel_http_parse_state st;
+    memset(&st, 0, sizeof(st));
+
+    int want = c->ret == ALL ? (int)c->raw_len : c->ret;
+    char *buf = NULL;
+    int rc = 0;
+    size_t k;
+    for (k = 1; k <= c->raw_len; k++) {
+        if (small || buf == NULL || k % 4096 == 0) {
+            char *nb = malloc(small ? k : c->raw_len);
+            assert_non_null(nb);
+            memcpy(nb, c->raw, small ? k : c->raw_len);
+            free(buf);
+            buf = nb;
+        }
+        rc = keel_http_parse_request_resume(buf, k, &h, lim, &st);
+        if (small) {
+            int r1 = keel_http_parse_request(buf, k, &one, lim);
+            if (r1 != rc || (rc < 0 && strcmp(h.error, one.error) != 0)) {
+                case_fail(c->name, "byte by byte, %zu bytes: %d (%s), one call: %d (%s)", k, rc,
+                          rc < 0 ? h.error : "-", r1, r1 < 0 ? one.error : "-");
+                break;
+            }
+        }
+        if (rc != 0)
+            break;
+    }
+    if (rc != want)
+        case_fail(c->name, "byte by byte returned %d, want %d (%s)", rc, want,
+                  rc < 0 ? h.error : "-");
+    else if (rc > 0 && c->method_str)
+        check_fields(c, &h, buf, k);
+    if (h.headers != hdrs)
+        case_fail(c->name, "byte by byte: head->headers was changed");
+    free(buf);
+    free(hdrs1);
+    free(hdrs);
+}
+
 /* The whole input, then every prefix: an accepted head is 0 until it is
  * complete and then its length; a refused one 0 or the same status. */
 static void check_case(const parse_case *c, int all_prefixes)
@@ -500,6 +559,7 @@ static void check_case(const parse_case *c, int all_prefixes)
         }
     }
     free(hdrs);
+    check_resumed(c, all_prefixes);
 }
 
 static void test_parse_table(void **state)

@@ -1,5 +1,8 @@
-/* test_sha256.c — the migration checksum is SHA-256 (FIPS 180-4): the
- * standard test vectors and every padding boundary (55/56/64 bytes). */
+/* test_sha256.c — the migration checksum (keel__sha256_hex, libsodium's
+ * crypto_hash_sha256 since it replaced a hand-written one) is SHA-256 in 64
+ * lowercase hex digits, as schema_migrations has always recorded it: the
+ * standard test vectors, every padding boundary (55/56/64 bytes), and
+ * every byte value. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -30,6 +33,11 @@ static void test_vectors(void **state)
     check(a, 56, "b35439a4ac6f0948b6d6f9e3c6af0f5f590ce20f1bde7090ef7970686ec6738a");
     check(a, 64, "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb");
     check(a, 1000, "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3");
+    unsigned char bytes[256];
+    for (int i = 0; i < 256; i++)
+        bytes[i] = (unsigned char)i;
+    check((const char *)bytes, sizeof(bytes),
+          "40aff2e9d2d8922e47afd4648e6967497158785fbd1da870e7110266bf944880");
 }
 
 int main(void)

@@ -1,5 +1,4 @@
 /* rbac.c — roles and their permissions, and the request's principal. */
-#include <stdio.h>
 #include <string.h>
 
 #include "keel/auth.h"
@@ -79,8 +78,6 @@ const keel_principal *keel_req_principal(const keel_req *r)
     return keel_req_get_local(r, KEEL_PRINCIPAL);
 }
 
-/* ---------------------------------------------------------------- middleware */
-
 int keel_permission_known(const char *permission)
 {
     for (int i = 0; permission && keel_roles[i]; i++)
@@ -88,51 +85,4 @@ int keel_permission_known(const char *permission)
             if (!strcmp(*p, permission))
                 return 1;
     return 0;
-}
-
-/* A permission means nothing without someone to hold it, and a
- * permission no role grants is a typo that would refuse every user. */
-static int authz_check_route(const keel_route *rt, void *data, char *why, size_t cap)
-{
-    (void)data;
-    if (!rt->auth || !strcmp(rt->auth, "none")) {
-        snprintf(why, cap, "permission = \"%s\" but the route takes no credentials (set auth)",
-                 rt->permission);
-        return -1;
-    }
-    if (!keel_permission_known(rt->permission)) {
-        snprintf(why, cap, "permission = \"%s\" is granted by no role", rt->permission);
-        return -1;
-    }
-    return 0;
-}
-
-static keel_flow authz_on_request(keel_req *r, void *data)
-{
-    (void)data;
-    const keel_route *rt = keel_req_route(r);
-    if (!rt || !rt->permission)
-        return KEEL_NEXT;
-    const keel_principal *p = keel_req_principal(r);
-    if (!p) { /* authentication did not run: never let it through */
-        keel_res_set_header(r, "WWW-Authenticate", "Bearer realm=\"keel\"");
-        keel_respond_problem(r, 401, "authentication required");
-        return KEEL_DONE;
-    }
-    if (!keel_principal_can(p, rt->permission)) {
-        char detail[160];
-        snprintf(detail, sizeof(detail), "this needs the permission %s", rt->permission);
-        keel_respond_problem(r, 403, detail);
-        return KEEL_DONE;
-    }
-    return KEEL_NEXT;
-}
-
-keel_middleware keel_mw_authz(void)
-{
-    static const char *const reads[] = {"permission", NULL};
-    keel_middleware m = {.name = "authz", .phase = KEEL_PHASE_AUTHZ,
-                         .on_request = authz_on_request, .reads = reads,
-                         .check_route = authz_check_route};
-    return m;
 }

@@ -1,4 +1,4 @@
-/* test_schema.c — the JSON Schema subset of src/mw/schema.c: every
+/* test_schema.c — the JSON Schema subset of src/schema/schema.c: every
  * keyword, every format, all errors collected at once with RFC 6901
  * pointers, code-point lengths, coercion of query strings, and schemas
  * refused at compile time. Cases are rows. */
