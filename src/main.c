@@ -6,7 +6,7 @@
 static int setup(keel_service *svc, void *arg)
 {
     (void)arg;
-    if (keel_service_config(svc)->demo_routes && app_demo_setup(svc) < 0)
+    if (app_options_of(svc)->demo_routes && app_demo_setup(svc) < 0)
         return -1;
     if (app_auth_setup(svc) < 0)
         return -1;
@@ -18,6 +18,8 @@ static int command(keel_service *svc, const char *cmd, int argc, char **argv, vo
     (void)arg;
     return app_auth_command(svc, cmd, argc - 2, argv + 2);
 }
+
+static const keel_config_module *const config_modules[] = {&app_config};
 
 int main(int argc, char **argv)
 {
@@ -31,6 +33,7 @@ int main(int argc, char **argv)
                              "revoke ID\n"
                              "                     service-to-service API keys\n",
                     .use_database = 1, .migrations = app_migrations,
-                    .nmigrations = app_migrations_count};
+                    .nmigrations = app_migrations_count,
+                    .config_modules = config_modules, .nconfig_modules = 1};
     return keel_main(argc, argv, &app);
 }
