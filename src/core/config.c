@@ -579,6 +579,27 @@ static int read_env(char *base, const keel_config_module *m, FILE *err)
     return 0;
 }
 
+/* A variable declared twice (by two modules, or twice in one table) is a
+ * programming error that would make one of them silently win. */
+static int check_unique(const struct keel_config_set *set, FILE *err)
+{
+    size_t n = set->n + 1;
+    for (size_t a = 0; a < n; a++) {
+        const keel_config_module *ma = a ? set->v[a - 1].m : &keel_core_config;
+        for (size_t i = 0; i < ma->nvars; i++)
+            for (size_t b = a; b < n; b++) {
+                const keel_config_module *mb = b ? set->v[b - 1].m : &keel_core_config;
+                for (size_t j = b == a ? i + 1 : 0; j < mb->nvars; j++)
+                    if (!strcmp(ma->vars[i].name, mb->vars[j].name)) {
+                        fprintf(err, "keel: %s: declared twice, by modules %s and %s\n",
+                                ma->vars[i].name, ma->name, mb->name);
+                        return KEEL_ECONFIG;
+                    }
+            }
+    }
+    return 0;
+}
+
 int keel_config_load_modules(keel_config *cfg, const keel_config_module *const *mods,
                              size_t nmods, const char *env_file, FILE *err)
 {
@@ -588,6 +609,8 @@ int keel_config_load_modules(keel_config *cfg, const keel_config_module *const *
     for (size_t i = 0; i < nmods; i++)
         if (mods[i] != &keel_core_config && !set_find(cfg->set, mods[i]))
             set_add(cfg->set, mods[i], 1);
+    if (check_unique(cfg->set, err) < 0)
+        return KEEL_ECONFIG;
     int rc = load_env_file(env_file ? env_file : ".env", env_file != NULL, err);
     if (rc)
         return rc;
