@@ -130,12 +130,18 @@ def test_config_lists_only_the_modules_it_uses(tmp_path):
     for name in APP_ONLY:
         assert name not in printed, name
     assert not [n for n in printed if n.startswith("OTEL_")]
+    assert "HELLO_GREETING=hello" in pc.stdout.splitlines()  # its own module
+    bad = subprocess.run([BIN, "serve", "--print-config"], capture_output=True, text=True,
+                         env=dict(env, HELLO_GREETING=""), cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("keel: HELLO_GREETING: ") and bad.stderr.count("\n") == 1
 
     keel = os.environ.get("KEEL_BIN") or str(REPO / "build" / "keel")
     full = subprocess.run([keel, "config"], capture_output=True, text=True, cwd=tmp_path)
     assert full.returncode == 0, full.stderr
     everything = _names(full.stdout, r"^\| `([A-Z0-9_]+)` \|")
-    assert documented < everything
+    assert documented - {"HELLO_GREETING"} < everything
+    assert "HELLO_GREETING" not in everything
     for name in APP_ONLY + SHARED:
         assert name in everything, name
     assert "### app" in full.stdout and "### db" in full.stdout
