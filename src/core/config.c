@@ -450,8 +450,18 @@ static inst *set_find(struct keel_config_set *set, const keel_config_module *m)
     return NULL;
 }
 
+static const char *bad_declaration(const keel_config_module *m, const keel_config_var *v);
+
 static inst *set_add(struct keel_config_set *set, const keel_config_module *m, int loaded)
 {
+    for (size_t i = 0; i < m->nvars; i++) {
+        const char *why = bad_declaration(m, &m->vars[i]);
+        if (why) { /* a programming error (keel_config_load_modules reports it) */
+            fprintf(stderr, "keel: %s: bad declaration in module %s: %s\n", m->vars[i].name,
+                    m->name, why);
+            abort();
+        }
+    }
     if (set->n == set->cap) {
         set->cap = set->cap ? set->cap * 2 : 8;
         set->v = keel_realloc(set->v, set->cap * sizeof(*set->v));
@@ -579,16 +589,61 @@ static int read_env(char *base, const keel_config_module *m, FILE *err)
     return 0;
 }
 
-/* A variable declared twice (by two modules, or twice in one table) is a
- * programming error that would make one of them silently win. */
-static int check_unique(const struct keel_config_set *set, FILE *err)
+/* A declaration the loader cannot honour: a field of the wrong size for its
+ * type, outside the struct, an enum without values. NULL when fine. */
+static const char *bad_declaration(const keel_config_module *m, const keel_config_var *v)
 {
-    size_t n = set->n + 1;
+    size_t want = 0;
+    switch (v->type) {
+    case KEEL_CONFIG_STR:
+    case KEEL_CONFIG_URL: want = sizeof(char *); break;
+    case KEEL_CONFIG_BOOL: want = sizeof(int); break;
+    case KEEL_CONFIG_ENUM:
+        if (!v->values || !v->values[0])
+            return "an ENUM needs .values";
+        want = v->flags & KEEL_CONFIG_ENUM_NAME ? sizeof(const char *) : sizeof(int);
+        break;
+    case KEEL_CONFIG_PORT:
+    case KEEL_CONFIG_UINT:
+    case KEEL_CONFIG_DURATION:
+    case KEEL_CONFIG_SIZE:
+        if (v->size != sizeof(unsigned) && v->size != sizeof(uint64_t))
+            return "a number needs an unsigned or uint64_t field";
+        want = v->size;
+        break;
+    }
+    if (v->size != want)
+        return "the field's size does not fit the type";
+    if (v->off + v->size > m->size)
+        return "the field lies outside the module's struct";
+    if (!v->def || !v->help)
+        return "a default and a help line are required";
+    return NULL;
+}
+
+/* Every declaration usable, and no variable declared twice (by two
+ * modules, or twice in one table), which would make one silently win. */
+static int check_tables(const keel_config_module *const *mods, size_t nmods, FILE *err)
+{
+    size_t n = nmods + 1;
     for (size_t a = 0; a < n; a++) {
-        const keel_config_module *ma = a ? set->v[a - 1].m : &keel_core_config;
-        for (size_t i = 0; i < ma->nvars; i++)
+        const keel_config_module *ma = a ? mods[a - 1] : &keel_core_config;
+        int repeated = ma == &keel_core_config && a > 0;
+        for (size_t k = 0; k + 1 < a && !repeated; k++)
+            repeated = mods[k] == ma;
+        if (repeated)
+            continue; /* the same module named twice is loaded once */
+        for (size_t i = 0; i < ma->nvars; i++) {
+            const char *why = bad_declaration(ma, &ma->vars[i]);
+            if (why) {
+                fprintf(err, "keel: %s: bad declaration in module %s: %s\n", ma->vars[i].name,
+                        ma->name, why);
+                return KEEL_ECONFIG;
+            }
             for (size_t b = a; b < n; b++) {
-                const keel_config_module *mb = b ? set->v[b - 1].m : &keel_core_config;
+                const keel_config_module *mb = b ? mods[b - 1] : &keel_core_config;
+                if (b != a && mb == ma)
+                    continue;
                 for (size_t j = b == a ? i + 1 : 0; j < mb->nvars; j++)
                     if (!strcmp(ma->vars[i].name, mb->vars[j].name)) {
                         fprintf(err, "keel: %s: declared twice, by modules %s and %s\n",
@@ -596,6 +651,7 @@ static int check_unique(const struct keel_config_set *set, FILE *err)
                         return KEEL_ECONFIG;
                     }
             }
+        }
     }
     return 0;
 }
@@ -606,11 +662,11 @@ int keel_config_load_modules(keel_config *cfg, const keel_config_module *const *
     if (!err)
         err = stderr;
     keel_config_defaults(cfg);
+    if (check_tables(mods, nmods, err) < 0)
+        return KEEL_ECONFIG;
     for (size_t i = 0; i < nmods; i++)
         if (mods[i] != &keel_core_config && !set_find(cfg->set, mods[i]))
             set_add(cfg->set, mods[i], 1);
-    if (check_unique(cfg->set, err) < 0)
-        return KEEL_ECONFIG;
     int rc = load_env_file(env_file ? env_file : ".env", env_file != NULL, err);
     if (rc)
         return rc;

@@ -855,6 +855,66 @@ static void test_unloaded_module_defaults(void **state)
     keel_config_close(&cfg);
 }
 
+/* Declarations the loader cannot honour, and names declared twice, stop
+ * loading with one line. */
+static void test_bad_declarations(void **state)
+{
+    (void)state;
+    typedef struct narrow {
+        unsigned short n;
+        int e;
+        char *s;
+    } narrow;
+    static const keel_config_var short_field[] = {
+        {.name = "N_SHORT", .type = KEEL_CONFIG_UINT, .def = "1", KEEL_CONFIG_AT(narrow, n),
+         .help = "too narrow"},
+    };
+    static const keel_config_var no_values[] = {
+        {.name = "N_ENUM", .type = KEEL_CONFIG_ENUM, .def = "a", KEEL_CONFIG_AT(narrow, e),
+         .help = "no values"},
+    };
+    static const keel_config_var bool_on_string[] = {
+        {.name = "N_BOOL", .type = KEEL_CONFIG_BOOL, .def = "true", KEEL_CONFIG_AT(narrow, s),
+         .help = "wrong field"},
+    };
+    static const keel_config_var again[] = {
+        {.name = "T_NAME", .type = KEEL_CONFIG_STR, .def = "", KEEL_CONFIG_AT(narrow, s),
+         .help = "taken"},
+    };
+    static const keel_config_module bad[] = {
+        KEEL_CONFIG_MODULE("short", narrow, short_field, NULL),
+        KEEL_CONFIG_MODULE("enum", narrow, no_values, NULL),
+        KEEL_CONFIG_MODULE("bool", narrow, bool_on_string, NULL),
+        KEEL_CONFIG_MODULE("again", narrow, again, NULL),
+    };
+    static const char *const want[] = {
+        "keel: N_SHORT: bad declaration in module short: ",
+        "keel: N_ENUM: bad declaration in module enum: ",
+        "keel: N_BOOL: bad declaration in module bool: ",
+        "keel: T_NAME: declared twice, by modules t and again\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const keel_config_module *mods[] = {&t_config, &bad[i]};
+        char *text;
+        size_t n;
+        FILE *err = open_memstream(&text, &n);
+        keel_config cfg;
+        int rc = keel_config_load_modules(&cfg, mods, 2, NULL, err);
+        fclose(err);
+        if (rc != KEEL_ECONFIG || strncmp(text, want[i], strlen(want[i])) != 0 ||
+            count_lines(text) != 1)
+            case_fail(bad[i].name, "rc %d, error \"%s\"", rc, text);
+        free(text);
+        keel_config_close(&cfg);
+    }
+    /* the same module named twice is simply loaded once */
+    const keel_config_module *twice[] = {&t_config, &keel_core_config, &t_config};
+    keel_config cfg;
+    assert_int_equal(keel_config_load_modules(&cfg, twice, 3, NULL, stderr), 0);
+    keel_config_close(&cfg);
+    assert_int_equal(failures, 0);
+}
+
 /* The one-line errors say what each type accepts, ranges included. */
 static void test_error_texts(void **state)
 {
@@ -942,6 +1002,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_each_and_print_agree, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unloaded_module_defaults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_texts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_declarations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_doc, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
