@@ -18,7 +18,7 @@ static const keel_config_var hello_vars[] = {
 };
 
 static const keel_config_module hello_config =
-    KEEL_CONFIG_MODULE("hello", hello_options, hello_vars, NULL);
+    KEEL_CONFIG_MODULE("hello", "hello-service's own variables.", hello_options, hello_vars, NULL);
 
 static const char *greeting = "hello"; /* set once in setup, before serving */
 

@@ -23,8 +23,8 @@
  *          KEEL_CONFIG_AT(my_options, endpoint), .values = KEEL_CONFIG_VALUES("https://"),
  *          .flags = KEEL_CONFIG_SECRET, .help = "where my things go; empty = nowhere"},
  *     };
- *     const keel_config_module my_config = KEEL_CONFIG_MODULE("my", my_options, my_vars,
- *                                                             NULL);
+ *     const keel_config_module my_config =
+ *         KEEL_CONFIG_MODULE("my", "What my module does.", my_options, my_vars, NULL);
  *     ...
  *     const my_options *o = keel_config_get(cfg, &my_config);
  */
@@ -141,6 +141,7 @@ typedef struct keel_config_var {
 
 typedef struct keel_config_module {
     const char *name;            /* "db", "redis", "app" ... (a docs heading) */
+    const char *doc;             /* one line under the heading, or NULL */
     const keel_config_var *vars;
     size_t nvars;
     size_t size;                 /* sizeof the options struct */
@@ -150,9 +151,12 @@ typedef struct keel_config_module {
     int (*validate)(void *opts, const keel_config *cfg, FILE *err);
 } keel_config_module;
 
-#define KEEL_CONFIG_MODULE(name_, type, vars_, validate_)                      \
-    {.name = (name_), .vars = (vars_), .nvars = sizeof(vars_) / sizeof((vars_)[0]), \
-     .size = sizeof(type), .validate = (validate_)}
+/* KEEL_CONFIG_MODULE("orders", "One line for the docs.", orders_options,
+ *                    orders_vars, orders_validate_or_NULL) */
+#define KEEL_CONFIG_MODULE(name_, doc_, type, vars_, validate_)                \
+    {.name = (name_), .doc = (doc_), .vars = (vars_),                          \
+     .nvars = sizeof(vars_) / sizeof((vars_)[0]), .size = sizeof(type),        \
+     .validate = (validate_)}
 
 /* Core's own variables (the fields of keel_config): always loaded first. */
 extern const keel_config_module keel_core_config;

@@ -63,8 +63,10 @@ static const keel_config_var app_vars[] = {
 };
 #undef AT
 
-const keel_config_module app_config = KEEL_CONFIG_MODULE("app", app_options, app_vars,
-                                                         app_validate);
+const keel_config_module app_config = KEEL_CONFIG_MODULE(
+    "app",
+    "The reference service: accounts, tokens, the user cache, demo routes (src/app/config.c).",
+    app_options, app_vars, app_validate);
 
 const app_options *app_options_of(keel_service *svc)
 {

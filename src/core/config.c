@@ -130,7 +130,10 @@ static const keel_config_var core_vars[] = {
 };
 
 const keel_config_module keel_core_config =
-    KEEL_CONFIG_MODULE("core", keel_config, core_vars, core_validate);
+    KEEL_CONFIG_MODULE("core",
+                       "The server, HTTP limits, the work pool, logs, and the clients and proxies "
+                       "the listener trusts (src/core/config.c).",
+                       keel_config, core_vars, core_validate);
 
 static int core_validate(void *opts, const keel_config *cfg, FILE *err)
 {
@@ -801,7 +804,10 @@ void keel_config_each(const keel_config *cfg,
 
 static void doc_module(const keel_config_module *m, FILE *out)
 {
-    fprintf(out, "### %s\n\n| variable | default | meaning |\n|---|---|---|\n", m->name);
+    fprintf(out, "### %s\n\n", m->name);
+    if (m->doc)
+        fprintf(out, "%s\n\n", m->doc);
+    fputs("| variable | default | meaning |\n|---|---|---|\n", out);
     for (size_t i = 0; i < m->nvars; i++) {
         const keel_config_var *v = &m->vars[i];
         const char *def = v->def;

@@ -65,5 +65,6 @@ static const keel_config_var edge_vars[] = {
 };
 #undef AT
 
-const keel_config_module keel_edge_config =
-    KEEL_CONFIG_MODULE("edge", keel_edge_options, edge_vars, edge_validate);
+const keel_config_module keel_edge_config = KEEL_CONFIG_MODULE(
+    "edge", "Edge protection: security headers, CORS, compression, load shedding (src/mw/edge.c).",
+    keel_edge_options, edge_vars, edge_validate);

@@ -127,9 +127,10 @@ static const keel_config_var rate_limit_vars[] = {
 };
 #undef AT
 
-const keel_config_module keel_rate_limit_config =
-    KEEL_CONFIG_MODULE("rate_limit", keel_rate_limit_options, rate_limit_vars,
-                       rate_limit_validate);
+const keel_config_module keel_rate_limit_config = KEEL_CONFIG_MODULE(
+    "rate_limit",
+    "Per-client rate limits, tiers per route (src/mw/rate_limit.c; docs/rate-limiting.md).",
+    keel_rate_limit_options, rate_limit_vars, rate_limit_validate);
 
 int keel_rl_tiers_from_config(const keel_config *config, keel_rl_tier *out, size_t cap,
                               FILE *err)

@@ -27,8 +27,9 @@ static const keel_config_var breaker_vars[] = {
 };
 #undef AT
 
-const keel_config_module keel_breaker_config =
-    KEEL_CONFIG_MODULE("breaker", keel_breaker_opts, breaker_vars, NULL);
+const keel_config_module keel_breaker_config = KEEL_CONFIG_MODULE(
+    "breaker", "Circuit breakers in front of keel's outbound dependencies (src/resil/breaker.c).",
+    keel_breaker_opts, breaker_vars, NULL);
 
 struct keel_breaker {
     keel_breaker *next; /* in the registry */

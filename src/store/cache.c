@@ -97,7 +97,8 @@ static const keel_config_var cache_vars[] = {
 #undef AT
 
 const keel_config_module keel_cache_config =
-    KEEL_CONFIG_MODULE("cache", keel_cache_options, cache_vars, NULL);
+    KEEL_CONFIG_MODULE("cache", "The cache; in process without REDIS_URL (src/store/cache.c).",
+                       keel_cache_options, cache_vars, NULL);
 
 /* ---------------------------------------------------------------- life cycle */
 

@@ -814,8 +814,9 @@ static const keel_config_var db_vars[] = {
 };
 #undef AT
 
-const keel_config_module keel_db_config =
-    KEEL_CONFIG_MODULE("db", keel_db_options, db_vars, NULL);
+const keel_config_module keel_db_config = KEEL_CONFIG_MODULE(
+    "db", "The database and its migrations, for services with a database (src/store/db.c).",
+    keel_db_options, db_vars, NULL);
 
 void keel__db_settings_from(keel__db_settings *st, keel__db_obs *obs, const keel_config *cfg)
 {

@@ -560,8 +560,9 @@ static const keel_config_var instance_vars[] = {
 };
 #undef AT
 
-const keel_config_module keel_instance_config =
-    KEEL_CONFIG_MODULE("instance", keel_instance_options, instance_vars, NULL);
+const keel_config_module keel_instance_config = KEEL_CONFIG_MODULE(
+    "instance", "This instance's identity, in events and /distributed/info (src/store/events.c).",
+    keel_instance_options, instance_vars, NULL);
 
 keel_events *keel_events_new(keel_server *s, keel_redis *r, const keel_config *cfg,
                              keel_metrics *m)

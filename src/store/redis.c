@@ -699,7 +699,10 @@ static const keel_config_var redis_vars[] = {
 #undef AT
 
 const keel_config_module keel_redis_config =
-    KEEL_CONFIG_MODULE("redis", keel_redis_options, redis_vars, NULL);
+    KEEL_CONFIG_MODULE("redis",
+                       "Redis, shared by every instance; without it keel uses in-process fallbacks "
+                       "(src/store/redis.c).",
+                       keel_redis_options, redis_vars, NULL);
 
 /* ---------------------------------------------------------------- life cycle */
 

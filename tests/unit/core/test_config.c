@@ -84,7 +84,8 @@ static const keel_config_var t_vars[] = {
 };
 #undef AT
 
-static const keel_config_module t_config = KEEL_CONFIG_MODULE("t", t_options, t_vars, t_validate);
+static const keel_config_module t_config =
+    KEEL_CONFIG_MODULE("t", "A test module.", t_options, t_vars, t_validate);
 static const keel_config_module *const t_mods[] = {&t_config};
 
 static const t_options *T(const keel_config *cfg)
@@ -882,10 +883,10 @@ static void test_bad_declarations(void **state)
          .help = "taken"},
     };
     static const keel_config_module bad[] = {
-        KEEL_CONFIG_MODULE("short", narrow, short_field, NULL),
-        KEEL_CONFIG_MODULE("enum", narrow, no_values, NULL),
-        KEEL_CONFIG_MODULE("bool", narrow, bool_on_string, NULL),
-        KEEL_CONFIG_MODULE("again", narrow, again, NULL),
+        KEEL_CONFIG_MODULE("short", NULL, narrow, short_field, NULL),
+        KEEL_CONFIG_MODULE("enum", NULL, narrow, no_values, NULL),
+        KEEL_CONFIG_MODULE("bool", NULL, narrow, bool_on_string, NULL),
+        KEEL_CONFIG_MODULE("again", NULL, narrow, again, NULL),
     };
     static const char *const want[] = {
         "keel: N_SHORT: bad declaration in module short: ",
@@ -971,14 +972,15 @@ static void test_doc(void **state)
     assert_non_null(out);
     keel_config_doc(t_mods, 1, out);
     fclose(out);
-    const char *core = strstr(text, "### core\n\n| variable | default | meaning |\n|---|---|---|\n");
-    const char *t = strstr(text, "\n\n### t\n\n| variable | default | meaning |\n|---|---|---|\n");
+    const char *core = strstr(text, "### core\n\nThe server, ");
+    const char *t = strstr(text, "\n\n### t\n\nA test module.\n\n| variable | default | meaning |\n"
+                                 "|---|---|---|\n");
     assert_ptr_equal(core, text);
     assert_non_null(t);
     assert_true(has_line(text, "| `PORT` | `8080` | TCP port to listen on |"));
     assert_true(has_line(text, "| `T_SECRET` | (empty) | a secret (secret: redacted in output) |"));
     assert_true(has_line(text, "| `T_TTL` | `1m` | a lifetime |"));
-    assert_int_equal(count_lines(text), 4 + keel_core_config.nvars + 5 + t_config.nvars);
+    assert_int_equal(count_lines(text), 6 + keel_core_config.nvars + 7 + t_config.nvars);
     free(text);
 }
 

@@ -173,7 +173,7 @@ static void test_names_unique_and_documented(void **state)
         {.name = "PORT", .type = KEEL_CONFIG_STR, .def = "", .off = 0, .size = sizeof(char *),
          .help = "again"},
     };
-    static const keel_config_module dup = KEEL_CONFIG_MODULE("dup", char *, dup_vars, NULL);
+    static const keel_config_module dup = KEEL_CONFIG_MODULE("dup", NULL, char *, dup_vars, NULL);
     const keel_config_module *one[] = {&dup};
     keel_config cfg;
     FILE *null = fopen("/dev/null", "w");
@@ -214,7 +214,7 @@ static void test_service_without_database(void **state)
         {.name = "MY_THING", .type = KEEL_CONFIG_STR, .def = "x", .off = 0,
          .size = sizeof(char *), .help = "mine"},
     };
-    static const keel_config_module mine = KEEL_CONFIG_MODULE("mine", char *, v, NULL);
+    static const keel_config_module mine = KEEL_CONFIG_MODULE("mine", NULL, char *, v, NULL);
     static const keel_config_module *const list[] = {&mine};
     keel_app app = {.name = "t", .config_modules = list, .nconfig_modules = 1};
     n = keel__svc_config_modules(&app, m);
