@@ -168,7 +168,8 @@ extern const keel_config_module keel_core_config;
  * it writes one line to `err` ("keel: PORT: expected ...") and returns
  * KEEL_ECONFIG; so it does for a variable two modules both declare, or a
  * declaration it cannot honour (a field of the wrong size for its type).
- * Free with keel_config_close (also after a failure). */
+ * cfg need not be initialised (it is overwritten); free it with
+ * keel_config_close, also after a failure. */
 int keel_config_load_modules(keel_config *cfg, const keel_config_module *const *mods,
                              size_t nmods, const char *env_file, FILE *err);
 

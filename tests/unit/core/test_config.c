@@ -347,7 +347,6 @@ static void test_defaults(void **state)
     /* loading from an empty environment gives the defaults (an empty-default
      * boolean settled by validate) */
     keel_config d;
-    keel_config_defaults(&d);
     assert_int_equal(keel_config_load_modules(&d, t_mods, 1, NULL, stderr), 0);
     char *a = print_to_string(&cfg), *b = print_to_string(&d);
     assert_string_equal(a, b);
