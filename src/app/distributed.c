@@ -17,6 +17,7 @@
 
 static struct {
     keel_service *svc;
+    const keel_instance_options *inst; /* INSTANCE_ID, REGION, ZONE */
     char instance[128];
     uint64_t started_ns;
 } D;
@@ -48,7 +49,7 @@ static keel_flow rate_limit_test(keel_req *r)
 static keel_flow info(keel_req *r)
 {
     const keel_config *cfg = keel_service_config(D.svc);
-    const keel_instance_options *inst = keel_config_get(cfg, &keel_instance_config);
+    const keel_instance_options *inst = D.inst;
     json_t *o = json_pack("{s:s,s:s,s:s,s:s?,s:s?,s:f,s:s,s:b}", "service", cfg->service_name,
                           "instance_id", D.instance, "version", KEEL_VERSION, "region",
                           *inst->region ? inst->region : NULL, "zone",
@@ -165,6 +166,7 @@ int app_distributed_setup(keel_service *svc)
     const keel_instance_options *inst =
         keel_config_get(keel_service_config(svc), &keel_instance_config);
     D.svc = svc;
+    D.inst = inst;
     D.started_ns = keel_now_ns();
     if (inst->instance_id && *inst->instance_id) {
         snprintf(D.instance, sizeof(D.instance), "%s", inst->instance_id);
