@@ -181,7 +181,8 @@ void keel_config_defaults(keel_config *cfg);
 
 /* The options struct of module m: the loaded one, or, for a module that
  * was not loaded, its defaults (made on first use, owned by cfg). Never
- * NULL; valid until keel_config_close. */
+ * NULL; valid until keel_config_close. Takes a lock: call it when setting
+ * up and keep the pointer, not once per request. */
 const void *keel_config_get(const keel_config *cfg, const keel_config_module *m);
 
 /* The same, writable: for whoever owns cfg to adjust a module's options
