@@ -4,7 +4,7 @@
 static int setup(keel_service *svc, void *arg)
 {
     (void)arg;
-    if (keel_service_config(svc)->demo_routes && app_demo_setup(svc) < 0)
+    if (app_options_of(svc)->demo_routes && app_demo_setup(svc) < 0)
         return -1;
     if (app_auth_setup(svc) < 0)
         return -1;
@@ -17,6 +17,8 @@ static int command(keel_service *svc, const char *cmd, int argc, char **argv, vo
     return app_auth_command(svc, cmd, argc - 2, argv + 2);
 }
 
+static const keel_config_module *const config_modules[] = {&app_config};
+
 int main(int argc, char **argv)
 {
     keel_app app = {.name = "keel", .version = KEEL_VERSION, .setup = setup, .command = command,
@@ -27,6 +29,7 @@ int main(int argc, char **argv)
                              "revoke ID\n"
                              "                     service-to-service API keys\n",
                     .use_database = 1, .migrations = app_migrations,
-                    .nmigrations = app_migrations_count};
+                    .nmigrations = app_migrations_count,
+                    .config_modules = config_modules, .nconfig_modules = 1};
     return keel_main(argc, argv, &app);
 }

@@ -37,13 +37,23 @@ typedef struct keel_cache keel_cache;
 struct keel_redis;
 struct json_t;
 
+/* The cache's options (keel/config.h): CACHE_*. keel_config_get(cfg,
+ * &keel_cache_config). */
+typedef struct keel_cache_options {
+    uint64_t cache_max_entries; /* CACHE_MAX_ENTRIES (in-process cache) */
+    uint64_t cache_max_bytes;   /* CACHE_MAX_BYTES */
+    uint64_t cache_default_ttl_ms; /* CACHE_DEFAULT_TTL */
+} keel_cache_options;
+
+extern const keel_config_module keel_cache_config;
+
 #define KEEL_CACHE_KEY_MAX 512
 #define KEEL_CACHE_NS_MAX 32
 /* Largest value, as JSON text (KEEL_ETOOBIG beyond). */
 #define KEEL_CACHE_VALUE_MAX (1u << 20)
 
-/* A cache on redis (NULL: the in-process LRU sized by cfg->cache_max_entries
- * and cfg->cache_max_bytes), with cfg->cache_default_ttl_ms for a TTL of 0
+/* A cache on redis (NULL: the in-process LRU sized by CACHE_MAX_ENTRIES
+ * and CACHE_MAX_BYTES), with CACHE_DEFAULT_TTL for a TTL of 0
  * and its metrics on m (may be NULL). Free after the workers stopped. */
 keel_cache *keel_cache_new(const keel_config *cfg, struct keel_redis *redis, keel_metrics *m);
 void keel_cache_free(keel_cache *c);

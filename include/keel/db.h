@@ -103,7 +103,26 @@ typedef struct keel_db_param {
 
 /* ---------------------------------------------------------------- setup */
 
-/* Opens the database of cfg->database_url for server s, before
+/* The database's options (keel/config.h), registered by services with a
+ * database: DATABASE_*, query logging and migrations. Read them with
+ * keel_config_get(cfg, &keel_db_config). */
+typedef struct keel_db_options {
+    char *database_url;     /* DATABASE_URL */
+    unsigned db_pool_max;   /* DATABASE_POOL_MAX */
+    unsigned db_pool_min;   /* DATABASE_POOL_MIN */
+    uint64_t db_idle_timeout_ms; /* DATABASE_IDLE_TIMEOUT */
+    uint64_t db_connect_timeout_ms; /* DATABASE_TIMEOUT */
+    uint64_t db_statement_timeout_ms; /* DATABASE_STATEMENT_TIMEOUT (0 = none) */
+    uint64_t db_queue_max;  /* DATABASE_QUEUE_MAX */
+    int query_logging;      /* ENABLE_QUERY_LOGGING */
+    uint64_t slow_query_ms; /* SLOW_QUERY_THRESHOLD */
+    int migrate_on_start;   /* MIGRATE_ON_START */
+    char *migrations_dir;   /* MIGRATIONS_DIR ("" = the compiled-in set) */
+} keel_db_options;
+
+extern const keel_config_module keel_db_config;
+
+/* Opens the database of DATABASE_URL (cfg's keel_db_options) for server s, before
  * keel_server_start: creates the pool (DATABASE_POOL_MAX threads and
  * connections, DATABASE_QUEUE_MAX queued jobs), and registers the critical
  * `database` health check in h and the db_* metrics in m (each may be

@@ -35,13 +35,23 @@ extern "C" {
 #endif
 
 typedef struct keel_events keel_events;
+
+/* This instance's identity (keel/config.h): INSTANCE_ID, REGION, ZONE.
+ * keel_config_get(cfg, &keel_instance_config). */
+typedef struct keel_instance_options {
+    char *instance_id; /* INSTANCE_ID ("" = hostname-pid) */
+    char *region;      /* REGION */
+    char *zone;        /* ZONE */
+} keel_instance_options;
+
+extern const keel_config_module keel_instance_config;
 struct keel_redis;
 struct json_t;
 
 #define KEEL_EVENTS_CHANNEL_MAX 200
 #define KEEL_EVENTS_ID_LEN 36
 
-/* A bus for the workers of s, on r (NULL: in-process), cfg->instance_id
+/* A bus for the workers of s, on r (NULL: in-process), INSTANCE_ID
  * as the source. Before keel_server_start; keel_events_free after the
  * workers stopped (it stops and joins the subscriber thread). */
 keel_events *keel_events_new(keel_server *s, struct keel_redis *r, const keel_config *cfg,

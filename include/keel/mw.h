@@ -32,17 +32,43 @@ keel_middleware keel_mw_access_log(int all, uint64_t slow_ms);
  * http_request_duration_seconds{method,route}, declared in m. */
 keel_middleware keel_mw_http_metrics(keel_metrics *m);
 
+/* Edge protection's options (keel/config.h; src/mw/edge.c): security
+ * headers, CORS, compression, load shedding. keel_config_get(cfg,
+ * &keel_edge_config). An empty header value sends no such header. */
+typedef struct keel_edge_options {
+    int security_headers;   /* SECURITY_HEADERS */
+    char *csp;              /* CSP: Content-Security-Policy */
+    char *frame_options;    /* FRAME_OPTIONS: X-Frame-Options */
+    char *referrer_policy;  /* REFERRER_POLICY */
+    char *coop;             /* CROSS_ORIGIN_OPENER_POLICY */
+    char *corp;             /* CROSS_ORIGIN_RESOURCE_POLICY */
+    int nosniff;            /* CONTENT_TYPE_NOSNIFF: X-Content-Type-Options */
+    uint64_t hsts_max_age;  /* HSTS_MAX_AGE, seconds; 0 = no HSTS */
+    char *cors_origin;      /* CORS_ORIGIN */
+    int cors_credentials;   /* CORS_CREDENTIALS */
+    uint64_t cors_max_age;  /* CORS_MAX_AGE, seconds */
+    char *cors_methods;     /* CORS_METHODS */
+    char *cors_headers;     /* CORS_HEADERS */
+    int compression;        /* COMPRESSION */
+    uint64_t compression_min_bytes; /* COMPRESSION_MIN_BYTES */
+    uint64_t shed_loop_lag_ms;  /* SHED_LOOP_LAG; 0 = off */
+    uint64_t shed_in_flight;    /* SHED_IN_FLIGHT, per worker; 0 = off */
+    uint64_t shed_rss_bytes;    /* SHED_RSS; 0 = off */
+} keel_edge_options;
+
+extern const keel_config_module keel_edge_config;
+
 /* Security headers (Content-Security-Policy, X-Content-Type-Options,
  * X-Frame-Options, Referrer-Policy, Cross-Origin-Opener/Resource-Policy;
  * Strict-Transport-Security when X-Forwarded-Proto: https comes from a
  * TRUST_PROXY peer; Cache-Control: no-store on KEEL_ROUTE_SECRET routes)
  * on every response, each only when the handler did not set it. Values
- * from cfg (copied); an empty value sends no such header. cfg->trust_proxy
- * must have been checked with keel_cidr_parse_list (an invalid list here
+ * from cfg's keel_edge_options (copied); an empty value sends no such
+ * header. TRUST_PROXY must have been checked with keel_cidr_parse_list (an invalid list here
  * trusts no one). */
 keel_middleware keel_mw_security_headers(const keel_config *cfg);
 
-/* CORS from cfg (CORS_ORIGIN, CORS_CREDENTIALS, CORS_MAX_AGE,
+/* CORS from cfg's keel_edge_options (CORS_ORIGIN, CORS_CREDENTIALS, CORS_MAX_AGE,
  * CORS_METHODS, CORS_HEADERS; copied): answers preflights from allowed
  * origins with 204 and from others with 403 problem+json; other requests
  * from allowed origins get Access-Control-Allow-Origin. See src/mw/cors.c. */
@@ -148,7 +174,7 @@ struct json_t *keel_req_params_json(const keel_req *r);
 
 /* ---------------------------------------------------------------- load */
 
-/* Load shedding (SHED_LOOP_LAG, SHED_IN_FLIGHT, SHED_RSS from cfg):
+/* Load shedding (SHED_LOOP_LAG, SHED_IN_FLIGHT, SHED_RSS, keel_edge_options):
  * 503 + Retry-After for new requests while the worker is over a limit;
  * KEEL_ROUTE_INTERNAL routes exempt; load_shed_total{reason} in m. The
  * middleware owns s. keel_shed_active answers 1 while shedding (a

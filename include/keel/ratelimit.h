@@ -74,6 +74,24 @@ typedef struct keel_rl_tier {
     char policy[48]; /* the RateLimit-Policy value: "100;w=900" */
 } keel_rl_tier;
 
+/* The rate limiter's options (keel/config.h): RATE_LIMIT_*.
+ * keel_config_get(cfg, &keel_rate_limit_config). */
+typedef struct keel_rate_limit_options {
+    int rate_limit;             /* RATE_LIMIT_ENABLED */
+    uint64_t rate_limit_max;    /* RATE_LIMIT_MAX (general tier) */
+    uint64_t rate_limit_window_ms; /* RATE_LIMIT_WINDOW */
+    char *rate_limit_strict;    /* RATE_LIMIT_STRICT: "N/window" */
+    char *rate_limit_auth;      /* RATE_LIMIT_AUTH */
+    char *rate_limit_public;    /* RATE_LIMIT_PUBLIC */
+    char *rate_limit_burst;     /* RATE_LIMIT_BURST */
+    char *rate_limit_tiers;     /* RATE_LIMIT_TIERS: "name=N/window,..." */
+    uint64_t rate_limit_max_keys; /* RATE_LIMIT_MAX_KEYS */
+    int rate_limit_fail_open;   /* RATE_LIMIT_FAIL_OPEN */
+} keel_rate_limit_options;
+
+/* Its validate hook checks every tier when RATE_LIMIT_ENABLED. */
+extern const keel_config_module keel_rate_limit_config;
+
 /* The tiers configured by cfg: general (RATE_LIMIT_MAX per
  * RATE_LIMIT_WINDOW), strict, auth, public, burst and RATE_LIMIT_TIERS'
  * custom ones ("name=N/window, ..."). On an invalid value writes one line
@@ -87,7 +105,7 @@ int keel_rl_tiers_from_config(const keel_config *cfg, keel_rl_tier *out, size_t 
 typedef struct keel_rate_limiter keel_rate_limiter;
 
 /* A limiter over cfg's tiers (already checked with
- * keel_rl_tiers_from_config) and `store` (owned from now on). Metrics:
+ * keel_rl_tiers_from_config, as loading does) and `store` (owned from now on). Metrics:
  * rate_limit_rejections_total{tier}, rate_limit_store_errors_total, and
  * for the in-process store rate_limit_keys / rate_limit_evictions_total. */
 keel_rate_limiter *keel_rate_limiter_new(const keel_config *cfg, keel_rl_store store,

@@ -28,7 +28,19 @@ extern "C" {
 typedef struct keel_redis keel_redis;
 struct redisReply;
 
-/* A client for cfg->redis_url (which must be set) on every worker of s:
+/* Redis's options (keel/config.h): REDIS_*. keel_config_get(cfg,
+ * &keel_redis_config). */
+typedef struct keel_redis_options {
+    char *redis_url;        /* REDIS_URL ("" = in-process fallbacks) */
+    uint64_t redis_timeout_ms;  /* REDIS_COMMAND_TIMEOUT */
+    uint64_t redis_connect_timeout_ms; /* REDIS_CONNECT_TIMEOUT */
+    uint64_t redis_reconnect_max_ms;   /* REDIS_RECONNECT_MAX: backoff cap */
+    char *redis_key_prefix; /* REDIS_KEY_PREFIX */
+} keel_redis_options;
+
+extern const keel_config_module keel_redis_config;
+
+/* A client for REDIS_URL (keel_redis_options; must be set) on every worker of s:
  * registers worker hooks (connect on start, close on stop), metrics on m
  * and a health check on h (both may be NULL), and its breaker in br (may
  * be NULL: a standalone breaker). Call before keel_server_start; free

@@ -23,6 +23,7 @@
 
 #include <stdint.h>
 
+#include "config.h"
 #include "health.h"
 #include "metrics.h"
 
@@ -42,6 +43,10 @@ typedef struct keel_breaker_opts {
     uint64_t recovery_ms; /* OPEN -> HALF_OPEN */
     uint64_t probes;      /* calls let through while HALF_OPEN (>= 1) */
 } keel_breaker_opts;
+
+/* BREAKER_* (keel/config.h): the keel_breaker_opts of keel's own breakers;
+ * keel_config_get(cfg, &keel_breaker_config). */
+extern const keel_config_module keel_breaker_config;
 
 typedef struct keel_breaker keel_breaker;
 typedef struct keel_breakers keel_breakers;

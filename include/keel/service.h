@@ -53,6 +53,12 @@ typedef struct keel_app {
      * scripts/embed_migrations.sh); MIGRATIONS_DIR replaces them. */
     const keel_migration *migrations;
     size_t nmigrations;
+    /* The application's own configuration modules (keel/config.h), loaded
+     * with keel's: they appear in `config`, --print-config and start-up
+     * validation; read them with keel_config_get(keel_service_config(svc),
+     * module). See docs/extending.md. */
+    const keel_config_module *const *config_modules;
+    size_t nconfig_modules;
 } keel_app;
 
 /* Runs the CLI; returns the process exit status. */

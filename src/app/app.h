@@ -17,6 +17,28 @@ void app_invalid(keel_req *r, const char *pointer, const char *message);
  * handlers; a no-op response when the request already ended. */
 void keel_req_resume_respond_text(keel_req *r, int status, const char *text);
 
+/* The reference service's own options (src/app/config.c): accounts,
+ * tokens, the user cache, the demo routes. keel_config_get(cfg,
+ * &app_config), or app_options(svc). */
+typedef struct app_options {
+    char *jwt_secret;           /* JWT_SECRET (secret) */
+    uint64_t jwt_ttl_ms;        /* JWT_EXPIRES_IN */
+    char *jwt_issuer;           /* JWT_ISSUER */
+    char *jwt_audience;         /* JWT_AUDIENCE */
+    uint64_t refresh_ttl_ms;    /* REFRESH_TOKEN_EXPIRY */
+    uint64_t password_min;      /* PASSWORD_MIN_LENGTH */
+    uint64_t password_ops;      /* PASSWORD_HASH_OPS */
+    uint64_t password_mem;      /* PASSWORD_HASH_MEMORY, bytes */
+    uint64_t login_max_attempts; /* LOGIN_MAX_ATTEMPTS */
+    uint64_t login_lock_ms;     /* LOGIN_LOCK_TIME (first lock; doubles) */
+    uint64_t login_lock_max_ms; /* LOGIN_LOCK_MAX */
+    uint64_t user_cache_ttl_ms; /* USER_CACHE_TTL (0 = not cached) */
+    int demo_routes;            /* ENABLE_DEMO_ROUTES (default: not in production) */
+} app_options;
+
+extern const keel_config_module app_config;
+const app_options *app_options_of(keel_service *svc);
+
 int app_demo_setup(keel_service *svc);
 int app_distributed_setup(keel_service *svc);
 /* INSTANCE_ID, or hostname-pid. */

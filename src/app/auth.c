@@ -947,7 +947,7 @@ static const keel_route auth_routes[] = {
 
 int app_auth_setup(keel_service *svc)
 {
-    const keel_config *cfg = keel_service_config(svc);
+    const app_options *cfg = app_options_of(svc);
     A.db = keel_service_db(svc);
     size_t n = cfg->jwt_secret ? strlen(cfg->jwt_secret) : 0;
     if (n > sizeof(A.secret))

@@ -29,7 +29,8 @@ static keel_db_conn *connect_db(keel_service *svc)
     const keel_config *cfg = keel_service_config(svc);
     keel_db_conn *c = NULL;
     char err[256] = "";
-    if (keel_db_connect(cfg->database_url, cfg, &c, err, sizeof(err)) < 0) {
+    const keel_db_options *db = keel_config_get(cfg, &keel_db_config);
+    if (keel_db_connect(db->database_url, cfg, &c, err, sizeof(err)) < 0) {
         fprintf(stderr, "keel: cannot open the database: %s\n", err);
         return NULL;
     }

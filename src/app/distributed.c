@@ -17,6 +17,7 @@
 
 static struct {
     keel_service *svc;
+    const keel_instance_options *inst; /* INSTANCE_ID, REGION, ZONE */
     char instance[128];
     uint64_t started_ns;
 } D;
@@ -48,10 +49,11 @@ static keel_flow rate_limit_test(keel_req *r)
 static keel_flow info(keel_req *r)
 {
     const keel_config *cfg = keel_service_config(D.svc);
+    const keel_instance_options *inst = D.inst;
     json_t *o = json_pack("{s:s,s:s,s:s,s:s?,s:s?,s:f,s:s,s:b}", "service", cfg->service_name,
                           "instance_id", D.instance, "version", KEEL_VERSION, "region",
-                          *cfg->region ? cfg->region : NULL, "zone",
-                          *cfg->zone ? cfg->zone : NULL, "uptime_s",
+                          *inst->region ? inst->region : NULL, "zone",
+                          *inst->zone ? inst->zone : NULL, "uptime_s",
                           (double)(keel_now_ns() - D.started_ns) / 1e9, "environment", cfg->env,
                           "redis", keel_service_redis(D.svc) != NULL);
     keel_respond_json(r, 200, o);
@@ -161,11 +163,13 @@ static const keel_route distributed_routes[] = {
 
 int app_distributed_setup(keel_service *svc)
 {
-    const keel_config *cfg = keel_service_config(svc);
+    const keel_instance_options *inst =
+        keel_config_get(keel_service_config(svc), &keel_instance_config);
     D.svc = svc;
+    D.inst = inst;
     D.started_ns = keel_now_ns();
-    if (cfg->instance_id && *cfg->instance_id) {
-        snprintf(D.instance, sizeof(D.instance), "%s", cfg->instance_id);
+    if (inst->instance_id && *inst->instance_id) {
+        snprintf(D.instance, sizeof(D.instance), "%s", inst->instance_id);
     } else {
         char host[64] = "localhost";
         gethostname(host, sizeof(host) - 1);

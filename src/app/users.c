@@ -634,6 +634,6 @@ int app_users_setup(keel_service *svc, app_auth *a)
 {
     A = a;
     C = keel_service_cache(svc);
-    user_ttl_ms = keel_service_config(svc)->user_cache_ttl_ms;
+    user_ttl_ms = app_options_of(svc)->user_cache_ttl_ms;
     return keel_service_add_routes(svc, user_routes, sizeof(user_routes) / sizeof(user_routes[0]));
 }

@@ -1,255 +1,160 @@
-/* config.c — the configuration table: every variable keel reads, with its
- * default, its parser and its help line. One table drives loading,
- * --print-config and docs/configuration.md. */
+/* config.c — the configuration registry.
+ *
+ * Core's own variables are the first table below; every other module
+ * declares its table beside its code (keel_db_config in src/store/db.c,
+ * keel_rate_limit_config in src/mw/rate_limit.c, the app's in src/app ...)
+ * and hands it to keel_config_load_modules, which fills one struct per
+ * module. The same tables drive loading, the one-line errors,
+ * --print-config (secrets redacted) and docs/configuration.md, so a service
+ * lists exactly the variables of the modules it uses.
+ *
+ * Module structs live in a small set hanging off keel_config. A module
+ * asked for with keel_config_get that was not loaded (a test, a tool that
+ * only needs defaults) gets its defaults, made once under the set's lock. */
 #include "keel/config.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
 
-enum kind { K_STR, K_BOOL, K_PORT, K_UINT, K_DURATION, K_SIZE, K_LEVEL,
-            K_FORMAT, K_ENV, K_URL_DB, K_URL_REDIS };
+#include "keel/net.h"
 
-typedef struct var {
-    const char *name;
-    const char *def;
-    enum kind kind;
-    size_t off;
-    uint64_t min, max; /* for K_UINT / K_DURATION / K_SIZE */
-    int secret;
-    const char *help;
-} var;
+/* ---------------------------------------------------------------- core table */
 
-#define OFF(f) offsetof(keel_config, f)
+#define AT(f) KEEL_CONFIG_AT(keel_config, f)
 #define U64MAX UINT64_MAX
 
-static const var vars[] = {
-    {"KEEL_ENV", "development", K_ENV, OFF(env), 0, 0, 0,
-     "development, production or test; production refuses unsafe settings"},
-    {"SERVICE_NAME", "keel", K_STR, OFF(service_name), 0, 0, 0,
-     "service name in logs, traces and /distributed/info"},
-    {"HOST", "0.0.0.0", K_STR, OFF(host), 0, 0, 0, "address to listen on"},
-    {"PORT", "8080", K_PORT, OFF(port), 0, 0, 0, "TCP port to listen on"},
-    {"WORKERS", "0", K_UINT, OFF(workers), 0, 256, 0,
-     "worker threads, each with its own loop and listener; 0 = number of cores"},
-    {"SERVER_HEADER", "keel", K_STR, OFF(server_header), 0, 0, 0,
-     "value of the Server response header; empty to send none"},
-    {"ENABLE_DEMO_ROUTES", "", K_BOOL, OFF(demo_routes), 0, 0, 0,
-     "serve /hello, /json, /echo (benchmark routes); default true, false in production"},
-    {"BODY_LIMIT", "1mb", K_SIZE, OFF(body_limit), 0, 1ull << 32, 0,
-     "largest request body accepted (413 beyond)"},
-    {"MAX_REQUEST_LINE", "8kb", K_SIZE, OFF(max_request_line), 64, 1 << 20, 0,
-     "longest request line (414 beyond)"},
-    {"MAX_HEADER_SIZE", "8kb", K_SIZE, OFF(max_header_size), 64, 1 << 20, 0,
-     "longest header field line (431 beyond)"},
-    {"MAX_HEADERS", "100", K_UINT, OFF(max_headers), 1, 1000, 0,
-     "most header fields in a request (431 beyond)"},
-    {"MAX_HEAD_SIZE", "64kb", K_SIZE, OFF(max_head_size), 256, 1 << 24, 0,
-     "largest request head, request line and fields together (431 beyond)"},
-    {"HEADER_TIMEOUT", "10s", K_DURATION, OFF(header_timeout_ms), 100, U64MAX, 0,
-     "time to receive a whole request head (408 beyond)"},
-    {"BODY_TIMEOUT", "30s", K_DURATION, OFF(body_timeout_ms), 100, U64MAX, 0,
-     "longest pause while receiving a request body (408 beyond)"},
-    {"KEEPALIVE_TIMEOUT", "5s", K_DURATION, OFF(keepalive_timeout_ms), 100, U64MAX, 0,
-     "idle keep-alive connections are closed after this"},
-    {"WRITE_TIMEOUT", "30s", K_DURATION, OFF(write_timeout_ms), 100, U64MAX, 0,
-     "longest a response may wait for a slow reader before the connection is closed"},
-    {"HANDLER_TIMEOUT", "30s", K_DURATION, OFF(handler_timeout_ms), 10, U64MAX, 0,
-     "handler deadline (503 beyond); a route may set its own"},
-    {"SHUTDOWN_GRACE", "30s", K_DURATION, OFF(shutdown_grace_ms), 0, U64MAX, 0,
-     "on SIGTERM, how long in-flight requests may take to finish"},
-    {"MAX_CONNECTIONS", "10000", K_UINT, OFF(max_connections), 1, 1000000, 0,
-     "open connections per worker (503 and close beyond)"},
-    {"OUTPUT_BUFFER_MAX", "4mb", K_SIZE, OFF(output_buffer_max), 4096, 1ull << 32, 0,
-     "unsent response bytes per connection before keel stops reading from it"},
-    {"MAX_REQUESTS_PER_CONNECTION", "0", K_UINT, OFF(max_requests_per_conn), 0, U64MAX, 0,
-     "requests on one keep-alive connection before it is closed; 0 = no cap"},
-    {"JSON_BODY_LIMIT", "1mb", K_SIZE, OFF(json_body_limit), 2, 1ull << 32, 0,
-     "largest JSON request body parsed (413 beyond; BODY_LIMIT still applies)"},
-    {"JSON_MAX_DEPTH", "64", K_UINT, OFF(json_max_depth), 1, 1000, 0,
-     "deepest nesting of arrays and objects in a JSON request body (400 beyond)"},
-    {"API_DOCS", "true", K_BOOL, OFF(api_docs), 0, 0, 0,
-     "serve the OpenAPI document at /openapi.json and its viewer at /docs"},
-    {"WORK_POOL_SIZE", "4", K_UINT, OFF(work_threads), 1, 1024, 0,
-     "threads for blocking work (SQL, password hashing)"},
-    {"WORK_QUEUE_MAX", "1024", K_UINT, OFF(work_queue_max), 1, 10000000, 0,
-     "queued blocking jobs before new ones get 503 with Retry-After"},
-    {"LOG_LEVEL", "info", K_LEVEL, OFF(log_level), 0, 0, 0,
-     "trace, debug, info, warn, error or fatal"},
-    {"LOG_FORMAT", "json", K_FORMAT, OFF(log_pretty), 0, 0, 0,
-     "json (one object per line) or pretty (for humans)"},
-    {"LOG_FILE", "", K_STR, OFF(log_file), 0, 0, 0,
-     "also append logs to this file, rotated by size; empty = stdout only"},
-    {"LOG_FILE_MAX_SIZE", "100mb", K_SIZE, OFF(log_file_max_bytes), 4096, U64MAX, 0,
-     "rotate LOG_FILE when it passes this size"},
-    {"LOG_FILE_KEEP", "5", K_UINT, OFF(log_file_keep), 0, 100, 0,
-     "rotated log files kept (FILE.1 .. FILE.N)"},
-    {"ACCESS_LOG", "true", K_BOOL, OFF(access_log), 0, 0, 0,
-     "one log line per request"},
-    {"SLOW_REQUEST_THRESHOLD", "1000", K_DURATION, OFF(slow_request_ms), 0, U64MAX, 0,
-     "requests slower than this (ms) are logged at warn"},
-    {"DATABASE_URL", "sqlite:./data/keel.db", K_URL_DB, OFF(database_url), 0, 0, 1,
-     "sqlite:PATH or postgres://user:pass@host:port/db"},
-    {"DATABASE_POOL_MAX", "4", K_UINT, OFF(db_pool_max), 1, 256, 0,
-     "database connections (one per database pool thread)"},
-    {"DATABASE_POOL_MIN", "1", K_UINT, OFF(db_pool_min), 0, 256, 0,
-     "connections kept open even when idle"},
-    {"DATABASE_IDLE_TIMEOUT", "30s", K_DURATION, OFF(db_idle_timeout_ms), 0, U64MAX, 0,
-     "idle connections above DATABASE_POOL_MIN are closed after this"},
-    {"DATABASE_TIMEOUT", "5s", K_DURATION, OFF(db_connect_timeout_ms), 100, U64MAX, 0,
-     "connect timeout"},
-    {"DATABASE_STATEMENT_TIMEOUT", "10s", K_DURATION, OFF(db_statement_timeout_ms), 0, U64MAX, 0,
-     "longest a statement may run (503 beyond); 0 = no limit"},
-    {"DATABASE_QUEUE_MAX", "1024", K_UINT, OFF(db_queue_max), 1, 10000000, 0,
-     "queries waiting for a connection before new ones get 503 with Retry-After"},
-    {"ENABLE_QUERY_LOGGING", "false", K_BOOL, OFF(query_logging), 0, 0, 0,
-     "log every query (SQL text and duration, never parameter values) at info"},
-    {"SLOW_QUERY_THRESHOLD", "200", K_DURATION, OFF(slow_query_ms), 0, U64MAX, 0,
-     "queries slower than this (ms) are logged at warn"},
-    {"MIGRATE_ON_START", "true", K_BOOL, OFF(migrate_on_start), 0, 0, 0,
-     "keel serve applies pending migrations before listening"},
-    {"MIGRATIONS_DIR", "", K_STR, OFF(migrations_dir), 0, 0, 0,
-     "read migrations from this directory instead of the compiled-in set"},
-    {"REDIS_URL", "", K_URL_REDIS, OFF(redis_url), 0, 0, 1,
-     "redis://[:password@]host:port/db; empty = in-process fallbacks"},
-    {"REDIS_COMMAND_TIMEOUT", "500ms", K_DURATION, OFF(redis_timeout_ms), 10, U64MAX, 0,
-     "a Redis command not answered within this fails, and the connection is reset"},
-    {"REDIS_CONNECT_TIMEOUT", "2s", K_DURATION, OFF(redis_connect_timeout_ms), 10, U64MAX, 0,
-     "time to establish a Redis connection"},
-    {"REDIS_RECONNECT_MAX", "5s", K_DURATION, OFF(redis_reconnect_max_ms), 10, U64MAX, 0,
-     "longest wait between reconnection attempts (exponential backoff with jitter)"},
-    {"REDIS_KEY_PREFIX", "keel:", K_STR, OFF(redis_key_prefix), 0, 0, 0,
-     "namespace in front of every Redis key and channel keel uses"},
-    {"CACHE_MAX_ENTRIES", "10000", K_UINT, OFF(cache_max_entries), 1, 100000000, 0,
-     "entries of the in-process cache (used without REDIS_URL); least recently used evicted"},
-    {"CACHE_MAX_BYTES", "64mb", K_SIZE, OFF(cache_max_bytes), 4096, 1ull << 40, 0,
-     "bytes of the in-process cache (keys, values and overhead)"},
-    {"CACHE_DEFAULT_TTL", "5m", K_DURATION, OFF(cache_default_ttl_ms), 1, U64MAX, 0,
-     "lifetime of a cached value stored without its own TTL"},
-    {"USER_CACHE_TTL", "60s", K_DURATION, OFF(user_cache_ttl_ms), 0, U64MAX, 0,
-     "GET /api/v1/users/:id is cached this long (invalidated on every write); 0 = not cached"},
-    {"BREAKER_FAILURE_THRESHOLD", "5", K_UINT, OFF(breaker_failures), 1, 1000, 0,
-     "failures within BREAKER_WINDOW that open a circuit breaker"},
-    {"BREAKER_WINDOW", "10s", K_DURATION, OFF(breaker_window_ms), 1, U64MAX, 0,
-     "window in which a circuit breaker counts failures"},
-    {"BREAKER_RECOVERY_TIMEOUT", "5s", K_DURATION, OFF(breaker_recovery_ms), 1, U64MAX, 0,
-     "time an open circuit breaker waits before letting probes through (half-open)"},
-    {"BREAKER_HALF_OPEN_PROBES", "1", K_UINT, OFF(breaker_probes), 1, 1000, 0,
-     "calls a half-open breaker lets through; all must succeed to close it"},
-    {"INSTANCE_ID", "", K_STR, OFF(instance_id), 0, 0, 0,
-     "this instance's id in events and /distributed/info; empty = hostname-pid"},
-    {"REGION", "", K_STR, OFF(region), 0, 0, 0, "region shown in /distributed/info"},
-    {"ZONE", "", K_STR, OFF(zone), 0, 0, 0, "zone shown in /distributed/info"},
-    {"JWT_SECRET", "", K_STR, OFF(jwt_secret), 0, 0, 1,
-     "HMAC key for access tokens; at least 32 bytes in production"},
-    {"CORS_ORIGIN", "", K_STR, OFF(cors_origin), 0, 0, 0,
-     "comma-separated allowed origins for CORS; empty = none"},
-    {"OTEL_EXPORTER_OTLP_ENDPOINT", "", K_STR, OFF(otel_endpoint), 0, 0, 0,
-     "OTLP/HTTP endpoint for traces; empty = no export"},
-    {"OTEL_SERVICE_NAME", "", K_STR, OFF(otel_service_name), 0, 0, 0,
-     "service name in traces (default SERVICE_NAME)"},
-    {"SECURITY_HEADERS", "true", K_BOOL, OFF(security_headers), 0, 0, 0,
-     "add the security headers below to every response; false = none of them"},
-    {"CSP", "default-src 'none'; frame-ancestors 'none'", K_STR, OFF(csp), 0, 0, 0,
-     "Content-Security-Policy for responses whose handler set none; empty = none"},
-    {"FRAME_OPTIONS", "DENY", K_STR, OFF(frame_options), 0, 0, 0,
-     "X-Frame-Options; empty = none"},
-    {"REFERRER_POLICY", "no-referrer", K_STR, OFF(referrer_policy), 0, 0, 0,
-     "Referrer-Policy; empty = none"},
-    {"CROSS_ORIGIN_OPENER_POLICY", "same-origin", K_STR, OFF(coop), 0, 0, 0,
-     "Cross-Origin-Opener-Policy; empty = none"},
-    {"CROSS_ORIGIN_RESOURCE_POLICY", "same-origin", K_STR, OFF(corp), 0, 0, 0,
-     "Cross-Origin-Resource-Policy; empty = none"},
-    {"CONTENT_TYPE_NOSNIFF", "true", K_BOOL, OFF(nosniff), 0, 0, 0,
-     "X-Content-Type-Options: nosniff"},
-    {"HSTS_MAX_AGE", "15552000", K_UINT, OFF(hsts_max_age), 0, U64MAX, 0,
-     "Strict-Transport-Security max-age (s, with includeSubDomains) on HTTPS requests "
-     "(X-Forwarded-Proto: https from a TRUST_PROXY peer); 0 = none"},
-    {"TRUST_PROXY", "", K_STR, OFF(trust_proxy), 0, 0, 0,
-     "comma-separated IPv4/IPv6 addresses or CIDR blocks of proxies whose "
-     "X-Forwarded-For/Forwarded and X-Forwarded-Proto are believed; empty = none"},
-    {"TRUST_PROXY_ANY", "false", K_BOOL, OFF(trust_proxy_any), 0, 0, 0,
-     "allow TRUST_PROXY to trust every address (0.0.0.0/0, ::/0); anyone could "
-     "then pick the client address their limits are counted against"},
-    {"TRUST_PROXY_HEADER", "x-forwarded-for", K_STR, OFF(trust_proxy_header), 0, 0, 0,
-     "where trusted proxies put the client chain: x-forwarded-for or forwarded (RFC 7239)"},
-    {"MAX_CONNECTIONS_PER_IP", "256", K_UINT, OFF(max_conns_per_ip), 0, 1000000, 0,
-     "open connections per client address across workers (503 beyond; trusted "
-     "proxies exempt); 0 = no cap"},
-    {"CLIENT_IPV6_PREFIX", "64", K_UINT, OFF(client_ipv6_prefix), 1, 128, 0,
-     "IPv6 clients are counted by their /N network for connection caps and rate limits"},
-    {"CORS_CREDENTIALS", "false", K_BOOL, OFF(cors_credentials), 0, 0, 0,
-     "Access-Control-Allow-Credentials: true for allowed origins; refused with CORS_ORIGIN=*"},
-    {"CORS_MAX_AGE", "600", K_UINT, OFF(cors_max_age), 0, 86400, 0,
-     "Access-Control-Max-Age (s) of preflight answers"},
-    {"CORS_METHODS", "GET, HEAD, POST, PUT, PATCH, DELETE", K_STR, OFF(cors_methods), 0, 0, 0,
-     "methods allowed cross-origin (Access-Control-Allow-Methods)"},
-    {"CORS_HEADERS", "Content-Type, Authorization, X-Request-Id", K_STR, OFF(cors_headers),
-     0, 0, 0, "request headers allowed cross-origin (Access-Control-Allow-Headers)"},
-    {"COMPRESSION", "true", K_BOOL, OFF(compression), 0, 0, 0,
-     "gzip responses when the client accepts it (never secret routes or streams)"},
-    {"COMPRESSION_MIN_BYTES", "1024", K_SIZE, OFF(compression_min_bytes), 0, 1ull << 32, 0,
-     "smallest response body worth compressing"},
-    {"JWT_EXPIRES_IN", "15m", K_DURATION, OFF(jwt_ttl_ms), 1000, 86400000ull * 7, 0,
-     "access token lifetime"},
-    {"JWT_ISSUER", "keel", K_STR, OFF(jwt_issuer), 0, 0, 0, "iss of access tokens (checked)"},
-    {"JWT_AUDIENCE", "keel-api", K_STR, OFF(jwt_audience), 0, 0, 0,
-     "aud of access tokens (checked)"},
-    {"REFRESH_TOKEN_EXPIRY", "7d", K_DURATION, OFF(refresh_ttl_ms), 60000, 86400000ull * 365, 0,
-     "refresh token lifetime (each use rotates it)"},
-    {"PASSWORD_MIN_LENGTH", "8", K_UINT, OFF(password_min), 8, 1024, 0,
-     "shortest password accepted (bytes; at most 1024)"},
-    {"PASSWORD_HASH_OPS", "2", K_UINT, OFF(password_ops), 1, 10, 0,
-     "argon2id passes (libsodium opslimit)"},
-    {"PASSWORD_HASH_MEMORY", "64mb", K_SIZE, OFF(password_mem), 8192, 1ull << 32, 0,
-     "argon2id memory per hash (libsodium memlimit); hashes run on the work pool"},
-    {"LOGIN_MAX_ATTEMPTS", "5", K_UINT, OFF(login_max_attempts), 1, 1000, 0,
-     "failed logins before an account is locked"},
-    {"LOGIN_LOCK_TIME", "1m", K_DURATION, OFF(login_lock_ms), 1000, U64MAX, 0,
-     "first lock; each further failure doubles it"},
-    {"LOGIN_LOCK_MAX", "1h", K_DURATION, OFF(login_lock_max_ms), 1000, U64MAX, 0,
-     "longest lock"},
-    {"RATE_LIMIT_ENABLED", "true", K_BOOL, OFF(rate_limit), 0, 0, 0,
-     "per-client rate limits (GCRA; tiers per route, see docs/rate-limiting.md)"},
-    {"RATE_LIMIT_MAX", "100", K_UINT, OFF(rate_limit_max), 1, U64MAX, 0,
-     "general tier: requests per RATE_LIMIT_WINDOW per client"},
-    {"RATE_LIMIT_WINDOW", "15m", K_DURATION, OFF(rate_limit_window_ms), 1, U64MAX, 0,
-     "general tier window"},
-    {"RATE_LIMIT_STRICT", "20/15m", K_STR, OFF(rate_limit_strict), 0, 0, 0,
-     "strict tier, N/window (sensitive routes)"},
-    {"RATE_LIMIT_AUTH", "5/15m", K_STR, OFF(rate_limit_auth), 0, 0, 0,
-     "auth tier, N/window: login, register, refresh and password attempts"},
-    {"RATE_LIMIT_PUBLIC", "300/1m", K_STR, OFF(rate_limit_public), 0, 0, 0,
-     "public tier, N/window (cheap unauthenticated reads)"},
-    {"RATE_LIMIT_BURST", "10/1s", K_STR, OFF(rate_limit_burst), 0, 0, 0,
-     "burst protection on every limited route, N/window; 0 = off"},
-    {"RATE_LIMIT_TIERS", "", K_STR, OFF(rate_limit_tiers), 0, 0, 0,
-     "custom tiers for routes to name: \"reports=10/1m, upload=5/1h\""},
-    {"RATE_LIMIT_MAX_KEYS", "100000", K_UINT, OFF(rate_limit_max_keys), 64, 100000000, 0,
-     "most client keys the in-process store keeps (least recently used evicted beyond)"},
-    {"RATE_LIMIT_FAIL_OPEN", "true", K_BOOL, OFF(rate_limit_fail_open), 0, 0, 0,
-     "when the limiter's store is unreachable: serve (true) or answer 503 (false)"},
-    {"SHED_LOOP_LAG", "2s", K_DURATION, OFF(shed_loop_lag_ms), 0, U64MAX, 0,
-     "shed load (503) while a worker's event loop lags more than this; 0 = off"},
-    {"SHED_IN_FLIGHT", "10000", K_UINT, OFF(shed_in_flight), 0, U64MAX, 0,
-     "shed load while a worker has more requests in flight than this; 0 = off"},
-    {"SHED_RSS", "0", K_SIZE, OFF(shed_rss_bytes), 0, U64MAX, 0,
-     "shed load while the process's resident memory is above this (e.g. 1gb); 0 = off"},
+static int core_validate(void *opts, const keel_config *cfg, FILE *err);
+
+static const keel_config_var core_vars[] = {
+    {.name = "KEEL_ENV", .type = KEEL_CONFIG_ENUM, .def = "development", AT(env),
+     .values = KEEL_CONFIG_VALUES("development", "production", "test"),
+     .flags = KEEL_CONFIG_ENUM_NAME,
+     .help = "development, production or test; production refuses unsafe settings"},
+    {.name = "SERVICE_NAME", .type = KEEL_CONFIG_STR, .def = "keel", AT(service_name),
+     .help = "service name in logs, traces and /distributed/info"},
+    {.name = "HOST", .type = KEEL_CONFIG_STR, .def = "0.0.0.0", AT(host),
+     .help = "address to listen on"},
+    {.name = "PORT", .type = KEEL_CONFIG_PORT, .def = "8080", AT(port),
+     .help = "TCP port to listen on"},
+    {.name = "WORKERS", .type = KEEL_CONFIG_UINT, .def = "0", AT(workers), .max = 256,
+     .help = "worker threads, each with its own loop and listener; 0 = number of cores"},
+    {.name = "SERVER_HEADER", .type = KEEL_CONFIG_STR, .def = "keel", AT(server_header),
+     .help = "value of the Server response header; empty to send none"},
+    {.name = "BODY_LIMIT", .type = KEEL_CONFIG_SIZE, .def = "1mb", AT(body_limit),
+     .max = 1ull << 32, .help = "largest request body accepted (413 beyond)"},
+    {.name = "MAX_REQUEST_LINE", .type = KEEL_CONFIG_SIZE, .def = "8kb", AT(max_request_line),
+     .min = 64, .max = 1 << 20, .help = "longest request line (414 beyond)"},
+    {.name = "MAX_HEADER_SIZE", .type = KEEL_CONFIG_SIZE, .def = "8kb", AT(max_header_size),
+     .min = 64, .max = 1 << 20, .help = "longest header field line (431 beyond)"},
+    {.name = "MAX_HEADERS", .type = KEEL_CONFIG_UINT, .def = "100", AT(max_headers), .min = 1,
+     .max = 1000, .help = "most header fields in a request (431 beyond)"},
+    {.name = "MAX_HEAD_SIZE", .type = KEEL_CONFIG_SIZE, .def = "64kb", AT(max_head_size),
+     .min = 256, .max = 1 << 24,
+     .help = "largest request head, request line and fields together (431 beyond)"},
+    {.name = "HEADER_TIMEOUT", .type = KEEL_CONFIG_DURATION, .def = "10s",
+     AT(header_timeout_ms), .min = 100,
+     .help = "time to receive a whole request head (408 beyond)"},
+    {.name = "BODY_TIMEOUT", .type = KEEL_CONFIG_DURATION, .def = "30s", AT(body_timeout_ms),
+     .min = 100, .help = "longest pause while receiving a request body (408 beyond)"},
+    {.name = "KEEPALIVE_TIMEOUT", .type = KEEL_CONFIG_DURATION, .def = "5s",
+     AT(keepalive_timeout_ms), .min = 100,
+     .help = "idle keep-alive connections are closed after this"},
+    {.name = "WRITE_TIMEOUT", .type = KEEL_CONFIG_DURATION, .def = "30s", AT(write_timeout_ms),
+     .min = 100,
+     .help = "longest a response may wait for a slow reader before the connection is closed"},
+    {.name = "HANDLER_TIMEOUT", .type = KEEL_CONFIG_DURATION, .def = "30s",
+     AT(handler_timeout_ms), .min = 10,
+     .help = "handler deadline (503 beyond); a route may set its own"},
+    {.name = "SHUTDOWN_GRACE", .type = KEEL_CONFIG_DURATION, .def = "30s",
+     AT(shutdown_grace_ms),
+     .help = "on SIGTERM, how long in-flight requests may take to finish"},
+    {.name = "MAX_CONNECTIONS", .type = KEEL_CONFIG_UINT, .def = "10000", AT(max_connections),
+     .min = 1, .max = 1000000,
+     .help = "open connections per worker (503 and close beyond)"},
+    {.name = "OUTPUT_BUFFER_MAX", .type = KEEL_CONFIG_SIZE, .def = "4mb",
+     AT(output_buffer_max), .min = 4096, .max = 1ull << 32,
+     .help = "unsent response bytes per connection before keel stops reading from it"},
+    {.name = "MAX_REQUESTS_PER_CONNECTION", .type = KEEL_CONFIG_UINT, .def = "0",
+     AT(max_requests_per_conn),
+     .help = "requests on one keep-alive connection before it is closed; 0 = no cap"},
+    {.name = "JSON_BODY_LIMIT", .type = KEEL_CONFIG_SIZE, .def = "1mb", AT(json_body_limit),
+     .min = 2, .max = 1ull << 32,
+     .help = "largest JSON request body parsed (413 beyond; BODY_LIMIT still applies)"},
+    {.name = "JSON_MAX_DEPTH", .type = KEEL_CONFIG_UINT, .def = "64", AT(json_max_depth),
+     .min = 1, .max = 1000,
+     .help = "deepest nesting of arrays and objects in a JSON request body (400 beyond)"},
+    {.name = "API_DOCS", .type = KEEL_CONFIG_BOOL, .def = "true", AT(api_docs),
+     .help = "serve the OpenAPI document at /openapi.json and its viewer at /docs"},
+    {.name = "WORK_POOL_SIZE", .type = KEEL_CONFIG_UINT, .def = "4", AT(work_threads),
+     .min = 1, .max = 1024, .help = "threads for blocking work (SQL, password hashing)"},
+    {.name = "WORK_QUEUE_MAX", .type = KEEL_CONFIG_UINT, .def = "1024", AT(work_queue_max),
+     .min = 1, .max = 10000000,
+     .help = "queued blocking jobs before new ones get 503 with Retry-After"},
+    {.name = "LOG_LEVEL", .type = KEEL_CONFIG_ENUM, .def = "info", AT(log_level),
+     .values = KEEL_CONFIG_VALUES("trace", "debug", "info", "warn", "error", "fatal"),
+     .help = "trace, debug, info, warn, error or fatal"},
+    {.name = "LOG_FORMAT", .type = KEEL_CONFIG_ENUM, .def = "json", AT(log_pretty),
+     .values = KEEL_CONFIG_VALUES("json", "pretty"),
+     .help = "json (one object per line) or pretty (for humans)"},
+    {.name = "LOG_FILE", .type = KEEL_CONFIG_STR, .def = "", AT(log_file),
+     .help = "also append logs to this file, rotated by size; empty = stdout only"},
+    {.name = "LOG_FILE_MAX_SIZE", .type = KEEL_CONFIG_SIZE, .def = "100mb",
+     AT(log_file_max_bytes), .min = 4096, .help = "rotate LOG_FILE when it passes this size"},
+    {.name = "LOG_FILE_KEEP", .type = KEEL_CONFIG_UINT, .def = "5", AT(log_file_keep),
+     .max = 100, .help = "rotated log files kept (FILE.1 .. FILE.N)"},
+    {.name = "ACCESS_LOG", .type = KEEL_CONFIG_BOOL, .def = "true", AT(access_log),
+     .help = "one log line per request"},
+    {.name = "SLOW_REQUEST_THRESHOLD", .type = KEEL_CONFIG_DURATION, .def = "1000",
+     AT(slow_request_ms), .help = "requests slower than this (ms) are logged at warn"},
+    {.name = "TRUST_PROXY", .type = KEEL_CONFIG_STR, .def = "", AT(trust_proxy),
+     .help = "comma-separated IPv4/IPv6 addresses or CIDR blocks of proxies whose "
+             "X-Forwarded-For/Forwarded and X-Forwarded-Proto are believed; empty = none"},
+    {.name = "TRUST_PROXY_ANY", .type = KEEL_CONFIG_BOOL, .def = "false", AT(trust_proxy_any),
+     .help = "allow TRUST_PROXY to trust every address (0.0.0.0/0, ::/0); anyone could "
+             "then pick the client address their limits are counted against"},
+    {.name = "TRUST_PROXY_HEADER", .type = KEEL_CONFIG_ENUM, .def = "x-forwarded-for",
+     AT(trust_proxy_header), .values = KEEL_CONFIG_VALUES("x-forwarded-for", "forwarded"),
+     .help = "where trusted proxies put the client chain: x-forwarded-for or forwarded "
+             "(RFC 7239)"},
+    {.name = "MAX_CONNECTIONS_PER_IP", .type = KEEL_CONFIG_UINT, .def = "256",
+     AT(max_conns_per_ip), .max = 1000000,
+     .help = "open connections per client address across workers (503 beyond; trusted "
+             "proxies exempt); 0 = no cap"},
+    {.name = "CLIENT_IPV6_PREFIX", .type = KEEL_CONFIG_UINT, .def = "64",
+     AT(client_ipv6_prefix), .min = 1, .max = 128,
+     .help = "IPv6 clients are counted by their /N network for connection caps and rate "
+             "limits"},
 };
 
-#define NVARS (sizeof(vars) / sizeof(vars[0]))
+const keel_config_module keel_core_config =
+    KEEL_CONFIG_MODULE("core",
+                       "The server, HTTP limits, the work pool, logs, and the clients and proxies "
+                       "the listener trusts (src/core/config.c).",
+                       keel_config, core_vars, core_validate);
 
-static const char *const level_names[] = {"trace", "debug", "info",
-                                          "warn", "error", "fatal"};
-
-/* Fields declared `unsigned` (the others of K_UINT/K_DURATION/K_SIZE are
- * uint64_t). */
-static int is_unsigned_field(size_t off)
+static int core_validate(void *opts, const keel_config *cfg, FILE *err)
 {
-    return off == OFF(workers) || off == OFF(work_threads) || off == OFF(log_file_keep) ||
-           off == OFF(db_pool_max) || off == OFF(db_pool_min) ||
-           off == OFF(client_ipv6_prefix);
+    (void)opts;
+    keel_cidr proxies[64];
+    int n = keel_cidr_parse_list(cfg->trust_proxy, proxies, 64);
+    if (n < 0) {
+        fprintf(err, "keel: TRUST_PROXY: invalid value \"%s\": expected up to 64 "
+                     "comma-separated IPv4/IPv6 addresses or CIDR blocks\n",
+                cfg->trust_proxy);
+        return KEEL_ECONFIG;
+    }
+    if (keel_cidr_any(proxies, (size_t)n) && !cfg->trust_proxy_any) {
+        fprintf(err, "keel: TRUST_PROXY: \"%s\" trusts every address, so any client "
+                     "could set its own address (and escape its rate limit) with "
+                     "X-Forwarded-For; list your proxies' addresses, or set "
+                     "TRUST_PROXY_ANY=true if every peer really is a proxy\n",
+                cfg->trust_proxy);
+        return KEEL_ECONFIG;
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- parsers */
@@ -317,119 +222,300 @@ int keel_parse_size(const char *s, uint64_t *out)
     return parse_scaled(s, u, m, 8, out);
 }
 
-static const char *accepts(const var *v)
+/* ---------------------------------------------------------------- fields */
+
+static int is_string(const keel_config_var *v)
 {
-    switch (v->kind) {
-    case K_BOOL: return "true or false";
-    case K_PORT: return "a port number from 0 to 65535";
-    case K_UINT: return "a whole number";
-    case K_DURATION: return "a duration such as 500ms, 30s, 5m or a number of milliseconds";
-    case K_SIZE: return "a size such as 512, 64kb, 1mb";
-    case K_LEVEL: return "trace, debug, info, warn, error or fatal";
-    case K_FORMAT: return "json or pretty";
-    case K_ENV: return "development, production or test";
-    case K_URL_DB: return "sqlite:PATH, a file path, or postgres://user:pass@host:port/db";
-    case K_URL_REDIS: return "redis://[:password@]host:port[/db] or empty";
-    default: return "a string";
+    return v->type == KEEL_CONFIG_STR || v->type == KEEL_CONFIG_URL;
+}
+
+static uint64_t get_uint(const void *field, size_t size)
+{
+    if (size == sizeof(uint64_t))
+        return *(const uint64_t *)field;
+    return *(const unsigned *)field;
+}
+
+static void put_uint(void *field, size_t size, uint64_t u)
+{
+    if (size == sizeof(uint64_t))
+        *(uint64_t *)field = u;
+    else
+        *(unsigned *)field = (unsigned)u;
+}
+
+/* "a, b or c" */
+static void join_values(char *buf, size_t cap, const char *const *values)
+{
+    size_t n = 0, len = 0;
+    while (values[n])
+        n++;
+    buf[0] = '\0';
+    for (size_t i = 0; i < n && len < cap; i++) {
+        int w = snprintf(buf + len, cap - len, "%s%s", i == 0 ? "" : i + 1 == n ? " or " : ", ",
+                         values[i]);
+        if (w < 0)
+            break;
+        len += (size_t)w;
     }
 }
 
-static int set_var(keel_config *cfg, const var *v, const char *s)
+/* A bound as the variable's unit reads best: 100ms, 1m, 7d; 4kb, 1gb. */
+static void fmt_amount(const keel_config_var *v, uint64_t x, char *buf, size_t cap)
 {
-    char *base = (char *)cfg + v->off;
+    static const struct {
+        uint64_t mult;
+        const char *unit;
+    } dur[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}},
+      size[] = {{1073741824, "gb"}, {1048576, "mb"}, {1024, "kb"}, {1, ""}};
+    if (v->type == KEEL_CONFIG_DURATION || v->type == KEEL_CONFIG_SIZE) {
+        const int d = v->type == KEEL_CONFIG_DURATION;
+        size_t n = d ? sizeof(dur) / sizeof(dur[0]) : sizeof(size) / sizeof(size[0]);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t m = d ? dur[i].mult : size[i].mult;
+            if (x && x % m == 0) {
+                snprintf(buf, cap, "%llu%s", (unsigned long long)(x / m),
+                         d ? dur[i].unit : size[i].unit);
+                return;
+            }
+        }
+    }
+    snprintf(buf, cap, "%llu%s", (unsigned long long)x, v->type == KEEL_CONFIG_DURATION ? "ms" : "");
+}
+
+/* What the error line says a variable accepts. */
+static const char *accepts(const keel_config_var *v, char *buf, size_t cap)
+{
+    if (v->accepts)
+        return v->accepts;
+    const char *what = "a string";
+    switch (v->type) {
+    case KEEL_CONFIG_BOOL: return "true or false";
+    case KEEL_CONFIG_PORT: return "a port number from 0 to 65535";
+    case KEEL_CONFIG_UINT: what = "a whole number"; break;
+    case KEEL_CONFIG_DURATION:
+        what = "a duration such as 500ms, 30s, 5m or a number of milliseconds";
+        break;
+    case KEEL_CONFIG_SIZE: what = "a size such as 512, 64kb, 1mb"; break;
+    case KEEL_CONFIG_ENUM: join_values(buf, cap, v->values); return buf;
+    case KEEL_CONFIG_URL:
+        if (!v->values)
+            return v->flags & KEEL_CONFIG_REQUIRED ? "a URL" : "a URL or empty";
+        {
+            char list[256];
+            join_values(list, sizeof(list), v->values);
+            snprintf(buf, cap, "a URL starting with %s%s", list,
+                     v->flags & KEEL_CONFIG_REQUIRED ? "" : ", or empty");
+        }
+        return buf;
+    case KEEL_CONFIG_STR:
+        return v->flags & KEEL_CONFIG_REQUIRED ? "a non-empty string" : "a string";
+    }
+    char lo[32], hi[32];
+    fmt_amount(v, v->min, lo, sizeof(lo));
+    fmt_amount(v, v->max, hi, sizeof(hi));
+    const char *sep = v->type == KEEL_CONFIG_UINT ? " " : ", ";
+    if (v->max)
+        snprintf(buf, cap, "%s%sfrom %s to %s", what, sep, lo, hi);
+    else if (v->min)
+        snprintf(buf, cap, "%s%sat least %s", what, sep, lo);
+    else
+        snprintf(buf, cap, "%s", what);
+    return buf;
+}
+
+/* Parses s into the field of v at base; KEEL_EINVAL leaves it unchanged. */
+static int set_var(char *base, const keel_config_var *v, const char *s)
+{
+    void *field = base + v->off;
     uint64_t u = 0;
     int b;
-    switch (v->kind) {
-    case K_STR:
-        keel_free(*(char **)base);
-        *(char **)base = keel_strdup(s);
+    switch (v->type) {
+    case KEEL_CONFIG_URL:
+        if (*s && v->values) {
+            size_t i = 0;
+            while (v->values[i] && strncasecmp(s, v->values[i], strlen(v->values[i])) != 0)
+                i++;
+            if (!v->values[i])
+                return KEEL_EINVAL;
+        }
+        /* fall through */
+    case KEEL_CONFIG_STR:
+        if ((v->flags & KEEL_CONFIG_REQUIRED) && *s == '\0')
+            return KEEL_EINVAL;
+        if (v->check && v->check(s) < 0)
+            return KEEL_EINVAL;
+        keel_free(*(char **)field);
+        *(char **)field = keel_strdup(s);
         return 0;
-    case K_BOOL:
+    case KEEL_CONFIG_BOOL:
         if (*s == '\0') {
-            /* empty = the default; an empty default is decided later */
+            /* empty = the default; an empty default is decided by validate */
             if (*v->def == '\0') {
-                *(int *)base = -1;
+                *(int *)field = -1;
                 return 0;
             }
             s = v->def;
         }
         if (keel_parse_bool(s, &b))
             return KEEL_EINVAL;
-        *(int *)base = b;
+        *(int *)field = b;
         return 0;
-    case K_PORT: {
+    case KEEL_CONFIG_PORT: {
         char *end;
         errno = 0;
         unsigned long p = strtoul(s, &end, 10);
         if (!isdigit((unsigned char)*s) || *end || errno || p > 65535)
             return KEEL_EINVAL;
-        *(unsigned *)base = (unsigned)p;
+        put_uint(field, v->size, p);
         return 0;
     }
-    case K_UINT:
-    case K_DURATION:
-    case K_SIZE: {
-        int rc = v->kind == K_SIZE       ? keel_parse_size(s, &u)
-                 : v->kind == K_DURATION ? keel_parse_duration_ms(s, &u)
-                                         : parse_scaled(s, NULL, (uint64_t[]){1}, 0, &u);
-        if (rc || u < v->min || (v->max && u > v->max))
+    case KEEL_CONFIG_UINT:
+    case KEEL_CONFIG_DURATION:
+    case KEEL_CONFIG_SIZE: {
+        int rc = v->type == KEEL_CONFIG_SIZE       ? keel_parse_size(s, &u)
+                 : v->type == KEEL_CONFIG_DURATION ? keel_parse_duration_ms(s, &u)
+                                                   : parse_scaled(s, NULL, (uint64_t[]){1}, 0, &u);
+        uint64_t cap = v->max ? v->max : v->size == sizeof(uint64_t) ? UINT64_MAX : UINT32_MAX;
+        if (rc || u < v->min || u > cap)
             return KEEL_EINVAL;
-        if (is_unsigned_field(v->off))
-            *(unsigned *)base = (unsigned)u;
-        else
-            *(uint64_t *)base = u;
+        put_uint(field, v->size, u);
         return 0;
     }
-    case K_LEVEL:
-        for (int i = 0; i < 6; i++)
-            if (lower_eq(s, level_names[i])) {
-                *(int *)base = i;
+    case KEEL_CONFIG_ENUM:
+        for (int i = 0; v->values[i]; i++)
+            if (lower_eq(s, v->values[i])) {
+                if (v->flags & KEEL_CONFIG_ENUM_NAME)
+                    *(const char **)field = v->values[i];
+                else
+                    *(int *)field = i;
                 return 0;
             }
         return KEEL_EINVAL;
-    case K_FORMAT:
-        if (lower_eq(s, "json") || lower_eq(s, "pretty")) {
-            *(int *)base = lower_eq(s, "pretty");
-            return 0;
-        }
-        return KEEL_EINVAL;
-    case K_ENV:
-        if (!lower_eq(s, "development") && !lower_eq(s, "production") &&
-            !lower_eq(s, "test"))
-            return KEEL_EINVAL;
-        keel_free(*(char **)base);
-        *(char **)base = keel_strdup(s);
-        for (char *p = *(char **)base; *p; p++)
-            *p = (char)tolower((unsigned char)*p);
-        return 0;
-    case K_URL_DB:
-        if (*s == '\0' || (strncmp(s, "postgres", 8) == 0 &&
-                           strncmp(s, "postgres://", 11) != 0 &&
-                           strncmp(s, "postgresql://", 13) != 0))
-            return KEEL_EINVAL;
-        keel_free(*(char **)base);
-        *(char **)base = keel_strdup(s);
-        return 0;
-    case K_URL_REDIS:
-        if (*s && strncmp(s, "redis://", 8) != 0)
-            return KEEL_EINVAL;
-        keel_free(*(char **)base);
-        *(char **)base = keel_strdup(s);
-        return 0;
     }
     return KEEL_EINVAL;
 }
 
+static void defaults_into(char *base, const keel_config_module *m)
+{
+    for (size_t i = 0; i < m->nvars; i++) {
+        int rc = set_var(base, &m->vars[i], m->vars[i].def);
+        (void)rc; /* the defaults are tested to parse (tests/unit/core/test_config.c) */
+    }
+}
+
+static void strings_free(char *base, const keel_config_module *m)
+{
+    for (size_t i = 0; i < m->nvars; i++)
+        if (is_string(&m->vars[i])) {
+            char **p = (char **)(base + m->vars[i].off);
+            keel_free(*p);
+            *p = NULL;
+        }
+}
+
+static void strings_dup(char *base, const keel_config_module *m)
+{
+    for (size_t i = 0; i < m->nvars; i++)
+        if (is_string(&m->vars[i])) {
+            char **p = (char **)(base + m->vars[i].off);
+            *p = keel_strdup(*p);
+        }
+}
+
+/* ---------------------------------------------------------------- module set */
+
+typedef struct inst {
+    const keel_config_module *m;
+    void *opts;
+    int loaded; /* read from the environment; not made on demand */
+} inst;
+
+struct keel_config_set {
+    pthread_mutex_t lock;
+    inst *v;
+    size_t n, cap;
+};
+
+static struct keel_config_set *set_new(void)
+{
+    struct keel_config_set *set = keel_calloc(1, sizeof(*set));
+    pthread_mutex_init(&set->lock, NULL);
+    return set;
+}
+
+/* The caller holds the lock (or owns the set alone). */
+static inst *set_find(struct keel_config_set *set, const keel_config_module *m)
+{
+    for (size_t i = 0; i < set->n; i++)
+        if (set->v[i].m == m)
+            return &set->v[i];
+    return NULL;
+}
+
+static const char *bad_declaration(const keel_config_module *m, const keel_config_var *v);
+
+static inst *set_add(struct keel_config_set *set, const keel_config_module *m, int loaded)
+{
+    for (size_t i = 0; i < m->nvars; i++) {
+        const char *why = bad_declaration(m, &m->vars[i]);
+        if (why) { /* a programming error (keel_config_load_modules reports it) */
+            fprintf(stderr, "keel: %s: bad declaration in module %s: %s\n", m->vars[i].name,
+                    m->name, why);
+            abort();
+        }
+    }
+    if (set->n == set->cap) {
+        set->cap = set->cap ? set->cap * 2 : 8;
+        set->v = keel_realloc(set->v, set->cap * sizeof(*set->v));
+    }
+    inst *it = &set->v[set->n++];
+    it->m = m;
+    it->opts = keel_calloc(1, m->size ? m->size : 1);
+    it->loaded = loaded;
+    defaults_into(it->opts, m);
+    return it;
+}
+
+static void set_free(struct keel_config_set *set)
+{
+    if (!set)
+        return;
+    for (size_t i = 0; i < set->n; i++) {
+        strings_free(set->v[i].opts, set->v[i].m);
+        keel_free(set->v[i].opts);
+    }
+    keel_free(set->v);
+    pthread_mutex_destroy(&set->lock);
+    keel_free(set);
+}
+
+const void *keel_config_get(const keel_config *cfg, const keel_config_module *m)
+{
+    if (m == &keel_core_config)
+        return cfg;
+    struct keel_config_set *set = cfg->set;
+    pthread_mutex_lock(&set->lock);
+    inst *it = set_find(set, m);
+    if (!it)
+        it = set_add(set, m, 0);
+    void *opts = it->opts;
+    pthread_mutex_unlock(&set->lock);
+    return opts;
+}
+
+void *keel_config_edit(keel_config *cfg, const keel_config_module *m)
+{
+    return (void *)keel_config_get(cfg, m);
+}
+
+/* ---------------------------------------------------------------- loading */
+
 void keel_config_defaults(keel_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
-    for (size_t i = 0; i < NVARS; i++) {
-        int rc = set_var(cfg, &vars[i], vars[i].def);
-        (void)rc;
-    }
-    cfg->production = 0;
-    if (cfg->demo_routes < 0)
-        cfg->demo_routes = 1;
+    defaults_into((char *)cfg, &keel_core_config);
+    cfg->set = set_new();
 }
 
 /* .env: KEY=VALUE lines, '#' comments, optional "export ", optional single
@@ -488,75 +574,152 @@ static int load_env_file(const char *path, int must_exist, FILE *err)
     return rc;
 }
 
-int keel_config_load(keel_config *cfg, const char *env_file, FILE *err)
+static int read_env(char *base, const keel_config_module *m, FILE *err)
 {
-    if (!err)
-        err = stderr;
-    keel_config_defaults(cfg);
-    cfg->demo_routes = -1; /* decided once KEEL_ENV is known */
-    int rc = load_env_file(env_file ? env_file : ".env", env_file != NULL, err);
-    if (rc)
-        return rc;
-    for (size_t i = 0; i < NVARS; i++) {
-        const char *s = getenv(vars[i].name);
+    for (size_t i = 0; i < m->nvars; i++) {
+        const keel_config_var *v = &m->vars[i];
+        const char *s = getenv(v->name);
         if (!s)
             continue;
-        if (set_var(cfg, &vars[i], s) < 0) {
-            fprintf(err, "keel: %s: invalid value \"%s\": expected %s\n",
-                    vars[i].name, vars[i].secret ? "[REDACTED]" : s,
-                    accepts(&vars[i]));
-            return KEEL_ECONFIG;
-        }
-    }
-    cfg->production = strcmp(cfg->env, "production") == 0;
-    if (cfg->demo_routes < 0)
-        cfg->demo_routes = !cfg->production;
-    if (cfg->cors_credentials && cfg->cors_origin && strchr(cfg->cors_origin, '*')) {
-        fprintf(err, "keel: CORS_CREDENTIALS: cannot be combined with CORS_ORIGIN=* "
-                     "(browsers refuse it); list the allowed origins instead\n");
-        return KEEL_ECONFIG;
-    }
-    if (strcasecmp(cfg->trust_proxy_header, "x-forwarded-for") != 0 &&
-        strcasecmp(cfg->trust_proxy_header, "forwarded") != 0) {
-        fprintf(err, "keel: TRUST_PROXY_HEADER: invalid value \"%s\": expected "
-                     "x-forwarded-for or forwarded\n", cfg->trust_proxy_header);
-        return KEEL_ECONFIG;
-    }
-    if (cfg->production) {
-        size_t n = cfg->jwt_secret ? strlen(cfg->jwt_secret) : 0;
-        if (n < 32 || strstr(cfg->jwt_secret, "change") ||
-            strstr(cfg->jwt_secret, "secret") == cfg->jwt_secret) {
-            fprintf(err, "keel: JWT_SECRET: production mode needs a random secret "
-                         "of at least 32 bytes (not a default)\n");
+        if (set_var(base, v, s) < 0) {
+            char buf[320];
+            fprintf(err, "keel: %s: invalid value \"%s\": expected %s\n", v->name,
+                    v->flags & KEEL_CONFIG_SECRET ? "[REDACTED]" : s,
+                    accepts(v, buf, sizeof(buf)));
             return KEEL_ECONFIG;
         }
     }
     return 0;
 }
 
+/* A declaration the loader cannot honour: a field of the wrong size for its
+ * type, outside the struct, an enum without values. NULL when fine. */
+static const char *bad_declaration(const keel_config_module *m, const keel_config_var *v)
+{
+    size_t want = 0;
+    switch (v->type) {
+    case KEEL_CONFIG_STR:
+    case KEEL_CONFIG_URL: want = sizeof(char *); break;
+    case KEEL_CONFIG_BOOL: want = sizeof(int); break;
+    case KEEL_CONFIG_ENUM:
+        if (!v->values || !v->values[0])
+            return "an ENUM needs .values";
+        want = v->flags & KEEL_CONFIG_ENUM_NAME ? sizeof(const char *) : sizeof(int);
+        break;
+    case KEEL_CONFIG_PORT:
+    case KEEL_CONFIG_UINT:
+    case KEEL_CONFIG_DURATION:
+    case KEEL_CONFIG_SIZE:
+        if (v->size != sizeof(unsigned) && v->size != sizeof(uint64_t))
+            return "a number needs an unsigned or uint64_t field";
+        want = v->size;
+        break;
+    }
+    if (v->size != want)
+        return "the field's size does not fit the type";
+    if (v->off + v->size > m->size)
+        return "the field lies outside the module's struct";
+    if (!v->def || !v->help)
+        return "a default and a help line are required";
+    return NULL;
+}
+
+/* Every declaration usable, and no variable declared twice (by two
+ * modules, or twice in one table), which would make one silently win. */
+static int check_tables(const keel_config_module *const *mods, size_t nmods, FILE *err)
+{
+    size_t n = nmods + 1;
+    for (size_t a = 0; a < n; a++) {
+        const keel_config_module *ma = a ? mods[a - 1] : &keel_core_config;
+        int repeated = ma == &keel_core_config && a > 0;
+        for (size_t k = 0; k + 1 < a && !repeated; k++)
+            repeated = mods[k] == ma;
+        if (repeated)
+            continue; /* the same module named twice is loaded once */
+        for (size_t i = 0; i < ma->nvars; i++) {
+            const char *why = bad_declaration(ma, &ma->vars[i]);
+            if (why) {
+                fprintf(err, "keel: %s: bad declaration in module %s: %s\n", ma->vars[i].name,
+                        ma->name, why);
+                return KEEL_ECONFIG;
+            }
+            for (size_t b = a; b < n; b++) {
+                const keel_config_module *mb = b ? mods[b - 1] : &keel_core_config;
+                if (b != a && mb == ma)
+                    continue;
+                for (size_t j = b == a ? i + 1 : 0; j < mb->nvars; j++)
+                    if (!strcmp(ma->vars[i].name, mb->vars[j].name)) {
+                        fprintf(err, "keel: %s: declared twice, by modules %s and %s\n",
+                                ma->vars[i].name, ma->name, mb->name);
+                        return KEEL_ECONFIG;
+                    }
+            }
+        }
+    }
+    return 0;
+}
+
+int keel_config_load_modules(keel_config *cfg, const keel_config_module *const *mods,
+                             size_t nmods, const char *env_file, FILE *err)
+{
+    if (!err)
+        err = stderr;
+    keel_config_defaults(cfg);
+    if (check_tables(mods, nmods, err) < 0)
+        return KEEL_ECONFIG;
+    for (size_t i = 0; i < nmods; i++)
+        if (mods[i] != &keel_core_config && !set_find(cfg->set, mods[i]))
+            set_add(cfg->set, mods[i], 1);
+    int rc = load_env_file(env_file ? env_file : ".env", env_file != NULL, err);
+    if (rc)
+        return rc;
+    if ((rc = read_env((char *)cfg, &keel_core_config, err)) < 0)
+        return rc;
+    for (size_t i = 0; i < cfg->set->n; i++)
+        if ((rc = read_env(cfg->set->v[i].opts, cfg->set->v[i].m, err)) < 0)
+            return rc;
+    cfg->production = strcmp(cfg->env, "production") == 0;
+    if ((rc = core_validate(cfg, cfg, err)) < 0)
+        return rc;
+    for (size_t i = 0; i < cfg->set->n; i++) {
+        const keel_config_module *m = cfg->set->v[i].m;
+        if (m->validate && (rc = m->validate(cfg->set->v[i].opts, cfg, err)) < 0)
+            return KEEL_ECONFIG;
+    }
+    return 0;
+}
+
+int keel_config_load(keel_config *cfg, const char *env_file, FILE *err)
+{
+    return keel_config_load_modules(cfg, NULL, 0, env_file, err);
+}
+
 void keel_config_copy(keel_config *dst, const keel_config *src)
 {
     *dst = *src;
-    for (size_t i = 0; i < NVARS; i++) {
-        enum kind k = vars[i].kind;
-        if (k == K_STR || k == K_ENV || k == K_URL_DB || k == K_URL_REDIS) {
-            char **p = (char **)((char *)dst + vars[i].off);
-            *p = keel_strdup(*p);
-        }
+    strings_dup((char *)dst, &keel_core_config);
+    dst->set = set_new();
+    if (!src->set)
+        return;
+    pthread_mutex_lock(&src->set->lock);
+    for (size_t i = 0; i < src->set->n; i++) {
+        const inst *from = &src->set->v[i];
+        inst *to = set_add(dst->set, from->m, from->loaded);
+        strings_free(to->opts, to->m);
+        memcpy(to->opts, from->opts, from->m->size);
+        strings_dup(to->opts, to->m);
     }
+    pthread_mutex_unlock(&src->set->lock);
 }
 
 void keel_config_close(keel_config *cfg)
 {
-    for (size_t i = 0; i < NVARS; i++) {
-        enum kind k = vars[i].kind;
-        if (k == K_STR || k == K_ENV || k == K_URL_DB || k == K_URL_REDIS) {
-            char **p = (char **)((char *)cfg + vars[i].off);
-            keel_free(*p);
-            *p = NULL;
-        }
-    }
+    strings_free((char *)cfg, &keel_core_config);
+    set_free(cfg->set);
+    cfg->set = NULL;
 }
+
+/* ---------------------------------------------------------------- output */
 
 /* Redacts the password of a URL: scheme://user:pass@host -> user:***@host. */
 static void print_url_redacted(FILE *out, const char *s)
@@ -577,55 +740,89 @@ static void print_url_redacted(FILE *out, const char *s)
     fputs(at, out);
 }
 
-void keel_config_print(const keel_config *cfg, FILE *out)
+static void print_module(const char *base, const keel_config_module *m, FILE *out)
 {
-    for (size_t i = 0; i < NVARS; i++) {
-        const var *v = &vars[i];
-        const char *base = (const char *)cfg + v->off;
+    for (size_t i = 0; i < m->nvars; i++) {
+        const keel_config_var *v = &m->vars[i];
+        const void *field = base + v->off;
         fprintf(out, "%s=", v->name);
-        switch (v->kind) {
-        case K_STR:
-        case K_ENV:
-            if (v->secret)
-                fputs(*(char *const *)base && **(char *const *)base ? "[REDACTED]" : "",
-                      out);
-            else
-                fputs(*(char *const *)base ? *(char *const *)base : "", out);
+        switch (v->type) {
+        case KEEL_CONFIG_STR: {
+            const char *s = *(char *const *)field ? *(char *const *)field : "";
+            fputs(v->flags & KEEL_CONFIG_SECRET && *s ? "[REDACTED]" : s, out);
             break;
-        case K_URL_DB:
-        case K_URL_REDIS:
-            print_url_redacted(out, *(char *const *)base ? *(char *const *)base : "");
+        }
+        case KEEL_CONFIG_URL:
+            print_url_redacted(out, *(char *const *)field ? *(char *const *)field : "");
             break;
-        case K_BOOL:
-            fputs(*(const int *)base ? "true" : "false", out);
+        case KEEL_CONFIG_BOOL:
+            fputs(*(const int *)field ? "true" : "false", out);
             break;
-        case K_PORT:
-            fprintf(out, "%u", *(const unsigned *)base);
+        case KEEL_CONFIG_ENUM:
+            fputs(v->flags & KEEL_CONFIG_ENUM_NAME ? *(const char *const *)field
+                                                   : v->values[*(const int *)field],
+                  out);
             break;
-        case K_LEVEL:
-            fputs(level_names[*(const int *)base], out);
-            break;
-        case K_FORMAT:
-            fputs(*(const int *)base ? "pretty" : "json", out);
-            break;
-        case K_UINT:
-        case K_DURATION:
-        case K_SIZE:
-            if (is_unsigned_field(v->off))
-                fprintf(out, "%u", *(const unsigned *)base);
-            else
-                fprintf(out, "%llu%s", (unsigned long long)*(const uint64_t *)base,
-                        v->kind == K_DURATION ? "ms" : "");
+        case KEEL_CONFIG_PORT:
+        case KEEL_CONFIG_UINT:
+        case KEEL_CONFIG_DURATION:
+        case KEEL_CONFIG_SIZE:
+            fprintf(out, "%llu%s", (unsigned long long)get_uint(field, v->size),
+                    v->type == KEEL_CONFIG_DURATION && v->size == sizeof(uint64_t) ? "ms" : "");
             break;
         }
         fputc('\n', out);
     }
 }
 
-void keel_config_each(void (*fn)(const char *name, const char *def,
-                                 const char *help, int secret, void *arg),
+void keel_config_print(const keel_config *cfg, FILE *out)
+{
+    print_module((const char *)cfg, &keel_core_config, out);
+    if (!cfg->set)
+        return;
+    pthread_mutex_lock(&cfg->set->lock);
+    for (size_t i = 0; i < cfg->set->n; i++)
+        if (cfg->set->v[i].loaded)
+            print_module(cfg->set->v[i].opts, cfg->set->v[i].m, out);
+    pthread_mutex_unlock(&cfg->set->lock);
+}
+
+void keel_config_each(const keel_config *cfg,
+                      void (*fn)(const keel_config_module *m, const keel_config_var *v,
+                                 void *arg),
                       void *arg)
 {
-    for (size_t i = 0; i < NVARS; i++)
-        fn(vars[i].name, vars[i].def, vars[i].help, vars[i].secret, arg);
+    for (size_t i = 0; i < keel_core_config.nvars; i++)
+        fn(&keel_core_config, &keel_core_config.vars[i], arg);
+    if (!cfg || !cfg->set)
+        return;
+    for (size_t k = 0; k < cfg->set->n; k++)
+        if (cfg->set->v[k].loaded)
+            for (size_t i = 0; i < cfg->set->v[k].m->nvars; i++)
+                fn(cfg->set->v[k].m, &cfg->set->v[k].m->vars[i], arg);
+}
+
+static void doc_module(const keel_config_module *m, FILE *out)
+{
+    fprintf(out, "### %s\n\n", m->name);
+    if (m->doc)
+        fprintf(out, "%s\n\n", m->doc);
+    fputs("| variable | default | meaning |\n|---|---|---|\n", out);
+    for (size_t i = 0; i < m->nvars; i++) {
+        const keel_config_var *v = &m->vars[i];
+        const char *def = v->def;
+        fprintf(out, "| `%s` | %s%s%s | %s%s |\n", v->name, *def ? "`" : "",
+                *def ? def : "(empty)", *def ? "`" : "", v->help,
+                v->flags & KEEL_CONFIG_SECRET ? " (secret: redacted in output)" : "");
+    }
+}
+
+void keel_config_doc(const keel_config_module *const *mods, size_t nmods, FILE *out)
+{
+    doc_module(&keel_core_config, out);
+    for (size_t i = 0; i < nmods; i++)
+        if (mods[i] != &keel_core_config) {
+            fputc('\n', out);
+            doc_module(mods[i], out);
+        }
 }

@@ -39,12 +39,10 @@ keel_server *keel_server_new(const keel_config *cfg)
     s->limits.max_headers = cfg->max_headers;
     s->limits.max_head = cfg->max_head_size;
     s->router = keel_router_new();
-    /* validated by keel_main; an invalid list here trusts no one */
+    /* validated when loaded; an invalid list here trusts no one */
     int np = keel_cidr_parse_list(cfg->trust_proxy, s->proxies, KEEL_MAX_PROXIES);
     s->nproxies = np > 0 ? (size_t)np : 0;
-    s->fwd = cfg->trust_proxy_header && !strcasecmp(cfg->trust_proxy_header, "forwarded")
-                 ? KEEL_FWD_FORWARDED
-                 : KEEL_FWD_XFF;
+    s->fwd = cfg->trust_proxy_header == 1 ? KEEL_FWD_FORWARDED : KEEL_FWD_XFF;
     s->ipcap = keel__ipcap_new();
     uv_mutex_init(&s->done_mu);
     uv_cond_init(&s->done_cond);

@@ -133,8 +133,9 @@ static void dispose(void *data)
     keel_free(c);
 }
 
-keel_middleware keel_mw_cors(const keel_config *cfg)
+keel_middleware keel_mw_cors(const keel_config *config)
 {
+    const keel_edge_options *cfg = keel_config_get(config, &keel_edge_config);
     cors_cfg *c = keel_calloc(1, sizeof(*c));
     c->credentials = cfg->cors_credentials;
     c->methods = keel_strdup(cfg->cors_methods ? cfg->cors_methods : "");

@@ -88,9 +88,54 @@ static int add_tier(keel_rl_tier *out, size_t cap, size_t *n, const char *name, 
     return 0;
 }
 
-int keel_rl_tiers_from_config(const keel_config *cfg, keel_rl_tier *out, size_t cap,
+/* ---------------------------------------------------------------- options */
+
+static int rate_limit_validate(void *opts, const keel_config *cfg, FILE *err)
+{
+    const keel_rate_limit_options *o = opts;
+    keel_rl_tier tiers[KEEL_RL_MAX_TIERS];
+    if (o->rate_limit && keel_rl_tiers_from_config(cfg, tiers, KEEL_RL_MAX_TIERS, err) < 0)
+        return KEEL_ECONFIG;
+    return 0;
+}
+
+#define AT(f) KEEL_CONFIG_AT(keel_rate_limit_options, f)
+static const keel_config_var rate_limit_vars[] = {
+    {.name = "RATE_LIMIT_ENABLED", .type = KEEL_CONFIG_BOOL, .def = "true", AT(rate_limit),
+     .help = "per-client rate limits (GCRA; tiers per route, see docs/rate-limiting.md)"},
+    {.name = "RATE_LIMIT_MAX", .type = KEEL_CONFIG_UINT, .def = "100", AT(rate_limit_max),
+     .min = 1, .help = "general tier: requests per RATE_LIMIT_WINDOW per client"},
+    {.name = "RATE_LIMIT_WINDOW", .type = KEEL_CONFIG_DURATION, .def = "15m",
+     AT(rate_limit_window_ms), .min = 1, .help = "general tier window"},
+    {.name = "RATE_LIMIT_STRICT", .type = KEEL_CONFIG_STR, .def = "20/15m",
+     AT(rate_limit_strict), .help = "strict tier, N/window (sensitive routes)"},
+    {.name = "RATE_LIMIT_AUTH", .type = KEEL_CONFIG_STR, .def = "5/15m", AT(rate_limit_auth),
+     .help = "auth tier, N/window: login, register, refresh and password attempts"},
+    {.name = "RATE_LIMIT_PUBLIC", .type = KEEL_CONFIG_STR, .def = "300/1m",
+     AT(rate_limit_public), .help = "public tier, N/window (cheap unauthenticated reads)"},
+    {.name = "RATE_LIMIT_BURST", .type = KEEL_CONFIG_STR, .def = "10/1s", AT(rate_limit_burst),
+     .help = "burst protection on every limited route, N/window; 0 = off"},
+    {.name = "RATE_LIMIT_TIERS", .type = KEEL_CONFIG_STR, .def = "", AT(rate_limit_tiers),
+     .help = "custom tiers for routes to name: \"reports=10/1m, upload=5/1h\""},
+    {.name = "RATE_LIMIT_MAX_KEYS", .type = KEEL_CONFIG_UINT, .def = "100000",
+     AT(rate_limit_max_keys), .min = 64, .max = 100000000,
+     .help = "most client keys the in-process store keeps (least recently used evicted "
+             "beyond)"},
+    {.name = "RATE_LIMIT_FAIL_OPEN", .type = KEEL_CONFIG_BOOL, .def = "true",
+     AT(rate_limit_fail_open),
+     .help = "when the limiter's store is unreachable: serve (true) or answer 503 (false)"},
+};
+#undef AT
+
+const keel_config_module keel_rate_limit_config = KEEL_CONFIG_MODULE(
+    "rate_limit",
+    "Per-client rate limits, tiers per route (src/mw/rate_limit.c; docs/rate-limiting.md).",
+    keel_rate_limit_options, rate_limit_vars, rate_limit_validate);
+
+int keel_rl_tiers_from_config(const keel_config *config, keel_rl_tier *out, size_t cap,
                               FILE *err)
 {
+    const keel_rate_limit_options *cfg = keel_config_get(config, &keel_rate_limit_config);
     size_t n = 0;
     keel_rl_rate general = {cfg->rate_limit_max, cfg->rate_limit_window_ms};
     add_tier(out, cap, &n, "general", 7, &general);
@@ -98,10 +143,10 @@ int keel_rl_tiers_from_config(const keel_config *cfg, keel_rl_tier *out, size_t 
         const char *var, *tier;
         size_t off;
     } fixed[] = {
-        {"RATE_LIMIT_STRICT", "strict", offsetof(keel_config, rate_limit_strict)},
-        {"RATE_LIMIT_AUTH", "auth", offsetof(keel_config, rate_limit_auth)},
-        {"RATE_LIMIT_PUBLIC", "public", offsetof(keel_config, rate_limit_public)},
-        {"RATE_LIMIT_BURST", "burst", offsetof(keel_config, rate_limit_burst)},
+        {"RATE_LIMIT_STRICT", "strict", offsetof(keel_rate_limit_options, rate_limit_strict)},
+        {"RATE_LIMIT_AUTH", "auth", offsetof(keel_rate_limit_options, rate_limit_auth)},
+        {"RATE_LIMIT_PUBLIC", "public", offsetof(keel_rate_limit_options, rate_limit_public)},
+        {"RATE_LIMIT_BURST", "burst", offsetof(keel_rate_limit_options, rate_limit_burst)},
     };
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
         const char *v = *(char *const *)((const char *)cfg + fixed[i].off);
@@ -192,15 +237,16 @@ keel_rate_limiter *keel_rate_limiter_new(const keel_config *cfg, keel_rl_store s
                                          keel_metrics *m)
 {
     keel_rate_limiter *rl = keel_calloc(1, sizeof(*rl));
+    const keel_rate_limit_options *rlo = keel_config_get(cfg, &keel_rate_limit_config);
     int n = keel_rl_tiers_from_config(cfg, rl->tiers, KEEL_RL_MAX_TIERS, NULL);
-    rl->ntiers = n > 0 ? (size_t)n : 0; /* validated by keel_main */
+    rl->ntiers = n > 0 ? (size_t)n : 0; /* validated when loaded */
     rl->general = find_tier(rl, "general");
     rl->burst = find_tier(rl, "burst");
     if (rl->burst && rl->burst->rate.limit == 0)
         rl->burst = NULL;
     rl->store = store;
     rl->v6_prefix = cfg->client_ipv6_prefix;
-    rl->fail_open = cfg->rate_limit_fail_open;
+    rl->fail_open = rlo->rate_limit_fail_open;
     if (m) {
         static const char *const tier_label[] = {"tier", NULL};
         rl->rejections = keel_metrics_counter(m, "rate_limit_rejections_total",

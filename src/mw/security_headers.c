@@ -53,8 +53,9 @@ static void add(sec_cfg *c, const char *name, const char *value)
         c->h[c->nh++] = (sec_header){name, keel_strdup(value)};
 }
 
-keel_middleware keel_mw_security_headers(const keel_config *cfg)
+keel_middleware keel_mw_security_headers(const keel_config *config)
 {
+    const keel_edge_options *cfg = keel_config_get(config, &keel_edge_config);
     sec_cfg *c = keel_calloc(1, sizeof(*c));
     add(c, "Content-Security-Policy", cfg->csp);
     add(c, "X-Content-Type-Options", cfg->nosniff ? "nosniff" : NULL);

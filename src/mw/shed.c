@@ -84,8 +84,9 @@ static keel_flow on_request(keel_req *r, void *data)
     return KEEL_DONE;
 }
 
-keel_shed *keel_shed_new(const keel_config *cfg, keel_metrics *m)
+keel_shed *keel_shed_new(const keel_config *config, keel_metrics *m)
 {
+    const keel_edge_options *cfg = keel_config_get(config, &keel_edge_config);
     keel_shed *s = keel_calloc(1, sizeof(*s));
     s->max_lag_ms = cfg->shed_loop_lag_ms;
     s->max_in_flight = cfg->shed_in_flight;

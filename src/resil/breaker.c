@@ -12,6 +12,25 @@
 
 #include "keel/resil.h"
 
+#define AT(f) KEEL_CONFIG_AT(keel_breaker_opts, f)
+static const keel_config_var breaker_vars[] = {
+    {.name = "BREAKER_FAILURE_THRESHOLD", .type = KEEL_CONFIG_UINT, .def = "5", AT(failures),
+     .min = 1, .max = 1000, .help = "failures within BREAKER_WINDOW that open a circuit breaker"},
+    {.name = "BREAKER_WINDOW", .type = KEEL_CONFIG_DURATION, .def = "10s", AT(window_ms),
+     .min = 1, .help = "window in which a circuit breaker counts failures"},
+    {.name = "BREAKER_RECOVERY_TIMEOUT", .type = KEEL_CONFIG_DURATION, .def = "5s",
+     AT(recovery_ms), .min = 1,
+     .help = "time an open circuit breaker waits before letting probes through (half-open)"},
+    {.name = "BREAKER_HALF_OPEN_PROBES", .type = KEEL_CONFIG_UINT, .def = "1", AT(probes),
+     .min = 1, .max = 1000,
+     .help = "calls a half-open breaker lets through; all must succeed to close it"},
+};
+#undef AT
+
+const keel_config_module keel_breaker_config = KEEL_CONFIG_MODULE(
+    "breaker", "Circuit breakers in front of keel's outbound dependencies (src/resil/breaker.c).",
+    keel_breaker_opts, breaker_vars, NULL);
+
 struct keel_breaker {
     keel_breaker *next; /* in the registry */
     keel_breakers *reg;

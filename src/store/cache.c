@@ -79,10 +79,32 @@ struct keel_cache {
     keel_cache_flight *flights[FLIGHT_BUCKETS];
 };
 
+/* ---------------------------------------------------------------- options */
+
+#define AT(f) KEEL_CONFIG_AT(keel_cache_options, f)
+static const keel_config_var cache_vars[] = {
+    {.name = "CACHE_MAX_ENTRIES", .type = KEEL_CONFIG_UINT, .def = "10000",
+     AT(cache_max_entries), .min = 1, .max = 100000000,
+     .help = "entries of the in-process cache (used without REDIS_URL); least recently used "
+             "evicted"},
+    {.name = "CACHE_MAX_BYTES", .type = KEEL_CONFIG_SIZE, .def = "64mb", AT(cache_max_bytes),
+     .min = 4096, .max = 1ull << 40,
+     .help = "bytes of the in-process cache (keys, values and overhead)"},
+    {.name = "CACHE_DEFAULT_TTL", .type = KEEL_CONFIG_DURATION, .def = "5m",
+     AT(cache_default_ttl_ms), .min = 1,
+     .help = "lifetime of a cached value stored without its own TTL"},
+};
+#undef AT
+
+const keel_config_module keel_cache_config =
+    KEEL_CONFIG_MODULE("cache", "The cache; in process without REDIS_URL (src/store/cache.c).",
+                       keel_cache_options, cache_vars, NULL);
+
 /* ---------------------------------------------------------------- life cycle */
 
-keel_cache *keel_cache_new(const keel_config *cfg, keel_redis *redis, keel_metrics *m)
+keel_cache *keel_cache_new(const keel_config *config, keel_redis *redis, keel_metrics *m)
 {
+    const keel_cache_options *cfg = keel_config_get(config, &keel_cache_config);
     keel_cache *c = keel_calloc(1, sizeof(*c));
     c->redis = redis;
     c->default_ttl_ms = cfg->cache_default_ttl_ms ? cfg->cache_default_ttl_ms : 300000;

@@ -768,6 +768,56 @@ void keel__db_conn_close(keel_db_conn *c)
     c->drv->close(c);
 }
 
+/* ---------------------------------------------------------------- options */
+
+/* sqlite:PATH, a bare path, or postgres:// / postgresql:// (not a
+ * misspelt postgres scheme, which would otherwise become a file name). */
+static int check_db_url(const char *s)
+{
+    if (strncmp(s, "postgres", 8) == 0 && strncmp(s, "postgres://", 11) != 0 &&
+        strncmp(s, "postgresql://", 13) != 0)
+        return KEEL_EINVAL;
+    return 0;
+}
+
+#define AT(f) KEEL_CONFIG_AT(keel_db_options, f)
+static const keel_config_var db_vars[] = {
+    {.name = "DATABASE_URL", .type = KEEL_CONFIG_URL, .def = "sqlite:./data/keel.db",
+     AT(database_url), .flags = KEEL_CONFIG_SECRET | KEEL_CONFIG_REQUIRED,
+     .check = check_db_url,
+     .accepts = "sqlite:PATH, a file path, or postgres://user:pass@host:port/db",
+     .help = "sqlite:PATH or postgres://user:pass@host:port/db"},
+    {.name = "DATABASE_POOL_MAX", .type = KEEL_CONFIG_UINT, .def = "4", AT(db_pool_max),
+     .min = 1, .max = 256, .help = "database connections (one per database pool thread)"},
+    {.name = "DATABASE_POOL_MIN", .type = KEEL_CONFIG_UINT, .def = "1", AT(db_pool_min),
+     .max = 256, .help = "connections kept open even when idle"},
+    {.name = "DATABASE_IDLE_TIMEOUT", .type = KEEL_CONFIG_DURATION, .def = "30s",
+     AT(db_idle_timeout_ms),
+     .help = "idle connections above DATABASE_POOL_MIN are closed after this"},
+    {.name = "DATABASE_TIMEOUT", .type = KEEL_CONFIG_DURATION, .def = "5s",
+     AT(db_connect_timeout_ms), .min = 100, .help = "connect timeout"},
+    {.name = "DATABASE_STATEMENT_TIMEOUT", .type = KEEL_CONFIG_DURATION, .def = "10s",
+     AT(db_statement_timeout_ms),
+     .help = "longest a statement may run (503 beyond); 0 = no limit"},
+    {.name = "DATABASE_QUEUE_MAX", .type = KEEL_CONFIG_UINT, .def = "1024", AT(db_queue_max),
+     .min = 1, .max = 10000000,
+     .help = "queries waiting for a connection before new ones get 503 with Retry-After"},
+    {.name = "ENABLE_QUERY_LOGGING", .type = KEEL_CONFIG_BOOL, .def = "false",
+     AT(query_logging),
+     .help = "log every query (SQL text and duration, never parameter values) at info"},
+    {.name = "SLOW_QUERY_THRESHOLD", .type = KEEL_CONFIG_DURATION, .def = "200",
+     AT(slow_query_ms), .help = "queries slower than this (ms) are logged at warn"},
+    {.name = "MIGRATE_ON_START", .type = KEEL_CONFIG_BOOL, .def = "true", AT(migrate_on_start),
+     .help = "keel serve applies pending migrations before listening"},
+    {.name = "MIGRATIONS_DIR", .type = KEEL_CONFIG_STR, .def = "", AT(migrations_dir),
+     .help = "read migrations from this directory instead of the compiled-in set"},
+};
+#undef AT
+
+const keel_config_module keel_db_config = KEEL_CONFIG_MODULE(
+    "db", "The database and its migrations, for services with a database (src/store/db.c).",
+    keel_db_options, db_vars, NULL);
+
 void keel__db_settings_from(keel__db_settings *st, keel__db_obs *obs, const keel_config *cfg)
 {
     keel_config def;
@@ -775,12 +825,13 @@ void keel__db_settings_from(keel__db_settings *st, keel__db_obs *obs, const keel
         keel_config_defaults(&def);
         cfg = &def;
     }
-    st->connect_timeout_ms = cfg->db_connect_timeout_ms;
-    st->statement_timeout_ms = cfg->db_statement_timeout_ms;
+    const keel_db_options *o = keel_config_get(cfg, &keel_db_config);
+    st->connect_timeout_ms = o->db_connect_timeout_ms;
+    st->statement_timeout_ms = o->db_statement_timeout_ms;
     if (obs) {
         memset(obs, 0, sizeof(*obs));
-        obs->query_logging = cfg->query_logging;
-        obs->slow_query_ms = cfg->slow_query_ms;
+        obs->query_logging = o->query_logging;
+        obs->slow_query_ms = o->slow_query_ms;
     }
     if (cfg == &def)
         keel_config_close(&def);

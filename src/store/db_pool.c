@@ -497,7 +497,8 @@ int keel_db_open(keel_db **out, keel_server *s, const keel_config *cfg,
     char err[512] = "";
     const keel__db_driver *drv;
     char *target = NULL;
-    int rc = keel__db_parse_url(cfg->database_url, &drv, &target, err, sizeof(err));
+    const keel_db_options *o = keel_config_get(cfg, &keel_db_config);
+    int rc = keel__db_parse_url(o->database_url, &drv, &target, err, sizeof(err));
     if (rc == 0)
         rc = keel__db_prepare_target(drv, target, err, sizeof(err));
     if (rc < 0) {
@@ -515,10 +516,10 @@ int keel_db_open(keel_db **out, keel_server *s, const keel_config *cfg,
     db->server = s;
     db->nworkers = keel_server_workers(s);
     db->engines = keel_calloc(db->nworkers, sizeof(void *));
-    db->queue_max = cfg->db_queue_max ? cfg->db_queue_max : 1024;
-    db->nslots = cfg->db_pool_max ? cfg->db_pool_max : 1;
-    db->pool_min = cfg->db_pool_min < db->nslots ? cfg->db_pool_min : db->nslots;
-    db->idle_timeout_ms = cfg->db_idle_timeout_ms;
+    db->queue_max = o->db_queue_max ? o->db_queue_max : 1024;
+    db->nslots = o->db_pool_max ? o->db_pool_max : 1;
+    db->pool_min = o->db_pool_min < db->nslots ? o->db_pool_min : db->nslots;
+    db->idle_timeout_ms = o->db_idle_timeout_ms;
     db->slots = keel_calloc(db->nslots, sizeof(db_slot));
     for (unsigned i = 0; i < db->nslots; i++) {
         db->slots[i].db = db;
@@ -536,13 +537,13 @@ int keel_db_open(keel_db **out, keel_server *s, const keel_config *cfg,
         keel_health_register(h, "database", 1, HEALTH_TIMEOUT_MS, health_check, db);
     keel_log(KEEL_LOG_INFO, "database pool", "{s:s,s:s,s:i,s:i,s:i}", "driver", drv->name,
              "database", db->safe_target, "pool_max", (int)db->nslots, "pool_min",
-             (int)db->pool_min, "queue_max", (int)cfg->db_queue_max);
+             (int)db->pool_min, "queue_max", (int)o->db_queue_max);
     if (db->idle_timeout_ms && db->nslots > db->pool_min &&
         pthread_create(&db->janitor, NULL, janitor_main, db) == 0)
         db->has_janitor = 1;
     keel_pool_opts po = {.name = "db",
                          .threads = db->nslots,
-                         .queue_max = cfg->db_queue_max,
+                         .queue_max = o->db_queue_max,
                          .thread_start = thread_start,
                          .thread_stop = thread_stop,
                          .arg = db};

@@ -549,9 +549,26 @@ static double m_connected(void *arg)
     return keel_events_connected(arg);
 }
 
+#define AT(f) KEEL_CONFIG_AT(keel_instance_options, f)
+static const keel_config_var instance_vars[] = {
+    {.name = "INSTANCE_ID", .type = KEEL_CONFIG_STR, .def = "", AT(instance_id),
+     .help = "this instance's id in events and /distributed/info; empty = hostname-pid"},
+    {.name = "REGION", .type = KEEL_CONFIG_STR, .def = "", AT(region),
+     .help = "region shown in /distributed/info"},
+    {.name = "ZONE", .type = KEEL_CONFIG_STR, .def = "", AT(zone),
+     .help = "zone shown in /distributed/info"},
+};
+#undef AT
+
+const keel_config_module keel_instance_config = KEEL_CONFIG_MODULE(
+    "instance", "This instance's identity, in events and /distributed/info (src/store/events.c).",
+    keel_instance_options, instance_vars, NULL);
+
 keel_events *keel_events_new(keel_server *s, keel_redis *r, const keel_config *cfg,
                              keel_metrics *m)
 {
+    const keel_instance_options *inst = keel_config_get(cfg, &keel_instance_config);
+    const keel_redis_options *ro = keel_config_get(cfg, &keel_redis_config);
     keel_library_init(); /* randomness for ids */
     keel_events *b = keel_calloc(1, sizeof(*b));
     b->srv = s;
@@ -559,8 +576,8 @@ keel_events *keel_events_new(keel_server *s, keel_redis *r, const keel_config *c
     b->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (b->efd < 0)
         abort();
-    if (cfg->instance_id && *cfg->instance_id) {
-        b->instance = keel_strdup(cfg->instance_id);
+    if (inst->instance_id && *inst->instance_id) {
+        b->instance = keel_strdup(inst->instance_id);
     } else {
         char host[256] = "keel";
         gethostname(host, sizeof(host) - 1);
@@ -581,8 +598,8 @@ keel_events *keel_events_new(keel_server *s, keel_redis *r, const keel_config *c
         *o++ = *p;
     }
     *o = '\0';
-    b->reconnect_max_ms = cfg->redis_reconnect_max_ms ? cfg->redis_reconnect_max_ms : 5000;
-    b->timeout_ms = cfg->redis_timeout_ms ? cfg->redis_timeout_ms : 500;
+    b->reconnect_max_ms = ro->redis_reconnect_max_ms ? ro->redis_reconnect_max_ms : 5000;
+    b->timeout_ms = ro->redis_timeout_ms ? ro->redis_timeout_ms : 500;
     if (m) {
         static const char *const reason[] = {"reason", NULL};
         b->m_published = keel_metrics_counter(m, "events_published_total",

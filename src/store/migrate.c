@@ -75,8 +75,7 @@ typedef struct applied_row {
 
 struct keel_migrator {
     keel_migrate_opts o;
-    keel_config cfg;      /* a shallow copy of o.cfg: borrowed strings */
-    keel_config defaults; /* owned; used when o.cfg is NULL */
+    keel_config cfg; /* a copy of o.cfg (or the defaults), its db options changed */
     const char *driver;
     const dialect *sql;
     int pg;
@@ -116,18 +115,17 @@ keel_migrator *keel_migrate_new(const keel_migrate_opts *opts)
 {
     keel_migrator *m = keel_calloc(1, sizeof(*m));
     m->o = *opts;
-    if (opts->cfg) {
-        m->cfg = *opts->cfg;
-    } else {
-        keel_config_defaults(&m->defaults);
-        m->cfg = m->defaults;
-    }
+    if (opts->cfg)
+        keel_config_copy(&m->cfg, opts->cfg);
+    else
+        keel_config_defaults(&m->cfg);
     /* a migration may legitimately run for minutes, and says how long it
-     * took in its own log line */
-    m->cfg.db_statement_timeout_ms = 0;
-    m->cfg.slow_query_ms = 0;
+     * took in its own log line; the options are the copy's own */
+    keel_db_options *dbo = keel_config_edit(&m->cfg, &keel_db_config);
+    dbo->db_statement_timeout_ms = 0;
+    dbo->slow_query_ms = 0;
     if (!m->o.url)
-        m->o.url = m->cfg.database_url;
+        m->o.url = dbo->database_url;
     m->driver = keel_migrate_driver(m->o.url);
     m->pg = !strcmp(m->driver, "postgres");
     m->sql = m->pg ? &pg_dialect : &sqlite_dialect;
@@ -169,8 +167,7 @@ void keel_migrate_free(keel_migrator *m)
     applied_clear(m);
     keel__mig_files_free(m->files, m->nfiles);
     keel_free(m->states);
-    if (!m->o.cfg)
-        keel_config_close(&m->defaults);
+    keel_config_close(&m->cfg);
     keel_free(m);
 }
 

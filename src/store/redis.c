@@ -677,6 +677,33 @@ static double m_ready(void *arg)
     return n;
 }
 
+/* ---------------------------------------------------------------- options */
+
+#define AT(f) KEEL_CONFIG_AT(keel_redis_options, f)
+static const keel_config_var redis_vars[] = {
+    {.name = "REDIS_URL", .type = KEEL_CONFIG_URL, .def = "", AT(redis_url),
+     .values = KEEL_CONFIG_VALUES("redis://"), .flags = KEEL_CONFIG_SECRET,
+     .accepts = "redis://[:password@]host:port[/db] or empty",
+     .help = "redis://[:password@]host:port/db; empty = in-process fallbacks"},
+    {.name = "REDIS_COMMAND_TIMEOUT", .type = KEEL_CONFIG_DURATION, .def = "500ms",
+     AT(redis_timeout_ms), .min = 10,
+     .help = "a Redis command not answered within this fails, and the connection is reset"},
+    {.name = "REDIS_CONNECT_TIMEOUT", .type = KEEL_CONFIG_DURATION, .def = "2s",
+     AT(redis_connect_timeout_ms), .min = 10, .help = "time to establish a Redis connection"},
+    {.name = "REDIS_RECONNECT_MAX", .type = KEEL_CONFIG_DURATION, .def = "5s",
+     AT(redis_reconnect_max_ms), .min = 10,
+     .help = "longest wait between reconnection attempts (exponential backoff with jitter)"},
+    {.name = "REDIS_KEY_PREFIX", .type = KEEL_CONFIG_STR, .def = "keel:", AT(redis_key_prefix),
+     .help = "namespace in front of every Redis key and channel keel uses"},
+};
+#undef AT
+
+const keel_config_module keel_redis_config =
+    KEEL_CONFIG_MODULE("redis",
+                       "Redis, shared by every instance; without it keel uses in-process fallbacks "
+                       "(src/store/redis.c).",
+                       keel_redis_options, redis_vars, NULL);
+
 /* ---------------------------------------------------------------- life cycle */
 
 int keel_redis_new(keel_redis **out, keel_server *s, const keel_config *cfg,
@@ -684,9 +711,10 @@ int keel_redis_new(keel_redis **out, keel_server *s, const keel_config *cfg,
 {
     *out = NULL;
     keel_redis *r = keel_calloc(1, sizeof(*r));
-    int rc = cfg->redis_url && *cfg->redis_url ? parse_url(r, cfg->redis_url) : KEEL_EINVAL;
+    const keel_redis_options *ro = keel_config_get(cfg, &keel_redis_config);
+    int rc = ro->redis_url && *ro->redis_url ? parse_url(r, ro->redis_url) : KEEL_EINVAL;
     if (rc < 0) {
-        char *red = redact(cfg->redis_url ? cfg->redis_url : "");
+        char *red = redact(ro->redis_url ? ro->redis_url : "");
         fprintf(stderr, "keel: REDIS_URL: %s \"%s\": expected "
                         "redis://[:password@]host:port[/db] with a resolvable host\n",
                 rc == KEEL_ENOTFOUND ? "cannot resolve the host of" : "invalid value", red);
@@ -694,17 +722,13 @@ int keel_redis_new(keel_redis **out, keel_server *s, const keel_config *cfg,
         keel_redis_free(r);
         return KEEL_ECONFIG;
     }
-    r->url_redacted = redact(cfg->redis_url);
-    r->prefix = keel_strdup(cfg->redis_key_prefix ? cfg->redis_key_prefix : "");
-    r->timeout_ms = cfg->redis_timeout_ms ? cfg->redis_timeout_ms : 500;
-    r->connect_timeout_ms = cfg->redis_connect_timeout_ms ? cfg->redis_connect_timeout_ms
+    r->url_redacted = redact(ro->redis_url);
+    r->prefix = keel_strdup(ro->redis_key_prefix ? ro->redis_key_prefix : "");
+    r->timeout_ms = ro->redis_timeout_ms ? ro->redis_timeout_ms : 500;
+    r->connect_timeout_ms = ro->redis_connect_timeout_ms ? ro->redis_connect_timeout_ms
                                                           : 2000;
-    r->reconnect_max_ms = cfg->redis_reconnect_max_ms ? cfg->redis_reconnect_max_ms : 5000;
-    keel_breaker_opts bo = {.failures = cfg->breaker_failures,
-                            .window_ms = cfg->breaker_window_ms,
-                            .recovery_ms = cfg->breaker_recovery_ms,
-                            .probes = cfg->breaker_probes};
-    r->breaker = keel_breaker_new(br, "redis", &bo);
+    r->reconnect_max_ms = ro->redis_reconnect_max_ms ? ro->redis_reconnect_max_ms : 5000;
+    r->breaker = keel_breaker_new(br, "redis", keel_config_get(cfg, &keel_breaker_config));
     r->own_breaker = br == NULL;
     r->nconns = keel_server_workers(s);
     r->conns = keel_calloc(r->nconns, sizeof(rconn));

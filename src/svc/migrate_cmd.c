@@ -7,14 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keel/db.h"
 #include "keel/log.h"
 #include "keel/migrate.h"
 
 static keel_migrator *migrator_new(const keel_app *app, const keel_config *cfg)
 {
-    keel_migrate_opts o = {.url = cfg->database_url,
+    const keel_db_options *db = keel_config_get(cfg, &keel_db_config);
+    keel_migrate_opts o = {.url = db->database_url,
                            .cfg = cfg,
-                           .dir = cfg->migrations_dir,
+                           .dir = db->migrations_dir,
                            .migrations = app->migrations,
                            .nmigrations = app->nmigrations};
     return keel_migrate_new(&o);
@@ -65,8 +67,8 @@ static int cmd_status(keel_migrator *m, FILE *out)
 
 static int cmd_create(const keel_config *cfg, const char *name, const char *prog)
 {
-    const char *dir =
-        cfg->migrations_dir && *cfg->migrations_dir ? cfg->migrations_dir : "migrations";
+    const keel_db_options *db = keel_config_get(cfg, &keel_db_config);
+    const char *dir = db->migrations_dir && *db->migrations_dir ? db->migrations_dir : "migrations";
     char err[512];
     int64_t v;
     if (keel_migrate_create(dir, name, &v, err, sizeof(err)) < 0) {
@@ -131,7 +133,9 @@ int keel__svc_migrate_main(const keel_app *app, int argc, char **argv)
     }
 
     keel_config cfg;
-    if (keel_config_load(&cfg, env_file, stderr) < 0) {
+    const keel_config_module *mods[KEEL__SVC_MAX_CONFIG_MODULES];
+    size_t nmods = keel__svc_config_modules(app, mods);
+    if (keel_config_load_modules(&cfg, mods, nmods, env_file, stderr) < 0) {
         keel_config_close(&cfg);
         return 2;
     }

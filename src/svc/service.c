@@ -202,7 +202,10 @@ static keel_service *service_new(const keel_app *app, const keel_config *cfg)
     keel_health_register(svc->health, "event_loop", 0, 1000, check_event_loop, svc->server);
     svc->breakers = keel_breakers_new(svc->metrics);
     keel_breakers_register_health(svc->breakers, svc->health);
-    if (cfg->redis_url && *cfg->redis_url &&
+    const keel_redis_options *redis = keel_config_get(cfg, &keel_redis_config);
+    const keel_edge_options *edge = keel_config_get(cfg, &keel_edge_config);
+    const keel_rate_limit_options *rlo = keel_config_get(cfg, &keel_rate_limit_config);
+    if (redis->redis_url && *redis->redis_url &&
         keel_redis_new(&svc->redis, svc->server, cfg, svc->metrics, svc->health,
                        svc->breakers) < 0)
         svc->redis_failed = 1;
@@ -218,7 +221,7 @@ static keel_service *service_new(const keel_app *app, const keel_config *cfg)
     }
     mw = keel_mw_http_metrics(svc->metrics);
     keel_server_use(svc->server, &mw);
-    if (cfg->security_headers) {
+    if (edge->security_headers) {
         mw = keel_mw_security_headers(cfg);
         keel_server_use(svc->server, &mw);
     }
@@ -226,16 +229,16 @@ static keel_service *service_new(const keel_app *app, const keel_config *cfg)
     keel_health_register(svc->health, "load", 1, 1000, check_load, shed);
     mw = keel_mw_shed(shed);
     keel_server_use(svc->server, &mw);
-    if (cfg->cors_origin && *cfg->cors_origin) {
+    if (edge->cors_origin && *edge->cors_origin) {
         mw = keel_mw_cors(cfg);
         keel_server_use(svc->server, &mw);
     }
     /* Switched off, the limiter stays installed without enforcing, so the
      * routes' tiers are still declared and checked at start-up. */
-    if (cfg->rate_limit) {
+    if (rlo->rate_limit) {
         /* with Redis, limits hold across every instance sharing it */
         keel_rl_store store = svc->redis ? keel_rl_redis_store(svc->redis)
-                                         : keel_rl_memory_store(cfg->rate_limit_max_keys);
+                                         : keel_rl_memory_store(rlo->rate_limit_max_keys);
         svc->limiter = keel_rate_limiter_new(cfg, store, svc->metrics);
         mw = keel_mw_rate_limit(svc->limiter);
     } else {
@@ -243,8 +246,8 @@ static keel_service *service_new(const keel_app *app, const keel_config *cfg)
         mw = keel_mw_rate_limit_off(svc->limiter);
     }
     keel_server_use(svc->server, &mw);
-    if (cfg->compression) {
-        mw = keel_mw_compress(cfg->compression_min_bytes);
+    if (edge->compression) {
+        mw = keel_mw_compress(edge->compression_min_bytes);
         keel_server_use(svc->server, &mw);
     }
     /* Each middleware runs in its declared phase (keel/server.h), whatever
@@ -319,13 +322,6 @@ void keel_service_print_routes(keel_service *svc, FILE *out)
 
 /* ---------------------------------------------------------------- CLI */
 
-static void config_row(const char *name, const char *def, const char *help, int secret,
-                       void *arg)
-{
-    fprintf(arg, "| `%s` | %s%s%s | %s%s |\n", name, *def ? "`" : "", *def ? def : "(empty)",
-            *def ? "`" : "", help, secret ? " (secret: redacted in output)" : "");
-}
-
 static void usage(const keel_app *app, FILE *out)
 {
     const char *n = app->name ? app->name : "keel";
@@ -338,7 +334,7 @@ static void usage(const keel_app *app, FILE *out)
             "  routes         print the route table\n"
             "  openapi        print the OpenAPI 3.1 document of the routes\n"
             "  version        print the version\n"
-            "  config         print every configuration variable as a markdown table\n",
+            "  config         print every configuration variable as markdown tables\n",
             n);
     if (app->use_database)
         keel__svc_migrate_usage(out);
@@ -358,9 +354,10 @@ int keel_main(int argc, char **argv, const keel_app *app)
                app->version ? app->version : KEEL_VERSION, KEEL_VERSION);
         return 0;
     }
+    const keel_config_module *mods[KEEL__SVC_MAX_CONFIG_MODULES];
+    size_t nmods = keel__svc_config_modules(app, mods);
     if (!strcmp(cmd, "config")) {
-        printf("| variable | default | meaning |\n|---|---|---|\n");
-        keel_config_each(config_row, stdout);
+        keel_config_doc(mods, nmods, stdout);
         return 0;
     }
     if (!strcmp(cmd, "migrate") && app->use_database)
@@ -386,30 +383,8 @@ int keel_main(int argc, char **argv, const keel_app *app)
     if (port)
         setenv("PORT", port, 1);
     keel_config cfg;
-    if (keel_config_load(&cfg, env_file, stderr) < 0) {
-        keel_config_close(&cfg);
-        return 2;
-    }
-    keel_cidr proxies[64];
-    if (keel_cidr_parse_list(cfg.trust_proxy, proxies, 64) < 0) {
-        fprintf(stderr, "keel: TRUST_PROXY: invalid value \"%s\": expected up to 64 "
-                        "comma-separated IPv4/IPv6 addresses or CIDR blocks\n",
-                cfg.trust_proxy);
-        keel_config_close(&cfg);
-        return 2;
-    }
-    if (keel_cidr_any(proxies, (size_t)keel_cidr_parse_list(cfg.trust_proxy, proxies, 64)) &&
-        !cfg.trust_proxy_any) {
-        fprintf(stderr, "keel: TRUST_PROXY: \"%s\" trusts every address, so any client "
-                        "could set its own address (and escape its rate limit) with "
-                        "X-Forwarded-For; list your proxies' addresses, or set "
-                        "TRUST_PROXY_ANY=true if every peer really is a proxy\n",
-                cfg.trust_proxy);
-        keel_config_close(&cfg);
-        return 2;
-    }
-    keel_rl_tier tiers[KEEL_RL_MAX_TIERS];
-    if (cfg.rate_limit && keel_rl_tiers_from_config(&cfg, tiers, KEEL_RL_MAX_TIERS, stderr) < 0) {
+    /* every variable, then every module's checks (TRUST_PROXY, tiers ...) */
+    if (keel_config_load_modules(&cfg, mods, nmods, env_file, stderr) < 0) {
         keel_config_close(&cfg);
         return 2;
     }
@@ -425,7 +400,8 @@ int keel_main(int argc, char **argv, const keel_app *app)
         return 2;
     }
     /* The schema first: nothing listens before it is what the code expects. */
-    if (!strcmp(cmd, "serve") && app->use_database && cfg.migrate_on_start &&
+    if (!strcmp(cmd, "serve") && app->use_database &&
+        ((const keel_db_options *)keel_config_get(&cfg, &keel_db_config))->migrate_on_start &&
         keel__svc_migrate_on_start(app, &cfg) < 0) {
         keel_log_close();
         keel_config_close(&cfg);

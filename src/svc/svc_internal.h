@@ -8,6 +8,13 @@
 #include "keel/mw.h"
 #include "keel/service.h"
 
+/* The configuration modules of app's service (svc_config.c): core's are
+ * implied; then the edge middleware, rate limits, Redis, cache, breakers,
+ * instance, the database when app->use_database, and app->config_modules.
+ * Fills out (KEEL__SVC_MAX_CONFIG_MODULES entries) and returns the count. */
+#define KEEL__SVC_MAX_CONFIG_MODULES 64
+size_t keel__svc_config_modules(const keel_app *app, const keel_config_module **out);
+
 /* `PROG migrate ...` (argv[1] is "migrate"): loads the configuration
  * itself (--env-file F is accepted) and returns the exit status: 0, 1 when
  * a migration failed or was refused (one log line says why), 2 for usage

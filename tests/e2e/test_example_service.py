@@ -121,3 +121,53 @@ def test_drain_on_sigterm(service):
     assert '"msg":"shutting down: draining"' in log and '"msg":"stopped"' in log
     err = (work / "stderr.log").read_text()
     assert "Sanitizer" not in err and "runtime error" not in err, err
+
+
+APP_ONLY = ("DATABASE_URL", "DATABASE_POOL_MAX", "MIGRATE_ON_START", "MIGRATIONS_DIR",
+            "ENABLE_QUERY_LOGGING", "JWT_SECRET", "JWT_EXPIRES_IN", "REFRESH_TOKEN_EXPIRY",
+            "PASSWORD_MIN_LENGTH", "PASSWORD_HASH_MEMORY", "LOGIN_MAX_ATTEMPTS",
+            "USER_CACHE_TTL", "ENABLE_DEMO_ROUTES")
+SHARED = ("PORT", "BODY_LIMIT", "LOG_LEVEL", "TRUST_PROXY", "CORS_ORIGIN", "RATE_LIMIT_MAX",
+          "REDIS_URL", "CACHE_MAX_BYTES", "BREAKER_WINDOW", "INSTANCE_ID")
+
+
+def _names(text, pattern):
+    import re
+    return set(re.findall(pattern, text, re.M))
+
+
+def test_config_lists_only_the_modules_it_uses(tmp_path):
+    """hello-service has no database and no accounts: its `config` and
+    `serve --print-config` leave those variables out (and it does not read
+    them), while the reference service lists them all."""
+    env = {"PATH": os.environ.get("PATH", ""), "LOGIN_MAX_ATTEMPTS": "oops",
+           "DATABASE_URL": "", "KEEL_ENV": "production"}  # invalid for keel, not read here
+    doc = subprocess.run([BIN, "config"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert doc.returncode == 0, doc.stderr
+    documented = _names(doc.stdout, r"^\| `([A-Z0-9_]+)` \|")
+    pc = subprocess.run([BIN, "serve", "--print-config"], capture_output=True, text=True,
+                        env=env, cwd=tmp_path)
+    assert pc.returncode == 0, pc.stderr
+    printed = _names(pc.stdout, r"^([A-Z0-9_]+)=")
+    assert documented == printed
+    for name in SHARED:
+        assert name in printed, name
+    for name in APP_ONLY:
+        assert name not in printed, name
+    assert not [n for n in printed if n.startswith("OTEL_")]
+    assert "HELLO_GREETING=hello" in pc.stdout.splitlines()  # its own module
+    bad = subprocess.run([BIN, "serve", "--print-config"], capture_output=True, text=True,
+                         env=dict(env, HELLO_GREETING=""), cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("keel: HELLO_GREETING: ") and bad.stderr.count("\n") == 1
+
+    keel = os.environ.get("KEEL_BIN") or str(REPO / "build" / "keel")
+    full = subprocess.run([keel, "config"], capture_output=True, text=True, cwd=tmp_path)
+    assert full.returncode == 0, full.stderr
+    everything = _names(full.stdout, r"^\| `([A-Z0-9_]+)` \|")
+    assert documented - {"HELLO_GREETING"} < everything
+    assert "HELLO_GREETING" not in everything
+    for name in APP_ONLY + SHARED:
+        assert name in everything, name
+    assert "### app" in full.stdout and "### db" in full.stdout
+    assert "### app" not in doc.stdout and "### db" not in doc.stdout

@@ -155,6 +155,21 @@ def test_invalid_config_exits_2(tmp_path, name, value):
     assert name in lines[0], lines[0]
 
 
+@pytest.mark.parametrize("secret", [None, "short", "change-me-0123456789abcdefghijklmnop"])
+def test_production_refuses_a_weak_jwt_secret(tmp_path, secret):
+    """The reference service's own check (its app config module)."""
+    env = {"KEEL_ENV": "production", "JWT_SECRET": secret, "ENABLE_DEMO_ROUTES": None}
+    p = run_cli(["serve", "--print-config"], env=env, cwd=tmp_path)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("keel: JWT_SECRET: "), p.stderr
+    assert not secret or secret not in p.stderr
+    env["JWT_SECRET"] = "q8F3kZ1xV7mN2bT9rL4wY6pH0sD5jC8a"
+    p = run_cli(["serve", "--print-config"], env=env, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "ENABLE_DEMO_ROUTES=false" in p.stdout.splitlines()
+
+
 def test_print_config_redacts_secrets(tmp_path):
     env = {"PORT": "12345", "BODY_LIMIT": "64kb", "JWT_SECRET": "e2e-jwt-SECRET-0123456789abcdefXYZ",
            "DATABASE_URL": "postgres://app:hunter2pw@db.example:5432/app",

@@ -1,5 +1,8 @@
-/* test_config.c — value parsers, keel_config_load from the environment and
- * a .env file, production checks, and redaction in keel_config_print.
+/* test_config.c — value parsers, the registry (core's table and a module
+ * of the test's own, "t", with every type and flag), loading from the
+ * environment and a .env file, validate hooks (a production rule), and
+ * redaction in keel_config_print. The real modules' tables are checked in
+ * tests/unit/svc/test_svc_config.c.
  *
  * Each test starts from a clean slate: every variable keel knows is unset
  * and the working directory is a fresh empty temporary directory (so a
@@ -23,23 +26,95 @@
 
 /* ---------------------------------------------------------------- fixture */
 
+/* ---------------------------------------------------------------- module t */
+
+typedef struct t_options {
+    char *secret;   /* T_SECRET: a secret string */
+    char *url;      /* T_URL: redis:// or empty, secret */
+    char *db_url;   /* T_DB_URL: required, checked, secret */
+    int mode;       /* T_MODE: a, b or c */
+    unsigned small; /* T_SMALL: 1..10, an unsigned field */
+    uint64_t ttl_ms; /* T_TTL: at least 1s */
+    uint64_t bytes; /* T_BYTES: at most 1mb */
+    int flag;       /* T_FLAG: default decided by validate (not in production) */
+    char *name;     /* T_NAME */
+} t_options;
+
+static int no_postgresx(const char *s)
+{
+    return strncmp(s, "postgresx", 9) == 0 ? KEEL_EINVAL : 0;
+}
+
+static int t_validate(void *opts, const keel_config *cfg, FILE *err)
+{
+    t_options *o = opts;
+    if (o->flag < 0)
+        o->flag = !cfg->production;
+    if (cfg->production) {
+        size_t n = o->secret ? strlen(o->secret) : 0;
+        if (n < 32 || strstr(o->secret, "change") || strstr(o->secret, "secret") == o->secret) {
+            fprintf(err, "keel: T_SECRET: production mode needs a random secret of at least "
+                         "32 bytes (not a default)\n");
+            return KEEL_ECONFIG;
+        }
+    }
+    return 0;
+}
+
+#define AT(f) KEEL_CONFIG_AT(t_options, f)
+static const keel_config_var t_vars[] = {
+    {.name = "T_SECRET", .type = KEEL_CONFIG_STR, .def = "", AT(secret),
+     .flags = KEEL_CONFIG_SECRET, .help = "a secret"},
+    {.name = "T_URL", .type = KEEL_CONFIG_URL, .def = "", AT(url),
+     .values = KEEL_CONFIG_VALUES("redis://"), .flags = KEEL_CONFIG_SECRET, .help = "a URL"},
+    {.name = "T_DB_URL", .type = KEEL_CONFIG_URL, .def = "sqlite:./t.db", AT(db_url),
+     .flags = KEEL_CONFIG_SECRET | KEEL_CONFIG_REQUIRED, .check = no_postgresx,
+     .accepts = "sqlite:PATH or postgres://...", .help = "a database"},
+    {.name = "T_MODE", .type = KEEL_CONFIG_ENUM, .def = "b", AT(mode),
+     .values = KEEL_CONFIG_VALUES("a", "b", "c"), .help = "a mode"},
+    {.name = "T_SMALL", .type = KEEL_CONFIG_UINT, .def = "3", AT(small), .min = 1, .max = 10,
+     .help = "a small number"},
+    {.name = "T_TTL", .type = KEEL_CONFIG_DURATION, .def = "1m", AT(ttl_ms), .min = 1000,
+     .help = "a lifetime"},
+    {.name = "T_BYTES", .type = KEEL_CONFIG_SIZE, .def = "64kb", AT(bytes), .max = 1 << 20,
+     .help = "a size"},
+    {.name = "T_FLAG", .type = KEEL_CONFIG_BOOL, .def = "", AT(flag),
+     .help = "on by default, off in production"},
+    {.name = "T_NAME", .type = KEEL_CONFIG_STR, .def = "tee", AT(name), .help = "a name"},
+};
+#undef AT
+
+static const keel_config_module t_config =
+    KEEL_CONFIG_MODULE("t", "A test module.", t_options, t_vars, t_validate);
+static const keel_config_module *const t_mods[] = {&t_config};
+
+static const t_options *T(const keel_config *cfg)
+{
+    return keel_config_get(cfg, &t_config);
+}
+
+/* ---------------------------------------------------------------- fixture */
+
 typedef struct fixture {
     char dir[64];
     char old_cwd[4096];
 } fixture;
 
-static void unset_one(const char *name, const char *def, const char *help, int secret, void *arg)
+static void unset_one(const keel_config_module *m, const keel_config_var *v, void *arg)
 {
-    (void)def;
-    (void)help;
-    (void)secret;
+    (void)m;
     (void)arg;
-    unsetenv(name);
+    unsetenv(v->name);
 }
 
 static void unset_all(void)
 {
-    keel_config_each(unset_one, NULL);
+    keel_config cfg;
+    keel_config_defaults(&cfg);
+    keel_config_each(&cfg, unset_one, NULL); /* core's */
+    keel_config_close(&cfg);
+    for (size_t i = 0; i < t_config.nvars; i++)
+        unsetenv(t_config.vars[i].name);
 }
 
 static int setup(void **state)
@@ -82,7 +157,7 @@ static int load(keel_config *cfg, const char *env_file, char **err_text)
     size_t n;
     FILE *err = open_memstream(err_text, &n);
     assert_non_null(err);
-    int rc = keel_config_load(cfg, env_file, err);
+    int rc = keel_config_load_modules(cfg, t_mods, 1, env_file, err);
     fclose(err);
     return rc;
 }
@@ -254,7 +329,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.production, 0);
     assert_int_equal(cfg.port, 8080);
     assert_string_equal(cfg.host, "0.0.0.0");
-    assert_int_equal(cfg.demo_routes, 1);
+    assert_int_equal(T(&cfg)->flag, 1);
     assert_int_equal(cfg.body_limit, 1048576);
     assert_int_equal(cfg.max_request_line, 8192);
     assert_int_equal(cfg.max_header_size, 8192);
@@ -263,11 +338,16 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.header_timeout_ms, 10000);
     assert_int_equal(cfg.keepalive_timeout_ms, 5000);
     assert_int_equal(cfg.access_log, 1);
-    assert_string_equal(cfg.jwt_secret, "");
+    assert_string_equal(T(&cfg)->secret, "");
+    assert_int_equal(T(&cfg)->mode, 1);
+    assert_int_equal(T(&cfg)->small, 3);
+    assert_int_equal(T(&cfg)->ttl_ms, 60000);
+    assert_string_equal(T(&cfg)->name, "tee");
 
-    /* keel_config_defaults gives the same */
+    /* loading from an empty environment gives the defaults (an empty-default
+     * boolean settled by validate) */
     keel_config d;
-    keel_config_defaults(&d);
+    assert_int_equal(keel_config_load_modules(&d, t_mods, 1, NULL, stderr), 0);
     char *a = print_to_string(&cfg), *b = print_to_string(&d);
     assert_string_equal(a, b);
     free(a);
@@ -313,16 +393,23 @@ static const env_case env_cases[] = {
     {"LOG_FILE_KEEP", "0", "LOG_FILE_KEEP=0"},
     {"ACCESS_LOG", "false", "ACCESS_LOG=false"},
     {"ACCESS_LOG", "yes", "ACCESS_LOG=true"},
-    {"ENABLE_DEMO_ROUTES", "off", "ENABLE_DEMO_ROUTES=false"},
+    {"T_FLAG", "off", "T_FLAG=false"},
+    {"T_FLAG", "", "T_FLAG=true"},
+    {"T_MODE", "C", "T_MODE=c"},
+    {"T_SMALL", "10", "T_SMALL=10"},
+    {"T_TTL", "1s", "T_TTL=1000ms"},
+    {"T_BYTES", "1mb", "T_BYTES=1048576"},
+    {"TRUST_PROXY_HEADER", "Forwarded", "TRUST_PROXY_HEADER=forwarded"},
+    {"TRUST_PROXY", "10.0.0.0/8, ::1", "TRUST_PROXY=10.0.0.0/8, ::1"},
     {"KEEL_ENV", "test", "KEEL_ENV=test"},
     {"KEEL_ENV", "TEST", "KEEL_ENV=test"},
     {"SLOW_REQUEST_THRESHOLD", "250ms", "SLOW_REQUEST_THRESHOLD=250ms"},
-    {"DATABASE_URL", "sqlite:/var/lib/keel.db", "DATABASE_URL=sqlite:/var/lib/keel.db"},
-    {"DATABASE_URL", "postgres://app@db/app", "DATABASE_URL=postgres://app@db/app"},
-    {"REDIS_URL", "redis://localhost:6379/0", "REDIS_URL=redis://localhost:6379/0"},
-    {"REDIS_URL", "", "REDIS_URL="},
-    {"CORS_ORIGIN", "https://a.example,https://b.example",
-     "CORS_ORIGIN=https://a.example,https://b.example"},
+    {"T_DB_URL", "sqlite:/var/lib/keel.db", "T_DB_URL=sqlite:/var/lib/keel.db"},
+    {"T_DB_URL", "postgres://app@db/app", "T_DB_URL=postgres://app@db/app"},
+    {"T_URL", "redis://localhost:6379/0", "T_URL=redis://localhost:6379/0"},
+    {"T_URL", "REDIS://localhost", "T_URL=REDIS://localhost"},
+    {"T_URL", "", "T_URL="},
+    {"T_NAME", "https://a.example,https://b.example", "T_NAME=https://a.example,https://b.example"},
 
     {"PORT", "abc", NULL},
     {"PORT", "65536", NULL},
@@ -353,11 +440,21 @@ static const env_case env_cases[] = {
     {"LOG_FILE_MAX_SIZE", "1kb", NULL},
     {"LOG_FILE_KEEP", "101", NULL},
     {"ACCESS_LOG", "maybe", NULL},
-    {"ENABLE_DEMO_ROUTES", "2", NULL},
+    {"T_FLAG", "2", NULL},
     {"KEEL_ENV", "staging", NULL},
-    {"DATABASE_URL", "", NULL},
-    {"DATABASE_URL", "postgresql:/x", NULL},
-    {"REDIS_URL", "http://localhost:6379", NULL},
+    {"T_DB_URL", "", NULL},
+    {"T_DB_URL", "postgresx://x", NULL},
+    {"T_URL", "http://localhost:6379", NULL},
+    {"T_MODE", "d", NULL},
+    {"T_MODE", "", NULL},
+    {"T_SMALL", "0", NULL},
+    {"T_SMALL", "11", NULL},
+    {"T_SMALL", "4294967297", NULL},
+    {"T_TTL", "999", NULL},
+    {"T_BYTES", "2mb", NULL},
+    {"TRUST_PROXY_HEADER", "x-real-ip", NULL},
+    {"TRUST_PROXY", "10.0.0.0/33", NULL},
+    {"CLIENT_IPV6_PREFIX", "0", NULL},
 };
 
 static void test_env_table(void **state)
@@ -413,7 +510,7 @@ static void test_env_fields(void **state)
     setenv("BODY_LIMIT", "4gb", 1);
     setenv("HANDLER_TIMEOUT", "2h", 1);
     setenv("ACCESS_LOG", "0", 1);
-    setenv("OTEL_SERVICE_NAME", "svc", 1);
+    setenv("T_NAME", "svc", 1);
     keel_config cfg;
     char *err;
     assert_int_equal(load(&cfg, NULL, &err), 0);
@@ -427,14 +524,16 @@ static void test_env_fields(void **state)
     assert_int_equal(cfg.body_limit, 4294967296ull);
     assert_int_equal(cfg.handler_timeout_ms, 7200000);
     assert_int_equal(cfg.access_log, 0);
-    assert_string_equal(cfg.otel_service_name, "svc");
+    assert_string_equal(T(&cfg)->name, "svc");
 
-    /* a deep copy outlives the original */
+    /* a deep copy, module options included, outlives the original */
     keel_config copy;
     keel_config_copy(&copy, &cfg);
     assert_ptr_not_equal(copy.host, cfg.host);
+    assert_ptr_not_equal(T(&copy), T(&cfg));
+    assert_ptr_not_equal(T(&copy)->name, T(&cfg)->name);
     keel_config_close(&cfg);
-    assert_string_equal(copy.otel_service_name, "svc");
+    assert_string_equal(T(&copy)->name, "svc");
     assert_string_equal(copy.host, "0.0.0.0");
     keel_config_close(&copy);
 }
@@ -442,11 +541,12 @@ static void test_env_fields(void **state)
 static void test_secret_not_in_error(void **state)
 {
     (void)state;
-    setenv("DATABASE_URL", "postgresx://app:hunter2@db/app", 1);
+    setenv("T_DB_URL", "postgresx://app:hunter2@db/app", 1);
     keel_config cfg;
     char *err;
     assert_int_equal(load(&cfg, NULL, &err), KEEL_ECONFIG);
-    assert_non_null(strstr(err, "keel: DATABASE_URL: "));
+    assert_non_null(strstr(err, "keel: T_DB_URL: "));
+    assert_non_null(strstr(err, "expected sqlite:PATH or postgres://...\n"));
     assert_null(strstr(err, "hunter2"));
     free(err);
     keel_config_close(&cfg);
@@ -465,7 +565,7 @@ static void test_env_file(void **state)
                "SERVICE_NAME=\"my service\"\n"
                "HOST='127.0.0.1'\n"
                "LOG_LEVEL=debug # trailing comment\n"
-               "CORS_ORIGIN=https://a.example#not-a-comment\n"
+               "T_NAME=https://a.example#not-a-comment\n"
                "  WORKERS = 3  \n"
                "SERVER_HEADER=\"keel # kept\"\n"
                "LOG_FORMAT=pretty\r\n"
@@ -481,7 +581,7 @@ static void test_env_file(void **state)
     assert_string_equal(cfg.service_name, "my service");
     assert_string_equal(cfg.host, "127.0.0.1");
     assert_int_equal(cfg.log_level, 1);
-    assert_string_equal(cfg.cors_origin, "https://a.example#not-a-comment");
+    assert_string_equal(T(&cfg)->name, "https://a.example#not-a-comment");
     assert_int_equal(cfg.workers, 5);
     assert_string_equal(cfg.server_header, "keel # kept");
     assert_int_equal(cfg.log_pretty, 1);
@@ -568,15 +668,15 @@ static void test_production(void **state)
         unset_all();
         setenv("KEEL_ENV", "production", 1);
         if (c->secret)
-            setenv("JWT_SECRET", c->secret, 1);
+            setenv("T_SECRET", c->secret, 1);
         keel_config cfg;
         char *err;
         int rc = load(&cfg, NULL, &err);
         if (rc != c->rc) {
             case_fail(c->name, "returned %d, want %d (%s)", rc, c->rc, err);
         } else if (rc) {
-            if (strncmp(err, "keel: JWT_SECRET: ", 18) != 0)
-                case_fail(c->name, "error does not name JWT_SECRET: %s", err);
+            if (strncmp(err, "keel: T_SECRET: ", 16) != 0)
+                case_fail(c->name, "error does not name T_SECRET: %s", err);
             if (c->secret && *c->secret && strstr(err, c->secret))
                 case_fail(c->name, "error shows the secret");
         } else if (!cfg.production) {
@@ -586,22 +686,22 @@ static void test_production(void **state)
         keel_config_close(&cfg);
     }
 
-    /* demo routes can still be asked for */
+    /* the flag can still be asked for */
     unset_all();
     setenv("KEEL_ENV", "Production", 1);
-    setenv("JWT_SECRET", prod_cases[6].secret, 1);
-    setenv("ENABLE_DEMO_ROUTES", "true", 1);
+    setenv("T_SECRET", prod_cases[6].secret, 1);
+    setenv("T_FLAG", "true", 1);
     keel_config cfg;
     char *err;
     assert_int_equal(load(&cfg, NULL, &err), 0);
     free(err);
     assert_int_equal(cfg.production, 1);
-    assert_int_equal(cfg.demo_routes, 1);
+    assert_int_equal(T(&cfg)->flag, 1);
     keel_config_close(&cfg);
 
     /* outside production a short secret is fine */
     unset_all();
-    setenv("JWT_SECRET", "dev", 1);
+    setenv("T_SECRET", "dev", 1);
     assert_int_equal(load(&cfg, NULL, &err), 0);
     free(err);
     assert_int_equal(cfg.production, 0);
@@ -609,18 +709,18 @@ static void test_production(void **state)
     assert_int_equal(failures, 0);
 }
 
-/* ENABLE_DEMO_ROUTES: "default true, false in production" (its help). */
+/* T_FLAG: "on by default, off in production", settled by validate. */
 static void test_production_demo_routes_off_by_default(void **state)
 {
     (void)state;
     setenv("KEEL_ENV", "production", 1);
-    setenv("JWT_SECRET", prod_cases[6].secret, 1);
+    setenv("T_SECRET", prod_cases[6].secret, 1);
     keel_config cfg;
     char *err;
     assert_int_equal(load(&cfg, NULL, &err), 0);
     free(err);
     assert_int_equal(cfg.production, 1);
-    int demo = cfg.demo_routes;
+    int demo = T(&cfg)->flag;
     keel_config_close(&cfg);
     assert_int_equal(demo, 0);
 }
@@ -634,19 +734,18 @@ typedef struct redact_case {
 } redact_case;
 
 static const redact_case redact_cases[] = {
-    {"JWT_SECRET", "s3cr3t-value-that-must-not-leak", "JWT_SECRET=[REDACTED]",
+    {"T_SECRET", "s3cr3t-value-that-must-not-leak", "T_SECRET=[REDACTED]",
      "s3cr3t-value-that-must-not-leak"},
-    {"JWT_SECRET", "", "JWT_SECRET=", NULL},
-    {"DATABASE_URL", "postgres://app:hunter2@db:5432/app",
-     "DATABASE_URL=postgres://app:[REDACTED]@db:5432/app", "hunter2"},
-    {"DATABASE_URL", "postgresql://app:p%40ss@db/app",
-     "DATABASE_URL=postgresql://app:[REDACTED]@db/app", "p%40ss"},
-    {"DATABASE_URL", "postgres://app@db/app", "DATABASE_URL=postgres://app@db/app", NULL},
-    {"DATABASE_URL", "sqlite:./data/keel.db", "DATABASE_URL=sqlite:./data/keel.db", NULL},
-    {"REDIS_URL", "redis://:topsecret@cache:6379/0", "REDIS_URL=redis://:[REDACTED]@cache:6379/0",
+    {"T_SECRET", "", "T_SECRET=", NULL},
+    {"T_DB_URL", "postgres://app:hunter2@db:5432/app",
+     "T_DB_URL=postgres://app:[REDACTED]@db:5432/app", "hunter2"},
+    {"T_DB_URL", "postgresql://app:p%40ss@db/app", "T_DB_URL=postgresql://app:[REDACTED]@db/app",
+     "p%40ss"},
+    {"T_DB_URL", "postgres://app@db/app", "T_DB_URL=postgres://app@db/app", NULL},
+    {"T_DB_URL", "sqlite:./data/keel.db", "T_DB_URL=sqlite:./data/keel.db", NULL},
+    {"T_URL", "redis://:topsecret@cache:6379/0", "T_URL=redis://:[REDACTED]@cache:6379/0",
      "topsecret"},
-    {"REDIS_URL", "redis://user:pw123@cache:6379", "REDIS_URL=redis://user:[REDACTED]@cache:6379",
-     "pw123"},
+    {"T_URL", "redis://user:pw123@cache:6379", "T_URL=redis://user:[REDACTED]@cache:6379", "pw123"},
 };
 
 static void test_print_redacts(void **state)
@@ -685,16 +784,17 @@ typedef struct each_state {
     int secrets;
 } each_state;
 
-static void check_each(const char *name, const char *def, const char *help, int secret, void *arg)
+static void check_each(const keel_config_module *m, const keel_config_var *v, void *arg)
 {
     each_state *s = arg;
-    assert_non_null(def);
-    assert_non_null(help);
-    assert_true(*help != '\0');
+    assert_non_null(m->name);
+    assert_non_null(v->def);
+    assert_non_null(v->help);
+    assert_true(*v->help != '\0');
     s->n++;
-    s->secrets += secret;
+    s->secrets += (v->flags & KEEL_CONFIG_SECRET) != 0;
     char line[128];
-    snprintf(line, sizeof(line), "%s=", name);
+    snprintf(line, sizeof(line), "%s=", v->name);
     const char *p = strstr(s->printed, line);
     while (p && p != s->printed && p[-1] != '\n')
         p = strstr(p + 1, line);
@@ -707,16 +807,180 @@ static void test_each_and_print_agree(void **state)
 {
     (void)state;
     keel_config cfg;
-    keel_config_defaults(&cfg);
+    char *err;
+    assert_int_equal(load(&cfg, NULL, &err), 0);
+    free(err);
     char *out = print_to_string(&cfg);
     each_state s = {out, NULL, 0, 0, 0};
-    keel_config_each(check_each, &s);
-    assert_true(s.n >= 30);
+    keel_config_each(&cfg, check_each, &s);
+    assert_int_equal(s.n, keel_core_config.nvars + t_config.nvars);
     assert_int_equal(s.missing, 0);
     assert_int_equal(count_lines(out), s.n);
-    assert_true(s.secrets >= 3); /* DATABASE_URL, REDIS_URL, JWT_SECRET */
+    assert_int_equal(s.secrets, 3); /* T_SECRET, T_URL, T_DB_URL */
     free(out);
     keel_config_close(&cfg);
+}
+
+/* ---------------------------------------------------------------- registry */
+
+/* A module nobody loaded: keel_config_get gives its defaults (made once,
+ * owned by cfg), and print/each leave it out. */
+static void test_unloaded_module_defaults(void **state)
+{
+    (void)state;
+    setenv("T_NAME", "from-env", 1); /* not read: the module is not loaded */
+    keel_config cfg;
+    char *err;
+    assert_int_equal(keel_config_load(&cfg, NULL, stderr), 0);
+    const t_options *t = T(&cfg);
+    assert_non_null(t);
+    assert_ptr_equal(T(&cfg), t);
+    assert_string_equal(t->name, "tee");
+    assert_int_equal(t->ttl_ms, 60000);
+    assert_int_equal(t->flag, -1); /* no validate ran: undecided */
+    char *out = print_to_string(&cfg);
+    assert_null(strstr(out, "T_NAME="));
+    free(out);
+    t_options *w = keel_config_edit(&cfg, &t_config);
+    assert_ptr_equal(w, t);
+    keel_free(w->name);
+    w->name = keel_strdup("edited");
+    assert_string_equal(T(&cfg)->name, "edited");
+    keel_config_close(&cfg);
+
+    /* core's own options are the keel_config itself */
+    assert_int_equal(load(&cfg, NULL, &err), 0);
+    free(err);
+    assert_ptr_equal(keel_config_get(&cfg, &keel_core_config), &cfg);
+    keel_config_close(&cfg);
+}
+
+/* Declarations the loader cannot honour, and names declared twice, stop
+ * loading with one line. */
+static void test_bad_declarations(void **state)
+{
+    (void)state;
+    typedef struct narrow {
+        unsigned short n;
+        int e;
+        char *s;
+    } narrow;
+    static const keel_config_var short_field[] = {
+        {.name = "N_SHORT", .type = KEEL_CONFIG_UINT, .def = "1", KEEL_CONFIG_AT(narrow, n),
+         .help = "too narrow"},
+    };
+    static const keel_config_var no_values[] = {
+        {.name = "N_ENUM", .type = KEEL_CONFIG_ENUM, .def = "a", KEEL_CONFIG_AT(narrow, e),
+         .help = "no values"},
+    };
+    static const keel_config_var bool_on_string[] = {
+        {.name = "N_BOOL", .type = KEEL_CONFIG_BOOL, .def = "true", KEEL_CONFIG_AT(narrow, s),
+         .help = "wrong field"},
+    };
+    static const keel_config_var again[] = {
+        {.name = "T_NAME", .type = KEEL_CONFIG_STR, .def = "", KEEL_CONFIG_AT(narrow, s),
+         .help = "taken"},
+    };
+    static const keel_config_module bad[] = {
+        KEEL_CONFIG_MODULE("short", NULL, narrow, short_field, NULL),
+        KEEL_CONFIG_MODULE("enum", NULL, narrow, no_values, NULL),
+        KEEL_CONFIG_MODULE("bool", NULL, narrow, bool_on_string, NULL),
+        KEEL_CONFIG_MODULE("again", NULL, narrow, again, NULL),
+    };
+    static const char *const want[] = {
+        "keel: N_SHORT: bad declaration in module short: ",
+        "keel: N_ENUM: bad declaration in module enum: ",
+        "keel: N_BOOL: bad declaration in module bool: ",
+        "keel: T_NAME: declared twice, by modules t and again\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const keel_config_module *mods[] = {&t_config, &bad[i]};
+        char *text;
+        size_t n;
+        FILE *err = open_memstream(&text, &n);
+        keel_config cfg;
+        int rc = keel_config_load_modules(&cfg, mods, 2, NULL, err);
+        fclose(err);
+        if (rc != KEEL_ECONFIG || strncmp(text, want[i], strlen(want[i])) != 0 ||
+            count_lines(text) != 1)
+            case_fail(bad[i].name, "rc %d, error \"%s\"", rc, text);
+        free(text);
+        keel_config_close(&cfg);
+    }
+    /* the same module named twice is simply loaded once */
+    const keel_config_module *twice[] = {&t_config, &keel_core_config, &t_config};
+    keel_config cfg;
+    assert_int_equal(keel_config_load_modules(&cfg, twice, 3, NULL, stderr), 0);
+    keel_config_close(&cfg);
+    assert_int_equal(failures, 0);
+}
+
+/* The one-line errors say what each type accepts, ranges included. */
+static void test_error_texts(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *var, *value, *line;
+    } cases[] = {
+        {"PORT", "abc", "keel: PORT: invalid value \"abc\": expected a port number from 0 to 65535"},
+        {"WORKERS", "999", "keel: WORKERS: invalid value \"999\": expected a whole number from 0 to 256"},
+        {"LOG_LEVEL", "loud", "keel: LOG_LEVEL: invalid value \"loud\": expected trace, debug, "
+                              "info, warn, error or fatal"},
+        {"KEEL_ENV", "staging", "keel: KEEL_ENV: invalid value \"staging\": expected development, "
+                                "production or test"},
+        {"TRUST_PROXY_HEADER", "x", "keel: TRUST_PROXY_HEADER: invalid value \"x\": expected "
+                                    "x-forwarded-for or forwarded"},
+        {"HEADER_TIMEOUT", "5", "keel: HEADER_TIMEOUT: invalid value \"5\": expected a duration "
+                                "such as 500ms, 30s, 5m or a number of milliseconds, at least 100ms"},
+        {"BODY_LIMIT", "5gb", "keel: BODY_LIMIT: invalid value \"5gb\": expected a size such as "
+                              "512, 64kb, 1mb, from 0 to 4gb"},
+        {"ACCESS_LOG", "maybe", "keel: ACCESS_LOG: invalid value \"maybe\": expected true or false"},
+        {"T_MODE", "d", "keel: T_MODE: invalid value \"d\": expected a, b or c"},
+        {"T_TTL", "1", "keel: T_TTL: invalid value \"1\": expected a duration such as 500ms, 30s, "
+                       "5m or a number of milliseconds, at least 1s"},
+        {"T_URL", "http://x", "keel: T_URL: invalid value \"[REDACTED]\": expected a URL starting "
+                              "with redis://, or empty"},
+        {"T_SECRET", "", NULL}, /* fine */
+        {"TRUST_PROXY", "0.0.0.0/0", "keel: TRUST_PROXY: \"0.0.0.0/0\" trusts every address"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        unset_all();
+        setenv(cases[i].var, cases[i].value, 1);
+        keel_config cfg;
+        char *err;
+        int rc = load(&cfg, NULL, &err);
+        if (!cases[i].line) {
+            if (rc != 0)
+                case_fail(cases[i].var, "refused: %s", err);
+        } else if (rc != KEEL_ECONFIG || strncmp(err, cases[i].line, strlen(cases[i].line)) != 0) {
+            case_fail(cases[i].var, "rc %d, error \"%s\"", rc, err);
+        }
+        free(err);
+        keel_config_close(&cfg);
+    }
+    assert_int_equal(failures, 0);
+}
+
+/* keel_config_doc: a heading and a table per module, core first. */
+static void test_doc(void **state)
+{
+    (void)state;
+    char *text;
+    size_t n;
+    FILE *out = open_memstream(&text, &n);
+    assert_non_null(out);
+    keel_config_doc(t_mods, 1, out);
+    fclose(out);
+    const char *core = strstr(text, "### core\n\nThe server, ");
+    const char *t = strstr(text, "\n\n### t\n\nA test module.\n\n| variable | default | meaning |\n"
+                                 "|---|---|---|\n");
+    assert_ptr_equal(core, text);
+    assert_non_null(t);
+    assert_true(has_line(text, "| `PORT` | `8080` | TCP port to listen on |"));
+    assert_true(has_line(text, "| `T_SECRET` | (empty) | a secret (secret: redacted in output) |"));
+    assert_true(has_line(text, "| `T_TTL` | `1m` | a lifetime |"));
+    assert_int_equal(count_lines(text), 6 + keel_core_config.nvars + 7 + t_config.nvars);
+    free(text);
 }
 
 int main(void)
@@ -737,6 +1001,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_print_redacts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_each_and_print_agree, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unloaded_module_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_texts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_declarations, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_doc, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -124,6 +124,7 @@ static void test_tiers_from_config(void **state)
     (void)state;
     keel_config cfg;
     keel_config_defaults(&cfg);
+    keel_rate_limit_options *rlo = keel_config_edit(&cfg, &keel_rate_limit_config);
     keel_rl_tier t[KEEL_RL_MAX_TIERS];
     int n = keel_rl_tiers_from_config(&cfg, t, KEEL_RL_MAX_TIERS, stderr);
     assert_int_equal(n, 5);
@@ -135,8 +136,8 @@ static void test_tiers_from_config(void **state)
     assert_string_equal(t[4].name, "burst");
     assert_int_equal(t[4].rate.window_ms, 1000);
 
-    keel_free(cfg.rate_limit_tiers);
-    cfg.rate_limit_tiers = keel_strdup(" reports=10/1m , upload_v2=5/1h");
+    keel_free(rlo->rate_limit_tiers);
+    rlo->rate_limit_tiers = keel_strdup(" reports=10/1m , upload_v2=5/1h");
     n = keel_rl_tiers_from_config(&cfg, t, KEEL_RL_MAX_TIERS, stderr);
     assert_int_equal(n, 7);
     assert_string_equal(t[5].name, "reports");
@@ -147,8 +148,8 @@ static void test_tiers_from_config(void **state)
                          "none=1/1m", "a=0/1m", "a=1/1m,a=2/1m",
                          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa=1/1m"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        keel_free(cfg.rate_limit_tiers);
-        cfg.rate_limit_tiers = keel_strdup(bad[i]);
+        keel_free(rlo->rate_limit_tiers);
+        rlo->rate_limit_tiers = keel_strdup(bad[i]);
         if (keel_rl_tiers_from_config(&cfg, t, KEEL_RL_MAX_TIERS, null) != KEEL_ECONFIG)
             case_fail(bad[i], "accepted");
     }
@@ -314,8 +315,9 @@ static void test_check_routes(void **state)
     (void)state;
     keel_config cfg;
     keel_config_defaults(&cfg);
-    keel_free(cfg.rate_limit_tiers);
-    cfg.rate_limit_tiers = keel_strdup("reports=1/1m");
+    keel_rate_limit_options *rlo = keel_config_edit(&cfg, &keel_rate_limit_config);
+    keel_free(rlo->rate_limit_tiers);
+    rlo->rate_limit_tiers = keel_strdup("reports=1/1m");
     keel_rate_limiter *rl = keel_rate_limiter_new(&cfg, keel_rl_memory_store(100), NULL);
     keel_route routes[] = {
         {.method = "GET", .path = "/a", .handler = noop},

@@ -148,12 +148,13 @@ static keel_server *start_with(const opts *o)
     keel_rl_rate g = {2, 3600 * 1000};
     if (o->general)
         assert_int_equal(keel_rl_parse_rate(o->general, &g), 0);
-    cfg.rate_limit_max = g.limit;
-    cfg.rate_limit_window_ms = g.window_ms;
+    keel_rate_limit_options *rlo = keel_config_edit(&cfg, &keel_rate_limit_config);
+    rlo->rate_limit_max = g.limit;
+    rlo->rate_limit_window_ms = g.window_ms;
 #define SET(f, v)                                                              \
     do {                                                                       \
-        keel_free(cfg.f);                                                      \
-        cfg.f = keel_strdup(v);                                                \
+        keel_free(rlo->f);                                                     \
+        rlo->f = keel_strdup(v);                                               \
     } while (0)
     SET(rate_limit_burst, o->burst ? o->burst : "0");
     SET(rate_limit_strict, "3/900ms");
@@ -161,7 +162,7 @@ static keel_server *start_with(const opts *o)
     SET(rate_limit_public, "4/1200ms");
     SET(rate_limit_tiers, "reports=1/300ms");
 #undef SET
-    cfg.rate_limit_fail_open = o->fail_open;
+    rlo->rate_limit_fail_open = o->fail_open;
     keel_log_init(&cfg);
     keel_server *s = keel_server_new(&cfg);
     keel_middleware auth = {.name = "fake_auth", .phase = KEEL_PHASE_AUTHN, .on_request = fake_auth};

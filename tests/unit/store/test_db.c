@@ -63,9 +63,10 @@ static keel_db_conn *conn_with(uint64_t stmt_timeout_ms, int query_logging, uint
 {
     keel_config cfg;
     keel_config_defaults(&cfg);
-    cfg.db_statement_timeout_ms = stmt_timeout_ms;
-    cfg.query_logging = query_logging;
-    cfg.slow_query_ms = slow_ms;
+    keel_db_options *dbo = keel_config_edit(&cfg, &keel_db_config);
+    dbo->db_statement_timeout_ms = stmt_timeout_ms;
+    dbo->query_logging = query_logging;
+    dbo->slow_query_ms = slow_ms;
     keel_db_conn *c = NULL;
     char err[512];
     int rc = keel_db_connect(g_url, &cfg, &c, err, sizeof(err));
@@ -936,13 +937,14 @@ static srv start(unsigned pool_max, unsigned pool_min, uint64_t queue_max, uint6
     cfg.workers = 1;
     cfg.work_threads = 2;
     cfg.log_level = KEEL_LOG_FATAL; /* expected failures would log errors */
-    keel_free(cfg.database_url);
-    cfg.database_url = keel_strdup(g_url);
-    cfg.db_pool_max = pool_max;
-    cfg.db_pool_min = pool_min;
-    cfg.db_queue_max = queue_max;
-    cfg.db_idle_timeout_ms = idle_ms;
-    cfg.db_statement_timeout_ms = g_stmt_timeout_ms;
+    keel_db_options *dbo = keel_config_edit(&cfg, &keel_db_config);
+    keel_free(dbo->database_url);
+    dbo->database_url = keel_strdup(g_url);
+    dbo->db_pool_max = pool_max;
+    dbo->db_pool_min = pool_min;
+    dbo->db_queue_max = queue_max;
+    dbo->db_idle_timeout_ms = idle_ms;
+    dbo->db_statement_timeout_ms = g_stmt_timeout_ms;
     keel_log_init(&cfg);
     srv v;
     v.s = keel_server_new(&cfg);

@@ -188,11 +188,12 @@ static srv start(unsigned pool_max, uint64_t queue_max)
     cfg.workers = 1;
     cfg.work_threads = 1;
     cfg.log_level = KEEL_LOG_FATAL; /* expected failures would log errors */
-    keel_free(cfg.database_url);
-    cfg.database_url = keel_strdup(g_url);
-    cfg.db_pool_max = pool_max;
-    cfg.db_pool_min = 1;
-    cfg.db_queue_max = queue_max;
+    keel_db_options *dbo = keel_config_edit(&cfg, &keel_db_config);
+    keel_free(dbo->database_url);
+    dbo->database_url = keel_strdup(g_url);
+    dbo->db_pool_max = pool_max;
+    dbo->db_pool_min = 1;
+    dbo->db_queue_max = queue_max;
     keel_log_init(&cfg);
     srv v;
     v.s = keel_server_new(&cfg);
