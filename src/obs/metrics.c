@@ -369,6 +369,19 @@ static void append_escaped_label(keel_buf *b, const char *v, size_t n)
     }
 }
 
+/* HELP text escapes only backslash and newline (a quote stays as is). */
+static void append_escaped_help(keel_buf *b, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\')
+            keel_buf_append(b, "\\\\", 2);
+        else if (*v == '\n')
+            keel_buf_append(b, "\\n", 2);
+        else
+            keel_buf_append(b, v, 1);
+    }
+}
+
 /* Writes {a="x",b="y"[,extra]} for a series key. */
 static void append_labels(keel_buf *b, const keel_metric *mt, const char *key,
                           const char *extra)
@@ -414,8 +427,9 @@ static const char *type_name(keel_metric_type t)
 void keel_metrics_render(keel_metrics *m, keel_buf *out)
 {
     for (keel_metric *mt = m->first; mt; mt = mt->next) {
-        keel_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", mt->name, mt->help,
-                        mt->name, type_name(mt->type));
+        keel_buf_printf(out, "# HELP %s ", mt->name);
+        append_escaped_help(out, mt->help);
+        keel_buf_printf(out, "\n# TYPE %s %s\n", mt->name, type_name(mt->type));
         if (mt->fn) {
             keel_buf_append_str(out, mt->name);
             keel_buf_append(out, " ", 1);
