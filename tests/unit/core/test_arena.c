@@ -18,6 +18,14 @@
 
 #define ALIGN _Alignof(max_align_t)
 
+/* Under ASan a malloc the system would refuse aborts the process unless
+ * told to return NULL; keel_arena_try_alloc's NULL is what is tested. */
+const char *__asan_default_options(void);
+__attribute__((used)) const char *__asan_default_options(void)
+{
+    return "allocator_may_return_null=1";
+}
+
 static int aligned(const void *p)
 {
     return ((uintptr_t)p & (ALIGN - 1)) == 0;
