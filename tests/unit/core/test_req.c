@@ -205,7 +205,50 @@ static keel_flow h_work(keel_req *r)
     return KEEL_SUSPEND;
 }
 
+/* A middleware that suspends requests to /gated and resumes the chain
+ * from a timer: the handler then runs from the timer callback. */
+typedef struct gate {
+    uv_timer_t t;
+    keel_req *r;
+} gate;
+
+static void on_gate(uv_timer_t *t)
+{
+    gate *g = t->data;
+    keel_req *r = g->r;
+    keel_req_resume(r, KEEL_NEXT); /* runs the handler */
+    pthread_mutex_lock(&mu);
+    S.timer_finished = keel_req_is_finished(r);
+    S.timer_fired++;
+    pthread_mutex_unlock(&mu);
+    keel_req_unhold(r);
+    uv_close((uv_handle_t *)t, free_later);
+}
+
+static keel_flow mw_gate(keel_req *r, void *data)
+{
+    (void)data;
+    keel_str path = keel_req_path(r);
+    if (!keel_str_eq(path, keel_str_c("/gated")))
+        return KEEL_NEXT;
+    gate *g = keel_calloc(1, sizeof(*g));
+    g->r = r;
+    uv_timer_init(keel_worker_loop(keel_req_worker(r)), &g->t);
+    g->t.data = g;
+    keel_req_hold(r);
+    uv_timer_start(&g->t, on_gate, 30, 0);
+    return KEEL_SUSPEND;
+}
+
+static keel_flow h_gated(keel_req *r)
+{
+    note_start();
+    keel_respond_text(r, 200, "through the gate");
+    return KEEL_DONE;
+}
+
 static const keel_route routes[] = {
+    {.name = "gated", .method = "GET", .path = "/gated", .handler = h_gated},
     {.name = "hello", .method = "GET", .path = "/hello", .handler = h_hello},
     {.name = "later", .method = "GET", .path = "/later", .handler = h_later},
     {.name = "held", .method = "GET", .path = "/held", .handler = h_held},
@@ -232,7 +275,9 @@ static keel_server *start(uint64_t handler_timeout_ms)
     keel_server *s = keel_server_new(&cfg);
     keel_config_close(&cfg);
     keel_middleware m = {.name = "observe", .on_complete = on_complete};
+    keel_middleware g = {.name = "gate", .on_request = mw_gate};
     keel_server_use(s, &m);
+    keel_server_use(s, &g);
     assert_int_equal(keel_server_add_routes(s, routes, sizeof(routes) / sizeof(routes[0])), 0);
     assert_int_equal(keel_server_start(s), 0);
     return s;
@@ -308,6 +353,25 @@ static void test_suspend_answer_later(void **state)
     stop(s);
     assert_int_equal(S.timer_fired, 1);
     assert_int_equal(S.timer_rc, 0);
+    assert_int_equal(S.completes, 1);
+    assert_string_equal(S.statuses, "200");
+}
+
+static void test_middleware_suspends_then_resumes(void **state)
+{
+    (void)state;
+    keel_server *s = start(30000);
+    int fd = connect_to(keel_server_port(s), 5);
+    send_all(fd, "GET /gated HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    char buf[4096];
+    read_all(fd, buf, sizeof(buf));
+    close(fd);
+    assert_int_equal(count(buf, "HTTP/1.1 "), 1);
+    assert_non_null(strstr(buf, "\r\n\r\nthrough the gate"));
+    WAIT_FOR(S.timer_fired == 1);
+    stop(s);
+    assert_int_equal(S.started, 1);        /* the handler ran once, after the resume */
+    assert_int_equal(S.timer_finished, 1); /* and answered inside keel_req_resume */
     assert_int_equal(S.completes, 1);
     assert_string_equal(S.statuses, "200");
 }
@@ -458,6 +522,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_suspend_answer_later),
+        cmocka_unit_test(test_middleware_suspends_then_resumes),
         cmocka_unit_test(test_hold_outlives_response),
         cmocka_unit_test(test_hold_across_disconnect),
         cmocka_unit_test(test_late_after_route_timeout),
