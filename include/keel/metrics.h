@@ -29,7 +29,12 @@ keel_metrics *keel_metrics_new(unsigned shards);
 void keel_metrics_free(keel_metrics *m);
 
 /* Declares a family. label_names is NULL-terminated (or NULL for none);
- * buckets (histograms only) ascending, nbuckets > 0. Names are copied. */
+ * buckets (histograms only) ascending, nbuckets > 0. Names are copied.
+ * Returns NULL, declaring nothing, when the name is already declared or
+ * is not a Prometheus name ([a-zA-Z_:][a-zA-Z0-9_:]*), or a label name is
+ * invalid ([a-zA-Z_][a-zA-Z0-9_]*), reserved ("__..."; "le" in a
+ * histogram) or repeated; the update functions ignore a NULL family.
+ * keel_metrics_callback declares nothing in the same cases. */
 keel_metric *keel_metrics_counter(keel_metrics *m, const char *name,
                                   const char *help, const char *const *label_names);
 keel_metric *keel_metrics_gauge(keel_metrics *m, const char *name,

@@ -160,7 +160,8 @@ void keel_arena_close(keel_arena *a)
 void *keel_arena_try_alloc(keel_arena *a, size_t n)
 {
     size_t need = ALIGN_UP(n ? n : 1);
-    if (need < n)
+    /* a size whose chunk header would wrap size_t around: no block */
+    if (need < n || need > SIZE_MAX - sizeof(keel_arena_chunk))
         return NULL;
     if (a->inline_buf && a->inline_len - a->inline_used >= need) {
         void *p = a->inline_buf + a->inline_used;

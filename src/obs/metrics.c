@@ -149,9 +149,42 @@ void keel_metrics_free(keel_metrics *m)
     keel_free(m);
 }
 
+/* [a-zA-Z_:][a-zA-Z0-9_:]* for a metric name (colon = 1), the same
+ * without colons for a label name. */
+static int valid_name(const char *s, int colon)
+{
+    if (!s || !*s || (*s >= '0' && *s <= '9'))
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+              (*s >= '0' && *s <= '9') || *s == '_' || (colon && *s == ':')))
+            return 0;
+    return 1;
+}
+
+/* Label names the exposition can carry: valid, not reserved ("__" is
+ * Prometheus's own, "le" a histogram's bucket bound), none twice. */
+static int valid_labels(keel_metric_type type, const char *const *labels)
+{
+    for (size_t i = 0; labels && labels[i]; i++) {
+        if (!valid_name(labels[i], 0) || strncmp(labels[i], "__", 2) == 0 ||
+            (type == KEEL_HISTOGRAM && strcmp(labels[i], "le") == 0))
+            return 0;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(labels[i], labels[j]) == 0)
+                return 0;
+    }
+    return 1;
+}
+
+/* A new family, or NULL (nothing declared) when a name is invalid or the
+ * name is taken: a second family by one name would make the scrape
+ * invalid (two TYPE lines) and hide one of them in the JSON form. */
 static keel_metric *declare(keel_metrics *m, const char *name, const char *help,
                             keel_metric_type type, const char *const *labels)
 {
+    if (!valid_name(name, 1) || !valid_labels(type, labels))
+        return NULL;
     keel_metric *mt = keel_calloc(1, sizeof(*mt));
     mt->name = keel_strdup(name);
     mt->help = keel_strdup(help ? help : "");
@@ -162,6 +195,17 @@ static keel_metric *declare(keel_metrics *m, const char *name, const char *help,
     for (size_t i = 0; i < mt->nlabels; i++)
         mt->labels[i] = keel_strdup(labels[i]);
     pthread_mutex_lock(&m->mu);
+    for (keel_metric *o = m->first; o; o = o->next)
+        if (strcmp(o->name, name) == 0) {
+            pthread_mutex_unlock(&m->mu);
+            for (size_t i = 0; i < mt->nlabels; i++)
+                keel_free(mt->labels[i]);
+            keel_free(mt->labels);
+            keel_free(mt->name);
+            keel_free(mt->help);
+            keel_free(mt);
+            return NULL;
+        }
     if (m->last)
         m->last->next = mt;
     else
@@ -183,6 +227,8 @@ keel_metric *keel_metrics_counter(keel_metrics *m, const char *name,
                                   const char *help, const char *const *labels)
 {
     keel_metric *mt = declare(m, name, help, KEEL_COUNTER, labels);
+    if (!mt)
+        return NULL;
     alloc_shards(m, mt);
     return mt;
 }
@@ -191,6 +237,8 @@ keel_metric *keel_metrics_gauge(keel_metrics *m, const char *name,
                                 const char *help, const char *const *labels)
 {
     keel_metric *mt = declare(m, name, help, KEEL_GAUGE, labels);
+    if (!mt)
+        return NULL;
     alloc_shards(m, mt);
     return mt;
 }
@@ -200,6 +248,8 @@ keel_metric *keel_metrics_histogram(keel_metrics *m, const char *name,
                                     const double *buckets, size_t nbuckets)
 {
     keel_metric *mt = declare(m, name, help, KEEL_HISTOGRAM, labels);
+    if (!mt)
+        return NULL;
     mt->nbuckets = nbuckets;
     mt->buckets = keel_malloc(nbuckets * sizeof(double));
     memcpy(mt->buckets, buckets, nbuckets * sizeof(double));
@@ -211,6 +261,8 @@ void keel_metrics_callback(keel_metrics *m, const char *name, const char *help,
                            keel_metric_type type, keel_metric_value_fn fn, void *arg)
 {
     keel_metric *mt = declare(m, name, help, type, NULL);
+    if (!mt)
+        return;
     mt->fn = fn;
     mt->fn_arg = arg;
 }
@@ -317,6 +369,19 @@ static void append_escaped_label(keel_buf *b, const char *v, size_t n)
     }
 }
 
+/* HELP text escapes only backslash and newline (a quote stays as is). */
+static void append_escaped_help(keel_buf *b, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\')
+            keel_buf_append(b, "\\\\", 2);
+        else if (*v == '\n')
+            keel_buf_append(b, "\\n", 2);
+        else
+            keel_buf_append(b, v, 1);
+    }
+}
+
 /* Writes {a="x",b="y"[,extra]} for a series key. */
 static void append_labels(keel_buf *b, const keel_metric *mt, const char *key,
                           const char *extra)
@@ -362,8 +427,9 @@ static const char *type_name(keel_metric_type t)
 void keel_metrics_render(keel_metrics *m, keel_buf *out)
 {
     for (keel_metric *mt = m->first; mt; mt = mt->next) {
-        keel_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", mt->name, mt->help,
-                        mt->name, type_name(mt->type));
+        keel_buf_printf(out, "# HELP %s ", mt->name);
+        append_escaped_help(out, mt->help);
+        keel_buf_printf(out, "\n# TYPE %s %s\n", mt->name, type_name(mt->type));
         if (mt->fn) {
             keel_buf_append_str(out, mt->name);
             keel_buf_append(out, " ", 1);

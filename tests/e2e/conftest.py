@@ -97,6 +97,59 @@ def sanitizer_report(text):
     return [m for m in SANITIZER_MARKERS if m in text]
 
 
+def wait_for(pred, timeout=5.0, what="a condition", interval=0.02):
+    """Polls pred() every `interval` seconds until it returns a true value,
+    and returns that value. After timeout * SLACK seconds raises
+    AssertionError naming `what` and pred's last value. Exceptions from
+    pred are not swallowed. Use it instead of a fixed sleep: it waits only
+    as long as needed, and a slow machine gets the whole timeout."""
+    limit = timeout * SLACK
+    deadline = time.monotonic() + limit
+    while True:
+        last = pred()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s (last: %r)"
+                                 % (limit, what, last))
+        time.sleep(interval)
+
+
+def scrape_metric(port, family, **labels):
+    """The sum of the samples of `family` on GET /metrics whose labels
+    match, or None when there are none."""
+    from promtext import parse
+    m = parse(rawhttp.get(port, "/metrics", timeout=5 * SLACK).text)
+    found = [s for s in m.find(family) if all(s.labels.get(k) == v for k, v in labels.items())]
+    return sum(s.value for s in found) if found else None
+
+
+def requests_in_flight(port):
+    """Requests being processed, not counting the scrape that asks."""
+    return scrape_metric(port, "http_requests_in_flight") - 1
+
+
+# /proc/net/tcp states in which the server still holds its socket:
+# ESTABLISHED, FIN_WAIT1, FIN_WAIT2 (a lingering close), CLOSE_WAIT.
+_SERVER_HOLDS = {"01", "04", "05", "08"}
+
+
+def server_connections(port):
+    """Server-side sockets of 127.0.0.1:port that the server has not
+    closed yet, read from /proc/net/tcp: looking takes no connection of
+    its own, so it works on a server whose connection slots are all
+    taken. (Conservative: an orphaned FIN_WAIT socket still counts.)"""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, state = fields[1], fields[3]
+            if int(local.split(":")[1], 16) == port and state in _SERVER_HOLDS:
+                n += 1
+    return n
+
+
 def parse_duration(s, default_ms):
     s = (s or "").strip().lower()
     for unit, mult in (("ms", 1), ("s", 1000), ("m", 60000)):

@@ -16,7 +16,7 @@ import time
 import pytest
 import requests
 
-from conftest import SLACK, run_cli
+from conftest import SLACK, run_cli, wait_for
 from test_migrate import Pg, PgCluster
 
 SECRET = "e2e-secret-0123456789abcdef0123456789abcdef"
@@ -169,7 +169,7 @@ def test_lockout_grows_and_ends(make_api):
     r = api.call("POST", "/auth/login", json={"email": "carol@example.com", "password": PW})
     problem(r, 429)
     assert 1 <= int(r.headers["Retry-After"]) <= 2
-    time.sleep(2.2)
+    time.sleep(2.2)  # waits out the lockout (Retry-After <= 2 s): its end is what is tested
     api.login("carol@example.com")
     # the counter was reset by the success
     problem(api.call("POST", "/auth/login", json={"email": "carol@example.com",
@@ -232,7 +232,9 @@ def test_logout_revokes_access_and_refresh(api):
 
 def test_logout_all_ends_every_session(api):
     first = api.register("gina@example.com")
-    time.sleep(1.1)  # iat has one-second granularity
+    # iat has one-second granularity: the second session starts in a later second
+    issued = int(time.time())
+    wait_for(lambda: int(time.time()) > issued, 2, "the next second")
     second = api.login("gina@example.com")
     assert api.call("POST", "/auth/logout-all", token=second["access_token"]).status_code == 204
     for t in (first, second):
@@ -444,7 +446,7 @@ def test_api_key_expiry(api):
     assert p.returncode == 0, p.stderr
     key = p.stdout.strip()
     assert api.call("GET", "/users", key=key).status_code == 200
-    time.sleep(2.2)
+    time.sleep(2.2)  # waits out the key's 2 s lifetime: the expiry is what is tested
     problem(api.call("GET", "/users", key=key), 401)
     assert "expired" in api.cli(["apikey", "list"]).stdout
     p = api.cli(["apikey", "create", "--name", "x", "--scopes", "a", "--expires", "soon"])

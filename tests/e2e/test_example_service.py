@@ -5,11 +5,12 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import requests
+
+from conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("KEEL_EXAMPLE_BIN") or str(REPO / "build" / "hello-service")
@@ -38,14 +39,15 @@ def service(tmp_path_factory):
     err = open(work / "stderr.log", "wb")
     proc = subprocess.Popen([BIN, "serve"], env=env, cwd=work, stdout=out, stderr=err)
     url = "http://127.0.0.1:%d" % port
-    deadline = time.monotonic() + (60 if SANITIZED else 10)
-    while time.monotonic() < deadline:
+    def live():
         try:
-            if requests.get(url + "/health/live", timeout=1).status_code == 200:
-                break
+            return requests.get(url + "/health/live", timeout=1).status_code == 200
         except requests.ConnectionError:
-            time.sleep(0.05)
-    else:
+            return False
+
+    try:
+        wait_for(live, 15, "hello-service to start")  # 60 s under the sanitizer
+    except AssertionError:
         proc.kill()
         pytest.fail("hello-service did not start")
     yield url, proc, work

@@ -296,7 +296,7 @@ def test_pipelined_request_split_across_writes(serving):
     with connect(serving.port) as s:
         for i in range(0, len(data), 7):
             s.sendall(data[i:i + 7])
-            time.sleep(0.002)
+            time.sleep(0.002)  # a slow sender on purpose: the head arrives in pieces
         ex = read_exchange(s, timeout=5 * SLACK, expect=3)
     assert ex.statuses == [200, 200, 200], ex
     assert ex.responses[1].json() == ECHO

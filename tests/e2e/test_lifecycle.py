@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import SLACK, free_port, run_cli, sanitizer_report
+from conftest import SLACK, free_port, requests_in_flight, run_cli, sanitizer_report, wait_for
 from rawhttp import connect, read_exchange, send_tolerant
 
 SLOW = b"GET /slow?ms=%d HTTP/1.1\r\nHost: localhost\r\n\r\n"
@@ -59,11 +59,12 @@ def test_sigterm_drains_in_flight_requests(keel):
     grace = 5.0 * SLACK
     k = keel(SHUTDOWN_GRACE="%dms" % (grace * 1000))
     threads, results = _in_flight(k.port, ms, n)
-    time.sleep(0.3 * SLACK)  # all accepted and suspended in their handlers
+    wait_for(lambda: requests_in_flight(k.port) >= n, 10,
+             "all %d requests accepted and suspended in their handlers" % n)
 
     signalled = time.monotonic()
     k.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
+    wait_for(lambda: _try_new_connection(k.port) != "served", 5, "the drain to begin")
     attempts = [_try_new_connection(k.port) for _ in range(4)]
     during_drain = time.monotonic() - signalled
 
@@ -116,7 +117,7 @@ def test_grace_period_bounds_shutdown(keel):
     k = keel(SHUTDOWN_GRACE="500ms")
     k.check_exit_code = False  # cutting requests off may exit non-zero
     threads, results = _in_flight(k.port, 10000, 3)
-    time.sleep(0.3 * SLACK)
+    wait_for(lambda: requests_in_flight(k.port) >= 3, 10, "the requests in their handlers")
     start = time.monotonic()
     k.stop(timeout=10 * SLACK)
     took = time.monotonic() - start
@@ -252,9 +253,11 @@ def test_second_signal_exits_at_once(keel):
     k = keel(SHUTDOWN_GRACE="30s")
     k.check_exit_code = False
     threads, results = _in_flight(k.port, 10000, 3)
-    time.sleep(0.3 * SLACK)
+    wait_for(lambda: requests_in_flight(k.port) >= 3, 10, "the requests in their handlers")
     start = time.monotonic()
     k.proc.send_signal(signal.SIGINT)
+    # A check that nothing happens: a wrong exit on the first signal gets
+    # this long to show (there is no event to poll for).
     time.sleep(0.2)
     assert k.proc.poll() is None, "the first signal only drains"
     k.proc.send_signal(signal.SIGINT)

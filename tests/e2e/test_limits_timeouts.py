@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import SLACK
+from conftest import SLACK, requests_in_flight, scrape_metric, server_connections, wait_for
 from rawhttp import (assert_problem, assert_serving, chunked, connect, get, is_closed, raw,
                      read_exchange, send_tolerant)
 
@@ -212,7 +212,7 @@ def test_body_timeout_is_per_pause_not_total(srv):
         s.sendall(echo_head(len(body)))
         for i in range(0, len(body), 100):
             s.sendall(body[i:i + 100])
-            time.sleep(0.35 * TIMEOUT_S)
+            time.sleep(0.35 * TIMEOUT_S)  # a slow sender on purpose: pauses under the timeout
         ex = read_exchange(s, timeout=3 * SLACK, expect=1)
     assert ex.statuses == [200], ex
     assert ex.responses[0].json() == json.loads(body)
@@ -255,6 +255,7 @@ def test_handler_deadline_gets_503(srv, target):
     assert 0.49 <= ex.elapsed <= 1.3 * SLACK, "deadline 500ms, answered after %.2fs" % ex.elapsed
     assert_serving(srv.port)
     # Let the abandoned timer / work item finish; the server must survive it.
+    # Nothing outside shows when it ends, so wait out its 1.5 s.
     time.sleep(max(0.0, 1.7 - (time.monotonic() - start)))
     assert_serving(srv.port)
 
@@ -280,7 +281,8 @@ def test_first_requests_get_the_full_deadline(keel, env, target):
 
 def test_max_connections_per_worker(keel):
     k = keel(WORKERS=1, MAX_CONNECTIONS=3)
-    time.sleep(0.2)  # the readiness probe's connection is gone
+    wait_for(lambda: server_connections(k.port) == 0, 3,
+             "the server to close the readiness probe's connection")
     held = [connect(k.port) for _ in range(3)]
     try:
         for s in held:
@@ -298,12 +300,8 @@ def test_max_connections_per_worker(keel):
         for s in held:
             s.close()
     # With the slots free again, new connections are served.
-    deadline = time.monotonic() + 2 * SLACK
-    while True:
-        r = raw(k.port, head(), timeout=3 * SLACK, expect=1)
-        if r.statuses == [200] or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    wait_for(lambda: server_connections(k.port) == 0, 3, "the server to close every connection")
+    r = raw(k.port, head(), timeout=3 * SLACK, expect=1)
     assert r.statuses == [200], r
 
 
@@ -322,11 +320,12 @@ SLOT_REUSE = [
 @pytest.mark.parametrize("data, status", SLOT_REUSE)
 def test_closed_connections_free_their_slot(keel, data, status):
     k = keel(WORKERS=1, MAX_CONNECTIONS=2)
-    time.sleep(0.1)
+    closed = lambda: server_connections(k.port) == 0  # noqa: E731
+    wait_for(closed, 3, "the server to close the readiness probe's connection")
     got = []
     for _ in range(6):
         got += raw(k.port, data, timeout=3 * SLACK, expect=1).statuses
-        time.sleep(0.05)  # the server sees our FIN
+        wait_for(closed, 3, "the server to see our FIN and close its side")
     assert got == [status] * 6, got
 
 
@@ -346,9 +345,19 @@ def test_work_queue_full_answers_503_with_retry_after(keel):
                         r.headers.get("Content-Type"), r.text))
 
     threads = [threading.Thread(target=call) for _ in range(4)]
-    for t in threads:
-        t.start()
-        time.sleep(0.05)
+
+    def pool(name):
+        return scrape_metric(k.port, name)
+
+    # in order: one job on the pool thread, one in the queue, two refused
+    threads[0].start()
+    wait_for(lambda: requests_in_flight(k.port) == 1 and pool("work_pool_queued") == 0, 5,
+             "the first job on the pool thread")
+    threads[1].start()
+    wait_for(lambda: pool("work_pool_queued") == 1, 5, "the second job in the queue")
+    threads[2].start()
+    threads[3].start()
+    wait_for(lambda: pool("work_pool_rejected_total") == 2, 5, "two jobs refused")
     t0 = time.monotonic()
     assert requests.get(k.url + "/health/live", timeout=5).status_code == 200
     assert time.monotonic() - t0 < 0.5 * SLACK

@@ -124,7 +124,7 @@ def contend(admins, n=50, name="shared-counter"):
             state["holders"] += 1
             state["max"] = max(state["max"], state["holders"])
             grants.append(g["fencing"])
-        time.sleep(0.005)
+        time.sleep(0.005)  # holds the lock a moment: overlapping holders would show
         with guard:
             state["holders"] -= 1
         r = a.unlock(name, g["token"])
@@ -318,6 +318,8 @@ def test_redis_killed_then_restarted(keel, redis_server, tmp_path):
         wait_for(lambda: metric(b.srv, "events_subscriber_connected") == 0, 10,
                  "the subscriber to notice")
         assert a.srv.alive() and b.srv.alive()
+        # A fixed outage, on purpose: Redis stays down this long while
+        # the processes keep answering (nothing to poll for).
         time.sleep(0.5)
         redis_server.restart()
         # recovery: locks work again (on an empty Redis), events flow again

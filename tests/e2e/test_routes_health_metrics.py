@@ -7,7 +7,7 @@ import pytest
 import requests
 
 import promtext
-from conftest import SLACK
+from conftest import SLACK, wait_for
 from rawhttp import assert_problem, get
 
 TIMEOUT = 5 * SLACK
@@ -181,14 +181,14 @@ def test_request_counters_and_histograms(serving):
     for _ in range(2):
         assert get(serving.port, "/ping").status == 200
     # The counters may be bumped just after the response is written.
-    deadline = time.monotonic() + 2 * SLACK
-    while True:
-        after = scrape(serving)
-        if (req_count(after, "/hello") - req_count(before, "/hello") >= 3
-                and req_count(after, "/ping") - req_count(before, "/ping") >= 2) \
-                or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    def counted():
+        m = scrape(serving)
+        if (req_count(m, "/hello") - req_count(before, "/hello") >= 3
+                and req_count(m, "/ping") - req_count(before, "/ping") >= 2):
+            return m
+        return None
+
+    after = wait_for(counted, 2, "the requests to be counted")
     assert req_count(after, "/hello") - req_count(before, "/hello") == 3
     assert req_count(after, "/ping") - req_count(before, "/ping") == 2
     for route, n in (("/hello", 3), ("/ping", 2)):
@@ -221,8 +221,14 @@ def test_error_statuses_are_counted(serving):
     r = get(serving.port, "/echo", method="POST", body=b"{",
             headers=[("Content-Type", "application/json")])
     assert_problem(r, 400)
-    time.sleep(0.1)
-    after = scrape(serving)
+
+    def counted():
+        m = scrape(serving)
+        return m if req_count(m, "/echo", "400", "POST") > req_count(before, "/echo", "400", "POST") \
+            else None
+
+    # The counter may be bumped just after the response is written.
+    after = wait_for(counted, 2, "the 400 to be counted")
     assert req_count(after, "/echo", "400", "POST") - req_count(before, "/echo", "400", "POST") == 1
 
 

@@ -37,7 +37,7 @@ import requests
 
 import promtext
 import rawhttp
-from conftest import SANITIZED, SLACK, run_cli, sanitizer_report
+from conftest import SANITIZED, SLACK, requests_in_flight, run_cli, sanitizer_report, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PG_TMP = REPO / "tests" / "support" / "pg_tmp.sh"
@@ -281,10 +281,19 @@ def test_full_pool_queue_answers_503_and_liveness_stays_fast(db_keel, backend):
             results[i] = (None, None, None, repr(e), time.monotonic() - t0)
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-        time.sleep(0.05)
-    time.sleep(0.1)
+
+    def pool(name):
+        return metrics(srv).value(name)
+
+    # in order: one job on the connection, one in the queue, two refused
+    threads[0].start()
+    wait_for(lambda: pool("db_pool_connections_in_use") == 1 and pool("db_pool_waiting") == 0,
+             5, "the first job on the connection")
+    threads[1].start()
+    wait_for(lambda: pool("db_pool_waiting") == 1, 5, "the second job in the queue")
+    threads[2].start()
+    threads[3].start()
+    wait_for(lambda: pool("db_pool_rejected_total") == 2, 5, "two jobs refused")
 
     # while the pool is full: liveness is fast, the database queue is not
     for target in ("/health", "/health/live"):
@@ -300,6 +309,11 @@ def test_full_pool_queue_answers_503_and_liveness_stays_fast(db_keel, backend):
         # PostgreSQL: one statement runs on the worker's own connections,
         # not behind the pool's busy thread
         assert r.status == 200 and r.json() == item(1), r
+        # that connection is counted idle again just after the answer went
+        # out (db_pg_async.c calls back before it updates in_use): a scrape
+        # on the other worker can see it busy for a moment
+        wait_for(lambda: metrics(srv).value("db_pool_connections_in_use") == 1, 2,
+                 "the worker's own connection to be counted idle")
     m = metrics(srv)
     assert m.value("db_pool_connections_in_use") == 1, m.find("db_pool_connections_in_use")
     assert m.value("db_pool_waiting") == 1, m.find("db_pool_waiting")
@@ -409,7 +423,8 @@ def test_async_requests_ending_first_drop_their_result(db_keel, backend):
     srv = db_keel(ENABLE_QUERY_LOGGING="true", HANDLER_TIMEOUT="300ms")
     gone = "gone%016x" % random.getrandbits(64)
     s = send_raw(srv.port, "/db/sleep?ms=700", gone)
-    time.sleep(0.15)
+    wait_for(lambda: metrics(srv).value("db_pool_connections_in_use") >= 1, 2,
+             "the statement to be running")
     s.close()
     entry = srv.access_entry(gone)
     assert entry["status"] == 499, entry
@@ -452,10 +467,14 @@ def test_async_queue_full_answers_503(keel, pg_cluster):
             results[i] = (None, None, repr(e), time.monotonic() - t0)
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(n)]
-    for t in threads:
+
+    def arrived():
+        return requests_in_flight(srv.port) + metrics(srv).value("db_pool_rejected_total")
+
+    # one at a time: each request reaches its handler before the next is sent
+    for i, t in enumerate(threads):
         t.start()
-        time.sleep(0.03)
-    time.sleep(0.1)
+        wait_for(lambda: arrived() >= i + 1, 5, "request %d in its handler or refused" % i)
     m = metrics(srv)
     assert m.value("db_pool_waiting") == 1, m.find("db_pool_waiting")
     assert m.value("db_pool_connections_in_use") >= 1, m.find("db_pool_connections_in_use")
@@ -517,7 +536,7 @@ def test_postgres_outage_and_recovery_same_process(keel, pg_cluster):
             assert_unavailable(r)
             assert took < 3.0 * SLACK, "a query during the outage took %.2fs" % took
             assert srv.alive() and srv.proc.pid == pid
-            time.sleep(0.1)
+            time.sleep(0.1)  # spreads the queries over the reconnection backoff, on purpose
         r, took = wait_status(srv, "/health/ready", 503, 5)
         assert r.json()["checks"]["database"]["status"] == "fail", r
         r = get(srv, "/health/detailed")
