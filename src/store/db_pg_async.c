@@ -581,6 +581,9 @@ static void read_results(aconn *ac)
             if (!ac->head)
                 ac->tail = NULL;
             ac->nflight--;
+            /* counted idle before the caller hears back: whoever it
+             * answers may look at the pool's gauges at once */
+            update_poll(ac);
             finish(ac, q);
             if (ac->state != AC_READY)
                 return; /* lost meanwhile */
