@@ -75,8 +75,9 @@ int keel_password_hash(const char *pw, size_t len, uint64_t ops, uint64_t mem,
 int keel_password_verify(const char *hash, const char *pw, size_t len);
 /* 1 when the hash was made with other limits than these (rehash on login). */
 int keel_password_needs_rehash(const char *hash, uint64_t ops, uint64_t mem);
-/* NULL when pw is acceptable, else why not: too short (min), too long
- * (1024), or one of the most common passwords. */
+/* NULL when pw is acceptable, else why not: too short (min bytes), too
+ * long (KEEL_PASSWORD_MAX bytes), or one of the most common passwords. */
+#define KEEL_PASSWORD_MAX 1024
 const char *keel_password_weakness(const char *pw, size_t len, size_t min);
 
 /* ---------------------------------------------------------------- roles */

@@ -118,14 +118,18 @@ typedef struct keel_http_chunked {
     size_t trailer;    /* trailer bytes so far */
     unsigned state;
     unsigned digits;
+    uint32_t names;    /* trailer name: forbidden fields it may still be */
 } keel_http_chunked;
 
 /* Decodes the chunked body in buf[0..len) in place: the data goes to
  * buf[0..d->out). Call again with the same buf and a larger len as more
  * arrives. Returns 1 when the last chunk and the trailers (parsed and
  * dropped) are complete, d->in being the raw length; 0 when more input is
- * needed; or minus a status: -400 (bad framing, size overflow), -413 (the
- * data would pass max_body), -431 (trailers over max_trailer bytes). */
+ * needed; or minus a status: -400 (bad framing, size overflow, a chunk
+ * extension outside RFC 9112's grammar, a trailer field that must not be
+ * a trailer: Content-Length, Transfer-Encoding, Host, ... — RFC 9110
+ * section 6.5.1), -413 (the data would pass max_body), -431 (trailers
+ * over max_trailer bytes). */
 int keel_http_chunked_decode(keel_http_chunked *d, char *buf, size_t len,
                              uint64_t max_body, size_t max_trailer,
                              const char **error);

@@ -140,7 +140,10 @@ keel_validator *keel_validator_new(void);
 void keel_validator_free(keel_validator *v);
 
 /* Compiles every schema slot of routes[0..n) (e.g. keel_server_routes'
- * table; routes already added are skipped). query_schema and
+ * table; routes already added are skipped) with the formats added so far.
+ * A request_schema is compiled closed (keel_schema_options.closed): an
+ * object that lists properties and says nothing of additionalProperties
+ * refuses other members. query_schema and
  * params_schema must describe objects, and params_schema may only name
  * parameters of the path. Returns 0, or KEEL_EINVAL for the first bad
  * schema: one line in err[0..cap) and an error log naming the route, the
@@ -152,6 +155,25 @@ int keel_validator_add_routes(keel_validator *v, const keel_route *const *routes
 /* The compiled schemas of a route, or NULL when it declares none. */
 const keel_route_schemas *keel_validator_lookup(const keel_validator *v,
                                                 const keel_route *route);
+
+/* Adds a string format of the application's own (f is copied; its name
+ * and data are borrowed and must outlive v) to the schemas compiled
+ * after it: add formats before keel_validator_add_routes. Returns 0;
+ * KEEL_EEXISTS for a name keel or an earlier format has; KEEL_EINVAL
+ * without a name or a check, or past KEEL_VALIDATOR_MAX_FORMATS. */
+#define KEEL_VALIDATOR_MAX_FORMATS 16
+int keel_validator_add_format(keel_validator *v, const keel_schema_format *f);
+
+/* The "password" format: keel's password policy (keel_password_weakness:
+ * at least *min_bytes bytes, at most KEEL_PASSWORD_MAX, not one of the
+ * most common passwords) as a schema format, so that a route declares
+ * {"type": "string", "format": "password"} and one 422 reports a weak
+ * password beside every other invalid field. *min_bytes is the
+ * application's (PASSWORD_MIN_LENGTH), read when a value is checked and
+ * when the route's schema is compiled (the effective schema carries
+ * "x-keel-password": {"minBytes", "maxBytes", "refusesCommon"} for API
+ * documents); it must outlive the validator. */
+keel_schema_format keel_password_format(const uint64_t *min_bytes);
 
 /* Enforces the request_schema, query_schema and params_schema of the
  * matched route (v is borrowed: it must outlive the server): 415 for a

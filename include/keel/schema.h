@@ -5,11 +5,13 @@
  * Keywords: type (a name or a list; "integer" accepts 1.0), required,
  * properties, additionalProperties (a boolean or a schema), enum, const,
  * minLength/maxLength (Unicode code points), pattern (POSIX ERE, see
- * below), format (email, uuid, date-time, uri), minimum/maximum,
+ * below), format (email, uuid, date-time, uri, and the caller's own:
+ * keel_schema_format), minimum/maximum,
  * exclusiveMinimum/exclusiveMaximum (numbers, as in 2020-12), items (one
  * schema), minItems/maxItems; the boolean schemas true and false; and the
  * annotations title, description, default, examples, deprecated,
- * readOnly, writeOnly, $comment, $schema. Anything else — $ref, oneOf,
+ * readOnly, writeOnly, $comment, $schema and any keyword starting with
+ * "x-" (OpenAPI's extensions). Anything else — $ref, oneOf,
  * nullable, an unknown format, a malformed value — makes compilation fail
  * with a message naming the place in the schema: a schema is never half
  * understood.
@@ -64,10 +66,53 @@ keel_schema *keel_schema_compile(const char *text, char *err, size_t cap);
 /* The same from a parsed value (a reference of its own is taken). */
 keel_schema *keel_schema_compile_json(struct json_t *schema, char *err, size_t cap);
 
+/* A string format of the caller's own, for policies that live above this
+ * layer (keel_password_format in keel/mw.h: the password policy, with the
+ * application's minimum length). A schema compiled with it
+ * (keel_schema_options) accepts {"format": name} and checks strings with
+ * check; keel's own formats (email, uuid, date-time, uri) win over a
+ * format of the same name. */
+typedef struct keel_schema_format {
+    const char *name;
+    /* NULL when the string s[0..n) is valid, else the message to report
+     * (static, or owned by data; it must not quote the value). Called
+     * from any worker at once. */
+    const char *(*check)(const char *s, size_t n, void *data);
+    /* Optional: what the format means, for API documents — a new JSON
+     * object whose members (each named "x-...") are added to every schema
+     * node using the format in the effective document (keel_schema_json),
+     * e.g. {"x-keel-password": {"minBytes": 8}}. Called when compiling. */
+    struct json_t *(*describe)(void *data);
+    void *data;
+} keel_schema_format;
+
+/* How to compile (a zeroed struct, or NULL: as keel_schema_compile). */
+typedef struct keel_schema_options {
+    const keel_schema_format *formats; /* borrowed: must outlive the schemas */
+    size_t nformats;
+    /* Closed objects: an object schema that lists `properties` and says
+     * nothing of additionalProperties forbids other members — each is an
+     * error "is not allowed: unknown field" at its pointer — and its
+     * effective document says "additionalProperties": false. keel
+     * compiles request bodies so (docs/api.md). A schema without
+     * `properties` ({} or {"type": "object"}) stays open. */
+    int closed;
+} keel_schema_options;
+
+/* keel_schema_compile / keel_schema_compile_json with options. The
+ * compiled document is a copy of the schema, completed by the options
+ * (closed objects' additionalProperties, the formats' descriptions). */
+keel_schema *keel_schema_compile_with(const char *text, const keel_schema_options *opts,
+                                      char *err, size_t cap);
+keel_schema *keel_schema_compile_json_with(struct json_t *schema,
+                                           const keel_schema_options *opts, char *err,
+                                           size_t cap);
+
 /* NULL is a no-op. */
 void keel_schema_free(keel_schema *s);
 
-/* The schema document as compiled (borrowed; lives as long as s). */
+/* The effective schema document — as written, completed by the options it
+ * was compiled with (borrowed; lives as long as s). */
 struct json_t *keel_schema_json(const keel_schema *s);
 
 /* Checks v. Appends up to max_errors objects {"pointer", "message"} to

@@ -86,6 +86,13 @@ typedef struct keel_response {
  * hooks run in the reverse of the chain's order (RESPOND first, EDGE
  * last); on_complete likewise.
  *
+ * A request the connection layer refuses (bad framing, a limit, a
+ * timeout: keel_req_refused) gets its refusal status whatever a later
+ * phase would have said: only EDGE on_request runs for it (so it still
+ * gets a request id), responding from there is refused with KEEL_EALREADY
+ * and KEEL_DONE counts as KEEL_NEXT; every on_response and on_complete
+ * hook sees it (security headers, access log, metrics).
+ *
  * Authentication runs before the limiter so that limits follow the user
  * or API key rather than the address (docs/architecture.md). */
 typedef enum keel_phase {
@@ -308,6 +315,11 @@ int keel_res_on_drain(keel_req *r, void (*cb)(keel_req *r, void *arg), void *arg
 int keel_res_get_status(const keel_req *r);
 uint64_t keel_res_bytes(const keel_req *r);
 int keel_req_is_finished(const keel_req *r);
+/* The status the connection layer refused r with (400 bad framing, 408,
+ * 413, 414, 417, 431, 501, 505), or 0 for a request read whole. A refused
+ * request is answered with that status: only EDGE middleware runs for it,
+ * and responding from there is refused (see keel_phase). */
+int keel_req_refused(const keel_req *r);
 
 /* ---------------------------------------------------------------- flow */
 

@@ -103,6 +103,13 @@ int keel_service_use(keel_service *svc, const keel_middleware *mw);
  * routes' `permission`. */
 int keel_service_use_auth(keel_service *svc, const keel_middleware *authn);
 
+/* Adds a string format of the application's own to the schemas of every
+ * route (keel/schema.h; keel_password_format in keel/mw.h): call it in
+ * setup — the routes' schemas are compiled after setup returns. Returns
+ * keel_validator_add_format's answer. */
+struct keel_schema_format;
+int keel_service_add_format(keel_service *svc, const struct keel_schema_format *f);
+
 /* Prints the route table as `keel routes` does. */
 void keel_service_print_routes(keel_service *svc, FILE *out);
 

@@ -37,9 +37,19 @@ static void make_dummy_hash(void)
 
 /* ---------------------------------------------------------------- schemas */
 
-/* no "format": addresses are trimmed and lower-cased before they are checked */
-#define S_EMAIL "{\"type\":\"string\",\"minLength\":3,\"maxLength\":300}"
+/* An address to store, checked in the schema step so that one 422 reports
+ * it beside every other field: the "account-email" format (below) accepts
+ * what app_normalize_email does — surrounding spaces are trimmed and the
+ * address lower-cased before it is stored, so " Ann@Example.org" is fine
+ * where keel's strict "email" would refuse it. */
+#define S_EMAIL "{\"type\":\"string\",\"format\":\"account-email\",\"maxLength\":300}"
+/* A password to check against a stored hash: any string (old passwords
+ * predate the policy). */
 #define S_PASSWORD "{\"type\":\"string\",\"minLength\":1,\"maxLength\":1024}"
+/* A password to store: the policy (PASSWORD_MIN_LENGTH, at most 1024
+ * bytes, not a common password) is the "password" format, added to the
+ * schemas in app_auth_setup (keel_password_format). */
+#define S_NEW_PASSWORD "{\"type\":\"string\",\"format\":\"password\"}"
 #define S_TOKENS                                                                                  \
     "{\"type\":\"object\",\"properties\":{\"access_token\":{\"type\":\"string\"},"                \
     "\"refresh_token\":{\"type\":\"string\"},\"token_type\":{\"type\":\"string\"},"              \
@@ -50,6 +60,21 @@ static void make_dummy_hash(void)
     "\"string\",\"enum\":[\"user\",\"moderator\",\"admin\"]},\"status\":{\"type\":\"string\"},"   \
     "\"email_verified\":{\"type\":\"boolean\"},\"created_at\":{\"type\":\"string\"},"            \
     "\"updated_at\":{\"type\":\"string\"}}}"
+
+static const char *account_email_check(const char *s, size_t n, void *data)
+{
+    (void)data;
+    char out[256];
+    return app_normalize_email(s, n, out, sizeof(out)) < 0 ? "must be an e-mail address" : NULL;
+}
+
+static json_t *account_email_describe(void *data)
+{
+    (void)data;
+    return json_pack("{s:s}", "x-keel-format",
+                     "an e-mail address; surrounding spaces are trimmed and letters "
+                     "lower-cased before it is used");
+}
 
 /* ---------------------------------------------------------------- jobs */
 
@@ -140,11 +165,7 @@ static int read_credentials(keel_req *r, int with_policy, creds *cr)
         return -1;
     }
     if (with_policy) {
-        const char *weak = keel_password_weakness(pw, pl, A.pw_min);
-        if (weak) {
-            app_invalid(r, "/password", weak);
-            return -1;
-        }
+        /* the password policy was the schema's ("format": "password") */
         json_t *nv = json_object_get(body, "name");
         if (nv) {
             const char *name = json_string_value(nv);
@@ -762,11 +783,7 @@ static keel_flow h_password(keel_req *r)
     const char *nw = body_str(r, body, "new_password", &nl, 1);
     if (!nw)
         return KEEL_DONE;
-    const char *weak = keel_password_weakness(nw, nl, A.pw_min);
-    if (weak) {
-        app_invalid(r, "/new_password", weak);
-        return KEEL_DONE;
-    }
+    /* the password policy was the schema's ("format": "password") */
     pw_job *j = KEEL_REQ_JOB(r, pw_job, NULL);
     snprintf(j->user_id, sizeof(j->user_id), "%s", keel_req_principal(r)->id);
     secret_set(r, &j->cur, cur, cl > 1024 ? 1024 : cl);
@@ -909,8 +926,8 @@ static const keel_route auth_routes[] = {
     ROUTE_AUTH("auth.register", "POST", "/api/v1/auth/register", h_register,
                "Create an account; answers with tokens",
                "{\"type\":\"object\",\"required\":[\"email\",\"password\"],\"properties\":{"
-               "\"email\":" S_EMAIL ",\"password\":" S_PASSWORD ",\"name\":{\"type\":\"string\","
-               "\"maxLength\":200}}}",
+               "\"email\":" S_EMAIL ",\"password\":" S_NEW_PASSWORD ",\"name\":{\"type\":"
+               "\"string\",\"maxLength\":200}}}",
                S_TOKENS),
     ROUTE_AUTH("auth.login", "POST", "/api/v1/auth/login", h_login,
                "Exchange e-mail and password for tokens",
@@ -941,7 +958,7 @@ static const keel_route auth_routes[] = {
      .auth = "user", .rate_limit = "auth",
      .request_schema = "{\"type\":\"object\",\"required\":[\"current_password\","
                        "\"new_password\"],\"properties\":{\"current_password\":" S_PASSWORD
-                       ",\"new_password\":" S_PASSWORD "}}",
+                       ",\"new_password\":" S_NEW_PASSWORD "}}",
      .flags = KEEL_ROUTE_SECRET},
 };
 
@@ -976,6 +993,13 @@ int app_auth_setup(keel_service *svc)
                              .self = &A};
     keel_middleware m = keel_mw_auth(&A.jwt, store);
     keel_service_use_auth(svc, &m);
+    /* the password policy and the address check, in the schema step with
+     * every other field: "format": "password" / "account-email" */
+    keel_schema_format pw = keel_password_format(&A.pw_min);
+    keel_schema_format email = {.name = "account-email", .check = account_email_check,
+                                .describe = account_email_describe};
+    if (keel_service_add_format(svc, &pw) < 0 || keel_service_add_format(svc, &email) < 0)
+        return -1;
     if (keel_service_add_routes(svc, auth_routes, sizeof(auth_routes) / sizeof(auth_routes[0])) < 0)
         return -1;
     return app_users_setup(svc, &A);

@@ -6,7 +6,7 @@
 
 #include "keel/auth.h"
 
-#define PW_MAX 1024
+#define PW_MAX KEEL_PASSWORD_MAX
 
 int keel_password_hash(const char *pw, size_t len, uint64_t ops, uint64_t mem,
                        char out[KEEL_PW_HASH_MAX])

@@ -13,7 +13,10 @@
  *
  * Every rule where RFC 9112 allows leniency is taken strictly: CRLF only,
  * one SP between request-line parts, no whitespace before a field colon, no
- * obs-fold, one Content-Length, Transfer-Encoding only "chunked", one Host.
+ * obs-fold, one Content-Length, Transfer-Encoding only "chunked", one Host;
+ * in a chunked body, no whitespace in a size line, chunk extensions to the
+ * letter of the grammar, and no framing, routing or request-control field
+ * among the trailers.
  */
 #include "keel/http.h"
 
@@ -637,7 +640,7 @@ int keel_http_parse_request(const char *buf, size_t len, keel_http_request_head 
 
 enum {
     CH_SIZE = 0,   /* reading hex digits */
-    CH_EXT,        /* after ';': extensions, until CR */
+    CH_EXT,        /* after ';': an extension name */
     CH_SIZE_LF,    /* got CR after size line */
     CH_DATA,       /* copying chunk data */
     CH_DATA_CR,    /* expecting CR after data */
@@ -647,11 +650,137 @@ enum {
     CH_TRAILER_LF, /* got CR inside a trailer line */
     CH_END_LF,     /* got CR of the final empty line */
     CH_DONE,
-    CH_SIZE_BWS    /* after the size: BWS, then ';' or CR */
+    CH_SIZE_END,   /* after the size's digits or a quoted value: ';' or CR */
+    CH_EXT_NAME,
+    CH_EXT_EQ,     /* after '=': a token or a quoted string */
+    CH_EXT_TOKEN,
+    CH_EXT_QUOTED,
+    CH_EXT_QPAIR   /* after a backslash in a quoted string */
 };
 
 #define MAX_CHUNK_LINE 4096
 
+/* The state after byte c of a chunk-size line, once the digits are read
+ * (RFC 9112 section 7.1.1):
+ *
+ *     chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )
+ *
+ * An extension has a name ("5;\r\n", "5;;a" are refused) and, after '=',
+ * a value. BWS is refused wherever it stands ("5 \r\n", "5 ;a", "5;a =b"):
+ * a sender MUST NOT generate it (RFC 9110 5.6.3), llhttp's strict mode
+ * refuses it too, and parsers that disagree on where a size line ends are
+ * how chunked bodies get smuggled. Returns -1 with *why set for a byte the
+ * grammar does not allow. */
+static int size_line_next(unsigned state, unsigned char c, const char **why)
+{
+    if ((c == ' ' || c == '\t') && state != CH_EXT_QUOTED && state != CH_EXT_QPAIR) {
+        *why = "whitespace in a chunk size line";
+        return -1;
+    }
+    switch (state) {
+    case CH_EXT_NAME:
+        if (c == '=')
+            return CH_EXT_EQ;
+        /* fall through */
+    case CH_EXT_TOKEN:
+        if (tchar[c])
+            return (int)state;
+        /* fall through */
+    case CH_SIZE_END:
+        if (c == '\r')
+            return CH_SIZE_LF;
+        if (c == ';')
+            return CH_EXT;
+        *why = state == CH_SIZE_END ? "invalid chunk size" : "invalid chunk extension";
+        return -1;
+    case CH_EXT:
+        if (tchar[c])
+            return CH_EXT_NAME;
+        *why = "chunk extension without a name";
+        return -1;
+    case CH_EXT_EQ:
+        if (tchar[c])
+            return CH_EXT_TOKEN;
+        if (c == '"')
+            return CH_EXT_QUOTED;
+        *why = "chunk extension without a value";
+        return -1;
+    case CH_EXT_QUOTED:
+        /* qdtext: field-value bytes (SP and HTAB included) but DQUOTE
+         * and backslash */
+        if (c == '"')
+            return CH_SIZE_END;
+        if (c == '\\')
+            return CH_EXT_QPAIR;
+        if (value_ok[c])
+            return CH_EXT_QUOTED;
+        *why = "invalid character in chunk extension";
+        return -1;
+    case CH_EXT_QPAIR:
+        if (value_ok[c])
+            return CH_EXT_QUOTED;
+        *why = "invalid character in chunk extension";
+        return -1;
+    }
+    *why = "invalid chunk size line";
+    return -1;
+}
+
+/* Fields that must not be trailers (RFC 9110 section 6.5.1): those needed
+ * before the content can be processed — framing, routing, request
+ * modifiers (controls and conditionals), authentication, the content's
+ * format — and the connection's own hop-by-hop fields. keel drops
+ * trailers, but a proxy or a later hop may merge them into the header
+ * section, where such a field would rewrite the framing, the route or the
+ * credentials after the fact; so a trailer section naming one is refused.
+ * Lower case; at most 32 (one bit each in keel_http_chunked.names). */
+static const struct {
+    const char *name;
+    size_t len;
+} trailer_forbidden[] = {
+#define F(s) {s, sizeof(s) - 1}
+    /* framing and routing */
+    F("transfer-encoding"), F("content-length"), F("host"), F("trailer"),
+    /* how to process the content */
+    F("content-encoding"), F("content-type"), F("content-range"),
+    /* authentication */
+    F("authorization"), F("proxy-authorization"), F("cookie"),
+    /* request controls and conditionals */
+    F("cache-control"), F("expect"), F("max-forwards"), F("pragma"), F("range"), F("te"),
+    F("if-match"), F("if-none-match"), F("if-modified-since"), F("if-unmodified-since"),
+    F("if-range"),
+    /* the connection's own */
+    F("connection"), F("keep-alive"), F("upgrade"),
+#undef F
+};
+#define NFORBIDDEN (sizeof(trailer_forbidden) / sizeof(trailer_forbidden[0]))
+_Static_assert(NFORBIDDEN <= 32, "one bit per forbidden trailer in keel_http_chunked.names");
+#define ALL_FORBIDDEN ((uint32_t)((1ull << NFORBIDDEN) - 1))
+
+/* Narrows the candidates to the names whose byte at pos is c. The name's
+ * bytes are never looked at again (the connection may compact them away
+ * between calls), so the match is made as they pass. */
+static uint32_t trailer_name_byte(uint32_t names, size_t pos, unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        c += 32;
+    for (uint32_t m = names; m; m &= m - 1) {
+        unsigned i = (unsigned)__builtin_ctz(m);
+        if (pos >= trailer_forbidden[i].len ||
+            (unsigned char)trailer_forbidden[i].name[pos] != c)
+            names &= ~(1u << i);
+    }
+    return names;
+}
+
+/* Whether a candidate is exactly len bytes long: the name is forbidden. */
+static int trailer_name_forbidden(uint32_t names, size_t len)
+{
+    for (uint32_t m = names; m; m &= m - 1)
+        if (trailer_forbidden[__builtin_ctz(m)].len == len)
+            return 1;
+    return 0;
+}
 
 #define CH_FAIL(st, msg)                                                       \
     do {                                                                       \
@@ -683,35 +812,29 @@ int keel_http_chunked_decode(keel_http_chunked *d, char *buf, size_t len,
              * limit. out <= max_body holds, so the subtraction cannot wrap. */
             if (d->remaining > max_body || d->out > max_body - d->remaining)
                 CH_FAIL(413, "request body too large");
-            d->state = CH_SIZE_BWS;
+            d->state = CH_SIZE_END;
             d->line = d->digits;
             break;
         }
-        case CH_SIZE_BWS:
-            /* Only BWS may sit between the size and ';' or CR: "5 6" is
-             * not a size with an extension. */
-            if (c == '\r')
-                d->state = CH_SIZE_LF;
-            else if (c == ';')
-                d->state = CH_EXT;
-            else if (c != ' ' && c != '\t')
-                CH_FAIL(400, "invalid chunk size");
-            if (++d->line > MAX_CHUNK_LINE)
-                CH_FAIL(400, "chunk size line too long");
-            d->in++;
-            break;
+        case CH_SIZE_END:
         case CH_EXT:
-            /* chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] ):
-             * after the first ';', validated loosely as field-value bytes,
-             * length-bounded. */
-            if (c == '\r')
-                d->state = CH_SIZE_LF;
-            else if (!value_ok[c])
-                CH_FAIL(400, "invalid character in chunk extension");
+        case CH_EXT_NAME:
+        case CH_EXT_EQ:
+        case CH_EXT_TOKEN:
+        case CH_EXT_QUOTED:
+        case CH_EXT_QPAIR: {
+            /* the rest of the size line: extensions are parsed, then
+             * ignored (RFC 9112 7.1.1), and the line is bounded */
+            const char *why = NULL;
+            int next = size_line_next(d->state, c, &why);
+            if (next < 0)
+                CH_FAIL(400, why);
             if (++d->line > MAX_CHUNK_LINE)
                 CH_FAIL(400, "chunk size line too long");
+            d->state = (unsigned)next;
             d->in++;
             break;
+        }
         case CH_SIZE_LF:
             if (c != '\n')
                 CH_FAIL(400, "bare CR in chunk size line");
@@ -755,6 +878,7 @@ int keel_http_chunked_decode(keel_http_chunked *d, char *buf, size_t len,
             d->state = CH_TRAILER_LINE;
             d->line = 0;
             d->digits = 0; /* here: 1 once the colon was seen */
+            d->names = ALL_FORBIDDEN;
             break;
         case CH_TRAILER_LINE:
             if (c == '\r') {
@@ -764,10 +888,16 @@ int keel_http_chunked_decode(keel_http_chunked *d, char *buf, size_t len,
             } else if (c == '\n') {
                 CH_FAIL(400, "bare LF in trailer section");
             } else if (!d->digits) {
-                if (c == ':')
+                if (c == ':') {
+                    if (trailer_name_forbidden(d->names, d->line))
+                        CH_FAIL(400, "a framing, routing or request-control field "
+                                     "must not be a trailer");
                     d->digits = 1;
-                else if (!tchar[c])
+                } else if (!tchar[c]) {
                     CH_FAIL(400, "invalid character in trailer field name");
+                } else if (d->names) {
+                    d->names = trailer_name_byte(d->names, d->line, c);
+                }
             } else if (!value_ok[c]) {
                 CH_FAIL(400, "invalid character in trailer field");
             }

@@ -196,6 +196,15 @@ static keel_flow options_handler(keel_req *r)
     return KEEL_DONE;
 }
 
+/* A request the connection layer refused (bad framing, a limit, a
+ * timeout: r->reject_status) is answered with that status, whatever the
+ * middleware would have said about a well-formed one: there is no
+ * well-formed request to rate-limit, authenticate or validate. So only
+ * EDGE middleware runs for it (request id, trace context: the refusal
+ * still gets its id), and while it runs responding is refused
+ * (KEEL_EALREADY), its KEEL_DONE counts as KEEL_NEXT; then the built-in
+ * handler answers the refusal. on_response and on_complete hooks run for
+ * it like for any response (security headers, access log, metrics). */
 static void run_chain(keel_req *r)
 {
     keel_server *s = r->w->srv;
@@ -203,8 +212,12 @@ static void run_chain(keel_req *r)
         keel_middleware *mw = &s->mws[r->mw_index++];
         if (!mw->on_request)
             continue;
+        if (r->reject_status && mw->phase != KEEL_PHASE_EDGE)
+            continue;
+        r->refusing = r->reject_status != 0;
         keel_flow f = mw->on_request(r, mw->data);
-        if (f == KEEL_NEXT)
+        r->refusing = 0;
+        if (f == KEEL_NEXT || (r->reject_status && f == KEEL_DONE))
             continue;
         if (f == KEEL_SUSPEND) {
             r->suspended = 1;
@@ -263,8 +276,8 @@ void keel_req_resume(keel_req *r, keel_flow flow)
 {
     keel__req_enter(r);
     r->suspended = 0;
-    if (flow == KEEL_NEXT && !r->finished)
-        run_chain(r);
+    if ((flow == KEEL_NEXT || r->reject_status) && !r->finished)
+        run_chain(r); /* a refusal is answered whatever the flow */
     else if (!r->finished)
         keel_respond_problem(r, 500, "request resumed without a response");
     keel__req_leave(r);
@@ -296,6 +309,7 @@ uint64_t keel_req_start_ns(const keel_req *r) { return r->start_ns; }
 int keel_res_get_status(const keel_req *r) { return r->status; }
 uint64_t keel_res_bytes(const keel_req *r) { return r->bytes_out; }
 int keel_req_is_finished(const keel_req *r) { return r->finished; }
+int keel_req_refused(const keel_req *r) { return r->reject_status; }
 
 const char *keel_req_remote_addr(const keel_req *r)
 {
@@ -619,7 +633,7 @@ static void write_head(keel_req *r, keel_buf *o, int status,
 int keel_respond(keel_req *r, int status, const char *content_type,
                  const void *body, size_t len)
 {
-    if (r->finished || r->responding)
+    if (r->finished || r->responding || r->refusing)
         return KEEL_EALREADY;
     if (status < 200 || status > 599)
         status = 500;
@@ -743,7 +757,7 @@ int keel_respond_unavailable(keel_req *r, unsigned retry_after_s, const char *de
 
 int keel_res_stream_begin(keel_req *r, int status, const char *content_type)
 {
-    if (r->finished || r->streaming || r->responding)
+    if (r->finished || r->streaming || r->responding || r->refusing)
         return KEEL_EALREADY;
     keel_conn *c = r->c;
     if (!c)

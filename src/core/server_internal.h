@@ -176,6 +176,8 @@ struct keel_req {
     int keep_alive;
     int status;
     int reject_status;   /* set when the connection layer refuses */
+    int refusing;        /* an EDGE hook of a refused request is on the
+                          * stack: it may not respond */
     const char *reject_detail;
     uint64_t bytes_out;
     keel_buf res_headers;

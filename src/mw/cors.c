@@ -96,7 +96,9 @@ static keel_flow on_request(keel_req *r, void *data)
     int allowed = origin_allowed(c, origin);
     int vary = !(c->any && !c->credentials);
     keel_str acrm = keel_req_header(r, "access-control-request-method");
-    if (keel_req_method(r) == KEEL_METHOD_OPTIONS && acrm.ptr) {
+    /* a refused request is no preflight: it gets its refusal (with the
+     * CORS headers below, so a browser can read it) */
+    if (keel_req_method(r) == KEEL_METHOD_OPTIONS && acrm.ptr && !keel_req_refused(r)) {
         if (vary)
             keel_res_header(r, "Vary", "Origin");
         if (!allowed) {

@@ -55,8 +55,8 @@ static keel_flow on_request(keel_req *r, void *data)
 {
     keel_shed *s = data;
     const keel_route *rt = keel_req_route(r);
-    if (rt && (rt->flags & KEEL_ROUTE_INTERNAL))
-        return KEEL_NEXT;
+    if ((rt && (rt->flags & KEEL_ROUTE_INTERNAL)) || keel_req_refused(r))
+        return KEEL_NEXT; /* a refusal is answered as it is, and costs nothing */
     keel_server_stats st;
     keel_worker_stats_get(keel_req_worker(r), &st);
     const char *why = NULL;

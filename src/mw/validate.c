@@ -13,7 +13,10 @@
  *      number, boolean; a repeated query key becomes an array when the
  *      property is an array) — a malformed query string is 400;
  *   3. everything is validated and every failure is reported in one 422
- *      problem with `errors: [{in, pointer, message}, ...]`.
+ *      problem with `errors: [{in, pointer, message}, ...]` — members of
+ *      a body that its schema does not name among them (bodies are
+ *      compiled closed), and policies the application declared as
+ *      formats ("format": "password", keel_password_format).
  * The coerced objects are left on the request for the handler
  * (keel_req_query_json, keel_req_params_json).
  *
@@ -39,6 +42,10 @@ typedef struct vslot {
 struct keel_validator {
     vslot *slots;
     size_t cap, n;
+    /* the application's formats: a fixed array, as compiled schemas point
+     * into it */
+    keel_schema_format formats[KEEL_VALIDATOR_MAX_FORMATS];
+    size_t nformats;
 };
 
 static size_t hash_ptr(const void *p, size_t cap)
@@ -119,14 +126,19 @@ static int path_has_param(const char *pattern, const char *name)
     return 0;
 }
 
-static int compile_slot(const keel_route *rt, const char *slot, const char *text,
-                        keel_schema **out, char *err, size_t cap)
+static int compile_slot(const keel_validator *v, const keel_route *rt, const char *slot,
+                        const char *text, keel_schema **out, char *err, size_t cap)
 {
     *out = NULL;
     if (!text)
         return 0;
     char why[256];
-    *out = keel_schema_compile(text, why, sizeof(why));
+    /* Bodies are closed by default: a member the schema does not name is
+     * refused, not silently ignored ({"role": "admin"} in a registration).
+     * Queries stay open (caches and proxies add parameters of their own). */
+    keel_schema_options opts = {.formats = v->formats, .nformats = v->nformats,
+                                .closed = !strcmp(slot, "request_schema")};
+    *out = keel_schema_compile_with(text, &opts, why, sizeof(why));
     if (*out && (!strcmp(slot, "query_schema") || !strcmp(slot, "params_schema"))) {
         /* values come from strings by name: the schema must describe an object */
         json_t *j = keel_schema_json(*out);
@@ -173,10 +185,11 @@ int keel_validator_add_routes(keel_validator *v, const keel_route *const *routes
         if (keel_validator_lookup(v, rt))
             continue;
         keel_route_schemas s = {0};
-        if (compile_slot(rt, "request_schema", rt->request_schema, &s.request, err, cap) < 0 ||
-            compile_slot(rt, "response_schema", rt->response_schema, &s.response, err, cap) < 0 ||
-            compile_slot(rt, "query_schema", rt->query_schema, &s.query, err, cap) < 0 ||
-            compile_slot(rt, "params_schema", rt->params_schema, &s.params, err, cap) < 0) {
+        if (compile_slot(v, rt, "request_schema", rt->request_schema, &s.request, err, cap) < 0 ||
+            compile_slot(v, rt, "response_schema", rt->response_schema, &s.response, err, cap) <
+                0 ||
+            compile_slot(v, rt, "query_schema", rt->query_schema, &s.query, err, cap) < 0 ||
+            compile_slot(v, rt, "params_schema", rt->params_schema, &s.params, err, cap) < 0) {
             schemas_free(&s);
             return KEEL_EINVAL;
         }
@@ -188,6 +201,43 @@ int keel_validator_add_routes(keel_validator *v, const keel_route *const *routes
         v->n++;
     }
     return 0;
+}
+
+int keel_validator_add_format(keel_validator *v, const keel_schema_format *f)
+{
+    static const char *const own[] = {"email", "uuid", "date-time", "uri"};
+    if (!f || !f->name || !*f->name || !f->check || v->nformats == KEEL_VALIDATOR_MAX_FORMATS)
+        return KEEL_EINVAL;
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+        if (!strcmp(f->name, own[i]))
+            return KEEL_EEXISTS;
+    for (size_t i = 0; i < v->nformats; i++)
+        if (!strcmp(f->name, v->formats[i].name))
+            return KEEL_EEXISTS;
+    v->formats[v->nformats++] = *f;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- password format */
+
+static const char *password_check(const char *s, size_t n, void *data)
+{
+    const uint64_t *min = data;
+    return keel_password_weakness(s, n, (size_t)*min);
+}
+
+static json_t *password_describe(void *data)
+{
+    const uint64_t *min = data;
+    return json_pack("{s:{s:I,s:I,s:b}}", "x-keel-password", "minBytes", (json_int_t)*min,
+                     "maxBytes", (json_int_t)KEEL_PASSWORD_MAX, "refusesCommon", 1);
+}
+
+keel_schema_format keel_password_format(const uint64_t *min_bytes)
+{
+    keel_schema_format f = {.name = "password", .check = password_check,
+                            .describe = password_describe, .data = (void *)min_bytes};
+    return f;
 }
 
 /* ---------------------------------------------------------------- request side */

@@ -16,6 +16,11 @@
  *     whatever the value's.
  *   - When a value has the wrong type, its other keywords are not checked
  *     (they would only repeat the same mistake).
+ *   - Options (keel_schema_options) change what a schema means — objects
+ *     closed unless they say otherwise, formats of the caller's own — so
+ *     the compiler writes their effect into its copy of the document:
+ *     keel_schema_json, and the OpenAPI document built from it, show what
+ *     is enforced, not only what was written.
  */
 #include "keel/schema.h"
 
@@ -31,7 +36,7 @@
 
 #define SCHEMA_MAX_DEPTH 32
 
-enum fmt { FMT_NONE, FMT_EMAIL, FMT_UUID, FMT_DATE_TIME, FMT_URI };
+enum fmt { FMT_NONE, FMT_EMAIL, FMT_UUID, FMT_DATE_TIME, FMT_URI, FMT_CALLER };
 
 typedef struct prop {
     const char *name;
@@ -51,12 +56,14 @@ struct keel_schema {
     const char **required;
     size_t nrequired;
     int additional;          /* 1 allowed (default), 0 forbidden */
+    int closed_by_default;   /* additional is 0 by keel_schema_options.closed */
     keel_schema *additional_schema;
     /* strings */
     int64_t min_len, max_len; /* -1: none */
     regex_t *re;
     const char *pattern;
     enum fmt format;
+    const keel_schema_format *caller_format; /* FMT_CALLER: the options' */
     /* numbers (borrowed values, compared exactly) */
     json_t *minimum, *maximum, *xminimum, *xmaximum;
     /* arrays */
@@ -327,6 +334,7 @@ typedef struct compiler {
     keel_buf ptr; /* the schema pointer of the node being compiled */
     char *err;
     size_t cap;
+    const keel_schema_options *opts; /* never NULL */
 } compiler;
 
 __attribute__((format(printf, 2, 3))) static void fail(compiler *c, const char *fmt, ...)
@@ -745,14 +753,21 @@ static int compile_keyword(compiler *c, keel_schema *s, json_t *j, const char *k
                     : !strcmp(f, "date-time") ? FMT_DATE_TIME
                     : !strcmp(f, "uri")       ? FMT_URI
                                               : FMT_NONE;
+        for (size_t i = 0; f && s->format == FMT_NONE && i < c->opts->nformats; i++)
+            if (c->opts->formats[i].name && !strcmp(f, c->opts->formats[i].name)) {
+                s->format = FMT_CALLER;
+                s->caller_format = &c->opts->formats[i];
+            }
         if (s->format == FMT_NONE) {
-            fail(c, "unsupported format \"%s\" (email, uuid, date-time or uri)",
-                 f ? f : "(not a string)");
+            fail(c, "unsupported format \"%s\" (email, uuid, date-time, uri%s)",
+                 f ? f : "(not a string)",
+                 c->opts->nformats ? " or one the application added" : "");
             return -1;
         }
         return 0;
     }
-    if (is_annotation(k))
+    /* annotations, and OpenAPI-style extensions: documentation only */
+    if (is_annotation(k) || !strncmp(k, "x-", 2))
         return 0;
     (void)j;
     if (!strcmp(k, "nullable"))
@@ -784,13 +799,18 @@ static int check_node(compiler *c, const keel_schema *s)
             while (k < s->nprops && strcmp(s->props[k].name, s->required[i]))
                 k++;
             if (k == s->nprops) {
-                fail(c, "\"%s\" is required but additionalProperties: false forbids it",
-                     s->required[i]);
+                fail(c, "\"%s\" is required but additionalProperties: false forbids it%s",
+                     s->required[i],
+                     s->closed_by_default ? " (objects with properties are closed unless "
+                                            "the schema sets additionalProperties)"
+                                          : "");
                 return -1;
             }
         }
     return 0;
 }
+
+static int complete_node(compiler *c, keel_schema *s, json_t *j);
 
 static keel_schema *compile_node(compiler *c, json_t *j, int depth)
 {
@@ -818,7 +838,7 @@ static keel_schema *compile_node(compiler *c, json_t *j, int depth)
                 return NULL;
             }
         }
-        if (check_node(c, s) < 0) {
+        if (complete_node(c, s, j) < 0 || check_node(c, s) < 0) {
             node_free(s);
             return NULL;
         }
@@ -826,21 +846,71 @@ static keel_schema *compile_node(compiler *c, json_t *j, int depth)
     return s;
 }
 
-keel_schema *keel_schema_compile_json(json_t *schema, char *err, size_t cap)
+/* The options' part of a node, written into its document (a copy of the
+ * caller's, see compile_doc) so that keel_schema_json shows what is
+ * enforced: a closed object's "additionalProperties": false, a caller
+ * format's description. After the node's keywords: j is not being
+ * iterated any more. */
+static int complete_node(compiler *c, keel_schema *s, json_t *j)
 {
-    compiler c = {.err = err, .cap = cap};
+    if (c->opts->closed && s->props && !json_object_get(j, "additionalProperties")) {
+        s->additional = 0;
+        s->closed_by_default = 1;
+        json_object_set_new(j, "additionalProperties", json_false());
+    }
+    if (s->format == FMT_CALLER && s->caller_format->describe) {
+        json_t *d = s->caller_format->describe(s->caller_format->data);
+        const char *k;
+        json_t *v;
+        json_object_foreach(d, k, v) {
+            if (strncmp(k, "x-", 2) != 0) {
+                fail(c, "format \"%s\" describes itself with \"%s\", not an x- keyword",
+                     s->caller_format->name, k);
+                json_decref(d);
+                return -1;
+            }
+        }
+        if (d)
+            json_object_update_missing(j, d);
+        json_decref(d);
+    }
+    return 0;
+}
+
+/* Compiles doc, which becomes the schema's own (a reference is taken). */
+static keel_schema *compile_doc(json_t *doc, const keel_schema_options *opts, char *err,
+                                size_t cap)
+{
+    static const keel_schema_options none = {0};
+    compiler c = {.err = err, .cap = cap, .opts = opts ? opts : &none};
     if (cap)
         err[0] = '\0';
-    keel_schema *s = schema ? compile_node(&c, schema, 0) : NULL;
-    if (!schema && cap)
+    keel_schema *s = doc ? compile_node(&c, doc, 0) : NULL;
+    if (!doc && cap)
         snprintf(err, cap, "no schema");
     keel_buf_free(&c.ptr);
     if (s)
-        s->doc = json_incref(schema);
+        s->doc = json_incref(doc);
     return s;
 }
 
-keel_schema *keel_schema_compile(const char *text, char *err, size_t cap)
+keel_schema *keel_schema_compile_json(json_t *schema, char *err, size_t cap)
+{
+    return compile_doc(schema, NULL, err, cap); /* no options: the document is not changed */
+}
+
+keel_schema *keel_schema_compile_json_with(json_t *schema, const keel_schema_options *opts,
+                                           char *err, size_t cap)
+{
+    /* the options complete the document: complete a copy of the caller's */
+    json_t *doc = schema ? json_deep_copy(schema) : NULL;
+    keel_schema *s = compile_doc(doc, opts, err, cap);
+    json_decref(doc);
+    return s;
+}
+
+keel_schema *keel_schema_compile_with(const char *text, const keel_schema_options *opts,
+                                      char *err, size_t cap)
 {
     keel_json_error je;
     json_t *doc = keel_json_parse(text, text ? strlen(text) : 0, 64, &je);
@@ -849,9 +919,14 @@ keel_schema *keel_schema_compile(const char *text, char *err, size_t cap)
             snprintf(err, cap, "schema is not JSON (at byte %zu: %s)", je.offset, je.text);
         return NULL;
     }
-    keel_schema *s = keel_schema_compile_json(doc, err, cap);
+    keel_schema *s = compile_doc(doc, opts, err, cap); /* the document is ours to complete */
     json_decref(doc);
     return s;
+}
+
+keel_schema *keel_schema_compile(const char *text, char *err, size_t cap)
+{
+    return keel_schema_compile_with(text, NULL, err, cap);
 }
 
 json_t *keel_schema_json(const keel_schema *s)
@@ -1021,7 +1096,7 @@ static void check_object(vctx *v, const keel_schema *s, const json_t *val)
         else if (s->additional_schema)
             check(v, s->additional_schema, m);
         else if (!s->additional)
-            report(v, "is not allowed");
+            report(v, "is not allowed: unknown field");
         v->ptr.len = mark;
     }
 }
@@ -1066,6 +1141,12 @@ static void check_string(vctx *v, const keel_schema *s, const json_t *val)
         if (!keel_format_uri(str, n))
             report(v, "must be an absolute URI");
         break;
+    case FMT_CALLER: {
+        const char *why = s->caller_format->check(str, n, s->caller_format->data);
+        if (why)
+            report(v, "%s", why);
+        break;
+    }
     case FMT_NONE:
         break;
     }

@@ -59,6 +59,11 @@ int keel_service_use_auth(keel_service *svc, const keel_middleware *authn)
     return rc < 0 ? rc : keel_server_use(svc->server, &authz);
 }
 
+int keel_service_add_format(keel_service *svc, const keel_schema_format *f)
+{
+    return keel_validator_add_format(svc->validator, f);
+}
+
 /* ---------------------------------------------------------------- metrics */
 
 static keel_flow h_metrics(keel_req *r)

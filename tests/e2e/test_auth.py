@@ -133,6 +133,55 @@ def test_register_refuses_bad_input(api, body, pointer):
     assert any(e["pointer"] == pointer for e in doc["errors"]), doc
 
 
+def errors_by_pointer(doc):
+    assert all(e["in"] == "body" for e in doc["errors"]), doc
+    return {e["pointer"]: e["message"] for e in doc["errors"]}
+
+
+def test_register_reports_every_invalid_field_at_once(api):
+    """The password policy is checked in the schema step with everything
+    else: one 422 names the e-mail, the password and the unknown fields."""
+    doc = problem(api.call("POST", "/auth/register", json={"email": "not-an-address",
+                                                         "password": "x"}), 422)
+    errs = errors_by_pointer(doc)
+    assert set(errs) == {"/email", "/password"}, doc
+    assert "too short" in errs["/password"], doc
+    assert "2 fields" in doc["detail"], doc
+    doc = problem(api.call("POST", "/auth/register",
+                           json={"email": "nope", "password": "Password123", "name": 7,
+                                 "isAdmin": True, "role": "admin"}), 422)
+    errs = errors_by_pointer(doc)
+    assert set(errs) == {"/email", "/password", "/name", "/isAdmin", "/role"}, doc
+    assert "common" in errs["/password"], doc
+    assert errs["/isAdmin"] == errs["/role"] == "is not allowed: unknown field", doc
+
+
+def test_register_refuses_unknown_fields(api):
+    """{"isAdmin": true, "role": "admin"} is refused, not silently ignored."""
+    body = {"email": "mallory@example.com", "password": PW, "isAdmin": True, "role": "admin"}
+    doc = problem(api.call("POST", "/auth/register", json=body), 422)
+    assert set(errors_by_pointer(doc)) == {"/isAdmin", "/role"}, doc
+    # nothing was created: the same address registers afterwards, as a user
+    doc = api.register("mallory@example.com")
+    assert doc["user"]["role"] == "user"
+
+
+def test_password_minimum_is_the_configured_one(make_api):
+    api = make_api(PASSWORD_MIN_LENGTH="12")
+    doc = problem(api.call("POST", "/auth/register",
+                           json={"email": "min@example.com", "password": "elevenchars"}), 422)
+    assert set(errors_by_pointer(doc)) == {"/password"}, doc
+    api.register("min@example.com", password="twelve chars")
+    # and the API document says so
+    spec = api.s.get(api.srv.url + "/openapi.json", timeout=10).json()
+    body = spec["paths"]["/api/v1/auth/register"]["post"]["requestBody"]["content"][
+        "application/json"]["schema"]
+    assert body["additionalProperties"] is False
+    pw = body["properties"]["password"]
+    assert pw["format"] == "password"
+    assert pw["x-keel-password"] == {"minBytes": 12, "maxBytes": 1024, "refusesCommon": True}
+
+
 def test_register_malformed_and_non_json(api):
     r = api.call("POST", "/auth/register", data='{"email": ', headers={"Content-Type":
                                                                        "application/json"})
@@ -296,7 +345,9 @@ def test_me_update_and_password_change(api):
     at = doc["access_token"]
     r = api.call("PATCH", "/auth/me", token=at, json={"name": "Ivy"})
     assert r.status_code == 200 and r.json()["name"] == "Ivy"
-    problem(api.call("PATCH", "/auth/me", token=at, json={"role": "admin"}), 403)
+    # role is no field of one's own record: named as unknown (bodies are closed)
+    bad = problem(api.call("PATCH", "/auth/me", token=at, json={"role": "admin"}), 422)
+    assert errors_by_pointer(bad) == {"/role": "is not allowed: unknown field"}, bad
     api.register("taken@example.com")
     problem(api.call("PATCH", "/auth/me", token=at, json={"email": "taken@example.com"}), 409)
     problem(api.call("POST", "/auth/me/password", token=at,
@@ -304,6 +355,15 @@ def test_me_update_and_password_change(api):
             403)
     problem(api.call("POST", "/auth/me/password", token=at,
                      json={"current_password": PW, "new_password": "password"}), 422)
+    # every failing field at once: the policy, a missing field, an unknown one
+    bad = problem(api.call("POST", "/auth/me/password", token=at,
+                           json={"new_password": "x", "logout_others": False}), 422)
+    errs = errors_by_pointer(bad)
+    assert set(errs) == {"/current_password", "/new_password", "/logout_others"}, bad
+    assert "too short" in errs["/new_password"], bad
+    bad = problem(api.call("POST", "/auth/me/password", token=at,
+                           json={"current_password": PW, "new_password": "y" * 1025}), 422)
+    assert "too long" in errors_by_pointer(bad)["/new_password"], bad
     r = api.call("POST", "/auth/me/password", token=at,
                  json={"current_password": PW, "new_password": "n3w pass phrase"})
     assert r.status_code == 204, r.text
@@ -386,6 +446,13 @@ def test_admin_creates_users(api):
     user = api.register("plain@example.com")
     problem(api.call("POST", "/users", token=user["access_token"],
                      json={"email": "x@example.com", "password": PW}), 403)
+    # the policy and unknown fields, with every other failure, in one 422
+    doc = problem(api.call("POST", "/users", token=admin,
+                           json={"email": "x@", "password": "12345678", "role": "root",
+                                 "is_admin": True}), 422)
+    errs = errors_by_pointer(doc)
+    assert set(errs) == {"/email", "/password", "/role", "/is_admin"}, doc
+    assert "common" in errs["/password"], doc
 
 
 # ---------------------------------------------------------------- API keys

@@ -71,6 +71,11 @@ ACCEPTED = [
                  id="chunked-uppercase-hex"),
     pytest.param(post_chunked(chunked(ECHO_BODY, [5, 5], ext=b";name=value;x")), [(200, ECHO)],
                  id="chunked-extensions"),
+    pytest.param(post_chunked(chunked(ECHO_BODY, [5, 5], ext=b';a="q \\"s";b=c')),
+                 [(200, ECHO)], id="chunked-extensions-quoted"),
+    pytest.param(post_chunked(chunked(ECHO_BODY, trailers=b"Server-Timing: x\r\nHosts: a\r\n"
+                                      b"Content-Lengths: 1\r\n")) + get_(b"/ping"),
+                 [(200, ECHO), (200, b"pong")], id="chunked-trailers-like-forbidden-names"),
     pytest.param(post_chunked(chunked(ECHO_BODY, trailers=b"X-Trailer: 1\r\nX-Sum: abc\r\n"))
                  + get_(b"/ping"), [(200, ECHO), (200, b"pong")], id="chunked-trailers-dropped"),
     pytest.param(post_echo(extra=b"Expect: 100-Continue\r\n"), [(200, ECHO)],
@@ -147,6 +152,34 @@ REFUSED = [
     pytest.param(post_chunked(b"2\r\n{}XX0\r\n\r\n"), [400], id="chunk-data-no-crlf"),
     pytest.param(post_chunked(b"2\n{}\n0\n\n"), [400], id="chunk-bare-lf"),
     pytest.param(post_chunked(b"2 x\r\n{}\r\n0\r\n\r\n"), [400], id="chunk-size-junk"),
+    # Differential run against llhttp: no whitespace in a size line, not
+    # even around ';' and '='; extensions have a name (RFC 9112 7.1.1) ...
+    pytest.param(post_chunked(b"2 \r\n{}\r\n0\r\n\r\n"), [400], id="chunk-size-trailing-sp"),
+    pytest.param(post_chunked(b"2\t\r\n{}\r\n0\r\n\r\n"), [400], id="chunk-size-trailing-htab"),
+    pytest.param(post_chunked(b"2\r\n{}\r\n0 \r\n\r\n"), [400], id="last-chunk-trailing-sp"),
+    pytest.param(post_chunked(b"2\r\n{}\r\n0;\r\n\r\n"), [400], id="chunk-ext-empty"),
+    pytest.param(post_chunked(b"2;\r\n{}\r\n0\r\n\r\n"), [400], id="chunk-ext-empty-2"),
+    pytest.param(post_chunked(b"2;a;\r\n{}\r\n0\r\n\r\n"), [400], id="chunk-ext-empty-after"),
+    pytest.param(post_chunked(b"2;=b\r\n{}\r\n0\r\n\r\n"), [400], id="chunk-ext-no-name"),
+    pytest.param(post_chunked(b"2;a=\r\n{}\r\n0\r\n\r\n"), [400], id="chunk-ext-no-value"),
+    pytest.param(post_chunked(b"2;a \r\n{}\r\n0\r\n\r\n"), [400], id="chunk-ext-trailing-sp"),
+    pytest.param(post_chunked(b"2 ;a\r\n{}\r\n0\r\n\r\n"), [400], id="chunk-ext-bws-before-semicolon"),
+    pytest.param(post_chunked(b"2;a = b\r\n{}\r\n0\r\n\r\n"), [400], id="chunk-ext-bws-around-equals"),
+    pytest.param(post_chunked(b"2;;a\r\n{}\r\n0\r\n\r\n"), [400], id="chunk-ext-empty-between"),
+    pytest.param(post_chunked(b'2;a="b\r\n{}\r\n0\r\n\r\n'), [400], id="chunk-ext-open-quote"),
+    # ... and no field that must not be a trailer (RFC 9110 6.5.1)
+    *[pytest.param(post_chunked(chunked(ECHO_BODY, trailers=f + b"\r\n")), [400],
+                   id="trailer-" + f.split(b":")[0].decode().lower())
+      for f in [b"Transfer-Encoding: chunked", b"Content-Length: 5", b"Host: evil",
+                b"Trailer: X", b"Content-Encoding: gzip", b"Content-Type: text/plain",
+                b"Content-Range: bytes 0-1/2", b"Authorization: Bearer x",
+                b"Proxy-Authorization: Basic x", b"Cookie: a=b", b"Cache-Control: no-cache",
+                b"Expect: 100-continue", b"Max-Forwards: 1", b"Pragma: no-cache",
+                b"Range: bytes=0-1", b"TE: trailers", b"If-Match: *", b"If-None-Match: *",
+                b"If-Modified-Since: x", b"If-Unmodified-Since: x", b"If-Range: x",
+                b"Connection: close", b"Keep-Alive: timeout=5", b"Upgrade: h2c"]],
+    pytest.param(post_chunked(chunked(ECHO_BODY, trailers=b"X-Sum: 1\r\nTRANSFER-ENCODING: x\r\n"))
+                 + get_(), [400], id="trailer-upper-case-after-allowed"),
     pytest.param(b"GE(T /hello HTTP/1.1\r\n" + H + b"\r\n", [400], id="method-bad-char"),
     pytest.param(b" /hello HTTP/1.1\r\n" + H + b"\r\n", [400], id="method-empty"),
     pytest.param(b"GET  /hello HTTP/1.1\r\n" + H + b"\r\n", [400], id="double-space"),

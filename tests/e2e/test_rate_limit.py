@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import SLACK, run_cli
-from rawhttp import assert_problem, get
+from rawhttp import assert_problem, get, raw
 from promtext import parse as parse_metrics
 
 # Limits in these tests are small and windows long, so that timing never
@@ -74,6 +74,42 @@ def test_general_tier_headers_and_429(keel):
     assert r.header("X-Request-Id")
     assert metric(srv, "rate_limit_rejections_total", tier="general") == 1
     c.close()
+
+
+# Requests the connection layer refuses, each with its own status.
+H = b"Host: localhost\r\n"
+REFUSALS = [
+    pytest.param(b"POST /echo HTTP/1.1\r\n" + H + b"Content-Length: 5\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, id="cl-and-te"),
+    pytest.param(b"POST /echo HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+                 b"2\r\n{}\r\n0\r\nContent-Length: 9\r\n\r\n", 400, id="trailer-content-length"),
+    pytest.param(b"POST /echo HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+                 b"2 \r\n{}\r\n0\r\n\r\n", 400, id="chunk-size-bws"),
+    pytest.param(b"BREW /hello HTTP/1.1\r\n" + H + b"\r\n", 501, id="unknown-method"),
+]
+
+
+@pytest.mark.parametrize("data, status", REFUSALS)
+def test_refusal_status_wins_over_the_limiter(keel, data, status):
+    """A request refused for its framing gets its own status, not the
+    limiter's 429: the limiter (like authentication and validation) does
+    not run for it, while the edge still does (request id, security
+    headers, the access log)."""
+    srv = keel(RATE_LIMIT_MAX=1, RATE_LIMIT_WINDOW="1h", **OFF)
+    assert get(srv.port, "/hello").status == 200
+    assert_problem(get(srv.port, "/hello"), 429)
+    ex = raw(srv.port, data, timeout=5 * SLACK)
+    [r] = ex.responses
+    assert_problem(r, status)
+    assert ex.eof, ex
+    assert r.header("X-Request-Id"), r
+    assert r.header("X-Content-Type-Options") == "nosniff", r
+    assert not r.has("RateLimit-Limit"), r
+    entry = srv.access_entry(r.header("X-Request-Id"))
+    assert entry["status"] == status, entry
+    # the refusal did not count as a rate-limit rejection either
+    assert metric(srv, "rate_limit_rejections_total", tier="general") == 1
+    assert_problem(get(srv.port, "/hello"), 429)
 
 
 def test_health_and_metrics_are_exempt(keel):

@@ -2,8 +2,9 @@
 demo routes that declare schemas: POST /validate (request_schema) and
 GET /params/:id (params_schema + query_schema). 415 for non-JSON bodies,
 413 past JSON_BODY_LIMIT, 400 with the byte offset for malformed JSON or a
-too-deep body, 422 listing every invalid field at once, and query/path
-values coerced to their declared types."""
+too-deep body, 422 listing every invalid field at once (unknown members of
+a body included: bodies are closed by default), and query/path values
+coerced to their declared types."""
 import json
 
 import pytest
@@ -83,6 +84,30 @@ def test_422_lists_every_error_at_once(serving):
                                   "/address/zip", "/extra")}
     assert got == want, doc
     assert "13 fields" in doc["detail"], doc
+
+
+def test_unknown_fields_named_one_error_each(serving):
+    """Bodies are closed by default: an object schema that lists properties
+    refuses other members (here the nested address, whose schema does not
+    say additionalProperties), one error per member, at its pointer."""
+    body = dict(VALID, isAdmin=True, role_x="admin", address={"city": "Oslo", "street": "x"})
+    got, doc = errors_of(post(serving.port, body))
+    assert got == {("body", "/isAdmin"), ("body", "/role_x"), ("body", "/address/street")}, doc
+    assert {e["message"] for e in doc["errors"]} == {"is not allowed: unknown field"}, doc
+    # with the other failures, in the same 422
+    got, doc = errors_of(post(serving.port, dict(body, name="")))
+    assert ("body", "/name") in got and ("body", "/address/street") in got and len(got) == 4
+
+
+def test_openapi_shows_the_effective_additional_properties(serving):
+    spec = get(serving.port, "/openapi.json").json()
+    op = spec["paths"]["/validate"]["post"]
+    body = op["requestBody"]["content"]["application/json"]["schema"]
+    assert body["additionalProperties"] is False                          # written so
+    assert body["properties"]["address"]["additionalProperties"] is False  # the default
+    # responses are documentation: as written
+    resp = op["responses"]["200"]["content"]["application/json"]["schema"]
+    assert "additionalProperties" not in resp
 
 
 def test_422_required_and_wrong_root_type(serving):

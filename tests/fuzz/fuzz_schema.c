@@ -7,6 +7,12 @@
  *   - every pointer is RFC 6901 (empty or "/"-led, "~" only as ~0 or ~1);
  *   - validating again gives the same errors (no hidden state);
  *   - strings in the value go through coercion and the format checks.
+ * The schema is also compiled with options (closed objects, as request
+ * bodies are, and a format of the caller's own that describes itself): it
+ * compiles exactly when it does without them, unless the closing makes a
+ * required member a contradiction; its effective document compiles again
+ * with the same options; and a value valid against it is valid against
+ * the schema as written (closing only refuses more).
  * Without a separator the whole input is tried as both. */
 #include <jansson.h>
 #include <stdint.h>
@@ -91,6 +97,22 @@ static void validate(const keel_schema *s, const json_t *v)
     json_decref(e2);
 }
 
+static const char *odd_length(const char *str, size_t n, void *data)
+{
+    (void)str;
+    (void)data;
+    return n % 2 ? "must have an even length" : NULL;
+}
+
+static json_t *describe_even(void *data)
+{
+    (void)data;
+    return json_pack("{s:b}", "x-even", 1);
+}
+
+static const keel_schema_format even = {"even", odd_length, describe_even, NULL};
+static const keel_schema_options closed = {.formats = &even, .nformats = 1, .closed = 1};
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static keel_schema *fixed;
@@ -109,6 +131,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     keel_schema *s = keel_schema_compile(stext, err, sizeof(err));
     if (!s && !err[0])
         abort(); /* a refusal always says why */
+    keel_schema *sc = keel_schema_compile_with(stext, &closed, err, sizeof(err));
+    if (!sc && !err[0])
+        abort();
+    if (sc && !s && !strstr(stext, "even"))
+        abort(); /* options only add the caller's format */
+    if (s && !sc && !strstr(err, "is required but") && !strstr(err, "even"))
+        abort(); /* closing refuses only a required member it forbids */
+    if (sc) {
+        /* the effective document means the same again */
+        keel_schema *again = keel_schema_compile_json_with(keel_schema_json(sc), &closed, err,
+                                                           sizeof(err));
+        if (!again)
+            abort();
+        keel_schema_free(again);
+    }
     free(stext);
 
     keel_json_error je;
@@ -117,8 +154,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         validate(s ? s : fixed, v);
         if (s)
             validate(fixed, v);
+        if (sc) {
+            validate(sc, v);
+            if (s && keel_schema_validate(sc, v, NULL, 0) == 0 &&
+                keel_schema_validate(s, v, NULL, 0) != 0)
+                abort(); /* closed accepts only what open accepts */
+        }
         json_decref(v);
     }
+    keel_schema_free(sc);
     keel_schema_free(s);
     return 0;
 }

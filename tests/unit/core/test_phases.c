@@ -4,6 +4,8 @@
  * - the chain runs in phase order whatever order middleware was added
  *   in, and on_response hooks in the reverse order;
  * - a RESPOND middleware with on_request, or an unknown phase, is refused;
+ * - a request the connection layer refused runs only the EDGE phase,
+ *   which cannot answer it: the refusal's status is the answer;
  * - a route declaring auth / permission / a schema / a tier that nothing
  *   installed enforces, or a value its middleware does not allow, is
  *   reported by name and keel_server_start refuses to start;
@@ -121,6 +123,73 @@ static void test_phase_order(void **state)
     /* on the way out, the reverse (the hooks ran before the head was sent) */
     assert_string_equal(out_order,
                         "respond,app2,app,validate,authz,limit,authn,edge2,edge1");
+}
+
+/* A refused request (bad framing here) runs only the EDGE phase, where
+ * responding is refused; the refusal's status is the answer and the
+ * completion hooks see it. */
+static char refused_trace[256];
+static int edge_respond_rc;
+
+static keel_flow edge_tries_to_answer(keel_req *r, void *data)
+{
+    trace_add(r, data);
+    if (keel_req_refused(r)) {
+        edge_respond_rc = keel_respond_text(r, 503, "the edge says no");
+        return KEEL_DONE;
+    }
+    return KEEL_NEXT;
+}
+
+static void note_refusal(keel_req *r, void *data)
+{
+    (void)data;
+    const char *t = keel_req_get_local(r, TRACE);
+    if (!keel_req_refused(r))
+        return;
+    snprintf(refused_trace, sizeof(refused_trace), "%s %d %d", t ? t : "",
+             keel_res_get_status(r), keel_req_refused(r));
+}
+
+static void test_refusal_runs_only_the_edge(void **state)
+{
+    (void)state;
+    keel_server *s = new_server();
+    static const struct {
+        keel_phase p;
+        const char *name;
+    } add[] = {
+        {KEEL_PHASE_APP, "app"},     {KEEL_PHASE_VALIDATE, "validate"}, {KEEL_PHASE_AUTHZ, "authz"},
+        {KEEL_PHASE_LIMIT, "limit"}, {KEEL_PHASE_AUTHN, "authn"},       {KEEL_PHASE_EDGE, "edge1"},
+    };
+    for (size_t i = 0; i < sizeof(add) / sizeof(add[0]); i++) {
+        keel_middleware m = {.name = add[i].name, .phase = add[i].p, .on_request = step,
+                             .data = (void *)add[i].name};
+        assert_int_equal(keel_server_use(s, &m), 0);
+    }
+    keel_middleware edge2 = {.name = "edge2", .phase = KEEL_PHASE_EDGE,
+                             .on_request = edge_tries_to_answer, .on_complete = note_refusal,
+                             .data = "edge2"};
+    assert_int_equal(keel_server_use(s, &edge2), 0);
+    assert_int_equal(keel_server_add_routes(s, trace_routes, 1), 0);
+    assert_int_equal(keel_server_start(s), 0);
+    refused_trace[0] = '\0';
+    edge_respond_rc = 0;
+    char buf[4096];
+    loopback_exchange(keel_server_port(s),
+                      "GET /trace HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n"
+                      "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                      buf, sizeof(buf));
+    assert_true(strncmp(buf, "HTTP/1.1 400 ", 13) == 0);
+    assert_non_null(strstr(buf, "both Content-Length and Transfer-Encoding"));
+    /* a request read whole still runs every phase */
+    loopback_exchange(keel_server_port(s),
+                      "GET /trace HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", buf,
+                      sizeof(buf));
+    assert_non_null(strstr(buf, "\r\n\r\nedge1,edge2,authn,limit,authz,validate,app"));
+    stop(s);
+    assert_int_equal(edge_respond_rc, KEEL_EALREADY);
+    assert_string_equal(refused_trace, "edge1,edge2 400 400");
 }
 
 static int disposed;
@@ -360,6 +429,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_phase_order),
         cmocka_unit_test(test_bad_middleware_refused),
+        cmocka_unit_test(test_refusal_runs_only_the_edge),
         cmocka_unit_test(test_auth_before_validation),
         cmocka_unit_test(test_routes_fail_closed),
     };

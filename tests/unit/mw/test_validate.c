@@ -1,6 +1,7 @@
 /* test_validate.c — keel_validator (src/mw/validate.c): route schemas
  * compiled once, a bad one refused with the route, slot and reason named,
- * lookups by route. The request side is covered end to end in
+ * lookups by route, request bodies compiled closed, the application's
+ * formats (keel_password_format). The request side is covered end to end in
  * tests/e2e/test_validation.py. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -120,12 +121,80 @@ static void test_bad_schemas_name_the_route(void **state)
     }
 }
 
+/* Request bodies are compiled closed, queries open; the password format
+ * checks the policy with the application's minimum and says so in the
+ * effective schema. */
+static void test_closed_bodies_and_password_format(void **state)
+{
+    (void)state;
+    static const keel_route rt = {
+        .name = "auth.register", .method = "POST", .path = "/register", .handler = nop,
+        .request_schema = "{\"type\":\"object\",\"properties\":{\"email\":{\"type\":"
+                          "\"string\",\"format\":\"email\"},\"password\":{\"type\":"
+                          "\"string\",\"format\":\"password\"}}}",
+        .query_schema = "{\"type\":\"object\",\"properties\":{\"n\":{}}}"};
+    static uint64_t min = 12;
+    keel_validator *v = keel_validator_new();
+    char err[256] = "";
+    /* without the format the schema is refused, naming it */
+    assert_int_equal(add(v, &rt, err, sizeof(err)), KEEL_EINVAL);
+    assert_non_null(strstr(err, "unsupported format \"password\""));
+    keel_schema_format pw = keel_password_format(&min);
+    assert_int_equal(keel_validator_add_format(v, &pw), 0);
+    assert_int_equal(keel_validator_add_format(v, &pw), KEEL_EEXISTS);
+    keel_schema_format email = pw;
+    email.name = "email";
+    assert_int_equal(keel_validator_add_format(v, &email), KEEL_EEXISTS);
+    keel_schema_format unnamed = {0};
+    assert_int_equal(keel_validator_add_format(v, &unnamed), KEEL_EINVAL);
+    assert_int_equal(add(v, &rt, err, sizeof(err)), 0);
+    const keel_route_schemas *s = keel_validator_lookup(v, &rt);
+    assert_non_null(s);
+    json_t *req = keel_schema_json(s->request);
+    assert_true(json_is_false(json_object_get(req, "additionalProperties")));
+    assert_null(json_object_get(keel_schema_json(s->query), "additionalProperties"));
+    json_t *policy = json_object_get(
+        json_object_get(json_object_get(req, "properties"), "password"), "x-keel-password");
+    assert_int_equal(json_integer_value(json_object_get(policy, "minBytes")), 12);
+    assert_int_equal(json_integer_value(json_object_get(policy, "maxBytes")), KEEL_PASSWORD_MAX);
+
+    /* one validation reports the address, the password and the extras */
+    json_t *body = json_pack("{s:s,s:s,s:b,s:s}", "email", "nope", "password", "x",
+                             "isAdmin", 1, "role", "admin");
+    json_t *errors = json_array();
+    assert_int_equal(keel_schema_validate(s->request, body, errors, 10), 4);
+    const char *want[][2] = {{"/email", "must be an email address"},
+                             {"/password", "the password is too short"},
+                             {"/isAdmin", "is not allowed: unknown field"},
+                             {"/role", "is not allowed: unknown field"}};
+    for (size_t i = 0; i < 4; i++) {
+        json_t *e = json_array_get(errors, i);
+        assert_string_equal(json_string_value(json_object_get(e, "pointer")), want[i][0]);
+        assert_string_equal(json_string_value(json_object_get(e, "message")), want[i][1]);
+    }
+    json_decref(errors);
+    json_decref(body);
+    /* the minimum is the application's: 11 bytes is short, 12 is not */
+    body = json_pack("{s:s}", "password", "abcdefghijk");
+    assert_int_equal(keel_schema_validate(s->request, body, NULL, 10), 1);
+    json_decref(body);
+    body = json_pack("{s:s}", "password", "abcdefghijkl");
+    assert_int_equal(keel_schema_validate(s->request, body, NULL, 10), 0);
+    json_decref(body);
+    body = json_pack("{s:s}", "password", "Password123"); /* common, any case */
+    min = 8;
+    assert_int_equal(keel_schema_validate(s->request, body, NULL, 10), 1);
+    json_decref(body);
+    keel_validator_free(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_compile_and_lookup),
         cmocka_unit_test(test_many_routes),
         cmocka_unit_test(test_bad_schemas_name_the_route),
+        cmocka_unit_test(test_closed_bodies_and_password_format),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     keel_log_close(); /* the error lines buffered by the refusals */

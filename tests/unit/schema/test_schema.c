@@ -1,7 +1,8 @@
 /* test_schema.c — the JSON Schema subset of src/schema/schema.c: every
  * keyword, every format, all errors collected at once with RFC 6901
- * pointers, code-point lengths, coercion of query strings, and schemas
- * refused at compile time. Cases are rows. */
+ * pointers, code-point lengths, coercion of query strings, schemas
+ * refused at compile time, and the options: closed objects (request
+ * bodies) and formats of the caller's own. Cases are rows. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -114,6 +115,36 @@ static const vcase vcases[] = {
     {"nested pointers",
      "{\"properties\":{\"a\":{\"properties\":{\"b\":{\"items\":{\"required\":[\"c\"]}}}}}}",
      "{\"a\":{\"b\":[{},{\"c\":1},{}]}}", "/a/b/0/c,/a/b/2/c"},
+    {"open by default", "{\"properties\":{\"a\":{}}}", "{\"a\":1,\"isAdmin\":true}", ""},
+};
+
+/* The same, compiled closed (keel_schema_options.closed, as request bodies
+ * are): members the properties do not name are refused, one error each,
+ * at their pointers. */
+static const vcase closed_cases[] = {
+    {"closed: unknown members named",
+     "{\"type\":\"object\",\"properties\":{\"email\":{},\"password\":{}}}",
+     "{\"email\":\"e\",\"password\":\"p\",\"isAdmin\":true,\"role\":\"admin\"}",
+     "/isAdmin,/role"},
+    {"closed: known members pass", "{\"properties\":{\"a\":{},\"b\":{}}}", "{\"a\":1}", ""},
+    {"closed: nested objects too",
+     "{\"properties\":{\"a\":{\"properties\":{\"b\":{}}},\"l\":{\"items\":"
+     "{\"properties\":{\"c\":{}}}}}}",
+     "{\"a\":{\"b\":1,\"x\":2},\"l\":[{\"c\":1},{\"y\":1}],\"z\":0}", "/a/x,/l/1/y,/z"},
+    {"closed: additionalProperties true stays open",
+     "{\"properties\":{\"a\":{}},\"additionalProperties\":true}", "{\"b\":1}", ""},
+    {"closed: additionalProperties schema applies",
+     "{\"properties\":{\"a\":{}},\"additionalProperties\":{\"type\":\"integer\"}}",
+     "{\"b\":1,\"c\":\"x\"}", "/c"},
+    {"closed: no properties, no closing", "{\"type\":\"object\"}", "{\"any\":1}", ""},
+    {"closed: the empty schema is any value", "{}", "{\"any\":[1]}", ""},
+    {"closed: required without properties stays open",
+     "{\"required\":[\"a\"]}", "{\"a\":1,\"b\":2}", ""},
+    {"closed: unknown and invalid at once",
+     "{\"required\":[\"email\"],\"properties\":{\"email\":{\"format\":\"email\"},"
+     "\"password\":{\"minLength\":8}}}",
+     "{\"email\":\"x\",\"password\":\"p\",\"role\":\"admin\"}",
+     "/email,/password,/role"},
 };
 
 static void pointers_of(json_t *errors, char *out, size_t cap)
@@ -129,13 +160,13 @@ static void pointers_of(json_t *errors, char *out, size_t cap)
     }
 }
 
-static void test_validate_table(void **state)
+static void run_table(const vcase *cases, size_t ncases, int closed)
 {
-    (void)state;
-    for (size_t i = 0; i < sizeof(vcases) / sizeof(vcases[0]); i++) {
-        const vcase *c = &vcases[i];
+    for (size_t i = 0; i < ncases; i++) {
+        const vcase *c = &cases[i];
         char err[256];
-        keel_schema *s = keel_schema_compile(c->schema, err, sizeof(err));
+        keel_schema_options opts = {.closed = closed};
+        keel_schema *s = keel_schema_compile_with(c->schema, &opts, err, sizeof(err));
         if (!s) {
             case_fail(c->name, "schema refused: %s", err);
             continue;
@@ -166,6 +197,13 @@ static void test_validate_table(void **state)
         json_decref(v);
         keel_schema_free(s);
     }
+}
+
+static void test_validate_table(void **state)
+{
+    (void)state;
+    run_table(vcases, sizeof(vcases) / sizeof(vcases[0]), 0);
+    run_table(closed_cases, sizeof(closed_cases) / sizeof(closed_cases[0]), 1);
     assert_int_equal(failures, 0);
 }
 
@@ -195,7 +233,8 @@ static void test_messages(void **state)
     expect_message("{\"type\":[\"string\",\"null\"]}", "1", "must be a string or null");
     expect_message("{\"type\":[\"integer\",\"number\"]}", "\"x\"", "must be a number");
     expect_message("{\"required\":[\"a\"]}", "{}", "is required");
-    expect_message("{\"additionalProperties\":false}", "{\"a\":1}", "is not allowed");
+    expect_message("{\"additionalProperties\":false}", "{\"a\":1}",
+                   "is not allowed: unknown field");
     expect_message("{\"enum\":[\"x\",\"y\"]}", "\"z\"", "must be one of [\"x\",\"y\"]");
     expect_message("{\"minLength\":3}", "\"ab\"", "at least 3 characters");
     expect_message("{\"maxLength\":1}", "\"ab\"", "at most 1 character long");
@@ -228,6 +267,9 @@ static const bad_schema bad_schemas[] = {
     {"{\"$ref\":\"#/x\"}", "unsupported keyword \"$ref\""},
     {"{\"nullable\":true}", "nullable"},
     {"{\"properties\":{\"a\":{\"type\":\"strin\"}}}", "at /properties/a: unknown type"},
+    {"{\"format\":\"password\"}", "unsupported format \"password\""}, /* no such format added */
+    {"{\"x\":1}", "unsupported keyword \"x\""},
+    {"{\"X-a\":1}", "unsupported keyword \"X-a\""},
     {"{\"properties\":{\"a/b\":{\"minLength\":-1}}}", "at /properties/a~1b: minLength"},
     {"{\"items\":{\"items\":{\"foo\":1}}}", "at /items/items: unsupported keyword \"foo\""},
     {"{\"additionalProperties\":{\"enum\":[]}}", "at /additionalProperties: enum"},
@@ -313,6 +355,8 @@ static void test_good_schemas(void **state)
         "{\"minLength\":2.0}",
         "{\"type\":[\"integer\",\"null\"],\"minimum\":0}",
         "{\"required\":[\"a\"],\"additionalProperties\":{}}",
+        /* OpenAPI-style extensions are annotations */
+        "{\"type\":\"string\",\"x-keel-password\":{\"minBytes\":8},\"x-\":null}",
     };
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         char err[256];
@@ -498,6 +542,105 @@ static void test_coerce(void **state)
     assert_int_equal(failures, 0);
 }
 
+/* Options: closed objects and formats of the caller's own, and the
+ * effective document that shows both. */
+static const char *odd_length(const char *s, size_t n, void *data)
+{
+    (void)s;
+    return n % 2 ? (const char *)data : NULL;
+}
+
+static json_t *describe_even(void *data)
+{
+    (void)data;
+    return json_pack("{s:b}", "x-even", 1);
+}
+
+static json_t *describe_badly(void *data)
+{
+    (void)data;
+    return json_pack("{s:b}", "even", 1);
+}
+
+static const keel_schema_format caller_formats[] = {
+    {"even", odd_length, describe_even, "must have an even length"},
+    {"email", odd_length, NULL, "keel's own email wins"},
+    {"undescribed", odd_length, NULL, "must have an even length"},
+};
+
+static void test_options(void **state)
+{
+    (void)state;
+    keel_schema_options o = {.formats = caller_formats, .nformats = 3, .closed = 1};
+    char err[256];
+    const char *text = "{\"type\":\"object\",\"required\":[\"p\"],\"properties\":{"
+                       "\"p\":{\"type\":\"string\",\"format\":\"even\"},"
+                       "\"e\":{\"format\":\"email\"},\"u\":{\"format\":\"undescribed\"},"
+                       "\"open\":{\"properties\":{},\"additionalProperties\":true}}}";
+    keel_schema *s = keel_schema_compile_with(text, &o, err, sizeof(err));
+    if (!s)
+        fail_msg("refused: %s", err);
+    /* the effective document says what is enforced */
+    json_t *doc = keel_schema_json(s);
+    assert_true(json_is_false(json_object_get(doc, "additionalProperties")));
+    json_t *props = json_object_get(doc, "properties");
+    assert_true(json_is_true(json_object_get(json_object_get(props, "p"), "x-even")));
+    assert_null(json_object_get(json_object_get(props, "u"), "x-even"));
+    assert_true(json_is_true(
+        json_object_get(json_object_get(props, "open"), "additionalProperties")));
+    /* it compiles again to the same meaning */
+    keel_schema *again = keel_schema_compile_json(doc, err, sizeof(err));
+    assert_null(again); /* ... with the formats: */
+    again = keel_schema_compile_json_with(doc, &o, err, sizeof(err));
+    assert_non_null(again);
+    keel_schema_free(again);
+
+    json_t *v = json_pack("{s:s,s:s,s:s,s:i}", "p", "abc", "e", "a@example.org", "u", "x",
+                          "extra", 1);
+    json_t *errors = json_array();
+    assert_int_equal(keel_schema_validate(s, v, errors, 10), 3);
+    char got[256];
+    pointers_of(errors, got, sizeof(got));
+    assert_string_equal(got, "/p,/u,/extra");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(errors, 0), "message")),
+                        "must have an even length");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(errors, 2), "message")),
+                        "is not allowed: unknown field");
+    json_decref(errors);
+    json_decref(v);
+    v = json_pack("{s:s}", "p", "ab");
+    assert_int_equal(keel_schema_validate(s, v, NULL, 10), 0);
+    json_decref(v);
+    keel_schema_free(s);
+
+    /* the caller's document is not changed: compile_json_with works on a copy */
+    json_t *mine = json_pack("{s:{s:{}}}", "properties", "a");
+    s = keel_schema_compile_json_with(mine, &o, err, sizeof(err));
+    assert_non_null(s);
+    assert_null(json_object_get(mine, "additionalProperties"));
+    assert_true(json_is_false(json_object_get(keel_schema_json(s), "additionalProperties")));
+    keel_schema_free(s);
+    json_decref(mine);
+
+    /* a required member the closed properties do not name: refused, saying why */
+    assert_null(keel_schema_compile_with("{\"required\":[\"b\"],\"properties\":{\"a\":{}}}",
+                                         &o, err, sizeof(err)));
+    assert_non_null(strstr(err, "closed unless the schema sets additionalProperties"));
+    /* a description must be x- annotations */
+    keel_schema_format bad = {"even", odd_length, describe_badly, "odd"};
+    keel_schema_options ob = {.formats = &bad, .nformats = 1};
+    assert_null(keel_schema_compile_with("{\"format\":\"even\"}", &ob, err, sizeof(err)));
+    assert_non_null(strstr(err, "not an x- keyword"));
+    /* an unknown format names the options' */
+    assert_null(keel_schema_compile_with("{\"format\":\"odd\"}", &o, err, sizeof(err)));
+    assert_non_null(strstr(err, "or one the application added"));
+    /* NULL options: as keel_schema_compile */
+    s = keel_schema_compile_with("{\"properties\":{\"a\":{}}}", NULL, err, sizeof(err));
+    assert_non_null(s);
+    assert_null(json_object_get(keel_schema_json(s), "additionalProperties"));
+    keel_schema_free(s);
+}
+
 static void test_lookup(void **state)
 {
     (void)state;
@@ -529,6 +672,7 @@ int main(void)
         cmocka_unit_test(test_utf8_length),
         cmocka_unit_test(test_coerce),
         cmocka_unit_test(test_lookup),
+        cmocka_unit_test(test_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
