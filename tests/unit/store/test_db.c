@@ -1061,13 +1061,38 @@ static void pg_ctl(const char *what)
         fail_msg("%s failed", cmd);
 }
 
-static void test_pg_outage(void **state)
+/* Skips the test unless it runs on PostgreSQL with KEEL_TEST_PG_DIR (pg_ctl). */
+static void need_pg_dir(void)
 {
-    (void)state;
     if (!g_pg || !getenv("KEEL_TEST_PG_DIR") || !*getenv("KEEL_TEST_PG_DIR")) {
         print_message("skipped: needs PostgreSQL and KEEL_TEST_PG_DIR (make unit-db)\n");
         skip();
     }
+}
+
+/* After pg_ctl("restart"): GET path until it answers 200 with {"n":2} (20 s
+ * at most), then six times more. */
+static void wait_recovered(testdb_srv v, const char *path, char *buf, size_t cap)
+{
+    uint64_t t0 = keel_now_ms();
+    int status = 0;
+    while (keel_now_ms() - t0 < 20000) {
+        status = get(v, path, buf, cap);
+        if (status == 200)
+            break;
+        usleep(200 * 1000);
+    }
+    assert_int_equal(status, 200);
+    assert_non_null(strstr(buf, "{\"n\":2}"));
+    /* every pool connection works again: none left stale to fail a request */
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(get(v, path, buf, cap), 200);
+}
+
+static void test_pg_outage(void **state)
+{
+    (void)state;
+    need_pg_dir();
     testdb_srv v = start(2, 2, 16, 30000);
     static char buf[16384];
     assert_int_equal(get(v, "/count", buf, sizeof(buf)), 200);
@@ -1086,19 +1111,7 @@ static void test_pg_outage(void **state)
     assert_non_null(strstr(buf, "\"fail\""));
 
     pg_ctl("restart");
-    t0 = keel_now_ms();
-    int status = 0;
-    while (keel_now_ms() - t0 < 20000) {
-        status = get(v, "/count", buf, sizeof(buf));
-        if (status == 200)
-            break;
-        usleep(200 * 1000);
-    }
-    assert_int_equal(status, 200);
-    assert_non_null(strstr(buf, "{\"n\":2}"));
-    /* every pool connection works again: none left stale to fail a request */
-    for (int i = 0; i < 6; i++)
-        assert_int_equal(get(v, "/count", buf, sizeof(buf)), 200);
+    wait_recovered(v, "/count", buf, sizeof(buf));
     assert_int_equal(get(v, "/health/ready", buf, sizeof(buf)), 200);
     assert_true(testdb_gauge(v, "db_pool_connections_open") >= 1);
     stop(v);
@@ -1369,10 +1382,7 @@ static void test_async_server(void **state)
 static void test_async_outage(void **state)
 {
     (void)state;
-    if (!g_pg || !getenv("KEEL_TEST_PG_DIR") || !*getenv("KEEL_TEST_PG_DIR")) {
-        print_message("skipped: needs PostgreSQL and KEEL_TEST_PG_DIR (make unit-db)\n");
-        skip();
-    }
+    need_pg_dir();
     testdb_srv v = start(2, 0, 16, 30000);
     static char buf[16384];
     assert_int_equal(get(v, "/a/count", buf, sizeof(buf)), 200);
@@ -1389,18 +1399,7 @@ static void test_async_outage(void **state)
     assert_true(keel_now_ms() - t0 < 3000); /* fails fast, not after timeouts */
 
     pg_ctl("restart");
-    t0 = keel_now_ms();
-    int status = 0;
-    while (keel_now_ms() - t0 < 20000) {
-        status = get(v, "/a/count", buf, sizeof(buf));
-        if (status == 200)
-            break;
-        usleep(200 * 1000);
-    }
-    assert_int_equal(status, 200);
-    assert_non_null(strstr(buf, "{\"n\":2}"));
-    for (int i = 0; i < 6; i++)
-        assert_int_equal(get(v, "/a/count", buf, sizeof(buf)), 200);
+    wait_recovered(v, "/a/count", buf, sizeof(buf));
     assert_true(metric_line(v, "db_errors_total{kind=\"unavailable\"}"));
     stop(v);
 }
