@@ -22,6 +22,7 @@
 
 #include "keel/config.h"
 
+#include "config_env.h"
 #include "table_check.h"
 
 /* ---------------------------------------------------------------- fixture */
@@ -95,36 +96,18 @@ static const t_options *T(const keel_config *cfg)
 
 /* ---------------------------------------------------------------- fixture */
 
-typedef struct fixture {
-    char dir[64];
-    char old_cwd[4096];
-} fixture;
-
-static void unset_one(const keel_config_module *m, const keel_config_var *v, void *arg)
-{
-    (void)m;
-    (void)arg;
-    unsetenv(v->name);
-}
-
 static void unset_all(void)
 {
-    keel_config cfg;
-    keel_config_defaults(&cfg);
-    keel_config_each(&cfg, unset_one, NULL); /* core's */
-    keel_config_close(&cfg);
+    unset_core();
     for (size_t i = 0; i < t_config.nvars; i++)
         unsetenv(t_config.vars[i].name);
 }
 
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof(*f));
+    tmp_cwd *f = calloc(1, sizeof(*f));
     assert_non_null(f);
-    assert_non_null(getcwd(f->old_cwd, sizeof(f->old_cwd)));
-    strcpy(f->dir, "/tmp/keel-test-config-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    assert_int_equal(chdir(f->dir), 0);
+    tmp_cwd_enter(f, "/tmp/keel-test-config-XXXXXX");
     unset_all();
     failures = 0;
     *state = f;
@@ -133,12 +116,11 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    fixture *f = *state;
+    tmp_cwd *f = *state;
     unset_all();
     unlink(".env");
     unlink("named.env");
-    assert_int_equal(chdir(f->old_cwd), 0);
-    rmdir(f->dir);
+    tmp_cwd_leave(f);
     free(f);
     return 0;
 }
@@ -151,44 +133,10 @@ static void write_file(const char *path, const char *text)
     fclose(fp);
 }
 
-/* Loads into cfg with err captured; returns the rc, *err_text to free. */
+/* Loads module t into cfg with err captured; returns the rc, *err_text to free. */
 static int load(keel_config *cfg, const char *env_file, char **err_text)
 {
-    size_t n;
-    FILE *err = open_memstream(err_text, &n);
-    assert_non_null(err);
-    int rc = keel_config_load_modules(cfg, t_mods, 1, env_file, err);
-    fclose(err);
-    return rc;
-}
-
-static char *print_to_string(const keel_config *cfg)
-{
-    char *text;
-    size_t n;
-    FILE *out = open_memstream(&text, &n);
-    assert_non_null(out);
-    keel_config_print(cfg, out);
-    fclose(out);
-    return text;
-}
-
-/* 1 when text has the whole line `line`. */
-static int has_line(const char *text, const char *line)
-{
-    size_t n = strlen(line);
-    for (const char *p = text; (p = strstr(p, line)) != NULL; p++)
-        if ((p == text || p[-1] == '\n') && (p[n] == '\n' || p[n] == '\0'))
-            return 1;
-    return 0;
-}
-
-static size_t count_lines(const char *text)
-{
-    size_t n = 0;
-    for (const char *p = text; *p; p++)
-        n += *p == '\n';
-    return n;
+    return load_captured(cfg, t_mods, 1, env_file, err_text);
 }
 
 /* ---------------------------------------------------------------- parsers */

@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "loopback.h"
+#include "testsrv.h"
 
 #include "keel/keel.h"
 
@@ -39,12 +40,7 @@ static counters C;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static int running; /* work functions in progress (atomic) */
 
-#define COUNT(field)                                                                              \
-    do {                                                                                          \
-        pthread_mutex_lock(&mu);                                                                  \
-        C.field++;                                                                                \
-        pthread_mutex_unlock(&mu);                                                                \
-    } while (0)
+#define COUNT(field) testsrv_count(&mu, &C.field)
 
 /* A job of two hops: sleep ms then set value; optionally double it on a
  * second hop. `heap` must be freed by the cleanup (ASan: a leak if not). */
@@ -132,57 +128,20 @@ static keel_server *start(unsigned threads, uint64_t queue_max)
 {
     memset(&C, 0, sizeof(C));
     keel_config cfg;
-    keel_config_defaults(&cfg);
-    keel_free(cfg.host);
-    cfg.host = keel_strdup("127.0.0.1");
-    cfg.port = 0;
-    cfg.workers = 1;
+    testsrv_config(&cfg);
     cfg.work_threads = threads;
     cfg.work_queue_max = queue_max;
     cfg.log_level = KEEL_LOG_FATAL; /* the deadline test logs a warning */
-    keel_log_init(&cfg);
-    keel_server *s = keel_server_new(&cfg);
+    keel_server *s = testsrv_new(&cfg);
     keel_config_close(&cfg);
     assert_int_equal(keel_server_add_routes(s, routes, sizeof(routes) / sizeof(routes[0])), 0);
     assert_int_equal(keel_server_start(s), 0);
     return s;
 }
 
-static void stop(keel_server *s)
-{
-    keel_server_drain(s);
-    assert_int_equal(keel_server_wait(s, 5000), 0); /* every loop closed */
-    keel_server_free(s);
-    keel_log_close();
-}
-
-static void send_get(int fd, const char *path)
-{
-    char req[256];
-    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-                     path);
-    assert_int_equal(write(fd, req, (size_t)n), n);
-}
-
-/* Reads the whole response; returns the status. */
-static int read_response(int fd, char *out, size_t cap)
-{
-    size_t n = 0;
-    ssize_t k;
-    while (n + 1 < cap && (k = read(fd, out + n, cap - n - 1)) > 0)
-        n += (size_t)k;
-    out[n] = '\0';
-    close(fd);
-    int status = 0;
-    sscanf(out, "HTTP/1.1 %d", &status);
-    return status;
-}
-
 static int get(keel_server *s, const char *path, char *out, size_t cap)
 {
-    int fd = connect_to(keel_server_port(s), 10);
-    send_get(fd, path);
-    return read_response(fd, out, cap);
+    return loopback_get(keel_server_port(s), path, out, cap);
 }
 
 static void wait_until(int (*cond)(keel_server *), keel_server *s)
@@ -217,7 +176,7 @@ static void test_job_success(void **state)
     assert_int_equal(get(s, "/job?hops=2", buf, sizeof(buf)), 200);
     assert_non_null(strstr(buf, "value=42"));
     assert_int_equal(get(s, "/plain", buf, sizeof(buf)), 200);
-    stop(s);
+    testsrv_stop(s);
     assert_int_equal(C.works, 3);
     assert_int_equal(C.after_ok, 3);
     assert_int_equal(C.after_canceled, 0);
@@ -231,21 +190,21 @@ static void test_queue_full(void **state)
     keel_server *s = start(1, 1);
     static char buf[8192];
     int a = connect_to(keel_server_port(s), 10);
-    send_get(a, "/job?ms=300"); /* runs */
+    loopback_send_get(a, "/job?ms=300"); /* runs */
     wait_until(one_running, s);
     int b = connect_to(keel_server_port(s), 10);
-    send_get(b, "/job?ms=10"); /* waits in the queue */
+    loopback_send_get(b, "/job?ms=10"); /* waits in the queue */
     wait_until(one_queued, s);
     /* refused: 503 problem+json with Retry-After, after never called */
     assert_int_equal(get(s, "/job", buf, sizeof(buf)), 503);
     assert_non_null(strstr(buf, "Retry-After: 1\r\n"));
     assert_non_null(strstr(buf, "application/problem+json"));
-    assert_int_equal(read_response(a, buf, sizeof(buf)), 200);
-    assert_int_equal(read_response(b, buf, sizeof(buf)), 200);
+    assert_int_equal(loopback_read_status(a, buf, sizeof(buf)), 200);
+    assert_int_equal(loopback_read_status(b, buf, sizeof(buf)), 200);
     keel_server_stats st;
     keel_server_stats_get(s, &st);
     assert_int_equal(st.work_rejected, 1);
-    stop(s);
+    testsrv_stop(s);
     assert_int_equal(C.works, 2);
     assert_int_equal(C.after_ok, 2);
     assert_int_equal(C.cleanups, 3); /* the refused request's job too */
@@ -260,10 +219,8 @@ static void test_deadline_cancels(void **state)
     /* the handler deadline (100 ms) passes while the job sleeps 700 ms */
     assert_int_equal(get(s, "/slow?ms=700", buf, sizeof(buf)), 503);
     /* the job is still running: the request is held, its job alive */
-    uint64_t t0 = keel_now_ms();
-    while (__atomic_load_n(&C.after_canceled, __ATOMIC_SEQ_CST) == 0 && keel_now_ms() - t0 < 5000)
-        usleep(10 * 1000);
-    stop(s);
+    testsrv_wait_nonzero(&C.after_canceled);
+    testsrv_stop(s);
     assert_int_equal(C.works, 1);
     assert_int_equal(C.after_ok, 0);
     assert_int_equal(C.after_canceled, 1); /* exactly once */
@@ -277,13 +234,11 @@ static void test_client_gone_cancels(void **state)
     (void)state;
     keel_server *s = start(2, 16);
     int fd = connect_to(keel_server_port(s), 5);
-    send_get(fd, "/job?ms=300&hops=2");
+    loopback_send_get(fd, "/job?ms=300&hops=2");
     wait_until(one_running, s);
     close(fd); /* leaves during the first hop */
-    uint64_t t0 = keel_now_ms();
-    while (__atomic_load_n(&C.after_canceled, __ATOMIC_SEQ_CST) == 0 && keel_now_ms() - t0 < 5000)
-        usleep(10 * 1000);
-    stop(s);
+    testsrv_wait_nonzero(&C.after_canceled);
+    testsrv_stop(s);
     assert_int_equal(C.works, 1); /* no second hop */
     assert_int_equal(C.after_canceled, 1);
     assert_int_equal(C.after_ok, 0);

@@ -27,28 +27,16 @@
 #include "keel/keel.h"
 
 #include "loopback.h"
+#include "testsrv.h"
 
 static keel_server *new_server(void)
 {
     keel_config cfg;
-    keel_config_defaults(&cfg);
-    keel_free(cfg.host);
-    cfg.host = keel_strdup("127.0.0.1");
-    cfg.port = 0;
-    cfg.workers = 1;
+    testsrv_config(&cfg);
     cfg.log_level = KEEL_LOG_FATAL;
-    keel_log_init(&cfg);
-    keel_server *s = keel_server_new(&cfg);
+    keel_server *s = testsrv_new(&cfg);
     keel_config_close(&cfg);
     return s;
-}
-
-static void stop(keel_server *s)
-{
-    keel_server_drain(s);
-    assert_int_equal(keel_server_wait(s, 5000), 0);
-    keel_server_free(s);
-    keel_log_close();
 }
 
 /* ---------------------------------------------------------------- order */
@@ -119,7 +107,7 @@ static void test_phase_order(void **state)
                       "GET /trace HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", buf,
                       sizeof(buf));
     assert_non_null(strstr(buf, "\r\n\r\nedge1,edge2,authn,limit,authz,validate,app,app2"));
-    stop(s);
+    testsrv_stop(s);
     /* on the way out, the reverse (the hooks ran before the head was sent) */
     assert_string_equal(out_order,
                         "respond,app2,app,validate,authz,limit,authn,edge2,edge1");
@@ -210,8 +198,7 @@ static void test_bad_middleware_refused(void **state)
     m.phase = (keel_phase)99;
     assert_int_equal(keel_server_use(s, &m), KEEL_EINVAL);
     assert_int_equal(disposed, 2); /* not installed: released at once */
-    keel_server_free(s);
-    keel_log_close();
+    testsrv_free(s);
 }
 
 /* ---------------------------------------------------------------- auth */
@@ -310,11 +297,9 @@ static keel_server *guarded_server(const setup_opts *o, keel_route *routes, size
 static void free_guarded(keel_server *s, int started)
 {
     if (started)
-        stop(s);
-    else {
-        keel_server_free(s);
-        keel_log_close();
-    }
+        testsrv_stop(s);
+    else
+        testsrv_free(s);
     keel_validator_free(validator);
     validator = NULL;
 }
@@ -420,8 +405,7 @@ static void test_routes_fail_closed(void **state)
     assert_string_equal(msg, "route reports.create (POST /reports): auth = \"user\" but no "
                              "installed middleware enforces auth\n");
     free(msg);
-    keel_server_free(s);
-    keel_log_close();
+    testsrv_free(s);
 }
 
 int main(void)

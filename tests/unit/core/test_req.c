@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "loopback.h"
+#include "testsrv.h"
 
 #include "keel/keel.h"
 
@@ -263,16 +264,11 @@ static keel_server *start(uint64_t handler_timeout_ms)
 {
     memset(&S, 0, sizeof(S));
     keel_config cfg;
-    keel_config_defaults(&cfg);
-    keel_free(cfg.host);
-    cfg.host = keel_strdup("127.0.0.1");
-    cfg.port = 0;
-    cfg.workers = 1;
+    testsrv_config(&cfg);
     cfg.work_threads = 2;
     cfg.handler_timeout_ms = handler_timeout_ms;
     cfg.log_level = KEEL_LOG_ERROR;
-    keel_log_init(&cfg);
-    keel_server *s = keel_server_new(&cfg);
+    keel_server *s = testsrv_new(&cfg);
     keel_config_close(&cfg);
     keel_middleware m = {.name = "observe", .on_complete = on_complete};
     keel_middleware g = {.name = "gate", .on_request = mw_gate};
@@ -283,28 +279,9 @@ static keel_server *start(uint64_t handler_timeout_ms)
     return s;
 }
 
-static void stop(keel_server *s)
-{
-    keel_server_drain(s);
-    assert_int_equal(keel_server_wait(s, 5000), 0); /* every loop closed */
-    keel_server_free(s);
-    keel_log_close();
-}
-
 static void send_all(int fd, const char *req)
 {
     assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
-}
-
-/* Reads until EOF (or the receive timeout). */
-static size_t read_all(int fd, char *out, size_t cap)
-{
-    size_t n = 0;
-    ssize_t k;
-    while (n + 1 < cap && (k = read(fd, out + n, cap - n - 1)) > 0)
-        n += (size_t)k;
-    out[n] = '\0';
-    return n;
 }
 
 /* Reads one response with a Content-Length body. */
@@ -328,14 +305,6 @@ static size_t read_response(int fd, char *out, size_t cap)
     }
 }
 
-static int count(const char *hay, const char *needle)
-{
-    int c = 0;
-    for (const char *p = hay; (p = strstr(p, needle)); p++)
-        c++;
-    return c;
-}
-
 /* ---------------------------------------------------------------- tests */
 
 static void test_suspend_answer_later(void **state)
@@ -345,12 +314,12 @@ static void test_suspend_answer_later(void **state)
     int fd = connect_to(keel_server_port(s), 5);
     send_all(fd, "GET /later?ms=50 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     char buf[4096];
-    read_all(fd, buf, sizeof(buf));
+    loopback_read_all(fd, buf, sizeof(buf));
     close(fd);
-    assert_int_equal(count(buf, "HTTP/1.1 "), 1);
+    assert_int_equal(loopback_count(buf, "HTTP/1.1 "), 1);
     assert_non_null(strstr(buf, "HTTP/1.1 200 OK\r\n"));
     assert_non_null(strstr(buf, "\r\n\r\nlater"));
-    stop(s);
+    testsrv_stop(s);
     assert_int_equal(S.timer_fired, 1);
     assert_int_equal(S.timer_rc, 0);
     assert_int_equal(S.completes, 1);
@@ -364,12 +333,12 @@ static void test_middleware_suspends_then_resumes(void **state)
     int fd = connect_to(keel_server_port(s), 5);
     send_all(fd, "GET /gated HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     char buf[4096];
-    read_all(fd, buf, sizeof(buf));
+    loopback_read_all(fd, buf, sizeof(buf));
     close(fd);
-    assert_int_equal(count(buf, "HTTP/1.1 "), 1);
+    assert_int_equal(loopback_count(buf, "HTTP/1.1 "), 1);
     assert_non_null(strstr(buf, "\r\n\r\nthrough the gate"));
     WAIT_FOR(S.timer_fired == 1);
-    stop(s);
+    testsrv_stop(s);
     assert_int_equal(S.started, 1);        /* the handler ran once, after the resume */
     assert_int_equal(S.timer_finished, 1); /* and answered inside keel_req_resume */
     assert_int_equal(S.completes, 1);
@@ -386,13 +355,13 @@ static void test_hold_outlives_response(void **state)
     send_all(fd, "GET /held HTTP/1.1\r\nHost: t\r\n\r\n"
                  "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     char buf[4096];
-    read_all(fd, buf, sizeof(buf));
+    loopback_read_all(fd, buf, sizeof(buf));
     close(fd);
     assert_non_null(strstr(buf, "\r\n\r\ndone"));
     assert_non_null(strstr(buf, "\r\n\r\nhello"));
-    assert_int_equal(count(buf, "HTTP/1.1 200 OK\r\n"), 2);
+    assert_int_equal(loopback_count(buf, "HTTP/1.1 200 OK\r\n"), 2);
     WAIT_FOR(S.timer_fired == 1);
-    stop(s);
+    testsrv_stop(s);
     assert_int_equal(S.completes, 2);
     assert_string_equal(S.statuses, "200,200");
     assert_int_equal(S.timer_finished, 1);
@@ -416,7 +385,7 @@ static void test_hold_across_disconnect(void **state)
     pthread_mutex_unlock(&mu);
     assert_int_equal(fired, 0); /* ended by the disconnect, not the timer */
     WAIT_FOR(S.timer_fired == 1);
-    stop(s);
+    testsrv_stop(s);
     assert_string_equal(S.statuses, "499");
     assert_int_equal(S.timer_finished, 1);
     assert_int_equal(S.timer_rc, KEEL_EALREADY);
@@ -445,11 +414,11 @@ static void late_after_deadline(const char *path, uint64_t handler_timeout_ms)
     assert_int_equal(fired, 0); /* the 503 came from the deadline */
     WAIT_FOR(S.timer_fired == 1);
     send_all(fd, "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    read_all(fd, buf + n, sizeof(buf) - n);
+    loopback_read_all(fd, buf + n, sizeof(buf) - n);
     close(fd);
-    stop(s);
-    assert_int_equal(count(buf, "HTTP/1.1 503 "), 1);
-    assert_int_equal(count(buf, "HTTP/1.1 "), 2);
+    testsrv_stop(s);
+    assert_int_equal(loopback_count(buf, "HTTP/1.1 503 "), 1);
+    assert_int_equal(loopback_count(buf, "HTTP/1.1 "), 2);
     assert_non_null(strstr(buf, "\r\n\r\nhello"));
     assert_null(strstr(buf, "too late"));
     assert_int_equal(S.timer_finished, 1);
@@ -493,12 +462,12 @@ static void test_after_runs_once_canceled(void **state)
     pthread_mutex_unlock(&mu);
     assert_int_equal(early, 0); /* not before the work ends */
     char buf[4096];
-    read_all(fd0, buf, sizeof(buf));
+    loopback_read_all(fd0, buf, sizeof(buf));
     close(fd0);
     assert_non_null(strstr(buf, "HTTP/1.1 200 OK\r\n"));
     assert_non_null(strstr(buf, "\r\n\r\nworked"));
     WAIT_FOR(S.after_calls[1] == 1 && S.after_calls[2] == 1);
-    stop(s); /* waits for every job: a second `after` would show below */
+    testsrv_stop(s); /* waits for every job: a second `after` would show below */
     /* the job whose client stayed */
     assert_int_equal(S.after_calls[0], 1);
     assert_int_equal(S.after_status[0], 0);

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "loopback.h"
+#include "testsrv.h"
 
 #include "keel/keel.h"
 
@@ -102,41 +103,14 @@ static const keel_route routes[] = {
     {.name = "work", .method = "GET", .path = "/work", .handler = h_work},
 };
 
-/* Sends req, reads until EOF (the last request says Connection: close). */
-static size_t exchange(unsigned port, const char *req, char *out, size_t cap)
-{
-    int fd = connect_to(port, 5);
-    assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
-    size_t n = 0;
-    ssize_t k;
-    while (n + 1 < cap && (k = read(fd, out + n, cap - n - 1)) > 0)
-        n += (size_t)k;
-    out[n] = '\0';
-    close(fd);
-    return n;
-}
-
-static int count(const char *hay, const char *needle)
-{
-    int c = 0;
-    for (const char *p = hay; (p = strstr(p, needle)); p++)
-        c++;
-    return c;
-}
-
 static keel_server *start(void)
 {
     memset(&C, 0, sizeof(C));
     keel_config cfg;
-    keel_config_defaults(&cfg);
-    keel_free(cfg.host);
-    cfg.host = keel_strdup("127.0.0.1");
-    cfg.port = 0;
-    cfg.workers = 1;
+    testsrv_config(&cfg);
     cfg.work_threads = 2;
     cfg.log_level = KEEL_LOG_WARN;
-    keel_log_init(&cfg);
-    keel_server *s = keel_server_new(&cfg);
+    keel_server *s = testsrv_new(&cfg);
     keel_config_close(&cfg);
     keel_middleware a = {.name = "a", .on_request = mw_a, .on_complete = mw_complete};
     keel_middleware b = {.name = "b", .on_request = mw_b};
@@ -155,8 +129,7 @@ static void stop(keel_server *s)
     assert_int_equal(keel_server_get_state(s), KEEL_STATE_DRAINING);
     /* every worker loop ran out of handles and closed */
     assert_int_equal(keel_server_wait(s, 5000), 0);
-    keel_server_free(s);
-    keel_log_close();
+    testsrv_free(s);
 }
 
 static void test_pipelined_in_order(void **state)
@@ -164,12 +137,12 @@ static void test_pipelined_in_order(void **state)
     (void)state;
     keel_server *s = start();
     char buf[8192];
-    exchange(keel_server_port(s),
-             "GET /hello/one HTTP/1.1\r\nHost: t\r\n\r\n"
-             "GET /hello/t%C3%A9 HTTP/1.1\r\nHost: t\r\n\r\n"
-             "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n"
-             "GET /hello/three HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-             buf, sizeof(buf));
+    loopback_exchange(keel_server_port(s),
+                      "GET /hello/one HTTP/1.1\r\nHost: t\r\n\r\n"
+                      "GET /hello/t%C3%A9 HTTP/1.1\r\nHost: t\r\n\r\n"
+                      "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n"
+                      "GET /hello/three HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                      buf, sizeof(buf));
     char *one = strstr(buf, "hi one"), *two = strstr(buf, "hi t\xc3\xa9"),
          *nf = strstr(buf, "404 Not Found"), *three = strstr(buf, "hi three");
     assert_non_null(one);
@@ -177,8 +150,8 @@ static void test_pipelined_in_order(void **state)
     assert_non_null(nf);
     assert_non_null(three);
     assert_true(one < two && two < nf && nf < three);
-    assert_int_equal(count(buf, "X-A: 1\r\n"), 4);
-    assert_int_equal(count(buf, "Connection: close\r\n"), 1);
+    assert_int_equal(loopback_count(buf, "X-A: 1\r\n"), 4);
+    assert_int_equal(loopback_count(buf, "Connection: close\r\n"), 1);
     stop(s);
     assert_int_equal(C.requests, 4);
     assert_int_equal(C.completes, 4);
@@ -190,8 +163,9 @@ static void test_work_pool_resumes(void **state)
     (void)state;
     keel_server *s = start();
     char buf[4096];
-    exchange(keel_server_port(s), "GET /work?ms=20 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-             buf, sizeof(buf));
+    loopback_exchange(keel_server_port(s),
+                      "GET /work?ms=20 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", buf,
+                      sizeof(buf));
     assert_non_null(strstr(buf, "HTTP/1.1 200 OK"));
     assert_non_null(strstr(buf, "worked"));
     stop(s);

@@ -23,6 +23,7 @@
 #include "keel/keel.h"
 
 #include "loopback.h"
+#include "testsrv.h"
 
 /* ---------------------------------------------------------------- a slow store */
 
@@ -139,11 +140,7 @@ typedef struct opts {
 static keel_server *start_with(const opts *o)
 {
     keel_config cfg;
-    keel_config_defaults(&cfg);
-    keel_free(cfg.host);
-    cfg.host = keel_strdup("127.0.0.1");
-    cfg.port = 0;
-    cfg.workers = 1;
+    testsrv_config(&cfg);
     cfg.log_level = KEEL_LOG_ERROR;
     keel_rl_rate g = {2, 3600 * 1000};
     if (o->general)
@@ -163,8 +160,7 @@ static keel_server *start_with(const opts *o)
     SET(rate_limit_tiers, "reports=1/300ms");
 #undef SET
     rlo->rate_limit_fail_open = o->fail_open;
-    keel_log_init(&cfg);
-    keel_server *s = keel_server_new(&cfg);
+    keel_server *s = testsrv_new(&cfg);
     keel_middleware auth = {.name = "fake_auth", .phase = KEEL_PHASE_AUTHN, .on_request = fake_auth};
     keel_server_use(s, &auth);
     keel_middleware sec = keel_mw_security_headers(&cfg);
@@ -197,14 +193,6 @@ static keel_server *start(uint64_t delay_ms, int fail, int fail_open)
     return start_with(&o);
 }
 
-static void stop(keel_server *s)
-{
-    keel_server_drain(s);
-    assert_int_equal(keel_server_wait(s, 5000), 0);
-    keel_server_free(s);
-    keel_log_close();
-}
-
 /* One request on a fresh connection; `extra` is more header lines. */
 static void req(unsigned port, const char *method, const char *path, const char *extra,
                 char *out, size_t cap)
@@ -212,26 +200,12 @@ static void req(unsigned port, const char *method, const char *path, const char 
     char req[512];
     snprintf(req, sizeof(req), "%s %s HTTP/1.1\r\nHost: t\r\n%sConnection: close\r\n\r\n",
              method, path, extra ? extra : "");
-    int fd = connect_to(port, 5);
-    assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
-    size_t n = 0;
-    ssize_t k;
-    while (n + 1 < cap && (k = read(fd, out + n, cap - n - 1)) > 0)
-        n += (size_t)k;
-    out[n] = '\0';
-    close(fd);
+    loopback_exchange(port, req, out, cap);
 }
 
 static void get(unsigned port, const char *path, char *out, size_t cap)
 {
     req(port, "GET", path, NULL, out, cap);
-}
-
-static int status_of(const char *resp)
-{
-    int st = 0;
-    sscanf(resp, "HTTP/1.1 %d", &st);
-    return st;
 }
 
 static int has(const char *resp, const char *needle)
@@ -247,7 +221,7 @@ static void exhaust(unsigned port, const char *method, const char *path, const c
     char buf[4096], want[64];
     for (int i = 0; i < allowed; i++) {
         req(port, method, path, extra, buf, sizeof(buf));
-        if (status_of(buf) != 200)
+        if (loopback_status(buf) != 200)
             fail_msg("%s %s #%d: %s", method, path, i + 1, buf);
         snprintf(want, sizeof(want), "RateLimit-Remaining: %d\r\n", allowed - 1 - i);
         assert_true(has(buf, want));
@@ -255,7 +229,7 @@ static void exhaust(unsigned port, const char *method, const char *path, const c
         assert_true(has(buf, want));
     }
     req(port, method, path, extra, buf, sizeof(buf));
-    if (status_of(buf) != 429)
+    if (loopback_status(buf) != 429)
         fail_msg("%s %s #%d: %s", method, path, allowed + 1, buf);
     assert_true(has(buf, "Retry-After: "));
     assert_true(has(buf, "RateLimit-Remaining: 0\r\n"));
@@ -278,20 +252,20 @@ static void test_each_tier_exact_count_and_reset(void **state)
     const char *again[] = {"/strict", "/public", "/reports"};
     for (size_t i = 0; i < 3; i++) {
         get(port, again[i], buf, sizeof(buf));
-        assert_int_equal(status_of(buf), 200);
+        assert_int_equal(loopback_status(buf), 200);
     }
     req(port, "POST", "/login", NULL, buf, sizeof(buf));
-    assert_int_equal(status_of(buf), 200);
+    assert_int_equal(loopback_status(buf), 200);
     /* the general tier's window is an hour: still refused */
     get(port, "/ok", buf, sizeof(buf));
-    assert_int_equal(status_of(buf), 429);
+    assert_int_equal(loopback_status(buf), 429);
     /* "none" is never limited */
     for (int i = 0; i < 10; i++) {
         get(port, "/free", buf, sizeof(buf));
-        assert_int_equal(status_of(buf), 200);
+        assert_int_equal(loopback_status(buf), 200);
         assert_false(has(buf, "RateLimit-Limit"));
     }
-    stop(s);
+    testsrv_stop(s);
 }
 
 static void test_burst_tier_exact_and_reset(void **state)
@@ -303,20 +277,20 @@ static void test_burst_tier_exact_and_reset(void **state)
     char buf[4096];
     /* the burst budget spans routes */
     get(port, "/ok", buf, sizeof(buf));
-    assert_int_equal(status_of(buf), 200);
+    assert_int_equal(loopback_status(buf), 200);
     get(port, "/strict", buf, sizeof(buf));
-    assert_int_equal(status_of(buf), 200);
+    assert_int_equal(loopback_status(buf), 200);
     get(port, "/ok", buf, sizeof(buf));
-    assert_int_equal(status_of(buf), 200);
+    assert_int_equal(loopback_status(buf), 200);
     get(port, "/ok", buf, sizeof(buf));
-    assert_int_equal(status_of(buf), 429);
+    assert_int_equal(loopback_status(buf), 429);
     assert_true(has(buf, "\"tier\":\"burst\""));
     assert_true(has(buf, "RateLimit-Limit: 3\r\n"));
     uv_sleep(350);
     get(port, "/ok", buf, sizeof(buf));
-    assert_int_equal(status_of(buf), 200);
+    assert_int_equal(loopback_status(buf), 200);
     assert_true(has(buf, "RateLimit-Limit: 100\r\n")); /* headers: the route's tier */
-    stop(s);
+    testsrv_stop(s);
 }
 
 static void test_keys_by_user_api_key_and_address(void **state)
@@ -331,11 +305,11 @@ static void test_keys_by_user_api_key_and_address(void **state)
     exhaust(port, "GET", "/ok", NULL, 2, "2;w=3600"); /* the address */
     char buf[4096];
     req(port, "GET", "/ok", "X-Test-User: alice\r\n", buf, sizeof(buf));
-    assert_int_equal(status_of(buf), 429);
+    assert_int_equal(loopback_status(buf), 429);
     /* a user named like a key is not that key */
     req(port, "GET", "/ok", "X-Test-User: k1\r\n", buf, sizeof(buf));
-    assert_int_equal(status_of(buf), 200);
-    stop(s);
+    assert_int_equal(loopback_status(buf), 200);
+    testsrv_stop(s);
 }
 
 static void test_security_headers_on_200_429_500(void **state)
@@ -348,17 +322,17 @@ static void test_security_headers_on_200_429_500(void **state)
     const int want[] = {200, 200, 429, 429};
     for (int i = 0; i < 4; i++) {
         get(port, paths[i], buf, sizeof(buf));
-        assert_int_equal(status_of(buf), want[i]);
+        assert_int_equal(loopback_status(buf), want[i]);
         assert_true(has(buf, "X-Content-Type-Options: nosniff\r\n"));
         assert_true(has(buf, "Content-Security-Policy: default-src 'none'"));
         assert_true(has(buf, "X-Frame-Options: DENY\r\n"));
     }
     req(port, "GET", "/broken", "X-Test-User: carol\r\n", buf, sizeof(buf));
-    assert_int_equal(status_of(buf), 500);
+    assert_int_equal(loopback_status(buf), 500);
     assert_true(has(buf, "X-Content-Type-Options: nosniff\r\n"));
     assert_true(has(buf, "Content-Security-Policy: default-src 'none'"));
     assert_true(has(buf, "Referrer-Policy: no-referrer\r\n"));
-    stop(s);
+    testsrv_stop(s);
 }
 
 static void test_deferred_allow_then_refuse(void **state)
@@ -375,7 +349,7 @@ static void test_deferred_allow_then_refuse(void **state)
     assert_non_null(strstr(buf, "HTTP/1.1 429 Too Many Requests"));
     assert_non_null(strstr(buf, "Retry-After: "));
     assert_int_equal(store->answered, 3);
-    stop(s);
+    testsrv_stop(s);
 }
 
 static void test_store_error_fail_open(void **state)
@@ -388,7 +362,7 @@ static void test_store_error_fail_open(void **state)
         assert_non_null(strstr(buf, "HTTP/1.1 200 OK"));
         assert_null(strstr(buf, "RateLimit-Limit"));
     }
-    stop(s);
+    testsrv_stop(s);
 }
 
 static void test_store_error_fail_closed(void **state)
@@ -400,7 +374,7 @@ static void test_store_error_fail_closed(void **state)
     assert_non_null(strstr(buf, "HTTP/1.1 503 Service Unavailable"));
     assert_non_null(strstr(buf, "Retry-After: 1"));
     assert_non_null(strstr(buf, "rate limiter is unavailable"));
-    stop(s);
+    testsrv_stop(s);
 }
 
 static void test_deadline_while_store_pending(void **state)
@@ -415,7 +389,7 @@ static void test_deadline_while_store_pending(void **state)
     for (int i = 0; i < 100 && __atomic_load_n(&store->answered, __ATOMIC_RELAXED) < 1; i++)
         uv_sleep(10);
     assert_int_equal(store->answered, 1);
-    stop(s);
+    testsrv_stop(s);
 }
 
 int main(void)

@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "loopback.h"
+#include "testsrv.h"
 
 #include "keel/keel.h"
 #include "store/cache_internal.h"
@@ -267,14 +268,10 @@ static const keel_route routes[] = {
 
 static keel_server *start(keel_config *cfg)
 {
-    keel_config_defaults(cfg);
-    keel_free(cfg->host);
-    cfg->host = keel_strdup("127.0.0.1");
-    cfg->port = 0;
+    testsrv_config(cfg);
     cfg->workers = 2;
     cfg->log_level = KEEL_LOG_ERROR;
-    keel_log_init(cfg);
-    keel_server *s = keel_server_new(cfg);
+    keel_server *s = testsrv_new(cfg);
     cache = keel_cache_new(cfg, NULL, NULL);
     assert_int_equal(keel_server_add_routes(s, routes, 2), 0);
     assert_int_equal(keel_server_start(s), 0);
@@ -284,8 +281,7 @@ static keel_server *start(keel_config *cfg)
 
 static void stop(keel_server *s, keel_config *cfg)
 {
-    keel_server_drain(s);
-    assert_int_equal(keel_server_wait(s, 5000), 0);
+    testsrv_drain(s);
     keel_server_free(s);
     keel_cache_free(cache);
     keel_config_close(cfg);
@@ -296,22 +292,13 @@ static void stop(keel_server *s, keel_config *cfg)
 static void burst(unsigned port, const char *path, int n, int *status, char (*bodies)[512])
 {
     int fds[64];
-    char req[256];
-    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", path);
     for (int i = 0; i < n; i++)
         fds[i] = connect_to(port, 10);
     for (int i = 0; i < n; i++)
-        assert_int_equal(write(fds[i], req, strlen(req)), (ssize_t)strlen(req));
+        loopback_send_get(fds[i], path);
     for (int i = 0; i < n; i++) {
         char buf[4096];
-        size_t got = 0;
-        ssize_t k;
-        while (got + 1 < sizeof(buf) && (k = read(fds[i], buf + got, sizeof(buf) - got - 1)) > 0)
-            got += (size_t)k;
-        buf[got] = '\0';
-        close(fds[i]);
-        status[i] = 0;
-        sscanf(buf, "HTTP/1.1 %d", &status[i]);
+        status[i] = loopback_read_status(fds[i], buf, sizeof(buf));
         const char *body = strstr(buf, "\r\n\r\n");
         snprintf(bodies[i], 512, "%s", body ? body + 4 : "");
     }

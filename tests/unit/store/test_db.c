@@ -26,15 +26,13 @@
 #include <cmocka.h>
 
 #include "loopback.h"
+#include "testsrv.h"
+#include "testdb.h"
 #include <jansson.h>
 
 #include "keel/keel.h"
 #include "store/db_internal.h"
 #include "table_check.h"
-
-static char g_url[1024];
-static int g_pg;
-static char g_dir[256];
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -916,13 +914,7 @@ static const keel_route db_routes[] = {
 static keel_route async_routes[7];
 static uint64_t g_stmt_timeout_ms = 10000;
 
-typedef struct srv {
-    keel_server *s;
-    keel_metrics *m;
-    keel_health *h;
-} srv;
-
-static srv start(unsigned pool_max, unsigned pool_min, uint64_t queue_max, uint64_t idle_ms)
+static testdb_srv start(unsigned pool_max, unsigned pool_min, uint64_t queue_max, uint64_t idle_ms)
 {
     keel_db_conn *c = conn();
     table(c, "t_pool", "v INTEGER");
@@ -930,27 +922,13 @@ static srv start(unsigned pool_max, unsigned pool_min, uint64_t queue_max, uint6
     keel_db_disconnect(c);
 
     keel_config cfg;
-    keel_config_defaults(&cfg);
-    keel_free(cfg.host);
-    cfg.host = keel_strdup("127.0.0.1");
-    cfg.port = 0;
-    cfg.workers = 1;
+    testsrv_config(&cfg);
     cfg.work_threads = 2;
     cfg.log_level = KEEL_LOG_FATAL; /* expected failures would log errors */
-    keel_db_options *dbo = keel_config_edit(&cfg, &keel_db_config);
-    keel_free(dbo->database_url);
-    dbo->database_url = keel_strdup(g_url);
-    dbo->db_pool_max = pool_max;
-    dbo->db_pool_min = pool_min;
-    dbo->db_queue_max = queue_max;
+    keel_db_options *dbo = testdb_options(&cfg, g_url, pool_max, pool_min, queue_max);
     dbo->db_idle_timeout_ms = idle_ms;
     dbo->db_statement_timeout_ms = g_stmt_timeout_ms;
-    keel_log_init(&cfg);
-    srv v;
-    v.s = keel_server_new(&cfg);
-    v.m = keel_metrics_new(keel_server_workers(v.s));
-    v.h = keel_health_new();
-    assert_int_equal(keel_db_open(&g_db, v.s, &cfg, v.m, v.h), 0);
+    testdb_srv v = testdb_open(&cfg, &g_db);
     assert_string_equal(keel_db_driver(g_db), g_pg ? "postgres" : "sqlite");
     keel_config_close(&cfg);
     const keel_route *hr;
@@ -962,99 +940,43 @@ static srv start(unsigned pool_max, unsigned pool_min, uint64_t queue_max, uint6
     return v;
 }
 
-/* db_first: keel_db_close before keel_server_free, as an app's teardown
- * does (the pool threads still hold the keel_db and free it last). */
-static void stop_ex(srv v, int db_first)
+/* db_first: keel_db_close before keel_server_free (testdb_close). */
+static void stop_ex(testdb_srv v, int db_first)
 {
-    keel_server_drain(v.s);
-    assert_int_equal(keel_server_wait(v.s, 5000), 0); /* every loop closed */
-    if (db_first)
-        keel_db_close(g_db);
-    keel_server_free(v.s); /* joins the pool threads: they close their connections */
-    if (!db_first)
-        keel_db_close(g_db);
-    g_db = NULL;
-    keel_health_free(v.h);
-    keel_metrics_free(v.m);
+    testdb_close(v, &g_db, db_first);
     quiet_logs();
 }
 
-static void stop(srv v)
+static void stop(testdb_srv v)
 {
     stop_ex(v, 0);
 }
 
-static void send_get(int fd, const char *path)
+static int get(testdb_srv v, const char *path, char *out, size_t cap)
 {
-    char req[256];
-    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-                     path);
-    assert_int_equal(write(fd, req, (size_t)n), n);
-}
-
-/* Reads the whole response; returns the status. */
-static int read_response(int fd, char *out, size_t cap)
-{
-    size_t n = 0;
-    ssize_t k;
-    while (n + 1 < cap && (k = read(fd, out + n, cap - n - 1)) > 0)
-        n += (size_t)k;
-    out[n] = '\0';
-    close(fd);
-    int status = 0;
-    sscanf(out, "HTTP/1.1 %d", &status);
-    return status;
-}
-
-static int get(srv v, const char *path, char *out, size_t cap)
-{
-    int fd = connect_to(keel_server_port(v.s), 10);
-    send_get(fd, path);
-    return read_response(fd, out, cap);
-}
-
-static int gauge(srv v, const char *name)
-{
-    keel_buf mb = {0};
-    keel_metrics_render(v.m, &mb);
-    keel_buf_append(&mb, "", 1);
-    char key[128];
-    snprintf(key, sizeof(key), "\n%s ", name);
-    const char *p = strstr(mb.data, key);
-    int val = p ? atoi(p + strlen(key)) : -1;
-    keel_buf_free(&mb);
-    return val;
-}
-
-/* Waits (up to 5 s) until a pool gauge reads want. */
-static void wait_gauge(srv v, const char *name, int want)
-{
-    uint64_t t0 = keel_now_ms();
-    while (gauge(v, name) != want && keel_now_ms() - t0 < 5000)
-        usleep(5 * 1000);
-    assert_int_equal(gauge(v, name), want);
+    return loopback_get(keel_server_port(v.s), path, out, cap);
 }
 
 static void test_pool_server(void **state)
 {
     (void)state;
-    srv v = start(1, 1, 1, 30000);
+    testdb_srv v = start(1, 1, 1, 30000);
     static char buf[16384];
     assert_int_equal(get(v, "/count", buf, sizeof(buf)), 200);
     assert_non_null(strstr(buf, "{\"n\":2}"));
 
     /* one thread busy, one job queued, the next refused: 503 + Retry-After */
     int a = connect_to(keel_server_port(v.s), 10);
-    send_get(a, "/sleep");
-    wait_gauge(v, "db_pool_connections_in_use", 1);
+    loopback_send_get(a, "/sleep");
+    testdb_wait_gauge(v, "db_pool_connections_in_use", 1);
     int b = connect_to(keel_server_port(v.s), 10);
-    send_get(b, "/sleep");
-    wait_gauge(v, "db_pool_waiting", 1);
+    loopback_send_get(b, "/sleep");
+    testdb_wait_gauge(v, "db_pool_waiting", 1);
     assert_int_equal(get(v, "/count", buf, sizeof(buf)), 503);
     assert_non_null(strstr(buf, "Retry-After: 1\r\n"));
     assert_non_null(strstr(buf, "application/problem+json"));
-    assert_int_equal(read_response(a, buf, sizeof(buf)), 200);
-    assert_int_equal(read_response(b, buf, sizeof(buf)), 200);
+    assert_int_equal(loopback_read_status(a, buf, sizeof(buf)), 200);
+    assert_int_equal(loopback_read_status(b, buf, sizeof(buf)), 200);
 
     /* database errors as problem documents */
     assert_int_equal(get(v, "/dup", buf, sizeof(buf)), 409);
@@ -1092,16 +1014,16 @@ static void test_pool_server(void **state)
 static void test_pool_idle(void **state)
 {
     (void)state;
-    srv v = start(2, 0, 16, 200);
+    testdb_srv v = start(2, 0, 16, 200);
     static char buf[4096];
     usleep(50 * 1000);
-    assert_int_equal(gauge(v, "db_pool_connections_open"), 0); /* POOL_MIN 0: lazy */
+    assert_int_equal(testdb_gauge(v, "db_pool_connections_open"), 0); /* POOL_MIN 0: lazy */
     assert_int_equal(get(v, "/count", buf, sizeof(buf)), 200);
-    assert_int_equal(gauge(v, "db_pool_connections_open"), 1);
+    assert_int_equal(testdb_gauge(v, "db_pool_connections_open"), 1);
     uint64_t t0 = keel_now_ms();
-    while (gauge(v, "db_pool_connections_open") != 0 && keel_now_ms() - t0 < 3000)
+    while (testdb_gauge(v, "db_pool_connections_open") != 0 && keel_now_ms() - t0 < 3000)
         usleep(20 * 1000);
-    assert_int_equal(gauge(v, "db_pool_connections_open"), 0); /* closed when idle */
+    assert_int_equal(testdb_gauge(v, "db_pool_connections_open"), 0); /* closed when idle */
     assert_int_equal(get(v, "/count", buf, sizeof(buf)), 200); /* and reopened */
     stop_ex(v, 1);
 }
@@ -1111,21 +1033,21 @@ static void test_pool_idle(void **state)
 static void test_pool_concurrent(void **state)
 {
     (void)state;
-    srv v = start(4, 2, 256, 30000);
+    testdb_srv v = start(4, 2, 256, 30000);
     enum { N = 48 };
     int fds[N];
     static char buf[4096];
     for (int i = 0; i < N; i++) {
         fds[i] = connect_to(keel_server_port(v.s), 10);
-        send_get(fds[i], i % 2 ? "/add" : "/count");
+        loopback_send_get(fds[i], i % 2 ? "/add" : "/count");
     }
     for (int i = 0; i < N; i++)
-        assert_int_equal(read_response(fds[i], buf, sizeof(buf)), 200);
+        assert_int_equal(loopback_read_status(fds[i], buf, sizeof(buf)), 200);
     assert_int_equal(get(v, "/count", buf, sizeof(buf)), 200);
     char want[32];
     snprintf(want, sizeof(want), "{\"n\":%d}", 2 + N / 2);
     assert_non_null(strstr(buf, want));
-    assert_int_equal(gauge(v, "db_pool_rejected_total"), 0);
+    assert_int_equal(testdb_gauge(v, "db_pool_rejected_total"), 0);
     stop(v);
 }
 
@@ -1139,14 +1061,39 @@ static void pg_ctl(const char *what)
         fail_msg("%s failed", cmd);
 }
 
-static void test_pg_outage(void **state)
+/* Skips the test unless it runs on PostgreSQL with KEEL_TEST_PG_DIR (pg_ctl). */
+static void need_pg_dir(void)
 {
-    (void)state;
     if (!g_pg || !getenv("KEEL_TEST_PG_DIR") || !*getenv("KEEL_TEST_PG_DIR")) {
         print_message("skipped: needs PostgreSQL and KEEL_TEST_PG_DIR (make unit-db)\n");
         skip();
     }
-    srv v = start(2, 2, 16, 30000);
+}
+
+/* After pg_ctl("restart"): GET path until it answers 200 with {"n":2} (20 s
+ * at most), then six times more. */
+static void wait_recovered(testdb_srv v, const char *path, char *buf, size_t cap)
+{
+    uint64_t t0 = keel_now_ms();
+    int status = 0;
+    while (keel_now_ms() - t0 < 20000) {
+        status = get(v, path, buf, cap);
+        if (status == 200)
+            break;
+        usleep(200 * 1000);
+    }
+    assert_int_equal(status, 200);
+    assert_non_null(strstr(buf, "{\"n\":2}"));
+    /* every pool connection works again: none left stale to fail a request */
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(get(v, path, buf, cap), 200);
+}
+
+static void test_pg_outage(void **state)
+{
+    (void)state;
+    need_pg_dir();
+    testdb_srv v = start(2, 2, 16, 30000);
     static char buf[16384];
     assert_int_equal(get(v, "/count", buf, sizeof(buf)), 200);
     assert_int_equal(get(v, "/health/ready", buf, sizeof(buf)), 200);
@@ -1164,21 +1111,9 @@ static void test_pg_outage(void **state)
     assert_non_null(strstr(buf, "\"fail\""));
 
     pg_ctl("restart");
-    t0 = keel_now_ms();
-    int status = 0;
-    while (keel_now_ms() - t0 < 20000) {
-        status = get(v, "/count", buf, sizeof(buf));
-        if (status == 200)
-            break;
-        usleep(200 * 1000);
-    }
-    assert_int_equal(status, 200);
-    assert_non_null(strstr(buf, "{\"n\":2}"));
-    /* every pool connection works again: none left stale to fail a request */
-    for (int i = 0; i < 6; i++)
-        assert_int_equal(get(v, "/count", buf, sizeof(buf)), 200);
+    wait_recovered(v, "/count", buf, sizeof(buf));
     assert_int_equal(get(v, "/health/ready", buf, sizeof(buf)), 200);
-    assert_true(gauge(v, "db_pool_connections_open") >= 1);
+    assert_true(testdb_gauge(v, "db_pool_connections_open") >= 1);
     stop(v);
 }
 
@@ -1342,7 +1277,7 @@ static keel_route async_routes[7] = {
     {.name = "a.chain", .method = "GET", .path = "/a/chain", .handler = h_a_chain},
 };
 
-static int metric_line(srv v, const char *line)
+static int metric_line(testdb_srv v, const char *line)
 {
     keel_buf mb = {0};
     keel_metrics_render(v.m, &mb);
@@ -1368,7 +1303,7 @@ static void test_async_server(void **state)
     keel_db_disconnect(c);
 
     g_stmt_timeout_ms = 300;
-    srv v = start(2, 1, 64, 30000);
+    testdb_srv v = start(2, 1, 64, 30000);
     g_stmt_timeout_ms = 10000;
     static char buf[16384];
 
@@ -1421,16 +1356,16 @@ static void test_async_server(void **state)
     int fds[N];
     for (int i = 0; i < N; i++) {
         fds[i] = connect_to(keel_server_port(v.s), 10);
-        send_get(fds[i], i % 2 ? "/a/count" : "/a/binds");
+        loopback_send_get(fds[i], i % 2 ? "/a/count" : "/a/binds");
     }
     for (int i = 0; i < N; i++) {
-        assert_int_equal(read_response(fds[i], buf, sizeof(buf)), 200);
+        assert_int_equal(loopback_read_status(fds[i], buf, sizeof(buf)), 200);
         assert_non_null(strstr(buf, i % 2 ? "{\"n\":2}" : "{\"n\":1}"));
     }
 
     /* a client that leaves while its statement runs: dropped safely */
     int fd = connect_to(keel_server_port(v.s), 10);
-    send_get(fd, "/a/sleep");
+    loopback_send_get(fd, "/a/sleep");
     usleep(50 * 1000);
     close(fd);
 
@@ -1439,22 +1374,19 @@ static void test_async_server(void **state)
     assert_true(metric_line(v, "db_errors_total{kind=\"timeout\"} 1"));
     assert_true(metric_line(v, "db_query_duration_seconds_count{op=\"select\"}"));
     assert_true(metric_line(v, "db_query_duration_seconds_count{op=\"insert\"} 2"));
-    wait_gauge(v, "db_pool_connections_in_use", 0);
-    assert_int_equal(gauge(v, "db_pool_waiting"), 0);
+    testdb_wait_gauge(v, "db_pool_connections_in_use", 0);
+    assert_int_equal(testdb_gauge(v, "db_pool_waiting"), 0);
     stop(v); /* every loop closed: the engine's handles and connections too */
 }
 
 static void test_async_outage(void **state)
 {
     (void)state;
-    if (!g_pg || !getenv("KEEL_TEST_PG_DIR") || !*getenv("KEEL_TEST_PG_DIR")) {
-        print_message("skipped: needs PostgreSQL and KEEL_TEST_PG_DIR (make unit-db)\n");
-        skip();
-    }
-    srv v = start(2, 0, 16, 30000);
+    need_pg_dir();
+    testdb_srv v = start(2, 0, 16, 30000);
     static char buf[16384];
     assert_int_equal(get(v, "/a/count", buf, sizeof(buf)), 200);
-    int open_before = gauge(v, "db_pool_connections_open");
+    int open_before = testdb_gauge(v, "db_pool_connections_open");
     assert_true(open_before >= 1);
 
     pg_ctl("stop");
@@ -1467,18 +1399,7 @@ static void test_async_outage(void **state)
     assert_true(keel_now_ms() - t0 < 3000); /* fails fast, not after timeouts */
 
     pg_ctl("restart");
-    t0 = keel_now_ms();
-    int status = 0;
-    while (keel_now_ms() - t0 < 20000) {
-        status = get(v, "/a/count", buf, sizeof(buf));
-        if (status == 200)
-            break;
-        usleep(200 * 1000);
-    }
-    assert_int_equal(status, 200);
-    assert_non_null(strstr(buf, "{\"n\":2}"));
-    for (int i = 0; i < 6; i++)
-        assert_int_equal(get(v, "/a/count", buf, sizeof(buf)), 200);
+    wait_recovered(v, "/a/count", buf, sizeof(buf));
     assert_true(metric_line(v, "db_errors_total{kind=\"unavailable\"}"));
     stop(v);
 }
@@ -1488,32 +1409,14 @@ static void test_async_outage(void **state)
 static int setup_sqlite(void **state)
 {
     (void)state;
-    snprintf(g_dir, sizeof(g_dir), "/tmp/keel-test-db.XXXXXX");
-    if (!mkdtemp(g_dir))
-        return -1;
     /* a directory that does not exist yet: keel creates it */
-    snprintf(g_url, sizeof(g_url), "sqlite:%s/sub/dir/test.db", g_dir);
-    g_pg = 0;
-    return 0;
+    return testdb_setup("/tmp/keel-test-db.XXXXXX", "sub/dir/test.db", 0);
 }
 
 static int setup_pg(void **state)
 {
     (void)state;
-    snprintf(g_dir, sizeof(g_dir), "/tmp/keel-test-db.XXXXXX");
-    if (!mkdtemp(g_dir))
-        return -1;
-    snprintf(g_url, sizeof(g_url), "%s", getenv("KEEL_TEST_PG_URL"));
-    g_pg = 1;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[400];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return testdb_setup("/tmp/keel-test-db.XXXXXX", NULL, 1);
 }
 
 int main(void)
@@ -1548,14 +1451,10 @@ int main(void)
         cmocka_unit_test(test_async_outage),
     };
     int failed = cmocka_run_group_tests_name("db (no database)", pure, NULL, NULL);
-    failed += cmocka_run_group_tests_name("db on SQLite", dialect, setup_sqlite, teardown);
-    const char *pg = getenv("KEEL_TEST_PG_URL");
-    if (pg && *pg) {
-        failed += cmocka_run_group_tests_name("db on PostgreSQL", dialect, setup_pg, teardown);
-    } else {
-        printf("[  SKIPPED ] db on PostgreSQL: KEEL_TEST_PG_URL is not set "
-               "(`make unit-db` runs this group against a throw-away PostgreSQL 15)\n");
-    }
+    failed += cmocka_run_group_tests_name("db on SQLite", dialect, setup_sqlite, testdb_teardown);
+    if (testdb_have_pg("db"))
+        failed +=
+            cmocka_run_group_tests_name("db on PostgreSQL", dialect, setup_pg, testdb_teardown);
     keel_log_close();
     return failed;
 }

@@ -23,12 +23,11 @@
 #include <cmocka.h>
 
 #include "loopback.h"
+#include "testsrv.h"
+#include "testdb.h"
 
 #include "keel/keel.h"
 
-static char g_url[1024];
-static int g_pg;
-static char g_dir[256];
 static keel_db *g_db;
 
 typedef struct counters {
@@ -43,12 +42,7 @@ static counters C;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static int in_fn; /* functions running on the pool (atomic) */
 
-#define COUNT(field)                                                                              \
-    do {                                                                                          \
-        pthread_mutex_lock(&mu);                                                                  \
-        C.field++;                                                                                \
-        pthread_mutex_unlock(&mu);                                                                \
-    } while (0)
+#define COUNT(field) testsrv_count(&mu, &C.field)
 
 /* ---------------------------------------------------------------- direct connection */
 
@@ -166,13 +160,7 @@ static const keel_route routes[] = {
 
 /* ---------------------------------------------------------------- server */
 
-typedef struct srv {
-    keel_server *s;
-    keel_metrics *m;
-    keel_health *h;
-} srv;
-
-static srv start(unsigned pool_max, uint64_t queue_max)
+static testdb_srv start(unsigned pool_max, uint64_t queue_max)
 {
     memset(&C, 0, sizeof(C));
     keel_db_conn *c = conn();
@@ -181,69 +169,26 @@ static srv start(unsigned pool_max, uint64_t queue_max)
     keel_db_disconnect(c);
 
     keel_config cfg;
-    keel_config_defaults(&cfg);
-    keel_free(cfg.host);
-    cfg.host = keel_strdup("127.0.0.1");
-    cfg.port = 0;
-    cfg.workers = 1;
+    testsrv_config(&cfg);
     cfg.work_threads = 1;
     cfg.log_level = KEEL_LOG_FATAL; /* expected failures would log errors */
-    keel_db_options *dbo = keel_config_edit(&cfg, &keel_db_config);
-    keel_free(dbo->database_url);
-    dbo->database_url = keel_strdup(g_url);
-    dbo->db_pool_max = pool_max;
-    dbo->db_pool_min = 1;
-    dbo->db_queue_max = queue_max;
-    keel_log_init(&cfg);
-    srv v;
-    v.s = keel_server_new(&cfg);
-    v.m = keel_metrics_new(keel_server_workers(v.s));
-    v.h = keel_health_new();
-    assert_int_equal(keel_db_open(&g_db, v.s, &cfg, v.m, v.h), 0);
+    testdb_options(&cfg, g_url, pool_max, 1, queue_max);
+    testdb_srv v = testdb_open(&cfg, &g_db);
     keel_config_close(&cfg);
     assert_int_equal(keel_server_add_routes(v.s, routes, sizeof(routes) / sizeof(routes[0])), 0);
     assert_int_equal(keel_server_start(v.s), 0);
     return v;
 }
 
-static void stop(srv v)
+static void stop(testdb_srv v)
 {
-    keel_server_drain(v.s);
-    assert_int_equal(keel_server_wait(v.s, 5000), 0); /* every loop closed */
-    keel_server_free(v.s);
-    keel_db_close(g_db);
-    g_db = NULL;
-    keel_health_free(v.h);
-    keel_metrics_free(v.m);
+    testdb_close(v, &g_db, 0);
     keel_log_close();
 }
 
-static void send_get(int fd, const char *path)
+static int get(testdb_srv v, const char *path, char *out, size_t cap)
 {
-    char req[256];
-    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-                     path);
-    assert_int_equal(write(fd, req, (size_t)n), n);
-}
-
-static int read_response(int fd, char *out, size_t cap)
-{
-    size_t n = 0;
-    ssize_t k;
-    while (n + 1 < cap && (k = read(fd, out + n, cap - n - 1)) > 0)
-        n += (size_t)k;
-    out[n] = '\0';
-    close(fd);
-    int status = 0;
-    sscanf(out, "HTTP/1.1 %d", &status);
-    return status;
-}
-
-static int get(srv v, const char *path, char *out, size_t cap)
-{
-    int fd = connect_to(keel_server_port(v.s), 10);
-    send_get(fd, path);
-    return read_response(fd, out, cap);
+    return loopback_get(keel_server_port(v.s), path, out, cap);
 }
 
 static void wait_in_fn(int want)
@@ -254,34 +199,12 @@ static void wait_in_fn(int want)
     assert_int_equal(__atomic_load_n(&in_fn, __ATOMIC_SEQ_CST), want);
 }
 
-/* A gauge of the pool (db_pool_waiting, ...) as rendered, or -1. */
-static int gauge(srv v, const char *name)
-{
-    keel_buf mb = {0};
-    keel_metrics_render(v.m, &mb);
-    keel_buf_append(&mb, "", 1);
-    char key[128];
-    snprintf(key, sizeof(key), "\n%s ", name);
-    const char *p = strstr(mb.data, key);
-    int val = p ? atoi(p + strlen(key)) : -1;
-    keel_buf_free(&mb);
-    return val;
-}
-
-static void wait_gauge(srv v, const char *name, int want)
-{
-    uint64_t t0 = keel_now_ms();
-    while (gauge(v, name) != want && keel_now_ms() - t0 < 5000)
-        usleep(5 * 1000);
-    assert_int_equal(gauge(v, name), want);
-}
-
 /* ---------------------------------------------------------------- tests */
 
 static void test_tx_commit_rollback(void **state)
 {
     (void)state;
-    srv v = start(2, 16);
+    testdb_srv v = start(2, 16);
     static char buf[8192];
     /* committed: the row seen inside the transaction, and after it */
     assert_int_equal(get(v, "/tx?v=1", buf, sizeof(buf)), 200);
@@ -304,20 +227,20 @@ static void test_tx_commit_rollback(void **state)
 static void test_queue_full(void **state)
 {
     (void)state;
-    srv v = start(1, 1);
+    testdb_srv v = start(1, 1);
     static char buf[8192];
     int a = connect_to(keel_server_port(v.s), 10);
-    send_get(a, "/tx?v=10&ms=300"); /* on the one pool thread */
+    loopback_send_get(a, "/tx?v=10&ms=300"); /* on the one pool thread */
     wait_in_fn(1);
     int b = connect_to(keel_server_port(v.s), 10);
-    send_get(b, "/tx?v=11"); /* queued */
-    wait_gauge(v, "db_pool_waiting", 1);
+    loopback_send_get(b, "/tx?v=11"); /* queued */
+    testdb_wait_gauge(v, "db_pool_waiting", 1);
     /* refused: 503 problem+json with Retry-After, done never called */
     assert_int_equal(get(v, "/tx?v=12", buf, sizeof(buf)), 503);
     assert_non_null(strstr(buf, "Retry-After: 1\r\n"));
     assert_non_null(strstr(buf, "application/problem+json"));
-    assert_int_equal(read_response(a, buf, sizeof(buf)), 200);
-    assert_int_equal(read_response(b, buf, sizeof(buf)), 200);
+    assert_int_equal(loopback_read_status(a, buf, sizeof(buf)), 200);
+    assert_int_equal(loopback_read_status(b, buf, sizeof(buf)), 200);
     assert_int_equal(rows_where("v = 12"), 0);
     stop(v);
     assert_int_equal(C.fn_runs, 2);
@@ -328,13 +251,11 @@ static void test_queue_full(void **state)
 static void test_request_ends_first(void **state)
 {
     (void)state;
-    srv v = start(2, 16);
+    testdb_srv v = start(2, 16);
     static char buf[8192];
     /* the handler deadline (100 ms) passes inside a 700 ms transaction */
     assert_int_equal(get(v, "/slow?v=20&ms=700", buf, sizeof(buf)), 503);
-    uint64_t t0 = keel_now_ms();
-    while (__atomic_load_n(&C.done_canceled, __ATOMIC_SEQ_CST) == 0 && keel_now_ms() - t0 < 5000)
-        usleep(10 * 1000);
+    testsrv_wait_nonzero(&C.done_canceled);
     stop(v);
     assert_int_equal(C.fn_runs, 1);
     assert_int_equal(C.done_canceled, 1); /* exactly once */
@@ -349,31 +270,13 @@ static void test_request_ends_first(void **state)
 static int setup_sqlite(void **state)
 {
     (void)state;
-    snprintf(g_dir, sizeof(g_dir), "/tmp/keel-test-dbjob.XXXXXX");
-    if (!mkdtemp(g_dir))
-        return -1;
-    snprintf(g_url, sizeof(g_url), "sqlite:%s/test.db", g_dir);
-    g_pg = 0;
-    return 0;
+    return testdb_setup("/tmp/keel-test-dbjob.XXXXXX", "test.db", 0);
 }
 
 static int setup_pg(void **state)
 {
     (void)state;
-    snprintf(g_dir, sizeof(g_dir), "/tmp/keel-test-dbjob.XXXXXX");
-    if (!mkdtemp(g_dir))
-        return -1;
-    snprintf(g_url, sizeof(g_url), "%s", getenv("KEEL_TEST_PG_URL"));
-    g_pg = 1;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[400];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return testdb_setup("/tmp/keel-test-dbjob.XXXXXX", NULL, 1);
 }
 
 int main(void)
@@ -383,13 +286,10 @@ int main(void)
         cmocka_unit_test(test_queue_full),
         cmocka_unit_test(test_request_ends_first),
     };
-    int failed = cmocka_run_group_tests_name("db jobs on SQLite", tests, setup_sqlite, teardown);
-    const char *pg = getenv("KEEL_TEST_PG_URL");
-    if (pg && *pg) {
-        failed += cmocka_run_group_tests_name("db jobs on PostgreSQL", tests, setup_pg, teardown);
-    } else {
-        printf("[  SKIPPED ] db jobs on PostgreSQL: KEEL_TEST_PG_URL is not set "
-               "(`make unit-db` runs this group against a throw-away PostgreSQL 15)\n");
-    }
+    int failed =
+        cmocka_run_group_tests_name("db jobs on SQLite", tests, setup_sqlite, testdb_teardown);
+    if (testdb_have_pg("db jobs"))
+        failed +=
+            cmocka_run_group_tests_name("db jobs on PostgreSQL", tests, setup_pg, testdb_teardown);
     return failed;
 }

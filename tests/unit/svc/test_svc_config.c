@@ -19,6 +19,7 @@
 #include "keel/keel.h"
 #include "svc/svc_internal.h"
 
+#include "config_env.h"
 #include "table_check.h"
 
 static const keel_app with_db = {.name = "t", .use_database = 1};
@@ -26,21 +27,11 @@ static const keel_app without_db = {.name = "t"};
 
 static const keel_config_module *mods[KEEL__SVC_MAX_CONFIG_MODULES];
 static size_t nmods;
-static char dir[64], old_cwd[4096];
-
-static void unset_one(const keel_config_module *m, const keel_config_var *v, void *arg)
-{
-    (void)m;
-    (void)arg;
-    unsetenv(v->name);
-}
+static tmp_cwd cwd;
 
 static void unset_all(void)
 {
-    keel_config cfg;
-    keel_config_defaults(&cfg);
-    keel_config_each(&cfg, unset_one, NULL);
-    keel_config_close(&cfg);
+    unset_core();
     for (size_t i = 0; i < nmods; i++)
         for (size_t j = 0; j < mods[i]->nvars; j++)
             unsetenv(mods[i]->vars[j].name);
@@ -53,10 +44,7 @@ static int setup(void **state)
     unset_all();
     failures = 0;
     /* no stray .env */
-    assert_non_null(getcwd(old_cwd, sizeof(old_cwd)));
-    strcpy(dir, "/tmp/keel-test-svc-config-XXXXXX");
-    assert_non_null(mkdtemp(dir));
-    assert_int_equal(chdir(dir), 0);
+    tmp_cwd_enter(&cwd, "/tmp/keel-test-svc-config-XXXXXX");
     return 0;
 }
 
@@ -64,39 +52,14 @@ static int teardown(void **state)
 {
     (void)state;
     unset_all();
-    assert_int_equal(chdir(old_cwd), 0);
-    rmdir(dir);
+    tmp_cwd_leave(&cwd);
     return 0;
 }
 
+/* Loads mods (the service's) into cfg with err captured; returns the rc, *err_text to free. */
 static int load(keel_config *cfg, char **err_text)
 {
-    size_t n;
-    FILE *err = open_memstream(err_text, &n);
-    assert_non_null(err);
-    int rc = keel_config_load_modules(cfg, mods, nmods, NULL, err);
-    fclose(err);
-    return rc;
-}
-
-static char *print_to_string(const keel_config *cfg)
-{
-    char *text;
-    size_t n;
-    FILE *out = open_memstream(&text, &n);
-    assert_non_null(out);
-    keel_config_print(cfg, out);
-    fclose(out);
-    return text;
-}
-
-static int has_line(const char *text, const char *line)
-{
-    size_t n = strlen(line);
-    for (const char *p = text; (p = strstr(p, line)) != NULL; p++)
-        if ((p == text || p[-1] == '\n') && (p[n] == '\n' || p[n] == '\0'))
-            return 1;
-    return 0;
+    return load_captured(cfg, mods, nmods, NULL, err_text);
 }
 
 /* Setting every variable to its own default changes nothing: each default
@@ -126,10 +89,7 @@ static void test_defaults_parse(void **state)
     free(err);
     char *got = print_to_string(&cfg);
     assert_string_equal(got, want);
-    size_t lines = 0;
-    for (const char *p = got; *p; p++)
-        lines += *p == '\n';
-    assert_int_equal(lines, nvars);
+    assert_int_equal(count_lines(got), nvars);
     free(got);
     free(want);
     keel_config_close(&cfg);
