@@ -230,7 +230,7 @@ unit-db: $(STORE_BIN)
 asan-db:
 	$(MAKE) --no-print-directory BUILD=build/asan CC=$(CLANG) CFLAGS="$(ASAN_FLAGS)" unit-db
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/tests -name '*.d' 2>/dev/null)
 
 # ---------------------------------------------------------------- single-query benchmark
 # (added with bench/db/) keel's GET /db?id=N against Express 5 and Fastify 5

@@ -175,7 +175,7 @@ static void test_refusal_runs_only_the_edge(void **state)
                       "GET /trace HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", buf,
                       sizeof(buf));
     assert_non_null(strstr(buf, "\r\n\r\nedge1,edge2,authn,limit,authz,validate,app"));
-    stop(s);
+    testsrv_stop(s);
     assert_int_equal(edge_respond_rc, KEEL_EALREADY);
     assert_string_equal(refused_trace, "edge1,edge2 400 400");
 }
