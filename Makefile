@@ -18,7 +18,7 @@ DESTDIR  ?=
 
 # The libraries libkeel links against (pkg-config names): the link line of
 # build/keel, of the examples, of keel.pc and of docs/extending.md.
-PKGS     := libuv jansson sqlite3 zlib libsodium hiredis
+PKGS     := libuv jansson sqlite3 zlib libsodium hiredis libcurl
 SYSLIBS  := -ldl -lpthread -lm
 # libpq and libjwt are loaded at run time (src/store/db_pg.c,
 # src/auth/jwt.c); only their headers are needed to build.
