@@ -111,6 +111,11 @@ int keel_retry_start(struct uv_loop_s *loop, const keel_retry_opts *o,
                      int (*retryable)(int status, void *arg),
                      void (*done)(int status, unsigned attempts, void *arg), void *arg);
 void keel_retry_done(keel_retry *rt, int status);
+/* Ends rt early (a client shutting down): when it is waiting for its next
+ * attempt (or its first), done runs now with `status`; when an attempt is
+ * running, that attempt's keel_retry_done is the last (no retry). Call at
+ * most once, before done has run. */
+void keel_retry_cancel(keel_retry *rt, int status);
 
 #ifdef __cplusplus
 }

@@ -26,6 +26,8 @@ struct keel_retry {
     void *arg;
     unsigned attempt;
     uint64_t start_ms;
+    int running;  /* op called, keel_retry_done not yet */
+    int canceled;
 };
 
 static void on_closed(uv_handle_t *h)
@@ -37,6 +39,7 @@ static void on_timer(uv_timer_t *t)
 {
     keel_retry *rt = t->data;
     rt->attempt++;
+    rt->running = 1;
     rt->op(rt, rt->attempt, rt->arg);
 }
 
@@ -62,7 +65,8 @@ int keel_retry_start(struct uv_loop_s *loop, const keel_retry_opts *o,
 
 void keel_retry_done(keel_retry *rt, int status)
 {
-    int again = status < 0 && rt->attempt < rt->o.max_attempts &&
+    rt->running = 0;
+    int again = status < 0 && !rt->canceled && rt->attempt < rt->o.max_attempts &&
                 (rt->retryable ? rt->retryable(status, rt->arg) : 1);
     uint64_t delay = 0;
     if (again) {
@@ -78,6 +82,16 @@ void keel_retry_done(keel_retry *rt, int status)
         uv_timer_start(&rt->timer, on_timer, delay, 0);
         return;
     }
+    rt->done(status, rt->attempt, rt->arg);
+    uv_close((uv_handle_t *)&rt->timer, on_closed);
+}
+
+void keel_retry_cancel(keel_retry *rt, int status)
+{
+    rt->canceled = 1;
+    if (rt->running)
+        return; /* its keel_retry_done ends it */
+    uv_timer_stop(&rt->timer);
     rt->done(status, rt->attempt, rt->arg);
     uv_close((uv_handle_t *)&rt->timer, on_closed);
 }
