@@ -10,6 +10,7 @@
 #include "events.h"
 #include "health.h"
 #include "http.h"
+#include "http_client.h"
 #include "json.h"
 #include "lock.h"
 #include "log.h"
