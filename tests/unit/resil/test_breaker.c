@@ -211,6 +211,66 @@ static void test_retry_until_success_then_gives_up(void **state)
     assert_int_equal(keel_retry_start(NULL, &o, op, NULL, done, &late), KEEL_EINVAL);
 }
 
+/* keel_retry_cancel: while waiting for the next attempt (done now, with the
+ * cancel status), and while an attempt runs (that attempt is the last). */
+typedef struct cancel_case {
+    keel_retry *rt;
+    int hold;          /* the op does not answer at once */
+    int status;
+    unsigned attempts, done_calls;
+    uv_timer_t t;
+} cancel_case;
+
+static void cancel_op(keel_retry *rt, unsigned attempt, void *arg)
+{
+    cancel_case *c = arg;
+    (void)attempt;
+    c->rt = rt;
+    if (!c->hold)
+        keel_retry_done(rt, KEEL_ETIMEDOUT); /* retryable: waits ~10 s */
+}
+
+static void cancel_done(int status, unsigned attempts, void *arg)
+{
+    cancel_case *c = arg;
+    c->status = status;
+    c->attempts = attempts;
+    c->done_calls++;
+}
+
+static void cancel_fire(uv_timer_t *t)
+{
+    cancel_case *c = t->data;
+    keel_retry_cancel(c->rt, KEEL_ECANCELED);
+    if (c->hold) {
+        assert_int_equal(c->done_calls, 0); /* the running attempt ends it */
+        keel_retry_done(c->rt, KEEL_ETIMEDOUT);
+    }
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+static void test_retry_cancel(void **state)
+{
+    (void)state;
+    keel_retry_opts o = {.max_attempts = 5, .base_ms = 10000, .max_delay_ms = 10000};
+    for (int hold = 0; hold < 2; hold++) {
+        cancel_case c = {.hold = hold};
+        uv_loop_t loop;
+        uv_loop_init(&loop);
+        assert_int_equal(keel_retry_start(&loop, &o, cancel_op, NULL, cancel_done, &c), 0);
+        uv_timer_init(&loop, &c.t);
+        c.t.data = &c;
+        uv_timer_start(&c.t, cancel_fire, 20, 0);
+        uint64_t t0 = keel_now_ms();
+        uv_run(&loop, UV_RUN_DEFAULT);
+        assert_true(keel_now_ms() - t0 < 2000); /* no 10 s backoff waited out */
+        assert_int_equal(uv_loop_close(&loop), 0);
+        assert_int_equal(c.done_calls, 1);
+        assert_int_equal(c.attempts, 1);
+        assert_int_equal(c.status, hold ? KEEL_ETIMEDOUT : KEEL_ECANCELED);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -223,6 +283,7 @@ int main(void)
         cmocka_unit_test(test_registry_health_and_metric),
         cmocka_unit_test(test_backoff_full_jitter),
         cmocka_unit_test(test_retry_until_success_then_gives_up),
+        cmocka_unit_test(test_retry_cancel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -634,6 +634,21 @@ static void test_worker_stop_cancels_calls(void **state)
     fx_stop();
 }
 
+/* A call whose first attempt has not started yet when the worker stops. */
+static void test_call_started_just_before_stop(void **state)
+{
+    (void)state;
+    fx_start();
+    call_ctx x;
+    ctx_init(&x, NULL, "/echo");
+    assert_int_equal(keel_worker_post(keel_server_worker(F.caller, 0), start_call, &x), 0);
+    testsrv_drain(F.caller);
+    assert_int_equal(__atomic_load_n(&x.done, __ATOMIC_SEQ_CST), 1);
+    assert_int_equal(x.ncb + (x.rc < 0), 1); /* called back once, or refused */
+    assert_true(x.status == KEEL_ECANCELED || x.status == 0);
+    fx_stop();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -651,6 +666,7 @@ int main(void)
         cmocka_unit_test(test_traceparent_from_the_request),
         cmocka_unit_test(test_request_ends_before_the_answer),
         cmocka_unit_test(test_worker_stop_cancels_calls),
+        cmocka_unit_test(test_call_started_just_before_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
