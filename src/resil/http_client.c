@@ -561,9 +561,11 @@ static int idempotent(const char *m)
     return 0;
 }
 
+/* CR, LF or NUL in a header would end or split the field line. */
 static int has_crlf(keel_str s)
 {
-    return s.ptr && (memchr(s.ptr, '\r', s.len) || memchr(s.ptr, '\n', s.len));
+    return s.ptr && (memchr(s.ptr, '\r', s.len) || memchr(s.ptr, '\n', s.len) ||
+                     memchr(s.ptr, '\0', s.len));
 }
 
 static int token_ok(const char *m)

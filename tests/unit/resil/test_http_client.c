@@ -324,6 +324,7 @@ static void test_refuses_bad_calls_without_calling_back(void **state)
         {"get me", "http://127.0.0.1/", NULL, NULL},
         {NULL, "http://127.0.0.1/", "X-A", "a\r\nX-Injected: 1"},
         {NULL, "http://127.0.0.1/", "X-A:", "a"},
+        {NULL, "http://127.0.0.1/", "", "a"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         call_ctx x;
@@ -339,6 +340,15 @@ static void test_refuses_bad_calls_without_calling_back(void **state)
         assert_int_equal(x.rc, KEEL_EINVAL);
         assert_int_equal(x.ncb, 0);
     }
+    /* a NUL inside a header value would cut the field line short */
+    call_ctx x;
+    ctx_init(&x, NULL, "/echo");
+    keel_http_header nul = {KEEL_STR("X-A"), {"a\0b", 3}};
+    x.call.headers = &nul;
+    x.call.nheaders = 1;
+    run_call(&x);
+    assert_int_equal(x.rc, KEEL_EINVAL);
+    assert_int_equal(__atomic_load_n(&hits, __ATOMIC_SEQ_CST), 0);
     fx_stop();
 }
 
