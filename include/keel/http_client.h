@@ -10,8 +10,10 @@
  *                            .headers = h, .nheaders = 1, .body = json, .body_len = n,
  *                            .target = "billing"};
  *     int rc = keel_http_request_for(client, r, &call, charged, job);
- *     if (rc < 0)                  // KEEL_EUNAVAIL: billing's breaker is open
- *         return keel_respond_problem(r, 503, "billing is unavailable"), KEEL_DONE;
+ *     if (rc < 0) {                // KEEL_EUNAVAIL: billing's breaker is open
+ *         keel_respond_problem(r, 503, "billing is unavailable");
+ *         return KEEL_DONE;
+ *     }
  *     return KEEL_SUSPEND;
  *
  *     static void charged(keel_req *r, void *arg, int status, const keel_http_response *res)
