@@ -160,10 +160,28 @@ asan:
 	$(MAKE) --no-print-directory BUILD=build/asan CC=$(CLANG) CFLAGS="$(ASAN_FLAGS)" \
 	  all unit e2e KEEL_SANITIZED=1
 
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(LIB_GEN)
+# The library is compiled once for every harness (instrumented for
+# coverage, without libFuzzer's main), then each harness links against it.
+FUZZ_CFLAGS = -std=gnu11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc \
+              $(shell pkg-config --cflags $(PKGS) $(BUILD_ONLY_PKGS) 2>/dev/null) -MMD -MP
+FUZZ_OBJ := $(LIB_SRC:%.c=$(BUILD)/fuzz/obj/%.o) $(BUILD)/fuzz/obj/gen/web_assets.o
+
+$(BUILD)/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CLANG) -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
-	  -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS) $(BUILD_ONLY_PKGS)) -o $@ $< $(LIB_SRC) $(LIB_GEN) $(LDLIBS)
+	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+
+$(BUILD)/fuzz/obj/gen/web_assets.o: $(LIB_GEN)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+
+$(BUILD)/fuzz/libkeel-fuzz.a: $(FUZZ_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/fuzz/libkeel-fuzz.a
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< \
+	  $(BUILD)/fuzz/libkeel-fuzz.a $(LDLIBS)
 
 FUZZ_SECONDS ?= 300
 fuzz:
@@ -230,7 +248,7 @@ unit-db: $(STORE_BIN)
 asan-db:
 	$(MAKE) --no-print-directory BUILD=build/asan CC=$(CLANG) CFLAGS="$(ASAN_FLAGS)" unit-db
 
--include $(shell find $(BUILD)/obj $(BUILD)/tests -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/tests $(BUILD)/fuzz -name '*.d' 2>/dev/null)
 
 # ---------------------------------------------------------------- single-query benchmark
 # (added with bench/db/) keel's GET /db?id=N against Express 5 and Fastify 5
