@@ -21,6 +21,9 @@
 # keel-bare against keel-limited is the edge-protection overhead, and
 # keel-limited against keel-limited-redis the cost of shared limits
 # (docs/performance.md).
+#
+# KEEL_BENCH_TARGETS=keel-limited,keel-limited-redis runs only the keel
+# targets named (default: all of them; the peers are chosen by --peers).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -32,16 +35,23 @@ out=$root/build/bench
 mkdir -p "$out"
 cd "$root"
 lim='RATE_LIMIT_ENABLED=true RATE_LIMIT_MAX=1000000000 RATE_LIMIT_BURST=1000000000/1s'
-redis_target=()
-if command -v redis-server >/dev/null; then
+keel_targets=(
+	'keel=env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=false RATE_LIMIT_ENABLED=false ./build/keel serve --port {PORT}'
+	'keel-log=env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=true RATE_LIMIT_ENABLED=false ./build/keel serve --port {PORT}'
+	'keel-bare=env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=false SECURITY_HEADERS=false RATE_LIMIT_ENABLED=false ./build/keel serve --port {PORT}'
+	"keel-limited=env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=false $lim ./build/keel serve --port {PORT}"
+)
+want=${KEEL_BENCH_TARGETS:-}
+wanted() { [ -z "$want" ] || [[ ",$want," == *",$1,"* ]]; }
+if command -v redis-server >/dev/null && wanted keel-limited-redis; then
 	eval "$("$root/tests/support/redis_tmp.sh" start)"
 	trap '"$root/tests/support/redis_tmp.sh" destroy "$KEEL_TEST_REDIS_DIR" >/dev/null 2>&1' EXIT
-	redis_target=(--target "keel-limited-redis=env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=false $lim REDIS_URL=$KEEL_TEST_REDIS_URL ./build/keel serve --port {PORT}")
+	keel_targets+=("keel-limited-redis=env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=false $lim REDIS_URL=$KEEL_TEST_REDIS_URL ./build/keel serve --port {PORT}")
 fi
-"$shared/run.sh" \
-	--target 'keel=env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=false RATE_LIMIT_ENABLED=false ./build/keel serve --port {PORT}' \
-	--target 'keel-log=env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=true RATE_LIMIT_ENABLED=false ./build/keel serve --port {PORT}' \
-	--target 'keel-bare=env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=false SECURITY_HEADERS=false RATE_LIMIT_ENABLED=false ./build/keel serve --port {PORT}' \
-	--target "keel-limited=env WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=false $lim ./build/keel serve --port {PORT}" \
-	"${redis_target[@]}" \
+target_args=()
+for t in "${keel_targets[@]}"; do
+	wanted "${t%%=*}" && target_args+=(--target "$t")
+done
+[ ${#target_args[@]} -gt 0 ] || { echo "bench: KEEL_BENCH_TARGETS=$want names no keel target" >&2; exit 2; }
+"$shared/run.sh" "${target_args[@]}" \
 	--json "$out/bench.json" --md "$out/bench.md" "$@"

@@ -9,6 +9,8 @@
  * no duplicate keys), libjwt then checks the signature with keel's key,
  * keel checks jwt_get_alg() again, and validates every claim itself
  * (iss, aud, exp, nbf, iat with a small leeway; sub, role, jti present).
+ * keel_jwt_verify_ex makes the same checks with fewer claims required
+ * (the benchmark's token has only sub, name and iat).
  */
 #ifndef KEEL_AUTH_H
 #define KEEL_AUTH_H
@@ -60,9 +62,43 @@ const char *keel_jwt_strerror(keel_jwt_error e);
 int keel_jwt_sign(const keel_jwt_cfg *cfg, const char *sub, const char *role, int64_t now,
                   char **out, keel_jwt_claims *claims);
 
-/* Verifies token (len bytes, not NUL-terminated) at time now (Unix s). */
+/* Verifies an access token (len bytes, not NUL-terminated) at time now
+ * (Unix s): keel_jwt_verify_ex with every claim required
+ * (KEEL_JWT_REQUIRE_ALL). */
 keel_jwt_error keel_jwt_verify(const keel_jwt_cfg *cfg, const char *token, size_t len,
                                int64_t now, keel_jwt_claims *out);
+
+/* The claims keel_jwt_verify_ex requires. A required claim that is absent
+ * or mistyped is KEEL_JWT_MISSING_CLAIM. A claim that is not required but
+ * present is checked all the same: its type (and for sub/role/jti the size
+ * of keel_jwt_claims' field), iss equal to cfg->issuer and aud naming
+ * cfg->audience (a token naming an issuer or audience is refused when cfg
+ * has none), exp not passed, nbf and iat not in the future (with
+ * cfg->leeway_s). The header checks and the signature are the same
+ * whatever is required. */
+#define KEEL_JWT_REQUIRE_ISS  (1u << 0)
+#define KEEL_JWT_REQUIRE_AUD  (1u << 1)
+#define KEEL_JWT_REQUIRE_SUB  (1u << 2)
+#define KEEL_JWT_REQUIRE_ROLE (1u << 3)
+#define KEEL_JWT_REQUIRE_JTI  (1u << 4)
+#define KEEL_JWT_REQUIRE_EXP  (1u << 5)
+#define KEEL_JWT_REQUIRE_NBF  (1u << 6)
+#define KEEL_JWT_REQUIRE_IAT  (1u << 7)
+#define KEEL_JWT_REQUIRE_ALL  0xffu /* keel's own access tokens */
+
+struct json_t;
+
+typedef struct keel_jwt_verify_opts {
+    unsigned require;          /* KEEL_JWT_REQUIRE_* */
+    struct json_t **payload;   /* if not NULL: on success a new reference to the
+                                  token's claims object (json_decref), else NULL */
+} keel_jwt_verify_opts;
+
+/* keel_jwt_verify with the claim rules of opts; out gets the claims that
+ * were present (absent ones stay 0 / ""). */
+keel_jwt_error keel_jwt_verify_ex(const keel_jwt_cfg *cfg, const keel_jwt_verify_opts *opts,
+                                  const char *token, size_t len, int64_t now,
+                                  keel_jwt_claims *out);
 
 /* ---------------------------------------------------------------- passwords */
 

@@ -32,14 +32,38 @@ typedef struct keel_rl_result {
 /* status 0 with res set, or a negative error (store unreachable). */
 typedef void (*keel_rl_done_fn)(void *arg, int status, const keel_rl_result *res);
 
+/* One check of a chain: a key and its rate. */
+typedef struct keel_rl_check {
+    const char *key;
+    size_t keylen;
+    const keel_rl_rate *rate;
+} keel_rl_check;
+
+#define KEEL_RL_CHAIN_MAX 4
+
+/* status 0: res is the result of checks[idx], the first check that refused
+ * or, when every check allowed, the last one; or a negative error (idx 0,
+ * res NULL). */
+typedef void (*keel_rl_chain_done_fn)(void *arg, int status, size_t idx,
+                                      const keel_rl_result *res);
+
 /* A store applies keel_gcra (keel/ratelimit.h) to one key atomically. hit() calls done
  * exactly once: before returning (the in-process store) or later on the
  * loop of worker w (a networked store); it runs on w's loop, never
- * blocking it. */
+ * blocking it.
+ *
+ * hit_chain() (optional: NULL, and the limiter calls hit() once per check,
+ * in turn) does what those hit() calls would, in one operation: the
+ * checks (1..KEEL_RL_CHAIN_MAX) in order, stopping at the first refusal.
+ * The checks before a refusal stay charged; the refusing one and those
+ * after it are not. The keys are copied before it returns; done is called
+ * exactly once, as for hit(). A networked store makes it one round trip. */
 typedef struct keel_rl_store {
     const char *name;
     void (*hit)(void *self, keel_worker *w, const char *key, size_t keylen,
                 const keel_rl_rate *rate, keel_rl_done_fn done, void *arg);
+    void (*hit_chain)(void *self, keel_worker *w, const keel_rl_check *checks, size_t n,
+                      keel_rl_chain_done_fn done, void *arg);
     void (*free)(void *self);
     void *self;
 } keel_rl_store;

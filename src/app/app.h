@@ -34,6 +34,7 @@ typedef struct app_options {
     uint64_t login_lock_max_ms; /* LOGIN_LOCK_MAX */
     uint64_t user_cache_ttl_ms; /* USER_CACHE_TTL (0 = not cached) */
     int demo_routes;            /* ENABLE_DEMO_ROUTES (default: not in production) */
+    char *bench_jwt_secret;     /* BENCH_JWT_SECRET (secret): GET /auth/me, a demo route */
 } app_options;
 
 extern const keel_config_module app_config;

@@ -1,5 +1,6 @@
 /* config.c — the reference service's own variables: accounts and tokens,
- * the user cache and the demo routes. keel_main loads them with keel's
+ * the user cache and the demo routes (with the benchmark's token key).
+ * keel_main loads them with keel's
  * (main.c names this module in keel_app.config_modules), so `keel config`,
  * --print-config and the start-up checks include them; a service built on
  * libkeel without src/app never sees them. */
@@ -58,8 +59,12 @@ static const keel_config_var app_vars[] = {
      .help = "GET /api/v1/users/:id is cached this long (invalidated on every write); "
              "0 = not cached"},
     {.name = "ENABLE_DEMO_ROUTES", .type = KEEL_CONFIG_BOOL, .def = "", AT(demo_routes),
-     .help = "serve /hello, /json, /echo (benchmark routes); default true, false in "
-             "production"},
+     .help = "serve /hello, /json, /echo, /auth/me (benchmark routes); default true, false "
+             "in production"},
+    {.name = "BENCH_JWT_SECRET", .type = KEEL_CONFIG_STR, .def = "keel-bench-secret",
+     AT(bench_jwt_secret), .flags = KEEL_CONFIG_SECRET,
+     .help = "HMAC key of the benchmark's tokens, checked by the demo route GET /auth/me "
+             "(../shared/bench); not an access-token key"},
 };
 #undef AT
 

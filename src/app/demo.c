@@ -1,4 +1,5 @@
-/* demo.c — the benchmark routes (../shared/bench endpoint contract) and
+/* demo.c — the benchmark routes (../shared/bench endpoint contract: /hello,
+ * /json, /echo, /auth/me) and
  * routes to exercise suspension: /slow waits on a loop timer, /work blocks
  * a work-pool thread, /db/slow holds a pool connection, /db/sleep one
  * asynchronous statement. Off in
@@ -7,6 +8,8 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -32,6 +35,46 @@ static keel_flow echo(keel_req *r)
     if (!v)
         return KEEL_DONE; /* app_json_body answered 415 / 400 */
     keel_respond_json(r, 200, json_incref(v)); /* borrowed: the request owns v */
+    return KEEL_DONE;
+}
+
+/* GET /auth/me: the benchmark's token (HS256 with BENCH_JWT_SECRET; sub,
+ * name and iat, no exp) checked by keel's verifier — the same header
+ * checks and constant-time MAC check as access tokens, with only the
+ * benchmark's claim rules: no claim required, iat (and exp, nbf, when
+ * present) checked against the clock. Answers the claims. Not an account
+ * route: the accounts' GET /api/v1/auth/me takes access tokens. */
+static keel_jwt_cfg bench_jwt;
+
+static void bench_unauthorized(keel_req *r, const char *detail)
+{
+    keel_res_set_header(r, "WWW-Authenticate", "Bearer realm=\"keel-bench\"");
+    keel_res_set_header(r, "Cache-Control", "no-store");
+    keel_respond_problem(r, 401, detail);
+}
+
+static keel_flow bench_auth_me(keel_req *r)
+{
+    const keel_jwt_cfg *cfg = keel_req_route(r)->data;
+    keel_str h = keel_req_header(r, "authorization");
+    if (!h.ptr || h.len < 7 || strncasecmp(h.ptr, "Bearer ", 7) != 0) {
+        bench_unauthorized(r, "expected Authorization: Bearer <token>");
+        return KEEL_DONE;
+    }
+    keel_str t = {h.ptr + 7, h.len - 7};
+    while (t.len && *t.ptr == ' ') {
+        t.ptr++;
+        t.len--;
+    }
+    json_t *claims = NULL;
+    keel_jwt_claims c;
+    keel_jwt_verify_opts opts = {.require = 0, .payload = &claims};
+    keel_jwt_error e = keel_jwt_verify_ex(cfg, &opts, t.ptr, t.len, (int64_t)time(NULL), &c);
+    if (e) {
+        bench_unauthorized(r, keel_jwt_strerror(e));
+        return KEEL_DONE;
+    }
+    keel_respond_json(r, 200, claims); /* takes the reference */
     return KEEL_DONE;
 }
 
@@ -401,6 +444,9 @@ static const keel_route demo_routes[] = {
      .summary = "A fixed JSON object (benchmark)"},
     {.name = "demo.echo", .method = "POST", .path = "/echo", .handler = echo,
      .summary = "The JSON body, parsed and written back (benchmark)"},
+    {.name = "demo.auth_me", .method = "GET", .path = "/auth/me", .handler = bench_auth_me,
+     .summary = "The claims of the benchmark's HS256 token (BENCH_JWT_SECRET; benchmark)",
+     .data = &bench_jwt},
     {.name = "demo.validate", .method = "POST", .path = "/validate", .handler = validate_body,
      .summary = "Accepts a body valid against its schema and answers what it received",
      .request_schema = validate_schema, .response_schema = validate_response_schema},
@@ -431,6 +477,12 @@ static const keel_route demo_routes[] = {
 int app_demo_setup(keel_service *svc)
 {
     demo_db = keel_service_db(svc);
+    const char *secret = app_options_of(svc)->bench_jwt_secret;
+    /* the string belongs to the service's configuration, which outlives
+     * the routes; no issuer or audience: a token naming one is refused */
+    bench_jwt = (keel_jwt_cfg){.secret = (const uint8_t *)(secret ? secret : ""),
+                               .secret_len = secret ? strlen(secret) : 0,
+                               .leeway_s = 30};
     return keel_service_add_routes(svc, demo_routes,
                                    sizeof(demo_routes) / sizeof(demo_routes[0]));
 }

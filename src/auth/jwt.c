@@ -139,8 +139,21 @@ static json_t *segment_json(const char *p, size_t n)
     return j;
 }
 
-static int copy_str(json_t *o, const char *key, char *out, size_t cap)
+/* A claim absent and not required: 1 (nothing to check). Present: 0.
+ * Absent but required: -1. */
+static int absent(json_t *o, const char *key, unsigned require, unsigned bit)
 {
+    if (json_object_get(o, key))
+        return 0;
+    return (require & bit) ? -1 : 1;
+}
+
+static int copy_str(json_t *o, const char *key, unsigned require, unsigned bit, char *out,
+                    size_t cap)
+{
+    int a = absent(o, key, require, bit);
+    if (a)
+        return a > 0 ? 0 : -1;
     json_t *v = json_object_get(o, key);
     if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) >= cap)
         return -1;
@@ -148,12 +161,19 @@ static int copy_str(json_t *o, const char *key, char *out, size_t cap)
     return 0;
 }
 
-static int get_time(json_t *o, const char *key, int64_t *out)
+/* *present is set when the claim is there (and an integer). */
+static int get_time(json_t *o, const char *key, unsigned require, unsigned bit, int64_t *out,
+                    int *present)
 {
+    *present = 0;
+    int a = absent(o, key, require, bit);
+    if (a)
+        return a > 0 ? 0 : -1;
     json_t *v = json_object_get(o, key);
     if (!json_is_integer(v))
         return -1;
     *out = (int64_t)json_integer_value(v);
+    *present = 1;
     return 0;
 }
 
@@ -172,35 +192,43 @@ static keel_jwt_error check_header(json_t *h)
     return KEEL_JWT_OK;
 }
 
-static keel_jwt_error check_claims(const keel_jwt_cfg *cfg, json_t *p, int64_t now,
-                                   keel_jwt_claims *out)
+static keel_jwt_error check_claims(const keel_jwt_cfg *cfg, unsigned req, json_t *p,
+                                   int64_t now, keel_jwt_claims *out)
 {
     json_t *iss = json_object_get(p, "iss");
-    if (!json_is_string(iss) || strcmp(json_string_value(iss), cfg->issuer) != 0)
+    if ((iss || (req & KEEL_JWT_REQUIRE_ISS)) &&
+        (!json_is_string(iss) || !cfg->issuer ||
+         strcmp(json_string_value(iss), cfg->issuer) != 0))
         return KEEL_JWT_BAD_ISSUER;
     json_t *aud = json_object_get(p, "aud");
-    int aud_ok = 0;
-    if (json_is_string(aud)) {
-        aud_ok = strcmp(json_string_value(aud), cfg->audience) == 0;
-    } else if (json_is_array(aud)) {
-        size_t i;
-        json_t *a;
-        json_array_foreach(aud, i, a)
-            if (json_is_string(a) && strcmp(json_string_value(a), cfg->audience) == 0)
-                aud_ok = 1;
+    if (aud || (req & KEEL_JWT_REQUIRE_AUD)) {
+        int aud_ok = 0;
+        if (!cfg->audience) {
+            aud_ok = 0;
+        } else if (json_is_string(aud)) {
+            aud_ok = strcmp(json_string_value(aud), cfg->audience) == 0;
+        } else if (json_is_array(aud)) {
+            size_t i;
+            json_t *a;
+            json_array_foreach(aud, i, a)
+                if (json_is_string(a) && strcmp(json_string_value(a), cfg->audience) == 0)
+                    aud_ok = 1;
+        }
+        if (!aud_ok)
+            return KEEL_JWT_BAD_AUDIENCE;
     }
-    if (!aud_ok)
-        return KEEL_JWT_BAD_AUDIENCE;
-    if (copy_str(p, "sub", out->sub, sizeof(out->sub)) < 0 ||
-        copy_str(p, "role", out->role, sizeof(out->role)) < 0 ||
-        copy_str(p, "jti", out->jti, sizeof(out->jti)) < 0 ||
-        get_time(p, "exp", &out->exp) < 0 || get_time(p, "nbf", &out->nbf) < 0 ||
-        get_time(p, "iat", &out->iat) < 0)
+    int has_exp, has_nbf, has_iat;
+    if (copy_str(p, "sub", req, KEEL_JWT_REQUIRE_SUB, out->sub, sizeof(out->sub)) < 0 ||
+        copy_str(p, "role", req, KEEL_JWT_REQUIRE_ROLE, out->role, sizeof(out->role)) < 0 ||
+        copy_str(p, "jti", req, KEEL_JWT_REQUIRE_JTI, out->jti, sizeof(out->jti)) < 0 ||
+        get_time(p, "exp", req, KEEL_JWT_REQUIRE_EXP, &out->exp, &has_exp) < 0 ||
+        get_time(p, "nbf", req, KEEL_JWT_REQUIRE_NBF, &out->nbf, &has_nbf) < 0 ||
+        get_time(p, "iat", req, KEEL_JWT_REQUIRE_IAT, &out->iat, &has_iat) < 0)
         return KEEL_JWT_MISSING_CLAIM;
     int64_t leeway = (int64_t)cfg->leeway_s;
-    if (out->exp <= now - leeway)
+    if (has_exp && out->exp <= now - leeway)
         return KEEL_JWT_EXPIRED;
-    if (out->nbf > now + leeway || out->iat > now + leeway)
+    if ((has_nbf && out->nbf > now + leeway) || (has_iat && out->iat > now + leeway))
         return KEEL_JWT_NOT_YET_VALID;
     return KEEL_JWT_OK;
 }
@@ -208,7 +236,17 @@ static keel_jwt_error check_claims(const keel_jwt_cfg *cfg, json_t *p, int64_t n
 keel_jwt_error keel_jwt_verify(const keel_jwt_cfg *cfg, const char *token, size_t len,
                                int64_t now, keel_jwt_claims *out)
 {
+    keel_jwt_verify_opts opts = {.require = KEEL_JWT_REQUIRE_ALL};
+    return keel_jwt_verify_ex(cfg, &opts, token, len, now, out);
+}
+
+keel_jwt_error keel_jwt_verify_ex(const keel_jwt_cfg *cfg, const keel_jwt_verify_opts *opts,
+                                  const char *token, size_t len, int64_t now,
+                                  keel_jwt_claims *out)
+{
     memset(out, 0, sizeof(*out));
+    if (opts->payload)
+        *opts->payload = NULL;
     keel_library_init();
     if (len > KEEL_JWT_MAX_LEN)
         return KEEL_JWT_TOO_LONG;
@@ -264,7 +302,9 @@ keel_jwt_error keel_jwt_verify(const keel_jwt_cfg *cfg, const char *token, size_
             J.free_(j);
     }
     if (!e)
-        e = check_claims(cfg, p, now, out);
+        e = check_claims(cfg, opts->require, p, now, out);
+    if (!e && opts->payload)
+        *opts->payload = json_incref(p);
     json_decref(h);
     json_decref(p);
     if (e)

@@ -284,7 +284,8 @@ int keel_rate_limiter_check_routes(const keel_rate_limiter *rl,
     return rc;
 }
 
-/* One request's way through the checks: burst, then its tier. */
+/* One request's way through the checks: burst, then its tier (in one
+ * store operation when the store has hit_chain). */
 typedef struct rl_call {
     keel_rate_limiter *rl;
     keel_req *r;
@@ -362,26 +363,87 @@ static int store_failed(rl_call *c)
 }
 
 static void on_hit(void *arg, int status, const keel_rl_result *res);
+static void on_chain(void *arg, int status, size_t idx, const keel_rl_result *res);
 
-/* Runs the remaining checks. KEEL_NEXT when the request may go on,
+#define RL_KEY_MAX 160
+
+/* "rl:<tier>:<client>" into key (RL_KEY_MAX bytes); a longer one is cut
+ * (the store digests long keys, and clients are bounded: an address or a
+ * subject). Returns its length. */
+static size_t make_key(char *key, const keel_rl_tier *t, const char *client)
+{
+    size_t tl = strlen(t->name), kl;
+    memcpy(key, "rl:", 3);
+    memcpy(key + 3, t->name, tl);
+    key[3 + tl] = ':';
+    kl = 4 + tl;
+    size_t cl = strlen(client);
+    if (cl > RL_KEY_MAX - kl)
+        cl = RL_KEY_MAX - kl;
+    memcpy(key + kl, client, cl);
+    return kl + cl;
+}
+
+/* The headers of the last check, and its result for the handler. */
+static keel_flow passed(rl_call *c)
+{
+    const keel_rl_tier *t = c->checks[c->nchecks - 1];
+    if (c->status == 0) {
+        add_headers(c->r, t, &c->res);
+        keel_rl_result *keep = keel_arena_alloc(keel_req_arena(c->r), sizeof(*keep));
+        *keep = c->res;
+        keel_req_set_local(c->r, KEEL_RL_RESULT, keep);
+    }
+    return KEEL_NEXT;
+}
+
+/* A chain's answer is in (c->stage: the check that decided). */
+static keel_flow chain_decided(rl_call *c)
+{
+    if (c->status < 0)
+        return store_failed(c) ? KEEL_NEXT : KEEL_DONE;
+    if (!c->res.allowed) {
+        refuse(c, c->checks[c->stage]);
+        return KEEL_DONE;
+    }
+    c->stage = c->nchecks;
+    return passed(c);
+}
+
+/* Every check in one store operation (hit_chain: one round trip to a
+ * networked store), with the semantics of advance()'s loop below. */
+static keel_flow run_chain(rl_call *c)
+{
+    char keys[2][RL_KEY_MAX];
+    keel_rl_check chk[2];
+    for (int i = 0; i < c->nchecks; i++) {
+        chk[i].key = keys[i];
+        chk[i].keylen = make_key(keys[i], c->checks[i], c->client);
+        chk[i].rate = &c->checks[i]->rate;
+    }
+    c->pending = 1;
+    c->in_call = 1;
+    c->rl->store.hit_chain(c->rl->store.self, keel_req_worker(c->r), chk, (size_t)c->nchecks,
+                           on_chain, c);
+    c->in_call = 0;
+    if (c->pending)
+        return KEEL_SUSPEND;
+    return chain_decided(c);
+}
+
+/* Runs the remaining checks, in order (burst, then the route's tier),
+ * stopping at the first refusal: a request its route's tier refuses has
+ * been charged to the burst tier, one the burst tier refuses is never
+ * counted against its route's tier. KEEL_NEXT when the request may go on,
  * KEEL_DONE after a refusal, KEEL_SUSPEND while a store answer is due. */
 static keel_flow advance(rl_call *c)
 {
+    if (c->stage == 0 && c->nchecks > 1 && c->rl->store.hit_chain)
+        return run_chain(c);
     while (c->stage < c->nchecks) {
         const keel_rl_tier *t = c->checks[c->stage];
-        /* "rl:<tier>:<client>"; a longer one is cut (the store digests
-         * long keys, and clients are bounded: an address or a subject) */
-        char key[160];
-        size_t tl = strlen(t->name), kl = 0;
-        memcpy(key, "rl:", 3);
-        memcpy(key + 3, t->name, tl);
-        key[3 + tl] = ':';
-        kl = 4 + tl;
-        size_t cl = strlen(c->client);
-        if (cl > sizeof(key) - kl)
-            cl = sizeof(key) - kl;
-        memcpy(key + kl, c->client, cl);
-        kl += cl;
+        char key[RL_KEY_MAX];
+        size_t kl = make_key(key, t, c->client);
         c->pending = 1;
         c->in_call = 1;
         c->rl->store.hit(c->rl->store.self, keel_req_worker(c->r), key, kl, &t->rate, on_hit, c);
@@ -397,14 +459,26 @@ static keel_flow advance(rl_call *c)
         }
         c->stage++;
     }
-    const keel_rl_tier *t = c->checks[c->nchecks - 1];
-    if (c->status == 0) {
-        add_headers(c->r, t, &c->res);
-        keel_rl_result *keep = keel_arena_alloc(keel_req_arena(c->r), sizeof(*keep));
-        *keep = c->res;
-        keel_req_set_local(c->r, KEEL_RL_RESULT, keep);
+    return passed(c);
+}
+
+static void on_chain(void *arg, int status, size_t idx, const keel_rl_result *res)
+{
+    rl_call *c = arg;
+    c->pending = 0;
+    c->status = status;
+    c->stage = (int)idx;
+    if (status == 0)
+        c->res = *res;
+    if (c->in_call)
+        return; /* answered synchronously: run_chain() goes on */
+    keel_req *r = c->r;
+    if (keel_req_is_finished(r)) { /* deadline or client gone meanwhile */
+        keel_req_unhold(r);
+        return;
     }
-    return KEEL_NEXT;
+    keel_req_resume(r, chain_decided(c));
+    keel_req_unhold(r);
 }
 
 static void on_hit(void *arg, int status, const keel_rl_result *res)

@@ -7,11 +7,15 @@
 
 struct redisReply;
 
-/* The GCRA script: KEYS[1] key, ARGV limit, window_ms[, now_us]. */
+/* The GCRA script: KEYS[1..n] keys, ARGV limit_1, window_ms_1, ...,
+ * limit_n, window_ms_n[, now_us]; checked in order, stopping at the first
+ * refusal (rl_redis.c). */
 extern const char keel__rl_gcra_lua[];
 
-/* The script's answer {allowed, remaining, reset_ms, retry_after_ms} as a
- * keel_rl_result. 0 or KEEL_EPROTO. */
-int keel__rl_parse_reply(const struct redisReply *rep, uint64_t limit, keel_rl_result *res);
+/* The script's answer {index, allowed, remaining, reset_ms,
+ * retry_after_ms} for a chain of n checks with these limits: *idx (0-based)
+ * and res. 0 or KEEL_EPROTO. */
+int keel__rl_parse_reply(const struct redisReply *rep, const uint64_t *limits, size_t n,
+                         size_t *idx, keel_rl_result *res);
 
 #endif

@@ -1,6 +1,7 @@
 """Redis end to end (docs/distributed.md): a real redis-server on a free
 loopback port (tests/e2e/redisproc.py), two keel instances sharing it, and
 faults — Redis killed under load and restarted."""
+import json
 import threading
 import time
 
@@ -47,6 +48,31 @@ def test_global_limit_holds_across_two_instances(keel, redis_server):
     h = health(a)
     assert h["checks"]["redis"]["status"] == "pass" and not h["checks"]["redis"]["critical"]
     assert "PING" in h["checks"]["redis"]["detail"]
+
+
+def test_burst_and_route_tier_in_one_round_trip(keel, redis_server):
+    """Burst and the route's tier: one EVALSHA per request, checked in
+    that order and stopping at the first refusal — a request the route's
+    tier refuses is still charged to the burst tier (docs/rate-limiting.md)."""
+    srv = keel(REDIS_URL=redis_server.url, RATE_LIMIT_ENABLED="true",
+               RATE_LIMIT_BURST="6/1m", RATE_LIMIT_STRICT="3/1m")
+    c = Client(srv.port)
+    path = "/distributed/rate-limit/test"
+    assert c.get(path)[0] == 200  # loads the script (EVALSHA, maybe EVAL)
+    before = metric(srv, "redis_commands_total", command="EVALSHA")
+    seen = []
+    for _ in range(6):
+        status, headers, body = c.get(path)
+        seen.append((status, json.loads(body).get("tier") if status == 429 else
+                     headers.get("ratelimit-limit")))
+    # 2 more within strict's 3, 3 refused by strict (charged to burst: 6
+    # of 6 used), then burst refuses
+    assert seen == [(200, "3"), (200, "3"), (429, "strict"), (429, "strict"),
+                    (429, "strict"), (429, "burst")], seen
+    assert metric(srv, "redis_commands_total", command="EVALSHA") - before == 6
+    assert redis_server.command("EXISTS", "keel:rl:burst:ip:127.0.0.1") == 1
+    assert redis_server.command("EXISTS", "keel:rl:strict:ip:127.0.0.1") == 1
+    c.close()
 
 
 def test_concurrent_checks_are_exact(keel, redis_server):

@@ -1,7 +1,8 @@
 /* test_jwt.c — keel_jwt_sign/verify, and every way libjwt 1.10 alone would
  * have been fooled: alg none / lower-case / HS512 / RS256 headers, crit,
  * jku, duplicate keys, claims it never checks; plus the password policy
- * and roles. Tokens are built by hand (libsodium HMAC) so the header and
+ * and roles; keel_jwt_verify_ex's claim options with the benchmark's
+ * token. Tokens are built by hand (libsodium HMAC) so the header and
  * payload can be anything. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 #include <sodium.h>
 
 #include "keel/auth.h"
@@ -224,6 +226,139 @@ static void test_malformed_strings(void **state)
     assert_int_equal(failures, 0);
 }
 
+/* ---------------------------------------------------------------- claim options */
+
+/* The benchmark's token (../shared/bench/README.md): HS256 under
+ * keel-bench-secret, sub/name/iat only. The verifier with no claim
+ * required (the demo route GET /auth/me) against the default rules. */
+#define BENCH_SECRET "keel-bench-secret"
+#define BENCH_HEADER "{\"alg\":\"HS256\",\"typ\":\"JWT\"}"
+#define BENCH_PAYLOAD "{\"sub\":\"bench-user\",\"name\":\"Bench User\",\"iat\":1700000000}"
+#define BENCH_TOKEN                                                                               \
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJiZW5jaC11c2VyIiwibmFtZSI6IkJlbmNoIFVzZXIiLCJp" \
+    "YXQiOjE3MDAwMDAwMDB9.Uiwm0NmqLgn9OxyDdaNsVMXblgeEK2bkpXiyz83c9As"
+
+typedef struct opt_case {
+    const char *name;
+    const char *header;
+    const char *payload;
+    int alg;
+    const char *key;             /* NULL: BENCH_SECRET */
+    keel_jwt_error want_default; /* keel_jwt_verify (every claim required) */
+    keel_jwt_error want_none;    /* keel_jwt_verify_ex, require = 0 */
+    keel_jwt_error want_sub_exp; /* require = SUB | EXP */
+} opt_case;
+
+static const opt_case opt_cases[] = {
+    {"bench token", BENCH_HEADER, BENCH_PAYLOAD, 256, NULL, KEEL_JWT_BAD_ISSUER, KEEL_JWT_OK,
+     KEEL_JWT_MISSING_CLAIM},
+    {"bench token, other key", BENCH_HEADER, BENCH_PAYLOAD, 256, "keel-bench-secreT",
+     KEEL_JWT_BAD_SIGNATURE, KEEL_JWT_BAD_SIGNATURE, KEEL_JWT_BAD_SIGNATURE},
+    {"alg none", "{\"alg\":\"none\",\"typ\":\"JWT\"}", BENCH_PAYLOAD, 0, NULL,
+     KEEL_JWT_MALFORMED, KEEL_JWT_MALFORMED, KEEL_JWT_MALFORMED},
+    {"alg none signed", "{\"alg\":\"none\"}", BENCH_PAYLOAD, 256, NULL, KEEL_JWT_BAD_HEADER,
+     KEEL_JWT_BAD_HEADER, KEEL_JWT_BAD_HEADER},
+    {"alg HS512", "{\"alg\":\"HS512\"}", BENCH_PAYLOAD, 512, NULL, KEEL_JWT_BAD_HEADER,
+     KEEL_JWT_BAD_HEADER, KEEL_JWT_BAD_HEADER},
+    {"crit", "{\"alg\":\"HS256\",\"crit\":[\"x\"]}", BENCH_PAYLOAD, 256, NULL,
+     KEEL_JWT_BAD_HEADER, KEEL_JWT_BAD_HEADER, KEEL_JWT_BAD_HEADER},
+    {"duplicate alg", "{\"alg\":\"none\",\"alg\":\"HS256\"}", BENCH_PAYLOAD, 256, NULL,
+     KEEL_JWT_MALFORMED, KEEL_JWT_MALFORMED, KEEL_JWT_MALFORMED},
+    {"duplicate sub", BENCH_HEADER, "{\"sub\":\"bench-user\",\"sub\":\"admin\",\"iat\":1}", 256,
+     NULL, KEEL_JWT_MALFORMED, KEEL_JWT_MALFORMED, KEEL_JWT_MALFORMED},
+    {"iat in the future", BENCH_HEADER, "{\"sub\":\"b\",\"iat\":1800000100}", 256, NULL,
+     KEEL_JWT_BAD_ISSUER, KEEL_JWT_NOT_YET_VALID, KEEL_JWT_MISSING_CLAIM},
+    {"iat within the leeway", BENCH_HEADER, "{\"sub\":\"b\",\"iat\":1800000029}", 256, NULL,
+     KEEL_JWT_BAD_ISSUER, KEEL_JWT_OK, KEEL_JWT_MISSING_CLAIM},
+    {"iat a string", BENCH_HEADER, "{\"sub\":\"b\",\"iat\":\"1700000000\"}", 256, NULL,
+     KEEL_JWT_BAD_ISSUER, KEEL_JWT_MISSING_CLAIM, KEEL_JWT_MISSING_CLAIM},
+    {"no claims at all", BENCH_HEADER, "{}", 256, NULL, KEEL_JWT_BAD_ISSUER, KEEL_JWT_OK,
+     KEEL_JWT_MISSING_CLAIM},
+    {"exp passed", BENCH_HEADER, "{\"sub\":\"b\",\"exp\":1799999000}", 256, NULL,
+     KEEL_JWT_BAD_ISSUER, KEEL_JWT_EXPIRED, KEEL_JWT_EXPIRED},
+    {"exp ahead", BENCH_HEADER, "{\"sub\":\"b\",\"exp\":1800000900}", 256, NULL,
+     KEEL_JWT_BAD_ISSUER, KEEL_JWT_OK, KEEL_JWT_OK},
+    {"nbf in the future", BENCH_HEADER, "{\"sub\":\"b\",\"exp\":1800000900,\"nbf\":1800000100}",
+     256, NULL, KEEL_JWT_BAD_ISSUER, KEEL_JWT_NOT_YET_VALID, KEEL_JWT_NOT_YET_VALID},
+    {"an issuer the cfg has not", BENCH_HEADER, "{\"iss\":\"keel\",\"sub\":\"b\"}", 256, NULL,
+     KEEL_JWT_BAD_ISSUER, KEEL_JWT_BAD_ISSUER, KEEL_JWT_BAD_ISSUER},
+    {"an audience the cfg has not", BENCH_HEADER, "{\"aud\":\"keel-api\",\"sub\":\"b\"}", 256,
+     NULL, KEEL_JWT_BAD_ISSUER, KEEL_JWT_BAD_AUDIENCE, KEEL_JWT_BAD_AUDIENCE},
+    {"sub a number", BENCH_HEADER, "{\"sub\":42,\"exp\":1800000900}", 256, NULL,
+     KEEL_JWT_BAD_ISSUER, KEEL_JWT_MISSING_CLAIM, KEEL_JWT_MISSING_CLAIM},
+    {"sub too long", BENCH_HEADER,
+     "{\"sub\":\"0123456789012345678901234567890123456789012345678901234567890123\"}", 256,
+     NULL, KEEL_JWT_BAD_ISSUER, KEEL_JWT_MISSING_CLAIM, KEEL_JWT_MISSING_CLAIM},
+};
+
+static void test_claim_options_table(void **state)
+{
+    (void)state;
+    keel_jwt_cfg c = {(const uint8_t *)BENCH_SECRET, sizeof(BENCH_SECRET) - 1, NULL, NULL, 0, 30};
+    keel_jwt_verify_opts none = {.require = 0};
+    keel_jwt_verify_opts sub_exp = {.require = KEEL_JWT_REQUIRE_SUB | KEEL_JWT_REQUIRE_EXP};
+    for (size_t i = 0; i < sizeof(opt_cases) / sizeof(opt_cases[0]); i++) {
+        const opt_case *tc = &opt_cases[i];
+        char tok[4096];
+        make(tc->header, tc->payload, tc->alg, tc->key ? tc->key : BENCH_SECRET, tok, sizeof(tok));
+        keel_jwt_claims out;
+        keel_jwt_error got = keel_jwt_verify(&c, tok, strlen(tok), NOW, &out);
+        if (got != tc->want_default)
+            case_fail(tc->name, "default: got %d (%s), want %d", got, keel_jwt_strerror(got),
+                      tc->want_default);
+        got = keel_jwt_verify_ex(&c, &none, tok, strlen(tok), NOW, &out);
+        if (got != tc->want_none)
+            case_fail(tc->name, "require none: got %d (%s), want %d", got,
+                      keel_jwt_strerror(got), tc->want_none);
+        got = keel_jwt_verify_ex(&c, &sub_exp, tok, strlen(tok), NOW, &out);
+        if (got != tc->want_sub_exp)
+            case_fail(tc->name, "require sub|exp: got %d (%s), want %d", got,
+                      keel_jwt_strerror(got), tc->want_sub_exp);
+    }
+    assert_int_equal(failures, 0);
+}
+
+static void test_bench_token(void **state)
+{
+    (void)state;
+    char tok[4096];
+    make(BENCH_HEADER, BENCH_PAYLOAD, 256, BENCH_SECRET, tok, sizeof(tok));
+    assert_string_equal(tok, BENCH_TOKEN); /* the harness's token, byte for byte */
+    keel_jwt_cfg c = {(const uint8_t *)BENCH_SECRET, sizeof(BENCH_SECRET) - 1, NULL, NULL, 0, 30};
+    json_t *claims = (json_t *)1;
+    keel_jwt_verify_opts opts = {.require = 0, .payload = &claims};
+    keel_jwt_claims out;
+    assert_int_equal(keel_jwt_verify_ex(&c, &opts, tok, strlen(tok), NOW, &out), KEEL_JWT_OK);
+    assert_string_equal(out.sub, "bench-user");
+    assert_int_equal(out.iat, 1700000000);
+    assert_int_equal(out.exp, 0);
+    assert_string_equal(out.role, "");
+    assert_non_null(claims);
+    assert_string_equal(json_string_value(json_object_get(claims, "name")), "Bench User");
+    assert_int_equal(json_object_size(claims), 3);
+    json_decref(claims);
+    /* the same token with its signature broken: refused, no claims */
+    size_t n = strlen(tok);
+    tok[n - 2] = tok[n - 2] == 'A' ? 'B' : 'A';
+    claims = (json_t *)1;
+    assert_int_equal(keel_jwt_verify_ex(&c, &opts, tok, n, NOW, &out), KEEL_JWT_BAD_SIGNATURE);
+    assert_null(claims);
+    assert_string_equal(out.sub, "");
+    assert_int_equal(keel_jwt_verify(&c, tok, n, NOW, &out), KEEL_JWT_BAD_SIGNATURE);
+    /* the signature cut short */
+    assert_int_equal(keel_jwt_verify_ex(&c, &opts, tok, n - 1, NOW, &out),
+                     KEEL_JWT_BAD_SIGNATURE);
+    /* default rules: refused for its missing claims even with a valid signature */
+    make(BENCH_HEADER, BENCH_PAYLOAD, 256, BENCH_SECRET, tok, sizeof(tok));
+    keel_jwt_cfg full = {(const uint8_t *)BENCH_SECRET, sizeof(BENCH_SECRET) - 1, "keel",
+                         "keel-api", 900, 30};
+    assert_int_equal(keel_jwt_verify(&full, tok, strlen(tok), NOW, &out), KEEL_JWT_BAD_ISSUER);
+    keel_jwt_verify_opts all = {.require = KEEL_JWT_REQUIRE_ALL & ~(KEEL_JWT_REQUIRE_ISS |
+                                                                    KEEL_JWT_REQUIRE_AUD)};
+    assert_int_equal(keel_jwt_verify_ex(&full, &all, tok, strlen(tok), NOW, &out),
+                     KEEL_JWT_MISSING_CLAIM);
+}
+
 static void test_password_policy_and_hash(void **state)
 {
     (void)state;
@@ -273,6 +408,8 @@ int main(void)
         cmocka_unit_test(test_sign_verify_round_trip),
         cmocka_unit_test(test_token_table),
         cmocka_unit_test(test_malformed_strings),
+        cmocka_unit_test(test_claim_options_table),
+        cmocka_unit_test(test_bench_token),
         cmocka_unit_test(test_password_policy_and_hash),
         cmocka_unit_test(test_roles),
     };

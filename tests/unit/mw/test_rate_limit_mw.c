@@ -8,7 +8,9 @@
  * - security headers on 200, 429 and 500 responses;
  * - a store that answers later on the worker's loop (as the Redis store
  *   will): allowed, refused, store errors with RATE_LIMIT_FAIL_OPEN on and
- *   off, and a request whose deadline passes while the answer is due. */
+ *   off, and a request whose deadline passes while the answer is due;
+ * - the same with a store that checks both tiers in one operation
+ *   (hit_chain, as the Redis store does). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -32,6 +34,7 @@ typedef struct slow_store {
     uint64_t delay_ms;
     int fail; /* answer errors */
     int answered;
+    int chains; /* hit_chain calls (one per request with two checks) */
 } slow_store;
 
 typedef struct slow_hit {
@@ -42,6 +45,15 @@ typedef struct slow_hit {
     keel_rl_rate rate;
     keel_rl_done_fn done;
     void *arg;
+    /* hit_chain: the checks, answered by the inner store's hit() in turn */
+    size_t n;
+    char keys[2][160];
+    size_t keylens[2];
+    keel_rl_rate rates[2];
+    keel_rl_chain_done_fn chain_done;
+    size_t at;
+    keel_rl_result res;
+    int status;
 } slow_hit;
 
 static void hit_closed(uv_handle_t *h)
@@ -49,10 +61,35 @@ static void hit_closed(uv_handle_t *h)
     keel_free(h->data);
 }
 
+static void chain_step(void *arg, int status, const keel_rl_result *res)
+{
+    slow_hit *h = arg;
+    h->status = status;
+    if (res)
+        h->res = *res;
+}
+
 static void hit_fire(uv_timer_t *t)
 {
     slow_hit *h = t->data;
-    if (h->st->fail)
+    if (h->chain_done) {
+        /* the reference semantics: in turn, stopping at the first refusal */
+        size_t i = 0;
+        for (; i < h->n; i++) {
+            if (h->st->fail) {
+                h->status = KEEL_EIO;
+                break;
+            }
+            h->st->inner.hit(h->st->inner.self, NULL, h->keys[i], h->keylens[i], &h->rates[i],
+                             chain_step, h);
+            if (h->status < 0 || !h->res.allowed)
+                break;
+        }
+        if (i == h->n)
+            i = h->n - 1;
+        h->chain_done(h->arg, h->status, h->status < 0 ? 0 : i,
+                      h->status < 0 ? NULL : &h->res);
+    } else if (h->st->fail)
         h->done(h->arg, KEEL_EIO, NULL);
     else
         h->st->inner.hit(h->st->inner.self, NULL, h->key, h->keylen, &h->rate, h->done, h->arg);
@@ -69,6 +106,27 @@ static void slow_hit_fn(void *self, keel_worker *w, const char *key, size_t keyl
     h->keylen = keylen < sizeof(h->key) ? keylen : sizeof(h->key);
     h->rate = *rate;
     h->done = done;
+    h->arg = arg;
+    uv_timer_init(keel_worker_loop(w), &h->timer);
+    h->timer.data = h;
+    uv_timer_start(&h->timer, hit_fire, h->st->delay_ms, 0);
+}
+
+static void slow_hit_chain_fn(void *self, keel_worker *w, const keel_rl_check *checks,
+                              size_t n, keel_rl_chain_done_fn done, void *arg)
+{
+    assert_true(n >= 1 && n <= 2);
+    slow_hit *h = keel_calloc(1, sizeof(*h));
+    h->st = self;
+    __atomic_fetch_add(&h->st->chains, 1, __ATOMIC_RELAXED);
+    h->n = n;
+    for (size_t i = 0; i < n; i++) {
+        size_t kl = checks[i].keylen < sizeof(h->keys[i]) ? checks[i].keylen : sizeof(h->keys[i]);
+        memcpy(h->keys[i], checks[i].key, kl);
+        h->keylens[i] = kl;
+        h->rates[i] = *checks[i].rate;
+    }
+    h->chain_done = done;
     h->arg = arg;
     uv_timer_init(keel_worker_loop(w), &h->timer);
     h->timer.data = h;
@@ -133,6 +191,7 @@ static slow_store *store;
 typedef struct opts {
     uint64_t delay_ms;
     int fail, fail_open;
+    int chain; /* the slow store has hit_chain */
     const char *burst;
     const char *general; /* "N/window" */
 } opts;
@@ -173,6 +232,8 @@ static keel_server *start_with(const opts *o)
         store->delay_ms = o->delay_ms;
         store->fail = o->fail;
         st = (keel_rl_store){.name = "slow", .hit = slow_hit_fn, .free = slow_free, .self = store};
+        if (o->chain)
+            st.hit_chain = slow_hit_chain_fn;
     }
     keel_rate_limiter *rl = keel_rate_limiter_new(&cfg, st, NULL);
     const keel_route *ptrs[NROUTES];
@@ -392,6 +453,83 @@ static void test_deadline_while_store_pending(void **state)
     testsrv_stop(s);
 }
 
+/* A store with hit_chain (as the Redis store): the burst tier and the
+ * route's in one operation, answered later on the loop; the same counts,
+ * refusals and headers as checked one by one. */
+static void test_chain_burst_then_route(void **state)
+{
+    (void)state;
+    opts o = {.delay_ms = 5, .fail_open = 1, .chain = 1, .burst = "3/900ms",
+              .general = "100/1h"};
+    keel_server *s = start_with(&o);
+    unsigned port = keel_server_port(s);
+    char buf[4096];
+    get(port, "/ok", buf, sizeof(buf));
+    assert_int_equal(loopback_status(buf), 200);
+    assert_true(has(buf, "RateLimit-Limit: 100\r\n")); /* headers: the route's tier */
+    assert_true(has(buf, "RateLimit-Remaining: 99\r\n"));
+    get(port, "/strict", buf, sizeof(buf));
+    assert_int_equal(loopback_status(buf), 200);
+    assert_true(has(buf, "RateLimit-Limit: 3\r\n")); /* strict: 3/900ms */
+    get(port, "/ok", buf, sizeof(buf));
+    assert_int_equal(loopback_status(buf), 200);
+    get(port, "/ok", buf, sizeof(buf));
+    assert_int_equal(loopback_status(buf), 429);
+    assert_true(has(buf, "\"tier\":\"burst\""));
+    assert_true(has(buf, "RateLimit-Limit: 3\r\n"));
+    assert_int_equal(store->chains, 4); /* one store operation per request */
+    uv_sleep(950); /* the whole burst quota is back */
+    /* the route's tier refusing: reports 1/300ms, while burst 3/900ms allows */
+    get(port, "/reports", buf, sizeof(buf));
+    assert_int_equal(loopback_status(buf), 200);
+    get(port, "/reports", buf, sizeof(buf));
+    assert_int_equal(loopback_status(buf), 429);
+    assert_true(has(buf, "\"tier\":\"reports\""));
+    /* ... which was charged to the burst tier (checked first): one more
+     * request fits it, not two */
+    get(port, "/ok", buf, sizeof(buf));
+    assert_int_equal(loopback_status(buf), 200);
+    get(port, "/ok", buf, sizeof(buf));
+    assert_int_equal(loopback_status(buf), 429);
+    assert_true(has(buf, "\"tier\":\"burst\""));
+    testsrv_stop(s);
+}
+
+static void test_chain_store_error_fail_open_and_closed(void **state)
+{
+    (void)state;
+    opts o = {.delay_ms = 5, .fail = 1, .fail_open = 1, .chain = 1, .burst = "3/900ms"};
+    keel_server *s = start_with(&o);
+    char buf[4096];
+    for (int i = 0; i < 4; i++) {
+        get(keel_server_port(s), "/ok", buf, sizeof(buf));
+        assert_non_null(strstr(buf, "HTTP/1.1 200 OK"));
+        assert_null(strstr(buf, "RateLimit-Limit"));
+    }
+    assert_int_equal(store->chains, 4);
+    testsrv_stop(s);
+    o.fail_open = 0;
+    s = start_with(&o);
+    get(keel_server_port(s), "/ok", buf, sizeof(buf));
+    assert_non_null(strstr(buf, "HTTP/1.1 503 Service Unavailable"));
+    assert_non_null(strstr(buf, "rate limiter is unavailable"));
+    testsrv_stop(s);
+}
+
+static void test_chain_deadline_while_pending(void **state)
+{
+    (void)state;
+    opts o = {.delay_ms = 400, .fail_open = 1, .chain = 1, .burst = "3/900ms"};
+    keel_server *s = start_with(&o);
+    char buf[4096];
+    get(keel_server_port(s), "/quick", buf, sizeof(buf));
+    assert_non_null(strstr(buf, "HTTP/1.1 503"));
+    for (int i = 0; i < 100 && __atomic_load_n(&store->answered, __ATOMIC_RELAXED) < 1; i++)
+        uv_sleep(10);
+    assert_int_equal(store->answered, 1);
+    testsrv_stop(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -403,6 +541,9 @@ int main(void)
         cmocka_unit_test(test_store_error_fail_open),
         cmocka_unit_test(test_store_error_fail_closed),
         cmocka_unit_test(test_deadline_while_store_pending),
+        cmocka_unit_test(test_chain_burst_then_route),
+        cmocka_unit_test(test_chain_store_error_fail_open_and_closed),
+        cmocka_unit_test(test_chain_deadline_while_pending),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
