@@ -283,6 +283,22 @@ int keel_res_set_header(keel_req *r, const char *name, const char *value);
  * handler did not set its own (e.g. Content-Security-Policy). */
 int keel_res_has_header(const keel_req *r, const char *name);
 
+/* A fixed set of default response headers (e.g. the security headers),
+ * checked once when built and added to each response with one scan of
+ * the headers set so far and one copy: the per-request work of
+ * keel_res_has_header + keel_res_header for every member, without
+ * validating or formatting the same lines again. Built at start-up and
+ * owned by the caller; keel_res_header_set_free(NULL) is a no-op. */
+typedef struct keel_res_header_set keel_res_header_set;
+keel_res_header_set *keel_res_header_set_new(void);
+void keel_res_header_set_free(keel_res_header_set *s);
+/* Adds "name: value" (copied): 0, or KEEL_EINVAL for what keel_res_header
+ * refuses, a name already in the set, or more than 32 members. */
+int keel_res_header_set_add(keel_res_header_set *s, const char *name, const char *value);
+/* Adds, in the set's order, each member whose name (case-insensitive) the
+ * response does not carry yet. 0, or KEEL_EALREADY after the response. */
+int keel_res_add_header_set(keel_req *r, const keel_res_header_set *s);
+
 /* Sends the response with this body (copied) and finishes the request.
  * Returns KEEL_EALREADY when the request already has its response (late
  * answers after a deadline or a disconnect are dropped safely). */

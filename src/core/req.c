@@ -534,6 +534,79 @@ int keel_res_has_header(const keel_req *r, const char *name)
     return 0;
 }
 
+/* ---------------------------------------------------------------- header sets */
+
+#define HSET_MAX 32
+
+struct keel_res_header_set {
+    size_t n;
+    struct {
+        size_t off, len;  /* the line "name: value\r\n" in block */
+        size_t name_len;
+    } h[HSET_MAX];
+    keel_buf block;       /* every line, in order */
+};
+
+keel_res_header_set *keel_res_header_set_new(void)
+{
+    return keel_calloc(1, sizeof(keel_res_header_set));
+}
+
+void keel_res_header_set_free(keel_res_header_set *s)
+{
+    if (!s)
+        return;
+    keel_buf_free(&s->block);
+    keel_free(s);
+}
+
+int keel_res_header_set_add(keel_res_header_set *s, const char *name, const char *value)
+{
+    if (s->n == HSET_MAX || reserved_header(name) || !header_ok(name, value))
+        return KEEL_EINVAL;
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < s->n; i++)
+        if (s->h[i].name_len == nl && strncasecmp(s->block.data + s->h[i].off, name, nl) == 0)
+            return KEEL_EINVAL;
+    size_t off = s->block.len;
+    keel_buf_append(&s->block, name, nl);
+    keel_buf_append(&s->block, ": ", 2);
+    keel_buf_append_str(&s->block, value);
+    keel_buf_append(&s->block, "\r\n", 2);
+    s->h[s->n].off = off;
+    s->h[s->n].len = s->block.len - off;
+    s->h[s->n].name_len = nl;
+    s->n++;
+    return 0;
+}
+
+int keel_res_add_header_set(keel_req *r, const keel_res_header_set *s)
+{
+    if (r->finished)
+        return KEEL_EALREADY;
+    keel_buf *b = &r->res_headers;
+    uint32_t present = 0;
+    /* one pass over the lines set so far (usually one or two) */
+    for (size_t i = 0; i < b->len;) {
+        size_t end = line_end(b, i);
+        for (size_t k = 0; k < s->n; k++) {
+            size_t nl = s->h[k].name_len;
+            if (end - i > nl && b->data[i + nl] == ':' &&
+                strncasecmp(b->data + i, s->block.data + s->h[k].off, nl) == 0)
+                present |= 1u << k;
+        }
+        i = end;
+    }
+    if (!present) {
+        keel_buf_append(b, s->block.data, s->block.len);
+        return 0;
+    }
+    for (size_t k = 0; k < s->n; k++)
+        if (!(present & (1u << k)))
+            keel_buf_append(b, s->block.data + s->h[k].off, s->h[k].len);
+    return 0;
+}
+
 /* Runs the on_response hooks, last added first. Responding from a hook is
  * refused (r->responding), so the hooks see exactly one response. */
 static void run_response_hooks(keel_req *r, keel_response *res)
