@@ -258,6 +258,10 @@ const keel_addr *keel_req_client(keel_req *r);
 int keel_req_is_https(keel_req *r);
 /* Start of the request, monotonic ns. */
 uint64_t keel_req_start_ns(const keel_req *r);
+/* Nanoseconds from the start to now; once the request is completed (in
+ * on_complete hooks and after), to the first call made then, so every
+ * on_complete hook sees one duration and the clock is read once. */
+uint64_t keel_req_elapsed_ns(keel_req *r);
 
 /* Per-request slots middleware can use to pass values along. */
 void keel_req_set_id(keel_req *r, const char *request_id);

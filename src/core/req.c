@@ -306,6 +306,16 @@ unsigned keel_req_worker_id(const keel_req *r) { return r->w->id; }
 keel_worker *keel_req_worker(const keel_req *r) { return r->w; }
 uv_loop_t *keel_worker_loop(keel_worker *w) { return &w->loop; }
 uint64_t keel_req_start_ns(const keel_req *r) { return r->start_ns; }
+
+uint64_t keel_req_elapsed_ns(keel_req *r)
+{
+    if (r->end_ns)
+        return r->end_ns - r->start_ns;
+    uint64_t now = keel_now_ns();
+    if (r->completed)
+        r->end_ns = now; /* one reading for every on_complete hook */
+    return now - r->start_ns;
+}
 int keel_res_get_status(const keel_req *r) { return r->status; }
 uint64_t keel_res_bytes(const keel_req *r) { return r->bytes_out; }
 int keel_req_is_finished(const keel_req *r) { return r->finished; }
@@ -629,11 +639,22 @@ int keel_res_set_header(keel_req *r, const char *name, const char *value)
     return keel_res_header(r, name, value);
 }
 
+/* The Date line is rendered once per second per worker and checked
+ * against the loop's cached clock (uv_now, no clock read): the wall clock
+ * is read only when the loop time reaches the next second boundary. The
+ * loop time lags real time by at most the current iteration, so the line
+ * is never ahead of the second it names. */
 void keel__worker_update_date(keel_worker *w)
 {
-    time_t now = time(NULL);
-    if (now == w->date_sec)
+    uint64_t now_ms = uv_now(&w->loop);
+    if (w->date_len && now_ms < w->date_next_ms)
         return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    w->date_next_ms = now_ms + 1000 - (uint64_t)ts.tv_nsec / 1000000u;
+    if (ts.tv_sec == w->date_sec)
+        return;
+    time_t now = ts.tv_sec;
     struct tm tm;
     gmtime_r(&now, &tm);
     w->date_len = strftime(w->date, sizeof(w->date),

@@ -63,6 +63,7 @@ struct keel_worker {
     char date[40];       /* "Date: ...\r\n" */
     size_t date_len;
     int64_t date_sec;
+    uint64_t date_next_ms; /* loop time at which date is checked again */
 
     keel_worker_stats stats;
 };
@@ -182,6 +183,7 @@ struct keel_req {
     uint64_t bytes_out;
     keel_buf res_headers;
     uint64_t start_ns;
+    uint64_t end_ns;     /* keel_req_elapsed_ns once completed, 0 before */
     uint64_t deadline;   /* handler deadline (ms, loop time) */
     const char *request_id;
     const char *trace_id;

@@ -31,7 +31,7 @@ static void on_complete(keel_req *r, void *data)
     const char *labels[3] = {method, route, status_str(keel_res_get_status(r), st)};
     unsigned shard = keel_req_worker_id(r);
     keel_metric_add(hm->requests, shard, labels, 1);
-    double secs = (double)(keel_now_ns() - keel_req_start_ns(r)) / 1e9;
+    double secs = (double)keel_req_elapsed_ns(r) / 1e9;
     keel_metric_observe(hm->duration, shard, labels, secs);
 }
 
