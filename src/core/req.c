@@ -472,41 +472,91 @@ void keel_res_status(keel_req *r, int status)
     r->status = status;
 }
 
-static int reserved_header(const char *name)
+/* keel's own headers, refused from users (name of length nl). */
+static int reserved_header(const char *name, size_t nl)
 {
-    return !strcasecmp(name, "content-length") || !strcasecmp(name, "date") ||
-           !strcasecmp(name, "connection") || !strcasecmp(name, "transfer-encoding");
+    switch (nl) {
+    case 4:
+        return !strncasecmp(name, "date", 4);
+    case 10:
+        return !strncasecmp(name, "connection", 10);
+    case 14:
+        return !strncasecmp(name, "content-length", 14);
+    case 17:
+        return !strncasecmp(name, "transfer-encoding", 17);
+    }
+    return 0;
 }
 
-static int header_ok(const char *name, const char *value)
+/* Bytes allowed in a response header line: a name is visible ASCII other
+ * than ':'; a value is anything but a control character other than HTAB
+ * (so never CR or LF). One table lookup per byte. */
+#define HC_NAME 1
+#define HC_VALUE 2
+static const unsigned char hclass[256] = {
+    ['\t'] = HC_VALUE,
+    [' '] = HC_VALUE,
+    ['!' ... '9'] = HC_NAME | HC_VALUE,
+    [':'] = HC_VALUE,
+    [';' ... '~'] = HC_NAME | HC_VALUE,
+    [0x7f ... 0xff] = HC_VALUE,
+};
+
+/* The length of a valid header name; 0 when it is empty or invalid. */
+static size_t valid_name_len(const char *name)
 {
-    if (!*name)
-        return 0;
-    for (const char *p = name; *p; p++)
-        if ((unsigned char)*p <= ' ' || *p == ':' || (unsigned char)*p >= 0x7f)
-            return 0;
-    for (const char *p = value; *p; p++)
-        if (*p == '\r' || *p == '\n' || (*p != '\t' && (unsigned char)*p < ' '))
-            return 0;
-    return 1;
+    const unsigned char *p = (const unsigned char *)name;
+    while (hclass[*p] & HC_NAME)
+        p++;
+    return *p ? 0 : (size_t)(p - (const unsigned char *)name);
+}
+
+/* The length of a valid header value; SIZE_MAX when it is invalid. */
+static size_t valid_value_len(const char *value)
+{
+    const unsigned char *p = (const unsigned char *)value;
+    while (hclass[*p] & HC_VALUE)
+        p++;
+    return *p ? SIZE_MAX : (size_t)(p - (const unsigned char *)value);
+}
+
+/* 0 with the lengths of a header keel_res_header accepts, else KEEL_EINVAL. */
+static int check_header(const char *name, const char *value, size_t *nl, size_t *vl)
+{
+    *nl = valid_name_len(name);
+    if (!*nl || reserved_header(name, *nl))
+        return KEEL_EINVAL;
+    *vl = valid_value_len(value);
+    return *vl == SIZE_MAX ? KEEL_EINVAL : 0;
+}
+
+/* Appends "name: value\r\n" (checked) with one reservation. */
+static void append_header_line(keel_buf *b, const char *name, size_t nl, const char *value,
+                               size_t vl)
+{
+    char *w = keel_buf_reserve(b, nl + vl + 4);
+    memcpy(w, name, nl);
+    w[nl] = ':';
+    w[nl + 1] = ' ';
+    memcpy(w + nl + 2, value, vl);
+    w[nl + 2 + vl] = '\r';
+    w[nl + 3 + vl] = '\n';
+    b->len += nl + vl + 4;
 }
 
 int keel_res_header(keel_req *r, const char *name, const char *value)
 {
     if (r->finished)
         return KEEL_EALREADY;
-    if (reserved_header(name) || !header_ok(name, value))
+    size_t nl, vl;
+    if (check_header(name, value, &nl, &vl) < 0)
         return KEEL_EINVAL;
-    keel_buf *b = &r->res_headers;
-    keel_buf_append_str(b, name);
-    keel_buf_append(b, ": ", 2);
-    keel_buf_append_str(b, value);
-    keel_buf_append(b, "\r\n", 2);
+    append_header_line(&r->res_headers, name, nl, value, vl);
     return 0;
 }
 
 /* The end (one past its "\r\n") of the header line starting at i. Values
- * never hold a bare LF (header_ok), so the next LF ends the line; memchr
+ * never hold a bare LF (valid_value_len), so the next LF ends the line; memchr
  * is several times faster than memmem for this. */
 static size_t line_end(const keel_buf *b, size_t i)
 {
@@ -572,17 +622,14 @@ void keel_res_header_set_free(keel_res_header_set *s)
 
 int keel_res_header_set_add(keel_res_header_set *s, const char *name, const char *value)
 {
-    if (s->n == HSET_MAX || reserved_header(name) || !header_ok(name, value))
+    size_t nl, vl;
+    if (s->n == HSET_MAX || check_header(name, value, &nl, &vl) < 0)
         return KEEL_EINVAL;
-    size_t nl = strlen(name);
     for (size_t i = 0; i < s->n; i++)
         if (s->h[i].name_len == nl && strncasecmp(s->block.data + s->h[i].off, name, nl) == 0)
             return KEEL_EINVAL;
     size_t off = s->block.len;
-    keel_buf_append(&s->block, name, nl);
-    keel_buf_append(&s->block, ": ", 2);
-    keel_buf_append_str(&s->block, value);
-    keel_buf_append(&s->block, "\r\n", 2);
+    append_header_line(&s->block, name, nl, value, vl);
     s->h[s->n].off = off;
     s->h[s->n].len = s->block.len - off;
     s->h[s->n].name_len = nl;
@@ -633,10 +680,12 @@ int keel_res_set_header(keel_req *r, const char *name, const char *value)
 {
     if (r->finished)
         return KEEL_EALREADY;
-    if (reserved_header(name) || !header_ok(name, value))
+    size_t nl, vl;
+    if (check_header(name, value, &nl, &vl) < 0)
         return KEEL_EINVAL;
     remove_header(r, name);
-    return keel_res_header(r, name, value);
+    append_header_line(&r->res_headers, name, nl, value, vl);
+    return 0;
 }
 
 /* The Date line is rendered once per second per worker and checked
