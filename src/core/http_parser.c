@@ -205,16 +205,23 @@ static int parse_content_length(keel_str v, int64_t *out)
     return 0;
 }
 
+/* Bytes allowed in a Host value: letters, digits and -._~!$&'()*+,;=:[]% */
+static const unsigned char host_ok[256] = {
+    ['-'] = 1, ['.'] = 1, ['_'] = 1, ['~'] = 1, ['!'] = 1, ['$'] = 1,
+    ['&'] = 1, ['\''] = 1, ['('] = 1, [')'] = 1, ['*'] = 1, ['+'] = 1,
+    [','] = 1, [';'] = 1, ['='] = 1, [':'] = 1, ['['] = 1, [']'] = 1,
+    ['%'] = 1,
+    ['0' ... '9'] = 1,
+    ['A' ... 'Z'] = 1,
+    ['a' ... 'z'] = 1,
+};
+
 /* Host = uri-host [ ":" port ]: reg-name / IPv4 / "[" IP-literal "]". */
 static int host_valid(keel_str v)
 {
-    for (size_t i = 0; i < v.len; i++) {
-        unsigned char c = (unsigned char)v.ptr[i];
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                 (c >= '0' && c <= '9') || strchr("-._~!$&'()*+,;=:[]%", c);
-        if (!ok || c == 0)
+    for (size_t i = 0; i < v.len; i++)
+        if (!host_ok[(unsigned char)v.ptr[i]])
             return 0;
-    }
     return 1;
 }
 
