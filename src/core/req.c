@@ -709,6 +709,13 @@ void keel__worker_update_date(keel_worker *w)
     w->date_len = strftime(w->date, sizeof(w->date),
                            "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
     w->date_sec = now;
+    /* the head every 200 starts with; 0 (built per response) when a long
+     * Server header does not fit */
+    const char *server = w->srv->cfg.server_header;
+    int n = snprintf(w->head200, sizeof(w->head200), "HTTP/1.1 200 OK\r\n%s%s%s%.*s",
+                     server && *server ? "Server: " : "", server && *server ? server : "",
+                     server && *server ? "\r\n" : "", (int)w->date_len, w->date);
+    w->head200_len = n > 0 && (size_t)n < sizeof(w->head200) ? (size_t)n : 0;
 }
 
 /* The response was produced outside user code (a timer, a completion):
@@ -736,41 +743,68 @@ static void write_head(keel_req *r, keel_buf *o, int status,
     keel_server *s = r->w->srv;
     keel_worker *w = r->w;
     keel_conn *c = r->c;
-    if (status == 200) {
-        keel_buf_append(o, "HTTP/1.1 200 OK\r\n", 17);
-    } else {
-        keel_buf_printf(o, "HTTP/1.1 %d %s\r\n", status, keel_http_reason(status));
-    }
-    if (s->cfg.server_header && *s->cfg.server_header) {
-        keel_buf_append(o, "Server: ", 8);
-        keel_buf_append_str(o, s->cfg.server_header);
-        keel_buf_append(o, "\r\n", 2);
-    }
     keel__worker_update_date(w);
-    keel_buf_append(o, w->date, w->date_len);
-    if (content_type && body_allowed(status)) {
-        keel_buf_append(o, "Content-Type: ", 14);
-        keel_buf_append_str(o, content_type);
-        keel_buf_append(o, "\r\n", 2);
+    if (status == 200 && w->head200_len) {
+        /* status line, Server and Date, rendered with the Date */
+        keel_buf_append(o, w->head200, w->head200_len);
+    } else {
+        if (status == 200)
+            keel_buf_append(o, "HTTP/1.1 200 OK\r\n", 17);
+        else
+            keel_buf_printf(o, "HTTP/1.1 %d %s\r\n", status, keel_http_reason(status));
+        if (s->cfg.server_header && *s->cfg.server_header) {
+            keel_buf_append(o, "Server: ", 8);
+            keel_buf_append_str(o, s->cfg.server_header);
+            keel_buf_append(o, "\r\n", 2);
+        }
+        keel_buf_append(o, w->date, w->date_len);
     }
-    keel_buf_append(o, r->res_headers.data, r->res_headers.len);
+    int has_ct = content_type && body_allowed(status);
+    size_t ctl = has_ct ? strlen(content_type) : 0;
+    /* the rest in one reservation: Content-Type, the handler's and
+     * middleware's headers, framing, Connection */
+    char *p = keel_buf_reserve(o, 16 + ctl + r->res_headers.len + 28 + 38 + 26);
+    char *start = p;
+    if (has_ct) {
+        memcpy(p, "Content-Type: ", 14);
+        memcpy(p + 14, content_type, ctl);
+        memcpy(p + 14 + ctl, "\r\n", 2);
+        p += 16 + ctl;
+    }
+    if (r->res_headers.len) {
+        memcpy(p, r->res_headers.data, r->res_headers.len);
+        p += r->res_headers.len;
+    }
     if (chunked) {
-        keel_buf_append(o, "Transfer-Encoding: chunked\r\n", 28);
+        memcpy(p, "Transfer-Encoding: chunked\r\n", 28);
+        p += 28;
     } else if (clen == UINT64_MAX) {
         /* close-delimited (a stream to an HTTP/1.0 client) */
     } else if (body_allowed(status)) {
-        keel_buf_append(o, "Content-Length: ", 16);
-        keel_buf_append_u64(o, clen);
-        keel_buf_append(o, "\r\n", 2);
+        char digits[20], *d = digits + sizeof(digits);
+        do {
+            *--d = (char)('0' + clen % 10);
+            clen /= 10;
+        } while (clen);
+        size_t dl = (size_t)(digits + sizeof(digits) - d);
+        memcpy(p, "Content-Length: ", 16);
+        memcpy(p + 16, d, dl);
+        memcpy(p + 16 + dl, "\r\n", 2);
+        p += 18 + dl;
     }
     int keep = r->keep_alive && c && !c->close_after_write && !w->draining;
     r->keep_alive = keep;
-    if (!keep)
-        keel_buf_append(o, "Connection: close\r\n\r\n", 21);
-    else if (r->head.version_minor == 0)
-        keel_buf_append(o, "Connection: keep-alive\r\n\r\n", 26);
-    else
-        keel_buf_append(o, "\r\n", 2);
+    if (!keep) {
+        memcpy(p, "Connection: close\r\n\r\n", 21);
+        p += 21;
+    } else if (r->head.version_minor == 0) {
+        memcpy(p, "Connection: keep-alive\r\n\r\n", 26);
+        p += 26;
+    } else {
+        memcpy(p, "\r\n", 2);
+        p += 2;
+    }
+    o->len += (size_t)(p - start);
 }
 
 int keel_respond(keel_req *r, int status, const char *content_type,

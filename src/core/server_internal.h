@@ -64,6 +64,8 @@ struct keel_worker {
     size_t date_len;
     int64_t date_sec;
     uint64_t date_next_ms; /* loop time at which date is checked again */
+    char head200[256];   /* "HTTP/1.1 200 OK\r\n", Server, Date: with date */
+    size_t head200_len;  /* 0: not rendered (a Server header too long) */
 
     keel_worker_stats stats;
 };
