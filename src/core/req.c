@@ -95,9 +95,10 @@ static void complete(keel_req *r)
         return;
     }
     keel_server *s = r->w->srv;
-    for (size_t i = s->nmws; i-- > 0;)
-        if (s->mws[i].on_complete)
-            s->mws[i].on_complete(r, s->mws[i].data);
+    for (size_t i = s->ncomplete; i-- > 0;) {
+        keel_middleware *mw = &s->mws[s->complete_at[i]];
+        mw->on_complete(r, mw->data);
+    }
     STAT_SUB(r->w, requests_in_flight, 1);
     if (r->c)
         keel__conn_request_done(r->c, r);
@@ -208,10 +209,8 @@ static keel_flow options_handler(keel_req *r)
 static void run_chain(keel_req *r)
 {
     keel_server *s = r->w->srv;
-    while (r->mw_index < s->nmws && !r->finished) {
-        keel_middleware *mw = &s->mws[r->mw_index++];
-        if (!mw->on_request)
-            continue;
+    while (r->mw_index < s->nrequest && !r->finished) {
+        keel_middleware *mw = &s->mws[s->request_at[r->mw_index++]];
         if (r->reject_status && mw->phase != KEEL_PHASE_EDGE)
             continue;
         r->refusing = r->reject_status != 0;
@@ -229,7 +228,7 @@ static void run_chain(keel_req *r)
     }
     if (r->finished)
         return;
-    r->mw_index = s->nmws + 1;
+    r->mw_index = s->nrequest + 1;
     keel_flow f;
     if (r->entry) {
         f = r->entry->route->handler(r);
@@ -670,9 +669,10 @@ static void run_response_hooks(keel_req *r, keel_response *res)
 {
     keel_server *s = r->w->srv;
     r->responding = 1;
-    for (size_t i = s->nmws; i-- > 0;)
-        if (s->mws[i].on_response)
-            s->mws[i].on_response(r, res, s->mws[i].data);
+    for (size_t i = s->nresponse_hooks; i-- > 0;) {
+        keel_middleware *mw = &s->mws[s->response_at[i]];
+        mw->on_response(r, res, mw->data);
+    }
     r->responding = 0;
 }
 

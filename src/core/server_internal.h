@@ -86,6 +86,12 @@ struct keel_server {
     keel_middleware *mws;
     size_t nmws;
     size_t nresponse_hooks; /* middlewares with on_response */
+    /* Indexes into mws of the middlewares with each hook, in chain order,
+     * rebuilt by keel_server_use: a request runs its hooks without
+     * looking at every middleware. */
+    size_t *request_at, nrequest;
+    size_t *response_at;    /* nresponse_hooks of them */
+    size_t *complete_at, ncomplete;
     keel_worker **workers;
     unsigned nworkers;
     keel_pool *pool;       /* the default pool */
@@ -165,7 +171,7 @@ struct keel_req {
     keel_arena arena;
     keel_buf owned_in;   /* the connection's input, kept when detached */
 
-    size_t mw_index;
+    size_t mw_index;     /* next position in srv->request_at */
     int busy;            /* user code on the stack */
     int holds;           /* keel_req_hold + pending work */
     int suspended;
