@@ -59,6 +59,23 @@ void keel_metric_set(keel_metric *mt, unsigned shard,
 void keel_metric_observe(keel_metric *mt, unsigned shard,
                          const char *const *label_values, double v);
 
+/* One series of a metric in one shard, looked up once (e.g. per route and
+ * status, by a worker that keeps it) and then updated without building
+ * and hashing its key: keel_metric_series_add / _observe do what
+ * keel_metric_add / _observe do for the same shard and label values. The
+ * series is created if needed (with value 0: get it after a first
+ * keel_metric_add so a scrape never sees it empty). Owned by the metric
+ * and valid for its lifetime; NULL when mt is NULL or a callback, and the
+ * updates ignore NULL. */
+typedef struct keel_metric_series keel_metric_series;
+keel_metric_series *keel_metric_series_get(keel_metric *mt, unsigned shard,
+                                           const char *const *label_values);
+void keel_metric_series_add(keel_metric_series *s, double v);
+void keel_metric_series_observe(keel_metric_series *s, double v);
+/* The number of shards: the worker count given to keel_metrics_new, plus
+ * one shared by every other thread. */
+unsigned keel_metrics_shards(const keel_metrics *m);
+
 /* Renders the text exposition format (version 0.0.4). */
 void keel_metrics_render(keel_metrics *m, keel_buf *out);
 

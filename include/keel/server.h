@@ -258,6 +258,10 @@ const keel_addr *keel_req_client(keel_req *r);
 int keel_req_is_https(keel_req *r);
 /* Start of the request, monotonic ns. */
 uint64_t keel_req_start_ns(const keel_req *r);
+/* Nanoseconds from the start to now; once the request is completed (in
+ * on_complete hooks and after), to the first call made then, so every
+ * on_complete hook sees one duration and the clock is read once. */
+uint64_t keel_req_elapsed_ns(keel_req *r);
 
 /* Per-request slots middleware can use to pass values along. */
 void keel_req_set_id(keel_req *r, const char *request_id);
@@ -282,6 +286,22 @@ int keel_res_set_header(keel_req *r, const char *name, const char *value);
  * set so far: 1 or 0. Lets a middleware add a default only when the
  * handler did not set its own (e.g. Content-Security-Policy). */
 int keel_res_has_header(const keel_req *r, const char *name);
+
+/* A fixed set of default response headers (e.g. the security headers),
+ * checked once when built and added to each response with one scan of
+ * the headers set so far and one copy: the per-request work of
+ * keel_res_has_header + keel_res_header for every member, without
+ * validating or formatting the same lines again. Built at start-up and
+ * owned by the caller; keel_res_header_set_free(NULL) is a no-op. */
+typedef struct keel_res_header_set keel_res_header_set;
+keel_res_header_set *keel_res_header_set_new(void);
+void keel_res_header_set_free(keel_res_header_set *s);
+/* Adds "name: value" (copied): 0, or KEEL_EINVAL for what keel_res_header
+ * refuses, a name already in the set, or more than 32 members. */
+int keel_res_header_set_add(keel_res_header_set *s, const char *name, const char *value);
+/* Adds, in the set's order, each member whose name (case-insensitive) the
+ * response does not carry yet. 0, or KEEL_EALREADY after the response. */
+int keel_res_add_header_set(keel_req *r, const keel_res_header_set *s);
 
 /* Sends the response with this body (copied) and finishes the request.
  * Returns KEEL_EALREADY when the request already has its response (late

@@ -76,19 +76,22 @@ static const unsigned char value_ok[256] = {
 
 int keel_str_ieq_c(keel_str a, const char *c)
 {
-    size_t n = strlen(c);
-    if (a.len != n)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
+    /* one walk, no strlen: c ends early (a NUL) or a.len bytes match */
+    for (size_t i = 0; i < a.len; i++) {
         unsigned char x = (unsigned char)a.ptr[i], y = (unsigned char)c[i];
+        if (x == y) {
+            if (!y)
+                return 0; /* a NUL in a, where c ends */
+            continue;
+        }
         if (x >= 'A' && x <= 'Z')
             x += 32;
         if (y >= 'A' && y <= 'Z')
             y += 32;
         if (x != y)
-            return 0;
+            return 0; /* also where c ends before a */
     }
-    return 1;
+    return c[a.len] == '\0';
 }
 
 #define REFUSE(st, msg)                                                        \
@@ -205,16 +208,23 @@ static int parse_content_length(keel_str v, int64_t *out)
     return 0;
 }
 
+/* Bytes allowed in a Host value: letters, digits and -._~!$&'()*+,;=:[]% */
+static const unsigned char host_ok[256] = {
+    ['-'] = 1, ['.'] = 1, ['_'] = 1, ['~'] = 1, ['!'] = 1, ['$'] = 1,
+    ['&'] = 1, ['\''] = 1, ['('] = 1, [')'] = 1, ['*'] = 1, ['+'] = 1,
+    [','] = 1, [';'] = 1, ['='] = 1, [':'] = 1, ['['] = 1, [']'] = 1,
+    ['%'] = 1,
+    ['0' ... '9'] = 1,
+    ['A' ... 'Z'] = 1,
+    ['a' ... 'z'] = 1,
+};
+
 /* Host = uri-host [ ":" port ]: reg-name / IPv4 / "[" IP-literal "]". */
 static int host_valid(keel_str v)
 {
-    for (size_t i = 0; i < v.len; i++) {
-        unsigned char c = (unsigned char)v.ptr[i];
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                 (c >= '0' && c <= '9') || strchr("-._~!$&'()*+,;=:[]%", c);
-        if (!ok || c == 0)
+    for (size_t i = 0; i < v.len; i++)
+        if (!host_ok[(unsigned char)v.ptr[i]])
             return 0;
-    }
     return 1;
 }
 

@@ -95,9 +95,10 @@ static void complete(keel_req *r)
         return;
     }
     keel_server *s = r->w->srv;
-    for (size_t i = s->nmws; i-- > 0;)
-        if (s->mws[i].on_complete)
-            s->mws[i].on_complete(r, s->mws[i].data);
+    for (size_t i = s->ncomplete; i-- > 0;) {
+        keel_middleware *mw = &s->mws[s->complete_at[i]];
+        mw->on_complete(r, mw->data);
+    }
     STAT_SUB(r->w, requests_in_flight, 1);
     if (r->c)
         keel__conn_request_done(r->c, r);
@@ -208,10 +209,8 @@ static keel_flow options_handler(keel_req *r)
 static void run_chain(keel_req *r)
 {
     keel_server *s = r->w->srv;
-    while (r->mw_index < s->nmws && !r->finished) {
-        keel_middleware *mw = &s->mws[r->mw_index++];
-        if (!mw->on_request)
-            continue;
+    while (r->mw_index < s->nrequest && !r->finished) {
+        keel_middleware *mw = &s->mws[s->request_at[r->mw_index++]];
         if (r->reject_status && mw->phase != KEEL_PHASE_EDGE)
             continue;
         r->refusing = r->reject_status != 0;
@@ -229,7 +228,7 @@ static void run_chain(keel_req *r)
     }
     if (r->finished)
         return;
-    r->mw_index = s->nmws + 1;
+    r->mw_index = s->nrequest + 1;
     keel_flow f;
     if (r->entry) {
         f = r->entry->route->handler(r);
@@ -306,6 +305,16 @@ unsigned keel_req_worker_id(const keel_req *r) { return r->w->id; }
 keel_worker *keel_req_worker(const keel_req *r) { return r->w; }
 uv_loop_t *keel_worker_loop(keel_worker *w) { return &w->loop; }
 uint64_t keel_req_start_ns(const keel_req *r) { return r->start_ns; }
+
+uint64_t keel_req_elapsed_ns(keel_req *r)
+{
+    if (r->end_ns)
+        return r->end_ns - r->start_ns;
+    uint64_t now = keel_now_ns();
+    if (r->completed)
+        r->end_ns = now; /* one reading for every on_complete hook */
+    return now - r->start_ns;
+}
 int keel_res_get_status(const keel_req *r) { return r->status; }
 uint64_t keel_res_bytes(const keel_req *r) { return r->bytes_out; }
 int keel_req_is_finished(const keel_req *r) { return r->finished; }
@@ -462,41 +471,91 @@ void keel_res_status(keel_req *r, int status)
     r->status = status;
 }
 
-static int reserved_header(const char *name)
+/* keel's own headers, refused from users (name of length nl). */
+static int reserved_header(const char *name, size_t nl)
 {
-    return !strcasecmp(name, "content-length") || !strcasecmp(name, "date") ||
-           !strcasecmp(name, "connection") || !strcasecmp(name, "transfer-encoding");
+    switch (nl) {
+    case 4:
+        return !strncasecmp(name, "date", 4);
+    case 10:
+        return !strncasecmp(name, "connection", 10);
+    case 14:
+        return !strncasecmp(name, "content-length", 14);
+    case 17:
+        return !strncasecmp(name, "transfer-encoding", 17);
+    }
+    return 0;
 }
 
-static int header_ok(const char *name, const char *value)
+/* Bytes allowed in a response header line: a name is visible ASCII other
+ * than ':'; a value is anything but a control character other than HTAB
+ * (so never CR or LF). One table lookup per byte. */
+#define HC_NAME 1
+#define HC_VALUE 2
+static const unsigned char hclass[256] = {
+    ['\t'] = HC_VALUE,
+    [' '] = HC_VALUE,
+    ['!' ... '9'] = HC_NAME | HC_VALUE,
+    [':'] = HC_VALUE,
+    [';' ... '~'] = HC_NAME | HC_VALUE,
+    [0x7f ... 0xff] = HC_VALUE,
+};
+
+/* The length of a valid header name; 0 when it is empty or invalid. */
+static size_t valid_name_len(const char *name)
 {
-    if (!*name)
-        return 0;
-    for (const char *p = name; *p; p++)
-        if ((unsigned char)*p <= ' ' || *p == ':' || (unsigned char)*p >= 0x7f)
-            return 0;
-    for (const char *p = value; *p; p++)
-        if (*p == '\r' || *p == '\n' || (*p != '\t' && (unsigned char)*p < ' '))
-            return 0;
-    return 1;
+    const unsigned char *p = (const unsigned char *)name;
+    while (hclass[*p] & HC_NAME)
+        p++;
+    return *p ? 0 : (size_t)(p - (const unsigned char *)name);
+}
+
+/* The length of a valid header value; SIZE_MAX when it is invalid. */
+static size_t valid_value_len(const char *value)
+{
+    const unsigned char *p = (const unsigned char *)value;
+    while (hclass[*p] & HC_VALUE)
+        p++;
+    return *p ? SIZE_MAX : (size_t)(p - (const unsigned char *)value);
+}
+
+/* 0 with the lengths of a header keel_res_header accepts, else KEEL_EINVAL. */
+static int check_header(const char *name, const char *value, size_t *nl, size_t *vl)
+{
+    *nl = valid_name_len(name);
+    if (!*nl || reserved_header(name, *nl))
+        return KEEL_EINVAL;
+    *vl = valid_value_len(value);
+    return *vl == SIZE_MAX ? KEEL_EINVAL : 0;
+}
+
+/* Appends "name: value\r\n" (checked) with one reservation. */
+static void append_header_line(keel_buf *b, const char *name, size_t nl, const char *value,
+                               size_t vl)
+{
+    char *w = keel_buf_reserve(b, nl + vl + 4);
+    memcpy(w, name, nl);
+    w[nl] = ':';
+    w[nl + 1] = ' ';
+    memcpy(w + nl + 2, value, vl);
+    w[nl + 2 + vl] = '\r';
+    w[nl + 3 + vl] = '\n';
+    b->len += nl + vl + 4;
 }
 
 int keel_res_header(keel_req *r, const char *name, const char *value)
 {
     if (r->finished)
         return KEEL_EALREADY;
-    if (reserved_header(name) || !header_ok(name, value))
+    size_t nl, vl;
+    if (check_header(name, value, &nl, &vl) < 0)
         return KEEL_EINVAL;
-    keel_buf *b = &r->res_headers;
-    keel_buf_append_str(b, name);
-    keel_buf_append(b, ": ", 2);
-    keel_buf_append_str(b, value);
-    keel_buf_append(b, "\r\n", 2);
+    append_header_line(&r->res_headers, name, nl, value, vl);
     return 0;
 }
 
 /* The end (one past its "\r\n") of the header line starting at i. Values
- * never hold a bare LF (header_ok), so the next LF ends the line; memchr
+ * never hold a bare LF (valid_value_len), so the next LF ends the line; memchr
  * is several times faster than memmem for this. */
 static size_t line_end(const keel_buf *b, size_t i)
 {
@@ -534,15 +593,86 @@ int keel_res_has_header(const keel_req *r, const char *name)
     return 0;
 }
 
+/* ---------------------------------------------------------------- header sets */
+
+#define HSET_MAX 32
+
+struct keel_res_header_set {
+    size_t n;
+    struct {
+        size_t off, len;  /* the line "name: value\r\n" in block */
+        size_t name_len;
+    } h[HSET_MAX];
+    keel_buf block;       /* every line, in order */
+};
+
+keel_res_header_set *keel_res_header_set_new(void)
+{
+    return keel_calloc(1, sizeof(keel_res_header_set));
+}
+
+void keel_res_header_set_free(keel_res_header_set *s)
+{
+    if (!s)
+        return;
+    keel_buf_free(&s->block);
+    keel_free(s);
+}
+
+int keel_res_header_set_add(keel_res_header_set *s, const char *name, const char *value)
+{
+    size_t nl, vl;
+    if (s->n == HSET_MAX || check_header(name, value, &nl, &vl) < 0)
+        return KEEL_EINVAL;
+    for (size_t i = 0; i < s->n; i++)
+        if (s->h[i].name_len == nl && strncasecmp(s->block.data + s->h[i].off, name, nl) == 0)
+            return KEEL_EINVAL;
+    size_t off = s->block.len;
+    append_header_line(&s->block, name, nl, value, vl);
+    s->h[s->n].off = off;
+    s->h[s->n].len = s->block.len - off;
+    s->h[s->n].name_len = nl;
+    s->n++;
+    return 0;
+}
+
+int keel_res_add_header_set(keel_req *r, const keel_res_header_set *s)
+{
+    if (r->finished)
+        return KEEL_EALREADY;
+    keel_buf *b = &r->res_headers;
+    uint32_t present = 0;
+    /* one pass over the lines set so far (usually one or two) */
+    for (size_t i = 0; i < b->len;) {
+        size_t end = line_end(b, i);
+        for (size_t k = 0; k < s->n; k++) {
+            size_t nl = s->h[k].name_len;
+            if (end - i > nl && b->data[i + nl] == ':' &&
+                strncasecmp(b->data + i, s->block.data + s->h[k].off, nl) == 0)
+                present |= 1u << k;
+        }
+        i = end;
+    }
+    if (!present) {
+        keel_buf_append(b, s->block.data, s->block.len);
+        return 0;
+    }
+    for (size_t k = 0; k < s->n; k++)
+        if (!(present & (1u << k)))
+            keel_buf_append(b, s->block.data + s->h[k].off, s->h[k].len);
+    return 0;
+}
+
 /* Runs the on_response hooks, last added first. Responding from a hook is
  * refused (r->responding), so the hooks see exactly one response. */
 static void run_response_hooks(keel_req *r, keel_response *res)
 {
     keel_server *s = r->w->srv;
     r->responding = 1;
-    for (size_t i = s->nmws; i-- > 0;)
-        if (s->mws[i].on_response)
-            s->mws[i].on_response(r, res, s->mws[i].data);
+    for (size_t i = s->nresponse_hooks; i-- > 0;) {
+        keel_middleware *mw = &s->mws[s->response_at[i]];
+        mw->on_response(r, res, mw->data);
+    }
     r->responding = 0;
 }
 
@@ -550,22 +680,42 @@ int keel_res_set_header(keel_req *r, const char *name, const char *value)
 {
     if (r->finished)
         return KEEL_EALREADY;
-    if (reserved_header(name) || !header_ok(name, value))
+    size_t nl, vl;
+    if (check_header(name, value, &nl, &vl) < 0)
         return KEEL_EINVAL;
     remove_header(r, name);
-    return keel_res_header(r, name, value);
+    append_header_line(&r->res_headers, name, nl, value, vl);
+    return 0;
 }
 
+/* The Date line is rendered once per second per worker and checked
+ * against the loop's cached clock (uv_now, no clock read): the wall clock
+ * is read only when the loop time reaches the next second boundary. The
+ * loop time lags real time by at most the current iteration, so the line
+ * is never ahead of the second it names. */
 void keel__worker_update_date(keel_worker *w)
 {
-    time_t now = time(NULL);
-    if (now == w->date_sec)
+    uint64_t now_ms = uv_now(&w->loop);
+    if (w->date_len && now_ms < w->date_next_ms)
         return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    w->date_next_ms = now_ms + 1000 - (uint64_t)ts.tv_nsec / 1000000u;
+    if (ts.tv_sec == w->date_sec)
+        return;
+    time_t now = ts.tv_sec;
     struct tm tm;
     gmtime_r(&now, &tm);
     w->date_len = strftime(w->date, sizeof(w->date),
                            "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
     w->date_sec = now;
+    /* the head every 200 starts with; 0 (built per response) when a long
+     * Server header does not fit */
+    const char *server = w->srv->cfg.server_header;
+    int n = snprintf(w->head200, sizeof(w->head200), "HTTP/1.1 200 OK\r\n%s%s%s%.*s",
+                     server && *server ? "Server: " : "", server && *server ? server : "",
+                     server && *server ? "\r\n" : "", (int)w->date_len, w->date);
+    w->head200_len = n > 0 && (size_t)n < sizeof(w->head200) ? (size_t)n : 0;
 }
 
 /* The response was produced outside user code (a timer, a completion):
@@ -593,41 +743,68 @@ static void write_head(keel_req *r, keel_buf *o, int status,
     keel_server *s = r->w->srv;
     keel_worker *w = r->w;
     keel_conn *c = r->c;
-    if (status == 200) {
-        keel_buf_append(o, "HTTP/1.1 200 OK\r\n", 17);
-    } else {
-        keel_buf_printf(o, "HTTP/1.1 %d %s\r\n", status, keel_http_reason(status));
-    }
-    if (s->cfg.server_header && *s->cfg.server_header) {
-        keel_buf_append(o, "Server: ", 8);
-        keel_buf_append_str(o, s->cfg.server_header);
-        keel_buf_append(o, "\r\n", 2);
-    }
     keel__worker_update_date(w);
-    keel_buf_append(o, w->date, w->date_len);
-    if (content_type && body_allowed(status)) {
-        keel_buf_append(o, "Content-Type: ", 14);
-        keel_buf_append_str(o, content_type);
-        keel_buf_append(o, "\r\n", 2);
+    if (status == 200 && w->head200_len) {
+        /* status line, Server and Date, rendered with the Date */
+        keel_buf_append(o, w->head200, w->head200_len);
+    } else {
+        if (status == 200)
+            keel_buf_append(o, "HTTP/1.1 200 OK\r\n", 17);
+        else
+            keel_buf_printf(o, "HTTP/1.1 %d %s\r\n", status, keel_http_reason(status));
+        if (s->cfg.server_header && *s->cfg.server_header) {
+            keel_buf_append(o, "Server: ", 8);
+            keel_buf_append_str(o, s->cfg.server_header);
+            keel_buf_append(o, "\r\n", 2);
+        }
+        keel_buf_append(o, w->date, w->date_len);
     }
-    keel_buf_append(o, r->res_headers.data, r->res_headers.len);
+    int has_ct = content_type && body_allowed(status);
+    size_t ctl = has_ct ? strlen(content_type) : 0;
+    /* the rest in one reservation: Content-Type, the handler's and
+     * middleware's headers, framing, Connection */
+    char *p = keel_buf_reserve(o, 16 + ctl + r->res_headers.len + 28 + 38 + 26);
+    char *start = p;
+    if (has_ct) {
+        memcpy(p, "Content-Type: ", 14);
+        memcpy(p + 14, content_type, ctl);
+        memcpy(p + 14 + ctl, "\r\n", 2);
+        p += 16 + ctl;
+    }
+    if (r->res_headers.len) {
+        memcpy(p, r->res_headers.data, r->res_headers.len);
+        p += r->res_headers.len;
+    }
     if (chunked) {
-        keel_buf_append(o, "Transfer-Encoding: chunked\r\n", 28);
+        memcpy(p, "Transfer-Encoding: chunked\r\n", 28);
+        p += 28;
     } else if (clen == UINT64_MAX) {
         /* close-delimited (a stream to an HTTP/1.0 client) */
     } else if (body_allowed(status)) {
-        keel_buf_append(o, "Content-Length: ", 16);
-        keel_buf_append_u64(o, clen);
-        keel_buf_append(o, "\r\n", 2);
+        char digits[20], *d = digits + sizeof(digits);
+        do {
+            *--d = (char)('0' + clen % 10);
+            clen /= 10;
+        } while (clen);
+        size_t dl = (size_t)(digits + sizeof(digits) - d);
+        memcpy(p, "Content-Length: ", 16);
+        memcpy(p + 16, d, dl);
+        memcpy(p + 16 + dl, "\r\n", 2);
+        p += 18 + dl;
     }
     int keep = r->keep_alive && c && !c->close_after_write && !w->draining;
     r->keep_alive = keep;
-    if (!keep)
-        keel_buf_append(o, "Connection: close\r\n\r\n", 21);
-    else if (r->head.version_minor == 0)
-        keel_buf_append(o, "Connection: keep-alive\r\n\r\n", 26);
-    else
-        keel_buf_append(o, "\r\n", 2);
+    if (!keep) {
+        memcpy(p, "Connection: close\r\n\r\n", 21);
+        p += 21;
+    } else if (r->head.version_minor == 0) {
+        memcpy(p, "Connection: keep-alive\r\n\r\n", 26);
+        p += 26;
+    } else {
+        memcpy(p, "\r\n", 2);
+        p += 2;
+    }
+    o->len += (size_t)(p - start);
 }
 
 int keel_respond(keel_req *r, int status, const char *content_type,

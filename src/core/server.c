@@ -150,6 +150,20 @@ int keel_server_use(keel_server *s, const keel_middleware *mw)
     s->nmws++;
     if (mw->on_response)
         s->nresponse_hooks++;
+    s->request_at = keel_realloc(s->request_at, s->nmws * sizeof(size_t));
+    s->response_at = keel_realloc(s->response_at, s->nmws * sizeof(size_t));
+    s->complete_at = keel_realloc(s->complete_at, s->nmws * sizeof(size_t));
+    size_t nr = 0, nc = 0, nresp = 0;
+    for (size_t i = 0; i < s->nmws; i++) {
+        if (s->mws[i].on_request)
+            s->request_at[nr++] = i;
+        if (s->mws[i].on_response)
+            s->response_at[nresp++] = i;
+        if (s->mws[i].on_complete)
+            s->complete_at[nc++] = i;
+    }
+    s->nrequest = nr;
+    s->ncomplete = nc;
     return 0;
 }
 
@@ -764,6 +778,9 @@ void keel_server_free(keel_server *s)
         if (s->mws[i].dispose)
             s->mws[i].dispose(s->mws[i].data);
     keel_free(s->mws);
+    keel_free(s->request_at);
+    keel_free(s->response_at);
+    keel_free(s->complete_at);
     for (size_t i = 0; i < s->nroutes; i++)
         keel_free(s->entries[i]);
     keel_free(s->entries);

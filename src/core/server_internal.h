@@ -63,6 +63,9 @@ struct keel_worker {
     char date[40];       /* "Date: ...\r\n" */
     size_t date_len;
     int64_t date_sec;
+    uint64_t date_next_ms; /* loop time at which date is checked again */
+    char head200[256];   /* "HTTP/1.1 200 OK\r\n", Server, Date: with date */
+    size_t head200_len;  /* 0: not rendered (a Server header too long) */
 
     keel_worker_stats stats;
 };
@@ -83,6 +86,12 @@ struct keel_server {
     keel_middleware *mws;
     size_t nmws;
     size_t nresponse_hooks; /* middlewares with on_response */
+    /* Indexes into mws of the middlewares with each hook, in chain order,
+     * rebuilt by keel_server_use: a request runs its hooks without
+     * looking at every middleware. */
+    size_t *request_at, nrequest;
+    size_t *response_at;    /* nresponse_hooks of them */
+    size_t *complete_at, ncomplete;
     keel_worker **workers;
     unsigned nworkers;
     keel_pool *pool;       /* the default pool */
@@ -162,7 +171,7 @@ struct keel_req {
     keel_arena arena;
     keel_buf owned_in;   /* the connection's input, kept when detached */
 
-    size_t mw_index;
+    size_t mw_index;     /* next position in srv->request_at */
     int busy;            /* user code on the stack */
     int holds;           /* keel_req_hold + pending work */
     int suspended;
@@ -182,6 +191,7 @@ struct keel_req {
     uint64_t bytes_out;
     keel_buf res_headers;
     uint64_t start_ns;
+    uint64_t end_ns;     /* keel_req_elapsed_ns once completed, 0 before */
     uint64_t deadline;   /* handler deadline (ms, loop time) */
     const char *request_id;
     const char *trace_id;

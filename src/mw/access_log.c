@@ -21,7 +21,7 @@ static void str_field(keel_buf *b, const char *key, const char *v, size_t n)
 static void on_complete(keel_req *r, void *data)
 {
     access_cfg *cfg = data;
-    uint64_t dur_ns = keel_now_ns() - keel_req_start_ns(r);
+    uint64_t dur_ns = keel_req_elapsed_ns(r);
     int status = keel_res_get_status(r);
     int slow = cfg->slow_ms && dur_ns / 1000000u >= cfg->slow_ms;
     const keel_route *rt = keel_req_route(r);

@@ -4,9 +4,22 @@
 
 #include "keel/mw.h"
 
+/* A worker's series for one (method, route, status), looked up once:
+ * after the first request of a kind, counting it takes no key building
+ * or hashing. Direct-mapped; a collision just looks the series up again. */
+typedef struct hm_slot {
+    const char *route; /* the route label's pointer (its template or "unmatched") */
+    int method, status;
+    keel_metric_series *requests, *duration;
+} hm_slot;
+
+#define HM_SLOTS 64
+
 typedef struct http_metrics {
     keel_metric *requests;
     keel_metric *duration;
+    unsigned ncache;             /* worker shards with a cache */
+    hm_slot (*cache)[HM_SLOTS];  /* [shard]: touched only by that worker's loop */
 } http_metrics;
 
 static const char *status_str(int status, char *buf)
@@ -23,16 +36,43 @@ static const char *status_str(int status, char *buf)
 static void on_complete(keel_req *r, void *data)
 {
     http_metrics *hm = data;
-    const char *method = keel_method_name(keel_req_method(r));
+    int m = (int)keel_req_method(r);
+    const char *route = keel_req_route_label(r);
+    int status = keel_res_get_status(r);
+    unsigned shard = keel_req_worker_id(r);
+    double secs = (double)keel_req_elapsed_ns(r) / 1e9;
+    hm_slot *slot = NULL;
+    if (shard < hm->ncache) {
+        size_t h = ((uintptr_t)route >> 4) ^ ((size_t)m * 31u) ^ ((size_t)status * 7u);
+        slot = &hm->cache[shard][h % HM_SLOTS];
+        if (slot->requests && slot->route == route && slot->method == m &&
+            slot->status == status) {
+            keel_metric_series_add(slot->requests, 1);
+            keel_metric_series_observe(slot->duration, secs);
+            return;
+        }
+    }
+    const char *method = keel_method_name((keel_method)m);
     if (!method)
         method = "OTHER";
-    const char *route = keel_req_route_label(r);
     char st[4];
-    const char *labels[3] = {method, route, status_str(keel_res_get_status(r), st)};
-    unsigned shard = keel_req_worker_id(r);
+    const char *labels[3] = {method, route, status_str(status, st)};
     keel_metric_add(hm->requests, shard, labels, 1);
-    double secs = (double)(keel_now_ns() - keel_req_start_ns(r)) / 1e9;
     keel_metric_observe(hm->duration, shard, labels, secs);
+    if (slot) {
+        slot->route = route;
+        slot->method = m;
+        slot->status = status;
+        slot->requests = keel_metric_series_get(hm->requests, shard, labels);
+        slot->duration = keel_metric_series_get(hm->duration, shard, labels);
+    }
+}
+
+static void dispose(void *data)
+{
+    http_metrics *hm = data;
+    keel_free(hm->cache);
+    keel_free(hm);
 }
 
 keel_middleware keel_mw_http_metrics(keel_metrics *m)
@@ -45,7 +85,11 @@ keel_middleware keel_mw_http_metrics(keel_metrics *m)
     hm->duration = keel_metrics_histogram(m, "http_request_duration_seconds",
                                           "HTTP request latency by method and route template",
                                           l2, keel_latency_buckets, keel_latency_nbuckets);
+    if (hm->requests && hm->duration) {
+        hm->ncache = keel_metrics_shards(m) - 1; /* the last shard is shared */
+        hm->cache = keel_calloc(hm->ncache ? hm->ncache : 1, sizeof(*hm->cache));
+    }
     keel_middleware mw = {.name = "http_metrics", .phase = KEEL_PHASE_EDGE, .on_request = NULL,
-                          .on_complete = on_complete, .dispose = keel_free, .data = hm};
+                          .on_complete = on_complete, .dispose = dispose, .data = hm};
     return mw;
 }

@@ -1,5 +1,7 @@
 /* request_id.c — request ids and W3C trace context (traceparent). */
 #include <stdio.h>
+#include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 
 #include "keel/mw.h"
@@ -34,12 +36,25 @@ static uint64_t next64(void)
     return r;
 }
 
-static void hex(char *out, uint64_t v, int digits)
+/* "000102...ff": the two hex digits of every byte value. (Under
+ * callgrind this beats computing eight digits at a time in a 64-bit
+ * word: the masks alone are a dozen 64-bit immediates per half.) */
+static const char hex_pairs[513] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+
+/* v as 16 lowercase hex digits, two per table lookup. */
+static void hex16(char *out, uint64_t v)
 {
-    static const char h[] = "0123456789abcdef";
-    for (int i = digits - 1; i >= 0; i--) {
-        out[i] = h[v & 15];
-        v >>= 4;
+    for (int i = 7; i >= 0; i--) {
+        memcpy(out + 2 * i, hex_pairs + 2 * (v & 0xff), 2);
+        v >>= 8;
     }
 }
 
@@ -86,33 +101,43 @@ static keel_flow on_request(keel_req *r, void *data)
 {
     (void)data;
     keel_arena *a = keel_req_arena(r);
-    keel_str in = keel_req_header(r, "x-request-id");
-    if (!in.ptr)
-        in = keel_req_header(r, "x-correlation-id");
+    /* one pass over the request's headers for the three this reads */
+    keel_str rid = KEEL_STR_NULL, cid = KEEL_STR_NULL, tp = KEEL_STR_NULL;
+    const keel_http_request_head *h = keel_req_head(r);
+    for (size_t i = 0; i < h->num_headers; i++) {
+        keel_str n = h->headers[i].name;
+        if (n.len == 12 && !rid.ptr && strncasecmp(n.ptr, "x-request-id", 12) == 0)
+            rid = h->headers[i].value;
+        else if (n.len == 16 && !cid.ptr && strncasecmp(n.ptr, "x-correlation-id", 16) == 0)
+            cid = h->headers[i].value;
+        else if (n.len == 11 && !tp.ptr && strncasecmp(n.ptr, "traceparent", 11) == 0)
+            tp = h->headers[i].value;
+    }
+    keel_str in = rid.ptr ? rid : cid;
+    /* one arena block: the generated id (33), trace id (33), span id (17) */
+    char *mem = keel_arena_alloc(a, 33 + 33 + 17);
+    char *g = mem, *trace = mem + 33, *span = mem + 66;
     const char *id;
     if (in.ptr && keel_request_id_valid(in)) {
         id = keel_arena_strndup(a, in.ptr, in.len);
     } else {
-        char *g = keel_arena_alloc(a, 33);
-        hex(g, next64(), 16);
-        hex(g + 16, next64(), 16);
+        hex16(g, next64());
+        hex16(g + 16, next64());
         g[32] = '\0';
         id = g;
     }
     keel_req_set_id(r, id);
     keel_res_header(r, "X-Request-Id", id);
 
-    char *trace = keel_arena_alloc(a, 33), *span = keel_arena_alloc(a, 17);
     const char *parent;
-    keel_str tp = keel_req_header(r, "traceparent");
     if (tp.ptr && parse_traceparent(tp, &parent)) {
         memcpy(trace, parent, 32);
     } else {
-        hex(trace, next64(), 16);
-        hex(trace + 16, next64(), 16);
+        hex16(trace, next64());
+        hex16(trace + 16, next64());
     }
     trace[32] = '\0';
-    hex(span, next64() | 1, 16);
+    hex16(span, next64() | 1);
     span[16] = '\0';
     keel_req_set_trace(r, trace, span);
     return KEEL_NEXT;

@@ -13,14 +13,8 @@
 
 #include "keel/mw.h"
 
-typedef struct sec_header {
-    const char *name;
-    char *value;
-} sec_header;
-
 typedef struct sec_cfg {
-    sec_header h[6];
-    size_t nh;
+    keel_res_header_set *set; /* the six, validated and rendered once */
     char *hsts;               /* the HSTS value, NULL = none */
 } sec_cfg;
 
@@ -28,9 +22,7 @@ static void on_response(keel_req *r, keel_response *res, void *data)
 {
     (void)res;
     const sec_cfg *c = data;
-    for (size_t i = 0; i < c->nh; i++)
-        if (!keel_res_has_header(r, c->h[i].name))
-            keel_res_header(r, c->h[i].name, c->h[i].value);
+    keel_res_add_header_set(r, c->set);
     if (c->hsts && keel_req_is_https(r) && !keel_res_has_header(r, "Strict-Transport-Security"))
         keel_res_header(r, "Strict-Transport-Security", c->hsts);
     const keel_route *rt = keel_req_route(r);
@@ -41,8 +33,7 @@ static void on_response(keel_req *r, keel_response *res, void *data)
 static void dispose(void *data)
 {
     sec_cfg *c = data;
-    for (size_t i = 0; i < c->nh; i++)
-        keel_free(c->h[i].value);
+    keel_res_header_set_free(c->set);
     keel_free(c->hsts);
     keel_free(c);
 }
@@ -50,13 +41,14 @@ static void dispose(void *data)
 static void add(sec_cfg *c, const char *name, const char *value)
 {
     if (value && *value)
-        c->h[c->nh++] = (sec_header){name, keel_strdup(value)};
+        keel_res_header_set_add(c->set, name, value);
 }
 
 keel_middleware keel_mw_security_headers(const keel_config *config)
 {
     const keel_edge_options *cfg = keel_config_get(config, &keel_edge_config);
     sec_cfg *c = keel_calloc(1, sizeof(*c));
+    c->set = keel_res_header_set_new();
     add(c, "Content-Security-Policy", cfg->csp);
     add(c, "X-Content-Type-Options", cfg->nosniff ? "nosniff" : NULL);
     add(c, "X-Frame-Options", cfg->frame_options);

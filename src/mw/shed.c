@@ -61,19 +61,21 @@ static keel_flow on_request(keel_req *r, void *data)
     keel_worker_stats_get(keel_req_worker(r), &st);
     const char *why = NULL;
     int reason = 0;
-    uint64_t now = keel_now_ns();
+    uint64_t now = 0; /* the clock is read only when needed */
     if (s->max_lag_ms && st.loop_lag_ms > s->max_lag_ms) {
         why = "the server is overloaded (event-loop lag)";
         reason = 0;
     } else if (s->max_in_flight && st.requests_in_flight > s->max_in_flight) {
         why = "the server is overloaded (too many requests in flight)";
         reason = 1;
-    } else if (s->max_rss && current_rss(s, now) > s->max_rss) {
+    } else if (s->max_rss && current_rss(s, now = keel_now_ns()) > s->max_rss) {
         why = "the server is overloaded (memory)";
         reason = 2;
     }
     if (!why)
         return KEEL_NEXT;
+    if (!now)
+        now = keel_now_ns();
     __atomic_store_n(&s->last_shed_ns, now, __ATOMIC_RELAXED);
     __atomic_store_n(&s->reason, reason, __ATOMIC_RELAXED);
     if (s->shed_total) {

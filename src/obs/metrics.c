@@ -12,9 +12,15 @@ const double keel_latency_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025
                                        5,      10};
 const size_t keel_latency_nbuckets = sizeof(keel_latency_buckets) / sizeof(double);
 
-typedef struct series {
-    struct series *next;  /* hash chain */
-    struct series *order; /* insertion order */
+typedef struct shard shard;
+
+/* A series (keel_metric_series in the API): a pointer to one stays valid
+ * for its metric's lifetime, since series are never removed. */
+typedef struct keel_metric_series {
+    struct keel_metric_series *next;  /* hash chain */
+    struct keel_metric_series *order; /* insertion order */
+    keel_metric *mt;      /* owner and shard (keel_metric_series_get); */
+    shard *sh;            /* NULL in merged tables */
     char *key;            /* label values joined by \x1f */
     uint64_t hash;
     double value;         /* counter / gauge */
@@ -29,10 +35,10 @@ typedef struct table {
     series *first, *last;
 } table;
 
-typedef struct shard {
+struct shard {
     pthread_mutex_t mu;
     table t;
-} shard;
+};
 
 struct keel_metric {
     keel_metric *next;
@@ -293,16 +299,9 @@ static shard *shard_of(keel_metric *mt, unsigned idx)
     return &mt->shards[idx];
 }
 
-static void update(keel_metric *mt, unsigned idx, const char *const *values,
-                   double v, int op)
+/* Applies one update to s (its shard's lock held). */
+static void apply(const keel_metric *mt, series *s, double v, int op)
 {
-    if (!mt || !mt->shards)
-        return;
-    char key[512];
-    size_t kl = make_key(mt, values, key, sizeof(key));
-    shard *sh = shard_of(mt, idx);
-    pthread_mutex_lock(&sh->mu);
-    series *s = table_get(&sh->t, key, kl, mt->nbuckets, 1);
     if (op == 0) {
         s->value += v;
     } else if (op == 1) {
@@ -316,7 +315,65 @@ static void update(keel_metric *mt, unsigned idx, const char *const *values,
         s->sum += v;
         s->count++;
     }
-    pthread_mutex_unlock(&sh->mu);
+}
+
+/* The series of `values` in shard idx (created if needed), its shard's
+ * lock held on return; NULL (no lock) for a family without shards. */
+static series *lock_series(keel_metric *mt, unsigned idx, const char *const *values)
+{
+    if (!mt || !mt->shards)
+        return NULL;
+    char key[512];
+    size_t kl = make_key(mt, values, key, sizeof(key));
+    shard *sh = shard_of(mt, idx);
+    pthread_mutex_lock(&sh->mu);
+    series *s = table_get(&sh->t, key, kl, mt->nbuckets, 1);
+    s->mt = mt;
+    s->sh = sh;
+    return s;
+}
+
+static void update(keel_metric *mt, unsigned idx, const char *const *values,
+                   double v, int op)
+{
+    series *s = lock_series(mt, idx, values);
+    if (!s)
+        return;
+    apply(mt, s, v, op);
+    pthread_mutex_unlock(&s->sh->mu);
+}
+
+keel_metric_series *keel_metric_series_get(keel_metric *mt, unsigned shard_idx,
+                                           const char *const *values)
+{
+    series *s = lock_series(mt, shard_idx, values);
+    if (s)
+        pthread_mutex_unlock(&s->sh->mu);
+    return s;
+}
+
+static void series_update(keel_metric_series *s, double v, int op)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->sh->mu);
+    apply(s->mt, s, v, op);
+    pthread_mutex_unlock(&s->sh->mu);
+}
+
+void keel_metric_series_add(keel_metric_series *s, double v)
+{
+    series_update(s, v, 0);
+}
+
+void keel_metric_series_observe(keel_metric_series *s, double v)
+{
+    series_update(s, v, 2);
+}
+
+unsigned keel_metrics_shards(const keel_metrics *m)
+{
+    return m->nshards;
 }
 
 void keel_metric_add(keel_metric *mt, unsigned shard_idx, const char *const *values, double v)

@@ -98,9 +98,62 @@ static keel_flow h_work(keel_req *r)
     return KEEL_SUSPEND;
 }
 
+/* Response header names and values keel_res_header accepts (rc 0) or
+ * refuses; keel_res_header_set_add answers the same. */
+typedef struct hdr_case {
+    const char *name, *value;
+    int rc;
+} hdr_case;
+
+static const hdr_case hdr_cases[] = {
+    {"X-Ok", "v", 0},
+    {"X-Tab", "a\tb", 0},
+    {"X-Utf8", "caf\xc3\xa9", 0},
+    {"X-Del", "a\x7f", 0},
+    {"X-Empty", "", 0},
+    {"Dates", "same prefix as date", 0},
+    {"", "v", KEEL_EINVAL},
+    {"X Sp", "v", KEEL_EINVAL},
+    {"X:C", "v", KEEL_EINVAL},
+    {"X-\xc3\xa9", "v", KEEL_EINVAL},
+    {"X-Del\x7f", "v", KEEL_EINVAL},
+    {"X-CR", "a\rb", KEEL_EINVAL},
+    {"X-LF", "a\nb", KEEL_EINVAL},
+    {"X-Ctl", "a\x01", KEEL_EINVAL},
+    {"Content-Length", "1", KEEL_EINVAL},
+    {"date", "x", KEEL_EINVAL},
+    {"CONNECTION", "x", KEEL_EINVAL},
+    {"Transfer-Encoding", "x", KEEL_EINVAL},
+};
+#define NHDR (sizeof(hdr_cases) / sizeof(hdr_cases[0]))
+
+static keel_res_header_set *defaults; /* built by the test before start */
+
+/* Answers each case's keel_res_header and keel_res_header_set_add codes
+ * in the body (asserted by the test thread), then sets its own x-def-b
+ * and adds the defaults: theirs for A and C, not B. */
+static keel_flow h_headers(keel_req *r)
+{
+    char body[512];
+    size_t n = 0;
+    for (size_t i = 0; i < NHDR; i++) {
+        keel_res_header_set *t = keel_res_header_set_new();
+        int a = keel_res_header(r, hdr_cases[i].name, hdr_cases[i].value);
+        int b = keel_res_header_set_add(t, hdr_cases[i].name, hdr_cases[i].value);
+        keel_res_header_set_free(t);
+        n += (size_t)snprintf(body + n, sizeof(body) - n, "%s%d", a == hdr_cases[i].rc &&
+                              b == hdr_cases[i].rc ? "" : "FAIL", (int)i);
+    }
+    keel_res_set_header(r, "x-def-b", "mine");
+    keel_res_add_header_set(r, defaults);
+    keel_respond(r, 200, "text/plain", body, n);
+    return KEEL_DONE;
+}
+
 static const keel_route routes[] = {
     {.name = "hello", .method = "GET", .path = "/hello/:who", .handler = h_hello},
     {.name = "work", .method = "GET", .path = "/work", .handler = h_work},
+    {.name = "headers", .method = "GET", .path = "/headers", .handler = h_headers},
 };
 
 static keel_server *start(void)
@@ -116,7 +169,7 @@ static keel_server *start(void)
     keel_middleware b = {.name = "b", .on_request = mw_b};
     keel_server_use(s, &a);
     keel_server_use(s, &b);
-    assert_int_equal(keel_server_add_routes(s, routes, 2), 0);
+    assert_int_equal(keel_server_add_routes(s, routes, 3), 0);
     assert_int_equal(keel_server_start(s), 0);
     assert_true(keel_server_port(s) > 0);
     assert_int_equal(keel_server_get_state(s), KEEL_STATE_SERVING);
@@ -188,12 +241,37 @@ static void test_client_gone_cancels(void **state)
     assert_int_equal(C.last_status, 499);
 }
 
+static void test_response_headers(void **state)
+{
+    (void)state;
+    defaults = keel_res_header_set_new();
+    assert_int_equal(keel_res_header_set_add(defaults, "X-Def-A", "1"), 0);
+    assert_int_equal(keel_res_header_set_add(defaults, "X-Def-B", "2"), 0);
+    assert_int_equal(keel_res_header_set_add(defaults, "X-Def-C", "3"), 0);
+    assert_int_equal(keel_res_header_set_add(defaults, "x-def-a", "again"), KEEL_EINVAL);
+    keel_res_header_set_free(NULL);
+    keel_server *s = start();
+    char buf[8192];
+    loopback_exchange(keel_server_port(s),
+                      "GET /headers HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", buf,
+                      sizeof(buf));
+    stop(s);
+    keel_res_header_set_free(defaults);
+    defaults = NULL;
+    assert_null(strstr(buf, "FAIL"));
+    assert_non_null(strstr(buf, "\r\nX-Ok: v\r\nX-Tab: a\tb\r\nX-Utf8: caf\xc3\xa9\r\n"
+                                "X-Del: a\x7f\r\nX-Empty: \r\nDates: same prefix as date\r\n"
+                                "x-def-b: mine\r\nX-Def-A: 1\r\nX-Def-C: 3\r\n"));
+    assert_null(strstr(buf, "X-Def-B"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pipelined_in_order),
         cmocka_unit_test(test_work_pool_resumes),
         cmocka_unit_test(test_client_gone_cancels),
+        cmocka_unit_test(test_response_headers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -207,6 +207,42 @@ static void test_series_and_labels(void **state)
     keel_metrics_free(NULL);
 }
 
+/* A series looked up once and updated through its handle renders the
+ * same as updates by label values, summed with them per shard. */
+static void test_series_handles(void **state)
+{
+    (void)state;
+    keel_metrics *m = keel_metrics_new(2);
+    assert_int_equal(keel_metrics_shards(m), 3);
+    keel_metric *c = keel_metrics_counter(m, "h_total", "Hits.", L("route", NULL));
+    static const double bounds[] = {0.1, 1};
+    keel_metric *h = keel_metrics_histogram(m, "h_seconds", "Lat.", L("route", NULL), bounds, 2);
+    keel_metric_add(c, 0, L("/a"), 1);
+    keel_metric_observe(h, 1, L("/a"), 0.05);
+    keel_metric_series *sc = keel_metric_series_get(c, 0, L("/a"));
+    keel_metric_series *sh = keel_metric_series_get(h, 1, L("/a"));
+    assert_non_null(sc);
+    assert_non_null(sh);
+    assert_ptr_equal(sc, keel_metric_series_get(c, 0, L("/a"))); /* the same series */
+    for (int i = 0; i < 4; i++) {
+        keel_metric_series_add(sc, 1);
+        keel_metric_series_observe(sh, i % 2 ? 0.5 : 5);
+    }
+    keel_metric_add(c, 1, L("/a"), 10); /* another shard: summed at scrape */
+    char *text = render(m);
+    assert_non_null(strstr(text, "h_total{route=\"/a\"} 15\n"));
+    assert_non_null(strstr(text, "h_seconds_bucket{route=\"/a\",le=\"0.1\"} 1\n"));
+    assert_non_null(strstr(text, "h_seconds_bucket{route=\"/a\",le=\"1\"} 3\n"));
+    assert_non_null(strstr(text, "h_seconds_bucket{route=\"/a\",le=\"+Inf\"} 5\n"));
+    assert_non_null(strstr(text, "h_seconds_count{route=\"/a\"} 5\n"));
+    free(text);
+    /* a NULL family has no series, and NULL handles are ignored */
+    assert_null(keel_metric_series_get(NULL, 0, L("/a")));
+    keel_metric_series_add(NULL, 1);
+    keel_metric_series_observe(NULL, 1);
+    keel_metrics_free(m);
+}
+
 /* Declarations refused for their names (each declares nothing); every
  * row has a name of its own, so no row is refused as a duplicate. */
 typedef struct refused_case {
@@ -382,6 +418,7 @@ int main(void)
         cmocka_unit_test(test_unlabelled_histogram_and_numbers),
         cmocka_unit_test(test_json_form),
         cmocka_unit_test(test_series_and_labels),
+        cmocka_unit_test(test_series_handles),
         cmocka_unit_test(test_duplicate_and_invalid_names),
         cmocka_unit_test(test_help_escaped),
         cmocka_unit_test(test_shards_summed_across_threads),
