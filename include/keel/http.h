@@ -109,6 +109,12 @@ int keel_http_parse_request_resume(const char *buf, size_t len,
                                    const keel_http_limits *lim,
                                    keel_http_parse_state *st);
 
+/* Moves the views of head that point into old[0..len] (a buffer that was
+ * moved or grown) to the same offsets in nw; views elsewhere (a static
+ * "/" for an absolute-form path) are left alone. */
+void keel_http_head_rebase(keel_http_request_head *head, uintptr_t old, size_t len,
+                           const char *nw);
+
 /* State of an in-place chunked body decoder; zero it to start. */
 typedef struct keel_http_chunked {
     size_t in;         /* raw bytes consumed from the body start */

@@ -241,24 +241,6 @@ static void start_linger(keel_conn *c)
 
 /* ---------------------------------------------------------------- read */
 
-static void rebase_head(keel_req *r, uintptr_t old, size_t len, char *nw)
-{
-#define RB(s)                                                                  \
-    if ((s).ptr && (uintptr_t)(s).ptr >= old && (uintptr_t)(s).ptr <= old + len) \
-        (s).ptr = nw + ((uintptr_t)(s).ptr - old);
-    keel_http_request_head *h = &r->head;
-    RB(h->method_str);
-    RB(h->target);
-    RB(h->path);
-    RB(h->query);
-    RB(h->host);
-    for (size_t i = 0; i < h->num_headers; i++) {
-        RB(h->headers[i].name);
-        RB(h->headers[i].value);
-    }
-#undef RB
-}
-
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     keel_conn *c = (keel_conn *)h;
@@ -286,7 +268,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     uintptr_t old = (uintptr_t)c->in.data;
     keel_buf_reserve(&c->in, want);
     if ((uintptr_t)c->in.data != old && old && c->req && c->state == CONN_BODY)
-        rebase_head(c->req, old, c->in.len, c->in.data);
+        keel_http_head_rebase(&c->req->head, old, c->in.len, c->in.data);
     size_t spare = c->in.cap - c->in.len;
     if (spare > 1u << 30)
         spare = 1u << 30;

@@ -333,7 +333,7 @@ enum {
 
 /* The buffer moved since the last call: move the views already filled in
  * (those into the old bytes; an absolute-form path may be a static "/"). */
-static void rebase(keel_http_request_head *h, uintptr_t old, size_t len, const char *nw)
+void keel_http_head_rebase(keel_http_request_head *h, uintptr_t old, size_t len, const char *nw)
 {
 #define RB(s)                                                                  \
     if ((s).ptr && (uintptr_t)(s).ptr >= old && (uintptr_t)(s).ptr <= old + len) \
@@ -630,7 +630,7 @@ int keel_http_parse_request_resume(const char *buf, size_t len, keel_http_reques
         memset(st, 0, sizeof(*st));
         st->stage = PS_LEAD;
     } else if ((uintptr_t)buf != st->base) {
-        rebase(h, st->base, st->pos, buf);
+        keel_http_head_rebase(h, st->base, st->pos, buf);
     }
     st->base = (uintptr_t)buf;
     int rc = parse_head(buf, len, h, lim, st);
