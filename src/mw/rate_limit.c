@@ -267,18 +267,29 @@ keel_rate_limiter *keel_rate_limiter_new(const keel_config *cfg, keel_rl_store s
     return rl;
 }
 
+/* A route's tier must be configured (or "none"): the middleware's
+ * start-up check, and keel_rate_limiter_check_routes for a route table. */
+static int check_route(const keel_route *rt, void *data, char *why, size_t cap)
+{
+    const keel_rate_limiter *rl = data;
+    const char *t = rt->rate_limit;
+    if (!t || !strcmp(t, "none") || find_tier(rl, t))
+        return 0;
+    snprintf(why, cap,
+             "rate_limit = \"%s\" is not a configured tier (built-in: general, strict, auth, "
+             "public, burst; add others with RATE_LIMIT_TIERS)", t);
+    return -1;
+}
+
 int keel_rate_limiter_check_routes(const keel_rate_limiter *rl,
                                    const keel_route *const *routes, size_t n, FILE *err)
 {
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
-        const char *t = routes[i]->rate_limit;
-        if (!t || !strcmp(t, "none") || find_tier(rl, t))
+        char why[256];
+        if (check_route(routes[i], (void *)rl, why, sizeof(why)) == 0)
             continue;
-        fprintf(err, "keel: route %s %s names rate-limit tier \"%s\", which is not "
-                     "configured (built-in: general, strict, auth, public, burst; add "
-                     "others with RATE_LIMIT_TIERS)\n",
-                routes[i]->method, routes[i]->path, t);
+        fprintf(err, "keel: route %s %s: %s\n", routes[i]->method, routes[i]->path, why);
         rc = KEEL_EINVAL;
     }
     return rc;
@@ -562,19 +573,6 @@ static void dispose(void *data)
 }
 
 static const char *const reads[] = {"rate_limit", NULL};
-
-/* A route's tier must be configured (or "none"). */
-static int check_route(const keel_route *rt, void *data, char *why, size_t cap)
-{
-    const keel_rate_limiter *rl = data;
-    const char *t = rt->rate_limit;
-    if (!t || !strcmp(t, "none") || find_tier(rl, t))
-        return 0;
-    snprintf(why, cap,
-             "rate_limit = \"%s\" is not a configured tier (built-in: general, strict, auth, "
-             "public, burst; add others with RATE_LIMIT_TIERS)", t);
-    return -1;
-}
 
 keel_middleware keel_mw_rate_limit(keel_rate_limiter *rl)
 {
