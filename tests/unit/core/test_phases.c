@@ -77,25 +77,36 @@ static const keel_route trace_routes[] = {
     {.name = "trace", .method = "GET", .path = "/trace", .handler = h_trace},
 };
 
+/* A middleware per (phase, name), added in the given order: each appends
+ * its name to the request's trace, and with on_response its name to
+ * out_order on the way out. */
+typedef struct traced {
+    keel_phase p;
+    const char *name;
+} traced;
+
+static void use_traced(keel_server *s, const traced *add, size_t n, int with_response)
+{
+    for (size_t i = 0; i < n; i++) {
+        keel_middleware m = {.name = add[i].name, .phase = add[i].p, .on_request = step,
+                             .on_response = with_response ? on_resp : NULL,
+                             .data = (void *)add[i].name};
+        assert_int_equal(keel_server_use(s, &m), 0);
+    }
+}
+
 static void test_phase_order(void **state)
 {
     (void)state;
     keel_server *s = new_server();
     /* added in a scrambled order */
-    static const struct {
-        keel_phase p;
-        const char *name;
-    } add[] = {
+    static const traced add[] = {
         {KEEL_PHASE_APP, "app"},           {KEEL_PHASE_VALIDATE, "validate"},
         {KEEL_PHASE_EDGE, "edge1"},        {KEEL_PHASE_AUTHZ, "authz"},
         {KEEL_PHASE_LIMIT, "limit"},       {KEEL_PHASE_AUTHN, "authn"},
         {KEEL_PHASE_EDGE, "edge2"},        {KEEL_PHASE_APP, "app2"},
     };
-    for (size_t i = 0; i < sizeof(add) / sizeof(add[0]); i++) {
-        keel_middleware m = {.name = add[i].name, .phase = add[i].p, .on_request = step,
-                             .on_response = on_resp, .data = (void *)add[i].name};
-        assert_int_equal(keel_server_use(s, &m), 0);
-    }
+    use_traced(s, add, sizeof(add) / sizeof(add[0]), 1);
     keel_middleware respond = {.name = "respond", .phase = KEEL_PHASE_RESPOND,
                                .on_response = on_resp, .data = "respond"};
     assert_int_equal(keel_server_use(s, &respond), 0);
@@ -143,18 +154,11 @@ static void test_refusal_runs_only_the_edge(void **state)
 {
     (void)state;
     keel_server *s = new_server();
-    static const struct {
-        keel_phase p;
-        const char *name;
-    } add[] = {
+    static const traced add[] = {
         {KEEL_PHASE_APP, "app"},     {KEEL_PHASE_VALIDATE, "validate"}, {KEEL_PHASE_AUTHZ, "authz"},
         {KEEL_PHASE_LIMIT, "limit"}, {KEEL_PHASE_AUTHN, "authn"},       {KEEL_PHASE_EDGE, "edge1"},
     };
-    for (size_t i = 0; i < sizeof(add) / sizeof(add[0]); i++) {
-        keel_middleware m = {.name = add[i].name, .phase = add[i].p, .on_request = step,
-                             .data = (void *)add[i].name};
-        assert_int_equal(keel_server_use(s, &m), 0);
-    }
+    use_traced(s, add, sizeof(add) / sizeof(add[0]), 0);
     keel_middleware edge2 = {.name = "edge2", .phase = KEEL_PHASE_EDGE,
                              .on_request = edge_tries_to_answer, .on_complete = note_refusal,
                              .data = "edge2"};
