@@ -148,8 +148,6 @@ int keel_server_use(keel_server *s, const keel_middleware *mw)
     memmove(&s->mws[at + 1], &s->mws[at], (s->nmws - at) * sizeof(*s->mws));
     s->mws[at] = *mw;
     s->nmws++;
-    if (mw->on_response)
-        s->nresponse_hooks++;
     s->request_at = keel_realloc(s->request_at, s->nmws * sizeof(size_t));
     s->response_at = keel_realloc(s->response_at, s->nmws * sizeof(size_t));
     s->complete_at = keel_realloc(s->complete_at, s->nmws * sizeof(size_t));
@@ -163,6 +161,7 @@ int keel_server_use(keel_server *s, const keel_middleware *mw)
             s->complete_at[nc++] = i;
     }
     s->nrequest = nr;
+    s->nresponse_hooks = nresp;
     s->ncomplete = nc;
     return 0;
 }
