@@ -60,6 +60,10 @@ enum {
     KEEL_ROUTE_SECRET = 1u << 2     /* response carries secrets */
 };
 
+/* The route's `auth` when it asks for credentials; NULL for none (unset
+ * or "none"). */
+const char *keel_route_auth(const keel_route *rt);
+
 /* A response about to be written, as seen by keel_middleware.on_response.
  * For a complete response (keel_respond and the helpers built on it) a
  * hook may replace body/len and content_type; the new body must stay valid

@@ -166,11 +166,16 @@ int keel_server_use(keel_server *s, const keel_middleware *mw)
     return 0;
 }
 
+const char *keel_route_auth(const keel_route *rt)
+{
+    return rt->auth && strcmp(rt->auth, "none") ? rt->auth : NULL;
+}
+
 /* The route fields a middleware may declare, and where they are. */
 static const char *route_field(const keel_route *rt, const char *field)
 {
     if (!strcmp(field, "auth"))
-        return rt->auth && strcmp(rt->auth, "none") ? rt->auth : NULL;
+        return keel_route_auth(rt);
     if (!strcmp(field, "permission"))
         return rt->permission;
     if (!strcmp(field, "request_schema"))

@@ -166,7 +166,7 @@ static keel_flow on_request(keel_req *r, void *data)
 {
     auth_cfg *cfg = data;
     const keel_route *rt = keel_req_route(r);
-    if (!rt || !rt->auth || !strcmp(rt->auth, "none"))
+    if (!rt || !keel_route_auth(rt))
         return KEEL_NEXT;
     int want_user = !strcmp(rt->auth, "user") || !strcmp(rt->auth, "any");
     int want_key = !strcmp(rt->auth, "apikey") || !strcmp(rt->auth, "any");
@@ -223,7 +223,7 @@ keel_middleware keel_mw_auth(const keel_jwt_cfg *cfg, keel_auth_store store)
 static int authz_check_route(const keel_route *rt, void *data, char *why, size_t cap)
 {
     (void)data;
-    if (!rt->auth || !strcmp(rt->auth, "none")) {
+    if (!keel_route_auth(rt)) {
         snprintf(why, cap, "permission = \"%s\" but the route takes no credentials (set auth)",
                  rt->permission);
         return -1;

@@ -193,7 +193,7 @@ static json_t *operation(const keel_server *s, const keel_route *rt, const keel_
     if (validated)
         add_problem(responses, "400");
     /* what the document promises is what the installed middleware enforces */
-    int auth = rt->auth && strcmp(rt->auth, "none") != 0 && keel_server_enforces(s, "auth");
+    int auth = keel_route_auth(rt) && keel_server_enforces(s, "auth");
     const char *permission = keel_server_enforces(s, "permission") ? rt->permission : NULL;
     const char *tier = keel_server_enforces(s, "rate_limit") ? rt->rate_limit : NULL;
     if (auth)
