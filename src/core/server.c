@@ -620,6 +620,9 @@ int keel_server_start(keel_server *s)
     }
     s->started = 1;
     __atomic_store_n(&s->state, KEEL_STATE_SERVING, __ATOMIC_RELEASE);
+    char ready[64];
+    snprintf(ready, sizeof(ready), "READY=1\nMAINPID=%ld", (long)getpid());
+    keel__sd_notify(ready); /* systemd Type=notify: the port answers now */
 cleanup:
     for (unsigned i = 0; i < s->nworkers; i++)
         if (fds[i] >= 0)
@@ -636,6 +639,7 @@ unsigned keel_server_port(const keel_server *s)
 void keel_server_drain(keel_server *s)
 {
     __atomic_store_n(&s->state, KEEL_STATE_DRAINING, __ATOMIC_RELEASE);
+    keel__sd_notify("STOPPING=1");
     for (unsigned i = 0; s->workers && i < s->nworkers; i++) {
         keel_worker *w = s->workers[i];
         if (!w || !w->started)

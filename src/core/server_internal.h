@@ -207,6 +207,10 @@ struct keel_req {
 };
 
 /* conn.c */
+/* sd_notify(3) for Type=notify units: "READY=1", "STOPPING=1", ...; a
+ * no-op without NOTIFY_SOCKET (sdnotify.c). */
+int keel__sd_notify(const char *state);
+
 void keel__conn_accept(keel_worker *w);
 void keel__conn_sweep(keel_worker *w, uint64_t now);
 void keel__conn_drain_idle(keel_worker *w);

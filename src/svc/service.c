@@ -339,7 +339,10 @@ static void usage(const keel_app *app, FILE *out)
             "  routes         print the route table\n"
             "  openapi        print the OpenAPI 3.1 document of the routes\n"
             "  version        print the version\n"
-            "  config         print every configuration variable as markdown tables\n",
+            "  config         print every configuration variable as markdown tables\n"
+            "  healthcheck [PATH]\n"
+            "                 GET PATH (default /health/live) of the service on HOST:PORT;\n"
+            "                 exit 0 on 2xx (container HEALTHCHECKs without curl)\n",
             n);
     if (app->use_database)
         keel__svc_migrate_usage(out);
@@ -397,6 +400,13 @@ int keel_main(int argc, char **argv, const keel_app *app)
         keel_config_print(&cfg, stdout);
         keel_config_close(&cfg);
         return 0;
+    }
+    if (!strcmp(cmd, "healthcheck")) {
+        int rc = argc > 3 ? 2 : keel__svc_healthcheck(&cfg, argc > 2 ? argv[2] : NULL, stdout);
+        if (argc > 3)
+            fprintf(stderr, "usage: %s healthcheck [PATH]\n", app->name ? app->name : "keel");
+        keel_config_close(&cfg);
+        return rc;
     }
     if (strcmp(cmd, "serve") != 0)
         keel_log_set_fd(STDERR_FILENO); /* a command's stdout is its output */

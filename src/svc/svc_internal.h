@@ -25,6 +25,11 @@ int keel__svc_migrate_main(const keel_app *app, int argc, char **argv);
  * negative error, already logged. */
 int keel__svc_migrate_on_start(const keel_app *app, const keel_config *cfg);
 
+/* `PROG healthcheck [PATH]` (healthcheck.c): GET PATH (default
+ * /health/live) of the service on this host's HOST/PORT; 0 on 2xx, 1
+ * otherwise (one line on out says what was seen), 2 for a bad PATH. */
+int keel__svc_healthcheck(const keel_config *cfg, const char *path, FILE *out);
+
 /* The migrate lines of --help. */
 void keel__svc_migrate_usage(FILE *out);
 

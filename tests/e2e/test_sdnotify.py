@@ -1,0 +1,77 @@
+"""systemd Type=notify (READY=1 once the port answers, STOPPING=1 when the
+drain starts) and `keel healthcheck` (the container HEALTHCHECK without
+curl). deploy/systemd/keel.service and the Dockerfile rely on both."""
+import os
+import signal
+import socket
+import subprocess
+
+import requests
+
+from conftest import KEEL_BIN, build_env
+
+
+def http_get(port, path):
+    r = requests.get("http://127.0.0.1:%d%s" % (port, path), timeout=10)
+    return r.status_code, r.text
+
+
+def _notify_socket(tmp_path):
+    path = str(tmp_path / "notify.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(path)
+    s.settimeout(10)
+    return s, path
+
+
+def test_ready_then_stopping(keel, tmp_path):
+    sock, path = _notify_socket(tmp_path)
+    srv = keel(NOTIFY_SOCKET=path)
+    msg = sock.recv(256).decode()
+    assert "READY=1" in msg.split("\n")
+    assert "MAINPID=%d" % srv.proc.pid in msg.split("\n")
+    # READY means the port answers
+    assert http_get(srv.port, "/health/ready")[0] == 200
+    srv.proc.send_signal(signal.SIGTERM)
+    assert sock.recv(256).decode() == "STOPPING=1"
+    srv.stop()
+
+
+def test_abstract_notify_socket(keel):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    name = "keel-test-%d" % os.getpid()
+    s.bind("\0" + name)
+    s.settimeout(10)
+    keel(NOTIFY_SOCKET="@" + name)
+    assert "READY=1" in s.recv(256).decode()
+
+
+def test_no_notify_socket_is_fine(serving):
+    assert http_get(serving.port, "/health/live")[0] == 200
+
+
+def _healthcheck(port, *args):
+    env = build_env({"PORT": str(port)})
+    return subprocess.run([KEEL_BIN, "healthcheck", *args], env=env, capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_healthcheck_command(serving):
+    r = _healthcheck(serving.port)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "/health/live -> 200" in r.stdout
+    r = _healthcheck(serving.port, "/health/ready")
+    assert r.returncode == 0
+    r = _healthcheck(serving.port, "/no/such/path")
+    assert r.returncode == 1 and "-> 404" in r.stdout
+    r = _healthcheck(serving.port, "no-slash")
+    assert r.returncode == 2
+
+
+def test_healthcheck_nothing_listening():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    r = _healthcheck(port)
+    assert r.returncode == 1 and "no answer" in r.stdout
