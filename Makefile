@@ -25,7 +25,7 @@ SYSLIBS  := -ldl -lpthread -lm
 BUILD_ONLY_PKGS := libpq libjwt
 
 FRONT_GOALS := run test deps deps-test bench bench-db fuzz clean help check-layers
-TEST_GOALS  := unit unit-db e2e asan asan-db fuzz-run fuzz-short test-suites
+TEST_GOALS  := unit unit-db e2e asan asan-db fuzz-run fuzz-short test-suites lint-deploy
 BUILD_GOALS := $(filter-out $(FRONT_GOALS),$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
 ifneq ($(BUILD_GOALS),)
   NEEDED := $(PKGS) $(BUILD_ONLY_PKGS) $(if $(filter $(TEST_GOALS),$(BUILD_GOALS)),cmocka)
@@ -78,6 +78,7 @@ help:
 	@echo "make test       unit + e2e tests, again under ASan+UBSan, short fuzz runs"
 	@echo "make bench      benchmark keel against its peers (../shared/bench)"
 	@echo "make fuzz       long libFuzzer runs (FUZZ_SECONDS=300 each)"
+	@echo "make lint-deploy check deploy/ (nginx, HAProxy, Caddy, Prometheus, systemd, k8s)"
 	@echo "make clean      remove build/"
 
 deps:
@@ -214,6 +215,7 @@ test-suites:
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory unit-db
 	$(MAKE) --no-print-directory e2e
+	$(MAKE) --no-print-directory lint-deploy
 	$(MAKE) --no-print-directory asan
 	$(MAKE) --no-print-directory asan-db
 	$(MAKE) --no-print-directory fuzz-short
@@ -222,6 +224,13 @@ bench:
 	@scripts/deps.sh bench
 	@$(MAKE) --no-print-directory all
 	bench/run.sh
+
+# deploy/, Dockerfile and docker-compose.yml, each checked by the tool
+# that runs it (nginx -t, haproxy -c, caddy validate, promtool,
+# systemd-analyze, the Kubernetes schema) and by tests/deploy/.
+.PHONY: lint-deploy
+lint-deploy: all
+	BUILD=$(BUILD) PYTHON=$(PYTHON) scripts/lint_deploy.sh
 
 # The layer rule (docs/architecture.md) from the #include lines; the
 # self-test first proves the check fails on a violating include.

@@ -7,7 +7,8 @@ what=${1:-build}
 BUILD_PKGS=(gcc make pkg-config libc6-dev libuv1-dev libjansson-dev libsqlite3-dev libpq-dev
             zlib1g-dev libsodium-dev libjwt-dev libhiredis-dev libcurl4-openssl-dev)
 TEST_PKGS=(libcmocka-dev python3 python3-pytest python3-requests clang-14
-           libclang-rt-14-dev llvm-14 curl procps iproute2 postgresql redis-server nodejs chromium)
+           libclang-rt-14-dev llvm-14 curl procps iproute2 postgresql redis-server nodejs chromium
+           nginx haproxy caddy prometheus systemd npm)
 BENCH_PKGS=(wrk curl)
 
 pkgs=("${BUILD_PKGS[@]}")
@@ -27,6 +28,9 @@ fi
 
 missing=()
 for p in "${pkgs[@]}"; do
+	# npm comes with some nodejs builds (NodeSource) that conflict with
+	# Debian's npm package: a working npm command is enough
+	[ "$p" = npm ] && command -v npm >/dev/null 2>&1 && continue
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
