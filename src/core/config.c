@@ -71,6 +71,11 @@ static const keel_config_var core_vars[] = {
     {.name = "SHUTDOWN_GRACE", .type = KEEL_CONFIG_DURATION, .def = "30s",
      AT(shutdown_grace_ms),
      .help = "on SIGTERM, how long in-flight requests may take to finish"},
+    {.name = "SHUTDOWN_DELAY", .type = KEEL_CONFIG_DURATION, .def = "0s",
+     AT(shutdown_delay_ms), .max = 600000,
+     .help = "on SIGTERM, /health/ready answers 503 but keel keeps serving for this long "
+             "before it stops accepting: set it above a proxy's health-check interval x "
+             "fall count, so the proxy stops sending first"},
     {.name = "MAX_CONNECTIONS", .type = KEEL_CONFIG_UINT, .def = "10000", AT(max_connections),
      .min = 1, .max = 1000000,
      .help = "open connections per worker (503 and close beyond)"},

@@ -671,8 +671,17 @@ int keel_server_wait(keel_server *s, uint64_t grace_ms)
 typedef struct run_ctx {
     keel_server *s;
     uv_signal_t sigterm, sigint;
+    uv_timer_t delay;
     int signals;
 } run_ctx;
+
+static void on_delay_over(uv_timer_t *t)
+{
+    run_ctx *rc = t->data;
+    keel_log(KEEL_LOG_INFO, "shutdown delay over: draining", NULL);
+    keel_server_drain(rc->s);
+    uv_stop(t->loop);
+}
 
 static void on_signal(uv_signal_t *h, int signum)
 {
@@ -682,10 +691,19 @@ static void on_signal(uv_signal_t *h, int signum)
         keel_log_flush();
         _exit(1);
     }
-    keel_log(KEEL_LOG_INFO, "shutting down: draining", "{s:s,s:i}", "signal",
+    keel_server *s = rc->s;
+    keel_log(KEEL_LOG_INFO, "shutting down: draining", "{s:s,s:i,s:i}", "signal",
              signum == SIGTERM ? "SIGTERM" : "SIGINT", "grace_ms",
-             (int)rc->s->cfg.shutdown_grace_ms);
-    keel_server_drain(rc->s);
+             (int)s->cfg.shutdown_grace_ms, "delay_ms", (int)s->cfg.shutdown_delay_ms);
+    if (s->cfg.shutdown_delay_ms > 0) {
+        /* Not ready any more (a proxy's health check sees 503), but still
+         * accepting and serving until the proxy has stopped sending. */
+        __atomic_store_n(&s->state, KEEL_STATE_DRAINING, __ATOMIC_RELEASE);
+        keel__sd_notify("STOPPING=1");
+        uv_timer_start(&rc->delay, on_delay_over, s->cfg.shutdown_delay_ms, 0);
+        return;
+    }
+    keel_server_drain(s);
     uv_stop(h->loop);
 }
 
@@ -698,12 +716,14 @@ int keel_server_run(keel_server *s)
     run_ctx ctx = {.s = s};
     uv_signal_init(&loop, &ctx.sigterm);
     uv_signal_init(&loop, &ctx.sigint);
-    ctx.sigterm.data = ctx.sigint.data = &ctx;
+    uv_timer_init(&loop, &ctx.delay);
+    ctx.sigterm.data = ctx.sigint.data = ctx.delay.data = &ctx;
     uv_signal_start(&ctx.sigterm, on_signal, SIGTERM);
     uv_signal_start(&ctx.sigint, on_signal, SIGINT);
     if (keel_server_start(s) < 0) {
         uv_close((uv_handle_t *)&ctx.sigterm, NULL);
         uv_close((uv_handle_t *)&ctx.sigint, NULL);
+        uv_close((uv_handle_t *)&ctx.delay, NULL);
         uv_run(&loop, UV_RUN_DEFAULT);
         uv_loop_close(&loop);
         return 1;
@@ -733,6 +753,7 @@ int keel_server_run(keel_server *s)
     }
     uv_close((uv_handle_t *)&ctx.sigterm, NULL);
     uv_close((uv_handle_t *)&ctx.sigint, NULL);
+    uv_close((uv_handle_t *)&ctx.delay, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     keel_log_flush();

@@ -75,3 +75,24 @@ def test_healthcheck_nothing_listening():
     s.close()
     r = _healthcheck(port)
     assert r.returncode == 1 and "no answer" in r.stdout
+
+
+def test_shutdown_delay_keeps_serving_while_not_ready(keel):
+    import time
+    from conftest import SLACK, wait_for
+    srv = keel(SHUTDOWN_DELAY="1500ms")
+    s = requests.Session()  # a keep-alive connection opened before the signal
+    assert s.get(srv.url + "/hello", timeout=10).status_code == 200
+    t0 = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: requests.get(srv.url + "/health/ready", timeout=5).status_code == 503,
+             what="readiness 503 after SIGTERM")
+    # not ready, but new connections and the old keep-alive one are served
+    assert requests.get(srv.url + "/hello", timeout=5).status_code == 200
+    assert s.get(srv.url + "/hello", timeout=5).status_code == 200
+    assert http_get(srv.port, "/health/live")[0] == 200
+    assert time.monotonic() - t0 < 1.5 * SLACK
+    # after the delay: no longer accepting, and the process exits 0
+    assert srv.proc.wait(timeout=10 * SLACK) == 0
+    assert time.monotonic() - t0 >= 1.4
+    assert any(l.get("msg") == "shutdown delay over: draining" for l in srv.logs())
