@@ -25,7 +25,7 @@ SYSLIBS  := -ldl -lpthread -lm
 BUILD_ONLY_PKGS := libpq libjwt
 
 FRONT_GOALS := run test deps deps-test bench bench-db fuzz clean help check-layers
-TEST_GOALS  := unit unit-db e2e asan asan-db fuzz-run fuzz-short test-suites lint-deploy
+TEST_GOALS  := unit unit-db e2e asan asan-db fuzz-run fuzz-short test-suites lint-deploy test-scale
 BUILD_GOALS := $(filter-out $(FRONT_GOALS),$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
 ifneq ($(BUILD_GOALS),)
   NEEDED := $(PKGS) $(BUILD_ONLY_PKGS) $(if $(filter $(TEST_GOALS),$(BUILD_GOALS)),cmocka)
@@ -216,6 +216,7 @@ test-suites:
 	$(MAKE) --no-print-directory unit-db
 	$(MAKE) --no-print-directory e2e
 	$(MAKE) --no-print-directory lint-deploy
+	$(MAKE) --no-print-directory test-scale
 	$(MAKE) --no-print-directory asan
 	$(MAKE) --no-print-directory asan-db
 	$(MAKE) --no-print-directory fuzz-short
@@ -228,6 +229,12 @@ bench:
 # deploy/, Dockerfile and docker-compose.yml, each checked by the tool
 # that runs it (nginx -t, haproxy -c, caddy validate, promtool,
 # systemd-analyze, the Kubernetes schema) and by tests/deploy/.
+# Three instances on one PostgreSQL and Redis behind nginx, HAProxy and
+# Caddy (tests/scale/); figures go to build/scale-report.json.
+.PHONY: test-scale
+test-scale: all
+	KEEL_BIN=$(abspath $(BUILD)/keel) $(PYTHON) -m pytest -q -p no:cacheprovider -s tests/scale $(PYTEST_ARGS)
+
 .PHONY: lint-deploy
 lint-deploy: all
 	BUILD=$(BUILD) PYTHON=$(PYTHON) scripts/lint_deploy.sh
