@@ -67,6 +67,7 @@ typedef struct keel_config {
     uint64_t handler_timeout_ms; /* HANDLER_TIMEOUT */
     uint64_t shutdown_grace_ms; /* SHUTDOWN_GRACE */
     uint64_t shutdown_delay_ms; /* SHUTDOWN_DELAY */
+    char *pid_file;         /* PID_FILE: written once serving, "" = none */
     uint64_t max_connections;   /* MAX_CONNECTIONS, per worker */
     uint64_t output_buffer_max; /* OUTPUT_BUFFER_MAX, bytes per connection */
     uint64_t max_requests_per_conn; /* MAX_REQUESTS_PER_CONNECTION, 0 = no cap */

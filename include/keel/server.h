@@ -194,6 +194,13 @@ int keel_server_run(keel_server *s);
 
 void keel_server_free(keel_server *s);
 
+/* Zero-downtime binary upgrade on one host (docs/deploy.md): call before
+ * keel_server_start. The server then listens beside the process old_pid
+ * on the same port (SO_REUSEPORT; the port-in-use check is skipped), and
+ * once it serves it sends old_pid SIGTERM, so the old process drains and
+ * exits while the kernel gives new connections to this one. */
+void keel_server_take_over(keel_server *s, long old_pid);
+
 /* The bound port (useful with PORT=0); 0 before start. */
 unsigned keel_server_port(const keel_server *s);
 

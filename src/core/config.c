@@ -71,6 +71,9 @@ static const keel_config_var core_vars[] = {
     {.name = "SHUTDOWN_GRACE", .type = KEEL_CONFIG_DURATION, .def = "30s",
      AT(shutdown_grace_ms),
      .help = "on SIGTERM, how long in-flight requests may take to finish"},
+    {.name = "PID_FILE", .type = KEEL_CONFIG_STR, .def = "", AT(pid_file),
+     .help = "file keel writes its process id to once it serves (removed at exit); "
+             "`serve --upgrade` reads it to take over from the process named there"},
     {.name = "SHUTDOWN_DELAY", .type = KEEL_CONFIG_DURATION, .def = "0s",
      AT(shutdown_delay_ms), .max = 600000,
      .help = "on SIGTERM, /health/ready answers 503 but keel keeps serving for this long "

@@ -642,16 +642,27 @@ void keel__conn_sweep(keel_worker *w, uint64_t now)
     }
 }
 
+/* Drain: a connection with a request in progress answers it with
+ * "Connection: close". An idle keep-alive connection is not cut at once —
+ * a busy client may be sending its next request right now, and a close
+ * would fail it — but gets DRAIN_IDLE_MS: a request that comes in is
+ * answered with "Connection: close", and a connection still idle then is
+ * closed by the sweep. */
+#define DRAIN_IDLE_MS 250
+
 void keel__conn_drain_idle(keel_worker *w)
 {
     keel_conn *next;
+    uint64_t until = uv_now(&w->loop) + DRAIN_IDLE_MS;
     for (keel_conn *c = w->conns; c; c = next) {
         next = c->next;
         if (c->closed)
             continue;
-        if (c->state == CONN_HEAD && c->in.len == c->parsed && !c->req)
-            keel__conn_close(c);
-        else
+        if (c->state == CONN_HEAD && c->in.len == c->parsed && !c->req) {
+            if (!c->deadline || c->deadline > until)
+                c->deadline = until;
+        } else {
             c->close_after_write = 1;
+        }
     }
 }

@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 #include <jansson.h>
 #include <sys/resource.h>
@@ -565,6 +566,48 @@ static void raise_nofile(const keel_server *s)
                  "{s:I,s:I}", "nofile", (json_int_t)rl.rlim_cur, "wanted", (json_int_t)want);
 }
 
+void keel_server_take_over(keel_server *s, long old_pid)
+{
+    s->takeover_pid = old_pid;
+}
+
+/* PID_FILE: written (atomically: a temporary file renamed) once serving. */
+static void write_pid_file(keel_server *s)
+{
+    const char *path = s->cfg.pid_file;
+    if (!path || !*path)
+        return;
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0 ||
+        rename(tmp, path) != 0) {
+        keel_log(KEEL_LOG_ERROR, "cannot write PID_FILE", "{s:s,s:s}", "path", path, "error",
+                 strerror(errno));
+        unlink(tmp);
+        return;
+    }
+    s->wrote_pid_file = 1;
+}
+
+/* At exit: removed only while it still names this process (after an
+ * upgrade it names the new one). */
+static void remove_pid_file(keel_server *s)
+{
+    if (!s->wrote_pid_file)
+        return;
+    FILE *f = fopen(s->cfg.pid_file, "r");
+    long pid = 0;
+    if (f) {
+        if (fscanf(f, "%ld", &pid) != 1)
+            pid = 0;
+        fclose(f);
+    }
+    if (pid == (long)getpid())
+        unlink(s->cfg.pid_file);
+    s->wrote_pid_file = 0;
+}
+
 int keel_server_start(keel_server *s)
 {
     int rc = 0;
@@ -573,7 +616,7 @@ int keel_server_start(keel_server *s)
         return KEEL_EINVAL;
     }
     raise_nofile(s);
-    if (port_taken(s, s->cfg.port)) {
+    if (!s->takeover_pid && port_taken(s, s->cfg.port)) {
         keel_log(KEEL_LOG_FATAL, "cannot listen: the address is already in use",
                  "{s:s,s:i}", "host", s->cfg.host, "port", (int)s->cfg.port);
         return -EADDRINUSE;
@@ -623,6 +666,16 @@ int keel_server_start(keel_server *s)
     char ready[64];
     snprintf(ready, sizeof(ready), "READY=1\nMAINPID=%ld", (long)getpid());
     keel__sd_notify(ready); /* systemd Type=notify: the port answers now */
+    write_pid_file(s);
+    if (s->takeover_pid > 0) {
+        /* both listen now: the old one can drain */
+        int k = kill((pid_t)s->takeover_pid, SIGTERM);
+        keel_log(k == 0 ? KEEL_LOG_INFO : KEEL_LOG_ERROR,
+                 k == 0 ? "upgrade: serving beside the old process; told it to drain"
+                        : "upgrade: could not signal the old process",
+                 "{s:I,s:s}", "old_pid", (json_int_t)s->takeover_pid, "error",
+                 k == 0 ? "" : strerror(errno));
+    }
 cleanup:
     for (unsigned i = 0; i < s->nworkers; i++)
         if (fds[i] >= 0)
@@ -756,6 +809,7 @@ int keel_server_run(keel_server *s)
     uv_close((uv_handle_t *)&ctx.delay, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
+    remove_pid_file(s);
     keel_log_flush();
     return status;
 }

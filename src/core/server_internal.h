@@ -103,6 +103,8 @@ struct keel_server {
     uv_cond_t done_cond;
     unsigned workers_done;
     int started;
+    long takeover_pid;    /* keel_server_take_over: the process to replace */
+    int wrote_pid_file;
     keel_cidr proxies[KEEL_MAX_PROXIES]; /* TRUST_PROXY */
     size_t nproxies;
     keel_fwd_header fwd;  /* TRUST_PROXY_HEADER */

@@ -1,4 +1,5 @@
-/* healthcheck.c — `PROG healthcheck [PATH]`: asks the service running on
+/* healthcheck.c — the process-level commands of operators:
+ * `PROG healthcheck [PATH]`: asks the service running on
  * this host (HOST/PORT of the configuration; a wildcard HOST means the
  * loopback address) for PATH (default /health/live) and exits 0 on a 2xx
  * answer, 1 otherwise. For container HEALTHCHECKs in an image that carries
@@ -7,6 +8,8 @@
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -92,4 +95,25 @@ int keel__svc_healthcheck(const keel_config *cfg, const char *path, FILE *out)
     int status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
     fprintf(out, "healthcheck: %s:%u%s -> %d\n", host, cfg->port, path, status);
     return status >= 200 && status < 300 ? 0 : 1;
+}
+
+long keel__svc_upgrade_from(const keel_config *cfg, FILE *err)
+{
+    const char *path = cfg->pid_file;
+    if (!path || !*path) {
+        fprintf(err, "keel: serve --upgrade needs PID_FILE (the running process writes it)\n");
+        return -1;
+    }
+    FILE *f = fopen(path, "r");
+    long pid = 0;
+    if (f) {
+        if (fscanf(f, "%ld", &pid) != 1)
+            pid = 0;
+        fclose(f);
+    }
+    if (pid <= 1 || pid == (long)getpid() || kill((pid_t)pid, 0) != 0) {
+        fprintf(err, "keel: serve --upgrade: no running process named in PID_FILE %s\n", path);
+        return -1;
+    }
+    return pid;
 }

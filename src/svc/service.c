@@ -333,9 +333,10 @@ static void usage(const keel_app *app, FILE *out)
     fprintf(out,
             "Usage: %s <command> [options]\n\n"
             "Commands:\n"
-            "  serve [--port N] [--env-file F] [--print-config]\n"
+            "  serve [--port N] [--env-file F] [--print-config] [--upgrade]\n"
             "                 start the service (configuration from the environment\n"
-            "                 and .env; see docs/configuration.md)\n"
+            "                 and .env; see docs/configuration.md); --upgrade takes\n"
+            "                 over the port from the process in PID_FILE, which drains\n"
             "  routes         print the route table\n"
             "  openapi        print the OpenAPI 3.1 document of the routes\n"
             "  version        print the version\n"
@@ -371,11 +372,13 @@ int keel_main(int argc, char **argv, const keel_app *app)
     if (!strcmp(cmd, "migrate") && app->use_database)
         return keel__svc_migrate_main(app, argc, argv);
     const char *env_file = NULL, *port = NULL;
-    int print_config = 0;
+    int print_config = 0, upgrade = 0;
     int is_serve = !strcmp(cmd, "serve") || !strcmp(cmd, "routes") || !strcmp(cmd, "openapi");
     for (int i = 2; is_serve && i < argc; i++) {
         if (!strcmp(argv[i], "--print-config")) {
             print_config = 1;
+        } else if (!strcmp(argv[i], "--upgrade") && !strcmp(cmd, "serve")) {
+            upgrade = 1;
         } else if (!strcmp(argv[i], "--port") && i + 1 < argc) {
             port = argv[++i];
         } else if (!strncmp(argv[i], "--port=", 7)) {
@@ -453,6 +456,14 @@ int keel_main(int argc, char **argv, const keel_app *app)
     } else if (!strcmp(cmd, "openapi")) {
         printf("%s\n", svc->doc.json);
     } else if (!strcmp(cmd, "serve")) {
+        if (upgrade) {
+            long old = keel__svc_upgrade_from(&cfg, stderr);
+            if (old <= 0) {
+                status = 2;
+                goto done;
+            }
+            keel_server_take_over(svc->server, old);
+        }
         keel_log(KEEL_LOG_INFO, "starting", "{s:s,s:s}", "version",
                  app->version ? app->version : KEEL_VERSION, "env", cfg.env);
         status = keel_server_run(svc->server);

@@ -30,6 +30,10 @@ int keel__svc_migrate_on_start(const keel_app *app, const keel_config *cfg);
  * otherwise (one line on out says what was seen), 2 for a bad PATH. */
 int keel__svc_healthcheck(const keel_config *cfg, const char *path, FILE *out);
 
+/* `serve --upgrade`: the process id in PID_FILE, when that process is
+ * alive; else one line on err and -1. */
+long keel__svc_upgrade_from(const keel_config *cfg, FILE *err);
+
 /* The migrate lines of --help. */
 void keel__svc_migrate_usage(FILE *out);
 

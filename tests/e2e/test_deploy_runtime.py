@@ -96,3 +96,61 @@ def test_shutdown_delay_keeps_serving_while_not_ready(keel):
     assert srv.proc.wait(timeout=10 * SLACK) == 0
     assert time.monotonic() - t0 >= 1.4
     assert any(l.get("msg") == "shutdown delay over: draining" for l in srv.logs())
+
+
+def _wrk(url, seconds, connections=16):
+    return subprocess.Popen(["wrk", "-t2", "-c%d" % connections, "-d%ds" % seconds,
+                             "--timeout", "10s", url], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _wrk_summary(p):
+    import re
+    out = p.communicate(timeout=120)[0]
+    n = int(re.search(r"(\d+) requests in", out).group(1))
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non2 = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return n, (sum(map(int, errs.groups())) if errs else 0), (int(non2.group(1)) if non2 else 0), out
+
+
+def test_binary_upgrade_under_load_fails_nothing(keel, tmp_path):
+    """A new process takes the port over from the one in PID_FILE (both
+    listen with SO_REUSEPORT, then the old one drains): wrk sees no error
+    and no non-2xx, and the new process serves afterwards."""
+    from conftest import SLACK, wait_for
+    pidfile = str(tmp_path / "keel.pid")
+    old = keel(PID_FILE=pidfile, ACCESS_LOG="false")
+    wait_for(lambda: os.path.exists(pidfile), what="PID_FILE written")
+    assert open(pidfile).read().strip() == str(old.proc.pid)
+    load = _wrk(old.url + "/hello", seconds=int(6 * SLACK))
+    import time
+    time.sleep(1.5 * SLACK)
+    work = tmp_path / "new"
+    (work / "data").mkdir(parents=True)
+    with open(work / "out.log", "wb") as out:
+        new = subprocess.Popen([KEEL_BIN, "serve", "--upgrade"], env=old.env, cwd=work,
+                               stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        assert old.proc.wait(timeout=30 * SLACK) == 0
+        assert open(pidfile).read().strip() == str(new.pid)
+        n, errors, non2xx, out = _wrk_summary(load)
+        assert n > 1000 and errors == 0 and non2xx == 0, out
+        assert http_get(old.port, "/hello")[0] == 200
+        assert new.poll() is None
+        log = (work / "out.log").read_text()
+        assert "upgrade: serving beside the old process" in log, log[-2000:]
+    finally:
+        new.send_signal(signal.SIGTERM)
+        assert new.wait(timeout=30 * SLACK) == 0
+    assert not os.path.exists(pidfile), "removed by the process it names"
+
+
+def test_upgrade_without_a_running_process_is_refused(tmp_path):
+    env = build_env({"PID_FILE": str(tmp_path / "none.pid"), "PORT": "0"})
+    r = subprocess.run([KEEL_BIN, "serve", "--upgrade"], env=env, capture_output=True,
+                       text=True, timeout=30, cwd=tmp_path)
+    assert r.returncode == 2 and "no running process named in PID_FILE" in r.stderr
+    env = build_env({"PORT": "0"})
+    r = subprocess.run([KEEL_BIN, "serve", "--upgrade"], env=env, capture_output=True,
+                       text=True, timeout=30, cwd=tmp_path)
+    assert r.returncode == 2 and "needs PID_FILE" in r.stderr
