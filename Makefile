@@ -63,6 +63,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 EXAMPLE  := $(BUILD)/hello-service
+EXAMPLES := $(EXAMPLE) $(BUILD)/orders-service
 TOOLS    := $(BUILD)/parse_request $(BUILD)/phase_service
 
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -70,7 +71,7 @@ ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-s
 .PHONY: all deps deps-test run test test-suites unit e2e asan fuzz fuzz-run fuzz-short bench clean help \
         install uninstall print-ldlibs FORCE
 
-all: $(BUILD)/keel $(BUILD)/libkeel.a $(EXAMPLE) $(TOOLS)
+all: $(BUILD)/keel $(BUILD)/libkeel.a $(EXAMPLES) $(TOOLS)
 
 help:
 	@echo "make            build build/keel, build/libkeel.a, examples"
@@ -126,7 +127,7 @@ $(BUILD)/gen/web_assets.c: scripts/embed_web.sh scripts/c_string.sh $(WEB_FILES)
 $(BUILD)/gen/web_assets.o: $(BUILD)/gen/web_assets.c src/svc/svc_internal.h
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-$(EXAMPLE): examples/hello-service/main.c $(BUILD)/libkeel.a
+$(BUILD)/%-service: examples/%-service/main.c $(BUILD)/libkeel.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
 
