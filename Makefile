@@ -236,6 +236,12 @@ bench:
 test-scale: all
 	KEEL_BIN=$(abspath $(BUILD)/keel) $(PYTHON) -m pytest -q -p no:cacheprovider -s tests/scale $(PYTEST_ARGS)
 
+# CPU per 1,000 requests of keel, nginx, PostgreSQL and Redis through
+# nginx and direct (bench/scale/capacity.py; docs/performance.md).
+.PHONY: bench-scale
+bench-scale: all
+	$(PYTHON) bench/scale/capacity.py
+
 .PHONY: lint-deploy
 lint-deploy: all
 	BUILD=$(BUILD) PYTHON=$(PYTHON) scripts/lint_deploy.sh

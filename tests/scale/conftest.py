@@ -160,7 +160,8 @@ class Cluster:
             TRUST_PROXY="127.0.0.1/32", SHUTDOWN_DELAY=DELAY, SHUTDOWN_GRACE="10s",
             ACCESS_LOG="false", WORKERS="1", PASSWORD_HASH_MEMORY="8mb", PASSWORD_HASH_OPS="1",
             RATE_LIMIT_ENABLED="true", RATE_LIMIT_MAX="100000000", RATE_LIMIT_BURST="0",
-            RATE_LIMIT_STRICT="20/10m", **extra)
+            RATE_LIMIT_STRICT="20/10m")
+        self.env.update(extra)
         self.nodes = []
         self.generation = 0
         for i in range(n):
