@@ -175,6 +175,15 @@ extern const keel_config_module keel_core_config;
 int keel_config_load_modules(keel_config *cfg, const keel_config_module *const *mods,
                              size_t nmods, const char *env_file, FILE *err);
 
+/* For a reload (SIGHUP): loads the configuration again as
+ * keel_config_load_modules did, reading the env file anew — a variable
+ * the file set at start takes the file's new value (or its default when
+ * the file no longer sets it); the process environment still wins over
+ * the file for the rest. The environment itself is not modified (workers
+ * may read it meanwhile). Call from one thread at a time. */
+int keel_config_reload_modules(keel_config *cfg, const keel_config_module *const *mods,
+                               size_t nmods, const char *env_file, FILE *err);
+
 /* keel_config_load_modules with core's variables only. */
 int keel_config_load(keel_config *cfg, const char *env_file, FILE *err);
 

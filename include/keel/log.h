@@ -33,6 +33,8 @@ int keel_log_init(const keel_config *cfg);
 /* Where lines go besides LOG_FILE: stdout (the default, for a service) or
  * e.g. stderr for CLI commands whose stdout is their output. */
 void keel_log_set_fd(int fd);
+/* The lowest level written from now on (KEEL_LOG_*), any thread. */
+void keel_log_set_level(int level);
 void keel_log_close(void);
 
 int keel_log_enabled(int level);

@@ -146,6 +146,13 @@ typedef struct keel_middleware {
     void *data;
     const char *const *reads;
     int (*check_route)(const keel_route *rt, void *data, char *why, size_t cap);
+    /* SIGHUP (keel_server_reload): take what may change at run time from
+     * the new configuration (copy it: next goes away after the call), so
+     * that requests from now on see it, while requests running on other
+     * threads may still use the old values. Runs on the main thread.
+     * 0, or a negative error: the middleware keeps its old settings and
+     * the reason is logged. NULL: nothing to reload. */
+    int (*reload)(void *data, const keel_config *next);
 } keel_middleware;
 
 /* ---------------------------------------------------------------- server */
@@ -200,6 +207,18 @@ void keel_server_free(keel_server *s);
  * once it serves it sends old_pid SIGTERM, so the old process drains and
  * exits while the kernel gives new connections to this one. */
 void keel_server_take_over(keel_server *s, long old_pid);
+
+/* What SIGHUP does (keel_server_run): fn loads the configuration anew and
+ * calls keel_server_reload with it (keel_main sets this up: the env file
+ * is read again). Without it SIGHUP is logged and ignored. */
+void keel_server_on_hup(keel_server *s, void (*fn)(keel_server *s, void *arg), void *arg);
+
+/* Applies what can change without a restart from next: every installed
+ * middleware's reload (CORS, rate-limit tiers, ...), then LOG_LEVEL (the
+ * "reload done" line is written before the level changes). Connections
+ * stay open. Returns the number of middlewares that refused (each
+ * logged); 0 = all applied. */
+int keel_server_reload(keel_server *s, const keel_config *next);
 
 /* The bound port (useful with PORT=0); 0 before start. */
 unsigned keel_server_port(const keel_server *s);

@@ -527,8 +527,9 @@ void keel_config_defaults(keel_config *cfg)
 }
 
 /* .env: KEY=VALUE lines, '#' comments, optional "export ", optional single
- * or double quotes. Existing environment variables win. */
-static int load_env_file(const char *path, int must_exist, FILE *err)
+ * or double quotes; each pair goes to put(key, value, ctx). */
+static int parse_env_file(const char *path, int must_exist, FILE *err,
+                          void (*put)(const char *key, const char *val, void *ctx), void *ctx)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
@@ -576,17 +577,81 @@ static int load_env_file(const char *path, int must_exist, FILE *err)
             while (vl && (val[vl - 1] == ' ' || val[vl - 1] == '\t'))
                 val[--vl] = '\0';
         }
-        setenv(key, val, 0);
+        put(key, val, ctx);
     }
     fclose(f);
     return rc;
+}
+
+/* The variables the env file put into the environment at start (the
+ * environment's own ones win): on a reload the file decides them again. */
+static struct {
+    char **keys;
+    size_t n;
+} file_owned;
+
+static int is_file_owned(const char *key)
+{
+    for (size_t i = 0; i < file_owned.n; i++)
+        if (!strcmp(file_owned.keys[i], key))
+            return 1;
+    return 0;
+}
+
+static void put_env(const char *key, const char *val, void *ctx)
+{
+    (void)ctx;
+    if (getenv(key) && !is_file_owned(key))
+        return; /* the environment wins */
+    if (!is_file_owned(key)) {
+        file_owned.keys = keel_realloc(file_owned.keys, (file_owned.n + 1) * sizeof(char *));
+        file_owned.keys[file_owned.n++] = keel_strdup(key);
+    }
+    setenv(key, val, 1);
+}
+
+static int load_env_file(const char *path, int must_exist, FILE *err)
+{
+    return parse_env_file(path, must_exist, err, put_env, NULL);
+}
+
+/* A reload reads the file into this map instead of the environment (the
+ * workers may read the environment meanwhile: setenv is not safe then). */
+typedef struct env_map {
+    char **kv; /* key, value, key, value ... */
+    size_t n;
+} env_map;
+
+static const env_map *reload_map; /* set only while keel_config_reload runs */
+
+static void put_map(const char *key, const char *val, void *ctx)
+{
+    env_map *m = ctx;
+    m->kv = keel_realloc(m->kv, (m->n + 2) * sizeof(char *));
+    m->kv[m->n++] = keel_strdup(key);
+    m->kv[m->n++] = keel_strdup(val);
+}
+
+static const char *lookup_var(const char *name)
+{
+    if (reload_map) {
+        const char *in_file = NULL;
+        for (size_t i = 0; i + 1 < reload_map->n; i += 2)
+            if (!strcmp(reload_map->kv[i], name))
+                in_file = reload_map->kv[i + 1]; /* the last one wins */
+        if (is_file_owned(name))
+            return in_file; /* NULL: gone from the file, back to the default */
+        const char *env = getenv(name);
+        return env ? env : in_file;
+    }
+    return getenv(name);
 }
 
 static int read_env(char *base, const keel_config_module *m, FILE *err)
 {
     for (size_t i = 0; i < m->nvars; i++) {
         const keel_config_var *v = &m->vars[i];
-        const char *s = getenv(v->name);
+        const char *s = lookup_var(v->name);
         if (!s)
             continue;
         if (set_var(base, v, s) < 0) {
@@ -667,6 +732,8 @@ static int check_tables(const keel_config_module *const *mods, size_t nmods, FIL
     return 0;
 }
 
+static int read_all(keel_config *cfg, FILE *err);
+
 int keel_config_load_modules(keel_config *cfg, const keel_config_module *const *mods,
                              size_t nmods, const char *env_file, FILE *err)
 {
@@ -681,6 +748,28 @@ int keel_config_load_modules(keel_config *cfg, const keel_config_module *const *
     int rc = load_env_file(env_file ? env_file : ".env", env_file != NULL, err);
     if (rc)
         return rc;
+    return read_all(cfg, err);
+}
+
+static int load_modules_noenv(keel_config *cfg, const keel_config_module *const *mods,
+                                          size_t nmods, FILE *err)
+{
+    if (!err)
+        err = stderr;
+    keel_config_defaults(cfg);
+    if (check_tables(mods, nmods, err) < 0)
+        return KEEL_ECONFIG;
+    for (size_t i = 0; i < nmods; i++)
+        if (mods[i] != &keel_core_config && !set_find(cfg->set, mods[i]))
+            set_add(cfg->set, mods[i], 1);
+    return read_all(cfg, err);
+}
+
+/* Every module's variables from the environment (or a reload's file),
+ * then every module's validation. */
+static int read_all(keel_config *cfg, FILE *err)
+{
+    int rc;
     if ((rc = read_env((char *)cfg, &keel_core_config, err)) < 0)
         return rc;
     for (size_t i = 0; i < cfg->set->n; i++)
@@ -695,6 +784,29 @@ int keel_config_load_modules(keel_config *cfg, const keel_config_module *const *
             return KEEL_ECONFIG;
     }
     return 0;
+}
+
+static int load_modules_noenv(keel_config *cfg, const keel_config_module *const *mods,
+                              size_t nmods, FILE *err);
+
+int keel_config_reload_modules(keel_config *cfg, const keel_config_module *const *mods,
+                               size_t nmods, const char *env_file, FILE *err)
+{
+    env_map m = {0};
+    int rc = parse_env_file(env_file ? env_file : ".env", env_file != NULL, err ? err : stderr,
+                            put_map, &m);
+    if (rc == 0) {
+        reload_map = &m;
+        /* the file is not put into the environment again (see above) */
+        rc = load_modules_noenv(cfg, mods, nmods, err);
+        reload_map = NULL;
+    } else {
+        keel_config_defaults(cfg);
+    }
+    for (size_t i = 0; i < m.n; i++)
+        keel_free(m.kv[i]);
+    keel_free(m.kv);
+    return rc;
 }
 
 int keel_config_load(keel_config *cfg, const char *env_file, FILE *err)

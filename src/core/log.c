@@ -47,7 +47,7 @@ const char *keel_log_level_name(int level)
 
 int keel_log_enabled(int level)
 {
-    return level >= L.level;
+    return level >= __atomic_load_n(&L.level, __ATOMIC_RELAXED);
 }
 
 static int open_log_file(void)
@@ -141,6 +141,12 @@ static void rotate_locked(void)
 
 static int out_fd = STDOUT_FILENO;
 
+void keel_log_set_level(int level)
+{
+    if (level >= 0 && level <= KEEL_LOG_FATAL)
+        __atomic_store_n(&L.level, level, __ATOMIC_RELAXED);
+}
+
 void keel_log_set_fd(int fd)
 {
     out_fd = fd;
@@ -205,7 +211,7 @@ static void append_time(keel_buf *b)
 
 keel_buf *keel_log_begin(int level, const char *msg)
 {
-    if (level < L.level)
+    if (level < __atomic_load_n(&L.level, __ATOMIC_RELAXED))
         return NULL;
     keel_buf *b = &tl_buf;
     tl_line_start = b->len;
@@ -320,7 +326,7 @@ void keel_log_json(int level, const char *msg, json_t *fields)
 
 void keel_log(int level, const char *msg, const char *fmt, ...)
 {
-    if (level < L.level)
+    if (level < __atomic_load_n(&L.level, __ATOMIC_RELAXED))
         return;
     json_t *fields = NULL;
     if (fmt) {

@@ -440,19 +440,27 @@ static void maybe_finish_worker(keel_worker *w)
         worker_finish(w);
 }
 
+static void stop_listening(keel_worker *w)
+{
+    if (!w->listening)
+        return;
+    uv_close((uv_handle_t *)&w->listener, NULL);
+    w->listening = 0;
+    __atomic_add_fetch(&w->srv->listeners_closed, 1, __ATOMIC_ACQ_REL);
+}
+
 static void on_async(uv_async_t *a)
 {
     keel_worker *w = a->data;
     keel__worker_run_mailbox(w);
     uv_mutex_lock(&w->mbox_mu);
-    int drain = w->drain_requested;
+    int drain = w->drain_requested, unlisten = w->unlisten_requested;
     uv_mutex_unlock(&w->mbox_mu);
+    if (unlisten)
+        stop_listening(w);
     if (drain && !w->draining) {
         w->draining = 1;
-        if (w->listening) {
-            uv_close((uv_handle_t *)&w->listener, NULL);
-            w->listening = 0;
-        }
+        stop_listening(w);
         keel__conn_drain_idle(w);
     }
     maybe_finish_worker(w);
@@ -689,10 +697,30 @@ unsigned keel_server_port(const keel_server *s)
     return s->port;
 }
 
+/* Two steps. First every worker closes its listener, and only when all
+ * have (or after a second) do they start closing connections: a client
+ * told "Connection: close" by one worker must not reconnect into the
+ * accept queue of another worker about to close its listener — the
+ * kernel resets what waits in a closed listener's queue. */
 void keel_server_drain(keel_server *s)
 {
     __atomic_store_n(&s->state, KEEL_STATE_DRAINING, __ATOMIC_RELEASE);
     keel__sd_notify("STOPPING=1");
+    unsigned running = 0;
+    for (unsigned i = 0; s->workers && i < s->nworkers; i++) {
+        keel_worker *w = s->workers[i];
+        if (!w || !w->started)
+            continue;
+        running++;
+        uv_mutex_lock(&w->mbox_mu);
+        w->unlisten_requested = 1;
+        uv_mutex_unlock(&w->mbox_mu);
+        uv_async_send(&w->async);
+    }
+    for (int waited = 0; waited < 1000 &&
+                         __atomic_load_n(&s->listeners_closed, __ATOMIC_ACQUIRE) < running;
+         waited++)
+        usleep(1000);
     for (unsigned i = 0; s->workers && i < s->nworkers; i++) {
         keel_worker *w = s->workers[i];
         if (!w || !w->started)
@@ -723,7 +751,7 @@ int keel_server_wait(keel_server *s, uint64_t grace_ms)
 
 typedef struct run_ctx {
     keel_server *s;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
     uv_timer_t delay;
     int signals;
 } run_ctx;
@@ -734,6 +762,46 @@ static void on_delay_over(uv_timer_t *t)
     keel_log(KEEL_LOG_INFO, "shutdown delay over: draining", NULL);
     keel_server_drain(rc->s);
     uv_stop(t->loop);
+}
+
+void keel_server_on_hup(keel_server *s, void (*fn)(keel_server *s, void *arg), void *arg)
+{
+    s->hup_fn = fn;
+    s->hup_arg = arg;
+}
+
+int keel_server_reload(keel_server *s, const keel_config *next)
+{
+    int refused = 0;
+    for (size_t i = 0; i < s->nmws; i++) {
+        keel_middleware *mw = &s->mws[i];
+        if (!mw->reload)
+            continue;
+        int rc = mw->reload(mw->data, next);
+        if (rc < 0) {
+            refused++;
+            keel_log(KEEL_LOG_ERROR, "reload: a middleware kept its old settings",
+                     "{s:s,s:s}", "middleware", mw->name ? mw->name : "?", "error",
+                     keel_strerror(rc));
+        }
+    }
+    /* logged at the old level, then the new one applies */
+    keel_log(refused ? KEEL_LOG_WARN : KEEL_LOG_INFO, "reload done", "{s:i,s:s}", "refused",
+             refused, "log_level", keel_log_level_name(next->log_level));
+    keel_log_set_level(next->log_level);
+    return refused;
+}
+
+static void on_hup(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    run_ctx *rc = h->data;
+    if (!rc->s->hup_fn) {
+        keel_log(KEEL_LOG_WARN, "SIGHUP: nothing to reload", NULL);
+        return;
+    }
+    keel_log(KEEL_LOG_INFO, "SIGHUP: reloading the configuration", NULL);
+    rc->s->hup_fn(rc->s, rc->s->hup_arg);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -769,13 +837,16 @@ int keel_server_run(keel_server *s)
     run_ctx ctx = {.s = s};
     uv_signal_init(&loop, &ctx.sigterm);
     uv_signal_init(&loop, &ctx.sigint);
+    uv_signal_init(&loop, &ctx.sighup);
     uv_timer_init(&loop, &ctx.delay);
-    ctx.sigterm.data = ctx.sigint.data = ctx.delay.data = &ctx;
+    ctx.sigterm.data = ctx.sigint.data = ctx.sighup.data = ctx.delay.data = &ctx;
     uv_signal_start(&ctx.sigterm, on_signal, SIGTERM);
     uv_signal_start(&ctx.sigint, on_signal, SIGINT);
+    uv_signal_start(&ctx.sighup, on_hup, SIGHUP);
     if (keel_server_start(s) < 0) {
         uv_close((uv_handle_t *)&ctx.sigterm, NULL);
         uv_close((uv_handle_t *)&ctx.sigint, NULL);
+        uv_close((uv_handle_t *)&ctx.sighup, NULL);
         uv_close((uv_handle_t *)&ctx.delay, NULL);
         uv_run(&loop, UV_RUN_DEFAULT);
         uv_loop_close(&loop);
@@ -806,6 +877,7 @@ int keel_server_run(keel_server *s)
     }
     uv_close((uv_handle_t *)&ctx.sigterm, NULL);
     uv_close((uv_handle_t *)&ctx.sigint, NULL);
+    uv_close((uv_handle_t *)&ctx.sighup, NULL);
     uv_close((uv_handle_t *)&ctx.delay, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);

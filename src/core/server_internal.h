@@ -48,6 +48,7 @@ struct keel_worker {
     uv_mutex_t mbox_mu;
     keel_work *mbox_head, *mbox_tail;
     int drain_requested; /* under mbox_mu */
+    int unlisten_requested; /* under mbox_mu: drain's first step */
     int mbox_closed;     /* under mbox_mu: the async handle is closing */
     int draining;        /* loop-owned */
     int finished;
@@ -104,6 +105,9 @@ struct keel_server {
     unsigned workers_done;
     int started;
     long takeover_pid;    /* keel_server_take_over: the process to replace */
+    unsigned listeners_closed; /* atomic: workers that stopped listening */
+    void (*hup_fn)(keel_server *s, void *arg); /* keel_server_on_hup */
+    void *hup_arg;
     int wrote_pid_file;
     keel_cidr proxies[KEEL_MAX_PROXIES]; /* TRUST_PROXY */
     size_t nproxies;

@@ -10,10 +10,15 @@
  *     gets, errors included; from another origin it gets none.
  * `*` answers `*` (no credentials: `*` with CORS_CREDENTIALS is refused at
  * start-up); a list answers the request's own origin and Vary: Origin.
+ * SIGHUP replaces the settings (a new cors_cfg swapped in atomically; the
+ * old ones are kept until the middleware is disposed of, since a request
+ * on another thread may still be reading them). Switching CORS on or off
+ * takes a restart: the middleware is installed only when CORS_ORIGIN is set.
  */
 #include <stdio.h>
 #include <strings.h>
 
+#include "keel/log.h"
 #include "keel/mw.h"
 
 typedef struct cors_cfg {
@@ -24,7 +29,12 @@ typedef struct cors_cfg {
     char *methods;
     char *headers;
     char max_age[24];
+    struct cors_cfg *retired; /* older settings, freed with the middleware */
 } cors_cfg;
+
+typedef struct cors_mw {
+    cors_cfg *active; /* atomic */
+} cors_mw;
 
 static int origin_allowed(const cors_cfg *c, keel_str o)
 {
@@ -89,7 +99,7 @@ static void allow_origin(keel_req *r, const cors_cfg *c, keel_str origin)
 
 static keel_flow on_request(keel_req *r, void *data)
 {
-    const cors_cfg *c = data;
+    const cors_cfg *c = __atomic_load_n(&((cors_mw *)data)->active, __ATOMIC_ACQUIRE);
     keel_str origin = keel_req_header(r, "origin");
     if (!origin.ptr)
         return KEEL_NEXT;
@@ -124,18 +134,28 @@ static keel_flow on_request(keel_req *r, void *data)
     return KEEL_NEXT;
 }
 
-static void dispose(void *data)
+static void cfg_free(cors_cfg *c)
 {
-    cors_cfg *c = data;
-    for (size_t i = 0; i < c->norigins; i++)
-        keel_free(c->origins[i]);
-    keel_free(c->origins);
-    keel_free(c->methods);
-    keel_free(c->headers);
-    keel_free(c);
+    while (c) {
+        cors_cfg *older = c->retired;
+        for (size_t i = 0; i < c->norigins; i++)
+            keel_free(c->origins[i]);
+        keel_free(c->origins);
+        keel_free(c->methods);
+        keel_free(c->headers);
+        keel_free(c);
+        c = older;
+    }
 }
 
-keel_middleware keel_mw_cors(const keel_config *config)
+static void dispose(void *data)
+{
+    cors_mw *m = data;
+    cfg_free(m->active);
+    keel_free(m);
+}
+
+static cors_cfg *cfg_new(const keel_config *config)
 {
     const keel_edge_options *cfg = keel_config_get(config, &keel_edge_config);
     cors_cfg *c = keel_calloc(1, sizeof(*c));
@@ -158,7 +178,30 @@ keel_middleware keel_mw_cors(const keel_config *config)
             c->origins[c->norigins++] = keel_strndup(s, n);
         }
     }
-    keel_middleware m = {.name = "cors", .phase = KEEL_PHASE_EDGE, .on_request = on_request, .dispose = dispose,
-                         .data = c};
-    return m;
+    return c;
+}
+
+static int reload(void *data, const keel_config *next)
+{
+    cors_mw *m = data;
+    const keel_edge_options *o = keel_config_get(next, &keel_edge_config);
+    if (!o->cors_origin || !*o->cors_origin) {
+        keel_log(KEEL_LOG_WARN, "reload: CORS_ORIGIN is now empty; switching CORS off takes a "
+                                "restart, the origins stay as they were", NULL);
+        return 0;
+    }
+    cors_cfg *c = cfg_new(next);
+    c->retired = m->active; /* only this thread swaps */
+    __atomic_store_n(&m->active, c, __ATOMIC_RELEASE);
+    keel_log(KEEL_LOG_INFO, "reload: CORS settings applied", "{s:s}", "origins", o->cors_origin);
+    return 0;
+}
+
+keel_middleware keel_mw_cors(const keel_config *config)
+{
+    cors_mw *m = keel_calloc(1, sizeof(*m));
+    m->active = cfg_new(config);
+    keel_middleware mw = {.name = "cors", .phase = KEEL_PHASE_EDGE, .on_request = on_request,
+                          .dispose = dispose, .reload = reload, .data = m};
+    return mw;
 }

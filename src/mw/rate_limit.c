@@ -200,10 +200,18 @@ int keel_rl_tiers_from_config(const keel_config *config, keel_rl_tier *out, size
 
 /* ---------------------------------------------------------------- limiter */
 
-struct keel_rate_limiter {
+/* The tiers in force. SIGHUP swaps in a new set (atomically); older sets
+ * stay allocated until the limiter is freed, since a request may still
+ * hold one of their tiers across a store call. */
+typedef struct tier_set {
     keel_rl_tier tiers[KEEL_RL_MAX_TIERS];
-    size_t ntiers;
+    size_t n;
     const keel_rl_tier *general, *burst;
+    struct tier_set *retired;
+} tier_set;
+
+struct keel_rate_limiter {
+    tier_set *set; /* atomic */
     keel_rl_store store;
     unsigned v6_prefix;
     int fail_open;
@@ -211,12 +219,29 @@ struct keel_rate_limiter {
     keel_metric *store_errors;
 };
 
-static const keel_rl_tier *find_tier(const keel_rate_limiter *rl, const char *name)
+static const keel_rl_tier *find_tier(const tier_set *ts, const char *name)
 {
-    for (size_t i = 0; i < rl->ntiers; i++)
-        if (!strcmp(rl->tiers[i].name, name))
-            return &rl->tiers[i];
+    for (size_t i = 0; i < ts->n; i++)
+        if (!strcmp(ts->tiers[i].name, name))
+            return &ts->tiers[i];
     return NULL;
+}
+
+static tier_set *tiers_new(const keel_config *cfg)
+{
+    tier_set *ts = keel_calloc(1, sizeof(*ts));
+    int n = keel_rl_tiers_from_config(cfg, ts->tiers, KEEL_RL_MAX_TIERS, NULL);
+    ts->n = n > 0 ? (size_t)n : 0; /* validated when loaded */
+    ts->general = find_tier(ts, "general");
+    ts->burst = find_tier(ts, "burst");
+    if (ts->burst && ts->burst->rate.limit == 0)
+        ts->burst = NULL;
+    return ts;
+}
+
+static const tier_set *tiers_now(const keel_rate_limiter *rl)
+{
+    return __atomic_load_n(&rl->set, __ATOMIC_ACQUIRE);
 }
 
 static double m_keys(void *arg)
@@ -238,12 +263,7 @@ keel_rate_limiter *keel_rate_limiter_new(const keel_config *cfg, keel_rl_store s
 {
     keel_rate_limiter *rl = keel_calloc(1, sizeof(*rl));
     const keel_rate_limit_options *rlo = keel_config_get(cfg, &keel_rate_limit_config);
-    int n = keel_rl_tiers_from_config(cfg, rl->tiers, KEEL_RL_MAX_TIERS, NULL);
-    rl->ntiers = n > 0 ? (size_t)n : 0; /* validated when loaded */
-    rl->general = find_tier(rl, "general");
-    rl->burst = find_tier(rl, "burst");
-    if (rl->burst && rl->burst->rate.limit == 0)
-        rl->burst = NULL;
+    rl->set = tiers_new(cfg);
     rl->store = store;
     rl->v6_prefix = cfg->client_ipv6_prefix;
     rl->fail_open = rlo->rate_limit_fail_open;
@@ -273,7 +293,7 @@ static int check_route(const keel_route *rt, void *data, char *why, size_t cap)
 {
     const keel_rate_limiter *rl = data;
     const char *t = rt->rate_limit;
-    if (!t || !strcmp(t, "none") || find_tier(rl, t))
+    if (!t || !strcmp(t, "none") || find_tier(tiers_now(rl), t))
         return 0;
     snprintf(why, cap,
              "rate_limit = \"%s\" is not a configured tier (built-in: general, strict, auth, "
@@ -530,11 +550,12 @@ static keel_flow on_request(keel_req *r, void *data)
     const keel_route *rt = keel_req_route(r);
     if (rt && (rt->flags & KEEL_ROUTE_INTERNAL))
         return KEEL_NEXT;
-    const keel_rl_tier *tier = rl->general;
+    const tier_set *ts = tiers_now(rl);
+    const keel_rl_tier *tier = ts->general;
     if (rt && rt->rate_limit) {
         if (!strcmp(rt->rate_limit, "none"))
             return KEEL_NEXT;
-        tier = find_tier(rl, rt->rate_limit);
+        tier = find_tier(ts, rt->rate_limit);
     }
     if (!tier)
         return KEEL_NEXT; /* unknown tier: refused at start-up */
@@ -543,8 +564,8 @@ static keel_flow on_request(keel_req *r, void *data)
     memset(c, 0, sizeof(*c));
     c->rl = rl;
     c->r = r;
-    if (rl->burst && rl->burst != tier)
-        c->checks[c->nchecks++] = rl->burst;
+    if (ts->burst && ts->burst != tier)
+        c->checks[c->nchecks++] = ts->burst;
     if (tier->rate.limit)
         c->checks[c->nchecks++] = tier;
     if (!c->nchecks)
@@ -569,7 +590,38 @@ static void dispose(void *data)
     keel_rate_limiter *rl = data;
     if (rl->store.free)
         rl->store.free(rl->store.self);
+    for (tier_set *ts = rl->set, *older; ts; ts = older) {
+        older = ts->retired;
+        keel_free(ts);
+    }
     keel_free(rl);
+}
+
+/* SIGHUP: new limits for the tiers. A tier a route names must not
+ * disappear (its routes would go unlimited): then the old set stays. */
+static int reload(void *data, const keel_config *next)
+{
+    keel_rate_limiter *rl = data;
+    const keel_rate_limit_options *o = keel_config_get(next, &keel_rate_limit_config);
+    if (!o->rate_limit) {
+        keel_log(KEEL_LOG_WARN, "reload: switching the rate limiter off takes a restart; "
+                                "the tiers stay as they were", NULL);
+        return 0;
+    }
+    tier_set *ts = tiers_new(next), *old = rl->set; /* only this thread swaps */
+    for (size_t i = 0; i < old->n; i++)
+        if (!find_tier(ts, old->tiers[i].name)) {
+            keel_log(KEEL_LOG_ERROR, "reload: a rate-limit tier disappeared; keeping the old tiers",
+                     "{s:s}", "tier", old->tiers[i].name);
+            keel_free(ts);
+            return KEEL_EINVAL;
+        }
+    ts->retired = old;
+    __atomic_store_n(&rl->set, ts, __ATOMIC_RELEASE);
+    for (size_t i = 0; i < ts->n; i++)
+        keel_log(KEEL_LOG_INFO, "reload: rate-limit tier", "{s:s,s:s}", "tier", ts->tiers[i].name,
+                 "policy", ts->tiers[i].policy);
+    return 0;
 }
 
 static const char *const reads[] = {"rate_limit", NULL};
@@ -578,7 +630,7 @@ keel_middleware keel_mw_rate_limit(keel_rate_limiter *rl)
 {
     keel_middleware m = {.name = "rate_limit", .phase = KEEL_PHASE_LIMIT,
                          .on_request = on_request, .dispose = dispose, .data = rl,
-                         .reads = reads, .check_route = check_route};
+                         .reads = reads, .check_route = check_route, .reload = reload};
     return m;
 }
 
@@ -587,5 +639,6 @@ keel_middleware keel_mw_rate_limit_off(keel_rate_limiter *rl)
     keel_middleware m = keel_mw_rate_limit(rl);
     m.name = "rate_limit (off)";
     m.on_request = NULL;
+    m.reload = NULL; /* switching it on takes a restart */
     return m;
 }

@@ -350,6 +350,37 @@ static void usage(const keel_app *app, FILE *out)
     fprintf(out, "%s  help           this text\n", app->usage ? app->usage : "");
 }
 
+/* SIGHUP: the configuration again (the env file read anew), then what
+ * may change at run time applied; an invalid one changes nothing. */
+typedef struct hup_ctx {
+    const keel_config_module *const *mods;
+    size_t nmods;
+    const char *env_file;
+} hup_ctx;
+
+static void on_hup(keel_server *s, void *arg)
+{
+    const hup_ctx *h = arg;
+    keel_config next;
+    char *why = NULL;
+    size_t why_len = 0;
+    FILE *err = open_memstream(&why, &why_len);
+    int rc = keel_config_reload_modules(&next, h->mods, h->nmods, h->env_file, err);
+    if (err)
+        fclose(err);
+    if (rc < 0) {
+        size_t n = why ? strlen(why) : 0;
+        while (n && why[n - 1] == '\n')
+            why[--n] = '\0';
+        keel_log(KEEL_LOG_ERROR, "reload refused: the configuration is invalid; nothing changed",
+                 "{s:s}", "error", why ? why : "");
+    } else {
+        keel_server_reload(s, &next); /* logs "reload done" */
+    }
+    free(why);
+    keel_config_close(&next);
+}
+
 int keel_main(int argc, char **argv, const keel_app *app)
 {
     keel_library_init();
@@ -456,6 +487,8 @@ int keel_main(int argc, char **argv, const keel_app *app)
     } else if (!strcmp(cmd, "openapi")) {
         printf("%s\n", svc->doc.json);
     } else if (!strcmp(cmd, "serve")) {
+        hup_ctx hup = {.mods = mods, .nmods = nmods, .env_file = env_file};
+        keel_server_on_hup(svc->server, on_hup, &hup);
         if (upgrade) {
             long old = keel__svc_upgrade_from(&cfg, stderr);
             if (old <= 0) {

@@ -154,3 +154,66 @@ def test_upgrade_without_a_running_process_is_refused(tmp_path):
     r = subprocess.run([KEEL_BIN, "serve", "--upgrade"], env=env, capture_output=True,
                        text=True, timeout=30, cwd=tmp_path)
     assert r.returncode == 2 and "needs PID_FILE" in r.stderr
+
+
+def test_sighup_reloads_log_level_cors_and_tiers(tmp_path):
+    """SIGHUP reads the env file again: LOG_LEVEL, CORS_ORIGIN and the
+    rate-limit tiers change for the next requests, a keep-alive connection
+    opened before stays open, and an invalid file changes nothing."""
+    from conftest import start_server, wait_for
+    work = tmp_path / "srv"
+    (work / "try0").mkdir(parents=True)
+    envfile = work / "try0" / ".env"
+
+    def write(level, origin, strict):
+        envfile.write_text("LOG_LEVEL=%s\nCORS_ORIGIN=%s\nRATE_LIMIT_ENABLED=true\n"
+                           "RATE_LIMIT_STRICT=%s\nRATE_LIMIT_BURST=0\nRATE_LIMIT_MAX=100000\n"
+                           % (level, origin, strict))
+
+    write("info", "https://a.example", "50/1m")
+    srv = start_server({"LOG_LEVEL": None, "RATE_LIMIT_ENABLED": None}, work)
+    try:
+        keep = requests.Session()
+        assert keep.get(srv.url + "/hello", timeout=5).status_code == 200
+
+        def cors(origin):
+            r = requests.get(srv.url + "/hello", headers={"Origin": origin}, timeout=5)
+            return r.headers.get("Access-Control-Allow-Origin")
+
+        def strict_codes(n):
+            return [requests.get(srv.url + "/distributed/rate-limit/test", timeout=5).status_code
+                    for _ in range(n)]
+
+        assert cors("https://a.example") == "https://a.example"
+        assert cors("https://b.example") is None
+        assert strict_codes(3) == [200, 200, 200]
+        assert any(l.get("msg") == "request" for l in srv.logs())  # access log at info
+
+        write("warn", "https://b.example", "3/1m")
+        srv.proc.send_signal(signal.SIGHUP)
+        srv.wait_log(lambda l: l.get("msg") == "reload done", timeout=10)
+        assert cors("https://b.example") == "https://b.example"
+        assert cors("https://a.example") is None
+        # the strict tier is now 3/min (GCRA keeps the client's state: 3
+        # requests at 50/min used 3.6 s of the minute, so 2 more fit)
+        assert strict_codes(3) == [200, 200, 429]
+        # LOG_LEVEL=warn: the access log's info lines stop
+        before = sum(1 for l in srv.logs() if l.get("msg") == "request")
+        for _ in range(3):
+            requests.get(srv.url + "/hello", timeout=5)
+        import time
+        time.sleep(0.3)
+        assert sum(1 for l in srv.logs() if l.get("msg") == "request") == before
+        assert keep.get(srv.url + "/hello", timeout=5).status_code == 200  # same connection
+
+        # an invalid file: refused as a whole, nothing changes
+        envfile.write_text("LOG_LEVEL=loud\nCORS_ORIGIN=https://c.example\n")
+        srv.proc.send_signal(signal.SIGHUP)
+        line = srv.wait_log(lambda l: l.get("msg", "").startswith("reload refused"), timeout=10)
+        # (logged at error: above warn)
+        assert "LOG_LEVEL" in line["error"]
+        assert cors("https://b.example") == "https://b.example"
+        assert cors("https://c.example") is None
+        assert srv.proc.poll() is None
+    finally:
+        srv.stop()
