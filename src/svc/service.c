@@ -316,8 +316,8 @@ void keel_service_print_routes(keel_service *svc, FILE *out)
 {
     const keel_route *const *routes;
     size_t n = keel_server_routes(svc->server, &routes);
-    fprintf(out, "%-8s %-28s %-20s %-10s %-14s %-10s %s\n", "METHOD", "PATH", "NAME",
-            "AUTH", "PERMISSION", "TIER", "TIMEOUT");
+    fprintf(out, "%-8s %-28s %-20s %-10s %-14s %-10s %-8s %s\n", "METHOD", "PATH", "NAME",
+            "AUTH", "PERMISSION", "TIER", "TIMEOUT", "KIND");
     for (size_t i = 0; i < n; i++) {
         const keel_route *r = routes[i];
         char tmo[32];
@@ -325,14 +325,13 @@ void keel_service_print_routes(keel_service *svc, FILE *out)
             snprintf(tmo, sizeof(tmo), "%ums", r->timeout_ms);
         else
             snprintf(tmo, sizeof(tmo), "default");
-        fprintf(out, "%-8s %-28s %-20s %-10s %-14s %-10s %s\n", r->websocket ? "WS" : r->method,
-                r->path,
+        fprintf(out, "%-8s %-28s %-20s %-10s %-14s %-10s %-8s %s\n", r->method, r->path,
                 r->name ? r->name : "-", r->auth ? r->auth : "none",
                 r->permission ? r->permission : "-",
                 (r->flags & KEEL_ROUTE_INTERNAL) ? "exempt"
                 : r->rate_limit                  ? r->rate_limit
                                                  : "general",
-                tmo);
+                tmo, r->websocket ? "websocket" : "http");
     }
 }
 

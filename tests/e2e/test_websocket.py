@@ -151,7 +151,10 @@ def test_keel_routes_shows_websocket_kind():
     out = run_cli(["routes"], env={"ENABLE_DEMO_ROUTES": "true"})
     assert out.returncode == 0, out.stderr
     line = [l for l in out.stdout.splitlines() if "/ws/echo" in l]
-    assert line and line[0].split()[0] == "WS", out.stdout
+    assert line and line[0].split()[0] == "GET", out.stdout
+    assert line[0].split()[-1] == "websocket", out.stdout
+    hello = [l for l in out.stdout.splitlines() if " /hello " in l]
+    assert hello and hello[0].split()[-1] == "http", out.stdout
 
 
 # ---------------------------------------------------------------- raw frames
