@@ -149,6 +149,15 @@ size_t keel_ws_frame_payload_len(const keel_ws_frame *f);
  * building the frame again. The caller keeps its reference. */
 int keel_ws_send_frame(keel_ws *ws, const keel_ws_frame *f);
 
+/* Sends f to every open connection of every worker whose route has
+ * handler h (NULL: every WebSocket connection), from any thread: a
+ * reference to f goes to each worker's mailbox (keel_worker_post), and
+ * each worker writes the same bytes to its own connections on its own
+ * loop. The caller keeps its reference. Returns the number of workers
+ * the frame was handed to; a slow consumer among the receivers is closed
+ * (1013) as with keel_ws_send_frame, without holding up the others. */
+unsigned keel_ws_broadcast(struct keel_server *s, const keel_ws_handler *h, keel_ws_frame *f);
+
 /* ---------------------------------------------------------------- counts */
 
 /* Open WebSocket connections of the server (all workers) and of one

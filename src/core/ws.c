@@ -191,6 +191,47 @@ size_t keel_ws_frame_payload_len(const keel_ws_frame *f)
     return f->payload_len;
 }
 
+/* ---------------------------------------------------------------- broadcast */
+
+typedef struct bcast {
+    keel_ws_frame *f;
+    const keel_ws_handler *h;
+    keel_worker *w;
+} bcast;
+
+static void bcast_run(void *arg)
+{
+    bcast *b = arg;
+    keel_conn *next;
+    for (keel_conn *c = b->w->conns; c; c = next) {
+        next = c->next; /* a send may close c (a slow consumer) */
+        keel_ws *ws = c->ws;
+        if (ws && c->state == CONN_WS && !ws->finished && (!b->h || ws->h == b->h))
+            keel_ws_send_frame(ws, b->f);
+    }
+    keel_ws_frame_unref(b->f);
+    keel_free(b);
+}
+
+unsigned keel_ws_broadcast(keel_server *s, const keel_ws_handler *h, keel_ws_frame *f)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; s->workers && i < s->nworkers; i++) {
+        keel_worker *w = s->workers[i];
+        if (!w)
+            continue;
+        bcast *b = keel_malloc(sizeof(*b));
+        *b = (bcast){keel_ws_frame_ref(f), h, w};
+        if (keel_worker_post(w, bcast_run, b) < 0) {
+            keel_ws_frame_unref(b->f);
+            keel_free(b);
+            continue;
+        }
+        n++;
+    }
+    return n;
+}
+
 /* ---------------------------------------------------------------- output */
 
 /* Queues or writes hdr + payload on the connection. */

@@ -1,0 +1,191 @@
+/* test_ws.c — WebSocket sessions on an in-process server: the callbacks
+ * and the per-connection pointer, on_close with the peer's code, sending
+ * after the close refused, the connection counts, and keel_ws_broadcast
+ * from another thread (one shared frame through every worker's mailbox to
+ * every connection of the route). Ends with every loop closed. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "keel/keel.h"
+#include "loopback.h"
+#include "testsrv.h"
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static int opened, closed_count, last_code, send_after_close_rc, user_seen;
+static int tag = 42;
+
+static void on_open(keel_ws *ws)
+{
+    assert_ptr_equal(keel_ws_user(ws), NULL);
+    keel_ws_set_user(ws, &tag);
+    assert_ptr_equal(keel_ws_handler_data(ws), &mu);
+    keel_ws_send_text(ws, "welcome", 7);
+    testsrv_count(&mu, &opened);
+}
+
+static void on_message(keel_ws *ws, keel_ws_opcode op, const void *data, size_t len)
+{
+    if (keel_ws_user(ws) == &tag)
+        __atomic_store_n(&user_seen, 1, __ATOMIC_SEQ_CST);
+    keel_ws_send(ws, op, data, len);
+}
+
+static void on_close(keel_ws *ws, int code, const char *reason, size_t rlen)
+{
+    (void)reason;
+    (void)rlen;
+    __atomic_store_n(&send_after_close_rc, keel_ws_send_text(ws, "late", 4), __ATOMIC_SEQ_CST);
+    __atomic_store_n(&last_code, code, __ATOMIC_SEQ_CST);
+    testsrv_count(&mu, &closed_count);
+}
+
+static const keel_ws_handler handler = {on_open, on_message, on_close, &mu};
+
+static const keel_route routes[] = {
+    {.name = "ws", .method = "GET", .path = "/ws", .websocket = &handler},
+};
+
+static int ws_connect(unsigned port)
+{
+    int fd = connect_to(port, 5);
+    const char *req = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      "Sec-WebSocket-Version: 13\r\n\r\n";
+    assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+    /* the 101 head, then the welcome frame */
+    char buf[1024];
+    size_t n = 0;
+    while (n < sizeof(buf) - 1) {
+        ssize_t r = read(fd, buf + n, 1);
+        assert_true(r == 1);
+        n++;
+        if (n >= 4 && memcmp(buf + n - 4, "\r\n\r\n", 4) == 0)
+            break;
+    }
+    buf[n] = 0;
+    assert_non_null(strstr(buf, "HTTP/1.1 101 "));
+    assert_non_null(strstr(buf, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+    return fd;
+}
+
+/* Reads one unmasked server frame; returns its opcode, payload in out. */
+static int read_frame(int fd, char *out, size_t cap, size_t *len)
+{
+    unsigned char h[2];
+    size_t got = 0;
+    while (got < 2) {
+        ssize_t r = read(fd, h + got, 2 - got);
+        assert_true(r > 0);
+        got += (size_t)r;
+    }
+    size_t n = h[1] & 0x7f;
+    assert_true(n < 126 && n <= cap);
+    got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, out + got, n - got);
+        assert_true(r > 0);
+        got += (size_t)r;
+    }
+    *len = n;
+    return h[0] & 0x0f;
+}
+
+static void send_masked(int fd, int op, const char *p, size_t n)
+{
+    unsigned char f[2 + 4 + 125];
+    f[0] = (unsigned char)(0x80 | op);
+    f[1] = (unsigned char)(0x80 | n);
+    memcpy(f + 2, "\x01\x02\x03\x04", 4);
+    for (size_t i = 0; i < n; i++)
+        f[6 + i] = (unsigned char)(p[i] ^ f[2 + (i & 3)]);
+    assert_int_equal(write(fd, f, 6 + n), (ssize_t)(6 + n));
+}
+
+static void test_sessions_and_broadcast(void **state)
+{
+    (void)state;
+    keel_config cfg;
+    testsrv_config(&cfg);
+    cfg.workers = 2;
+    cfg.log_level = KEEL_LOG_WARN;
+    keel_server *s = testsrv_new(&cfg);
+    assert_int_equal(keel_server_add_routes(s, routes, 1), 0);
+    assert_int_equal(keel_server_start(s), 0);
+    unsigned port = keel_server_port(s);
+
+    int fds[4];
+    char buf[256];
+    size_t n;
+    for (int i = 0; i < 4; i++) {
+        fds[i] = ws_connect(port);
+        assert_int_equal(read_frame(fds[i], buf, sizeof(buf), &n), KEEL_WS_TEXT);
+        assert_memory_equal(buf, "welcome", 7);
+    }
+    uint64_t t0 = keel_now_ms();
+    while (keel_ws_connections(s) != 4 && keel_now_ms() - t0 < 5000)
+        usleep(10000);
+    assert_int_equal(keel_ws_connections(s), 4);
+
+    send_masked(fds[0], KEEL_WS_TEXT, "echo", 4);
+    assert_int_equal(read_frame(fds[0], buf, sizeof(buf), &n), KEEL_WS_TEXT);
+    assert_memory_equal(buf, "echo", 4);
+    assert_int_equal(__atomic_load_n(&user_seen, __ATOMIC_SEQ_CST), 1);
+
+    /* from this (non-loop) thread: one frame to every worker's connections */
+    keel_ws_frame *f = keel_ws_frame_new(KEEL_WS_TEXT, "to all", 6);
+    assert_int_equal(keel_ws_broadcast(s, &handler, f), 2);
+    keel_ws_frame_unref(f);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(read_frame(fds[i], buf, sizeof(buf), &n), KEEL_WS_TEXT);
+        assert_int_equal(n, 6);
+        assert_memory_equal(buf, "to all", 6);
+    }
+    /* a broadcast to another route's connections reaches none of these */
+    static const keel_ws_handler other = {0};
+    f = keel_ws_frame_new(KEEL_WS_BINARY, "x", 1);
+    keel_ws_broadcast(s, &other, f);
+    keel_ws_frame_unref(f);
+
+    /* the client closes with 4001: echoed, on_close sees the code */
+    send_masked(fds[1], KEEL_WS_CLOSE, "\x0f\xa1" "bye", 5);
+    assert_int_equal(read_frame(fds[1], buf, sizeof(buf), &n), KEEL_WS_CLOSE);
+    assert_int_equal(n, 2);
+    assert_memory_equal(buf, "\x0f\xa1", 2);
+    testsrv_wait_nonzero(&closed_count);
+    assert_int_equal(__atomic_load_n(&last_code, __ATOMIC_SEQ_CST), 4001);
+    assert_int_equal(__atomic_load_n(&send_after_close_rc, __ATOMIC_SEQ_CST), KEEL_ECLOSED);
+    close(fds[1]);
+
+    /* the drain closes the others with 1001; they answer */
+    keel_server_drain(s);
+    for (int i = 0; i < 4; i++) {
+        if (i == 1)
+            continue;
+        int op = read_frame(fds[i], buf, sizeof(buf), &n);
+        assert_int_equal(op, KEEL_WS_CLOSE); /* nothing of the other route's broadcast first */
+        assert_memory_equal(buf, "\x03\xe9", 2);
+        send_masked(fds[i], KEEL_WS_CLOSE, "\x03\xe9", 2);
+        close(fds[i]);
+    }
+    assert_int_equal(keel_server_wait(s, 5000), 0);
+    assert_int_equal(opened, 4);
+    assert_int_equal(closed_count, 4);
+    assert_int_equal(keel_ws_connections(s), 0);
+    testsrv_free(s);
+    keel_config_close(&cfg);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_sessions_and_broadcast)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
