@@ -688,8 +688,15 @@ void keel__ws_sweep(keel_conn *c, uint64_t now)
 void keel__ws_drain(keel_conn *c)
 {
     keel_ws *ws = c->ws;
-    if (!ws->close_sent)
-        keel_ws_close(ws, KEEL_WS_GOING_AWAY, "server shutting down");
+    if (ws->close_sent)
+        return;
+    keel_ws_close(ws, KEEL_WS_GOING_AWAY, "server shutting down");
+    /* the close handshake must end inside the grace, whatever
+     * WS_CLOSE_TIMEOUT says: half of it at most */
+    uint64_t half = c->w->srv->cfg.shutdown_grace_ms / 2;
+    uint64_t now = uv_now(&c->w->loop);
+    if (ws->close_deadline > now + half)
+        ws->close_deadline = now + half;
 }
 
 void keel__ws_conn_closed(keel_conn *c)
