@@ -23,9 +23,12 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static int opened, closed_count, last_code, send_after_close_rc, user_seen;
 static int tag = 42;
 
+static void *open_user;
+static int tag2 = 7;
+
 static void on_open(keel_ws *ws)
 {
-    assert_ptr_equal(keel_ws_user(ws), NULL);
+    __atomic_store_n(&open_user, keel_ws_user(ws), __ATOMIC_SEQ_CST);
     keel_ws_set_user(ws, &tag);
     assert_ptr_equal(keel_ws_handler_data(ws), &mu);
     keel_ws_send_text(ws, "welcome", 7);
@@ -50,28 +53,57 @@ static void on_close(keel_ws *ws, int code, const char *reason, size_t rlen)
 
 static const keel_ws_handler handler = {on_open, on_message, on_close, &mu};
 
+/* a route with a handler of its own: it accepts with a pointer */
+static keel_flow accept_with_user(keel_req *r)
+{
+    return keel_ws_accept(r, &tag2);
+}
+
 static const keel_route routes[] = {
     {.name = "ws", .method = "GET", .path = "/ws", .websocket = &handler},
+    {.name = "ws2", .method = "GET", .path = "/ws2", .handler = accept_with_user,
+     .websocket = &handler},
 };
+
+/* An AUTHN middleware: the handshake is a request like any other, so it
+ * is refused before any upgrade without the token. */
+static keel_flow need_token(keel_req *r, void *data)
+{
+    (void)data;
+    keel_str t = keel_req_header(r, "x-token");
+    if (t.ptr && t.len == 2 && memcmp(t.ptr, "ok", 2) == 0)
+        return KEEL_NEXT;
+    keel_respond_problem(r, 401, "no token");
+    return KEEL_DONE;
+}
+
+static int ws_open(unsigned port, const char *path, const char *extra, char *head, size_t cap)
+{
+    int fd = connect_to(port, 5);
+    char req[512];
+    snprintf(req, sizeof(req),
+             "GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n%s"
+             "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+             "Sec-WebSocket-Version: 13\r\n\r\n",
+             path, extra);
+    assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+    size_t n = 0;
+    while (n < cap - 1) {
+        ssize_t r = read(fd, head + n, 1);
+        if (r != 1)
+            break;
+        n++;
+        if (n >= 4 && memcmp(head + n - 4, "\r\n\r\n", 4) == 0)
+            break;
+    }
+    head[n] = 0;
+    return fd;
+}
 
 static int ws_connect(unsigned port)
 {
-    int fd = connect_to(port, 5);
-    const char *req = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                      "Sec-WebSocket-Version: 13\r\n\r\n";
-    assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
-    /* the 101 head, then the welcome frame */
     char buf[1024];
-    size_t n = 0;
-    while (n < sizeof(buf) - 1) {
-        ssize_t r = read(fd, buf + n, 1);
-        assert_true(r == 1);
-        n++;
-        if (n >= 4 && memcmp(buf + n - 4, "\r\n\r\n", 4) == 0)
-            break;
-    }
-    buf[n] = 0;
+    int fd = ws_open(port, "/ws", "X-Token: ok\r\n", buf, sizeof(buf));
     assert_non_null(strstr(buf, "HTTP/1.1 101 "));
     assert_non_null(strstr(buf, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
     return fd;
@@ -118,17 +150,35 @@ static void test_sessions_and_broadcast(void **state)
     cfg.workers = 2;
     cfg.log_level = KEEL_LOG_WARN;
     keel_server *s = testsrv_new(&cfg);
-    assert_int_equal(keel_server_add_routes(s, routes, 1), 0);
+    assert_int_equal(keel_server_add_routes(s, routes, 2), 0);
+    keel_middleware mw = {.name = "need_token", .phase = KEEL_PHASE_AUTHN,
+                          .on_request = need_token};
+    assert_int_equal(keel_server_use(s, &mw), 0);
     assert_int_equal(keel_server_start(s), 0);
     unsigned port = keel_server_port(s);
+    char buf[1024];
+    size_t n;
+
+    /* refused by the middleware: a 401, never a 101 */
+    int fd = ws_open(port, "/ws", "", buf, sizeof(buf));
+    assert_non_null(strstr(buf, "HTTP/1.1 401 "));
+    close(fd);
+    /* a handler that accepts with its own pointer */
+    fd = ws_open(port, "/ws2", "X-Token: ok\r\n", buf, sizeof(buf));
+    assert_non_null(strstr(buf, "HTTP/1.1 101 "));
+    assert_int_equal(read_frame(fd, buf, sizeof(buf), &n), KEEL_WS_TEXT);
+    assert_ptr_equal(__atomic_load_n(&open_user, __ATOMIC_SEQ_CST), &tag2);
+    close(fd);
+    testsrv_wait_nonzero(&closed_count);
+    assert_int_equal(__atomic_load_n(&last_code, __ATOMIC_SEQ_CST), KEEL_WS_ABNORMAL);
+    __atomic_store_n(&closed_count, 0, __ATOMIC_SEQ_CST);
 
     int fds[4];
-    char buf[256];
-    size_t n;
     for (int i = 0; i < 4; i++) {
         fds[i] = ws_connect(port);
         assert_int_equal(read_frame(fds[i], buf, sizeof(buf), &n), KEEL_WS_TEXT);
         assert_memory_equal(buf, "welcome", 7);
+        assert_ptr_equal(__atomic_load_n(&open_user, __ATOMIC_SEQ_CST), NULL);
     }
     uint64_t t0 = keel_now_ms();
     while (keel_ws_connections(s) != 4 && keel_now_ms() - t0 < 5000)
@@ -177,7 +227,7 @@ static void test_sessions_and_broadcast(void **state)
         close(fds[i]);
     }
     assert_int_equal(keel_server_wait(s, 5000), 0);
-    assert_int_equal(opened, 4);
+    assert_int_equal(opened, 5);
     assert_int_equal(closed_count, 4);
     assert_int_equal(keel_ws_connections(s), 0);
     testsrv_free(s);
