@@ -157,6 +157,25 @@ def test_keel_routes_shows_websocket_kind():
     assert hello and hello[0].split()[-1] == "http", out.stdout
 
 
+def test_origin_checked_before_the_upgrade(keel):
+    s = keel(CORS_ORIGIN="https://app.example")
+    def status(extra):
+        data = rawhttp.request("GET", "/ws/echo", hs() + extra)
+        with rawhttp.connect(s.port) as sock:
+            sock.sendall(data)
+            sock.settimeout(3)
+            got = b""
+            while b"\r\n\r\n" not in got:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+        return int(got.split(b" ", 2)[1])
+    assert status([("Origin", "https://evil.example")]) == 403
+    assert status([("Origin", "https://app.example")]) == 101
+    assert status([]) == 101  # no Origin: not a browser
+
+
 # ---------------------------------------------------------------- raw frames
 
 Z = b"\0\0\0\0"
