@@ -112,10 +112,11 @@ uint64_t keel_ws_id(const keel_ws *ws);
 size_t keel_ws_outbound_bytes(const keel_ws *ws);
 
 /* Sends one message (a single frame). 0; KEEL_ECLOSED after a close was
- * sent or received; KEEL_EINVAL for an opcode other than TEXT/BINARY or
- * text that is not UTF-8 (keel_ws_send does not check: the caller vouches);
- * when the message would push the outbound queue past WS_MAX_OUTBOUND the
- * connection is closed with 1013 and KEEL_EBUSY returned. Written with
+ * sent or received, and when the message would push a non-empty outbound
+ * queue past WS_MAX_OUTBOUND: the message is dropped and the connection
+ * closed with 1013 (a slow consumer); KEEL_EINVAL for an opcode other
+ * than TEXT/BINARY or, for keel_ws_send_text, text that is not UTF-8
+ * (keel_ws_send does not check: the caller vouches). Written with
  * uv_try_write at once when nothing is queued. */
 int keel_ws_send(keel_ws *ws, keel_ws_opcode op, const void *data, size_t len);
 int keel_ws_send_text(keel_ws *ws, const char *text, size_t len);
@@ -148,6 +149,11 @@ size_t keel_ws_frame_payload_len(const keel_ws_frame *f);
 /* Writes the frame to ws: like keel_ws_send (same results), without
  * building the frame again. The caller keeps its reference. */
 int keel_ws_send_frame(keel_ws *ws, const keel_ws_frame *f);
+/* The same for a message that may be lost (typing indicators, presence
+ * diffs): when the queue already holds more than half of WS_MAX_OUTBOUND
+ * it is dropped instead (ws_dropped_total{reason="droppable"}) and
+ * KEEL_EBUSY returned; the connection stays open. */
+int keel_ws_send_frame_droppable(keel_ws *ws, const keel_ws_frame *f);
 
 /* Sends f to every open connection of every worker whose route has
  * handler h (NULL: every WebSocket connection), from any thread: a

@@ -346,7 +346,8 @@ int keel_ws_close(keel_ws *ws, int code, const char *reason)
     return 0;
 }
 
-static int send_data(keel_ws *ws, const void *hdr, size_t hl, const void *payload, size_t n)
+static int send_data(keel_ws *ws, const void *hdr, size_t hl, const void *payload, size_t n,
+                     int droppable)
 {
     keel_conn *c = ws->c;
     keel_server *s = ws->w->srv;
@@ -356,13 +357,19 @@ static int send_data(keel_ws *ws, const void *hdr, size_t hl, const void *payloa
         return KEEL_ECLOSED;
     }
     size_t queued = c->out.len + c->wbuf.len;
+    if (droppable && queued && queued + hl + n > s->ws->max_outbound / 2) {
+        /* a message that may be lost: dropped, the connection stays */
+        if (s->ws_obs.on_drop)
+            s->ws_obs.on_drop(s->ws_obs.arg, ws->w->id, "droppable");
+        return KEEL_EBUSY;
+    }
     if (queued && queued + hl + n > s->ws->max_outbound) {
         if (s->ws_obs.on_drop)
             s->ws_obs.on_drop(s->ws_obs.arg, ws->w->id, "slow_consumer");
         keel_log(KEEL_LOG_INFO, "websocket slow consumer closed", "{s:s,s:I}", "remote",
                  ws->client, "queued", (json_int_t)queued);
         keel_ws_close(ws, KEEL_WS_TRY_AGAIN, "slow consumer");
-        return KEEL_EBUSY;
+        return KEEL_ECLOSED;
     }
     put(c, hdr, hl, payload, n);
     if (s->ws_obs.on_message)
@@ -377,7 +384,7 @@ int keel_ws_send(keel_ws *ws, keel_ws_opcode op, const void *data, size_t len)
         return KEEL_EINVAL;
     uint8_t hdr[10];
     size_t hl = keel__ws_header(hdr, op, len);
-    return send_data(ws, hdr, hl, data, len);
+    return send_data(ws, hdr, hl, data, len, 0);
 }
 
 int keel_ws_send_text(keel_ws *ws, const char *text, size_t len)
@@ -397,7 +404,12 @@ int keel_ws_send_frame(keel_ws *ws, const keel_ws_frame *f)
 {
     /* the whole frame as "header": one buffer, never copied when the
      * socket takes it at once */
-    return send_data(ws, f->bytes, f->len, NULL, 0);
+    return send_data(ws, f->bytes, f->len, NULL, 0, 0);
+}
+
+int keel_ws_send_frame_droppable(keel_ws *ws, const keel_ws_frame *f)
+{
+    return send_data(ws, f->bytes, f->len, NULL, 0, 1);
 }
 
 static void send_control(keel_ws *ws, keel_ws_opcode op, const void *data, size_t n)

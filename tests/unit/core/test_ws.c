@@ -35,10 +35,29 @@ static void on_open(keel_ws *ws)
     testsrv_count(&mu, &opened);
 }
 
+static int dropped, flood_other_rc, after_rc = 1;
+
 static void on_message(keel_ws *ws, keel_ws_opcode op, const void *data, size_t len)
 {
     if (keel_ws_user(ws) == &tag)
         __atomic_store_n(&user_seen, 1, __ATOMIC_SEQ_CST);
+    if (len == 5 && memcmp(data, "flood", 5) == 0) {
+        /* 16 MiB of droppable frames to a client that is not reading:
+         * past half of WS_MAX_OUTBOUND they are dropped, the connection
+         * stays, and an ordinary message still goes */
+        static char big[8192];
+        keel_ws_frame *f = keel_ws_frame_new(KEEL_WS_BINARY, big, sizeof(big));
+        for (int i = 0; i < 2048; i++) {
+            int rc = keel_ws_send_frame_droppable(ws, f);
+            if (rc == KEEL_EBUSY)
+                dropped++;
+            else if (rc != 0)
+                flood_other_rc = rc;
+        }
+        keel_ws_frame_unref(f);
+        __atomic_store_n(&after_rc, keel_ws_send_text(ws, "after", 5), __ATOMIC_SEQ_CST);
+        return;
+    }
     keel_ws_send(ws, op, data, len);
 }
 
@@ -189,6 +208,39 @@ static void test_sessions_and_broadcast(void **state)
     assert_int_equal(read_frame(fds[0], buf, sizeof(buf), &n), KEEL_WS_TEXT);
     assert_memory_equal(buf, "echo", 4);
     assert_int_equal(__atomic_load_n(&user_seen, __ATOMIC_SEQ_CST), 1);
+
+    /* droppable messages to a client that does not read */
+    send_masked(fds[2], KEEL_WS_TEXT, "flood", 5);
+    t0 = keel_now_ms();
+    while (__atomic_load_n(&after_rc, __ATOMIC_SEQ_CST) == 1 && keel_now_ms() - t0 < 5000)
+        usleep(10000);
+    assert_int_equal(__atomic_load_n(&after_rc, __ATOMIC_SEQ_CST), 0);
+    assert_int_equal(flood_other_rc, 0);
+    assert_true(dropped > 0);
+    size_t frames = 0;
+    for (;;) { /* everything that was kept, then "after": no close */
+        unsigned char h[4];
+        assert_int_equal(read(fds[2], h, 2), 2);
+        size_t len = h[1] & 0x7f;
+        if (len == 126) {
+            assert_int_equal(read(fds[2], h + 2, 2), 2);
+            len = (size_t)(h[2] << 8 | h[3]);
+        }
+        assert_true((h[0] & 0x0f) != KEEL_WS_CLOSE);
+        char tmp[8192];
+        size_t got = 0;
+        while (got < len) {
+            ssize_t r = read(fds[2], tmp + got, len - got);
+            assert_true(r > 0);
+            got += (size_t)r;
+        }
+        if ((h[0] & 0x0f) == KEEL_WS_TEXT) {
+            assert_memory_equal(tmp, "after", 5);
+            break;
+        }
+        frames++;
+    }
+    assert_int_equal(frames + (size_t)dropped, 2048);
 
     /* from this (non-loop) thread: one frame to every worker's connections */
     keel_ws_frame *f = keel_ws_frame_new(KEEL_WS_TEXT, "to all", 6);
