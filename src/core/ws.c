@@ -44,7 +44,8 @@ struct keel_ws {
     int finished;          /* on_close ran */
     int code;              /* the first close code sent or received */
     uint64_t close_deadline;
-    uint64_t last_rx;      /* loop ms of the last frame received */
+    uint64_t last_rx;      /* loop ms of the last read */
+    uint64_t last_tx;      /* loop ms of the last message sent */
     int ping_outstanding;
     uint64_t pong_deadline;
     double tokens;         /* WS_MESSAGE_RATE bucket */
@@ -372,6 +373,7 @@ static int send_data(keel_ws *ws, const void *hdr, size_t hl, const void *payloa
         return KEEL_ECLOSED;
     }
     put(c, hdr, hl, payload, n);
+    ws->last_tx = ws->w->now_ms;
     if (s->ws_obs.on_message)
         s->ws_obs.on_message(s->ws_obs.arg, ws->w->id, KEEL_WS_OUT, n,
                              c->closed ? 0 : c->out.len + c->wbuf.len);
@@ -674,10 +676,33 @@ void keel__ws_input(keel_conn *c)
     }
 }
 
+/* An idle connection gives its buffers back: what an idle WebSocket
+ * costs is its keel_ws and the connection object, not 4 KiB buffers
+ * kept for traffic that may never come. Buffers come back (doubling) on
+ * the next read or send; at most one release per IDLE_RELEASE_MS. */
+#define IDLE_RELEASE_MS 1000
+
+static void release_idle_buffers(keel_conn *c, keel_ws *ws, uint64_t now)
+{
+    if (c->writing || now - ws->last_rx < IDLE_RELEASE_MS || now - ws->last_tx < IDLE_RELEASE_MS)
+        return;
+    if (c->in.cap && c->in.len == c->parsed) {
+        c->in.len = c->parsed = 0;
+        keel_buf_free(&c->in);
+    }
+    if (c->out.cap && c->out.len == 0)
+        keel_buf_free(&c->out);
+    if (c->wbuf.cap)
+        keel_buf_free(&c->wbuf); /* unused while no write is in flight */
+    if (!ws->p.in_message)
+        keel_buf_free(&ws->p.msg);
+}
+
 void keel__ws_sweep(keel_conn *c, uint64_t now)
 {
     keel_ws *ws = c->ws;
     const keel_ws_options *o = c->w->srv->ws;
+    release_idle_buffers(c, ws, now);
     if (ws->close_sent) {
         if (now >= ws->close_deadline) {
             finish(ws, ws->code, NULL, 0);
