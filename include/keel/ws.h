@@ -96,6 +96,11 @@ typedef struct keel_ws_handler {
  * from a handler that suspended first (after an asynchronous ticket
  * check, say). */
 keel_flow keel_ws_accept(struct keel_req *r, void *user);
+/* The same, selecting `protocol` (Sec-WebSocket-Protocol) when the client
+ * offered it; when it did not, the 101 names none and the client decides
+ * (RFC 6455 section 4.2.2). The offer is keel_req_header(r,
+ * "sec-websocket-protocol"). */
+keel_flow keel_ws_accept_protocol(struct keel_req *r, void *user, const char *protocol);
 
 /* The per-connection pointer given to keel_ws_accept, and a setter. */
 void *keel_ws_user(const keel_ws *ws);

@@ -471,6 +471,11 @@ static int key_ok(keel_str k)
 
 keel_flow keel_ws_accept(keel_req *r, void *user)
 {
+    return keel_ws_accept_protocol(r, user, NULL);
+}
+
+keel_flow keel_ws_accept_protocol(keel_req *r, void *user, const char *protocol)
+{
     keel_server *s = r->w->srv;
     const keel_route *rt = r->entry ? r->entry->route : NULL;
     if (!rt || !rt->websocket) {
@@ -531,6 +536,8 @@ keel_flow keel_ws_accept(keel_req *r, void *user)
     keel_ws_accept_key(key.ptr, key.len, accept);
     keel_res_header(r, "Upgrade", "websocket");
     keel_res_header(r, "Sec-WebSocket-Accept", accept);
+    if (protocol && header_has_token(r, "sec-websocket-protocol", protocol))
+        keel_res_header(r, "Sec-WebSocket-Protocol", protocol);
     r->ws = ws;
     keel_respond(r, 101, NULL, NULL, 0);
     return KEEL_DONE;

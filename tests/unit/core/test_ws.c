@@ -75,7 +75,7 @@ static const keel_ws_handler handler = {on_open, on_message, on_close, &mu};
 /* a route with a handler of its own: it accepts with a pointer */
 static keel_flow accept_with_user(keel_req *r)
 {
-    return keel_ws_accept(r, &tag2);
+    return keel_ws_accept_protocol(r, &tag2, "keel.v1");
 }
 
 static const keel_route routes[] = {
@@ -183,13 +183,23 @@ static void test_sessions_and_broadcast(void **state)
     assert_non_null(strstr(buf, "HTTP/1.1 401 "));
     close(fd);
     /* a handler that accepts with its own pointer */
-    fd = ws_open(port, "/ws2", "X-Token: ok\r\n", buf, sizeof(buf));
+    fd = ws_open(port, "/ws2", "X-Token: ok\r\nSec-WebSocket-Protocol: chat, keel.v1\r\n", buf,
+                 sizeof(buf));
     assert_non_null(strstr(buf, "HTTP/1.1 101 "));
+    assert_non_null(strstr(buf, "Sec-WebSocket-Protocol: keel.v1\r\n"));
     assert_int_equal(read_frame(fd, buf, sizeof(buf), &n), KEEL_WS_TEXT);
     assert_ptr_equal(__atomic_load_n(&open_user, __ATOMIC_SEQ_CST), &tag2);
     close(fd);
     testsrv_wait_nonzero(&closed_count);
     assert_int_equal(__atomic_load_n(&last_code, __ATOMIC_SEQ_CST), KEEL_WS_ABNORMAL);
+    __atomic_store_n(&closed_count, 0, __ATOMIC_SEQ_CST);
+
+    /* not offered: none selected */
+    fd = ws_open(port, "/ws2", "X-Token: ok\r\n", buf, sizeof(buf));
+    assert_non_null(strstr(buf, "HTTP/1.1 101 "));
+    assert_null(strstr(buf, "Sec-WebSocket-Protocol"));
+    close(fd);
+    testsrv_wait_nonzero(&closed_count);
     __atomic_store_n(&closed_count, 0, __ATOMIC_SEQ_CST);
 
     int fds[4];
@@ -279,7 +289,7 @@ static void test_sessions_and_broadcast(void **state)
         close(fds[i]);
     }
     assert_int_equal(keel_server_wait(s, 5000), 0);
-    assert_int_equal(opened, 5);
+    assert_int_equal(opened, 6);
     assert_int_equal(closed_count, 4);
     assert_int_equal(keel_ws_connections(s), 0);
     testsrv_free(s);
