@@ -478,6 +478,8 @@ keel_flow keel_ws_accept_protocol(keel_req *r, void *user, const char *protocol)
 {
     keel_server *s = r->w->srv;
     const keel_route *rt = r->entry ? r->entry->route : NULL;
+    if (r->finished || r->ws)
+        return KEEL_DONE; /* answered already (a second call, a deadline) */
     if (!rt || !rt->websocket) {
         keel_respond_problem(r, 500, "not a WebSocket route");
         return KEEL_DONE;
