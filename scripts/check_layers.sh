@@ -34,7 +34,7 @@ allowed() {
 # include/keel/<name>.h -> the layer of the module that implements it.
 public_layer() {
     case $1 in
-    arena|common|config|http|json|log|net|router|server) echo core ;;
+    arena|common|config|http|json|log|net|router|server|ws) echo core ;;
     rl_store) echo core ;;     # the rate-limit store contract: types only
     auth)     echo auth ;;     # src/auth: jwt, passwords, roles, principal
     schema)   echo schema ;;

@@ -88,6 +88,16 @@ struct json_t *keel_metrics_json(keel_metrics *m);
  * process_start_time_seconds, keel_build_info{version}. */
 void keel_metrics_register_process(keel_metrics *m, const char *version);
 
+/* The WebSocket transport's metrics (keel/ws.h), installed as the
+ * server's observer: ws_connections, ws_messages_total{direction},
+ * ws_bytes_total{direction}, ws_closes_total{code} (known codes at 0
+ * from the start), ws_dropped_total{reason}, ws_outbound_queue_bytes.
+ * Before keel_server_start; free after the server. */
+struct keel_server;
+typedef struct keel_ws_metrics keel_ws_metrics;
+keel_ws_metrics *keel_ws_metrics_new(keel_metrics *m, struct keel_server *s);
+void keel_ws_metrics_free(keel_ws_metrics *wm);
+
 /* Default latency buckets in seconds (0.0005 .. 10). */
 extern const double keel_latency_buckets[];
 extern const size_t keel_latency_nbuckets;

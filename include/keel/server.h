@@ -52,6 +52,11 @@ typedef struct keel_route {
     uint32_t timeout_ms;    /* handler deadline; 0 = HANDLER_TIMEOUT */
     unsigned flags;         /* KEEL_ROUTE_* */
     void *data;             /* the handler's own pointer */
+    /* A WebSocket route (method "GET"): its callbacks (keel/ws.h). The
+     * handler may then be NULL (it upgrades at once: keel_ws_accept(r,
+     * NULL)) or a handler of the route's own that ends in keel_ws_accept
+     * (after checks of its own; it may suspend first). */
+    const struct keel_ws_handler *websocket;
 } keel_route;
 
 enum {

@@ -437,6 +437,15 @@ static keel_flow db_sleep(keel_req *r)
 
 static keel_db *demo_db;
 
+/* GET /ws/echo: every text and binary message straight back (conformance
+ * tests, benchmarks). */
+static void ws_echo(keel_ws *ws, keel_ws_opcode op, const void *data, size_t len)
+{
+    keel_ws_send(ws, op, data, len); /* text arrived checked: no second check */
+}
+
+static const keel_ws_handler ws_echo_handler = {.on_message = ws_echo};
+
 static const keel_route demo_routes[] = {
     {.name = "demo.hello", .method = "GET", .path = "/hello", .handler = hello,
      .summary = "Plain-text ok (benchmark)"},
@@ -472,6 +481,9 @@ static const keel_route demo_routes[] = {
     {.name = "demo.db_sleep", .method = "GET", .path = "/db/sleep", .handler = db_sleep,
      .summary = "One statement of about ?ms=N milliseconds, without a pool thread",
      .data = &demo_db},
+    {.name = "demo.ws_echo", .method = "GET", .path = "/ws/echo",
+     .summary = "WebSocket: echoes every text and binary message (benchmark)",
+     .websocket = &ws_echo_handler},
 };
 
 int app_demo_setup(keel_service *svc)

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 
 #include "core/server_internal.h"
+#include "core/ws_internal.h"
 #include "keel/log.h"
 
 #define IN_INITIAL 4096
@@ -82,6 +83,7 @@ static void on_close(uv_handle_t *h)
 {
     keel_conn *c = (keel_conn *)h;
     keel_worker *w = c->w;
+    keel__ws_free(c->ws);
     keel_buf_free(&c->in);
     keel_buf_free(&c->out);
     keel_buf_free(&c->wbuf);
@@ -111,6 +113,8 @@ void keel__conn_close(keel_conn *c)
         c->req = NULL;
         keel__req_detach(r);
     }
+    if (c->ws)
+        keel__ws_conn_closed(c); /* on_close, before the memory goes */
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -376,6 +380,18 @@ void keel__conn_request_done(keel_conn *c, keel_req *r)
     c->requests++;
     if (c->closed)
         return;
+    if (r->ws && r->status == 101) {
+        /* upgraded: the HTTP parser never sees this connection again */
+        c->ws = r->ws;
+        r->ws = NULL;
+        keel__ws_start(c);
+        if (!c->closed) {
+            start_reading(c);
+            if (!c->processing)
+                process_input(c);
+        }
+        return;
+    }
     if (c->close_after_write || !r->keep_alive) {
         c->close_after_write = 1;
         c->state = CONN_CLOSING;
@@ -463,6 +479,10 @@ static void process_input(keel_conn *c)
     while (!c->closed) {
         if (c->state == CONN_HANDLING || c->state == CONN_CLOSING)
             break;
+        if (c->state == CONN_WS) {
+            keel__ws_input(c);
+            break;
+        }
         if (c->out.len + c->wbuf.len > s->cfg.output_buffer_max) {
             stop_reading(c); /* a slow reader: stop taking requests */
             break;
@@ -506,8 +526,9 @@ static void process_input(keel_conn *c)
         }
     }
     c->processing = 0;
-    if (!c->closed && (c->state == CONN_HEAD || c->state == CONN_BODY) &&
-        c->out.len + c->wbuf.len <= s->cfg.output_buffer_max)
+    if (!c->closed && (((c->state == CONN_HEAD || c->state == CONN_BODY) &&
+                        c->out.len + c->wbuf.len <= s->cfg.output_buffer_max) ||
+                       c->state == CONN_WS))
         start_reading(c);
     keel__conn_flush(c);
 }
@@ -636,6 +657,9 @@ void keel__conn_sweep(keel_worker *w, uint64_t now)
             }
             break;
         }
+        case CONN_WS:
+            keel__ws_sweep(c, now);
+            break;
         case CONN_CLOSING:
             break;
         }
@@ -661,6 +685,8 @@ void keel__conn_drain_idle(keel_worker *w)
         if (c->state == CONN_HEAD && c->in.len == c->parsed && !c->req) {
             if (!c->deadline || c->deadline > until)
                 c->deadline = until;
+        } else if (c->state == CONN_WS) {
+            keel__ws_drain(c); /* close 1001, then the handshake or its timeout */
         } else {
             c->close_after_write = 1;
         }

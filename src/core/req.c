@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "core/server_internal.h"
+#include "core/ws_internal.h"
 #include "keel/log.h"
 
 /* ---------------------------------------------------------------- objects */
@@ -51,6 +52,10 @@ keel_req *keel__req_new(keel_worker *w, keel_conn *c)
 void keel__req_release(keel_req *r)
 {
     keel_worker *w = r->w;
+    if (r->ws) { /* a 101 whose connection went first */
+        keel__ws_free(r->ws);
+        r->ws = NULL;
+    }
     keel_arena_reset(&r->arena);
     keel_buf_free(&r->owned_in);
     if (r->res_headers.cap > 16384)
@@ -230,7 +235,9 @@ static void run_chain(keel_req *r)
         return;
     r->mw_index = s->nrequest + 1;
     keel_flow f;
-    if (r->entry) {
+    if (r->entry && !r->entry->route->handler) {
+        f = keel_ws_accept(r, NULL); /* a WebSocket route without a handler */
+    } else if (r->entry) {
         f = r->entry->route->handler(r);
     } else if (!r->reject_status && r->head.method == KEEL_METHOD_OPTIONS &&
                (r->match.status == 405 || r->head.asterisk)) {
@@ -794,7 +801,10 @@ static void write_head(keel_req *r, keel_buf *o, int status,
     }
     int keep = r->keep_alive && c && !c->close_after_write && !w->draining;
     r->keep_alive = keep;
-    if (!keep) {
+    if (status == 101) {
+        memcpy(p, "Connection: Upgrade\r\n\r\n", 23);
+        p += 23;
+    } else if (!keep) {
         memcpy(p, "Connection: close\r\n\r\n", 21);
         p += 21;
     } else if (r->head.version_minor == 0) {
@@ -812,7 +822,7 @@ int keel_respond(keel_req *r, int status, const char *content_type,
 {
     if (r->finished || r->responding || r->refusing)
         return KEEL_EALREADY;
-    if (status < 200 || status > 599)
+    if ((status < 200 && !(status == 101 && r->ws)) || status > 599)
         status = 500;
     if (r->w->srv->nresponse_hooks) {
         keel_response res = {status, content_type, body, body_allowed(status) ? len : 0, 0};
@@ -833,7 +843,7 @@ int keel_respond(keel_req *r, int status, const char *content_type,
         if (len && !r->head_only)
             keel_buf_append(o, body, len);
         r->bytes_out = o->len - before;
-        if (!r->keep_alive)
+        if (!r->keep_alive && status != 101)
             c->close_after_write = 1;
     }
     finish_now(r, c);

@@ -45,6 +45,8 @@ keel_server *keel_server_new(const keel_config *cfg)
     s->nproxies = np > 0 ? (size_t)np : 0;
     s->fwd = cfg->trust_proxy_header == 1 ? KEEL_FWD_FORWARDED : KEEL_FWD_XFF;
     s->ipcap = keel__ipcap_new();
+    s->ws_ipcap = keel__ipcap_new();
+    s->ws = keel_config_get(&s->cfg, &keel_ws_config);
     uv_mutex_init(&s->done_mu);
     uv_cond_init(&s->done_cond);
     return s;
@@ -68,7 +70,8 @@ int keel_server_add_routes(keel_server *s, const keel_route *routes, size_t n)
     for (size_t i = 0; i < n; i++) {
         const keel_route *rt = &routes[i];
         keel_method m = method_from_name(rt->method);
-        if (m == KEEL_METHOD_OTHER || !rt->handler || !rt->path) {
+        if (m == KEEL_METHOD_OTHER || (!rt->handler && !rt->websocket) || !rt->path ||
+            (rt->websocket && m != KEEL_METHOD_GET)) {
             keel_log(KEEL_LOG_ERROR, "invalid route", "{s:s,s:s,s:s}", "name",
                      rt->name ? rt->name : "?", "method", rt->method ? rt->method : "?",
                      "path", rt->path ? rt->path : "?");
@@ -925,6 +928,7 @@ void keel_server_free(keel_server *s)
     }
     keel__pool_free(s->pool);
     keel__ipcap_free(s->ipcap);
+    keel__ipcap_free(s->ws_ipcap);
     keel_free(s->hooks);
     for (size_t i = 0; i < s->npools; i++)
         keel__pool_free(s->pools[i]);

@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "keel/server.h"
+#include "keel/ws.h"
 
 typedef struct keel_conn keel_conn;
 typedef struct keel_work keel_work;
@@ -24,6 +25,7 @@ typedef struct keel_worker_stats {
     uint64_t bytes_out;
     uint64_t loop_lag_ms;
     uint64_t requests_pooled; /* request objects kept for reuse */
+    uint64_t ws_open;         /* open WebSocket connections */
 } keel_worker_stats;
 
 #define STAT_ADD(w, f, n) __atomic_fetch_add(&(w)->stats.f, (n), __ATOMIC_RELAXED)
@@ -115,13 +117,17 @@ struct keel_server {
     keel_ipcap *ipcap;    /* connections per client address */
     keel_worker_hooks *hooks;
     size_t nhooks;
+    const keel_ws_options *ws;   /* the `ws` config module (owned by cfg) */
+    keel_ws_observer ws_obs;     /* metrics; hooks NULL when none */
+    keel_ipcap *ws_ipcap;        /* WebSocket connections per client address */
 };
 
 enum conn_state {
     CONN_HEAD = 0, /* waiting for / reading a request head */
     CONN_BODY,     /* reading a body */
     CONN_HANDLING, /* a request is with the middleware / handler */
-    CONN_CLOSING
+    CONN_CLOSING,
+    CONN_WS        /* upgraded: WebSocket frames only, never HTTP again */
 };
 
 struct keel_conn {
@@ -152,6 +158,7 @@ struct keel_conn {
     keel_addr peer;      /* family 0 when unknown */
     int peer_trusted;    /* the peer is a TRUST_PROXY proxy */
     int ip_counted;      /* holds a slot in srv->ipcap */
+    keel_ws *ws;         /* the WebSocket session once upgraded */
     char remote[48];
 };
 
@@ -209,6 +216,7 @@ struct keel_req {
     char *client_text;   /* in the arena */
     void (*drain_cb)(keel_req *r, void *arg);
     void *drain_arg;
+    keel_ws *ws;         /* keel_ws_accept queued a 101: the session to start */
     char inline_mem[3072];
 };
 

@@ -8,6 +8,9 @@
  *   - Any other request from an allowed origin gets
  *     Access-Control-Allow-Origin (+ -Credentials) on whatever response it
  *     gets, errors included; from another origin it gets none.
+ *   - A WebSocket handshake (a route with .websocket) from another origin
+ *     is refused with 403 before the upgrade: browsers do not apply CORS
+ *     to WebSocket, so the server must (docs/realtime.md).
  * `*` answers `*` (no credentials: `*` with CORS_CREDENTIALS is refused at
  * start-up); a list answers the request's own origin and Vary: Origin.
  * SIGHUP replaces the settings (a new cors_cfg swapped in atomically; the
@@ -129,6 +132,15 @@ static keel_flow on_request(keel_req *r, void *data)
     }
     if (vary)
         keel_res_header(r, "Vary", "Origin");
+    const keel_route *rt = keel_req_route(r);
+    if (!allowed && rt && rt->websocket && !keel_req_refused(r)) {
+        /* Browsers apply no CORS to WebSocket: a page of any origin may
+         * open one with the user's cookies. The server refuses a handshake
+         * from an origin the policy does not allow (cross-site WebSocket
+         * hijacking), before the upgrade. */
+        keel_respond_problem(r, 403, "origin not allowed to open a WebSocket");
+        return KEEL_DONE;
+    }
     if (allowed)
         allow_origin(r, c, origin);
     return KEEL_NEXT;

@@ -188,8 +188,21 @@ static json_t *operation(const keel_server *s, const keel_route *rt, const keel_
     if (rs && rs->response)
         json_object_set_new(ok, "content", json_pack("{s:{s:O}}", "application/json", "schema",
                                                      keel_schema_json(rs->response)));
-    json_object_set_new(responses, "200", ok);
     int validated = rs && (rs->request || rs->query || rs->params);
+    if (rt->websocket) {
+        /* the handshake (keel/ws.h): 101, or a refusal */
+        json_object_set_new(ok, "description",
+                            json_string("Switching Protocols: the connection speaks WebSocket "
+                                        "(RFC 6455) from here on"));
+        json_object_set_new(responses, "101", ok);
+        json_object_set_new(responses, "426",
+                            json_pack("{s:s}", "description",
+                                      "Upgrade Required: not a WebSocket upgrade, or a "
+                                      "Sec-WebSocket-Version other than 13"));
+        validated = 1; /* a bad handshake is a 400 */
+    } else {
+        json_object_set_new(responses, "200", ok);
+    }
     if (validated)
         add_problem(responses, "400");
     /* what the document promises is what the installed middleware enforces */

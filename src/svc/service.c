@@ -25,6 +25,7 @@ struct keel_service {
     int redis_failed;  /* REDIS_URL could not be used (reported) */
     keel_locks *locks;   /* on Redis, or the in-process table */
     keel_events *events; /* on Redis, or in-process */
+    keel_ws_metrics *ws_metrics;
     keel_route metric_routes[2];
     keel_validator *validator; /* the routes' schemas, compiled after setup */
     keel__svc_doc doc;         /* /openapi.json, built after setup */
@@ -130,6 +131,12 @@ static int check_event_loop(void *arg, char *detail, size_t cap)
     return st.loop_lag_ms > 1000;
 }
 
+static int check_websocket(void *arg, char *detail, size_t cap)
+{
+    snprintf(detail, cap, "%llu connections", (unsigned long long)keel_ws_connections(arg));
+    return 0;
+}
+
 static int check_load(void *arg, char *detail, size_t cap)
 {
     return keel_shed_active(arg, detail, cap);
@@ -204,7 +211,9 @@ static keel_service *service_new(const keel_app *app, const keel_config *cfg)
     svc->health = keel_health_new();
     keel_metrics_register_process(svc->metrics, app->version ? app->version : KEEL_VERSION);
     register_server_metrics(svc->metrics, svc->server);
+    svc->ws_metrics = keel_ws_metrics_new(svc->metrics, svc->server);
     keel_health_register(svc->health, "event_loop", 0, 1000, check_event_loop, svc->server);
+    keel_health_register(svc->health, "websocket", 0, 1000, check_websocket, svc->server);
     svc->breakers = keel_breakers_new(svc->metrics);
     keel_breakers_register_health(svc->breakers, svc->health);
     const keel_redis_options *redis = keel_config_get(cfg, &keel_redis_config);
@@ -289,6 +298,7 @@ static void service_free(keel_service *svc)
         svc->app->teardown(svc, svc->app->arg);
     keel_events_free(svc->events); /* joins its subscriber: before the workers go */
     keel_server_free(svc->server);
+    keel_ws_metrics_free(svc->ws_metrics); /* after the workers */
     keel_locks_free(svc->locks);
     keel_validator_free(svc->validator); /* after the workers are gone */
     keel_free(svc->doc.json);
@@ -306,8 +316,8 @@ void keel_service_print_routes(keel_service *svc, FILE *out)
 {
     const keel_route *const *routes;
     size_t n = keel_server_routes(svc->server, &routes);
-    fprintf(out, "%-8s %-28s %-20s %-10s %-14s %-10s %s\n", "METHOD", "PATH", "NAME",
-            "AUTH", "PERMISSION", "TIER", "TIMEOUT");
+    fprintf(out, "%-8s %-28s %-20s %-10s %-14s %-10s %-8s %s\n", "METHOD", "PATH", "NAME",
+            "AUTH", "PERMISSION", "TIER", "TIMEOUT", "KIND");
     for (size_t i = 0; i < n; i++) {
         const keel_route *r = routes[i];
         char tmo[32];
@@ -315,13 +325,13 @@ void keel_service_print_routes(keel_service *svc, FILE *out)
             snprintf(tmo, sizeof(tmo), "%ums", r->timeout_ms);
         else
             snprintf(tmo, sizeof(tmo), "default");
-        fprintf(out, "%-8s %-28s %-20s %-10s %-14s %-10s %s\n", r->method, r->path,
+        fprintf(out, "%-8s %-28s %-20s %-10s %-14s %-10s %-8s %s\n", r->method, r->path,
                 r->name ? r->name : "-", r->auth ? r->auth : "none",
                 r->permission ? r->permission : "-",
                 (r->flags & KEEL_ROUTE_INTERNAL) ? "exempt"
                 : r->rate_limit                  ? r->rate_limit
                                                  : "general",
-                tmo);
+                tmo, r->websocket ? "websocket" : "http");
     }
 }
 
