@@ -54,6 +54,10 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 WEB_FILES := $(wildcard web/docs/*)
 LIB_GEN  := $(BUILD)/gen/web_assets.c
 LIB_OBJ  += $(BUILD)/gen/web_assets.o
+# the job queue's own migration (migrations/*/0003_jobs.sql) compiled into
+# libkeel, so a service on the library gets the jobs table (docs/jobs.md)
+JOBS_SQL := migrations/sqlite/0003_jobs.sql migrations/postgres/0003_jobs.sql
+LIB_OBJ  += $(BUILD)/gen/jobs_migrations.o
 APP_OBJ  := $(APP_SRC:%.c=$(BUILD)/obj/%.o)
 # migrations/ compiled into build/keel (docs/migrations.md)
 MIGRATION_SQL := $(wildcard migrations/sqlite/*.sql migrations/postgres/*.sql)
@@ -115,6 +119,16 @@ $(BUILD)/gen/migrations.c: scripts/embed_migrations.sh scripts/c_string.sh $(MIG
 	@mv $@.tmp $@
 
 $(BUILD)/gen/migrations.o: $(BUILD)/gen/migrations.c include/keel/migrate.h include/keel/db.h
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/gen/jobs_migrations.c: scripts/embed_migrations.sh scripts/c_string.sh $(JOBS_SQL)
+	@mkdir -p $(BUILD)/gen/jobs_sql/sqlite $(BUILD)/gen/jobs_sql/postgres
+	cp migrations/sqlite/0003_jobs.sql $(BUILD)/gen/jobs_sql/sqlite/
+	cp migrations/postgres/0003_jobs.sql $(BUILD)/gen/jobs_sql/postgres/
+	scripts/embed_migrations.sh $(BUILD)/gen/jobs_sql keel_jobs_migrations > $@.tmp
+	@mv $@.tmp $@
+
+$(BUILD)/gen/jobs_migrations.o: $(BUILD)/gen/jobs_migrations.c include/keel/migrate.h
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(BUILD)/gen/web_assets.c: scripts/embed_web.sh scripts/c_string.sh $(WEB_FILES) web/docs
