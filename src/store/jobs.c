@@ -1007,22 +1007,22 @@ static void *listener_main(void *arg)
             keel_jobs_wake(j); /* anything enqueued while we were away */
         }
         PGconn *pg = ((pg_conn *)c)->pg;
-        struct pollfd pfd = {.fd = PQsocket(pg), .events = POLLIN};
+        struct pollfd pfd = {.fd = pq.PQsocket(pg), .events = POLLIN};
         int r = poll(&pfd, 1, 200);
         if (r < 0 && errno != EINTR)
             c->broken = 1;
         if (r <= 0)
             continue;
-        if (!PQconsumeInput(pg)) {
+        if (!pq.PQconsumeInput(pg)) {
             c->broken = 1;
             continue;
         }
         int wake = 0;
         PGnotify *n;
-        while ((n = PQnotifies(pg)) != NULL) {
+        while ((n = pq.PQnotifies(pg)) != NULL) {
             if (n->extra && keel__jobs_serves(j, n->extra))
                 wake = 1;
-            PQfreemem(n);
+            pq.PQfreemem(n);
         }
         if (wake)
             keel_jobs_wake(j);
@@ -1174,7 +1174,10 @@ int keel_jobs_start(keel_jobs *j)
     uv_thread_create(&j->loop_thread, loop_main, j);
     if (j->pg) {
         atomic_store(&j->listener_stop, 0);
-        j->listener_up = pthread_create(&j->listener, NULL, listener_main, j) == 0;
+        /* PQsocket / PQconsumeInput come with libpq's optional set: without
+         * them, polling alone finds the jobs */
+        j->listener_up = pq.PQsocket && pq.PQconsumeInput &&
+                         pthread_create(&j->listener, NULL, listener_main, j) == 0;
     }
     keel__jobs_local_add(j);
     keel_log(KEEL_LOG_INFO, "jobs runner started", "{s:s,s:s}", "runner", j->id, "queues",
