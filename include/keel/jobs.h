@@ -231,6 +231,9 @@ int keel_jobs_start(keel_jobs *j);
  * is then left allocated (keel_jobs_free does not free it). */
 int keel_jobs_stop(keel_jobs *j, uint64_t grace_ms);
 void keel_jobs_free(keel_jobs *j);
+/* Stops fetching at once (thread-safe, idempotent, does not wait): the
+ * first step of a drain; keel_jobs_stop then waits. */
+void keel_jobs_stop_fetching(keel_jobs *j);
 /* This runner's id, written to locked_by ("host:pid:random"). */
 const char *keel_jobs_id(const keel_jobs *j);
 /* Wakes the runner as an enqueue would (fetches now). */

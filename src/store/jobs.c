@@ -1248,6 +1248,17 @@ int keel_jobs_stop(keel_jobs *j, uint64_t grace_ms)
     return 0;
 }
 
+void keel_jobs_stop_fetching(keel_jobs *j)
+{
+    if (!j)
+        return;
+    pthread_mutex_lock(&j->mu);
+    j->stopping = 1;
+    if (j->loop_up)
+        uv_async_send(&j->wake);
+    pthread_mutex_unlock(&j->mu);
+}
+
 void keel_jobs_free(keel_jobs *j)
 {
     if (!j)
