@@ -163,9 +163,9 @@ int keel__jobs_serves(const keel_jobs *j, const char *queue)
     return find_queue(j, queue) != NULL;
 }
 
-void keel__jobs_wake_local(const char *queue)
+void keel__jobs_wake_local(const char *queue, int enqueued)
 {
-    int counted = 0;
+    int counted = !enqueued;
     pthread_mutex_lock(&g_local_mu);
     for (size_t i = 0; i < g_nlocal; i++) {
         keel_jobs *j = g_local[i];

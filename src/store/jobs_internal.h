@@ -22,8 +22,9 @@ int keel__jobs_is_pg(const keel_db_conn *c);
 int64_t keel__jobs_now(void);
 
 /* Every runner of the process whose queues include `queue` is woken (the
- * SQLite path of an enqueue; cheap when there is none). */
-void keel__jobs_wake_local(const char *queue);
+ * SQLite path of an enqueue; cheap when there is none); `enqueued` also
+ * counts one in jobs_enqueued_total. */
+void keel__jobs_wake_local(const char *queue, int enqueued);
 /* Runners register for local wake-ups while started. */
 void keel__jobs_local_add(keel_jobs *j);
 void keel__jobs_local_remove(keel_jobs *j);

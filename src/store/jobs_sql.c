@@ -361,8 +361,12 @@ int keel_job_enqueue(keel_db_conn *c, const keel_job_spec *spec, keel_job_enqueu
     }
     keel_free(args_s);
     free(tags_s);
-    if (rc < 0 || out->duplicate || strcmp(out->state, "available") != 0)
+    if (rc < 0 || out->duplicate)
         return rc;
+    if (strcmp(out->state, "available") != 0) { /* scheduled: found by polling */
+        keel__jobs_wake_local(queue, 1);
+        return 0;
+    }
     /* Wake the runners. PostgreSQL: NOTIFY is delivered at commit (never
      * for a rolled-back job). SQLite: this process's runners; inside a
      * transaction their fetch waits for our commit (BEGIN IMMEDIATE). */
@@ -371,10 +375,9 @@ int keel_job_enqueue(keel_db_conn *c, const keel_job_spec *spec, keel_job_enqueu
         int nrc = keel_db_exec(c, "SELECT pg_notify('keel_jobs', $1)", n, 1, NULL);
         if (nrc < 0)
             return nrc; /* the transaction is aborted anyway */
-        if (c->tx_depth == 0)
-            keel__jobs_wake_local(queue);
+        keel__jobs_wake_local(queue, 1);
     } else {
-        keel__jobs_wake_local(queue);
+        keel__jobs_wake_local(queue, 1);
     }
     return 0;
 }
@@ -425,7 +428,7 @@ int keel_job_retry_now(keel_db_conn *c, int64_t id)
                     keel_db_param n[] = {KEEL_DB_P_TEXT(qb)};
                     keel_db_exec(c, "SELECT pg_notify('keel_jobs', $1)", n, 1, NULL);
                 }
-                keel__jobs_wake_local(qb);
+                keel__jobs_wake_local(qb, 0);
             }
             keel_db_rows_free(rows);
         }
@@ -460,7 +463,7 @@ int keel_jobs_queue_pause(keel_db_conn *c, const char *queue, int paused)
     if (rc == 0 && !paused) {
         if (keel__jobs_is_pg(c))
             keel_db_exec(c, "SELECT pg_notify('keel_jobs', $1)", p, 1, NULL);
-        keel__jobs_wake_local(queue);
+        keel__jobs_wake_local(queue, 0);
     }
     return rc;
 }
