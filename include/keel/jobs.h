@@ -71,7 +71,6 @@ typedef struct keel_jobs_options {
     uint64_t retention_ms;        /* JOBS_RETENTION (completed, cancelled) */
     uint64_t dead_retention_ms;   /* JOBS_DEAD_RETENTION */
     uint64_t timeout_ms;          /* JOBS_TIMEOUT: per job, 0 = none */
-    unsigned max_attempts;        /* JOBS_MAX_ATTEMPTS: the default */
     uint64_t backoff_base_ms;     /* JOBS_BACKOFF_BASE */
     uint64_t backoff_max_ms;      /* JOBS_BACKOFF_MAX */
     char *rate_limits;            /* JOBS_RATE_LIMITS: "email=10/1s,..." */
@@ -96,6 +95,7 @@ enum {
     KEEL_JOB_ARGS_MAX = 256 * 1024, /* bytes of args JSON */
     KEEL_JOB_NAME_MAX = 128,        /* bytes of queue, kind, unique key, one tag */
     KEEL_JOB_TAGS_MAX = 16,
+    KEEL_JOB_MAX_ATTEMPTS_DEFAULT = 20, /* a spec's max_attempts 0 */
 };
 
 typedef struct keel_job_spec {
@@ -105,7 +105,7 @@ typedef struct keel_job_spec {
     int priority;            /* lower runs first; 0 default; -1000..1000 */
     int64_t run_at_ms;       /* wall-clock ms; 0 = now */
     uint64_t delay_ms;       /* added to run_at (or now) */
-    unsigned max_attempts;   /* 0 = JOBS_MAX_ATTEMPTS (or 20) */
+    unsigned max_attempts;   /* 0 = KEEL_JOB_MAX_ATTEMPTS_DEFAULT (20); at most 1000 */
     uint64_t timeout_ms;     /* 0 = the handler's, else JOBS_TIMEOUT */
     const char *unique_key;  /* NULL: not unique */
     /* 0: unique among unfinished jobs of the queue (a new one may be

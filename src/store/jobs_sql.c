@@ -134,8 +134,6 @@ static const keel_config_var jobs_vars[] = {
      AT(dead_retention_ms), .min = 1000, .help = "dead jobs are kept this long for inspection"},
     {.name = "JOBS_TIMEOUT", .type = KEEL_CONFIG_DURATION, .def = "5m", AT(timeout_ms),
      .help = "a job's run time limit when neither it nor its kind gives one; 0 = none"},
-    {.name = "JOBS_MAX_ATTEMPTS", .type = KEEL_CONFIG_UINT, .def = "20", AT(max_attempts),
-     .min = 1, .max = 1000, .help = "attempts of a job that does not give its own"},
     {.name = "JOBS_BACKOFF_BASE", .type = KEEL_CONFIG_DURATION, .def = "1s",
      AT(backoff_base_ms), .min = 1,
      .help = "retry n waits a uniform random time in [0, min(max, base * 2^(n-1))]"},
@@ -302,7 +300,7 @@ int keel_job_enqueue(keel_db_conn *c, const keel_job_spec *spec, keel_job_enqueu
     int64_t run_at = spec->run_at_ms > 0 ? spec->run_at_ms : now;
     run_at += (int64_t)spec->delay_ms;
     const char *state = run_at > now ? "scheduled" : "available";
-    unsigned max_attempts = spec->max_attempts ? spec->max_attempts : 20;
+    unsigned max_attempts = spec->max_attempts ? spec->max_attempts : KEEL_JOB_MAX_ATTEMPTS_DEFAULT;
     keel_db_param p[] = {
         KEEL_DB_P_TEXT(queue),
         KEEL_DB_P_TEXT(spec->kind),
