@@ -445,6 +445,8 @@ static void *queue_thread(void *arg)
             q->ready_tail = NULL;
         job->next = NULL;
         job->running = 1;
+        job->started_ms = keel_now_ms();
+        job->deadline_ms = job->timeout_ms ? job->started_ms + job->timeout_ms : 0;
         pthread_mutex_unlock(&j->mu);
 
         if (c && c->broken) {
@@ -459,7 +461,6 @@ static void *queue_thread(void *arg)
             }
         }
         job->conn = c;
-        job->started_ms = keel_now_ms();
         keel_job_outcome out = job->h->run(job, job->h->arg);
         job->conn = NULL;
         pthread_mutex_lock(&j->mu);
@@ -472,6 +473,14 @@ static void *queue_thread(void *arg)
         if (timed_out) {
             log_dropped(job, "timed out");
             result = -1; /* counted as timeout by the loop */
+        } else if (job->deadline_ms && keel_now_ms() >= job->deadline_ms) {
+            /* returned after its deadline, before the loop noticed: the
+             * same timeout, whatever the handler said */
+            char why[64];
+            snprintf(why, sizeof(why), "timeout after %llu ms",
+                     (unsigned long long)(job->deadline_ms - job->started_ms));
+            result = record(c, job, KEEL_JOB_RETRY, why);
+            count_result(j, q, R_TIMEOUT);
         } else {
             result = record(c, job, out, job->error);
         }
@@ -640,8 +649,9 @@ static void dispatch(keel_jobs *j, keel_job *job)
         release_slot(job, result, 1);
         return;
     }
-    job->deadline_ms = tmo ? keel_now_ms() + tmo : 0;
+    job->timeout_ms = tmo; /* the effective one; the deadline counts from the start */
     if (job->h->start) {
+        job->deadline_ms = tmo ? keel_now_ms() + tmo : 0;
         job->started_ms = keel_now_ms();
         pthread_mutex_lock(&j->mu);
         job->running = 1;

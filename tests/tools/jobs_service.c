@@ -21,8 +21,8 @@
 static const char *const TABLES[] = {
     "CREATE TABLE IF NOT EXISTS job_runs (job_id BIGINT PRIMARY KEY, runner TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS job_dups (job_id BIGINT NOT NULL, runner TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS job_starts (job_id BIGINT NOT NULL, attempt INTEGER NOT NULL, "
-    "runner TEXT NOT NULL)",
+    ("CREATE TABLE IF NOT EXISTS job_starts (job_id BIGINT NOT NULL, attempt INTEGER NOT NULL, "
+     "runner TEXT NOT NULL)"),
 };
 
 static const char *url_of(keel_service *svc)

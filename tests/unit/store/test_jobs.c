@@ -170,7 +170,7 @@ static keel_job_outcome h_generic(keel_job *job, void *arg)
         if (n == 0) {
             while (!keel_job_expired(job))
                 usleep(5000);
-            usleep(50 * 1000);
+            usleep(n == 0 ? 200 * 1000 : 0);
             return KEEL_JOB_OK; /* too late: dropped */
         }
         break;
