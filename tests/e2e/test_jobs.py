@@ -273,3 +273,19 @@ def test_two_instances_run_10000_jobs_exactly_once(jobs_proc, request):
     print("10000 jobs on two instances in %.1fs" % took)
     for s in (a, b):
         assert s.stop() == 0
+
+
+# ---------------------------------------------------------------- graceful shutdown
+
+def test_sigterm_waits_for_the_running_job(jobs_proc, tmp_path):
+    url = "sqlite:%s" % (tmp_path / "jobs.db")
+    sql = Sql(url)
+    a = jobs_proc(DATABASE_URL=url, JOBS_SHUTDOWN_GRACE="20s", JOBS_QUEUES="default=1")
+    enqueue(url, 2, sleep_ms=1500)
+    wait_for(lambda: sql.count("job_starts") == 1, timeout=10 * SLACK, what="the first start")
+    assert a.stop() == 0  # SIGTERM: no new fetch, the running job finishes
+    assert sql.count("job_runs") == 1
+    assert sql.count("keel_jobs", "state = 'completed'") == 1
+    # the second was never started: still available, its attempt unspent
+    assert sql.count("keel_jobs", "state = 'available' AND attempt = 0") == 1
+    assert any(e.get("msg") == "jobs runner stopped" for e in a.logs())
