@@ -152,6 +152,10 @@ $(BUILD)/phase_service: tests/tools/phase_service.c $(BUILD)/libkeel.a
 $(BUILD)/jobs_service: tests/tools/jobs_service.c $(BUILD)/libkeel.a
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
 
+# keel's side of the job-queue benchmark (bench/jobs/run.sh)
+$(BUILD)/jobs_bench: bench/jobs/jobs_bench.c $(BUILD)/libkeel.a
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
+
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkeel.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libkeel.a $(LDLIBS) -lcmocka
