@@ -12,7 +12,7 @@ async function main() {
   if (mode === "throughput") {
     const n = Number(a), conc = Number(b);
     await utils.withPgClient((c) =>
-      c.query("SELECT graphile_worker.add_jobs(array_agg(ROW('noop', '{}'::json, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::graphile_worker.job_spec)) FROM generate_series(1, $1)", [n]));
+      c.query("SELECT graphile_worker.add_jobs(array_agg(ROW('noop', '{}'::json, NULL, NULL, NULL, NULL, NULL, NULL)::graphile_worker.job_spec)) FROM generate_series(1, $1)", [n]));
     let done = 0, t0 = 0, resolve;
     const finished = new Promise((r) => (resolve = r));
     t0 = now();

@@ -57,6 +57,7 @@ typedef struct jq {
     uint64_t win_start;     /* monotonic ms of the current window */
     unsigned win_count;     /* started in it */
     keel_job *ready, *ready_tail; /* fetched sync jobs waiting for a thread (mu) */
+    int backlog;            /* the last fetch filled every slot asked for */
     pthread_t *threads;
     unsigned nthreads;
 } jq;
@@ -362,7 +363,11 @@ static int record(keel_db_conn *c, keel_job *job, keel_job_outcome outcome, cons
     } else if (outcome == KEEL_JOB_SNOOZE) {
         f.run_at = keel__jobs_now() + (int64_t)job->snooze_ms;
     }
-    int rc = c ? keel_db_tx(c, finish_tx, &f) : KEEL_EDB_UNAVAILABLE;
+    /* Without an error to append, the result is one compare-and-set
+     * statement (its own transaction); with one, read + update in one. */
+    int rc = !c         ? KEEL_EDB_UNAVAILABLE
+             : f.error ? keel_db_tx(c, finish_tx, &f)
+                       : finish_tx(c, &f);
     if (rc < 0) {
         /* the row stays running: the rescue gives it back after JOBS_RESCUE_AFTER */
         keel_log(KEEL_LOG_ERROR, "job result not recorded", "{s:I,s:s,s:s}", "job_id",
@@ -671,14 +676,19 @@ static void dispatch(keel_jobs *j, keel_job *job)
 
 static void on_poll(uv_timer_t *t);
 
-static void fetch_queue(keel_jobs *j, jq *q)
+static int fetch_queue(keel_jobs *j, jq *q)
 {
     for (int rounds = 0; rounds < 64; rounds++) {
         pthread_mutex_lock(&j->mu);
         unsigned free_slots = j->stopping ? 0 : q->concurrency - q->inflight;
         pthread_mutex_unlock(&j->mu);
         if (free_slots == 0)
-            return;
+            return 0;
+        /* With a backlog, wait for a quarter of the slots before fetching
+         * again: one statement for several jobs instead of one per job. An
+         * idle queue (no backlog) fetches at once. */
+        if (q->backlog && free_slots < (q->concurrency + 3) / 4)
+            return 0;
         if (q->rate_n) {
             uint64_t now = keel_now_ms();
             if (now - q->win_start >= q->rate_window_ms) {
@@ -691,21 +701,21 @@ static void fetch_queue(keel_jobs *j, jq *q)
                 if (!uv_is_active((uv_handle_t *)&j->poll_timer) ||
                     uv_timer_get_due_in(&j->poll_timer) > wait)
                     uv_timer_start(&j->poll_timer, on_poll, wait + 1, 0);
-                return;
+                return 0;
             }
             if (free_slots > left)
                 free_slots = left;
         }
         keel_db_conn *c = loop_conn(j);
         if (!c)
-            return;
+            return -1;
         fetch_ctx f = {.j = j, .q = q, .want = free_slots};
         int rc = j->pg ? fetch_tx(c, &f) : keel_db_tx(c, fetch_tx, &f);
         if (rc < 0) {
             fetch_reset(&f);
             keel_log(KEEL_LOG_ERROR, "jobs: fetch failed", "{s:s,s:s,s:s}", "queue", q->name,
                      "error", keel_db_strerror(rc), "detail", keel_db_errmsg(c));
-            return;
+            return -1;
         }
         unsigned n = f.n;
         pthread_mutex_lock(&j->mu);
@@ -718,15 +728,28 @@ static void fetch_queue(keel_jobs *j, jq *q)
             job->next = NULL;
             dispatch(j, job);
         }
+        q->backlog = n == free_slots;
         if (n < free_slots)
-            return;
+            return 0;
     }
+    return 0;
 }
 
+/* Fetches for every queue. A failed fetch (database down, busy) is
+ * tried again soon rather than at the next poll: a retry of ours that
+ * came due must not wait JOBS_POLL_INTERVAL because of it. */
 static void fetch_all(keel_jobs *j)
 {
+    int failed = 0;
     for (size_t i = 0; i < j->nq; i++)
-        fetch_queue(j, &j->queues[i]);
+        failed |= fetch_queue(j, &j->queues[i]) < 0;
+    if (failed) {
+        int64_t soon = keel__jobs_now() + 200;
+        pthread_mutex_lock(&j->mu);
+        if (!j->next_due || soon < j->next_due)
+            j->next_due = soon;
+        pthread_mutex_unlock(&j->mu);
+    }
 }
 
 /* ---------------------------------------------------------------- maintenance */

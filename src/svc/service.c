@@ -438,7 +438,7 @@ int keel_main(int argc, char **argv, const keel_app *app)
         status = 2; /* the reason is logged */
         goto done;
     }
-    if (app->use_database && app->use_jobs && !listing) {
+    if (app->use_database && app->use_jobs) { /* also for `routes`: setup registers handlers */
         const keel_db_options *dbo = keel_config_get(&cfg, &keel_db_config);
         if (keel_jobs_new(&svc->jobs, dbo->database_url, &cfg, svc->metrics) < 0) {
             status = 2; /* the reason is logged */

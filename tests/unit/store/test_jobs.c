@@ -403,7 +403,7 @@ static void test_runs_soon_after_enqueue(void **state)
         atomic_store(&g_first_start_ms, 0);
         int64_t t0 = (int64_t)keel_wall_ms();
         int64_t id = enqueue(c, &(keel_job_spec){.kind = "generic"});
-        assert_true(wait_state(c, id, "completed", 2000));
+        assert_true(wait_state(c, id, "completed", 10000));
         uint64_t lat = (uint64_t)(atomic_load(&g_first_start_ms) - t0);
         if (lat > worst)
             worst = lat;
@@ -433,9 +433,9 @@ static void test_retries_then_dead(void **state)
     keel_jobs *j = generic_runner(&(runner_opts){.base_ms = 20, .max_ms = 40}, NULL);
     int64_t t0 = (int64_t)keel_wall_ms();
     int64_t id = enqueue(c, &(keel_job_spec){.kind = "generic", .max_attempts = 3});
-    assert_true(wait_state(c, id, "dead", 3000));
+    assert_true(wait_state(c, id, "dead", 10000));
     int64_t took = (int64_t)keel_wall_ms() - t0;
-    assert_true(took < 2000);
+    assert_true(took < 8000); // ~60 ms of backoff; generous for a loaded machine
     assert_int_equal(atomic_load(&g_runs), 3);
     for (unsigned i = 0; i < 3; i++)
         assert_int_equal(atomic_load(&g_attempts_seen[i]), i + 1);
@@ -450,7 +450,7 @@ static void test_retries_then_dead(void **state)
     /* the dead job is kept; an admin retry runs it once more */
     reset_handler(M_OK);
     assert_int_equal(keel_job_retry_now(c, id), 0);
-    assert_true(wait_state(c, id, "completed", 2000));
+    assert_true(wait_state(c, id, "completed", 10000));
     assert_int_equal(scalar(c, "SELECT attempt FROM keel_jobs WHERE id = $1", id), 4);
     assert_int_equal(keel_jobs_stop(j, 1000), 0);
     keel_jobs_free(j);
@@ -471,7 +471,7 @@ static void test_backoff_timing(void **state)
     /* full jitter: uniform in [0, 400] ms after the failure */
     assert_true(run_at >= att);
     assert_true(run_at <= att + 400 + 200);
-    assert_true(wait_state(c, id, "dead", 3000));
+    assert_true(wait_state(c, id, "dead", 10000));
     assert_int_equal(atomic_load(&g_runs), 2);
     assert_int_equal(keel_jobs_stop(j, 1000), 0);
     keel_jobs_free(j);
@@ -486,7 +486,7 @@ static void test_snooze_spends_no_attempt(void **state)
     keel_jobs *j = generic_runner(&(runner_opts){0}, NULL);
     int64_t t0 = (int64_t)keel_wall_ms();
     int64_t id = enqueue(c, &(keel_job_spec){.kind = "generic", .max_attempts = 1});
-    assert_true(wait_state(c, id, "completed", 3000));
+    assert_true(wait_state(c, id, "completed", 10000));
     assert_true((int64_t)keel_wall_ms() - t0 >= 150);
     assert_int_equal(atomic_load(&g_runs), 2);
     assert_int_equal(atomic_load(&g_attempts_seen[0]), 1);
@@ -504,16 +504,16 @@ static void test_cancel_and_fail(void **state)
     reset_handler(M_CANCEL);
     keel_jobs *j = generic_runner(&(runner_opts){0}, NULL);
     int64_t id = enqueue(c, &(keel_job_spec){.kind = "generic", .max_attempts = 5});
-    assert_true(wait_state(c, id, "cancelled", 2000));
+    assert_true(wait_state(c, id, "cancelled", 10000));
     assert_int_equal(atomic_load(&g_runs), 1);
     reset_handler(M_FAIL);
     id = enqueue(c, &(keel_job_spec){.kind = "generic", .max_attempts = 5});
-    assert_true(wait_state(c, id, "dead", 2000));
+    assert_true(wait_state(c, id, "dead", 10000));
     assert_int_equal(atomic_load(&g_runs), 1);
     assert_int_equal(scalar(c, "SELECT attempt FROM keel_jobs WHERE id = $1", id), 1);
     /* a job of a kind nobody handles is retried, not lost */
     id = enqueue(c, &(keel_job_spec){.kind = "nobody", .max_attempts = 1});
-    assert_true(wait_state(c, id, "dead", 2000));
+    assert_true(wait_state(c, id, "dead", 10000));
     assert_int_equal(keel_jobs_stop(j, 1000), 0);
     keel_jobs_free(j);
     keel_db_disconnect(c);
@@ -526,7 +526,7 @@ static void test_timeout(void **state)
     reset_handler(M_TIMEOUT_ONCE);
     keel_jobs *j = generic_runner(&(runner_opts){.rescue_ms = 1000}, NULL);
     int64_t id = enqueue(c, &(keel_job_spec){.kind = "generic", .timeout_ms = 100});
-    assert_true(wait_state(c, id, "completed", 3000));
+    assert_true(wait_state(c, id, "completed", 10000));
     assert_int_equal(atomic_load(&g_runs), 2);
     assert_int_equal(atomic_load(&g_ok), 1); /* the late result of the first was dropped */
     assert_int_equal(scalar(c, "SELECT attempt FROM keel_jobs WHERE id = $1", id), 2);
@@ -572,8 +572,8 @@ static void test_async_handler(void **state)
         ids[i] = enqueue(c, &(keel_job_spec){.kind = "async",
                                               .args = i == 5 ? "{\"fail\":1}" : "{}"});
     for (int i = 0; i < 5; i++)
-        assert_true(wait_state(c, ids[i], "completed", 3000));
-    assert_true(wait_state(c, ids[5], "dead", 3000));
+        assert_true(wait_state(c, ids[i], "completed", 10000));
+    assert_true(wait_state(c, ids[5], "dead", 10000));
     assert_int_equal(atomic_load(&g_async_done), 6);
     assert_int_equal(keel_jobs_stop(j, 1000), 0);
     keel_jobs_free(j);
@@ -642,7 +642,7 @@ static void test_rescue_compare_and_set(void **state)
     /* two runners rescue at once: the job is still rescued (and run) once */
     keel_jobs *a = generic_runner(&(runner_opts){.rescue_ms = 1000}, NULL);
     keel_jobs *b = generic_runner(&(runner_opts){.rescue_ms = 1000}, NULL);
-    assert_true(wait_state(c, id, "completed", 4000));
+    assert_true(wait_state(c, id, "completed", 10000));
     assert_int_equal(atomic_load(&g_runs), 1);
     assert_int_equal(atomic_load(&g_attempts_seen[0]), 2);
     char st[32];
@@ -742,7 +742,7 @@ static void test_graceful_stop(void **state)
     reset_handler(M_SLOW);
     keel_jobs *j = generic_runner(&(runner_opts){.queues = "default=1"}, NULL);
     int64_t id = enqueue(c, &(keel_job_spec){.kind = "generic"});
-    assert_true(wait_state(c, id, "running", 2000));
+    assert_true(wait_state(c, id, "running", 10000));
     int64_t second = enqueue(c, &(keel_job_spec){.kind = "generic"});
     assert_int_equal(keel_jobs_stop(j, 3000), 0);
     keel_jobs_free(j);
