@@ -54,6 +54,10 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 WEB_FILES := $(wildcard web/docs/*)
 LIB_GEN  := $(BUILD)/gen/web_assets.c
 LIB_OBJ  += $(BUILD)/gen/web_assets.o
+# the job queue's own migration (migrations/*/0003_jobs.sql) compiled into
+# libkeel, so a service on the library gets the jobs table (docs/jobs.md)
+JOBS_SQL := migrations/sqlite/0003_jobs.sql migrations/postgres/0003_jobs.sql
+LIB_OBJ  += $(BUILD)/gen/jobs_migrations.o
 APP_OBJ  := $(APP_SRC:%.c=$(BUILD)/obj/%.o)
 # migrations/ compiled into build/keel (docs/migrations.md)
 MIGRATION_SQL := $(wildcard migrations/sqlite/*.sql migrations/postgres/*.sql)
@@ -64,7 +68,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 EXAMPLE  := $(BUILD)/hello-service
 EXAMPLES := $(EXAMPLE) $(BUILD)/orders-service
-TOOLS    := $(BUILD)/parse_request $(BUILD)/phase_service
+TOOLS    := $(BUILD)/parse_request $(BUILD)/phase_service $(BUILD)/jobs_service
 
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
@@ -119,6 +123,16 @@ $(BUILD)/gen/migrations.c: scripts/embed_migrations.sh scripts/c_string.sh $(MIG
 $(BUILD)/gen/migrations.o: $(BUILD)/gen/migrations.c include/keel/migrate.h include/keel/db.h
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
+$(BUILD)/gen/jobs_migrations.c: scripts/embed_migrations.sh scripts/c_string.sh $(JOBS_SQL)
+	@mkdir -p $(BUILD)/gen/jobs_sql/sqlite $(BUILD)/gen/jobs_sql/postgres
+	cp migrations/sqlite/0003_jobs.sql $(BUILD)/gen/jobs_sql/sqlite/
+	cp migrations/postgres/0003_jobs.sql $(BUILD)/gen/jobs_sql/postgres/
+	scripts/embed_migrations.sh $(BUILD)/gen/jobs_sql keel_jobs_migrations > $@.tmp
+	@mv $@.tmp $@
+
+$(BUILD)/gen/jobs_migrations.o: $(BUILD)/gen/jobs_migrations.c include/keel/migrate.h
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
 $(BUILD)/gen/web_assets.c: scripts/embed_web.sh scripts/c_string.sh $(WEB_FILES) web/docs
 	@mkdir -p $(dir $@)
 	scripts/embed_web.sh web/docs > $@.tmp
@@ -135,6 +149,13 @@ $(BUILD)/parse_request: tests/tools/parse_request.c $(BUILD)/libkeel.a
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
 
 $(BUILD)/phase_service: tests/tools/phase_service.c $(BUILD)/libkeel.a
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
+
+$(BUILD)/jobs_service: tests/tools/jobs_service.c $(BUILD)/libkeel.a
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
+
+# keel's side of the job-queue benchmark (bench/jobs/run.sh)
+$(BUILD)/jobs_bench: bench/jobs/jobs_bench.c $(BUILD)/libkeel.a
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkeel.a
@@ -155,6 +176,7 @@ e2e: all
 	KEEL_BIN=$(abspath $(BUILD)/keel) KEEL_EXAMPLE_BIN=$(abspath $(EXAMPLE)) \
 	  KEEL_PARSE_BIN=$(abspath $(BUILD)/parse_request) \
 	  KEEL_PHASE_BIN=$(abspath $(BUILD)/phase_service) \
+	  KEEL_JOBS_BIN=$(abspath $(BUILD)/jobs_service) \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
 
 # The same unit and e2e suites, built with clang under ASan+UBSan.
@@ -166,13 +188,18 @@ asan:
 # coverage, without libFuzzer's main), then each harness links against it.
 FUZZ_CFLAGS = -std=gnu11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc \
               $(shell pkg-config --cflags $(PKGS) $(BUILD_ONLY_PKGS) 2>/dev/null) -MMD -MP
-FUZZ_OBJ := $(LIB_SRC:%.c=$(BUILD)/fuzz/obj/%.o) $(BUILD)/fuzz/obj/gen/web_assets.o
+FUZZ_OBJ := $(LIB_SRC:%.c=$(BUILD)/fuzz/obj/%.o) $(BUILD)/fuzz/obj/gen/web_assets.o \
+            $(BUILD)/fuzz/obj/gen/jobs_migrations.o
 
 $(BUILD)/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
 
 $(BUILD)/fuzz/obj/gen/web_assets.o: $(LIB_GEN)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+
+$(BUILD)/fuzz/obj/gen/jobs_migrations.o: $(BUILD)/gen/jobs_migrations.c
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
 

@@ -8,6 +8,8 @@ static int setup(keel_service *svc, void *arg)
         return -1;
     if (app_auth_setup(svc) < 0)
         return -1;
+    if (app_jobs_setup(svc) < 0)
+        return -1;
     return app_distributed_setup(svc);
 }
 
@@ -28,7 +30,7 @@ int main(int argc, char **argv)
                              "  apikey create --name N --scopes a,b [--expires 90d] | list | "
                              "revoke ID\n"
                              "                     service-to-service API keys\n",
-                    .use_database = 1, .migrations = app_migrations,
+                    .use_database = 1, .use_jobs = 1, .migrations = app_migrations,
                     .nmigrations = app_migrations_count,
                     .config_modules = config_modules, .nconfig_modules = 1};
     return keel_main(argc, argv, &app);

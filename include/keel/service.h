@@ -59,6 +59,14 @@ typedef struct keel_app {
      * module). See docs/extending.md. */
     const keel_config_module *const *config_modules;
     size_t nconfig_modules;
+    /* With use_database: the service has a job queue (keel/jobs.h). The
+     * JOBS_* variables join the configuration, `jobs list|retry|cancel|
+     * pause|resume` becomes a command, keel_service_jobs() is the runner
+     * (register handlers in setup), and `serve` starts it after setup
+     * (installing the keel_jobs table if missing, so no migration of the
+     * app's own is needed) unless JOBS_ENABLED=false; SIGTERM stops its
+     * fetching and waits JOBS_SHUTDOWN_GRACE for running jobs. */
+    int use_jobs;
 } keel_app;
 
 /* Runs the CLI; returns the process exit status. */
@@ -72,6 +80,11 @@ keel_health *keel_service_health(keel_service *svc);
  * before setup runs; NULL otherwise (and for `routes`). */
 struct keel_db;
 struct keel_db *keel_service_db(keel_service *svc);
+/* The job runner of an app with .use_jobs (keel/jobs.h), made before
+ * setup runs (register handlers there); NULL otherwise. Enqueue with
+ * keel_job_enqueue on any connection of keel_service_db's. */
+struct keel_jobs;
+struct keel_jobs *keel_service_jobs(keel_service *svc);
 /* The Redis client when REDIS_URL is set (keel/redis.h), else NULL: use
  * the in-process fallbacks. */
 struct keel_redis;

@@ -47,6 +47,8 @@ const char *app_instance_id(void);
 /* /distributed/cache/:key (src/app/dist_cache.c). */
 int app_dist_cache_setup(keel_service *svc);
 int app_dist_lock_setup(keel_service *svc);
+/* /api/v1/admin/jobs and /api/v1/admin/job-queues (src/app/jobs_admin.c). */
+int app_jobs_setup(keel_service *svc);
 
 /* ---------------------------------------------------------------- accounts */
 

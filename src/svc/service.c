@@ -26,6 +26,7 @@ struct keel_service {
     keel_locks *locks;   /* on Redis, or the in-process table */
     keel_events *events; /* on Redis, or in-process */
     keel_ws_metrics *ws_metrics;
+    keel_jobs *jobs;     /* an app with use_jobs */
     keel_route metric_routes[2];
     keel_validator *validator; /* the routes' schemas, compiled after setup */
     keel__svc_doc doc;         /* /openapi.json, built after setup */
@@ -42,6 +43,14 @@ keel_breakers *keel_service_breakers(keel_service *svc) { return svc->breakers; 
 keel_cache *keel_service_cache(keel_service *svc) { return svc->cache; }
 keel_locks *keel_service_locks(keel_service *svc) { return svc->locks; }
 keel_events *keel_service_events(keel_service *svc) { return svc->events; }
+keel_jobs *keel_service_jobs(keel_service *svc) { return svc->jobs; }
+
+/* A worker has drained (SIGTERM): the runner fetches nothing more. */
+static void jobs_worker_stop(keel_worker *w, void *arg)
+{
+    (void)w;
+    keel_jobs_stop_fetching(arg);
+}
 
 int keel_service_add_routes(keel_service *svc, const keel_route *routes, size_t n)
 {
@@ -296,6 +305,7 @@ static void service_free(keel_service *svc)
         return;
     if (svc->app->teardown)
         svc->app->teardown(svc, svc->app->arg);
+    keel_jobs_free(svc->jobs); /* stopped already; before the database */
     keel_events_free(svc->events); /* joins its subscriber: before the workers go */
     keel_server_free(svc->server);
     keel_ws_metrics_free(svc->ws_metrics); /* after the workers */
@@ -357,6 +367,8 @@ static void usage(const keel_app *app, FILE *out)
             n);
     if (app->use_database)
         keel__svc_migrate_usage(out);
+    if (app->use_database && app->use_jobs)
+        keel__svc_jobs_usage(out);
     fprintf(out, "%s  help           this text\n", app->usage ? app->usage : "");
 }
 
@@ -412,6 +424,8 @@ int keel_main(int argc, char **argv, const keel_app *app)
     }
     if (!strcmp(cmd, "migrate") && app->use_database)
         return keel__svc_migrate_main(app, argc, argv);
+    if (!strcmp(cmd, "jobs") && app->use_database && app->use_jobs)
+        return keel__svc_jobs_main(app, argc, argv);
     const char *env_file = NULL, *port = NULL;
     int print_config = 0, upgrade = 0;
     int is_serve = !strcmp(cmd, "serve") || !strcmp(cmd, "routes") || !strcmp(cmd, "openapi");
@@ -478,6 +492,13 @@ int keel_main(int argc, char **argv, const keel_app *app)
         status = 2; /* the reason is logged */
         goto done;
     }
+    if (app->use_database && app->use_jobs) { /* also for `routes`: setup registers handlers */
+        const keel_db_options *dbo = keel_config_get(&cfg, &keel_db_config);
+        if (keel_jobs_new(&svc->jobs, dbo->database_url, &cfg, svc->metrics) < 0) {
+            status = 2; /* the reason is logged */
+            goto done;
+        }
+    }
     if (app->setup && app->setup(svc, app->arg) < 0) {
         keel_log(KEEL_LOG_FATAL, "service setup failed", NULL);
         status = 1;
@@ -509,7 +530,20 @@ int keel_main(int argc, char **argv, const keel_app *app)
         }
         keel_log(KEEL_LOG_INFO, "starting", "{s:s,s:s}", "version",
                  app->version ? app->version : KEEL_VERSION, "env", cfg.env);
+        const keel_jobs_options *jo =
+            svc->jobs ? keel_config_get(&cfg, &keel_jobs_config) : NULL;
+        if (jo && jo->enabled) {
+            if (keel_jobs_start(svc->jobs) < 0) {
+                keel_log(KEEL_LOG_FATAL, "the job runner could not start", NULL);
+                status = 1;
+                goto done;
+            }
+            keel_worker_hooks hooks = {.on_stop = jobs_worker_stop, .arg = svc->jobs};
+            keel_server_add_worker_hooks(svc->server, &hooks);
+        }
         status = keel_server_run(svc->server);
+        if (jo && jo->enabled)
+            keel_jobs_stop(svc->jobs, jo->shutdown_grace_ms);
         if (status != 0 && keel_server_get_state(svc->server) == KEEL_STATE_DRAINING) {
             /* grace expired: worker threads may still be running and use
              * the service, so it is not freed; the process exits next */

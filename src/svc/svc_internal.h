@@ -20,6 +20,9 @@ size_t keel__svc_config_modules(const keel_app *app, const keel_config_module **
  * a migration failed or was refused (one log line says why), 2 for usage
  * or configuration errors. */
 int keel__svc_migrate_main(const keel_app *app, int argc, char **argv);
+/* `jobs list|retry|cancel|pause|resume` (src/svc/jobs_cmd.c). */
+int keel__svc_jobs_main(const keel_app *app, int argc, char **argv);
+void keel__svc_jobs_usage(FILE *out);
 
 /* Applies the app's pending migrations before `serve` listens. 0 or a
  * negative error, already logged. */

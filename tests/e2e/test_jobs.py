@@ -1,0 +1,291 @@
+"""The job queue end to end (docs/jobs.md).
+
+- the reference service's admin API (/api/v1/admin/jobs, /api/v1/admin/
+  job-queues), its `keel jobs` CLI and the jobs_* metrics (SQLite);
+- a worker SIGKILLed in the middle of a job: the job is rescued once and
+  runs to completion once on another process (SQLite and PostgreSQL);
+- two processes on one PostgreSQL: 10,000 jobs, each executed exactly once
+  (the handler inserts into a table whose primary key is the job id).
+
+The multi-process cases use tests/tools/jobs_service (KEEL_JOBS_BIN): a
+service on libkeel with a job queue and no migrations of its own, so they
+also show that the jobs module brings its table along.
+"""
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import (REPO, SLACK, STARTUP_TIMEOUT, KeelServer, build_env, free_port,
+                      run_cli, scrape_metric, wait_for)
+from test_auth import PW, SECRET, FAST_HASH, problem
+from test_migrate import Pg, PgCluster
+
+JOBS_BIN = os.path.abspath(os.environ.get("KEEL_JOBS_BIN") or str(REPO / "build" / "jobs_service"))
+
+
+# ---------------------------------------------------------------- helpers
+
+class JobsServer(KeelServer):
+    """`jobs_service serve` with the e2e suite's life cycle and checks."""
+
+    def _spawn(self):
+        (self.workdir / "data").mkdir(parents=True, exist_ok=True)
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen([JOBS_BIN, "serve"], env=self.env, cwd=self.workdir,
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+
+
+@pytest.fixture
+def jobs_proc(tmp_path_factory):
+    started = []
+
+    def start(**env):
+        if not os.access(JOBS_BIN, os.X_OK):
+            pytest.fail("jobs_service not found at %s (make, or set KEEL_JOBS_BIN)" % JOBS_BIN,
+                        pytrace=False)
+        e = build_env(dict({"PORT": free_port(), "ACCESS_LOG": "false"}, **env))
+        srv = JobsServer(e, tmp_path_factory.mktemp("jobs"))
+        srv._spawn()
+        started.append(srv)
+        assert srv._wait_ready(), srv.stderr()[-3000:]
+        return srv
+
+    yield start
+    problems = []
+    for srv in started:
+        if srv.alive():
+            problems += srv.teardown_problems()
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+def enqueue(url, n, sleep_ms=0):
+    p = subprocess.run([JOBS_BIN, "enqueue", str(n), str(sleep_ms)],
+                       env=build_env({"DATABASE_URL": url, "LOG_LEVEL": "warn"}),
+                       capture_output=True, text=True, timeout=120 * SLACK)
+    assert p.returncode == 0, p.stderr
+
+
+class Sql:
+    """Counts in the test's database, SQLite (sqlite3) or PostgreSQL (psql)."""
+
+    def __init__(self, url):
+        self.url = url
+
+    def scalar(self, sql):
+        if self.url.startswith("sqlite:"):
+            con = sqlite3.connect(self.url[len("sqlite:"):], timeout=10)
+            try:
+                return con.execute(sql).fetchone()[0]
+            finally:
+                con.close()
+        p = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", self.url,
+                            "-c", sql], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, (sql, p.stderr)
+        return int(p.stdout.strip())
+
+    def count(self, table, where="TRUE"):
+        try:
+            return self.scalar("SELECT count(*) FROM %s WHERE %s" % (table, where))
+        except (sqlite3.OperationalError, AssertionError):
+            return -1  # not created yet
+
+
+@pytest.fixture(scope="module")
+def pg_cluster():
+    c = PgCluster()
+    yield c
+    c.destroy()
+
+
+def fresh_pg(request):
+    db = Pg(request.getfixturevalue("pg_cluster"))
+    request.addfinalizer(db.drop)
+    return db.url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_db(request, tmp_path):
+    if request.param == "sqlite":
+        return "sqlite:%s" % (tmp_path / "jobs.db")
+    return fresh_pg(request)
+
+
+# ---------------------------------------------------------------- admin API, CLI, metrics
+
+def test_admin_api_cli_and_metrics(keel, tmp_path):
+    dbfile = tmp_path / "keel.db"
+    env = dict({"JWT_SECRET": SECRET, "DATABASE_URL": "sqlite:%s" % dbfile,
+                "JOBS_QUEUES": "default=2,email=1"}, **FAST_HASH)
+    srv = keel(**env)
+    base = srv.url + "/api/v1"
+    p = run_cli(["user", "create", "--email", "root@example.com", "--role", "admin"],
+                env=dict(env, KEEL_ADMIN_PASSWORD=PW), cwd=srv.workdir)
+    assert p.returncode == 0, p.stderr
+    s = requests.Session()
+    tok = s.post(base + "/auth/login", json={"email": "root@example.com", "password": PW},
+                 timeout=20).json()["access_token"]
+    s.post(base + "/auth/register", json={"email": "u@example.com", "password": PW}, timeout=20)
+    utok = s.post(base + "/auth/login", json={"email": "u@example.com", "password": PW},
+                  timeout=20).json()["access_token"]
+    H = {"Authorization": "Bearer " + tok}
+
+    # jobs no handler of the reference service takes: far in the future, or finished
+    now = int(time.time() * 1000)
+    con = sqlite3.connect(str(dbfile), timeout=10)
+    rows = [("email", "welcome", "scheduled", now + 3600000, None),
+            ("email", "welcome", "dead", now, now),
+            ("default", "report", "running", now, None)]
+    ids = []
+    for q, k, st, run_at, fin in rows:
+        cur = con.execute("INSERT INTO keel_jobs (queue, kind, args, state, attempt, max_attempts,"
+                          " run_at, created_at, finished_at, heartbeat_at, locked_by) VALUES "
+                          "(?, ?, '{\"to\":\"a@b.c\"}', ?, 1, 1, ?, ?, ?, ?, ?)",
+                          (q, k, st, run_at, now, fin, now if st == "running" else None,
+                           "other-host:1:x" if st == "running" else None))
+        ids.append(cur.lastrowid)
+    con.commit()
+    con.close()
+    scheduled, dead, running = ids
+
+    # who may look
+    assert s.get(base + "/admin/jobs", timeout=20).status_code == 401
+    problem(s.get(base + "/admin/jobs", headers={"Authorization": "Bearer " + utok}, timeout=20),
+            403)
+
+    r = s.get(base + "/admin/jobs", headers=H, params={"queue": "email"}, timeout=20)
+    assert r.status_code == 200, r.text
+    assert [j["id"] for j in r.json()["jobs"]] == [dead, scheduled]
+    r = s.get(base + "/admin/jobs", headers=H, params={"state": "dead", "kind": "welcome"},
+              timeout=20)
+    assert [j["id"] for j in r.json()["jobs"]] == [dead]
+    page = s.get(base + "/admin/jobs", headers=H, params={"limit": 1}, timeout=20).json()
+    assert len(page["jobs"]) == 1 and page["next_before"] == running
+    page2 = s.get(base + "/admin/jobs", headers=H,
+                  params={"limit": 5, "before": page["next_before"]}, timeout=20).json()
+    assert [j["id"] for j in page2["jobs"]] == [dead, scheduled] and page2["next_before"] is None
+    for bad in ({"state": "zombie"}, {"limit": 0}, {"limit": 501}, {"before": "x"},
+                {"nope": "1"}):
+        problem(s.get(base + "/admin/jobs", headers=H, params=bad, timeout=20), 422)
+
+    job = s.get(base + "/admin/jobs/%d" % dead, headers=H, timeout=20).json()
+    assert job["args"] == {"to": "a@b.c"} and job["state"] == "dead"
+    for bad in ("abc", "0", "-1", "99999999", "1e3"):
+        problem(s.get(base + "/admin/jobs/" + bad, headers=H, timeout=20), 404)
+
+    # cancel: unfinished only
+    r = s.post(base + "/admin/jobs/%d/cancel" % scheduled, headers=H, timeout=20)
+    assert r.status_code == 200 and r.json()["state"] == "cancelled", r.text
+    problem(s.post(base + "/admin/jobs/%d/cancel" % scheduled, headers=H, timeout=20), 409)
+    # retry / delete refuse a running job
+    problem(s.post(base + "/admin/jobs/%d/retry" % running, headers=H, timeout=20), 409)
+    problem(s.delete(base + "/admin/jobs/%d" % running, headers=H, timeout=20), 409)
+    # a dead job retried gets one more attempt
+    r = s.post(base + "/admin/jobs/%d/retry" % dead, headers=H, timeout=20)
+    assert r.status_code == 200, r.text
+    assert r.json()["max_attempts"] == 2 and r.json()["finished_at"] is None
+    r = s.delete(base + "/admin/jobs/%d" % scheduled, headers=H, timeout=20)
+    assert r.status_code == 204
+    problem(s.get(base + "/admin/jobs/%d" % scheduled, headers=H, timeout=20), 404)
+    problem(s.post(base + "/admin/jobs/99999/retry", headers=H, timeout=20), 404)
+
+    # pause / resume
+    r = s.post(base + "/admin/job-queues/email/pause", headers=H, timeout=20)
+    assert r.status_code == 200 and r.json() == {"queue": "email", "paused": True}
+    qs = {q["queue"]: q for q in
+          s.get(base + "/admin/job-queues", headers=H, timeout=20).json()["queues"]}
+    assert qs["email"]["paused"] is True and qs["default"]["running"] == 1
+    r = s.post(base + "/admin/job-queues/email/resume", headers=H, timeout=20)
+    assert r.json()["paused"] is False
+
+    # the CLI sees the same table
+    p = run_cli(["jobs", "list", "--queue", "default"], env=env, cwd=srv.workdir)
+    assert p.returncode == 0 and "report" in p.stdout and "running" in p.stdout, p.stdout
+    p = run_cli(["jobs", "cancel", str(running)], env=env, cwd=srv.workdir)
+    assert p.returncode == 0, p.stderr
+    p = run_cli(["jobs", "cancel", str(running)], env=env, cwd=srv.workdir)
+    assert p.returncode == 1 and "not possible" in p.stderr
+    p = run_cli(["jobs", "retry", "abc"], env=env, cwd=srv.workdir)
+    assert p.returncode == 2
+
+    # metrics: the known queues and results exported at 0 from the start
+    assert scrape_metric(srv.port, "jobs_running", queue="email") == 0
+    assert scrape_metric(srv.port, "jobs_completed_total", queue="default",
+                         result="completed") == 0
+    assert scrape_metric(srv.port, "jobs_enqueued_total", queue="email") == 0
+    wait_for(lambda: scrape_metric(srv.port, "jobs_queue_depth", queue="email",
+                                   state="available") is not None, timeout=10 * SLACK,
+             what="jobs_queue_depth")
+
+
+# ---------------------------------------------------------------- a worker killed mid-job
+
+def test_sigkill_mid_job_rescued_exactly_once(jobs_proc, any_db):
+    sql = Sql(any_db)
+    fast = {"DATABASE_URL": any_db, "JOBS_RESCUE_AFTER": "1s", "JOBS_POLL_INTERVAL": "100ms",
+            "JOBS_QUEUES": "default=2"}
+    a = jobs_proc(**fast)
+    enqueue(any_db, 1, sleep_ms=60000)
+    wait_for(lambda: sql.count("job_starts") == 1, timeout=10 * SLACK, what="the first start")
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    a.check_exit_code = False
+    b = jobs_proc(**fast)
+    c = jobs_proc(**fast)  # two rescuers: still one rescue
+    wait_for(lambda: sql.count("job_runs") == 1, timeout=20 * SLACK, what="the rescued run")
+    time.sleep(1.5)  # a second (wrong) rescue or run would show up by now
+    assert sql.count("job_starts") == 2
+    assert sql.count("job_starts", "attempt = 2") == 1
+    assert sql.count("job_dups") == 0
+    assert sql.count("keel_jobs", "state = 'completed' AND attempt = 2") == 1
+    rescued = [e for s in (b, c) for e in s.logs() if e.get("msg") == "job rescued"]
+    assert len(rescued) == 1, rescued
+
+
+# ---------------------------------------------------------------- two instances, one queue
+
+def test_two_instances_run_10000_jobs_exactly_once(jobs_proc, request):
+    url = fresh_pg(request)
+    sql = Sql(url)
+    n = 10000
+    enqueue(url, n)
+    env = {"DATABASE_URL": url, "JOBS_QUEUES": "default=6", "JOBS_POLL_INTERVAL": "200ms",
+           "DATABASE_POOL_MAX": "2"}
+    a = jobs_proc(**env)
+    b = jobs_proc(**env)
+    t0 = time.monotonic()
+    wait_for(lambda: sql.count("job_runs") >= n, timeout=240 * SLACK, interval=0.5,
+             what="%d jobs run" % n)
+    took = time.monotonic() - t0
+    assert sql.count("job_runs") == n
+    assert sql.count("job_dups") == 0
+    assert sql.count("job_starts") == n  # no job started twice
+    wait_for(lambda: sql.count("keel_jobs", "state = 'completed'") == n, timeout=10 * SLACK,
+             what="every job completed")
+    per = sql.scalar("SELECT count(DISTINCT runner) FROM job_runs")
+    assert per == 2, "both instances took jobs"
+    print("10000 jobs on two instances in %.1fs" % took)
+    for s in (a, b):
+        assert s.stop() == 0
+
+
+# ---------------------------------------------------------------- graceful shutdown
+
+def test_sigterm_waits_for_the_running_job(jobs_proc, tmp_path):
+    url = "sqlite:%s" % (tmp_path / "jobs.db")
+    sql = Sql(url)
+    a = jobs_proc(DATABASE_URL=url, JOBS_SHUTDOWN_GRACE="20s", JOBS_QUEUES="default=1")
+    enqueue(url, 2, sleep_ms=1500)
+    wait_for(lambda: sql.count("job_starts") == 1, timeout=10 * SLACK, what="the first start")
+    assert a.stop() == 0  # SIGTERM: no new fetch, the running job finishes
+    assert sql.count("job_runs") == 1
+    assert sql.count("keel_jobs", "state = 'completed'") == 1
+    # the second was never started: still available, its attempt unspent
+    assert sql.count("keel_jobs", "state = 'available' AND attempt = 0") == 1
+    assert any(e.get("msg") == "jobs runner stopped" for e in a.logs())
