@@ -6,6 +6,7 @@
 #include "auth.h"
 #include "common.h"
 #include "config.h"
+#include "cron.h"
 #include "db.h"
 #include "events.h"
 #include "health.h"
