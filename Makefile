@@ -54,6 +54,10 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 WEB_FILES := $(wildcard web/docs/*)
 LIB_GEN  := $(BUILD)/gen/web_assets.c
 LIB_OBJ  += $(BUILD)/gen/web_assets.o
+# templates/mail (the built-in mail templates) compiled into libkeel
+# (scripts/embed_mail.sh, docs/mail.md)
+MAIL_FILES := $(wildcard templates/mail/*)
+LIB_OBJ  += $(BUILD)/gen/mail_templates.o
 APP_OBJ  := $(APP_SRC:%.c=$(BUILD)/obj/%.o)
 # migrations/ compiled into build/keel (docs/migrations.md)
 MIGRATION_SQL := $(wildcard migrations/sqlite/*.sql migrations/postgres/*.sql)
@@ -125,6 +129,14 @@ $(BUILD)/gen/web_assets.c: scripts/embed_web.sh scripts/c_string.sh $(WEB_FILES)
 $(BUILD)/gen/web_assets.o: $(BUILD)/gen/web_assets.c src/svc/svc_internal.h
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
+$(BUILD)/gen/mail_templates.c: scripts/embed_mail.sh scripts/c_string.sh $(MAIL_FILES) templates/mail
+	@mkdir -p $(dir $@)
+	scripts/embed_mail.sh templates/mail > $@.tmp
+	@mv $@.tmp $@
+
+$(BUILD)/gen/mail_templates.o: $(BUILD)/gen/mail_templates.c src/store/mail_internal.h
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
 $(EXAMPLE): examples/hello-service/main.c $(BUILD)/libkeel.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
@@ -164,13 +176,18 @@ asan:
 # coverage, without libFuzzer's main), then each harness links against it.
 FUZZ_CFLAGS = -std=gnu11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc \
               $(shell pkg-config --cflags $(PKGS) $(BUILD_ONLY_PKGS) 2>/dev/null) -MMD -MP
-FUZZ_OBJ := $(LIB_SRC:%.c=$(BUILD)/fuzz/obj/%.o) $(BUILD)/fuzz/obj/gen/web_assets.o
+FUZZ_OBJ := $(LIB_SRC:%.c=$(BUILD)/fuzz/obj/%.o) $(BUILD)/fuzz/obj/gen/web_assets.o \
+            $(BUILD)/fuzz/obj/gen/mail_templates.o
 
 $(BUILD)/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
 
 $(BUILD)/fuzz/obj/gen/web_assets.o: $(LIB_GEN)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+
+$(BUILD)/fuzz/obj/gen/mail_templates.o: $(BUILD)/gen/mail_templates.c
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
 

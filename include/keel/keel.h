@@ -14,6 +14,7 @@
 #include "http_client.h"
 #include "json.h"
 #include "lock.h"
+#include "mail.h"
 #include "log.h"
 #include "metrics.h"
 #include "mw.h"
