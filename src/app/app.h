@@ -48,6 +48,13 @@ const char *app_instance_id(void);
 int app_dist_cache_setup(keel_service *svc);
 int app_dist_lock_setup(keel_service *svc);
 
+/* Mail (src/app/mail.c): the admin outbox and test-send routes, the
+ * `keel mail` command, and the service's one mailer (NULL before setup). */
+int app_mail_setup(keel_service *svc);
+void app_mail_teardown(void);
+int app_mail_command(keel_service *svc, const char *cmd, int argc, char **argv);
+keel_mailer *app_mailer(void);
+
 /* ---------------------------------------------------------------- accounts */
 
 /* The account settings and the database (src/app/auth.c). */
