@@ -20,6 +20,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -225,6 +226,7 @@ static size_t on_read(char *buf, size_t size, size_t n, void *arg)
 
 typedef struct trace {
     char last[512];   /* the last complete reply line */
+    char last_err[512]; /* the last 4xx/5xx reply line (a QUIT's 221 may follow it) */
     char partial[512];
     size_t plen;
     int auth;         /* the last command we sent was AUTH */
@@ -249,8 +251,13 @@ static int on_debug(CURL *h, curl_infotype type, char *data, size_t size, void *
                 t->plen--;
             t->partial[t->plen] = '\0';
             memcpy(t->last, t->partial, t->plen + 1);
-            t->auth_reply = t->auth;
+            if (t->plen >= 3 && (t->partial[0] == '4' || t->partial[0] == '5')) {
+                memcpy(t->last_err, t->partial, t->plen + 1);
+                t->auth_reply = t->auth;
+            }
             t->plen = 0;
+        } else if (c == '\r') {
+            continue;
         } else if (t->plen + 1 < sizeof(t->partial)) {
             t->partial[t->plen++] = (unsigned char)c >= 0x20 && c != 0x7f ? c : '?';
         }
@@ -307,6 +314,10 @@ static keel_mail_verdict smtp_once(keel_mailer *m, CURL *e, const char *from, co
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
     curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &connects);
     curl_slist_free_all(rcpt);
+    /* the code of the reply that failed us (curl may report a later or
+     * an intermediate one, e.g. 334 during AUTH) */
+    if (cc != CURLE_OK && t.last_err[0])
+        code = strtol(t.last_err, NULL, 10);
     res->code = (int)code;
     keel_mail_verdict v;
     if (cc == CURLE_OK) {
@@ -318,8 +329,8 @@ static keel_mail_verdict smtp_once(keel_mailer *m, CURL *e, const char *from, co
         v = KEEL_MAIL_PERMANENT;
     else
         v = KEEL_MAIL_TRANSIENT;
-    if (code >= 400 && t.last[0])
-        snprintf(res->reply, sizeof(res->reply), "%s", t.last);
+    if (code >= 400 && t.last_err[0])
+        snprintf(res->reply, sizeof(res->reply), "%s", t.last_err);
     else
         snprintf(res->reply, sizeof(res->reply), "%s", errbuf[0] ? errbuf : curl_easy_strerror(cc));
     /* a reused connection that the server had closed: nothing was
@@ -470,7 +481,8 @@ keel_mail_verdict keel_mailer_send(keel_mailer *m, const keel_mail_send_args *a,
         msg.text = a->text;
         msg.html = a->html;
     }
-    if (a->notification_id && a->to) {
+    /* (a recipient that is not an address is the builder's to report) */
+    if (a->notification_id && a->to && keel_mail_address_ok(a->to)) {
         const char *dom = strchr(msg.from ? msg.from : "", '@');
         if (keel_mail_message_id(a->notification_id, a->to, dom ? dom + 1 : m->domain,
                                  res->message_id, sizeof(res->message_id)) < 0) {
