@@ -14,7 +14,7 @@ import threading
 import pytest
 import requests
 
-from conftest import SLACK, free_port, run_cli, wait_for
+from conftest import SLACK, free_port, run_cli, scrape_metric, wait_for
 
 PW = "correct horse battery staple"
 FAST = {"PASSWORD_HASH_MEMORY": "8mb", "PASSWORD_HASH_OPS": "1",
@@ -26,7 +26,7 @@ VARS = {"name": "<b>Ann</b> & Co", "service": "K\u00e9el", "link": "https://x.te
 class Smtp:
     """aiosmtpd on 127.0.0.1:port; `mode` picks the answer to RCPT."""
 
-    def __init__(self, user=None, password=None):
+    def __init__(self, user=None, password=None, port=None):
         from aiosmtpd.controller import Controller
         from aiosmtpd.smtp import AuthResult
         self.messages = []
@@ -62,7 +62,7 @@ class Smtp:
                 ok = data.login == user.encode() and data.password == password.encode()
                 return AuthResult(success=ok, handled=False)  # False: aiosmtpd answers 535
             kw = {"authenticator": auth, "auth_require_tls": False}
-        self.port = free_port()
+        self.port = port or free_port()
         self.ctl = Controller(Handler(), hostname="127.0.0.1", port=self.port, **kw)
         self.ctl.start()
         self.url = "smtp://127.0.0.1:%d" % self.port
@@ -209,6 +209,20 @@ def test_http_send_reuses_one_connection(keel, smtp):
         assert r.json()["verdict"] == "sent"
     assert len(smtp.wait(3)) == 3
     assert smtp.ehlos == 1  # one pool thread, one SMTP session for the three
+    assert scrape_metric(srv.port, "mail_deliveries_total", verdict="sent") == 3
+
+    # the server restarts: the kept connection is dead; the next mail
+    # still goes out (on a new connection), once
+    smtp.stop()
+    again = Smtp(port=smtp.port)
+    try:
+        r = requests.post(url, headers=h, timeout=20 * SLACK,
+                          json={"to": "ann@example.org", "subject": "after restart", "text": "t"})
+        assert r.status_code == 200, r.text
+        assert len(again.wait(1)) == 1 and again.ehlos == 1
+    finally:
+        again.stop()
+    smtp.__init__(port=smtp.port)
     smtp.mode = "451"
     r = requests.post(url, headers=h, timeout=20 * SLACK,
                       json={"to": "ann@example.org", "subject": "s", "text": "t"})
@@ -225,6 +239,8 @@ def test_http_send_reuses_one_connection(keel, smtp):
     assert "line break" in r.json()["detail"]
     r = requests.post(url, headers=h, timeout=20 * SLACK, json={"to": "ann@example.org"})
     assert r.status_code == 422
+    assert scrape_metric(srv.port, "mail_deliveries_total", verdict="transient") == 1
+    assert scrape_metric(srv.port, "mail_deliveries_total", verdict="permanent") == 1
 
 
 def test_outbox_without_smtp(keel):
