@@ -9,6 +9,8 @@ SMTP_URL, the log line and GET /api/v1/admin/mail/outbox."""
 import email
 import email.policy
 import json
+import ssl
+import subprocess
 import threading
 
 import pytest
@@ -26,10 +28,11 @@ VARS = {"name": "<b>Ann</b> & Co", "service": "K\u00e9el", "link": "https://x.te
 class Smtp:
     """aiosmtpd on 127.0.0.1:port; `mode` picks the answer to RCPT."""
 
-    def __init__(self, user=None, password=None, port=None):
+    def __init__(self, user=None, password=None, port=None, **extra):
         from aiosmtpd.controller import Controller
         from aiosmtpd.smtp import AuthResult
         self.messages = []
+        self.tls = []
         self.ehlos = 0
         self.mode = "ok"
         self.lock = threading.Lock()
@@ -54,6 +57,7 @@ class Smtp:
                 with smtp.lock:
                     smtp.messages.append((envelope.mail_from, list(envelope.rcpt_tos),
                                           envelope.content))
+                    smtp.tls.append(bool(session.ssl))
                 return "250 2.0.0 queued as e2e"
 
         kw = {}
@@ -62,6 +66,7 @@ class Smtp:
                 ok = data.login == user.encode() and data.password == password.encode()
                 return AuthResult(success=ok, handled=False)  # False: aiosmtpd answers 535
             kw = {"authenticator": auth, "auth_require_tls": False}
+        kw.update(extra)
         self.port = port or free_port()
         self.ctl = Controller(Handler(), hostname="127.0.0.1", port=self.port, **kw)
         self.ctl.start()
@@ -184,6 +189,40 @@ def test_auth_and_refused_login(tmp_path):
         assert "wrong-pw-xyz" not in p.stdout + p.stderr
     finally:
         s.stop()
+
+
+def test_starttls_required_and_verified(tmp_path):
+    key, crt = tmp_path / "key.pem", tmp_path / "crt.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(crt), "-days", "1", "-subj", "/CN=127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(crt), str(key))
+    s = Smtp(tls_context=ctx, require_starttls=True)
+    try:
+        env = {"SMTP_URL": s.url, "SMTP_TLS": "required", "SMTP_TLS_VERIFY": "false"}
+        rc, res, _ = send_cli(env, *reset_args(), cwd=tmp_path)
+        assert rc == 0 and res["verdict"] == "sent", res
+        s.wait(1)
+        assert s.tls == [True]  # upgraded with STARTTLS before MAIL FROM
+        # the certificate is checked by default: a self-signed one is refused
+        rc, res, _ = send_cli(dict(env, SMTP_TLS_VERIFY="true"), *reset_args(), cwd=tmp_path)
+        assert (rc, res["verdict"]) == (75, "transient"), res
+        assert "certificate" in res["reply"], res
+        assert len(s.messages) == 1
+    finally:
+        s.stop()
+    # SMTP_TLS=required against a server without STARTTLS: nothing sent in clear
+    plain = Smtp()
+    try:
+        rc, res, _ = send_cli({"SMTP_URL": plain.url, "SMTP_TLS": "required"}, *reset_args(),
+                              cwd=tmp_path)
+        assert (rc, res["verdict"]) == (75, "transient"), res
+        assert plain.ehlos >= 1 and plain.messages == []
+        rc, res, _ = send_cli({"SMTP_URL": plain.url}, *reset_args(), cwd=tmp_path)
+        assert rc == 0 and plain.tls == [False]  # try: clear when not offered
+    finally:
+        plain.stop()
 
 
 def admin(srv, env):
