@@ -54,6 +54,8 @@ typedef struct keel_mail_options {
     char *from;              /* MAIL_FROM: "Name <addr>" or "addr" */
     char *template_dir;      /* MAIL_TEMPLATE_DIR: "" = the built-in templates only */
     uint64_t outbox_size;    /* MAIL_OUTBOX_SIZE: messages kept without SMTP_URL */
+    int log_text;            /* derived: the outbox log line carries the text part
+                              * (not in production: reset links are secrets) */
 } keel_mail_options;
 
 extern const keel_config_module keel_mail_config;

@@ -133,7 +133,8 @@ int app_mail_setup(keel_service *svc)
     M = keel_mailer_new(o);
     keel_mailer_set_metrics(M, keel_service_metrics(svc));
     if (!keel_mailer_smtp(M))
-        keel_log(KEEL_LOG_INFO, "mail: no SMTP_URL: mails go to the log and the outbox", NULL);
+        keel_log(keel_service_config(svc)->production ? KEEL_LOG_WARN : KEEL_LOG_INFO,
+                 "mail: no SMTP_URL: mails go to the log and the outbox, not to anyone", NULL);
     return keel_service_add_routes(svc, mail_routes, sizeof(mail_routes) / sizeof(mail_routes[0]));
 }
 

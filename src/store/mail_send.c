@@ -70,9 +70,20 @@ static const keel_config_var mail_vars[] = {
 };
 #undef AT
 
+/* Production without SMTP_URL is allowed (a service may send no mail),
+ * but its log lines then carry the headers only: a mail's text holds
+ * reset and verification links, which are credentials. */
+static int mail_validate(void *opts, const keel_config *cfg, FILE *err)
+{
+    (void)err;
+    keel_mail_options *o = opts;
+    o->log_text = !cfg->production;
+    return 0;
+}
+
 const keel_config_module keel_mail_config = KEEL_CONFIG_MODULE(
     "mail", "E-mail over SMTP, templates and the development outbox (src/store/mail*.c).",
-    keel_mail_options, mail_vars, NULL);
+    keel_mail_options, mail_vars, mail_validate);
 
 /* ---------------------------------------------------------------- the mailer */
 
@@ -425,8 +436,9 @@ static void outbox_put(keel_mailer *m, const keel_mail_msg *msg, const char *mid
                              msg->html);
     /* the log line: headers and the text part (never the HTML, never a
      * credential: the mailer's own secrets are not in the message) */
-    keel_log(KEEL_LOG_INFO, "mail.outbox", "{s:s, s:s, s:s, s:O, s:s}", "to", msg->to,
-             "subject", msg->subject, "message_id", mid, "headers", h, "text", msg->text);
+    keel_log(KEEL_LOG_INFO, "mail.outbox", "{s:s, s:s, s:s, s:O, s:s*}", "to", msg->to,
+             "subject", msg->subject, "message_id", mid, "headers", h, "text",
+             m->o.log_text ? msg->text : NULL);
     json_decref(h);
     if (!item)
         return;

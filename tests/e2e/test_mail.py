@@ -307,4 +307,20 @@ def test_outbox_without_smtp(keel):
                              if '"mail.outbox"' in x], what="the mail.outbox log line")[0]
     assert line["to"] == "ann@example.org" and line["message_id"] == mid
     assert line["headers"]["Subject"] == "[critical] Disk <full>"
-    assert "html" not in line
+    assert "html" not in line and "Severity: critical" in line["text"]
+
+
+def test_production_log_has_headers_only(keel):
+    """In production without SMTP_URL the log line keeps no text part:
+    reset and verification links are credentials."""
+    env = dict(FAST, KEEL_ENV="production", ENABLE_DEMO_ROUTES="false")
+    srv = keel(**env)
+    h = admin(srv, env)
+    r = requests.post(srv.url + "/api/v1/admin/mail/send", headers=h, timeout=20 * SLACK,
+                      json={"to": "ann@example.org", "template": "password_reset",
+                            "vars": dict(VARS, link="https://x.test/r?token=SECRET-LINK-123")})
+    assert r.status_code == 200, r.text
+    line = wait_for(lambda: [json.loads(x) for x in srv.stdout().splitlines()
+                             if '"mail.outbox"' in x], what="the mail.outbox log line")[0]
+    assert line["subject"] == "Reset your K\u00e9el password" and "text" not in line
+    assert "SECRET-LINK-123" not in srv.stdout() + srv.stderr()

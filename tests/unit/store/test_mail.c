@@ -471,7 +471,7 @@ static void test_outbox(void **state)
 {
     (void)state;
     keel_mail_options o = {.smtp_url = "", .from = "Keel <no-reply@example.com>",
-                           .template_dir = "", .outbox_size = 3};
+                           .template_dir = "", .outbox_size = 3, .log_text = 1};
     keel_mailer *m = keel_mailer_new(&o);
     assert_false(keel_mailer_smtp(m));
     json_t *v = json_pack("{s:s, s:s, s:s, s:i}", "name", "Ann <3", "service", "Acme", "link",
