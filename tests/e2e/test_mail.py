@@ -324,3 +324,26 @@ def test_production_log_has_headers_only(keel):
                              if '"mail.outbox"' in x], what="the mail.outbox log line")[0]
     assert line["subject"] == "Reset your K\u00e9el password" and "text" not in line
     assert "SECRET-LINK-123" not in srv.stdout() + srv.stderr()
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"CRON_JOBS": "ok=@daily=>a.b; nightly=61 3 * * *=>x"},
+     "keel: CRON_JOBS: entry 2 (nightly): minute: 61 is out of range 0-59"),
+    ({"CRON_JOBS": "a=@daily"}, "keel: CRON_JOBS: entry 1: expected name = expression => kind"),
+    ({"MAIL_FROM": "Acme <not an address>"}, "keel: MAIL_FROM:"),
+    ({"SMTP_URL": "http://mail.test"}, "keel: SMTP_URL:"),
+    ({"SMTP_TLS": "maybe"}, "keel: SMTP_TLS:"),
+])
+def test_bad_mail_and_cron_config_stops_startup(tmp_path, env, needle):
+    p = run_cli(["serve", "--print-config"], env=env, cwd=tmp_path)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert needle in p.stderr, p.stderr
+
+
+def test_good_cron_jobs_and_secrets_redacted(tmp_path):
+    p = run_cli(["serve", "--print-config"], cwd=tmp_path,
+                env={"CRON_JOBS": "digest = @every 15m => mail.digest",
+                     "SMTP_PASSWORD": "pw-never-printed", "SMTP_URL": "smtp://u:urlpw@h:587"})
+    assert p.returncode == 0, p.stderr
+    assert "CRON_JOBS=digest = @every 15m => mail.digest" in p.stdout
+    assert "pw-never-printed" not in p.stdout and "urlpw" not in p.stdout
