@@ -124,6 +124,13 @@ int keel_mail_render(const char *dir, const char *name, const struct json_t *var
                      keel_mail_rendered *out, char *err, size_t errlen);
 void keel_mail_rendered_free(keel_mail_rendered *r);
 
+/* Renders one template text src with vars into out (appended), as the
+ * .html part (html 1: {{ }} escaped) or a text part (html 0). `file`
+ * names it in errors. 0 or KEEL_EINVAL with err, as keel_mail_render;
+ * on failure out may hold a partial rendering. */
+int keel_mail_render_text(const char *src, const char *file, const struct json_t *vars,
+                          int html, keel_buf *out, char *err, size_t errlen);
+
 /* Appends s (n bytes) HTML-escaped: & < > " ' become entities. */
 void keel_mail_html_escape(keel_buf *out, const char *s, size_t n);
 

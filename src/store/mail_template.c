@@ -220,6 +220,24 @@ static int render(const char *src, const char *file, const json_t *vars, int htm
     }
 }
 
+int keel_mail_render_text(const char *src, const char *file, const json_t *vars, int html,
+                          keel_buf *out, char *err, size_t errlen)
+{
+    char dummy[8];
+    if (!err || !errlen) {
+        err = dummy;
+        errlen = sizeof(dummy);
+    }
+    err[0] = '\0';
+    if (!src || (vars && !json_is_object(vars)))
+        return FAIL("%s: no template text, or values that are not a JSON object",
+                    file ? file : "template");
+    json_t *empty = vars ? NULL : json_object();
+    int rc = render(src, file ? file : "template", vars ? vars : empty, html, out, err, errlen);
+    json_decref(empty);
+    return rc;
+}
+
 static char *take(keel_buf *b)
 {
     keel_buf_append(b, "", 1);

@@ -332,6 +332,30 @@ static void test_html_escape(void **state)
     assert_string_equal(b.data,
                         "&lt;a href=&quot;x&quot;&gt;Tom &amp; &#39;Jerry&#39;&lt;/a&gt;");
     keel_buf_free(&b);
+
+    /* one template text in memory: escaped in HTML, as is in text */
+    json_t *v = json_pack("{s:s}", "x", "<i>&");
+    char err[200];
+    assert_int_equal(keel_mail_render_text("a{{x}}b{{{ x }}}c", "t.html", v, 1, &b, err,
+                                           sizeof(err)), 0);
+    keel_buf_append(&b, "", 1);
+    assert_string_equal(b.data, "a&lt;i&gt;&amp;b<i>&c");
+    keel_buf_free(&b);
+    assert_int_equal(keel_mail_render_text("a{{x}}b", "t.txt", v, 0, &b, err, sizeof(err)), 0);
+    keel_buf_append(&b, "", 1);
+    assert_string_equal(b.data, "a<i>&b");
+    keel_buf_free(&b);
+    assert_int_equal(keel_mail_render_text("{{ y }}", "t.txt", v, 0, &b, err, sizeof(err)),
+                     KEEL_EINVAL);
+    assert_string_equal(err, "t.txt: variable \"y\" is not given");
+    keel_buf_free(&b);
+    assert_int_equal(keel_mail_render_text("{{ }}", "t.txt", v, 0, &b, err, sizeof(err)),
+                     KEEL_EINVAL);
+    assert_int_equal(keel_mail_render_text("{{a b}}", "t.txt", v, 0, &b, err, sizeof(err)),
+                     KEEL_EINVAL);
+    assert_non_null(strstr(err, "bad variable name"));
+    keel_buf_free(&b);
+    json_decref(v);
 }
 
 /* ---------------------------------------------------------------- templates */
