@@ -136,6 +136,16 @@ def test_cli_delivers_both_parts_escaped_template_rfc2047(smtp, tmp_path):
     assert again["message_id"] == res["message_id"] != other["message_id"]
     smtp.wait(3)
 
+    # a text that would end the SMTP DATA early or look like a header
+    text = "line one\n.\n.hidden dot\nBcc: eve@evil.test\n" + "x" * 2000 + "\n"
+    rc, res, _ = send_cli(env, "--to", "ann@example.org", "--subject", "plain ascii",
+                          "--text", text, cwd=tmp_path)
+    assert rc == 0, res
+    m = parse(smtp.wait(4)[3][2])
+    assert m["Subject"] == "plain ascii" and m["Bcc"] is None
+    assert m.get_content_type() == "text/plain"
+    assert m.get_content().replace("\r\n", "\n") == text
+
 
 def test_verdicts_451_550_down(smtp, tmp_path):
     env = {"SMTP_URL": smtp.url}
