@@ -222,6 +222,18 @@ def test_starttls_required_and_verified(tmp_path):
         assert len(s.messages) == 1
     finally:
         s.stop()
+    # smtps://: TLS from the first byte
+    s = Smtp(ssl_context=ctx)
+    try:
+        rc, res, _ = send_cli({"SMTP_URL": "smtps://127.0.0.1:%d" % s.port,
+                               "SMTP_TLS_VERIFY": "false"}, *reset_args(), cwd=tmp_path)
+        assert rc == 0 and res["verdict"] == "sent", res
+        s.wait(1)  # the server speaks TLS only: smtp:// to it gets nowhere
+        rc, res, _ = send_cli({"SMTP_URL": s.url, "SMTP_CONNECT_TIMEOUT": "1s"},
+                              *reset_args(), cwd=tmp_path)
+        assert (rc, res["verdict"]) == (75, "transient") and len(s.messages) == 1, res
+    finally:
+        s.stop()
     # SMTP_TLS=required against a server without STARTTLS: nothing sent in clear
     plain = Smtp()
     try:
