@@ -175,7 +175,9 @@ typedef struct keel_mail_send_args {
 
 typedef struct keel_mailer keel_mailer;
 
-/* A mailer for options o (copied). Never NULL. With an empty smtp_url it
+/* A mailer for options o (copied; take them from keel_config_get(cfg,
+ * &keel_mail_config): a zeroed struct would turn certificate checks
+ * off). Never NULL. With an empty smtp_url it
  * delivers to the log (one JSON line, "mail.outbox": the headers and the
  * text part, never a secret) and to a ring of the last o->outbox_size
  * messages (keel_mailer_outbox_json). */
@@ -190,7 +192,8 @@ void keel_mailer_set_metrics(keel_mailer *m, struct keel_metrics *reg);
 /* 1 when the mailer sends over SMTP, 0 when it logs (no SMTP_URL). */
 int keel_mailer_smtp(const keel_mailer *m);
 
-/* Renders (when a template is named), builds and delivers one message,
+/* Renders (when a template is named), builds and delivers one message
+ * (a and res non-NULL),
  * blocking: a work-pool thread, the CLI, a job handler — never a loop.
  * Fills res and returns its verdict. Thread-safe: threads send at once,
  * each on its own reused connection. */
