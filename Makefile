@@ -58,6 +58,10 @@ LIB_OBJ  += $(BUILD)/gen/web_assets.o
 # libkeel, so a service on the library gets the jobs table (docs/jobs.md)
 JOBS_SQL := migrations/sqlite/0003_jobs.sql migrations/postgres/0003_jobs.sql
 LIB_OBJ  += $(BUILD)/gen/jobs_migrations.o
+# templates/mail (the built-in mail templates) compiled into libkeel
+# (scripts/embed_mail.sh, docs/mail.md)
+MAIL_FILES := $(wildcard templates/mail/*)
+LIB_OBJ  += $(BUILD)/gen/mail_templates.o
 APP_OBJ  := $(APP_SRC:%.c=$(BUILD)/obj/%.o)
 # migrations/ compiled into build/keel (docs/migrations.md)
 MIGRATION_SQL := $(wildcard migrations/sqlite/*.sql migrations/postgres/*.sql)
@@ -141,6 +145,14 @@ $(BUILD)/gen/web_assets.c: scripts/embed_web.sh scripts/c_string.sh $(WEB_FILES)
 $(BUILD)/gen/web_assets.o: $(BUILD)/gen/web_assets.c src/svc/svc_internal.h
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
+$(BUILD)/gen/mail_templates.c: scripts/embed_mail.sh scripts/c_string.sh $(MAIL_FILES) templates/mail
+	@mkdir -p $(dir $@)
+	scripts/embed_mail.sh templates/mail > $@.tmp
+	@mv $@.tmp $@
+
+$(BUILD)/gen/mail_templates.o: $(BUILD)/gen/mail_templates.c src/store/mail_internal.h
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
 $(BUILD)/%-service: examples/%-service/main.c $(BUILD)/libkeel.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
@@ -189,7 +201,8 @@ asan:
 FUZZ_CFLAGS = -std=gnu11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc \
               $(shell pkg-config --cflags $(PKGS) $(BUILD_ONLY_PKGS) 2>/dev/null) -MMD -MP
 FUZZ_OBJ := $(LIB_SRC:%.c=$(BUILD)/fuzz/obj/%.o) $(BUILD)/fuzz/obj/gen/web_assets.o \
-            $(BUILD)/fuzz/obj/gen/jobs_migrations.o
+            $(BUILD)/fuzz/obj/gen/jobs_migrations.o \
+            $(BUILD)/fuzz/obj/gen/mail_templates.o
 
 $(BUILD)/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -200,6 +213,10 @@ $(BUILD)/fuzz/obj/gen/web_assets.o: $(LIB_GEN)
 	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
 
 $(BUILD)/fuzz/obj/gen/jobs_migrations.o: $(BUILD)/gen/jobs_migrations.c
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+
+$(BUILD)/fuzz/obj/gen/mail_templates.o: $(BUILD)/gen/mail_templates.c
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
 

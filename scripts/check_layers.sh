@@ -41,7 +41,7 @@ public_layer() {
     metrics|health) echo obs ;;
     resil|http_client) echo resil ;;
     mw|ratelimit) echo mw ;;
-    db|migrate|redis|cache|lock|events|jobs) echo store ;;
+    db|migrate|redis|cache|lock|events|jobs|cron|mail) echo store ;;
     service)  echo svc ;;
     keel)     echo svc ;;      # the umbrella header includes every module
     *)        return 1 ;;

@@ -10,28 +10,42 @@ static int setup(keel_service *svc, void *arg)
         return -1;
     if (app_jobs_setup(svc) < 0)
         return -1;
+    if (app_mail_setup(svc) < 0)
+        return -1;
     return app_distributed_setup(svc);
 }
 
 static int command(keel_service *svc, const char *cmd, int argc, char **argv, void *arg)
 {
     (void)arg;
-    return app_auth_command(svc, cmd, argc - 2, argv + 2);
+    int rc = app_mail_command(svc, cmd, argc - 2, argv + 2);
+    return rc >= 0 ? rc : app_auth_command(svc, cmd, argc - 2, argv + 2);
 }
 
-static const keel_config_module *const config_modules[] = {&app_config};
+static void teardown(keel_service *svc, void *arg)
+{
+    (void)svc;
+    (void)arg;
+    app_mail_teardown();
+}
+
+static const keel_config_module *const config_modules[] = {&app_config, &keel_mail_config,
+                                                           &keel_cron_config};
 
 int main(int argc, char **argv)
 {
     keel_app app = {.name = "keel", .version = KEEL_VERSION, .setup = setup, .command = command,
+                    .teardown = teardown,
                     .usage = "  user create --email E [--role R] [--name N]\n"
                              "                     create a user (password: KEEL_ADMIN_PASSWORD "
                              "or stdin)\n"
                              "  apikey create --name N --scopes a,b [--expires 90d] | list | "
                              "revoke ID\n"
-                             "                     service-to-service API keys\n",
+                             "                     service-to-service API keys\n"
+                             "  mail send --to A --template T [--vars JSON] | templates\n"
+                             "                     send a mail now (SMTP_URL, or the log)\n",
                     .use_database = 1, .use_jobs = 1, .migrations = app_migrations,
                     .nmigrations = app_migrations_count,
-                    .config_modules = config_modules, .nconfig_modules = 1};
+                    .config_modules = config_modules, .nconfig_modules = 3};
     return keel_main(argc, argv, &app);
 }

@@ -50,6 +50,13 @@ int app_dist_lock_setup(keel_service *svc);
 /* /api/v1/admin/jobs and /api/v1/admin/job-queues (src/app/jobs_admin.c). */
 int app_jobs_setup(keel_service *svc);
 
+/* Mail (src/app/mail.c): the admin outbox and test-send routes, the
+ * `keel mail` command, and the service's one mailer (NULL before setup). */
+int app_mail_setup(keel_service *svc);
+void app_mail_teardown(void);
+int app_mail_command(keel_service *svc, const char *cmd, int argc, char **argv);
+keel_mailer *app_mailer(void);
+
 /* ---------------------------------------------------------------- accounts */
 
 /* The account settings and the database (src/app/auth.c). */
