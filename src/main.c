@@ -1,4 +1,6 @@
 /* main.c — the keel CLI and reference service. */
+#include <string.h>
+
 #include "app/app.h"
 
 static int setup(keel_service *svc, void *arg)
@@ -6,7 +8,7 @@ static int setup(keel_service *svc, void *arg)
     (void)arg;
     if (app_options_of(svc)->demo_routes && app_demo_setup(svc) < 0)
         return -1;
-    if (app_auth_setup(svc) < 0)
+    if (app_auth_setup(svc) < 0 || app_audit_setup(svc) < 0 || app_events_setup(svc) < 0)
         return -1;
     return app_distributed_setup(svc);
 }
@@ -14,6 +16,8 @@ static int setup(keel_service *svc, void *arg)
 static int command(keel_service *svc, const char *cmd, int argc, char **argv, void *arg)
 {
     (void)arg;
+    if (!strcmp(cmd, "audit"))
+        return app_audit_command(svc, argc - 2, argv + 2);
     return app_auth_command(svc, cmd, argc - 2, argv + 2);
 }
 
@@ -27,7 +31,10 @@ int main(int argc, char **argv)
                              "or stdin)\n"
                              "  apikey create --name N --scopes a,b [--expires 90d] | list | "
                              "revoke ID\n"
-                             "                     service-to-service API keys\n",
+                             "                     service-to-service API keys\n"
+                             "  audit verify | export\n"
+                             "                     check the audit log's hash chain (exit 3 "
+                             "when broken) | print it as JSON lines\n",
                     .use_database = 1, .migrations = app_migrations,
                     .nmigrations = app_migrations_count,
                     .config_modules = config_modules, .nconfig_modules = 1};

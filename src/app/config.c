@@ -65,6 +65,20 @@ static const keel_config_var app_vars[] = {
      AT(bench_jwt_secret), .flags = KEEL_CONFIG_SECRET,
      .help = "HMAC key of the benchmark's tokens, checked by the demo route GET /auth/me "
              "(../shared/bench); not an access-token key"},
+    {.name = "EVENTS_MAX_DEPTH", .type = KEEL_CONFIG_UINT, .def = "8", AT(events_max_depth),
+     .min = 0, .max = 64,
+     .help = "deepest level of the event tree (a root is level 0); a deeper create or move "
+             "is refused (409)"},
+    {.name = "EVENTS_PARENT_WAITS_FOR_CHILDREN", .type = KEEL_CONFIG_BOOL, .def = "true",
+     AT(events_parent_waits),
+     .help = "an event cannot move to completed while an event of its subtree is still draft, "
+             "scheduled or active (409)"},
+    {.name = "EVENTS_PAGE_MAX", .type = KEEL_CONFIG_UINT, .def = "100", AT(events_page_max),
+     .min = 1, .max = 1000, .help = "largest ?limit of GET /api/v1/events"},
+    {.name = "AUDIT_EXPORT_MAX", .type = KEEL_CONFIG_UINT, .def = "10000", AT(audit_export_max),
+     .min = 1, .max = 1000000,
+     .help = "audit records per GET /api/v1/admin/audit/export response (a Link header "
+             "points to the rest)"},
 };
 #undef AT
 

@@ -1,0 +1,1700 @@
+/* events.c — /api/v1/events: the reference resource, written as the model
+ * for a service's own resources (docs/events.md).
+ *
+ * Shape of every write: the handler reads and checks the request on its
+ * loop (the route's schema has already checked types and formats), copies
+ * what it needs into a job in the request's arena, and runs one function
+ * in one transaction on the database pool (keel_db_job_run_tx). That
+ * function loads the event, decides (visibility, permission, legal hold,
+ * version), writes, reloads, and appends the audit record last — so the
+ * event, its history and its audit record commit together or not at all.
+ * A refusal decided inside the transaction returns EV_REFUSED (rolling it
+ * back) with the status and detail in the job; `done` answers.
+ *
+ * Who may do what (on top of the route's permission, events:read /
+ * events:write): admins (admin:access) everything; the owner and active
+ * assignees read and write; reviewers and viewers read; anyone else reads
+ * public, internal and confidential events and nothing restricted — a
+ * restricted event is absent for them (404, never in lists, counts, trees
+ * or search). API keys without admin:access act on non-restricted events
+ * as an assignee would. Delegations are assignments made by an assignee,
+ * with an expiry (event_assignments.delegated_from).
+ *
+ * Concurrency: every write bumps `version` with
+ * `UPDATE ... WHERE id = $ AND version = $expected`, so of two writers
+ * holding one version exactly one wins and the other gets 412 — on
+ * PostgreSQL the second UPDATE waits for the first's row lock and then
+ * sees the new version. Moves and child creation take the tree lock row
+ * first, so cycle and depth checks never read a tree another move is
+ * changing. */
+#include <jansson.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/app.h"
+
+static keel_db *DB;
+static int64_t max_depth;   /* EVENTS_MAX_DEPTH */
+static int parent_waits;    /* EVENTS_PARENT_WAITS_FOR_CHILDREN */
+static int64_t page_max;    /* EVENTS_PAGE_MAX */
+
+#define EV_REFUSED (-29001) /* a job's refusal: status and detail in the job */
+
+#define EV_COLUMNS                                                                               \
+    "id, title, description, type, state, starts_at, ends_at, location, owner_id, parent_id, "  \
+    "depth, path, tags, custom, classification, risk_level, risk_score, risk_notes, "            \
+    "budget_amount, budget_currency, version, legal_hold, legal_hold_reason, legal_hold_by, "   \
+    "legal_hold_at, created_at, updated_at"
+
+/* What the caller is to one event. */
+enum rel { REL_NONE = 0, REL_VIEWER, REL_REVIEWER, REL_ASSIGNEE, REL_OWNER };
+
+/* ---------------------------------------------------------------- lifecycle */
+
+static const char *const states[] = {"draft",     "scheduled", "active",
+                                     "completed", "cancelled", "archived"};
+
+/* The states `from` may move to (NULL-terminated). */
+static const char *const *next_states(const char *from)
+{
+    static const char *const draft[] = {"scheduled", "cancelled", NULL};
+    static const char *const scheduled[] = {"active", "cancelled", NULL};
+    static const char *const active[] = {"completed", "cancelled", NULL};
+    static const char *const completed[] = {"archived", NULL};
+    static const char *const cancelled[] = {"archived", NULL};
+    static const char *const none[] = {NULL};
+    return !strcmp(from, "draft")       ? draft
+           : !strcmp(from, "scheduled") ? scheduled
+           : !strcmp(from, "active")    ? active
+           : !strcmp(from, "completed") ? completed
+           : !strcmp(from, "cancelled") ? cancelled
+                                        : none;
+}
+
+static int may_move(const char *from, const char *to)
+{
+    for (const char *const *s = next_states(from); *s; s++)
+        if (!strcmp(*s, to))
+            return 1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- rows */
+
+static json_t *text_or_null(const keel_db_rows *rows, size_t col)
+{
+    if (keel_db_is_null(rows, col))
+        return json_null();
+    keel_str s = keel_db_get_text(rows, col);
+    return json_stringn(s.ptr ? s.ptr : "", s.len);
+}
+
+static json_t *time_json(const keel_db_rows *rows, size_t col)
+{
+    if (keel_db_is_null(rows, col))
+        return json_null();
+    char t[32];
+    app_format_time(keel_db_get_int(rows, col), t);
+    return json_string(t);
+}
+
+/* An EV_COLUMNS row as the API's JSON (new reference); its path, the
+ * materialised "/root/.../id/", to path (may be NULL). */
+static json_t *ev_json(const keel_db_rows *rows, char path[2400])
+{
+    json_t *o = json_object();
+    static const struct {
+        const char *name;
+        size_t col;
+    } texts[] = {{"id", 0},       {"title", 1},    {"description", 2}, {"type", 3},
+                 {"state", 4},    {"location", 7}, {"owner_id", 8},    {"parent_id", 9},
+                 {"classification", 14}};
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
+        json_object_set_new(o, texts[i].name, text_or_null(rows, texts[i].col));
+    json_object_set_new(o, "starts_at", time_json(rows, 5));
+    json_object_set_new(o, "ends_at", time_json(rows, 6));
+    json_object_set_new(o, "depth", json_integer(keel_db_get_int(rows, 10)));
+    if (path) {
+        keel_str p = keel_db_get_text(rows, 11);
+        snprintf(path, 2400, "%.*s", (int)p.len, p.ptr ? p.ptr : "");
+    }
+    /* tags are stored ",a,b," (a tag filter is one LIKE) */
+    json_t *tags = json_array();
+    keel_str t = keel_db_get_text(rows, 12);
+    for (size_t i = 0; t.ptr && i < t.len;) {
+        size_t e = i;
+        while (e < t.len && t.ptr[e] != ',')
+            e++;
+        if (e > i)
+            json_array_append_new(tags, json_stringn(t.ptr + i, e - i));
+        i = e + 1;
+    }
+    json_object_set_new(o, "tags", tags);
+    keel_str cu = keel_db_get_text(rows, 13);
+    json_t *custom = cu.ptr ? json_loadb(cu.ptr, cu.len, 0, NULL) : NULL;
+    json_object_set_new(o, "custom", custom ? custom : json_object());
+    if (keel_db_is_null(rows, 15))
+        json_object_set_new(o, "risk", json_null());
+    else
+        json_object_set_new(o, "risk",
+                            json_pack("{s:o,s:o,s:o}", "level", text_or_null(rows, 15), "score",
+                                      keel_db_is_null(rows, 16)
+                                          ? json_null()
+                                          : json_integer(keel_db_get_int(rows, 16)),
+                                      "notes", text_or_null(rows, 17)));
+    if (keel_db_is_null(rows, 18))
+        json_object_set_new(o, "budget", json_null());
+    else
+        json_object_set_new(o, "budget",
+                            json_pack("{s:f,s:o}", "amount", keel_db_get_double(rows, 18),
+                                      "currency", text_or_null(rows, 19)));
+    json_object_set_new(o, "version", json_integer(keel_db_get_int(rows, 20)));
+    if (keel_db_get_bool(rows, 21))
+        json_object_set_new(o, "legal_hold",
+                            json_pack("{s:o,s:o,s:o}", "reason", text_or_null(rows, 22), "by",
+                                      text_or_null(rows, 23), "at", time_json(rows, 24)));
+    else
+        json_object_set_new(o, "legal_hold", json_null());
+    json_object_set_new(o, "created_at", time_json(rows, 25));
+    json_object_set_new(o, "updated_at", time_json(rows, 26));
+    return o;
+}
+
+/* ---------------------------------------------------------------- jobs */
+
+/* Every flow's job starts with this (in the request's arena, released
+ * with it: ev_cleanup). */
+typedef struct ev_job {
+    app_actor who;
+    char id[64];            /* the event acted on */
+    json_t *out;            /* the answer's body */
+    int status;             /* 0: 200 */
+    int64_t if_match;       /* -1: "*" */
+    /* set by load() */
+    json_t *before;
+    char path[2400];
+    enum rel rel;
+    int held;
+    /* a refusal (EV_REFUSED) */
+    int err_status;
+    char err_detail[300];
+    json_t *err_extra;
+} ev_job;
+
+static void ev_cleanup(void *p)
+{
+    ev_job *j = p;
+    json_decref(j->out);
+    json_decref(j->before);
+    json_decref(j->err_extra);
+}
+
+static void ev_reset(ev_job *j)
+{
+    json_decref(j->out);
+    json_decref(j->before);
+    json_decref(j->err_extra);
+    j->out = j->before = j->err_extra = NULL;
+    j->err_status = 0;
+}
+
+__attribute__((format(printf, 3, 4))) static int refuse(ev_job *j, int status,
+                                                        const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(j->err_detail, sizeof(j->err_detail), fmt, ap);
+    va_end(ap);
+    j->err_status = status;
+    return EV_REFUSED;
+}
+
+static void set_etag(keel_req *r, const json_t *ev)
+{
+    char tag[40];
+    snprintf(tag, sizeof(tag), "\"%lld\"",
+             (long long)json_integer_value(json_object_get(ev, "version")));
+    keel_res_set_header(r, "ETag", tag);
+}
+
+static void done(keel_req *r, void *arg, int status)
+{
+    ev_job *j = arg;
+    if (status == EV_REFUSED) {
+        keel_respond_problem_ex(r, j->err_status, NULL, j->err_detail,
+                                j->err_extra ? json_incref(j->err_extra) : NULL);
+        return;
+    }
+    if (status < 0) {
+        keel_db_respond_error(r, status);
+        return;
+    }
+    keel_res_set_header(r, "Cache-Control", "no-store");
+    if (!j->out) {
+        keel_respond(r, 204, NULL, NULL, 0);
+        return;
+    }
+    if (json_object_get(j->out, "version") && json_object_get(j->out, "state"))
+        set_etag(r, j->out);
+    if (j->status == 201) {
+        char loc[128];
+        snprintf(loc, sizeof(loc), "/api/v1/events/%s",
+                 json_string_value(json_object_get(j->out, "id")));
+        keel_res_set_header(r, "Location", loc);
+    }
+    keel_respond_json(r, j->status ? j->status : 200, json_incref(j->out));
+}
+
+/* Starts a job on the event of the path. */
+static void *job_new(keel_req *r, size_t size)
+{
+    ev_job *j = keel_req_job_new(r, size, ev_cleanup);
+    app_actor_of(r, &j->who);
+    keel_str id = keel_req_param(r, "id");
+    if (id.ptr)
+        snprintf(j->id, sizeof(j->id), "%.*s", (int)(id.len < 63 ? id.len : 63), id.ptr);
+    return j;
+}
+
+/* If-Match: the version it names (-1 for "*"); answers 428 without one
+ * and 412 when it is not a strong tag of ours. */
+static int read_if_match(keel_req *r, ev_job *j)
+{
+    keel_str v = keel_req_header(r, "If-Match");
+    if (!v.ptr) {
+        keel_respond_problem(r, 428, "this change needs If-Match with the event's ETag "
+                                     "(read it from GET /api/v1/events/:id)");
+        return -1;
+    }
+    while (v.len && (v.ptr[0] == ' ' || v.ptr[0] == '\t'))
+        v.ptr++, v.len--;
+    while (v.len && (v.ptr[v.len - 1] == ' ' || v.ptr[v.len - 1] == '\t'))
+        v.len--;
+    if (v.len == 1 && v.ptr[0] == '*') {
+        j->if_match = -1;
+        return 0;
+    }
+    char buf[32];
+    if (v.len < 3 || v.len > 22 || v.ptr[0] != '"' || v.ptr[v.len - 1] != '"') {
+        keel_respond_problem(r, 412, "If-Match does not name the event's current version");
+        return -1;
+    }
+    snprintf(buf, sizeof(buf), "%.*s", (int)(v.len - 2), v.ptr + 1);
+    char *end;
+    long long x = strtoll(buf, &end, 10);
+    if (*end || x < 1) {
+        keel_respond_problem(r, 412, "If-Match does not name the event's current version");
+        return -1;
+    }
+    j->if_match = x;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- loading and deciding */
+
+static int is_user(const app_actor *a)
+{
+    return !strcmp(a->kind, "user");
+}
+
+/* The caller's relationship to the event (owner or an active assignment). */
+static int relation(keel_db_conn *c, const app_actor *a, const char *event_id,
+                    const char *owner_id, enum rel *out)
+{
+    *out = REL_NONE;
+    if (!is_user(a))
+        return 0;
+    if (owner_id && !strcmp(owner_id, a->id)) {
+        *out = REL_OWNER;
+        return 0;
+    }
+    keel_db_param p[] = {KEEL_DB_P_TEXT(event_id), KEEL_DB_P_TEXT(a->id),
+                         KEEL_DB_P_INT(app_now())};
+    keel_db_rows *rows;
+    int rc = keel_db_query(c,
+                           "SELECT role FROM event_assignments WHERE event_id = $1 AND "
+                           "user_id = $2 AND revoked_at IS NULL AND (expires_at IS NULL OR "
+                           "expires_at > $3)",
+                           p, 3, &rows);
+    if (rc < 0)
+        return rc;
+    while ((rc = keel_db_rows_next(rows)) == 1) {
+        keel_str role = keel_db_get_text(rows, 0);
+        enum rel r = keel_str_eq(role, keel_str_c("owner"))      ? REL_OWNER
+                     : keel_str_eq(role, keel_str_c("assignee")) ? REL_ASSIGNEE
+                     : keel_str_eq(role, keel_str_c("reviewer")) ? REL_REVIEWER
+                                                                 : REL_VIEWER;
+        if (r > *out)
+            *out = r;
+    }
+    keel_db_rows_free(rows);
+    return rc < 0 ? rc : 0;
+}
+
+static int can_read(const ev_job *j, const json_t *ev)
+{
+    if (j->who.admin || j->rel != REL_NONE)
+        return 1;
+    return strcmp(json_string_value(json_object_get(ev, "classification")), "restricted") != 0;
+}
+
+static int can_write(const ev_job *j, const json_t *ev)
+{
+    if (j->who.admin || j->rel >= REL_ASSIGNEE)
+        return 1;
+    /* a service key (events:write checked by the route) on what it can see */
+    return !is_user(&j->who) && can_read(j, ev);
+}
+
+/* Whether the event at path, or an ancestor, is under legal hold: the
+ * ancestors' ids are the path's segments. */
+static int hold_on(keel_db_conn *c, const char *path, int *held)
+{
+    keel_db_param p[65];
+    size_t n = 0;
+    char ids[65][37];
+    for (const char *s = path; *s && n < 65;) {
+        while (*s == '/')
+            s++;
+        const char *e = strchr(s, '/');
+        if (!e || e == s)
+            break;
+        snprintf(ids[n], sizeof(ids[n]), "%.*s", (int)(e - s < 36 ? e - s : 36), s);
+        p[n] = KEEL_DB_P_TEXT(ids[n]);
+        n++;
+        s = e;
+    }
+    *held = 0;
+    if (!n)
+        return 0;
+    char sql[1024];
+    int len = snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM events WHERE legal_hold AND id IN (");
+    for (size_t i = 0; i < n; i++)
+        len += snprintf(sql + len, sizeof(sql) - (size_t)len, "%s$%zu", i ? ", " : "", i + 1);
+    snprintf(sql + len, sizeof(sql) - (size_t)len, ")");
+    keel_db_rows *rows;
+    int rc = keel_db_query(c, sql, p, n, &rows);
+    if (rc < 0)
+        return rc;
+    if ((rc = keel_db_rows_next(rows)) == 1)
+        *held = keel_db_get_int(rows, 0) > 0;
+    keel_db_rows_free(rows);
+    return rc < 0 ? rc : 0;
+}
+
+/* Reads one event by id (not deleted) into *out and its path: 0 or
+ * KEEL_EDB_NOROW. */
+static int fetch_event(keel_db_conn *c, const char *id, json_t **out, char path[2400])
+{
+    *out = NULL;
+    keel_db_param p[] = {KEEL_DB_P_TEXT(id)};
+    keel_db_rows *rows;
+    int rc = keel_db_query(c, "SELECT " EV_COLUMNS " FROM events WHERE id = $1 AND "
+                              "deleted_at IS NULL",
+                           p, 1, &rows);
+    if (rc < 0)
+        return rc;
+    if ((rc = keel_db_rows_next(rows)) == 1)
+        *out = ev_json(rows, path);
+    keel_db_rows_free(rows);
+    if (rc < 0)
+        return rc;
+    return *out ? 0 : KEEL_EDB_NOROW;
+}
+
+/* Loads j->id into j->before with the caller's relation and the hold;
+ * an event the caller may not see is "not found" (no existence leak). */
+static int load(keel_db_conn *c, ev_job *j)
+{
+    ev_reset(j);
+    int rc = fetch_event(c, j->id, &j->before, j->path);
+    if (rc == KEEL_EDB_NOROW)
+        return refuse(j, 404, "no event with this id");
+    if (rc < 0)
+        return rc;
+    if ((rc = relation(c, &j->who, j->id,
+                       json_string_value(json_object_get(j->before, "owner_id")), &j->rel)) < 0)
+        return rc;
+    if (!can_read(j, j->before))
+        return refuse(j, 404, "no event with this id");
+    return hold_on(c, j->path, &j->held);
+}
+
+/* The checks of a change: may write, not held, the version named. */
+static int check_change(ev_job *j, int need_version)
+{
+    if (!can_write(j, j->before))
+        return refuse(j, 403, "only the event's owner, its assignees or an administrator may "
+                              "change it");
+    if (j->held)
+        return refuse(j, 423, "the event or one of its parents is under legal hold");
+    int64_t v = json_integer_value(json_object_get(j->before, "version"));
+    if (need_version && j->if_match != -1 && j->if_match != v) {
+        j->err_extra = json_pack("{s:I}", "current_version", (json_int_t)v);
+        return refuse(j, 412, "the event changed since that version (If-Match): read it again");
+    }
+    return 0;
+}
+
+static int tree_lock(keel_db_conn *c)
+{
+    return keel_db_exec(c, "UPDATE event_tree_lock SET moves = moves + 1 WHERE id = 1", NULL, 0,
+                        NULL);
+}
+
+/* ---------------------------------------------------------------- the body */
+
+/* The writable fields of an event, from a create body merged over
+ * defaults or a PATCH merged over the stored event. */
+typedef struct fields {
+    json_t *ev;        /* merged API form (borrowed from the job) */
+    int64_t starts_at, ends_at;
+    int has_ends;
+    char tags[1200];
+    char *custom;      /* json_dumps: free */
+    int parent_given;  /* the body names parent_id (create or move) */
+} fields;
+
+/* Checks the merged event's cross-field rules and flattens it for SQL;
+ * adds {pointer, message} to errs. */
+static void flatten(fields *f, json_t *errs)
+{
+    json_t *ev = f->ev;
+    const char *sa = json_string_value(json_object_get(ev, "starts_at"));
+    json_t *ea = json_object_get(ev, "ends_at");
+    if (!sa || app_parse_time(sa, strlen(sa), &f->starts_at) < 0)
+        json_array_append_new(errs, json_pack("{s:s,s:s}", "pointer", "/starts_at", "message",
+                                              "must be an RFC 3339 date-time"));
+    f->has_ends = json_is_string(ea);
+    if (f->has_ends &&
+        app_parse_time(json_string_value(ea), json_string_length(ea), &f->ends_at) < 0)
+        json_array_append_new(errs, json_pack("{s:s,s:s}", "pointer", "/ends_at", "message",
+                                              "must be an RFC 3339 date-time"));
+    else if (f->has_ends && sa && f->ends_at <= f->starts_at)
+        json_array_append_new(errs, json_pack("{s:s,s:s}", "pointer", "/ends_at", "message",
+                                              "must be after starts_at"));
+    const char *title = json_string_value(json_object_get(ev, "title"));
+    if (!title || !*title)
+        json_array_append_new(errs, json_pack("{s:s,s:s}", "pointer", "/title", "message",
+                                              "must not be empty"));
+    size_t k = 0;
+    f->tags[k++] = ',';
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(ev, "tags"), i, t) {
+        const char *s = json_string_value(t);
+        size_t n = s ? strlen(s) : 0;
+        if (!n || k + n + 2 >= sizeof(f->tags))
+            continue;
+        memcpy(f->tags + k, s, n);
+        k += n;
+        f->tags[k++] = ',';
+    }
+    f->tags[k] = '\0';
+    json_t *risk = json_object_get(ev, "risk"), *budget = json_object_get(ev, "budget");
+    if (json_is_object(risk) && !json_is_string(json_object_get(risk, "level")))
+        json_array_append_new(errs, json_pack("{s:s,s:s}", "pointer", "/risk/level", "message",
+                                              "is required with a risk"));
+    if (json_is_object(budget) && (!json_is_number(json_object_get(budget, "amount")) ||
+                                   !json_is_string(json_object_get(budget, "currency"))))
+        json_array_append_new(errs, json_pack("{s:s,s:s}", "pointer", "/budget", "message",
+                                              "needs an amount and a currency"));
+    f->custom = json_dumps(json_object_get(ev, "custom"), JSON_COMPACT | JSON_SORT_KEYS);
+}
+
+/* The parameters $1.. of the writable columns, in this order:
+ * title, description, type, starts_at, ends_at, location, owner_id,
+ * tags, custom, classification, risk_level, risk_score, risk_notes,
+ * budget_amount, budget_currency (15). */
+#define EV_WRITE_COLS                                                                            \
+    "title, description, type, starts_at, ends_at, location, owner_id, tags, custom, "          \
+    "classification, risk_level, risk_score, risk_notes, budget_amount, budget_currency"
+
+static keel_db_param str_or_null(json_t *v)
+{
+    return json_is_string(v) ? KEEL_DB_P_TEXT(json_string_value(v)) : KEEL_DB_P_NULL();
+}
+
+static void write_params(const fields *f, keel_db_param p[15])
+{
+    json_t *ev = f->ev, *risk = json_object_get(ev, "risk"),
+           *budget = json_object_get(ev, "budget");
+    json_t *score = json_object_get(risk, "score");
+    p[0] = KEEL_DB_P_TEXT(json_string_value(json_object_get(ev, "title")));
+    p[1] = KEEL_DB_P_TEXT(json_string_value(json_object_get(ev, "description")));
+    p[2] = KEEL_DB_P_TEXT(json_string_value(json_object_get(ev, "type")));
+    p[3] = KEEL_DB_P_INT(f->starts_at);
+    p[4] = f->has_ends ? KEEL_DB_P_INT(f->ends_at) : KEEL_DB_P_NULL();
+    p[5] = KEEL_DB_P_TEXT(json_string_value(json_object_get(ev, "location")));
+    p[6] = KEEL_DB_P_TEXT(json_string_value(json_object_get(ev, "owner_id")));
+    p[7] = KEEL_DB_P_TEXT(f->tags);
+    p[8] = KEEL_DB_P_TEXT(f->custom ? f->custom : "{}");
+    p[9] = KEEL_DB_P_TEXT(json_string_value(json_object_get(ev, "classification")));
+    p[10] = str_or_null(json_object_get(risk, "level"));
+    p[11] = json_is_integer(score) ? KEEL_DB_P_INT(json_integer_value(score)) : KEEL_DB_P_NULL();
+    p[12] = str_or_null(json_object_get(risk, "notes"));
+    p[13] = json_is_number(json_object_get(budget, "amount"))
+                ? KEEL_DB_P_DOUBLE(json_number_value(json_object_get(budget, "amount")))
+                : KEEL_DB_P_NULL();
+    p[14] = str_or_null(json_object_get(budget, "currency"));
+}
+
+static int type_known(keel_db_conn *c, const char *type, int *known)
+{
+    keel_db_param p[] = {KEEL_DB_P_TEXT(type)};
+    keel_db_rows *rows;
+    int rc = keel_db_query(c, "SELECT 1 FROM event_types WHERE name = $1", p, 1, &rows);
+    if (rc < 0)
+        return rc;
+    rc = keel_db_rows_next(rows);
+    keel_db_rows_free(rows);
+    *known = rc == 1;
+    return rc < 0 ? rc : 0;
+}
+
+/* Refuses (422) with every broken rule of errs. */
+static int invalid(ev_job *j, json_t *errs)
+{
+    j->err_extra = json_pack("{s:O}", "errors", errs);
+    return refuse(j, 422, "the event is not valid: %zu rule%s broken", json_array_size(errs),
+                  json_array_size(errs) == 1 ? "" : "s");
+}
+
+/* A new parent for the event (create: self_path NULL; move: the event's
+ * own path and subtree height): loads it, checks visibility, permission,
+ * hold, cycle and depth. Writes the parent's path and depth. */
+static int check_parent(keel_db_conn *c, ev_job *j, const char *parent_id, const char *self_path,
+                        int64_t height, char ppath[2400], int64_t *pdepth)
+{
+    json_t *parent = NULL;
+    int rc = fetch_event(c, parent_id, &parent, ppath);
+    if (rc == KEEL_EDB_NOROW) {
+        json_t *errs = json_pack("[{s:s,s:s}]", "pointer", "/parent_id", "message",
+                                 "no event with this id");
+        rc = invalid(j, errs);
+        json_decref(errs);
+        return rc;
+    }
+    if (rc < 0)
+        return rc;
+    ev_job pj = {.who = j->who};
+    int held = 0;
+    if ((rc = relation(c, &j->who, parent_id,
+                       json_string_value(json_object_get(parent, "owner_id")), &pj.rel)) < 0 ||
+        (rc = hold_on(c, ppath, &held)) < 0) {
+        json_decref(parent);
+        return rc;
+    }
+    *pdepth = json_integer_value(json_object_get(parent, "depth"));
+    int readable = can_read(&pj, parent), writable = can_write(&pj, parent);
+    json_decref(parent);
+    if (!readable) {
+        json_t *errs = json_pack("[{s:s,s:s}]", "pointer", "/parent_id", "message",
+                                 "no event with this id");
+        rc = invalid(j, errs);
+        json_decref(errs);
+        return rc;
+    }
+    if (!writable)
+        return refuse(j, 403, "only the parent's owner, its assignees or an administrator may "
+                              "add events under it");
+    if (held)
+        return refuse(j, 423, "the parent event is under legal hold");
+    if (self_path && !strncmp(ppath, self_path, strlen(self_path)))
+        return refuse(j, 409, "an event cannot move under itself or one of its descendants");
+    if (*pdepth + 1 + height > max_depth)
+        return refuse(j, 409, "the tree would be %lld levels deep; EVENTS_MAX_DEPTH is %lld",
+                      (long long)(*pdepth + 1 + height), (long long)max_depth);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- create */
+
+typedef struct create_job {
+    ev_job e;
+    json_t *body;   /* borrowed: the request's */
+    char parent_id[64];
+} create_job;
+
+static int db_create(keel_db_conn *c, void *arg)
+{
+    create_job *j = arg;
+    ev_reset(&j->e);
+    json_t *ev = json_deep_copy(j->body);
+    static const char *const defaults[][2] = {{"description", ""}, {"type", "general"},
+                                              {"location", ""}, {"classification", "internal"}};
+    for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
+        if (!json_object_get(ev, defaults[i][0]))
+            json_object_set_new(ev, defaults[i][0], json_string(defaults[i][1]));
+    if (!json_object_get(ev, "tags"))
+        json_object_set_new(ev, "tags", json_array());
+    if (!json_object_get(ev, "custom"))
+        json_object_set_new(ev, "custom", json_object());
+    if (!json_object_get(ev, "owner_id") || !j->e.who.admin)
+        json_object_set_new(ev, "owner_id", json_string(j->e.who.id));
+    j->e.before = ev; /* released with the job */
+    fields f = {.ev = ev};
+    json_t *errs = json_array();
+    flatten(&f, errs);
+    int known = 0, rc = type_known(c, json_string_value(json_object_get(ev, "type")), &known);
+    if (rc == 0 && !known)
+        json_array_append_new(errs, json_pack("{s:s,s:s}", "pointer", "/type", "message",
+                                              "is not an event type"));
+    if (rc == 0 && !*json_string_value(json_object_get(ev, "owner_id")))
+        json_array_append_new(errs, json_pack("{s:s,s:s}", "pointer", "/owner_id", "message",
+                                              "is required when an API key creates an event"));
+    if (rc == 0 && json_array_size(errs))
+        rc = invalid(&j->e, errs);
+    json_decref(errs);
+    char id[37], path[2400] = "", ppath[2400] = "";
+    int64_t depth = 0;
+    app_uuid(id);
+    if (rc == 0 && *j->parent_id) {
+        if ((rc = tree_lock(c)) == 0 &&
+            (rc = check_parent(c, &j->e, j->parent_id, NULL, 0, ppath, &depth)) == 0)
+            depth++;
+    }
+    if (rc == 0) {
+        snprintf(path, sizeof(path), "%s%s%s/", *ppath ? ppath : "/", *ppath ? "" : "", id);
+        int64_t now = app_now();
+        keel_db_param p[21];
+        write_params(&f, p);
+        p[15] = KEEL_DB_P_TEXT(id);
+        p[16] = *j->parent_id ? KEEL_DB_P_TEXT(j->parent_id) : KEEL_DB_P_NULL();
+        p[17] = KEEL_DB_P_INT(depth);
+        p[18] = KEEL_DB_P_TEXT(path);
+        p[19] = KEEL_DB_P_INT(now);
+        p[20] = KEEL_DB_P_INT(now);
+        rc = keel_db_exec(c,
+                          "INSERT INTO events (" EV_WRITE_COLS ", id, parent_id, depth, path, "
+                          "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+                          "$10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+                          p, 21, NULL);
+    }
+    free(f.custom);
+    if (rc < 0)
+        return rc;
+    if ((rc = fetch_event(c, id, &j->e.out, NULL)) < 0)
+        return rc;
+    json_t *diff = app_audit_diff(NULL, j->e.out);
+    rc = app_audit_append(c, &j->e.who, "event.create", "event", id, diff);
+    json_decref(diff);
+    j->e.status = 201;
+    return rc;
+}
+
+static keel_flow h_create(keel_req *r)
+{
+    json_t *body = app_json_body(r);
+    if (!body)
+        return KEEL_DONE;
+    create_job *j = job_new(r, sizeof(create_job));
+    j->body = body;
+    const char *parent = json_string_value(json_object_get(body, "parent_id"));
+    if (parent)
+        snprintf(j->parent_id, sizeof(j->parent_id), "%s", parent);
+    return keel_db_job_run_tx(r, DB, db_create, done, j);
+}
+
+/* ---------------------------------------------------------------- read */
+
+static int db_get(keel_db_conn *c, void *arg)
+{
+    ev_job *j = arg;
+    int rc = load(c, j);
+    if (rc < 0)
+        return rc;
+    j->out = json_incref(j->before);
+    return 0;
+}
+
+static keel_flow h_get(keel_req *r)
+{
+    ev_job *j = job_new(r, sizeof(ev_job));
+    return keel_db_job_run(r, DB, db_get, done, j);
+}
+
+/* ---------------------------------------------------------------- update and move */
+
+typedef struct patch_job {
+    ev_job e;
+    json_t *body; /* borrowed: the request's */
+} patch_job;
+
+/* Moves j's subtree under new_parent (NULL: makes it a root). */
+static int move(keel_db_conn *c, ev_job *j, const char *new_parent)
+{
+    const char *cur = json_string_value(json_object_get(j->before, "parent_id"));
+    if ((!cur && !new_parent) || (cur && new_parent && !strcmp(cur, new_parent)))
+        return 0;
+    int rc = tree_lock(c);
+    if (rc < 0)
+        return rc;
+    /* the subtree's height below the event */
+    keel_db_param p[] = {KEEL_DB_P_TEXT(j->path)};
+    keel_db_rows *rows;
+    if ((rc = keel_db_query(c, "SELECT MAX(depth) FROM events WHERE substr(path, 1, length($1)) "
+                               "= $1",
+                            p, 1, &rows)) < 0)
+        return rc;
+    int64_t depth = json_integer_value(json_object_get(j->before, "depth")), height = 0;
+    if (keel_db_rows_next(rows) == 1)
+        height = keel_db_get_int(rows, 0) - depth;
+    keel_db_rows_free(rows);
+    char ppath[2400] = "", npath[2400];
+    int64_t pdepth = -1;
+    if (new_parent && (rc = check_parent(c, j, new_parent, j->path, height, ppath, &pdepth)) < 0)
+        return rc;
+    snprintf(npath, sizeof(npath), "%s%s/", new_parent ? ppath : "/", j->id);
+    keel_db_param q[] = {KEEL_DB_P_TEXT(npath), KEEL_DB_P_TEXT(j->path),
+                         KEEL_DB_P_INT(pdepth + 1 - depth)};
+    if ((rc = keel_db_exec(c,
+                           "UPDATE events SET path = $1 || substr(path, length($2) + 1), "
+                           "depth = depth + $3 WHERE substr(path, 1, length($2)) = $2",
+                           q, 3, NULL)) < 0)
+        return rc;
+    keel_db_param r2[] = {new_parent ? KEEL_DB_P_TEXT(new_parent) : KEEL_DB_P_NULL(),
+                          KEEL_DB_P_TEXT(j->id)};
+    return keel_db_exec(c, "UPDATE events SET parent_id = $1 WHERE id = $2", r2, 2, NULL);
+}
+
+static int db_patch(keel_db_conn *c, void *arg)
+{
+    patch_job *j = arg;
+    int rc = load(c, &j->e);
+    if (rc < 0 || (rc = check_change(&j->e, 1)) < 0)
+        return rc;
+    json_t *ev = json_deep_copy(j->e.before);
+    const char *k;
+    json_t *v;
+    json_object_foreach(j->body, k, v) {
+        if (!strcmp(k, "parent_id"))
+            continue;
+        /* risk and budget merge field by field (RFC 7396), null clears */
+        json_t *old = json_object_get(ev, k);
+        if (json_is_object(v) && json_is_object(old) && strcmp(k, "custom")) {
+            json_t *m = json_deep_copy(old);
+            const char *k2;
+            json_t *v2;
+            json_object_foreach(v, k2, v2)
+                json_object_set(m, k2, v2);
+            json_object_set_new(ev, k, m);
+        } else {
+            json_object_set(ev, k, v);
+        }
+    }
+    if (json_object_get(j->body, "owner_id") && !j->e.who.admin &&
+        j->e.rel != REL_OWNER) {
+        json_decref(ev);
+        return refuse(&j->e, 403, "only the owner or an administrator may hand an event over");
+    }
+    fields f = {.ev = ev};
+    json_t *errs = json_array();
+    flatten(&f, errs);
+    int known = 0;
+    rc = type_known(c, json_string_value(json_object_get(ev, "type")), &known);
+    if (rc == 0 && !known)
+        json_array_append_new(errs, json_pack("{s:s,s:s}", "pointer", "/type", "message",
+                                              "is not an event type"));
+    if (rc == 0 && json_array_size(errs))
+        rc = invalid(&j->e, errs);
+    json_decref(errs);
+    json_t *np = json_object_get(j->body, "parent_id");
+    if (rc == 0 && np)
+        rc = move(c, &j->e, json_string_value(np));
+    if (rc == 0) {
+        keel_db_param p[18];
+        write_params(&f, p);
+        p[15] = KEEL_DB_P_INT(app_now());
+        p[16] = KEEL_DB_P_TEXT(j->e.id);
+        p[17] = KEEL_DB_P_INT(json_integer_value(json_object_get(j->e.before, "version")));
+        int64_t n = 0;
+        rc = keel_db_exec(c,
+                          "UPDATE events SET title = $1, description = $2, type = $3, "
+                          "starts_at = $4, ends_at = $5, location = $6, owner_id = $7, "
+                          "tags = $8, custom = $9, classification = $10, risk_level = $11, "
+                          "risk_score = $12, risk_notes = $13, budget_amount = $14, "
+                          "budget_currency = $15, updated_at = $16, version = version + 1 "
+                          "WHERE id = $17 AND version = $18 AND deleted_at IS NULL",
+                          p, 18, &n);
+        if (rc == 0 && n == 0)
+            rc = refuse(&j->e, 412, "the event changed since that version (If-Match): read it "
+                                    "again");
+    }
+    free(f.custom);
+    json_decref(ev);
+    if (rc < 0)
+        return rc;
+    if ((rc = fetch_event(c, j->e.id, &j->e.out, NULL)) < 0)
+        return rc;
+    json_t *diff = app_audit_diff(j->e.before, j->e.out);
+    json_object_del(diff, "version");
+    json_object_del(diff, "updated_at");
+    rc = app_audit_append(c, &j->e.who, np ? "event.move" : "event.update", "event", j->e.id,
+                          diff);
+    json_decref(diff);
+    return rc;
+}
+
+static keel_flow h_patch(keel_req *r)
+{
+    json_t *body = app_json_body(r);
+    if (!body)
+        return KEEL_DONE;
+    patch_job *j = job_new(r, sizeof(patch_job));
+    j->body = body;
+    if (read_if_match(r, &j->e) < 0)
+        return KEEL_DONE;
+    return keel_db_job_run_tx(r, DB, db_patch, done, j);
+}
+
+/* ---------------------------------------------------------------- delete */
+
+static int db_delete(keel_db_conn *c, void *arg)
+{
+    ev_job *j = arg;
+    int rc = load(c, j);
+    if (rc < 0 || (rc = check_change(j, 1)) < 0)
+        return rc;
+    if (!j->who.admin && j->rel != REL_OWNER && is_user(&j->who))
+        return refuse(j, 403, "only the owner or an administrator may delete an event");
+    /* the subtree goes with it; a held descendant keeps it all */
+    keel_db_param p[] = {KEEL_DB_P_TEXT(j->path), KEEL_DB_P_INT(app_now())};
+    keel_db_rows *rows;
+    if ((rc = keel_db_query(c, "SELECT COUNT(*) FROM events WHERE legal_hold AND "
+                               "deleted_at IS NULL AND substr(path, 1, length($1)) = $1",
+                            p, 1, &rows)) < 0)
+        return rc;
+    int64_t held = keel_db_rows_next(rows) == 1 ? keel_db_get_int(rows, 0) : 0;
+    keel_db_rows_free(rows);
+    if (held)
+        return refuse(j, 423, "an event of this subtree is under legal hold");
+    int64_t n = 0;
+    if ((rc = keel_db_exec(c,
+                           "UPDATE events SET deleted_at = $2, updated_at = $2, "
+                           "version = version + 1 WHERE substr(path, 1, length($1)) = $1 "
+                           "AND deleted_at IS NULL",
+                           p, 2, &n)) < 0)
+        return rc;
+    json_t *diff = json_pack("{s:{s:n,s:I},s:{s:I}}", "deleted_at", "from", "to",
+                             (json_int_t)app_now(), "subtree_events", "to", (json_int_t)n);
+    rc = app_audit_append(c, &j->who, "event.delete", "event", j->id, diff);
+    json_decref(diff);
+    json_decref(j->before);
+    j->before = NULL;
+    return rc;
+}
+
+static keel_flow h_delete(keel_req *r)
+{
+    ev_job *j = job_new(r, sizeof(ev_job));
+    j->if_match = -1;
+    if (keel_req_header(r, "If-Match").ptr && read_if_match(r, j) < 0)
+        return KEEL_DONE;
+    return keel_db_job_run_tx(r, DB, db_delete, done, j);
+}
+
+/* ---------------------------------------------------------------- transitions */
+
+typedef struct transition_job {
+    ev_job e;
+    char to[16];
+    char reason[1024];
+} transition_job;
+
+static int db_transition(keel_db_conn *c, void *arg)
+{
+    transition_job *j = arg;
+    int rc = load(c, &j->e);
+    if (rc < 0 || (rc = check_change(&j->e, 1)) < 0)
+        return rc;
+    const char *from = json_string_value(json_object_get(j->e.before, "state"));
+    if (!may_move(from, j->to)) {
+        json_t *allowed = json_array();
+        for (const char *const *s = next_states(from); *s; s++)
+            json_array_append_new(allowed, json_string(*s));
+        j->e.err_extra = json_pack("{s:s,s:s,s:o}", "from", from, "to", j->to, "allowed", allowed);
+        char list[80] = "";
+        for (const char *const *s = next_states(from); *s; s++)
+            snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s",
+                     *list ? ", " : "", *s);
+        return refuse(&j->e, 409, "an event in state %s cannot move to %s; allowed: %s", from,
+                      j->to, *list ? list : "none");
+    }
+    if (!strcmp(j->to, "completed") && parent_waits) {
+        keel_db_param p[] = {KEEL_DB_P_TEXT(j->e.path), KEEL_DB_P_TEXT(j->e.id)};
+        keel_db_rows *rows;
+        if ((rc = keel_db_query(c, "SELECT COUNT(*) FROM events WHERE deleted_at IS NULL AND "
+                                   "id <> $2 AND substr(path, 1, length($1)) = $1 AND state IN "
+                                   "('draft', 'scheduled', 'active')",
+                                p, 2, &rows)) < 0)
+            return rc;
+        int64_t open = keel_db_rows_next(rows) == 1 ? keel_db_get_int(rows, 0) : 0;
+        keel_db_rows_free(rows);
+        if (open)
+            return refuse(&j->e, 409,
+                          "%lld event%s below this one %s not finished (completed, cancelled "
+                          "or archived); EVENTS_PARENT_WAITS_FOR_CHILDREN",
+                          (long long)open, open == 1 ? "" : "s", open == 1 ? "is" : "are");
+    }
+    int64_t now = app_now(), n = 0;
+    keel_db_param p[] = {KEEL_DB_P_TEXT(j->to), KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->e.id),
+                         KEEL_DB_P_INT(json_integer_value(json_object_get(j->e.before,
+                                                                          "version")))};
+    if ((rc = keel_db_exec(c,
+                           "UPDATE events SET state = $1, updated_at = $2, version = version + 1 "
+                           "WHERE id = $3 AND version = $4",
+                           p, 4, &n)) < 0)
+        return rc;
+    if (n == 0)
+        return refuse(&j->e, 412, "the event changed since that version (If-Match): read it "
+                                  "again");
+    char tid[37];
+    app_uuid(tid);
+    keel_db_param t[] = {KEEL_DB_P_TEXT(tid),         KEEL_DB_P_TEXT(j->e.id),
+                         KEEL_DB_P_TEXT(from),        KEEL_DB_P_TEXT(j->to),
+                         KEEL_DB_P_TEXT(j->e.who.kind), KEEL_DB_P_TEXT(j->e.who.id),
+                         KEEL_DB_P_TEXT(j->reason),   KEEL_DB_P_INT(now)};
+    if ((rc = keel_db_exec(c,
+                           "INSERT INTO event_transitions (id, event_id, from_state, to_state, "
+                           "actor_kind, actor_id, reason, created_at) VALUES ($1, $2, $3, $4, "
+                           "$5, $6, $7, $8)",
+                           t, 8, NULL)) < 0)
+        return rc;
+    if ((rc = fetch_event(c, j->e.id, &j->e.out, NULL)) < 0)
+        return rc;
+    json_t *diff = json_pack("{s:{s:s,s:s},s:{s:s}}", "state", "from", from, "to", j->to,
+                             "reason", "to", j->reason);
+    rc = app_audit_append(c, &j->e.who, "event.transition", "event", j->e.id, diff);
+    json_decref(diff);
+    return rc;
+}
+
+static keel_flow h_transition(keel_req *r)
+{
+    json_t *body = app_json_body(r);
+    if (!body)
+        return KEEL_DONE;
+    transition_job *j = job_new(r, sizeof(transition_job));
+    snprintf(j->to, sizeof(j->to), "%s", json_string_value(json_object_get(body, "to")));
+    const char *reason = json_string_value(json_object_get(body, "reason"));
+    snprintf(j->reason, sizeof(j->reason), "%s", reason ? reason : "");
+    if (read_if_match(r, &j->e) < 0)
+        return KEEL_DONE;
+    return keel_db_job_run_tx(r, DB, db_transition, done, j);
+}
+
+static int db_transitions(keel_db_conn *c, void *arg)
+{
+    ev_job *j = arg;
+    int rc = load(c, j);
+    if (rc < 0)
+        return rc;
+    keel_db_param p[] = {KEEL_DB_P_TEXT(j->id)};
+    keel_db_rows *rows;
+    if ((rc = keel_db_query(c, "SELECT from_state, to_state, actor_kind, actor_id, reason, "
+                               "created_at FROM event_transitions WHERE event_id = $1 ORDER BY "
+                               "created_at, id",
+                            p, 1, &rows)) < 0)
+        return rc;
+    json_t *data = json_array();
+    while ((rc = keel_db_rows_next(rows)) == 1)
+        json_array_append_new(
+            data, json_pack("{s:o,s:o,s:{s:o,s:o},s:o,s:o}", "from", text_or_null(rows, 0), "to",
+                            text_or_null(rows, 1), "actor", "kind", text_or_null(rows, 2), "id",
+                            text_or_null(rows, 3), "reason", text_or_null(rows, 4), "at",
+                            time_json(rows, 5)));
+    keel_db_rows_free(rows);
+    if (rc < 0) {
+        json_decref(data);
+        return rc;
+    }
+    j->out = json_pack("{s:o}", "data", data);
+    return 0;
+}
+
+static keel_flow h_transitions(keel_req *r)
+{
+    ev_job *j = job_new(r, sizeof(ev_job));
+    return keel_db_job_run(r, DB, db_transitions, done, j);
+}
+
+/* ---------------------------------------------------------------- legal hold */
+
+typedef struct hold_job {
+    ev_job e;
+    int set;
+    char reason[1024];
+} hold_job;
+
+static int db_hold(keel_db_conn *c, void *arg)
+{
+    hold_job *j = arg;
+    int rc = load(c, &j->e);
+    if (rc < 0)
+        return rc;
+    int on = json_object_get(j->e.before, "legal_hold") != json_null();
+    if (on == j->set)
+        return refuse(&j->e, 409, j->set ? "the event is already under legal hold"
+                                         : "the event is not under legal hold");
+    int64_t now = app_now();
+    keel_db_param p[] = {KEEL_DB_P_BOOL(j->set),
+                         j->set ? KEEL_DB_P_TEXT(j->reason) : KEEL_DB_P_NULL(),
+                         j->set ? KEEL_DB_P_TEXT(j->e.who.id) : KEEL_DB_P_NULL(),
+                         j->set ? KEEL_DB_P_INT(now) : KEEL_DB_P_NULL(), KEEL_DB_P_INT(now),
+                         KEEL_DB_P_TEXT(j->e.id)};
+    if ((rc = keel_db_exec(c,
+                           "UPDATE events SET legal_hold = $1, legal_hold_reason = $2, "
+                           "legal_hold_by = $3, legal_hold_at = $4, updated_at = $5, "
+                           "version = version + 1 WHERE id = $6",
+                           p, 6, NULL)) < 0)
+        return rc;
+    if ((rc = fetch_event(c, j->e.id, &j->e.out, NULL)) < 0)
+        return rc;
+    json_t *diff = json_pack("{s:{s:b,s:b},s:{s:s}}", "legal_hold", "from", on, "to", j->set,
+                             "reason", "to", j->reason);
+    rc = app_audit_append(c, &j->e.who, j->set ? "event.hold" : "event.release", "event",
+                          j->e.id, diff);
+    json_decref(diff);
+    return rc;
+}
+
+static keel_flow h_hold(keel_req *r)
+{
+    json_t *body = app_json_body(r);
+    if (!body)
+        return KEEL_DONE;
+    hold_job *j = job_new(r, sizeof(hold_job));
+    j->set = 1;
+    snprintf(j->reason, sizeof(j->reason), "%s",
+             json_string_value(json_object_get(body, "reason")));
+    return keel_db_job_run_tx(r, DB, db_hold, done, j);
+}
+
+static keel_flow h_release(keel_req *r)
+{
+    hold_job *j = job_new(r, sizeof(hold_job));
+    keel_str reason = keel_req_query_param(r, "reason");
+    snprintf(j->reason, sizeof(j->reason), "%.*s", (int)(reason.len < 1000 ? reason.len : 1000),
+             reason.ptr ? reason.ptr : "");
+    return keel_db_job_run_tx(r, DB, db_hold, done, j);
+}
+
+/* ---------------------------------------------------------------- tree */
+
+static int db_tree(keel_db_conn *c, void *arg)
+{
+    ev_job *j = arg;
+    int rc = load(c, j);
+    if (rc < 0)
+        return rc;
+    /* the events of the subtree the caller may see; a hidden event hides
+     * its descendants too */
+    keel_db_param p[] = {KEEL_DB_P_TEXT(j->path), KEEL_DB_P_TEXT(j->who.id),
+                         KEEL_DB_P_INT(app_now()), KEEL_DB_P_BOOL(j->who.admin)};
+    keel_db_rows *rows;
+    if ((rc = keel_db_query(c,
+                            "SELECT " EV_COLUMNS " FROM events e WHERE deleted_at IS NULL AND "
+                            "substr(path, 1, length($1)) = $1 AND ($4 OR classification <> "
+                            "'restricted' OR owner_id = $2 OR EXISTS (SELECT 1 FROM "
+                            "event_assignments a WHERE a.event_id = e.id AND a.user_id = $2 AND "
+                            "a.revoked_at IS NULL AND (a.expires_at IS NULL OR a.expires_at > "
+                            "$3))) ORDER BY depth, created_at, id LIMIT 5000",
+                            p, 4, &rows)) < 0)
+        return rc;
+    json_t *byid = json_object();
+    while ((rc = keel_db_rows_next(rows)) == 1) {
+        json_t *node = ev_json(rows, NULL);
+        json_object_set_new(node, "children", json_array());
+        const char *id = json_string_value(json_object_get(node, "id"));
+        json_t *parent = json_object_get(byid, json_string_value(json_object_get(node,
+                                                                                 "parent_id")));
+        if (!strcmp(id, j->id) || parent) {
+            if (parent)
+                json_array_append(json_object_get(parent, "children"), node);
+            json_object_set(byid, id, node);
+        }
+        json_decref(node);
+    }
+    keel_db_rows_free(rows);
+    if (rc >= 0) {
+        j->out = json_incref(json_object_get(byid, j->id));
+        rc = j->out ? 0 : KEEL_EDB_NOROW;
+    }
+    json_decref(byid);
+    return rc < 0 ? rc : 0;
+}
+
+static keel_flow h_tree(keel_req *r)
+{
+    ev_job *j = job_new(r, sizeof(ev_job));
+    return keel_db_job_run(r, DB, db_tree, done, j);
+}
+
+/* ---------------------------------------------------------------- list */
+
+static const struct {
+    const char *key, *column, *dir;
+    int text;
+} sorts[] = {{"created_at", "created_at", "ASC", 0}, {"-created_at", "created_at", "DESC", 0},
+             {"updated_at", "updated_at", "ASC", 0}, {"-updated_at", "updated_at", "DESC", 0},
+             {"starts_at", "starts_at", "ASC", 0},   {"-starts_at", "starts_at", "DESC", 0},
+             {"title", "title", "ASC", 1},           {"-title", "title", "DESC", 1}};
+#define NSORTS (sizeof(sorts) / sizeof(sorts[0]))
+
+typedef struct list_job {
+    ev_job e;
+    char state[16], type[64], owner[64], assignee[64], tag[48], classification[16];
+    char q[300]; /* a LIKE pattern, escaped */
+    int64_t from, to, limit;
+    int has_from, has_to, count;
+    size_t sort;
+    /* the cursor: the last row's sort key and id */
+    int has_cursor;
+    int64_t cur_int;
+    char cur_text[800], cur_id[64];
+    char next[1200]; /* the next page's cursor, "" at the end */
+} list_job;
+
+static void like_escape(const char *s, char *out, size_t cap, int lower)
+{
+    size_t k = 0;
+    out[k++] = '%';
+    for (; *s && k + 4 < cap; s++) {
+        if (*s == '%' || *s == '_' || *s == '\\')
+            out[k++] = '\\';
+        out[k++] = (char)(lower && *s >= 'A' && *s <= 'Z' ? *s + 32 : *s);
+    }
+    out[k++] = '%';
+    out[k] = '\0';
+}
+
+static int db_list(keel_db_conn *c, void *arg)
+{
+    list_job *j = arg;
+    json_decref(j->e.out);
+    j->e.out = NULL;
+    char where[2000] = "e.deleted_at IS NULL";
+    keel_db_param p[20];
+    size_t n = 0;
+    size_t len = strlen(where);
+    int64_t now = app_now();
+    char tag[200];
+#define COND(param, ...)                                                                         \
+    do {                                                                                         \
+        p[n++] = param;                                                                          \
+        len += (size_t)snprintf(where + len, sizeof(where) - len, __VA_ARGS__);                  \
+    } while (0)
+    if (!j->e.who.admin) {
+        if (is_user(&j->e.who)) {
+            COND(KEEL_DB_P_TEXT(j->e.who.id), " AND (e.classification <> 'restricted' OR "
+                                              "e.owner_id = $%zu", n + 1);
+            COND(KEEL_DB_P_INT(now),
+                 " OR EXISTS (SELECT 1 FROM event_assignments a WHERE a.event_id = e.id AND "
+                 "a.user_id = $%zu AND a.revoked_at IS NULL AND (a.expires_at IS NULL OR "
+                 "a.expires_at > $%zu)))", n, n + 1);
+        } else {
+            strcat(where, " AND e.classification <> 'restricted'");
+            len = strlen(where);
+        }
+    }
+    if (*j->state)
+        COND(KEEL_DB_P_TEXT(j->state), " AND e.state = $%zu", n + 1);
+    if (*j->type)
+        COND(KEEL_DB_P_TEXT(j->type), " AND e.type = $%zu", n + 1);
+    if (*j->owner)
+        COND(KEEL_DB_P_TEXT(j->owner), " AND e.owner_id = $%zu", n + 1);
+    if (*j->classification)
+        COND(KEEL_DB_P_TEXT(j->classification), " AND e.classification = $%zu", n + 1);
+    if (*j->assignee) {
+        COND(KEEL_DB_P_TEXT(j->assignee),
+             " AND EXISTS (SELECT 1 FROM event_assignments b WHERE b.event_id = e.id AND "
+             "b.user_id = $%zu", n + 1);
+        COND(KEEL_DB_P_INT(now),
+             " AND b.revoked_at IS NULL AND (b.expires_at IS NULL OR b.expires_at > $%zu))",
+             n + 1);
+    }
+    if (*j->tag) {
+        snprintf(tag, sizeof(tag), ",%s,", j->tag);
+        char pat[200];
+        like_escape(tag, pat, sizeof(pat), 0);
+        snprintf(tag, sizeof(tag), "%s", pat);
+        COND(KEEL_DB_P_TEXT(tag), " AND e.tags LIKE $%zu ESCAPE '\\'", n + 1);
+    }
+    if (*j->q) {
+        COND(KEEL_DB_P_TEXT(j->q), " AND (lower(e.title) LIKE $%zu ESCAPE '\\'", n + 1);
+        len += (size_t)snprintf(where + len, sizeof(where) - len,
+                                " OR lower(e.description) LIKE $%zu ESCAPE '\\')", n);
+    }
+    /* a date range: the events overlapping [from, to) */
+    if (j->has_from)
+        COND(KEEL_DB_P_INT(j->from), " AND COALESCE(e.ends_at, e.starts_at) >= $%zu", n + 1);
+    if (j->has_to)
+        COND(KEEL_DB_P_INT(j->to), " AND e.starts_at < $%zu", n + 1);
+    char sql[3000];
+    int64_t total = -1;
+    int rc;
+    keel_db_rows *rows;
+    if (j->count) {
+        snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM events e WHERE %s", where);
+        if ((rc = keel_db_query(c, sql, p, n, &rows)) < 0)
+            return rc;
+        total = keel_db_rows_next(rows) == 1 ? keel_db_get_int(rows, 0) : 0;
+        keel_db_rows_free(rows);
+    }
+    const char *col = sorts[j->sort].column, *dir = sorts[j->sort].dir;
+    if (j->has_cursor) {
+        p[n++] = sorts[j->sort].text ? KEEL_DB_P_TEXT(j->cur_text) : KEEL_DB_P_INT(j->cur_int);
+        p[n++] = KEEL_DB_P_TEXT(j->cur_id);
+        len += (size_t)snprintf(where + len, sizeof(where) - len,
+                                " AND (e.%s, e.id) %s ($%zu, $%zu)", col,
+                                !strcmp(dir, "ASC") ? ">" : "<", n - 1, n);
+    }
+#undef COND
+    p[n++] = KEEL_DB_P_INT(j->limit + 1);
+    snprintf(sql, sizeof(sql),
+             "SELECT " EV_COLUMNS " FROM events e WHERE %s ORDER BY e.%s %s, e.id %s LIMIT $%zu",
+             where, col, dir, dir, n);
+    if ((rc = keel_db_query(c, sql, p, n, &rows)) < 0)
+        return rc;
+    json_t *data = json_array();
+    int64_t count = 0;
+    *j->next = '\0';
+    json_t *last = NULL;
+    while ((rc = keel_db_rows_next(rows)) == 1) {
+        if (count == j->limit) {
+            /* one more row exists: the cursor is the last row shown */
+            json_t *key = json_array();
+            json_array_append_new(key, json_string(sorts[j->sort].key));
+            json_t *lv = json_object_get(last, sorts[j->sort].column);
+            if (sorts[j->sort].text) {
+                json_array_append(key, lv);
+            } else {
+                int64_t t = 0;
+                app_parse_time(json_string_value(lv), json_string_length(lv), &t);
+                json_array_append_new(key, json_integer(t));
+            }
+            json_array_append(key, json_object_get(last, "id"));
+            char *s = json_dumps(key, JSON_COMPACT);
+            json_decref(key);
+            size_t sl = strlen(s);
+            if (sodium_base64_ENCODED_LEN(sl, sodium_base64_VARIANT_URLSAFE_NO_PADDING) <=
+                sizeof(j->next))
+                sodium_bin2base64(j->next, sizeof(j->next), (const unsigned char *)s, sl,
+                                  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+            free(s);
+            break;
+        }
+        last = ev_json(rows, NULL);
+        json_array_append_new(data, last);
+        count++;
+    }
+    keel_db_rows_free(rows);
+    if (rc < 0) {
+        json_decref(data);
+        return rc;
+    }
+    j->e.out = json_pack("{s:o,s:o,s:I}", "data", data, "next_cursor",
+                         *j->next ? json_string(j->next) : json_null(), "limit",
+                         (json_int_t)j->limit);
+    if (total >= 0)
+        json_object_set_new(j->e.out, "total", json_integer(total));
+    return 0;
+}
+
+static void listed(keel_req *r, void *arg, int status)
+{
+    list_job *j = arg;
+    if (status == 0 && *j->next)
+        app_link_next(r, "cursor", j->next);
+    done(r, arg, status);
+}
+
+/* The list's query, already typed by the route's query schema. */
+static int read_list_query(keel_req *r, list_job *j)
+{
+    json_t *q = keel_req_query_json(r);
+    j->limit = 20;
+    struct {
+        const char *name;
+        char *dst;
+        size_t cap;
+    } texts[] = {{"state", j->state, sizeof(j->state)},
+                 {"type", j->type, sizeof(j->type)},
+                 {"owner", j->owner, sizeof(j->owner)},
+                 {"assignee", j->assignee, sizeof(j->assignee)},
+                 {"tag", j->tag, sizeof(j->tag)},
+                 {"classification", j->classification, sizeof(j->classification)}};
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        const char *s = json_string_value(json_object_get(q, texts[i].name));
+        if (s)
+            snprintf(texts[i].dst, texts[i].cap, "%s",
+                     !strcmp(s, "me") && (i == 2 || i == 3) ? j->e.who.id : s);
+    }
+    const char *s = json_string_value(json_object_get(q, "q"));
+    if (s && *s)
+        like_escape(s, j->q, sizeof(j->q), 1);
+    const char *tf[] = {"from", "to"};
+    for (int i = 0; i < 2; i++) {
+        json_t *v = json_object_get(q, tf[i]);
+        if (!v)
+            continue;
+        if (app_parse_time(json_string_value(v), json_string_length(v), i ? &j->to : &j->from) <
+            0) {
+            app_invalid(r, i ? "/query/to" : "/query/from", "must be an RFC 3339 date-time");
+            return -1;
+        }
+        *(i ? &j->has_to : &j->has_from) = 1;
+    }
+    json_t *lim = json_object_get(q, "limit");
+    if (json_is_integer(lim)) {
+        if (json_integer_value(lim) > page_max) {
+            char msg[80];
+            snprintf(msg, sizeof(msg), "must be at most %lld (EVENTS_PAGE_MAX)",
+                     (long long)page_max);
+            app_invalid(r, "/query/limit", msg);
+            return -1;
+        }
+        j->limit = json_integer_value(lim);
+    }
+    j->count = json_is_true(json_object_get(q, "count"));
+    const char *sort = json_string_value(json_object_get(q, "sort"));
+    j->sort = 1; /* -created_at: new events first, and inserts never shift later pages */
+    for (size_t i = 0; sort && i < NSORTS; i++)
+        if (!strcmp(sort, sorts[i].key))
+            j->sort = i;
+    const char *cur = json_string_value(json_object_get(q, "cursor"));
+    if (cur) {
+        unsigned char raw[900];
+        size_t rl = 0;
+        json_t *key = NULL;
+        if (sodium_base642bin(raw, sizeof(raw) - 1, cur, strlen(cur), NULL, &rl, NULL,
+                              sodium_base64_VARIANT_URLSAFE_NO_PADDING) == 0)
+            key = json_loadb((const char *)raw, rl, 0, NULL);
+        json_t *k0 = json_array_get(key, 0), *k1 = json_array_get(key, 1),
+               *k2 = json_array_get(key, 2);
+        int ok = json_array_size(key) == 3 && json_is_string(k0) &&
+                 !strcmp(json_string_value(k0), sorts[j->sort].key) && json_is_string(k2) &&
+                 json_string_length(k2) < sizeof(j->cur_id) &&
+                 (sorts[j->sort].text ? json_is_string(k1) &&
+                                            json_string_length(k1) < sizeof(j->cur_text)
+                                      : json_is_integer(k1));
+        if (ok) {
+            if (sorts[j->sort].text)
+                snprintf(j->cur_text, sizeof(j->cur_text), "%s", json_string_value(k1));
+            else
+                j->cur_int = json_integer_value(k1);
+            snprintf(j->cur_id, sizeof(j->cur_id), "%s", json_string_value(k2));
+            j->has_cursor = 1;
+        }
+        json_decref(key);
+        if (!ok) {
+            app_invalid(r, "/query/cursor", "is not a cursor of this list with this sort");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static keel_flow h_list(keel_req *r)
+{
+    list_job *j = job_new(r, sizeof(list_job));
+    if (read_list_query(r, j) < 0)
+        return KEEL_DONE;
+    return keel_db_job_run(r, DB, db_list, listed, j);
+}
+
+/* ---------------------------------------------------------------- assignments */
+
+typedef struct assign_job {
+    ev_job e;
+    char user_id[64], role[16], aid[64];
+    int64_t expires_at;
+    int has_expiry;
+} assign_job;
+
+static json_t *assignment_json(const keel_db_rows *rows)
+{
+    return json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "id", text_or_null(rows, 0), "user_id",
+                     text_or_null(rows, 1), "role", text_or_null(rows, 2), "delegated_from",
+                     text_or_null(rows, 3), "expires_at", time_json(rows, 4), "revoked_at",
+                     time_json(rows, 5), "created_by", text_or_null(rows, 6), "created_at",
+                     time_json(rows, 7));
+}
+
+#define AS_COLUMNS                                                                               \
+    "id, user_id, role, delegated_from, expires_at, revoked_at, created_by, created_at"
+
+static int db_assignments(keel_db_conn *c, void *arg)
+{
+    ev_job *j = arg;
+    int rc = load(c, j);
+    if (rc < 0)
+        return rc;
+    keel_db_param p[] = {KEEL_DB_P_TEXT(j->id)};
+    keel_db_rows *rows;
+    if ((rc = keel_db_query(c, "SELECT " AS_COLUMNS " FROM event_assignments WHERE event_id = $1 "
+                               "ORDER BY created_at, id",
+                            p, 1, &rows)) < 0)
+        return rc;
+    json_t *data = json_array();
+    while ((rc = keel_db_rows_next(rows)) == 1)
+        json_array_append_new(data, assignment_json(rows));
+    keel_db_rows_free(rows);
+    if (rc < 0) {
+        json_decref(data);
+        return rc;
+    }
+    j->out = json_pack("{s:o}", "data", data);
+    return 0;
+}
+
+static keel_flow h_assignments(keel_req *r)
+{
+    ev_job *j = job_new(r, sizeof(ev_job));
+    return keel_db_job_run(r, DB, db_assignments, done, j);
+}
+
+static int db_assign(keel_db_conn *c, void *arg)
+{
+    assign_job *j = arg;
+    int rc = load(c, &j->e);
+    if (rc < 0)
+        return rc;
+    if (j->e.held)
+        return refuse(&j->e, 423, "the event or one of its parents is under legal hold");
+    /* the owner and admins assign; an assignee delegates (with an expiry) */
+    int delegation = !j->e.who.admin && j->e.rel != REL_OWNER;
+    if (delegation && j->e.rel != REL_ASSIGNEE)
+        return refuse(&j->e, 403, "only the owner or an administrator assigns; an assignee may "
+                                  "delegate");
+    if (delegation && !j->has_expiry)
+        return refuse(&j->e, 422, "a delegation needs expires_at");
+    if (j->has_expiry && j->expires_at <= app_now())
+        return refuse(&j->e, 422, "expires_at must be in the future");
+    json_t *user = NULL;
+    rc = app_fetch_user(c, j->user_id, 0, &user);
+    json_decref(user);
+    if (rc == KEEL_EDB_NOROW)
+        return refuse(&j->e, 422, "no user with this id");
+    if (rc < 0)
+        return rc;
+    char id[37];
+    app_uuid(id);
+    int64_t now = app_now();
+    keel_db_param p[] = {KEEL_DB_P_TEXT(id),
+                         KEEL_DB_P_TEXT(j->e.id),
+                         KEEL_DB_P_TEXT(j->user_id),
+                         KEEL_DB_P_TEXT(j->role),
+                         delegation ? KEEL_DB_P_TEXT(j->e.who.id) : KEEL_DB_P_NULL(),
+                         j->has_expiry ? KEEL_DB_P_INT(j->expires_at) : KEEL_DB_P_NULL(),
+                         KEEL_DB_P_TEXT(j->e.who.id),
+                         KEEL_DB_P_INT(now)};
+    if ((rc = keel_db_exec(c,
+                           "INSERT INTO event_assignments (id, event_id, user_id, role, "
+                           "delegated_from, expires_at, created_by, created_at) VALUES ($1, $2, "
+                           "$3, $4, $5, $6, $7, $8)",
+                           p, 8, NULL)) < 0)
+        return rc;
+    keel_db_param q[] = {KEEL_DB_P_TEXT(id)};
+    keel_db_rows *rows;
+    if ((rc = keel_db_query(c, "SELECT " AS_COLUMNS " FROM event_assignments WHERE id = $1", q, 1,
+                            &rows)) < 0)
+        return rc;
+    if (keel_db_rows_next(rows) == 1)
+        j->e.out = assignment_json(rows);
+    keel_db_rows_free(rows);
+    json_t *diff = json_pack("{s:{s:O}}", "assignment", "to", j->e.out);
+    rc = app_audit_append(c, &j->e.who, delegation ? "event.delegate" : "event.assign", "event",
+                          j->e.id, diff);
+    json_decref(diff);
+    j->e.status = 201;
+    return rc;
+}
+
+static keel_flow h_assign(keel_req *r)
+{
+    json_t *body = app_json_body(r);
+    if (!body)
+        return KEEL_DONE;
+    assign_job *j = job_new(r, sizeof(assign_job));
+    snprintf(j->user_id, sizeof(j->user_id), "%s",
+             json_string_value(json_object_get(body, "user_id")));
+    const char *role = json_string_value(json_object_get(body, "role"));
+    snprintf(j->role, sizeof(j->role), "%s", role ? role : "assignee");
+    json_t *exp = json_object_get(body, "expires_at");
+    if (exp) {
+        if (app_parse_time(json_string_value(exp), json_string_length(exp), &j->expires_at) < 0) {
+            app_invalid(r, "/expires_at", "must be an RFC 3339 date-time");
+            return KEEL_DONE;
+        }
+        j->has_expiry = 1;
+    }
+    return keel_db_job_run_tx(r, DB, db_assign, done, j);
+}
+
+static int db_unassign(keel_db_conn *c, void *arg)
+{
+    assign_job *j = arg;
+    int rc = load(c, &j->e);
+    if (rc < 0)
+        return rc;
+    if (j->e.held)
+        return refuse(&j->e, 423, "the event or one of its parents is under legal hold");
+    keel_db_param p[] = {KEEL_DB_P_TEXT(j->aid), KEEL_DB_P_TEXT(j->e.id)};
+    keel_db_rows *rows;
+    if ((rc = keel_db_query(c, "SELECT " AS_COLUMNS " FROM event_assignments WHERE id = $1 AND "
+                               "event_id = $2 AND revoked_at IS NULL",
+                            p, 2, &rows)) < 0)
+        return rc;
+    json_t *before = keel_db_rows_next(rows) == 1 ? assignment_json(rows) : NULL;
+    keel_db_rows_free(rows);
+    if (!before)
+        return refuse(&j->e, 404, "no active assignment with this id on this event");
+    const char *user = json_string_value(json_object_get(before, "user_id")),
+               *from = json_string_value(json_object_get(before, "delegated_from"));
+    /* the owner and admins revoke any; a delegator their delegations; anyone their own */
+    if (!j->e.who.admin && j->e.rel != REL_OWNER && strcmp(user, j->e.who.id) &&
+        !(from && !strcmp(from, j->e.who.id))) {
+        json_decref(before);
+        return refuse(&j->e, 403, "only the owner, an administrator, the delegator or the "
+                                  "assignee may end an assignment");
+    }
+    /* it ends, with the delegations made from it */
+    keel_db_param q[] = {KEEL_DB_P_INT(app_now()), KEEL_DB_P_TEXT(j->aid),
+                         KEEL_DB_P_TEXT(j->e.id), KEEL_DB_P_TEXT(user)};
+    rc = keel_db_exec(c,
+                      "UPDATE event_assignments SET revoked_at = $1 WHERE revoked_at IS NULL AND "
+                      "(id = $2 OR (event_id = $3 AND delegated_from = $4))",
+                      q, 4, NULL);
+    json_t *diff = json_pack("{s:{s:o}}", "assignment", "from", before);
+    if (rc == 0)
+        rc = app_audit_append(c, &j->e.who, "event.unassign", "event", j->e.id, diff);
+    json_decref(diff);
+    return rc;
+}
+
+static keel_flow h_unassign(keel_req *r)
+{
+    assign_job *j = job_new(r, sizeof(assign_job));
+    keel_str aid = keel_req_param(r, "aid");
+    snprintf(j->aid, sizeof(j->aid), "%.*s", (int)(aid.len < 63 ? aid.len : 63), aid.ptr);
+    return keel_db_job_run_tx(r, DB, db_unassign, done, j);
+}
+
+/* ---------------------------------------------------------------- routes */
+
+#define S_TIME "{\"type\":\"string\",\"format\":\"date-time\"}"
+#define S_ID "{\"type\":\"string\",\"maxLength\":63}"
+#define S_EVENT_PROPS                                                                            \
+    "\"title\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":200},"                         \
+    "\"description\":{\"type\":\"string\",\"maxLength\":10000},"                                 \
+    "\"type\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":63},"                           \
+    "\"starts_at\":" S_TIME ",\"ends_at\":{\"type\":[\"string\",\"null\"],\"format\":"           \
+    "\"date-time\"},"                                                                            \
+    "\"location\":{\"type\":\"string\",\"maxLength\":500},"                                      \
+    "\"owner_id\":" S_ID ","                                                                     \
+    "\"parent_id\":{\"type\":[\"string\",\"null\"],\"maxLength\":63},"                           \
+    "\"tags\":{\"type\":\"array\",\"maxItems\":20,\"items\":{\"type\":\"string\","               \
+    "\"pattern\":\"^[a-z0-9][a-z0-9_-]{0,39}$\"}},"                                              \
+    "\"custom\":{\"type\":\"object\"},"                                                          \
+    "\"classification\":{\"type\":\"string\",\"enum\":[\"public\",\"internal\","                 \
+    "\"confidential\",\"restricted\"]},"                                                         \
+    "\"risk\":{\"type\":[\"object\",\"null\"],\"additionalProperties\":false,\"properties\":{"   \
+    "\"level\":{\"type\":\"string\",\"enum\":[\"low\",\"medium\",\"high\",\"critical\"]},"       \
+    "\"score\":{\"type\":[\"integer\",\"null\"],\"minimum\":0,\"maximum\":100},"                 \
+    "\"notes\":{\"type\":[\"string\",\"null\"],\"maxLength\":2000}}},"                           \
+    "\"budget\":{\"type\":[\"object\",\"null\"],\"additionalProperties\":false,\"properties\":{" \
+    "\"amount\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1e15},"                           \
+    "\"currency\":{\"type\":\"string\",\"pattern\":\"^[A-Z]{3}$\"}}}"
+
+#define S_LIST_QUERY                                                                             \
+    "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"                      \
+    "\"state\":{\"type\":\"string\",\"enum\":[\"draft\",\"scheduled\",\"active\","               \
+    "\"completed\",\"cancelled\",\"archived\"]},"                                                \
+    "\"type\":{\"type\":\"string\",\"maxLength\":63},\"owner\":" S_ID ",\"assignee\":" S_ID ","  \
+    "\"tag\":{\"type\":\"string\",\"maxLength\":40},"                                            \
+    "\"classification\":{\"type\":\"string\",\"enum\":[\"public\",\"internal\","                 \
+    "\"confidential\",\"restricted\"]},"                                                         \
+    "\"q\":{\"type\":\"string\",\"maxLength\":100},\"from\":" S_TIME ",\"to\":" S_TIME ","       \
+    "\"sort\":{\"type\":\"string\",\"enum\":[\"created_at\",\"-created_at\",\"updated_at\","     \
+    "\"-updated_at\",\"starts_at\",\"-starts_at\",\"title\",\"-title\"]},"                       \
+    "\"limit\":{\"type\":\"integer\",\"minimum\":1},\"cursor\":{\"type\":\"string\","            \
+    "\"maxLength\":1200},\"count\":{\"type\":\"boolean\"}}}"
+
+static const keel_route event_routes[] = {
+    {.name = "events.list", .method = "GET", .path = "/api/v1/events", .handler = h_list,
+     .summary = "Events the caller may see: filters (state, type, owner, assignee, tag, "
+                "classification, from/to), q search, sort, cursor pages with Link",
+     .auth = "any", .permission = "events:read", .query_schema = S_LIST_QUERY},
+    {.name = "events.create", .method = "POST", .path = "/api/v1/events", .handler = h_create,
+     .summary = "Create an event (state draft; owner: the caller)", .auth = "any",
+     .permission = "events:write",
+     .request_schema = "{\"type\":\"object\",\"additionalProperties\":false,"
+                       "\"required\":[\"title\",\"starts_at\"],\"properties\":{" S_EVENT_PROPS
+                       "}}"},
+    {.name = "events.get", .method = "GET", .path = "/api/v1/events/:id", .handler = h_get,
+     .summary = "One event, with its ETag", .auth = "any", .permission = "events:read"},
+    {.name = "events.update", .method = "PATCH", .path = "/api/v1/events/:id",
+     .handler = h_patch,
+     .summary = "Change an event (If-Match required); parent_id moves its subtree",
+     .auth = "any", .permission = "events:write",
+     .request_schema = "{\"type\":\"object\",\"additionalProperties\":false,\"minProperties\":1,"
+                       "\"properties\":{" S_EVENT_PROPS "}}"},
+    {.name = "events.delete", .method = "DELETE", .path = "/api/v1/events/:id",
+     .handler = h_delete, .summary = "Soft-delete an event and its subtree (owner or admin)",
+     .auth = "any", .permission = "events:write"},
+    {.name = "events.transition", .method = "POST", .path = "/api/v1/events/:id/transition",
+     .handler = h_transition,
+     .summary = "Move an event along its lifecycle (If-Match required)", .auth = "any",
+     .permission = "events:write",
+     .request_schema = "{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"to\"],"
+                       "\"properties\":{\"to\":{\"type\":\"string\",\"enum\":[\"draft\","
+                       "\"scheduled\",\"active\",\"completed\",\"cancelled\",\"archived\"]},"
+                       "\"reason\":{\"type\":\"string\",\"maxLength\":1000}}}"},
+    {.name = "events.transitions", .method = "GET", .path = "/api/v1/events/:id/transitions",
+     .handler = h_transitions, .summary = "An event's lifecycle history (actor, reason)",
+     .auth = "any", .permission = "events:read"},
+    {.name = "events.tree", .method = "GET", .path = "/api/v1/events/:id/tree",
+     .handler = h_tree, .summary = "An event with its subtree (what the caller may see)",
+     .auth = "any", .permission = "events:read"},
+    {.name = "events.hold", .method = "POST", .path = "/api/v1/events/:id/hold",
+     .handler = h_hold,
+     .summary = "Put an event and its subtree under legal hold (admin, with a reason)",
+     .auth = "any", .permission = "admin:access",
+     .request_schema = "{\"type\":\"object\",\"additionalProperties\":false,\"required\":"
+                       "[\"reason\"],\"properties\":{\"reason\":{\"type\":\"string\","
+                       "\"minLength\":1,\"maxLength\":1000}}}"},
+    {.name = "events.release", .method = "DELETE", .path = "/api/v1/events/:id/hold",
+     .handler = h_release, .summary = "Lift a legal hold (admin; ?reason)", .auth = "any",
+     .permission = "admin:access"},
+    {.name = "events.assignments", .method = "GET", .path = "/api/v1/events/:id/assignments",
+     .handler = h_assignments, .summary = "Assignments and delegations of an event",
+     .auth = "any", .permission = "events:read"},
+    {.name = "events.assign", .method = "POST", .path = "/api/v1/events/:id/assignments",
+     .handler = h_assign,
+     .summary = "Assign a user (owner, admin) or delegate with an expiry (an assignee)",
+     .auth = "any", .permission = "events:write",
+     .request_schema = "{\"type\":\"object\",\"additionalProperties\":false,\"required\":"
+                       "[\"user_id\"],\"properties\":{\"user_id\":" S_ID ",\"role\":{\"type\":"
+                       "\"string\",\"enum\":[\"assignee\",\"reviewer\",\"viewer\"]},"
+                       "\"expires_at\":" S_TIME "}}"},
+    {.name = "events.unassign", .method = "DELETE",
+     .path = "/api/v1/events/:id/assignments/:aid", .handler = h_unassign,
+     .summary = "End an assignment or a delegation (and the delegations made from it)",
+     .auth = "any", .permission = "events:write"},
+};
+
+int app_events_setup(keel_service *svc)
+{
+    const app_options *o = app_options_of(svc);
+    DB = keel_service_db(svc);
+    max_depth = (int64_t)o->events_max_depth;
+    parent_waits = o->events_parent_waits;
+    page_max = (int64_t)o->events_page_max;
+    (void)states;
+    return keel_service_add_routes(svc, event_routes,
+                                   sizeof(event_routes) / sizeof(event_routes[0]));
+}
