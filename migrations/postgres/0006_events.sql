@@ -71,9 +71,10 @@ CREATE TABLE event_transitions (
     actor_kind TEXT NOT NULL,
     actor_id TEXT NOT NULL,
     reason TEXT NOT NULL DEFAULT '',
+    version BIGINT NOT NULL, -- the event's version it produced: orders the history
     created_at BIGINT NOT NULL
 );
-CREATE INDEX event_transitions_event ON event_transitions (event_id, created_at);
+CREATE INDEX event_transitions_event ON event_transitions (event_id, version);
 
 CREATE TABLE event_assignments (
     id TEXT PRIMARY KEY,

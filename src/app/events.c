@@ -956,12 +956,14 @@ static int db_transition(keel_db_conn *c, void *arg)
     keel_db_param t[] = {KEEL_DB_P_TEXT(tid),         KEEL_DB_P_TEXT(j->e.id),
                          KEEL_DB_P_TEXT(from),        KEEL_DB_P_TEXT(j->to),
                          KEEL_DB_P_TEXT(j->e.who.kind), KEEL_DB_P_TEXT(j->e.who.id),
-                         KEEL_DB_P_TEXT(j->reason),   KEEL_DB_P_INT(now)};
+                         KEEL_DB_P_TEXT(j->reason),   KEEL_DB_P_INT(now),
+                         KEEL_DB_P_INT(json_integer_value(json_object_get(j->e.before,
+                                                                          "version")) + 1)};
     if ((rc = keel_db_exec(c,
                            "INSERT INTO event_transitions (id, event_id, from_state, to_state, "
-                           "actor_kind, actor_id, reason, created_at) VALUES ($1, $2, $3, $4, "
-                           "$5, $6, $7, $8)",
-                           t, 8, NULL)) < 0)
+                           "actor_kind, actor_id, reason, created_at, version) VALUES ($1, $2, "
+                           "$3, $4, $5, $6, $7, $8, $9)",
+                           t, 9, NULL)) < 0)
         return rc;
     if ((rc = fetch_event(c, j->e.id, &j->e.out, NULL)) < 0)
         return rc;
@@ -996,7 +998,7 @@ static int db_transitions(keel_db_conn *c, void *arg)
     keel_db_rows *rows;
     if ((rc = keel_db_query(c, "SELECT from_state, to_state, actor_kind, actor_id, reason, "
                                "created_at FROM event_transitions WHERE event_id = $1 ORDER BY "
-                               "created_at, id",
+                               "version",
                             p, 1, &rows)) < 0)
         return rc;
     json_t *data = json_array();
@@ -1190,49 +1192,48 @@ static int db_list(keel_db_conn *c, void *arg)
     if (!j->e.who.admin) {
         if (is_user(&j->e.who)) {
             COND(KEEL_DB_P_TEXT(j->e.who.id), " AND (e.classification <> 'restricted' OR "
-                                              "e.owner_id = $%zu", n + 1);
+                                              "e.owner_id = $%zu", n);
             COND(KEEL_DB_P_INT(now),
                  " OR EXISTS (SELECT 1 FROM event_assignments a WHERE a.event_id = e.id AND "
                  "a.user_id = $%zu AND a.revoked_at IS NULL AND (a.expires_at IS NULL OR "
-                 "a.expires_at > $%zu)))", n, n + 1);
+                 "a.expires_at > $%zu)))", n - 1, n);
         } else {
             strcat(where, " AND e.classification <> 'restricted'");
             len = strlen(where);
         }
     }
     if (*j->state)
-        COND(KEEL_DB_P_TEXT(j->state), " AND e.state = $%zu", n + 1);
+        COND(KEEL_DB_P_TEXT(j->state), " AND e.state = $%zu", n);
     if (*j->type)
-        COND(KEEL_DB_P_TEXT(j->type), " AND e.type = $%zu", n + 1);
+        COND(KEEL_DB_P_TEXT(j->type), " AND e.type = $%zu", n);
     if (*j->owner)
-        COND(KEEL_DB_P_TEXT(j->owner), " AND e.owner_id = $%zu", n + 1);
+        COND(KEEL_DB_P_TEXT(j->owner), " AND e.owner_id = $%zu", n);
     if (*j->classification)
-        COND(KEEL_DB_P_TEXT(j->classification), " AND e.classification = $%zu", n + 1);
+        COND(KEEL_DB_P_TEXT(j->classification), " AND e.classification = $%zu", n);
     if (*j->assignee) {
         COND(KEEL_DB_P_TEXT(j->assignee),
              " AND EXISTS (SELECT 1 FROM event_assignments b WHERE b.event_id = e.id AND "
-             "b.user_id = $%zu", n + 1);
+             "b.user_id = $%zu", n);
         COND(KEEL_DB_P_INT(now),
-             " AND b.revoked_at IS NULL AND (b.expires_at IS NULL OR b.expires_at > $%zu))",
-             n + 1);
+             " AND b.revoked_at IS NULL AND (b.expires_at IS NULL OR b.expires_at > $%zu))", n);
     }
     if (*j->tag) {
         snprintf(tag, sizeof(tag), ",%s,", j->tag);
         char pat[200];
         like_escape(tag, pat, sizeof(pat), 0);
         snprintf(tag, sizeof(tag), "%s", pat);
-        COND(KEEL_DB_P_TEXT(tag), " AND e.tags LIKE $%zu ESCAPE '\\'", n + 1);
+        COND(KEEL_DB_P_TEXT(tag), " AND e.tags LIKE $%zu ESCAPE '\\'", n);
     }
     if (*j->q) {
-        COND(KEEL_DB_P_TEXT(j->q), " AND (lower(e.title) LIKE $%zu ESCAPE '\\'", n + 1);
+        COND(KEEL_DB_P_TEXT(j->q), " AND (lower(e.title) LIKE $%zu ESCAPE '\\'", n);
         len += (size_t)snprintf(where + len, sizeof(where) - len,
                                 " OR lower(e.description) LIKE $%zu ESCAPE '\\')", n);
     }
     /* a date range: the events overlapping [from, to) */
     if (j->has_from)
-        COND(KEEL_DB_P_INT(j->from), " AND COALESCE(e.ends_at, e.starts_at) >= $%zu", n + 1);
+        COND(KEEL_DB_P_INT(j->from), " AND COALESCE(e.ends_at, e.starts_at) >= $%zu", n);
     if (j->has_to)
-        COND(KEEL_DB_P_INT(j->to), " AND e.starts_at < $%zu", n + 1);
+        COND(KEEL_DB_P_INT(j->to), " AND e.starts_at < $%zu", n);
     char sql[3000];
     int64_t total = -1;
     int rc;
@@ -1641,7 +1642,7 @@ static const keel_route event_routes[] = {
      .handler = h_patch,
      .summary = "Change an event (If-Match required); parent_id moves its subtree",
      .auth = "any", .permission = "events:write",
-     .request_schema = "{\"type\":\"object\",\"additionalProperties\":false,\"minProperties\":1,"
+     .request_schema = "{\"type\":\"object\",\"additionalProperties\":false,"
                        "\"properties\":{" S_EVENT_PROPS "}}"},
     {.name = "events.delete", .method = "DELETE", .path = "/api/v1/events/:id",
      .handler = h_delete, .summary = "Soft-delete an event and its subtree (owner or admin)",
