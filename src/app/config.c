@@ -84,7 +84,8 @@ static const keel_config_var app_vars[] = {
 
 const keel_config_module app_config = KEEL_CONFIG_MODULE(
     "app",
-    "The reference service: accounts, tokens, the user cache, demo routes (src/app/config.c).",
+    "The reference service: accounts, tokens, the user cache, demo routes, events and the "
+    "audit log (src/app/config.c).",
     app_options, app_vars, app_validate);
 
 const app_options *app_options_of(keel_service *svc)
