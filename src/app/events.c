@@ -9,7 +9,7 @@
  * version), writes, reloads, and appends the audit record last — so the
  * event, its history and its audit record commit together or not at all.
  * A refusal decided inside the transaction returns EV_REFUSED (rolling it
- * back) with the status and detail in the job; `done` answers.
+ * back) with the status and detail in the job; `app_ev_done` answers.
  *
  * Who may do what (on top of the route's permission, events:read /
  * events:write): admins (admin:access) everything; the owner and active
@@ -34,22 +34,19 @@
 #include <string.h>
 
 #include "app/app.h"
+#include "app/events_internal.h"
 
-static keel_db *DB;
+keel_db *app_ev_db;
 static int64_t max_depth;   /* EVENTS_MAX_DEPTH */
 static int parent_waits;    /* EVENTS_PARENT_WAITS_FOR_CHILDREN */
 static int64_t page_max;    /* EVENTS_PAGE_MAX */
 
-#define EV_REFUSED (-29001) /* a job's refusal: status and detail in the job */
 
 #define EV_COLUMNS                                                                               \
     "id, title, description, type, state, starts_at, ends_at, location, owner_id, parent_id, "  \
     "depth, path, tags, custom, classification, risk_level, risk_score, risk_notes, "            \
     "budget_amount, budget_currency, version, legal_hold, legal_hold_reason, legal_hold_by, "   \
     "legal_hold_at, created_at, updated_at"
-
-/* What the caller is to one event. */
-enum rel { REL_NONE = 0, REL_VIEWER, REL_REVIEWER, REL_ASSIGNEE, REL_OWNER };
 
 /* ---------------------------------------------------------------- lifecycle */
 
@@ -83,7 +80,7 @@ static int may_move(const char *from, const char *to)
 
 /* ---------------------------------------------------------------- rows */
 
-static json_t *text_or_null(const keel_db_rows *rows, size_t col)
+json_t *app_ev_text(const keel_db_rows *rows, size_t col)
 {
     if (keel_db_is_null(rows, col))
         return json_null();
@@ -91,7 +88,7 @@ static json_t *text_or_null(const keel_db_rows *rows, size_t col)
     return json_stringn(s.ptr ? s.ptr : "", s.len);
 }
 
-static json_t *time_json(const keel_db_rows *rows, size_t col)
+json_t *app_ev_time(const keel_db_rows *rows, size_t col)
 {
     if (keel_db_is_null(rows, col))
         return json_null();
@@ -112,9 +109,9 @@ static json_t *ev_json(const keel_db_rows *rows, char path[2400])
                  {"state", 4},    {"location", 7}, {"owner_id", 8},    {"parent_id", 9},
                  {"classification", 14}};
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
-        json_object_set_new(o, texts[i].name, text_or_null(rows, texts[i].col));
-    json_object_set_new(o, "starts_at", time_json(rows, 5));
-    json_object_set_new(o, "ends_at", time_json(rows, 6));
+        json_object_set_new(o, texts[i].name, app_ev_text(rows, texts[i].col));
+    json_object_set_new(o, "starts_at", app_ev_time(rows, 5));
+    json_object_set_new(o, "ends_at", app_ev_time(rows, 6));
     json_object_set_new(o, "depth", json_integer(keel_db_get_int(rows, 10)));
     if (path) {
         keel_str p = keel_db_get_text(rows, 11);
@@ -139,59 +136,40 @@ static json_t *ev_json(const keel_db_rows *rows, char path[2400])
         json_object_set_new(o, "risk", json_null());
     else
         json_object_set_new(o, "risk",
-                            json_pack("{s:o,s:o,s:o}", "level", text_or_null(rows, 15), "score",
+                            json_pack("{s:o,s:o,s:o}", "level", app_ev_text(rows, 15), "score",
                                       keel_db_is_null(rows, 16)
                                           ? json_null()
                                           : json_integer(keel_db_get_int(rows, 16)),
-                                      "notes", text_or_null(rows, 17)));
+                                      "notes", app_ev_text(rows, 17)));
     if (keel_db_is_null(rows, 18))
         json_object_set_new(o, "budget", json_null());
     else
         json_object_set_new(o, "budget",
                             json_pack("{s:f,s:o}", "amount", keel_db_get_double(rows, 18),
-                                      "currency", text_or_null(rows, 19)));
+                                      "currency", app_ev_text(rows, 19)));
     json_object_set_new(o, "version", json_integer(keel_db_get_int(rows, 20)));
     if (keel_db_get_bool(rows, 21))
         json_object_set_new(o, "legal_hold",
-                            json_pack("{s:o,s:o,s:o}", "reason", text_or_null(rows, 22), "by",
-                                      text_or_null(rows, 23), "at", time_json(rows, 24)));
+                            json_pack("{s:o,s:o,s:o}", "reason", app_ev_text(rows, 22), "by",
+                                      app_ev_text(rows, 23), "at", app_ev_time(rows, 24)));
     else
         json_object_set_new(o, "legal_hold", json_null());
-    json_object_set_new(o, "created_at", time_json(rows, 25));
-    json_object_set_new(o, "updated_at", time_json(rows, 26));
+    json_object_set_new(o, "created_at", app_ev_time(rows, 25));
+    json_object_set_new(o, "updated_at", app_ev_time(rows, 26));
     return o;
 }
 
 /* ---------------------------------------------------------------- jobs */
 
-/* Every flow's job starts with this (in the request's arena, released
- * with it: ev_cleanup). */
-typedef struct ev_job {
-    app_actor who;
-    char id[64];            /* the event acted on */
-    json_t *out;            /* the answer's body */
-    int status;             /* 0: 200 */
-    int64_t if_match;       /* -1: "*" */
-    /* set by load() */
-    json_t *before;
-    char path[2400];
-    enum rel rel;
-    int held;
-    /* a refusal (EV_REFUSED) */
-    int err_status;
-    char err_detail[300];
-    json_t *err_extra;
-} ev_job;
-
 static void ev_cleanup(void *p)
 {
-    ev_job *j = p;
+    app_ev_job *j = p;
     json_decref(j->out);
     json_decref(j->before);
     json_decref(j->err_extra);
 }
 
-static void ev_reset(ev_job *j)
+static void ev_reset(app_ev_job *j)
 {
     json_decref(j->out);
     json_decref(j->before);
@@ -200,8 +178,7 @@ static void ev_reset(ev_job *j)
     j->err_status = 0;
 }
 
-__attribute__((format(printf, 3, 4))) static int refuse(ev_job *j, int status,
-                                                        const char *fmt, ...)
+int app_ev_refuse(app_ev_job *j, int status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -219,9 +196,9 @@ static void set_etag(keel_req *r, const json_t *ev)
     keel_res_set_header(r, "ETag", tag);
 }
 
-static void done(keel_req *r, void *arg, int status)
+void app_ev_done(keel_req *r, void *arg, int status)
 {
-    ev_job *j = arg;
+    app_ev_job *j = arg;
     if (status == EV_REFUSED) {
         keel_respond_problem_ex(r, j->err_status, NULL, j->err_detail,
                                 j->err_extra ? json_incref(j->err_extra) : NULL);
@@ -248,9 +225,9 @@ static void done(keel_req *r, void *arg, int status)
 }
 
 /* Starts a job on the event of the path. */
-static void *job_new(keel_req *r, size_t size)
+void *app_ev_job_new(keel_req *r, size_t size)
 {
-    ev_job *j = keel_req_job_new(r, size, ev_cleanup);
+    app_ev_job *j = keel_req_job_new(r, size, ev_cleanup);
     app_actor_of(r, &j->who);
     keel_str id = keel_req_param(r, "id");
     if (id.ptr)
@@ -260,7 +237,7 @@ static void *job_new(keel_req *r, size_t size)
 
 /* If-Match: the version it names (-1 for "*"); answers 428 without one
  * and 412 when it is not a strong tag of ours. */
-static int read_if_match(keel_req *r, ev_job *j)
+static int read_if_match(keel_req *r, app_ev_job *j)
 {
     keel_str v = keel_req_header(r, "If-Match");
     if (!v.ptr) {
@@ -294,58 +271,24 @@ static int read_if_match(keel_req *r, ev_job *j)
 
 /* ---------------------------------------------------------------- loading and deciding */
 
-static int is_user(const app_actor *a)
+int app_ev_is_user(const app_actor *a)
 {
     return !strcmp(a->kind, "user");
 }
 
-/* The caller's relationship to the event (owner or an active assignment). */
-static int relation(keel_db_conn *c, const app_actor *a, const char *event_id,
-                    const char *owner_id, enum rel *out)
+static int can_read(const app_ev_job *j, const json_t *ev)
 {
-    *out = REL_NONE;
-    if (!is_user(a))
-        return 0;
-    if (owner_id && !strcmp(owner_id, a->id)) {
-        *out = REL_OWNER;
-        return 0;
-    }
-    keel_db_param p[] = {KEEL_DB_P_TEXT(event_id), KEEL_DB_P_TEXT(a->id),
-                         KEEL_DB_P_INT(app_now())};
-    keel_db_rows *rows;
-    int rc = keel_db_query(c,
-                           "SELECT role FROM event_assignments WHERE event_id = $1 AND "
-                           "user_id = $2 AND revoked_at IS NULL AND (expires_at IS NULL OR "
-                           "expires_at > $3)",
-                           p, 3, &rows);
-    if (rc < 0)
-        return rc;
-    while ((rc = keel_db_rows_next(rows)) == 1) {
-        keel_str role = keel_db_get_text(rows, 0);
-        enum rel r = keel_str_eq(role, keel_str_c("owner"))      ? REL_OWNER
-                     : keel_str_eq(role, keel_str_c("assignee")) ? REL_ASSIGNEE
-                     : keel_str_eq(role, keel_str_c("reviewer")) ? REL_REVIEWER
-                                                                 : REL_VIEWER;
-        if (r > *out)
-            *out = r;
-    }
-    keel_db_rows_free(rows);
-    return rc < 0 ? rc : 0;
-}
-
-static int can_read(const ev_job *j, const json_t *ev)
-{
-    if (j->who.admin || j->rel != REL_NONE)
+    if (j->who.admin || j->rel != APP_EV_NONE)
         return 1;
     return strcmp(json_string_value(json_object_get(ev, "classification")), "restricted") != 0;
 }
 
-static int can_write(const ev_job *j, const json_t *ev)
+static int can_write(const app_ev_job *j, const json_t *ev)
 {
-    if (j->who.admin || j->rel >= REL_ASSIGNEE)
+    if (j->who.admin || j->rel >= APP_EV_ASSIGNEE)
         return 1;
     /* a service key (events:write checked by the route) on what it can see */
-    return !is_user(&j->who) && can_read(j, ev);
+    return !app_ev_is_user(&j->who) && can_read(j, ev);
 }
 
 /* Whether the event at path, or an ancestor, is under legal hold: the
@@ -406,34 +349,34 @@ static int fetch_event(keel_db_conn *c, const char *id, json_t **out, char path[
 
 /* Loads j->id into j->before with the caller's relation and the hold;
  * an event the caller may not see is "not found" (no existence leak). */
-static int load(keel_db_conn *c, ev_job *j)
+int app_ev_load(keel_db_conn *c, app_ev_job *j)
 {
     ev_reset(j);
     int rc = fetch_event(c, j->id, &j->before, j->path);
     if (rc == KEEL_EDB_NOROW)
-        return refuse(j, 404, "no event with this id");
+        return app_ev_refuse(j, 404, "no event with this id");
     if (rc < 0)
         return rc;
-    if ((rc = relation(c, &j->who, j->id,
+    if ((rc = app_ev_relation(c, &j->who, j->id,
                        json_string_value(json_object_get(j->before, "owner_id")), &j->rel)) < 0)
         return rc;
     if (!can_read(j, j->before))
-        return refuse(j, 404, "no event with this id");
+        return app_ev_refuse(j, 404, "no event with this id");
     return hold_on(c, j->path, &j->held);
 }
 
 /* The checks of a change: may write, not held, the version named. */
-static int check_change(ev_job *j, int need_version)
+static int check_change(app_ev_job *j, int need_version)
 {
     if (!can_write(j, j->before))
-        return refuse(j, 403, "only the event's owner, its assignees or an administrator may "
+        return app_ev_refuse(j, 403, "only the event's owner, its assignees or an administrator may "
                               "change it");
     if (j->held)
-        return refuse(j, 423, "the event or one of its parents is under legal hold");
+        return app_ev_refuse(j, 423, "the event or one of its parents is under legal hold");
     int64_t v = json_integer_value(json_object_get(j->before, "version"));
     if (need_version && j->if_match != -1 && j->if_match != v) {
         j->err_extra = json_pack("{s:I}", "current_version", (json_int_t)v);
-        return refuse(j, 412, "the event changed since that version (If-Match): read it again");
+        return app_ev_refuse(j, 412, "the event changed since that version (If-Match): read it again");
     }
     return 0;
 }
@@ -555,17 +498,17 @@ static int type_known(keel_db_conn *c, const char *type, int *known)
 }
 
 /* Refuses (422) with every broken rule of errs. */
-static int invalid(ev_job *j, json_t *errs)
+static int invalid(app_ev_job *j, json_t *errs)
 {
     j->err_extra = json_pack("{s:O}", "errors", errs);
-    return refuse(j, 422, "the event is not valid: %zu rule%s broken", json_array_size(errs),
+    return app_ev_refuse(j, 422, "the event is not valid: %zu rule%s broken", json_array_size(errs),
                   json_array_size(errs) == 1 ? "" : "s");
 }
 
 /* A new parent for the event (create: self_path NULL; move: the event's
  * own path and subtree height): loads it, checks visibility, permission,
  * hold, cycle and depth. Writes the parent's path and depth. */
-static int check_parent(keel_db_conn *c, ev_job *j, const char *parent_id, const char *self_path,
+static int check_parent(keel_db_conn *c, app_ev_job *j, const char *parent_id, const char *self_path,
                         int64_t height, char ppath[2400], int64_t *pdepth)
 {
     json_t *parent = NULL;
@@ -579,9 +522,9 @@ static int check_parent(keel_db_conn *c, ev_job *j, const char *parent_id, const
     }
     if (rc < 0)
         return rc;
-    ev_job pj = {.who = j->who};
+    app_ev_job pj = {.who = j->who};
     int held = 0;
-    if ((rc = relation(c, &j->who, parent_id,
+    if ((rc = app_ev_relation(c, &j->who, parent_id,
                        json_string_value(json_object_get(parent, "owner_id")), &pj.rel)) < 0 ||
         (rc = hold_on(c, ppath, &held)) < 0) {
         json_decref(parent);
@@ -598,14 +541,14 @@ static int check_parent(keel_db_conn *c, ev_job *j, const char *parent_id, const
         return rc;
     }
     if (!writable)
-        return refuse(j, 403, "only the parent's owner, its assignees or an administrator may "
+        return app_ev_refuse(j, 403, "only the parent's owner, its assignees or an administrator may "
                               "add events under it");
     if (held)
-        return refuse(j, 423, "the parent event is under legal hold");
+        return app_ev_refuse(j, 423, "the parent event is under legal hold");
     if (self_path && !strncmp(ppath, self_path, strlen(self_path)))
-        return refuse(j, 409, "an event cannot move under itself or one of its descendants");
+        return app_ev_refuse(j, 409, "an event cannot move under itself or one of its descendants");
     if (*pdepth + 1 + height > max_depth)
-        return refuse(j, 409, "the tree would be %lld levels deep; EVENTS_MAX_DEPTH is %lld",
+        return app_ev_refuse(j, 409, "the tree would be %lld levels deep; EVENTS_MAX_DEPTH is %lld",
                       (long long)(*pdepth + 1 + height), (long long)max_depth);
     return 0;
 }
@@ -613,7 +556,7 @@ static int check_parent(keel_db_conn *c, ev_job *j, const char *parent_id, const
 /* ---------------------------------------------------------------- create */
 
 typedef struct create_job {
-    ev_job e;
+    app_ev_job e;
     json_t *body;   /* borrowed: the request's */
     char parent_id[64];
 } create_job;
@@ -690,20 +633,20 @@ static keel_flow h_create(keel_req *r)
     json_t *body = app_json_body(r);
     if (!body)
         return KEEL_DONE;
-    create_job *j = job_new(r, sizeof(create_job));
+    create_job *j = app_ev_job_new(r, sizeof(create_job));
     j->body = body;
     const char *parent = json_string_value(json_object_get(body, "parent_id"));
     if (parent)
         snprintf(j->parent_id, sizeof(j->parent_id), "%s", parent);
-    return keel_db_job_run_tx(r, DB, db_create, done, j);
+    return keel_db_job_run_tx(r, app_ev_db, db_create, app_ev_done, j);
 }
 
 /* ---------------------------------------------------------------- read */
 
 static int db_get(keel_db_conn *c, void *arg)
 {
-    ev_job *j = arg;
-    int rc = load(c, j);
+    app_ev_job *j = arg;
+    int rc = app_ev_load(c, j);
     if (rc < 0)
         return rc;
     j->out = json_incref(j->before);
@@ -712,19 +655,19 @@ static int db_get(keel_db_conn *c, void *arg)
 
 static keel_flow h_get(keel_req *r)
 {
-    ev_job *j = job_new(r, sizeof(ev_job));
-    return keel_db_job_run(r, DB, db_get, done, j);
+    app_ev_job *j = app_ev_job_new(r, sizeof(app_ev_job));
+    return keel_db_job_run(r, app_ev_db, db_get, app_ev_done, j);
 }
 
 /* ---------------------------------------------------------------- update and move */
 
 typedef struct patch_job {
-    ev_job e;
+    app_ev_job e;
     json_t *body; /* borrowed: the request's */
 } patch_job;
 
 /* Moves j's subtree under new_parent (NULL: makes it a root). */
-static int move(keel_db_conn *c, ev_job *j, const char *new_parent)
+static int move(keel_db_conn *c, app_ev_job *j, const char *new_parent)
 {
     const char *cur = json_string_value(json_object_get(j->before, "parent_id"));
     if ((!cur && !new_parent) || (cur && new_parent && !strcmp(cur, new_parent)))
@@ -763,7 +706,7 @@ static int move(keel_db_conn *c, ev_job *j, const char *new_parent)
 static int db_patch(keel_db_conn *c, void *arg)
 {
     patch_job *j = arg;
-    int rc = load(c, &j->e);
+    int rc = app_ev_load(c, &j->e);
     if (rc < 0 || (rc = check_change(&j->e, 1)) < 0)
         return rc;
     json_t *ev = json_deep_copy(j->e.before);
@@ -786,9 +729,9 @@ static int db_patch(keel_db_conn *c, void *arg)
         }
     }
     if (json_object_get(j->body, "owner_id") && !j->e.who.admin &&
-        j->e.rel != REL_OWNER) {
+        j->e.rel != APP_EV_OWNER) {
         json_decref(ev);
-        return refuse(&j->e, 403, "only the owner or an administrator may hand an event over");
+        return app_ev_refuse(&j->e, 403, "only the owner or an administrator may hand an event over");
     }
     fields f = {.ev = ev};
     json_t *errs = json_array();
@@ -820,7 +763,7 @@ static int db_patch(keel_db_conn *c, void *arg)
                           "WHERE id = $17 AND version = $18 AND deleted_at IS NULL",
                           p, 18, &n);
         if (rc == 0 && n == 0)
-            rc = refuse(&j->e, 412, "the event changed since that version (If-Match): read it "
+            rc = app_ev_refuse(&j->e, 412, "the event changed since that version (If-Match): read it "
                                     "again");
     }
     free(f.custom);
@@ -843,23 +786,23 @@ static keel_flow h_patch(keel_req *r)
     json_t *body = app_json_body(r);
     if (!body)
         return KEEL_DONE;
-    patch_job *j = job_new(r, sizeof(patch_job));
+    patch_job *j = app_ev_job_new(r, sizeof(patch_job));
     j->body = body;
     if (read_if_match(r, &j->e) < 0)
         return KEEL_DONE;
-    return keel_db_job_run_tx(r, DB, db_patch, done, j);
+    return keel_db_job_run_tx(r, app_ev_db, db_patch, app_ev_done, j);
 }
 
 /* ---------------------------------------------------------------- delete */
 
 static int db_delete(keel_db_conn *c, void *arg)
 {
-    ev_job *j = arg;
-    int rc = load(c, j);
+    app_ev_job *j = arg;
+    int rc = app_ev_load(c, j);
     if (rc < 0 || (rc = check_change(j, 1)) < 0)
         return rc;
-    if (!j->who.admin && j->rel != REL_OWNER && is_user(&j->who))
-        return refuse(j, 403, "only the owner or an administrator may delete an event");
+    if (!j->who.admin && j->rel != APP_EV_OWNER && app_ev_is_user(&j->who))
+        return app_ev_refuse(j, 403, "only the owner or an administrator may delete an event");
     /* the subtree goes with it; a held descendant keeps it all */
     keel_db_param p[] = {KEEL_DB_P_TEXT(j->path), KEEL_DB_P_INT(app_now())};
     keel_db_rows *rows;
@@ -870,7 +813,7 @@ static int db_delete(keel_db_conn *c, void *arg)
     int64_t held = keel_db_rows_next(rows) == 1 ? keel_db_get_int(rows, 0) : 0;
     keel_db_rows_free(rows);
     if (held)
-        return refuse(j, 423, "an event of this subtree is under legal hold");
+        return app_ev_refuse(j, 423, "an event of this subtree is under legal hold");
     int64_t n = 0;
     if ((rc = keel_db_exec(c,
                            "UPDATE events SET deleted_at = $2, updated_at = $2, "
@@ -889,17 +832,17 @@ static int db_delete(keel_db_conn *c, void *arg)
 
 static keel_flow h_delete(keel_req *r)
 {
-    ev_job *j = job_new(r, sizeof(ev_job));
+    app_ev_job *j = app_ev_job_new(r, sizeof(app_ev_job));
     j->if_match = -1;
     if (keel_req_header(r, "If-Match").ptr && read_if_match(r, j) < 0)
         return KEEL_DONE;
-    return keel_db_job_run_tx(r, DB, db_delete, done, j);
+    return keel_db_job_run_tx(r, app_ev_db, db_delete, app_ev_done, j);
 }
 
 /* ---------------------------------------------------------------- transitions */
 
 typedef struct transition_job {
-    ev_job e;
+    app_ev_job e;
     char to[16];
     char reason[1024];
 } transition_job;
@@ -907,7 +850,7 @@ typedef struct transition_job {
 static int db_transition(keel_db_conn *c, void *arg)
 {
     transition_job *j = arg;
-    int rc = load(c, &j->e);
+    int rc = app_ev_load(c, &j->e);
     if (rc < 0 || (rc = check_change(&j->e, 1)) < 0)
         return rc;
     const char *from = json_string_value(json_object_get(j->e.before, "state"));
@@ -920,7 +863,7 @@ static int db_transition(keel_db_conn *c, void *arg)
         for (const char *const *s = next_states(from); *s; s++)
             snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s",
                      *list ? ", " : "", *s);
-        return refuse(&j->e, 409, "an event in state %s cannot move to %s; allowed: %s", from,
+        return app_ev_refuse(&j->e, 409, "an event in state %s cannot move to %s; allowed: %s", from,
                       j->to, *list ? list : "none");
     }
     if (!strcmp(j->to, "completed") && parent_waits) {
@@ -934,7 +877,7 @@ static int db_transition(keel_db_conn *c, void *arg)
         int64_t open = keel_db_rows_next(rows) == 1 ? keel_db_get_int(rows, 0) : 0;
         keel_db_rows_free(rows);
         if (open)
-            return refuse(&j->e, 409,
+            return app_ev_refuse(&j->e, 409,
                           "%lld event%s below this one %s not finished (completed, cancelled "
                           "or archived); EVENTS_PARENT_WAITS_FOR_CHILDREN",
                           (long long)open, open == 1 ? "" : "s", open == 1 ? "is" : "are");
@@ -949,7 +892,7 @@ static int db_transition(keel_db_conn *c, void *arg)
                            p, 4, &n)) < 0)
         return rc;
     if (n == 0)
-        return refuse(&j->e, 412, "the event changed since that version (If-Match): read it "
+        return app_ev_refuse(&j->e, 412, "the event changed since that version (If-Match): read it "
                                   "again");
     char tid[37];
     app_uuid(tid);
@@ -979,19 +922,19 @@ static keel_flow h_transition(keel_req *r)
     json_t *body = app_json_body(r);
     if (!body)
         return KEEL_DONE;
-    transition_job *j = job_new(r, sizeof(transition_job));
+    transition_job *j = app_ev_job_new(r, sizeof(transition_job));
     snprintf(j->to, sizeof(j->to), "%s", json_string_value(json_object_get(body, "to")));
     const char *reason = json_string_value(json_object_get(body, "reason"));
     snprintf(j->reason, sizeof(j->reason), "%s", reason ? reason : "");
     if (read_if_match(r, &j->e) < 0)
         return KEEL_DONE;
-    return keel_db_job_run_tx(r, DB, db_transition, done, j);
+    return keel_db_job_run_tx(r, app_ev_db, db_transition, app_ev_done, j);
 }
 
 static int db_transitions(keel_db_conn *c, void *arg)
 {
-    ev_job *j = arg;
-    int rc = load(c, j);
+    app_ev_job *j = arg;
+    int rc = app_ev_load(c, j);
     if (rc < 0)
         return rc;
     keel_db_param p[] = {KEEL_DB_P_TEXT(j->id)};
@@ -1004,10 +947,10 @@ static int db_transitions(keel_db_conn *c, void *arg)
     json_t *data = json_array();
     while ((rc = keel_db_rows_next(rows)) == 1)
         json_array_append_new(
-            data, json_pack("{s:o,s:o,s:{s:o,s:o},s:o,s:o}", "from", text_or_null(rows, 0), "to",
-                            text_or_null(rows, 1), "actor", "kind", text_or_null(rows, 2), "id",
-                            text_or_null(rows, 3), "reason", text_or_null(rows, 4), "at",
-                            time_json(rows, 5)));
+            data, json_pack("{s:o,s:o,s:{s:o,s:o},s:o,s:o}", "from", app_ev_text(rows, 0), "to",
+                            app_ev_text(rows, 1), "actor", "kind", app_ev_text(rows, 2), "id",
+                            app_ev_text(rows, 3), "reason", app_ev_text(rows, 4), "at",
+                            app_ev_time(rows, 5)));
     keel_db_rows_free(rows);
     if (rc < 0) {
         json_decref(data);
@@ -1019,14 +962,14 @@ static int db_transitions(keel_db_conn *c, void *arg)
 
 static keel_flow h_transitions(keel_req *r)
 {
-    ev_job *j = job_new(r, sizeof(ev_job));
-    return keel_db_job_run(r, DB, db_transitions, done, j);
+    app_ev_job *j = app_ev_job_new(r, sizeof(app_ev_job));
+    return keel_db_job_run(r, app_ev_db, db_transitions, app_ev_done, j);
 }
 
 /* ---------------------------------------------------------------- legal hold */
 
 typedef struct hold_job {
-    ev_job e;
+    app_ev_job e;
     int set;
     char reason[1024];
 } hold_job;
@@ -1034,12 +977,12 @@ typedef struct hold_job {
 static int db_hold(keel_db_conn *c, void *arg)
 {
     hold_job *j = arg;
-    int rc = load(c, &j->e);
+    int rc = app_ev_load(c, &j->e);
     if (rc < 0)
         return rc;
     int on = json_object_get(j->e.before, "legal_hold") != json_null();
     if (on == j->set)
-        return refuse(&j->e, 409, j->set ? "the event is already under legal hold"
+        return app_ev_refuse(&j->e, 409, j->set ? "the event is already under legal hold"
                                          : "the event is not under legal hold");
     int64_t now = app_now();
     keel_db_param p[] = {KEEL_DB_P_BOOL(j->set),
@@ -1068,28 +1011,28 @@ static keel_flow h_hold(keel_req *r)
     json_t *body = app_json_body(r);
     if (!body)
         return KEEL_DONE;
-    hold_job *j = job_new(r, sizeof(hold_job));
+    hold_job *j = app_ev_job_new(r, sizeof(hold_job));
     j->set = 1;
     snprintf(j->reason, sizeof(j->reason), "%s",
              json_string_value(json_object_get(body, "reason")));
-    return keel_db_job_run_tx(r, DB, db_hold, done, j);
+    return keel_db_job_run_tx(r, app_ev_db, db_hold, app_ev_done, j);
 }
 
 static keel_flow h_release(keel_req *r)
 {
-    hold_job *j = job_new(r, sizeof(hold_job));
+    hold_job *j = app_ev_job_new(r, sizeof(hold_job));
     keel_str reason = keel_req_query_param(r, "reason");
     snprintf(j->reason, sizeof(j->reason), "%.*s", (int)(reason.len < 1000 ? reason.len : 1000),
              reason.ptr ? reason.ptr : "");
-    return keel_db_job_run_tx(r, DB, db_hold, done, j);
+    return keel_db_job_run_tx(r, app_ev_db, db_hold, app_ev_done, j);
 }
 
 /* ---------------------------------------------------------------- tree */
 
 static int db_tree(keel_db_conn *c, void *arg)
 {
-    ev_job *j = arg;
-    int rc = load(c, j);
+    app_ev_job *j = arg;
+    int rc = app_ev_load(c, j);
     if (rc < 0)
         return rc;
     /* the events of the subtree the caller may see; a hidden event hides
@@ -1131,8 +1074,8 @@ static int db_tree(keel_db_conn *c, void *arg)
 
 static keel_flow h_tree(keel_req *r)
 {
-    ev_job *j = job_new(r, sizeof(ev_job));
-    return keel_db_job_run(r, DB, db_tree, done, j);
+    app_ev_job *j = app_ev_job_new(r, sizeof(app_ev_job));
+    return keel_db_job_run(r, app_ev_db, db_tree, app_ev_done, j);
 }
 
 /* ---------------------------------------------------------------- list */
@@ -1147,7 +1090,7 @@ static const struct {
 #define NSORTS (sizeof(sorts) / sizeof(sorts[0]))
 
 typedef struct list_job {
-    ev_job e;
+    app_ev_job e;
     char state[16], type[64], owner[64], assignee[64], tag[48], classification[16];
     char q[300]; /* a LIKE pattern, escaped */
     int64_t from, to, limit;
@@ -1190,7 +1133,7 @@ static int db_list(keel_db_conn *c, void *arg)
         len += (size_t)snprintf(where + len, sizeof(where) - len, __VA_ARGS__);                  \
     } while (0)
     if (!j->e.who.admin) {
-        if (is_user(&j->e.who)) {
+        if (app_ev_is_user(&j->e.who)) {
             COND(KEEL_DB_P_TEXT(j->e.who.id), " AND (e.classification <> 'restricted' OR "
                                               "e.owner_id = $%zu", n);
             COND(KEEL_DB_P_INT(now),
@@ -1310,7 +1253,7 @@ static void listed(keel_req *r, void *arg, int status)
     list_job *j = arg;
     if (status == 0 && *j->next)
         app_link_next(r, "cursor", j->next);
-    done(r, arg, status);
+    app_ev_done(r, arg, status);
 }
 
 /* The list's query, already typed by the route's query schema. */
@@ -1401,188 +1344,10 @@ static int read_list_query(keel_req *r, list_job *j)
 
 static keel_flow h_list(keel_req *r)
 {
-    list_job *j = job_new(r, sizeof(list_job));
+    list_job *j = app_ev_job_new(r, sizeof(list_job));
     if (read_list_query(r, j) < 0)
         return KEEL_DONE;
-    return keel_db_job_run(r, DB, db_list, listed, j);
-}
-
-/* ---------------------------------------------------------------- assignments */
-
-typedef struct assign_job {
-    ev_job e;
-    char user_id[64], role[16], aid[64];
-    int64_t expires_at;
-    int has_expiry;
-} assign_job;
-
-static json_t *assignment_json(const keel_db_rows *rows)
-{
-    return json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "id", text_or_null(rows, 0), "user_id",
-                     text_or_null(rows, 1), "role", text_or_null(rows, 2), "delegated_from",
-                     text_or_null(rows, 3), "expires_at", time_json(rows, 4), "revoked_at",
-                     time_json(rows, 5), "created_by", text_or_null(rows, 6), "created_at",
-                     time_json(rows, 7));
-}
-
-#define AS_COLUMNS                                                                               \
-    "id, user_id, role, delegated_from, expires_at, revoked_at, created_by, created_at"
-
-static int db_assignments(keel_db_conn *c, void *arg)
-{
-    ev_job *j = arg;
-    int rc = load(c, j);
-    if (rc < 0)
-        return rc;
-    keel_db_param p[] = {KEEL_DB_P_TEXT(j->id)};
-    keel_db_rows *rows;
-    if ((rc = keel_db_query(c, "SELECT " AS_COLUMNS " FROM event_assignments WHERE event_id = $1 "
-                               "ORDER BY created_at, id",
-                            p, 1, &rows)) < 0)
-        return rc;
-    json_t *data = json_array();
-    while ((rc = keel_db_rows_next(rows)) == 1)
-        json_array_append_new(data, assignment_json(rows));
-    keel_db_rows_free(rows);
-    if (rc < 0) {
-        json_decref(data);
-        return rc;
-    }
-    j->out = json_pack("{s:o}", "data", data);
-    return 0;
-}
-
-static keel_flow h_assignments(keel_req *r)
-{
-    ev_job *j = job_new(r, sizeof(ev_job));
-    return keel_db_job_run(r, DB, db_assignments, done, j);
-}
-
-static int db_assign(keel_db_conn *c, void *arg)
-{
-    assign_job *j = arg;
-    int rc = load(c, &j->e);
-    if (rc < 0)
-        return rc;
-    if (j->e.held)
-        return refuse(&j->e, 423, "the event or one of its parents is under legal hold");
-    /* the owner and admins assign; an assignee delegates (with an expiry) */
-    int delegation = !j->e.who.admin && j->e.rel != REL_OWNER;
-    if (delegation && j->e.rel != REL_ASSIGNEE)
-        return refuse(&j->e, 403, "only the owner or an administrator assigns; an assignee may "
-                                  "delegate");
-    if (delegation && !j->has_expiry)
-        return refuse(&j->e, 422, "a delegation needs expires_at");
-    if (j->has_expiry && j->expires_at <= app_now())
-        return refuse(&j->e, 422, "expires_at must be in the future");
-    json_t *user = NULL;
-    rc = app_fetch_user(c, j->user_id, 0, &user);
-    json_decref(user);
-    if (rc == KEEL_EDB_NOROW)
-        return refuse(&j->e, 422, "no user with this id");
-    if (rc < 0)
-        return rc;
-    char id[37];
-    app_uuid(id);
-    int64_t now = app_now();
-    keel_db_param p[] = {KEEL_DB_P_TEXT(id),
-                         KEEL_DB_P_TEXT(j->e.id),
-                         KEEL_DB_P_TEXT(j->user_id),
-                         KEEL_DB_P_TEXT(j->role),
-                         delegation ? KEEL_DB_P_TEXT(j->e.who.id) : KEEL_DB_P_NULL(),
-                         j->has_expiry ? KEEL_DB_P_INT(j->expires_at) : KEEL_DB_P_NULL(),
-                         KEEL_DB_P_TEXT(j->e.who.id),
-                         KEEL_DB_P_INT(now)};
-    if ((rc = keel_db_exec(c,
-                           "INSERT INTO event_assignments (id, event_id, user_id, role, "
-                           "delegated_from, expires_at, created_by, created_at) VALUES ($1, $2, "
-                           "$3, $4, $5, $6, $7, $8)",
-                           p, 8, NULL)) < 0)
-        return rc;
-    keel_db_param q[] = {KEEL_DB_P_TEXT(id)};
-    keel_db_rows *rows;
-    if ((rc = keel_db_query(c, "SELECT " AS_COLUMNS " FROM event_assignments WHERE id = $1", q, 1,
-                            &rows)) < 0)
-        return rc;
-    if (keel_db_rows_next(rows) == 1)
-        j->e.out = assignment_json(rows);
-    keel_db_rows_free(rows);
-    json_t *diff = json_pack("{s:{s:O}}", "assignment", "to", j->e.out);
-    rc = app_audit_append(c, &j->e.who, delegation ? "event.delegate" : "event.assign", "event",
-                          j->e.id, diff);
-    json_decref(diff);
-    j->e.status = 201;
-    return rc;
-}
-
-static keel_flow h_assign(keel_req *r)
-{
-    json_t *body = app_json_body(r);
-    if (!body)
-        return KEEL_DONE;
-    assign_job *j = job_new(r, sizeof(assign_job));
-    snprintf(j->user_id, sizeof(j->user_id), "%s",
-             json_string_value(json_object_get(body, "user_id")));
-    const char *role = json_string_value(json_object_get(body, "role"));
-    snprintf(j->role, sizeof(j->role), "%s", role ? role : "assignee");
-    json_t *exp = json_object_get(body, "expires_at");
-    if (exp) {
-        if (app_parse_time(json_string_value(exp), json_string_length(exp), &j->expires_at) < 0) {
-            app_invalid(r, "/expires_at", "must be an RFC 3339 date-time");
-            return KEEL_DONE;
-        }
-        j->has_expiry = 1;
-    }
-    return keel_db_job_run_tx(r, DB, db_assign, done, j);
-}
-
-static int db_unassign(keel_db_conn *c, void *arg)
-{
-    assign_job *j = arg;
-    int rc = load(c, &j->e);
-    if (rc < 0)
-        return rc;
-    if (j->e.held)
-        return refuse(&j->e, 423, "the event or one of its parents is under legal hold");
-    keel_db_param p[] = {KEEL_DB_P_TEXT(j->aid), KEEL_DB_P_TEXT(j->e.id)};
-    keel_db_rows *rows;
-    if ((rc = keel_db_query(c, "SELECT " AS_COLUMNS " FROM event_assignments WHERE id = $1 AND "
-                               "event_id = $2 AND revoked_at IS NULL",
-                            p, 2, &rows)) < 0)
-        return rc;
-    json_t *before = keel_db_rows_next(rows) == 1 ? assignment_json(rows) : NULL;
-    keel_db_rows_free(rows);
-    if (!before)
-        return refuse(&j->e, 404, "no active assignment with this id on this event");
-    const char *user = json_string_value(json_object_get(before, "user_id")),
-               *from = json_string_value(json_object_get(before, "delegated_from"));
-    /* the owner and admins revoke any; a delegator their delegations; anyone their own */
-    if (!j->e.who.admin && j->e.rel != REL_OWNER && strcmp(user, j->e.who.id) &&
-        !(from && !strcmp(from, j->e.who.id))) {
-        json_decref(before);
-        return refuse(&j->e, 403, "only the owner, an administrator, the delegator or the "
-                                  "assignee may end an assignment");
-    }
-    /* it ends, with the delegations made from it */
-    keel_db_param q[] = {KEEL_DB_P_INT(app_now()), KEEL_DB_P_TEXT(j->aid),
-                         KEEL_DB_P_TEXT(j->e.id), KEEL_DB_P_TEXT(user)};
-    rc = keel_db_exec(c,
-                      "UPDATE event_assignments SET revoked_at = $1 WHERE revoked_at IS NULL AND "
-                      "(id = $2 OR (event_id = $3 AND delegated_from = $4))",
-                      q, 4, NULL);
-    json_t *diff = json_pack("{s:{s:o}}", "assignment", "from", before);
-    if (rc == 0)
-        rc = app_audit_append(c, &j->e.who, "event.unassign", "event", j->e.id, diff);
-    json_decref(diff);
-    return rc;
-}
-
-static keel_flow h_unassign(keel_req *r)
-{
-    assign_job *j = job_new(r, sizeof(assign_job));
-    keel_str aid = keel_req_param(r, "aid");
-    snprintf(j->aid, sizeof(j->aid), "%.*s", (int)(aid.len < 63 ? aid.len : 63), aid.ptr);
-    return keel_db_job_run_tx(r, DB, db_unassign, done, j);
+    return keel_db_job_run(r, app_ev_db, db_list, listed, j);
 }
 
 /* ---------------------------------------------------------------- routes */
@@ -1671,31 +1436,18 @@ static const keel_route event_routes[] = {
     {.name = "events.release", .method = "DELETE", .path = "/api/v1/events/:id/hold",
      .handler = h_release, .summary = "Lift a legal hold (admin; ?reason)", .auth = "any",
      .permission = "admin:access"},
-    {.name = "events.assignments", .method = "GET", .path = "/api/v1/events/:id/assignments",
-     .handler = h_assignments, .summary = "Assignments and delegations of an event",
-     .auth = "any", .permission = "events:read"},
-    {.name = "events.assign", .method = "POST", .path = "/api/v1/events/:id/assignments",
-     .handler = h_assign,
-     .summary = "Assign a user (owner, admin) or delegate with an expiry (an assignee)",
-     .auth = "any", .permission = "events:write",
-     .request_schema = "{\"type\":\"object\",\"additionalProperties\":false,\"required\":"
-                       "[\"user_id\"],\"properties\":{\"user_id\":" S_ID ",\"role\":{\"type\":"
-                       "\"string\",\"enum\":[\"assignee\",\"reviewer\",\"viewer\"]},"
-                       "\"expires_at\":" S_TIME "}}"},
-    {.name = "events.unassign", .method = "DELETE",
-     .path = "/api/v1/events/:id/assignments/:aid", .handler = h_unassign,
-     .summary = "End an assignment or a delegation (and the delegations made from it)",
-     .auth = "any", .permission = "events:write"},
 };
 
 int app_events_setup(keel_service *svc)
 {
     const app_options *o = app_options_of(svc);
-    DB = keel_service_db(svc);
+    app_ev_db = keel_service_db(svc);
     max_depth = (int64_t)o->events_max_depth;
     parent_waits = o->events_parent_waits;
     page_max = (int64_t)o->events_page_max;
     (void)states;
-    return keel_service_add_routes(svc, event_routes,
-                                   sizeof(event_routes) / sizeof(event_routes[0]));
+    if (keel_service_add_routes(svc, event_routes,
+                                sizeof(event_routes) / sizeof(event_routes[0])) < 0)
+        return -1;
+    return app_event_assignments_setup(svc);
 }

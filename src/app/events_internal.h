@@ -1,0 +1,67 @@
+/* events_internal.h — what the files of the events resource share
+ * (src/app/events.c, event_assignments.c): the job every flow starts
+ * with, loading an event with the caller's relationship to it, and the
+ * refusal path. Not for other resources: they call the events' own
+ * functions in app.h. */
+#ifndef KEEL_APP_EVENTS_INTERNAL_H
+#define KEEL_APP_EVENTS_INTERNAL_H
+
+#include <jansson.h>
+
+#include "app/app.h"
+
+#define EV_REFUSED (-29001) /* a job's refusal: status and detail in the job */
+
+/* What the caller is to one event. */
+typedef enum app_ev_rel {
+    APP_EV_NONE = 0,
+    APP_EV_VIEWER,
+    APP_EV_REVIEWER,
+    APP_EV_ASSIGNEE,
+    APP_EV_OWNER
+} app_ev_rel;
+
+/* Every flow's job starts with this (in the request's arena, released
+ * with it). */
+typedef struct app_ev_job {
+    app_actor who;
+    char id[64];      /* the event acted on */
+    json_t *out;      /* the answer's body */
+    int status;       /* 0: 200 */
+    int64_t if_match; /* -1: "*" */
+    /* set by app_ev_load() */
+    json_t *before;
+    char path[2400];
+    app_ev_rel rel;
+    int held;
+    /* a refusal (EV_REFUSED) */
+    int err_status;
+    char err_detail[300];
+    json_t *err_extra;
+} app_ev_job;
+
+extern keel_db *app_ev_db;
+
+/* A job of `size` bytes (starting with app_ev_job) on the path's :id. */
+void *app_ev_job_new(keel_req *r, size_t size);
+/* Answers a job: a refusal, a database error, j->out (with ETag for an
+ * event) or 204. */
+void app_ev_done(keel_req *r, void *arg, int status);
+/* Keeps a refusal in j; returns EV_REFUSED (return it to roll back). */
+__attribute__((format(printf, 3, 4))) int app_ev_refuse(app_ev_job *j, int status,
+                                                        const char *fmt, ...);
+/* Loads j->id into j->before with the caller's relation and the hold;
+ * refuses 404 for an event the caller may not see. */
+int app_ev_load(keel_db_conn *c, app_ev_job *j);
+/* The caller's relationship to an event (owner, or its active
+ * assignments: event_assignments.c). */
+int app_ev_relation(keel_db_conn *c, const app_actor *a, const char *event_id,
+                    const char *owner_id, app_ev_rel *out);
+int app_ev_is_user(const app_actor *a);
+/* A column as JSON: text or null; Unix seconds as RFC 3339 or null. */
+json_t *app_ev_text(const keel_db_rows *rows, size_t col);
+json_t *app_ev_time(const keel_db_rows *rows, size_t col);
+
+int app_event_assignments_setup(keel_service *svc);
+
+#endif
