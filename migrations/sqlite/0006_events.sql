@@ -48,6 +48,9 @@ CREATE TABLE events (
     legal_hold_reason TEXT,
     legal_hold_by TEXT,
     legal_hold_at BIGINT,
+    recurrence TEXT,
+    template_id TEXT,
+    anonymised_at BIGINT,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL,
     deleted_at BIGINT
@@ -62,6 +65,27 @@ CREATE INDEX events_owner ON events (owner_id);
 CREATE INDEX events_parent ON events (parent_id);
 CREATE INDEX events_path ON events (path);
 CREATE INDEX events_classification ON events (classification);
+
+-- Recurrence exceptions: one instance of a series changed or cancelled
+-- without touching the series (keyed by the instance's original start).
+CREATE TABLE event_exceptions (
+    event_id TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    original_start BIGINT NOT NULL,
+    changes TEXT NOT NULL DEFAULT '{}',
+    cancelled BOOLEAN NOT NULL DEFAULT FALSE,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (event_id, original_start)
+);
+
+-- Templates: an event's fields to start from (POST /api/v1/events with
+-- template_id, the body's fields overriding them).
+CREATE TABLE event_templates (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    fields TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
 
 CREATE TABLE event_transitions (
     id TEXT PRIMARY KEY,
@@ -135,5 +159,7 @@ DROP TABLE audit_log;
 DROP TABLE event_tree_lock;
 DROP TABLE event_assignments;
 DROP TABLE event_transitions;
+DROP TABLE event_templates;
+DROP TABLE event_exceptions;
 DROP TABLE events;
 DROP TABLE event_types;

@@ -48,6 +48,7 @@ typedef struct app_options {
     int events_parent_waits;    /* EVENTS_PARENT_WAITS_FOR_CHILDREN */
     uint64_t events_page_max;   /* EVENTS_PAGE_MAX: largest ?limit of the event list */
     uint64_t audit_export_max;  /* AUDIT_EXPORT_MAX: records per export response */
+    uint64_t events_instances_max; /* EVENTS_INSTANCES_MAX: instances per request */
 } app_options;
 
 extern const keel_config_module app_config;

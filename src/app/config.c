@@ -75,6 +75,10 @@ static const keel_config_var app_vars[] = {
              "scheduled or active (409)"},
     {.name = "EVENTS_PAGE_MAX", .type = KEEL_CONFIG_UINT, .def = "100", AT(events_page_max),
      .min = 1, .max = 1000, .help = "largest ?limit of GET /api/v1/events"},
+    {.name = "EVENTS_INSTANCES_MAX", .type = KEEL_CONFIG_UINT, .def = "500",
+     AT(events_instances_max), .min = 1, .max = 100000,
+     .help = "most instances of a recurring event one GET /api/v1/events/:id/instances "
+             "returns (the rest: truncated, ask for a later range)"},
     {.name = "AUDIT_EXPORT_MAX", .type = KEEL_CONFIG_UINT, .def = "10000", AT(audit_export_max),
      .min = 1, .max = 1000000,
      .help = "audit records per GET /api/v1/admin/audit/export response (a Link header "

@@ -46,7 +46,7 @@ static int64_t page_max;    /* EVENTS_PAGE_MAX */
     "id, title, description, type, state, starts_at, ends_at, location, owner_id, parent_id, "  \
     "depth, path, tags, custom, classification, risk_level, risk_score, risk_notes, "            \
     "budget_amount, budget_currency, version, legal_hold, legal_hold_reason, legal_hold_by, "   \
-    "legal_hold_at, created_at, updated_at"
+    "legal_hold_at, created_at, updated_at, recurrence, template_id"
 
 /* ---------------------------------------------------------------- lifecycle */
 
@@ -156,6 +156,10 @@ static json_t *ev_json(const keel_db_rows *rows, char path[2400])
         json_object_set_new(o, "legal_hold", json_null());
     json_object_set_new(o, "created_at", app_ev_time(rows, 25));
     json_object_set_new(o, "updated_at", app_ev_time(rows, 26));
+    keel_str rr = keel_db_get_text(rows, 27);
+    json_t *rule = rr.ptr ? json_loadb(rr.ptr, rr.len, 0, NULL) : NULL;
+    json_object_set_new(o, "recurrence", rule ? rule : json_null());
+    json_object_set_new(o, "template_id", app_ev_text(rows, 28));
     return o;
 }
 
@@ -366,7 +370,7 @@ int app_ev_load(keel_db_conn *c, app_ev_job *j)
 }
 
 /* The checks of a change: may write, not held, the version named. */
-static int check_change(app_ev_job *j, int need_version)
+int app_ev_check_change(app_ev_job *j, int need_version)
 {
     if (!can_write(j, j->before))
         return app_ev_refuse(j, 403, "only the event's owner, its assignees or an administrator may "
@@ -397,6 +401,7 @@ typedef struct fields {
     int has_ends;
     char tags[1200];
     char *custom;      /* json_dumps: free */
+    char *recurrence;  /* json_dumps or NULL: free */
     int parent_given;  /* the body names parent_id (create or move) */
 } fields;
 
@@ -445,6 +450,11 @@ static void flatten(fields *f, json_t *errs)
         json_array_append_new(errs, json_pack("{s:s,s:s}", "pointer", "/budget", "message",
                                               "needs an amount and a currency"));
     f->custom = json_dumps(json_object_get(ev, "custom"), JSON_COMPACT | JSON_SORT_KEYS);
+    json_t *rule = json_object_get(ev, "recurrence");
+    if (json_is_object(rule)) {
+        app_ev_rrule_check(rule, errs);
+        f->recurrence = json_dumps(rule, JSON_COMPACT | JSON_SORT_KEYS);
+    }
 }
 
 /* The parameters $1.. of the writable columns, in this order:
@@ -565,7 +575,29 @@ static int db_create(keel_db_conn *c, void *arg)
 {
     create_job *j = arg;
     ev_reset(&j->e);
-    json_t *ev = json_deep_copy(j->body);
+    json_t *ev = json_object();
+    const char *tid = json_string_value(json_object_get(j->body, "template_id"));
+    if (tid) {
+        json_t *tf = NULL;
+        int trc = app_ev_template_fields(c, tid, &tf);
+        if (trc == KEEL_EDB_NOROW) {
+            json_decref(ev);
+            json_t *errs = json_pack("[{s:s,s:s}]", "pointer", "/template_id", "message",
+                                     "no template with this id");
+            trc = invalid(&j->e, errs);
+            json_decref(errs);
+            return trc;
+        }
+        if (trc < 0) {
+            json_decref(ev);
+            return trc;
+        }
+        json_object_update(ev, tf);
+        json_decref(tf);
+    }
+    json_object_update(ev, j->body); /* the body overrides the template */
+    json_object_del(ev, "template_id");
+    json_object_del(ev, "parent_id");
     static const char *const defaults[][2] = {{"description", ""}, {"type", "general"},
                                               {"location", ""}, {"classification", "internal"}};
     for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
@@ -602,7 +634,7 @@ static int db_create(keel_db_conn *c, void *arg)
     if (rc == 0) {
         snprintf(path, sizeof(path), "%s%s%s/", *ppath ? ppath : "/", *ppath ? "" : "", id);
         int64_t now = app_now();
-        keel_db_param p[21];
+        keel_db_param p[23];
         write_params(&f, p);
         p[15] = KEEL_DB_P_TEXT(id);
         p[16] = *j->parent_id ? KEEL_DB_P_TEXT(j->parent_id) : KEEL_DB_P_NULL();
@@ -610,13 +642,17 @@ static int db_create(keel_db_conn *c, void *arg)
         p[18] = KEEL_DB_P_TEXT(path);
         p[19] = KEEL_DB_P_INT(now);
         p[20] = KEEL_DB_P_INT(now);
+        p[21] = f.recurrence ? KEEL_DB_P_TEXT(f.recurrence) : KEEL_DB_P_NULL();
+        p[22] = tid ? KEEL_DB_P_TEXT(tid) : KEEL_DB_P_NULL();
         rc = keel_db_exec(c,
                           "INSERT INTO events (" EV_WRITE_COLS ", id, parent_id, depth, path, "
-                          "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-                          "$10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
-                          p, 21, NULL);
+                          "created_at, updated_at, recurrence, template_id) VALUES ($1, $2, $3, "
+                          "$4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, "
+                          "$19, $20, $21, $22, $23)",
+                          p, 23, NULL);
     }
     free(f.custom);
+    free(f.recurrence);
     if (rc < 0)
         return rc;
     if ((rc = fetch_event(c, id, &j->e.out, NULL)) < 0)
@@ -707,7 +743,7 @@ static int db_patch(keel_db_conn *c, void *arg)
 {
     patch_job *j = arg;
     int rc = app_ev_load(c, &j->e);
-    if (rc < 0 || (rc = check_change(&j->e, 1)) < 0)
+    if (rc < 0 || (rc = app_ev_check_change(&j->e, 1)) < 0)
         return rc;
     json_t *ev = json_deep_copy(j->e.before);
     const char *k;
@@ -748,25 +784,28 @@ static int db_patch(keel_db_conn *c, void *arg)
     if (rc == 0 && np)
         rc = move(c, &j->e, json_string_value(np));
     if (rc == 0) {
-        keel_db_param p[18];
+        keel_db_param p[19];
         write_params(&f, p);
         p[15] = KEEL_DB_P_INT(app_now());
         p[16] = KEEL_DB_P_TEXT(j->e.id);
         p[17] = KEEL_DB_P_INT(json_integer_value(json_object_get(j->e.before, "version")));
+        p[18] = f.recurrence ? KEEL_DB_P_TEXT(f.recurrence) : KEEL_DB_P_NULL();
         int64_t n = 0;
         rc = keel_db_exec(c,
                           "UPDATE events SET title = $1, description = $2, type = $3, "
                           "starts_at = $4, ends_at = $5, location = $6, owner_id = $7, "
                           "tags = $8, custom = $9, classification = $10, risk_level = $11, "
                           "risk_score = $12, risk_notes = $13, budget_amount = $14, "
-                          "budget_currency = $15, updated_at = $16, version = version + 1 "
+                          "budget_currency = $15, updated_at = $16, recurrence = $19, "
+                          "version = version + 1 "
                           "WHERE id = $17 AND version = $18 AND deleted_at IS NULL",
-                          p, 18, &n);
+                          p, 19, &n);
         if (rc == 0 && n == 0)
             rc = app_ev_refuse(&j->e, 412, "the event changed since that version (If-Match): read it "
                                     "again");
     }
     free(f.custom);
+    free(f.recurrence);
     json_decref(ev);
     if (rc < 0)
         return rc;
@@ -799,7 +838,7 @@ static int db_delete(keel_db_conn *c, void *arg)
 {
     app_ev_job *j = arg;
     int rc = app_ev_load(c, j);
-    if (rc < 0 || (rc = check_change(j, 1)) < 0)
+    if (rc < 0 || (rc = app_ev_check_change(j, 1)) < 0)
         return rc;
     if (!j->who.admin && j->rel != APP_EV_OWNER && app_ev_is_user(&j->who))
         return app_ev_refuse(j, 403, "only the owner or an administrator may delete an event");
@@ -851,7 +890,7 @@ static int db_transition(keel_db_conn *c, void *arg)
 {
     transition_job *j = arg;
     int rc = app_ev_load(c, &j->e);
-    if (rc < 0 || (rc = check_change(&j->e, 1)) < 0)
+    if (rc < 0 || (rc = app_ev_check_change(&j->e, 1)) < 0)
         return rc;
     const char *from = json_string_value(json_object_get(j->e.before, "state"));
     if (!may_move(from, j->to)) {
@@ -1374,7 +1413,8 @@ static keel_flow h_list(keel_req *r)
     "\"notes\":{\"type\":[\"string\",\"null\"],\"maxLength\":2000}}},"                           \
     "\"budget\":{\"type\":[\"object\",\"null\"],\"additionalProperties\":false,\"properties\":{" \
     "\"amount\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1e15},"                           \
-    "\"currency\":{\"type\":\"string\",\"pattern\":\"^[A-Z]{3}$\"}}}"
+    "\"currency\":{\"type\":\"string\",\"pattern\":\"^[A-Z]{3}$\"}}},"                     \
+    "\"recurrence\":" APP_EV_S_RRULE
 
 #define S_LIST_QUERY                                                                             \
     "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"                      \
@@ -1399,8 +1439,7 @@ static const keel_route event_routes[] = {
      .summary = "Create an event (state draft; owner: the caller)", .auth = "any",
      .permission = "events:write",
      .request_schema = "{\"type\":\"object\",\"additionalProperties\":false,"
-                       "\"required\":[\"title\",\"starts_at\"],\"properties\":{" S_EVENT_PROPS
-                       "}}"},
+                       "\"properties\":{\"template_id\":" S_ID "," S_EVENT_PROPS "}}"},
     {.name = "events.get", .method = "GET", .path = "/api/v1/events/:id", .handler = h_get,
      .summary = "One event, with its ETag", .auth = "any", .permission = "events:read"},
     {.name = "events.update", .method = "PATCH", .path = "/api/v1/events/:id",
@@ -1449,5 +1488,7 @@ int app_events_setup(keel_service *svc)
     if (keel_service_add_routes(svc, event_routes,
                                 sizeof(event_routes) / sizeof(event_routes[0])) < 0)
         return -1;
-    return app_event_assignments_setup(svc);
+    if (app_event_assignments_setup(svc) < 0 || app_event_templates_setup(svc) < 0)
+        return -1;
+    return app_event_recurrence_setup(svc, (size_t)o->events_instances_max);
 }

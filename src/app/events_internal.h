@@ -62,6 +62,34 @@ int app_ev_is_user(const app_actor *a);
 json_t *app_ev_text(const keel_db_rows *rows, size_t col);
 json_t *app_ev_time(const keel_db_rows *rows, size_t col);
 
+/* The checks of a change on a loaded event: may write (403), not held
+ * (423), and with need_version the If-Match version (412). */
+int app_ev_check_change(app_ev_job *j, int need_version);
+
 int app_event_assignments_setup(keel_service *svc);
+
+/* ---------------------------------------------------------------- templates (event_templates.c) */
+
+/* The fields of template id as an object (*out, new reference): 0 or
+ * KEEL_EDB_NOROW. */
+int app_ev_template_fields(keel_db_conn *c, const char *id, json_t **out);
+int app_event_templates_setup(keel_service *svc);
+
+/* ---------------------------------------------------------------- recurrence (event_recurrence.c) */
+
+/* The JSON Schema of a rule (an RFC 5545 RRULE subset). */
+#define APP_EV_S_RRULE                                                                           \
+    "{\"type\":[\"object\",\"null\"],\"additionalProperties\":false,\"required\":[\"freq\"],"   \
+    "\"properties\":{\"freq\":{\"type\":\"string\",\"enum\":[\"daily\",\"weekly\","           \
+    "\"monthly\"]},\"interval\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000},"         \
+    "\"by_weekday\":{\"type\":\"array\",\"minItems\":1,\"maxItems\":7,\"items\":{\"type\":"    \
+    "\"string\",\"enum\":[\"MO\",\"TU\",\"WE\",\"TH\",\"FR\",\"SA\",\"SU\"]}},"             \
+    "\"count\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":100000},"                      \
+    "\"until\":{\"type\":\"string\",\"format\":\"date-time\"}}}"
+
+/* The rules the schema cannot say (count with until; by_weekday only
+ * weekly), each as {pointer, message} added to errs. */
+void app_ev_rrule_check(const json_t *rule, json_t *errs);
+int app_event_recurrence_setup(keel_service *svc, size_t instances_max);
 
 #endif

@@ -478,3 +478,110 @@ def test_concurrent_writers_on_one_tree(ev):
     assert total == writes
     rep = verify(ev)
     assert rep["ok"] and rep["records"] == 4 + writes, rep
+
+
+# ---------------------------------------------------------------- templates and recurrence
+
+def instances(ev, eid, frm, to, token=None):
+    r = ev.call("GET", "/events/%s/instances" % eid, token=token or ev.alice,
+                params={"from": frm, "to": to})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_templates(ev):
+    t = ev.call("POST", "/event-templates", token=ev.alice,
+                json={"name": "standup", "fields": {"title": "Standup", "type": "meeting",
+                                                    "tags": ["daily"],
+                                                    "recurrence": {"freq": "daily"}}})
+    assert t.status_code == 201, t.text
+    tid = t.json()["id"]
+    problem(ev.call("POST", "/event-templates", token=ev.bob,
+                    json={"name": "standup", "fields": {}}), 409)
+    doc = ev.create(ev.bob, template_id=tid, title="Team standup",
+                    starts_at="2030-01-01T09:00:00Z")
+    assert (doc["title"], doc["type"], doc["tags"]) == ("Team standup", "meeting", ["daily"])
+    assert doc["template_id"] == tid and doc["recurrence"] == {"freq": "daily"}
+    assert doc["owner_id"] == ev.bob_id
+    d = problem(ev.call("POST", "/events", token=ev.bob,
+                        json={"template_id": "nope", "starts_at": "2030-01-01T09:00:00Z"}), 422)
+    assert d["errors"][0]["pointer"] == "/template_id"
+    # a template without a start: the body must give it
+    t2 = ev.call("POST", "/event-templates", token=ev.alice,
+                 json={"name": "bare", "fields": {"title": "Bare"}}).json()["id"]
+    d = problem(ev.call("POST", "/events", token=ev.bob, json={"template_id": t2}), 422)
+    assert d["errors"][0]["pointer"] == "/starts_at"
+    lst = ev.call("GET", "/event-templates", token=ev.bob).json()["data"]
+    assert [x["name"] for x in lst] == ["bare", "standup"]
+
+
+def test_recurrence_expansion_and_exceptions(ev):
+    # monthly on the 31st: months without one have no instance
+    m = ev.create(ev.alice, title="month end", starts_at="2030-01-31T09:00:00Z",
+                  ends_at="2030-01-31T10:00:00Z",
+                  recurrence={"freq": "monthly", "count": 5})
+    got = instances(ev, m["id"], "2030-01-01T00:00:00Z", "2031-06-01T00:00:00Z")
+    assert [i["starts_at"] for i in got["data"]] == [
+        "2030-01-31T09:00:00Z", "2030-03-31T09:00:00Z", "2030-05-31T09:00:00Z",
+        "2030-07-31T09:00:00Z", "2030-08-31T09:00:00Z"]
+    assert got["data"][1]["ends_at"] == "2030-03-31T10:00:00Z" and not got["truncated"]
+    # leap day, every year... as monthly every 12 months
+    leap = ev.create(ev.alice, starts_at="2028-02-29T12:00:00Z",
+                     recurrence={"freq": "monthly", "interval": 12})
+    got = instances(ev, leap["id"], "2028-01-01T00:00:00Z", "2037-01-01T00:00:00Z")
+    assert [i["starts_at"][:10] for i in got["data"]] == ["2028-02-29", "2032-02-29",
+                                                         "2036-02-29"]
+    # weekly on Monday, Wednesday and Friday every other week, until a date (inclusive)
+    w = ev.create(ev.alice, starts_at="2030-01-02T08:30:00Z",  # a Wednesday
+                  recurrence={"freq": "weekly", "interval": 2, "by_weekday": ["MO", "WE", "FR"],
+                              "until": "2030-01-16T08:30:00Z"})
+    got = instances(ev, w["id"], "2029-12-01T00:00:00Z", "2030-03-01T00:00:00Z")
+    assert [i["starts_at"] for i in got["data"]] == [
+        "2030-01-02T08:30:00Z", "2030-01-04T08:30:00Z", "2030-01-14T08:30:00Z",
+        "2030-01-16T08:30:00Z"]
+    # daily every 3 days, a window in the middle of the series
+    d = ev.create(ev.alice, starts_at="2030-01-30T23:00:00Z", recurrence={"freq": "daily",
+                                                                           "interval": 3})
+    got = instances(ev, d["id"], "2030-02-05T00:00:00Z", "2030-02-12T00:00:00Z")
+    assert [i["starts_at"] for i in got["data"]] == [
+        "2030-02-05T23:00:00Z", "2030-02-08T23:00:00Z", "2030-02-11T23:00:00Z"]
+    # bounded: two years of a daily series stop at EVENTS_INSTANCES_MAX (500)
+    daily = ev.create(ev.alice, starts_at="2030-01-01T00:00:00Z", recurrence={"freq": "daily"})
+    got = instances(ev, daily["id"], "2030-01-01T00:00:00Z", "2032-01-01T00:00:00Z")
+    assert len(got["data"]) == 500 and got["truncated"]
+    # rules the schema cannot say, and the schema's own
+    for rule, pointer in [({"freq": "daily", "count": 2, "until": "2030-02-01T00:00:00Z"},
+                           "/recurrence/until"),
+                          ({"freq": "daily", "by_weekday": ["MO"]}, "/recurrence/by_weekday"),
+                          ({"freq": "yearly"}, "/recurrence/freq"),
+                          ({"freq": "weekly", "by_weekday": ["XX"]}, "/recurrence/by_weekday/0")]:
+        doc = problem(ev.call("POST", "/events", token=ev.alice,
+                              json={"title": "r", "starts_at": "2030-01-01T00:00:00Z",
+                                    "recurrence": rule}), 422)
+        assert any(e["pointer"] == pointer for e in doc["errors"]), (rule, doc)
+
+    # exceptions: one instance moved and renamed, one cancelled; the series untouched
+    rid = 1896822000  # 2030-02-08T23:00:00Z
+    r = ev.call("PUT", "/events/%s/instances/%d" % (d["id"], rid), token=ev.alice,
+                json={"title": "moved", "starts_at": "2030-02-09T10:00:00Z"})
+    assert r.status_code == 200, r.text
+    assert r.json()["exception"] is True and r.json()["title"] == "moved"
+    r = ev.call("PUT", "/events/%s/instances/%d" % (d["id"], rid + 3 * 86400), token=ev.alice,
+                json={"cancelled": True})
+    assert r.status_code == 200, r.text
+    got = instances(ev, d["id"], "2030-02-05T00:00:00Z", "2030-02-15T00:00:00Z")
+    assert [(i["recurrence_id"], i["starts_at"], i["title"], i["exception"])
+            for i in got["data"]] == [
+        (rid - 3 * 86400, "2030-02-05T23:00:00Z", "an event", False),
+        (rid, "2030-02-09T10:00:00Z", "moved", True),
+        (rid + 6 * 86400, "2030-02-14T23:00:00Z", "an event", False)]
+    assert ev.get(ev.alice, d["id"]).json()["version"] == 1
+    problem(ev.call("PUT", "/events/%s/instances/%d" % (d["id"], rid + 1), token=ev.alice,
+                    json={"title": "x"}), 404)
+    problem(ev.call("PUT", "/events/%s/instances/%d" % (d["id"], rid), token=ev.bob,
+                    json={"title": "x"}), 403)
+    problem(ev.call("PUT", "/events/%s/instances/%d" % (m["id"], 1), token=ev.alice,
+                    json={"title": "x"}), 404)
+    audit = ev.call("GET", "/admin/audit", token=ev.admin,
+                    params={"action": "event.instance"}).json()["data"]
+    assert len(audit) == 2 and verify(ev)["ok"]
