@@ -18,6 +18,8 @@ static int command(keel_service *svc, const char *cmd, int argc, char **argv, vo
     (void)arg;
     if (!strcmp(cmd, "audit"))
         return app_audit_command(svc, argc - 2, argv + 2);
+    if (!strcmp(cmd, "events"))
+        return app_events_command(svc, argc - 2, argv + 2);
     return app_auth_command(svc, cmd, argc - 2, argv + 2);
 }
 
@@ -34,7 +36,10 @@ int main(int argc, char **argv)
                              "                     service-to-service API keys\n"
                              "  audit verify | export\n"
                              "                     check the audit log's hash chain (exit 3 "
-                             "when broken) | print it as JSON lines\n",
+                             "when broken) | print it as JSON lines\n"
+                             "  events retention [--now RFC3339]\n"
+                             "                     one retention pass (what the scheduled job "
+                             "runs)\n",
                     .use_database = 1, .migrations = app_migrations,
                     .nmigrations = app_migrations_count,
                     .config_modules = config_modules, .nconfig_modules = 1};

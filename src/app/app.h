@@ -49,6 +49,8 @@ typedef struct app_options {
     uint64_t events_page_max;   /* EVENTS_PAGE_MAX: largest ?limit of the event list */
     uint64_t audit_export_max;  /* AUDIT_EXPORT_MAX: records per export response */
     uint64_t events_instances_max; /* EVENTS_INSTANCES_MAX: instances per request */
+    uint64_t events_purge_grace_ms; /* EVENTS_PURGE_GRACE: soft delete -> hard delete */
+    uint64_t events_retention_batch; /* EVENTS_RETENTION_BATCH: events per pass */
 } app_options;
 
 extern const keel_config_module app_config;
@@ -96,6 +98,18 @@ int app_audit_command(keel_service *svc, int argc, char **argv);
 
 /* /api/v1/events (src/app/events.c). */
 int app_events_setup(keel_service *svc);
+/* One retention pass (src/app/event_retention.c), what the scheduled job
+ * will call: events of a type with retention_days, finished (completed,
+ * cancelled, archived) and unchanged for that long, are soft-deleted
+ * (purge) or anonymised, as their type says; soft-deleted events older
+ * than grace_s are deleted for good. Events under legal hold (or below
+ * one) are skipped; each change is its own transaction with its audit
+ * record (actor "system"/"retention"). At most `batch` events per step.
+ * *report = {expired, anonymised, purged, held_skipped} (new reference).
+ * On a database pool thread or the CLI. */
+int app_events_run_retention(keel_db_conn *c, int64_t now, int64_t grace_s, size_t batch,
+                             struct json_t **report);
+int app_events_command(keel_service *svc, int argc, char **argv);
 
 /* ---------------------------------------------------------------- accounts */
 

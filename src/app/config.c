@@ -79,6 +79,12 @@ static const keel_config_var app_vars[] = {
      AT(events_instances_max), .min = 1, .max = 100000,
      .help = "most instances of a recurring event one GET /api/v1/events/:id/instances "
              "returns (the rest: truncated, ask for a later range)"},
+    {.name = "EVENTS_PURGE_GRACE", .type = KEEL_CONFIG_DURATION, .def = "30d",
+     AT(events_purge_grace_ms), .min = 0, .max = 86400000ull * 3650,
+     .help = "how long a soft-deleted event is kept before retention deletes it for good"},
+    {.name = "EVENTS_RETENTION_BATCH", .type = KEEL_CONFIG_UINT, .def = "500",
+     AT(events_retention_batch), .min = 1, .max = 100000,
+     .help = "most events one retention pass expires and most it deletes for good"},
     {.name = "AUDIT_EXPORT_MAX", .type = KEEL_CONFIG_UINT, .def = "10000", AT(audit_export_max),
      .min = 1, .max = 1000000,
      .help = "audit records per GET /api/v1/admin/audit/export response (a Link header "

@@ -297,7 +297,7 @@ static int can_write(const app_ev_job *j, const json_t *ev)
 
 /* Whether the event at path, or an ancestor, is under legal hold: the
  * ancestors' ids are the path's segments. */
-static int hold_on(keel_db_conn *c, const char *path, int *held)
+int app_ev_hold_on(keel_db_conn *c, const char *path, int *held)
 {
     keel_db_param p[65];
     size_t n = 0;
@@ -366,7 +366,7 @@ int app_ev_load(keel_db_conn *c, app_ev_job *j)
         return rc;
     if (!can_read(j, j->before))
         return app_ev_refuse(j, 404, "no event with this id");
-    return hold_on(c, j->path, &j->held);
+    return app_ev_hold_on(c, j->path, &j->held);
 }
 
 /* The checks of a change: may write, not held, the version named. */
@@ -536,7 +536,7 @@ static int check_parent(keel_db_conn *c, app_ev_job *j, const char *parent_id, c
     int held = 0;
     if ((rc = app_ev_relation(c, &j->who, parent_id,
                        json_string_value(json_object_get(parent, "owner_id")), &pj.rel)) < 0 ||
-        (rc = hold_on(c, ppath, &held)) < 0) {
+        (rc = app_ev_hold_on(c, ppath, &held)) < 0) {
         json_decref(parent);
         return rc;
     }
@@ -1488,7 +1488,8 @@ int app_events_setup(keel_service *svc)
     if (keel_service_add_routes(svc, event_routes,
                                 sizeof(event_routes) / sizeof(event_routes[0])) < 0)
         return -1;
-    if (app_event_assignments_setup(svc) < 0 || app_event_templates_setup(svc) < 0)
+    if (app_event_assignments_setup(svc) < 0 || app_event_templates_setup(svc) < 0 ||
+        app_event_types_setup(svc) < 0 || app_event_retention_setup(svc) < 0)
         return -1;
     return app_event_recurrence_setup(svc, (size_t)o->events_instances_max);
 }

@@ -66,7 +66,13 @@ json_t *app_ev_time(const keel_db_rows *rows, size_t col);
  * (423), and with need_version the If-Match version (412). */
 int app_ev_check_change(app_ev_job *j, int need_version);
 
+/* Whether the event at path (materialised "/root/.../id/"), or an
+ * ancestor, is under legal hold. */
+int app_ev_hold_on(keel_db_conn *c, const char *path, int *held);
+
 int app_event_assignments_setup(keel_service *svc);
+int app_event_types_setup(keel_service *svc);
+int app_event_retention_setup(keel_service *svc);
 
 /* ---------------------------------------------------------------- templates (event_templates.c) */
 

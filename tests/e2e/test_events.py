@@ -150,28 +150,32 @@ def test_create_get_etag_and_validation(ev):
 
 # ---------------------------------------------------------------- lifecycle
 
-@pytest.mark.parametrize("src", STATES)
-def test_every_transition(ev, src):
-    eid = ev.create(ev.alice)["id"]
-    doc = ev.walk(ev.alice, eid, PATH_TO[src])
-    assert doc["state"] == src
-    version = doc["version"]
-    for dst in STATES:
-        r = ev.move(ev.alice, eid, dst, version)
-        if (src, dst) in ALLOWED:
-            assert r.status_code == 200, (src, dst, r.text)
-            # back to src on a fresh event for the next pair
-            eid = ev.create(ev.alice)["id"]
-            version = ev.walk(ev.alice, eid, PATH_TO[src])["version"]
-        else:
-            d = problem(r, 409)
-            allowed = sorted(b for a, b in ALLOWED if a == src)
-            assert sorted(d["allowed"]) == allowed, (src, dst, d)
-            for s in allowed:
-                assert s in d["detail"]
-    hist = ev.call("GET", "/events/%s/transitions" % eid, token=ev.alice).json()["data"]
-    assert [h["to"] for h in hist] == PATH_TO[src]
-    assert all(h["actor"]["id"] == ev.alice_id and h["reason"] == "because" for h in hist)
+def test_every_transition(ev):
+    """Every (from, to) pair of the six states: the allowed ones succeed,
+    the others are 409 naming the allowed ones; the history keeps actor
+    and reason."""
+    for src in STATES:
+        eid = ev.create(ev.alice)["id"]
+        doc = ev.walk(ev.alice, eid, PATH_TO[src])
+        assert doc["state"] == src
+        version = doc["version"]
+        for dst in STATES:
+            r = ev.move(ev.alice, eid, dst, version)
+            if (src, dst) in ALLOWED:
+                assert r.status_code == 200, (src, dst, r.text)
+                assert r.json()["state"] == dst and r.headers["ETag"] == '"%d"' % (version + 1)
+                # back to src on a fresh event for the next pair
+                eid = ev.create(ev.alice)["id"]
+                version = ev.walk(ev.alice, eid, PATH_TO[src])["version"]
+            else:
+                d = problem(r, 409)
+                allowed = sorted(b for a, b in ALLOWED if a == src)
+                assert sorted(d["allowed"]) == allowed, (src, dst, d)
+                for s in allowed:
+                    assert s in d["detail"]
+        hist = ev.call("GET", "/events/%s/transitions" % eid, token=ev.alice).json()["data"]
+        assert [h["to"] for h in hist] == PATH_TO[src]
+        assert all(h["actor"]["id"] == ev.alice_id and h["reason"] == "because" for h in hist)
 
 
 def test_if_match_required_and_stale(ev):
@@ -585,3 +589,49 @@ def test_recurrence_expansion_and_exceptions(ev):
     audit = ev.call("GET", "/admin/audit", token=ev.admin,
                     params={"action": "event.instance"}).json()["data"]
     assert len(audit) == 2 and verify(ev)["ok"]
+
+
+# ---------------------------------------------------------------- retention
+
+def test_retention_purge_anonymise_hold(ev):
+    for name, action in (("short", "purge"), ("private", "anonymise")):
+        r = ev.call("PUT", "/admin/event-types/" + name, token=ev.admin,
+                    json={"retention_days": 1, "retention_action": action})
+        assert r.status_code == 201, r.text
+    problem(ev.call("PUT", "/admin/event-types/x", token=ev.alice, json={}), 403)
+    types = {t["name"]: t for t in ev.call("GET", "/event-types", token=ev.bob).json()["data"]}
+    assert types["short"]["retention_days"] == 1 and types["general"]["retention_days"] is None
+    gone = ev.create(ev.alice, title="old", type="short")
+    ev.walk(ev.alice, gone["id"], ["cancelled"])
+    anon = ev.create(ev.alice, title="Private name", type="private", description="details")
+    ev.walk(ev.alice, anon["id"], ["cancelled"])
+    kept = ev.create(ev.alice, title="held", type="short")
+    kept = ev.walk(ev.alice, kept["id"], ["cancelled"])
+    ev.call("POST", "/events/%s/hold" % kept["id"], token=ev.admin, json={"reason": "case"})
+    live = ev.create(ev.alice, title="still open", type="short")
+    # nothing is due yet
+    run = lambda now: ev.call("POST", "/admin/events/retention", token=ev.admin,
+                              json={"now": now})
+    rep = run("2020-01-01T00:00:00Z").json()
+    assert rep == {"expired": 0, "anonymised": 0, "purged": 0, "held_skipped": 0}, rep
+    # two days on: one purged (soft), one anonymised, the held one skipped
+    import datetime
+    day = lambda n: (datetime.datetime.utcnow() + datetime.timedelta(days=n)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    rep = run(day(2)).json()
+    assert rep == {"expired": 2, "anonymised": 1, "purged": 0, "held_skipped": 1}, rep
+    problem(ev.get(ev.alice, gone["id"]), 404)
+    a = ev.get(ev.alice, anon["id"]).json()
+    assert a["title"] == "[anonymised]" and a["description"] == ""
+    assert ev.get(ev.alice, kept["id"]).status_code == 200
+    assert ev.get(ev.alice, live["id"]).status_code == 200
+    assert ev.db.exec("SELECT count(*) FROM events WHERE id = '%s'" % gone["id"]) == 1
+    # after the grace period (30 days) the soft-deleted one is gone for good, via the CLI
+    p = ev.cli(["events", "retention", "--now", day(40)])
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["purged"] == 1, p.stdout
+    assert ev.db.exec("SELECT count(*) FROM events WHERE id = '%s'" % gone["id"]) == 0
+    actions = [r["action"] for r in ev.call("GET", "/admin/audit", token=ev.admin,
+                                            params={"actor": "retention"}).json()["data"]]
+    assert sorted(actions) == ["event.anonymise", "event.hard_delete", "event.purge"], actions
+    assert verify(ev)["ok"]
