@@ -9,6 +9,7 @@ CREATE TABLE event_types (
     custom_schema TEXT,
     rules TEXT NOT NULL DEFAULT '[]',
     requires_approval BOOLEAN NOT NULL DEFAULT FALSE,
+    approval_steps TEXT NOT NULL DEFAULT '[]',
     retention_days INTEGER,
     retention_action TEXT NOT NULL DEFAULT 'purge'
         CHECK (retention_action IN ('purge', 'anonymise')),
@@ -87,6 +88,31 @@ CREATE TABLE event_templates (
     created_at BIGINT NOT NULL
 );
 
+-- Approvals: a request to move an event to scheduled, decided step by
+-- step (event_types.approval_steps); decisions are kept one per row.
+CREATE TABLE event_approvals (
+    id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'rejected')),
+    step INTEGER NOT NULL DEFAULT 0,
+    steps TEXT NOT NULL,
+    submitted_by TEXT NOT NULL,
+    reason TEXT,
+    created_at BIGINT NOT NULL,
+    decided_at BIGINT
+);
+CREATE INDEX event_approvals_event ON event_approvals (event_id, created_at);
+
+CREATE TABLE event_approval_decisions (
+    approval_id TEXT NOT NULL REFERENCES event_approvals (id) ON DELETE CASCADE,
+    step INTEGER NOT NULL,
+    user_id TEXT NOT NULL,
+    decision TEXT NOT NULL CHECK (decision IN ('approve', 'reject')),
+    reason TEXT NOT NULL DEFAULT '',
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (approval_id, step, user_id)
+);
+
 CREATE TABLE event_transitions (
     id TEXT PRIMARY KEY,
     event_id TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
@@ -159,6 +185,8 @@ DROP TABLE audit_log;
 DROP TABLE event_tree_lock;
 DROP TABLE event_assignments;
 DROP TABLE event_transitions;
+DROP TABLE event_approval_decisions;
+DROP TABLE event_approvals;
 DROP TABLE event_templates;
 DROP TABLE event_exceptions;
 DROP TABLE events;

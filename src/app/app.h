@@ -72,6 +72,7 @@ int app_dist_lock_setup(keel_service *svc);
 typedef struct app_actor {
     char kind[16];
     char id[64];
+    char role[16]; /* users: their role */
     char request_id[80];
     int admin;
 } app_actor;

@@ -48,6 +48,7 @@ void app_actor_of(keel_req *r, app_actor *out)
     memset(out, 0, sizeof(*out));
     snprintf(out->kind, sizeof(out->kind), "%s", p ? p->kind : "anonymous");
     snprintf(out->id, sizeof(out->id), "%s", p && p->id ? p->id : "");
+    snprintf(out->role, sizeof(out->role), "%s", p && p->role ? p->role : "");
     snprintf(out->request_id, sizeof(out->request_id), "%s",
              keel_req_id(r) ? keel_req_id(r) : "");
     out->admin = keel_principal_can(p, "admin:access");

@@ -4,17 +4,21 @@
  * (PUT /api/v1/admin/event-types/:name, audited). See docs/events.md. */
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "app/app.h"
 #include "app/events_internal.h"
 
 #define TYPE_COLUMNS                                                                             \
-    "name, description, requires_approval, retention_days, retention_action, created_at"
+    "name, description, requires_approval, retention_days, retention_action, created_at, "      \
+    "approval_steps"
 
 static json_t *type_json(const keel_db_rows *rows)
 {
-    return json_pack("{s:o,s:o,s:b,s:o,s:o}", "name", app_ev_text(rows, 0), "description",
+    keel_str st = keel_db_get_text(rows, 6);
+    json_t *steps = st.ptr ? json_loadb(st.ptr, st.len, 0, NULL) : NULL;
+    return json_pack("{s:o,s:o,s:o,s:b,s:o,s:o}", "approval_steps", steps ? steps : json_array(), "name", app_ev_text(rows, 0), "description",
                      app_ev_text(rows, 1), "requires_approval", keel_db_get_bool(rows, 2),
                      "retention_days",
                      keel_db_is_null(rows, 3) ? json_null()
@@ -78,21 +82,26 @@ static int db_put(keel_db_conn *c, void *arg)
     json_t *b = j->body, *days = json_object_get(b, "retention_days");
     const char *desc = json_string_value(json_object_get(b, "description")),
                *action = json_string_value(json_object_get(b, "retention_action"));
+    json_t *steps = json_object_get(b, "approval_steps");
+    char *steps_text = steps ? json_dumps(steps, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     keel_db_param p[] = {KEEL_DB_P_TEXT(j->name), KEEL_DB_P_TEXT(desc ? desc : ""),
                          KEEL_DB_P_BOOL(json_is_true(json_object_get(b, "requires_approval"))),
                          json_is_integer(days) ? KEEL_DB_P_INT(json_integer_value(days))
                                                : KEEL_DB_P_NULL(),
-                         KEEL_DB_P_TEXT(action ? action : "purge"), KEEL_DB_P_INT(app_now())};
+                         KEEL_DB_P_TEXT(action ? action : "purge"),
+                         KEEL_DB_P_TEXT(steps_text ? steps_text : "[]"), KEEL_DB_P_INT(app_now())};
     rc = j->e.before
              ? keel_db_exec(c,
                             "UPDATE event_types SET description = $2, requires_approval = $3, "
-                            "retention_days = $4, retention_action = $5 WHERE name = $1",
-                            p, 5, NULL)
+                            "retention_days = $4, retention_action = $5, approval_steps = $6 "
+                            "WHERE name = $1",
+                            p, 6, NULL)
              : keel_db_exec(c,
                             "INSERT INTO event_types (name, description, requires_approval, "
-                            "retention_days, retention_action, created_at) VALUES ($1, $2, $3, "
-                            "$4, $5, $6)",
-                            p, 6, NULL);
+                            "retention_days, retention_action, approval_steps, created_at) "
+                            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                            p, 7, NULL);
+    free(steps_text);
     if (rc < 0 || (rc = fetch_type(c, j->name, &j->e.out)) < 0)
         return rc;
     json_t *diff = app_audit_diff(j->e.before, j->e.out);
@@ -138,7 +147,12 @@ static const keel_route type_routes[] = {
                        "\"requires_approval\":{\"type\":\"boolean\"},"
                        "\"retention_days\":{\"type\":[\"integer\",\"null\"],\"minimum\":0,"
                        "\"maximum\":36500},\"retention_action\":{\"type\":\"string\",\"enum\":"
-                       "[\"purge\",\"anonymise\"]}}}"},
+                       "[\"purge\",\"anonymise\"]},\"approval_steps\":{\"type\":\"array\","
+                       "\"maxItems\":5,\"items\":{\"type\":\"object\",\"additionalProperties\":"
+                       "false,\"properties\":{\"role\":{\"type\":\"string\",\"enum\":["
+                       "\"moderator\",\"admin\"]},\"users\":{\"type\":\"array\",\"maxItems\":"
+                       "20,\"items\":{\"type\":\"string\",\"maxLength\":63}},\"mode\":{"
+                       "\"type\":\"string\",\"enum\":[\"any\",\"all\"]}}}}}}"},
 };
 
 int app_event_types_setup(keel_service *svc)

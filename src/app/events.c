@@ -905,6 +905,8 @@ static int db_transition(keel_db_conn *c, void *arg)
         return app_ev_refuse(&j->e, 409, "an event in state %s cannot move to %s; allowed: %s", from,
                       j->to, *list ? list : "none");
     }
+    if (!strcmp(j->to, "scheduled") && (rc = app_ev_approval_gate(c, &j->e)) < 0)
+        return rc;
     if (!strcmp(j->to, "completed") && parent_waits) {
         keel_db_param p[] = {KEEL_DB_P_TEXT(j->e.path), KEEL_DB_P_TEXT(j->e.id)};
         keel_db_rows *rows;
@@ -1489,7 +1491,8 @@ int app_events_setup(keel_service *svc)
                                 sizeof(event_routes) / sizeof(event_routes[0])) < 0)
         return -1;
     if (app_event_assignments_setup(svc) < 0 || app_event_templates_setup(svc) < 0 ||
-        app_event_types_setup(svc) < 0 || app_event_retention_setup(svc) < 0)
+        app_event_types_setup(svc) < 0 || app_event_retention_setup(svc) < 0 ||
+        app_event_approvals_setup(svc) < 0)
         return -1;
     return app_event_recurrence_setup(svc, (size_t)o->events_instances_max);
 }

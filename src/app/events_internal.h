@@ -72,6 +72,10 @@ int app_ev_hold_on(keel_db_conn *c, const char *path, int *held);
 
 int app_event_assignments_setup(keel_service *svc);
 int app_event_types_setup(keel_service *svc);
+/* Refuses (409) a move to scheduled of an event whose type requires
+ * approval and has no approved request (event_approvals.c). */
+int app_ev_approval_gate(keel_db_conn *c, app_ev_job *j);
+int app_event_approvals_setup(keel_service *svc);
 int app_event_retention_setup(keel_service *svc);
 
 /* ---------------------------------------------------------------- templates (event_templates.c) */

@@ -635,3 +635,55 @@ def test_retention_purge_anonymise_hold(ev):
                                             params={"actor": "retention"}).json()["data"]]
     assert sorted(actions) == ["event.anonymise", "event.hard_delete", "event.purge"], actions
     assert verify(ev)["ok"]
+
+
+# ---------------------------------------------------------------- approvals
+
+def test_approvals_by_role_and_all_named_users(ev):
+    mod, mod_id = ev.user("mod@example.com", "moderator")
+    carol, carol_id = ev.user("carol@example.com")
+    dave, dave_id = ev.user("dave@example.com")
+    r = ev.call("PUT", "/admin/event-types/change", token=ev.admin,
+                json={"requires_approval": True,
+                      "approval_steps": [{"role": "moderator", "mode": "any"},
+                                         {"users": [carol_id, dave_id], "mode": "all"}]})
+    assert r.status_code == 201, r.text
+    doc = ev.create(ev.alice, type="change", classification="public")
+    eid = doc["id"]
+    d = problem(ev.move(ev.alice, eid, "scheduled", 1), 409)
+    assert "not submitted" in d["detail"]
+    decide = lambda tok, decision, reason="": ev.call(
+        "POST", "/events/%s/approval/decision" % eid, token=tok,
+        json={"decision": decision, "reason": reason})
+    problem(decide(mod, "approve"), 409)  # nothing submitted yet
+    r = ev.call("POST", "/events/%s/approval" % eid, token=ev.alice)
+    assert r.status_code == 201 and r.json()["state"] == "pending", r.text
+    problem(ev.call("POST", "/events/%s/approval" % eid, token=ev.alice), 409)
+    problem(decide(ev.bob, "approve"), 403)       # not a moderator
+    problem(decide(carol, "approve"), 403)        # named for step 2, not step 1
+    assert decide(mod, "approve").json()["step"] == 1
+    problem(decide(mod, "approve"), 403)          # step 2 is carol's and dave's
+    assert decide(carol, "approve").json()["state"] == "pending"  # all: dave too
+    problem(decide(carol, "approve"), 409)
+    final = decide(dave, "approve").json()
+    assert final["state"] == "approved" and len(final["decisions"]) == 3, final
+    assert ev.move(ev.alice, eid, "scheduled", 1).status_code == 200
+    # a rejection needs a reason, ends the request, and a new one can follow
+    e2 = ev.create(ev.alice, type="change")["id"]
+    ev.call("POST", "/events/%s/approval" % e2, token=ev.alice)
+    problem(ev.call("POST", "/events/%s/approval/decision" % e2, token=mod,
+                    json={"decision": "reject"}), 422)
+    r = ev.call("POST", "/events/%s/approval/decision" % e2, token=mod,
+                json={"decision": "reject", "reason": "too risky"})
+    assert r.json()["state"] == "rejected" and r.json()["reason"] == "too risky", r.text
+    d = problem(ev.move(ev.alice, e2, "scheduled", 1), 409)
+    assert "rejected" in d["detail"]
+    assert ev.call("POST", "/events/%s/approval" % e2, token=ev.alice).status_code == 201
+    # a type without approval: submitting is refused, scheduling is not gated
+    e3 = ev.create(ev.alice)["id"]
+    problem(ev.call("POST", "/events/%s/approval" % e3, token=ev.alice), 409)
+    actions = [x["action"] for x in ev.call("GET", "/admin/audit", token=ev.admin,
+                                            params={"entity_id": eid}).json()["data"]]
+    assert actions[:5] == ["event.transition", "event.approve", "event.approve",
+                           "event.approve", "event.submit"], actions
+    assert verify(ev)["ok"]
