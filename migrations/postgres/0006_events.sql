@@ -113,6 +113,18 @@ CREATE TABLE event_approval_decisions (
     PRIMARY KEY (approval_id, step, user_id)
 );
 
+-- Cost entries against an event's budget.
+CREATE TABLE event_costs (
+    id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    category TEXT NOT NULL,
+    amount DOUBLE PRECISION NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    created_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX event_costs_event ON event_costs (event_id, created_at);
+
 CREATE TABLE event_transitions (
     id TEXT PRIMARY KEY,
     event_id TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
@@ -185,6 +197,7 @@ DROP TABLE audit_log;
 DROP TABLE event_tree_lock;
 DROP TABLE event_assignments;
 DROP TABLE event_transitions;
+DROP TABLE event_costs;
 DROP TABLE event_approval_decisions;
 DROP TABLE event_approvals;
 DROP TABLE event_templates;

@@ -85,6 +85,10 @@ static const keel_config_var app_vars[] = {
     {.name = "EVENTS_RETENTION_BATCH", .type = KEEL_CONFIG_UINT, .def = "500",
      AT(events_retention_batch), .min = 1, .max = 100000,
      .help = "most events one retention pass expires and most it deletes for good"},
+    {.name = "EVENTS_BUDGET_ALERT_PERCENT", .type = KEEL_CONFIG_UINT, .def = "80",
+     AT(events_budget_alert_pct), .min = 1, .max = 1000,
+     .help = "a cost entry that takes an event's spending past this percentage of its budget "
+             "raises a budget alert (logged and audited)"},
     {.name = "AUDIT_EXPORT_MAX", .type = KEEL_CONFIG_UINT, .def = "10000", AT(audit_export_max),
      .min = 1, .max = 1000000,
      .help = "audit records per GET /api/v1/admin/audit/export response (a Link header "

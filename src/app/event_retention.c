@@ -70,7 +70,8 @@ static int tx_hard_delete(keel_db_conn *c, void *arg)
         "DELETE FROM event_exceptions WHERE event_id = $1",
         "DELETE FROM event_transitions WHERE event_id = $1",
         "DELETE FROM event_assignments WHERE event_id = $1",
-        "DELETE FROM event_approvals WHERE event_id = $1"};
+        "DELETE FROM event_approvals WHERE event_id = $1",
+        "DELETE FROM event_costs WHERE event_id = $1"};
     int rc;
     int64_t n = 0;
     if ((rc = keel_db_exec(c,

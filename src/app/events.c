@@ -1492,7 +1492,8 @@ int app_events_setup(keel_service *svc)
         return -1;
     if (app_event_assignments_setup(svc) < 0 || app_event_templates_setup(svc) < 0 ||
         app_event_types_setup(svc) < 0 || app_event_retention_setup(svc) < 0 ||
-        app_event_approvals_setup(svc) < 0)
+        app_event_approvals_setup(svc) < 0 ||
+        app_event_costs_setup(svc, (double)o->events_budget_alert_pct / 100.0) < 0)
         return -1;
     return app_event_recurrence_setup(svc, (size_t)o->events_instances_max);
 }

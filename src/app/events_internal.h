@@ -76,6 +76,7 @@ int app_event_types_setup(keel_service *svc);
  * approval and has no approved request (event_approvals.c). */
 int app_ev_approval_gate(keel_db_conn *c, app_ev_job *j);
 int app_event_approvals_setup(keel_service *svc);
+int app_event_costs_setup(keel_service *svc, double alert_ratio);
 int app_event_retention_setup(keel_service *svc);
 
 /* ---------------------------------------------------------------- templates (event_templates.c) */

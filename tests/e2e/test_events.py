@@ -687,3 +687,35 @@ def test_approvals_by_role_and_all_named_users(ev):
     assert actions[:5] == ["event.transition", "event.approve", "event.approve",
                            "event.approve", "event.submit"], actions
     assert verify(ev)["ok"]
+
+
+# ---------------------------------------------------------------- budget and costs
+
+def test_costs_totals_and_budget_alerts(ev):
+    doc = ev.create(ev.alice, budget={"amount": 1000, "currency": "EUR"},
+                    risk={"level": "medium", "score": 40, "notes": "weather"})
+    eid = doc["id"]
+    add = lambda cat, amount, tok=None: ev.call("POST", "/events/%s/costs" % eid,
+                                                token=tok or ev.alice,
+                                                json={"category": cat, "amount": amount})
+    r = add("travel", 500)
+    assert r.status_code == 201 and r.json()["total"] == 500 and not r.json()["over_budget"]
+    problem(add("travel", 1, ev.bob), 403)
+    problem(add("Travel!", 1), 422)
+    problem(add("travel", -1), 422)
+    add("food", 350)    # past 80 %
+    r = add("food", 200)  # past the budget
+    body = r.json()
+    assert body["total"] == 1050 and body["over_budget"] is True, body
+    assert body["by_category"] == {"travel": 500, "food": 550}
+    alerts = [x["diff"]["alert"]["to"] for x in ev.call(
+        "GET", "/admin/audit", token=ev.admin,
+        params={"entity_id": eid, "action": "event.budget_alert"}).json()["data"]]
+    assert alerts == ["over_budget", "threshold"], alerts
+    cid = [c for c in body["data"] if c["category"] == "travel"][0]["id"]
+    assert ev.call("DELETE", "/events/%s/costs/%s" % (eid, cid), token=ev.alice).status_code == 204
+    body = ev.call("GET", "/events/%s/costs" % eid, token=ev.bob).json()
+    assert body["total"] == 550 and not body["over_budget"]
+    ev.call("POST", "/events/%s/hold" % eid, token=ev.admin, json={"reason": "audit"})
+    problem(add("travel", 1), 423)
+    assert verify(ev)["ok"]
