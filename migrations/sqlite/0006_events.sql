@@ -6,8 +6,8 @@
 CREATE TABLE event_types (
     name TEXT PRIMARY KEY,
     description TEXT NOT NULL DEFAULT '',
-    custom_schema TEXT,
-    rules TEXT NOT NULL DEFAULT '[]',
+    custom_schema TEXT, -- a JSON Schema for the events' custom fields
+    rules TEXT NOT NULL DEFAULT '[]', -- cross-field rules (docs/events.md)
     requires_approval BOOLEAN NOT NULL DEFAULT FALSE,
     approval_steps TEXT NOT NULL DEFAULT '[]',
     retention_days INTEGER,

@@ -617,6 +617,8 @@ static int db_create(keel_db_conn *c, void *arg)
     if (rc == 0 && !known)
         json_array_append_new(errs, json_pack("{s:s,s:s}", "pointer", "/type", "message",
                                               "is not an event type"));
+    else if (rc == 0)
+        rc = app_ev_rules_check(c, ev, errs);
     if (rc == 0 && !*json_string_value(json_object_get(ev, "owner_id")))
         json_array_append_new(errs, json_pack("{s:s,s:s}", "pointer", "/owner_id", "message",
                                               "is required when an API key creates an event"));
@@ -777,6 +779,8 @@ static int db_patch(keel_db_conn *c, void *arg)
     if (rc == 0 && !known)
         json_array_append_new(errs, json_pack("{s:s,s:s}", "pointer", "/type", "message",
                                               "is not an event type"));
+    else if (rc == 0)
+        rc = app_ev_rules_check(c, ev, errs);
     if (rc == 0 && json_array_size(errs))
         rc = invalid(&j->e, errs);
     json_decref(errs);

@@ -72,6 +72,12 @@ int app_ev_hold_on(keel_db_conn *c, const char *path, int *held);
 
 int app_event_assignments_setup(keel_service *svc);
 int app_event_types_setup(keel_service *svc);
+/* The type's custom_schema and cross-field rules against the event (its
+ * API form), every failure appended to errs as {pointer, message, rule}
+ * (event_rules.c). 0 or a database error. */
+int app_ev_rules_check(keel_db_conn *c, const json_t *ev, json_t *errs);
+/* Whether a type's schema compiles and its rules are well formed. */
+int app_ev_rules_valid(const json_t *schema, const json_t *rules, char *err, size_t cap);
 /* Refuses (409) a move to scheduled of an event whose type requires
  * approval and has no approved request (event_approvals.c). */
 int app_ev_approval_gate(keel_db_conn *c, app_ev_job *j);

@@ -719,3 +719,43 @@ def test_costs_totals_and_budget_alerts(ev):
     ev.call("POST", "/events/%s/hold" % eid, token=ev.admin, json={"reason": "audit"})
     problem(add("travel", 1), 423)
     assert verify(ev)["ok"]
+
+
+# ---------------------------------------------------------------- the rules engine
+
+def test_type_rules_every_broken_rule_listed(ev):
+    rules = [
+        {"id": "small-budget", "field": "budget.amount", "op": "<=", "value": 10000,
+         "unless": {"field": "risk.level", "op": "=", "value": "low"}},
+        {"id": "short", "field": "duration", "op": "<=", "value": "30d",
+         "message": "may last at most 30 days"},
+        {"id": "room-needed", "field": "custom.room", "op": "present",
+         "when": {"field": "classification", "op": "in", "value": ["confidential",
+                                                                   "restricted"]}},
+    ]
+    schema = {"type": "object", "properties": {"room": {"type": "integer", "minimum": 1}}}
+    r = ev.call("PUT", "/admin/event-types/project", token=ev.admin,
+                json={"rules": rules, "custom_schema": schema})
+    assert r.status_code == 201, r.text
+    d = problem(ev.call("PUT", "/admin/event-types/broken", token=ev.admin,
+                        json={"custom_schema": {"type": "object", "oneOf": []}}), 422)
+    assert d["errors"][0]["pointer"] == "/custom_schema"
+    bad = {"title": "big", "type": "project", "starts_at": "2030-01-01T00:00:00Z",
+           "ends_at": "2030-03-01T00:00:00Z", "budget": {"amount": 50000, "currency": "EUR"},
+           "risk": {"level": "high"}, "classification": "confidential",
+           "custom": {"floor": 2, "room": 0}}
+    d = problem(ev.call("POST", "/events", token=ev.alice, json=bad), 422)
+    got = {(e["pointer"], e.get("rule")) for e in d["errors"]}
+    assert got == {("/budget/amount", "small-budget"), ("/ends_at", "short"),
+                   ("/custom/room", "custom_schema")}, d
+    assert "30 days" in [e for e in d["errors"] if e["rule"] == "short"][0]["message"]
+    # low risk lifts the budget cap; the room must then be present
+    ok = dict(bad, risk={"level": "low"}, ends_at="2030-01-20T00:00:00Z", custom={"floor": 2})
+    d = problem(ev.call("POST", "/events", token=ev.alice, json=ok), 422)
+    assert [(e["pointer"], e["rule"]) for e in d["errors"]] == [("/custom/room", "room-needed")]
+    ok["custom"] = {"room": 12}
+    doc = ev.create(ev.alice, **ok)
+    # the rules hold on every write: a PATCH that breaks one is refused
+    d = problem(ev.patch(ev.alice, doc["id"], 1, risk={"level": "critical"}), 422)
+    assert [e["rule"] for e in d["errors"]] == ["small-budget"]
+    assert ev.patch(ev.alice, doc["id"], 1, budget={"amount": 9000}).status_code == 200
