@@ -37,9 +37,9 @@ int main(int argc, char **argv)
                              "  audit verify | export\n"
                              "                     check the audit log's hash chain (exit 3 "
                              "when broken) | print it as JSON lines\n"
-                             "  events retention [--now RFC3339]\n"
-                             "                     one retention pass (what the scheduled job "
-                             "runs)\n",
+                             "  events retention | escalate [--now RFC3339]\n"
+                             "                     one retention pass or escalation sweep (what "
+                             "the scheduled jobs will run)\n",
                     .use_database = 1, .migrations = app_migrations,
                     .nmigrations = app_migrations_count,
                     .config_modules = config_modules, .nconfig_modules = 1};

@@ -95,6 +95,7 @@ CREATE TABLE event_approvals (
     event_id TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
     state TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'rejected')),
     step INTEGER NOT NULL DEFAULT 0,
+    step_started_at BIGINT NOT NULL DEFAULT 0,
     steps TEXT NOT NULL,
     submitted_by TEXT NOT NULL,
     reason TEXT,
@@ -102,6 +103,7 @@ CREATE TABLE event_approvals (
     decided_at BIGINT
 );
 CREATE INDEX event_approvals_event ON event_approvals (event_id, created_at);
+CREATE INDEX event_approvals_pending ON event_approvals (state, step_started_at);
 
 CREATE TABLE event_approval_decisions (
     approval_id TEXT NOT NULL REFERENCES event_approvals (id) ON DELETE CASCADE,

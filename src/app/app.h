@@ -111,6 +111,10 @@ int app_events_setup(keel_service *svc);
  * On a database pool thread or the CLI. */
 int app_events_run_retention(keel_db_conn *c, int64_t now, int64_t grace_s, size_t batch,
                              struct json_t **report);
+/* One escalation sweep (src/app/event_approvals.c), what the scheduled
+ * job will call: approval steps pending past their deadline go to the
+ * admins, each in its transaction, audited. *report = {escalated}. */
+int app_events_run_escalation(keel_db_conn *c, int64_t now, struct json_t **report);
 int app_events_command(keel_service *svc, int argc, char **argv);
 
 /* ---------------------------------------------------------------- accounts */

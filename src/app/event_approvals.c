@@ -19,8 +19,11 @@
  * A type without steps but requiring approval has one step: any admin.
  * Submitting, approving and rejecting are audited; the submitter learns
  * the outcome from GET (and a log line; notifications when they exist).
- * Escalation of a step left pending past a deadline waits for the
- * scheduler. */
+ * A step may carry a deadline ("deadline": "2h"): the escalation sweep
+ * (app_events_run_escalation — the scheduled job will call it; until then
+ * POST /api/v1/admin/events/escalation or `keel events escalate`) hands a
+ * step pending past it to the admins (role admin, its named users kept),
+ * once, audited as event.escalate. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,7 +165,8 @@ static int db_submit(keel_db_conn *c, void *arg)
                          KEEL_DB_P_TEXT(j->who.id), KEEL_DB_P_INT(app_now())};
     rc = keel_db_exec(c,
                       "INSERT INTO event_approvals (id, event_id, state, step, steps, "
-                      "submitted_by, created_at) VALUES ($1, $2, 'pending', 0, $3, $4, $5)",
+                      "submitted_by, created_at, step_started_at) VALUES ($1, $2, 'pending', 0, "
+                      "$3, $4, $5, $5)",
                       p, 5, NULL);
     free(text);
     if (rc < 0 || (rc = latest(c, j->id, &j->out)) < 0)
@@ -271,11 +275,12 @@ static int db_decide(keel_db_conn *c, void *arg)
         keel_db_param u[] = {KEEL_DB_P_TEXT(state), KEEL_DB_P_INT(stepno + passes),
                              strcmp(state, "pending") ? KEEL_DB_P_INT(now) : KEEL_DB_P_NULL(),
                              j->approve ? KEEL_DB_P_NULL() : KEEL_DB_P_TEXT(j->reason),
-                             KEEL_DB_P_TEXT(rid)};
+                             KEEL_DB_P_TEXT(rid), KEEL_DB_P_INT(now)};
         rc = keel_db_exec(c,
                           "UPDATE event_approvals SET state = $1, step = $2, decided_at = $3, "
-                          "reason = $4 WHERE id = $5",
-                          u, 5, NULL);
+                          "reason = $4, step_started_at = CASE WHEN step = $2 THEN "
+                          "step_started_at ELSE $6 END WHERE id = $5",
+                          u, 6, NULL);
     }
     json_decref(req);
     if (rc < 0 || (rc = latest(c, j->e.id, &j->e.out)) < 0)
@@ -323,7 +328,131 @@ static keel_flow h_get(keel_req *r)
     return keel_db_job_run(r, app_ev_db, db_get, app_ev_done, j);
 }
 
+/* ---------------------------------------------------------------- escalation */
+
+typedef struct pending {
+    char id[64], event_id[64];
+    int64_t step;
+    json_t *steps;
+    int escalated;
+} pending;
+
+/* in one transaction: escalate one request's current step, if still due */
+static int tx_escalate(keel_db_conn *c, void *arg)
+{
+    pending *pd = arg;
+    json_t *steps = json_deep_copy(pd->steps), *step = json_array_get(steps, (size_t)pd->step);
+    json_t *raised = json_pack("{s:s,s:s,s:b,s:O}", "role", "admin", "mode", "any", "escalated",
+                               1, "users", json_object_get(step, "users") ?
+                                               json_object_get(step, "users") : json_array());
+    json_t *old = json_incref(step);
+    json_array_set_new(steps, (size_t)pd->step, raised);
+    char *text = json_dumps(steps, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(steps);
+    int64_t n = 0, now = app_now();
+    keel_db_param p[] = {KEEL_DB_P_TEXT(text), KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(pd->id),
+                         KEEL_DB_P_INT(pd->step)};
+    int rc = keel_db_exec(c,
+                          "UPDATE event_approvals SET steps = $1, step_started_at = $2 WHERE "
+                          "id = $3 AND step = $4 AND state = 'pending'",
+                          p, 4, &n);
+    free(text);
+    if (rc == 0 && n == 1) {
+        static const app_actor esc = {.kind = "system", .id = "escalation"};
+        json_t *diff = json_pack("{s:{s:I},s:{s:o,s:s}}", "step", "to", (json_int_t)pd->step + 1,
+                                 "approvers", "from", old, "to", "admins");
+        old = NULL;
+        rc = app_audit_append(c, &esc, "event.escalate", "event", pd->event_id, diff);
+        json_decref(diff);
+        keel_log(KEEL_LOG_WARN, "approval step escalated to admins", "{s:s,s:I}", "event_id",
+                 pd->event_id, "step", (json_int_t)pd->step + 1);
+    }
+    json_decref(old);
+    pd->escalated = rc == 0 && n == 1;
+    return rc;
+}
+
+int app_events_run_escalation(keel_db_conn *c, int64_t now, json_t **report)
+{
+    keel_db_rows *rows;
+    int rc = keel_db_query(c, "SELECT id, event_id, step, steps, step_started_at FROM "
+                              "event_approvals WHERE state = 'pending' ORDER BY step_started_at "
+                              "LIMIT 1000",
+                           NULL, 0, &rows);
+    if (rc < 0)
+        return rc;
+    size_t n = 0;
+    pending *due = keel_malloc(1000 * sizeof(*due));
+    while ((rc = keel_db_rows_next(rows)) == 1) {
+        keel_str st = keel_db_get_text(rows, 3);
+        json_t *steps = json_loadb(st.ptr ? st.ptr : "[]", st.len, 0, NULL);
+        int64_t stepno = keel_db_get_int(rows, 2), started = keel_db_get_int(rows, 4);
+        json_t *step = json_array_get(steps, (size_t)stepno);
+        const char *deadline = json_string_value(json_object_get(step, "deadline"));
+        uint64_t ms;
+        if (!deadline || json_is_true(json_object_get(step, "escalated")) ||
+            keel_parse_duration_ms(deadline, &ms) < 0 ||
+            started + (int64_t)(ms / 1000) > now) {
+            json_decref(steps);
+            continue;
+        }
+        pending *pd = &due[n++];
+        keel_str id = keel_db_get_text(rows, 0), ev = keel_db_get_text(rows, 1);
+        snprintf(pd->id, sizeof(pd->id), "%.*s", (int)id.len, id.ptr);
+        snprintf(pd->event_id, sizeof(pd->event_id), "%.*s", (int)ev.len, ev.ptr);
+        pd->step = stepno;
+        pd->steps = steps;
+    }
+    keel_db_rows_free(rows);
+    int64_t escalated = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (rc >= 0 && (rc = keel_db_tx(c, tx_escalate, &due[i])) == 0)
+            escalated += due[i].escalated;
+        json_decref(due[i].steps);
+    }
+    keel_free(due);
+    if (rc < 0)
+        return rc;
+    *report = json_pack("{s:I}", "escalated", (json_int_t)escalated);
+    return 0;
+}
+
+typedef struct sweep_job {
+    app_ev_job e;
+    int64_t now;
+} sweep_job;
+
+static int db_sweep(keel_db_conn *c, void *arg)
+{
+    sweep_job *j = arg;
+    json_decref(j->e.out);
+    j->e.out = NULL;
+    return app_events_run_escalation(c, j->now, &j->e.out);
+}
+
+static keel_flow h_sweep(keel_req *r)
+{
+    sweep_job *j = app_ev_job_new(r, sizeof(sweep_job));
+    j->now = app_now();
+    json_t *body = keel_req_body(r).len ? app_json_body(r) : NULL;
+    if (keel_req_body(r).len && !body)
+        return KEEL_DONE;
+    json_t *at = json_object_get(body, "now");
+    if (at && app_parse_time(json_string_value(at), json_string_length(at), &j->now) < 0) {
+        app_invalid(r, "/now", "must be an RFC 3339 date-time");
+        return KEEL_DONE;
+    }
+    return keel_db_job_run(r, app_ev_db, db_sweep, app_ev_done, j);
+}
+
 static const keel_route approval_routes[] = {
+    {.name = "admin.events.escalation", .method = "POST",
+     .path = "/api/v1/admin/events/escalation", .handler = h_sweep,
+     .summary = "Escalate approval steps pending past their deadline now ({now} to evaluate "
+                "at another time)",
+     .auth = "any", .permission = "admin:access",
+     .request_schema = "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
+                       "\"now\":{\"type\":\"string\",\"format\":\"date-time\"}}}"},
     {.name = "events.approval", .method = "GET", .path = "/api/v1/events/:id/approval",
      .handler = h_get, .summary = "The event's latest approval request and its decisions",
      .auth = "any", .permission = "events:read"},

@@ -217,8 +217,8 @@ int app_event_retention_setup(keel_service *svc)
 
 int app_events_command(keel_service *svc, int argc, char **argv)
 {
-    if (argc < 1 || strcmp(argv[0], "retention")) {
-        fprintf(stderr, "usage: keel events retention [--now RFC3339]\n");
+    if (argc < 1 || (strcmp(argv[0], "retention") && strcmp(argv[0], "escalate"))) {
+        fprintf(stderr, "usage: keel events retention | escalate [--now RFC3339]\n");
         return 2;
     }
     int64_t now = app_now();
@@ -241,11 +241,13 @@ int app_events_command(keel_service *svc, int argc, char **argv)
         return 1;
     }
     json_t *rep = NULL;
-    int rc = app_events_run_retention(c, now, (int64_t)(o->events_purge_grace_ms / 1000),
-                                      (size_t)o->events_retention_batch, &rep);
+    int rc = !strcmp(argv[0], "escalate")
+                 ? app_events_run_escalation(c, now, &rep)
+                 : app_events_run_retention(c, now, (int64_t)(o->events_purge_grace_ms / 1000),
+                                            (size_t)o->events_retention_batch, &rep);
     keel_db_disconnect(c);
     if (rc < 0) {
-        fprintf(stderr, "keel: retention failed: %s\n", keel_db_strerror(rc));
+        fprintf(stderr, "keel: events %s failed: %s\n", argv[0], keel_db_strerror(rc));
         return 1;
     }
     char *s = json_dumps(rep, JSON_COMPACT);

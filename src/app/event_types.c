@@ -184,7 +184,8 @@ static const keel_route type_routes[] = {
                        "false,\"properties\":{\"role\":{\"type\":\"string\",\"enum\":["
                        "\"moderator\",\"admin\"]},\"users\":{\"type\":\"array\",\"maxItems\":"
                        "20,\"items\":{\"type\":\"string\",\"maxLength\":63}},\"mode\":{"
-                       "\"type\":\"string\",\"enum\":[\"any\",\"all\"]}}}},"
+                       "\"type\":\"string\",\"enum\":[\"any\",\"all\"]},\"deadline\":{\"type\":"
+                       "\"string\",\"pattern\":\"^[0-9]+(ms|s|m|h|d)$\"}}}},"
                        "\"custom_schema\":{\"type\":[\"object\",\"null\"]},"
                        "\"rules\":{\"type\":\"array\",\"maxItems\":50,\"items\":" S_RULE "}}}"},
 };

@@ -759,3 +759,34 @@ def test_type_rules_every_broken_rule_listed(ev):
     d = problem(ev.patch(ev.alice, doc["id"], 1, risk={"level": "critical"}), 422)
     assert [e["rule"] for e in d["errors"]] == ["small-budget"]
     assert ev.patch(ev.alice, doc["id"], 1, budget={"amount": 9000}).status_code == 200
+
+
+def test_escalation_after_a_deadline(ev):
+    mod, _ = ev.user("mod@example.com", "moderator")
+    r = ev.call("PUT", "/admin/event-types/urgent", token=ev.admin,
+                json={"requires_approval": True,
+                      "approval_steps": [{"role": "moderator", "deadline": "1s"}]})
+    assert r.status_code == 201, r.text
+    eid = ev.create(ev.alice, type="urgent")["id"]
+    ev.call("POST", "/events/%s/approval" % eid, token=ev.alice)
+    sweep = lambda now=None: ev.call("POST", "/admin/events/escalation", token=ev.admin,
+                                     json={"now": now} if now else {}).json()
+    assert sweep("2000-01-01T00:00:00Z") == {"escalated": 0}  # not due yet
+    import datetime
+    later = (datetime.datetime.utcnow() + datetime.timedelta(seconds=30)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    assert sweep(later) == {"escalated": 1}
+    assert sweep(later) == {"escalated": 0}  # once
+    step = ev.call("GET", "/events/%s/approval" % eid, token=ev.alice).json()["steps"][0]
+    assert step["role"] == "admin" and step["escalated"] is True, step
+    # the moderator no longer decides; an admin does
+    problem(ev.call("POST", "/events/%s/approval/decision" % eid, token=mod,
+                    json={"decision": "approve"}), 403)
+    r = ev.call("POST", "/events/%s/approval/decision" % eid, token=ev.admin,
+                json={"decision": "approve"})
+    assert r.json()["state"] == "approved", r.text
+    p = ev.cli(["events", "escalate"])
+    assert p.returncode == 0 and json.loads(p.stdout) == {"escalated": 0}, p.stdout + p.stderr
+    esc = ev.call("GET", "/admin/audit", token=ev.admin,
+                  params={"action": "event.escalate"}).json()["data"]
+    assert len(esc) == 1 and esc[0]["actor_id"] == "escalation" and verify(ev)["ok"]
