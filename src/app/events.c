@@ -607,8 +607,12 @@ static int db_create(keel_db_conn *c, void *arg)
         json_object_set_new(ev, "tags", json_array());
     if (!json_object_get(ev, "custom"))
         json_object_set_new(ev, "custom", json_object());
-    if (!json_object_get(ev, "owner_id") || !j->e.who.admin)
+    /* a user owns what they create (an admin may name another owner); a
+     * service key names the owner */
+    if (app_ev_is_user(&j->e.who) && (!json_object_get(ev, "owner_id") || !j->e.who.admin))
         json_object_set_new(ev, "owner_id", json_string(j->e.who.id));
+    if (!json_object_get(ev, "owner_id"))
+        json_object_set_new(ev, "owner_id", json_string(""));
     j->e.before = ev; /* released with the job */
     fields f = {.ev = ev};
     json_t *errs = json_array();
@@ -619,9 +623,20 @@ static int db_create(keel_db_conn *c, void *arg)
                                               "is not an event type"));
     else if (rc == 0)
         rc = app_ev_rules_check(c, ev, errs);
-    if (rc == 0 && !*json_string_value(json_object_get(ev, "owner_id")))
+    const char *owner = json_string_value(json_object_get(ev, "owner_id"));
+    if (rc == 0 && !*owner) {
         json_array_append_new(errs, json_pack("{s:s,s:s}", "pointer", "/owner_id", "message",
                                               "is required when an API key creates an event"));
+    } else if (rc == 0 && strcmp(owner, j->e.who.id)) {
+        json_t *user = NULL;
+        rc = app_fetch_user(c, owner, 0, &user);
+        json_decref(user);
+        if (rc == KEEL_EDB_NOROW) {
+            rc = 0;
+            json_array_append_new(errs, json_pack("{s:s,s:s}", "pointer", "/owner_id", "message",
+                                                  "no user with this id"));
+        }
+    }
     if (rc == 0 && json_array_size(errs))
         rc = invalid(&j->e, errs);
     json_decref(errs);
@@ -844,8 +859,11 @@ static int db_delete(keel_db_conn *c, void *arg)
     int rc = app_ev_load(c, j);
     if (rc < 0 || (rc = app_ev_check_change(j, 1)) < 0)
         return rc;
-    if (!j->who.admin && j->rel != APP_EV_OWNER && app_ev_is_user(&j->who))
+    if (!j->who.admin && j->rel != APP_EV_OWNER)
         return app_ev_refuse(j, 403, "only the owner or an administrator may delete an event");
+    /* no move into the subtree while it goes */
+    if ((rc = tree_lock(c)) < 0)
+        return rc;
     /* the subtree goes with it; a held descendant keeps it all */
     keel_db_param p[] = {KEEL_DB_P_TEXT(j->path), KEEL_DB_P_INT(app_now())};
     keel_db_rows *rows;

@@ -790,3 +790,40 @@ def test_escalation_after_a_deadline(ev):
     esc = ev.call("GET", "/admin/audit", token=ev.admin,
                   params={"action": "event.escalate"}).json()["data"]
     assert len(esc) == 1 and esc[0]["actor_id"] == "escalation" and verify(ev)["ok"]
+
+
+def test_api_keys_and_if_match_forms(ev):
+    p = ev.cli(["apikey", "create", "--name", "svc", "--scopes", "events:read,events:write"])
+    assert p.returncode == 0, p.stderr
+    key = p.stdout.strip()
+    p = ev.cli(["apikey", "create", "--name", "ro", "--scopes", "events:read"])
+    ro = p.stdout.strip()
+    secret = ev.create(ev.alice, title="restricted one", classification="restricted")
+    open_ = ev.create(ev.alice, title="open one")
+    lst = ev.call("GET", "/events", key=key, params={"count": "true"}).json()
+    assert lst["total"] == 1 and lst["data"][0]["id"] == open_["id"]
+    problem(ev.call("GET", "/events", key="keel_00000000_nope"), 401)
+    assert ev.call("GET", "/events/" + secret["id"], key=key).status_code == 404
+    # a key names the owner; it may change what it sees but never delete
+    r = ev.call("POST", "/events", key=key, json={"title": "from a service",
+                                                  "starts_at": "2030-01-01T00:00:00Z"})
+    assert problem(r, 422)["errors"][0]["pointer"] == "/owner_id"
+    r = ev.call("POST", "/events", key=key, json={"title": "for bob", "owner_id": ev.bob_id,
+                                                  "starts_at": "2030-01-01T00:00:00Z"})
+    assert r.status_code == 201 and r.json()["owner_id"] == ev.bob_id, r.text
+    r = ev.call("POST", "/events", key=key, json={"title": "for nobody", "owner_id": "nobody",
+                                                  "starts_at": "2030-01-01T00:00:00Z"})
+    assert problem(r, 422)["errors"][0]["pointer"] == "/owner_id"
+    problem(ev.call("POST", "/events", key=ro, json={"title": "x", "owner_id": ev.bob_id,
+                                                    "starts_at": "2030-01-01T00:00:00Z"}), 403)
+    r = ev.call("PATCH", "/events/" + open_["id"], key=key, json={"title": "renamed"},
+                headers={"If-Match": "*"})
+    assert r.status_code == 200 and r.json()["version"] == 2, r.text
+    problem(ev.call("DELETE", "/events/" + open_["id"], key=key), 403)
+    # If-Match forms: weak or malformed tags never match
+    for tag in ('W/"2"', "2", '"two"', '""'):
+        problem(ev.call("PATCH", "/events/" + open_["id"], token=ev.alice, json={"title": "t"},
+                        headers={"If-Match": tag}), 412)
+    audit = ev.call("GET", "/admin/audit", token=ev.admin,
+                    params={"entity_id": open_["id"], "action": "event.update"}).json()["data"]
+    assert audit[0]["actor_kind"] == "apikey"
