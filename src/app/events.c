@@ -844,6 +844,10 @@ static keel_flow h_patch(keel_req *r)
     json_t *body = app_json_body(r);
     if (!body)
         return KEEL_DONE;
+    if (json_is_object(body) && json_object_size(body) == 0) {
+        app_invalid(r, "", "must change at least one field");
+        return KEEL_DONE;
+    }
     patch_job *j = app_ev_job_new(r, sizeof(patch_job));
     j->body = body;
     if (read_if_match(r, &j->e) < 0)

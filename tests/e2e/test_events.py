@@ -216,6 +216,7 @@ def test_if_match_required_and_stale(ev):
     assert d["current_version"] == 2
     problem(ev.move(ev.alice, eid, "scheduled", 1), 412)
     assert ev.get(ev.alice, eid).json()["title"] == "second"
+    problem(ev.patch(ev.alice, eid, 2), 422)  # nothing to change
     # bob may read an internal event but not change it
     problem(ev.patch(ev.bob, eid, 2, title="bob"), 403)
 
