@@ -342,9 +342,9 @@ static int tx_escalate(keel_db_conn *c, void *arg)
 {
     pending *pd = arg;
     json_t *steps = json_deep_copy(pd->steps), *step = json_array_get(steps, (size_t)pd->step);
-    json_t *raised = json_pack("{s:s,s:s,s:b,s:O}", "role", "admin", "mode", "any", "escalated",
-                               1, "users", json_object_get(step, "users") ?
-                                               json_object_get(step, "users") : json_array());
+    json_t *users = json_object_get(step, "users");
+    json_t *raised = json_pack("{s:s,s:s,s:b,s:o}", "role", "admin", "mode", "any", "escalated",
+                               1, "users", users ? json_incref(users) : json_array());
     json_t *old = json_incref(step);
     json_array_set_new(steps, (size_t)pd->step, raised);
     char *text = json_dumps(steps, JSON_COMPACT | JSON_SORT_KEYS);
