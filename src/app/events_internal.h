@@ -12,6 +12,13 @@
 
 #define EV_REFUSED (-29001) /* a job's refusal: status and detail in the job */
 
+/* The columns app_ev_json reads, in its order. */
+#define EV_COLUMNS                                                                               \
+    "id, title, description, type, state, starts_at, ends_at, location, owner_id, parent_id, "  \
+    "depth, path, tags, custom, classification, risk_level, risk_score, risk_notes, "            \
+    "budget_amount, budget_currency, version, legal_hold, legal_hold_reason, legal_hold_by, "   \
+    "legal_hold_at, created_at, updated_at, recurrence, template_id"
+
 /* What the caller is to one event. */
 typedef enum app_ev_rel {
     APP_EV_NONE = 0,
@@ -70,6 +77,11 @@ int app_ev_check_change(app_ev_job *j, int need_version);
  * ancestor, is under legal hold. */
 int app_ev_hold_on(keel_db_conn *c, const char *path, int *held);
 
+/* An EV_COLUMNS row as the API's JSON (new reference); its materialised
+ * path ("/root/.../id/") to path when not NULL. */
+json_t *app_ev_json(const keel_db_rows *rows, char path[2400]);
+
+int app_event_list_setup(keel_service *svc, int64_t page_max);
 int app_event_assignments_setup(keel_service *svc);
 int app_event_types_setup(keel_service *svc);
 /* The type's custom_schema and cross-field rules against the event (its
