@@ -7,6 +7,7 @@ GET by id), legal hold (423), hierarchy (cycles, depth, parent waits for
 children), assignments and delegation, the audit chain verified, then
 tampered with in the database and the break found at the right record,
 and concurrent writers on one tree (no lost update, chain intact)."""
+import datetime
 import json
 import sqlite3
 import threading
@@ -137,6 +138,23 @@ def ev(shared):
 def fresh(request, keel, tmp_path):
     """A server of its own, for the tests that count the whole audit log."""
     return with_users(start(keel, request, tmp_path))
+
+
+def canonical_hash(rec):
+    """hash = SHA-256("keel-audit-v1\\n" + for each field: len ":" bytes "\\n")."""
+    import calendar
+    import hashlib
+    t = rec["at"]
+    at = calendar.timegm(datetime.datetime.strptime(t[:19], "%Y-%m-%dT%H:%M:%S").timetuple())
+    at = at * 1000 + int(t[20:23])
+    diff = json.dumps(rec["diff"], sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    fields = [str(rec["seq"]), str(at), rec["actor_kind"], rec["actor_id"], rec["request_id"],
+              rec["action"], rec["entity_type"], rec["entity_id"], diff, rec["prev_hash"]]
+    h = hashlib.sha256(b"keel-audit-v1\n")
+    for f in fields:
+        b = f.encode()
+        h.update(b"%d:" % len(b) + b + b"\n")
+    return h.hexdigest()
 
 
 def verify(ev):
@@ -462,6 +480,9 @@ def test_audit_chain_verified_then_tampered(fresh):
     lines = [json.loads(x) for x in exp.text.splitlines()]
     assert [x["seq"] for x in lines] == [1, 2, 3, 4, 5]
     assert all(lines[i]["prev_hash"] == lines[i - 1]["hash"] for i in range(1, 5))
+    # the documented canonical form (docs/events.md) gives the stored hashes
+    for x in lines:
+        assert canonical_hash(x) == x["hash"], x
     p = ev.cli(["audit", "verify"])
     assert p.returncode == 0 and json.loads(p.stdout)["ok"], p.stdout + p.stderr
     p = ev.cli(["audit", "export"])
@@ -648,7 +669,6 @@ def test_retention_purge_anonymise_hold(fresh):
     rep = run("2020-01-01T00:00:00Z").json()
     assert rep == {"expired": 0, "anonymised": 0, "purged": 0, "held_skipped": 0}, rep
     # two days on: one purged (soft), one anonymised, the held one skipped
-    import datetime
     day = lambda n: (datetime.datetime.utcnow() + datetime.timedelta(days=n)).strftime(
         "%Y-%m-%dT%H:%M:%SZ")
     rep = run(day(2)).json()
@@ -805,7 +825,6 @@ def test_escalation_after_a_deadline(ev):
     sweep = lambda now=None: ev.call("POST", "/admin/events/escalation", token=ev.admin,
                                      json={"now": now} if now else {}).json()
     assert sweep("2000-01-01T00:00:00Z") == {"escalated": 0}  # not due yet
-    import datetime
     later = (datetime.datetime.utcnow() + datetime.timedelta(seconds=30)).strftime(
         "%Y-%m-%dT%H:%M:%SZ")
     assert sweep(later) == {"escalated": 1}
