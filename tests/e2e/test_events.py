@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import run_cli
 from test_auth import PW, Api, env, problem
 from test_migrate import Pg, PgCluster
 
