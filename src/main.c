@@ -1,4 +1,6 @@
 /* main.c — the keel CLI and reference service. */
+#include <string.h>
+
 #include "app/app.h"
 
 static int setup(keel_service *svc, void *arg)
@@ -6,7 +8,7 @@ static int setup(keel_service *svc, void *arg)
     (void)arg;
     if (app_options_of(svc)->demo_routes && app_demo_setup(svc) < 0)
         return -1;
-    if (app_auth_setup(svc) < 0)
+    if (app_auth_setup(svc) < 0 || app_audit_setup(svc) < 0 || app_events_setup(svc) < 0)
         return -1;
     if (app_jobs_setup(svc) < 0)
         return -1;
@@ -18,6 +20,10 @@ static int setup(keel_service *svc, void *arg)
 static int command(keel_service *svc, const char *cmd, int argc, char **argv, void *arg)
 {
     (void)arg;
+    if (!strcmp(cmd, "audit"))
+        return app_audit_command(svc, argc - 2, argv + 2);
+    if (!strcmp(cmd, "events"))
+        return app_events_command(svc, argc - 2, argv + 2);
     int rc = app_mail_command(svc, cmd, argc - 2, argv + 2);
     return rc >= 0 ? rc : app_auth_command(svc, cmd, argc - 2, argv + 2);
 }
@@ -43,7 +49,13 @@ int main(int argc, char **argv)
                              "revoke ID\n"
                              "                     service-to-service API keys\n"
                              "  mail send --to A --template T [--vars JSON] | templates\n"
-                             "                     send a mail now (SMTP_URL, or the log)\n",
+                             "                     send a mail now (SMTP_URL, or the log)\n"
+                             "  audit verify | export\n"
+                             "                     check the audit log's hash chain (exit 3 "
+                             "when broken) | print it as JSON lines\n"
+                             "  events retention | escalate [--now RFC3339]\n"
+                             "                     one retention pass or escalation sweep (what "
+                             "the scheduled jobs will run)\n",
                     .use_database = 1, .use_jobs = 1, .migrations = app_migrations,
                     .nmigrations = app_migrations_count,
                     .config_modules = config_modules, .nconfig_modules = 3};

@@ -13,6 +13,15 @@ struct json_t *app_json_body(keel_req *r);
 /* Answers 422 problem+json with one error {pointer, message}. */
 void app_invalid(keel_req *r, const char *pointer, const char *message);
 
+/* RFC 3339 date-time (s, n bytes) to Unix seconds: 0, or -1 when it is
+ * not one. */
+int app_parse_time(const char *s, size_t n, int64_t *out);
+/* Unix seconds as RFC 3339 UTC ("2026-01-31T09:00:00Z"). */
+void app_format_time(int64_t t, char out[32]);
+/* Adds `Link: <path?...&param=value>; rel="next"`: the request's own path
+ * and query with param replaced (value must be URL-safe). */
+int app_link_next(keel_req *r, const char *param, const char *value);
+
 /* Responds with text and releases a keel_req_hold() — for timer-driven
  * handlers; a no-op response when the request already ended. */
 void keel_req_resume_respond_text(keel_req *r, int status, const char *text);
@@ -35,6 +44,14 @@ typedef struct app_options {
     uint64_t user_cache_ttl_ms; /* USER_CACHE_TTL (0 = not cached) */
     int demo_routes;            /* ENABLE_DEMO_ROUTES (default: not in production) */
     char *bench_jwt_secret;     /* BENCH_JWT_SECRET (secret): GET /auth/me, a demo route */
+    uint64_t events_max_depth;  /* EVENTS_MAX_DEPTH: levels below a root event */
+    int events_parent_waits;    /* EVENTS_PARENT_WAITS_FOR_CHILDREN */
+    uint64_t events_page_max;   /* EVENTS_PAGE_MAX: largest ?limit of the event list */
+    uint64_t audit_export_max;  /* AUDIT_EXPORT_MAX: records per export response */
+    uint64_t events_instances_max; /* EVENTS_INSTANCES_MAX: instances per request */
+    uint64_t events_purge_grace_ms; /* EVENTS_PURGE_GRACE: soft delete -> hard delete */
+    uint64_t events_retention_batch; /* EVENTS_RETENTION_BATCH: events per pass */
+    uint64_t events_budget_alert_pct; /* EVENTS_BUDGET_ALERT_PERCENT */
 } app_options;
 
 extern const keel_config_module app_config;
@@ -56,6 +73,58 @@ int app_mail_setup(keel_service *svc);
 void app_mail_teardown(void);
 int app_mail_command(keel_service *svc, const char *cmd, int argc, char **argv);
 keel_mailer *app_mailer(void);
+
+/* ---------------------------------------------------------------- audit */
+
+/* Who acted, copied from the request on its loop (a job's field):
+ * kind "user", "apikey" (or "system" for the CLI), the principal's id,
+ * the request id, and whether it holds admin:access. */
+typedef struct app_actor {
+    char kind[16];
+    char id[64];
+    char role[16]; /* users: their role */
+    char request_id[80];
+    int admin;
+} app_actor;
+void app_actor_of(keel_req *r, app_actor *out);
+
+/* The audit log (src/app/audit.c). Appends one record inside the
+ * caller's transaction (keel_db_tx / keel_db_run_tx) — call it last, after
+ * the rows it describes: it takes the chain's head lock until commit.
+ * diff (borrowed, may be NULL) is an object {field: {from, to}}; fields
+ * whose names look like secrets are dropped. 0 or a KEEL_EDB_* error. */
+int app_audit_append(keel_db_conn *c, const app_actor *a, const char *action,
+                     const char *entity_type, const char *entity_id,
+                     const struct json_t *diff);
+/* The changed fields of two objects as {field: {"from", "to"}} (new
+ * reference); before NULL: a creation ({"to"} only), after NULL: a
+ * removal ({"from"} only). Secret-looking names left out. */
+struct json_t *app_audit_diff(const struct json_t *before, const struct json_t *after);
+/* Walks the chain: *report = {ok, records, head_seq, first_broken:
+ * null | {seq, reason}} (new reference). 0 or a database error. */
+int app_audit_verify(keel_db_conn *c, struct json_t **report);
+int app_audit_setup(keel_service *svc);
+/* `keel audit verify` (exit 3 when broken) | `keel audit export`. */
+int app_audit_command(keel_service *svc, int argc, char **argv);
+
+/* /api/v1/events (src/app/events.c). */
+int app_events_setup(keel_service *svc);
+/* One retention pass (src/app/event_retention.c), what the scheduled job
+ * will call: events of a type with retention_days, finished (completed,
+ * cancelled, archived) and unchanged for that long, are soft-deleted
+ * (purge) or anonymised, as their type says; soft-deleted events older
+ * than grace_s are deleted for good. Events under legal hold (or below
+ * one) are skipped; each change is its own transaction with its audit
+ * record (actor "system"/"retention"). At most `batch` events per step.
+ * *report = {expired, anonymised, purged, held_skipped} (new reference).
+ * On a database pool thread or the CLI. */
+int app_events_run_retention(keel_db_conn *c, int64_t now, int64_t grace_s, size_t batch,
+                             struct json_t **report);
+/* One escalation sweep (src/app/event_approvals.c), what the scheduled
+ * job will call: approval steps pending past their deadline go to the
+ * admins, each in its transaction, audited. *report = {escalated}. */
+int app_events_run_escalation(keel_db_conn *c, int64_t now, struct json_t **report);
+int app_events_command(keel_service *svc, int argc, char **argv);
 
 /* ---------------------------------------------------------------- accounts */
 

@@ -65,12 +65,41 @@ static const keel_config_var app_vars[] = {
      AT(bench_jwt_secret), .flags = KEEL_CONFIG_SECRET,
      .help = "HMAC key of the benchmark's tokens, checked by the demo route GET /auth/me "
              "(../shared/bench); not an access-token key"},
+    {.name = "EVENTS_MAX_DEPTH", .type = KEEL_CONFIG_UINT, .def = "8", AT(events_max_depth),
+     .min = 0, .max = 64,
+     .help = "deepest level of the event tree (a root is level 0); a deeper create or move "
+             "is refused (409)"},
+    {.name = "EVENTS_PARENT_WAITS_FOR_CHILDREN", .type = KEEL_CONFIG_BOOL, .def = "true",
+     AT(events_parent_waits),
+     .help = "an event cannot move to completed while an event of its subtree is still draft, "
+             "scheduled or active (409)"},
+    {.name = "EVENTS_PAGE_MAX", .type = KEEL_CONFIG_UINT, .def = "100", AT(events_page_max),
+     .min = 1, .max = 1000, .help = "largest ?limit of GET /api/v1/events"},
+    {.name = "EVENTS_INSTANCES_MAX", .type = KEEL_CONFIG_UINT, .def = "500",
+     AT(events_instances_max), .min = 1, .max = 100000,
+     .help = "most instances of a recurring event one GET /api/v1/events/:id/instances "
+             "returns (the rest: truncated, ask for a later range)"},
+    {.name = "EVENTS_PURGE_GRACE", .type = KEEL_CONFIG_DURATION, .def = "30d",
+     AT(events_purge_grace_ms), .min = 0, .max = 86400000ull * 3650,
+     .help = "how long a soft-deleted event is kept before retention deletes it for good"},
+    {.name = "EVENTS_RETENTION_BATCH", .type = KEEL_CONFIG_UINT, .def = "500",
+     AT(events_retention_batch), .min = 1, .max = 100000,
+     .help = "most events one retention pass expires and most it deletes for good"},
+    {.name = "EVENTS_BUDGET_ALERT_PERCENT", .type = KEEL_CONFIG_UINT, .def = "80",
+     AT(events_budget_alert_pct), .min = 1, .max = 1000,
+     .help = "a cost entry that takes an event's spending past this percentage of its budget "
+             "raises a budget alert (logged and audited)"},
+    {.name = "AUDIT_EXPORT_MAX", .type = KEEL_CONFIG_UINT, .def = "10000", AT(audit_export_max),
+     .min = 1, .max = 1000000,
+     .help = "audit records per GET /api/v1/admin/audit/export response (a Link header "
+             "points to the rest)"},
 };
 #undef AT
 
 const keel_config_module app_config = KEEL_CONFIG_MODULE(
     "app",
-    "The reference service: accounts, tokens, the user cache, demo routes (src/app/config.c).",
+    "The reference service: accounts, tokens, the user cache, demo routes, events and the "
+    "audit log (src/app/config.c).",
     app_options, app_vars, app_validate);
 
 const app_options *app_options_of(keel_service *svc)

@@ -183,13 +183,14 @@ def test_up_status_down_with_the_embedded_set(db, tmp_path):
 
     p = migrate(["up"], db.url, cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert applied_versions(p) == [1, 2, 3]
+    versions = applied_versions(p)
+    assert versions[:2] == [1, 2] and versions == sorted(versions), versions
     applied = [e for e in log_lines(p.stdout) if e.get("msg") == "migration applied"]
     assert applied[0]["file"].endswith("0001_demo_items.sql (embedded)"), applied
     assert applied[1]["file"].endswith("0002_users_auth.sql (embedded)"), applied
     assert applied[2]["file"].endswith("0003_jobs.sql (embedded)"), applied
     assert db.scalar("SELECT count(*) FROM items") == 10000
-    assert db.scalar("SELECT count(*) FROM schema_migrations") == 3
+    assert db.scalar("SELECT count(*) FROM schema_migrations") == len(versions)
     assert db.has_table("users") and db.has_table("api_keys") and db.has_table("keel_jobs")
 
     p = migrate(["status"], db.url, cwd=tmp_path)
@@ -202,10 +203,10 @@ def test_up_status_down_with_the_embedded_set(db, tmp_path):
     assert p.returncode == 0 and applied_versions(p) == []
     assert any(e.get("msg") == "migrations up to date" for e in log_lines(p.stdout)), p.stdout
 
-    p = migrate(["down", "3"], db.url, cwd=tmp_path)
+    p = migrate(["down", str(len(versions))], db.url, cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     assert [e.get("version") for e in log_lines(p.stdout)
-            if e.get("msg") == "migration rolled back"] == [3, 2, 1]
+            if e.get("msg") == "migration rolled back"] == versions[::-1]
     assert not db.has_table("items") and not db.has_table("users")
     assert not db.has_table("keel_jobs")
     assert db.scalar("SELECT count(*) FROM schema_migrations") == 0
