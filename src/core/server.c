@@ -316,6 +316,7 @@ void keel_server_stats_get(const keel_server *s, keel_server_stats *out)
         out->bytes_in += __atomic_load_n(&ws->bytes_in, __ATOMIC_RELAXED);
         out->bytes_out += __atomic_load_n(&ws->bytes_out, __ATOMIC_RELAXED);
         out->requests_pooled += __atomic_load_n(&ws->requests_pooled, __ATOMIC_RELAXED);
+        out->requests_total += __atomic_load_n(&ws->requests_total, __ATOMIC_RELAXED);
         uint64_t lag = __atomic_load_n(&ws->loop_lag_ms, __ATOMIC_RELAXED);
         if (lag > out->loop_lag_ms)
             out->loop_lag_ms = lag;
@@ -337,6 +338,7 @@ void keel_worker_stats_get(const keel_worker *w, keel_server_stats *out)
     out->bytes_out = __atomic_load_n(&ws->bytes_out, __ATOMIC_RELAXED);
     out->loop_lag_ms = __atomic_load_n(&ws->loop_lag_ms, __ATOMIC_RELAXED);
     out->requests_pooled = __atomic_load_n(&ws->requests_pooled, __ATOMIC_RELAXED);
+    out->requests_total = __atomic_load_n(&ws->requests_total, __ATOMIC_RELAXED);
     if (w->srv->pool) {
         out->work_queued = keel_pool_queued(w->srv->pool);
         out->work_rejected = keel_pool_rejected(w->srv->pool);
@@ -601,7 +603,7 @@ int keel_server_start(keel_server *s)
     signal(SIGPIPE, SIG_IGN);
     keel_pool_opts po = {.name = "work", .threads = s->cfg.work_threads,
                          .queue_max = s->cfg.work_queue_max};
-    s->pool = keel__pool_new(&po);
+    s->pool = keel__pool_new(s, &po);
     s->workers = keel_calloc(s->nworkers, sizeof(keel_worker *));
     for (unsigned i = 0; i < s->nworkers; i++) {
         rc = worker_init(s, i, fds[i], &s->workers[i]);

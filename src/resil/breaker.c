@@ -55,6 +55,7 @@ struct keel_breakers {
 };
 
 static const char *const state_names[] = {"closed", "open", "half_open"};
+static const char *const state_names_null[] = {"closed", "open", "half_open", NULL};
 
 const char *keel_breaker_state_name(keel_breaker_state s)
 {
@@ -116,6 +117,7 @@ keel_breaker *keel_breaker_new(keel_breakers *reg, const char *name,
         if (reg->state_metric) {
             const char *lv[] = {b->name};
             keel_metric_set(reg->state_metric, UINT32_MAX, lv, 0);
+            keel_metric_declare_each(reg->transitions, lv, 1, state_names_null);
         }
     }
     return b;

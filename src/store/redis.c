@@ -166,13 +166,15 @@ static char *redact(const char *url)
 /* ---------------------------------------------------------------- metrics */
 
 /* A bounded label: the command name when it is one keel sends, else "other". */
+static const char *const known_commands[] = {
+    "GET", "SET", "DEL", "EVAL", "EVALSHA", "PING", "INFO", "PUBLISH", "INCR",
+    "PEXPIRE", "SCRIPT", "AUTH", "SELECT", "EXISTS", "MGET", "TIME", "SUBSCRIBE",
+    "PSUBSCRIBE", "other", NULL};
+
 static const char *command_label(const char *cmd, size_t len)
 {
-    static const char *const known[] = {
-        "GET", "SET", "DEL", "EVAL", "EVALSHA", "PING", "INFO", "PUBLISH", "INCR",
-        "PEXPIRE", "SCRIPT", "AUTH", "SELECT", "EXISTS", "MGET", "TIME", "SUBSCRIBE",
-        "PSUBSCRIBE", NULL};
-    for (int i = 0; known[i]; i++)
+    const char *const *known = known_commands;
+    for (int i = 0; known[i + 1]; i++) /* the last is "other" */
         if (strlen(known[i]) == len && !strncasecmp(known[i], cmd, len))
             return known[i];
     return "other";
@@ -747,6 +749,10 @@ int keel_redis_new(keel_redis **out, keel_server *s, const keel_config *cfg,
                                            "(lost or down), reply (an error answer), "
                                            "unavailable (refused by the open breaker)",
                                            kind_label);
+        keel_metric_declare_each(r->m_errors, NULL, 0,
+                                 (const char *const[]){"timeout", "connection", "reply",
+                                                       "unavailable", NULL});
+        keel_metric_declare_each(r->m_commands, NULL, 0, known_commands);
         keel_metrics_callback(m, "redis_connections_ready",
                               "Workers whose Redis connection is up", KEEL_GAUGE, m_ready, r);
     }
