@@ -644,6 +644,8 @@ fail:
     return NULL;
 }
 
+static double m_ready(void *arg);
+
 static int check_redis(void *arg, char *detail, size_t cap)
 {
     keel_redis *r = arg;
@@ -658,6 +660,10 @@ static int check_redis(void *arg, char *detail, size_t cap)
     redisReply *rep = redisCommand(ctx, "PING");
     uint64_t t2 = keel_now_ns();
     int bad = !rep || rep->type == REDIS_REPLY_ERROR;
+    if (!bad && m_ready(r) == (double)r->nconns)
+        /* Redis answers and every worker is connected again: a breaker
+         * left open by the outage closes now, traffic or not */
+        keel_breaker_probe_ok(r->breaker, keel_now_ms());
     if (bad)
         snprintf(detail, cap, "PING failed: %s", rep ? rep->str : ctx->errstr);
     else
