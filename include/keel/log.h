@@ -86,6 +86,11 @@ int keel_log_level_parse(const char *name);
  * KEEL_EINVAL (a module name not [a-z0-9_.-]{1,63}, an unknown level, -1
  * for the root), KEEL_EBUSY (64 module levels already set). */
 int keel_log_set_level(const char *module, int level);
+/* Parses "module=level, module2=level" (LOG_LEVELS; empty is fine) and,
+ * when apply is set, replaces every module's own level with these. 0, or
+ * KEEL_EINVAL (nothing applied) for a malformed entry, a bad module name
+ * or an unknown level. */
+int keel_log_apply_levels(const char *spec, int apply);
 /* The level lines of `module` are logged at (NULL: the root's). */
 int keel_log_effective_level(const char *module);
 /* {"root": "info", "modules": {"store.redis": {"configured": "debug" or

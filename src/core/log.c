@@ -197,6 +197,61 @@ int keel_log_set_level(const char *module, int level)
     return rc;
 }
 
+int keel_log_apply_levels(const char *spec, int apply)
+{
+    struct { char name[64]; int level; } e[MAX_SET];
+    size_t n = 0;
+    const char *p = spec ? spec : "";
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        const char *start = p;
+        while (*p && *p != ',')
+            p++;
+        const char *end = p;
+        while (end > start && end[-1] == ' ')
+            end--;
+        const char *eq = memchr(start, '=', (size_t)(end - start));
+        if (!eq || n == MAX_SET)
+            return KEEL_EINVAL;
+        const char *ne = eq;
+        while (ne > start && ne[-1] == ' ')
+            ne--;
+        const char *lv = eq + 1;
+        while (lv < end && *lv == ' ')
+            lv++;
+        char level[16];
+        if ((size_t)(ne - start) >= sizeof(e[0].name) || (size_t)(end - lv) >= sizeof(level))
+            return KEEL_EINVAL;
+        memcpy(e[n].name, start, (size_t)(ne - start));
+        e[n].name[ne - start] = '\0';
+        memcpy(level, lv, (size_t)(end - lv));
+        level[end - lv] = '\0';
+        e[n].level = keel_log_level_parse(level);
+        if (e[n].level < 0 || !valid_module(e[n].name))
+            return KEEL_EINVAL;
+        n++;
+    }
+    if (!apply)
+        return 0;
+    pthread_mutex_lock(&M.mu);
+    M.nset = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t j = 0;
+        while (j < M.nset && strcmp(M.set[j].name, e[i].name) != 0)
+            j++;
+        if (j == M.nset)
+            M.nset++;
+        memcpy(M.set[j].name, e[i].name, sizeof(M.set[j].name));
+        M.set[j].level = e[i].level;
+    }
+    __atomic_store_n(&M.gen, M.gen + 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&M.mu);
+    return 0;
+}
+
 int keel_log_effective_level(const char *module)
 {
     if (!module || !*module || !strcmp(module, "root"))
@@ -271,6 +326,7 @@ int keel_log_init(const keel_config *cfg)
         rc = open_log_file();
     }
     pthread_mutex_unlock(&L.mu);
+    keel_log_apply_levels(cfg->log_levels, 1); /* checked when loaded */
     if (rc)
         fprintf(stderr, "keel: LOG_FILE: cannot open %s: %s\n", cfg->log_file,
                 strerror(-rc));

@@ -303,6 +303,21 @@ def test_loggers_set_levels_per_module(ops):
     assert put({"level": "info"}).json()["root"] == "info"
 
 
+def test_log_levels_from_the_environment(keel, tmp_path):
+    srv = keel(**dict(ENV, LOG_LEVELS="mw.access_log=warn, store=debug"))
+    key = cli(srv, ENV, ["apikey", "create", "--name", "ops", "--scopes", "admin:access"])
+    doc = get(srv, OPS[0], **{"X-API-Key": key}).json()
+    assert doc["modules"]["mw.access_log"]["configured"] == "warn"
+    assert doc["modules"]["store"]["configured"] == "debug"
+    rid = "env-quiet-%d" % time.monotonic_ns()
+    requests.get(srv.url + "/ping", headers={"X-Request-Id": rid})
+    time.sleep(0.3 * SLACK)  # a line that must NOT appear: give it time to
+    assert rid not in srv.stdout()
+    p = run_cli(["serve", "--print-config"], env=dict(ENV, LOG_LEVELS="store=loud"),
+                cwd=tmp_path)
+    assert p.returncode == 2 and "LOG_LEVELS" in p.stderr, p.stderr
+
+
 def test_config_is_redacted_and_by_module(ops):
     srv, admin, _ = ops
     r = get(srv, OPS[1], **admin)

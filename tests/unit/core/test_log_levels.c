@@ -85,9 +85,38 @@ static void test_levels(void **state)
     keel_log_close();
 }
 
+static void test_apply_spec(void **state)
+{
+    (void)state;
+    static const char *const good[] = {"", "  ", "store.redis=debug", "a=info, b.c = WARN ,",
+                                       "mw=error,mw.access_log=trace"};
+    static const char *const bad[] = {"store", "=debug", "x=loud", "Bad=info", "a=info,,b",
+                                      "a.=info", "a=", "a==info"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        assert_int_equal(keel_log_apply_levels(good[i], 0), 0);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (strcmp(bad[i], "a=info,,b") != 0)
+            assert_int_equal(keel_log_apply_levels(bad[i], 0), KEEL_EINVAL);
+    assert_int_equal(keel_log_apply_levels("a=info,,b", 0), KEEL_EINVAL); /* "b": no level */
+    assert_int_equal(keel_log_set_level(NULL, KEEL_LOG_INFO), 0);
+    assert_int_equal(keel_log_set_level("old", KEEL_LOG_ERROR), 0);
+    assert_int_equal(keel_log_apply_levels("core=debug, x.y=warn", 1), 0);
+    assert_int_equal(keel_log_effective_level("old"), KEEL_LOG_INFO); /* replaced */
+    assert_int_equal(keel_log_effective_level("core.a"), KEEL_LOG_DEBUG);
+    assert_int_equal(keel_log_effective_level("x.y.z"), KEEL_LOG_WARN);
+    assert_true(keel_log_enabled(KEEL_LOG_DEBUG));
+    /* a bad spec applies nothing */
+    assert_int_equal(keel_log_apply_levels("core=info, x=nope", 1), KEEL_EINVAL);
+    assert_int_equal(keel_log_effective_level("core.a"), KEEL_LOG_DEBUG);
+    assert_int_equal(keel_log_apply_levels("", 1), 0);
+    assert_false(keel_log_enabled(KEEL_LOG_DEBUG));
+    keel_log_close();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_apply_spec),
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_module_names),
         cmocka_unit_test(test_levels),
