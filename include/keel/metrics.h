@@ -70,8 +70,9 @@ void keel_metric_observe(keel_metric *mt, unsigned shard,
  * has its one series from its declaration on. No-op for NULL. */
 void keel_metric_declare(keel_metric *mt, const char *const *label_values);
 /* keel_metric_declare for each value of the NULL-terminated `each` in
- * label position `at`, the other labels taken from label_values (may be
- * NULL when the family has one label). */
+ * label position `at`, the other labels taken from label_values, which
+ * has one entry per label of the family (the one at `at` is ignored), or
+ * is NULL when the family has one label. */
 void keel_metric_declare_each(keel_metric *mt, const char *const *label_values, size_t at,
                               const char *const *each);
 

@@ -117,7 +117,8 @@ keel_breaker *keel_breaker_new(keel_breakers *reg, const char *name,
         if (reg->state_metric) {
             const char *lv[] = {b->name};
             keel_metric_set(reg->state_metric, UINT32_MAX, lv, 0);
-            keel_metric_declare_each(reg->transitions, lv, 1, state_names_null);
+            const char *tv[] = {b->name, NULL}; /* "to": each state */
+            keel_metric_declare_each(reg->transitions, tv, 1, state_names_null);
         }
     }
     return b;

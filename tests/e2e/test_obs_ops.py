@@ -134,6 +134,8 @@ def test_real_prometheus_scrapes_keel(keel, tmp_path):
                 r = requests.get(api + "targets", timeout=2)
             except requests.ConnectionError:
                 return None
+            if r.status_code != 200:  # 503 "Service Unavailable" while it starts
+                return None
             active = r.json()["data"]["activeTargets"]
             return active and active[0]["health"] == "up" and active[0]
         t = wait_for(target_up, timeout=20, what="prometheus to scrape keel", interval=0.2)
