@@ -66,6 +66,8 @@ APP_OBJ  := $(APP_SRC:%.c=$(BUILD)/obj/%.o)
 # migrations/ compiled into build/keel (docs/migrations.md)
 MIGRATION_SQL := $(wildcard migrations/sqlite/*.sql migrations/postgres/*.sql)
 APP_OBJ  += $(BUILD)/gen/migrations.o
+# the git revision, for GET /api/v1/admin/info (scripts/build_info.sh)
+APP_OBJ  += $(BUILD)/gen/build_info.o
 UNIT_SRC := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
@@ -135,6 +137,16 @@ $(BUILD)/gen/jobs_migrations.c: scripts/embed_migrations.sh scripts/c_string.sh 
 	@mv $@.tmp $@
 
 $(BUILD)/gen/jobs_migrations.o: $(BUILD)/gen/jobs_migrations.c include/keel/migrate.h
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+# Regenerated on every build but replaced only when its text changes (a
+# new commit): then one file is recompiled and build/keel relinked.
+$(BUILD)/gen/build_info.c: FORCE
+	@mkdir -p $(dir $@)
+	@scripts/build_info.sh > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+
+$(BUILD)/gen/build_info.o: $(BUILD)/gen/build_info.c src/app/build_info.h
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(BUILD)/gen/web_assets.c: scripts/embed_web.sh scripts/c_string.sh $(WEB_FILES) web/docs

@@ -81,6 +81,7 @@ typedef struct keel_config {
 
     /* logs */
     int log_level;          /* LOG_LEVEL: trace debug info warn error fatal */
+    char *log_levels;       /* LOG_LEVELS: "module=level, ..." (keel/log.h) */
     int log_pretty;         /* LOG_FORMAT: json | pretty */
     char *log_file;         /* LOG_FILE ("" = stdout only) */
     uint64_t log_file_max_bytes; /* LOG_FILE_MAX_SIZE */

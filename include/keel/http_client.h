@@ -169,6 +169,17 @@ int keel_http_client_new(keel_http_client **out, keel_server *s, const keel_conf
 /* Frees c (NULL: no-op). The server's workers must have stopped. */
 void keel_http_client_free(keel_http_client *c);
 
+/* Targets label metrics and name breakers, so their number is bounded:
+ * past KEEL_HTTP_CLIENT_MAX_TARGETS distinct names, further targets share
+ * the target "other" (its breaker and series). */
+#define KEEL_HTTP_CLIENT_MAX_TARGETS 64
+/* Declares a target before any call (in setup): its breaker
+ * ("http:<name>") and its series — http_client_requests_total{target,
+ * status} for every failure status and http_client_request_duration_seconds
+ * {target} — exist at 0 from the start, so alerts over them see a series.
+ * 0, or KEEL_EINVAL (empty name). */
+int keel_http_client_declare_target(keel_http_client *c, const char *name);
+
 /* Starts a call on worker w's loop (call from that loop's thread). 0, and
  * cb runs exactly once later on that loop; or, with cb never called,
  * KEEL_EINVAL (no URL, not http(s), a header with CR/LF, unknown worker),

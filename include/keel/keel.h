@@ -26,6 +26,7 @@
 #include "resil.h"
 #include "rl_store.h"
 #include "router.h"
+#include "runtime.h"
 #include "schema.h"
 #include "server.h"
 #include "service.h"

@@ -33,8 +33,6 @@ int keel_log_init(const keel_config *cfg);
 /* Where lines go besides LOG_FILE: stdout (the default, for a service) or
  * e.g. stderr for CLI commands whose stdout is their output. */
 void keel_log_set_fd(int fd);
-/* The lowest level written from now on (KEEL_LOG_*), any thread. */
-void keel_log_set_level(int level);
 void keel_log_close(void);
 
 int keel_log_enabled(int level);
@@ -65,6 +63,52 @@ void keel_log_thread_close(void);
 
 /* 1 when a field name should be redacted. */
 int keel_log_is_secret_key(const char *key);
+
+/* ---------------------------------------------------------------- levels per module
+ *
+ * Every line is logged by a module: a dotted name derived from the source
+ * file of the call ("store.redis" for src/store/redis.c, "mw.access_log",
+ * "app.users"; outside src/, the last directory and the file's name,
+ * "hello-service.main"). keel_log, keel_log_json, keel_log_begin and
+ * keel_log_enabled are macros that pass __FILE__, so every call is
+ * attributed without naming its module. A module's level is the one set
+ * for the longest dotted prefix of its name ("store" covers
+ * "store.redis"), else the root level (LOG_LEVEL). Changes apply at once
+ * on every thread; each thread caches a call site's level until the next
+ * change, so the check on the hot path is a lookup in a small table.
+ */
+
+/* The level named `name` ("trace" .. "fatal", case-insensitive; "warning"
+ * for warn), or -1. */
+int keel_log_level_parse(const char *name);
+/* Sets the level of `module` (NULL or "" or "root": the root level);
+ * level -1 removes the module's own level (it inherits again). 0, or
+ * KEEL_EINVAL (a module name not [a-z0-9_.-]{1,63}, an unknown level, -1
+ * for the root), KEEL_EBUSY (64 module levels already set). */
+int keel_log_set_level(const char *module, int level);
+/* Parses "module=level, module2=level" (LOG_LEVELS; empty is fine) and,
+ * when apply is set, replaces every module's own level with these. 0, or
+ * KEEL_EINVAL (nothing applied) for a malformed entry, a bad module name
+ * or an unknown level. */
+int keel_log_apply_levels(const char *spec, int apply);
+/* The level lines of `module` are logged at (NULL: the root's). */
+int keel_log_effective_level(const char *module);
+/* {"root": "info", "modules": {"store.redis": {"configured": "debug" or
+ * null, "effective": "debug"}, ...}}: every module that has logged (or
+ * asked whether to) since start, and every module with a level of its
+ * own. New ref. */
+struct json_t *keel_log_levels_json(void);
+/* The module name of a source path (as above) into buf. */
+void keel_log_module_of(const char *file, char *buf, size_t cap);
+
+void keel__log_at(const char *file, int level, const char *msg, const char *fmt, ...);
+void keel__log_json_at(const char *file, int level, const char *msg, struct json_t *fields);
+keel_buf *keel__log_begin_at(const char *file, int level, const char *msg);
+int keel__log_enabled_at(const char *file, int level);
+#define keel_log(level, msg, ...) keel__log_at(__FILE__, (level), (msg), __VA_ARGS__)
+#define keel_log_json(level, msg, fields) keel__log_json_at(__FILE__, (level), (msg), (fields))
+#define keel_log_begin(level, msg) keel__log_begin_at(__FILE__, (level), (msg))
+#define keel_log_enabled(level) keel__log_enabled_at(__FILE__, (level))
 
 #ifdef __cplusplus
 }

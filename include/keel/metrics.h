@@ -43,6 +43,9 @@ keel_metric *keel_metrics_histogram(keel_metrics *m, const char *name,
                                     const char *help, const char *const *label_names,
                                     const double *buckets, size_t nbuckets);
 
+/* The family declared under `name`, or NULL (callbacks included). */
+keel_metric *keel_metrics_find(keel_metrics *m, const char *name);
+
 /* A gauge or counter whose value is computed at scrape time. */
 typedef double (*keel_metric_value_fn)(void *arg);
 void keel_metrics_callback(keel_metrics *m, const char *name, const char *help,
@@ -58,6 +61,26 @@ void keel_metric_set(keel_metric *mt, unsigned shard,
                      const char *const *label_values, double v);
 void keel_metric_observe(keel_metric *mt, unsigned shard,
                          const char *const *label_values, double v);
+
+/* Creates the series of label_values at 0 (a histogram with empty
+ * buckets) if it does not exist yet, so a scrape shows it before anything
+ * is counted: an absent series makes rate() and alerts over it silently
+ * empty. Declare every series whose label values are known at start-up
+ * (a tier, an error kind, a breaker's states). A family without labels
+ * has its one series from its declaration on. No-op for NULL. */
+void keel_metric_declare(keel_metric *mt, const char *const *label_values);
+/* keel_metric_declare for each value of the NULL-terminated `each` in
+ * label position `at`, the other labels taken from label_values, which
+ * has one entry per label of the family (the one at `at` is ignored), or
+ * is NULL when the family has one label. */
+void keel_metric_declare_each(keel_metric *mt, const char *const *label_values, size_t at,
+                              const char *const *each);
+
+/* Runs fn(arg) at the start of every keel_metrics_render and
+ * keel_metrics_json, on the scraping thread: for labelled gauges whose
+ * values are read at scrape time (keel_metric_set on any shard >= the
+ * shard count). Add before the server starts. */
+void keel_metrics_on_collect(keel_metrics *m, void (*fn)(void *arg), void *arg);
 
 /* One series of a metric in one shard, looked up once (e.g. per route and
  * status, by a worker that keeps it) and then updated without building

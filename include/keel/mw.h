@@ -31,6 +31,13 @@ keel_middleware keel_mw_access_log(int all, uint64_t slow_ms);
 /* http_requests_total{method,route,status} and
  * http_request_duration_seconds{method,route}, declared in m. */
 keel_middleware keel_mw_http_metrics(keel_metrics *m);
+/* Declares at 0 (keel_metric_declare) http_responses_total{method,route,
+ * class} for every class (1xx .. 5xx) of every route of the table, so an
+ * error-rate alert has its series before the first error. Call once the
+ * routes are added (keel_main does). Cardinality: routes x 5, plus the
+ * "unmatched" route label. */
+void keel_mw_http_metrics_declare_routes(keel_metrics *m, const keel_route *const *routes,
+                                         size_t n);
 
 /* Edge protection's options (keel/config.h; src/mw/edge.c): security
  * headers, CORS, compression, load shedding. keel_config_get(cfg,

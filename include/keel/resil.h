@@ -74,13 +74,21 @@ void keel_breaker_record(keel_breaker *b, uint64_t ticket, int ok, uint64_t now_
  * HALF_OPEN). */
 keel_breaker_state keel_breaker_get_state(keel_breaker *b, uint64_t now_ms);
 const char *keel_breaker_state_name(keel_breaker_state s);
+/* The dependency answered a health probe of its own (a PING on a fresh
+ * connection, say): a breaker that is HALF_OPEN — OPEN past its recovery
+ * time — takes the probe as its half-open calls, succeeding, and closes.
+ * An OPEN breaker within its recovery time, or a CLOSED one, is left as
+ * is. Without it, a breaker opened by an outage stays open while no
+ * traffic comes to probe it, and the service looks degraded for good. */
+void keel_breaker_probe_ok(keel_breaker *b, uint64_t now_ms);
 const char *keel_breaker_name(const keel_breaker *b);
 
 /* {"name": {"state": "closed", "failures": N, "opened": N}, ...}; new ref. */
 struct json_t;
 struct json_t *keel_breakers_json(keel_breakers *reg);
-/* Registers a non-critical health check "circuit_breakers": degraded
- * while any breaker of reg is not closed, naming them. */
+/* Registers a non-critical, inline health check "circuit_breakers":
+ * degraded (warn) while any breaker of reg is not closed, naming them,
+ * with keel_breakers_json as its data. */
 void keel_breakers_register_health(keel_breakers *reg, keel_health *h);
 
 /* ---------------------------------------------------------------- retry */

@@ -219,8 +219,8 @@ void keel_server_take_over(keel_server *s, long old_pid);
 void keel_server_on_hup(keel_server *s, void (*fn)(keel_server *s, void *arg), void *arg);
 
 /* Applies what can change without a restart from next: every installed
- * middleware's reload (CORS, rate-limit tiers, ...), then LOG_LEVEL (the
- * "reload done" line is written before the level changes). Connections
+ * middleware's reload (CORS, rate-limit tiers, ...), then LOG_LEVEL and
+ * LOG_LEVELS (the "reload done" line is written before the level changes). Connections
  * stay open. Returns the number of middlewares that refused (each
  * logged); 0 = all applied. */
 int keel_server_reload(keel_server *s, const keel_config *next);
@@ -252,6 +252,7 @@ typedef struct keel_server_stats {
     uint64_t work_rejected;    /* refused: queue full */
     uint64_t loop_lag_ms;      /* largest recent event-loop lag */
     uint64_t requests_pooled;  /* idle request objects kept for reuse */
+    uint64_t requests_total;   /* requests completed (served) */
 } keel_server_stats;
 void keel_server_stats_get(const keel_server *s, keel_server_stats *out);
 /* The same for one worker (work_* are the default pool's). */
@@ -425,6 +426,21 @@ int keel_req_submit_pool(keel_req *r, keel_pool *p, keel_work_fn work,
 /* Jobs waiting, and jobs refused since start, on p. */
 uint64_t keel_pool_queued(const keel_pool *p);
 uint64_t keel_pool_rejected(const keel_pool *p);
+/* Threads of p running a job now; its thread count, queue bound and name
+ * ("work" for the default pool, keel_pool_opts.name for others; copied). */
+uint64_t keel_pool_busy(const keel_pool *p);
+unsigned keel_pool_threads(const keel_pool *p);
+uint64_t keel_pool_queue_max(const keel_pool *p);
+const char *keel_pool_name(const keel_pool *p);
+/* The server's pools, the default first (it exists once the server has
+ * started): fills out[0..cap) and returns how many. */
+size_t keel_server_pools(const keel_server *s, keel_pool **out, size_t cap);
+/* Calls fn on the pool thread that takes each job off a queue, with the
+ * time the job waited there (for a wait-time histogram). Set before
+ * keel_server_start; fn must be thread-safe and quick. */
+void keel_server_set_work_observer(keel_server *s,
+                                   void (*fn)(void *arg, const keel_pool *p, uint64_t wait_ns),
+                                   void *arg);
 
 /* ---------------------------------------------------------------- request-scoped jobs
  *

@@ -76,6 +76,9 @@ keel_server *keel_service_server(keel_service *svc);
 const keel_config *keel_service_config(keel_service *svc);
 keel_metrics *keel_service_metrics(keel_service *svc);
 keel_health *keel_service_health(keel_service *svc);
+/* Loop lag per worker and work-pool figures (keel/runtime.h). */
+struct keel_runtime;
+struct keel_runtime *keel_service_runtime(keel_service *svc);
 /* The database pool (DATABASE_URL) of an app with .use_database, opened
  * before setup runs; NULL otherwise (and for `routes`). */
 struct keel_db;

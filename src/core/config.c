@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "keel/log.h"
 #include "keel/net.h"
 
 /* ---------------------------------------------------------------- core table */
@@ -27,6 +28,11 @@
 #define U64MAX UINT64_MAX
 
 static int core_validate(void *opts, const keel_config *cfg, FILE *err);
+
+static int check_log_levels(const char *v)
+{
+    return keel_log_apply_levels(v, 0);
+}
 
 static const keel_config_var core_vars[] = {
     {.name = "KEEL_ENV", .type = KEEL_CONFIG_ENUM, .def = "development", AT(env),
@@ -104,6 +110,11 @@ static const keel_config_var core_vars[] = {
     {.name = "LOG_LEVEL", .type = KEEL_CONFIG_ENUM, .def = "info", AT(log_level),
      .values = KEEL_CONFIG_VALUES("trace", "debug", "info", "warn", "error", "fatal"),
      .help = "trace, debug, info, warn, error or fatal"},
+    {.name = "LOG_LEVELS", .type = KEEL_CONFIG_STR, .def = "", AT(log_levels),
+     .check = check_log_levels, .accepts = "module=level pairs, e.g. store.redis=debug, mw=warn",
+     .help = "levels of single modules (dotted names from the source path, a prefix covers "
+             "its children), e.g. \"store.redis=debug, mw.access_log=warn\"; changed at run "
+             "time with PUT /api/v1/admin/loggers"},
     {.name = "LOG_FORMAT", .type = KEEL_CONFIG_ENUM, .def = "json", AT(log_pretty),
      .values = KEEL_CONFIG_VALUES("json", "pretty"),
      .help = "json (one object per line) or pretty (for humans)"},

@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,9 +46,253 @@ const char *keel_log_level_name(int level)
     return level >= 0 && level <= KEEL_LOG_FATAL ? level_names[level] : "info";
 }
 
-int keel_log_enabled(int level)
+/* ---------------------------------------------------------------- module levels */
+
+#define MAX_SET 64     /* modules with a level of their own */
+#define MAX_KNOWN 256  /* modules seen, for the listing */
+#define SITE_CACHE 64  /* per thread */
+
+static struct {
+    pthread_mutex_t mu;
+    unsigned gen;                 /* atomic: bumped by every change */
+    struct { char name[64]; int level; } set[MAX_SET];
+    size_t nset;
+    char known[MAX_KNOWN][64];
+    size_t nknown;
+} M = {PTHREAD_MUTEX_INITIALIZER, 1, {{"", 0}}, 0, {""}, 0};
+
+static __thread struct site {
+    const char *file;
+    unsigned gen;
+    int level;
+} tl_sites[SITE_CACHE];
+
+void keel_log_module_of(const char *file, char *buf, size_t cap)
+{
+    if (!cap)
+        return;
+    const char *p = NULL, *q = file;
+    while ((q = strstr(q, "src/")) != NULL) { /* the last "src/" */
+        if (q == file || q[-1] == '/')
+            p = q + 4;
+        q += 4;
+    }
+    if (!p) { /* the last two components */
+        const char *last = strrchr(file, '/');
+        p = file;
+        if (last) {
+            const char *prev = last;
+            while (prev > file && prev[-1] != '/')
+                prev--;
+            p = prev;
+        }
+    }
+    size_t n = 0;
+    for (; *p && n + 1 < cap; p++) {
+        if (*p == '.' && strchr(p, '/') == NULL)
+            break; /* the extension */
+        buf[n++] = *p == '/' ? '.' : *p;
+    }
+    buf[n] = '\0';
+}
+
+/* Under M.mu: the level of module `mod`. */
+static int resolve_locked(const char *mod)
+{
+    size_t best = 0;
+    int level = L.level;
+    for (size_t i = 0; i < M.nset; i++) {
+        size_t l = strlen(M.set[i].name);
+        if (l > best && !strncmp(mod, M.set[i].name, l) && (mod[l] == '\0' || mod[l] == '.')) {
+            best = l;
+            level = M.set[i].level;
+        }
+    }
+    return level;
+}
+
+static void remember_locked(const char *mod)
+{
+    for (size_t i = 0; i < M.nknown; i++)
+        if (!strcmp(M.known[i], mod))
+            return;
+    if (M.nknown < MAX_KNOWN)
+        snprintf(M.known[M.nknown++], sizeof(M.known[0]), "%s", mod);
+}
+
+static int file_level(const char *file)
+{
+    unsigned gen = __atomic_load_n(&M.gen, __ATOMIC_ACQUIRE);
+    struct site *st = &tl_sites[((uintptr_t)file >> 3) % SITE_CACHE];
+    if (st->file == file && st->gen == gen)
+        return st->level;
+    char mod[64];
+    keel_log_module_of(file, mod, sizeof(mod));
+    pthread_mutex_lock(&M.mu);
+    remember_locked(mod);
+    int level = resolve_locked(mod);
+    gen = M.gen;
+    pthread_mutex_unlock(&M.mu);
+    st->file = file;
+    st->gen = gen;
+    st->level = level;
+    return level;
+}
+
+int keel_log_level_parse(const char *name)
+{
+    if (!name)
+        return -1;
+    for (int i = 0; i <= KEEL_LOG_FATAL; i++)
+        if (!strcasecmp(name, level_names[i]))
+            return i;
+    if (!strcasecmp(name, "warning"))
+        return KEEL_LOG_WARN;
+    return -1;
+}
+
+static int valid_module(const char *m)
+{
+    size_t n = strlen(m);
+    if (n == 0 || n > 63 || m[0] == '.' || m[n - 1] == '.')
+        return 0;
+    for (; *m; m++)
+        if (!((*m >= 'a' && *m <= 'z') || (*m >= '0' && *m <= '9') || *m == '_' ||
+              *m == '.' || *m == '-'))
+            return 0;
+    return 1;
+}
+
+int keel_log_set_level(const char *module, int level)
+{
+    int root = !module || !*module || !strcmp(module, "root");
+    if (level < -1 || level > KEEL_LOG_FATAL || (root && level < 0) ||
+        (!root && !valid_module(module)))
+        return KEEL_EINVAL;
+    int rc = 0;
+    pthread_mutex_lock(&M.mu);
+    if (root) {
+        pthread_mutex_lock(&L.mu);
+        L.level = level;
+        pthread_mutex_unlock(&L.mu);
+    } else {
+        size_t i = 0;
+        while (i < M.nset && strcmp(M.set[i].name, module) != 0)
+            i++;
+        if (level < 0) {
+            if (i < M.nset)
+                M.set[i] = M.set[--M.nset];
+        } else if (i < M.nset) {
+            M.set[i].level = level;
+        } else if (M.nset < MAX_SET) {
+            snprintf(M.set[M.nset].name, sizeof(M.set[0].name), "%s", module);
+            M.set[M.nset++].level = level;
+        } else {
+            rc = KEEL_EBUSY;
+        }
+    }
+    if (rc == 0)
+        __atomic_store_n(&M.gen, M.gen + 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&M.mu);
+    return rc;
+}
+
+int keel_log_apply_levels(const char *spec, int apply)
+{
+    struct { char name[64]; int level; } e[MAX_SET];
+    size_t n = 0;
+    const char *p = spec ? spec : "";
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        const char *start = p;
+        while (*p && *p != ',')
+            p++;
+        const char *end = p;
+        while (end > start && end[-1] == ' ')
+            end--;
+        const char *eq = memchr(start, '=', (size_t)(end - start));
+        if (!eq || n == MAX_SET)
+            return KEEL_EINVAL;
+        const char *ne = eq;
+        while (ne > start && ne[-1] == ' ')
+            ne--;
+        const char *lv = eq + 1;
+        while (lv < end && *lv == ' ')
+            lv++;
+        char level[16];
+        if ((size_t)(ne - start) >= sizeof(e[0].name) || (size_t)(end - lv) >= sizeof(level))
+            return KEEL_EINVAL;
+        memcpy(e[n].name, start, (size_t)(ne - start));
+        e[n].name[ne - start] = '\0';
+        memcpy(level, lv, (size_t)(end - lv));
+        level[end - lv] = '\0';
+        e[n].level = keel_log_level_parse(level);
+        if (e[n].level < 0 || !valid_module(e[n].name))
+            return KEEL_EINVAL;
+        n++;
+    }
+    if (!apply)
+        return 0;
+    pthread_mutex_lock(&M.mu);
+    M.nset = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t j = 0;
+        while (j < M.nset && strcmp(M.set[j].name, e[i].name) != 0)
+            j++;
+        if (j == M.nset)
+            M.nset++;
+        memcpy(M.set[j].name, e[i].name, sizeof(M.set[j].name));
+        M.set[j].level = e[i].level;
+    }
+    __atomic_store_n(&M.gen, M.gen + 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&M.mu);
+    return 0;
+}
+
+int keel_log_effective_level(const char *module)
+{
+    if (!module || !*module || !strcmp(module, "root"))
+        return L.level;
+    pthread_mutex_lock(&M.mu);
+    int level = resolve_locked(module);
+    pthread_mutex_unlock(&M.mu);
+    return level;
+}
+
+json_t *keel_log_levels_json(void)
+{
+    json_t *mods = json_object();
+    pthread_mutex_lock(&M.mu);
+    for (size_t i = 0; i < M.nknown; i++)
+        json_object_set_new(mods, M.known[i],
+                            json_pack("{s:n,s:s}", "configured", "effective",
+                                      keel_log_level_name(resolve_locked(M.known[i]))));
+    for (size_t i = 0; i < M.nset; i++) {
+        json_t *o = json_object_get(mods, M.set[i].name);
+        if (!o) {
+            o = json_object();
+            json_object_set_new(mods, M.set[i].name, o);
+        }
+        json_object_set_new(o, "configured", json_string(keel_log_level_name(M.set[i].level)));
+        json_object_set_new(o, "effective",
+                            json_string(keel_log_level_name(resolve_locked(M.set[i].name))));
+    }
+    json_t *root = json_pack("{s:s,s:o}", "root", keel_log_level_name(L.level), "modules", mods);
+    pthread_mutex_unlock(&M.mu);
+    return root;
+}
+
+int(keel_log_enabled)(int level)
 {
     return level >= __atomic_load_n(&L.level, __ATOMIC_RELAXED);
+}
+
+int keel__log_enabled_at(const char *file, int level)
+{
+    return level >= file_level(file);
 }
 
 static int open_log_file(void)
@@ -64,6 +309,7 @@ int keel_log_init(const keel_config *cfg)
 {
     pthread_mutex_lock(&L.mu);
     L.level = cfg->log_level;
+    __atomic_add_fetch(&M.gen, 1, __ATOMIC_RELEASE);
     L.pretty = cfg->log_pretty;
     keel_free(L.service);
     L.service = keel_strdup(cfg->service_name);
@@ -80,6 +326,7 @@ int keel_log_init(const keel_config *cfg)
         rc = open_log_file();
     }
     pthread_mutex_unlock(&L.mu);
+    keel_log_apply_levels(cfg->log_levels, 1); /* checked when loaded */
     if (rc)
         fprintf(stderr, "keel: LOG_FILE: cannot open %s: %s\n", cfg->log_file,
                 strerror(-rc));
@@ -140,12 +387,6 @@ static void rotate_locked(void)
 }
 
 static int out_fd = STDOUT_FILENO;
-
-void keel_log_set_level(int level)
-{
-    if (level >= 0 && level <= KEEL_LOG_FATAL)
-        __atomic_store_n(&L.level, level, __ATOMIC_RELAXED);
-}
 
 void keel_log_set_fd(int fd)
 {
@@ -209,10 +450,8 @@ static void append_time(keel_buf *b)
     keel_buf_append_str(b, ms);
 }
 
-keel_buf *keel_log_begin(int level, const char *msg)
+static keel_buf *log_begin(int level, const char *msg)
 {
-    if (level < __atomic_load_n(&L.level, __ATOMIC_RELAXED))
-        return NULL;
     keel_buf *b = &tl_buf;
     tl_line_start = b->len;
     keel_buf_append_str(b, "{\"time\":\"");
@@ -305,11 +544,19 @@ static void redact(json_t *v)
     }
 }
 
-void keel_log_json(int level, const char *msg, json_t *fields)
+keel_buf *(keel_log_begin)(int level, const char *msg)
 {
-    keel_buf *b = keel_log_begin(level, msg);
-    if (!b)
-        return;
+    return level < L.level ? NULL : log_begin(level, msg);
+}
+
+keel_buf *keel__log_begin_at(const char *file, int level, const char *msg)
+{
+    return level < file_level(file) ? NULL : log_begin(level, msg);
+}
+
+static void log_fields(int level, const char *msg, json_t *fields)
+{
+    keel_buf *b = log_begin(level, msg);
     if (fields && json_is_object(fields) && json_object_size(fields)) {
         json_t *copy = json_deep_copy(fields);
         redact(copy);
@@ -324,18 +571,45 @@ void keel_log_json(int level, const char *msg, json_t *fields)
     keel_log_end(b);
 }
 
-void keel_log(int level, const char *msg, const char *fmt, ...)
+void(keel_log_json)(int level, const char *msg, json_t *fields)
+{
+    if (level >= L.level)
+        log_fields(level, msg, fields);
+}
+
+void keel__log_json_at(const char *file, int level, const char *msg, json_t *fields)
+{
+    if (level >= file_level(file))
+        log_fields(level, msg, fields);
+}
+
+static void vlog(int level, const char *msg, const char *fmt, va_list ap)
+{
+    json_t *fields = NULL;
+    if (fmt) {
+        json_error_t e;
+        fields = json_vpack_ex(&e, 0, fmt, ap);
+    }
+    log_fields(level, msg, fields);
+    json_decref(fields);
+}
+
+void(keel_log)(int level, const char *msg, const char *fmt, ...)
 {
     if (level < __atomic_load_n(&L.level, __ATOMIC_RELAXED))
         return;
-    json_t *fields = NULL;
-    if (fmt) {
-        va_list ap;
-        va_start(ap, fmt);
-        json_error_t e;
-        fields = json_vpack_ex(&e, 0, fmt, ap);
-        va_end(ap);
-    }
-    keel_log_json(level, msg, fields);
-    json_decref(fields);
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(level, msg, fmt, ap);
+    va_end(ap);
+}
+
+void keel__log_at(const char *file, int level, const char *msg, const char *fmt, ...)
+{
+    if (level < file_level(file))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(level, msg, fmt, ap);
+    va_end(ap);
 }

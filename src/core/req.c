@@ -105,6 +105,7 @@ static void complete(keel_req *r)
         mw->on_complete(r, mw->data);
     }
     STAT_SUB(r->w, requests_in_flight, 1);
+    STAT_ADD(r->w, requests_total, 1);
     if (r->c)
         keel__conn_request_done(r->c, r);
 }

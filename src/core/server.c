@@ -320,6 +320,7 @@ void keel_server_stats_get(const keel_server *s, keel_server_stats *out)
         out->bytes_in += __atomic_load_n(&ws->bytes_in, __ATOMIC_RELAXED);
         out->bytes_out += __atomic_load_n(&ws->bytes_out, __ATOMIC_RELAXED);
         out->requests_pooled += __atomic_load_n(&ws->requests_pooled, __ATOMIC_RELAXED);
+        out->requests_total += __atomic_load_n(&ws->requests_total, __ATOMIC_RELAXED);
         uint64_t lag = __atomic_load_n(&ws->loop_lag_ms, __ATOMIC_RELAXED);
         if (lag > out->loop_lag_ms)
             out->loop_lag_ms = lag;
@@ -341,6 +342,7 @@ void keel_worker_stats_get(const keel_worker *w, keel_server_stats *out)
     out->bytes_out = __atomic_load_n(&ws->bytes_out, __ATOMIC_RELAXED);
     out->loop_lag_ms = __atomic_load_n(&ws->loop_lag_ms, __ATOMIC_RELAXED);
     out->requests_pooled = __atomic_load_n(&ws->requests_pooled, __ATOMIC_RELAXED);
+    out->requests_total = __atomic_load_n(&ws->requests_total, __ATOMIC_RELAXED);
     if (w->srv->pool) {
         out->work_queued = keel_pool_queued(w->srv->pool);
         out->work_rejected = keel_pool_rejected(w->srv->pool);
@@ -655,7 +657,7 @@ int keel_server_start(keel_server *s)
     signal(SIGPIPE, SIG_IGN);
     keel_pool_opts po = {.name = "work", .threads = s->cfg.work_threads,
                          .queue_max = s->cfg.work_queue_max};
-    s->pool = keel__pool_new(&po);
+    s->pool = keel__pool_new(s, &po);
     s->workers = keel_calloc(s->nworkers, sizeof(keel_worker *));
     for (unsigned i = 0; i < s->nworkers; i++) {
         rc = worker_init(s, i, fds[i], &s->workers[i]);
@@ -791,7 +793,9 @@ int keel_server_reload(keel_server *s, const keel_config *next)
     /* logged at the old level, then the new one applies */
     keel_log(refused ? KEEL_LOG_WARN : KEEL_LOG_INFO, "reload done", "{s:i,s:s}", "refused",
              refused, "log_level", keel_log_level_name(next->log_level));
-    keel_log_set_level(next->log_level);
+    keel_log_set_level(NULL, next->log_level);
+    if (keel_log_apply_levels(next->log_levels ? next->log_levels : "", 1) < 0)
+        refused++; /* validated with the configuration: not expected */
     return refused;
 }
 

@@ -26,6 +26,7 @@ typedef struct keel_worker_stats {
     uint64_t loop_lag_ms;
     uint64_t requests_pooled; /* request objects kept for reuse */
     uint64_t ws_open;         /* open WebSocket connections */
+    uint64_t requests_total;  /* requests completed */
 } keel_worker_stats;
 
 #define STAT_ADD(w, f, n) __atomic_fetch_add(&(w)->stats.f, (n), __ATOMIC_RELAXED)
@@ -120,6 +121,9 @@ struct keel_server {
     const keel_ws_options *ws;   /* the `ws` config module (owned by cfg) */
     keel_ws_observer ws_obs;     /* metrics; hooks NULL when none */
     keel_ipcap *ws_ipcap;        /* WebSocket connections per client address */
+    /* keel_server_set_work_observer: set before start, read by pool threads */
+    void (*work_observer)(void *arg, const keel_pool *p, uint64_t wait_ns);
+    void *work_observer_arg;
 };
 
 enum conn_state {
@@ -264,7 +268,7 @@ int keel__respond_problem_raw(keel_conn *c, int status, const char *detail);
 void keel__worker_update_date(keel_worker *w);
 
 /* work.c */
-keel_pool *keel__pool_new(const keel_pool_opts *opts);
+keel_pool *keel__pool_new(keel_server *s, const keel_pool_opts *opts);
 void keel__pool_free(keel_pool *p);
 /* Queues a posted function (keel_worker_post) on w's mailbox. */
 int keel__worker_post(keel_worker *w, void (*fn)(void *arg), void *arg);

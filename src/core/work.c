@@ -18,6 +18,7 @@ struct keel_work {
     keel_req *req;               /* NULL for keel_worker_submit */
     keel_work_fn work;
     keel_after_work_cb after_req;
+    uint64_t queued_ns;          /* when it entered the queue */
     void (*after)(void *arg, int status);
     void (*posted)(void *arg);   /* keel_worker_post: no pool, no pending count */
     void *arg;
@@ -31,6 +32,8 @@ struct keel_pool {
     uint64_t queued;
     uint64_t max;
     uint64_t rejected;
+    uint64_t busy;      /* threads running a job (atomic) */
+    keel_server *srv;   /* its observer, if any */
     int stop;
     unsigned nthreads;
     uv_thread_t *threads;
@@ -73,6 +76,9 @@ static void pool_thread(void *arg)
             p->tail = NULL;
         p->queued--;
         uv_mutex_unlock(&p->mu);
+        if (p->srv && p->srv->work_observer)
+            p->srv->work_observer(p->srv->work_observer_arg, p, keel_now_ns() - job->queued_ns);
+        __atomic_fetch_add(&p->busy, 1, __ATOMIC_RELAXED);
 
         /* A job whose request is gone is not started. */
         if (job->req && __atomic_load_n(&job->req->canceled, __ATOMIC_ACQUIRE)) {
@@ -81,16 +87,19 @@ static void pool_thread(void *arg)
             job->work(job->arg);
             job->status = 0;
         }
+        __atomic_fetch_sub(&p->busy, 1, __ATOMIC_RELAXED);
         deliver(job);
     }
 }
 
-keel_pool *keel__pool_new(const keel_pool_opts *opts)
+keel_pool *keel__pool_new(keel_server *s, const keel_pool_opts *opts)
 {
     keel_pool *p = keel_calloc(1, sizeof(*p));
+    p->srv = s;
     uv_mutex_init(&p->mu);
     uv_cond_init(&p->cond);
     p->opts = *opts;
+    p->opts.name = keel_strdup(opts->name ? opts->name : "pool");
     unsigned threads = opts->threads ? opts->threads : 1;
     p->max = opts->queue_max ? opts->queue_max : 1024;
     p->nthreads = threads;
@@ -118,6 +127,7 @@ void keel__pool_free(keel_pool *p)
         keel_free(j);
     }
     keel_free(p->threads);
+    keel_free((char *)p->opts.name);
     uv_cond_destroy(&p->cond);
     uv_mutex_destroy(&p->mu);
     keel_free(p);
@@ -133,9 +143,47 @@ uint64_t keel_pool_rejected(const keel_pool *p)
     return __atomic_load_n(&p->rejected, __ATOMIC_RELAXED);
 }
 
+uint64_t keel_pool_busy(const keel_pool *p)
+{
+    return __atomic_load_n(&p->busy, __ATOMIC_RELAXED);
+}
+
+const char *keel_pool_name(const keel_pool *p)
+{
+    return p->opts.name;
+}
+
+unsigned keel_pool_threads(const keel_pool *p)
+{
+    return p->nthreads;
+}
+
+uint64_t keel_pool_queue_max(const keel_pool *p)
+{
+    return p->max;
+}
+
+size_t keel_server_pools(const keel_server *s, keel_pool **out, size_t cap)
+{
+    size_t n = 0;
+    if (s->pool && n < cap)
+        out[n++] = s->pool;
+    for (size_t i = 0; i < s->npools && n < cap; i++)
+        out[n++] = s->pools[i];
+    return n;
+}
+
+void keel_server_set_work_observer(keel_server *s,
+                                   void (*fn)(void *arg, const keel_pool *p, uint64_t wait_ns),
+                                   void *arg)
+{
+    s->work_observer = fn;
+    s->work_observer_arg = arg;
+}
+
 keel_pool *keel_server_pool_new(keel_server *s, const keel_pool_opts *opts)
 {
-    keel_pool *p = keel__pool_new(opts);
+    keel_pool *p = keel__pool_new(s, opts);
     s->pools = keel_realloc(s->pools, (s->npools + 1) * sizeof(*s->pools));
     s->pools[s->npools++] = p;
     return p;
@@ -150,6 +198,7 @@ static int enqueue(keel_pool *p, keel_work *job)
         return KEEL_EBUSY;
     }
     job->next = NULL;
+    job->queued_ns = keel_now_ns();
     if (p->tail)
         p->tail->next = job;
     else

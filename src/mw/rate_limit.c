@@ -272,6 +272,8 @@ keel_rate_limiter *keel_rate_limiter_new(const keel_config *cfg, keel_rl_store s
         rl->rejections = keel_metrics_counter(m, "rate_limit_rejections_total",
                                               "Requests refused by the rate limiter (429)",
                                               tier_label);
+        for (size_t i = 0; i < rl->set->n; i++)
+            keel_metric_declare(rl->rejections, (const char *const[]){rl->set->tiers[i].name});
         rl->store_errors = keel_metrics_counter(m, "rate_limit_store_errors_total",
                                                 "Rate-limit checks the store could not answer",
                                                 NULL);

@@ -98,6 +98,8 @@ keel_shed *keel_shed_new(const keel_config *config, keel_metrics *m)
         s->shed_total = keel_metrics_counter(m, "load_shed_total",
                                              "Requests refused with 503 by load shedding",
                                              reason_label);
+        for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+            keel_metric_declare(s->shed_total, &reasons[i]);
     }
     return s;
 }

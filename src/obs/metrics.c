@@ -55,9 +55,16 @@ struct keel_metric {
     shard *shards;
 };
 
+typedef struct collector {
+    struct collector *next;
+    void (*fn)(void *arg);
+    void *arg;
+} collector;
+
 struct keel_metrics {
     unsigned nshards; /* workers + 1 */
     keel_metric *first, *last;
+    collector *collectors; /* run before each exposition, in the order added */
     pthread_mutex_t mu;
 };
 
@@ -151,6 +158,11 @@ void keel_metrics_free(keel_metrics *m)
         keel_free(mt);
         mt = n;
     }
+    while (m->collectors) {
+        collector *c = m->collectors;
+        m->collectors = c->next;
+        keel_free(c);
+    }
     pthread_mutex_destroy(&m->mu);
     keel_free(m);
 }
@@ -221,12 +233,22 @@ static keel_metric *declare(keel_metrics *m, const char *name, const char *help,
     return mt;
 }
 
+static series *lock_series(keel_metric *mt, unsigned idx, const char *const *values);
+
+/* A family without labels has exactly one series: it exists, at 0, from
+ * the declaration on (an absent series breaks rate() and alerts). */
 static void alloc_shards(keel_metrics *m, keel_metric *mt)
 {
     mt->shards = keel_calloc(m->nshards, sizeof(shard));
     for (unsigned i = 0; i < m->nshards; i++)
         pthread_mutex_init(&mt->shards[i].mu, NULL);
     mt->nshards = m->nshards;
+}
+
+static void declare_unlabelled(keel_metric *mt)
+{
+    if (mt->nlabels == 0)
+        keel_metric_declare(mt, NULL);
 }
 
 keel_metric *keel_metrics_counter(keel_metrics *m, const char *name,
@@ -236,6 +258,7 @@ keel_metric *keel_metrics_counter(keel_metrics *m, const char *name,
     if (!mt)
         return NULL;
     alloc_shards(m, mt);
+    declare_unlabelled(mt);
     return mt;
 }
 
@@ -246,6 +269,7 @@ keel_metric *keel_metrics_gauge(keel_metrics *m, const char *name,
     if (!mt)
         return NULL;
     alloc_shards(m, mt);
+    declare_unlabelled(mt);
     return mt;
 }
 
@@ -260,6 +284,17 @@ keel_metric *keel_metrics_histogram(keel_metrics *m, const char *name,
     mt->buckets = keel_malloc(nbuckets * sizeof(double));
     memcpy(mt->buckets, buckets, nbuckets * sizeof(double));
     alloc_shards(m, mt);
+    declare_unlabelled(mt);
+    return mt;
+}
+
+keel_metric *keel_metrics_find(keel_metrics *m, const char *name)
+{
+    pthread_mutex_lock(&m->mu);
+    keel_metric *mt = m->first;
+    while (mt && strcmp(mt->name, name) != 0)
+        mt = mt->next;
+    pthread_mutex_unlock(&m->mu);
     return mt;
 }
 
@@ -369,6 +404,51 @@ void keel_metric_series_add(keel_metric_series *s, double v)
 void keel_metric_series_observe(keel_metric_series *s, double v)
 {
     series_update(s, v, 2);
+}
+
+void keel_metric_declare(keel_metric *mt, const char *const *values)
+{
+    /* in the shared shard: the merge adds every shard, so a 0 there is
+     * harmless whichever worker counts the series later */
+    series *s = lock_series(mt, UINT32_MAX, values);
+    if (s)
+        pthread_mutex_unlock(&s->sh->mu);
+}
+
+void keel_metric_declare_each(keel_metric *mt, const char *const *values, size_t at,
+                              const char *const *each)
+{
+    if (!mt || at >= mt->nlabels || mt->nlabels > 16)
+        return;
+    const char *v[16];
+    for (size_t i = 0; i < mt->nlabels; i++)
+        v[i] = values ? values[i] : "";
+    for (size_t i = 0; each && each[i]; i++) {
+        v[at] = each[i];
+        keel_metric_declare(mt, v);
+    }
+}
+
+void keel_metrics_on_collect(keel_metrics *m, void (*fn)(void *arg), void *arg)
+{
+    collector *c = keel_calloc(1, sizeof(*c));
+    c->fn = fn;
+    c->arg = arg;
+    pthread_mutex_lock(&m->mu);
+    collector **p = &m->collectors;
+    while (*p)
+        p = &(*p)->next;
+    *p = c;
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void collect(keel_metrics *m)
+{
+    pthread_mutex_lock(&m->mu);
+    collector *c = m->collectors;
+    pthread_mutex_unlock(&m->mu);
+    for (; c; c = c->next) /* appended only before the server starts */
+        c->fn(c->arg);
 }
 
 unsigned keel_metrics_shards(const keel_metrics *m)
@@ -483,6 +563,7 @@ static const char *type_name(keel_metric_type t)
 
 void keel_metrics_render(keel_metrics *m, keel_buf *out)
 {
+    collect(m);
     for (keel_metric *mt = m->first; mt; mt = mt->next) {
         keel_buf_printf(out, "# HELP %s ", mt->name);
         append_escaped_help(out, mt->help);
@@ -531,6 +612,7 @@ void keel_metrics_render(keel_metrics *m, keel_buf *out)
 
 json_t *keel_metrics_json(keel_metrics *m)
 {
+    collect(m);
     json_t *root = json_object();
     for (keel_metric *mt = m->first; mt; mt = mt->next) {
         json_t *fam = json_object();

@@ -55,6 +55,7 @@ struct keel_breakers {
 };
 
 static const char *const state_names[] = {"closed", "open", "half_open"};
+static const char *const state_names_null[] = {"closed", "open", "half_open", NULL};
 
 const char *keel_breaker_state_name(keel_breaker_state s)
 {
@@ -116,6 +117,8 @@ keel_breaker *keel_breaker_new(keel_breakers *reg, const char *name,
         if (reg->state_metric) {
             const char *lv[] = {b->name};
             keel_metric_set(reg->state_metric, UINT32_MAX, lv, 0);
+            const char *tv[] = {b->name, NULL}; /* "to": each state */
+            keel_metric_declare_each(reg->transitions, tv, 1, state_names_null);
         }
     }
     return b;
@@ -249,7 +252,19 @@ json_t *keel_breakers_json(keel_breakers *reg)
     return o;
 }
 
-static int check_breakers(void *arg, char *detail, size_t cap)
+void keel_breaker_probe_ok(keel_breaker *b, uint64_t now_ms)
+{
+    for (uint64_t i = 0; i < b->o.probes; i++) {
+        if (keel_breaker_get_state(b, now_ms) == KEEL_BREAKER_CLOSED)
+            return;
+        uint64_t t = keel_breaker_allow(b, now_ms); /* 0 while OPEN or every probe is out */
+        if (!t)
+            return;
+        keel_breaker_record(b, t, 1, now_ms);
+    }
+}
+
+static int check_breakers(void *arg, char *detail, size_t cap, json_t **data)
 {
     keel_breakers *reg = arg;
     uint64_t now = keel_now_ms();
@@ -268,10 +283,15 @@ static int check_breakers(void *arg, char *detail, size_t cap)
         bad |= s != KEEL_BREAKER_CLOSED;
     }
     uv_mutex_unlock(&reg->mu);
-    return bad;
+    *data = keel_breakers_json(reg);
+    return bad ? KEEL_HEALTH_WARN : KEEL_HEALTH_PASS;
 }
 
 void keel_breakers_register_health(keel_breakers *reg, keel_health *h)
 {
-    keel_health_register(h, "circuit_breakers", 0, 500, check_breakers, reg);
+    /* inline: it runs after the dependencies' own checks, which close the
+     * breakers of dependencies that answer again (keel_breaker_probe_ok) */
+    keel_health_check c = {.name = "circuit_breakers", .data_fn = check_breakers, .arg = reg,
+                           .flags = KEEL_HEALTH_INLINE};
+    keel_health_add(h, &c);
 }

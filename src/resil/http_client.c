@@ -66,6 +66,7 @@ struct keel_http_client {
     keel_breakers *breakers; /* NULL: standalone breakers, ours */
     uv_mutex_t mu;           /* targets */
     hc_target *targets;
+    unsigned ntargets;
     hc_worker *workers;
     unsigned nworkers;
     keel_metric *m_requests, *m_duration;
@@ -125,13 +126,22 @@ const keel_config_module keel_http_client_config = KEEL_CONFIG_MODULE(
 
 /* ---------------------------------------------------------------- targets */
 
+static const char *const failure_labels[] = {"timeout", "refused", "error", "too_big",
+                                             "unavailable", "canceled", NULL};
+
 static hc_target *target_get(keel_http_client *c, const char *name)
 {
     uv_mutex_lock(&c->mu);
     hc_target *t = c->targets;
     while (t && strcmp(t->name, name) != 0)
         t = t->next;
+    if (!t && c->ntargets >= KEEL_HTTP_CLIENT_MAX_TARGETS) {
+        name = "other"; /* bounded: metrics labels and breakers */
+        for (t = c->targets; t && strcmp(t->name, name) != 0;)
+            t = t->next;
+    }
     if (!t) {
+        c->ntargets++;
         t = keel_calloc(1, sizeof(*t));
         t->name = keel_strdup(name);
         char bname[160];
@@ -812,6 +822,17 @@ int keel_http_client_new(keel_http_client **out, keel_server *s, const keel_conf
                                .arg = c};
     keel_server_add_worker_hooks(s, &hooks);
     *out = c;
+    return 0;
+}
+
+int keel_http_client_declare_target(keel_http_client *c, const char *name)
+{
+    if (!c || !name || !*name)
+        return KEEL_EINVAL;
+    hc_target *t = target_get(c, name);
+    const char *lv[] = {t->name, NULL};
+    keel_metric_declare_each(c->m_requests, lv, 1, failure_labels);
+    keel_metric_declare(c->m_duration, lv);
     return 0;
 }
 

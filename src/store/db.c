@@ -78,6 +78,9 @@ int keel_db_respond_error(keel_req *r, int err)
     }
 }
 
+const char *const keel__db_error_kinds[] = {"constraint", "unavailable", "timeout", "retry",
+                                            "sql", "norow", "invalid", "other", NULL};
+
 static const char *error_kind(int err)
 {
     switch (err) {

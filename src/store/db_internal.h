@@ -183,6 +183,8 @@ void keel__db_cache_clear(keel__db_cache *cache, int live);
 
 /* The metrics label index of a statement (its first keyword). */
 unsigned keel__db_sql_op(const char *sql);
+/* The kind label values of db_errors_total, NULL-terminated. */
+extern const char *const keel__db_error_kinds[];
 /* Times one statement into db_query_duration_seconds{op}, counts a failure
  * in db_errors_total{kind} and writes the log lines (query logging, slow
  * queries, failures with c's message and request id). */

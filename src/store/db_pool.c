@@ -473,6 +473,7 @@ static void register_metrics(keel_db *db, keel_metrics *m)
         (const char *[]){"op", NULL}, keel_latency_buckets, keel_latency_nbuckets);
     db->obs.errors = keel_metrics_counter(m, "db_errors_total", "Database errors, by kind",
                                           (const char *[]){"kind", NULL});
+    keel_metric_declare_each(db->obs.errors, NULL, 0, keel__db_error_kinds);
     keel_metrics_callback(m, "db_pool_connections_open", "Open database connections",
                           KEEL_GAUGE, g_open, db);
     keel_metrics_callback(m, "db_pool_connections_in_use",

@@ -611,6 +611,8 @@ keel_events *keel_events_new(keel_server *s, keel_redis *r, const keel_config *c
                                             "slow_reader (a consumer's queue was full), "
                                             "closed (workers stopped)",
                                             reason);
+        keel_metric_declare_each(b->m_dropped, NULL, 0,
+                                 (const char *const[]){"backlog", "slow_reader", "closed", NULL});
         keel_metrics_callback(m, "events_subscriber_connected",
                               "1 while the event bus subscription is live", KEEL_GAUGE,
                               m_connected, b);

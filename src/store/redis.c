@@ -166,13 +166,15 @@ static char *redact(const char *url)
 /* ---------------------------------------------------------------- metrics */
 
 /* A bounded label: the command name when it is one keel sends, else "other". */
+static const char *const known_commands[] = {
+    "GET", "SET", "DEL", "EVAL", "EVALSHA", "PING", "INFO", "PUBLISH", "INCR",
+    "PEXPIRE", "SCRIPT", "AUTH", "SELECT", "EXISTS", "MGET", "TIME", "SUBSCRIBE",
+    "PSUBSCRIBE", "other", NULL};
+
 static const char *command_label(const char *cmd, size_t len)
 {
-    static const char *const known[] = {
-        "GET", "SET", "DEL", "EVAL", "EVALSHA", "PING", "INFO", "PUBLISH", "INCR",
-        "PEXPIRE", "SCRIPT", "AUTH", "SELECT", "EXISTS", "MGET", "TIME", "SUBSCRIBE",
-        "PSUBSCRIBE", NULL};
-    for (int i = 0; known[i]; i++)
+    const char *const *known = known_commands;
+    for (int i = 0; known[i + 1]; i++) /* the last is "other" */
         if (strlen(known[i]) == len && !strncasecmp(known[i], cmd, len))
             return known[i];
     return "other";
@@ -642,6 +644,8 @@ fail:
     return NULL;
 }
 
+static double m_ready(void *arg);
+
 static int check_redis(void *arg, char *detail, size_t cap)
 {
     keel_redis *r = arg;
@@ -656,6 +660,10 @@ static int check_redis(void *arg, char *detail, size_t cap)
     redisReply *rep = redisCommand(ctx, "PING");
     uint64_t t2 = keel_now_ns();
     int bad = !rep || rep->type == REDIS_REPLY_ERROR;
+    if (!bad && m_ready(r) == (double)r->nconns)
+        /* Redis answers and every worker is connected again: a breaker
+         * left open by the outage closes now, traffic or not */
+        keel_breaker_probe_ok(r->breaker, keel_now_ms());
     if (bad)
         snprintf(detail, cap, "PING failed: %s", rep ? rep->str : ctx->errstr);
     else
@@ -747,6 +755,10 @@ int keel_redis_new(keel_redis **out, keel_server *s, const keel_config *cfg,
                                            "(lost or down), reply (an error answer), "
                                            "unavailable (refused by the open breaker)",
                                            kind_label);
+        keel_metric_declare_each(r->m_errors, NULL, 0,
+                                 (const char *const[]){"timeout", "connection", "reply",
+                                                       "unavailable", NULL});
+        keel_metric_declare_each(r->m_commands, NULL, 0, known_commands);
         keel_metrics_callback(m, "redis_connections_ready",
                               "Workers whose Redis connection is up", KEEL_GAUGE, m_ready, r);
     }

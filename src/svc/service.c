@@ -17,6 +17,7 @@ struct keel_service {
     keel_server *server;
     keel_metrics *metrics;
     keel_health *health;
+    keel_runtime *runtime; /* loop lag per worker, pool figures */
     keel_db *db; /* when the app uses a database */
     keel_rate_limiter *limiter; /* owned by its middleware; NULL when off */
     keel_breakers *breakers;
@@ -37,6 +38,7 @@ keel_server *keel_service_server(keel_service *svc) { return svc->server; }
 const keel_config *keel_service_config(keel_service *svc) { return &svc->cfg; }
 keel_metrics *keel_service_metrics(keel_service *svc) { return svc->metrics; }
 keel_health *keel_service_health(keel_service *svc) { return svc->health; }
+keel_runtime *keel_service_runtime(keel_service *svc) { return svc->runtime; }
 keel_db *keel_service_db(keel_service *svc) { return svc->db; }
 keel_redis *keel_service_redis(keel_service *svc) { return svc->redis; }
 keel_breakers *keel_service_breakers(keel_service *svc) { return svc->breakers; }
@@ -132,6 +134,29 @@ static void register_server_metrics(keel_metrics *m, keel_server *s)
 
 /* ---------------------------------------------------------------- checks */
 
+/* Where the service keeps its data, for the disk check: the SQLite
+ * database's directory, else the working directory. */
+static const char *data_directory(const keel_app *app, const keel_config *cfg, char *buf,
+                                  size_t cap)
+{
+    snprintf(buf, cap, ".");
+    if (!app->use_database)
+        return buf;
+    const keel_db_options *o = keel_config_get(cfg, &keel_db_config);
+    const char *u = o->database_url;
+    if (!u || strncmp(u, "sqlite:", 7) != 0)
+        return buf;
+    u += 7;
+    if (!strncmp(u, "//", 2))
+        u += 2;
+    const char *slash = strrchr(u, '/');
+    if (slash && slash > u)
+        snprintf(buf, cap, "%.*s", (int)(slash - u), u);
+    else if (slash)
+        snprintf(buf, cap, "/");
+    return buf;
+}
+
 static int check_event_loop(void *arg, char *detail, size_t cap)
 {
     keel_server_stats st;
@@ -201,6 +226,8 @@ static int service_finish_routes(keel_service *svc, FILE *err)
                 why);
         return KEEL_EINVAL;
     }
+    /* every class of every route at 0 from the first scrape */
+    keel_mw_http_metrics_declare_routes(svc->metrics, routes, n);
     keel_free(svc->doc.json);
     svc->doc.json = keel__svc_openapi_build(svc->app, svc->server, svc->validator,
                                             &svc->doc.len);
@@ -221,7 +248,15 @@ static keel_service *service_new(const keel_app *app, const keel_config *cfg)
     keel_metrics_register_process(svc->metrics, app->version ? app->version : KEEL_VERSION);
     register_server_metrics(svc->metrics, svc->server);
     svc->ws_metrics = keel_ws_metrics_new(svc->metrics, svc->server);
-    keel_health_register(svc->health, "event_loop", 0, 1000, check_event_loop, svc->server);
+    keel_health_check loop_check = {.name = "event_loop", .timeout_ms = 1000,
+                                    .fn = check_event_loop, .arg = svc->server,
+                                    .flags = KEEL_HEALTH_INLINE};
+    keel_health_add(svc->health, &loop_check);
+    svc->runtime = keel_runtime_new(svc->server, svc->metrics);
+    char data_dir[512];
+    keel_health_register_system(svc->health, svc->server,
+                                keel_config_get(cfg, &keel_health_config),
+                                data_directory(app, cfg, data_dir, sizeof(data_dir)));
     keel_health_register(svc->health, "websocket", 0, 1000, check_websocket, svc->server);
     svc->breakers = keel_breakers_new(svc->metrics);
     keel_breakers_register_health(svc->breakers, svc->health);
@@ -316,6 +351,7 @@ static void service_free(keel_service *svc)
     keel_cache_free(svc->cache); /* after the workers: no fetch in flight */
     keel_redis_free(svc->redis); /* after the workers closed their connections */
     keel_breakers_free(svc->breakers);
+    keel_runtime_free(svc->runtime); /* after the workers: their timers are closed */
     keel_health_free(svc->health);
     keel_metrics_free(svc->metrics);
     keel_config_close(&svc->cfg);
