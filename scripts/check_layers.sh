@@ -38,7 +38,7 @@ public_layer() {
     rl_store) echo core ;;     # the rate-limit store contract: types only
     auth)     echo auth ;;     # src/auth: jwt, passwords, roles, principal
     schema)   echo schema ;;
-    metrics|health) echo obs ;;
+    metrics|health|trace) echo obs ;;
     resil|http_client) echo resil ;;
     mw|ratelimit) echo mw ;;
     db|migrate|redis|cache|lock|events) echo store ;;

@@ -26,6 +26,7 @@
 #include "schema.h"
 #include "server.h"
 #include "service.h"
+#include "trace.h"
 
 #define KEEL_VERSION "0.1.0"
 

@@ -354,7 +354,7 @@ static keel_buf *log_start(int level, const char *msg, const keel_db_conn *c,
     field_str(b, "sql", sql, n);
     keel_buf_printf(b, ",\"duration_ms\":%.3f,\"driver\":\"%s\"", (double)ns / 1e6,
                     c->drv->name);
-    if (c->request_id)
+    if (c->request_id && !keel_log_context_request_id())
         field_str(b, "request_id", c->request_id, strlen(c->request_id));
     return b;
 }
