@@ -39,7 +39,7 @@ public_layer() {
     auth)     echo auth ;;     # src/auth: jwt, passwords, roles, principal
     schema)   echo schema ;;
     metrics|health|trace) echo obs ;;
-    resil|http_client) echo resil ;;
+    resil|http_client|otlp) echo resil ;;
     mw|ratelimit) echo mw ;;
     db|migrate|redis|cache|lock|events) echo store ;;
     service)  echo svc ;;

@@ -11,6 +11,7 @@
 #include "health.h"
 #include "http.h"
 #include "http_client.h"
+#include "otlp.h"
 #include "json.h"
 #include "lock.h"
 #include "log.h"
