@@ -121,3 +121,44 @@ def attrs(lst):
             if kind in v:
                 out[a["key"]] = v[kind]
     return out
+
+
+def main():
+    """python3 otlp_receiver.py PORT: a receiver that only counts (for
+    bench/trace.sh); prints "requests spans bytes" on SIGTERM/SIGINT. Spans
+    are counted by their "spanId" keys, without parsing the JSON."""
+    import signal
+    import sys
+    rx = OtlpReceiver(parse=False)
+    rx.httpd.server_close()
+    rx.httpd = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), rx.httpd.RequestHandlerClass)
+    rx.httpd.daemon_threads = True
+    spans = [0]
+    handler = rx.httpd.RequestHandlerClass
+    orig = handler.do_POST
+
+    def do_post(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n)
+        spans[0] += body.count(b'"spanId"')
+        with rx.lock:
+            rx.count += 1
+            rx.bytes += len(body)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+    handler.do_POST = do_post
+    assert orig
+
+    def stop(*_):
+        print("%d %d %d" % (rx.count, spans[0], rx.bytes), flush=True)
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    rx.httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
