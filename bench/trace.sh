@@ -8,7 +8,11 @@
 # of each and their ratio are printed, with the spans the receiver got
 # and what keel counted as exported and dropped.
 #
-#   bench/trace.sh [-r ROUNDS] [-d SECONDS] [-c CONNECTIONS]
+#   bench/trace.sh [-r ROUNDS] [-d SECONDS] [-c CONNECTIONS] [-i N]
+#
+# -i N: instead, instructions per request under callgrind (bench/instr.sh,
+# N requests) of keel-notrace-hello and keel-trace-hello, the latter
+# exporting to the receiver.
 #
 # Both servers: WORKERS=1 ACCESS_LOG=false RATE_LIMIT_ENABLED=false
 # LOG_LEVEL=warn, pinned to CPU 0; wrk (1 thread) pinned to CPU 1; the
@@ -16,13 +20,14 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
-ROUNDS=5 DUR=5 CONNS=64
-while getopts "r:d:c:h" o; do
+ROUNDS=5 DUR=5 CONNS=64 INSTR=""
+while getopts "r:d:c:i:h" o; do
 	case $o in
+	i) INSTR=$OPTARG ;;
 	r) ROUNDS=$OPTARG ;;
 	d) DUR=$OPTARG ;;
 	c) CONNS=$OPTARG ;;
-	*) sed -n '2,17p' "$0"; exit 2 ;;
+	*) sed -n '2,22p' "$0"; exit 2 ;;
 	esac
 done
 command -v wrk >/dev/null || { echo "trace bench: wrk missing" >&2; exit 2; }
@@ -50,6 +55,15 @@ rxp=$(free_port)
 /usr/bin/python3 "$root/tests/e2e/otlp_receiver.py" "$rxp" >"$tmp/rx.out" 2>"$tmp/rx.err" &
 rxpid=$!
 pids+=("$rxpid")
+if [ -n "$INSTR" ]; then
+	OTLP_ENDPOINT="http://127.0.0.1:$rxp" "$here/instr.sh" -n "$INSTR" \
+		-t keel-notrace-hello,keel-trace-hello
+	kill -TERM "$rxpid"
+	wait "$rxpid" 2>/dev/null || true
+	read -r posts spans bytes <"$tmp/rx.out" || true
+	printf 'receiver: %s requests, %s spans, %s bytes\n' "${posts:-?}" "${spans:-?}" "${bytes:-?}"
+	exit 0
+fi
 common=(WORKERS=1 HOST=127.0.0.1 ACCESS_LOG=false RATE_LIMIT_ENABLED=false LOG_LEVEL=warn)
 start() { # name port env...
 	local name=$1 port=$2
