@@ -377,6 +377,36 @@ const char *keel_trace_export_url(const keel_trace_options *o)
     return url;
 }
 
+/* ---------------------------------------------------------------- text */
+
+#define LIT(b, s) keel_buf_append((b), (s), sizeof(s) - 1)
+
+/* s as the inside of a JSON string: a plain copy when every byte is
+ * printable ASCII other than '"' and '\\' (names, routes, paths: the
+ * usual case), else the full escaper (control bytes, UTF-8 checked). */
+static void esc(keel_buf *b, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
+            keel_buf_append_json_escaped(b, s, n);
+            return;
+        }
+    }
+    keel_buf_append(b, s, n);
+}
+
+/* v as decimal digits, with a '-' when negative. */
+static void append_i64(keel_buf *b, int64_t v)
+{
+    if (v < 0) {
+        keel_buf_append(b, "-", 1);
+        keel_buf_append_u64(b, (uint64_t)0 - (uint64_t)v);
+    } else {
+        keel_buf_append_u64(b, (uint64_t)v);
+    }
+}
+
 /* ---------------------------------------------------------------- records */
 
 typedef struct kspan {
@@ -442,6 +472,8 @@ struct tworker {
     int stopping;
     keel_buf scratch;
     uint32_t *span_ends; /* TRACE_MAX_SPANS */
+    int64_t offset;      /* wall clock - monotonic, ns */
+    uint64_t offset_at;  /* loop time it was read at (ms); 0: never */
     /* recent traces */
     uv_mutex_t mu;
     ring_slot *ring;
@@ -570,11 +602,11 @@ void keel_span_set_strn(keel_span_ref s, const char *key, const char *value, siz
     if (!k || !key || !value)
         return;
     uint32_t off = (uint32_t)k->text.len;
-    keel_buf_append_str(&k->text, "{\"key\":\"");
-    keel_buf_append_json_escaped(&k->text, key, strlen(key));
-    keel_buf_append_str(&k->text, "\",\"value\":{\"stringValue\":\"");
-    keel_buf_append_json_escaped(&k->text, value, n);
-    keel_buf_append_str(&k->text, "\"}}");
+    LIT(&k->text, "{\"key\":\"");
+    esc(&k->text, key, strlen(key));
+    LIT(&k->text, "\",\"value\":{\"stringValue\":\"");
+    esc(&k->text, value, n);
+    LIT(&k->text, "\"}}");
     attr_push(k, s.idx, off, (uint32_t)(k->text.len - off), 0, 0);
 }
 
@@ -590,10 +622,12 @@ void keel_span_set_int(keel_span_ref s, const char *key, int64_t value)
     if (!k || !key)
         return;
     uint32_t off = (uint32_t)k->text.len;
-    keel_buf_append_str(&k->text, "{\"key\":\"");
-    keel_buf_append_json_escaped(&k->text, key, strlen(key));
+    LIT(&k->text, "{\"key\":\"");
+    esc(&k->text, key, strlen(key));
     /* OTLP/JSON: 64-bit integers are decimal strings */
-    keel_buf_printf(&k->text, "\",\"value\":{\"intValue\":\"%lld\"}}", (long long)value);
+    LIT(&k->text, "\",\"value\":{\"intValue\":\"");
+    append_i64(&k->text, value);
+    LIT(&k->text, "\"}}");
     attr_push(k, s.idx, off, (uint32_t)(k->text.len - off), 0, 0);
 }
 
@@ -701,30 +735,30 @@ static void append_time(keel_buf *b, uint64_t mono, int64_t offset)
 static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset, uint64_t now)
 {
     const kspan *s = &k->spans[i];
-    keel_buf_append_str(b, "{\"traceId\":\"");
+    LIT(b, "{\"traceId\":\"");
     append_hex(b, k->ctx.trace_id, 16);
-    keel_buf_append_str(b, "\",\"spanId\":\"");
+    LIT(b, "\",\"spanId\":\"");
     append_hex(b, s->id, 8);
     keel_buf_append(b, "\"", 1);
     if (s->parent >= 0 || k->has_parent) {
-        keel_buf_append_str(b, ",\"parentSpanId\":\"");
+        LIT(b, ",\"parentSpanId\":\"");
         append_hex(b, s->parent >= 0 ? k->spans[s->parent].id : k->ctx.span_id, 8);
         keel_buf_append(b, "\"", 1);
     }
     if (i == 0 && k->ts_len) {
-        keel_buf_append_str(b, ",\"traceState\":\"");
-        keel_buf_append_json_escaped(b, k->text.data + k->ts_off, k->ts_len);
+        LIT(b, ",\"traceState\":\"");
+        esc(b, k->text.data + k->ts_off, k->ts_len);
         keel_buf_append(b, "\"", 1);
     }
-    keel_buf_append_str(b, ",\"name\":\"");
-    keel_buf_append_json_escaped(b, k->text.data + s->name_off, s->name_len);
-    keel_buf_append_str(b, "\",\"kind\":");
+    LIT(b, ",\"name\":\"");
+    esc(b, k->text.data + s->name_off, s->name_len);
+    LIT(b, "\",\"kind\":");
     keel_buf_append_u64(b, s->kind);
-    keel_buf_append_str(b, ",\"startTimeUnixNano\":");
+    LIT(b, ",\"startTimeUnixNano\":");
     append_time(b, s->start, offset);
-    keel_buf_append_str(b, ",\"endTimeUnixNano\":");
+    LIT(b, ",\"endTimeUnixNano\":");
     append_time(b, s->end ? s->end : now, offset);
-    keel_buf_append_str(b, ",\"attributes\":[");
+    LIT(b, ",\"attributes\":[");
     int first = 1;
     for (unsigned a = 0; a < k->nattrs; a++) {
         const kattr *at = &k->attrs[a];
@@ -741,27 +775,30 @@ static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset
         const kattr *at = &k->attrs[a];
         if (at->span != (int32_t)i || !at->event)
             continue;
-        keel_buf_append_str(b, first ? ",\"events\":[" : ",");
+        if (first)
+            LIT(b, ",\"events\":[");
+        else
+            LIT(b, ",");
         first = 0;
-        keel_buf_append_str(b, "{\"timeUnixNano\":");
+        LIT(b, "{\"timeUnixNano\":");
         append_time(b, at->t, offset);
-        keel_buf_append_str(b, ",\"name\":\"");
-        keel_buf_append_json_escaped(b, k->text.data + at->off, at->len);
-        keel_buf_append_str(b, "\"}");
+        LIT(b, ",\"name\":\"");
+        esc(b, k->text.data + at->off, at->len);
+        LIT(b, "\"}");
     }
     if (!first)
         keel_buf_append(b, "]", 1);
-    keel_buf_append_str(b, ",\"status\":{");
+    LIT(b, ",\"status\":{");
     if (s->status) {
-        keel_buf_append_str(b, "\"code\":");
+        LIT(b, "\"code\":");
         keel_buf_append_u64(b, s->status);
         if (s->msg_len) {
-            keel_buf_append_str(b, ",\"message\":\"");
-            keel_buf_append_json_escaped(b, k->text.data + s->msg_off, s->msg_len);
+            LIT(b, ",\"message\":\"");
+            esc(b, k->text.data + s->msg_off, s->msg_len);
             keel_buf_append(b, "\"", 1);
         }
     }
-    keel_buf_append_str(b, "}}");
+    LIT(b, "}}");
 }
 
 static int64_t clock_offset(void)
@@ -1022,7 +1059,11 @@ void keel_trace_request_begin(keel_tracer *t, keel_req *r, keel_str tp, keel_str
     const keel_http_request_head *h = keel_req_head(r);
     keel_span_set_strn(s, "http.request.method", h->method_str.ptr, h->method_str.len);
     keel_span_set_strn(s, "url.path", h->path.ptr, h->path.len);
-    keel_span_set_str(s, "client.address", keel_req_client_addr(r));
+    /* the peer, unless a forwarding header may name the client (then the
+     * TRUST_PROXY resolution, which costs more) */
+    int fwd = keel_req_header(r, "x-forwarded-for").ptr || keel_req_header(r, "forwarded").ptr;
+    keel_span_set_str(s, "client.address",
+                      fwd ? keel_req_client_addr(r) : keel_req_remote_addr(r));
 }
 
 /* Keeps the encoded spans of a finished trace in the worker's ring. */
@@ -1038,8 +1079,9 @@ static void ring_put(tworker *tw, const ktrace *k, const char *spans, size_t len
     tw->ring_next = (tw->ring_next + 1) % t->o.buffer_size;
     hex_encode(sl->trace_id, k->ctx.trace_id, 16);
     sl->trace_id[32] = '\0';
-    snprintf(sl->name, sizeof(sl->name), "%.*s", (int)root->name_len,
-             k->text.data + root->name_off);
+    size_t nn = root->name_len < sizeof(sl->name) - 1 ? root->name_len : sizeof(sl->name) - 1;
+    memcpy(sl->name, k->text.data + root->name_off, nn);
+    sl->name[nn] = '\0';
     sl->start_unix_ns = (uint64_t)((int64_t)root->start + offset);
     sl->dur_ns = root->end > root->start ? root->end - root->start : 0;
     sl->status = root->status;
@@ -1059,7 +1101,6 @@ void keel_trace_request_end(keel_tracer *t, keel_req *r)
     if (!k || !k->live || k->req != r)
         return;
     tworker *tw = k->tw;
-    uint64_t now = keel_now_ns();
     kspan *root = &k->spans[0];
     keel_span_ref s = {.trace = k, .gen = k->gen, .idx = 0};
     /* the name: "GET /api/v1/users/:id", or the method alone unmatched */
@@ -1086,11 +1127,18 @@ void keel_trace_request_end(keel_tracer *t, keel_req *r)
             root->status = 2;
     }
     root->end = keel_req_start_ns(r) + keel_req_elapsed_ns(r);
+    uint64_t now = root->end; /* spans still open end with the request */
     if (k->dropped)
         count(t->m_dropped, tw->id, "span_limit", k->dropped);
 
     /* encode once: into the scratch, then the ring and the queue */
-    int64_t offset = clock_offset();
+    /* the wall clock's offset, read again once a second (loop time) */
+    uint64_t lnow = tw->w ? uv_now(keel_worker_loop(tw->w)) : 0;
+    if (!tw->offset_at || lnow - tw->offset_at >= 1000 || !tw->w) {
+        tw->offset = clock_offset();
+        tw->offset_at = lnow ? lnow : 1;
+    }
+    int64_t offset = tw->offset;
     sc->len = 0;
     uint32_t *ends = tw->span_ends;
     for (unsigned i = 0; i < k->n; i++) {
