@@ -439,6 +439,11 @@ typedef struct ktrace {
     uint32_t ts_off, ts_len;   /* tracestate, in text */
     keel_buf text;
     keel_req *req;
+    /* the server span's own attributes, written when it is encoded (views
+     * into the request, which outlives the encoding) */
+    keel_str method, path, route;
+    const char *client;
+    int http_status;
     tworker *tw;
     struct ktrace *next_free, *next_all;
 } ktrace;
@@ -717,88 +722,190 @@ void keel_span_end(keel_req *r, keel_span_ref s)
 
 /* ---------------------------------------------------------------- encoding */
 
-static void append_hex(keel_buf *b, const uint8_t *p, size_t n)
+/* Encoding writes into room reserved once per span (an upper bound),
+ * through a pointer: a span is some thirty pieces, and a call per piece
+ * was most of the cost of a traced request. */
+#define W_LIT(w, s) (memcpy((w), (s), sizeof(s) - 1), (w) += sizeof(s) - 1)
+
+static char *w_hex(char *w, const uint8_t *p, size_t n)
 {
-    char *w = keel_buf_reserve(b, 2 * n);
     hex_encode(w, p, n);
-    b->len += 2 * n;
+    return w + 2 * n;
 }
 
-static void append_time(keel_buf *b, uint64_t mono, int64_t offset)
+static char *w_u64(char *w, uint64_t v)
 {
-    keel_buf_append(b, "\"", 1);
-    keel_buf_append_u64(b, (uint64_t)((int64_t)mono + offset));
-    keel_buf_append(b, "\"", 1);
+    char t[20];
+    int n = 0;
+    do {
+        t[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *w++ = t[--n];
+    return w;
 }
+
+/* s as the inside of a JSON string (at most 6 bytes per byte): control
+ * bytes escaped, valid UTF-8 kept, invalid bytes as U+FFFD. */
+static char *w_esc(char *w, const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+            *w++ = (char)c;
+            i++;
+        } else if (c == '"' || c == '\\') {
+            *w++ = '\\';
+            *w++ = (char)c;
+            i++;
+        } else if (c < 0x80) {
+            if (c == '\n') {
+                W_LIT(w, "\\n");
+            } else if (c == '\r') {
+                W_LIT(w, "\\r");
+            } else if (c == '\t') {
+                W_LIT(w, "\\t");
+            } else {
+                W_LIT(w, "\\u00");
+                *w++ = hexd[c >> 4];
+                *w++ = hexd[c & 15];
+            }
+            i++;
+        } else {
+            size_t need = c >= 0xf0 ? 3 : c >= 0xe0 ? 2 : c >= 0xc0 ? 1 : 0;
+            int ok = need && c < 0xf5;
+            for (size_t k = 1; ok && k <= need; k++)
+                ok = i + k < n && ((unsigned char)s[i + k] & 0xc0) == 0x80;
+            if (ok) {
+                memcpy(w, s + i, need + 1);
+                w += need + 1;
+                i += need + 1;
+            } else {
+                W_LIT(w, "\\ufffd");
+                i++;
+            }
+        }
+    }
+    return w;
+}
+
+static char *w_time(char *w, uint64_t mono, int64_t offset)
+{
+    *w++ = '"';
+    w = w_u64(w, (uint64_t)((int64_t)mono + offset));
+    *w++ = '"';
+    return w;
+}
+
+static char *w_attr_str(char *w, const char *key, size_t klen, const char *v, size_t n)
+{
+    W_LIT(w, "{\"key\":\"");
+    memcpy(w, key, klen);
+    w += klen;
+    W_LIT(w, "\",\"value\":{\"stringValue\":\"");
+    w = w_esc(w, v, n);
+    W_LIT(w, "\"}},");
+    return w;
+}
+#define W_ATTR(w, key, v, n) ((w) = w_attr_str((w), (key), sizeof(key) - 1, (v), (n)))
 
 /* Span i of k as one OTLP JSON object. offset: wall clock - monotonic. */
 static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset, uint64_t now)
 {
     const kspan *s = &k->spans[i];
-    LIT(b, "{\"traceId\":\"");
-    append_hex(b, k->ctx.trace_id, 16);
-    LIT(b, "\",\"spanId\":\"");
-    append_hex(b, s->id, 8);
-    keel_buf_append(b, "\"", 1);
+    size_t cap = 1024 + 6 * ((size_t)s->name_len + s->msg_len);
+    if (i == 0)
+        cap += 512 + 6 * ((size_t)k->ts_len + k->method.len + k->path.len + k->route.len +
+                    (k->client ? strlen(k->client) : 0));
+    for (unsigned a = 0; a < k->nattrs; a++)
+        if (k->attrs[a].span == (int32_t)i)
+            cap += 64 + 6 * (size_t)k->attrs[a].len;
+    char *w0 = keel_buf_reserve(b, cap), *w = w0;
+    W_LIT(w, "{\"traceId\":\"");
+    w = w_hex(w, k->ctx.trace_id, 16);
+    W_LIT(w, "\",\"spanId\":\"");
+    w = w_hex(w, s->id, 8);
+    *w++ = '"';
     if (s->parent >= 0 || k->has_parent) {
-        LIT(b, ",\"parentSpanId\":\"");
-        append_hex(b, s->parent >= 0 ? k->spans[s->parent].id : k->ctx.span_id, 8);
-        keel_buf_append(b, "\"", 1);
+        W_LIT(w, ",\"parentSpanId\":\"");
+        w = w_hex(w, s->parent >= 0 ? k->spans[s->parent].id : k->ctx.span_id, 8);
+        *w++ = '"';
     }
     if (i == 0 && k->ts_len) {
-        LIT(b, ",\"traceState\":\"");
-        esc(b, k->text.data + k->ts_off, k->ts_len);
-        keel_buf_append(b, "\"", 1);
+        W_LIT(w, ",\"traceState\":\"");
+        w = w_esc(w, k->text.data + k->ts_off, k->ts_len);
+        *w++ = '"';
     }
-    LIT(b, ",\"name\":\"");
-    esc(b, k->text.data + s->name_off, s->name_len);
-    LIT(b, "\",\"kind\":");
-    keel_buf_append_u64(b, s->kind);
-    LIT(b, ",\"startTimeUnixNano\":");
-    append_time(b, s->start, offset);
-    LIT(b, ",\"endTimeUnixNano\":");
-    append_time(b, s->end ? s->end : now, offset);
-    LIT(b, ",\"attributes\":[");
-    int first = 1;
+    W_LIT(w, ",\"name\":\"");
+    w = w_esc(w, k->text.data + s->name_off, s->name_len);
+    W_LIT(w, "\",\"kind\":");
+    *w++ = (char)('0' + s->kind);
+    W_LIT(w, ",\"startTimeUnixNano\":");
+    w = w_time(w, s->start, offset);
+    W_LIT(w, ",\"endTimeUnixNano\":");
+    w = w_time(w, s->end ? s->end : now, offset);
+    W_LIT(w, ",\"attributes\":[");
+    char *attrs0 = w;
+    if (i == 0 && k->req) {
+        /* the server span's: HTTP semantic conventions */
+        W_ATTR(w, "http.request.method", k->method.ptr, k->method.len);
+        W_ATTR(w, "url.path", k->path.ptr, k->path.len);
+        if (k->client)
+            W_ATTR(w, "client.address", k->client, strlen(k->client));
+        if (k->route.len)
+            W_ATTR(w, "http.route", k->route.ptr, k->route.len);
+        W_LIT(w, "{\"key\":\"http.response.status_code\",\"value\":{\"intValue\":\"");
+        w = w_u64(w, (uint64_t)k->http_status);
+        W_LIT(w, "\"}},");
+        if (k->http_status >= 500) {
+            W_LIT(w, "{\"key\":\"error.type\",\"value\":{\"stringValue\":\"");
+            w = w_u64(w, (uint64_t)k->http_status);
+            W_LIT(w, "\"}},");
+        }
+    }
     for (unsigned a = 0; a < k->nattrs; a++) {
         const kattr *at = &k->attrs[a];
         if (at->span != (int32_t)i || at->event)
             continue;
-        if (!first)
-            keel_buf_append(b, ",", 1);
-        first = 0;
-        keel_buf_append(b, k->text.data + at->off, at->len);
+        memcpy(w, k->text.data + at->off, at->len);
+        w += at->len;
+        *w++ = ',';
     }
-    keel_buf_append(b, "]", 1);
-    first = 1;
+    if (w > attrs0)
+        w--; /* the last comma */
+    *w++ = ']';
+    int first = 1;
     for (unsigned a = 0; a < k->nattrs; a++) {
         const kattr *at = &k->attrs[a];
         if (at->span != (int32_t)i || !at->event)
             continue;
         if (first)
-            LIT(b, ",\"events\":[");
+            W_LIT(w, ",\"events\":[");
         else
-            LIT(b, ",");
+            *w++ = ',';
         first = 0;
-        LIT(b, "{\"timeUnixNano\":");
-        append_time(b, at->t, offset);
-        LIT(b, ",\"name\":\"");
-        esc(b, k->text.data + at->off, at->len);
-        LIT(b, "\"}");
+        W_LIT(w, "{\"timeUnixNano\":");
+        w = w_time(w, at->t, offset);
+        W_LIT(w, ",\"name\":\"");
+        w = w_esc(w, k->text.data + at->off, at->len);
+        W_LIT(w, "\"}");
     }
     if (!first)
-        keel_buf_append(b, "]", 1);
-    LIT(b, ",\"status\":{");
+        *w++ = ']';
+    W_LIT(w, ",\"status\":{");
     if (s->status) {
-        LIT(b, "\"code\":");
-        keel_buf_append_u64(b, s->status);
+        W_LIT(w, "\"code\":");
+        *w++ = (char)('0' + s->status);
         if (s->msg_len) {
-            LIT(b, ",\"message\":\"");
-            esc(b, k->text.data + s->msg_off, s->msg_len);
-            keel_buf_append(b, "\"", 1);
+            W_LIT(w, ",\"message\":\"");
+            w = w_esc(w, k->text.data + s->msg_off, s->msg_len);
+            *w++ = '"';
         }
     }
-    LIT(b, "}}");
+    W_LIT(w, "}}");
+    b->len += (size_t)(w - w0);
 }
 
 static int64_t clock_offset(void)
@@ -1056,14 +1163,15 @@ void keel_trace_request_begin(keel_tracer *t, keel_req *r, keel_str tp, keel_str
     k->current = 0;
     keel_req_set_obs(r, k);
     ids_to_req(r, trace_id, k->spans[0].id);
+    (void)s;
     const keel_http_request_head *h = keel_req_head(r);
-    keel_span_set_strn(s, "http.request.method", h->method_str.ptr, h->method_str.len);
-    keel_span_set_strn(s, "url.path", h->path.ptr, h->path.len);
+    k->method = h->method_str;
+    k->path = h->path;
+    k->route = KEEL_STR_NULL;
     /* the peer, unless a forwarding header may name the client (then the
      * TRUST_PROXY resolution, which costs more) */
     int fwd = keel_req_header(r, "x-forwarded-for").ptr || keel_req_header(r, "forwarded").ptr;
-    keel_span_set_str(s, "client.address",
-                      fwd ? keel_req_client_addr(r) : keel_req_remote_addr(r));
+    k->client = fwd ? keel_req_client_addr(r) : keel_req_remote_addr(r);
 }
 
 /* Keeps the encoded spans of a finished trace in the worker's ring. */
@@ -1102,7 +1210,6 @@ void keel_trace_request_end(keel_tracer *t, keel_req *r)
         return;
     tworker *tw = k->tw;
     kspan *root = &k->spans[0];
-    keel_span_ref s = {.trace = k, .gen = k->gen, .idx = 0};
     /* the name: "GET /api/v1/users/:id", or the method alone unmatched */
     const keel_http_request_head *h = keel_req_head(r);
     const keel_route *rt = keel_req_route(r);
@@ -1113,19 +1220,14 @@ void keel_trace_request_end(keel_tracer *t, keel_req *r)
     if (rt) {
         keel_buf_append(sc, " ", 1);
         keel_buf_append_str(sc, rt->path);
-        keel_span_set_str(s, "http.route", rt->path);
+        k->route = keel_str_c(rt->path);
     }
     root->name_off = text_add(k, sc->data, sc->len);
     root->name_len = (uint32_t)sc->len;
     int status = keel_res_get_status(r);
-    keel_span_set_int(s, "http.response.status_code", status);
-    if (status >= 500) {
-        char code[16];
-        snprintf(code, sizeof(code), "%d", status);
-        keel_span_set_str(s, "error.type", code);
-        if (!root->status)
-            root->status = 2;
-    }
+    k->http_status = status;
+    if (status >= 500 && !root->status)
+        root->status = 2;
     root->end = keel_req_start_ns(r) + keel_req_elapsed_ns(r);
     uint64_t now = root->end; /* spans still open end with the request */
     if (k->dropped)
