@@ -283,3 +283,18 @@ def test_bad_tracing_config_stops_start_up(tmp_path, env, msg):
     from conftest import build_env
     p = run_cli(["serve"], env=build_env(dict(env, PORT="0")), cwd=tmp_path)
     assert p.returncode == 2 and msg in p.stderr, (p.returncode, p.stderr)
+
+
+def test_redis_commands_are_child_spans(keel, rx, redis_server):
+    """The Redis rate-limit store runs its script in the limiter's middleware,
+    inside the request: each command is a client span under the server span."""
+    srv = keel(**fast(rx.url, REDIS_URL=redis_server.url, RATE_LIMIT_ENABLED="true",
+                      RATE_LIMIT_MAX="100000", RATE_LIMIT_BURST="100000/1s"))
+    r = get(srv, "/hello", {"traceparent": tp()})
+    assert r.status_code == 200
+    server = rx.wait_spans(lambda s: s["traceId"] == TRACE and s["kind"] == 2)[0]
+    red = rx.wait_spans(lambda s: s["traceId"] == TRACE and
+                        s["_attrs"].get("db.system.name") == "redis")
+    assert all(s["parentSpanId"] == server["spanId"] and s["kind"] == 3 for s in red)
+    assert red[0]["name"] in ("EVALSHA", "EVAL", "SCRIPT"), red[0]["name"]
+    assert red[0]["_attrs"]["server.port"] == str(redis_server.port)

@@ -301,9 +301,33 @@ static keel_flow h_fail(keel_req *r)
     return KEEL_DONE;
 }
 
+static keel_http_client *HC;
+
+static void called(keel_req *r, void *arg, int status, const keel_http_response *res)
+{
+    (void)arg;
+    if (status == KEEL_ECANCELED)
+        return;
+    keel_respond_text(r, status == 0 ? res->status : 502, "called");
+}
+
+/* an outbound call to this very server (its one loop serves both ends) */
+static keel_flow h_call(keel_req *r)
+{
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/work/9", keel_server_port(keel_req_server(r)));
+    keel_http_call call = {.url = url, .target = "self"};
+    if (keel_http_request_for(HC, r, &call, called, NULL) < 0) {
+        keel_respond_problem(r, 503, "no call");
+        return KEEL_DONE;
+    }
+    return KEEL_SUSPEND;
+}
+
 static const keel_route routes[] = {
     {.name = "work", .method = "GET", .path = "/work/:n", .handler = h_work},
     {.name = "fail", .method = "GET", .path = "/fail", .handler = h_fail},
+    {.name = "call", .method = "GET", .path = "/call", .handler = h_call},
 };
 
 static struct {
@@ -333,7 +357,8 @@ static void fx_start(unsigned max_queue, unsigned max_batch, uint64_t delay_ms)
     keel_tracer_set_exporter(F.t, &exp);
     keel_middleware mw = keel_mw_request_id_traced(F.t);
     keel_server_use(F.s, &mw);
-    keel_server_add_routes(F.s, routes, 2);
+    keel_server_add_routes(F.s, routes, 3);
+    assert_int_equal(keel_http_client_new(&HC, F.s, &F.cfg, NULL, NULL), 0);
     assert_int_equal(keel_server_start(F.s), 0);
 }
 
@@ -342,6 +367,8 @@ static void fx_stop(void)
     testsrv_drain(F.s);
     keel_tracer_shutdown(F.t);
     testsrv_free(F.s);
+    keel_http_client_free(HC);
+    HC = NULL;
     keel_tracer_free(F.t);
     keel_metrics_free(F.m);
     keel_config_close(&F.cfg);
@@ -585,6 +612,56 @@ static void test_schedule_delay_sends_a_partial_batch(void **state)
     fx_stop();
 }
 
+static json_t *span_named(json_t *spans, const char *name)
+{
+    size_t i;
+    json_t *sp;
+    json_array_foreach(spans, i, sp)
+    {
+        if (!strcmp(json_string_value(json_object_get(sp, "name")), name))
+            return sp;
+    }
+    fail_msg("no span named %s", name);
+    return NULL;
+}
+
+static void test_outbound_call_span_and_propagation(void **state)
+{
+    (void)state;
+    fx_start(64, 64, 60000);
+    char out[4096];
+    loopback_exchange(keel_server_port(F.s),
+                      "GET /call HTTP/1.1\r\nHost: t\r\nConnection: close\r\ntraceparent: "
+                      "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
+                      "tracestate: congo=t61rcWkgMzE\r\n\r\n",
+                      out, sizeof(out));
+    assert_int_equal(loopback_status(out), 200);
+    /* both requests of the trace are in memory: the caller's and the callee's */
+    json_t *t = keel_tracer_get(F.t, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_non_null(t);
+    json_t *spans = json_object_get(t, "spans");
+    json_t *caller = span_named(spans, "GET /call");
+    json_t *client = span_named(spans, "GET");
+    json_t *callee = span_named(spans, "GET /work/:n");
+    assert_int_equal(json_integer_value(json_object_get(client, "kind")), 3);
+    assert_string_equal(json_string_value(json_object_get(client, "parentSpanId")),
+                        json_string_value(json_object_get(caller, "spanId")));
+    /* the traceparent sent made the client span the callee's parent */
+    assert_string_equal(json_string_value(json_object_get(callee, "parentSpanId")),
+                        json_string_value(json_object_get(client, "spanId")));
+    assert_string_equal(json_string_value(json_object_get(callee, "traceState")),
+                        "congo=t61rcWkgMzE");
+    assert_string_equal(json_string_value(json_object_get(attr_of(client,
+                                                                  "http.response.status_code"),
+                                                          "intValue")),
+                        "200");
+    assert_string_equal(json_string_value(json_object_get(attr_of(client, "server.address"),
+                                                          "stringValue")),
+                        "self");
+    json_decref(t);
+    fx_stop();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -598,6 +675,7 @@ int main(void)
         cmocka_unit_test(test_retry_after_503_then_ok),
         cmocka_unit_test(test_no_retry_on_400),
         cmocka_unit_test(test_schedule_delay_sends_a_partial_batch),
+        cmocka_unit_test(test_outbound_call_span_and_propagation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
