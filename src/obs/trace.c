@@ -178,10 +178,14 @@ int keel_tracestate_valid(const char *v, size_t len)
                 if (ch < 0x20 || ch > 0x7e)
                     return 0;
             }
+        } else {
+            for (size_t k = i; k < j; k++) /* an empty member: OWS only */
+                if (v[k] != ' ' && v[k] != '\t')
+                    return 0;
         }
         i = j + 1;
     }
-    return 1;
+    return members > 0;
 }
 
 /* ---------------------------------------------------------------- sampler */
@@ -231,8 +235,8 @@ static int percent_decode(char *s)
             int h = p[1] ? (p[1] >= 'A' && p[1] <= 'F' ? p[1] - 'A' + 10 : hexval(p[1])) : -1;
             int l = h >= 0 && p[2] ? (p[2] >= 'A' && p[2] <= 'F' ? p[2] - 'A' + 10 : hexval(p[2]))
                                    : -1;
-            if (h < 0 || l < 0)
-                return KEEL_EINVAL;
+            if (h < 0 || l < 0 || (h == 0 && l == 0))
+                return KEEL_EINVAL; /* %00 would cut the string */
             *w++ = (char)(h << 4 | l);
             p += 2;
         } else {
@@ -271,7 +275,7 @@ int keel_trace_kv_parse(const char *s, void (*fn)(const char *k, const char *v, 
         }
         *eq = '\0';
         char *k = trim(m), *v = trim(eq + 1);
-        if (!*k || percent_decode(k) < 0 || percent_decode(v) < 0) {
+        if (!*k || percent_decode(k) < 0 || percent_decode(v) < 0 || !*k) {
             rc = KEEL_EINVAL;
             break;
         }

@@ -87,7 +87,8 @@ static void test_tracestate(void **state)
     (void)state;
     static const char *const ok[] = {"congo=t61rcWkgMzE", "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
                                      " a=1 , b=2 ", "a=1,,b=2"};
-    static const char *const bad[] = {"", "novalue", "=x", "a=", "a=1\x01", "a=\xc3\xa9"};
+    static const char *const bad[] = {"", "novalue", "=x", "a=", "a=1\x01", "a=\xc3\xa9",
+                                      " \t\t", ","};
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
         if (!keel_tracestate_valid(ok[i], strlen(ok[i])))
             fail_msg("refused tracestate \"%s\"", ok[i]);
@@ -182,6 +183,9 @@ static void test_kv_lists(void **state)
     assert_int_equal(keel_trace_kv_parse("=1", NULL, NULL), KEEL_EINVAL);
     assert_int_equal(keel_trace_kv_parse("a=%zz", NULL, NULL), KEEL_EINVAL);
     assert_int_equal(keel_trace_kv_parse("a=%4", NULL, NULL), KEEL_EINVAL);
+    /* found by fuzz_traceparent: %00 made an empty key */
+    assert_int_equal(keel_trace_kv_parse("%000=x", NULL, NULL), KEEL_EINVAL);
+    assert_int_equal(keel_trace_kv_parse("a=b%00c", NULL, NULL), KEEL_EINVAL);
     keel_buf_free(&b);
 }
 
