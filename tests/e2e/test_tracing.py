@@ -298,3 +298,29 @@ def test_redis_commands_are_child_spans(keel, rx, redis_server):
     assert all(s["parentSpanId"] == server["spanId"] and s["kind"] == 3 for s in red)
     assert red[0]["name"] in ("EVALSHA", "EVAL", "SCRIPT"), red[0]["name"]
     assert red[0]["_attrs"]["server.port"] == str(redis_server.port)
+
+
+@pytest.fixture(scope="module")
+def pg_cluster():
+    from test_migrate import PgCluster
+    c = PgCluster()
+    yield c
+    c.destroy()
+
+
+def test_postgres_statement_span_from_the_async_engine(keel, rx, pg_cluster):
+    """With PostgreSQL, GET /db runs its statement on the loop (the async
+    engine): the span is made there, a child of the server span."""
+    from test_migrate import Pg
+    db = Pg(pg_cluster)
+    try:
+        srv = keel(**fast(rx.url, DATABASE_URL=db.url))
+        assert get(srv, "/db?id=1", {"traceparent": tp()}).status_code in (200, 404)
+        server = rx.wait_spans(lambda s: s["traceId"] == TRACE and s["kind"] == 2)[0]
+        st = rx.wait_spans(lambda s: s["traceId"] == TRACE and
+                           s.get("parentSpanId") == server["spanId"])[0]
+        assert st["name"] == "SELECT" and st["_attrs"]["db.system.name"] == "postgresql"
+        assert "$1" in st["_attrs"]["db.query.text"], "placeholders, never values"
+        srv.stop()
+    finally:
+        db.drop()
