@@ -82,8 +82,16 @@ run() {
 	case $name in
 	keel-*)
 		mkdir -p "$tmp/keel.$name.$n" # fresh: every run creates its SQLite file
+		# keel-trace-*: tracing on at 100 %, exporting to $OTLP_ENDPOINT
+		# (bench/trace.sh -i starts a receiver); keel-notrace-*: tracing off
+		local extra=()
+		case $name in
+		keel-trace-*) extra=(OTEL_TRACES_SAMPLER=always_on
+			OTEL_EXPORTER_OTLP_ENDPOINT="${OTLP_ENDPOINT:?keel-trace-* needs OTLP_ENDPOINT}") ;;
+		keel-notrace-*) extra=(OTEL_SDK_DISABLED=true) ;;
+		esac
 		(cd "$tmp/keel.$name.$n" && exec env WORKERS=1 ACCESS_LOG=false RATE_LIMIT_ENABLED=false \
-			ENABLE_DEMO_ROUTES=true HOST=127.0.0.1 PORT="$port" LOG_LEVEL=warn \
+			ENABLE_DEMO_ROUTES=true HOST=127.0.0.1 PORT="$port" LOG_LEVEL=warn "${extra[@]}" \
 			"${vg[@]}" --callgrind-out-file="$out" "$root/build/keel" serve \
 			>"$tmp/$name.$n.log" 2>&1) &
 		;;

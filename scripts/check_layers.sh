@@ -38,8 +38,8 @@ public_layer() {
     rl_store) echo core ;;     # the rate-limit store contract: types only
     auth)     echo auth ;;     # src/auth: jwt, passwords, roles, principal
     schema)   echo schema ;;
-    metrics|health|runtime) echo obs ;;
-    resil|http_client) echo resil ;;
+    metrics|health|runtime|trace) echo obs ;;
+    resil|http_client|otlp) echo resil ;;
     mw|ratelimit) echo mw ;;
     db|migrate|redis|cache|lock|events|jobs|cron|mail) echo store ;;
     service)  echo svc ;;

@@ -16,6 +16,8 @@ static int setup(keel_service *svc, void *arg)
         return -1;
     if (app_admin_ops_setup(svc) < 0)
         return -1;
+    if (app_admin_traces_setup(svc) < 0)
+        return -1;
     return app_distributed_setup(svc);
 }
 

@@ -191,8 +191,11 @@ int keel_http_request(keel_http_client *c, keel_worker *w, const keel_http_call 
 /* The same for request r, on r's worker: r is held (keel_req_hold) until
  * cb has run, so cb may always use r; when r has ended before the answer
  * (handler deadline, client gone) cb gets KEEL_ECANCELED and the answer is
- * dropped. Unless call has its own, a `traceparent` header continues r's
- * trace (keel_req_trace_id, parent keel_req_span_id, flags 01). Returns
+ * dropped. When r is traced (keel/trace.h) the call is a client span,
+ * child of r's current span, and unless call has its own, `traceparent`
+ * names that span as the callee's parent (flags 01) and r's `tracestate`
+ * goes along; when r is not sampled, `traceparent` carries r's own ids
+ * with flags 00. Returns
  * as keel_http_request (then r is not held and cb is never called). */
 int keel_http_request_for(keel_http_client *c, keel_req *r, const keel_http_call *call,
                           keel_http_req_cb cb, void *arg);

@@ -13,6 +13,7 @@
 #include "http.h"
 #include "http_client.h"
 #include "jobs.h"
+#include "otlp.h"
 #include "json.h"
 #include "lock.h"
 #include "mail.h"
@@ -31,6 +32,7 @@
 #include "server.h"
 #include "service.h"
 #include "ws.h"
+#include "trace.h"
 
 #define KEEL_VERSION "0.1.0"
 

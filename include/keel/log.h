@@ -52,6 +52,14 @@ void keel_log_json(int level, const char *msg, struct json_t *fields);
 keel_buf *keel_log_begin(int level, const char *msg);
 void keel_log_end(keel_buf *b);
 
+/* The request context of the calling thread: every line begun while it
+ * is set carries "request_id" and "trace_id" (either may be NULL). The
+ * server sets it around a request's middleware, handler and completions
+ * (keel_req_current); the strings must outlive the setting. */
+void keel_log_set_context(const char *request_id, const char *trace_id);
+/* The request id of the calling thread's context, or NULL. */
+const char *keel_log_context_request_id(void);
+
 /* Worker threads: buffer lines (1) until keel_log_flush(), or write each
  * line at once (0, the default). */
 void keel_log_set_buffered(int on);

@@ -19,6 +19,12 @@ extern "C" {
  * as X-Request-Id; parses `traceparent` (continuing its trace) or starts a
  * new trace. */
 keel_middleware keel_mw_request_id(void);
+/* The same with tracing (keel/trace.h): the trace context is decided by
+ * the tracer (sampling, a server span per sampled request, ended when the
+ * request completes, X-Trace-Id on every response); t NULL is
+ * keel_mw_request_id(). */
+struct keel_tracer;
+keel_middleware keel_mw_request_id_traced(struct keel_tracer *t);
 
 /* Whether an incoming request id is acceptable as-is. */
 int keel_request_id_valid(keel_str id);

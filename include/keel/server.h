@@ -305,6 +305,15 @@ const char *keel_req_id(const keel_req *r);
 void keel_req_set_trace(keel_req *r, const char *trace_id, const char *span_id);
 const char *keel_req_trace_id(const keel_req *r);
 const char *keel_req_span_id(const keel_req *r);
+/* The tracing slot (keel/trace.h keeps the request's spans there): one
+ * pointer, NULL until set, not freed by the request. */
+void keel_req_set_obs(keel_req *r, void *ctx);
+void *keel_req_obs(const keel_req *r);
+/* The request whose middleware, handler or work completion is running on
+ * the calling thread now (the innermost), or NULL: what a client with no
+ * request parameter (Redis) reads to find the caller's trace. Its ids are
+ * also the log context of the thread (keel_log_set_context). */
+keel_req *keel_req_current(void);
 /* A generic key/value store on the request (values in the arena). */
 void keel_req_set_local(keel_req *r, const char *key, void *value);
 void *keel_req_get_local(const keel_req *r, const char *key);

@@ -105,6 +105,9 @@ struct keel_events *keel_service_events(keel_service *svc);
 /* The service's circuit breakers (keel/resil.h): add your own to it. */
 struct keel_breakers;
 struct keel_breakers *keel_service_breakers(keel_service *svc);
+/* The tracer (keel/trace.h; NULL when OTEL_SDK_DISABLED): spans, the
+ * recent traces of /api/v1/admin/traces. */
+struct keel_tracer *keel_service_tracer(keel_service *svc);
 
 /* keel_server_add_routes / keel_server_use on the service's server: a
  * middleware runs in its declared phase (an application's own default to

@@ -60,6 +60,8 @@ const app_options *app_options_of(keel_service *svc);
 int app_demo_setup(keel_service *svc);
 /* /api/v1/admin/{loggers,config,info,routes,workers} (src/app/admin_ops.c). */
 int app_admin_ops_setup(keel_service *svc);
+/* /api/v1/admin/traces (src/app/admin_traces.c). */
+int app_admin_traces_setup(keel_service *svc);
 int app_distributed_setup(keel_service *svc);
 /* INSTANCE_ID, or hostname-pid. */
 const char *app_instance_id(void);

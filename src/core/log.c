@@ -35,6 +35,10 @@ static __thread int tl_buffered;
 static __thread size_t tl_line_start;
 static __thread time_t tl_sec = -1;
 static __thread char tl_time[32];
+/* The request whose code runs on this thread (set by the server around
+ * middleware, handlers and completions): its ids go into every line. */
+static __thread const char *tl_ctx_request_id;
+static __thread const char *tl_ctx_trace_id;
 
 #define FLUSH_AT (32 * 1024)
 
@@ -466,7 +470,28 @@ static keel_buf *log_begin(int level, const char *msg)
         keel_buf_append_json_escaped(b, L.service, strlen(L.service));
         keel_buf_append(b, "\"", 1);
     }
+    if (tl_ctx_request_id) {
+        keel_buf_append_str(b, ",\"request_id\":\"");
+        keel_buf_append_json_escaped(b, tl_ctx_request_id, strlen(tl_ctx_request_id));
+        keel_buf_append(b, "\"", 1);
+    }
+    if (tl_ctx_trace_id) {
+        keel_buf_append_str(b, ",\"trace_id\":\"");
+        keel_buf_append_json_escaped(b, tl_ctx_trace_id, strlen(tl_ctx_trace_id));
+        keel_buf_append(b, "\"", 1);
+    }
     return b;
+}
+
+void keel_log_set_context(const char *request_id, const char *trace_id)
+{
+    tl_ctx_request_id = request_id;
+    tl_ctx_trace_id = trace_id;
+}
+
+const char *keel_log_context_request_id(void)
+{
+    return tl_ctx_request_id;
 }
 
 /* LOG_FORMAT=pretty: "15:07:19.123 INFO  msg key=value ..." */

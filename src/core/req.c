@@ -110,15 +110,35 @@ static void complete(keel_req *r)
         keel__conn_request_done(r->c, r);
 }
 
+/* The request whose code is on this thread's stack (innermost). */
+static __thread keel_req *tl_current;
+
+keel_req *keel_req_current(void)
+{
+    return tl_current;
+}
+
+static void set_current(keel_req *r)
+{
+    tl_current = r;
+    keel_log_set_context(r ? r->request_id : NULL, r ? r->trace_id : NULL);
+}
+
 void keel__req_enter(keel_req *r)
 {
-    r->busy++;
+    if (r->busy++ == 0) {
+        r->outer = tl_current;
+        set_current(r);
+    }
 }
 
 void keel__req_leave(keel_req *r)
 {
     if (--r->busy > 0)
         return;
+    if (tl_current == r)
+        set_current(r->outer);
+    r->outer = NULL;
     if (r->finished && !r->completed)
         complete(r);
     maybe_release(r);
@@ -440,13 +460,22 @@ const char *keel_req_route_label(const keel_req *r)
     return r->entry ? r->entry->route->path : "unmatched";
 }
 
-void keel_req_set_id(keel_req *r, const char *id) { r->request_id = id; }
+void keel_req_set_id(keel_req *r, const char *id)
+{
+    r->request_id = id;
+    if (tl_current == r)
+        set_current(r);
+}
 const char *keel_req_id(const keel_req *r) { return r->request_id; }
 void keel_req_set_trace(keel_req *r, const char *trace_id, const char *span_id)
 {
     r->trace_id = trace_id;
     r->span_id = span_id;
+    if (tl_current == r)
+        set_current(r);
 }
+void keel_req_set_obs(keel_req *r, void *ctx) { r->obs = ctx; }
+void *keel_req_obs(const keel_req *r) { return r->obs; }
 const char *keel_req_trace_id(const keel_req *r) { return r->trace_id; }
 const char *keel_req_span_id(const keel_req *r) { return r->span_id; }
 

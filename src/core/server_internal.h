@@ -213,6 +213,8 @@ struct keel_req {
     const char *request_id;
     const char *trace_id;
     const char *span_id;
+    void *obs;           /* keel_req_set_obs: the request's trace */
+    keel_req *outer;     /* keel_req_current before this one entered */
     req_local *locals;
     int client_done;     /* client/https resolved */
     int https;

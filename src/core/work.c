@@ -84,7 +84,11 @@ static void pool_thread(void *arg)
         if (job->req && __atomic_load_n(&job->req->canceled, __ATOMIC_ACQUIRE)) {
             job->status = KEEL_ECANCELED;
         } else {
+            /* the request's ids in every line the job logs */
+            if (job->req)
+                keel_log_set_context(job->req->request_id, job->req->trace_id);
             job->work(job->arg);
+            keel_log_set_context(NULL, NULL);
             job->status = 0;
         }
         __atomic_fetch_sub(&p->busy, 1, __ATOMIC_RELAXED);

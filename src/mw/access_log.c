@@ -28,15 +28,15 @@ static void on_complete(keel_req *r, void *data)
     if (!slow && (!cfg->all || (rt && (rt->flags & KEEL_ROUTE_NO_LOG) && status < 500)))
         return;
     int level = slow ? KEEL_LOG_WARN : KEEL_LOG_INFO;
+    /* the line's request_id and trace_id come from the log context, as in
+     * every other line logged for the request */
+    keel_log_set_context(keel_req_id(r), keel_req_trace_id(r));
     keel_buf *b = keel_log_begin(level, slow ? "slow request" : "request");
+    keel_req *cur = keel_req_current();
+    keel_log_set_context(cur ? keel_req_id(cur) : NULL, cur ? keel_req_trace_id(cur) : NULL);
     if (!b)
         return;
     const keel_http_request_head *h = keel_req_head(r);
-    const char *id = keel_req_id(r), *trace = keel_req_trace_id(r);
-    if (id)
-        str_field(b, "request_id", id, strlen(id));
-    if (trace)
-        str_field(b, "trace_id", trace, strlen(trace));
     str_field(b, "method", h->method_str.len ? h->method_str.ptr : "-",
               h->method_str.len ? h->method_str.len : 1);
     const char *route = keel_req_route_label(r);

@@ -5,6 +5,7 @@
 #include <sys/random.h>
 
 #include "keel/mw.h"
+#include "keel/trace.h"
 
 /* A fast per-thread generator (xoshiro256**), seeded from the kernel.
  * Ids need to be unique, not secret. */
@@ -71,38 +72,12 @@ int keel_request_id_valid(keel_str id)
     return 1;
 }
 
-static int lowhex(const char *p, size_t n)
-{
-    int nonzero = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = p[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-            return -1;
-        if (c != '0')
-            nonzero = 1;
-    }
-    return nonzero;
-}
-
-/* traceparent = "00-" 32HEXDIG "-" 16HEXDIG "-" 2HEXDIG, ids not all zero. */
-static int parse_traceparent(keel_str v, const char **trace)
-{
-    if (v.len != 55 || v.ptr[0] != '0' || v.ptr[1] != '0' || v.ptr[2] != '-' ||
-        v.ptr[35] != '-' || v.ptr[52] != '-')
-        return 0;
-    if (lowhex(v.ptr + 3, 32) != 1 || lowhex(v.ptr + 36, 16) != 1 ||
-        lowhex(v.ptr + 53, 2) < 0)
-        return 0;
-    *trace = v.ptr + 3;
-    return 1;
-}
-
 static keel_flow on_request(keel_req *r, void *data)
 {
-    (void)data;
+    keel_tracer *tracer = data;
     keel_arena *a = keel_req_arena(r);
     /* one pass over the request's headers for the three this reads */
-    keel_str rid = KEEL_STR_NULL, cid = KEEL_STR_NULL, tp = KEEL_STR_NULL;
+    keel_str rid = KEEL_STR_NULL, cid = KEEL_STR_NULL, tp = KEEL_STR_NULL, ts = KEEL_STR_NULL;
     const keel_http_request_head *h = keel_req_head(r);
     for (size_t i = 0; i < h->num_headers; i++) {
         keel_str n = h->headers[i].name;
@@ -112,6 +87,8 @@ static keel_flow on_request(keel_req *r, void *data)
             cid = h->headers[i].value;
         else if (n.len == 11 && !tp.ptr && strncasecmp(n.ptr, "traceparent", 11) == 0)
             tp = h->headers[i].value;
+        else if (n.len == 10 && !ts.ptr && strncasecmp(n.ptr, "tracestate", 10) == 0)
+            ts = h->headers[i].value;
     }
     keel_str in = rid.ptr ? rid : cid;
     /* one arena block: the generated id (33), trace id (33), span id (17) */
@@ -128,10 +105,15 @@ static keel_flow on_request(keel_req *r, void *data)
     }
     keel_req_set_id(r, id);
     keel_res_header(r, "X-Request-Id", id);
+    if (tracer) {
+        /* sampling, the server span, ids and X-Trace-Id: keel/trace.h */
+        keel_trace_request_begin(tracer, r, tp, ts);
+        return KEEL_NEXT;
+    }
 
-    const char *parent;
-    if (tp.ptr && parse_traceparent(tp, &parent)) {
-        memcpy(trace, parent, 32);
+    keel_trace_ctx parent;
+    if (tp.ptr && keel_traceparent_parse(tp.ptr, tp.len, &parent) == 0) {
+        memcpy(trace, tp.ptr + 3, 32); /* strict: lowercase hex, as sent */
     } else {
         hex16(trace, next64());
         hex16(trace + 16, next64());
@@ -140,11 +122,26 @@ static keel_flow on_request(keel_req *r, void *data)
     hex16(span, next64() | 1);
     span[16] = '\0';
     keel_req_set_trace(r, trace, span);
+    keel_res_header(r, "X-Trace-Id", trace);
     return KEEL_NEXT;
 }
 
 keel_middleware keel_mw_request_id(void)
 {
     keel_middleware m = {.name = "request_id", .phase = KEEL_PHASE_EDGE, .on_request = on_request};
+    return m;
+}
+
+static void on_complete(keel_req *r, void *data)
+{
+    keel_trace_request_end(data, r);
+}
+
+keel_middleware keel_mw_request_id_traced(keel_tracer *t)
+{
+    if (!t)
+        return keel_mw_request_id();
+    keel_middleware m = {.name = "request_id", .phase = KEEL_PHASE_EDGE, .on_request = on_request,
+                         .on_complete = on_complete, .data = t};
     return m;
 }

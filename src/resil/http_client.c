@@ -19,6 +19,7 @@
  * closed so the loop can end.
  */
 #include "keel/http_client.h"
+#include "keel/trace.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -101,6 +102,7 @@ struct hc_call {
     keel_http_req_cb rcb;
     keel_req *req;
     void *arg;
+    keel_span_ref span; /* the client span of a traced request's call */
 };
 
 /* ---------------------------------------------------------------- options */
@@ -545,6 +547,19 @@ static void op_done(int status, unsigned attempts, void *arg)
         .attempts = attempts ? attempts : 1,
         .error = status == 0 ? "" : k->errbuf,
     };
+    if (keel_span_ok(k->span)) {
+        if (status == 0)
+            keel_span_set_int(k->span, "http.response.status_code", k->status);
+        if (status < 0 || k->status >= 500) {
+            char code[16];
+            snprintf(code, sizeof(code), "%d", k->status);
+            keel_span_set_str(k->span, "error.type", status < 0 ? keel_strerror(status) : code);
+            keel_span_set_error(k->span, status < 0 ? k->errbuf : NULL);
+        }
+        if (attempts > 1)
+            keel_span_set_int(k->span, "http.request.resend_count", (int64_t)attempts - 1);
+        keel_span_finish(k->span, 0);
+    }
     if (k->req) {
         keel_req *r = k->req;
         if (keel_req_is_finished(r)) {
@@ -607,7 +622,7 @@ static int url_host(const char *url, char *out, size_t cap)
 }
 
 static int call_start(keel_http_client *c, keel_worker *w, const keel_http_call *call,
-                      const char *traceparent, hc_call **out)
+                      const char *traceparent, const char *tracestate, hc_call **out)
 {
     *out = NULL;
     if (!c || !w || !call || !call->url)
@@ -648,7 +663,7 @@ static int call_start(keel_http_client *c, keel_worker *w, const keel_http_call 
     k->ticket = ticket;
     k->method = keel_strdup(method);
     k->url = keel_strdup(call->url);
-    int have_tp = 0;
+    int have_tp = 0, have_ts = 0;
     keel_buf line = {0};
     for (size_t i = 0; i < call->nheaders; i++) {
         const keel_http_header *h = &call->headers[i];
@@ -664,12 +679,20 @@ static int call_start(keel_http_client *c, keel_worker *w, const keel_http_call 
         keel_buf_append(&line, "", 1);
         k->hdrs = curl_slist_append(k->hdrs, line.data);
         have_tp |= keel_str_ieq_c(h->name, "traceparent");
+        have_ts |= keel_str_ieq_c(h->name, "tracestate");
     }
     keel_buf_free(&line);
     if (traceparent && !have_tp) {
         char tp[80];
         snprintf(tp, sizeof(tp), "traceparent: %s", traceparent);
         k->hdrs = curl_slist_append(k->hdrs, tp);
+        if (tracestate && !have_ts) {
+            line.len = 0;
+            keel_buf_printf(&line, "tracestate: %s", tracestate);
+            keel_buf_append(&line, "", 1);
+            k->hdrs = curl_slist_append(k->hdrs, line.data);
+            keel_buf_free(&line);
+        }
     }
     /* no "Expect: 100-continue" round trip before a large body */
     k->hdrs = curl_slist_append(k->hdrs, "Expect:");
@@ -718,7 +741,7 @@ int keel_http_request(keel_http_client *c, keel_worker *w, const keel_http_call 
     if (!cb)
         return KEEL_EINVAL;
     hc_call *k;
-    int rc = call_start(c, w, call, NULL, &k);
+    int rc = call_start(c, w, call, NULL, NULL, &k);
     if (rc < 0)
         return rc;
     k->cb = cb;
@@ -731,15 +754,24 @@ int keel_http_request_for(keel_http_client *c, keel_req *r, const keel_http_call
 {
     if (!cb || !r)
         return KEEL_EINVAL;
-    const char *trace = keel_req_trace_id(r), *span = keel_req_span_id(r);
-    char tp[64];
-    int with_tp = trace && span && strlen(trace) == 32 && strlen(span) == 16;
-    if (with_tp)
-        snprintf(tp, sizeof(tp), "00-%s-%s-01", trace, span);
+    /* A client span, child of r's current span, and the traceparent that
+     * makes it the callee's parent; r not sampled: r's own ids, flag 00. */
+    const char *method = call->method ? call->method : "GET";
+    keel_span_ref span = keel_span_begin(keel_trace_ref(r), method, KEEL_SPAN_CLIENT, 0);
+    char tp[56];
+    int with_tp = keel_span_traceparent(span, tp) == 0 || keel_trace_propagate(r, tp) == 0;
     hc_call *k;
-    int rc = call_start(c, keel_req_worker(r), call, with_tp ? tp : NULL, &k);
-    if (rc < 0)
+    int rc = call_start(c, keel_req_worker(r), call, with_tp ? tp : NULL,
+                        keel_trace_tracestate(r), &k);
+    if (rc < 0) {
+        keel_span_set_error(span, keel_strerror(rc));
+        keel_span_finish(span, 0);
         return rc;
+    }
+    k->span = span;
+    keel_span_set_str(span, "http.request.method", method);
+    keel_span_set_str(span, "url.full", call->url);
+    keel_span_set_str(span, "server.address", k->tg->name);
     k->rcb = cb;
     k->req = r;
     k->arg = arg;

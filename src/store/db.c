@@ -357,9 +357,84 @@ static keel_buf *log_start(int level, const char *msg, const keel_db_conn *c,
     field_str(b, "sql", sql, n);
     keel_buf_printf(b, ",\"duration_ms\":%.3f,\"driver\":\"%s\"", (double)ns / 1e6,
                     c->drv->name);
-    if (c->request_id)
+    if (c->request_id && !keel_log_context_request_id())
         field_str(b, "request_id", c->request_id, strlen(c->request_id));
     return b;
+}
+
+/* ---------------------------------------------------------------- spans */
+
+keel__db_spans *keel__db_spans_new(keel_req *r, const char *driver)
+{
+    keel_span_ref parent = keel_trace_ref(r);
+    if (!keel_span_ok(parent))
+        return NULL;
+    keel__db_spans *s = keel_arena_alloc(keel_req_arena(r), sizeof(*s));
+    memset(s, 0, offsetof(keel__db_spans, rec));
+    s->parent = parent;
+    s->driver = driver;
+    return s;
+}
+
+static const char *db_system(const char *driver)
+{
+    return driver && !strcmp(driver, "postgres") ? "postgresql" : driver ? driver : "other_sql";
+}
+
+/* span name: the operation, upper case ("SELECT"), as OTel's db spans */
+static void span_emit(keel_span_ref parent, const char *driver, unsigned op, const char *sql,
+                      size_t sql_len, uint64_t start, uint64_t end, int rc)
+{
+    char name[16];
+    const char *on = op_names[op];
+    size_t i = 0;
+    for (; on[i] && i < sizeof(name) - 1; i++)
+        name[i] = (char)(on[i] >= 'a' && on[i] <= 'z' ? on[i] - 32 : on[i]);
+    name[i] = '\0';
+    keel_span_ref s = keel_span_begin(parent, name, KEEL_SPAN_CLIENT, start);
+    keel_span_set_str(s, "db.system.name", db_system(driver));
+    keel_span_set_str(s, "db.operation.name", name);
+    if (sql)
+        keel_span_set_strn(s, "db.query.text", sql, sql_len);
+    if (rc < 0) {
+        keel_span_set_str(s, "error.type", error_kind(rc));
+        keel_span_set_error(s, keel_db_strerror(rc));
+    }
+    keel_span_finish(s, end);
+}
+
+void keel__db_spans_emit(keel__db_spans *s)
+{
+    if (!s)
+        return;
+    for (unsigned i = 0; i < s->n; i++)
+        span_emit(s->parent, s->driver, s->rec[i].op, s->rec[i].sql, strlen(s->rec[i].sql),
+                  s->rec[i].start, s->rec[i].end, s->rec[i].rc);
+}
+
+void keel__db_span_one(keel_span_ref parent, const char *driver, unsigned op, const char *sql,
+                       uint64_t start, int rc)
+{
+    if (!keel_span_ok(parent))
+        return;
+    size_t n = sql ? strlen(sql) : 0;
+    span_emit(parent, driver, op, sql, n > 1024 ? 1024 : n, start, 0, rc);
+}
+
+/* Pool thread: notes a statement of a traced job (the loop emits it). */
+static void spans_note(keel__db_spans *s, unsigned op, const char *sql, uint64_t ns, int rc)
+{
+    if (s->n >= KEEL__DB_SPAN_MAX) {
+        s->dropped++;
+        return;
+    }
+    uint64_t now = keel_now_ns();
+    s->rec[s->n].start = now - ns;
+    s->rec[s->n].end = now;
+    s->rec[s->n].op = op;
+    s->rec[s->n].rc = rc;
+    snprintf(s->rec[s->n].sql, KEEL__DB_SPAN_SQL, "%s", sql ? sql : "");
+    s->n++;
 }
 
 /* Times one statement into the histogram and writes its log lines. */
@@ -367,6 +442,8 @@ void keel__db_observe(keel_db_conn *c, unsigned op, const char *sql, uint64_t ns
                       uint64_t rows)
 {
     const keel__db_obs *o = c->obs;
+    if (c->spans)
+        spans_note(c->spans, op, sql, ns, rc);
     if (o->duration)
         keel_metric_observe(o->duration, o->shard, (const char *[]){op_names[op]},
                             (double)ns / 1e9);
@@ -755,6 +832,7 @@ void keel__db_conn_reset(keel_db_conn *c)
     }
     c->tx_depth = 0;
     c->request_id = NULL;
+    c->spans = NULL;
 }
 
 void keel__db_conn_close(keel_db_conn *c)

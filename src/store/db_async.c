@@ -62,6 +62,7 @@ static keel__db_aq *aq_new(keel_req *r, keel_db *db, const char *sql,
 void keel__db_aq_complete(keel__db_aq *q, int status, keel_db_rows *rows)
 {
     keel_req *r = q->req;
+    keel__db_span_one(q->span_parent, q->db->drv->name, q->op, q->sql, q->span_start, status);
     if (r) {
         if (keel_req_is_finished(r)) /* answered already: deadline, client gone */
             status = KEEL_ECANCELED;
@@ -323,10 +324,16 @@ int keel_db_query_async(keel_req *r, keel_db *db, const char *sql,
     q->request_id = keel_req_id(r);
     keel_req_hold(r);
     int rc = -ENOTSUP;
-    if (db->drv->async_submit)
+    if (db->drv->async_submit) {
+        /* traced here on the loop; on the pool, by the job instead */
+        q->span_parent = keel_trace_ref(r);
+        q->span_start = keel_now_ns();
         rc = db->drv->async_submit(db, q);
-    if (rc == -ENOTSUP)
+    }
+    if (rc == -ENOTSUP) {
+        q->span_parent = (keel_span_ref){0};
         rc = keel_db_run(r, db, pool_fn, pool_done, q);
+    }
     if (rc < 0) {
         keel_free(q);
         keel_req_unhold(r);

@@ -19,6 +19,7 @@
 #include <pthread.h>
 
 #include "keel/db.h"
+#include "keel/trace.h"
 #include "keel/metrics.h"
 
 /* Transaction steps; `level` names the savepoint sp_<level>. */
@@ -50,6 +51,32 @@ typedef struct keel__db_obs {
 typedef struct keel__db_driver keel__db_driver;
 struct keel__db_aq;
 
+/* The statements a traced pool job ran, recorded on the pool thread
+ * (keel__db_observe) into memory of the request's arena, and turned into
+ * child spans on the request's loop when the job is done. */
+#define KEEL__DB_SPAN_MAX 16
+#define KEEL__DB_SPAN_SQL 256
+typedef struct keel__db_spans {
+    keel_span_ref parent;
+    const char *driver;
+    unsigned n, dropped;
+    struct {
+        uint64_t start, end;
+        unsigned op;
+        int rc;
+        char sql[KEEL__DB_SPAN_SQL];
+    } rec[KEEL__DB_SPAN_MAX];
+} keel__db_spans;
+
+/* A zeroed record for a job of r when r is traced, in r's arena; NULL
+ * otherwise. */
+keel__db_spans *keel__db_spans_new(keel_req *r, const char *driver);
+/* One child span of `parent` per recorded statement (loop thread). */
+void keel__db_spans_emit(keel__db_spans *s);
+/* One span for a statement of the async engine, ended now. */
+void keel__db_span_one(keel_span_ref parent, const char *driver, unsigned op, const char *sql,
+                       uint64_t start, int rc);
+
 /* The common head of every connection. */
 struct keel_db_conn {
     const keel__db_driver *drv;
@@ -60,6 +87,7 @@ struct keel_db_conn {
     unsigned tx_depth;        /* keel_db_tx nesting, 0 = none */
     char *errmsg;             /* the driver's last message (heap) */
     const char *request_id;   /* of the job running, for log lines */
+    struct keel__db_spans *spans; /* of the job running when traced */
     keel_db_rows *open_rows;  /* results not freed yet (freed after a job) */
     uint64_t rng;             /* xorshift state for retry jitter */
 };
@@ -206,6 +234,8 @@ typedef struct keel__db_aq {
     keel_db_result_cb done;
     void *arg;
     const char *request_id;     /* the held request's, for log lines */
+    keel_span_ref span_parent;  /* traced on the loop (async engine) */
+    uint64_t span_start;
     const char *sql;            /* in the block */
     keel_db_param *params;      /* in the block; text and blobs too */
     size_t nparams;

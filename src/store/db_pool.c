@@ -257,6 +257,7 @@ typedef struct db_job {
     keel_db_done_cb done;
     void *arg;
     const char *request_id;
+    keel__db_spans *spans; /* NULL: not traced */
     int tx; /* keel_db_run_tx: fn inside keel_db_tx */
     int rc;
 } db_job;
@@ -287,7 +288,9 @@ static void job_work(void *arg)
         keel_db_conn *c = s->conn;
         __atomic_add_fetch(&j->db->in_use, 1, __ATOMIC_RELAXED);
         c->request_id = j->request_id;
+        c->spans = j->spans;
         j->rc = j->tx ? keel_db_tx(c, j->fn, j->arg) : j->fn(c, j->arg);
+        c->spans = NULL;
         keel__db_conn_reset(c);
         __atomic_sub_fetch(&j->db->in_use, 1, __ATOMIC_RELAXED);
         s->last_used_ms = keel_now_ms();
@@ -304,6 +307,8 @@ static void job_work(void *arg)
 static void job_after(keel_req *r, void *arg, int status)
 {
     db_job *j = arg;
+    if (status == 0)
+        keel__db_spans_emit(j->spans); /* before done: it may end the request */
     j->done(r, j->arg, status == 0 ? j->rc : status);
     keel_free(j);
 }
@@ -320,6 +325,7 @@ static int run(keel_req *r, keel_db *db, int tx, keel_db_fn fn, keel_db_done_cb 
     j->tx = tx;
     /* The request is held until `done` runs, so its id outlives the job. */
     j->request_id = keel_req_id(r);
+    j->spans = keel__db_spans_new(r, db->drv->name);
     int rc = keel_req_submit_pool(r, db->pool, job_work, job_after, j);
     if (rc < 0)
         keel_free(j);

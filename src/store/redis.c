@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 
 #include "keel/log.h"
+#include "keel/trace.h"
 
 enum { C_DOWN = 0, C_CONNECTING, C_READY };
 static const char *const conn_state_names[] = {"down", "connecting", "ready"};
@@ -81,6 +82,7 @@ struct keel_redis {
 struct rd_cmd {
     rd_cmd *prev, *next;
     rconn *c;
+    keel_span_ref span; /* for a command of a traced request */
     keel_redis_cb cb;
     void *arg;
     uint64_t start_ns;
@@ -261,6 +263,13 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
     /* An error reply is Redis answering: only silence counts against it. */
     if (cmd->ticket)
         keel_breaker_record(r->breaker, cmd->ticket, rep != NULL, keel_now_ms());
+    if (keel_span_ok(cmd->span)) {
+        if (!rep || rep->type == REDIS_REPLY_ERROR) {
+            keel_span_set_str(cmd->span, "error.type", rep ? "reply" : keel_strerror(status));
+            keel_span_set_error(cmd->span, rep && rep->str ? rep->str : NULL);
+        }
+        keel_span_finish(cmd->span, 0);
+    }
     if (cmd->cb)
         cmd->cb(cmd->arg, status, rep);
     keel_free(cmd);
@@ -480,6 +489,20 @@ int keel_redis_commandargv(keel_redis *r, keel_worker *w, keel_redis_cb cb, void
     cmd->arg = arg;
     cmd->ticket = ticket;
     cmd->name = command_label(argv[0], argvlen ? argvlen[0] : strlen(argv[0]));
+    keel_span_ref parent = keel_trace_current(); /* the request whose code runs now */
+    if (keel_span_ok(parent)) {
+        /* named by the command, upper case ("GET"), as OTel's db spans */
+        char op[24];
+        size_t n = argvlen ? argvlen[0] : strlen(argv[0]), i;
+        for (i = 0; i < n && i < sizeof(op) - 1; i++)
+            op[i] = (char)(argv[0][i] >= 'a' && argv[0][i] <= 'z' ? argv[0][i] - 32 : argv[0][i]);
+        op[i] = '\0';
+        cmd->span = keel_span_begin(parent, op, KEEL_SPAN_CLIENT, 0);
+        keel_span_set_str(cmd->span, "db.system.name", "redis");
+        keel_span_set_str(cmd->span, "db.operation.name", op);
+        keel_span_set_str(cmd->span, "server.address", r->ip);
+        keel_span_set_int(cmd->span, "server.port", r->port);
+    }
     send_argv(c, cmd, argc, argv, argvlen);
     return 0;
 }

@@ -28,6 +28,8 @@ struct keel_service {
     keel_events *events; /* on Redis, or in-process */
     keel_ws_metrics *ws_metrics;
     keel_jobs *jobs;     /* an app with use_jobs */
+    keel_tracer *tracer; /* NULL: OTEL_SDK_DISABLED */
+    keel_http_client *otlp_client; /* the exporter's; NULL: no endpoint */
     keel_route metric_routes[2];
     keel_validator *validator; /* the routes' schemas, compiled after setup */
     keel__svc_doc doc;         /* /openapi.json, built after setup */
@@ -53,6 +55,7 @@ static void jobs_worker_stop(keel_worker *w, void *arg)
     (void)w;
     keel_jobs_stop_fetching(arg);
 }
+keel_tracer *keel_service_tracer(keel_service *svc) { return svc->tracer; }
 
 int keel_service_add_routes(keel_service *svc, const keel_route *routes, size_t n)
 {
@@ -271,7 +274,18 @@ static keel_service *service_new(const keel_app *app, const keel_config *cfg)
     svc->locks = keel_locks_new(svc->redis, svc->metrics);
     svc->events = keel_events_new(svc->server, svc->redis, cfg, svc->metrics);
 
-    keel_middleware mw = keel_mw_request_id();
+    /* The tracer's worker hooks before its HTTP client's: a stopping
+     * worker hands its last spans over before the client cancels calls. */
+    svc->tracer = keel_tracer_new(svc->server, cfg, svc->metrics);
+    if (svc->tracer && *keel_trace_export_url(keel_tracer_options(svc->tracer))) {
+        keel_trace_exporter exp;
+        /* own breaker (not in the registry): a collector down must not
+         * make the service look degraded */
+        if (keel_http_client_new(&svc->otlp_client, svc->server, cfg, svc->metrics, NULL) == 0 &&
+            keel_otlp_exporter(&exp, svc->otlp_client, svc->tracer) == 0)
+            keel_tracer_set_exporter(svc->tracer, &exp);
+    }
+    keel_middleware mw = keel_mw_request_id_traced(svc->tracer);
     keel_server_use(svc->server, &mw);
     if (cfg->access_log || cfg->slow_request_ms) {
         mw = keel_mw_access_log(cfg->access_log, cfg->slow_request_ms);
@@ -344,6 +358,8 @@ static void service_free(keel_service *svc)
     keel_events_free(svc->events); /* joins its subscriber: before the workers go */
     keel_server_free(svc->server);
     keel_ws_metrics_free(svc->ws_metrics); /* after the workers */
+    keel_tracer_free(svc->tracer);         /* after the workers are gone */
+    keel_http_client_free(svc->otlp_client);
     keel_locks_free(svc->locks);
     keel_validator_free(svc->validator); /* after the workers are gone */
     keel_free(svc->doc.json);
@@ -580,6 +596,8 @@ int keel_main(int argc, char **argv, const keel_app *app)
         status = keel_server_run(svc->server);
         if (jo && jo->enabled)
             keel_jobs_stop(svc->jobs, jo->shutdown_grace_ms);
+        if (status == 0)
+            keel_tracer_shutdown(svc->tracer); /* the last spans, bounded */
         if (status != 0 && keel_server_get_state(svc->server) == KEEL_STATE_DRAINING) {
             /* grace expired: worker threads may still be running and use
              * the service, so it is not freed; the process exits next */

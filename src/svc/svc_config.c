@@ -23,6 +23,7 @@ size_t keel__svc_config_modules(const keel_app *app, const keel_config_module **
     out[n++] = &keel_instance_config;
     out[n++] = &keel_ws_config;
     out[n++] = &keel_health_config;
+    out[n++] = &keel_trace_config;
     for (size_t i = 0; i < app->nconfig_modules && n < KEEL__SVC_MAX_CONFIG_MODULES; i++)
         out[n++] = app->config_modules[i];
     return n;

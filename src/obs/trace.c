@@ -1,0 +1,1546 @@
+/* trace.c — spans per request, sampling, OTLP/HTTP JSON batches per
+ * worker, the in-memory ring of recent traces.
+ *
+ * Design. Everything a request records lives in a trace record taken from
+ * its worker's pool (no malloc per span once the pool is warm): a fixed
+ * array of TRACE_MAX_SPANS spans, and one growing text buffer where
+ * names, attributes and events are kept already encoded as OTLP JSON
+ * fragments. A keel_span_ref is (record, generation, index): the record is
+ * recycled as soon as its request completed and the generation bumped, so
+ * a late callback (a Redis reply after a deadline) finds a stale ref and
+ * does nothing instead of writing into another request's trace.
+ *
+ * When the request completes its spans are encoded once, into the ring
+ * slot of the worker's recent traces, and the same bytes are appended to
+ * the worker's export queue (bounded; full = dropped and counted). A batch
+ * leaves when the queue holds OTEL_BSP_MAX_EXPORT_BATCH_SIZE spans or on
+ * the worker's OTEL_BSP_SCHEDULE_DELAY timer; one batch per worker is in
+ * flight at a time, retried on 429/502/503/504 after Retry-After (bounded
+ * by OTEL_BSP_EXPORT_TIMEOUT). Nothing here takes a lock shared between
+ * workers: the ring's mutex is the worker's own, shared only with the
+ * admin routes; the leftovers list is touched only when a worker stops.
+ */
+#include "keel/trace.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+#include <uv.h>
+
+#include "keel/log.h"
+
+/* ---------------------------------------------------------------- ids */
+
+static __thread uint64_t rng[4];
+static __thread int rng_seeded;
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+/* xoshiro256**, seeded from the kernel: ids must be unique, not secret. */
+static uint64_t next64(void)
+{
+    if (!rng_seeded) {
+        if (getrandom(rng, sizeof(rng), 0) != (ssize_t)sizeof(rng)) {
+            uint64_t t = keel_now_ns();
+            for (int i = 0; i < 4; i++)
+                rng[i] = t * 0x9e3779b97f4a7c15ull + (uint64_t)i + (uint64_t)(uintptr_t)&rng;
+        }
+        rng_seeded = 1;
+    }
+    uint64_t r = rotl(rng[1] * 5, 7) * 9, t = rng[1] << 17;
+    rng[2] ^= rng[0];
+    rng[3] ^= rng[1];
+    rng[1] ^= rng[2];
+    rng[0] ^= rng[3];
+    rng[2] ^= t;
+    rng[3] = rotl(rng[3], 45);
+    return r;
+}
+
+static void random_id(uint8_t *out, size_t n)
+{
+    do {
+        for (size_t i = 0; i < n; i += 8) {
+            uint64_t v = next64();
+            memcpy(out + i, &v, n - i < 8 ? n - i : 8);
+        }
+        for (size_t i = 0; i < n; i++)
+            if (out[i])
+                return;
+    } while (1); /* all zero is invalid: draw again (never, in practice) */
+}
+
+static const char hexd[] = "0123456789abcdef";
+
+static void hex_encode(char *out, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hexd[p[i] >> 4];
+        out[2 * i + 1] = hexd[p[i] & 15];
+    }
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1; /* uppercase is invalid in traceparent */
+}
+
+/* n bytes from 2n lowercase hex digits; -1 on a bad digit. */
+static int hex_decode(uint8_t *out, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int h = hexval(p[2 * i]), l = hexval(p[2 * i + 1]);
+        if (h < 0 || l < 0)
+            return -1;
+        out[i] = (uint8_t)(h << 4 | l);
+    }
+    return 0;
+}
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return 0;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- context */
+
+int keel_traceparent_parse(const char *v, size_t len, keel_trace_ctx *out)
+{
+    uint8_t ver;
+    if (!v || len < 55 || hex_decode(&ver, v, 1) < 0 || ver == 0xff)
+        return KEEL_EINVAL;
+    if (ver == 0 && len != 55)
+        return KEEL_EINVAL;
+    if (len > 55 && v[55] != '-')
+        return KEEL_EINVAL; /* a later version: more fields after a '-' */
+    if (v[2] != '-' || v[35] != '-' || v[52] != '-')
+        return KEEL_EINVAL;
+    keel_trace_ctx c;
+    if (hex_decode(c.trace_id, v + 3, 16) < 0 || hex_decode(c.span_id, v + 36, 8) < 0 ||
+        hex_decode(&c.flags, v + 53, 1) < 0)
+        return KEEL_EINVAL;
+    if (all_zero(c.trace_id, 16) || all_zero(c.span_id, 8))
+        return KEEL_EINVAL;
+    *out = c;
+    return 0;
+}
+
+void keel_traceparent_format(const keel_trace_ctx *c, char out[56])
+{
+    memcpy(out, "00-", 3);
+    hex_encode(out + 3, c->trace_id, 16);
+    out[35] = '-';
+    hex_encode(out + 36, c->span_id, 8);
+    out[52] = '-';
+    hex_encode(out + 53, &c->flags, 1);
+    out[55] = '\0';
+}
+
+int keel_tracestate_valid(const char *v, size_t len)
+{
+    if (!v || len == 0 || len > 512)
+        return 0;
+    unsigned members = 0;
+    size_t i = 0;
+    while (i < len) {
+        size_t j = i;
+        while (j < len && v[j] != ',')
+            j++;
+        /* one member: OWS key=value OWS (empty members are allowed) */
+        size_t a = i, b = j;
+        while (a < b && (v[a] == ' ' || v[a] == '\t'))
+            a++;
+        while (b > a && (v[b - 1] == ' ' || v[b - 1] == '\t'))
+            b--;
+        if (a < b) {
+            if (++members > 32)
+                return 0;
+            const char *eq = memchr(v + a, '=', b - a);
+            if (!eq || eq == v + a || eq == v + b - 1)
+                return 0;
+            for (size_t k = a; k < b; k++) {
+                unsigned char ch = (unsigned char)v[k];
+                if (ch < 0x20 || ch > 0x7e)
+                    return 0;
+            }
+        } else {
+            for (size_t k = i; k < j; k++) /* an empty member: OWS only */
+                if (v[k] != ' ' && v[k] != '\t')
+                    return 0;
+        }
+        i = j + 1;
+    }
+    return members > 0;
+}
+
+/* ---------------------------------------------------------------- sampler */
+
+static int ratio_decide(double ratio, const uint8_t id[16])
+{
+    if (ratio >= 1.0)
+        return 1;
+    if (!(ratio > 0.0))
+        return 0;
+    uint64_t x = 0;
+    for (int i = 8; i < 16; i++)
+        x = x << 8 | id[i];
+    int64_t v = (int64_t)x;
+    uint64_t a = v < 0 ? (v == INT64_MIN ? (uint64_t)INT64_MAX : (uint64_t)(-v)) : (uint64_t)v;
+    uint64_t bound = (uint64_t)(ratio * (double)INT64_MAX);
+    return a < bound;
+}
+
+int keel_sampler_decide(keel_sampler s, double ratio, const uint8_t trace_id[16],
+                        int has_parent, int parent_sampled)
+{
+    switch (s) {
+    case KEEL_SAMPLER_ALWAYS_ON:
+        return 1;
+    case KEEL_SAMPLER_ALWAYS_OFF:
+        return 0;
+    case KEEL_SAMPLER_RATIO:
+        return ratio_decide(ratio, trace_id);
+    case KEEL_SAMPLER_PARENT_ALWAYS_ON:
+        return has_parent ? parent_sampled != 0 : 1;
+    case KEEL_SAMPLER_PARENT_ALWAYS_OFF:
+        return has_parent ? parent_sampled != 0 : 0;
+    case KEEL_SAMPLER_PARENT_RATIO:
+        return has_parent ? parent_sampled != 0 : ratio_decide(ratio, trace_id);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- options */
+
+static int percent_decode(char *s)
+{
+    char *w = s;
+    for (char *p = s; *p; p++) {
+        if (*p == '%') {
+            int h = p[1] ? (p[1] >= 'A' && p[1] <= 'F' ? p[1] - 'A' + 10 : hexval(p[1])) : -1;
+            int l = h >= 0 && p[2] ? (p[2] >= 'A' && p[2] <= 'F' ? p[2] - 'A' + 10 : hexval(p[2]))
+                                   : -1;
+            if (h < 0 || l < 0 || (h == 0 && l == 0))
+                return KEEL_EINVAL; /* %00 would cut the string */
+            *w++ = (char)(h << 4 | l);
+            p += 2;
+        } else {
+            *w++ = *p;
+        }
+    }
+    *w = '\0';
+    return 0;
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        s[--n] = '\0';
+    return s;
+}
+
+int keel_trace_kv_parse(const char *s, void (*fn)(const char *k, const char *v, void *arg),
+                        void *arg)
+{
+    if (!s || !*s)
+        return 0;
+    char *copy = keel_strdup(s), *save = NULL;
+    int rc = 0;
+    for (char *m = strtok_r(copy, ",", &save); m; m = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(m, '=');
+        if (!eq) {
+            if (*trim(m))
+                rc = KEEL_EINVAL;
+            if (rc)
+                break;
+            continue;
+        }
+        *eq = '\0';
+        char *k = trim(m), *v = trim(eq + 1);
+        if (!*k || percent_decode(k) < 0 || percent_decode(v) < 0 || !*k) {
+            rc = KEEL_EINVAL;
+            break;
+        }
+        if (fn)
+            fn(k, v, arg);
+    }
+    keel_free(copy);
+    return rc;
+}
+
+static int check_kv(const char *v)
+{
+    return keel_trace_kv_parse(v, NULL, NULL);
+}
+
+#define AT(f) KEEL_CONFIG_AT(keel_trace_options, f)
+static const keel_config_var trace_vars[] = {
+    {.name = "OTEL_SDK_DISABLED", .type = KEEL_CONFIG_BOOL, .def = "false", AT(disabled),
+     .help = "true: no tracing at all (no spans, no X-Trace-Id from the tracer; "
+             "trace ids are still made for logs)"},
+    {.name = "OTEL_TRACES_SAMPLER", .type = KEEL_CONFIG_ENUM, .def = "parentbased_always_on",
+     AT(sampler),
+     .values = KEEL_CONFIG_VALUES("parentbased_always_on", "parentbased_always_off",
+                                  "parentbased_traceidratio", "always_on", "always_off",
+                                  "traceidratio"),
+     .help = "which requests are traced: the parent's decision when a traceparent came in "
+             "(parentbased_*), else always, never, or a ratio of trace ids"},
+    {.name = "OTEL_TRACES_SAMPLER_ARG", .type = KEEL_CONFIG_STR, .def = "1.0", AT(sampler_arg),
+     .help = "the ratio (0..1) of the traceidratio samplers"},
+    {.name = "OTEL_EXPORTER_OTLP_ENDPOINT", .type = KEEL_CONFIG_URL, .def = "", AT(endpoint),
+     .values = KEEL_CONFIG_VALUES("http://", "https://"),
+     .help = "OTLP/HTTP collector base URL; spans go to it + /v1/traces (empty: no export)"},
+    {.name = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", .type = KEEL_CONFIG_URL, .def = "",
+     AT(traces_endpoint), .values = KEEL_CONFIG_VALUES("http://", "https://"),
+     .help = "full OTLP/HTTP traces URL, used as is (wins over OTEL_EXPORTER_OTLP_ENDPOINT)"},
+    {.name = "OTEL_EXPORTER_OTLP_HEADERS", .type = KEEL_CONFIG_STR, .def = "", AT(headers),
+     .flags = KEEL_CONFIG_SECRET, .check = check_kv, .accepts = "key=value,key=value",
+     .help = "headers sent with every export (k=v,k=v, percent-encoded), e.g. an API key"},
+    {.name = "OTEL_SERVICE_NAME", .type = KEEL_CONFIG_STR, .def = "", AT(service_name),
+     .help = "service.name of the spans (empty: SERVICE_NAME)"},
+    {.name = "OTEL_RESOURCE_ATTRIBUTES", .type = KEEL_CONFIG_STR, .def = "",
+     AT(resource_attributes), .check = check_kv, .accepts = "key=value,key=value",
+     .help = "resource attributes of the spans (k=v,k=v, percent-encoded)"},
+    {.name = "OTEL_BSP_MAX_QUEUE_SIZE", .type = KEEL_CONFIG_UINT, .def = "2048", AT(max_queue),
+     .min = 1, .max = 1000000,
+     .help = "spans waiting for export per worker; more are dropped (otel_spans_dropped_total)"},
+    {.name = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", .type = KEEL_CONFIG_UINT, .def = "512",
+     AT(max_batch), .min = 1, .max = 1000000,
+     .help = "spans per export request (at most OTEL_BSP_MAX_QUEUE_SIZE)"},
+    {.name = "OTEL_BSP_SCHEDULE_DELAY", .type = KEEL_CONFIG_DURATION, .def = "5000",
+     AT(schedule_delay_ms), .min = 1,
+     .help = "longest wait before queued spans are exported (bare numbers are milliseconds)"},
+    {.name = "OTEL_BSP_EXPORT_TIMEOUT", .type = KEEL_CONFIG_DURATION, .def = "30000",
+     AT(export_timeout_ms), .min = 1,
+     .help = "one export request, retries after 429/502/503/504 included, gives up after this"},
+    {.name = "OTEL_SHUTDOWN_TIMEOUT", .type = KEEL_CONFIG_DURATION, .def = "5s",
+     AT(shutdown_timeout_ms), .min = 1,
+     .help = "on SIGTERM, after the drain, the last spans are sent within this"},
+    {.name = "TRACE_BUFFER_SIZE", .type = KEEL_CONFIG_UINT, .def = "100", AT(buffer_size),
+     .max = 100000,
+     .help = "recent traces kept in memory per worker for /api/v1/admin/traces (0: none)"},
+    {.name = "TRACE_MAX_SPANS", .type = KEEL_CONFIG_UINT, .def = "64", AT(max_spans), .min = 1,
+     .max = 10000, .help = "spans recorded for one request; more are dropped and counted"},
+};
+#undef AT
+
+static int trace_validate(void *opts, const keel_config *cfg, FILE *err)
+{
+    (void)cfg;
+    keel_trace_options *o = opts;
+    char *end = NULL;
+    double d = o->sampler_arg ? strtod(o->sampler_arg, &end) : 1.0;
+    if (o->sampler_arg && (end == o->sampler_arg || *trim(end) || !(d >= 0.0 && d <= 1.0))) {
+        fprintf(err, "keel: OTEL_TRACES_SAMPLER_ARG: expected a ratio from 0 to 1, got \"%s\"\n",
+                o->sampler_arg);
+        return KEEL_ECONFIG;
+    }
+    o->ratio = d;
+    if (o->max_batch > o->max_queue) {
+        fprintf(err, "keel: OTEL_BSP_MAX_EXPORT_BATCH_SIZE: must be at most "
+                     "OTEL_BSP_MAX_QUEUE_SIZE (%u)\n",
+                o->max_queue);
+        return KEEL_ECONFIG;
+    }
+    return 0;
+}
+
+const keel_config_module keel_trace_config = KEEL_CONFIG_MODULE(
+    "tracing", "Tracing: W3C trace context, sampling, OTLP/HTTP JSON export (src/obs/trace.c).",
+    keel_trace_options, trace_vars, trace_validate);
+
+const char *keel_trace_export_url(const keel_trace_options *o)
+{
+    static __thread char url[2048];
+    if (o->traces_endpoint && *o->traces_endpoint)
+        return o->traces_endpoint;
+    if (!o->endpoint || !*o->endpoint)
+        return "";
+    size_t n = strlen(o->endpoint);
+    while (n && o->endpoint[n - 1] == '/')
+        n--;
+    snprintf(url, sizeof(url), "%.*s/v1/traces", (int)n, o->endpoint);
+    return url;
+}
+
+/* ---------------------------------------------------------------- text */
+
+#define LIT(b, s) keel_buf_append((b), (s), sizeof(s) - 1)
+
+/* s as the inside of a JSON string: a plain copy when every byte is
+ * printable ASCII other than '"' and '\\' (names, routes, paths: the
+ * usual case), else the full escaper (control bytes, UTF-8 checked). */
+static void esc(keel_buf *b, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
+            keel_buf_append_json_escaped(b, s, n);
+            return;
+        }
+    }
+    keel_buf_append(b, s, n);
+}
+
+/* v as decimal digits, with a '-' when negative. */
+static void append_i64(keel_buf *b, int64_t v)
+{
+    if (v < 0) {
+        keel_buf_append(b, "-", 1);
+        keel_buf_append_u64(b, (uint64_t)0 - (uint64_t)v);
+    } else {
+        keel_buf_append_u64(b, (uint64_t)v);
+    }
+}
+
+/* ---------------------------------------------------------------- records */
+
+typedef struct kspan {
+    uint8_t id[8];
+    int32_t parent; /* index of the parent; -1: the remote parent (or none) */
+    uint64_t start, end; /* monotonic ns; end 0: open */
+    uint32_t name_off, name_len, msg_off, msg_len;
+    uint8_t kind, status; /* status: 0 unset, 1 ok, 2 error */
+} kspan;
+
+typedef struct kattr {
+    int32_t span;
+    uint32_t off, len; /* an encoded attribute, or an event's name */
+    uint64_t t;        /* events: when */
+    int event;
+} kattr;
+
+typedef struct tworker tworker;
+
+typedef struct ktrace {
+    uint32_t gen;
+    int live;
+    keel_trace_ctx ctx;        /* trace id, flags; span_id: the remote parent */
+    int has_parent;
+    int32_t current;
+    unsigned n, dropped;
+    kspan *spans;              /* TRACE_MAX_SPANS */
+    kattr *attrs;
+    unsigned nattrs, attrs_cap;
+    uint32_t ts_off, ts_len;   /* tracestate, in text */
+    keel_buf text;
+    keel_req *req;
+    /* the server span's own attributes, written when it is encoded (views
+     * into the request, which outlives the encoding) */
+    keel_str method, path, route;
+    const char *client;
+    int http_status;
+    tworker *tw;
+    struct ktrace *next_free, *next_all;
+} ktrace;
+
+typedef struct ring_slot {
+    char trace_id[33];
+    char name[128];
+    uint64_t start_unix_ns, dur_ns;
+    int status, http_status;
+    unsigned nspans;
+    keel_buf spans; /* comma-separated OTLP span objects */
+    int used;
+} ring_slot;
+
+struct tworker {
+    keel_tracer *t;
+    keel_worker *w;
+    unsigned id;
+    ktrace *free_list, *all;
+    /* the export queue: spans back to back, ends[i] = end of span i */
+    keel_buf q;
+    uint32_t *ends;
+    unsigned nq;
+    /* the batch in flight */
+    keel_buf payload;
+    unsigned inflight;
+    unsigned attempt;
+    uint64_t first_ms;
+    int timers;
+    uv_timer_t tick, retry;
+    int stopping;
+    keel_buf scratch;
+    uint32_t *span_ends; /* TRACE_MAX_SPANS */
+    int64_t offset;      /* wall clock - monotonic, ns */
+    uint64_t offset_at;  /* loop time it was read at (ms); 0: never */
+    /* recent traces */
+    uv_mutex_t mu;
+    ring_slot *ring;
+    unsigned ring_next;
+};
+
+struct keel_tracer {
+    keel_trace_options o;
+    keel_server *srv;
+    unsigned nworkers;
+    tworker *workers;
+    keel_trace_exporter exp;
+    int has_exp;
+    char *prefix, *suffix;
+    size_t prefix_len, suffix_len;
+    keel_metric *m_exported, *m_dropped, *m_failures, *m_rejected;
+    uv_mutex_t left_mu;
+    keel_buf left; /* spans left when the workers stopped, comma-separated */
+    unsigned nleft;
+};
+
+const keel_trace_options *keel_tracer_options(const keel_tracer *t) { return &t->o; }
+const char *keel_tracer_payload_prefix(const keel_tracer *t) { return t->prefix; }
+
+static ktrace *trace_get(tworker *tw)
+{
+    ktrace *k = tw->free_list;
+    if (k) {
+        tw->free_list = k->next_free;
+    } else {
+        k = keel_calloc(1, sizeof(*k));
+        k->spans = keel_calloc(tw->t->o.max_spans, sizeof(kspan));
+        k->tw = tw;
+        k->next_all = tw->all;
+        tw->all = k;
+    }
+    k->live = 1;
+    k->n = k->dropped = k->nattrs = 0;
+    k->text.len = 0;
+    k->current = -1;
+    k->ts_len = 0;
+    k->req = NULL;
+    return k;
+}
+
+static void trace_put(ktrace *k)
+{
+    k->live = 0;
+    k->gen++;
+    if (k->text.cap > 65536)
+        keel_buf_free(&k->text);
+    k->next_free = k->tw->free_list;
+    k->tw->free_list = k;
+}
+
+static ktrace *ref_trace(keel_span_ref r)
+{
+    ktrace *k = r.trace;
+    if (!k || k->gen != r.gen || !k->live || r.idx < 0 || (unsigned)r.idx >= k->n)
+        return NULL;
+    return k;
+}
+
+int keel_span_ok(keel_span_ref ref)
+{
+    return ref_trace(ref) != NULL;
+}
+
+static uint32_t text_add(ktrace *k, const char *s, size_t n)
+{
+    uint32_t off = (uint32_t)k->text.len;
+    keel_buf_append(&k->text, s, n);
+    return off;
+}
+
+static void attr_push(ktrace *k, int32_t span, uint32_t off, uint32_t len, uint64_t t, int ev)
+{
+    if (k->nattrs == k->attrs_cap) {
+        k->attrs_cap = k->attrs_cap ? k->attrs_cap * 2 : 16;
+        k->attrs = keel_realloc(k->attrs, k->attrs_cap * sizeof(kattr));
+    }
+    k->attrs[k->nattrs++] = (kattr){.span = span, .off = off, .len = len, .t = t, .event = ev};
+}
+
+static keel_span_ref span_new(ktrace *k, int32_t parent, const char *name, size_t nlen,
+                              int kind, uint64_t start)
+{
+    keel_span_ref none = {0};
+    if (k->n >= k->tw->t->o.max_spans) {
+        k->dropped++;
+        return none;
+    }
+    kspan *s = &k->spans[k->n];
+    memset(s, 0, sizeof(*s));
+    random_id(s->id, 8);
+    s->parent = parent;
+    s->start = start ? start : keel_now_ns();
+    s->kind = (uint8_t)kind;
+    s->name_len = (uint32_t)nlen;
+    s->name_off = text_add(k, name, nlen);
+    keel_span_ref r = {.trace = k, .gen = k->gen, .idx = (int32_t)k->n++};
+    return r;
+}
+
+keel_span_ref keel_span_begin(keel_span_ref parent, const char *name, int kind,
+                              uint64_t start_ns)
+{
+    keel_span_ref none = {0};
+    ktrace *k = ref_trace(parent);
+    if (!k || !name)
+        return none;
+    return span_new(k, parent.idx, name, strlen(name), kind, start_ns);
+}
+
+void keel_span_finish(keel_span_ref s, uint64_t end_ns)
+{
+    ktrace *k = ref_trace(s);
+    if (!k || k->spans[s.idx].end)
+        return;
+    k->spans[s.idx].end = end_ns ? end_ns : keel_now_ns();
+}
+
+void keel_span_set_strn(keel_span_ref s, const char *key, const char *value, size_t n)
+{
+    ktrace *k = ref_trace(s);
+    if (!k || !key || !value)
+        return;
+    uint32_t off = (uint32_t)k->text.len;
+    LIT(&k->text, "{\"key\":\"");
+    esc(&k->text, key, strlen(key));
+    LIT(&k->text, "\",\"value\":{\"stringValue\":\"");
+    esc(&k->text, value, n);
+    LIT(&k->text, "\"}}");
+    attr_push(k, s.idx, off, (uint32_t)(k->text.len - off), 0, 0);
+}
+
+void keel_span_set_str(keel_span_ref s, const char *key, const char *value)
+{
+    if (value)
+        keel_span_set_strn(s, key, value, strlen(value));
+}
+
+void keel_span_set_int(keel_span_ref s, const char *key, int64_t value)
+{
+    ktrace *k = ref_trace(s);
+    if (!k || !key)
+        return;
+    uint32_t off = (uint32_t)k->text.len;
+    LIT(&k->text, "{\"key\":\"");
+    esc(&k->text, key, strlen(key));
+    /* OTLP/JSON: 64-bit integers are decimal strings */
+    LIT(&k->text, "\",\"value\":{\"intValue\":\"");
+    append_i64(&k->text, value);
+    LIT(&k->text, "\"}}");
+    attr_push(k, s.idx, off, (uint32_t)(k->text.len - off), 0, 0);
+}
+
+void keel_span_add_event(keel_span_ref s, const char *name)
+{
+    ktrace *k = ref_trace(s);
+    if (!k || !name)
+        return;
+    size_t n = strlen(name);
+    uint32_t off = text_add(k, name, n);
+    attr_push(k, s.idx, off, (uint32_t)n, keel_now_ns(), 1);
+}
+
+void keel_span_set_error(keel_span_ref s, const char *message)
+{
+    ktrace *k = ref_trace(s);
+    if (!k)
+        return;
+    kspan *sp = &k->spans[s.idx];
+    sp->status = 2;
+    if (message) {
+        sp->msg_len = (uint32_t)strlen(message);
+        sp->msg_off = text_add(k, message, sp->msg_len);
+    }
+}
+
+int keel_span_traceparent(keel_span_ref s, char out[56])
+{
+    ktrace *k = ref_trace(s);
+    if (!k)
+        return KEEL_EINVAL;
+    keel_trace_ctx c = k->ctx;
+    memcpy(c.span_id, k->spans[s.idx].id, 8);
+    c.flags = 1;
+    keel_traceparent_format(&c, out);
+    return 0;
+}
+
+int keel_trace_propagate(keel_req *r, char out[56])
+{
+    const char *trace = keel_req_trace_id(r), *span = keel_req_span_id(r);
+    if (!trace || !span || strlen(trace) != 32 || strlen(span) != 16)
+        return KEEL_EINVAL;
+    ktrace *k = keel_req_obs(r);
+    snprintf(out, 56, "00-%s-%s-%s", trace, span, k && k->live ? "01" : "00");
+    return 0;
+}
+
+const char *keel_trace_tracestate(keel_req *r)
+{
+    return keel_req_get_local(r, "keel.tracestate");
+}
+
+keel_span_ref keel_trace_ref(keel_req *r)
+{
+    keel_span_ref none = {0};
+    ktrace *k = r ? keel_req_obs(r) : NULL;
+    if (!k || !k->live || k->req != r || k->current < 0)
+        return none;
+    keel_span_ref ref = {.trace = k, .gen = k->gen, .idx = k->current};
+    return ref;
+}
+
+keel_span_ref keel_trace_current(void)
+{
+    return keel_trace_ref(keel_req_current());
+}
+
+keel_span_ref keel_span_start(keel_req *r, const char *name)
+{
+    keel_span_ref s = keel_span_begin(keel_trace_ref(r), name, KEEL_SPAN_INTERNAL, 0);
+    ktrace *k = ref_trace(s);
+    if (k)
+        k->current = s.idx;
+    return s;
+}
+
+void keel_span_end(keel_req *r, keel_span_ref s)
+{
+    ktrace *k = ref_trace(s);
+    if (!k)
+        return;
+    keel_span_finish(s, 0);
+    if (k->req == r && k->current == s.idx)
+        k->current = k->spans[s.idx].parent >= 0 ? k->spans[s.idx].parent : 0;
+}
+
+/* ---------------------------------------------------------------- encoding */
+
+/* Encoding writes into room reserved once per span (an upper bound),
+ * through a pointer: a span is some thirty pieces, and a call per piece
+ * was most of the cost of a traced request. */
+#define W_LIT(w, s) (memcpy((w), (s), sizeof(s) - 1), (w) += sizeof(s) - 1)
+
+static char *w_hex(char *w, const uint8_t *p, size_t n)
+{
+    hex_encode(w, p, n);
+    return w + 2 * n;
+}
+
+static char *w_u64(char *w, uint64_t v)
+{
+    char t[20];
+    int n = 0;
+    do {
+        t[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *w++ = t[--n];
+    return w;
+}
+
+/* s as the inside of a JSON string (at most 6 bytes per byte): control
+ * bytes escaped, valid UTF-8 kept, invalid bytes as U+FFFD. */
+static char *w_esc(char *w, const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+            *w++ = (char)c;
+            i++;
+        } else if (c == '"' || c == '\\') {
+            *w++ = '\\';
+            *w++ = (char)c;
+            i++;
+        } else if (c < 0x80) {
+            if (c == '\n') {
+                W_LIT(w, "\\n");
+            } else if (c == '\r') {
+                W_LIT(w, "\\r");
+            } else if (c == '\t') {
+                W_LIT(w, "\\t");
+            } else {
+                W_LIT(w, "\\u00");
+                *w++ = hexd[c >> 4];
+                *w++ = hexd[c & 15];
+            }
+            i++;
+        } else {
+            size_t need = c >= 0xf0 ? 3 : c >= 0xe0 ? 2 : c >= 0xc0 ? 1 : 0;
+            int ok = need && c < 0xf5;
+            for (size_t k = 1; ok && k <= need; k++)
+                ok = i + k < n && ((unsigned char)s[i + k] & 0xc0) == 0x80;
+            if (ok) {
+                memcpy(w, s + i, need + 1);
+                w += need + 1;
+                i += need + 1;
+            } else {
+                W_LIT(w, "\\ufffd");
+                i++;
+            }
+        }
+    }
+    return w;
+}
+
+static char *w_time(char *w, uint64_t mono, int64_t offset)
+{
+    *w++ = '"';
+    w = w_u64(w, (uint64_t)((int64_t)mono + offset));
+    *w++ = '"';
+    return w;
+}
+
+static char *w_attr_str(char *w, const char *key, size_t klen, const char *v, size_t n)
+{
+    W_LIT(w, "{\"key\":\"");
+    memcpy(w, key, klen);
+    w += klen;
+    W_LIT(w, "\",\"value\":{\"stringValue\":\"");
+    w = w_esc(w, v, n);
+    W_LIT(w, "\"}},");
+    return w;
+}
+#define W_ATTR(w, key, v, n) ((w) = w_attr_str((w), (key), sizeof(key) - 1, (v), (n)))
+
+/* Span i of k as one OTLP JSON object. offset: wall clock - monotonic. */
+static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset, uint64_t now)
+{
+    const kspan *s = &k->spans[i];
+    size_t cap = 1024 + 6 * ((size_t)s->name_len + s->msg_len);
+    if (i == 0)
+        cap += 512 + 6 * ((size_t)k->ts_len + k->method.len + k->path.len + k->route.len +
+                    (k->client ? strlen(k->client) : 0));
+    for (unsigned a = 0; a < k->nattrs; a++)
+        if (k->attrs[a].span == (int32_t)i)
+            cap += 64 + 6 * (size_t)k->attrs[a].len;
+    char *w0 = keel_buf_reserve(b, cap), *w = w0;
+    W_LIT(w, "{\"traceId\":\"");
+    w = w_hex(w, k->ctx.trace_id, 16);
+    W_LIT(w, "\",\"spanId\":\"");
+    w = w_hex(w, s->id, 8);
+    *w++ = '"';
+    if (s->parent >= 0 || k->has_parent) {
+        W_LIT(w, ",\"parentSpanId\":\"");
+        w = w_hex(w, s->parent >= 0 ? k->spans[s->parent].id : k->ctx.span_id, 8);
+        *w++ = '"';
+    }
+    if (i == 0 && k->ts_len) {
+        W_LIT(w, ",\"traceState\":\"");
+        w = w_esc(w, k->text.data + k->ts_off, k->ts_len);
+        *w++ = '"';
+    }
+    W_LIT(w, ",\"name\":\"");
+    w = w_esc(w, k->text.data + s->name_off, s->name_len);
+    W_LIT(w, "\",\"kind\":");
+    *w++ = (char)('0' + s->kind);
+    W_LIT(w, ",\"startTimeUnixNano\":");
+    w = w_time(w, s->start, offset);
+    W_LIT(w, ",\"endTimeUnixNano\":");
+    w = w_time(w, s->end ? s->end : now, offset);
+    W_LIT(w, ",\"attributes\":[");
+    char *attrs0 = w;
+    if (i == 0 && k->req) {
+        /* the server span's: HTTP semantic conventions */
+        W_ATTR(w, "http.request.method", k->method.ptr, k->method.len);
+        W_ATTR(w, "url.path", k->path.ptr, k->path.len);
+        if (k->client)
+            W_ATTR(w, "client.address", k->client, strlen(k->client));
+        if (k->route.len)
+            W_ATTR(w, "http.route", k->route.ptr, k->route.len);
+        W_LIT(w, "{\"key\":\"http.response.status_code\",\"value\":{\"intValue\":\"");
+        w = w_u64(w, (uint64_t)k->http_status);
+        W_LIT(w, "\"}},");
+        if (k->http_status >= 500) {
+            W_LIT(w, "{\"key\":\"error.type\",\"value\":{\"stringValue\":\"");
+            w = w_u64(w, (uint64_t)k->http_status);
+            W_LIT(w, "\"}},");
+        }
+    }
+    for (unsigned a = 0; a < k->nattrs; a++) {
+        const kattr *at = &k->attrs[a];
+        if (at->span != (int32_t)i || at->event)
+            continue;
+        memcpy(w, k->text.data + at->off, at->len);
+        w += at->len;
+        *w++ = ',';
+    }
+    if (w > attrs0)
+        w--; /* the last comma */
+    *w++ = ']';
+    int first = 1;
+    for (unsigned a = 0; a < k->nattrs; a++) {
+        const kattr *at = &k->attrs[a];
+        if (at->span != (int32_t)i || !at->event)
+            continue;
+        if (first)
+            W_LIT(w, ",\"events\":[");
+        else
+            *w++ = ',';
+        first = 0;
+        W_LIT(w, "{\"timeUnixNano\":");
+        w = w_time(w, at->t, offset);
+        W_LIT(w, ",\"name\":\"");
+        w = w_esc(w, k->text.data + at->off, at->len);
+        W_LIT(w, "\"}");
+    }
+    if (!first)
+        *w++ = ']';
+    W_LIT(w, ",\"status\":{");
+    if (s->status) {
+        W_LIT(w, "\"code\":");
+        *w++ = (char)('0' + s->status);
+        if (s->msg_len) {
+            W_LIT(w, ",\"message\":\"");
+            w = w_esc(w, k->text.data + s->msg_off, s->msg_len);
+            *w++ = '"';
+        }
+    }
+    W_LIT(w, "}}");
+    b->len += (size_t)(w - w0);
+}
+
+static int64_t clock_offset(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t wall = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    return wall - (int64_t)keel_now_ns();
+}
+
+static void kv_attr(const char *k, const char *v, void *arg)
+{
+    json_t *attrs = arg;
+    /* a later value of the same key wins (OTEL_SERVICE_NAME over the list) */
+    size_t i;
+    json_t *a;
+    json_array_foreach(attrs, i, a)
+    {
+        if (!strcmp(json_string_value(json_object_get(a, "key")), k)) {
+            json_array_remove(attrs, i);
+            break;
+        }
+    }
+    json_array_append_new(attrs, json_pack("{s:s,s:{s:s}}", "key", k, "value", "stringValue", v));
+}
+
+/* {"resourceSpans":[{"resource":{...},"scopeSpans":[{"scope":{...},"spans":[ ... ]}]}]} */
+static void build_envelope(keel_tracer *t, const keel_config *cfg)
+{
+    json_t *attrs = json_array();
+    keel_trace_kv_parse(t->o.resource_attributes, kv_attr, attrs);
+    const char *svc = t->o.service_name && *t->o.service_name ? t->o.service_name
+                                                               : cfg->service_name;
+    int have_name = 0;
+    size_t i;
+    json_t *a;
+    json_array_foreach(attrs, i, a)
+    {
+        if (!strcmp(json_string_value(json_object_get(a, "key")), "service.name"))
+            have_name = 1;
+    }
+    if (!have_name || (t->o.service_name && *t->o.service_name))
+        kv_attr("service.name", svc && *svc ? svc : "keel", attrs);
+    kv_attr("telemetry.sdk.name", "keel", attrs);
+    json_t *res = json_pack("{s:o}", "attributes", attrs);
+    char *rs = json_dumps(res, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(res);
+    keel_buf b = {0};
+    keel_buf_printf(&b, "{\"resourceSpans\":[{\"resource\":%s,\"scopeSpans\":[{\"scope\":"
+                        "{\"name\":\"keel\"},\"spans\":[",
+                    rs);
+    free(rs);
+    keel_buf_append(&b, "", 1);
+    t->prefix = b.data;
+    t->prefix_len = b.len - 1;
+    t->suffix = keel_strdup("]}]}]}");
+    t->suffix_len = strlen(t->suffix);
+}
+
+/* ---------------------------------------------------------------- export */
+
+static void count(keel_metric *m, unsigned shard, const char *reason, double v)
+{
+    if (!m)
+        return;
+    const char *lv[] = {reason};
+    keel_metric_add(m, shard, reason ? lv : NULL, v);
+}
+
+static void export_next(tworker *tw);
+
+/* Takes up to max_batch spans off the queue into the payload. */
+static void batch_take(tworker *tw)
+{
+    keel_tracer *t = tw->t;
+    unsigned k = tw->nq < t->o.max_batch ? tw->nq : t->o.max_batch;
+    keel_buf *p = &tw->payload;
+    p->len = 0;
+    keel_buf_append(p, t->prefix, t->prefix_len);
+    uint32_t start = 0;
+    for (unsigned i = 0; i < k; i++) {
+        if (i)
+            keel_buf_append(p, ",", 1);
+        keel_buf_append(p, tw->q.data + start, tw->ends[i] - start);
+        start = tw->ends[i];
+    }
+    keel_buf_append(p, t->suffix, t->suffix_len);
+    keel_buf_consume(&tw->q, start);
+    memmove(tw->ends, tw->ends + k, (tw->nq - k) * sizeof(uint32_t));
+    tw->nq -= k;
+    for (unsigned i = 0; i < tw->nq; i++)
+        tw->ends[i] -= start;
+    tw->inflight = k;
+    tw->attempt = 0;
+    tw->first_ms = keel_now_ms();
+}
+
+/* The spans of the batch in flight go to the leftovers (shutdown). */
+static void batch_leave(tworker *tw)
+{
+    keel_tracer *t = tw->t;
+    if (!tw->inflight)
+        return;
+    size_t n = tw->payload.len - t->prefix_len - t->suffix_len;
+    uv_mutex_lock(&t->left_mu);
+    if (t->left.len)
+        keel_buf_append(&t->left, ",", 1);
+    keel_buf_append(&t->left, tw->payload.data + t->prefix_len, n);
+    t->nleft += tw->inflight;
+    uv_mutex_unlock(&t->left_mu);
+    tw->inflight = 0;
+}
+
+static void send_batch(tworker *tw);
+
+static void on_retry(uv_timer_t *h)
+{
+    send_batch(h->data);
+}
+
+static int retryable(int status)
+{
+    return status == 429 || status == 502 || status == 503 || status == 504;
+}
+
+static void on_sent(void *arg, int status, uint64_t retry_after_ms, uint64_t rejected)
+{
+    tworker *tw = arg;
+    keel_tracer *t = tw->t;
+    if (status == KEEL_ECANCELED && tw->stopping) {
+        batch_leave(tw); /* the worker stops: the main thread sends it */
+        return;
+    }
+    if (status >= 200 && status < 300) {
+        uint64_t ok = rejected < tw->inflight ? tw->inflight - rejected : 0;
+        count(t->m_exported, tw->id, NULL, (double)ok);
+        if (rejected) {
+            count(t->m_rejected, tw->id, NULL, (double)rejected);
+            keel_log(KEEL_LOG_WARN, "trace export: spans rejected by the collector", "{s:I}",
+                     "rejected", (json_int_t)rejected);
+        }
+        tw->inflight = 0;
+        export_next(tw);
+        return;
+    }
+    count(t->m_failures, tw->id, NULL, 1);
+    uint64_t now = keel_now_ms();
+    if (retryable(status) && !tw->stopping && tw->attempt < 8) {
+        /* Retry-After when given (bounded), else exponential backoff from
+         * 500 ms; never past OTEL_BSP_EXPORT_TIMEOUT from the first try */
+        uint64_t delay = retry_after_ms ? retry_after_ms : 500ull << tw->attempt;
+        if (delay > 30000)
+            delay = 30000;
+        if (now + delay < tw->first_ms + t->o.export_timeout_ms) {
+            tw->attempt++;
+            uv_timer_start(&tw->retry, on_retry, delay, 0);
+            return;
+        }
+    }
+    keel_log(KEEL_LOG_WARN, "trace export failed: spans dropped", "{s:i,s:i}", "status", status,
+             "spans", (int)tw->inflight);
+    count(t->m_dropped, tw->id, "export_failed", tw->inflight);
+    tw->inflight = 0;
+    export_next(tw);
+}
+
+static void send_batch(tworker *tw)
+{
+    keel_tracer *t = tw->t;
+    int rc = t->exp.send(t->exp.ctx, tw->w, tw->payload.data, tw->payload.len, on_sent, tw);
+    if (rc < 0) {
+        /* could not start (the collector's breaker is open, stopping) */
+        count(t->m_failures, tw->id, NULL, 1);
+        if (tw->stopping) {
+            batch_leave(tw);
+            return;
+        }
+        count(t->m_dropped, tw->id, "export_failed", tw->inflight);
+        tw->inflight = 0;
+    }
+}
+
+/* Sends the next batch when there is one and nothing is in flight. Only
+ * a full batch goes at once; a partial one waits for the timer. */
+static void export_maybe(tworker *tw, int partial_ok)
+{
+    keel_tracer *t = tw->t;
+    if (!t->has_exp || tw->inflight || tw->stopping || !tw->nq)
+        return;
+    if (!partial_ok && tw->nq < t->o.max_batch)
+        return;
+    batch_take(tw);
+    send_batch(tw);
+}
+
+static void export_next(tworker *tw)
+{
+    export_maybe(tw, 0);
+}
+
+static void on_tick(uv_timer_t *h)
+{
+    export_maybe(h->data, 1);
+}
+
+/* ---------------------------------------------------------------- request */
+
+static void ids_to_req(keel_req *r, const uint8_t trace[16], const uint8_t span[8])
+{
+    char *mem = keel_arena_alloc(keel_req_arena(r), 33 + 17);
+    hex_encode(mem, trace, 16);
+    mem[32] = '\0';
+    hex_encode(mem + 33, span, 8);
+    mem[49] = '\0';
+    keel_req_set_trace(r, mem, mem + 33);
+    keel_res_header(r, "X-Trace-Id", mem);
+}
+
+void keel_trace_request_begin(keel_tracer *t, keel_req *r, keel_str tp, keel_str ts)
+{
+    keel_trace_ctx parent;
+    int has_parent = tp.ptr && keel_traceparent_parse(tp.ptr, tp.len, &parent) == 0;
+    uint8_t trace_id[16];
+    if (has_parent)
+        memcpy(trace_id, parent.trace_id, 16);
+    else
+        random_id(trace_id, 16);
+    int sampled = keel_sampler_decide((keel_sampler)t->o.sampler, t->o.ratio, trace_id,
+                                      has_parent, has_parent && (parent.flags & 1));
+    int ts_ok = has_parent && ts.ptr && keel_tracestate_valid(ts.ptr, ts.len);
+    if (!sampled) {
+        uint8_t span[8];
+        random_id(span, 8);
+        ids_to_req(r, trace_id, span);
+        if (ts_ok)
+            keel_req_set_local(r, "keel.tracestate",
+                               keel_arena_strndup(keel_req_arena(r), ts.ptr, ts.len));
+        return;
+    }
+    tworker *tw = &t->workers[keel_req_worker_id(r)];
+    ktrace *k = trace_get(tw);
+    memcpy(k->ctx.trace_id, trace_id, 16);
+    if (has_parent)
+        memcpy(k->ctx.span_id, parent.span_id, 8);
+    k->ctx.flags = 1;
+    k->has_parent = has_parent;
+    k->req = r;
+    if (ts_ok) {
+        k->ts_off = text_add(k, ts.ptr, ts.len);
+        k->ts_len = (uint32_t)ts.len;
+        keel_req_set_local(r, "keel.tracestate",
+                           keel_arena_strndup(keel_req_arena(r), ts.ptr, ts.len));
+    }
+    keel_span_ref s = span_new(k, -1, "", 0, KEEL_SPAN_SERVER, keel_req_start_ns(r));
+    k->current = 0;
+    keel_req_set_obs(r, k);
+    ids_to_req(r, trace_id, k->spans[0].id);
+    (void)s;
+    const keel_http_request_head *h = keel_req_head(r);
+    k->method = h->method_str;
+    k->path = h->path;
+    k->route = KEEL_STR_NULL;
+    /* the peer, unless a forwarding header may name the client (then the
+     * TRUST_PROXY resolution, which costs more) */
+    int fwd = keel_req_header(r, "x-forwarded-for").ptr || keel_req_header(r, "forwarded").ptr;
+    k->client = fwd ? keel_req_client_addr(r) : keel_req_remote_addr(r);
+}
+
+/* Keeps the encoded spans of a finished trace in the worker's ring. */
+static void ring_put(tworker *tw, const ktrace *k, const char *spans, size_t len,
+                     int64_t offset)
+{
+    keel_tracer *t = tw->t;
+    if (!t->o.buffer_size)
+        return;
+    const kspan *root = &k->spans[0];
+    uv_mutex_lock(&tw->mu);
+    ring_slot *sl = &tw->ring[tw->ring_next];
+    tw->ring_next = (tw->ring_next + 1) % t->o.buffer_size;
+    hex_encode(sl->trace_id, k->ctx.trace_id, 16);
+    sl->trace_id[32] = '\0';
+    size_t nn = root->name_len < sizeof(sl->name) - 1 ? root->name_len : sizeof(sl->name) - 1;
+    memcpy(sl->name, k->text.data + root->name_off, nn);
+    sl->name[nn] = '\0';
+    sl->start_unix_ns = (uint64_t)((int64_t)root->start + offset);
+    sl->dur_ns = root->end > root->start ? root->end - root->start : 0;
+    sl->status = root->status;
+    sl->http_status = k->req ? keel_res_get_status(k->req) : 0;
+    sl->nspans = k->n;
+    sl->spans.len = 0;
+    if (sl->spans.cap > 262144)
+        keel_buf_free(&sl->spans);
+    keel_buf_append(&sl->spans, spans, len);
+    sl->used = 1;
+    uv_mutex_unlock(&tw->mu);
+}
+
+void keel_trace_request_end(keel_tracer *t, keel_req *r)
+{
+    ktrace *k = keel_req_obs(r);
+    if (!k || !k->live || k->req != r)
+        return;
+    tworker *tw = k->tw;
+    kspan *root = &k->spans[0];
+    /* the name: "GET /api/v1/users/:id", or the method alone unmatched */
+    const keel_http_request_head *h = keel_req_head(r);
+    const keel_route *rt = keel_req_route(r);
+    keel_buf *sc = &tw->scratch;
+    sc->len = 0;
+    keel_buf_append(sc, h->method_str.len ? h->method_str.ptr : "HTTP",
+                    h->method_str.len ? h->method_str.len : 4);
+    if (rt) {
+        keel_buf_append(sc, " ", 1);
+        keel_buf_append_str(sc, rt->path);
+        k->route = keel_str_c(rt->path);
+    }
+    root->name_off = text_add(k, sc->data, sc->len);
+    root->name_len = (uint32_t)sc->len;
+    int status = keel_res_get_status(r);
+    k->http_status = status;
+    if (status >= 500 && !root->status)
+        root->status = 2;
+    root->end = keel_req_start_ns(r) + keel_req_elapsed_ns(r);
+    uint64_t now = root->end; /* spans still open end with the request */
+    if (k->dropped)
+        count(t->m_dropped, tw->id, "span_limit", k->dropped);
+
+    /* encode once: into the scratch, then the ring and the queue */
+    /* the wall clock's offset, read again once a second (loop time) */
+    uint64_t lnow = tw->w ? uv_now(keel_worker_loop(tw->w)) : 0;
+    if (!tw->offset_at || lnow - tw->offset_at >= 1000 || !tw->w) {
+        tw->offset = clock_offset();
+        tw->offset_at = lnow ? lnow : 1;
+    }
+    int64_t offset = tw->offset;
+    sc->len = 0;
+    uint32_t *ends = tw->span_ends;
+    for (unsigned i = 0; i < k->n; i++) {
+        if (i)
+            keel_buf_append(sc, ",", 1);
+        encode_span(sc, k, i, offset, now);
+        ends[i] = (uint32_t)sc->len;
+    }
+    ring_put(tw, k, sc->data, sc->len, offset);
+    if (t->has_exp) {
+        unsigned room = t->o.max_queue - tw->nq;
+        unsigned take = k->n < room ? k->n : room;
+        uint32_t start = 0;
+        for (unsigned i = 0; i < take; i++) {
+            uint32_t b = i ? start + 1 : 0; /* skip the comma */
+            keel_buf_append(&tw->q, sc->data + b, ends[i] - b);
+            tw->ends[tw->nq++] = (uint32_t)tw->q.len;
+            start = ends[i];
+        }
+        if (take < k->n)
+            count(t->m_dropped, tw->id, "queue_full", k->n - take);
+        export_maybe(tw, 0);
+    }
+    keel_req_set_obs(r, NULL);
+    trace_put(k);
+}
+
+/* ---------------------------------------------------------------- life cycle */
+
+static void on_worker_start(keel_worker *w, void *arg)
+{
+    keel_tracer *t = arg;
+    tworker *tw = &t->workers[keel_worker_id(w)];
+    tw->w = w;
+    if (t->has_exp) {
+        uv_timer_init(keel_worker_loop(w), &tw->tick);
+        uv_timer_init(keel_worker_loop(w), &tw->retry);
+        tw->tick.data = tw->retry.data = tw;
+        uv_timer_start(&tw->tick, on_tick, t->o.schedule_delay_ms, t->o.schedule_delay_ms);
+        tw->timers = 1;
+    }
+}
+
+static void on_worker_stop(keel_worker *w, void *arg)
+{
+    keel_tracer *t = arg;
+    tworker *tw = &t->workers[keel_worker_id(w)];
+    tw->stopping = 1;
+    if (!tw->timers)
+        return;
+    /* a batch waiting for its retry, and the queue, are left for
+     * keel_tracer_shutdown; a batch on the wire ends when the client
+     * stops next (KEEL_ECANCELED: on_sent leaves it too) */
+    if (uv_is_active((uv_handle_t *)&tw->retry))
+        batch_leave(tw);
+    uv_mutex_lock(&t->left_mu);
+    uint32_t start = 0;
+    for (unsigned i = 0; i < tw->nq; i++) {
+        if (t->left.len)
+            keel_buf_append(&t->left, ",", 1);
+        keel_buf_append(&t->left, tw->q.data + start, tw->ends[i] - start);
+        start = tw->ends[i];
+    }
+    t->nleft += tw->nq;
+    uv_mutex_unlock(&t->left_mu);
+    tw->nq = 0;
+    tw->q.len = 0;
+    uv_close((uv_handle_t *)&tw->tick, NULL);
+    uv_close((uv_handle_t *)&tw->retry, NULL);
+    tw->timers = 0;
+}
+
+keel_tracer *keel_tracer_new(keel_server *s, const keel_config *cfg, keel_metrics *m)
+{
+    const keel_trace_options *o = keel_config_get(cfg, &keel_trace_config);
+    if (o->disabled)
+        return NULL;
+    keel_tracer *t = keel_calloc(1, sizeof(*t));
+    t->o = *o;
+    t->o.sampler_arg = t->o.endpoint = t->o.traces_endpoint = t->o.headers = NULL;
+    t->o.service_name = t->o.resource_attributes = NULL;
+    t->srv = s;
+    /* the strings are the config's: keep copies */
+    t->o.endpoint = keel_strdup(o->endpoint ? o->endpoint : "");
+    t->o.traces_endpoint = keel_strdup(o->traces_endpoint ? o->traces_endpoint : "");
+    t->o.headers = keel_strdup(o->headers ? o->headers : "");
+    t->o.service_name = keel_strdup(o->service_name ? o->service_name : "");
+    t->o.resource_attributes = keel_strdup(o->resource_attributes ? o->resource_attributes : "");
+    t->o.sampler_arg = keel_strdup(o->sampler_arg ? o->sampler_arg : "1.0");
+    if (!t->o.ratio && o->sampler_arg && !o->ratio)
+        t->o.ratio = strtod(o->sampler_arg, NULL);
+    uv_mutex_init(&t->left_mu);
+    build_envelope(t, cfg);
+    t->nworkers = s ? keel_server_workers(s) : 1;
+    t->workers = keel_calloc(t->nworkers, sizeof(tworker));
+    for (unsigned i = 0; i < t->nworkers; i++) {
+        tworker *tw = &t->workers[i];
+        tw->t = t;
+        tw->id = i;
+        tw->ends = keel_calloc(t->o.max_queue, sizeof(uint32_t));
+        tw->span_ends = keel_calloc(t->o.max_spans, sizeof(uint32_t));
+        uv_mutex_init(&tw->mu);
+        if (t->o.buffer_size)
+            tw->ring = keel_calloc(t->o.buffer_size, sizeof(ring_slot));
+    }
+    if (m) {
+        static const char *const reason[] = {"reason", NULL};
+        t->m_exported = keel_metrics_counter(m, "otel_spans_exported_total",
+                                             "Spans the collector accepted", NULL);
+        t->m_dropped = keel_metrics_counter(
+            m, "otel_spans_dropped_total",
+            "Spans not exported: queue_full, export_failed (after retries), span_limit "
+            "(TRACE_MAX_SPANS)",
+            reason);
+        t->m_failures = keel_metrics_counter(m, "otel_export_failures_total",
+                                             "Export requests that failed (each attempt)", NULL);
+        t->m_rejected = keel_metrics_counter(
+            m, "otel_spans_rejected_total",
+            "Spans the collector refused (partialSuccess.rejectedSpans)", NULL);
+        keel_metric_add(t->m_exported, 0, NULL, 0);
+        keel_metric_add(t->m_failures, 0, NULL, 0);
+        keel_metric_add(t->m_rejected, 0, NULL, 0);
+        count(t->m_dropped, 0, "queue_full", 0);
+        count(t->m_dropped, 0, "export_failed", 0);
+        count(t->m_dropped, 0, "span_limit", 0);
+    }
+    if (s) {
+        keel_worker_hooks hooks = {.on_start = on_worker_start, .on_stop = on_worker_stop,
+                                   .arg = t};
+        keel_server_add_worker_hooks(s, &hooks);
+    }
+    return t;
+}
+
+void keel_tracer_set_exporter(keel_tracer *t, const keel_trace_exporter *exp)
+{
+    if (!t || !exp)
+        return;
+    t->exp = *exp;
+    t->has_exp = 1;
+}
+
+size_t keel_tracer_shutdown(keel_tracer *t)
+{
+    if (!t || !t->has_exp || !t->exp.send_sync)
+        return 0;
+    uv_mutex_lock(&t->left_mu);
+    unsigned n = t->nleft;
+    keel_buf body = {0};
+    if (n) {
+        keel_buf_append(&body, t->prefix, t->prefix_len);
+        keel_buf_append(&body, t->left.data, t->left.len);
+        keel_buf_append(&body, t->suffix, t->suffix_len);
+    }
+    t->nleft = 0;
+    t->left.len = 0;
+    uv_mutex_unlock(&t->left_mu);
+    if (!n)
+        return 0;
+    uint64_t rejected = 0;
+    unsigned shard = t->nworkers;
+    int st = t->exp.send_sync(t->exp.ctx, body.data, body.len, t->o.shutdown_timeout_ms,
+                              &rejected);
+    keel_buf_free(&body);
+    if (st >= 200 && st < 300) {
+        count(t->m_exported, shard, NULL, (double)(n > rejected ? n - rejected : 0));
+        keel_log(KEEL_LOG_INFO, "trace export: last spans sent", "{s:i}", "spans", (int)n);
+        return n;
+    }
+    count(t->m_failures, shard, NULL, 1);
+    count(t->m_dropped, shard, "export_failed", n);
+    keel_log(KEEL_LOG_WARN, "trace export: last spans lost", "{s:i,s:i}", "spans", (int)n,
+             "status", st);
+    return 0;
+}
+
+void keel_tracer_free(keel_tracer *t)
+{
+    if (!t)
+        return;
+    for (unsigned i = 0; i < t->nworkers; i++) {
+        tworker *tw = &t->workers[i];
+        ktrace *k = tw->all, *next;
+        for (; k; k = next) {
+            next = k->next_all;
+            keel_free(k->spans);
+            keel_free(k->attrs);
+            keel_buf_free(&k->text);
+            keel_free(k);
+        }
+        for (unsigned j = 0; tw->ring && j < t->o.buffer_size; j++)
+            keel_buf_free(&tw->ring[j].spans);
+        keel_free(tw->ring);
+        keel_free(tw->ends);
+        keel_free(tw->span_ends);
+        keel_buf_free(&tw->q);
+        keel_buf_free(&tw->payload);
+        keel_buf_free(&tw->scratch);
+        uv_mutex_destroy(&tw->mu);
+    }
+    if (t->has_exp && t->exp.free)
+        t->exp.free(t->exp.ctx);
+    keel_free(t->workers);
+    keel_buf_free(&t->left);
+    uv_mutex_destroy(&t->left_mu);
+    keel_free(t->prefix);
+    keel_free(t->suffix);
+    keel_free(t->o.endpoint);
+    keel_free(t->o.traces_endpoint);
+    keel_free(t->o.headers);
+    keel_free(t->o.service_name);
+    keel_free(t->o.resource_attributes);
+    keel_free(t->o.sampler_arg);
+    keel_free(t);
+}
+
+/* ---------------------------------------------------------------- in memory */
+
+static int by_start_desc(const void *a, const void *b)
+{
+    uint64_t x = json_integer_value(json_object_get(*(json_t *const *)a, "start_unix_nano"));
+    uint64_t y = json_integer_value(json_object_get(*(json_t *const *)b, "start_unix_nano"));
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static const char *status_name(int s)
+{
+    return s == 2 ? "error" : s == 1 ? "ok" : "unset";
+}
+
+json_t *keel_tracer_recent(keel_tracer *t, size_t limit)
+{
+    json_t *all = json_array();
+    for (unsigned i = 0; t && i < t->nworkers; i++) {
+        tworker *tw = &t->workers[i];
+        uv_mutex_lock(&tw->mu);
+        for (unsigned j = 0; j < t->o.buffer_size; j++) {
+            ring_slot *sl = &tw->ring[j];
+            if (!sl->used)
+                continue;
+            time_t sec = (time_t)(sl->start_unix_ns / 1000000000u);
+            struct tm tm;
+            gmtime_r(&sec, &tm);
+            char when[40];
+            size_t n = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+            snprintf(when + n, sizeof(when) - n, ".%03uZ",
+                     (unsigned)(sl->start_unix_ns / 1000000u % 1000u));
+            json_array_append_new(
+                all, json_pack("{s:s,s:s,s:s,s:I,s:f,s:s,s:i,s:i}", "trace_id", sl->trace_id,
+                               "name", sl->name, "start", when, "start_unix_nano",
+                               (json_int_t)sl->start_unix_ns, "duration_ms",
+                               (double)sl->dur_ns / 1e6, "status", status_name(sl->status),
+                               "http_status", sl->http_status, "span_count", (int)sl->nspans));
+        }
+        uv_mutex_unlock(&tw->mu);
+    }
+    size_t n = json_array_size(all);
+    json_t **items = keel_malloc((n ? n : 1) * sizeof(json_t *));
+    for (size_t i = 0; i < n; i++)
+        items[i] = json_incref(json_array_get(all, i));
+    qsort(items, n, sizeof(json_t *), by_start_desc);
+    json_t *out = json_array();
+    for (size_t i = 0; i < n; i++) {
+        if (i < limit)
+            json_array_append(out, items[i]);
+        json_decref(items[i]);
+    }
+    keel_free(items);
+    json_decref(all);
+    return out;
+}
+
+json_t *keel_tracer_get(keel_tracer *t, const char *trace_id)
+{
+    if (!t || !trace_id || strlen(trace_id) != 32)
+        return NULL;
+    json_t *spans = NULL;
+    keel_buf b = {0};
+    for (unsigned i = 0; i < t->nworkers; i++) {
+        tworker *tw = &t->workers[i];
+        uv_mutex_lock(&tw->mu);
+        for (unsigned j = 0; j < t->o.buffer_size; j++) {
+            ring_slot *sl = &tw->ring[j];
+            if (!sl->used || strcmp(sl->trace_id, trace_id))
+                continue;
+            keel_buf_append(&b, b.len ? "," : "[", 1);
+            keel_buf_append(&b, sl->spans.data, sl->spans.len);
+        }
+        uv_mutex_unlock(&tw->mu);
+    }
+    if (b.len) {
+        keel_buf_append(&b, "]", 1);
+        spans = json_loadb(b.data, b.len, 0, NULL);
+    }
+    keel_buf_free(&b);
+    if (!spans)
+        return NULL;
+    return json_pack("{s:s,s:o}", "trace_id", trace_id, "spans", spans);
+}
