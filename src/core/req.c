@@ -51,6 +51,7 @@ keel_req *keel__req_new(keel_worker *w, keel_conn *c)
 void keel__req_release(keel_req *r)
 {
     keel_worker *w = r->w;
+    keel_buf_free(&r->cbuf);
     keel_arena_reset(&r->arena);
     keel_buf_free(&r->owned_in);
     if (r->res_headers.cap > 16384)
@@ -149,6 +150,7 @@ void keel__req_detach(keel_req *r)
     /* A stream waiting for the output to drain hears that it never will
      * (its writes now fail), so it can release what it holds. */
     r->busy++; /* r must outlive the callback */
+    keel__conn_body_end(NULL, r, KEEL_ECANCELED); /* a streamed body never ends */
     keel__req_drained(r);
     r->busy--;
     if (r->busy == 0) {
@@ -246,6 +248,18 @@ static void run_chain(keel_req *r)
         keel_respond_problem(r, 500, "handler returned without a response");
 }
 
+int keel__req_match(keel_req *r)
+{
+    if (!r->matched) {
+        r->matched = 1;
+        keel_router_match(r->w->srv->router, r->head.method, r->head.path, &r->arena,
+                          &r->match);
+        if (r->match.status == 0)
+            r->entry = r->match.data;
+    }
+    return r->entry != NULL;
+}
+
 void keel__req_dispatch(keel_req *r)
 {
     keel_server *s = r->w->srv;
@@ -253,16 +267,13 @@ void keel__req_dispatch(keel_req *r)
     r->dispatched = 1;
     r->head_only = r->head.method == KEEL_METHOD_HEAD;
     if (!r->reject_status) {
-        if (r->head.asterisk) {
+        if (r->head.asterisk)
             r->match.status = 405;
-        } else {
-            keel_router_match(s->router, r->head.method, r->head.path, &r->arena,
-                              &r->match);
-            if (r->match.status == 0)
-                r->entry = r->match.data;
-        }
+        else
+            keel__req_match(r);
     } else {
         r->match.status = 404;
+        r->entry = NULL; /* matched before the body was refused */
     }
     uint64_t tmo = r->entry ? r->entry->timeout_ms : s->cfg.handler_timeout_ms;
     r->deadline = uv_now(&r->w->loop) + tmo;
@@ -792,7 +803,9 @@ static void write_head(keel_req *r, keel_buf *o, int status,
         memcpy(p + 16 + dl, "\r\n", 2);
         p += 18 + dl;
     }
-    int keep = r->keep_alive && c && !c->close_after_write && !w->draining;
+    /* a response before a streamed body was all read: the rest is not
+     * read, so the connection cannot carry another request */
+    int keep = r->keep_alive && c && !c->close_after_write && !w->draining && !r->body_pending;
     r->keep_alive = keep;
     if (!keep) {
         memcpy(p, "Connection: close\r\n\r\n", 21);

@@ -115,6 +115,8 @@ enum conn_state {
     CONN_HEAD = 0, /* waiting for / reading a request head */
     CONN_BODY,     /* reading a body */
     CONN_HANDLING, /* a request is with the middleware / handler */
+    CONN_STREAM,   /* a request is with its handler, its body streamed to it
+                    * (KEEL_ROUTE_STREAM_BODY) as it arrives */
     CONN_CLOSING
 };
 
@@ -147,6 +149,7 @@ struct keel_conn {
     int peer_trusted;    /* the peer is a TRUST_PROXY proxy */
     int ip_counted;      /* holds a slot in srv->ipcap */
     char remote[48];
+    char *sbuf;          /* reads of a streamed body (CONN_STREAM) */
 };
 
 typedef struct req_local {
@@ -176,6 +179,7 @@ struct keel_req {
     int holds;           /* keel_req_hold + pending work */
     int suspended;
     int dispatched;      /* the chain ran (or runs) for it */
+    int matched;         /* keel__req_match ran */
     int finished;        /* the response has been produced */
     int completed;       /* on_complete hooks ran */
     int canceled;        /* atomic: client gone or deadline passed */
@@ -203,6 +207,14 @@ struct keel_req {
     char *client_text;   /* in the arena */
     void (*drain_cb)(keel_req *r, void *arg);
     void *drain_arg;
+    /* a streamed body (KEEL_ROUTE_STREAM_BODY, keel_req_body_stream) */
+    int body_pending;    /* body bytes remain to be read */
+    int body_paused;     /* keel_req_body_pause: the socket is not read */
+    keel_body_data_cb on_body;
+    keel_body_end_cb on_body_end;
+    void *body_arg;
+    uint64_t body_max, body_seen;
+    keel_buf cbuf;       /* chunked: raw bytes not yet decoded */
     char inline_mem[3072];
 };
 
@@ -217,6 +229,10 @@ void keel__conn_flush(keel_conn *c);
 /* A stream registered a drain callback: run it from the loop soon if no
  * write is in flight (else the write's completion runs it). */
 void keel__conn_want_drain(keel_conn *c);
+/* The streamed body of r ends: status 0 (complete) or KEEL_ECANCELED
+ * (the client went away; c NULL), KEEL_ETIMEDOUT, KEEL_ETOOBIG,
+ * KEEL_EPROTO. Calls the handler's on_end once. */
+void keel__conn_body_end(keel_conn *c, keel_req *r, int status);
 /* The request on c finished (response produced): continue with the next. */
 void keel__conn_request_done(keel_conn *c, keel_req *r);
 
@@ -230,6 +246,8 @@ void keel__ipcap_release(keel_ipcap *t, const keel_addr *a);
 /* req.c */
 keel_req *keel__req_new(keel_worker *w, keel_conn *c);
 void keel__req_dispatch(keel_req *r);
+/* Matches r's route once (r->entry); 1 when a route matched. */
+int keel__req_match(keel_req *r);
 void keel__req_enter(keel_req *r);
 void keel__req_leave(keel_req *r);
 void keel__req_detach(keel_req *r);
