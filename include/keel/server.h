@@ -340,6 +340,24 @@ int keel_res_stream_end(keel_req *r);
  * has been handed to the kernel. One callback at a time. */
 int keel_res_on_drain(keel_req *r, void (*cb)(keel_req *r, void *arg), void *arg);
 
+/* Sending a file without copying it through user space (sendfile(2) on
+ * the connection's socket, from the loop; a socket that is full waits for
+ * writability). The body is a list of segments: bytes of keel's own (copied
+ * at the call: e.g. the part headers of a multipart/byteranges body) and
+ * ranges of `fd`. Content-Length is the sum of the segments' lengths; the
+ * response hooks see a stream (headers only). fd is keel's from the call
+ * on, on every path: closed when the response ends or the client goes
+ * away. A file that turns out shorter than promised closes the connection
+ * (the framing cannot be kept). Returns 0, or KEEL_EALREADY (fd closed)
+ * when the request already has its response. */
+typedef struct keel_sendfile_seg {
+    const void *data; /* non-NULL: these bytes */
+    uint64_t offset;  /* else: this range of fd */
+    uint64_t len;
+} keel_sendfile_seg;
+int keel_res_sendfile(keel_req *r, int status, const char *content_type, int fd,
+                      const keel_sendfile_seg *segs, size_t nsegs);
+
 int keel_res_get_status(const keel_req *r);
 uint64_t keel_res_bytes(const keel_req *r);
 int keel_req_is_finished(const keel_req *r);

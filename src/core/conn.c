@@ -20,7 +20,10 @@
  * not lost to a reset.
  */
 #include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
 
 #include "core/server_internal.h"
 #include "keel/log.h"
@@ -884,4 +887,89 @@ void keel__conn_drain_idle(keel_worker *w)
         else
             c->close_after_write = 1;
     }
+}
+
+/* ---------------------------------------------------------------- sendfile */
+
+#define SENDFILE_SLICE (4u << 20) /* per loop iteration, so others get a turn */
+
+/* Drives keel_res_sendfile: runs when the connection's output is empty
+ * (a drain callback). Our own bytes go through the output buffer; file
+ * ranges go by sendfile(2) straight from the page cache to the socket.
+ * When the socket is full, the next single byte of the file is written
+ * through the output buffer instead: libuv then waits for writability and
+ * the write's completion brings us back here. */
+void keel__conn_sendfile_pump(keel_req *r, void *arg)
+{
+    (void)arg;
+    keel_conn *c = r->c;
+    if (!c || c->closed || r->finished) {
+        if (r->sf_open) {
+            close(r->sf_fd);
+            r->sf_open = 0;
+        }
+        return; /* the client went away */
+    }
+    if (c->out.len || c->writing) {
+        r->drain_cb = keel__conn_sendfile_pump;
+        keel__conn_flush(c);
+        return;
+    }
+    int sock;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &sock) < 0) {
+        keel__conn_close(c);
+        return;
+    }
+    uint64_t budget = SENDFILE_SLICE;
+    while (r->sf_i < r->sf_nsegs) {
+        keel_sendfile_seg *sg = &r->sf_segs[r->sf_i];
+        if (sg->data) {
+            keel_buf_append(&c->out, sg->data, sg->len);
+            r->bytes_out += sg->len;
+            r->sf_i++;
+            r->drain_cb = keel__conn_sendfile_pump;
+            keel__conn_flush(c);
+            return;
+        }
+        if (sg->len == 0) {
+            r->sf_i++;
+            continue;
+        }
+        if (budget == 0) {
+            r->drain_cb = keel__conn_sendfile_pump;
+            keel__conn_want_drain(c);
+            return;
+        }
+        off_t off = (off_t)sg->offset;
+        size_t want = sg->len < budget ? (size_t)sg->len : (size_t)budget;
+        ssize_t n = sendfile(sock, r->sf_fd, &off, want);
+        if (n > 0) {
+            sg->offset += (uint64_t)n;
+            sg->len -= (uint64_t)n;
+            budget -= (uint64_t)n;
+            r->bytes_out += (uint64_t)n;
+            STAT_ADD(c->w, bytes_out, (uint64_t)n);
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            char b;
+            if (pread(r->sf_fd, &b, 1, (off_t)sg->offset) != 1) {
+                keel__conn_close(c);
+                return;
+            }
+            sg->offset++;
+            sg->len--;
+            r->bytes_out++;
+            keel_buf_append(&c->out, &b, 1);
+            r->drain_cb = keel__conn_sendfile_pump;
+            keel__conn_flush(c);
+            return;
+        }
+        /* the file is shorter than promised, or the socket failed */
+        keel_log(KEEL_LOG_WARN, "sendfile failed", "{s:s}", "error",
+                 n == 0 ? "file shorter than its length" : strerror(errno));
+        keel__conn_close(c);
+        return;
+    }
+    keel__req_sendfile_done(r);
 }

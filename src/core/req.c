@@ -16,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/server_internal.h"
 #include "keel/log.h"
@@ -52,6 +53,10 @@ void keel__req_release(keel_req *r)
 {
     keel_worker *w = r->w;
     keel_buf_free(&r->cbuf);
+    if (r->sf_open) {
+        close(r->sf_fd);
+        r->sf_open = 0;
+    }
     keel_arena_reset(&r->arena);
     keel_buf_free(&r->owned_in);
     if (r->res_headers.cap > 16384)
@@ -1032,4 +1037,69 @@ int keel_res_stream_end(keel_req *r)
     r->finished = 1;
     finish_now(r, c);
     return 0;
+}
+
+/* ---------------------------------------------------------------- sendfile */
+
+int keel_res_sendfile(keel_req *r, int status, const char *content_type, int fd,
+                      const keel_sendfile_seg *segs, size_t nsegs)
+{
+    keel_conn *c = r->c;
+    if (r->finished || r->streaming || r->responding || r->refusing || !c) {
+        close(fd);
+        return r->finished || r->streaming ? KEEL_EALREADY : KEEL_ECLOSED;
+    }
+    uint64_t total = 0;
+    r->sf_segs = keel_arena_alloc(&r->arena, (nsegs ? nsegs : 1) * sizeof(*segs));
+    for (size_t i = 0; i < nsegs; i++) {
+        r->sf_segs[i] = segs[i];
+        if (segs[i].data) {
+            void *copy = keel_arena_alloc(&r->arena, segs[i].len ? segs[i].len : 1);
+            memcpy(copy, segs[i].data, segs[i].len);
+            r->sf_segs[i].data = copy;
+        }
+        total += segs[i].len;
+    }
+    r->sf_nsegs = nsegs;
+    r->sf_i = 0;
+    r->sf_fd = fd;
+    r->sf_open = 1;
+    if (r->w->srv->nresponse_hooks) {
+        keel_response res = {status, content_type, NULL, 0, 1};
+        run_response_hooks(r, &res);
+        content_type = res.content_type;
+    }
+    r->status = status;
+    r->streaming = 1;
+    keel_buf *o = &c->out;
+    size_t before = o->len;
+    write_head(r, o, status, content_type, total, 0);
+    if (!r->keep_alive)
+        c->close_after_write = 1;
+    r->bytes_out += o->len - before;
+    if (r->head_only || total == 0 || !body_allowed(status)) {
+        close(fd);
+        r->sf_open = 0;
+        r->finished = 1;
+        finish_now(r, c);
+        return 0;
+    }
+    r->drain_cb = keel__conn_sendfile_pump;
+    r->drain_arg = NULL;
+    if (!c->processing)
+        keel__conn_flush(c);
+    else
+        keel__conn_want_drain(c);
+    return 0;
+}
+
+/* The last segment went out: the response is complete. */
+void keel__req_sendfile_done(keel_req *r)
+{
+    if (r->sf_open) {
+        close(r->sf_fd);
+        r->sf_open = 0;
+    }
+    r->finished = 1;
+    finish_now(r, r->c);
 }

@@ -215,10 +215,17 @@ struct keel_req {
     void *body_arg;
     uint64_t body_max, body_seen;
     keel_buf cbuf;       /* chunked: raw bytes not yet decoded */
+    /* keel_res_sendfile */
+    int sf_open;         /* sf_fd is open and ours */
+    int sf_fd;
+    keel_sendfile_seg *sf_segs; /* in the arena */
+    size_t sf_nsegs, sf_i;
     char inline_mem[3072];
 };
 
 /* conn.c */
+/* Sends what is left of r's keel_res_sendfile body (a drain callback). */
+void keel__conn_sendfile_pump(keel_req *r, void *arg);
 void keel__conn_accept(keel_worker *w);
 void keel__conn_sweep(keel_worker *w, uint64_t now);
 void keel__conn_drain_idle(keel_worker *w);
@@ -260,6 +267,8 @@ void keel__req_release(keel_req *r);
 void keel__req_pool_trim(keel_worker *w);
 /* The connection's output fell below half the cap: run the drain callback. */
 void keel__req_drained(keel_req *r);
+/* keel_res_sendfile finished sending: closes the file, completes r. */
+void keel__req_sendfile_done(keel_req *r);
 int keel__respond_problem_raw(keel_conn *c, int status, const char *detail);
 void keel__worker_update_date(keel_worker *w);
 
