@@ -1,5 +1,6 @@
 /* main.c — the keel CLI and reference service. */
 #include "app/app.h"
+#include "app/files.h"
 
 static int setup(keel_service *svc, void *arg)
 {
@@ -7,6 +8,8 @@ static int setup(keel_service *svc, void *arg)
     if (app_options_of(svc)->demo_routes && app_demo_setup(svc) < 0)
         return -1;
     if (app_auth_setup(svc) < 0)
+        return -1;
+    if (app_files_setup(svc) < 0)
         return -1;
     return app_distributed_setup(svc);
 }
@@ -17,7 +20,7 @@ static int command(keel_service *svc, const char *cmd, int argc, char **argv, vo
     return app_auth_command(svc, cmd, argc - 2, argv + 2);
 }
 
-static const keel_config_module *const config_modules[] = {&app_config};
+static const keel_config_module *const config_modules[] = {&app_config, &app_uploads_config};
 
 int main(int argc, char **argv)
 {
@@ -30,6 +33,6 @@ int main(int argc, char **argv)
                              "                     service-to-service API keys\n",
                     .use_database = 1, .migrations = app_migrations,
                     .nmigrations = app_migrations_count,
-                    .config_modules = config_modules, .nconfig_modules = 1};
+                    .config_modules = config_modules, .nconfig_modules = 2};
     return keel_main(argc, argv, &app);
 }
