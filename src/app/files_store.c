@@ -118,7 +118,7 @@ static int local_tmp_open(void *self, char *path, size_t cap)
     char id[37];
     app_uuid(id);
     snprintf(path, cap, "%s/tmp/%s.part", ls->dir, id);
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
     return fd < 0 ? -errno : fd;
 }
 
@@ -409,6 +409,19 @@ void app_safe_filename(const char *in, size_t n, char *out, size_t cap)
         unsigned char c = p[i];
         if (c < 0x20 || c == 0x7f) {
             i++; /* CR, LF, NUL and every other control byte: dropped */
+            continue;
+        }
+        /* browsers send '"', CR and LF of a name as %22, %0D, %0A */
+        if (c == '%' && i + 2 < len + 0 && p[i + 1] == '0' &&
+            (p[i + 2] == 'D' || p[i + 2] == 'd' || p[i + 2] == 'A' || p[i + 2] == 'a')) {
+            i += 3;
+            continue;
+        }
+        if (c == '%' && i + 2 < len + 0 && p[i + 1] == '2' && p[i + 2] == '2') {
+            if (k + 2 > cap)
+                break;
+            out[k++] = '"';
+            i += 3;
             continue;
         }
         if (k == 0 && (c == '.' || c == ' ')) {

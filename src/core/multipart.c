@@ -189,23 +189,21 @@ static int too_large(keel_multipart *m, keel_multipart_limit l, const char *why)
 
 /* ---------------------------------------------------------------- headers */
 
-/* A parameter value at p[*i..end): token or quoted-string, unescaped in
- * place. 0 with *out, or -1. */
+/* A parameter value at p[*i..end): token or quoted-string. A backslash
+ * in a quoted value is kept as it is, not taken as an escape: browsers
+ * (the HTML form-submission algorithm) never escape with it — they
+ * percent-encode '"', CR and LF — and old ones send Windows paths
+ * ("C:\\dir\\a.txt") raw. 0 with *out, or -1. */
 static int param_value(char *p, size_t *i, size_t end, keel_str *out)
 {
     size_t k = *i;
     if (k < end && p[k] == '"') {
-        size_t w = ++k, start = k;
-        while (k < end && p[k] != '"') {
-            if (p[k] == '\\') {
-                if (++k == end)
-                    return -1;
-            }
-            p[w++] = p[k++];
-        }
+        size_t start = ++k;
+        while (k < end && p[k] != '"')
+            k++;
         if (k == end)
             return -1;
-        *out = (keel_str){p + start, w - start};
+        *out = (keel_str){p + start, k - start};
         *i = k + 1;
         return 0;
     }

@@ -179,6 +179,8 @@ MALFORMED = [
     ("no disposition", None, b"--" + B.encode() + b"\r\nContent-Type: text/plain\r\n\r\nv"
      b"\r\n--" + B.encode() + b"--", 400),
     ("no file part", None, body(part("k", b"v")), 400),
+    ("raw CR LF in a file name", None, body(part("f", b"v", filename=b"a\r\nX-Injected: 1")), 400),
+    ("NUL in a file name", None, body(part("f", b"v", filename=b"nul\x00byte.txt")), 400),
     ("empty body", None, b"", 400),
 ]
 
@@ -207,8 +209,8 @@ def test_unauthenticated_upload_is_refused_before_the_body(srv):
 @pytest.mark.parametrize("raw,want", [
     (b"../../etc/passwd", "passwd"),
     (b"..\\..\\windows\\win.ini", "win.ini"),
-    (b"evil\r\nX-Injected: 1.txt", "evilX-Injected: 1.txt"),
-    (b"nul\x00byte.txt", "nulbyte.txt"),
+    (b"evil%0D%0AX-Injected: 1.txt", "evilX-Injected: 1.txt"),
+    (b"say %22hi%22\t.txt", 'say "hi".txt'),
     (b"...", "file"),
 ])
 def test_file_names_are_sanitised(srv, c, raw, want):
