@@ -183,13 +183,14 @@ def test_up_status_down_with_the_embedded_set(db, tmp_path):
 
     p = migrate(["up"], db.url, cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert applied_versions(p) == [1, 2]
+    assert applied_versions(p) == [1, 2, 5]
     applied = [e for e in log_lines(p.stdout) if e.get("msg") == "migration applied"]
     assert applied[0]["file"].endswith("0001_demo_items.sql (embedded)"), applied
     assert applied[1]["file"].endswith("0002_users_auth.sql (embedded)"), applied
     assert db.scalar("SELECT count(*) FROM items") == 10000
-    assert db.scalar("SELECT count(*) FROM schema_migrations") == 2
-    assert db.has_table("users") and db.has_table("api_keys")
+    assert applied[2]["file"].endswith("0005_files.sql (embedded)"), applied
+    assert db.scalar("SELECT count(*) FROM schema_migrations") == 3
+    assert db.has_table("users") and db.has_table("api_keys") and db.has_table("files")
 
     p = migrate(["status"], db.url, cwd=tmp_path)
     name, status, at = status_rows(p.stdout)[1]
@@ -201,10 +202,10 @@ def test_up_status_down_with_the_embedded_set(db, tmp_path):
     assert p.returncode == 0 and applied_versions(p) == []
     assert any(e.get("msg") == "migrations up to date" for e in log_lines(p.stdout)), p.stdout
 
-    p = migrate(["down", "2"], db.url, cwd=tmp_path)
+    p = migrate(["down", "3"], db.url, cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     assert [e.get("version") for e in log_lines(p.stdout)
-            if e.get("msg") == "migration rolled back"] == [2, 1]
+            if e.get("msg") == "migration rolled back"] == [5, 2, 1]
     assert not db.has_table("items") and not db.has_table("users")
     assert db.scalar("SELECT count(*) FROM schema_migrations") == 0
     assert status_rows(migrate(["status"], db.url, cwd=tmp_path).stdout)[1][1] == "pending"
