@@ -335,8 +335,19 @@ static int db_commit(keel_db_conn *c, void *arg)
     int64_t now = app_now();
     char *fields = json_dumps(j->fields, JSON_COMPACT);
     json_t *list = json_array();
+    char old[65] = "";
     if (j->avatar) {
+        /* the previous avatar goes (its bytes too, below, if nothing else uses them) */
         keel_db_param p[] = {KEEL_DB_P_TEXT(j->user)};
+        if ((rc = keel_db_query(c, "SELECT sha256 FROM files WHERE owner_id = $1 AND "
+                                   "kind = 'avatar'",
+                                p, 1, &rows)) < 0)
+            goto done;
+        if (keel_db_rows_next(rows) == 1) {
+            keel_str h = keel_db_get_text(rows, 0);
+            snprintf(old, sizeof(old), "%.*s", (int)h.len, h.ptr ? h.ptr : "");
+        }
+        keel_db_rows_free(rows);
         if ((rc = keel_db_exec(c, "DELETE FROM files WHERE owner_id = $1 AND kind = 'avatar'",
                                p, 1, NULL)) < 0)
             goto done;
@@ -382,6 +393,16 @@ static int db_commit(keel_db_conn *c, void *arg)
                                "WHERE id = $3",
                                p, 3, NULL)) < 0)
             goto done;
+        if (*old) {
+            keel_db_param h[] = {KEEL_DB_P_TEXT(old)};
+            if ((rc = keel_db_query(c, "SELECT COUNT(*) FROM files WHERE sha256 = $1", h, 1,
+                                    &rows)) < 0)
+                goto done;
+            int64_t refs = keel_db_rows_next(rows) == 1 ? keel_db_get_int(rows, 0) : 1;
+            keel_db_rows_free(rows);
+            if (refs == 0)
+                ST->remove(ST->self, old);
+        }
         char url[120];
         snprintf(url, sizeof(url), "/api/v1/users/%s/avatar", j->user);
         j->out = json_pack("{s:s,s:o}", "avatar_url", url, "file",

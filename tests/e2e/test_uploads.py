@@ -491,3 +491,47 @@ def test_large_file_streams_in_constant_memory(big):
     for chunk in r.iter_content(1 << 20):
         g.update(chunk)
     assert g.hexdigest() == h.hexdigest()
+
+
+# ------------------------------------------------------------ PostgreSQL
+
+@pytest.fixture(scope="module")
+def pg_cluster():
+    from test_migrate import PgCluster
+    c = PgCluster()
+    yield c
+    c.destroy()
+
+
+@pytest.fixture
+def pg_db(pg_cluster):
+    from test_migrate import Pg
+    db = Pg(pg_cluster)
+    yield db
+    db.drop()
+
+
+def test_round_trip_on_postgresql(pg_db, keel):
+    """The same SQL on PostgreSQL: fields, deduplicated content, list,
+    Range, quota, avatar, delete."""
+    srv = keel(**dict(LIMITS, DATABASE_URL=pg_db.url))
+    c = Client(srv)
+    r = c.upload(body(part("note", b"n"), part("f", b"abcdef", filename="a.txt"),
+                      part("f", b"abcdef", filename="same.txt")))
+    assert r.status_code == 201, r.text
+    a, b = r.json()["data"]
+    assert a["sha256"] == b["sha256"] and r.json()["fields"] == {"note": "n"}
+    assert c.req("GET", "/files").json()["total"] == 2
+    r = c.req("GET", "/files/%s/content" % a["id"], headers={"Range": "bytes=1-2"})
+    assert r.status_code == 206 and r.content == b"bc"
+    c.one(os.urandom(1000))
+    c.one(os.urandom(1000))
+    assert c.upload(body(part("f", b"x" * 990, filename="q"))).status_code == 507
+    r = c.upload(body(part("avatar", png(4, 4), filename="me.png")), path="/auth/me/avatar",
+                 method="PUT")
+    assert r.status_code == 200, r.text
+    assert c.req("GET", "/auth/me").json()["avatar_url"]
+    assert c.req("DELETE", "/files/%s" % a["id"]).status_code == 204
+    assert c.req("GET", "/files/%s/content" % b["id"]).content == b"abcdef"
+    assert pg_db.scalar("SELECT count(*) FROM files") == 4
+    no_leftovers(srv)
