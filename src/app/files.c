@@ -493,8 +493,15 @@ static int body_data(keel_req *r, const char *d, size_t n, void *arg)
 static void body_end(keel_req *r, int status, void *arg)
 {
     up_job *j = arg;
+    if (status == KEEL_ETOOBIG) { /* a chunked body past the maximum */
+        const char *var = j->avatar ? "AVATAR_MAX_BYTES" : "UPLOAD_MAX_BODY";
+        char d[160];
+        snprintf(d, sizeof(d), "the body is larger than allowed (%s)", var);
+        keel_respond_problem_ex(r, 413, NULL, d, json_pack("{s:s}", "limit", var));
+        return;
+    }
     if (status < 0)
-        return; /* keel answers (408/413/400) or the client is gone */
+        return; /* keel answers (408/400) or the client is gone */
     j->body_done = 1;
     if (!j->inflight)
         submit_feed(r, j);

@@ -155,6 +155,32 @@ def test_many_small_files_and_fields(srv, c):
     assert lst["total"] == 5 and lst["pages"] == 3 and len(lst["data"]) == 2
 
 
+def test_chunked_upload(srv, c):
+    """Transfer-Encoding: chunked, cut at awkward places: de-chunked as it streams."""
+    data = body(part("t", b"v"), part("f", b"chunked \r\n--body", filename="c.txt"))
+
+    def gen():
+        for i in range(0, len(data), 7):
+            yield data[i:i + 7]
+
+    r = c.req("POST", "/files", headers={"Content-Type": "multipart/form-data; boundary=" + B},
+              data=gen())
+    assert r.status_code == 201, r.text
+    f = r.json()["data"][0]
+    assert c.req("GET", "/files/%s/content" % f["id"]).content == b"chunked \r\n--body"
+    big = body(part("f", b"x" * 900, filename="a")) + b"\r\n" * 9000  # over UPLOAD_MAX_BODY
+
+    def gen2():
+        for i in range(0, len(big), 1000):
+            yield big[i:i + 1000]
+
+    r = c.req("POST", "/files", headers={"Content-Type": "multipart/form-data; boundary=" + B},
+              data=gen2())
+    assert r.status_code == 413, r.text
+    assert r.json()["limit"] == "UPLOAD_MAX_BODY"
+    no_leftovers(srv)
+
+
 # ------------------------------------------------------------ malformed bodies
 
 MALFORMED = [
