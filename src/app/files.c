@@ -40,6 +40,18 @@
 static keel_db *DB;
 static app_storage *ST;
 static const app_upload_options *O;
+static keel_metric *M_UPLOADS; /* keel_uploads_total{kind,result} */
+static keel_metric *M_BYTES;   /* keel_upload_bytes_total{kind} */
+
+/* One upload's outcome: result is one of a fixed set (bounded labels). */
+static void count(keel_req *r, int avatar, const char *result, uint64_t bytes)
+{
+    const char *kind = avatar ? "avatar" : "file";
+    const char *lv[] = {kind, result};
+    keel_metric_add(M_UPLOADS, keel_req_worker_id(r), lv, 1);
+    if (bytes)
+        keel_metric_add(M_BYTES, keel_req_worker_id(r), lv, (double)bytes);
+}
 
 /* ---------------------------------------------------------------- upload job */
 
@@ -275,6 +287,14 @@ static void work_feed(void *arg)
 
 static void answer_error(keel_req *r, up_job *j)
 {
+    count(r, j->avatar,
+          j->status == 413   ? "too_large"
+          : j->status == 400 ? "malformed"
+          : j->status == 415 ? "refused_type"
+          : j->status == 422 ? "invalid_image"
+          : j->status == 507 ? "insufficient_storage"
+                             : "error",
+          0);
     json_t *extra = j->limit ? json_pack("{s:s}", "limit", j->limit) : NULL;
     keel_respond_problem_ex(r, j->status, NULL, j->detail, extra);
 }
@@ -434,6 +454,10 @@ static void committed(keel_req *r, void *arg, int status)
         app_user_invalidate(r, j->user, committed, j, 0);
         return;
     }
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < j->nfiles; i++)
+        bytes += j->files[i].size;
+    count(r, j->avatar, "stored", bytes);
     keel_res_set_header(r, "Cache-Control", "no-store");
     keel_respond_json(r, j->avatar ? 200 : 201, json_incref(j->out));
 }
@@ -498,10 +522,13 @@ static void body_end(keel_req *r, int status, void *arg)
         char d[160];
         snprintf(d, sizeof(d), "the body is larger than allowed (%s)", var);
         keel_respond_problem_ex(r, 413, NULL, d, json_pack("{s:s}", "limit", var));
+        count(r, j->avatar, "too_large", 0);
         return;
     }
-    if (status < 0)
+    if (status < 0) {
+        count(r, j->avatar, status == KEEL_ECANCELED ? "aborted" : "malformed", 0);
         return; /* keel answers (408/400) or the client is gone */
+    }
     j->body_done = 1;
     if (!j->inflight)
         submit_feed(r, j);
@@ -549,6 +576,7 @@ static keel_flow start_upload(keel_req *r, int avatar)
         char d[160];
         snprintf(d, sizeof(d), "the body is larger than allowed (%s)", var);
         keel_respond_problem_ex(r, 413, NULL, d, json_pack("{s:s}", "limit", var));
+        count(r, avatar, "too_large", 0);
         return KEEL_DONE;
     }
     if (rc < 0) {
@@ -948,5 +976,12 @@ int app_files_setup(keel_service *svc)
     ST = app_storage_local_new(O->dir);
     if (!ST)
         return -1;
+    keel_metrics *m = keel_service_metrics(svc);
+    static const char *const labels[] = {"kind", "result", NULL};
+    static const char *const blabels[] = {"kind", "result", NULL};
+    M_UPLOADS = keel_metrics_counter(m, "keel_uploads_total",
+                                     "Uploads by kind (file, avatar) and result", labels);
+    M_BYTES = keel_metrics_counter(m, "keel_upload_bytes_total",
+                                   "Bytes of files stored by uploads", blabels);
     return keel_service_add_routes(svc, file_routes, sizeof(file_routes) / sizeof(file_routes[0]));
 }

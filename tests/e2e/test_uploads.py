@@ -20,7 +20,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import SLACK, wait_for
+from conftest import SLACK, scrape_metric, wait_for
 
 LIMITS = {
     "JWT_SECRET": "e2e-secret-0123456789abcdef0123456789abcdef",
@@ -391,6 +391,11 @@ def test_quota_507(srv, c):
     assert "UPLOAD_QUOTA_BYTES" in r.json()["detail"]
     no_leftovers(srv)
     assert c.req("GET", "/files").json()["total"] == 3
+    assert scrape_metric(srv.port, "keel_uploads_total", kind="file",
+                         result="insufficient_storage") >= 1
+    assert scrape_metric(srv.port, "keel_uploads_total", kind="file", result="stored") >= 3
+    assert scrape_metric(srv.port, "keel_upload_bytes_total", kind="file",
+                         result="stored") >= 3000
 
 
 def test_delete(srv, c):
