@@ -471,7 +471,7 @@ def rss_kib(pid):
     return 0
 
 
-def test_large_file_streams_in_constant_memory(big):
+def test_large_file_streams_in_constant_memory(big, report):
     mib = int(os.environ.get("KEEL_UPLOAD_BIG_MIB", "256"))
     c = Client(big)
     block = hashlib.sha256(b"seed").digest() * 32768  # 1 MiB
@@ -513,6 +513,7 @@ def test_large_file_streams_in_constant_memory(big):
     assert resp.startswith(b"HTTP/1.1 201"), resp[:400]
     assert h.hexdigest().encode() in resp
     growth_mib = (peak[0] - base) / 1024.0
+    report("uploads: %d MiB streamed, server RSS grew by %.1f MiB" % (mib, growth_mib))
     assert growth_mib < 16, "RSS grew by %.1f MiB during a %d MiB upload" % (growth_mib, mib)
     no_leftovers(big)
     # and it comes back whole (sendfile), checked by hash without keeping it
