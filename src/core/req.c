@@ -828,7 +828,8 @@ static void write_head(keel_req *r, keel_buf *o, int status,
 int keel_respond(keel_req *r, int status, const char *content_type,
                  const void *body, size_t len)
 {
-    if (r->finished || r->responding || r->refusing)
+    /* a stream or a sendfile body under way is the response already */
+    if (r->finished || r->responding || r->refusing || r->streaming)
         return KEEL_EALREADY;
     if (status < 200 || status > 599)
         status = 500;
