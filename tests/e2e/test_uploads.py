@@ -437,6 +437,46 @@ def test_avatar(srv, c):
     no_leftovers(srv)
 
 
+def jpeg(w, h):
+    return (b"\xff\xd8" + b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+            + b"\xff\xfe\x00\x06abcd"  # a comment segment before the frame
+            + b"\xff\xc0\x00\x11\x08" + struct.pack(">HH", h, w)
+            + b"\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01" + b"\xff\xd9")
+
+
+def webp(kind, w, h):
+    if kind == "VP8X":
+        payload = b"\x10\0\0\0" + struct.pack("<I", w - 1)[:3] + struct.pack("<I", h - 1)[:3]
+    elif kind == "VP8L":
+        bits = (w - 1) | ((h - 1) << 14)
+        payload = b"\x2f" + struct.pack("<I", bits) + b"\0" * 5
+    else:
+        payload = b"\x10\x02\x00\x9d\x01\x2a" + struct.pack("<HH", w, h) + b"\0" * 4
+    chunk = kind.encode() + struct.pack("<I", len(payload)) + payload
+    return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
+
+
+@pytest.mark.parametrize("name,data,ctype,w,h", [
+    ("png", png(300, 200), "image/png", 300, 200),
+    ("gif", b"GIF87a" + struct.pack("<HH", 17, 9) + b"\0" * 8, "image/gif", 17, 9),
+    ("jpeg", jpeg(320, 240), "image/jpeg", 320, 240),
+    ("webp-vp8x", webp("VP8X", 400, 100), "image/webp", 400, 100),
+    ("webp-vp8l", webp("VP8L", 123, 45), "image/webp", 123, 45),
+    ("webp-vp8", webp("VP8 ", 64, 48), "image/webp", 64, 48),
+])
+def test_avatar_dimensions_from_headers(srv, c, name, data, ctype, w, h):
+    r = c.upload(body(part("avatar", data, filename="a")), path="/auth/me/avatar", method="PUT")
+    assert r.status_code == 200, r.text
+    f = r.json()["file"]
+    assert (f["content_type"], f["width"], f["height"]) == (ctype, w, h)
+
+
+def test_avatar_over_the_dimension_in_a_jpeg(srv, c):
+    r = c.upload(body(part("avatar", jpeg(100, 600), filename="a.jpg")), path="/auth/me/avatar",
+                 method="PUT")
+    assert r.status_code == 422 and "100x600" in r.json()["detail"]
+
+
 # ------------------------------------------------------------ streaming: abort and size
 
 @pytest.fixture(scope="module")
