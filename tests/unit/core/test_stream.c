@@ -269,6 +269,25 @@ static void test_sendfile(void **state)
     testsrv_stop(s);
 }
 
+static void test_stream_route_with_schema_refused(void **state)
+{
+    (void)state;
+    static const keel_route bad[] = {{.name = "bad", .method = "POST", .path = "/bad",
+                                      .handler = h_up, .request_schema = "{\"type\":\"object\"}",
+                                      .flags = KEEL_ROUTE_STREAM_BODY}};
+    keel_config cfg;
+    testsrv_config(&cfg);
+    keel_server *s = testsrv_new(&cfg);
+    keel_config_close(&cfg);
+    assert_int_equal(keel_server_add_routes(s, bad, 1), 0);
+    char buf[2048] = "";
+    FILE *f = fmemopen(buf, sizeof(buf) - 1, "w");
+    assert_int_equal(keel_server_check_routes(s, f), 1);
+    fclose(f);
+    assert_non_null(strstr(buf, "body is streamed"));
+    testsrv_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -276,6 +295,7 @@ int main(void)
         cmocka_unit_test(test_chunked_body),
         cmocka_unit_test(test_over_the_maximum),
         cmocka_unit_test(test_sendfile),
+        cmocka_unit_test(test_stream_route_with_schema_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
