@@ -230,6 +230,27 @@ def test_unauthenticated_upload_is_refused_before_the_body(srv):
     assert head.startswith(b"HTTP/1.1 401"), head  # no 100 Continue: the body is never asked for
 
 
+def test_expect_continue_once_authenticated(srv, c):
+    data = body(part("f", b"after continue", filename="e.txt"))
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    s.settimeout(5 * SLACK)
+    s.sendall(("POST /api/v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+               "Content-Type: multipart/form-data; boundary=%s\r\nContent-Length: %d\r\n"
+               "Expect: 100-continue\r\nConnection: close\r\n\r\n"
+               % (c.token, B, len(data))).encode())
+    first = s.recv(4096)
+    assert first == b"HTTP/1.1 100 Continue\r\n\r\n", first
+    s.sendall(data)
+    resp = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        resp += chunk
+    s.close()
+    assert resp.startswith(b"HTTP/1.1 201"), resp[:300]
+
+
 # ------------------------------------------------------------ names and types
 
 @pytest.mark.parametrize("raw,want", [
