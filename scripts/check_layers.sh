@@ -35,6 +35,7 @@ allowed() {
 public_layer() {
     case $1 in
     arena|common|config|http|json|log|net|router|server|ws) echo core ;;
+    multipart|range) echo core ;; # the multipart and Range parsers
     rl_store) echo core ;;     # the rate-limit store contract: types only
     auth)     echo auth ;;     # src/auth: jwt, passwords, roles, principal
     schema)   echo schema ;;

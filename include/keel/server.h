@@ -62,7 +62,11 @@ typedef struct keel_route {
 enum {
     KEEL_ROUTE_NO_LOG = 1u << 0,    /* no access-log line (health probes) */
     KEEL_ROUTE_INTERNAL = 1u << 1,  /* exempt from load shedding */
-    KEEL_ROUTE_SECRET = 1u << 2     /* response carries secrets */
+    KEEL_ROUTE_SECRET = 1u << 2,    /* response carries secrets */
+    /* The body is not read before the chain runs: the handler receives it
+     * in chunks as it arrives (keel_req_body_stream). BODY_LIMIT does not
+     * apply; the handler's own max does. */
+    KEEL_ROUTE_STREAM_BODY = 1u << 3
 };
 
 /* The route's `auth` when it asks for credentials; NULL for none (unset
@@ -377,6 +381,24 @@ int keel_res_stream_end(keel_req *r);
  * has been handed to the kernel. One callback at a time. */
 int keel_res_on_drain(keel_req *r, void (*cb)(keel_req *r, void *arg), void *arg);
 
+/* Sending a file without copying it through user space (sendfile(2) on
+ * the connection's socket, from the loop; a socket that is full waits for
+ * writability). The body is a list of segments: bytes of keel's own (copied
+ * at the call: e.g. the part headers of a multipart/byteranges body) and
+ * ranges of `fd`. Content-Length is the sum of the segments' lengths; the
+ * response hooks see a stream (headers only). fd is keel's from the call
+ * on, on every path: closed when the response ends or the client goes
+ * away. A file that turns out shorter than promised closes the connection
+ * (the framing cannot be kept). Returns 0, or KEEL_EALREADY (fd closed)
+ * when the request already has its response. */
+typedef struct keel_sendfile_seg {
+    const void *data; /* non-NULL: these bytes */
+    uint64_t offset;  /* else: this range of fd */
+    uint64_t len;
+} keel_sendfile_seg;
+int keel_res_sendfile(keel_req *r, int status, const char *content_type, int fd,
+                      const keel_sendfile_seg *segs, size_t nsegs);
+
 int keel_res_get_status(const keel_req *r);
 uint64_t keel_res_bytes(const keel_req *r);
 int keel_req_is_finished(const keel_req *r);
@@ -385,6 +407,43 @@ int keel_req_is_finished(const keel_req *r);
  * request is answered with that status: only EDGE middleware runs for it,
  * and responding from there is refused (see keel_phase). */
 int keel_req_refused(const keel_req *r);
+
+/* ---------------------------------------------------------------- streamed bodies
+ *
+ * On a KEEL_ROUTE_STREAM_BODY route the chain and the handler run as soon
+ * as the head is read; keel_req_body() is empty. The handler asks for the
+ * body with keel_req_body_stream: the bytes already read are delivered at
+ * once, then each read as it arrives (de-chunked), never more than one
+ * read (64 KiB) at a time, in constant memory. A `100 Continue` is sent
+ * only then, so a request refused before (401, 403, 429) never makes the
+ * client send its body. Backpressure: keel_req_body_pause stops reading
+ * the socket (TCP flow control holds the client) until
+ * keel_req_body_resume — e.g. while a disk write of the last chunks is on
+ * the work pool. A response given while body bytes remain unread closes
+ * the connection after it is written (the rest is discarded).
+ *
+ * on_data returns 0 to go on; non-zero stops the stream (nothing more is
+ * delivered, on_end is not called: the handler answers). on_end runs once
+ * with 0 (the whole body was delivered), KEEL_ECANCELED (the client went
+ * away: responding is a no-op; release what you hold), KEEL_ETIMEDOUT (no
+ * byte for BODY_TIMEOUT while reading), KEEL_ETOOBIG (over max) or
+ * KEEL_EPROTO (bad chunked framing); after an error on_end returns
+ * without a response, keel answers 408 / 413 / 400. */
+typedef int (*keel_body_data_cb)(keel_req *r, const char *data, size_t len, void *arg);
+typedef void (*keel_body_end_cb)(keel_req *r, int status, void *arg);
+
+/* Starts streaming r's body to the callbacks; max is the most bytes
+ * accepted (0: BODY_LIMIT). Returns 0; KEEL_ETOOBIG (nothing called)
+ * when the Content-Length is over max; KEEL_EINVAL when the route does
+ * not stream its body or a stream was already started; KEEL_EALREADY when
+ * the request has ended. A request without a body gets on_end(0) at
+ * once. Loop thread only. */
+int keel_req_body_stream(keel_req *r, uint64_t max, keel_body_data_cb on_data,
+                         keel_body_end_cb on_end, void *arg);
+void keel_req_body_pause(keel_req *r);
+void keel_req_body_resume(keel_req *r);
+/* Body bytes delivered so far. */
+uint64_t keel_req_body_received(const keel_req *r);
 
 /* ---------------------------------------------------------------- flow */
 

@@ -150,7 +150,7 @@ typedef struct app_tokens {
 
 #define APP_USER_COLUMNS                                                       \
     "id, email, name, role, status, email_verified, created_at, updated_at, "  \
-    "last_login_at, deleted_at"
+    "last_login_at, deleted_at, avatar_file_id"
 
 int app_auth_setup(keel_service *svc);
 int app_users_setup(keel_service *svc, app_auth *a);

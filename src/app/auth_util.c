@@ -104,6 +104,14 @@ json_t *app_user_json(const keel_db_rows *rows, size_t first)
     json_object_set_new(o, "last_login_at", iso_time(last, 1));
     if (deleted)
         json_object_set_new(o, "deleted_at", iso_time(deleted, 0));
+    /* the avatar (src/app/files.c), when one was uploaded */
+    if (!keel_db_is_null(rows, c++)) {
+        char url[120];
+        snprintf(url, sizeof(url), "/api/v1/users/%.*s/avatar", (int)id.len, id.ptr ? id.ptr : "");
+        json_object_set_new(o, "avatar_url", json_string(url));
+    } else {
+        json_object_set_new(o, "avatar_url", json_null());
+    }
     return o;
 }
 

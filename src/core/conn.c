@@ -20,7 +20,10 @@
  * not lost to a reset.
  */
 #include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
 
 #include "core/server_internal.h"
 #include "core/ws_internal.h"
@@ -29,6 +32,7 @@
 #define IN_INITIAL 4096
 #define IN_SHRINK_ABOVE (64 * 1024)
 #define LINGER_MS 2000
+#define STREAM_READ (64 * 1024)
 
 static void process_input(keel_conn *c);
 
@@ -87,6 +91,7 @@ static void on_close(uv_handle_t *h)
     keel_buf_free(&c->in);
     keel_buf_free(&c->out);
     keel_buf_free(&c->wbuf);
+    keel_free(c->sbuf);
     keel_free(c);
     if (w->draining && w->nconns == 0)
         uv_async_send(&w->async); /* let the worker notice it is done */
@@ -133,6 +138,7 @@ void keel__conn_close(keel_conn *c)
 
 static void start_linger(keel_conn *c);
 static void start_reading(keel_conn *c);
+static void stream_input(keel_conn *c, keel_req *r, const char *p, size_t n);
 
 static void maybe_finish(keel_conn *c)
 {
@@ -254,6 +260,21 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         *buf = uv_buf_init(discard, sizeof(discard));
         return;
     }
+    if (c->state == CONN_STREAM) {
+        /* a streamed body: into the stream buffer, never past the body's
+         * end when its length is known (what follows is the next request) */
+        keel_req *r = c->req;
+        if (!c->sbuf)
+            c->sbuf = keel_malloc(STREAM_READ);
+        size_t want = STREAM_READ;
+        if (r && !r->head.chunked) {
+            uint64_t left = (uint64_t)r->head.content_length - r->body_seen;
+            if (left < want)
+                want = left ? (size_t)left : 1;
+        }
+        *buf = uv_buf_init(c->sbuf, (unsigned)want);
+        return;
+    }
     if (c->state == CONN_HANDLING) {
         /* The buffer must not move now: offer only the spare room. */
         size_t spare = c->in.cap - c->in.len;
@@ -289,6 +310,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         STAT_ADD(c->w, bytes_in, (uint64_t)nread);
         if (c->lingering || c->state == CONN_CLOSING)
             return; /* discarded */
+        if (c->state == CONN_STREAM) {
+            c->deadline = now_ms(c) + c->w->srv->cfg.body_timeout_ms;
+            stream_input(c, c->req, c->sbuf, (size_t)nread);
+            return;
+        }
         c->in.len += (size_t)nread;
         uint64_t now = now_ms(c);
         if (c->state == CONN_BODY) {
@@ -353,9 +379,193 @@ static void dispatch(keel_conn *c, keel_req *r)
     r->keep_alive = r->head.keep_alive && !c->close_after_write && !c->w->draining &&
                     !(s->cfg.max_requests_per_conn &&
                       c->requests + 1 >= s->cfg.max_requests_per_conn);
-    c->state = CONN_HANDLING;
+    c->state = r->body_pending ? CONN_STREAM : CONN_HANDLING;
     c->deadline = 0;
     keel__req_dispatch(r);
+}
+
+/* ---------------------------------------------------------------- streamed bodies */
+
+void keel__conn_body_end(keel_conn *c, keel_req *r, int status)
+{
+    if (!r->body_pending)
+        return;
+    r->body_pending = 0;
+    keel_buf_free(&r->cbuf);
+    if (c && !c->closed && c->req == r) {
+        if (c->state == CONN_STREAM) {
+            c->state = CONN_HANDLING;
+            c->deadline = 0;
+            r->deadline = now_ms(c) + (r->entry ? r->entry->timeout_ms
+                                                : c->w->srv->cfg.handler_timeout_ms);
+        }
+        if (status != 0) {
+            r->keep_alive = 0;
+            c->close_after_write = 1;
+            stop_reading(c);
+        }
+    }
+    if (!r->on_body_end)
+        return;
+    keel__req_enter(r);
+    r->on_body_end(r, status, r->body_arg);
+    if (status < 0 && !r->finished) {
+        if (status == KEEL_ETIMEDOUT)
+            keel_respond_problem(r, 408, "request body stalled");
+        else if (status == KEEL_ETOOBIG)
+            keel_respond_problem(r, 413, "request body too large");
+        else
+            keel_respond_problem(r, 400, "malformed request body");
+    }
+    keel__req_leave(r);
+}
+
+/* The handler stopped the stream (on_data answered non-zero): nothing more
+ * is read; the connection closes after the response. */
+static void stream_stopped(keel_conn *c, keel_req *r)
+{
+    r->body_pending = 0;
+    keel_buf_free(&r->cbuf);
+    if (c->closed || c->req != r)
+        return;
+    r->keep_alive = 0;
+    c->close_after_write = 1;
+    stop_reading(c);
+    if (c->state == CONN_STREAM) {
+        c->state = CONN_HANDLING;
+        r->deadline = now_ms(c) + (r->entry ? r->entry->timeout_ms
+                                            : c->w->srv->cfg.handler_timeout_ms);
+    }
+}
+
+/* Delivers body bytes p[0..n) (raw: still chunked if the body is). */
+static void stream_input(keel_conn *c, keel_req *r, const char *p, size_t n)
+{
+    if (!r || !r->body_pending || !r->on_body)
+        return;
+    keel__req_enter(r);
+    if (!r->head.chunked) {
+        uint64_t left = (uint64_t)r->head.content_length - r->body_seen;
+        if (n > left)
+            n = (size_t)left;
+        r->body_seen += n;
+        if (n && r->on_body(r, p, n, r->body_arg) != 0)
+            stream_stopped(c, r);
+        else if (r->body_seen == (uint64_t)r->head.content_length)
+            keel__conn_body_end(c, r, 0);
+        keel__req_leave(r);
+        return;
+    }
+    keel_buf_append(&r->cbuf, p, n);
+    const char *err = NULL;
+    int rc = keel_http_chunked_decode(&r->chunked, r->cbuf.data, r->cbuf.len, UINT64_MAX,
+                                      c->w->srv->cfg.max_head_size, &err);
+    size_t out = r->chunked.out;
+    int stopped = 0;
+    if (out) {
+        r->body_seen += out;
+        if (r->body_seen > r->body_max) {
+            keel__conn_body_end(c, r, KEEL_ETOOBIG);
+            keel__req_leave(r);
+            return;
+        }
+        stopped = r->on_body(r, r->cbuf.data, out, r->body_arg) != 0;
+    }
+    if (stopped) {
+        stream_stopped(c, r);
+    } else if (rc < 0) {
+        keel__conn_body_end(c, r, rc == -413 ? KEEL_ETOOBIG : KEEL_EPROTO);
+    } else if (rc == 1) {
+        if (r->chunked.in < r->cbuf.len) {
+            /* bytes after the body were read with it: not kept */
+            r->keep_alive = 0;
+            c->close_after_write = 1;
+        }
+        keel__conn_body_end(c, r, 0);
+    } else {
+        /* keep only what is not decoded yet (a partial size line) */
+        size_t used = r->chunked.in;
+        memmove(r->cbuf.data, r->cbuf.data + used, r->cbuf.len - used);
+        r->cbuf.len -= used;
+        r->chunked.in = r->chunked.out = 0;
+    }
+    keel__req_leave(r);
+}
+
+int keel_req_body_stream(keel_req *r, uint64_t max, keel_body_data_cb on_data,
+                         keel_body_end_cb on_end, void *arg)
+{
+    if (r->finished)
+        return KEEL_EALREADY;
+    if (!r->entry || !(r->entry->route->flags & KEEL_ROUTE_STREAM_BODY) || r->on_body ||
+        !on_data || !on_end)
+        return KEEL_EINVAL;
+    keel_conn *c = r->c;
+    if (!c || c->req != r)
+        return KEEL_EALREADY;
+    keel_server *s = c->w->srv;
+    if (!max)
+        max = s->cfg.body_limit;
+    if (!r->head.chunked && r->head.content_length > 0 &&
+        (uint64_t)r->head.content_length > max)
+        return KEEL_ETOOBIG;
+    r->on_body = on_data;
+    r->on_body_end = on_end;
+    r->body_arg = arg;
+    r->body_max = max;
+    if (!r->body_pending) {
+        on_end(r, 0, arg); /* no body */
+        return 0;
+    }
+    keel__req_enter(r);
+    size_t start = c->parsed + r->head_len;
+    size_t avail = c->in.len - start;
+    if (r->head.expect_continue && avail == 0) {
+        keel_buf_append(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        if (!c->processing)
+            keel__conn_flush(c);
+    }
+    if (avail) {
+        if (!r->head.chunked) {
+            size_t n0 = avail < (size_t)r->head.content_length ? avail
+                                                                : (size_t)r->head.content_length;
+            r->raw_len = r->head_len + n0;
+            stream_input(c, r, c->in.data + start, n0);
+        } else {
+            r->raw_len = c->in.len - c->parsed; /* all of it: decoded from cbuf */
+            stream_input(c, r, c->in.data + start, avail);
+        }
+    }
+    if (r->body_pending && r->c == c && !c->closed && !r->body_paused) {
+        c->deadline = now_ms(c) + s->cfg.body_timeout_ms;
+        start_reading(c);
+    }
+    keel__req_leave(r);
+    return 0;
+}
+
+void keel_req_body_pause(keel_req *r)
+{
+    r->body_paused = 1;
+    keel_conn *c = r->c;
+    if (c && c->req == r && c->state == CONN_STREAM)
+        stop_reading(c);
+}
+
+void keel_req_body_resume(keel_req *r)
+{
+    r->body_paused = 0;
+    keel_conn *c = r->c;
+    if (c && !c->closed && c->req == r && c->state == CONN_STREAM && r->body_pending &&
+        r->on_body) {
+        c->deadline = now_ms(c) + c->w->srv->cfg.body_timeout_ms;
+        start_reading(c);
+    }
+}
+
+uint64_t keel_req_body_received(const keel_req *r)
+{
+    return r->body_seen;
 }
 
 void keel__conn_request_done(keel_conn *c, keel_req *r)
@@ -412,6 +622,19 @@ static void begin_body(keel_conn *c, keel_req *r)
     keel_server *s = c->w->srv;
     if (r->head.method == KEEL_METHOD_OTHER) {
         reject(c, 501, "method not implemented");
+        return;
+    }
+    int has_body = r->head.chunked || r->head.content_length > 0;
+    if (has_body && !r->head.asterisk && keel__req_match(r) &&
+        (r->entry->route->flags & KEEL_ROUTE_STREAM_BODY)) {
+        /* the handler reads the body as it arrives (keel_req_body_stream):
+         * nothing is read until it asks */
+        r->raw_len = r->head_len;
+        r->body = (keel_str){c->in.data + c->parsed + r->head_len, 0};
+        r->body_pending = 1;
+        memset(&r->chunked, 0, sizeof(r->chunked));
+        stop_reading(c);
+        dispatch(c, r);
         return;
     }
     if (r->head.content_length > 0 &&
@@ -477,7 +700,7 @@ static void process_input(keel_conn *c)
     keel_server *s = c->w->srv;
     c->processing = 1;
     while (!c->closed) {
-        if (c->state == CONN_HANDLING || c->state == CONN_CLOSING)
+        if (c->state == CONN_HANDLING || c->state == CONN_STREAM || c->state == CONN_CLOSING)
             break;
         if (c->state == CONN_WS) {
             keel__ws_input(c);
@@ -646,6 +869,16 @@ void keel__conn_sweep(keel_worker *w, uint64_t now)
             if (c->deadline && now >= c->deadline)
                 reject(c, 408, "request body stalled");
             break;
+        case CONN_STREAM:
+            if (c->req && c->req->on_body) {
+                /* reading a streamed body: a stall, not the handler deadline
+                 * (a paused stream waits on the handler's own work) */
+                if (!c->req->body_paused && c->deadline && now >= c->deadline)
+                    keel__conn_body_end(c, c->req, KEEL_ETIMEDOUT);
+                break;
+            }
+            /* the chain has not asked for the body yet */
+            __attribute__((fallthrough));
         case CONN_HANDLING: {
             keel_req *r = c->req;
             if (r && !r->finished && !r->streaming && now >= r->deadline) {
@@ -691,4 +924,89 @@ void keel__conn_drain_idle(keel_worker *w)
             c->close_after_write = 1;
         }
     }
+}
+
+/* ---------------------------------------------------------------- sendfile */
+
+#define SENDFILE_SLICE (4u << 20) /* per loop iteration, so others get a turn */
+
+/* Drives keel_res_sendfile: runs when the connection's output is empty
+ * (a drain callback). Our own bytes go through the output buffer; file
+ * ranges go by sendfile(2) straight from the page cache to the socket.
+ * When the socket is full, the next single byte of the file is written
+ * through the output buffer instead: libuv then waits for writability and
+ * the write's completion brings us back here. */
+void keel__conn_sendfile_pump(keel_req *r, void *arg)
+{
+    (void)arg;
+    keel_conn *c = r->c;
+    if (!c || c->closed || r->finished) {
+        if (r->sf_open) {
+            close(r->sf_fd);
+            r->sf_open = 0;
+        }
+        return; /* the client went away */
+    }
+    if (c->out.len || c->writing) {
+        r->drain_cb = keel__conn_sendfile_pump;
+        keel__conn_flush(c);
+        return;
+    }
+    int sock;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &sock) < 0) {
+        keel__conn_close(c);
+        return;
+    }
+    uint64_t budget = SENDFILE_SLICE;
+    while (r->sf_i < r->sf_nsegs) {
+        keel_sendfile_seg *sg = &r->sf_segs[r->sf_i];
+        if (sg->data) {
+            keel_buf_append(&c->out, sg->data, sg->len);
+            r->bytes_out += sg->len;
+            r->sf_i++;
+            r->drain_cb = keel__conn_sendfile_pump;
+            keel__conn_flush(c);
+            return;
+        }
+        if (sg->len == 0) {
+            r->sf_i++;
+            continue;
+        }
+        if (budget == 0) {
+            r->drain_cb = keel__conn_sendfile_pump;
+            keel__conn_want_drain(c);
+            return;
+        }
+        off_t off = (off_t)sg->offset;
+        size_t want = sg->len < budget ? (size_t)sg->len : (size_t)budget;
+        ssize_t n = sendfile(sock, r->sf_fd, &off, want);
+        if (n > 0) {
+            sg->offset += (uint64_t)n;
+            sg->len -= (uint64_t)n;
+            budget -= (uint64_t)n;
+            r->bytes_out += (uint64_t)n;
+            STAT_ADD(c->w, bytes_out, (uint64_t)n);
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            char b;
+            if (pread(r->sf_fd, &b, 1, (off_t)sg->offset) != 1) {
+                keel__conn_close(c);
+                return;
+            }
+            sg->offset++;
+            sg->len--;
+            r->bytes_out++;
+            keel_buf_append(&c->out, &b, 1);
+            r->drain_cb = keel__conn_sendfile_pump;
+            keel__conn_flush(c);
+            return;
+        }
+        /* the file is shorter than promised, or the socket failed */
+        keel_log(KEEL_LOG_WARN, "sendfile failed", "{s:s}", "error",
+                 n == 0 ? "file shorter than its length" : strerror(errno));
+        keel__conn_close(c);
+        return;
+    }
+    keel__req_sendfile_done(r);
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/server_internal.h"
 #include "core/ws_internal.h"
@@ -55,6 +56,11 @@ void keel__req_release(keel_req *r)
     if (r->ws) { /* a 101 whose connection went first */
         keel__ws_free(r->ws);
         r->ws = NULL;
+    }
+    keel_buf_free(&r->cbuf);
+    if (r->sf_open) {
+        close(r->sf_fd);
+        r->sf_open = 0;
     }
     keel_arena_reset(&r->arena);
     keel_buf_free(&r->owned_in);
@@ -175,6 +181,7 @@ void keel__req_detach(keel_req *r)
     /* A stream waiting for the output to drain hears that it never will
      * (its writes now fail), so it can release what it holds. */
     r->busy++; /* r must outlive the callback */
+    keel__conn_body_end(NULL, r, KEEL_ECANCELED); /* a streamed body never ends */
     keel__req_drained(r);
     r->busy--;
     if (r->busy == 0) {
@@ -274,6 +281,18 @@ static void run_chain(keel_req *r)
         keel_respond_problem(r, 500, "handler returned without a response");
 }
 
+int keel__req_match(keel_req *r)
+{
+    if (!r->matched) {
+        r->matched = 1;
+        keel_router_match(r->w->srv->router, r->head.method, r->head.path, &r->arena,
+                          &r->match);
+        if (r->match.status == 0)
+            r->entry = r->match.data;
+    }
+    return r->entry != NULL;
+}
+
 void keel__req_dispatch(keel_req *r)
 {
     keel_server *s = r->w->srv;
@@ -281,16 +300,13 @@ void keel__req_dispatch(keel_req *r)
     r->dispatched = 1;
     r->head_only = r->head.method == KEEL_METHOD_HEAD;
     if (!r->reject_status) {
-        if (r->head.asterisk) {
+        if (r->head.asterisk)
             r->match.status = 405;
-        } else {
-            keel_router_match(s->router, r->head.method, r->head.path, &r->arena,
-                              &r->match);
-            if (r->match.status == 0)
-                r->entry = r->match.data;
-        }
+        else
+            keel__req_match(r);
     } else {
         r->match.status = 404;
+        r->entry = NULL; /* matched before the body was refused */
     }
     uint64_t tmo = r->entry ? r->entry->timeout_ms : s->cfg.handler_timeout_ms;
     r->deadline = uv_now(&r->w->loop) + tmo;
@@ -829,7 +845,9 @@ static void write_head(keel_req *r, keel_buf *o, int status,
         memcpy(p + 16 + dl, "\r\n", 2);
         p += 18 + dl;
     }
-    int keep = r->keep_alive && c && !c->close_after_write && !w->draining;
+    /* a response before a streamed body was all read: the rest is not
+     * read, so the connection cannot carry another request */
+    int keep = r->keep_alive && c && !c->close_after_write && !w->draining && !r->body_pending;
     r->keep_alive = keep;
     if (status == 101) {
         memcpy(p, "Connection: Upgrade\r\n\r\n", 23);
@@ -850,7 +868,8 @@ static void write_head(keel_req *r, keel_buf *o, int status,
 int keel_respond(keel_req *r, int status, const char *content_type,
                  const void *body, size_t len)
 {
-    if (r->finished || r->responding || r->refusing)
+    /* a stream or a sendfile body under way is the response already */
+    if (r->finished || r->responding || r->refusing || r->streaming)
         return KEEL_EALREADY;
     if ((status < 200 && !(status == 101 && r->ws)) || status > 599)
         status = 500;
@@ -1059,4 +1078,69 @@ int keel_res_stream_end(keel_req *r)
     r->finished = 1;
     finish_now(r, c);
     return 0;
+}
+
+/* ---------------------------------------------------------------- sendfile */
+
+int keel_res_sendfile(keel_req *r, int status, const char *content_type, int fd,
+                      const keel_sendfile_seg *segs, size_t nsegs)
+{
+    keel_conn *c = r->c;
+    if (r->finished || r->streaming || r->responding || r->refusing || !c) {
+        close(fd);
+        return r->finished || r->streaming ? KEEL_EALREADY : KEEL_ECLOSED;
+    }
+    uint64_t total = 0;
+    r->sf_segs = keel_arena_alloc(&r->arena, (nsegs ? nsegs : 1) * sizeof(*segs));
+    for (size_t i = 0; i < nsegs; i++) {
+        r->sf_segs[i] = segs[i];
+        if (segs[i].data) {
+            void *copy = keel_arena_alloc(&r->arena, segs[i].len ? segs[i].len : 1);
+            memcpy(copy, segs[i].data, segs[i].len);
+            r->sf_segs[i].data = copy;
+        }
+        total += segs[i].len;
+    }
+    r->sf_nsegs = nsegs;
+    r->sf_i = 0;
+    r->sf_fd = fd;
+    r->sf_open = 1;
+    if (r->w->srv->nresponse_hooks) {
+        keel_response res = {status, content_type, NULL, 0, 1};
+        run_response_hooks(r, &res);
+        content_type = res.content_type;
+    }
+    r->status = status;
+    r->streaming = 1;
+    keel_buf *o = &c->out;
+    size_t before = o->len;
+    write_head(r, o, status, content_type, total, 0);
+    if (!r->keep_alive)
+        c->close_after_write = 1;
+    r->bytes_out += o->len - before;
+    if (r->head_only || total == 0 || !body_allowed(status)) {
+        close(fd);
+        r->sf_open = 0;
+        r->finished = 1;
+        finish_now(r, c);
+        return 0;
+    }
+    r->drain_cb = keel__conn_sendfile_pump;
+    r->drain_arg = NULL;
+    if (!c->processing)
+        keel__conn_flush(c);
+    else
+        keel__conn_want_drain(c);
+    return 0;
+}
+
+/* The last segment went out: the response is complete. */
+void keel__req_sendfile_done(keel_req *r)
+{
+    if (r->sf_open) {
+        close(r->sf_fd);
+        r->sf_open = 0;
+    }
+    r->finished = 1;
+    finish_now(r, r->c);
 }

@@ -260,6 +260,13 @@ int keel_server_check_routes(keel_server *s, FILE *err)
                 ok = 0;
             }
         }
+        /* a streamed body is read by the handler, after every middleware:
+         * nothing could validate it against a schema */
+        if ((rt->flags & KEEL_ROUTE_STREAM_BODY) && rt->request_schema) {
+            route_error(err, rt, "request_schema is set but the body is streamed "
+                                 "(KEEL_ROUTE_STREAM_BODY): nothing can enforce it");
+            ok = 0;
+        }
         /* each middleware that reads a field of this route judges its values */
         for (size_t m = 0; ok && m < s->nmws; m++) {
             const keel_middleware *mw = &s->mws[m];

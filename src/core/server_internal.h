@@ -130,6 +130,8 @@ enum conn_state {
     CONN_HEAD = 0, /* waiting for / reading a request head */
     CONN_BODY,     /* reading a body */
     CONN_HANDLING, /* a request is with the middleware / handler */
+    CONN_STREAM,   /* a request is with its handler, its body streamed to it
+                    * (KEEL_ROUTE_STREAM_BODY) as it arrives */
     CONN_CLOSING,
     CONN_WS        /* upgraded: WebSocket frames only, never HTTP again */
 };
@@ -164,6 +166,7 @@ struct keel_conn {
     int ip_counted;      /* holds a slot in srv->ipcap */
     keel_ws *ws;         /* the WebSocket session once upgraded */
     char remote[48];
+    char *sbuf;          /* reads of a streamed body (CONN_STREAM) */
 };
 
 typedef struct req_local {
@@ -193,6 +196,7 @@ struct keel_req {
     int holds;           /* keel_req_hold + pending work */
     int suspended;
     int dispatched;      /* the chain ran (or runs) for it */
+    int matched;         /* keel__req_match ran */
     int finished;        /* the response has been produced */
     int completed;       /* on_complete hooks ran */
     int canceled;        /* atomic: client gone or deadline passed */
@@ -223,6 +227,19 @@ struct keel_req {
     void (*drain_cb)(keel_req *r, void *arg);
     void *drain_arg;
     keel_ws *ws;         /* keel_ws_accept queued a 101: the session to start */
+    /* a streamed body (KEEL_ROUTE_STREAM_BODY, keel_req_body_stream) */
+    int body_pending;    /* body bytes remain to be read */
+    int body_paused;     /* keel_req_body_pause: the socket is not read */
+    keel_body_data_cb on_body;
+    keel_body_end_cb on_body_end;
+    void *body_arg;
+    uint64_t body_max, body_seen;
+    keel_buf cbuf;       /* chunked: raw bytes not yet decoded */
+    /* keel_res_sendfile */
+    int sf_open;         /* sf_fd is open and ours */
+    int sf_fd;
+    keel_sendfile_seg *sf_segs; /* in the arena */
+    size_t sf_nsegs, sf_i;
     char inline_mem[3072];
 };
 
@@ -231,6 +248,8 @@ struct keel_req {
  * no-op without NOTIFY_SOCKET (sdnotify.c). */
 int keel__sd_notify(const char *state);
 
+/* Sends what is left of r's keel_res_sendfile body (a drain callback). */
+void keel__conn_sendfile_pump(keel_req *r, void *arg);
 void keel__conn_accept(keel_worker *w);
 void keel__conn_sweep(keel_worker *w, uint64_t now);
 void keel__conn_drain_idle(keel_worker *w);
@@ -241,6 +260,10 @@ void keel__conn_flush(keel_conn *c);
 /* A stream registered a drain callback: run it from the loop soon if no
  * write is in flight (else the write's completion runs it). */
 void keel__conn_want_drain(keel_conn *c);
+/* The streamed body of r ends: status 0 (complete) or KEEL_ECANCELED
+ * (the client went away; c NULL), KEEL_ETIMEDOUT, KEEL_ETOOBIG,
+ * KEEL_EPROTO. Calls the handler's on_end once. */
+void keel__conn_body_end(keel_conn *c, keel_req *r, int status);
 /* The request on c finished (response produced): continue with the next. */
 void keel__conn_request_done(keel_conn *c, keel_req *r);
 
@@ -254,6 +277,8 @@ void keel__ipcap_release(keel_ipcap *t, const keel_addr *a);
 /* req.c */
 keel_req *keel__req_new(keel_worker *w, keel_conn *c);
 void keel__req_dispatch(keel_req *r);
+/* Matches r's route once (r->entry); 1 when a route matched. */
+int keel__req_match(keel_req *r);
 void keel__req_enter(keel_req *r);
 void keel__req_leave(keel_req *r);
 void keel__req_detach(keel_req *r);
@@ -266,6 +291,8 @@ void keel__req_release(keel_req *r);
 void keel__req_pool_trim(keel_worker *w);
 /* The connection's output fell below half the cap: run the drain callback. */
 void keel__req_drained(keel_req *r);
+/* keel_res_sendfile finished sending: closes the file, completes r. */
+void keel__req_sendfile_done(keel_req *r);
 int keel__respond_problem_raw(keel_conn *c, int status, const char *detail);
 void keel__worker_update_date(keel_worker *w);
 

@@ -178,7 +178,12 @@ static json_t *operation(const keel_server *s, const keel_route *rt, const keel_
         json_object_set_new(op, "parameters", params);
     else
         json_decref(params);
-    if (rs && rs->request)
+    if (rt->flags & KEEL_ROUTE_STREAM_BODY)
+        /* a streamed body: the handler reads it (uploads: multipart/form-data) */
+        json_object_set_new(op, "requestBody",
+                            json_pack("{s:b,s:{s:{s:{s:s}}}}", "required", 1, "content",
+                                      "multipart/form-data", "schema", "type", "object"));
+    else if (rs && rs->request)
         json_object_set_new(op, "requestBody",
                             json_pack("{s:b,s:{s:{s:O}}}", "required", 1, "content",
                                       "application/json", "schema",

@@ -192,6 +192,7 @@ def test_up_status_down_with_the_embedded_set(db, tmp_path):
     assert db.scalar("SELECT count(*) FROM items") == 10000
     assert db.scalar("SELECT count(*) FROM schema_migrations") == len(versions)
     assert db.has_table("users") and db.has_table("api_keys") and db.has_table("keel_jobs")
+    assert db.has_table("files")
 
     p = migrate(["status"], db.url, cwd=tmp_path)
     name, status, at = status_rows(p.stdout)[1]
