@@ -183,12 +183,13 @@ def test_up_status_down_with_the_embedded_set(db, tmp_path):
 
     p = migrate(["up"], db.url, cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert applied_versions(p) == [1, 2]
+    assert applied_versions(p) == [1, 2, 3]
     applied = [e for e in log_lines(p.stdout) if e.get("msg") == "migration applied"]
     assert applied[0]["file"].endswith("0001_demo_items.sql (embedded)"), applied
     assert applied[1]["file"].endswith("0002_users_auth.sql (embedded)"), applied
+    assert applied[2]["file"].endswith("0003_revoked_tokens_user.sql (embedded)"), applied
     assert db.scalar("SELECT count(*) FROM items") == 10000
-    assert db.scalar("SELECT count(*) FROM schema_migrations") == 2
+    assert db.scalar("SELECT count(*) FROM schema_migrations") == 3
     assert db.has_table("users") and db.has_table("api_keys")
 
     p = migrate(["status"], db.url, cwd=tmp_path)
@@ -196,15 +197,16 @@ def test_up_status_down_with_the_embedded_set(db, tmp_path):
     assert (name, status) == ("demo_items", "applied")
     assert time.strptime(at, "%Y-%m-%dT%H:%M:%SZ")
     assert status_rows(p.stdout)[2][:2] == ("users_auth", "applied")
+    assert status_rows(p.stdout)[3][:2] == ("revoked_tokens_user", "applied")
 
     p = migrate(["up"], db.url, cwd=tmp_path)
     assert p.returncode == 0 and applied_versions(p) == []
     assert any(e.get("msg") == "migrations up to date" for e in log_lines(p.stdout)), p.stdout
 
-    p = migrate(["down", "2"], db.url, cwd=tmp_path)
+    p = migrate(["down", "3"], db.url, cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     assert [e.get("version") for e in log_lines(p.stdout)
-            if e.get("msg") == "migration rolled back"] == [2, 1]
+            if e.get("msg") == "migration rolled back"] == [3, 2, 1]
     assert not db.has_table("items") and not db.has_table("users")
     assert db.scalar("SELECT count(*) FROM schema_migrations") == 0
     assert status_rows(migrate(["status"], db.url, cwd=tmp_path).stdout)[1][1] == "pending"
