@@ -1,26 +1,36 @@
 #!/usr/bin/env bash
 # bench/instr.sh — user-space instructions (and syscalls) per request under
 # callgrind, keel against nginx, with the same client (docs/performance.md,
-# "Instructions per request").
+# "Instructions per request"; `make bench-instr` is the regression gate on
+# top of it, bench/bench.py).
 #
-#   bench/instr.sh                 # keel /hello, keel /json, nginx /hello, N=20000
-#   bench/instr.sh -n 5000 -t keel-hello
+#   bench/instr.sh                 # keel /hello, keel /json, nginx /hello, /json, N=20000
+#   bench/instr.sh -n 5000 -t keel-hello,keel-db
 #   bench/instr.sh -k DIR          # keep the callgrind files (with --dump-instr=yes)
 #                                  # for callgrind_annotate
+#   bench/instr.sh -o FILE         # also write "target<TAB>instr/req<TAB>syscalls/req<TAB>Ir_N<TAB>Ir_0"
+#
+# Targets: keel-hello (GET /hello), keel-json (GET /json), keel-echo (POST
+# /echo, the harness's JSON body), keel-authme (GET /auth/me, the demo route
+# with the harness's HS256 token), keel-apime (GET /api/v1/auth/me with a
+# real access token: JWT, auth state and user record from the cache),
+# keel-db (GET /db?id=1..10000 on SQLite), nginx-hello, nginx-json.
 #
 # For each target the server is started under
 #   valgrind --tool=callgrind --collect-systime=nsec
-# twice: once driven with N keep-alive GETs over 8 connections
-# (bench/instr_client.py: one request in flight per connection), once with
-# none; both runs wait until the port listens, then stop the server with
-# SIGTERM. Instructions per request = (Ir_N - Ir_0) / N, syscalls per
-# request = (sysCount_N - sysCount_0) / N (under valgrind the vDSO clock
-# reads are real syscalls, so this also counts clock reads).
+# and driven with N keep-alive requests over 8 connections
+# (bench/instr_client.py: one request in flight per connection), then
+# stopped with SIGTERM; one more run of each server with no request at all
+# is the start-up and shut-down cost (shared by every keel target: they
+# start the same server). Instructions per request = (Ir_N - Ir_0) / N,
+# syscalls per request = (sysCount_N - sysCount_0) / N (under valgrind the
+# vDSO clock reads are real syscalls, so this also counts clock reads).
 #
 # keel: WORKERS=1 ACCESS_LOG=false RATE_LIMIT_ENABLED=false
 # ENABLE_DEMO_ROUTES=true, default middleware (request ids, security
-# headers, metrics), cwd a fresh temp dir per run (both runs create and
-# migrate their SQLite file).
+# headers, metrics), cwd a fresh temp dir per run with a copy of one SQLite
+# file prepared once (migrated, one account registered: no migration runs
+# under valgrind, and every run starts from the same bytes).
 # nginx: daemon off, master_process off, 1 worker, access log off,
 # keepalive_requests 1000000, `return 200 "ok"` for /hello and the JSON
 # body for /json (like ../shared/bench/peers/nginx).
@@ -31,13 +41,15 @@ N=20000
 CONNS=8
 TARGETS=keel-hello,keel-json,nginx-hello,nginx-json
 KEEP=""
-while getopts "n:c:t:k:h" o; do
+OUT=""
+while getopts "n:c:t:k:o:h" o; do
 	case $o in
 	n) N=$OPTARG ;;
 	c) CONNS=$OPTARG ;;
 	t) TARGETS=$OPTARG ;;
 	k) KEEP=$OPTARG ;;
-	*) sed -n '2,25p' "$0"; exit 2 ;;
+	o) OUT=$OPTARG ;;
+	*) sed -n '2,40p' "$0"; exit 2 ;;
 	esac
 done
 command -v valgrind >/dev/null || { echo "instr: valgrind missing" >&2; exit 2; }
@@ -45,8 +57,10 @@ command -v valgrind >/dev/null || { echo "instr: valgrind missing" >&2; exit 2; 
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/keel-instr.XXXXXX")
 pid=""
+prep_pid=""
 cleanup() {
 	[ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+	[ -n "$prep_pid" ] && kill -TERM "$prep_pid" 2>/dev/null && wait "$prep_pid" 2>/dev/null
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -74,16 +88,41 @@ totals() {
 	     /^(summary|totals):/ { print $(ev["Ir"] + 1), $(ev["sysCount"] + 1); exit }' "$1"
 }
 
+BENCH_TOKEN=eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJiZW5jaC11c2VyIiwibmFtZSI6IkJlbmNoIFVzZXIiLCJpYXQiOjE3MDAwMDAwMDB9.Uiwm0NmqLgn9OxyDdaNsVMXblgeEK2bkpXiyz83c9As
+ECHO_BODY='{"id":42,"name":"keel","tags":["fast","small"],"active":true,"score":9.5}'
+keel_env=(WORKERS=1 ACCESS_LOG=false RATE_LIMIT_ENABLED=false ENABLE_DEMO_ROUTES=true
+	HOST=127.0.0.1 LOG_LEVEL=warn DATABASE_URL=sqlite:./keel.db
+	JWT_SECRET=instr-secret-0123456789abcdef0123456789abcdef JWT_EXPIRES_IN=24h
+	BENCH_JWT_SECRET=keel-bench-secret PASSWORD_HASH_MEMORY=8mb PASSWORD_HASH_OPS=1)
+API_TOKEN=""
+
+# The SQLite file every keel run starts from: migrated, one account.
+prepare_keel() {
+	local port d=$tmp/prep
+	mkdir -p "$d"
+	port=$(free_port)
+	(cd "$d" && exec env "${keel_env[@]}" PORT="$port" "$root/build/keel" serve >"$d/log" 2>&1) &
+	prep_pid=$!
+	wait_listen "$port" "$prep_pid" || { cat "$d/log" >&2; exit 1; }
+	API_TOKEN=$(python3 "$here/instr_client.py" --register 127.0.0.1 "$port" \
+		bench@example.com "correct horse battery staple")
+	kill -TERM "$prep_pid"
+	wait "$prep_pid" || true
+	prep_pid=""
+}
+
 # run NAME PATH REQUESTS -> prints "Ir sysCount"
 run() {
 	local name=$1 path=$2 n=$3 port out
+	local -a req=()
 	port=$(free_port)
 	out=$tmp/callgrind.$name.$n.out
 	case $name in
 	keel-*)
-		mkdir -p "$tmp/keel.$name.$n" # fresh: every run creates its SQLite file
-		(cd "$tmp/keel.$name.$n" && exec env WORKERS=1 ACCESS_LOG=false RATE_LIMIT_ENABLED=false \
-			ENABLE_DEMO_ROUTES=true HOST=127.0.0.1 PORT="$port" LOG_LEVEL=warn \
+		local d=$tmp/keel.$name.$n
+		mkdir -p "$d"
+		cp "$tmp/prep/keel.db" "$d/"
+		(cd "$d" && exec env "${keel_env[@]}" PORT="$port" \
 			"${vg[@]}" --callgrind-out-file="$out" "$root/build/keel" serve \
 			>"$tmp/$name.$n.log" 2>&1) &
 		;;
@@ -123,8 +162,13 @@ CONF
 	esac
 	pid=$!
 	wait_listen "$port" "$pid" || { cat "$tmp/$name.$n.log" >&2; exit 1; }
+	case $name in
+	keel-echo) req=(-X POST -H "Content-Type: application/json" -d "$ECHO_BODY") ;;
+	keel-authme) req=(-H "Authorization: Bearer $BENCH_TOKEN") ;;
+	keel-apime) req=(-H "Authorization: Bearer $API_TOKEN") ;;
+	esac
 	if [ "$n" -gt 0 ]; then
-		python3 "$here/instr_client.py" 127.0.0.1 "$port" "$path" "$n" "$CONNS" >/dev/null
+		python3 "$here/instr_client.py" 127.0.0.1 "$port" "$path" "$n" "$CONNS" "${req[@]}" >/dev/null
 	fi
 	kill -TERM "$pid"
 	wait "$pid" || true
@@ -134,20 +178,36 @@ CONF
 	totals "$out"
 }
 
+path_of() {
+	case $1 in
+	*-hello) echo /hello ;;
+	*-json) echo /json ;;
+	keel-echo) echo /echo ;;
+	keel-authme) echo /auth/me ;;
+	keel-apime) echo /api/v1/auth/me ;;
+	keel-db) echo '/db?id={id}' ;;
+	*) echo "instr: unknown target $1" >&2; return 1 ;;
+	esac
+}
+for t in ${TARGETS//,/ }; do path_of "$t" >/dev/null || exit 2; done
+[[ ",$TARGETS," == *,keel-* ]] && prepare_keel
+[ -n "$OUT" ] && : >"$OUT"
+
 printf '| target | N | Ir (N) | Ir (0) | instructions/request | syscalls/request |\n'
 printf '|---|---:|---:|---:|---:|---:|\n'
-declare -A ipr
+declare -A ipr zero
 for t in ${TARGETS//,/ }; do
-	case $t in
-	*-hello) path=/hello ;;
-	*-json) path=/json ;;
-	*) echo "instr: unknown target $t" >&2; exit 2 ;;
-	esac
+	path=$(path_of "$t")
+	server=${t%%-*}
 	read -r irn scn < <(run "$t" "$path" "$N")
-	read -r ir0 sc0 < <(run "$t" "$path" 0)
+	if [ -z "${zero[$server]:-}" ]; then # one run without requests per server
+		zero[$server]=$(run "$t" "$path" 0)
+	fi
+	read -r ir0 sc0 <<<"${zero[$server]}"
 	ipr[$t]=$(( (irn - ir0) / N ))
-	printf '| %s | %d | %d | %d | %d | %s |\n' "$t" "$N" "$irn" "$ir0" "${ipr[$t]}" \
-		"$(awk -v a="$scn" -v b="$sc0" -v n="$N" 'BEGIN { printf "%.2f", (a - b) / n }')"
+	spr=$(awk -v a="$scn" -v b="$sc0" -v n="$N" 'BEGIN { printf "%.2f", (a - b) / n }')
+	printf '| %s | %d | %d | %d | %d | %s |\n' "$t" "$N" "$irn" "$ir0" "${ipr[$t]}" "$spr"
+	[ -n "$OUT" ] && printf '%s\t%s\t%s\t%s\t%s\n' "$t" "${ipr[$t]}" "$spr" "$irn" "$ir0" >>"$OUT"
 done
 if [ -n "${ipr[nginx-hello]:-}" ]; then
 	for t in ${TARGETS//,/ }; do
