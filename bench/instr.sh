@@ -6,6 +6,7 @@
 #
 #   bench/instr.sh                 # keel /hello, keel /json, nginx /hello, /json, N=20000
 #   bench/instr.sh -n 5000 -t keel-hello,keel-db
+#   bench/instr.sh -t keel-hello:20000,keel-authme:1000   # N per target
 #   bench/instr.sh -k DIR          # keep the callgrind files (with --dump-instr=yes)
 #                                  # for callgrind_annotate
 #   bench/instr.sh -o FILE         # also write "target<TAB>instr/req<TAB>syscalls/req<TAB>Ir_N<TAB>Ir_0"
@@ -18,17 +19,20 @@
 #
 # For each target the server is started under
 #   valgrind --tool=callgrind --collect-systime=nsec
-# and driven with N keep-alive requests over 8 connections
-# (bench/instr_client.py: one request in flight per connection), then
-# stopped with SIGTERM; one more run of each server with no request at all
-# is the start-up and shut-down cost (shared by every keel target: they
-# start the same server). Instructions per request = (Ir_N - Ir_0) / N,
-# syscalls per request = (sysCount_N - sysCount_0) / N (under valgrind the
-# vDSO clock reads are real syscalls, so this also counts clock reads).
+# twice: once driven with W + N keep-alive requests over 8 connections
+# (bench/instr_client.py: one request in flight per connection), once with
+# W (-w, default 20: what is done once — libjwt loaded on first use, the
+# first cache load, SQLite statements prepared — is in both runs); each run
+# waits until the port listens and ends with SIGTERM. Instructions per
+# request = (Ir_W+N - Ir_W) / N, syscalls per request = (sysCount_W+N -
+# sysCount_W) / N (under valgrind the vDSO clock reads are real syscalls,
+# so this also counts clock reads).
 #
 # keel: WORKERS=1 ACCESS_LOG=false RATE_LIMIT_ENABLED=false
 # ENABLE_DEMO_ROUTES=true, default middleware (request ids, security
-# headers, metrics), cwd a fresh temp dir per run with a copy of one SQLite
+# headers, metrics), SHED_LOOP_LAG=0 (valgrind's slowdown on a busy machine
+# can lag the loop past the 2 s default: a 503 would end the run), cwd a
+# fresh temp dir per run with a copy of one SQLite
 # file prepared once (migrated, one account registered: no migration runs
 # under valgrind, and every run starts from the same bytes).
 # nginx: daemon off, master_process off, 1 worker, access log off,
@@ -42,13 +46,15 @@ CONNS=8
 TARGETS=keel-hello,keel-json,nginx-hello,nginx-json
 KEEP=""
 OUT=""
-while getopts "n:c:t:k:o:h" o; do
+WARM=20
+while getopts "n:c:t:k:o:w:h" o; do
 	case $o in
 	n) N=$OPTARG ;;
 	c) CONNS=$OPTARG ;;
 	t) TARGETS=$OPTARG ;;
 	k) KEEP=$OPTARG ;;
 	o) OUT=$OPTARG ;;
+	w) WARM=$OPTARG ;;
 	*) sed -n '2,40p' "$0"; exit 2 ;;
 	esac
 done
@@ -93,7 +99,8 @@ ECHO_BODY='{"id":42,"name":"keel","tags":["fast","small"],"active":true,"score":
 keel_env=(WORKERS=1 ACCESS_LOG=false RATE_LIMIT_ENABLED=false ENABLE_DEMO_ROUTES=true
 	HOST=127.0.0.1 LOG_LEVEL=warn DATABASE_URL=sqlite:./keel.db
 	JWT_SECRET=instr-secret-0123456789abcdef0123456789abcdef JWT_EXPIRES_IN=24h
-	BENCH_JWT_SECRET=keel-bench-secret PASSWORD_HASH_MEMORY=8mb PASSWORD_HASH_OPS=1)
+	BENCH_JWT_SECRET=keel-bench-secret PASSWORD_HASH_MEMORY=8mb PASSWORD_HASH_OPS=1
+	SHED_LOOP_LAG=0)
 API_TOKEN=""
 
 # The SQLite file every keel run starts from: migrated, one account.
@@ -189,24 +196,23 @@ path_of() {
 	*) echo "instr: unknown target $1" >&2; return 1 ;;
 	esac
 }
-for t in ${TARGETS//,/ }; do path_of "$t" >/dev/null || exit 2; done
+for t in ${TARGETS//,/ }; do path_of "${t%%:*}" >/dev/null || exit 2; done
 [[ ",$TARGETS," == *,keel-* ]] && prepare_keel
 [ -n "$OUT" ] && : >"$OUT"
 
-printf '| target | N | Ir (N) | Ir (0) | instructions/request | syscalls/request |\n'
+printf '| target | N | Ir (W+N) | Ir (W) | instructions/request | syscalls/request |\n'
 printf '|---|---:|---:|---:|---:|---:|\n'
-declare -A ipr zero
-for t in ${TARGETS//,/ }; do
+declare -A ipr
+for tn in ${TARGETS//,/ }; do
+	t=${tn%%:*}
+	n=$N
+	[ "$t" != "$tn" ] && n=${tn#*:}
 	path=$(path_of "$t")
-	server=${t%%-*}
-	read -r irn scn < <(run "$t" "$path" "$N")
-	if [ -z "${zero[$server]:-}" ]; then # one run without requests per server
-		zero[$server]=$(run "$t" "$path" 0)
-	fi
-	read -r ir0 sc0 <<<"${zero[$server]}"
-	ipr[$t]=$(( (irn - ir0) / N ))
-	spr=$(awk -v a="$scn" -v b="$sc0" -v n="$N" 'BEGIN { printf "%.2f", (a - b) / n }')
-	printf '| %s | %d | %d | %d | %d | %s |\n' "$t" "$N" "$irn" "$ir0" "${ipr[$t]}" "$spr"
+	read -r irn scn < <(run "$t" "$path" $((WARM + n)))
+	read -r ir0 sc0 < <(run "$t" "$path" "$WARM")
+	ipr[$t]=$(( (irn - ir0) / n ))
+	spr=$(awk -v a="$scn" -v b="$sc0" -v n="$n" 'BEGIN { printf "%.2f", (a - b) / n }')
+	printf '| %s | %d | %d | %d | %d | %s |\n' "$t" "$n" "$irn" "$ir0" "${ipr[$t]}" "$spr"
 	[ -n "$OUT" ] && printf '%s\t%s\t%s\t%s\t%s\n' "$t" "${ipr[$t]}" "$spr" "$irn" "$ir0" >>"$OUT"
 done
 if [ -n "${ipr[nginx-hello]:-}" ]; then

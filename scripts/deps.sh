@@ -7,7 +7,8 @@ what=${1:-build}
 BUILD_PKGS=(gcc make pkg-config libc6-dev libuv1-dev libjansson-dev libsqlite3-dev libpq-dev
             zlib1g-dev libsodium-dev libjwt-dev libhiredis-dev libcurl4-openssl-dev)
 TEST_PKGS=(libcmocka-dev python3 python3-pytest python3-requests clang-14
-           libclang-rt-14-dev llvm-14 curl procps iproute2 postgresql redis-server nodejs chromium)
+           libclang-rt-14-dev llvm-14 curl procps iproute2 postgresql redis-server nodejs chromium
+           valgrind)
 BENCH_PKGS=(wrk curl)
 
 pkgs=("${BUILD_PKGS[@]}")
