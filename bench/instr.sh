@@ -19,14 +19,16 @@
 #
 # For each target the server is started under
 #   valgrind --tool=callgrind --collect-systime=nsec
-# twice: once driven with W + N keep-alive requests over 8 connections
-# (bench/instr_client.py: one request in flight per connection), once with
-# W (-w, default 20: what is done once — libjwt loaded on first use, the
-# first cache load, SQLite statements prepared — is in both runs); each run
-# waits until the port listens and ends with SIGTERM. Instructions per
-# request = (Ir_W+N - Ir_W) / N, syscalls per request = (sysCount_W+N -
-# sysCount_W) / N (under valgrind the vDSO clock reads are real syscalls,
-# so this also counts clock reads).
+# once per target: W requests (-w, default 20) to each endpoint of that
+# server named in -t, in order — what is done once, like libjwt loaded on
+# first use, the first cache load, SQLite statements prepared, is in every
+# run — then N keep-alive requests of the target over 8 connections
+# (bench/instr_client.py: one request in flight per connection); plus one
+# run per server with the warm-up only. Each run waits until the port
+# listens and ends with SIGTERM. Instructions per request = (Ir_target -
+# Ir_warm-up) / N, syscalls per request likewise with sysCount (under
+# valgrind the vDSO clock reads are real syscalls, so this also counts
+# clock reads).
 #
 # keel: WORKERS=1 ACCESS_LOG=false RATE_LIMIT_ENABLED=false
 # ENABLE_DEMO_ROUTES=true, default middleware (request ids, security
@@ -101,6 +103,10 @@ keel_env=(WORKERS=1 ACCESS_LOG=false RATE_LIMIT_ENABLED=false ENABLE_DEMO_ROUTES
 	JWT_SECRET=instr-secret-0123456789abcdef0123456789abcdef JWT_EXPIRES_IN=24h
 	BENCH_JWT_SECRET=keel-bench-secret PASSWORD_HASH_MEMORY=8mb PASSWORD_HASH_OPS=1
 	SHED_LOOP_LAG=0)
+# KEEL_INSTR_ENV="NAME=value ...": more settings for every keel run (e.g.
+# AUTH_STATE_CACHE_TTL=0 USER_CACHE_TTL=0: /api/v1/auth/me from the database)
+read -r -a extra_env <<<"${KEEL_INSTR_ENV:-}"
+keel_env+=("${extra_env[@]}")
 API_TOKEN=""
 
 # The SQLite file every keel run starts from: migrated, one account.
@@ -118,10 +124,21 @@ prepare_keel() {
 	prep_pid=""
 }
 
-# run NAME PATH REQUESTS -> prints "Ir sysCount"
-run() {
-	local name=$1 path=$2 n=$3 port out
+# drive TARGET PORT N: N requests of TARGET's kind
+drive() {
 	local -a req=()
+	case $1 in
+	keel-echo) req=(-X POST -H "Content-Type: application/json" -d "$ECHO_BODY") ;;
+	keel-authme) req=(-H "Authorization: Bearer $BENCH_TOKEN") ;;
+	keel-apime) req=(-H "Authorization: Bearer $API_TOKEN") ;;
+	esac
+	python3 "$here/instr_client.py" 127.0.0.1 "$2" "$(path_of "$1")" "$3" "$CONNS" "${req[@]}" >/dev/null
+}
+
+# run NAME REQUESTS -> prints "Ir sysCount" (NAME keel-warm / nginx-warm:
+# the warm-up only)
+run() {
+	local name=$1 n=$2 port out
 	port=$(free_port)
 	out=$tmp/callgrind.$name.$n.out
 	case $name in
@@ -169,14 +186,13 @@ CONF
 	esac
 	pid=$!
 	wait_listen "$port" "$pid" || { cat "$tmp/$name.$n.log" >&2; exit 1; }
-	case $name in
-	keel-echo) req=(-X POST -H "Content-Type: application/json" -d "$ECHO_BODY") ;;
-	keel-authme) req=(-H "Authorization: Bearer $BENCH_TOKEN") ;;
-	keel-apime) req=(-H "Authorization: Bearer $API_TOKEN") ;;
-	esac
-	if [ "$n" -gt 0 ]; then
-		python3 "$here/instr_client.py" 127.0.0.1 "$port" "$path" "$n" "$CONNS" "${req[@]}" >/dev/null
-	fi
+	# the warm-up: W requests to every endpoint of this server measured
+	# in this invocation, in the same order in every run
+	for w in ${TARGETS//,/ }; do
+		w=${w%%:*}
+		[ "${w%%-*}" = "${name%%-*}" ] && [ "$WARM" -gt 0 ] && drive "$w" "$port" "$WARM"
+	done
+	[ "$n" -gt 0 ] && drive "$name" "$port" "$n"
 	kill -TERM "$pid"
 	wait "$pid" || true
 	pid=""
@@ -200,16 +216,17 @@ for t in ${TARGETS//,/ }; do path_of "${t%%:*}" >/dev/null || exit 2; done
 [[ ",$TARGETS," == *,keel-* ]] && prepare_keel
 [ -n "$OUT" ] && : >"$OUT"
 
-printf '| target | N | Ir (W+N) | Ir (W) | instructions/request | syscalls/request |\n'
+printf '| target | N | Ir (warm-up + N) | Ir (warm-up) | instructions/request | syscalls/request |\n'
 printf '|---|---:|---:|---:|---:|---:|\n'
-declare -A ipr
+declare -A ipr zero
 for tn in ${TARGETS//,/ }; do
 	t=${tn%%:*}
 	n=$N
 	[ "$t" != "$tn" ] && n=${tn#*:}
-	path=$(path_of "$t")
-	read -r irn scn < <(run "$t" "$path" $((WARM + n)))
-	read -r ir0 sc0 < <(run "$t" "$path" "$WARM")
+	server=${t%%-*}
+	read -r irn scn < <(run "$t" "$n")
+	[ -n "${zero[$server]:-}" ] || zero[$server]=$(run "$server-warm" 0)
+	read -r ir0 sc0 <<<"${zero[$server]}"
 	ipr[$t]=$(( (irn - ir0) / n ))
 	spr=$(awk -v a="$scn" -v b="$sc0" -v n="$n" 'BEGIN { printf "%.2f", (a - b) / n }')
 	printf '| %s | %d | %d | %d | %d | %s |\n' "$t" "$n" "$irn" "$ir0" "${ipr[$t]}" "$spr"
