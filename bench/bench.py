@@ -62,7 +62,7 @@ SHARED = os.environ.get("KEEL_SHARED_BENCH", os.path.join(ROOT, "..", "shared", 
 # Date line once per second: up to ~0.13 M instructions, see
 # docs/performance.md) stays near 0.1 % of the figure.
 GATE_TARGETS = ("keel-hello:8000,keel-json:8000,keel-echo:1200,keel-authme:400,"
-                "keel-db:1200,keel-apime:200")
+                "keel-db:1200,keel-apime:300")
 ENDPOINT = {"keel-hello": "GET /hello", "keel-json": "GET /json", "keel-echo": "POST /echo",
             "keel-authme": "GET /auth/me", "keel-apime": "GET /api/v1/auth/me",
             "keel-db": "GET /db", "nginx-hello": "nginx GET /hello",
@@ -532,7 +532,7 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--peers", default="nginx,fastify")
+    p.add_argument("--peers", default="nginx,express,fastify")
     p.add_argument("--endpoints", default="hello,json,auth,echo")
     p.add_argument("--dbs", default="sqlite,postgres")
     p.add_argument("--skip", default="")
