@@ -53,9 +53,9 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-BASELINE = os.path.join(HERE, "baseline.json")
-RESULTS = os.path.join(HERE, "results")
-OUT = os.path.join(ROOT, "build", "bench")
+BASELINE = os.environ.get("KEEL_BENCH_BASELINE", os.path.join(HERE, "baseline.json"))
+RESULTS = os.environ.get("KEEL_BENCH_RESULTS", os.path.join(HERE, "results"))
+OUT = os.environ.get("KEEL_BENCH_OUT", os.path.join(ROOT, "build", "bench"))
 SHARED = os.environ.get("KEEL_SHARED_BENCH", os.path.join(ROOT, "..", "shared", "bench"))
 # N per target: about 100 M instructions measured each, so that the
 # start-up/shut-down noise between runs (glibc's malloc_consolidate, the
