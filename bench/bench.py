@@ -128,13 +128,16 @@ def load(path):
 
 # ---------------------------------------------------------------- instr
 
-def run_instr(n, targets, rounds=1):
-    """{target: ([instr/req per round], [syscalls/req per round])}"""
+def run_instr(n, targets, rounds=1, conns=1):
+    """{target: ([instr/req per round], [syscalls/req per round])}. One
+    connection: each request then wakes the loop for itself alone — with
+    several, how many requests one loop iteration picks up depends on the
+    machine's load, and so do the loop's instructions per request."""
     out = {}
     for _ in range(rounds):
         with tempfile.NamedTemporaryFile("r", suffix=".tsv") as tsv:
             p = subprocess.run([os.path.join(HERE, "instr.sh"), "-n", str(n), "-t", targets,
-                                "-o", tsv.name], cwd=ROOT, stdout=sys.stderr)
+                                "-c", str(conns), "-o", tsv.name], cwd=ROOT, stdout=sys.stderr)
             if p.returncode != 0:
                 sys.exit("bench: bench/instr.sh failed (%d)" % p.returncode)
             for line in tsv.read().splitlines():
@@ -167,7 +170,7 @@ def build_flags():
 
 def cmd_instr(a):
     res = new_result("instr", {"n": a.n, "targets": a.targets, "rounds": a.rounds,
-                               "build": build_flags()})
+                               "connections": 1, "build": build_flags()})
     instr_figures(res, run_instr(a.n, a.targets, a.rounds))
     save(res, a.json)
     print("bench: %s" % os.path.relpath(a.json, ROOT))

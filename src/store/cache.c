@@ -42,6 +42,7 @@
 #include <string.h>
 
 #include <hiredis/hiredis.h>
+#include <uv.h>
 
 #include "keel/cache.h"
 #include "keel/redis.h"
@@ -464,7 +465,8 @@ static json_t *l1_get(keel_cache *c, keel_worker *w, uint64_t h, const char *fke
     l1_entry *e = &t->e[h % L1_SLOTS];
     if (!e->value || e->hash != h || e->fklen != n || memcmp(e->fkey, fkey, n) != 0)
         return NULL;
-    if (e->gen != __atomic_load_n(&c->gen, __ATOMIC_SEQ_CST) || keel_now_ms() >= e->expires_ms) {
+    if (e->gen != __atomic_load_n(&c->gen, __ATOMIC_SEQ_CST) ||
+        uv_now(keel_worker_loop(w)) >= e->expires_ms) { /* the loop's time: no clock read */
         json_decref(e->value);
         e->value = NULL;
         return NULL;
@@ -490,7 +492,7 @@ static void l1_put(keel_cache_flight *f, keel_worker *w, json_t *value)
     e->value = json_incref(value);
     e->gen = f->gen0;
     uint64_t ttl = f->ttl_ms ? f->ttl_ms : c->default_ttl_ms;
-    e->expires_ms = keel_now_ms() + (ttl < L1_MAX_MS ? ttl : L1_MAX_MS);
+    e->expires_ms = uv_now(keel_worker_loop(w)) + (ttl < L1_MAX_MS ? ttl : L1_MAX_MS);
 }
 
 static void flight_free(keel_cache_flight *f)
