@@ -25,7 +25,8 @@ SYSLIBS  := -ldl -lpthread -lm
 BUILD_ONLY_PKGS := libpq libjwt
 
 FRONT_GOALS := run test deps deps-test bench bench-db fuzz clean help check-layers
-TEST_GOALS  := unit unit-db e2e asan asan-db fuzz-run fuzz-short test-suites lint-deploy test-scale
+TEST_GOALS  := unit unit-db e2e asan asan-db fuzz-run fuzz-short test-suites lint-deploy test-scale \
+               bench-instr bench-baseline
 BUILD_GOALS := $(filter-out $(FRONT_GOALS),$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
 ifneq ($(BUILD_GOALS),)
   NEEDED := $(PKGS) $(BUILD_ONLY_PKGS) $(if $(filter $(TEST_GOALS),$(BUILD_GOALS)),cmocka)
@@ -79,6 +80,7 @@ TOOLS    := $(BUILD)/parse_request $(BUILD)/phase_service $(BUILD)/jobs_service
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 .PHONY: all deps deps-test run test test-suites unit e2e asan fuzz fuzz-run fuzz-short bench clean help \
+        bench-instr bench-baseline \
         install uninstall print-ldlibs FORCE
 
 all: $(BUILD)/keel $(BUILD)/libkeel.a $(EXAMPLES) $(TOOLS)
@@ -87,7 +89,9 @@ help:
 	@echo "make            build build/keel, build/libkeel.a, examples"
 	@echo "make run        install what is missing, build, start the reference service"
 	@echo "make test       unit + e2e tests, again under ASan+UBSan, short fuzz runs"
-	@echo "make bench      benchmark keel against its peers (../shared/bench)"
+	@echo "make bench      benchmark keel against its peers: a result in bench/results/, build/bench/report.md"
+	@echo "make bench-instr  instructions per request under callgrind against bench/baseline.json (3 % gate)"
+	@echo "make bench-baseline  rewrite bench/baseline.json from a fresh bench-instr run (commit it)"
 	@echo "make fuzz       long libFuzzer runs (FUZZ_SECONDS=300 each)"
 	@echo "make lint-deploy check deploy/ (nginx, HAProxy, Caddy, Prometheus, systemd, k8s)"
 	@echo "make clean      remove build/"
@@ -274,14 +278,38 @@ test-suites:
 	$(MAKE) --no-print-directory e2e
 	$(MAKE) --no-print-directory lint-deploy
 	$(MAKE) --no-print-directory test-scale
+	$(MAKE) --no-print-directory bench-instr
 	$(MAKE) --no-print-directory asan
 	$(MAKE) --no-print-directory asan-db
 	$(MAKE) --no-print-directory fuzz-short
 
+# The benchmark system (bench/bench.py; docs/performance.md, "The
+# benchmark system"). `make bench`: instructions per request, the
+# side-by-side run against the peers (bench/run.sh, interleaved passes) and
+# /api/v1/auth/me against the demo /auth/me on SQLite and PostgreSQL, one
+# JSON result into bench/results/ and build/bench/report.md with SVG
+# charts against bench/baseline.json and the previous runs. Options
+# through BENCH_ARGS, e.g. BENCH_ARGS="--rounds 5 --skip authme".
 bench:
 	@scripts/deps.sh bench
 	@$(MAKE) --no-print-directory all
-	bench/run.sh
+	$(PYTHON) bench/bench.py run $(BENCH_ARGS)
+
+# The regression gate (make test runs it after e2e): user-space
+# instructions per request under callgrind for /hello, /json, /echo,
+# /auth/me, /api/v1/auth/me and /db (SQLite), against bench/baseline.json;
+# fails when one grows by more than 3 %. Always the normal -O2 build in
+# build/ (bench.py refuses a sanitizer or -O0 build).
+bench-instr:
+	@$(MAKE) --no-print-directory BUILD=build all
+	$(PYTHON) bench/bench.py instr --json build/bench/instr.json
+	$(PYTHON) bench/bench.py check build/bench/instr.json
+
+# A deliberate new reference: rewrites bench/baseline.json (commit it).
+bench-baseline:
+	@$(MAKE) --no-print-directory BUILD=build all
+	$(PYTHON) bench/bench.py instr --json build/bench/instr.json
+	$(PYTHON) bench/bench.py baseline build/bench/instr.json
 
 # deploy/, Dockerfile and docker-compose.yml, each checked by the tool
 # that runs it (nginx -t, haproxy -c, caddy validate, promtool,

@@ -1,26 +1,42 @@
 #!/usr/bin/env bash
 # bench/instr.sh — user-space instructions (and syscalls) per request under
 # callgrind, keel against nginx, with the same client (docs/performance.md,
-# "Instructions per request").
+# "Instructions per request"; `make bench-instr` is the regression gate on
+# top of it, bench/bench.py).
 #
-#   bench/instr.sh                 # keel /hello, keel /json, nginx /hello, N=20000
-#   bench/instr.sh -n 5000 -t keel-hello
+#   bench/instr.sh                 # keel /hello, keel /json, nginx /hello, /json, N=20000
+#   bench/instr.sh -n 5000 -t keel-hello,keel-db
+#   bench/instr.sh -t keel-hello:20000,keel-authme:1000   # N per target
 #   bench/instr.sh -k DIR          # keep the callgrind files (with --dump-instr=yes)
 #                                  # for callgrind_annotate
+#   bench/instr.sh -o FILE         # also write "target<TAB>instr/req<TAB>syscalls/req<TAB>Ir_N<TAB>Ir_0"
+#
+# Targets: keel-hello (GET /hello), keel-json (GET /json), keel-echo (POST
+# /echo, the harness's JSON body), keel-authme (GET /auth/me, the demo route
+# with the harness's HS256 token), keel-apime (GET /api/v1/auth/me with a
+# real access token: JWT, auth state and user record from the cache),
+# keel-db (GET /db?id=1..10000 on SQLite), nginx-hello, nginx-json.
 #
 # For each target the server is started under
 #   valgrind --tool=callgrind --collect-systime=nsec
-# twice: once driven with N keep-alive GETs over 8 connections
-# (bench/instr_client.py: one request in flight per connection), once with
-# none; both runs wait until the port listens, then stop the server with
-# SIGTERM. Instructions per request = (Ir_N - Ir_0) / N, syscalls per
-# request = (sysCount_N - sysCount_0) / N (under valgrind the vDSO clock
-# reads are real syscalls, so this also counts clock reads).
+# once per target: W requests (-w, default 20) to each endpoint of that
+# server named in -t, in order — what is done once, like libjwt loaded on
+# first use, the first cache load, SQLite statements prepared, is in every
+# run — then N keep-alive requests of the target over 8 connections
+# (bench/instr_client.py: one request in flight per connection); plus one
+# run per server with the warm-up only. Each run waits until the port
+# listens and ends with SIGTERM. Instructions per request = (Ir_target -
+# Ir_warm-up) / N, syscalls per request likewise with sysCount (under
+# valgrind the vDSO clock reads are real syscalls, so this also counts
+# clock reads).
 #
 # keel: WORKERS=1 ACCESS_LOG=false RATE_LIMIT_ENABLED=false
 # ENABLE_DEMO_ROUTES=true, default middleware (request ids, security
-# headers, metrics), cwd a fresh temp dir per run (both runs create and
-# migrate their SQLite file).
+# headers, metrics), SHED_LOOP_LAG=0 (valgrind's slowdown on a busy machine
+# can lag the loop past the 2 s default: a 503 would end the run), cwd a
+# fresh temp dir per run with a copy of one SQLite
+# file prepared once (migrated, one account registered: no migration runs
+# under valgrind, and every run starts from the same bytes).
 # nginx: daemon off, master_process off, 1 worker, access log off,
 # keepalive_requests 1000000, `return 200 "ok"` for /hello and the JSON
 # body for /json (like ../shared/bench/peers/nginx).
@@ -31,13 +47,17 @@ N=20000
 CONNS=8
 TARGETS=keel-hello,keel-json,nginx-hello,nginx-json
 KEEP=""
-while getopts "n:c:t:k:h" o; do
+OUT=""
+WARM=20
+while getopts "n:c:t:k:o:w:h" o; do
 	case $o in
 	n) N=$OPTARG ;;
 	c) CONNS=$OPTARG ;;
 	t) TARGETS=$OPTARG ;;
 	k) KEEP=$OPTARG ;;
-	*) sed -n '2,25p' "$0"; exit 2 ;;
+	o) OUT=$OPTARG ;;
+	w) WARM=$OPTARG ;;
+	*) sed -n '2,40p' "$0"; exit 2 ;;
 	esac
 done
 command -v valgrind >/dev/null || { echo "instr: valgrind missing" >&2; exit 2; }
@@ -45,8 +65,10 @@ command -v valgrind >/dev/null || { echo "instr: valgrind missing" >&2; exit 2; 
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/keel-instr.XXXXXX")
 pid=""
+prep_pid=""
 cleanup() {
 	[ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+	[ -n "$prep_pid" ] && kill -TERM "$prep_pid" 2>/dev/null && wait "$prep_pid" 2>/dev/null
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -74,14 +96,56 @@ totals() {
 	     /^(summary|totals):/ { print $(ev["Ir"] + 1), $(ev["sysCount"] + 1); exit }' "$1"
 }
 
-# run NAME PATH REQUESTS -> prints "Ir sysCount"
+BENCH_TOKEN=eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJiZW5jaC11c2VyIiwibmFtZSI6IkJlbmNoIFVzZXIiLCJpYXQiOjE3MDAwMDAwMDB9.Uiwm0NmqLgn9OxyDdaNsVMXblgeEK2bkpXiyz83c9As
+ECHO_BODY='{"id":42,"name":"keel","tags":["fast","small"],"active":true,"score":9.5}'
+keel_env=(WORKERS=1 ACCESS_LOG=false RATE_LIMIT_ENABLED=false ENABLE_DEMO_ROUTES=true
+	HOST=127.0.0.1 LOG_LEVEL=warn DATABASE_URL=sqlite:./keel.db
+	JWT_SECRET=instr-secret-0123456789abcdef0123456789abcdef JWT_EXPIRES_IN=24h
+	BENCH_JWT_SECRET=keel-bench-secret PASSWORD_HASH_MEMORY=8mb PASSWORD_HASH_OPS=1
+	SHED_LOOP_LAG=0)
+# KEEL_INSTR_ENV="NAME=value ...": more settings for every keel run (e.g.
+# AUTH_STATE_CACHE_TTL=0 USER_CACHE_TTL=0: /api/v1/auth/me from the database)
+read -r -a extra_env <<<"${KEEL_INSTR_ENV:-}"
+keel_env+=("${extra_env[@]}")
+API_TOKEN=""
+
+# The SQLite file every keel run starts from: migrated, one account.
+prepare_keel() {
+	local port d=$tmp/prep
+	mkdir -p "$d"
+	port=$(free_port)
+	(cd "$d" && exec env "${keel_env[@]}" PORT="$port" "$root/build/keel" serve >"$d/log" 2>&1) &
+	prep_pid=$!
+	wait_listen "$port" "$prep_pid" || { cat "$d/log" >&2; exit 1; }
+	API_TOKEN=$(python3 "$here/instr_client.py" --register 127.0.0.1 "$port" \
+		bench@example.com "correct horse battery staple")
+	kill -TERM "$prep_pid"
+	wait "$prep_pid" || true
+	prep_pid=""
+}
+
+# drive TARGET PORT N: N requests of TARGET's kind
+drive() {
+	local -a req=()
+	case $1 in
+	keel-echo) req=(-X POST -H "Content-Type: application/json" -d "$ECHO_BODY") ;;
+	keel-authme) req=(-H "Authorization: Bearer $BENCH_TOKEN") ;;
+	keel-apime) req=(-H "Authorization: Bearer $API_TOKEN") ;;
+	esac
+	python3 "$here/instr_client.py" 127.0.0.1 "$2" "$(path_of "$1")" "$3" "$CONNS" "${req[@]}" >/dev/null
+}
+
+# run NAME REQUESTS -> prints "Ir sysCount" (NAME keel-warm / nginx-warm:
+# the warm-up only)
 run() {
-	local name=$1 path=$2 n=$3 port out
+	local name=$1 n=$2 port out
 	port=$(free_port)
 	out=$tmp/callgrind.$name.$n.out
 	case $name in
 	keel-*)
-		mkdir -p "$tmp/keel.$name.$n" # fresh: every run creates its SQLite file
+		local d=$tmp/keel.$name.$n
+		mkdir -p "$d"
+		cp "$tmp/prep/keel.db" "$d/"
 		# keel-trace-*: tracing on at 100 %, exporting to $OTLP_ENDPOINT
 		# (bench/trace.sh -i starts a receiver); keel-notrace-*: tracing off
 		local extra=()
@@ -90,8 +154,7 @@ run() {
 			OTEL_EXPORTER_OTLP_ENDPOINT="${OTLP_ENDPOINT:?keel-trace-* needs OTLP_ENDPOINT}") ;;
 		keel-notrace-*) extra=(OTEL_SDK_DISABLED=true) ;;
 		esac
-		(cd "$tmp/keel.$name.$n" && exec env WORKERS=1 ACCESS_LOG=false RATE_LIMIT_ENABLED=false \
-			ENABLE_DEMO_ROUTES=true HOST=127.0.0.1 PORT="$port" LOG_LEVEL=warn "${extra[@]}" \
+		(cd "$d" && exec env "${keel_env[@]}" "${extra[@]}" PORT="$port" \
 			"${vg[@]}" --callgrind-out-file="$out" "$root/build/keel" serve \
 			>"$tmp/$name.$n.log" 2>&1) &
 		;;
@@ -131,9 +194,13 @@ CONF
 	esac
 	pid=$!
 	wait_listen "$port" "$pid" || { cat "$tmp/$name.$n.log" >&2; exit 1; }
-	if [ "$n" -gt 0 ]; then
-		python3 "$here/instr_client.py" 127.0.0.1 "$port" "$path" "$n" "$CONNS" >/dev/null
-	fi
+	# the warm-up: W requests to every endpoint of this server measured
+	# in this invocation, in the same order in every run
+	for w in ${TARGETS//,/ }; do
+		w=${w%%:*}
+		[ "${w%%-*}" = "${name%%-*}" ] && [ "$WARM" -gt 0 ] && drive "$w" "$port" "$WARM"
+	done
+	[ "$n" -gt 0 ] && drive "$name" "$port" "$n"
 	kill -TERM "$pid"
 	wait "$pid" || true
 	pid=""
@@ -142,20 +209,36 @@ CONF
 	totals "$out"
 }
 
-printf '| target | N | Ir (N) | Ir (0) | instructions/request | syscalls/request |\n'
-printf '|---|---:|---:|---:|---:|---:|\n'
-declare -A ipr
-for t in ${TARGETS//,/ }; do
-	case $t in
-	*-hello) path=/hello ;;
-	*-json) path=/json ;;
-	*) echo "instr: unknown target $t" >&2; exit 2 ;;
+path_of() {
+	case $1 in
+	*-hello) echo /hello ;;
+	*-json) echo /json ;;
+	keel-echo) echo /echo ;;
+	keel-authme) echo /auth/me ;;
+	keel-apime) echo /api/v1/auth/me ;;
+	keel-db) echo '/db?id={id}' ;;
+	*) echo "instr: unknown target $1" >&2; return 1 ;;
 	esac
-	read -r irn scn < <(run "$t" "$path" "$N")
-	read -r ir0 sc0 < <(run "$t" "$path" 0)
-	ipr[$t]=$(( (irn - ir0) / N ))
-	printf '| %s | %d | %d | %d | %d | %s |\n' "$t" "$N" "$irn" "$ir0" "${ipr[$t]}" \
-		"$(awk -v a="$scn" -v b="$sc0" -v n="$N" 'BEGIN { printf "%.2f", (a - b) / n }')"
+}
+for t in ${TARGETS//,/ }; do path_of "${t%%:*}" >/dev/null || exit 2; done
+[[ ",$TARGETS," == *,keel-* ]] && prepare_keel
+[ -n "$OUT" ] && : >"$OUT"
+
+printf '| target | N | Ir (warm-up + N) | Ir (warm-up) | instructions/request | syscalls/request |\n'
+printf '|---|---:|---:|---:|---:|---:|\n'
+declare -A ipr zero
+for tn in ${TARGETS//,/ }; do
+	t=${tn%%:*}
+	n=$N
+	[ "$t" != "$tn" ] && n=${tn#*:}
+	server=${t%%-*}
+	read -r irn scn < <(run "$t" "$n")
+	[ -n "${zero[$server]:-}" ] || zero[$server]=$(run "$server-warm" 0)
+	read -r ir0 sc0 <<<"${zero[$server]}"
+	ipr[$t]=$(( (irn - ir0) / n ))
+	spr=$(awk -v a="$scn" -v b="$sc0" -v n="$n" 'BEGIN { printf "%.2f", (a - b) / n }')
+	printf '| %s | %d | %d | %d | %d | %s |\n' "$t" "$n" "$irn" "$ir0" "${ipr[$t]}" "$spr"
+	[ -n "$OUT" ] && printf '%s\t%s\t%s\t%s\t%s\n' "$t" "${ipr[$t]}" "$spr" "$irn" "$ir0" >>"$OUT"
 done
 if [ -n "${ipr[nginx-hello]:-}" ]; then
 	for t in ${TARGETS//,/ }; do

@@ -42,6 +42,7 @@ typedef struct app_options {
     uint64_t login_lock_ms;     /* LOGIN_LOCK_TIME (first lock; doubles) */
     uint64_t login_lock_max_ms; /* LOGIN_LOCK_MAX */
     uint64_t user_cache_ttl_ms; /* USER_CACHE_TTL (0 = not cached) */
+    uint64_t auth_state_ttl_ms; /* AUTH_STATE_CACHE_TTL (0 = a query per request) */
     int demo_routes;            /* ENABLE_DEMO_ROUTES (default: not in production) */
     char *bench_jwt_secret;     /* BENCH_JWT_SECRET (secret): GET /auth/me, a demo route */
     uint64_t events_max_depth;  /* EVENTS_MAX_DEPTH: levels below a root event */
@@ -157,7 +158,11 @@ int app_users_setup(keel_service *svc, app_auth *a);
 /* PATCH /api/v1/auth/me (src/app/users.c): name and e-mail of one's own
  * record, as PATCH /api/v1/users/:id does it. */
 keel_flow app_user_patch_self(keel_req *r);
-/* Drops the cached copy of a user (GET /api/v1/users/:id), then calls
+/* Answers the user user_id (200 with the record, as GET
+ * /api/v1/users/:id, through the user cache; 404 when there is none). */
+keel_flow app_user_serve(keel_req *r, const char *user_id);
+/* Drops the cached copies of a user (GET /api/v1/users/:id, and its auth
+ * state: status, role, tokens_valid_after, revoked tokens), then calls
  * then(r, arg, status) — after Redis answered, so a read that follows the
  * write's answer, on any instance, sees the write. Call after every
  * change to a user's record. r is held meanwhile. */

@@ -573,7 +573,7 @@ typedef struct logout_job {
     int64_t token_exp;    /* its exp */
     char refresh_hash[65]; /* the refresh token given, if any */
     int all;
-    char user_id[64];     /* logout-all: the user whose cached copy goes */
+    char user_id[64];     /* the user whose cached copies go */
     int invalidated;
 } logout_job;
 
@@ -586,9 +586,11 @@ static int db_logout(keel_db_conn *c, void *arg)
     int rc = keel_db_exec(c, "DELETE FROM revoked_tokens WHERE expires_at < $1", d, 1, NULL);
     if (rc < 0)
         return rc;
-    keel_db_param q[] = {KEEL_DB_P_TEXT(j->jti), KEEL_DB_P_INT(j->token_exp)};
-    rc = keel_db_exec(c, "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2)", q, 2,
-                      NULL);
+    keel_db_param q[] = {KEEL_DB_P_TEXT(j->jti), KEEL_DB_P_INT(j->token_exp),
+                         KEEL_DB_P_TEXT(j->sub)};
+    rc = keel_db_exec(c,
+                      "INSERT INTO revoked_tokens (jti, expires_at, user_id) VALUES ($1, $2, $3)",
+                      q, 3, NULL);
     if (rc < 0 && rc != KEEL_EDB_CONSTRAINT)
         return rc;
     if (j->all) {
@@ -610,7 +612,7 @@ static int db_logout(keel_db_conn *c, void *arg)
 static void logout_done(keel_req *r, void *arg, int status)
 {
     logout_job *j = arg;
-    /* logout-all: tokens_valid_after */
+    /* the revoked jti (the user's auth state); logout-all: tokens_valid_after */
     if (invalidate_first(r, &j->invalidated, j->user_id, logout_done, j, status))
         return;
     if (status < 0)
@@ -629,8 +631,7 @@ static keel_flow logout(keel_req *r, int all)
     snprintf(j->jti, sizeof(j->jti), "%s", p->jti);
     j->token_exp = p->token_exp;
     j->all = all;
-    if (all)
-        snprintf(j->user_id, sizeof(j->user_id), "%s", p->id);
+    snprintf(j->user_id, sizeof(j->user_id), "%s", p->id);
     return keel_db_job_run_tx(r, A.db, db_logout, logout_done, j);
 }
 
@@ -646,38 +647,11 @@ static keel_flow h_logout_all(keel_req *r)
 
 /* ---------------------------------------------------------------- me */
 
-typedef struct me_job {
-    char user_id[64];
-    json_t *user;
-} me_job;
-
-static void me_cleanup(void *arg)
-{
-    json_decref(((me_job *)arg)->user);
-}
-
-static int db_me(keel_db_conn *c, void *arg)
-{
-    me_job *j = arg;
-    return app_fetch_user(c, j->user_id, 1, &j->user);
-}
-
-static void me_done(keel_req *r, void *arg, int status)
-{
-    me_job *j = arg;
-    if (status < 0) {
-        keel_db_respond_error(r, status);
-    } else {
-        keel_res_set_header(r, "Cache-Control", "no-store");
-        keel_respond_json(r, 200, json_incref(j->user));
-    }
-}
-
+/* The caller's record, through the user cache (app_user_serve): with the
+ * auth state from the cache too, a request that needs no database. */
 static keel_flow h_me(keel_req *r)
 {
-    me_job *j = KEEL_REQ_JOB(r, me_job, me_cleanup);
-    snprintf(j->user_id, sizeof(j->user_id), "%s", keel_req_principal(r)->id);
-    return keel_db_job_run(r, A.db, db_me, me_done, j);
+    return app_user_serve(r, keel_req_principal(r)->id);
 }
 
 /* ---------------------------------------------------------------- password */
@@ -802,7 +776,14 @@ typedef struct check {
     void *arg;
     int status;
     char role[256];
+    json_t *state;            /* the auth state loaded (load_state) */
+    keel_cache_flight *flight;
 } check;
+
+static void check_cleanup(void *arg)
+{
+    json_decref(((check *)arg)->state);
+}
 
 static int db_check_user(keel_db_conn *c, void *arg)
 {
@@ -843,14 +824,144 @@ static void checked(keel_req *r, void *arg, int status)
     }
 }
 
+/* ---------------------------------------------------------------- auth state
+ *
+ * What db_check_user asks the database on every authenticated request —
+ * the user's status, role and tokens_valid_after, and whether the token's
+ * jti was revoked — kept per user in the cache (namespace "auth", key the
+ * user id, AUTH_STATE_CACHE_TTL; in process, or in Redis with REDIS_URL):
+ *
+ *   {"active": true, "role": "user", "after": 1700000000, "revoked": [jti, ...]}
+ *   {"gone": true}                           no such user, or soft-deleted
+ *
+ * "revoked" holds the user's revoked access tokens not yet expired (and
+ * rows revoked before migration 0003, which have no user). Loaded on a
+ * miss by one query pair, with single-flight per user (keel_cache_fetch).
+ * Every write that changes any of it — disable, role change, delete,
+ * password change, logout, logout-all — drops the entry before the write
+ * is answered (app_user_invalidate), so the next request, on any instance
+ * sharing the Redis, loads the new state. An evicted or expired entry is
+ * just reloaded: the database stays the source of truth, and a revocation
+ * is never lost with a cache entry. */
+static keel_cache *AC;
+static uint64_t auth_ttl_ms; /* 0: a query per request (db_check_user) */
+
+static int db_auth_state(keel_db_conn *c, void *arg)
+{
+    check *k = arg;
+    json_decref(k->state); /* a retry */
+    k->state = NULL;
+    keel_db_param p[] = {KEEL_DB_P_TEXT(k->claims.sub)};
+    keel_db_rows *rows;
+    int rc = keel_db_query(c,
+                           "SELECT role, status, tokens_valid_after FROM users "
+                           "WHERE id = $1 AND deleted_at IS NULL",
+                           p, 1, &rows);
+    if (rc < 0)
+        return rc;
+    json_t *st = NULL;
+    if ((rc = keel_db_rows_next(rows)) == 1) {
+        keel_str role = keel_db_get_text(rows, 0);
+        st = json_object();
+        json_object_set_new(st, "active",
+                            json_boolean(keel_str_eq(keel_db_get_text(rows, 1),
+                                                     keel_str_c("active"))));
+        json_object_set_new(st, "role", json_stringn(role.ptr, role.len));
+        json_object_set_new(st, "after", json_integer(keel_db_get_int(rows, 2)));
+    }
+    keel_db_rows_free(rows);
+    if (rc < 0) {
+        json_decref(st);
+        return rc;
+    }
+    if (!st) {
+        k->state = json_pack("{s:b}", "gone", 1);
+        return 0;
+    }
+    keel_db_param q[] = {KEEL_DB_P_TEXT(k->claims.sub), KEEL_DB_P_INT(app_now())};
+    rc = keel_db_query(c,
+                       "SELECT jti FROM revoked_tokens WHERE (user_id = $1 OR user_id IS NULL) "
+                       "AND expires_at >= $2",
+                       q, 2, &rows);
+    if (rc < 0) {
+        json_decref(st);
+        return rc;
+    }
+    json_t *revoked = json_array();
+    while ((rc = keel_db_rows_next(rows)) == 1) {
+        keel_str jti = keel_db_get_text(rows, 0);
+        json_array_append_new(revoked, json_stringn(jti.ptr, jti.len));
+    }
+    keel_db_rows_free(rows);
+    json_object_set_new(st, "revoked", revoked);
+    if (rc < 0) {
+        json_decref(st);
+        return rc;
+    }
+    k->state = st;
+    return 0;
+}
+
+/* 0 (role copied) when the state lets the token through, else
+ * KEEL_EACCES. Anything unexpected in the state refuses (fail closed). */
+static int state_allows(const json_t *st, const keel_jwt_claims *cl, char *role, size_t cap)
+{
+    const json_t *after = json_object_get(st, "after");
+    const char *rl = json_string_value(json_object_get(st, "role"));
+    const json_t *revoked = json_object_get(st, "revoked");
+    if (!json_is_true(json_object_get(st, "active")) || !json_is_integer(after) || !rl ||
+        !json_is_array(revoked) || cl->iat < (int64_t)json_integer_value(after))
+        return KEEL_EACCES;
+    size_t i;
+    const json_t *v;
+    json_array_foreach(revoked, i, v) {
+        const char *jti = json_string_value(v);
+        if (!jti || !strcmp(jti, cl->jti))
+            return KEEL_EACCES;
+    }
+    snprintf(role, cap, "%s", rl);
+    return 0;
+}
+
+static void state_loaded(keel_req *r, void *arg, int status)
+{
+    check *k = arg;
+    (void)r;
+    keel_cache_loaded(k->flight, status, status < 0 ? NULL : k->state); /* then got_state */
+}
+
+/* The loader of the cache-aside read: one per user and miss per process. */
+static void load_state(keel_req *r, void *arg, keel_cache_flight *f)
+{
+    check *k = arg;
+    k->flight = f;
+    int rc = keel_db_run(r, A.db, db_auth_state, state_loaded, k);
+    if (rc < 0)
+        keel_cache_loaded(f, rc, NULL);
+}
+
+static void got_state(keel_req *r, void *arg, int status, json_t *value)
+{
+    check *k = arg;
+    if (status < 0) /* KEEL_ECANCELED included: the middleware lets go of r */
+        k->done(r, k->arg, status, NULL);
+    else if (state_allows(value, &k->claims, k->role, sizeof(k->role)) < 0)
+        k->done(r, k->arg, KEEL_EACCES, NULL);
+    else
+        k->done(r, k->arg, 0, k->role);
+}
+
 static void store_check_user(void *self, keel_req *r, const keel_jwt_claims *claims,
                              keel_auth_done_fn done, void *arg)
 {
     (void)self;
-    check *k = KEEL_REQ_JOB(r, check, NULL); /* wiped with the request */
+    check *k = KEEL_REQ_JOB(r, check, check_cleanup); /* wiped with the request */
     k->claims = *claims;
     k->done = done;
     k->arg = arg;
+    if (AC && auth_ttl_ms &&
+        keel_cache_fetch(AC, r, "auth", claims->sub, auth_ttl_ms, load_state, got_state, k) == 0)
+        return;
     int rc = keel_db_run(r, A.db, db_check_user, checked, k);
     if (rc < 0)
         done(r, arg, rc, NULL); /* the middleware answers */
@@ -988,6 +1099,8 @@ int app_auth_setup(keel_service *svc)
     A.max_attempts = cfg->login_max_attempts;
     A.lock_base_s = cfg->login_lock_ms / 1000 ? cfg->login_lock_ms / 1000 : 1;
     A.lock_max_s = cfg->login_lock_max_ms / 1000 ? cfg->login_lock_max_ms / 1000 : 1;
+    AC = keel_service_cache(svc);
+    auth_ttl_ms = cfg->auth_state_ttl_ms;
     keel_auth_store store = {.check_user = store_check_user,
                              .check_apikey = store_check_apikey,
                              .self = &A};

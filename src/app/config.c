@@ -58,6 +58,11 @@ static const keel_config_var app_vars[] = {
      AT(user_cache_ttl_ms),
      .help = "GET /api/v1/users/:id is cached this long (invalidated on every write); "
              "0 = not cached"},
+    {.name = "AUTH_STATE_CACHE_TTL", .type = KEEL_CONFIG_DURATION, .def = "5m",
+     AT(auth_state_ttl_ms),
+     .help = "what an authenticated request checks (status, role, tokens_valid_after, revoked "
+             "token ids) is cached per user this long, invalidated on every write; 0 = a "
+             "database query per request"},
     {.name = "ENABLE_DEMO_ROUTES", .type = KEEL_CONFIG_BOOL, .def = "", AT(demo_routes),
      .help = "serve /hello, /json, /echo, /auth/me (benchmark routes); default true, false "
              "in production"},

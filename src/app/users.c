@@ -6,11 +6,12 @@
  * Role and status change only through the admin route, and never on one's
  * own record (nobody raises their own role, or locks themselves out).
  *
- * GET /users/:id is served through the cache (namespace "users",
- * USER_CACHE_TTL), after the authorization check, with single-flight per
- * id; every write to a user's record drops the cached copy before the
- * write is answered (app_user_invalidate), so the next read — on any
- * instance sharing the Redis — sees it. */
+ * GET /users/:id (and GET /auth/me) is served through the cache
+ * (namespace "users", USER_CACHE_TTL), after the authorization check, with
+ * single-flight per id; every write to a user's record drops the cached
+ * copy and the user's auth state (namespace "auth", src/app/auth.c) before
+ * the write is answered (app_user_invalidate), so the next read or
+ * authenticated request — on any instance sharing the Redis — sees it. */
 #include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -71,12 +72,22 @@ typedef struct inval {
     keel_db_done_cb then;
     void *arg;
     int status;
+    int step; /* 0: "users" deleted next, 1: "auth", 2: done */
+    char id[64];
 } inval;
 
+/* The two cached copies of a user, one after the other: the record
+ * ("users") and its auth state ("auth", src/app/auth.c). */
 static void invalidated(void *arg, int status)
 {
     inval *iv = arg;
     (void)status; /* Redis could not delete: the TTL bounds the staleness */
+    static const char *const ns[] = {"users", "auth"};
+    while (iv->step < 2) {
+        const char *n = ns[iv->step++];
+        if (keel_cache_del(C, keel_req_worker(iv->r), n, iv->id, invalidated, iv) == 0)
+            return; /* called again when this delete is answered */
+    }
     iv->then(iv->r, iv->arg, iv->status);
     keel_req_unhold(iv->r);
     keel_free(iv);
@@ -89,11 +100,11 @@ void app_user_invalidate(keel_req *r, const char *user_id, keel_db_done_cb then,
         then(r, arg, status);
         return;
     }
-    inval *iv = keel_malloc(sizeof(*iv));
-    *iv = (inval){r, then, arg, status};
+    inval *iv = keel_calloc(1, sizeof(*iv));
+    *iv = (inval){.r = r, .then = then, .arg = arg, .status = status};
+    snprintf(iv->id, sizeof(iv->id), "%s", user_id);
     keel_req_hold(r);
-    if (keel_cache_del(C, keel_req_worker(r), "users", user_id, invalidated, iv) < 0)
-        invalidated(iv, KEEL_EUNAVAIL);
+    invalidated(iv, 0);
 }
 
 /* A write's answer, once the cached copy of the user is gone. */
@@ -335,15 +346,27 @@ static void got_user(keel_req *r, void *arg, int status, json_t *value)
     }
 }
 
+static keel_flow serve_user(keel_req *r, get_job *j)
+{
+    if (!C || !user_ttl_ms ||
+        keel_cache_fetch(C, r, "users", j->rep.id, user_ttl_ms, load_user, got_user, j) < 0)
+        return keel_db_job_run(r, A->db, db_get, done_json, j);
+    return keel_req_is_finished(r) ? KEEL_DONE : KEEL_SUSPEND;
+}
+
 static keel_flow h_get(keel_req *r)
 {
     get_job *j = KEEL_REQ_JOB(r, get_job, reply_cleanup);
     if (!allowed_on(r, &j->rep, "users:read")) /* before the cache: no IDOR through it */
         return KEEL_DONE;
-    if (!C || !user_ttl_ms ||
-        keel_cache_fetch(C, r, "users", j->rep.id, user_ttl_ms, load_user, got_user, j) < 0)
-        return keel_db_job_run(r, A->db, db_get, done_json, j);
-    return keel_req_is_finished(r) ? KEEL_DONE : KEEL_SUSPEND;
+    return serve_user(r, j);
+}
+
+keel_flow app_user_serve(keel_req *r, const char *user_id)
+{
+    get_job *j = KEEL_REQ_JOB(r, get_job, reply_cleanup);
+    snprintf(j->rep.id, sizeof(j->rep.id), "%s", user_id);
+    return serve_user(r, j);
 }
 
 typedef struct change_job {

@@ -22,7 +22,19 @@
  * delivered to its waiters (they asked before the write) but not stored;
  * a delete that lands while the store is in flight is repeated after it.
  * Across instances (a write on one, a load on another) the window is the
- * load's duration, bounded by the TTL: keep TTLs short for such data. */
+ * load's duration, bounded by the TTL: keep TTLs short for such data.
+ *
+ * Parsed values per worker (in-process store only). A hit of
+ * keel_cache_fetch would parse the stored JSON text on every read; each
+ * worker keeps the values it parsed in a small direct-mapped table (L1_SLOTS
+ * per worker, for the first L1_WORKERS workers), each tagged with the
+ * cache's write generation read before the text was: every set and
+ * delete of the process bumps the generation, so a kept value is used only
+ * while nothing at all was written since — never after an invalidation —
+ * and for at most L1_MAX_MS (or its TTL). fetch's values are read-only
+ * (keel/cache.h), which is what lets one parsed value answer many reads on
+ * its worker's thread. With Redis there is no such table: another
+ * instance's write would not bump this process's generation. */
 #include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
@@ -30,6 +42,7 @@
 #include <string.h>
 
 #include <hiredis/hiredis.h>
+#include <uv.h>
 
 #include "keel/cache.h"
 #include "keel/redis.h"
@@ -37,6 +50,21 @@
 
 #define FLIGHT_BUCKETS 256
 #define MEM_SHARDS 16
+#define L1_SLOTS 64
+#define L1_WORKERS 64
+#define L1_MAX_MS 1000
+
+typedef struct l1_entry {
+    uint64_t hash;
+    char *fkey; /* "ns:key" */
+    size_t fklen;
+    json_t *value;
+    uint64_t gen, expires_ms;
+} l1_entry;
+
+typedef struct l1_table {
+    l1_entry e[L1_SLOTS];
+} l1_table;
 
 typedef struct waiter waiter;
 
@@ -53,6 +81,7 @@ struct keel_cache_flight {
     waiter *head, *tail; /* waiting; under c->lock */
     int dirty;           /* deleted while loading; under c->lock */
     json_t *value;       /* the loaded value while it is stored */
+    uint64_t gen0;       /* c->gen before the cache was read */
 };
 
 struct waiter {
@@ -77,6 +106,8 @@ struct keel_cache {
     keel_metric *m_hits, *m_misses, *m_errors, *m_loads;
     pthread_mutex_t lock;
     keel_cache_flight *flights[FLIGHT_BUCKETS];
+    uint64_t gen;                /* sets and deletes so far (__atomic) */
+    l1_table *l1[L1_WORKERS];    /* each written by its own worker only */
 };
 
 /* ---------------------------------------------------------------- options */
@@ -133,6 +164,15 @@ void keel_cache_free(keel_cache *c)
 {
     if (!c)
         return;
+    for (unsigned w = 0; w < L1_WORKERS; w++) {
+        if (!c->l1[w])
+            continue;
+        for (unsigned i = 0; i < L1_SLOTS; i++) {
+            json_decref(c->l1[w]->e[i].value);
+            keel_free(c->l1[w]->e[i].fkey);
+        }
+        keel_free(c->l1[w]);
+    }
     keel__cache_mem_free(c->mem);
     pthread_mutex_destroy(&c->lock);
     keel_free(c);
@@ -312,6 +352,7 @@ int keel_cache_set(keel_cache *c, keel_worker *w, const char *ns, const char *ke
         ttl_ms = c->default_ttl_ms;
     int rc;
     if (c->mem) {
+        __atomic_add_fetch(&c->gen, 1, __ATOMIC_SEQ_CST);
         rc = keel__cache_mem_set(c->mem, k, klen, text, strlen(text), keel_now_ms() + ttl_ms);
         if (rc == 0 && cb)
             cb(arg, 0);
@@ -378,6 +419,7 @@ int keel_cache_del(keel_cache *c, keel_worker *w, const char *ns, const char *ke
     int rc;
     if (c->mem) {
         int found = keel__cache_mem_del(c->mem, k, klen, keel_now_ms());
+        __atomic_add_fetch(&c->gen, 1, __ATOMIC_SEQ_CST); /* after: a read between sees no entry */
         rc = 0;
         if (cb)
             cb(arg, found ? 0 : KEEL_ENOTFOUND);
@@ -399,6 +441,59 @@ int keel_cache_del(keel_cache *c, keel_worker *w, const char *ns, const char *ke
 /* ---------------------------------------------------------------- single-flight */
 
 static void start_load(keel_cache_flight *f);
+
+/* ---------------------------------------------------------------- parsed values per worker */
+
+static l1_table *l1_of(keel_cache *c, keel_worker *w, int create)
+{
+    if (!c->mem || !w)
+        return NULL;
+    unsigned id = keel_worker_id(w);
+    if (id >= L1_WORKERS)
+        return NULL;
+    if (!c->l1[id] && create)
+        c->l1[id] = keel_calloc(1, sizeof(l1_table));
+    return c->l1[id];
+}
+
+/* The value this worker keeps for fkey, or NULL. */
+static json_t *l1_get(keel_cache *c, keel_worker *w, uint64_t h, const char *fkey, size_t n)
+{
+    l1_table *t = l1_of(c, w, 0);
+    if (!t)
+        return NULL;
+    l1_entry *e = &t->e[h % L1_SLOTS];
+    if (!e->value || e->hash != h || e->fklen != n || memcmp(e->fkey, fkey, n) != 0)
+        return NULL;
+    if (e->gen != __atomic_load_n(&c->gen, __ATOMIC_SEQ_CST) ||
+        uv_now(keel_worker_loop(w)) >= e->expires_ms) { /* the loop's time: no clock read */
+        json_decref(e->value);
+        e->value = NULL;
+        return NULL;
+    }
+    return e->value;
+}
+
+static void l1_put(keel_cache_flight *f, keel_worker *w, json_t *value)
+{
+    keel_cache *c = f->c;
+    l1_table *t = l1_of(c, w, 1);
+    if (!t || f->gen0 != __atomic_load_n(&c->gen, __ATOMIC_SEQ_CST))
+        return;
+    l1_entry *e = &t->e[f->hash % L1_SLOTS];
+    json_decref(e->value);
+    if (e->fklen != f->fklen || !e->fkey || memcmp(e->fkey, f->fkey, f->fklen) != 0) {
+        keel_free(e->fkey);
+        e->fkey = keel_malloc(f->fklen);
+        memcpy(e->fkey, f->fkey, f->fklen);
+        e->fklen = f->fklen;
+    }
+    e->hash = f->hash;
+    e->value = json_incref(value);
+    e->gen = f->gen0;
+    uint64_t ttl = f->ttl_ms ? f->ttl_ms : c->default_ttl_ms;
+    e->expires_ms = uv_now(keel_worker_loop(w)) + (ttl < L1_MAX_MS ? ttl : L1_MAX_MS);
+}
 
 static void flight_free(keel_cache_flight *f)
 {
@@ -540,6 +635,8 @@ static void on_flight_get(void *arg, int status, json_t *value)
 {
     keel_cache_flight *f = arg;
     (void)status; /* an error is a miss: load from the source */
+    if (value && f->c->mem) /* read on the leader's own loop */
+        l1_put(f, f->leader->w, value);
     if (value)
         finish(f, 0, value);
     else
@@ -607,6 +704,18 @@ int keel_cache_fetch(keel_cache *c, keel_req *r, const char *ns, const char *key
     char *fkey = keel_malloc(n + 1);
     snprintf(fkey, n + 1, "%s:%s", ns, key);
     uint64_t h = hash_fkey(fkey, n);
+    uint64_t gen0 = __atomic_load_n(&c->gen, __ATOMIC_SEQ_CST);
+    json_t *kept = l1_get(c, wt->w, h, fkey, n);
+    if (kept) { /* parsed on this worker, nothing written since */
+        keel_free(fkey);
+        keel_free(wt);
+        count_read(c, keel_req_worker(r), ns, 0, 1);
+        json_incref(kept); /* done may end the request, and a write may drop the entry */
+        done(r, arg, 0, kept);
+        json_decref(kept);
+        keel_req_unhold(r);
+        return 0;
+    }
     pthread_mutex_lock(&c->lock);
     keel_cache_flight **p = flight_find(c, h, fkey, n);
     if (*p) { /* a load is on its way: wait for it */
@@ -629,6 +738,7 @@ int keel_cache_fetch(keel_cache *c, keel_req *r, const char *ns, const char *key
     f->fkey = fkey;
     f->fklen = n;
     f->ttl_ms = ttl_ms;
+    f->gen0 = gen0;
     f->leader = wt;
     wt->f = f;
     *p = f;

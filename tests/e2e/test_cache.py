@@ -208,6 +208,9 @@ def test_fifty_concurrent_reads_one_load(mode, cluster, request):
     workers of an instance) run the loader once."""
     (a,) = nodes_for(mode, cluster, request, n=1)
     uid, tok = new_user(a, "many@example.com")
+    # new_user's GET /auth/me cached the record: a write drops it again
+    r = a.call("PATCH", "/api/v1/users/" + uid, token=tok, json={"name": "Many"})
+    assert r.status_code == 200, r.text
     loads = a.metric("cache_loads_total", ns="users")
     start = threading.Barrier(50)
     results = []

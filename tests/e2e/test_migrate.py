@@ -193,12 +193,14 @@ def test_up_status_down_with_the_embedded_set(db, tmp_path):
     assert db.scalar("SELECT count(*) FROM schema_migrations") == len(versions)
     assert db.has_table("users") and db.has_table("api_keys") and db.has_table("keel_jobs")
     assert db.has_table("files")
+    assert any(e["file"].endswith("0004_revoked_tokens_user.sql (embedded)") for e in applied)
 
     p = migrate(["status"], db.url, cwd=tmp_path)
     name, status, at = status_rows(p.stdout)[1]
     assert (name, status) == ("demo_items", "applied")
     assert time.strptime(at, "%Y-%m-%dT%H:%M:%SZ")
     assert status_rows(p.stdout)[2][:2] == ("users_auth", "applied")
+    assert status_rows(p.stdout)[3][:2] == ("revoked_tokens_user", "applied")
 
     p = migrate(["up"], db.url, cwd=tmp_path)
     assert p.returncode == 0 and applied_versions(p) == []

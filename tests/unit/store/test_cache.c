@@ -355,6 +355,44 @@ static void test_requests_ending_while_waiting_are_safe(void **state)
     stop(s, &cfg);
 }
 
+/* Each worker keeps the values it parsed: hits need no parse, and any
+ * write — a delete or a set of this key from another thread, even a set
+ * of another key — is seen by the very next read. */
+static void test_kept_values_follow_every_write(void **state)
+{
+    (void)state;
+    keel_config cfg;
+    keel_server *s = start(&cfg);
+    int st[10];
+    static char bodies[10][512];
+    load_ms = 1;
+    burst(keel_server_port(s), "/f/k", 1, st, bodies);
+    assert_int_equal(loads, 1);
+    for (int round = 0; round < 3; round++) { /* kept per worker: still one load */
+        burst(keel_server_port(s), "/f/k", 10, st, bodies);
+        for (int i = 0; i < 10; i++)
+            assert_non_null(strstr(bodies[i], "forty-two"));
+    }
+    assert_int_equal(loads, 1);
+    /* a set from another thread: the next reads answer the new value */
+    json_t *v = json_pack("{s:s}", "answer", "changed");
+    assert_int_equal(keel_cache_set(cache, NULL, "sf", "k", v, 60000, NULL, NULL), 0);
+    json_decref(v);
+    burst(keel_server_port(s), "/f/k", 10, st, bodies);
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(st[i], 200);
+        if (!strstr(bodies[i], "changed"))
+            fail_msg("#%d answered a kept value after a set: %s", i, bodies[i]);
+    }
+    assert_int_equal(loads, 1);
+    /* a delete: the next read loads again */
+    assert_int_equal(keel_cache_del(cache, NULL, "sf", "k", NULL, NULL), 0);
+    burst(keel_server_port(s), "/f/k", 1, st, bodies);
+    assert_int_equal(loads, 2);
+    assert_non_null(strstr(bodies[0], "forty-two"));
+    stop(s, &cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -365,6 +403,7 @@ int main(void)
         cmocka_unit_test(test_api_in_process),
         cmocka_unit_test(test_single_flight_fifty_requests_one_load),
         cmocka_unit_test(test_requests_ending_while_waiting_are_safe),
+        cmocka_unit_test(test_kept_values_follow_every_write),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
