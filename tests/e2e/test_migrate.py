@@ -200,7 +200,8 @@ def test_up_status_down_with_the_embedded_set(db, tmp_path):
     assert (name, status) == ("demo_items", "applied")
     assert time.strptime(at, "%Y-%m-%dT%H:%M:%SZ")
     assert status_rows(p.stdout)[2][:2] == ("users_auth", "applied")
-    assert status_rows(p.stdout)[3][:2] == ("revoked_tokens_user", "applied")
+    assert status_rows(p.stdout)[3][:2] == ("jobs", "applied")
+    assert status_rows(p.stdout)[4][:2] == ("revoked_tokens_user", "applied")
 
     p = migrate(["up"], db.url, cwd=tmp_path)
     assert p.returncode == 0 and applied_versions(p) == []
