@@ -216,8 +216,8 @@ def test_low_disk_degrades_and_memory_over_limit_is_unhealthy(keel):
 def test_saturated_work_pool_degrades_and_inline_checks_still_answer(keel):
     import threading
     srv = keel(**dict(ENV, WORK_POOL_SIZE=1, WORK_QUEUE_MAX=4, HEALTH_POOL_SATURATION=50))
-    threads = [threading.Thread(target=get, args=(srv, "/work?ms=%d" % (800 * SLACK)))
-               for _ in range(4)]
+    # one job runs, four wait: the queue stays at least 3/4 full for two jobs
+    threads = [threading.Thread(target=get, args=(srv, "/work?ms=1000")) for _ in range(5)]
     for t in threads:
         t.start()
     wait_for(lambda: metrics(srv).value("work_pool_queue_depth", pool="work") >= 3,
