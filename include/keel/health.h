@@ -82,6 +82,13 @@ extern const keel_config_module keel_health_config;
 keel_health *keel_health_new(void);
 void keel_health_free(keel_health *h);
 
+/* Runs the pool checks on a pool of their own ("health", 2 threads) of
+ * s, so probes never wait behind the requests' blocking work (a
+ * saturated work pool is reported by the work_pool check, not by every
+ * other check timing out). Without it they run on the default pool.
+ * keel_health_register_system calls it. Before the server starts. */
+void keel_health_use_pool(keel_health *h, keel_server *s);
+
 /* How long results are reused (HEALTH_CACHE_TTL); before the server starts. */
 void keel_health_set_cache_ttl(keel_health *h, uint64_t ms);
 

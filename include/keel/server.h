@@ -561,6 +561,9 @@ keel_flow keel_req_job_submit(keel_req *r, keel_pool *p, keel_work_fn work,
  * loop of `worker`. */
 int keel_worker_submit(keel_worker *w, keel_work_fn work,
                        void (*after)(void *arg, int status), void *arg);
+/* The same on pool p (NULL: the default pool). */
+int keel_worker_submit_pool(keel_worker *w, keel_pool *p, keel_work_fn work,
+                            void (*after)(void *arg, int status), void *arg);
 keel_worker *keel_req_worker(const keel_req *r);
 
 /* The worker's libuv loop, for timers and async clients of the handler's

@@ -244,6 +244,12 @@ int keel_req_submit_pool(keel_req *r, keel_pool *pool, keel_work_fn work,
 int keel_worker_submit(keel_worker *w, keel_work_fn work,
                        void (*after)(void *arg, int status), void *arg)
 {
+    return keel_worker_submit_pool(w, NULL, work, after, arg);
+}
+
+int keel_worker_submit_pool(keel_worker *w, keel_pool *p, keel_work_fn work,
+                            void (*after)(void *arg, int status), void *arg)
+{
     if (!work || !after)
         return KEEL_EINVAL;
     keel_work *job = keel_calloc(1, sizeof(*job));
@@ -251,7 +257,7 @@ int keel_worker_submit(keel_worker *w, keel_work_fn work,
     job->work = work;
     job->after = after;
     job->arg = arg;
-    int rc = enqueue(w->srv->pool, job);
+    int rc = enqueue(p ? p : w->srv->pool, job);
     if (rc)
         keel_free(job);
     else

@@ -53,6 +53,7 @@ struct keel_health {
     uint64_t cached_wall_ms;
     int running;
     uint64_t runs;       /* atomic */
+    keel_pool *pool;     /* the checks' own threads (NULL: the default pool) */
     struct owned {
         void *p;
         void (*fn)(void *p);
@@ -274,7 +275,7 @@ static keel_flow run_checks(keel_req *r, int detailed)
             continue;
         item *it = &ru->items[i];
         ru->refs++;
-        int rc = keel_worker_submit(w, job, job_done, it);
+        int rc = keel_worker_submit_pool(w, h->pool, job, job_done, it);
         if (rc < 0) {
             ru->refs--;
             it->result = CK_FAIL;
@@ -362,6 +363,16 @@ void keel__health_own(keel_health *h, void *p, void (*fn)(void *p))
         h->owned[h->nowned++] = (struct owned){p, fn};
     else
         fn(p);
+}
+
+void keel_health_use_pool(keel_health *h, keel_server *s)
+{
+    if (h->pool)
+        return;
+    /* two threads: a check stuck on a dead host does not hold up the others
+     * for long, and probes never wait behind the requests' blocking work */
+    keel_pool_opts o = {.name = "health", .threads = 2, .queue_max = 4 * MAX_CHECKS};
+    h->pool = keel_server_pool_new(s, &o);
 }
 
 void keel_health_set_cache_ttl(keel_health *h, uint64_t ms)

@@ -227,6 +227,7 @@ void keel_health_register_system(keel_health *h, keel_server *s,
                                                        : ".");
     sc->limit = keel_health_memory_limit(o->memory_limit);
     keel_health_set_cache_ttl(h, o->cache_ttl_ms);
+    keel_health_use_pool(h, s);
     keel_health_check disk = {.name = "disk", .timeout_ms = 1000, .data_fn = check_disk,
                               .arg = sc};
     keel_health_check mem = {.name = "memory", .critical = 1, .data_fn = check_memory,

@@ -70,7 +70,7 @@ def test_series_known_at_start_are_exported_at_zero(keel):
     for w in ("0", "1"):
         assert m.find("event_loop_delay_seconds_count", worker=w), w
         assert m.find("event_loop_worker_lag_seconds", worker=w), w
-    for pool in ("work", "db"):
+    for pool in ("work", "db", "health"):
         assert m.find("work_pool_queue_depth", pool=pool), pool
         assert m.find("work_pool_threads", pool=pool)[0].value >= 1
         assert m.find("work_pool_wait_seconds_count", pool=pool), pool
@@ -163,6 +163,20 @@ def test_real_prometheus_scrapes_keel(keel, tmp_path):
         log.close()
 
 
+def test_loop_lag_is_measured_per_worker(keel):
+    srv = keel(**dict(ENV, WORKERS=1))
+    assert get(srv, "/block?ms=400").status_code == 200  # blocks the only loop
+    def late_sample():
+        m = metrics(srv)
+        n = m.value("event_loop_delay_seconds_count", worker="0")
+        fast = m.value("event_loop_delay_seconds_bucket", worker="0", le="0.25")
+        return n - fast >= 1 and m
+    wait_for(late_sample, timeout=3, what="a lag sample over 250 ms on worker 0")
+    key = cli(srv, ENV, ["apikey", "create", "--name", "ops", "--scopes", "admin:access"])
+    w = get(srv, "/api/v1/admin/workers", **{"X-API-Key": key}).json()["workers"]
+    assert len(w) == 1 and w[0]["loop_lag_max_ms"] >= 250, w
+
+
 # ---------------------------------------------------------------- health
 
 def detailed(srv):
@@ -179,7 +193,8 @@ def test_detailed_health_reports_every_check(keel):
         assert c["status"] == "pass" and c["latency_ms"] >= 0, (name, c)
     assert doc["checks"]["disk"]["data"]["free_bytes"] > 0
     assert doc["checks"]["memory"]["data"]["rss_bytes"] > 0
-    assert {p["pool"] for p in doc["checks"]["work_pool"]["data"]["pools"]} == {"work", "db"}
+    assert ({p["pool"] for p in doc["checks"]["work_pool"]["data"]["pools"]}
+            == {"work", "db", "health"})
 
 
 def test_low_disk_degrades_and_memory_over_limit_is_unhealthy(keel):
@@ -196,6 +211,28 @@ def test_low_disk_degrades_and_memory_over_limit_is_unhealthy(keel):
     assert code == 200 and doc["status"] == "degraded", doc
     assert doc["checks"]["memory"]["status"] == "pass"
     assert get(srv2, "/health/ready").status_code == 200
+
+
+def test_saturated_work_pool_degrades_and_inline_checks_still_answer(keel):
+    import threading
+    srv = keel(**dict(ENV, WORK_POOL_SIZE=1, WORK_QUEUE_MAX=4, HEALTH_POOL_SATURATION=50))
+    # one job runs, four wait: the queue stays at least 3/4 full for two jobs
+    threads = [threading.Thread(target=get, args=(srv, "/work?ms=1000")) for _ in range(5)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: metrics(srv).value("work_pool_queue_depth", pool="work") >= 3,
+             timeout=5, what="three jobs queued behind the busy thread")
+    code, doc = detailed(srv)
+    assert code == 200 and doc["status"] == "degraded", doc
+    wp = doc["checks"]["work_pool"]
+    assert wp["status"] == "warn", wp
+    work = [p for p in wp["data"]["pools"] if p["pool"] == "work"][0]
+    assert work["busy"] == 1 and work["queued"] >= 3 and work["saturation"] >= 0.5, work
+    # the other checks run on the health pool: they answer all the same
+    for name in ("disk", "memory", "database"):
+        assert doc["checks"][name]["status"] == "pass", (name, doc["checks"][name])
+    for t in threads:
+        t.join()
 
 
 def test_probe_storm_runs_the_checks_about_once_per_ttl(keel):
@@ -379,4 +416,4 @@ def test_workers_view(ops):
     served = sum(w["requests_total"] for w in doc["workers"])
     assert served - sum(w["requests_total"] for w in before["workers"]) >= 11
     assert doc["total"]["requests_total"] == served
-    assert {p["pool"] for p in doc["pools"]} == {"work", "db"}
+    assert {p["pool"] for p in doc["pools"]} == {"work", "db", "health"}
