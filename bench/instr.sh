@@ -83,12 +83,14 @@ run() {
 	keel-*)
 		mkdir -p "$tmp/keel.$name.$n" # fresh: every run creates its SQLite file
 		# keel-trace-*: tracing on at 100 %, exporting to $OTLP_ENDPOINT
-		# (bench/trace.sh -i starts a receiver); keel-notrace-*: tracing off
+		# (bench/trace.sh -i starts a receiver); keel-notrace-*: tracing off;
+		# keel-unsampled-*: tracing on, nothing sampled (always_off)
 		local extra=()
 		case $name in
 		keel-trace-*) extra=(OTEL_TRACES_SAMPLER=always_on
 			OTEL_EXPORTER_OTLP_ENDPOINT="${OTLP_ENDPOINT:?keel-trace-* needs OTLP_ENDPOINT}") ;;
 		keel-notrace-*) extra=(OTEL_SDK_DISABLED=true) ;;
+		keel-unsampled-*) extra=(OTEL_TRACES_SAMPLER=always_off) ;;
 		esac
 		(cd "$tmp/keel.$name.$n" && exec env WORKERS=1 ACCESS_LOG=false RATE_LIMIT_ENABLED=false \
 			ENABLE_DEMO_ROUTES=true HOST=127.0.0.1 PORT="$port" LOG_LEVEL=warn "${extra[@]}" \
