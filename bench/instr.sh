@@ -147,12 +147,14 @@ run() {
 		mkdir -p "$d"
 		cp "$tmp/prep/keel.db" "$d/"
 		# keel-trace-*: tracing on at 100 %, exporting to $OTLP_ENDPOINT
-		# (bench/trace.sh -i starts a receiver); keel-notrace-*: tracing off
+		# (bench/trace.sh -i starts a receiver); keel-notrace-*: tracing off;
+		# keel-unsampled-*: tracing on, nothing sampled (always_off)
 		local extra=()
 		case $name in
 		keel-trace-*) extra=(OTEL_TRACES_SAMPLER=always_on
 			OTEL_EXPORTER_OTLP_ENDPOINT="${OTLP_ENDPOINT:?keel-trace-* needs OTLP_ENDPOINT}") ;;
 		keel-notrace-*) extra=(OTEL_SDK_DISABLED=true) ;;
+		keel-unsampled-*) extra=(OTEL_TRACES_SAMPLER=always_off) ;;
 		esac
 		(cd "$d" && exec env "${keel_env[@]}" "${extra[@]}" PORT="$port" \
 			"${vg[@]}" --callgrind-out-file="$out" "$root/build/keel" serve \
