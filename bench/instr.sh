@@ -244,6 +244,7 @@ for tn in ${TARGETS//,/ }; do
 done
 if [ -n "${ipr[nginx-hello]:-}" ]; then
 	for t in ${TARGETS//,/ }; do
+		t=${t%%:*}
 		case $t in keel-*) printf '%s / nginx-%s: %.2fx\n' "$t" "${t#keel-}" \
 			"$(awk -v a="${ipr[$t]}" -v b="${ipr[nginx-${t#keel-}]:-${ipr[nginx-hello]}}" 'BEGIN { print a / b }')" ;;
 		esac

@@ -842,7 +842,10 @@ static void checked(keel_req *r, void *arg, int status)
  * is answered (app_user_invalidate), so the next request, on any instance
  * sharing the Redis, loads the new state. An evicted or expired entry is
  * just reloaded: the database stays the source of truth, and a revocation
- * is never lost with a cache entry. */
+ * is never lost with a cache entry. Left open across instances: a load
+ * another instance began before a write and stores after its delete
+ * keeps the old state until the TTL (keel/cache.h) — hence a short
+ * default (60 s). */
 static keel_cache *AC;
 static uint64_t auth_ttl_ms; /* 0: a query per request (db_check_user) */
 

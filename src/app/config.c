@@ -58,7 +58,7 @@ static const keel_config_var app_vars[] = {
      AT(user_cache_ttl_ms),
      .help = "GET /api/v1/users/:id is cached this long (invalidated on every write); "
              "0 = not cached"},
-    {.name = "AUTH_STATE_CACHE_TTL", .type = KEEL_CONFIG_DURATION, .def = "5m",
+    {.name = "AUTH_STATE_CACHE_TTL", .type = KEEL_CONFIG_DURATION, .def = "60s",
      AT(auth_state_ttl_ms),
      .help = "what an authenticated request checks (status, role, tokens_valid_after, revoked "
              "token ids) is cached per user this long, invalidated on every write; 0 = a "
