@@ -94,6 +94,7 @@ struct keel_jobs {
     int pg;
     keel_job_handler handlers[MAX_HANDLERS];
     size_t nhandlers;
+    char *kinds_json;       /* the registered kinds as a JSON array (fetch filter) */
     jq queues[KEEL__JOBS_MAX_QUEUES];
     size_t nq;
 
@@ -584,10 +585,11 @@ static int fetch_tx(keel_db_conn *c, void *arg)
     fetch_reset(f);
     int64_t now = keel__jobs_now();
     keel_db_param p[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->id), KEEL_DB_P_TEXT(f->q->name),
-                         KEEL_DB_P_INT(f->want)};
+                         KEEL_DB_P_INT(f->want), KEEL_DB_P_TEXT(j->kinds_json)};
     static const char *const pg_sql =
         "WITH c AS (SELECT id FROM keel_jobs WHERE queue = $3 AND state IN " KEEL__JOBS_FETCHABLE
-        " AND run_at <= $1 AND NOT EXISTS (SELECT 1 FROM keel_job_queues WHERE queue = $3 AND "
+        " AND run_at <= $1 AND kind IN (SELECT jsonb_array_elements_text($5::jsonb)) AND "
+        "NOT EXISTS (SELECT 1 FROM keel_job_queues WHERE queue = $3 AND "
         "paused <> 0) ORDER BY priority, run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) "
         "UPDATE keel_jobs AS k SET state = 'running', attempt = k.attempt + 1, attempted_at = $1, "
         "heartbeat_at = $1, locked_by = $2 FROM c WHERE k.id = c.id "
@@ -595,12 +597,13 @@ static int fetch_tx(keel_db_conn *c, void *arg)
     static const char *const sqlite_sql =
         "UPDATE keel_jobs SET state = 'running', attempt = attempt + 1, attempted_at = $1, "
         "heartbeat_at = $1, locked_by = $2 WHERE id IN (SELECT id FROM keel_jobs WHERE "
-        "queue = $3 AND state IN " KEEL__JOBS_FETCHABLE " AND run_at <= $1 AND NOT EXISTS "
+        "queue = $3 AND state IN " KEEL__JOBS_FETCHABLE " AND run_at <= $1 AND kind IN "
+        "(SELECT value FROM json_each($5)) AND NOT EXISTS "
         "(SELECT 1 FROM keel_job_queues WHERE queue = $3 AND paused <> 0) ORDER BY priority, "
         "run_at, id LIMIT $4) "
         "RETURNING id, kind, args, attempt, max_attempts, timeout_ms, run_at";
     keel_db_rows *rows = NULL;
-    int rc = keel_db_query(c, j->pg ? pg_sql : sqlite_sql, p, 4, &rows);
+    int rc = keel_db_query(c, j->pg ? pg_sql : sqlite_sql, p, 5, &rows);
     if (rc < 0)
         return rc;
     while ((rc = keel_db_rows_next(rows)) == 1) {
@@ -740,6 +743,8 @@ static int fetch_queue(keel_jobs *j, jq *q)
  * came due must not wait JOBS_POLL_INTERVAL because of it. */
 static void fetch_all(keel_jobs *j)
 {
+    if (j->nhandlers == 0)
+        return; /* no kind to run: the jobs wait for a runner that has one */
     int failed = 0;
     for (size_t i = 0; i < j->nq; i++)
         failed |= fetch_queue(j, &j->queues[i]) < 0;
@@ -1163,6 +1168,14 @@ int keel_jobs_start(keel_jobs *j)
 {
     if (j->started)
         return KEEL_EALREADY;
+    json_t *kinds = json_array();
+    for (size_t i = 0; i < j->nhandlers; i++)
+        json_array_append_new(kinds, json_string(j->handlers[i].kind));
+    keel_free(j->kinds_json);
+    char *k = json_dumps(kinds, JSON_COMPACT);
+    j->kinds_json = keel_strdup(k);
+    free(k);
+    json_decref(kinds);
     keel_db_conn *c = loop_conn(j);
     if (!c)
         return KEEL_EDB_UNAVAILABLE;
@@ -1307,6 +1320,7 @@ void keel_jobs_free(keel_jobs *j)
     pthread_cond_destroy(&j->cond);
     pthread_cond_destroy(&j->idle_cond);
     keel_config_close(&j->cfg);
+    keel_free(j->kinds_json);
     keel_free(j->url);
     keel_free(j);
 }
