@@ -94,6 +94,7 @@ struct keel_jobs {
     int pg;
     keel_job_handler handlers[MAX_HANDLERS];
     size_t nhandlers;
+    char *kinds_json;       /* the registered kinds as a JSON array (fetch filter) */
     jq queues[KEEL__JOBS_MAX_QUEUES];
     size_t nq;
 
@@ -108,6 +109,9 @@ struct keel_jobs {
     int loop_up;               /* wake may be sent (mu) */
     int started, abandoned;
     int64_t next_due;          /* wall ms of the earliest retry/snooze of ours; 0 none (mu) */
+    int64_t *ok_ids;           /* completed jobs not written yet: id, attempt pairs (mu) */
+    size_t ok_n, ok_cap;       /* pairs */
+    int ok_flushing;           /* a queue thread is writing them (mu) */
 
     uv_loop_t loop;
     uv_async_t wake;
@@ -422,6 +426,70 @@ static void release_slot(keel_job *job, int result, int free_it)
         job_free(job);
 }
 
+/* ---------------------------------------------------------------- group completion
+ *
+ * A completed job's row is written by one UPDATE for every job completed
+ * meanwhile (group commit): the thread that finds no write in progress
+ * writes everything pending — its own job at once when the runner is
+ * quiet — while the others only append theirs. Under load one commit (one
+ * fsync) then covers many jobs. Each row is still a compare-and-set on
+ * (id, attempt, running, locked_by). Until the write, the row stays
+ * running under our heartbeat; a crash in between reruns the job
+ * (at-least-once, like any crash before the result is written). */
+
+enum { OK_BATCH_MAX = 500 };
+
+static int complete_ok(keel_jobs *j, keel_db_conn *c, keel_job *job)
+{
+    pthread_mutex_lock(&j->mu);
+    if (j->ok_n == j->ok_cap) {
+        j->ok_cap = j->ok_cap ? j->ok_cap * 2 : 64;
+        j->ok_ids = keel_realloc(j->ok_ids, j->ok_cap * 2 * sizeof(int64_t));
+    }
+    j->ok_ids[2 * j->ok_n] = job->id;
+    j->ok_ids[2 * j->ok_n + 1] = job->attempt;
+    j->ok_n++;
+    if (j->ok_flushing) {
+        pthread_mutex_unlock(&j->mu);
+        return R_COMPLETED; /* the writer in progress takes it next */
+    }
+    j->ok_flushing = 1;
+    while (j->ok_n > 0) {
+        size_t n = j->ok_n < OK_BATCH_MAX ? j->ok_n : OK_BATCH_MAX;
+        keel_db_param *p = keel_malloc((2 * n + 2) * sizeof(*p));
+        p[0] = KEEL_DB_P_INT(keel__jobs_now());
+        p[1] = KEEL_DB_P_TEXT(j->id);
+        for (size_t i = 0; i < 2 * n; i++)
+            p[2 + i] = KEEL_DB_P_INT(j->ok_ids[i]);
+        memmove(j->ok_ids, j->ok_ids + 2 * n, (j->ok_n - n) * 2 * sizeof(int64_t));
+        j->ok_n -= n;
+        pthread_mutex_unlock(&j->mu);
+
+        keel_buf sql = {0};
+        keel_buf_append_str(&sql, "UPDATE keel_jobs SET state = 'completed', finished_at = $1, "
+                                  "locked_by = NULL, heartbeat_at = NULL WHERE state = 'running' "
+                                  "AND locked_by = $2 AND (id, attempt) IN (VALUES ");
+        for (size_t i = 0; i < n; i++)
+            keel_buf_printf(&sql, "%s($%zu, $%zu)", i ? ", " : "", 3 + 2 * i, 4 + 2 * i);
+        keel_buf_append(&sql, ")", 2); /* with the NUL */
+        int64_t affected = 0;
+        int rc = keel_db_exec(c, sql.data, p, 2 * n + 2, &affected);
+        keel_free(sql.data);
+        keel_free(p);
+        if (rc < 0)
+            keel_log(KEEL_LOG_ERROR, "job results not recorded (rescued later)", "{s:i,s:s}",
+                     "jobs", (int)n, "error", keel_db_strerror(rc));
+        else if ((size_t)affected < n)
+            keel_log(KEEL_LOG_WARN, "job results dropped", "{s:i,s:s}", "jobs",
+                     (int)(n - (size_t)affected),
+                     "reason", "no longer running on this attempt (rescued, cancelled or timed out)");
+        pthread_mutex_lock(&j->mu);
+    }
+    j->ok_flushing = 0;
+    pthread_mutex_unlock(&j->mu);
+    return R_COMPLETED;
+}
+
 /* ---------------------------------------------------------------- runner threads */
 
 typedef struct thread_arg {
@@ -487,7 +555,8 @@ static void *queue_thread(void *arg)
             result = record(c, job, KEEL_JOB_RETRY, why);
             count_result(j, q, R_TIMEOUT);
         } else {
-            result = record(c, job, out, job->error);
+            result = out == KEEL_JOB_OK && c ? complete_ok(j, c, job)
+                                             : record(c, job, out, job->error);
         }
         release_slot(job, result, 1);
     }
@@ -584,10 +653,11 @@ static int fetch_tx(keel_db_conn *c, void *arg)
     fetch_reset(f);
     int64_t now = keel__jobs_now();
     keel_db_param p[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->id), KEEL_DB_P_TEXT(f->q->name),
-                         KEEL_DB_P_INT(f->want)};
+                         KEEL_DB_P_INT(f->want), KEEL_DB_P_TEXT(j->kinds_json)};
     static const char *const pg_sql =
         "WITH c AS (SELECT id FROM keel_jobs WHERE queue = $3 AND state IN " KEEL__JOBS_FETCHABLE
-        " AND run_at <= $1 AND NOT EXISTS (SELECT 1 FROM keel_job_queues WHERE queue = $3 AND "
+        " AND run_at <= $1 AND kind IN (SELECT jsonb_array_elements_text($5::jsonb)) AND "
+        "NOT EXISTS (SELECT 1 FROM keel_job_queues WHERE queue = $3 AND "
         "paused <> 0) ORDER BY priority, run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) "
         "UPDATE keel_jobs AS k SET state = 'running', attempt = k.attempt + 1, attempted_at = $1, "
         "heartbeat_at = $1, locked_by = $2 FROM c WHERE k.id = c.id "
@@ -595,12 +665,13 @@ static int fetch_tx(keel_db_conn *c, void *arg)
     static const char *const sqlite_sql =
         "UPDATE keel_jobs SET state = 'running', attempt = attempt + 1, attempted_at = $1, "
         "heartbeat_at = $1, locked_by = $2 WHERE id IN (SELECT id FROM keel_jobs WHERE "
-        "queue = $3 AND state IN " KEEL__JOBS_FETCHABLE " AND run_at <= $1 AND NOT EXISTS "
+        "queue = $3 AND state IN " KEEL__JOBS_FETCHABLE " AND run_at <= $1 AND kind IN "
+        "(SELECT value FROM json_each($5)) AND NOT EXISTS "
         "(SELECT 1 FROM keel_job_queues WHERE queue = $3 AND paused <> 0) ORDER BY priority, "
         "run_at, id LIMIT $4) "
         "RETURNING id, kind, args, attempt, max_attempts, timeout_ms, run_at";
     keel_db_rows *rows = NULL;
-    int rc = keel_db_query(c, j->pg ? pg_sql : sqlite_sql, p, 4, &rows);
+    int rc = keel_db_query(c, j->pg ? pg_sql : sqlite_sql, p, 5, &rows);
     if (rc < 0)
         return rc;
     while ((rc = keel_db_rows_next(rows)) == 1) {
@@ -740,6 +811,8 @@ static int fetch_queue(keel_jobs *j, jq *q)
  * came due must not wait JOBS_POLL_INTERVAL because of it. */
 static void fetch_all(keel_jobs *j)
 {
+    if (j->nhandlers == 0)
+        return; /* no kind to run: the jobs wait for a runner that has one */
     int failed = 0;
     for (size_t i = 0; i < j->nq; i++)
         failed |= fetch_queue(j, &j->queues[i]) < 0;
@@ -1163,6 +1236,14 @@ int keel_jobs_start(keel_jobs *j)
 {
     if (j->started)
         return KEEL_EALREADY;
+    json_t *kinds = json_array();
+    for (size_t i = 0; i < j->nhandlers; i++)
+        json_array_append_new(kinds, json_string(j->handlers[i].kind));
+    keel_free(j->kinds_json);
+    char *k = json_dumps(kinds, JSON_COMPACT);
+    j->kinds_json = keel_strdup(k);
+    free(k);
+    json_decref(kinds);
     keel_db_conn *c = loop_conn(j);
     if (!c)
         return KEEL_EDB_UNAVAILABLE;
@@ -1307,6 +1388,8 @@ void keel_jobs_free(keel_jobs *j)
     pthread_cond_destroy(&j->cond);
     pthread_cond_destroy(&j->idle_cond);
     keel_config_close(&j->cfg);
+    keel_free(j->kinds_json);
+    keel_free(j->ok_ids);
     keel_free(j->url);
     keel_free(j);
 }
