@@ -102,7 +102,9 @@ keel_env=(WORKERS=1 ACCESS_LOG=false RATE_LIMIT_ENABLED=false ENABLE_DEMO_ROUTES
 	HOST=127.0.0.1 LOG_LEVEL=warn DATABASE_URL=sqlite:./keel.db
 	JWT_SECRET=instr-secret-0123456789abcdef0123456789abcdef JWT_EXPIRES_IN=24h
 	BENCH_JWT_SECRET=keel-bench-secret PASSWORD_HASH_MEMORY=8mb PASSWORD_HASH_OPS=1
-	SHED_LOOP_LAG=0)
+	SHED_LOOP_LAG=0 JOBS_ENABLED=false)
+# (the job runner polls on a timer: its cost grows with wall time, not
+# requests, so it is off here.)
 # KEEL_INSTR_ENV="NAME=value ...": more settings for every keel run (e.g.
 # AUTH_STATE_CACHE_TTL=0 USER_CACHE_TTL=0: /api/v1/auth/me from the database)
 read -r -a extra_env <<<"${KEEL_INSTR_ENV:-}"
