@@ -104,6 +104,11 @@ uint64_t keel_now_ms(void);
 uint64_t keel_now_ns(void);
 uint64_t keel_wall_ms(void);
 
+/* 64 random bits from a per-thread generator (xoshiro256**) seeded from
+ * the kernel: for ids that must be unique (request, trace and span ids),
+ * never for secrets (tokens, keys: libsodium's randombytes). */
+uint64_t keel_random64(void);
+
 /* Initialises what the library needs (libsodium) once per process.
  * Thread-safe and cheap after the first call; keel calls it itself
  * wherever it needs it (keel_main, keel_server_new, tokens, passwords,

@@ -2,6 +2,8 @@
 #include "keel/arena.h"
 
 #include <errno.h>
+#include <stdint.h>
+#include <sys/random.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -79,6 +81,36 @@ char *keel_strndup(const char *s, size_t n)
 void keel_free(void *p)
 {
     free(p);
+}
+
+/* ---------------------------------------------------------------- ids */
+
+static __thread uint64_t rng[4];
+static __thread int rng_seeded;
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+uint64_t keel_random64(void)
+{
+    if (!rng_seeded) {
+        if (getrandom(rng, sizeof(rng), 0) != (ssize_t)sizeof(rng)) {
+            uint64_t t = keel_now_ns();
+            for (int i = 0; i < 4; i++)
+                rng[i] = t * 0x9e3779b97f4a7c15ull + (uint64_t)i + (uint64_t)(uintptr_t)&rng;
+        }
+        rng_seeded = 1;
+    }
+    uint64_t r = rotl(rng[1] * 5, 7) * 9, t = rng[1] << 17;
+    rng[2] ^= rng[0];
+    rng[3] ^= rng[1];
+    rng[1] ^= rng[2];
+    rng[0] ^= rng[3];
+    rng[2] ^= t;
+    rng[3] = rotl(rng[3], 45);
+    return r;
 }
 
 /* ---------------------------------------------------------------- clocks */

@@ -28,7 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <time.h>
 #include <uv.h>
 
@@ -37,40 +36,11 @@
 
 /* ---------------------------------------------------------------- ids */
 
-static __thread uint64_t rng[4];
-static __thread int rng_seeded;
-
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-/* xoshiro256**, seeded from the kernel: ids must be unique, not secret. */
-static uint64_t next64(void)
-{
-    if (!rng_seeded) {
-        if (getrandom(rng, sizeof(rng), 0) != (ssize_t)sizeof(rng)) {
-            uint64_t t = keel_now_ns();
-            for (int i = 0; i < 4; i++)
-                rng[i] = t * 0x9e3779b97f4a7c15ull + (uint64_t)i + (uint64_t)(uintptr_t)&rng;
-        }
-        rng_seeded = 1;
-    }
-    uint64_t r = rotl(rng[1] * 5, 7) * 9, t = rng[1] << 17;
-    rng[2] ^= rng[0];
-    rng[3] ^= rng[1];
-    rng[1] ^= rng[2];
-    rng[0] ^= rng[3];
-    rng[2] ^= t;
-    rng[3] = rotl(rng[3], 45);
-    return r;
-}
-
 static void random_id(uint8_t *out, size_t n)
 {
     do {
         for (size_t i = 0; i < n; i += 8) {
-            uint64_t v = next64();
+            uint64_t v = keel_random64();
             memcpy(out + i, &v, n - i < 8 ? n - i : 8);
         }
         for (size_t i = 0; i < n; i++)
