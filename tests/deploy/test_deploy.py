@@ -72,13 +72,15 @@ def test_dockerfile_is_multi_stage_non_root_with_healthcheck():
 
 
 def runtime_sonames():
+    """Paths of the libraries keel itself names (DT_NEEDED), not what they
+    pull in: their packages depend on those already."""
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]",
+                        subprocess.run(["readelf", "-d", str(KEEL_BIN)], capture_output=True,
+                                       text=True, check=True).stdout)
     out = subprocess.run(["ldd", str(KEEL_BIN)], capture_output=True, text=True, check=True).stdout
-    libs = []
-    for line in out.splitlines():
-        m = re.match(r"\s*(\S+) => (\S+)", line)
-        if m and not m.group(1).startswith(("libc.so", "libm.so", "linux-vdso", "ld-linux")):
-            libs.append(m.group(2))
-    return libs
+    where = dict(re.findall(r"^\s*(\S+) => (\S+)", out, re.M))
+    return [where[n] for n in needed
+            if not n.startswith(("libc.so", "libm.so", "ld-linux")) and n in where]
 
 
 def package_of(path):
