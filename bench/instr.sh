@@ -147,7 +147,10 @@ run() {
 	keel-*)
 		local d=$tmp/keel.$name.$n
 		mkdir -p "$d"
+		# the database and its write-ahead log (a clean exit may leave rows
+		# in the WAL: SQLite checkpoints when it likes, not at every close)
 		cp "$tmp/prep/keel.db" "$d/"
+		[ ! -f "$tmp/prep/keel.db-wal" ] || cp "$tmp/prep/keel.db-wal" "$d/"
 		# keel-trace-*: tracing on at 100 %, exporting to $OTLP_ENDPOINT
 		# (bench/trace.sh -i starts a receiver); keel-notrace-*: tracing off;
 		# keel-unsampled-*: tracing on, nothing sampled (always_off)

@@ -85,7 +85,7 @@ def main():
                     break
                 head = bytes(buf[:end]).decode("latin-1")
                 if not head.startswith("HTTP/1.1 200 "):
-                    sys.exit("instr_client: unexpected answer: %r" % bytes(buf[:300]))
+                    sys.exit("instr_client: unexpected answer: %r" % bytes(buf[:1200]))
                 clen = 0
                 for line in head.split("\r\n")[1:]:
                     k, _, v = line.partition(":")
