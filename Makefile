@@ -257,7 +257,7 @@ fuzz-run: $(FUZZ_BIN)
 
 # make test: a short run of each harness on its corpus (new inputs go to a
 # scratch directory, never into the committed corpus).
-FUZZ_SHORT_SECONDS ?= 20
+FUZZ_SHORT_SECONDS ?= 10
 fuzz-short: $(FUZZ_BIN)
 	@set -e; for f in $(FUZZ_BIN); do n=$$(basename $$f); d=$(BUILD)/fuzz-scratch/$$n; \
 	  rm -rf $$d; mkdir -p $$d; echo "== $$n (corpus + $(FUZZ_SHORT_SECONDS)s)"; \

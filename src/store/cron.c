@@ -188,14 +188,18 @@ static int parse_field(const field_def *f, const char *s, const char *end, uint6
             if (step > f->hi)
                 return fail(err, errlen, "%s: step %u is larger than the field's range",
                             f->name, step);
-            if (!ranged) /* a/n: from a to the field's end */
-                hi = f->hi == 7 ? 6 : f->hi;
+            if (!ranged) /* a/n: from a to the field's end (7/n: Sunday alone) */
+                hi = f->hi == 7 && lo < 7 ? 6 : f->hi;
         }
         if (p != e)
             return fail(err, errlen, "%s: unexpected character '%c'", f->name,
                         isprint((unsigned char)*p) ? *p : '?');
+        uint64_t item = 0;
         for (unsigned v = lo; v <= hi; v += step)
-            *bits |= 1ull << (f->hi == 7 && v == 7 ? 0 : v);
+            item |= 1ull << (f->hi == 7 && v == 7 ? 0 : v);
+        if (!item)
+            return fail(err, errlen, "%s: an item that matches no value", f->name);
+        *bits |= item;
         s = e < end ? e + 1 : e;
         if (e < end && s == end)
             return fail(err, errlen, "%s: empty list item", f->name);
