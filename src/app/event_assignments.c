@@ -81,14 +81,9 @@ static int db_assignments(keel_db_conn *c, void *arg)
                                "ORDER BY created_at, id",
                             p, 1, &rows)) < 0)
         return rc;
-    json_t *data = json_array();
-    while ((rc = keel_db_rows_next(rows)) == 1)
-        json_array_append_new(data, assignment_json(rows));
-    keel_db_rows_free(rows);
-    if (rc < 0) {
-        json_decref(data);
+    json_t *data;
+    if ((rc = app_ev_rows_array(rows, assignment_json, &data)) < 0)
         return rc;
-    }
     j->out = json_pack("{s:o}", "data", data);
     return 0;
 }

@@ -105,14 +105,9 @@ static int db_list(keel_db_conn *c, void *arg)
                                     NULL, 0, &rows);
     if (rc < 0)
         return rc;
-    json_t *data = json_array();
-    while ((rc = keel_db_rows_next(rows)) == 1)
-        json_array_append_new(data, template_json(rows));
-    keel_db_rows_free(rows);
-    if (rc < 0) {
-        json_decref(data);
+    json_t *data;
+    if ((rc = app_ev_rows_array(rows, template_json, &data)) < 0)
         return rc;
-    }
     if (*j->id) {
         j->out = json_incref(json_array_get(data, 0));
         json_decref(data);

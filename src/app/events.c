@@ -74,6 +74,22 @@ static int may_move(const char *from, const char *to)
 
 /* ---------------------------------------------------------------- rows */
 
+int app_ev_rows_array(keel_db_rows *rows, json_t *(*row_json)(const keel_db_rows *),
+                      json_t **out)
+{
+    json_t *data = json_array();
+    int rc;
+    while ((rc = keel_db_rows_next(rows)) == 1)
+        json_array_append_new(data, row_json(rows));
+    keel_db_rows_free(rows);
+    if (rc < 0) {
+        json_decref(data);
+        data = NULL;
+    }
+    *out = data;
+    return rc < 0 ? rc : 0;
+}
+
 json_t *app_ev_text(const keel_db_rows *rows, size_t col)
 {
     if (keel_db_is_null(rows, col))
@@ -992,6 +1008,14 @@ static keel_flow h_transition(keel_req *r)
     return keel_db_job_run_tx(r, app_ev_db, db_transition, app_ev_done, j);
 }
 
+static json_t *transition_json(const keel_db_rows *rows)
+{
+    return json_pack("{s:o,s:o,s:{s:o,s:o},s:o,s:o}", "from", app_ev_text(rows, 0), "to",
+                     app_ev_text(rows, 1), "actor", "kind", app_ev_text(rows, 2), "id",
+                     app_ev_text(rows, 3), "reason", app_ev_text(rows, 4), "at",
+                     app_ev_time(rows, 5));
+}
+
 static int db_transitions(keel_db_conn *c, void *arg)
 {
     app_ev_job *j = arg;
@@ -1005,18 +1029,9 @@ static int db_transitions(keel_db_conn *c, void *arg)
                                "version",
                             p, 1, &rows)) < 0)
         return rc;
-    json_t *data = json_array();
-    while ((rc = keel_db_rows_next(rows)) == 1)
-        json_array_append_new(
-            data, json_pack("{s:o,s:o,s:{s:o,s:o},s:o,s:o}", "from", app_ev_text(rows, 0), "to",
-                            app_ev_text(rows, 1), "actor", "kind", app_ev_text(rows, 2), "id",
-                            app_ev_text(rows, 3), "reason", app_ev_text(rows, 4), "at",
-                            app_ev_time(rows, 5)));
-    keel_db_rows_free(rows);
-    if (rc < 0) {
-        json_decref(data);
+    json_t *data;
+    if ((rc = app_ev_rows_array(rows, transition_json, &data)) < 0)
         return rc;
-    }
     j->out = json_pack("{s:o}", "data", data);
     return 0;
 }

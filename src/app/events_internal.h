@@ -68,6 +68,10 @@ int app_ev_is_user(const app_actor *a);
 /* A column as JSON: text or null; Unix seconds as RFC 3339 or null. */
 json_t *app_ev_text(const keel_db_rows *rows, size_t col);
 json_t *app_ev_time(const keel_db_rows *rows, size_t col);
+/* Reads every row of rows (and frees it) into a new array, row_json
+ * making each element; 0 with *out set, or the read's error (*out NULL). */
+int app_ev_rows_array(keel_db_rows *rows, json_t *(*row_json)(const keel_db_rows *),
+                      json_t **out);
 
 /* The checks of a change on a loaded event: may write (403), not held
  * (423), and with need_version the If-Match version (412). */
