@@ -97,6 +97,16 @@ def sanitizer_report(text):
     return [m for m in SANITIZER_MARKERS if m in text]
 
 
+def wait_past_second(t):
+    """Waits until the server's clock has surely left whole second t.
+    Token times (iat, tokens_valid_after) are whole seconds from time(2),
+    which reads the kernel's coarse clock: it can lag the precise clock
+    Python reads by up to a tick (4 ms at HZ=250), so "the next second"
+    here may still be second t there. 50 ms past the boundary is safe."""
+    wait_for(lambda: time.time() >= t + 1.05, timeout=3, what="second %d to pass" % t,
+             interval=0.01)
+
+
 def wait_for(pred, timeout=5.0, what="a condition", interval=0.02):
     """Polls pred() every `interval` seconds until it returns a true value,
     and returns that value. After timeout * SLACK seconds raises

@@ -16,7 +16,7 @@ import time
 import pytest
 import requests
 
-from conftest import SLACK, run_cli, wait_for
+from conftest import SLACK, run_cli, wait_past_second
 from test_migrate import Pg, PgCluster
 
 SECRET = "e2e-secret-0123456789abcdef0123456789abcdef"
@@ -282,8 +282,7 @@ def test_logout_revokes_access_and_refresh(api):
 def test_logout_all_ends_every_session(api):
     first = api.register("gina@example.com")
     # iat has one-second granularity: the second session starts in a later second
-    issued = int(time.time())
-    wait_for(lambda: int(time.time()) > issued, 2, "the next second")
+    wait_past_second(int(time.time()))
     second = api.login("gina@example.com")
     assert api.call("POST", "/auth/logout-all", token=second["access_token"]).status_code == 204
     for t in (first, second):

@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from conftest import SLACK, run_cli, wait_for
+from conftest import SLACK, run_cli, wait_past_second
 from test_migrate import Pg, PgCluster
 from test_redis import metric
 
@@ -78,9 +78,9 @@ def iat(token):
 
 def next_second(token):
     """tokens_valid_after is in whole seconds and a token issued in that
-    second stays valid: wait (polling) until the clock has left the
-    token's second."""
-    wait_for(lambda: int(time.time()) > iat(token), timeout=3, what="the next second")
+    second stays valid: wait until the server's clock has left the
+    token's second (conftest.wait_past_second)."""
+    wait_past_second(iat(token))
 
 
 CASES = [("sqlite", False, 1), ("postgres", False, 1), ("postgres", True, 2)]
