@@ -57,7 +57,8 @@ LIB_GEN  := $(BUILD)/gen/web_assets.c
 LIB_OBJ  += $(BUILD)/gen/web_assets.o
 # the job queue's own migration (migrations/*/0003_jobs.sql) compiled into
 # libkeel, so a service on the library gets the jobs table (docs/jobs.md)
-JOBS_SQL := migrations/sqlite/0003_jobs.sql migrations/postgres/0003_jobs.sql
+JOBS_SQL := migrations/sqlite/0003_jobs.sql migrations/postgres/0003_jobs.sql \
+  migrations/sqlite/0012_job_schedules.sql migrations/postgres/0012_job_schedules.sql
 LIB_OBJ  += $(BUILD)/gen/jobs_migrations.o
 # templates/mail (the built-in mail templates) compiled into libkeel
 # (scripts/embed_mail.sh, docs/mail.md)
@@ -135,8 +136,8 @@ $(BUILD)/gen/migrations.o: $(BUILD)/gen/migrations.c include/keel/migrate.h incl
 
 $(BUILD)/gen/jobs_migrations.c: scripts/embed_migrations.sh scripts/c_string.sh $(JOBS_SQL)
 	@mkdir -p $(BUILD)/gen/jobs_sql/sqlite $(BUILD)/gen/jobs_sql/postgres
-	cp migrations/sqlite/0003_jobs.sql $(BUILD)/gen/jobs_sql/sqlite/
-	cp migrations/postgres/0003_jobs.sql $(BUILD)/gen/jobs_sql/postgres/
+	cp migrations/sqlite/0003_jobs.sql migrations/sqlite/0012_job_schedules.sql $(BUILD)/gen/jobs_sql/sqlite/
+	cp migrations/postgres/0003_jobs.sql migrations/postgres/0012_job_schedules.sql $(BUILD)/gen/jobs_sql/postgres/
 	scripts/embed_migrations.sh $(BUILD)/gen/jobs_sql keel_jobs_migrations > $@.tmp
 	@mv $@.tmp $@
 

@@ -43,7 +43,7 @@ static void teardown(keel_service *svc, void *arg)
 }
 
 static const keel_config_module *const config_modules[] = {&app_config, &keel_mail_config,
-                                                           &keel_cron_config, &app_uploads_config};
+                                                           &app_uploads_config};
 
 int main(int argc, char **argv)
 {
@@ -62,9 +62,10 @@ int main(int argc, char **argv)
                              "when broken) | print it as JSON lines\n"
                              "  events retention | escalate [--now RFC3339]\n"
                              "                     one retention pass or escalation sweep (what "
-                             "the scheduled jobs will run)\n",
+                             "the scheduled jobs run)\n",
                     .use_database = 1, .use_jobs = 1, .migrations = app_migrations,
                     .nmigrations = app_migrations_count,
-                    .config_modules = config_modules, .nconfig_modules = 4};
+                    .config_modules = config_modules,
+                    .nconfig_modules = sizeof(config_modules) / sizeof(config_modules[0])};
     return keel_main(argc, argv, &app);
 }

@@ -39,8 +39,9 @@
  * never overwrites a finished job and a late result of a rescued attempt
  * is dropped (logged), never applied over the next attempt.
  *
- * Schema: the jobs module ships its migration (keel_jobs_migrations: the
- * files migrations/sqlite|postgres/0003_jobs.sql compiled into libkeel);
+ * Schema: the jobs module ships its migrations (keel_jobs_migrations: the
+ * files migrations/sqlite|postgres/0003_jobs.sql and 0012_job_schedules.sql
+ * compiled into libkeel);
  * keel_jobs_install() applies it idempotently, and keel_jobs_start() calls
  * it, so a service on libkeel needs no migration of its own. docs/jobs.md.
  */
@@ -79,8 +80,8 @@ typedef struct keel_jobs_options {
 
 extern const keel_config_module keel_jobs_config;
 
-/* The jobs migration for both drivers ("sqlite" and "postgres", version 3,
- * name "jobs"), compiled from migrations/<driver>/0003_jobs.sql. */
+/* The jobs migrations for both drivers ("sqlite" and "postgres"; versions
+ * 3 "jobs" and 12 "job_schedules"), compiled from migrations/<driver>/. */
 extern const keel_migration keel_jobs_migrations[];
 extern const size_t keel_jobs_migrations_count;
 
@@ -238,6 +239,39 @@ void keel_jobs_stop_fetching(keel_jobs *j);
 const char *keel_jobs_id(const keel_jobs *j);
 /* Wakes the runner as an enqueue would (fetches now). */
 void keel_jobs_wake(keel_jobs *j);
+
+/* ---------------------------------------------------------------- schedules
+ *
+ * Cron expressions and fixed intervals (keel/cron.h) whose ticks the
+ * runner enqueues as jobs (docs/scheduler.md). Every runner with the
+ * schedule checks it about once a second; the tick due now is enqueued in
+ * one transaction with a compare-and-set on the schedule's row in
+ * keel_job_schedules (last fire time < this one) and the unique key
+ * "<name>@<fire time>" (unique_forever), so N instances enqueue and run
+ * each tick exactly once. Missed ticks after downtime: one, the latest
+ * (keel_cron_due); a schedule seen for the first time starts from now. */
+typedef struct keel_job_schedule {
+    const char *name;  /* 1-63 of A-Z a-z 0-9 _ . - ; unique per runner */
+    const char *expr;  /* a cron expression, a macro or "@every 5m" */
+    const char *kind;  /* the job kind of each tick: a handler must exist at start */
+    const char *queue; /* NULL = "default" */
+    const char *args;  /* a JSON object as text, NULL = {}; each tick's job gets
+                        * it plus "schedule" (the name) and "fire_time" (Unix s) */
+    unsigned max_attempts; /* 0 = the default */
+} keel_job_schedule;
+
+/* Adds a schedule (before keel_jobs_start; copied). 0, KEEL_EINVAL with
+ * the reason in err (a bad name, expression, kind, queue or args),
+ * KEEL_EEXISTS (the name is taken). keel_jobs_start refuses to start when
+ * a schedule's kind has no handler or its queue is not served. */
+int keel_jobs_schedule(keel_jobs *j, const keel_job_schedule *s, char *err, size_t errlen);
+/* Adds every entry of a CRON_JOBS value (keel/cron.h) on the default
+ * queue; 0 or KEEL_EINVAL / KEEL_EEXISTS with the entry named in err. */
+int keel_jobs_schedule_spec(keel_jobs *j, const char *cron_jobs, char *err, size_t errlen);
+/* The runner's schedules as a new JSON array of {name, expr, kind, queue,
+ * next_fire_at, last_fire_at (the last tick this runner saw enqueued, or
+ * null)}; times in Unix seconds. */
+struct json_t *keel_jobs_schedules_json(keel_jobs *j);
 
 /* Backoff of attempt n (1-based) before full jitter: min(max, base * 2^(n-1)). */
 uint64_t keel_jobs_backoff_cap(uint64_t base_ms, uint64_t max_ms, unsigned attempt);

@@ -52,6 +52,8 @@ typedef struct app_options {
     uint64_t events_instances_max; /* EVENTS_INSTANCES_MAX: instances per request */
     uint64_t events_purge_grace_ms; /* EVENTS_PURGE_GRACE: soft delete -> hard delete */
     uint64_t events_retention_batch; /* EVENTS_RETENTION_BATCH: events per pass */
+    char *events_retention_schedule;  /* EVENTS_RETENTION_SCHEDULE: cron; "" = off */
+    char *events_escalation_schedule; /* EVENTS_ESCALATION_SCHEDULE: cron; "" = off */
     uint64_t events_budget_alert_pct; /* EVENTS_BUDGET_ALERT_PERCENT */
 } app_options;
 

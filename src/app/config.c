@@ -15,6 +15,18 @@ static int app_validate(void *opts, const keel_config *cfg, FILE *err)
     app_options *o = opts;
     if (o->demo_routes < 0)
         o->demo_routes = !cfg->production;
+    const struct {
+        const char *name, *expr;
+    } sched[] = {{"EVENTS_RETENTION_SCHEDULE", o->events_retention_schedule},
+                 {"EVENTS_ESCALATION_SCHEDULE", o->events_escalation_schedule}};
+    for (size_t i = 0; i < sizeof(sched) / sizeof(sched[0]); i++) {
+        keel_cron c;
+        char why[200];
+        if (sched[i].expr && *sched[i].expr && keel_cron_parse(sched[i].expr, &c, why, sizeof(why)) < 0) {
+            fprintf(err, "keel: %s: %s\n", sched[i].name, why);
+            return KEEL_ECONFIG;
+        }
+    }
     if (cfg->production) {
         size_t n = o->jwt_secret ? strlen(o->jwt_secret) : 0;
         if (n < 32 || strstr(o->jwt_secret, "change") ||
@@ -90,6 +102,14 @@ static const keel_config_var app_vars[] = {
     {.name = "EVENTS_RETENTION_BATCH", .type = KEEL_CONFIG_UINT, .def = "500",
      AT(events_retention_batch), .min = 1, .max = 100000,
      .help = "most events one retention pass expires and most it deletes for good"},
+    {.name = "EVENTS_RETENTION_SCHEDULE", .type = KEEL_CONFIG_STR, .def = "@every 1h",
+     AT(events_retention_schedule),
+     .help = "when the retention pass runs as a job (a cron expression or @every, "
+             "docs/scheduler.md); empty = never (POST /api/v1/admin/events/retention still does)"},
+    {.name = "EVENTS_ESCALATION_SCHEDULE", .type = KEEL_CONFIG_STR, .def = "@every 1m",
+     AT(events_escalation_schedule),
+     .help = "when overdue approval steps are escalated, as a job (a cron expression or @every); "
+             "empty = never"},
     {.name = "EVENTS_BUDGET_ALERT_PERCENT", .type = KEEL_CONFIG_UINT, .def = "80",
      AT(events_budget_alert_pct), .min = 1, .max = 1000,
      .help = "a cost entry that takes an event's spending past this percentage of its budget "

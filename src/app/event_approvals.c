@@ -20,8 +20,9 @@
  * Submitting, approving and rejecting are audited; the submitter learns
  * the outcome from GET (and a log line; notifications when they exist).
  * A step may carry a deadline ("deadline": "2h"): the escalation sweep
- * (app_events_run_escalation — the scheduled job will call it; until then
- * POST /api/v1/admin/events/escalation or `keel events escalate`) hands a
+ * (app_events_run_escalation: the job "events.escalation", scheduled by
+ * EVENTS_ESCALATION_SCHEDULE, or POST /api/v1/admin/events/escalation and
+ * `keel events escalate` by hand) hands a
  * step pending past it to the admins (role admin, its named users kept),
  * once, audited as event.escalate. */
 #include <jansson.h>
@@ -471,6 +472,10 @@ static const keel_route approval_routes[] = {
 
 int app_event_approvals_setup(keel_service *svc)
 {
+    if (app_ev_schedule_sweep(svc, "events.escalation",
+                              app_options_of(svc)->events_escalation_schedule,
+                              app_events_run_escalation) < 0)
+        return -1;
     return keel_service_add_routes(svc, approval_routes,
                                    sizeof(approval_routes) / sizeof(approval_routes[0]));
 }

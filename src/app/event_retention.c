@@ -3,9 +3,9 @@
  * and deletes soft-deleted ones for good after EVENTS_PURGE_GRACE.
  *
  * app_events_run_retention is a plain function on a connection: the
- * scheduled job (when the job queue lands) calls it; until then
- * `keel events retention` and POST /api/v1/admin/events/retention run
- * one pass. Each change is its own transaction, re-checked inside it,
+ * job "events.retention" (scheduled by EVENTS_RETENTION_SCHEDULE) calls
+ * it, and `keel events retention` and POST /api/v1/admin/events/retention
+ * run one pass by hand. Each change is its own transaction, re-checked inside it,
  * with its audit record; events under legal hold, or below one, are
  * skipped (and counted). Leaves go first (depth descending), and an event
  * with live children waits for them, so a subtree is never cut. */
@@ -164,6 +164,56 @@ int app_events_run_retention(keel_db_conn *c, int64_t now, int64_t grace_s, size
     return 0;
 }
 
+/* ---------------------------------------------------------------- the scheduled jobs */
+
+/* One sweep per tick, on a runner thread with its own connection. A
+ * database error retries the job (backoff); the next tick runs anyway. */
+static keel_job_outcome run_sweep(keel_job *job, void *arg)
+{
+    app_ev_sweep_fn sweep = (app_ev_sweep_fn)arg;
+    keel_db_conn *c = keel_job_db(job);
+    if (!c)
+        return keel_job_retry(job, "no database connection");
+    json_t *report = NULL;
+    int rc = sweep(c, app_now(), &report);
+    if (rc < 0) {
+        json_decref(report);
+        return keel_job_retry(job, keel_db_strerror(rc));
+    }
+    char *text = report ? json_dumps(report, JSON_COMPACT) : NULL;
+    keel_log(KEEL_LOG_INFO, "events sweep done", "{s:s,s:I,s:s}", "kind", keel_job_kind(job),
+             "job_id", (json_int_t)keel_job_id(job), "report", text ? text : "{}");
+    free(text);
+    json_decref(report);
+    return KEEL_JOB_OK;
+}
+
+int app_ev_schedule_sweep(keel_service *svc, const char *kind, const char *expr,
+                          app_ev_sweep_fn sweep)
+{
+    keel_jobs *jobs = keel_service_jobs(svc);
+    if (!jobs)
+        return 0;
+    keel_job_handler h = {.kind = kind, .run = run_sweep, .arg = (void *)sweep,
+                          .timeout_ms = 10 * 60 * 1000};
+    char why[300] = "";
+    int rc = keel_jobs_register(jobs, &h);
+    if (rc == 0 && expr && *expr) {
+        keel_job_schedule s = {.name = kind, .expr = expr, .kind = kind, .max_attempts = 3};
+        rc = keel_jobs_schedule(jobs, &s, why, sizeof(why));
+    }
+    if (rc < 0)
+        keel_log(KEEL_LOG_ERROR, "events: the sweep cannot be scheduled", "{s:s,s:s,s:s}", "kind",
+                 kind, "error", keel_strerror(rc), "detail", why);
+    return rc < 0 ? -1 : 0;
+}
+
+static int retention_sweep(keel_db_conn *c, int64_t now, json_t **report)
+{
+    return app_events_run_retention(c, now, (int64_t)(grace_ms / 1000), (size_t)batch_max,
+                                    report);
+}
+
 /* ---------------------------------------------------------------- the admin route */
 
 typedef struct run_job {
@@ -209,6 +259,9 @@ int app_event_retention_setup(keel_service *svc)
     const app_options *o = app_options_of(svc);
     grace_ms = o->events_purge_grace_ms;
     batch_max = o->events_retention_batch;
+    if (app_ev_schedule_sweep(svc, "events.retention", o->events_retention_schedule,
+                              retention_sweep) < 0)
+        return -1;
     return keel_service_add_routes(svc, retention_routes,
                                    sizeof(retention_routes) / sizeof(retention_routes[0]));
 }

@@ -49,6 +49,14 @@ typedef struct app_ev_job {
 
 extern keel_db *app_ev_db;
 
+/* A sweep run as a scheduled job (event_retention.c): registers `kind`
+ * on the service's job runner, calling sweep(conn, now, &report) on a
+ * runner thread, and schedules it at expr (empty: registered, never
+ * scheduled). No runner (a service without jobs): nothing. 0 or -1. */
+typedef int (*app_ev_sweep_fn)(keel_db_conn *c, int64_t now, json_t **report);
+int app_ev_schedule_sweep(keel_service *svc, const char *kind, const char *expr,
+                          app_ev_sweep_fn sweep);
+
 /* A job of `size` bytes (starting with app_ev_job) on the path's :id. */
 void *app_ev_job_new(keel_req *r, size_t size);
 /* Answers a job: a refusal, a database error, j->out (with ETag for an

@@ -11,8 +11,11 @@
 #include "app/app.h"
 
 static keel_db *DB;
+static keel_jobs *JOBS; /* NULL: no runner (JOBS_ENABLED=false keeps its schedules) */
 
-typedef enum op { OP_LIST, OP_GET, OP_RETRY, OP_CANCEL, OP_DELETE, OP_QUEUES, OP_PAUSE, OP_RESUME } op;
+typedef enum op {
+    OP_LIST, OP_GET, OP_RETRY, OP_CANCEL, OP_DELETE, OP_QUEUES, OP_PAUSE, OP_RESUME, OP_SCHEDULES
+} op;
 
 typedef struct admin_job {
     op op;
@@ -28,6 +31,30 @@ static void admin_cleanup(void *job)
     json_decref(((admin_job *)job)->out);
 }
 
+/* The runner's schedules, each with the last tick any instance enqueued
+ * (the keel_job_schedules row) rather than this process's view. */
+static int db_schedules(keel_db_conn *c, admin_job *j)
+{
+    json_t *items = keel_jobs_schedules_json(JOBS);
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it) {
+        keel_db_param p[] = {KEEL_DB_P_TEXT(json_string_value(json_object_get(it, "name")))};
+        keel_db_rows *rows = NULL;
+        int rc = keel_db_query(c, "SELECT last_fire_at FROM keel_job_schedules WHERE name = $1",
+                               p, 1, &rows);
+        if (rc == 0 && (rc = keel_db_rows_next(rows)) == 1)
+            json_object_set_new(it, "last_fire_at", json_integer(keel_db_get_int(rows, 0)));
+        keel_db_rows_free(rows);
+        if (rc < 0) {
+            json_decref(items);
+            return rc;
+        }
+    }
+    j->out = json_pack("{s:o}", "items", items);
+    return 0;
+}
+
 static int db_admin(keel_db_conn *c, void *arg)
 {
     admin_job *j = arg;
@@ -39,6 +66,8 @@ static int db_admin(keel_db_conn *c, void *arg)
         return keel_job_get(c, j->id, &j->out);
     case OP_QUEUES:
         return keel_jobs_queues(c, &j->out);
+    case OP_SCHEDULES:
+        return db_schedules(c, j);
     case OP_PAUSE:
     case OP_RESUME:
         rc = keel_jobs_queue_pause(c, j->queue, j->op == OP_PAUSE);
@@ -148,6 +177,7 @@ static keel_flow h_retry(keel_req *r) { return run_op(r, OP_RETRY); }
 static keel_flow h_cancel(keel_req *r) { return run_op(r, OP_CANCEL); }
 static keel_flow h_delete(keel_req *r) { return run_op(r, OP_DELETE); }
 static keel_flow h_queues(keel_req *r) { return run_op(r, OP_QUEUES); }
+static keel_flow h_schedules(keel_req *r) { return run_op(r, OP_SCHEDULES); }
 static keel_flow h_pause(keel_req *r) { return run_op(r, OP_PAUSE); }
 static keel_flow h_resume(keel_req *r) { return run_op(r, OP_RESUME); }
 
@@ -176,6 +206,9 @@ static const keel_route job_routes[] = {
      .handler = h_delete, .summary = "Delete a job that is not running", ADMIN},
     {.name = "admin.jobs.queues", .method = "GET", .path = "/api/v1/admin/job-queues",
      .handler = h_queues, .summary = "Queues: jobs by state, paused or not", ADMIN},
+    {.name = "admin.jobs.schedules", .method = "GET", .path = "/api/v1/admin/job-schedules",
+     .handler = h_schedules,
+     .summary = "Schedules (CRON_JOBS and the service's own): next and last fire times", ADMIN},
     {.name = "admin.jobs.pause", .method = "POST", .path = "/api/v1/admin/job-queues/:queue/pause",
      .handler = h_pause, .summary = "Pause a queue on every instance", ADMIN},
     {.name = "admin.jobs.resume", .method = "POST",
@@ -187,5 +220,6 @@ static const keel_route job_routes[] = {
 int app_jobs_setup(keel_service *svc)
 {
     DB = keel_service_db(svc);
+    JOBS = keel_service_jobs(svc);
     return keel_service_add_routes(svc, job_routes, sizeof(job_routes) / sizeof(job_routes[0]));
 }

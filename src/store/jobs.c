@@ -124,6 +124,8 @@ struct keel_jobs {
     int listener_up;
     atomic_int listener_stop;
 
+    keel__sched_set sched;     /* schedules (jobs_cron.c) */
+
     keel_metrics *m;
     unsigned shard;
     keel_metric *enqueued, *completed, *running, *depth, *duration, *wait;
@@ -199,6 +201,9 @@ const char *keel_jobs_id(const keel_jobs *j)
 }
 
 /* ---------------------------------------------------------------- accessors */
+
+keel__sched_set *keel__jobs_sched_set(keel_jobs *j) { return &j->sched; }
+int keel__jobs_started(const keel_jobs *j) { return j->started; }
 
 int64_t keel_job_id(const keel_job *job) { return job->id; }
 const char *keel_job_kind(const keel_job *job) { return job->kind; }
@@ -612,6 +617,11 @@ static const keel_job_handler *find_handler(const keel_jobs *j, const char *kind
 }
 
 /* The loop's connection, (re)opened on demand; NULL when the database is down. */
+int keel__jobs_has_handler(const keel_jobs *j, const char *kind)
+{
+    return find_handler(j, kind) != NULL;
+}
+
 static keel_db_conn *loop_conn(keel_jobs *j)
 {
     if (j->dconn && j->dconn->broken) {
@@ -1050,6 +1060,11 @@ static void on_maint(uv_timer_t *t)
         j->last_depth = now;
         depth(j, c);
     }
+    pthread_mutex_lock(&j->mu);
+    int stopping = j->stopping;
+    pthread_mutex_unlock(&j->mu);
+    if (!stopping && j->sched.n)
+        keel__jobs_sched_tick(j, c);
 }
 
 static void close_loop(keel_jobs *j);
@@ -1180,6 +1195,7 @@ int keel_jobs_new(keel_jobs **out, const char *url, const keel_config *cfg, keel
         }
     }
     pthread_mutex_init(&j->mu, NULL);
+    pthread_mutex_init(&j->sched.mu, NULL);
     pthread_cond_init(&j->cond, NULL);
     pthread_cond_init(&j->idle_cond, NULL);
     j->m = m;
@@ -1244,6 +1260,8 @@ int keel_jobs_start(keel_jobs *j)
     j->kinds_json = keel_strdup(k);
     free(k);
     json_decref(kinds);
+    if (keel__jobs_sched_validate(j) < 0)
+        return KEEL_EINVAL;
     keel_db_conn *c = loop_conn(j);
     if (!c)
         return KEEL_EDB_UNAVAILABLE;
@@ -1384,6 +1402,8 @@ void keel_jobs_free(keel_jobs *j)
     for (size_t i = 0; i < j->nq; i++)
         keel_free(j->queues[i].threads);
     keel_db_disconnect(j->dconn);
+    keel__jobs_sched_free(&j->sched);
+    pthread_mutex_destroy(&j->sched.mu);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cond);
     pthread_cond_destroy(&j->idle_cond);

@@ -49,4 +49,38 @@ int keel__jobs_parse_queues(const char *s, int rate, keel__jobs_qspec *out, size
 char *keel__jobs_errors_append(const char *errors, size_t len, int64_t at, unsigned attempt,
                                const char *msg);
 
+/* ---------------------------------------------------------------- schedules (jobs_cron.c) */
+#include <pthread.h>
+#include "keel/cron.h"
+
+typedef struct keel__sched {
+    char name[64];
+    char kind[KEEL_JOB_NAME_MAX + 1];
+    char queue[KEEL_JOB_NAME_MAX + 1];
+    char expr[KEEL_CRON_MAX_EXPR];
+    char *args;            /* the JSON object text each tick's job gets (with the
+                            * schedule's name and fire time added) */
+    unsigned max_attempts;
+    keel_cron cron;
+    int64_t next_check;    /* Unix s when the row is looked at next; 0 = at once */
+    int64_t last_fire;     /* the last fire time seen enqueued; -1 = none yet */
+} keel__sched;
+
+typedef struct keel__sched_set {
+    keel__sched *v;
+    size_t n, cap;
+    pthread_mutex_t mu;    /* next_check / last_fire: the loop writes, admin reads */
+} keel__sched_set;
+
+/* The runner's set (jobs.c owns it). */
+keel__sched_set *keel__jobs_sched_set(keel_jobs *j);
+int keel__jobs_has_handler(const keel_jobs *j, const char *kind);
+int keel__jobs_started(const keel_jobs *j);
+/* At start: every schedule's kind has a handler and its queue is served;
+ * KEEL_EINVAL (logged, naming the schedule) otherwise. */
+int keel__jobs_sched_validate(keel_jobs *j);
+/* On the runner's loop, about once a second: enqueues the ticks due. */
+void keel__jobs_sched_tick(keel_jobs *j, keel_db_conn *c);
+void keel__jobs_sched_free(keel__sched_set *s);
+
 #endif

@@ -222,7 +222,8 @@ int keel_jobs_install(keel_db_conn *c)
 {
     int pg = keel__jobs_is_pg(c);
     const char *drv = pg ? "postgres" : "sqlite";
-    for (size_t i = 0; i < keel_jobs_migrations_count; i++) {
+    int applied = 0;
+    for (size_t i = 0; i < keel_jobs_migrations_count; i++) { /* in version order */
         const keel_migration *m = &keel_jobs_migrations[i];
         if (strcmp(m->driver, drv) != 0)
             continue;
@@ -232,18 +233,21 @@ int keel_jobs_install(keel_db_conn *c)
         f.len = strlen(m->text);
         char err[256];
         if (keel__mig_parse(&f, pg, err, sizeof(err)) < 0) {
-            keel_log(KEEL_LOG_ERROR, "jobs schema unreadable", "{s:s}", "error", err);
+            keel_log(KEEL_LOG_ERROR, "jobs schema unreadable", "{s:s,s:s}", "migration",
+                     m->name, "error", err);
             return KEEL_EDB_SQL;
         }
         char *up = keel_strndup(f.text + f.up_off, f.up_len);
         int rc = keel_db_exec(c, up, NULL, 0, NULL);
         keel_free(up);
-        if (rc < 0)
-            keel_log(KEEL_LOG_ERROR, "jobs schema install failed", "{s:s,s:s}", "error",
-                     keel_db_strerror(rc), "detail", keel_db_errmsg(c));
-        return rc;
+        if (rc < 0) {
+            keel_log(KEEL_LOG_ERROR, "jobs schema install failed", "{s:s,s:s,s:s}", "migration",
+                     m->name, "error", keel_db_strerror(rc), "detail", keel_db_errmsg(c));
+            return rc;
+        }
+        applied++;
     }
-    return KEEL_EDB_SQL;
+    return applied ? 0 : KEEL_EDB_SQL;
 }
 
 /* ---------------------------------------------------------------- enqueue */

@@ -556,6 +556,16 @@ int keel_main(int argc, char **argv, const keel_app *app)
         status = 1;
         goto done;
     }
+    if (svc->jobs) { /* after setup: the handlers the schedules name are registered */
+        const keel_cron_options *co = keel_config_get(&cfg, &keel_cron_config);
+        char why[300];
+        if (co->jobs && *co->jobs &&
+            keel_jobs_schedule_spec(svc->jobs, co->jobs, why, sizeof(why)) < 0) {
+            fprintf(stderr, "keel: CRON_JOBS: %s\n", why);
+            status = 2;
+            goto done;
+        }
+    }
     /* Routes fail closed: a declaration nothing enforces stops start-up. */
     if (keel_server_check_routes(svc->server, stderr) > 0) {
         status = 2;

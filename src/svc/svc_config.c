@@ -15,8 +15,10 @@ size_t keel__svc_config_modules(const keel_app *app, const keel_config_module **
     out[n++] = &keel_rate_limit_config;
     if (app->use_database)
         out[n++] = &keel_db_config;
-    if (app->use_database && app->use_jobs)
+    if (app->use_database && app->use_jobs) {
         out[n++] = &keel_jobs_config;
+        out[n++] = &keel_cron_config; /* CRON_JOBS: the runner's schedules */
+    }
     out[n++] = &keel_redis_config;
     out[n++] = &keel_cache_config;
     out[n++] = &keel_breaker_config;

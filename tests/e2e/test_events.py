@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from conftest import wait_for
 from test_auth import PW, Api, env, problem
 from test_migrate import Pg, PgCluster
 
@@ -95,7 +96,7 @@ class Ev(Api):
         return ev
 
 
-def start(keel_factory, request, tmp_path):
+def start(keel_factory, request, tmp_path, **extra):
     if request.param == "postgres":
         pg = Pg(request.getfixturevalue("pg_cluster"))
         request.addfinalizer(pg.drop)
@@ -103,7 +104,9 @@ def start(keel_factory, request, tmp_path):
     else:
         url = "sqlite:%s" % (tmp_path / "events.db")
         db = Db("sqlite", url)
-    e = env(url, EVENTS_MAX_DEPTH="3")
+    # the sweeps run by hand here (POST /admin/events/...), not on their schedules
+    e = env(url, **dict({"EVENTS_MAX_DEPTH": "3", "EVENTS_RETENTION_SCHEDULE": "",
+                         "EVENTS_ESCALATION_SCHEDULE": ""}, **extra))
     a = Ev(keel_factory(**e))
     a.srv_env = e
     a.db = db
@@ -841,6 +844,37 @@ def test_escalation_after_a_deadline(ev):
     esc = ev.call("GET", "/admin/audit", token=ev.admin,
                   params={"action": "event.escalate"}).json()["data"]
     assert len(esc) == 1 and esc[0]["actor_id"] == "escalation" and verify(ev)["ok"]
+
+
+@pytest.mark.parametrize("db", ["postgres"])
+def test_escalation_runs_on_its_schedule(request, keel, tmp_path, db):
+    """EVENTS_ESCALATION_SCHEDULE: the job queue's scheduler runs the sweep
+    (job kind events.escalation) with no one calling the admin route."""
+    request.param = db
+    ev = with_users(start(keel, request, tmp_path, EVENTS_ESCALATION_SCHEDULE="@every 1s"))
+    r = ev.call("GET", "/admin/job-schedules", token=ev.admin)
+    assert r.status_code == 200, r.text
+    items = {s["name"]: s for s in r.json()["items"]}
+    assert set(items) == {"events.escalation"}, items  # retention: "" = not scheduled
+    assert items["events.escalation"]["kind"] == "events.escalation"
+    assert items["events.escalation"]["next_fire_at"] > 0
+    r = ev.call("PUT", "/admin/event-types/urgent", token=ev.admin,
+                json={"requires_approval": True,
+                      "approval_steps": [{"role": "moderator", "deadline": "1s"}]})
+    assert r.status_code == 201, r.text
+    eid = ev.create(ev.alice, type="urgent")["id"]
+    assert ev.call("POST", "/events/%s/approval" % eid, token=ev.alice).status_code in (200, 201)
+    step = lambda: ev.call("GET", "/events/%s/approval" % eid, token=ev.alice).json()["steps"][0]
+    wait_for(lambda: step().get("escalated") is True, timeout=10, what="the scheduled escalation")
+    assert step()["role"] == "admin"
+    esc = ev.call("GET", "/admin/audit", token=ev.admin,
+                  params={"action": "event.escalate"}).json()["data"]
+    assert len(esc) == 1 and esc[0]["actor_id"] == "escalation"
+    jobs = ev.call("GET", "/admin/jobs", token=ev.admin,
+                   params={"kind": "events.escalation", "state": "completed"}).json()
+    assert jobs["jobs"] and all(j["kind"] == "events.escalation" for j in jobs["jobs"]), jobs
+    last = ev.call("GET", "/admin/job-schedules", token=ev.admin).json()["items"][0]
+    assert last["last_fire_at"] is not None
 
 
 def test_api_keys_and_if_match_forms(ev):

@@ -289,3 +289,50 @@ def test_sigterm_waits_for_the_running_job(jobs_proc, tmp_path):
     # the second was never started: still available, its attempt unspent
     assert sql.count("keel_jobs", "state = 'available' AND attempt = 0") == 1
     assert any(e.get("msg") == "jobs runner stopped" for e in a.logs())
+
+
+# ---------------------------------------------------------------- schedules (CRON_JOBS)
+
+def test_cron_two_instances_fire_once_per_tick_and_once_after_downtime(jobs_proc, request):
+    """CRON_JOBS on two instances of one PostgreSQL: every tick runs once
+    (cron_runs' primary key is (schedule, fire_time); a second run lands in
+    cron_dups). After both stop, the downtime's missed ticks run once —
+    the latest — not once per slot (docs/scheduler.md)."""
+    url = fresh_pg(request)
+    sql = Sql(url)
+    env = {"DATABASE_URL": url, "JOBS_QUEUES": "default=2", "JOBS_POLL_INTERVAL": "200ms",
+           "CRON_JOBS": "every=@every 1s => tick", "DATABASE_POOL_MAX": "2"}
+    a = jobs_proc(**env)
+    b = jobs_proc(**env)
+    wait_for(lambda: sql.count("cron_runs") >= 5, timeout=20, what="5 ticks")
+    for s in (a, b):
+        assert s.stop() == 0
+    assert sql.count("cron_dups") == 0
+    n = sql.count("cron_runs")
+    assert sql.count("keel_jobs", "kind = 'tick'") == n  # one job per tick, no duplicate enqueue
+    last = sql.scalar("SELECT max(fire_time) FROM cron_runs")
+    assert sql.scalar("SELECT count(*) FROM keel_job_schedules WHERE name = 'every' AND "
+                      "last_fire_at = %d" % last) == 1
+
+    wait_for(lambda: time.time() >= last + 4.2, timeout=10, what="a 4 s downtime")
+    t_start = int(time.time())
+    c = jobs_proc(**env)
+    wait_for(lambda: sql.count("cron_runs", "fire_time > %d" % last) >= 1, timeout=15,
+             what="the tick after the downtime")
+    first = sql.scalar("SELECT min(fire_time) FROM cron_runs WHERE fire_time > %d" % last)
+    # one tick for the whole downtime, and it is the latest: none of the ~4 slots in between
+    assert first >= t_start, (last, first, t_start)
+    assert c.stop() == 0
+    assert sql.count("cron_dups") == 0
+
+
+def test_cron_refuses_what_cannot_run(tmp_path):
+    """A schedule whose kind has no handler, or a bad expression, stops
+    start-up with a message naming it."""
+    url = "sqlite:%s" % (tmp_path / "jobs.db")
+    for cron, want in [("x=@every 1s => nosuch", "no handler is registered"),
+                       ("x=61 * * * * => tick", "minute: 61 is out of range")]:
+        e = build_env({"PORT": free_port(), "DATABASE_URL": url, "CRON_JOBS": cron})
+        p = subprocess.run([JOBS_BIN, "serve"], env=e, cwd=tmp_path, capture_output=True,
+                           text=True, timeout=30 * SLACK)
+        assert p.returncode != 0 and want in p.stdout + p.stderr, (cron, p.stdout, p.stderr)

@@ -10,7 +10,11 @@
  * records its start in job_starts(job_id, attempt, runner), then inserts
  * job_runs(job_id UNIQUE, runner) — a second execution of one job would
  * violate the constraint and is recorded in job_dups instead, so the test
- * counts exactly-once directly. */
+ * counts exactly-once directly.
+ *
+ * "tick" is for schedules (CRON_JOBS="every=@every 1s => tick"): it
+ * inserts cron_runs(schedule, fire_time, runner) with (schedule,
+ * fire_time) unique — a tick run twice lands in cron_dups. */
 #include <jansson.h>
 #include <keel/keel.h>
 #include <stdio.h>
@@ -22,6 +26,10 @@ static const char *const TABLES[] = {
     "CREATE TABLE IF NOT EXISTS job_runs (job_id BIGINT PRIMARY KEY, runner TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS job_dups (job_id BIGINT NOT NULL, runner TEXT NOT NULL)",
     ("CREATE TABLE IF NOT EXISTS job_starts (job_id BIGINT NOT NULL, attempt INTEGER NOT NULL, "
+     "runner TEXT NOT NULL)"),
+    ("CREATE TABLE IF NOT EXISTS cron_runs (schedule TEXT NOT NULL, fire_time BIGINT NOT NULL, "
+     "runner TEXT NOT NULL, PRIMARY KEY (schedule, fire_time))"),
+    ("CREATE TABLE IF NOT EXISTS cron_dups (schedule TEXT NOT NULL, fire_time BIGINT NOT NULL, "
      "runner TEXT NOT NULL)"),
 };
 
@@ -54,6 +62,28 @@ static keel_job_outcome count(keel_job *job, void *arg)
     return rc < 0 ? keel_job_retry(job, keel_db_strerror(rc)) : KEEL_JOB_OK;
 }
 
+static keel_job_outcome tick(keel_job *job, void *arg)
+{
+    const char *runner = arg;
+    keel_db_conn *c = keel_job_db(job);
+    if (!c)
+        return keel_job_retry(job, "no database connection");
+    const json_t *a = keel_job_args(job);
+    const char *sched = json_string_value(json_object_get(a, "schedule"));
+    keel_db_param p[] = {KEEL_DB_P_TEXT(sched ? sched : "?"),
+                         KEEL_DB_P_INT(json_integer_value(json_object_get(a, "fire_time"))),
+                         KEEL_DB_P_TEXT(runner)};
+    int rc = keel_db_exec(c,
+                          "INSERT INTO cron_runs (schedule, fire_time, runner) VALUES ($1, $2, $3)",
+                          p, 3, NULL);
+    if (rc == KEEL_EDB_CONSTRAINT) {
+        keel_db_exec(c, "INSERT INTO cron_dups (schedule, fire_time, runner) VALUES ($1, $2, $3)",
+                     p, 3, NULL);
+        return KEEL_JOB_OK;
+    }
+    return rc < 0 ? keel_job_retry(job, keel_db_strerror(rc)) : KEEL_JOB_OK;
+}
+
 static char g_runner[128];
 
 static int make_tables(const char *url)
@@ -78,7 +108,10 @@ static int setup(keel_service *svc, void *arg)
         return -1;
     snprintf(g_runner, sizeof(g_runner), "%d", (int)getpid());
     keel_job_handler h = {.kind = "count", .run = count, .arg = g_runner};
-    return keel_jobs_register(keel_service_jobs(svc), &h);
+    keel_job_handler t = {.kind = "tick", .run = tick, .arg = g_runner};
+    if (keel_jobs_register(keel_service_jobs(svc), &h) < 0)
+        return -1;
+    return keel_jobs_register(keel_service_jobs(svc), &t);
 }
 
 typedef struct bulk {
