@@ -369,6 +369,16 @@ bench-db:
 	@$(MAKE) --no-print-directory all
 	bench/db/run.sh $(BENCH_DB_ARGS)
 
+# ---------------------------------------------------------------- events benchmark
+# keel's GET /api/v1/events?limit=50 and POST /api/v1/events against an
+# Express 5 + Knex implementation of the same routes (bench/events/), one
+# throw-away PostgreSQL, 100,000 events: bench/events/run.py. Options
+# through BENCH_EVENTS_ARGS, e.g. make bench-events BENCH_EVENTS_ARGS="--rounds 5"
+.PHONY: bench-events
+bench-events:
+	@scripts/deps.sh bench
+	bench/events/run.sh $(BENCH_EVENTS_ARGS)
+
 # ---------------------------------------------------------------- install
 # libkeel as a library people install: libkeel.a, include/keel/*.h and
 # keel.pc under $(DESTDIR)$(PREFIX). Build against it with

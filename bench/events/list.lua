@@ -1,0 +1,2 @@
+-- wrk script: GET with the bench user's bearer token (TOKEN).
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")
