@@ -54,6 +54,8 @@ typedef struct app_options {
     uint64_t events_retention_batch; /* EVENTS_RETENTION_BATCH: events per pass */
     char *events_retention_schedule;  /* EVENTS_RETENTION_SCHEDULE: cron; "" = off */
     char *events_escalation_schedule; /* EVENTS_ESCALATION_SCHEDULE: cron; "" = off */
+    char *events_recurrence_schedule; /* EVENTS_RECURRENCE_SCHEDULE: cron; "" = off */
+    uint64_t events_recurrence_horizon_ms; /* EVENTS_RECURRENCE_HORIZON */
     uint64_t events_budget_alert_pct; /* EVENTS_BUDGET_ALERT_PERCENT */
 } app_options;
 
@@ -131,6 +133,10 @@ int app_events_run_retention(keel_db_conn *c, int64_t now, int64_t grace_s, size
  * job will call: approval steps pending past their deadline go to the
  * admins, each in its transaction, audited. *report = {escalated}. */
 int app_events_run_escalation(keel_db_conn *c, int64_t now, struct json_t **report);
+/* Writes every recurring event's instances from now to
+ * EVENTS_RECURRENCE_HORIZON ahead into event_instances (the job
+ * events.recurrence); report: {series, instances}. */
+int app_events_run_recurrence(keel_db_conn *c, int64_t now, struct json_t **report);
 int app_events_command(keel_service *svc, int argc, char **argv);
 
 /* ---------------------------------------------------------------- accounts */

@@ -18,7 +18,8 @@ static int app_validate(void *opts, const keel_config *cfg, FILE *err)
     const struct {
         const char *name, *expr;
     } sched[] = {{"EVENTS_RETENTION_SCHEDULE", o->events_retention_schedule},
-                 {"EVENTS_ESCALATION_SCHEDULE", o->events_escalation_schedule}};
+                 {"EVENTS_ESCALATION_SCHEDULE", o->events_escalation_schedule},
+                 {"EVENTS_RECURRENCE_SCHEDULE", o->events_recurrence_schedule}};
     for (size_t i = 0; i < sizeof(sched) / sizeof(sched[0]); i++) {
         keel_cron c;
         char why[200];
@@ -110,6 +111,13 @@ static const keel_config_var app_vars[] = {
      AT(events_escalation_schedule),
      .help = "when overdue approval steps are escalated, as a job (a cron expression or @every); "
              "empty = never"},
+    {.name = "EVENTS_RECURRENCE_SCHEDULE", .type = KEEL_CONFIG_STR, .def = "@every 1h",
+     AT(events_recurrence_schedule),
+     .help = "when recurring events' instances are materialised for GET "
+             "/api/v1/event-instances, as a job (a cron expression or @every); empty = never"},
+    {.name = "EVENTS_RECURRENCE_HORIZON", .type = KEEL_CONFIG_DURATION, .def = "30d",
+     AT(events_recurrence_horizon_ms), .min = 60000, .max = 86400000ull * 730,
+     .help = "how far ahead the instances of recurring events are materialised"},
     {.name = "EVENTS_BUDGET_ALERT_PERCENT", .type = KEEL_CONFIG_UINT, .def = "80",
      AT(events_budget_alert_pct), .min = 1, .max = 1000,
      .help = "a cost entry that takes an event's spending past this percentage of its budget "

@@ -55,6 +55,26 @@ static void like_escape(const char *s, char *out, size_t cap, int lower)
     out[k] = '\0';
 }
 
+size_t app_ev_visible_sql(const app_actor *who, int64_t now, keel_db_param *p, size_t n,
+                          char *where, size_t cap)
+{
+    size_t len = strlen(where);
+    if (who->admin)
+        return n;
+    if (app_ev_is_user(who)) {
+        p[n++] = KEEL_DB_P_TEXT(who->id);
+        p[n++] = KEEL_DB_P_INT(now);
+        snprintf(where + len, cap - len,
+                 " AND (e.classification <> 'restricted' OR e.owner_id = $%zu OR EXISTS (SELECT "
+                 "1 FROM event_assignments a WHERE a.event_id = e.id AND a.user_id = $%zu AND "
+                 "a.revoked_at IS NULL AND (a.expires_at IS NULL OR a.expires_at > $%zu)))",
+                 n - 1, n - 1, n);
+    } else {
+        snprintf(where + len, cap - len, " AND e.classification <> 'restricted'");
+    }
+    return n;
+}
+
 static int db_list(keel_db_conn *c, void *arg)
 {
     list_job *j = arg;
@@ -71,19 +91,8 @@ static int db_list(keel_db_conn *c, void *arg)
         p[n++] = param;                                                                          \
         len += (size_t)snprintf(where + len, sizeof(where) - len, __VA_ARGS__);                  \
     } while (0)
-    if (!j->e.who.admin) {
-        if (app_ev_is_user(&j->e.who)) {
-            COND(KEEL_DB_P_TEXT(j->e.who.id), " AND (e.classification <> 'restricted' OR "
-                                              "e.owner_id = $%zu", n);
-            COND(KEEL_DB_P_INT(now),
-                 " OR EXISTS (SELECT 1 FROM event_assignments a WHERE a.event_id = e.id AND "
-                 "a.user_id = $%zu AND a.revoked_at IS NULL AND (a.expires_at IS NULL OR "
-                 "a.expires_at > $%zu)))", n - 1, n);
-        } else {
-            strcat(where, " AND e.classification <> 'restricted'");
-            len = strlen(where);
-        }
-    }
+    n = app_ev_visible_sql(&j->e.who, now, p, n, where, sizeof(where));
+    len = strlen(where);
     if (*j->state)
         COND(KEEL_DB_P_TEXT(j->state), " AND e.state = $%zu", n);
     if (*j->type)

@@ -17,7 +17,16 @@
  * EVENTS_INSTANCES_MAX (then `truncated`). One instance is changed or
  * cancelled without touching the series by
  * PUT /api/v1/events/:id/instances/:recurrence_id (its original start,
- * Unix seconds): an event_exceptions row, audited. */
+ * Unix seconds): an event_exceptions row, audited.
+ *
+ * Materialised: the job events.recurrence (EVENTS_RECURRENCE_SCHEDULE)
+ * writes every series' instances from now to EVENTS_RECURRENCE_HORIZON
+ * ahead into event_instances, exceptions applied, one transaction per
+ * series; an exception updates its row at once. GET
+ * /api/v1/event-instances?from&to reads them across every series the
+ * caller may see — a calendar is one indexed range query. A change of the
+ * series itself (its rule, its times) reaches the rows at the next sweep;
+ * the per-series route above is always computed, so always current. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +37,7 @@
 #include "app/events_internal.h"
 
 static size_t instances_max;
+static int64_t horizon_s; /* EVENTS_RECURRENCE_HORIZON */
 
 #define DAY 86400
 #define STEPS_MAX 2000000 /* the most rule steps one expansion takes */
@@ -333,6 +343,28 @@ static int db_exception(keel_db_conn *c, void *arg)
     json_t *after = json_pack("{s:O,s:b}", "changes", changes, "cancelled", cancelled);
     json_t *diff = json_pack("{s:{s:I},s:{s:O,s:O}}", "recurrence_id", "to", (json_int_t)j->rid,
                              "exception", "from", before ? before : json_null(), "to", after);
+    if (rc == 0) { /* its materialised row, when the sweep wrote one */
+        int64_t me = 0;
+        int has_end = json_is_string(es) &&
+                      app_parse_time(json_string_value(es), json_string_length(es), &me) == 0;
+        const char *title = json_string_value(json_object_get(inst, "title")),
+                   *desc = json_string_value(json_object_get(inst, "description")),
+                   *loc = json_string_value(json_object_get(inst, "location"));
+        keel_db_param u[] = {KEEL_DB_P_INT(s),
+                             has_end ? KEEL_DB_P_INT(me) : KEEL_DB_P_NULL(),
+                             KEEL_DB_P_TEXT(title ? title : ""),
+                             KEEL_DB_P_TEXT(desc ? desc : ""),
+                             KEEL_DB_P_TEXT(loc ? loc : ""),
+                             KEEL_DB_P_BOOL(cancelled),
+                             KEEL_DB_P_INT(app_now()),
+                             KEEL_DB_P_TEXT(j->e.id),
+                             KEEL_DB_P_INT(j->rid)};
+        rc = keel_db_exec(c,
+                          "UPDATE event_instances SET starts_at = $1, ends_at = $2, title = $3, "
+                          "description = $4, location = $5, exception = TRUE, cancelled = $6, "
+                          "updated_at = $7 WHERE event_id = $8 AND recurrence_id = $9",
+                          u, 9, NULL);
+    }
     if (rc == 0)
         rc = app_audit_append(c, &j->e.who, "event.instance", "event", j->e.id, diff);
     json_decref(diff);
@@ -361,11 +393,220 @@ static keel_flow h_exception(keel_req *r)
     return keel_db_job_run_tx(r, app_ev_db, db_exception, inst_done, j);
 }
 
+
+/* ---------------------------------------------------------------- materialised */
+
+typedef struct mat_job {
+    inst_job ij;
+    keel_db_conn *c;
+    int64_t now;
+    size_t written;
+    int rc;
+} mat_job;
+
+static int materialise_one(int64_t t, void *arg)
+{
+    mat_job *m = arg;
+    inst_job *j = &m->ij;
+    if (t + (j->duration ? j->duration : 1) <= m->now)
+        return 0;
+    if (m->written >= instances_max)
+        return 1;
+    char key[32];
+    snprintf(key, sizeof(key), "%lld", (long long)t);
+    const json_t *exc = json_object_get(j->exceptions, key);
+    json_t *inst = instance_json(j, t, exc);
+    int64_t s = t, e = 0;
+    json_t *ss = json_object_get(inst, "starts_at"), *es = json_object_get(inst, "ends_at");
+    app_parse_time(json_string_value(ss), json_string_length(ss), &s);
+    int has_end = json_is_string(es) &&
+                  app_parse_time(json_string_value(es), json_string_length(es), &e) == 0;
+    const char *title = json_string_value(json_object_get(inst, "title")),
+               *desc = json_string_value(json_object_get(inst, "description")),
+               *loc = json_string_value(json_object_get(inst, "location"));
+    keel_db_param p[] = {KEEL_DB_P_TEXT(j->e.id),
+                         KEEL_DB_P_INT(t),
+                         KEEL_DB_P_INT(s),
+                         has_end ? KEEL_DB_P_INT(e) : KEEL_DB_P_NULL(),
+                         KEEL_DB_P_TEXT(title ? title : ""),
+                         KEEL_DB_P_TEXT(desc ? desc : ""),
+                         KEEL_DB_P_TEXT(loc ? loc : ""),
+                         KEEL_DB_P_BOOL(exc != NULL),
+                         KEEL_DB_P_BOOL(exc && json_is_true(json_object_get(exc, "cancelled"))),
+                         KEEL_DB_P_INT(m->now)};
+    m->rc = keel_db_exec(m->c,
+                         "INSERT INTO event_instances (event_id, recurrence_id, starts_at, ends_at, "
+                         "title, description, location, exception, cancelled, updated_at) VALUES "
+                         "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                         p, 10, NULL);
+    json_decref(inst);
+    m->written++;
+    return m->rc < 0;
+}
+
+/* in one transaction: one series' rows from now on, written again */
+static int tx_materialise(keel_db_conn *c, void *arg)
+{
+    mat_job *m = arg;
+    inst_job *j = &m->ij;
+    inst_cleanup(j);
+    m->c = c;
+    m->rc = 0;
+    m->written = 0;
+    int64_t start = 0;
+    int rc = load_series(c, j, &start);
+    if (rc == EV_REFUSED) /* gone meanwhile */
+        return 0;
+    if (rc < 0)
+        return rc;
+    keel_db_param d[] = {KEEL_DB_P_TEXT(j->e.id), KEEL_DB_P_INT(m->now)};
+    /* what has not ended yet is rewritten; the past stays as it was */
+    rc = keel_db_exec(c,
+                      "DELETE FROM event_instances WHERE event_id = $1 AND "
+                      "COALESCE(ends_at, starts_at + 1) > $2",
+                      d, 2, NULL);
+    if (rc < 0)
+        return rc;
+    json_t *rule = json_object_get(j->e.before, "recurrence");
+    if (!json_is_object(rule))
+        return 0;
+    if (expand(rule, start, m->now + horizon_s, materialise_one, m) < 0)
+        keel_log(KEEL_LOG_WARN, "events: a series is too far from its start to materialise",
+                 "{s:s}", "event_id", j->e.id);
+    return m->rc < 0 ? m->rc : 0;
+}
+
+int app_events_run_recurrence(keel_db_conn *c, int64_t now, json_t **report)
+{
+    keel_db_rows *rows;
+    int rc = keel_db_query(c,
+                           "SELECT id FROM events WHERE recurrence IS NOT NULL AND deleted_at IS "
+                           "NULL ORDER BY id LIMIT 100000",
+                           NULL, 0, &rows);
+    if (rc < 0)
+        return rc;
+    json_t *ids = json_array();
+    while ((rc = keel_db_rows_next(rows)) == 1) {
+        keel_str id = keel_db_get_text(rows, 0);
+        json_array_append_new(ids, json_stringn(id.ptr, id.len));
+    }
+    keel_db_rows_free(rows);
+    size_t series = 0, instances = 0, i;
+    json_t *v;
+    json_array_foreach(ids, i, v) {
+        if (rc < 0)
+            break;
+        mat_job m;
+        memset(&m, 0, sizeof(m));
+        m.now = now;
+        snprintf(m.ij.e.who.kind, sizeof(m.ij.e.who.kind), "system");
+        snprintf(m.ij.e.who.id, sizeof(m.ij.e.who.id), "recurrence");
+        m.ij.e.who.admin = 1;
+        snprintf(m.ij.e.id, sizeof(m.ij.e.id), "%s", json_string_value(v));
+        rc = keel_db_tx(c, tx_materialise, &m);
+        inst_cleanup(&m.ij);
+        json_decref(m.ij.e.before);
+        json_decref(m.ij.e.out);
+        json_decref(m.ij.e.err_extra);
+        if (rc >= 0) {
+            series++;
+            instances += m.written;
+        }
+    }
+    json_decref(ids);
+    if (rc < 0)
+        return rc;
+    *report = json_pack("{s:I,s:I}", "series", (json_int_t)series, "instances",
+                        (json_int_t)instances);
+    return 0;
+}
+
+typedef struct cal_job {
+    app_ev_job e;
+    int64_t from, to;
+    json_t *data;
+    int truncated;
+} cal_job;
+
+static int db_calendar(keel_db_conn *c, void *arg)
+{
+    cal_job *j = arg;
+    json_decref(j->data);
+    j->data = json_array();
+    j->truncated = 0;
+    char where[1000] = "e.deleted_at IS NULL AND NOT i.cancelled AND i.starts_at < $1 AND "
+                       "COALESCE(i.ends_at, i.starts_at + 1) > $2";
+    keel_db_param p[6] = {KEEL_DB_P_INT(j->to), KEEL_DB_P_INT(j->from)};
+    size_t n = app_ev_visible_sql(&j->e.who, app_now(), p, 2, where, sizeof(where));
+    p[n++] = KEEL_DB_P_INT((int64_t)instances_max + 1);
+    char sql[1600];
+    snprintf(sql, sizeof(sql),
+             "SELECT i.event_id, i.recurrence_id, i.starts_at, i.ends_at, i.title, "
+             "i.description, i.location, i.exception FROM event_instances i JOIN events e ON "
+             "e.id = i.event_id WHERE %s ORDER BY i.starts_at, i.event_id LIMIT $%zu",
+             where, n);
+    keel_db_rows *rows;
+    int rc = keel_db_query(c, sql, p, n, &rows);
+    if (rc < 0)
+        return rc;
+    while ((rc = keel_db_rows_next(rows)) == 1) {
+        if (json_array_size(j->data) >= instances_max) {
+            j->truncated = 1;
+            break;
+        }
+        json_array_append_new(
+            j->data, json_pack("{s:o,s:I,s:o,s:o,s:o,s:o,s:o,s:b}", "event_id",
+                               app_ev_text(rows, 0), "recurrence_id",
+                               (json_int_t)keel_db_get_int(rows, 1), "starts_at",
+                               app_ev_time(rows, 2), "ends_at", app_ev_time(rows, 3), "title",
+                               app_ev_text(rows, 4), "description", app_ev_text(rows, 5),
+                               "location", app_ev_text(rows, 6), "exception",
+                               keel_db_get_bool(rows, 7)));
+    }
+    keel_db_rows_free(rows);
+    if (rc < 0)
+        return rc;
+    j->e.out = json_pack("{s:O,s:b}", "data", j->data, "truncated", j->truncated);
+    return 0;
+}
+
+static void cal_done(keel_req *r, void *arg, int status)
+{
+    cal_job *j = arg;
+    json_decref(j->data);
+    j->data = NULL;
+    app_ev_done(r, arg, status);
+}
+
+static keel_flow h_calendar(keel_req *r)
+{
+    cal_job *j = app_ev_job_new(r, sizeof(cal_job));
+    json_t *q = keel_req_query_json(r);
+    json_t *f = json_object_get(q, "from"), *t = json_object_get(q, "to");
+    if (app_parse_time(json_string_value(f), json_string_length(f), &j->from) < 0 ||
+        app_parse_time(json_string_value(t), json_string_length(t), &j->to) < 0) {
+        app_invalid(r, "/query/from", "from and to are required RFC 3339 date-times");
+        return KEEL_DONE;
+    }
+    if (j->to <= j->from) {
+        app_invalid(r, "/query/to", "must be after from");
+        return KEEL_DONE;
+    }
+    return keel_db_job_run(r, app_ev_db, db_calendar, cal_done, j);
+}
+
 /* ---------------------------------------------------------------- routes */
 
 #define S_TIME "{\"type\":\"string\",\"format\":\"date-time\"}"
 
 static const keel_route recurrence_routes[] = {
+    {.name = "events.calendar", .method = "GET", .path = "/api/v1/event-instances",
+     .handler = h_calendar,
+     .summary = "Materialised instances of every recurring event the caller may see, overlapping "
+                "[from, to), by start",
+     .auth = "any", .permission = "events:read",
+     .query_schema = "{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"from\","
+                     "\"to\"],\"properties\":{\"from\":" S_TIME ",\"to\":" S_TIME "}}"},
     {.name = "events.instances", .method = "GET", .path = "/api/v1/events/:id/instances",
      .handler = h_instances,
      .summary = "The instances of a recurring event overlapping [from, to), exceptions applied",
@@ -387,6 +628,11 @@ static const keel_route recurrence_routes[] = {
 int app_event_recurrence_setup(keel_service *svc, size_t max)
 {
     instances_max = max;
+    const app_options *o = app_options_of(svc);
+    horizon_s = (int64_t)(o->events_recurrence_horizon_ms / 1000);
+    if (app_ev_schedule_sweep(svc, "events.recurrence", o->events_recurrence_schedule,
+                              app_events_run_recurrence) < 0)
+        return -1;
     return keel_service_add_routes(svc, recurrence_routes,
                                    sizeof(recurrence_routes) / sizeof(recurrence_routes[0]));
 }

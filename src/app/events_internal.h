@@ -73,6 +73,13 @@ int app_ev_load(keel_db_conn *c, app_ev_job *j);
 int app_ev_relation(keel_db_conn *c, const app_actor *a, const char *event_id,
                     const char *owner_id, app_ev_rel *out);
 int app_ev_is_user(const app_actor *a);
+/* Appends to `where` (an SQL condition over `events e`) what keeps the
+ * events `who` may not see out — restricted ones unless owner or a live
+ * assignee; nothing for an admin — with its parameters at p[n...];
+ * returns the new parameter count (at most n + 2). Lists, counts and
+ * calendars use it, so visibility is in the SQL, never a filter after. */
+size_t app_ev_visible_sql(const app_actor *who, int64_t now, keel_db_param *p, size_t n,
+                          char *where, size_t cap);
 /* A column as JSON: text or null; Unix seconds as RFC 3339 or null. */
 json_t *app_ev_text(const keel_db_rows *rows, size_t col);
 json_t *app_ev_time(const keel_db_rows *rows, size_t col);

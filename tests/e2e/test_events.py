@@ -11,6 +11,7 @@ import datetime
 import json
 import sqlite3
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -106,7 +107,8 @@ def start(keel_factory, request, tmp_path, **extra):
         db = Db("sqlite", url)
     # the sweeps run by hand here (POST /admin/events/...), not on their schedules
     e = env(url, **dict({"EVENTS_MAX_DEPTH": "3", "EVENTS_RETENTION_SCHEDULE": "",
-                         "EVENTS_ESCALATION_SCHEDULE": ""}, **extra))
+                         "EVENTS_ESCALATION_SCHEDULE": "", "EVENTS_RECURRENCE_SCHEDULE": ""},
+                        **extra))
     a = Ev(keel_factory(**e))
     a.srv_env = e
     a.db = db
@@ -875,6 +877,51 @@ def test_escalation_runs_on_its_schedule(request, keel, tmp_path, db):
     assert jobs["jobs"] and all(j["kind"] == "events.escalation" for j in jobs["jobs"]), jobs
     last = ev.call("GET", "/admin/job-schedules", token=ev.admin).json()["items"][0]
     assert last["last_fire_at"] is not None
+
+
+@pytest.mark.parametrize("db", ["sqlite"])
+def test_recurrence_materialised_on_its_schedule(request, keel, tmp_path, db):
+    """EVENTS_RECURRENCE_SCHEDULE: the job events.recurrence writes every
+    series' instances for EVENTS_RECURRENCE_HORIZON into event_instances;
+    GET /event-instances reads them across series with the lists'
+    visibility; an exception changes its row at once."""
+    request.param = db
+    ev = with_users(start(keel, request, tmp_path, EVENTS_RECURRENCE_SCHEDULE="@every 1s",
+                          EVENTS_RECURRENCE_HORIZON="3d"))
+    fmt = lambda t: datetime.datetime.utcfromtimestamp(t).strftime("%Y-%m-%dT%H:%M:%SZ")
+    t0 = (int(time.time()) // 3600 + 1) * 3600  # the next full hour
+    mine = ev.create(ev.alice, title="stand-up", starts_at=fmt(t0), ends_at=fmt(t0 + 900),
+                     recurrence={"freq": "daily"})["id"]
+    hidden = ev.create(ev.bob, title="secret", starts_at=fmt(t0 + 60),
+                       classification="restricted", recurrence={"freq": "daily"})["id"]
+    rng = {"from": fmt(t0 - 60), "to": fmt(t0 + 3 * 86400)}
+    cal = lambda tok: ev.call("GET", "/event-instances", token=tok, params=rng)
+    wait_for(lambda: len(cal(ev.admin).json()["data"]) == 6, timeout=10,
+             what="the series materialised (3 days of two daily series)")
+    got = cal(ev.alice).json()
+    assert [(i["event_id"], i["starts_at"]) for i in got["data"]] == \
+        [(mine, fmt(t0 + k * 86400)) for k in range(3)], got  # bob's restricted one: not hers
+    assert got["data"][0]["ends_at"] == fmt(t0 + 900) and got["truncated"] is False
+    assert {i["event_id"] for i in cal(ev.bob).json()["data"]} == {mine, hidden}
+    # cancel the second instance, move the third: the rows follow at once
+    r = ev.call("PUT", "/events/%s/instances/%d" % (mine, t0 + 86400), token=ev.alice,
+                json={"cancelled": True})
+    assert r.status_code == 200, r.text
+    r = ev.call("PUT", "/events/%s/instances/%d" % (mine, t0 + 2 * 86400), token=ev.alice,
+                json={"title": "moved", "starts_at": fmt(t0 + 2 * 86400 + 600)})
+    assert r.status_code == 200, r.text
+    got = cal(ev.alice).json()["data"]
+    assert [(i["starts_at"], i["title"], i["exception"]) for i in got] == \
+        [(fmt(t0), "stand-up", False), (fmt(t0 + 2 * 86400 + 600), "moved", True)], got
+    # and stay so after the next sweep
+    n = lambda: len(ev.call("GET", "/admin/jobs", token=ev.admin,
+                            params={"kind": "events.recurrence", "state": "completed"}
+                            ).json()["jobs"])
+    runs = n()
+    wait_for(lambda: n() > runs, timeout=10, what="another sweep")
+    assert cal(ev.alice).json()["data"] == got
+    problem(ev.call("GET", "/event-instances", token=ev.alice,
+                    params={"from": rng["to"], "to": rng["from"]}), 422)
 
 
 def test_api_keys_and_if_match_forms(ev):
