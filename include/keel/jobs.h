@@ -235,6 +235,8 @@ void keel_jobs_free(keel_jobs *j);
 /* Stops fetching at once (thread-safe, idempotent, does not wait): the
  * first step of a drain; keel_jobs_stop then waits. */
 void keel_jobs_stop_fetching(keel_jobs *j);
+/* 1 when a handler of `kind` is registered on j. */
+int keel_jobs_has_kind(const keel_jobs *j, const char *kind);
 /* This runner's id, written to locked_by ("host:pid:random"). */
 const char *keel_jobs_id(const keel_jobs *j);
 /* Wakes the runner as an enqueue would (fetches now). */

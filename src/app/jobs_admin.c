@@ -14,7 +14,8 @@ static keel_db *DB;
 static keel_jobs *JOBS; /* NULL: no runner (JOBS_ENABLED=false keeps its schedules) */
 
 typedef enum op {
-    OP_LIST, OP_GET, OP_RETRY, OP_CANCEL, OP_DELETE, OP_QUEUES, OP_PAUSE, OP_RESUME, OP_SCHEDULES
+    OP_LIST, OP_GET, OP_RETRY, OP_CANCEL, OP_DELETE, OP_QUEUES, OP_PAUSE, OP_RESUME, OP_SCHEDULES,
+    OP_ENQUEUE
 } op;
 
 typedef struct admin_job {
@@ -24,11 +25,73 @@ typedef struct admin_job {
     int has_queue, has_state, has_kind;
     keel_job_filter f;
     json_t *out;
+    json_t *batch; /* OP_ENQUEUE: the jobs to enqueue (checked), borrowed from the body */
+    json_t *one;   /* the batch made for a one-job body (owned) */
 } admin_job;
 
 static void admin_cleanup(void *job)
 {
-    json_decref(((admin_job *)job)->out);
+    admin_job *j = job;
+    json_decref(j->one);
+    json_decref(j->out);
+}
+
+/* ---------------------------------------------------------------- enqueue
+ *
+ * POST /api/v1/admin/jobs: one job, or {"jobs": [...]} (up to
+ * JOBS_ENQUEUE_MAX), in one transaction — all or none. Only kinds a
+ * handler is registered for on this service (a job nothing can run would
+ * wait forever). The reference service registers "system.noop" (it does
+ * nothing: for smoke tests and capacity runs). */
+#define ENQUEUE_MAX 1000
+
+static int db_enqueue(keel_db_conn *c, admin_job *j)
+{
+    json_decref(j->out); /* a retry: the last try's answer */
+    j->out = NULL;
+    json_t *ids = json_array();
+    size_t i, dups = 0;
+    json_t *it;
+    json_array_foreach(j->batch, i, it) {
+        const json_t *args = json_object_get(it, "args");
+        char *text = args ? json_dumps(args, JSON_COMPACT) : NULL;
+        json_t *tags = json_object_get(it, "tags");
+        const char *tagv[KEEL_JOB_TAGS_MAX];
+        size_t nt = 0, k;
+        json_t *tv;
+        json_array_foreach(tags, k, tv)
+            if (nt < KEEL_JOB_TAGS_MAX)
+                tagv[nt++] = json_string_value(tv);
+        json_t *delay = json_object_get(it, "delay_ms");
+        keel_job_spec spec = {
+            .kind = json_string_value(json_object_get(it, "kind")),
+            .queue = json_string_value(json_object_get(it, "queue")),
+            .args = text,
+            .priority = (int)json_integer_value(json_object_get(it, "priority")),
+            .delay_ms = delay ? (uint64_t)json_integer_value(delay) : 0,
+            .max_attempts = (unsigned)json_integer_value(json_object_get(it, "max_attempts")),
+            .unique_key = json_string_value(json_object_get(it, "unique_key")),
+            .tags = nt ? tagv : NULL,
+            .ntags = nt};
+        keel_job_enqueued out;
+        int rc = keel_job_enqueue(c, &spec, &out);
+        free(text);
+        if (rc < 0) {
+            json_decref(ids);
+            return rc;
+        }
+        dups += out.duplicate != 0;
+        json_array_append_new(ids, json_integer(out.id));
+    }
+    j->out = json_pack("{s:o,s:I}", "ids", ids, "duplicates", (json_int_t)dups);
+    return 0;
+}
+
+static keel_job_outcome run_noop(keel_job *job, void *arg)
+{
+    (void)job;
+    (void)arg;
+    return KEEL_JOB_OK;
 }
 
 /* The runner's schedules, each with the last tick any instance enqueued
@@ -68,6 +131,8 @@ static int db_admin(keel_db_conn *c, void *arg)
         return keel_jobs_queues(c, &j->out);
     case OP_SCHEDULES:
         return db_schedules(c, j);
+    case OP_ENQUEUE:
+        return db_enqueue(c, j);
     case OP_PAUSE:
     case OP_RESUME:
         rc = keel_jobs_queue_pause(c, j->queue, j->op == OP_PAUSE);
@@ -106,6 +171,21 @@ static void admin_done(keel_req *r, void *arg, int status)
     } else {
         keel_respond(r, 204, NULL, NULL, 0);
     }
+}
+
+static void enqueued(keel_req *r, void *arg, int status)
+{
+    admin_job *j = arg;
+    if (status == KEEL_EINVAL) {
+        keel_respond_problem(r, 422, "a job could not be enqueued: names must be 1-128 bytes "
+                                     "without control bytes, args a JSON object");
+        return;
+    }
+    if (status == 0 && j->out) {
+        keel_respond_json(r, 201, json_incref(j->out));
+        return;
+    }
+    admin_done(r, arg, status);
 }
 
 /* A query parameter copied into buf: 1 when present, 0 when absent. */
@@ -178,6 +258,41 @@ static keel_flow h_cancel(keel_req *r) { return run_op(r, OP_CANCEL); }
 static keel_flow h_delete(keel_req *r) { return run_op(r, OP_DELETE); }
 static keel_flow h_queues(keel_req *r) { return run_op(r, OP_QUEUES); }
 static keel_flow h_schedules(keel_req *r) { return run_op(r, OP_SCHEDULES); }
+
+static keel_flow h_enqueue(keel_req *r)
+{
+    json_t *body = app_json_body(r); /* borrowed: the request's, schema-checked */
+    if (!body)
+        return KEEL_DONE;
+    admin_job *j = KEEL_REQ_JOB(r, admin_job, admin_cleanup);
+    json_t *batch = json_object_get(body, "jobs");
+    if (batch && json_object_size(body) > 1) {
+        app_invalid(r, "/jobs", "either one job or {\"jobs\": [...]}, not both");
+        return KEEL_DONE;
+    }
+    if (!batch) {
+        if (!json_object_get(body, "kind")) {
+            app_invalid(r, "/kind", "a job needs a kind (or give {\"jobs\": [...]})");
+            return KEEL_DONE;
+        }
+        batch = j->one = json_pack("[O]", body); /* released with the job (admin_cleanup) */
+    }
+    size_t i;
+    json_t *it;
+    json_array_foreach(batch, i, it) {
+        const char *kind = json_string_value(json_object_get(it, "kind"));
+        if (!keel_jobs_has_kind(JOBS, kind)) {
+            char ptr[48];
+            snprintf(ptr, sizeof(ptr), json_object_get(body, "jobs") ? "/jobs/%zu/kind" : "/kind",
+                     i);
+            app_invalid(r, ptr, "no handler is registered for this kind");
+            return KEEL_DONE;
+        }
+    }
+    j->op = OP_ENQUEUE;
+    j->batch = batch;
+    return keel_db_job_run_tx(r, DB, db_admin, enqueued, j);
+}
 static keel_flow h_pause(keel_req *r) { return run_op(r, OP_PAUSE); }
 static keel_flow h_resume(keel_req *r) { return run_op(r, OP_RESUME); }
 
@@ -190,8 +305,29 @@ static keel_flow h_resume(keel_req *r) { return run_op(r, OP_RESUME); }
     "\"limit\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":500},"                             \
     "\"before\":{\"type\":\"integer\",\"minimum\":1}}}"
 
+#define S_JOB_PROPS                                                                               \
+    "\"kind\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":128},"                             \
+    "\"queue\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":128},"                            \
+    "\"args\":{\"type\":\"object\"},"                                                                \
+    "\"priority\":{\"type\":\"integer\",\"minimum\":-1000,\"maximum\":1000},"                        \
+    "\"delay_ms\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":3153600000000},"                   \
+    "\"max_attempts\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000},"                        \
+    "\"unique_key\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":128},"                       \
+    "\"tags\":{\"type\":\"array\",\"maxItems\":16,\"items\":{\"type\":\"string\",\"minLength\":1,"    \
+    "\"maxLength\":128}}"
+/* one job, or {"jobs": [job...]}: the handler refuses a mix */
+#define S_ENQUEUE                                                                                 \
+    "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{" S_JOB_PROPS ","       \
+    "\"jobs\":{\"type\":\"array\",\"minItems\":1,\"maxItems\":1000,\"items\":{\"type\":\"object\","  \
+    "\"additionalProperties\":false,\"required\":[\"kind\"],\"properties\":{" S_JOB_PROPS "}}}}}"
+
 #define ADMIN .auth = "user", .permission = "admin:access", .flags = KEEL_ROUTE_SECRET
 static const keel_route job_routes[] = {
+    {.name = "admin.jobs.enqueue", .method = "POST", .path = "/api/v1/admin/jobs",
+     .handler = h_enqueue,
+     .summary = "Enqueue a job of a registered kind, or {jobs: [...]} (up to 1000) in one "
+                "transaction",
+     .request_schema = S_ENQUEUE, ADMIN},
     {.name = "admin.jobs.list", .method = "GET", .path = "/api/v1/admin/jobs", .handler = h_list,
      .summary = "Jobs, newest first (filters queue, state, kind; limit; before=id pages)",
      .query_schema = S_JOBS_QUERY, ADMIN},
@@ -221,5 +357,8 @@ int app_jobs_setup(keel_service *svc)
 {
     DB = keel_service_db(svc);
     JOBS = keel_service_jobs(svc);
+    keel_job_handler noop = {.kind = "system.noop", .run = run_noop};
+    if (JOBS && keel_jobs_register(JOBS, &noop) < 0)
+        return -1;
     return keel_service_add_routes(svc, job_routes, sizeof(job_routes) / sizeof(job_routes[0]));
 }

@@ -622,6 +622,11 @@ int keel__jobs_has_handler(const keel_jobs *j, const char *kind)
     return find_handler(j, kind) != NULL;
 }
 
+int keel_jobs_has_kind(const keel_jobs *j, const char *kind)
+{
+    return j && kind && find_handler(j, kind) != NULL;
+}
+
 static keel_db_conn *loop_conn(keel_jobs *j)
 {
     if (j->dconn && j->dconn->broken) {

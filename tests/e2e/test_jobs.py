@@ -11,6 +11,7 @@ The multi-process cases use tests/tools/jobs_service (KEEL_JOBS_BIN): a
 service on libkeel with a job queue and no migrations of its own, so they
 also show that the jobs module brings its table along.
 """
+import json
 import os
 import signal
 import sqlite3
@@ -289,6 +290,50 @@ def test_sigterm_waits_for_the_running_job(jobs_proc, tmp_path):
     # the second was never started: still available, its attempt unspent
     assert sql.count("keel_jobs", "state = 'available' AND attempt = 0") == 1
     assert any(e.get("msg") == "jobs runner stopped" for e in a.logs())
+
+
+def test_enqueue_route(keel, tmp_path):
+    """POST /api/v1/admin/jobs: one job or {"jobs": [...]} in one
+    transaction, registered kinds only (system.noop in the reference
+    service), admin only."""
+    env = dict({"JWT_SECRET": SECRET, "DATABASE_URL": "sqlite:%s" % (tmp_path / "k.db")},
+               **FAST_HASH)
+    srv = keel(**env)
+    base = srv.url + "/api/v1"
+    assert run_cli(["user", "create", "--email", "root@example.com", "--role", "admin"],
+                   env=dict(env, KEEL_ADMIN_PASSWORD=PW), cwd=srv.workdir).returncode == 0
+    s = requests.Session()
+    tok = s.post(base + "/auth/login", json={"email": "root@example.com", "password": PW},
+                 timeout=20).json()["access_token"]
+    s.headers["Authorization"] = "Bearer " + tok
+    r = s.post(base + "/admin/jobs", json={"kind": "system.noop", "unique_key": "once"}, timeout=20)
+    assert r.status_code == 201 and r.json()["duplicates"] == 0, r.text
+    again = s.post(base + "/admin/jobs", json={"kind": "system.noop", "unique_key": "once"},
+                   timeout=20).json()
+    assert again["ids"] == r.json()["ids"] or again["duplicates"] == 0  # finished already: a new one
+    r = s.post(base + "/admin/jobs", json={"jobs": [{"kind": "system.noop", "args": {"n": i}}
+                                                     for i in range(300)]}, timeout=20)
+    assert r.status_code == 201 and len(set(r.json()["ids"])) == 300, r.text
+    wait_for(lambda: s.get(base + "/admin/jobs", params={"kind": "system.noop",
+                                                         "state": "completed", "limit": 500},
+                           timeout=20).json()["jobs"].__len__() >= 301, timeout=20,
+             what="the noop jobs done")
+    # refusals: an unknown kind (nothing would run it), a mix, no kind, a bad field; all or none
+    for body, ptr in [({"jobs": [{"kind": "system.noop"}, {"kind": "nosuch"}]}, "/jobs/1/kind"),
+                      ({"kind": "system.noop", "jobs": [{"kind": "system.noop"}]}, "/jobs"),
+                      ({"args": {}}, "/kind"), ({"kind": "system.noop", "args": []}, "/args")]:
+        d = problem(s.post(base + "/admin/jobs", json=body, timeout=20), 422)
+        assert ptr in json.dumps(d), (body, d)
+    problem(s.post(base + "/admin/jobs", json={"jobs": [{"kind": "system.noop"}] * 1001},
+                   timeout=20), 422)
+    s.post(base + "/auth/register", json={"email": "u@example.com", "password": PW}, timeout=20)
+    utok = s.post(base + "/auth/login", json={"email": "u@example.com", "password": PW},
+                  timeout=20).json()["access_token"]
+    problem(requests.post(base + "/admin/jobs", json={"kind": "system.noop"}, timeout=20,
+                          headers={"Authorization": "Bearer " + utok}), 403)
+    total = s.get(base + "/admin/jobs", params={"kind": "system.noop", "limit": 500},
+                  timeout=20).json()["jobs"]
+    assert len(total) == 301 + (again["duplicates"] == 0)  # the refused batches left nothing
 
 
 # ---------------------------------------------------------------- schedules (CRON_JOBS)

@@ -31,6 +31,7 @@ _mine = sys.modules.get("conftest")
 sys.modules["conftest"] = e2e
 try:
     from redisproc import RedisServer  # noqa: E402
+    from otlp_receiver import OtlpReceiver  # noqa: E402
 finally:
     if _mine is not None:
         sys.modules["conftest"] = _mine
@@ -52,6 +53,9 @@ def record(name, **figures):
     data[name] = figures
     REPORT.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     print("scale: %s %s" % (name, figures))
+
+
+ADMIN_PW = "scale admin pass phrase"
 
 
 class PgCluster:
@@ -160,7 +164,8 @@ class Cluster:
             TRUST_PROXY="127.0.0.1/32", SHUTDOWN_DELAY=DELAY, SHUTDOWN_GRACE="10s",
             ACCESS_LOG="false", WORKERS="1", PASSWORD_HASH_MEMORY="8mb", PASSWORD_HASH_OPS="1",
             RATE_LIMIT_ENABLED="true", RATE_LIMIT_MAX="100000000", RATE_LIMIT_BURST="0",
-            RATE_LIMIT_STRICT="20/10m")
+            RATE_LIMIT_STRICT="20/10m", JOBS_QUEUES="default=2,scale=4",
+            KEEL_ADMIN_PASSWORD=ADMIN_PW)
         self.env.update(extra)
         self.nodes = []
         self.generation = 0
@@ -205,6 +210,15 @@ class Cluster:
 
 
 @pytest.fixture(scope="session")
+def otlp():
+    """One OTLP/HTTP receiver every instance (and orders-service) exports to."""
+    rx = OtlpReceiver()
+    rx.__enter__()
+    yield rx
+    rx.close()
+
+
+@pytest.fixture(scope="session")
 def pg():
     c = PgCluster()
     yield c
@@ -219,13 +233,14 @@ def redis():
 
 
 @pytest.fixture(scope="module", params=["nginx", "haproxy", "caddy"])
-def stack(request, pg, redis, tmp_path_factory):
+def stack(request, pg, redis, otlp, tmp_path_factory):
     """(proxy, cluster): three instances behind one proxy kind."""
     kind = request.param
     if not shutil.which(kind):
         pytest.fail("%s is not installed (make deps-test)" % kind, pytrace=False)
     work = tmp_path_factory.mktemp("scale-" + kind)
-    cluster = Cluster(pg, redis, work)
+    cluster = Cluster(pg, redis, work, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.url,
+                      OTEL_SERVICE_NAME="keel", OTEL_BSP_SCHEDULE_DELAY="200ms")
     proxy = Proxy(kind, cluster.ports, work / kind)
     yield proxy, cluster
     proxy.stop()

@@ -2,13 +2,16 @@
 one Redis: shared rate limits, cache and locks; a rolling restart under
 load with no failed request; an instance killed under load, the failures
 counted. docs/deploy.md describes the recipe these tests prove."""
+import os
 import signal
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import requests
 
-from conftest import e2e, record, wrk
+from conftest import ADMIN_PW, e2e, record, wrk
 
 HELLO = "/hello"
 
@@ -62,6 +65,103 @@ def test_cache_and_lock_are_shared(stack):
     for other in (b, c):
         r = requests.post(other + lock, json={"ttl_ms": 30000}, headers=h, timeout=10)
         assert r.status_code == 409, r.text
+
+
+def admin_token(proxy, cluster):
+    if not hasattr(cluster, "admin_token"):
+        cluster.cli(["user", "create", "--email", "root@example.com", "--role", "admin"])
+        r = requests.post(proxy.url + "/api/v1/auth/login", timeout=30,
+                          json={"email": "root@example.com", "password": ADMIN_PW})
+        assert r.status_code == 200, r.text
+        cluster.admin_token = r.json()["access_token"]
+    return cluster.admin_token
+
+
+def test_jobs_enqueued_through_the_proxy_run_exactly_once(stack):
+    """10,000 jobs enqueued through the proxy (so on every instance, in
+    batches of 1,000: POST /api/v1/admin/jobs) are run once each by the
+    three instances' runners on one PostgreSQL: every row completed on its
+    first attempt, and the handlers' executions summed over the instances'
+    jobs_completed_total is exactly 10,000, none discarded."""
+    proxy, cluster = stack
+    h = {"Authorization": "Bearer " + admin_token(proxy, cluster)}
+    n, batch = 10000, 1000
+    t0 = time.monotonic()
+    for b in range(n // batch):
+        r = requests.post(proxy.url + "/api/v1/admin/jobs", headers=h, timeout=60, json={
+            "jobs": [{"kind": "system.noop", "queue": "scale", "args": {"i": b * batch + i}}
+                     for i in range(batch)]})
+        assert r.status_code == 201 and len(r.json()["ids"]) == batch, r.text
+
+    def completed():
+        r = requests.get(proxy.url + "/api/v1/admin/job-queues", headers=h, timeout=30)
+        q = [q for q in r.json()["queues"] if q["queue"] == "scale"]
+        return q[0].get("completed", 0) if q else 0
+    e2e.wait_for(lambda: completed() >= n, timeout=120, interval=0.5, what="10,000 jobs run")
+    took = time.monotonic() - t0
+    per = [e2e.scrape_metric(node.port, "jobs_completed_total", queue="scale",
+                             result="completed") or 0 for node in cluster.nodes]
+    assert sum(per) == n, per  # each job's handler ran once, on some instance
+    assert sum(e2e.scrape_metric(node.port, "jobs_completed_total", queue="scale",
+                                 result="discarded") or 0 for node in cluster.nodes) == 0
+    assert sum(1 for x in per if x > 0) >= 2, per  # the instances shared the queue
+    assert completed() == n
+    record("jobs_%s" % proxy.kind, seconds=round(took, 1), per_instance=per)
+
+
+def test_trace_crosses_two_services_as_one(stack, otlp, tmp_path):
+    """orders-service calls the reference service through the proxy; the
+    caller's traceparent is continued by both, and the OTLP receiver gets
+    one trace: orders-service's server span, its client span, and the
+    reference instance's server span whose parent is that client span."""
+    proxy, cluster = stack
+    key = cluster.cli(["apikey", "create", "--name", "orders-%s" % proxy.kind,
+                       "--scopes", "users:read"]).splitlines()[-1].strip()
+    r = requests.post(proxy.url + "/api/v1/auth/register", timeout=30, json={
+        "email": "ann-%s@example.com" % proxy.kind, "password": "correct horse battery staple"})
+    assert r.status_code == 201, r.text
+    uid = r.json()["user"]["id"]
+    binary = str(Path(os.environ.get("KEEL_BIN") or e2e.REPO / "build" / "keel").parent /
+                 "orders-service")
+    port = e2e.free_port()
+    env = e2e.build_env({"PORT": str(port), "WORKERS": "1", "ORDERS_API_URL": proxy.url,
+                         "ORDERS_API_KEY": key, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url,
+                         "OTEL_SERVICE_NAME": "orders", "OTEL_BSP_SCHEDULE_DELAY": "200ms"})
+    log = open(tmp_path / "orders.log", "wb")
+    proc = subprocess.Popen([binary, "serve"], env=env, cwd=tmp_path, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        url = "http://127.0.0.1:%d" % port
+        def up():
+            assert proc.poll() is None, (tmp_path / "orders.log").read_text()[-3000:]
+            try:
+                return requests.get(url + "/health/live", timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+        e2e.wait_for(up, timeout=15, what="orders-service up")
+        trace = os.urandom(16).hex()
+        r = requests.post(url + "/orders", timeout=60,
+                          headers={"traceparent": "00-%s-%s-01" % (trace, os.urandom(8).hex())},
+                          json={"customer_id": uid, "item": "keel mug", "quantity": 1})
+        assert r.status_code == 201, r.text
+        def by_service():
+            out = {}
+            for sp in otlp.spans():
+                if sp["traceId"] == trace:
+                    out.setdefault(sp["_resource"].get("service.name"), []).append(sp)
+            return out
+        # each process exports on its own schedule: wait for both
+        e2e.wait_for(lambda: set(by_service()) == {"orders", "keel"}, timeout=15,
+                     what="the trace's spans from both services")
+        by_service = by_service()
+        client = [sp for sp in by_service["orders"] if sp.get("kind") == 3]  # SPAN_KIND_CLIENT
+        served = [sp for sp in by_service["keel"] if sp.get("kind") == 2]   # SPAN_KIND_SERVER
+        assert client and served, by_service
+        assert served[0]["parentSpanId"] == client[0]["spanId"], (served[0], client[0])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
 
 
 def test_rolling_restart_under_load_fails_nothing(stack):
