@@ -1,0 +1,254 @@
+/* mail_queue.c — every mail through the job queue: the outbox.
+ *
+ * A mail is a job of kind "mail.send" on queue "email" (app.h has the
+ * args contract). The handler runs on a runner thread of the email queue
+ * (JOBS_QUEUES="...,email=N") and blocks on SMTP there, never on a loop,
+ * so a slow or dead server delays mails, never requests. What a delivery
+ * verdict does to the job:
+ *
+ *   SENT       completed
+ *   TRANSIENT  keel_job_retry: backoff with full jitter (JOBS_BACKOFF_*),
+ *              dead after the job's max_attempts (MAIL_JOB_MAX_ATTEMPTS
+ *              for app_mail_enqueue)
+ *   PERMANENT  keel_job_fail (dead at once) and the address suppressed for
+ *              the job's class (mail_suppressions): later mails of that
+ *              class to it are not sent
+ *   INVALID    keel_job_fail: bad data, retrying cannot help
+ *
+ * A job whose address is suppressed ends cancelled, its reason recorded
+ * in the job's errors, logged (mail.suppressed) and counted. The
+ * Message-ID is stable per message_key and recipient, so a job that runs
+ * again after its worker died while the server had accepted it (the one
+ * window the queue cannot close: at-least-once) carries the same id and
+ * the receiver can drop the copy. Without SMTP_URL the mailer writes to
+ * the log and the outbox: the job completes the same way. */
+#include <ctype.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/app.h"
+
+static keel_metric *M_JOBS; /* mail_jobs_total{result} */
+static unsigned M_SHARD;
+static unsigned max_attempts = 10;
+
+static const char *const RESULTS[] = {"sent", "retried", "bounced", "invalid", "suppressed",
+                                      NULL};
+
+static void count(const char *result)
+{
+    keel_metric_add(M_JOBS, M_SHARD, (const char *[]){result}, 1);
+}
+
+/* ---------------------------------------------------------------- enqueue */
+
+static int name_ok(const char *s, size_t max, int key)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > max)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (key ? (ch < 0x20 || ch == 0x7f)
+                : !(islower(ch) || isdigit(ch) || ch == '_' || ch == '-' || ch == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+int app_mail_enqueue_named(keel_db_conn *c, const char *to, const char *to_name,
+                           const char *template_name, const json_t *vars,
+                           const char *message_key, const char *klass)
+{
+    const char *bad = !to || !keel_mail_address_ok(to)              ? "to"
+                      : !name_ok(template_name, 64, 0)              ? "template"
+                      : !name_ok(message_key, KEEL_JOB_NAME_MAX, 1) ? "message_key"
+                      : !name_ok(klass, 64, 0)                      ? "class"
+                      : vars && !json_is_object(vars)               ? "vars"
+                      : to_name && strlen(to_name) > 200            ? "to_name"
+                                                                    : NULL;
+    if (bad) {
+        keel_log(KEEL_LOG_ERROR, "mail not enqueued: invalid field", "{s:s,s:s}", "field", bad,
+                 "template", template_name ? template_name : "");
+        return KEEL_EINVAL;
+    }
+    json_t *v = vars ? json_incref((json_t *)vars) : json_object();
+    json_t *args = json_pack("{s:s, s:s, s:o, s:s, s:s}", "to", to, "template", template_name,
+                             "vars", v, "message_key", message_key, "class", klass);
+    if (!args) /* v was stolen all the same */
+        return KEEL_EINVAL; /* invalid UTF-8 in a value */
+    if (to_name)
+        json_object_set_new(args, "to_name", json_string(to_name));
+    char *text = json_dumps(args, JSON_COMPACT);
+    json_decref(args);
+    if (!text)
+        return KEEL_EINVAL;
+    keel_job_spec s = {.kind = APP_MAIL_KIND, .queue = APP_MAIL_QUEUE, .args = text,
+                       .max_attempts = max_attempts, .unique_key = message_key};
+    keel_job_enqueued out;
+    int rc = keel_job_enqueue(c, &s, &out);
+    free(text);
+    if (rc == 0)
+        keel_log(KEEL_LOG_DEBUG, "mail enqueued", "{s:I,s:s,s:b}", "job_id", (json_int_t)out.id,
+                 "template", template_name, "duplicate", out.duplicate);
+    return rc;
+}
+
+int app_mail_enqueue(keel_db_conn *c, const char *to, const char *template_name,
+                     const json_t *vars, const char *message_key, const char *klass)
+{
+    return app_mail_enqueue_named(c, to, NULL, template_name, vars, message_key, klass);
+}
+
+/* ---------------------------------------------------------------- suppression */
+
+/* Addresses are kept lower-cased: the domain is case-insensitive and
+ * keel's own account addresses are lower-cased already. */
+static void lower_copy(const char *s, char *out, size_t cap)
+{
+    size_t i = 0;
+    for (; s[i] && i + 1 < cap; i++)
+        out[i] = (char)tolower((unsigned char)s[i]);
+    out[i] = '\0';
+}
+
+int app_mail_suppressed(keel_db_conn *c, const char *addr, const char *klass)
+{
+    char a[KEEL_MAIL_MAX_FIELD + 1];
+    lower_copy(addr, a, sizeof(a));
+    keel_db_param p[] = {KEEL_DB_P_TEXT(a), KEEL_DB_P_TEXT(klass)};
+    keel_db_rows *rows;
+    int rc = keel_db_query(c, "SELECT 1 FROM mail_suppressions WHERE address = $1 AND class = $2",
+                           p, 2, &rows);
+    if (rc < 0)
+        return rc;
+    rc = keel_db_rows_next(rows);
+    keel_db_rows_free(rows);
+    return rc;
+}
+
+static int suppress(keel_db_conn *c, const char *addr, const char *klass,
+                    const keel_mail_result *res, int64_t job_id)
+{
+    char a[KEEL_MAIL_MAX_FIELD + 1];
+    lower_copy(addr, a, sizeof(a));
+    keel_db_param p[] = {KEEL_DB_P_TEXT(a),        KEEL_DB_P_TEXT(klass),
+                         KEEL_DB_P_TEXT(res->reply), KEEL_DB_P_INT(res->code),
+                         KEEL_DB_P_INT(job_id),    KEEL_DB_P_INT(app_now())};
+    return keel_db_exec(c,
+                        "INSERT INTO mail_suppressions (address, class, reason, code, job_id, "
+                        "created_at) VALUES ($1, $2, $3, $4, $5, $6) "
+                        "ON CONFLICT (address, class) DO NOTHING",
+                        p, 6, NULL);
+}
+
+/* ---------------------------------------------------------------- the handler */
+
+static const char *arg_str(const json_t *a, const char *key, int *bad)
+{
+    const json_t *v = json_object_get(a, key);
+    if (v && !json_is_string(v))
+        *bad = 1;
+    return json_string_value(v);
+}
+
+static keel_job_outcome invalid(keel_job *job, const char *why)
+{
+    count("invalid");
+    keel_log(KEEL_LOG_ERROR, "mail.invalid", "{s:I,s:s}", "job_id",
+             (json_int_t)keel_job_id(job), "reason", why);
+    return keel_job_fail(job, why);
+}
+
+static keel_job_outcome run_mail_send(keel_job *job, void *arg)
+{
+    keel_mailer *m = arg;
+    const json_t *a = keel_job_args(job);
+    int bad = 0;
+    const char *to = arg_str(a, "to", &bad), *to_name = arg_str(a, "to_name", &bad),
+               *tmpl = arg_str(a, "template", &bad), *key = arg_str(a, "message_key", &bad),
+               *klass = arg_str(a, "class", &bad);
+    json_t *vars = json_object_get(a, "vars");
+    if (bad || !to || !tmpl || (vars && !json_is_object(vars)))
+        return invalid(job, "invalid args: to and template (strings) are required; vars an "
+                            "object; to_name, message_key and class strings");
+    if (!klass)
+        klass = "default";
+    if (!keel_mail_address_ok(to))
+        return invalid(job, "invalid args: to is not an address keel sends to");
+    char fallback_key[32];
+    if (!key) { /* stable across attempts all the same */
+        snprintf(fallback_key, sizeof(fallback_key), "job-%lld", (long long)keel_job_id(job));
+        key = fallback_key;
+    }
+    keel_db_conn *c = keel_job_db(job);
+    if (!c)
+        return keel_job_retry(job, "no database connection (suppression list)");
+    int rc = app_mail_suppressed(c, to, klass);
+    if (rc < 0)
+        return keel_job_retry(job, keel_db_strerror(rc));
+    if (rc == 1) {
+        count("suppressed");
+        keel_log(KEEL_LOG_INFO, "mail.suppressed", "{s:I,s:s,s:s,s:s}", "job_id",
+                 (json_int_t)keel_job_id(job), "to", to, "class", klass, "template", tmpl);
+        char why[160];
+        snprintf(why, sizeof(why), "not sent: the address is suppressed for class %s", klass);
+        (void)keel_job_fail(job, why); /* records the reason; the job ends cancelled */
+        return KEEL_JOB_CANCEL;
+    }
+    json_t *empty = vars ? NULL : json_object();
+    keel_mail_send_args sa = {.to = to, .to_name = to_name, .template_name = tmpl,
+                              .vars = vars ? vars : empty, .notification_id = key};
+    keel_mail_result res;
+    keel_mail_verdict v = keel_mailer_send(m, &sa, &res);
+    json_decref(empty);
+    char detail[700];
+    snprintf(detail, sizeof(detail), "%s: %d %s", keel_mail_verdict_name(v), res.code, res.reply);
+    switch (v) {
+    case KEEL_MAIL_SENT:
+        count("sent");
+        keel_log(KEEL_LOG_INFO, "mail.sent", "{s:I,s:s,s:s,s:i}", "job_id",
+                 (json_int_t)keel_job_id(job), "template", tmpl, "message_id", res.message_id,
+                 "attempt", (int)keel_job_attempt(job));
+        return KEEL_JOB_OK;
+    case KEEL_MAIL_TRANSIENT:
+        count("retried");
+        return keel_job_retry(job, detail);
+    case KEEL_MAIL_PERMANENT:
+        count("bounced");
+        rc = suppress(c, to, klass, &res, keel_job_id(job));
+        keel_log(rc < 0 ? KEEL_LOG_ERROR : KEEL_LOG_WARN, "mail.bounced",
+                 "{s:I,s:s,s:s,s:i,s:s,s:b}", "job_id", (json_int_t)keel_job_id(job), "to", to,
+                 "class", klass, "code", res.code, "reply", res.reply, "suppressed", rc == 0);
+        return keel_job_fail(job, detail);
+    case KEEL_MAIL_INVALID:
+    default:
+        return invalid(job, detail);
+    }
+}
+
+int app_mail_queue_setup(keel_service *svc, keel_mailer *m)
+{
+    const app_accounts_options *o = app_accounts_options_get();
+    max_attempts = (unsigned)o->mail_max_attempts;
+    keel_metrics *reg = keel_service_metrics(svc);
+    static const char *const labels[] = {"result", NULL};
+    M_JOBS = keel_metrics_counter(reg, "mail_jobs_total",
+                                  "mail.send jobs run, by result (sent, retried, bounced, "
+                                  "invalid, suppressed)",
+                                  labels);
+    keel_metric_declare_each(M_JOBS, NULL, 0, RESULTS);
+    M_SHARD = keel_metrics_shards(reg);
+    keel_jobs *jq = keel_service_jobs(svc);
+    if (!jq)
+        return 0; /* a service without a job queue: nothing sends */
+    const keel_mail_options *mo = keel_config_get(keel_service_config(svc), &keel_mail_config);
+    /* longer than any one delivery (a kept connection found dead is
+     * retried once on a new one): a result is never dropped as late
+     * while the server may have taken the mail */
+    keel_job_handler h = {.kind = APP_MAIL_KIND, .run = run_mail_send, .arg = m,
+                          .timeout_ms = 2 * (mo->timeout_ms + mo->connect_timeout_ms) + 10000};
+    return keel_jobs_register(jq, &h);
+}
