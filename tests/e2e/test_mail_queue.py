@@ -1,0 +1,167 @@
+"""Every mail through the job queue (src/app/mail_queue.c, docs/mail.md),
+against a real SMTP server (aiosmtpd on a free loopback port, test_mail.Smtp).
+
+A registration enqueues a "mail.send" job (queue "email") for the
+verification mail in the registering transaction; the job's outcome
+follows the SMTP verdict:
+- 250: the message arrives once, with the right headers, both parts and
+  the escaped template; the job is completed;
+- 451 then 250: retried with backoff, exactly one delivery;
+- no server, then a server: retried, exactly one delivery;
+- 550: the job is dead after one attempt (no retry storm) and the address
+  is suppressed for its class: the next mail of that class to it is not
+  sent (the job ends cancelled with the reason).
+Backoff is shortened (JOBS_BACKOFF_BASE/MAX) so the retries take
+milliseconds."""
+import email
+import email.policy
+import time
+
+import requests
+
+from conftest import SLACK, free_port, scrape_metric, wait_for
+from test_mail import FAST, PW, Smtp, admin
+
+QUICK = dict(FAST, JOBS_BACKOFF_BASE="50ms", JOBS_BACKOFF_MAX="200ms",
+             JOBS_POLL_INTERVAL="50ms", SMTP_CONNECT_TIMEOUT="2s",
+             AUTH_VERIFY_RESEND_INTERVAL="0s", MAIL_FROM="Acme Accounts <accounts@acme.test>")
+
+
+def register(srv, addr, name="Ann"):
+    r = requests.post(srv.url + "/api/v1/auth/register", timeout=20 * SLACK,
+                      json={"email": addr, "password": PW, "name": name})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def mail_jobs(srv, h):
+    r = requests.get(srv.url + "/api/v1/admin/jobs", params={"kind": "mail.send"}, headers=h,
+                     timeout=10 * SLACK)
+    assert r.status_code == 200, r.text
+    return r.json()["jobs"]
+
+
+def job_for(srv, h, addr):
+    jobs = [j for j in mail_jobs(srv, h) if j["args"]["to"] == addr]
+    return jobs[0] if jobs else None
+
+
+def wait_job(srv, h, addr, pred, what):
+    return wait_for(lambda: (lambda j: j if j and pred(j) else None)(job_for(srv, h, addr)),
+                    timeout=10, what=what)
+
+
+def test_delivered_through_the_queue_headers_parts_escaped(keel):
+    smtp = Smtp()
+    try:
+        env = dict(QUICK, SMTP_URL=smtp.url)
+        srv = keel(**env)
+        h = admin(srv, env)
+        register(srv, "ann@example.org", name="<b>Ann</b> & Co")
+        mail_from, rcpts, raw = smtp.wait(1)[-1]
+        assert mail_from == "accounts@acme.test" and rcpts == ["ann@example.org"]
+        m = email.message_from_bytes(raw, policy=email.policy.default)
+        assert m["From"] == "Acme Accounts <accounts@acme.test>"
+        assert m["To"].addresses[0].addr_spec == "ann@example.org"
+        assert m["To"].addresses[0].display_name == "<b>Ann</b> & Co"
+        assert str(m["Subject"]) == "Confirm your e-mail address for keel"
+        assert m["MIME-Version"] == "1.0" and m["Date"]
+        assert m["Message-ID"].endswith("@acme.test>")
+        assert m.get_content_type() == "multipart/alternative"
+        text = m.get_body(("plain",)).get_content()
+        html = m.get_body(("html",)).get_content()
+        assert "Hello <b>Ann</b> & Co," in text and "ann@example.org" in text
+        assert "Hello &lt;b&gt;Ann&lt;/b&gt; &amp; Co," in html and "<b>Ann" not in html
+        assert "http://localhost:8080/verify-email?token=" in text
+        job = wait_job(srv, h, "ann@example.org", lambda j: j["state"] == "completed",
+                       "the mail job completed")
+        assert job["queue"] == "email" and job["attempt"] == 1
+        assert job["args"]["template"] == "verify_email" and job["args"]["class"] == "account"
+        assert job["unique_key"] == job["args"]["message_key"]
+        assert scrape_metric(srv.port, "mail_jobs_total", result="sent") == 1
+    finally:
+        smtp.stop()
+
+
+def test_451_then_250_one_delivery(keel):
+    smtp = Smtp()
+    try:
+        env = dict(QUICK, SMTP_URL=smtp.url)
+        srv = keel(**env)
+        h = admin(srv, env)
+        smtp.mode = "451"
+        register(srv, "bob@example.org")
+        job = wait_job(srv, h, "bob@example.org", lambda j: j["attempt"] >= 2,
+                       "a second attempt after 451")
+        assert job["state"] in ("retryable", "running", "available")
+        assert any("451" in e["error"] and "transient" in e["error"] for e in job["errors"])
+        assert smtp.messages == []
+        smtp.mode = "ok"
+        wait_job(srv, h, "bob@example.org", lambda j: j["state"] == "completed",
+                 "the mail job completed after 250")
+        assert len(smtp.wait(1)) == 1
+        time.sleep(0.3)  # a second delivery would come within a few backoffs
+        assert len(smtp.messages) == 1
+        assert scrape_metric(srv.port, "mail_jobs_total", result="sent") == 1
+        assert scrape_metric(srv.port, "mail_jobs_total", result="retried") >= 1
+    finally:
+        smtp.stop()
+
+
+def test_server_down_then_up_one_delivery(keel):
+    port = free_port()
+    env = dict(QUICK, SMTP_URL="smtp://127.0.0.1:%d" % port)
+    srv = keel(**env)
+    h = admin(srv, env)
+    register(srv, "cy@example.org")
+    job = wait_job(srv, h, "cy@example.org", lambda j: j["attempt"] >= 2,
+                   "a second attempt with no server")
+    assert any("transient: 0" in e["error"] for e in job["errors"]), job["errors"]
+    smtp = Smtp(port=port)
+    try:
+        wait_job(srv, h, "cy@example.org", lambda j: j["state"] == "completed",
+                 "the mail job completed once the server is up")
+        assert len(smtp.wait(1)) == 1
+        time.sleep(0.3)
+        assert len(smtp.messages) == 1
+    finally:
+        smtp.stop()
+
+
+def test_550_dead_no_retry_address_suppressed(keel):
+    smtp = Smtp()
+    try:
+        env = dict(QUICK, SMTP_URL=smtp.url)
+        srv = keel(**env)
+        h = admin(srv, env)
+        smtp.mode = "550"
+        register(srv, "Dee@Example.org")  # stored lower-cased
+        job = wait_job(srv, h, "dee@example.org", lambda j: j["state"] == "dead",
+                       "the mail job dead after 550")
+        assert job["attempt"] == 1 and "550" in job["errors"][-1]["error"]
+        time.sleep(0.3)  # no retry storm: still one attempt, one SMTP refusal
+        assert job_for(srv, h, "dee@example.org")["attempt"] == 1
+        assert scrape_metric(srv.port, "mail_deliveries_total", verdict="permanent") == 1
+        assert scrape_metric(srv.port, "mail_jobs_total", result="bounced") == 1
+
+        # the address is suppressed for the class "account": a new verification
+        # mail to it is not sent, even though the server would now accept it
+        smtp.mode = "ok"
+        ehlos = smtp.ehlos
+        r = requests.post(srv.url + "/api/v1/auth/verify/resend", timeout=10 * SLACK,
+                          json={"email": "dee@example.org"})
+        assert r.status_code == 202, r.text
+        wait_for(lambda: scrape_metric(srv.port, "mail_jobs_total", result="suppressed") == 1,
+                 timeout=10, what="the suppressed mail counted")
+        jobs = [j for j in mail_jobs(srv, h) if j["args"]["to"] == "dee@example.org"]
+        assert sorted(j["state"] for j in jobs) == ["cancelled", "dead"]
+        cancelled = [j for j in jobs if j["state"] == "cancelled"][0]
+        assert "suppressed for class account" in cancelled["errors"][-1]["error"]
+        assert smtp.messages == [] and smtp.ehlos == ehlos
+        assert srv.wait_log(lambda e: e.get("msg") == "mail.suppressed"
+                            and e.get("to") == "dee@example.org")
+        # another address still gets its mail
+        register(srv, "eve@example.org")
+        assert smtp.wait(1)[0][1] == ["eve@example.org"]
+    finally:
+        smtp.stop()
