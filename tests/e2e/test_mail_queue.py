@@ -165,3 +165,44 @@ def test_550_dead_no_retry_address_suppressed(keel):
         assert smtp.wait(1)[0][1] == ["eve@example.org"]
     finally:
         smtp.stop()
+
+
+def test_postgres_queue_reset_verify_suppress(keel, tmp_path):
+    """The same SQL on PostgreSQL: the queue's jobs, the token claims, the
+    reset's CASE, the suppression's ON CONFLICT."""
+    from test_migrate import Pg, PgCluster
+    cluster = PgCluster()
+    smtp = Smtp()
+    try:
+        pg = Pg(cluster)
+        env = dict(QUICK, SMTP_URL=smtp.url, DATABASE_URL=pg.url)
+        srv = keel(**env)
+        h = admin(srv, env)
+        register(srv, "pat@example.org")
+        raw = smtp.wait(1)[0][2]
+        m = email.message_from_bytes(raw, policy=email.policy.default)
+        token = m.get_body(("plain",)).get_content().split("token=")[1].split()[0]
+        r = requests.post(srv.url + "/api/v1/auth/verify", json={"token": token}, timeout=10)
+        assert r.status_code == 200 and r.json()["email_verified"] is True, r.text
+        assert requests.post(srv.url + "/api/v1/auth/verify", json={"token": token},
+                             timeout=10).status_code == 400
+        r = requests.post(srv.url + "/api/v1/auth/password/forgot",
+                          json={"email": "pat@example.org"}, timeout=10)
+        assert r.status_code == 202
+        raw = smtp.wait(2)[1][2]
+        m = email.message_from_bytes(raw, policy=email.policy.default)
+        assert str(m["Subject"]) == "Reset your keel password"
+        token = m.get_body(("plain",)).get_content().split("token=")[1].split()[0]
+        r = requests.post(srv.url + "/api/v1/auth/password/reset",
+                          json={"token": token, "password": "another passphrase 77"}, timeout=10)
+        assert r.status_code == 204, r.text
+        assert pg.scalar("SELECT count(*) FROM account_tokens WHERE used_at IS NOT NULL") == 2
+        smtp.mode = "550"
+        register(srv, "quin@example.org")
+        wait_job(srv, h, "quin@example.org", lambda j: j["state"] == "dead", "dead after 550")
+        assert pg.scalar("SELECT class || ' ' || code FROM mail_suppressions "
+                         "WHERE address = 'quin@example.org'") == "account 550"
+        srv.stop()
+    finally:
+        smtp.stop()
+        cluster.destroy()
