@@ -136,8 +136,10 @@ static int token_mail(keel_db_conn *c, const char *purpose, const char *user_id,
         goto done;
     char link[1200];
     link_of(url, token, link, sizeof(link));
-    json_t *vars = json_pack("{s:s, s:s, s:s, s:s}", "name", name && *name ? name : email,
-                             "email", email, "service", O.service_name, "link", link);
+    json_t *vars = json_pack("{s:s, s:s, s:s}", "name", name && *name ? name : email, "email",
+                             email, "service", O.service_name);
+    /* the link holds the token: sealed, never readable in the job's args */
+    json_t *secret = json_pack("{s:s}", "link", link);
     if (!strcmp(purpose, "password_reset"))
         json_object_set_new(vars, "expires_minutes", json_integer((json_int_t)(ttl_ms / 60000)));
     else
@@ -145,8 +147,10 @@ static int token_mail(keel_db_conn *c, const char *purpose, const char *user_id,
     /* the Message-ID key: one per token, never the token itself */
     char key[96];
     snprintf(key, sizeof(key), "%s:%.32s", purpose, hash);
-    rc = app_mail_enqueue_named(c, email, header_name(name), purpose, vars, key, "account");
+    rc = app_mail_enqueue_sealed(c, email, header_name(name), purpose, vars, secret, key,
+                                 "account");
     json_decref(vars);
+    json_decref(secret);
     sodium_memzero(link, sizeof(link));
 done:
     sodium_memzero(token, sizeof(token));

@@ -84,7 +84,7 @@ keel_mailer *app_mailer(void);
  * Every mail goes through the job queue (src/app/mail_queue.c,
  * docs/mail.md): a job of kind "mail.send" on queue "email" with args
  *   {"to": addr, "to_name"?: str, "template": name, "vars": {...},
- *    "message_key": str, "class": str}
+ *    "message_key": str, "class": str, "sealed_vars"?: str}
  * and the caller's idempotency key as its unique key. message_key makes
  * the Message-ID stable per (notification, recipient); class is the
  * suppression class ("account", "notification", ...): a 5xx bounce
@@ -105,6 +105,13 @@ int app_mail_enqueue(keel_db_conn *c, const char *to, const char *template_name,
 int app_mail_enqueue_named(keel_db_conn *c, const char *to, const char *to_name,
                            const char *template_name, const struct json_t *vars,
                            const char *message_key, const char *klass);
+/* The same with sealed_vars (may be NULL): values merged over vars at
+ * send time but stored encrypted in the job's args (secretbox under a key
+ * derived from JWT_SECRET), for credentials such as a reset link. */
+int app_mail_enqueue_sealed(keel_db_conn *c, const char *to, const char *to_name,
+                            const char *template_name, const struct json_t *vars,
+                            const struct json_t *sealed_vars, const char *message_key,
+                            const char *klass);
 /* Registers the "mail.send" handler on the service's job runner, sending
  * with m (src/app/mail.c calls it from app_mail_setup). */
 int app_mail_queue_setup(keel_service *svc, keel_mailer *m);

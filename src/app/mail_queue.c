@@ -21,9 +21,19 @@
  * again after its worker died while the server had accepted it (the one
  * window the queue cannot close: at-least-once) carries the same id and
  * the receiver can drop the copy. Without SMTP_URL the mailer writes to
- * the log and the outbox: the job completes the same way. */
+ * the log and the outbox: the job completes the same way.
+ *
+ * Sealed values: a job's args are readable by whoever reads the jobs
+ * table or GET /api/v1/admin/jobs, for as long as the row is kept. Values
+ * that are credentials (a reset link holds a token whose hash alone the
+ * database keeps) go in "sealed_vars" instead: a JSON object encrypted
+ * and authenticated with libsodium's secretbox (XSalsa20-Poly1305) under
+ * a key derived from JWT_SECRET, opened by the handler and merged over
+ * "vars" just before rendering. A job sealed under another key (the
+ * secret rotated) cannot be opened: it fails as invalid. */
 #include <ctype.h>
 #include <jansson.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +46,8 @@ static unsigned max_attempts = 10;
 
 static const char *const RESULTS[] = {"sent", "retried", "bounced", "invalid", "suppressed",
                                       NULL};
+
+static unsigned char SEAL_KEY[crypto_secretbox_KEYBYTES];
 
 static void count(const char *result)
 {
@@ -58,15 +70,75 @@ static int name_ok(const char *s, size_t max, int key)
     return 1;
 }
 
+/* sealed (a JSON object) as base64url(nonce | secretbox); NULL on failure. */
+static json_t *seal(const json_t *sealed)
+{
+    char *plain = json_dumps(sealed, JSON_COMPACT);
+    if (!plain)
+        return NULL;
+    size_t n = strlen(plain), blen = crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + n;
+    unsigned char *box = keel_malloc(blen);
+    randombytes_buf(box, crypto_secretbox_NONCEBYTES);
+    crypto_secretbox_easy(box + crypto_secretbox_NONCEBYTES, (const unsigned char *)plain, n, box,
+                          SEAL_KEY);
+    sodium_memzero(plain, n);
+    free(plain);
+    size_t tlen = sodium_base64_ENCODED_LEN(blen, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    char *text = keel_malloc(tlen);
+    sodium_bin2base64(text, tlen, box, blen, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    keel_free(box);
+    json_t *out = json_string(text);
+    keel_free(text);
+    return out;
+}
+
+/* The object sealed in text (new reference), or NULL: not base64url, too
+ * short, opened by no key of ours, or not a JSON object. */
+static json_t *unseal(const char *text)
+{
+    size_t tlen = strlen(text), cap = tlen, blen = 0;
+    unsigned char *box = keel_malloc(cap + 1);
+    json_t *out = NULL;
+    if (sodium_base642bin(box, cap, text, tlen, NULL, &blen, NULL,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+        blen < crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES)
+        goto done;
+    size_t n = blen - crypto_secretbox_NONCEBYTES - crypto_secretbox_MACBYTES;
+    unsigned char *plain = keel_malloc(n + 1);
+    if (crypto_secretbox_open_easy(plain, box + crypto_secretbox_NONCEBYTES,
+                                   blen - crypto_secretbox_NONCEBYTES, box, SEAL_KEY) == 0) {
+        out = json_loadb((const char *)plain, n, JSON_REJECT_DUPLICATES, NULL);
+        if (!json_is_object(out)) {
+            json_decref(out);
+            out = NULL;
+        }
+    }
+    sodium_memzero(plain, n);
+    keel_free(plain);
+done:
+    keel_free(box);
+    return out;
+}
+
 int app_mail_enqueue_named(keel_db_conn *c, const char *to, const char *to_name,
                            const char *template_name, const json_t *vars,
                            const char *message_key, const char *klass)
+{
+    return app_mail_enqueue_sealed(c, to, to_name, template_name, vars, NULL, message_key,
+                                   klass);
+}
+
+int app_mail_enqueue_sealed(keel_db_conn *c, const char *to, const char *to_name,
+                            const char *template_name, const json_t *vars,
+                            const json_t *sealed_vars, const char *message_key,
+                            const char *klass)
 {
     const char *bad = !to || !keel_mail_address_ok(to)              ? "to"
                       : !name_ok(template_name, 64, 0)              ? "template"
                       : !name_ok(message_key, KEEL_JOB_NAME_MAX, 1) ? "message_key"
                       : !name_ok(klass, 64, 0)                      ? "class"
                       : vars && !json_is_object(vars)               ? "vars"
+                      : sealed_vars && !json_is_object(sealed_vars) ? "sealed_vars"
                       : to_name && strlen(to_name) > 200            ? "to_name"
                                                                     : NULL;
     if (bad) {
@@ -81,6 +153,14 @@ int app_mail_enqueue_named(keel_db_conn *c, const char *to, const char *to_name,
         return KEEL_EINVAL; /* invalid UTF-8 in a value */
     if (to_name)
         json_object_set_new(args, "to_name", json_string(to_name));
+    if (sealed_vars) {
+        json_t *box = seal(sealed_vars);
+        if (!box) {
+            json_decref(args);
+            return KEEL_EINVAL;
+        }
+        json_object_set_new(args, "sealed_vars", box);
+    }
     char *text = json_dumps(args, JSON_COMPACT);
     json_decref(args);
     if (!text)
@@ -171,6 +251,7 @@ static keel_job_outcome run_mail_send(keel_job *job, void *arg)
                *tmpl = arg_str(a, "template", &bad), *key = arg_str(a, "message_key", &bad),
                *klass = arg_str(a, "class", &bad);
     json_t *vars = json_object_get(a, "vars");
+    const char *sealed = arg_str(a, "sealed_vars", &bad);
     if (bad || !to || !tmpl || (vars && !json_is_object(vars)))
         return invalid(job, "invalid args: to and template (strings) are required; vars an "
                             "object; to_name, message_key and class strings");
@@ -198,12 +279,22 @@ static keel_job_outcome run_mail_send(keel_job *job, void *arg)
         (void)keel_job_fail(job, why); /* records the reason; the job ends cancelled */
         return KEEL_JOB_CANCEL;
     }
-    json_t *empty = vars ? NULL : json_object();
+    json_t *all = vars ? json_deep_copy(vars) : json_object();
+    if (sealed) {
+        json_t *opened = unseal(sealed);
+        if (!opened) {
+            json_decref(all);
+            return invalid(job, "invalid args: sealed_vars cannot be opened (JWT_SECRET "
+                                "changed since the mail was enqueued?)");
+        }
+        json_object_update(all, opened);
+        json_decref(opened);
+    }
     keel_mail_send_args sa = {.to = to, .to_name = to_name, .template_name = tmpl,
-                              .vars = vars ? vars : empty, .notification_id = key};
+                              .vars = all, .notification_id = key};
     keel_mail_result res;
     keel_mail_verdict v = keel_mailer_send(m, &sa, &res);
-    json_decref(empty);
+    json_decref(all);
     char detail[700];
     snprintf(detail, sizeof(detail), "%s: %d %s", keel_mail_verdict_name(v), res.code, res.reply);
     switch (v) {
@@ -232,6 +323,14 @@ static keel_job_outcome run_mail_send(keel_job *job, void *arg)
 int app_mail_queue_setup(keel_service *svc, keel_mailer *m)
 {
     const app_accounts_options *o = app_accounts_options_get();
+    /* the sealing key: BLAKE2b of a context and the JWT key (auth's setup
+     * ran first: a random one per process without JWT_SECRET) */
+    const app_auth *auth = app_auth_get();
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, sizeof(SEAL_KEY));
+    crypto_generichash_update(&st, (const unsigned char *)"keel mail sealed_vars v1", 24);
+    crypto_generichash_update(&st, auth->jwt.secret, auth->jwt.secret_len);
+    crypto_generichash_final(&st, SEAL_KEY, sizeof(SEAL_KEY));
     max_attempts = (unsigned)o->mail_max_attempts;
     keel_metrics *reg = keel_service_metrics(svc);
     static const char *const labels[] = {"result", NULL};

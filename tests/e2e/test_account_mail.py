@@ -86,11 +86,17 @@ def test_password_reset(keel):
     token = token_of(mail)
     assert mail["text"].count("http://localhost:8080/reset-password?token=" + token) == 1
 
-    # stored as a hash only
+    # stored as a hash only: the link in the mail job's args is sealed, so
+    # neither the jobs table nor the admin API shows the token
     db = sqlite3.connect(str(srv.workdir / "data" / "keel.db"))
     rows = db.execute("SELECT token_hash, expires_at - created_at FROM account_tokens "
                       "WHERE purpose = 'password_reset'").fetchall()
     assert rows == [(hashlib.sha256(token.encode()).hexdigest(), 1800)]
+    args = [a for (a,) in db.execute("SELECT args FROM keel_jobs WHERE kind = 'mail.send'")]
+    assert len(args) == 2 and all("sealed_vars" in a for a in args)  # verify + reset
+    assert not any(token in a or "token=" in a for a in args)
+    listed = requests.get(srv.url + "/api/v1/admin/jobs", headers=h, timeout=10).text
+    assert token not in listed and "reset-password" not in listed
 
     # bad input: 422 for the policy and shape, 400 for a token that is not one
     problem(post(srv, "/api/v1/auth/password/reset", {"token": token, "password": "short"}), 422)
