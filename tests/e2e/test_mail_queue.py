@@ -206,3 +206,26 @@ def test_postgres_queue_reset_verify_suppress(keel, tmp_path):
     finally:
         smtp.stop()
         cluster.destroy()
+
+
+def test_sealed_vars_under_another_secret_fail_invalid(keel, tmp_path):
+    """A mail job whose sealed values cannot be opened (JWT_SECRET changed
+    between enqueue and send) is dead at once as invalid: nothing sent."""
+    smtp = Smtp()
+    try:
+        env = dict(QUICK, SMTP_URL=smtp.url, JOBS_ENABLED="false",
+                   DATABASE_URL="sqlite:%s" % (tmp_path / "shared.db"))
+        first = keel(**env)
+        register(first, "fay@example.org")
+        first.stop()
+        env = dict(env, JOBS_ENABLED="true",
+                   JWT_SECRET="another-secret-0123456789abcdef0123456789")
+        srv = keel(**env)
+        h = admin(srv, env)
+        job = wait_job(srv, h, "fay@example.org", lambda j: j["state"] == "dead",
+                       "the job with unreadable sealed values dead")
+        assert job["attempt"] == 1 and "sealed_vars cannot be opened" in job["errors"][-1]["error"]
+        assert scrape_metric(srv.port, "mail_jobs_total", result="invalid") == 1
+        assert smtp.messages == [] and smtp.ehlos == 0
+    finally:
+        smtp.stop()
