@@ -18,7 +18,7 @@ import time
 
 import requests
 
-from conftest import SLACK, wait_for
+from conftest import SLACK, wait_for, wait_past_second
 from test_mail import FAST, PW, admin
 
 QUICK = dict(FAST, JOBS_POLL_INTERVAL="50ms")
@@ -71,6 +71,7 @@ def test_password_reset(keel):
     assert reg.status_code == 201, reg.text
     old_access = {"Authorization": "Bearer " + reg.json()["access_token"]}
     old_refresh = reg.json()["refresh_token"]
+    t_reg = time.time()
     assert reg.json()["user"]["email_verified"] is False
 
     # the same answer for an account and for nobody; one mail, to the account
@@ -108,6 +109,9 @@ def test_password_reset(keel):
     problem(requests.post(srv.url + "/api/v1/auth/password/reset", data="{", timeout=10,
                           headers={"Content-Type": "application/json"}), 400)
 
+    # sessions end at one-second granularity (tokens_valid_after): the reset
+    # must fall in a later second than the tokens it ends
+    wait_past_second(t_reg)
     t0 = time.time()
     r = post(srv, "/api/v1/auth/password/reset", {"token": token, "password": NEW_PW})
     assert r.status_code == 204, r.text
@@ -117,7 +121,6 @@ def test_password_reset(keel):
     assert requests.get(srv.url + "/api/v1/auth/me", headers=old_access, timeout=10).status_code == 401
     problem(post(srv, "/api/v1/auth/refresh", {"refresh_token": old_refresh}), 401)
     problem(post(srv, "/api/v1/auth/login", {"email": "ann@example.org", "password": PW}), 401)
-    from conftest import wait_past_second
     wait_past_second(t0)  # a token of the reset's own second is valid after it too
     r = post(srv, "/api/v1/auth/login", {"email": "ann@example.org", "password": NEW_PW})
     assert r.status_code == 200, r.text
@@ -175,6 +178,18 @@ def test_verification_and_resend_interval(keel):
     time.sleep(0.3)
     wait_for(lambda: jobs_done(srv, h, "account.verify_email"), timeout=10, what="the lookup")
     assert len(outbox(srv, h)) == n
+
+    # a new address is unverified and gets its own mail; a link sent to the
+    # old address no longer verifies anything
+    r = requests.patch(srv.url + "/api/v1/auth/me", headers=auth, timeout=10,
+                       json={"email": "bob2@example.org"})
+    assert r.status_code == 200 and r.json()["email_verified"] is False, r.text
+    new = token_of(wait_mail(srv, h, "bob2@example.org", "Confirm")[0])
+    p = problem(post(srv, "/api/v1/auth/verify", {"token": token_of(second)}), 409)
+    assert "no longer" in p["detail"]
+    r = post(srv, "/api/v1/auth/verify", {"token": new})
+    assert r.status_code == 200 and r.json()["email"] == "bob2@example.org"
+    assert r.json()["email_verified"] is True
 
 
 def test_require_verified_email(keel):
