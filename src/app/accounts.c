@@ -121,17 +121,29 @@ static const char *header_name(const char *name)
 static int token_mail(keel_db_conn *c, const char *purpose, const char *user_id,
                       const char *email, const char *name, uint64_t ttl_ms, const char *url)
 {
+    if (!keel_mail_address_ok(email)) {
+        /* accepted as an account's address (e.g. non-ASCII: SMTPUTF8), but
+         * not one keel sends to: no token, no mail; the account stands */
+        keel_log(KEEL_LOG_WARN, "account mail not sent: the address is not one keel sends to",
+                 "{s:s,s:s}", "user_id", user_id, "purpose", purpose);
+        return 0;
+    }
     char token[TOKEN_TEXT], hash[65];
+    int64_t now = app_now();
+    /* tokens a day past their expiry go (account_tokens_expires) */
+    keel_db_param d[] = {KEEL_DB_P_INT(now - 86400)};
+    int rc = keel_db_exec(c, "DELETE FROM account_tokens WHERE expires_at < $1", d, 1, NULL);
+    if (rc < 0)
+        return rc;
     app_random_token(token, sizeof(token), TOKEN_BYTES);
     app_sha256_hex(token, strlen(token), hash);
-    int64_t now = app_now();
     keel_db_param p[] = {KEEL_DB_P_TEXT(hash), KEEL_DB_P_TEXT(user_id), KEEL_DB_P_TEXT(purpose),
                          KEEL_DB_P_TEXT(email), KEEL_DB_P_INT(now + (int64_t)(ttl_ms / 1000)),
                          KEEL_DB_P_INT(now)};
-    int rc = keel_db_exec(c,
-                          "INSERT INTO account_tokens (token_hash, user_id, purpose, email, "
-                          "expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                          p, 6, NULL);
+    rc = keel_db_exec(c,
+                      "INSERT INTO account_tokens (token_hash, user_id, purpose, email, "
+                      "expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                      p, 6, NULL);
     if (rc < 0)
         goto done;
     char link[1200];

@@ -115,6 +115,9 @@ int app_mail_enqueue_sealed(keel_db_conn *c, const char *to, const char *to_name
 /* Registers the "mail.send" handler on the service's job runner, sending
  * with m (src/app/mail.c calls it from app_mail_setup). */
 int app_mail_queue_setup(keel_service *svc, keel_mailer *m);
+/* The number of mail.send deliveries running now (app_mail_teardown
+ * keeps the mailer while any is). */
+int app_mail_queue_busy(void);
 /* 1 when addr is suppressed for klass (c on its owner's thread), 0 when
  * not, or a KEEL_EDB_* error. */
 int app_mail_suppressed(keel_db_conn *c, const char *addr, const char *klass);

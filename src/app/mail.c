@@ -143,6 +143,13 @@ int app_mail_setup(keel_service *svc)
 
 void app_mail_teardown(void)
 {
+    if (app_mail_queue_busy()) {
+        /* the job runner's grace ran out with a delivery blocked on SMTP:
+         * the process is exiting; freeing the mailer under it would crash */
+        keel_log(KEEL_LOG_WARN, "mail: a delivery is still running at exit: its job is "
+                                "rescued after JOBS_RESCUE_AFTER", NULL);
+        return;
+    }
     keel_mailer_free(M);
     M = NULL;
 }

@@ -48,6 +48,14 @@ static const char *const RESULTS[] = {"sent", "retried", "bounced", "invalid", "
                                       NULL};
 
 static unsigned char SEAL_KEY[crypto_secretbox_KEYBYTES];
+/* deliveries in progress: a stop whose grace ran out leaves them running
+ * while the service is torn down, and the mailer must outlive them */
+static int in_flight;
+
+int app_mail_queue_busy(void)
+{
+    return __atomic_load_n(&in_flight, __ATOMIC_ACQUIRE);
+}
 
 static void count(const char *result)
 {
@@ -293,7 +301,9 @@ static keel_job_outcome run_mail_send(keel_job *job, void *arg)
     keel_mail_send_args sa = {.to = to, .to_name = to_name, .template_name = tmpl,
                               .vars = all, .notification_id = key};
     keel_mail_result res;
+    __atomic_add_fetch(&in_flight, 1, __ATOMIC_ACQ_REL);
     keel_mail_verdict v = keel_mailer_send(m, &sa, &res);
+    __atomic_sub_fetch(&in_flight, 1, __ATOMIC_ACQ_REL);
     json_decref(all);
     char detail[700];
     snprintf(detail, sizeof(detail), "%s: %d %s", keel_mail_verdict_name(v), res.code, res.reply);

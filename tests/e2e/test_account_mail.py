@@ -218,3 +218,9 @@ def test_require_verified_email(keel):
     assert r.status_code == 200, r.text
     assert post(srv, "/api/v1/auth/refresh",
                 {"refresh_token": r.json()["refresh_token"]}).status_code == 200
+
+    # an address accounts accept but mail cannot reach (non-ASCII): the
+    # account is made, no token, no mail
+    r = post(srv, "/api/v1/auth/register", {"email": "j\u00f6rg@example.org", "password": PW})
+    assert r.status_code == 201, r.text
+    assert srv.wait_log(lambda e: e.get("msg", "").startswith("account mail not sent"))
