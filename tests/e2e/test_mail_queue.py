@@ -229,3 +229,32 @@ def test_sealed_vars_under_another_secret_fail_invalid(keel, tmp_path):
         assert smtp.messages == [] and smtp.ehlos == 0
     finally:
         smtp.stop()
+
+
+def test_sigterm_during_a_hung_delivery_exits_clean(keel):
+    """A server that takes the DATA and never answers: SIGTERM waits
+    JOBS_SHUTDOWN_GRACE for the delivery, then exits 0 without freeing the
+    mailer under it (no crash, no sanitizer report); the job stays running
+    for the rescue."""
+    import asyncio
+    from aiosmtpd.controller import Controller
+    got_data = []
+
+    class Hang:
+        async def handle_DATA(self, server, session, envelope):
+            got_data.append(1)
+            await asyncio.sleep(30)
+            return "250 too late"
+
+    port = free_port()
+    ctl = Controller(Hang(), hostname="127.0.0.1", port=port)
+    ctl.start()
+    try:
+        env = dict(QUICK, SMTP_URL="smtp://127.0.0.1:%d" % port, JOBS_SHUTDOWN_GRACE="1s")
+        srv = keel(**env)
+        register(srv, "gus@example.org")
+        wait_for(lambda: got_data, timeout=10, what="the DATA at the hanging server")
+        assert srv.stop() == 0
+        assert "still running at exit" in srv.stdout()
+    finally:
+        ctl.stop()
