@@ -16,9 +16,10 @@ import re
 import sqlite3
 import time
 
+import pytest
 import requests
 
-from conftest import SLACK, wait_for, wait_past_second
+from conftest import SLACK, run_cli, wait_for, wait_past_second
 from test_mail import FAST, PW, admin
 
 QUICK = dict(FAST, JOBS_POLL_INTERVAL="50ms")
@@ -224,3 +225,17 @@ def test_require_verified_email(keel):
     r = post(srv, "/api/v1/auth/register", {"email": "j\u00f6rg@example.org", "password": PW})
     assert r.status_code == 201, r.text
     assert srv.wait_log(lambda e: e.get("msg", "").startswith("account mail not sent"))
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"AUTH_PASSWORD_RESET_URL": "ftp://x.test/reset"}, "keel: AUTH_PASSWORD_RESET_URL:"),
+    ({"AUTH_VERIFY_EMAIL_URL": "https://x.test/v?a=<b>"}, "keel: AUTH_VERIFY_EMAIL_URL:"),
+    ({"AUTH_VERIFY_EMAIL_URL": ""}, "keel: AUTH_VERIFY_EMAIL_URL:"),
+    ({"AUTH_PASSWORD_RESET_TTL": "10s"}, "keel: AUTH_PASSWORD_RESET_TTL:"),
+    ({"AUTH_REQUIRE_VERIFIED_EMAIL": "maybe"}, "keel: AUTH_REQUIRE_VERIFIED_EMAIL:"),
+    ({"MAIL_JOB_MAX_ATTEMPTS": "0"}, "keel: MAIL_JOB_MAX_ATTEMPTS:"),
+])
+def test_bad_account_config_stops_startup(tmp_path, env, needle):
+    p = run_cli(["serve", "--print-config"], env=env, cwd=tmp_path)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert needle in p.stderr, p.stderr
