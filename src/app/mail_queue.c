@@ -330,8 +330,127 @@ static keel_job_outcome run_mail_send(keel_job *job, void *arg)
     }
 }
 
+/* ---------------------------------------------------------------- admin: suppressions
+ *
+ *   GET    /api/v1/admin/mail/suppressions?address=&class=&limit=   newest first
+ *   DELETE /api/v1/admin/mail/suppressions?address=A[&class=C]      lift (one class, or all)
+ */
+
+static keel_db *DB;
+
+typedef struct supp_job {
+    int del;
+    char address[KEEL_MAIL_MAX_FIELD + 1], klass[72];
+    int has_address, has_class;
+    int64_t limit, affected;
+    json_t *out;
+} supp_job;
+
+static void supp_cleanup(void *arg)
+{
+    json_decref(((supp_job *)arg)->out);
+}
+
+static int db_supp(keel_db_conn *c, void *arg)
+{
+    supp_job *j = arg;
+    json_decref(j->out);
+    j->out = NULL;
+    keel_db_param p[] = {KEEL_DB_P_TEXT(j->address), KEEL_DB_P_TEXT(j->klass),
+                         KEEL_DB_P_INT(j->limit)};
+    if (j->del)
+        return keel_db_exec(c,
+                            "DELETE FROM mail_suppressions WHERE address = $1 AND "
+                            "($2 = '' OR class = $2)",
+                            p, 2, &j->affected);
+    keel_db_rows *rows;
+    int rc = keel_db_query(c,
+                           "SELECT address, class, reason, code, job_id, created_at "
+                           "FROM mail_suppressions WHERE ($1 = '' OR address = $1) AND "
+                           "($2 = '' OR class = $2) ORDER BY created_at DESC, address, class "
+                           "LIMIT $3",
+                           p, 3, &rows);
+    if (rc < 0)
+        return rc;
+    json_t *list = json_array();
+    while ((rc = keel_db_rows_next(rows)) == 1) {
+        json_t *o = keel_db_row_json(rows);
+        char at[32];
+        app_format_time(json_integer_value(json_object_get(o, "created_at")), at);
+        json_object_set_new(o, "created_at", json_string(at));
+        json_array_append_new(list, o);
+    }
+    keel_db_rows_free(rows);
+    j->out = json_pack("{s:o}", "suppressions", list);
+    return rc < 0 ? rc : 0;
+}
+
+static void supp_done(keel_req *r, void *arg, int status)
+{
+    supp_job *j = arg;
+    if (status < 0)
+        keel_db_respond_error(r, status);
+    else if (j->del && j->affected == 0)
+        keel_respond_problem(r, 404, "this address is not suppressed (for this class)");
+    else if (j->del)
+        keel_respond(r, 204, NULL, NULL, 0);
+    else
+        keel_respond_json(r, 200, json_incref(j->out));
+}
+
+static keel_flow supp(keel_req *r, int del)
+{
+    supp_job *j = KEEL_REQ_JOB(r, supp_job, supp_cleanup);
+    j->del = del;
+    keel_str a = keel_req_query_param(r, "address"), k = keel_req_query_param(r, "class"),
+             l = keel_req_query_param(r, "limit");
+    /* lengths and the limit's range were the query schema's */
+    snprintf(j->address, sizeof(j->address), "%.*s", a.ptr ? (int)a.len : 0, a.ptr ? a.ptr : "");
+    lower_copy(j->address, j->address, sizeof(j->address));
+    snprintf(j->klass, sizeof(j->klass), "%.*s", k.ptr ? (int)k.len : 0, k.ptr ? k.ptr : "");
+    j->limit = l.ptr ? strtoll(l.ptr, NULL, 10) : 100;
+    if (del && !j->address[0]) {
+        app_invalid(r, "/query/address", "address is required");
+        return KEEL_DONE;
+    }
+    return keel_db_job_run(r, DB, db_supp, supp_done, j);
+}
+
+static keel_flow h_supp_list(keel_req *r)
+{
+    return supp(r, 0);
+}
+
+static keel_flow h_supp_delete(keel_req *r)
+{
+    return supp(r, 1);
+}
+
+#define S_SUPP_QUERY(extra)                                                                       \
+    "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"                 \
+    "\"address\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":254},"                \
+    "\"class\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":64}" extra "}}"
+
+static const keel_route supp_routes[] = {
+    {.name = "admin.mail.suppressions", .method = "GET",
+     .path = "/api/v1/admin/mail/suppressions", .handler = h_supp_list,
+     .summary = "Addresses suppressed after a bounce, per mail class, newest first",
+     .auth = "any", .permission = "admin:access", .flags = KEEL_ROUTE_SECRET,
+     .query_schema = S_SUPP_QUERY(",\"limit\":{\"type\":\"integer\",\"minimum\":1,"
+                                  "\"maximum\":500}")},
+    {.name = "admin.mail.suppressions.delete", .method = "DELETE",
+     .path = "/api/v1/admin/mail/suppressions", .handler = h_supp_delete,
+     .summary = "Lift a suppression: ?address= (and ?class=, else every class)",
+     .auth = "any", .permission = "admin:access", .flags = KEEL_ROUTE_SECRET,
+     .query_schema = S_SUPP_QUERY("")},
+};
+
 int app_mail_queue_setup(keel_service *svc, keel_mailer *m)
 {
+    DB = keel_service_db(svc);
+    if (keel_service_add_routes(svc, supp_routes, sizeof(supp_routes) / sizeof(supp_routes[0])) <
+        0)
+        return -1;
     const app_accounts_options *o = app_accounts_options_get();
     /* the sealing key: BLAKE2b of a context and the JWT key (auth's setup
      * ran first: a random one per process without JWT_SECRET) */

@@ -163,6 +163,32 @@ def test_550_dead_no_retry_address_suppressed(keel):
         # another address still gets its mail
         register(srv, "eve@example.org")
         assert smtp.wait(1)[0][1] == ["eve@example.org"]
+
+        # the admin API lists and lifts suppressions
+        url = srv.url + "/api/v1/admin/mail/suppressions"
+        assert requests.get(url, timeout=10).status_code == 401
+        r = requests.get(url, headers=h, timeout=10)
+        assert r.status_code == 200, r.text
+        [s] = r.json()["suppressions"]
+        assert (s["address"], s["class"], s["code"]) == ("dee@example.org", "account", 550)
+        assert "no such user" in s["reason"] and s["job_id"] == job["id"]
+        assert requests.get(url, headers=h, params={"class": "notification"},
+                            timeout=10).json()["suppressions"] == []
+        for bad in ({"limit": 0}, {"nope": 1}, {"address": "x" * 300}):
+            r = requests.get(url, headers=h, params=bad, timeout=10)
+            assert r.status_code == 422, (bad, r.text)
+        assert requests.delete(url, headers=h, timeout=10).status_code == 422
+        r = requests.delete(url, headers=h, params={"address": "DEE@example.org",
+                                                    "class": "notification"}, timeout=10)
+        assert r.status_code == 404
+        r = requests.delete(url, headers=h, params={"address": "DEE@example.org"}, timeout=10)
+        assert r.status_code == 204
+        assert requests.get(url, headers=h, timeout=10).json()["suppressions"] == []
+        # lifted: the next mail of the class goes out
+        r = requests.post(srv.url + "/api/v1/auth/verify/resend", timeout=10 * SLACK,
+                          json={"email": "dee@example.org"})
+        assert r.status_code == 202
+        assert smtp.wait(2)[1][1] == ["dee@example.org"]
     finally:
         smtp.stop()
 
@@ -202,6 +228,13 @@ def test_postgres_queue_reset_verify_suppress(keel, tmp_path):
         wait_job(srv, h, "quin@example.org", lambda j: j["state"] == "dead", "dead after 550")
         assert pg.scalar("SELECT class || ' ' || code FROM mail_suppressions "
                          "WHERE address = 'quin@example.org'") == "account 550"
+        r = requests.get(srv.url + "/api/v1/admin/mail/suppressions", headers=h,
+                         params={"class": "account", "limit": 5}, timeout=10)
+        assert [x["address"] for x in r.json()["suppressions"]] == ["quin@example.org"], r.text
+        r = requests.delete(srv.url + "/api/v1/admin/mail/suppressions", headers=h,
+                            params={"address": "quin@example.org", "class": "account"},
+                            timeout=10)
+        assert r.status_code == 204
         srv.stop()
     finally:
         smtp.stop()
