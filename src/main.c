@@ -9,7 +9,8 @@ static int setup(keel_service *svc, void *arg)
     (void)arg;
     if (app_options_of(svc)->demo_routes && app_demo_setup(svc) < 0)
         return -1;
-    if (app_auth_setup(svc) < 0 || app_audit_setup(svc) < 0 || app_events_setup(svc) < 0)
+    if (app_auth_setup(svc) < 0 || app_accounts_setup(svc) < 0 || app_audit_setup(svc) < 0 ||
+        app_events_setup(svc) < 0)
         return -1;
     if (app_jobs_setup(svc) < 0)
         return -1;
@@ -42,8 +43,8 @@ static void teardown(keel_service *svc, void *arg)
     app_mail_teardown();
 }
 
-static const keel_config_module *const config_modules[] = {&app_config, &keel_mail_config,
-                                                           &app_uploads_config};
+static const keel_config_module *const config_modules[] = {
+    &app_config, &keel_mail_config, &app_uploads_config, &app_accounts_config};
 
 int main(int argc, char **argv)
 {

@@ -83,6 +83,74 @@ void app_mail_teardown(void);
 int app_mail_command(keel_service *svc, const char *cmd, int argc, char **argv);
 keel_mailer *app_mailer(void);
 
+/* ---------------------------------------------------------------- the mail queue
+ *
+ * Every mail goes through the job queue (src/app/mail_queue.c,
+ * docs/mail.md): a job of kind "mail.send" on queue "email" with args
+ *   {"to": addr, "to_name"?: str, "template": name, "vars": {...},
+ *    "message_key": str, "class": str, "sealed_vars"?: str}
+ * and the caller's idempotency key as its unique key. message_key makes
+ * the Message-ID stable per (notification, recipient); class is the
+ * suppression class ("account", "notification", ...): a 5xx bounce
+ * suppresses the address for that class. Other modules may enqueue such
+ * jobs directly with keel_job_enqueue; app code calls app_mail_enqueue. */
+#define APP_MAIL_KIND "mail.send"
+#define APP_MAIL_QUEUE "email"
+
+/* Enqueues one templated mail on c (inside the caller's keel_db_tx: the
+ * mail exists if and only if the transaction commits). message_key (1..128
+ * bytes, no control characters) is the job's unique key too: enqueueing
+ * it again while the first is unfinished adds nothing. klass: 1..64 of
+ * [a-z0-9_.-]. vars may be NULL ({}). 0; KEEL_EINVAL (a bad address, name,
+ * key or class: logged); or a KEEL_EDB_* error. */
+int app_mail_enqueue(keel_db_conn *c, const char *to, const char *template_name,
+                     const struct json_t *vars, const char *message_key, const char *klass);
+/* The same with the recipient's display name (NULL: none). */
+int app_mail_enqueue_named(keel_db_conn *c, const char *to, const char *to_name,
+                           const char *template_name, const struct json_t *vars,
+                           const char *message_key, const char *klass);
+/* The same with sealed_vars (may be NULL): values merged over vars at
+ * send time but stored encrypted in the job's args (secretbox under a key
+ * derived from JWT_SECRET), for credentials such as a reset link. */
+int app_mail_enqueue_sealed(keel_db_conn *c, const char *to, const char *to_name,
+                            const char *template_name, const struct json_t *vars,
+                            const struct json_t *sealed_vars, const char *message_key,
+                            const char *klass);
+/* Registers the "mail.send" handler on the service's job runner, sending
+ * with m (src/app/mail.c calls it from app_mail_setup). */
+int app_mail_queue_setup(keel_service *svc, keel_mailer *m);
+/* The number of mail.send deliveries running now (app_mail_teardown
+ * keeps the mailer while any is). */
+int app_mail_queue_busy(void);
+/* 1 when addr is suppressed for klass (c on its owner's thread), 0 when
+ * not, or a KEEL_EDB_* error. */
+int app_mail_suppressed(keel_db_conn *c, const char *addr, const char *klass);
+
+/* ---------------------------------------------------------------- account mails
+ *
+ * Password reset and e-mail verification (src/app/accounts.c): the
+ * "accounts" config module, the routes under /api/v1/auth/password and
+ * /api/v1/auth/verify, and the hooks auth.c calls. */
+typedef struct app_accounts_options {
+    uint64_t mail_max_attempts;  /* MAIL_JOB_MAX_ATTEMPTS */
+    char *service_name;          /* AUTH_MAIL_SERVICE_NAME */
+    uint64_t reset_ttl_ms;       /* AUTH_PASSWORD_RESET_TTL */
+    char *reset_url;             /* AUTH_PASSWORD_RESET_URL */
+    uint64_t verify_ttl_ms;      /* AUTH_VERIFY_EMAIL_TTL */
+    char *verify_url;            /* AUTH_VERIFY_EMAIL_URL */
+    int require_verified;        /* AUTH_REQUIRE_VERIFIED_EMAIL */
+    uint64_t resend_interval_ms; /* AUTH_VERIFY_RESEND_INTERVAL */
+} app_accounts_options;
+
+extern const keel_config_module app_accounts_config;
+/* The options (after app_accounts_setup; defaults before). */
+const app_accounts_options *app_accounts_options_get(void);
+int app_accounts_setup(keel_service *svc);
+/* Creates a verification token for user_id's address and enqueues the
+ * "verify_email" mail, on c inside the caller's transaction (register). */
+int app_account_verify_mail(keel_db_conn *c, const char *user_id, const char *email,
+                            const char *name);
+
 /* ---------------------------------------------------------------- audit */
 
 /* Who acted, copied from the request on its loop (a job's field):

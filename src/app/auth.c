@@ -220,7 +220,12 @@ static int db_register(keel_db_conn *c, void *arg)
     int rc = app_insert_user(c, j->user_id, j->cr.email, j->hash, j->cr.name, j->role, 0);
     if (rc < 0)
         return rc;
-    rc = app_issue_tokens(c, &A, j->user_id, j->role, NULL, &j->tokens);
+    /* the verification mail commits with the account, or neither does */
+    rc = app_account_verify_mail(c, j->user_id, j->cr.email, j->cr.name);
+    if (rc < 0)
+        return rc;
+    if (!app_accounts_options_get()->require_verified)
+        rc = app_issue_tokens(c, &A, j->user_id, j->role, NULL, &j->tokens);
     return rc < 0 ? rc : app_fetch_user(c, j->user_id, 0, &j->user);
 }
 
@@ -232,7 +237,9 @@ static void register_done(keel_req *r, void *arg, int status)
     } else if (status < 0) {
         keel_db_respond_error(r, status);
     } else {
-        json_t *o = app_tokens_json(&j->tokens);
+        /* AUTH_REQUIRE_VERIFIED_EMAIL: no tokens before the address is verified */
+        json_t *o = j->tokens.access ? app_tokens_json(&j->tokens)
+                                     : json_pack("{s:b}", "verification_required", 1);
         json_object_set(o, "user", j->user ? j->user : json_null());
         keel_log(KEEL_LOG_INFO, "user registered", "{s:s}", "user_id", j->user_id);
         respond_secret_json(r, 201, o);
@@ -264,7 +271,7 @@ static keel_flow h_register(keel_req *r)
 
 typedef struct login_job {
     creds cr;
-    int found, ok, rehash;
+    int found, ok, rehash, verified;
     char user_id[64];
     char role[32];
     char status[16];
@@ -287,8 +294,8 @@ static int db_login_fetch(keel_db_conn *c, void *arg)
     keel_db_param p[] = {KEEL_DB_P_TEXT(j->cr.email)};
     keel_db_rows *rows;
     int rc = keel_db_query(c,
-                           "SELECT id, password_hash, role, status, locked_until, failed_logins "
-                           "FROM users WHERE email = $1 AND deleted_at IS NULL",
+                           "SELECT id, password_hash, role, status, locked_until, failed_logins, "
+                           "email_verified FROM users WHERE email = $1 AND deleted_at IS NULL",
                            p, 1, &rows);
     if (rc < 0)
         return rc;
@@ -304,6 +311,7 @@ static int db_login_fetch(keel_db_conn *c, void *arg)
         snprintf(j->status, sizeof(j->status), "%.*s", (int)v.len, v.ptr);
         j->locked_until = keel_db_get_int(rows, 4);
         j->failed = keel_db_get_int(rows, 5);
+        j->verified = keel_db_get_bool(rows, 6);
     }
     keel_db_rows_free(rows);
     return 0;
@@ -363,6 +371,11 @@ static int db_login_record(keel_db_conn *c, void *arg)
     return app_issue_tokens(c, &A, j->user_id, j->role, NULL, &j->tokens);
 }
 
+/* AUTH_REQUIRE_VERIFIED_EMAIL: login and refresh of an unverified user */
+#define UNVERIFIED                                                                                \
+    "this account's e-mail address is not verified yet: open the link of the verification "      \
+    "mail, or ask for a new one (POST /api/v1/auth/verify/resend)"
+
 static void bad_credentials(keel_req *r)
 {
     keel_res_set_header(r, "WWW-Authenticate", "Bearer realm=\"keel\"");
@@ -401,6 +414,11 @@ static void login_verified(keel_req *r, void *arg, int status)
     if (j->ok && strcmp(j->status, "active") != 0) {
         keel_res_set_header(r, "Cache-Control", "no-store");
         keel_respond_problem(r, 403, "this account is disabled");
+        return;
+    }
+    if (j->ok && !j->verified && app_accounts_options_get()->require_verified) {
+        keel_res_set_header(r, "Cache-Control", "no-store");
+        keel_respond_problem(r, 403, UNVERIFIED);
         return;
     }
     keel_db_job_run_tx(r, A.db, db_login_record, login_recorded, j);
@@ -460,6 +478,7 @@ typedef struct refresh_job {
     char refresh_hash[65];
     int found;
     int reused; /* a rotated token used again: its family was revoked */
+    int unverified; /* AUTH_REQUIRE_VERIFIED_EMAIL and the address is not */
     char user_id[64];
     char role[32];
     app_tokens tokens;
@@ -474,7 +493,7 @@ static void refresh_cleanup(void *arg)
 static int db_refresh(keel_db_conn *c, void *arg)
 {
     refresh_job *j = arg;
-    j->found = j->reused = 0;
+    j->found = j->reused = j->unverified = 0;
     app_tokens_clear(&j->tokens);
     int64_t now = app_now();
     keel_db_param p[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->refresh_hash)};
@@ -523,8 +542,9 @@ static int db_refresh(keel_db_conn *c, void *arg)
     }
     keel_db_param u[] = {KEEL_DB_P_TEXT(j->user_id)};
     rc = keel_db_query(c,
-                       "SELECT role, status FROM users WHERE id = $1 AND deleted_at IS NULL", u, 1,
-                       &rows);
+                       "SELECT role, status, email_verified FROM users WHERE id = $1 AND "
+                       "deleted_at IS NULL",
+                       u, 1, &rows);
     if (rc < 0)
         return rc;
     int active = 0;
@@ -532,9 +552,10 @@ static int db_refresh(keel_db_conn *c, void *arg)
         keel_str v = keel_db_get_text(rows, 0);
         snprintf(j->role, sizeof(j->role), "%.*s", (int)v.len, v.ptr);
         active = keel_str_eq(keel_db_get_text(rows, 1), keel_str_c("active"));
+        j->unverified = !keel_db_get_bool(rows, 2) && app_accounts_options_get()->require_verified;
     }
     keel_db_rows_free(rows);
-    if (!active) {
+    if (!active || j->unverified) {
         j->found = 0;
         return 0;
     }
@@ -546,6 +567,9 @@ static void refresh_done(keel_req *r, void *arg, int status)
     refresh_job *j = arg;
     if (status < 0) {
         keel_db_respond_error(r, status);
+    } else if (j->unverified) {
+        keel_res_set_header(r, "Cache-Control", "no-store");
+        keel_respond_problem(r, 403, UNVERIFIED);
     } else if (!j->found) {
         if (j->reused)
             keel_log(KEEL_LOG_WARN, "refresh token reused: its family is revoked", "{s:s}",

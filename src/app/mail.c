@@ -8,8 +8,9 @@
  *   keel mail send --to A --template T [--vars JSON] ...   the same from a shell
  *   keel mail templates                                    the built-in templates
  *
- * Both need an administrator (or an API key with admin:access). The job
- * queue, once there, sends account mails through the same keel_mailer.
+ * Both need an administrator (or an API key with admin:access). Every
+ * other mail goes through the job queue with the same keel_mailer
+ * (src/app/mail_queue.c: the "mail.send" jobs).
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -132,6 +133,8 @@ int app_mail_setup(keel_service *svc)
     const keel_mail_options *o = keel_config_get(keel_service_config(svc), &keel_mail_config);
     M = keel_mailer_new(o);
     keel_mailer_set_metrics(M, keel_service_metrics(svc));
+    if (app_mail_queue_setup(svc, M) < 0)
+        return -1;
     if (!keel_mailer_smtp(M))
         keel_log(keel_service_config(svc)->production ? KEEL_LOG_WARN : KEEL_LOG_INFO,
                  "mail: no SMTP_URL: mails go to the log and the outbox, not to anyone", NULL);
@@ -140,6 +143,13 @@ int app_mail_setup(keel_service *svc)
 
 void app_mail_teardown(void)
 {
+    if (app_mail_queue_busy()) {
+        /* the job runner's grace ran out with a delivery blocked on SMTP:
+         * the process is exiting; freeing the mailer under it would crash */
+        keel_log(KEEL_LOG_WARN, "mail: a delivery is still running at exit: its job is "
+                                "rescued after JOBS_RESCUE_AFTER", NULL);
+        return;
+    }
     keel_mailer_free(M);
     M = NULL;
 }

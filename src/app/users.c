@@ -394,10 +394,15 @@ static int db_patch(keel_db_conn *c, void *arg)
     }
     if (j->has_email) {
         keel_db_param p[] = {KEEL_DB_P_TEXT(j->email), KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(id)};
+        int64_t changed = 0;
         if ((rc = keel_db_exec(c,
                                "UPDATE users SET email = $1, email_verified = FALSE, "
                                "updated_at = $2 WHERE id = $3 AND email <> $1",
-                               p, 3, NULL)) < 0)
+                               p, 3, &changed)) < 0)
+            return rc;
+        /* a new address is unverified: its verification mail commits with it */
+        if (changed > 0 &&
+            (rc = app_account_verify_mail(c, id, j->email, j->has_name ? j->name : "")) < 0)
             return rc;
     }
     if (j->has_role || j->has_status) {

@@ -120,7 +120,7 @@ static int jobs_validate(void *opts, const keel_config *cfg, FILE *err)
 static const keel_config_var jobs_vars[] = {
     {.name = "JOBS_ENABLED", .type = KEEL_CONFIG_BOOL, .def = "true", AT(enabled),
      .help = "run the job runner in `serve` (enqueueing works either way)"},
-    {.name = "JOBS_QUEUES", .type = KEEL_CONFIG_STR, .def = "default=4", AT(queues),
+    {.name = "JOBS_QUEUES", .type = KEEL_CONFIG_STR, .def = "default=4,email=2", AT(queues),
      .help = "queues this instance works on, name=concurrency (1..256), comma-separated"},
     {.name = "JOBS_POLL_INTERVAL", .type = KEEL_CONFIG_DURATION, .def = "1s",
      AT(poll_interval_ms), .min = 10, .max = 3600000,

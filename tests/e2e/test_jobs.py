@@ -132,7 +132,10 @@ def test_admin_api_cli_and_metrics(keel, tmp_path):
     s = requests.Session()
     tok = s.post(base + "/auth/login", json={"email": "root@example.com", "password": PW},
                  timeout=20).json()["access_token"]
-    s.post(base + "/auth/register", json={"email": "u@example.com", "password": PW}, timeout=20)
+    # a user made by the CLI: a registration would enqueue its verification mail
+    p = run_cli(["user", "create", "--email", "u@example.com", "--role", "user"],
+                env=dict(env, KEEL_ADMIN_PASSWORD=PW), cwd=srv.workdir)
+    assert p.returncode == 0, p.stderr
     utok = s.post(base + "/auth/login", json={"email": "u@example.com", "password": PW},
                   timeout=20).json()["access_token"]
     H = {"Authorization": "Bearer " + tok}

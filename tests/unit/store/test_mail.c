@@ -367,7 +367,7 @@ static void test_templates_builtin(void **state)
     int reset = 0, verify = 0, alert = 0;
     for (size_t i = 0; names[i]; i++) {
         reset |= !strcmp(names[i], "password_reset");
-        verify |= !strcmp(names[i], "email_verification");
+        verify |= !strcmp(names[i], "verify_email");
         alert |= !strcmp(names[i], "alert");
     }
     assert_true(reset && verify && alert);
