@@ -78,8 +78,8 @@ class Stream:
                     name = line[7:]
                 elif line.startswith("data: "):
                     data.append(line[6:])
-        except (OSError, ValueError, http.client.HTTPException):
-            pass
+        except (OSError, ValueError, AttributeError, http.client.HTTPException):
+            pass  # closed under the reader
         self.q.put(("eof",))
 
     def next(self, timeout=5.0):
