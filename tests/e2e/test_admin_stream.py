@@ -245,6 +245,11 @@ def test_dashboard_page_is_served_with_a_strict_csp(stream_srv):
 
 
 def test_dashboard_can_be_switched_off(keel):
+    # DASHBOARD_CSP=false: the page is left to the global CSP
+    srv = keel(**dict(ENV, DASHBOARD_CSP="false", CSP="default-src 'self'; img-src *"))
+    r = requests.get(srv.url + "/dashboard", timeout=5 * SLACK)
+    assert r.status_code == 200
+    assert r.headers["Content-Security-Policy"] == "default-src 'self'; img-src *"
     srv = keel(**dict(ENV, DASHBOARD="false"))
     assert requests.get(srv.url + "/dashboard", timeout=5 * SLACK).status_code == 404
     # the stream is an admin API of its own: still there (401 without a key)
