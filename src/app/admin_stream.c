@@ -366,6 +366,12 @@ static void stream_tick(uv_timer_t *t)
 
 static keel_flow h_stream(keel_req *r)
 {
+    if (keel_req_method(r) == KEEL_METHOD_HEAD) {
+        /* no body would ever be sent: answer the head, hold no slot */
+        keel_res_header(r, "Cache-Control", "no-store");
+        keel_respond(r, 200, "text/event-stream; charset=utf-8", NULL, 0);
+        return KEEL_DONE;
+    }
     int n = __atomic_add_fetch(&S.streams, 1, __ATOMIC_RELAXED);
     if ((uint64_t)n > S.o->stream_max) {
         __atomic_sub_fetch(&S.streams, 1, __ATOMIC_RELAXED);

@@ -217,6 +217,31 @@ def test_stream_ends_when_the_server_drains(keel):
         s.close()
 
 
+def test_stream_ends_after_its_max_duration_and_reports_redis(keel, redis_server):
+    srv = keel(**dict(ENV, ADMIN_STREAM_MAX_DURATION="1s", REDIS_URL=redis_server.url))
+    key = cli(srv, ["apikey", "create", "--name", "dash", "--scopes", "admin:access"],
+              REDIS_URL=redis_server.url)
+    s = Stream(srv, {"X-API-Key": key})
+    try:
+        # a real Redis behind REDIS_URL: up, its breaker closed
+        wait_for(lambda: s.snapshot()["redis"]["state"] == "up", timeout=5 * SLACK,
+                 what="redis up on the stream")
+        assert s.snapshot()["redis"]["breaker"] == "closed"
+        t0 = time.monotonic()
+        events = []
+        while True:
+            item = s.next(5)
+            if item[0] == "eof":
+                break
+            if item[0] == "event" and item[1] == "shutdown":
+                events.append(json.loads(item[2]))
+        assert events == [{"reason": "max_duration"}], events
+        assert time.monotonic() - t0 < 2 * SLACK
+        assert srv.alive()
+    finally:
+        s.close()
+
+
 # ---------------------------------------------------------------- the page
 
 def test_dashboard_page_is_served_with_a_strict_csp(stream_srv):

@@ -34,6 +34,7 @@ websockets = pytest.importorskip("websockets")
 SECRET = "dashboard-test-secret-0123456789abcdef0123456789"
 PW = "correct horse battery staple"
 ADMIN = "ops@example.com"
+USER = "someone@example.com"
 ENV = {"JWT_SECRET": SECRET, "PASSWORD_HASH_MEMORY": "8mb", "PASSWORD_HASH_OPS": "1",
        "ADMIN_STREAM_INTERVAL": "250ms", "HANDLER_TIMEOUT": "300ms",
        # for the alerts part, once the alerts API exists (ignored before)
@@ -201,6 +202,9 @@ def dash(keel_module):
     p = run_cli(["user", "create", "--email", ADMIN, "--role", "admin"],
                 env=dict(ENV, KEEL_ADMIN_PASSWORD=PW), cwd=srv.workdir)
     assert p.returncode == 0, p.stderr
+    p = run_cli(["user", "create", "--email", USER, "--role", "user"],
+                env=dict(ENV, KEEL_ADMIN_PASSWORD=PW), cwd=srv.workdir)
+    assert p.returncode == 0, p.stderr
     b = Browser()
     try:
         b.call("Page.enable")
@@ -220,6 +224,15 @@ def admin_token(srv):
     return r.json()["access_token"]
 
 
+def log_in(b, email):
+    """Types into the fields and presses the button, as a person does."""
+    b.js("document.getElementById('email').value = ''")
+    for field, text in (("email", email), ("password", PW)):
+        b.js("document.getElementById(%s).focus()" % json.dumps(field))
+        b.call("Input.insertText", text=text)
+    b.js("document.querySelector('#login-form button[type=submit]').click()")
+
+
 def counter(b):
     text = b.js("document.getElementById('m-requests-total').textContent")
     digits = text.replace(",", "")
@@ -231,11 +244,13 @@ def test_dashboard_login_live_counter_and_waterfall(dash):
     b.call("Page.navigate", url=srv.url + "/dashboard")
     b.wait_js("document.readyState === 'complete' && !!document.getElementById('login-form')",
               what="the login form")
-    # log in the way a person does: type into the fields, press the button
-    for field, text in (("email", ADMIN), ("password", PW)):
-        b.js("document.getElementById(%s).focus()" % json.dumps(field))
-        b.call("Input.insertText", text=text)
-    b.js("document.querySelector('#login-form button[type=submit]').click()")
+    # a user without the admin role is turned away with a message
+    log_in(b, USER)
+    b.wait_js("document.getElementById('login-error').textContent.includes('not an administrator')",
+              what="the refusal of a non-admin")
+    assert b.js("document.getElementById('app').classList.contains('hidden')")
+    assert b.js("sessionStorage.getItem('keel.dashboard.token')") is None
+    log_in(b, ADMIN)
     b.wait_js("!document.getElementById('app').classList.contains('hidden')",
               what="the dashboard after login")
     assert b.js("sessionStorage.getItem('keel.dashboard.token') !== null")

@@ -338,7 +338,7 @@ function renderAlerts(doc) {
     el("td", {}, a.state),
     el("td", {}, fmt.time(a.fired_at)),
     el("td", {}, fmt.time(a.resolved_at)),
-    el("td", {}, a.acknowledged_at ? fmt.time(a.acknowledged_at) + " · " + (a.acknowledged_by || "") : "–"))));
+    el("td", {}, a.acknowledged_at ? "acknowledged " + fmt.time(a.acknowledged_at) + " by " + (a.acknowledged_by || "?") : "–"))));
 }
 
 async function alertAction(id, what) {
