@@ -113,6 +113,13 @@ def test_stream_refuses_anonymous_and_non_admins(stream_srv):
         assert r.headers["Content-Type"].startswith("application/problem+json")
 
 
+def test_head_answers_at_once(stream_srv):
+    srv, admin, _ = stream_srv
+    r = requests.head(srv.url + "/api/v1/admin/stream", headers=admin, timeout=5 * SLACK)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/event-stream")
+
+
 def test_stream_format_figures_and_heartbeat(stream_srv):
     srv, admin, _ = stream_srv
     s = Stream(srv, admin)
