@@ -172,6 +172,38 @@ def streams_open(srv):
     return int(float(re.search(r"^admin_streams_open (\S+)$", m, re.M).group(1)))
 
 
+def test_latency_quantiles_interpolate_within_a_bucket(stream_srv):
+    """Requests of ~150 ms all fall in the (0.1 s, 0.25 s] bucket: every
+    quantile of an interval with only them is interpolated inside it, as
+    histogram_quantile does: p50 = 100 + 150 * 0.5 ms, p95, p99 alike."""
+    srv, admin, _ = stream_srv
+    s = Stream(srv, admin)
+    try:
+        wait_for(lambda: s.snapshot()["request_rate"] == 0, timeout=5 * SLACK,
+                 what="an idle interval")
+        done = threading.Event()
+
+        def load():
+            with requests.Session() as h:
+                for _ in range(6):
+                    assert h.get(srv.url + "/slow?ms=150", timeout=5 * SLACK).status_code == 200
+            done.set()
+        t = threading.Thread(target=load)
+        t.start()
+        seen = []
+        deadline = time.monotonic() + 10 * SLACK
+        while not done.is_set() or len(seen) < 1:
+            assert time.monotonic() < deadline, "no latency seen (%r)" % seen
+            lat = s.snapshot()["latency_ms"]
+            if lat["p50"] is not None:
+                seen.append(lat)
+        t.join()
+        for lat in seen:
+            assert lat == {"p50": 175, "p95": 242.5, "p99": 248.5}, seen
+    finally:
+        s.close()
+
+
 def test_stream_limit_and_release(stream_srv):
     srv, admin, _ = stream_srv
     # an earlier test's stream is let go at its next tick
