@@ -186,7 +186,10 @@ static char *snapshot_build(uint64_t now)
     cur.t_ms = now;
     read_sample(root, &cur);
     size_t nb = keel_latency_nbuckets < NB_MAX - 1 ? keel_latency_nbuckets : NB_MAX - 2;
-    double secs = S.prev.valid && now > S.prev.t_ms ? (double)(now - S.prev.t_ms) / 1000.0 : 0;
+    /* rates over the last interval only: after a pause with no stream
+     * open, the first snapshot has none (not an average over the pause) */
+    int fresh = S.prev.valid && now > S.prev.t_ms && now - S.prev.t_ms <= 5 * S.o->interval_ms;
+    double secs = fresh ? (double)(now - S.prev.t_ms) / 1000.0 : 0;
     double rate = -1, err_rate = -1, p50 = -1, p95 = -1, p99 = -1, hit_iv = -1;
     if (secs > 0) {
         double dreq = cur.requests - S.prev.requests, derr = cur.errors - S.prev.errors;
