@@ -253,7 +253,8 @@ def test_dashboard_login_live_counter_and_waterfall(dash):
     log_in(b, ADMIN)
     b.wait_js("!document.getElementById('app').classList.contains('hidden')",
               what="the dashboard after login")
-    assert b.js("sessionStorage.getItem('keel.dashboard.token') !== null")
+    first_token = b.js("sessionStorage.getItem('keel.dashboard.token')")
+    assert first_token
     b.wait_js("document.getElementById('live').textContent.startsWith('live')",
               what="the live stream")
     b.wait_js("/^[0-9,]+$/.test(document.getElementById('m-requests-total').textContent)",
@@ -281,8 +282,34 @@ def test_dashboard_login_live_counter_and_waterfall(dash):
         rows.sort((x, y) => Number(y.lastChild.textContent) - Number(x.lastChild.textContent));
         rows[0].click(); return Number(rows[0].lastChild.textContent); })()""")
     assert spans >= 1
-    b.wait_js("document.querySelectorAll('#waterfall svg rect.bar').length === %d" % spans,
-              what="the span waterfall with its %d spans" % spans)
+    try:
+        b.wait_js("document.querySelectorAll('#waterfall svg rect.bar').length === %d" % spans,
+                  what="the span waterfall with its %d spans" % spans)
+    except AssertionError:
+        raise AssertionError("no waterfall of %d spans; shown: %r; app hidden: %r; traces: %r; "
+                             "problems: %r" % (
+                                 spans, b.js("document.getElementById('waterfall').textContent"),
+                                 b.js("document.getElementById('app').className"),
+                                 b.js("document.getElementById('traces-status').textContent"),
+                                 b.problems()))
+    # the page's access token is revoked (as when it expires): the page
+    # renews it with its refresh token and stays in
+    r = requests.post(srv.url + "/api/v1/auth/logout",
+                      headers={"Authorization": "Bearer " + first_token}, json={},
+                      timeout=5 * SLACK)
+    assert r.status_code in (200, 204), r.text
+    b.js("document.getElementById('traces-refresh').click()")
+    try:
+        b.wait_js("sessionStorage.getItem('keel.dashboard.token') !== %s" % json.dumps(first_token),
+                  timeout=10, what="a renewed access token")
+    except AssertionError:
+        raise AssertionError("not renewed: %r %r %r" % (
+            b.js("document.getElementById('traces-status').textContent"),
+            b.js("document.getElementById('app').className"),
+            [e for e in b.events if e["method"].startswith("Log")][-10:]))
+    b.js("document.getElementById('traces-refresh').click()")
+    time.sleep(0.5)
+    assert b.js("!document.getElementById('app').classList.contains('hidden')")
     shot = b.screenshot(OUT_DIR / ("dashboard-asan.png" if SANITIZED else "dashboard.png"))
     assert shot.stat().st_size > 10000
     assert b.problems() == [], b.problems()
@@ -292,9 +319,8 @@ def test_dashboard_alert_fires_and_is_acknowledged(dash):
     srv, b = dash
     b.wait_js("!document.getElementById('app').classList.contains('hidden')",
               what="the dashboard (logged in by the test before)")
-    tok = admin_token(srv)
-    auth = {"Authorization": "Bearer " + tok}
-    r = requests.get(srv.url + "/api/v1/admin/alerts", headers=auth, timeout=5 * SLACK)
+    auth = lambda: {"Authorization": "Bearer " + admin_token(srv)}
+    r = requests.get(srv.url + "/api/v1/admin/alerts", headers=auth(), timeout=5 * SLACK)
     if r.status_code == 404:
         # what the page must do meanwhile: say so, and keep working
         b.wait_js("document.getElementById('alerts-status').textContent"
@@ -308,7 +334,7 @@ def test_dashboard_alert_fires_and_is_acknowledged(dash):
             "for_s": 0, "trigger": 0.05, "clear": 0.02, "window_s": 10, "min_requests": 5,
             "comparison": ">", "keep_firing_for_s": 0, "cooldown_s": 0, "repeat_s": 0,
             "enabled": True}
-    c = requests.post(srv.url + "/api/v1/admin/alerts/rules", json=rule, headers=auth,
+    c = requests.post(srv.url + "/api/v1/admin/alerts/rules", json=rule, headers=auth(),
                       timeout=5 * SLACK)
     assert c.status_code in (200, 201), c.text
     # errors: requests that overrun HANDLER_TIMEOUT (503), in parallel
@@ -325,7 +351,7 @@ def test_dashboard_alert_fires_and_is_acknowledged(dash):
             .querySelector('button.ack').click()""" % (json.dumps(sel), json.dumps(rule["name"])))
 
     def acked():
-        doc = requests.get(srv.url + "/api/v1/admin/alerts", headers=auth,
+        doc = requests.get(srv.url + "/api/v1/admin/alerts", headers=auth(),
                            timeout=5 * SLACK).json()
         return [a for a in doc["active"] + doc["recent"]
                 if a.get("rule_name") == rule["name"] and a.get("acknowledged_at")]
@@ -338,4 +364,26 @@ def test_dashboard_alert_fires_and_is_acknowledged(dash):
               % (json.dumps("#alerts-active tr, #alerts-recent tr"), json.dumps(rule["name"])),
               what="the acknowledgement on the page")
     b.screenshot(OUT_DIR / ("dashboard-alert-asan.png" if SANITIZED else "dashboard-alert.png"))
+    assert b.problems() == [], b.problems()
+
+
+def test_dashboard_logout_revokes_the_session(dash):
+    srv, b = dash
+    b.wait_js("!document.getElementById('app').classList.contains('hidden')",
+              what="the dashboard (logged in by the test before)")
+    rt = b.js("sessionStorage.getItem('keel.dashboard.refresh')")
+    assert rt
+    b.js("document.getElementById('logout').click()")
+    b.wait_js("!document.getElementById('login').classList.contains('hidden')",
+              what="the login form again")
+    assert b.js("sessionStorage.length") == 0
+    # the refresh token the page held is revoked on the server
+    def revoked():
+        r = requests.post(srv.url + "/api/v1/auth/refresh", json={"refresh_token": rt},
+                          timeout=5 * SLACK)
+        return r.status_code == 401
+    deadline = time.monotonic() + 5 * SLACK
+    while not revoked():
+        assert time.monotonic() < deadline, "the refresh token still works after logout"
+        time.sleep(0.1)
     assert b.problems() == [], b.problems()

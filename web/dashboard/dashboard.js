@@ -9,6 +9,7 @@
 // alerts routes answer 404 the panel says the API is unavailable.
 
 const TOKEN_KEY = "keel.dashboard.token";
+const REFRESH_KEY = "keel.dashboard.refresh";
 const HISTORY = 120; // points per chart (two minutes at the default interval)
 const $ = (id) => document.getElementById(id);
 
@@ -63,9 +64,35 @@ class HttpError extends Error {
   }
 }
 
-async function api(method, path, body) {
+function keepTokens(doc) {
+  state.token = doc.access_token;
+  sessionStorage.setItem(TOKEN_KEY, state.token);
+  if (doc.refresh_token) sessionStorage.setItem(REFRESH_KEY, doc.refresh_token);
+}
+
+// An expired access token is renewed once with the refresh token (which
+// rotates: one refresh at a time, shared by every caller that needs it).
+let refreshing = null;
+function refresh() {
+  const rt = sessionStorage.getItem(REFRESH_KEY);
+  if (!rt) return Promise.resolve(false);
+  if (!refreshing) {
+    refreshing = fetch("/api/v1/auth/refresh", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ refresh_token: rt }),
+    }).then(async (r) => {
+      if (!r.ok) return false;
+      keepTokens(await r.json());
+      return true;
+    }).catch(() => false).finally(() => { refreshing = null; });
+  }
+  return refreshing;
+}
+
+async function api(method, path, body, retried = false) {
   const headers = { Accept: "application/json" };
-  if (state.token) headers.Authorization = "Bearer " + state.token;
+  const sent = state.token;
+  if (sent) headers.Authorization = "Bearer " + sent;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   let doc = null;
@@ -73,7 +100,8 @@ async function api(method, path, body) {
   if (text) {
     try { doc = JSON.parse(text); } catch { doc = { detail: text }; }
   }
-  if (r.status === 401 && path !== "/api/v1/auth/login") {
+  if (r.status === 401 && sent && path !== "/api/v1/auth/login") {
+    if (!retried && (state.token !== sent || await refresh())) return api(method, path, body, true);
     logout("Your session has ended; log in again.");
   }
   if (!r.ok) throw new HttpError(r.status, doc);
@@ -94,8 +122,7 @@ async function login(ev) {
   $("login-error").textContent = "";
   try {
     const doc = await api("POST", "/api/v1/auth/login", { email: $("email").value, password: $("password").value });
-    state.token = doc.access_token;
-    sessionStorage.setItem(TOKEN_KEY, state.token);
+    keepTokens(doc);
     $("password").value = "";
     start();
   } catch (e) {
@@ -106,6 +133,7 @@ async function login(ev) {
 function logout(message) {
   state.token = null;
   sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(REFRESH_KEY);
   if (state.stream) state.stream.abort();
   state.stream = null;
   clearTimeout(state.alertsTimer);
@@ -152,7 +180,10 @@ async function connect() {
       headers: { Authorization: "Bearer " + state.token, Accept: "text/event-stream" },
       signal: ctl.signal, cache: "no-store",
     });
-    if (r.status === 401) return logout("Your session has ended; log in again.");
+    if (r.status === 401) {
+      if (await refresh()) return connect();
+      return logout("Your session has ended; log in again.");
+    }
     if (r.status === 403) return logout("This account is not an administrator.");
     if (!r.ok) throw new Error("stream: HTTP " + r.status);
     setLive("on", "live");
@@ -524,7 +555,15 @@ async function showTrace(id) {
 
 $("login-form").addEventListener("submit", login);
 $("logout").addEventListener("click", () => {
-  if (state.token) fetch("/api/v1/auth/logout", { method: "POST", headers: { Authorization: "Bearer " + state.token } }).catch(() => {});
+  if (state.token) {
+    // revokes the access token and, given it, the refresh token
+    const rt = sessionStorage.getItem(REFRESH_KEY);
+    fetch("/api/v1/auth/logout", {
+      method: "POST",
+      headers: { Authorization: "Bearer " + state.token, "Content-Type": "application/json" },
+      body: JSON.stringify(rt ? { refresh_token: rt } : {}),
+    }).catch(() => {});
+  }
   logout();
 });
 $("rule-form").addEventListener("submit", saveRule);
