@@ -321,6 +321,10 @@ static int stream_write(dstream *s, const char *text, size_t len)
 
 static int send_snapshot(dstream *s)
 {
+    if (s->waiting) { /* the reader is behind: this one is skipped */
+        keel_metric_add(S.m_skipped, s->wid, NULL, 1);
+        return 1;
+    }
     char *snap = snapshot_get();
     keel_buf b = {0};
     keel_buf_printf(&b, "event: snapshot\ndata: %s\n\n", snap);
