@@ -350,6 +350,31 @@ async function pollAlerts() {
   if (state.token) state.alertsTimer = setTimeout(pollAlerts, next);
 }
 
+function historyRow(a) {
+  return el("tr", { "data-alert-id": a.id },
+    el("td", {}, sevBadge(a.severity)),
+    el("td", {}, a.rule_name || a.rule_id),
+    el("td", {}, a.state),
+    el("td", {}, fmt.time(a.fired_at)),
+    el("td", {}, fmt.time(a.resolved_at)),
+    el("td", {}, a.acknowledged_at ? "acknowledged " + fmt.time(a.acknowledged_at) + " by " + (a.acknowledged_by || "?") : "–"));
+}
+
+// The history's later pages (next_cursor), appended below the first one;
+// the polls leave the list alone for a minute after, then redraw page one.
+async function olderAlerts() {
+  if (!state.alertsCursor) return;
+  try {
+    const doc = await api("GET", "/api/v1/admin/alerts?cursor=" + encodeURIComponent(state.alertsCursor));
+    $("alerts-recent").append(...((doc && doc.recent) || []).map(historyRow));
+    state.alertsCursor = doc && doc.next_cursor;
+    state.alertsPagedUntil = Date.now() + 60000;
+  } catch (e) {
+    $("alerts-status").textContent = "Older alerts: " + problemText(e);
+  }
+  $("alerts-older").classList.toggle("hidden", !state.alertsCursor);
+}
+
 function renderAlerts(doc) {
   const active = (doc && doc.active) || [];
   const recent = (doc && doc.recent) || [];
@@ -363,13 +388,11 @@ function renderAlerts(doc) {
     el("td", {},
       a.acknowledged_at ? "" : el("button", { class: "act ack", type: "button", onclick: () => alertAction(a.id, "ack") }, "Acknowledge"),
       el("button", { class: "act resolve", type: "button", onclick: () => alertAction(a.id, "resolve") }, "Resolve")))));
-  $("alerts-recent").replaceChildren(...recent.map((a) => el("tr", { "data-alert-id": a.id },
-    el("td", {}, sevBadge(a.severity)),
-    el("td", {}, a.rule_name || a.rule_id),
-    el("td", {}, a.state),
-    el("td", {}, fmt.time(a.fired_at)),
-    el("td", {}, fmt.time(a.resolved_at)),
-    el("td", {}, a.acknowledged_at ? "acknowledged " + fmt.time(a.acknowledged_at) + " by " + (a.acknowledged_by || "?") : "–"))));
+  if (!(state.alertsPagedUntil > Date.now())) {
+    $("alerts-recent").replaceChildren(...recent.map(historyRow));
+    state.alertsCursor = doc && doc.next_cursor;
+  }
+  $("alerts-older").classList.toggle("hidden", !state.alertsCursor);
 }
 
 async function alertAction(id, what) {
@@ -569,5 +592,6 @@ $("logout").addEventListener("click", () => {
 $("rule-form").addEventListener("submit", saveRule);
 $("r-cancel").addEventListener("click", clearRuleForm);
 $("traces-refresh").addEventListener("click", pollTraces);
+$("alerts-older").addEventListener("click", olderAlerts);
 window.addEventListener("resize", drawCharts);
 if (state.token) start();
