@@ -501,7 +501,8 @@ async function pollTraces() {
     $("traces").replaceChildren(...(doc.traces || []).map((t) => {
       const tr = el("tr", { class: "clickable" + (t.trace_id === state.selectedTrace ? " selected" : ""), "data-trace-id": t.trace_id },
         el("td", {}, fmt.time(t.start)), el("td", {}, t.name),
-        el("td", { class: t.status === "error" ? "st-error" : "st-ok" }, t.http_status || t.status),
+        el("td", { class: t.status === "error" || t.http_status >= 500 ? "st-error" : t.http_status >= 400 ? "st-warn" : "st-ok" },
+          t.http_status || t.status),
         el("td", {}, fmt.num(t.duration_ms, 2) + " ms"), el("td", {}, t.span_count));
       tr.addEventListener("click", () => showTrace(t.trace_id));
       return tr;
