@@ -19,6 +19,12 @@
  * client goes, when the server drains (an `event: shutdown` first), and
  * after ADMIN_STREAM_MAX_DURATION (the client reconnects with a token that
  * is still valid). At most ADMIN_STREAM_MAX streams at once (503 beyond).
+ *
+ * Messages of the event bus on channels matching ADMIN_STREAM_BUS_PATTERN
+ * ("alerts*": what the alert engine publishes) are forwarded as they come
+ * as `event: bus` with the bus envelope, so the page refreshes its alerts
+ * at once; each worker hands them to its own streams (the lists are
+ * per worker and touched only on that worker's loop).
  */
 #include <jansson.h>
 #include <math.h>
@@ -55,6 +61,8 @@ static struct {
     uint64_t seq;
     int streams; /* open streams, all workers (atomic) */
     keel_metric *m_skipped, *m_rejected;
+    unsigned nworkers;
+    struct dstream **lists; /* [worker]: its open streams */
 } S = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static json_t *series_of(json_t *root, const char *family)
@@ -260,6 +268,8 @@ static char *snapshot_get(void)
 /* ---------------------------------------------------------------- streams */
 
 typedef struct dstream {
+    struct dstream *prev, *next; /* the worker's list */
+    int linked;
     keel_req *r;
     uv_timer_t tick;
     uint64_t started_ms, snap_ms, beat_ms;
@@ -273,9 +283,23 @@ static void stream_closed(uv_handle_t *h)
     keel_free(h->data);
 }
 
+static void stream_unlink(dstream *s)
+{
+    if (!s->linked)
+        return;
+    s->linked = 0;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        S.lists[s->wid] = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+}
+
 /* The end: only when no drain callback is pending. */
 static void stream_finish(dstream *s)
 {
+    stream_unlink(s);
     if (!keel_req_is_finished(s->r))
         keel_res_stream_end(s->r);
     keel_req_unhold(s->r);
@@ -289,6 +313,7 @@ static void stream_close(dstream *s)
     if (s->closing)
         return;
     s->closing = 1;
+    stream_unlink(s);
     if (!s->waiting)
         stream_finish(s); /* else the pending drain callback finishes */
 }
@@ -371,6 +396,31 @@ static void stream_tick(uv_timer_t *t)
         stream_close(s);
 }
 
+/* The bus, on every worker: the message to this worker's streams. */
+static void on_bus(void *arg, keel_worker *w, const char *channel, const char *envelope,
+                   size_t len)
+{
+    (void)arg;
+    (void)channel;
+    unsigned wid = keel_worker_id(w);
+    if (wid >= S.nworkers || !S.lists[wid] || memchr(envelope, '\n', len))
+        return; /* the envelope is compact JSON: one data line */
+    keel_buf b = {0};
+    keel_buf_append(&b, "event: bus\ndata: ", 17);
+    keel_buf_append(&b, envelope, len);
+    keel_buf_append(&b, "\n\n", 2);
+    dstream *s = S.lists[wid], *next;
+    for (; s; s = next) {
+        next = s->next; /* a close unlinks s */
+        int rc = stream_write(s, b.data, b.len);
+        if (rc == 1)
+            keel_metric_add(S.m_skipped, wid, NULL, 1);
+        else if (rc < 0)
+            stream_close(s);
+    }
+    keel_buf_free(&b);
+}
+
 static keel_flow h_stream(keel_req *r)
 {
     if (keel_req_method(r) == KEEL_METHOD_HEAD) {
@@ -400,6 +450,13 @@ static keel_flow h_stream(keel_req *r)
     if (S.o->heartbeat_ms < tick)
         tick = S.o->heartbeat_ms;
     uv_timer_start(&s->tick, stream_tick, tick, tick);
+    if (s->wid < S.nworkers) {
+        s->next = S.lists[s->wid];
+        if (s->next)
+            s->next->prev = s;
+        S.lists[s->wid] = s;
+        s->linked = 1;
+    }
     /* the first snapshot at once: the page has figures before the first tick */
     static const char hello[] = "retry: 2000\n: keel admin stream\n\n";
     if (stream_write(s, hello, sizeof(hello) - 1) < 0 || send_snapshot(s) < 0)
@@ -435,6 +492,15 @@ int app_admin_stream_setup(keel_service *svc)
                                         "Dashboard streams refused over ADMIN_STREAM_MAX", NULL);
     keel_metrics_callback(S.metrics, "admin_streams_open", "Dashboard event streams open",
                           KEEL_GAUGE, streams_open, NULL);
+    S.nworkers = keel_server_workers(keel_service_server(svc));
+    if (!S.lists)
+        S.lists = keel_calloc(S.nworkers ? S.nworkers : 1, sizeof(*S.lists));
+    keel_events *bus = keel_service_events(svc);
+    if (bus && S.o->bus_pattern && *S.o->bus_pattern) {
+        int rc = keel_events_subscribe(bus, S.o->bus_pattern, on_bus, NULL);
+        if (rc < 0)
+            return rc;
+    }
     return keel_service_add_routes(svc, stream_routes, 1);
 }
 
@@ -445,4 +511,6 @@ void app_admin_stream_teardown(void)
     S.text = NULL;
     S.prev.valid = 0;
     pthread_mutex_unlock(&S.mu);
+    keel_free(S.lists);
+    S.lists = NULL;
 }

@@ -74,6 +74,7 @@ typedef struct app_dashboard_options {
     uint64_t interval_ms; /* ADMIN_STREAM_INTERVAL */
     uint64_t heartbeat_ms; /* ADMIN_STREAM_HEARTBEAT */
     uint64_t max_age_ms;  /* ADMIN_STREAM_MAX_DURATION */
+    char *bus_pattern;    /* ADMIN_STREAM_BUS_PATTERN */
 } app_dashboard_options;
 extern const keel_config_module app_dashboard_config;
 const app_dashboard_options *app_dashboard_options_of(keel_service *svc);

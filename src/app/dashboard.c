@@ -39,6 +39,10 @@ static const keel_config_var dashboard_vars[] = {
      AT(max_age_ms), .min = 1000, .max = 86400000,
      .help = "an admin stream ends after this long (the client reconnects with a token "
              "that is still valid)"},
+    {.name = "ADMIN_STREAM_BUS_PATTERN", .type = KEEL_CONFIG_STR, .def = "alerts*",
+     AT(bus_pattern),
+     .help = "event-bus channels (a Redis glob) whose messages the admin stream forwards as "
+             "`event: bus` (the alert engine's); empty = none"},
 };
 #undef AT
 

@@ -204,6 +204,30 @@ def test_latency_quantiles_interpolate_within_a_bucket(stream_srv):
         s.close()
 
 
+def test_bus_messages_on_alert_channels_are_forwarded(stream_srv):
+    srv, admin, _ = stream_srv
+    s = Stream(srv, admin)
+    try:
+        s.snapshot()
+        for channel, payload in (("other", {"x": 1}), ("alerts", {"id": "a1", "state": "firing"})):
+            r = requests.post(srv.url + "/distributed/events/" + channel, json=payload,
+                              headers=admin, timeout=5 * SLACK)
+            assert r.status_code == 202, r.text
+        deadline = time.monotonic() + 5 * SLACK
+        got = []
+        while not got:
+            assert time.monotonic() < deadline, "no bus event"
+            item = s.next()
+            assert item[0] != "eof"
+            if item[0] == "event" and item[1] == "bus":
+                got.append(json.loads(item[2]))
+        # only the alerts channel (ADMIN_STREAM_BUS_PATTERN=alerts*), as its envelope
+        assert got[0]["channel"] == "alerts" and got[0]["payload"] == {"id": "a1",
+                                                                        "state": "firing"}
+    finally:
+        s.close()
+
+
 def test_stream_limit_and_release(stream_srv):
     srv, admin, _ = stream_srv
     # an earlier test's stream is let go at its next tick

@@ -210,6 +210,7 @@ async function connect() {
           else if (field === "retry" && /^\d+$/.test(val)) retry = Number(val);
         }
         if (event === "snapshot" && data.length) onSnapshot(JSON.parse(data.join("\n")));
+        else if (event === "bus" && data.length) onBus(JSON.parse(data.join("\n")));
       }
     }
   } catch (e) {
@@ -218,6 +219,15 @@ async function connect() {
   if (state.stream !== ctl || !state.token) return;
   setLive("err", "reconnecting");
   setTimeout(connect, retry);
+}
+
+// A message of the event bus (ADMIN_STREAM_BUS_PATTERN, "alerts*"): the
+// alert engine announced a change; the alerts are fetched again at once
+// (a burst of messages makes one fetch).
+let busTimer = 0;
+function onBus(env) {
+  if (!String(env.channel || "").startsWith("alerts") || busTimer) return;
+  busTimer = setTimeout(() => { busTimer = 0; pollAlerts(); }, 100);
 }
 
 function onSnapshot(s) {
