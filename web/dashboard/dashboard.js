@@ -234,7 +234,8 @@ function onSnapshot(s) {
   $("m-requests-total").textContent = fmt.int(s.requests_total);
   $("m-rate").textContent = fmt.num(s.request_rate);
   $("m-p50").textContent = fmt.num(s.latency_ms.p50, 2);
-  $("m-p95").textContent = fmt.num(s.latency_ms.p95, 2);
+  // no request finished in the interval: no latency to show
+  $("m-p95").textContent = s.latency_ms.p95 == null && s.request_rate === 0 ? "idle" : fmt.num(s.latency_ms.p95, 2);
   $("m-p99").textContent = fmt.num(s.latency_ms.p99, 2);
   $("m-error-rate").textContent = fmt.pct(s.error_rate);
   $("m-errors-total").textContent = fmt.int(s.errors_total);
