@@ -70,6 +70,9 @@ MIGRATION_SQL := $(wildcard migrations/sqlite/*.sql migrations/postgres/*.sql)
 APP_OBJ  += $(BUILD)/gen/migrations.o
 # the git revision, for GET /api/v1/admin/info (scripts/build_info.sh)
 APP_OBJ  += $(BUILD)/gen/build_info.o
+# web/dashboard (GET /dashboard) compiled into build/keel (scripts/embed_web.sh)
+DASH_FILES := $(wildcard web/dashboard/*)
+APP_OBJ  += $(BUILD)/gen/dashboard_assets.o
 UNIT_SRC := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
@@ -160,6 +163,14 @@ $(BUILD)/gen/web_assets.c: scripts/embed_web.sh scripts/c_string.sh $(WEB_FILES)
 	@mv $@.tmp $@
 
 $(BUILD)/gen/web_assets.o: $(BUILD)/gen/web_assets.c src/svc/svc_internal.h
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/gen/dashboard_assets.c: scripts/embed_web.sh scripts/c_string.sh $(DASH_FILES) web/dashboard
+	@mkdir -p $(dir $@)
+	scripts/embed_web.sh web/dashboard app_dashboard_assets app_asset app/app.h > $@.tmp
+	@mv $@.tmp $@
+
+$(BUILD)/gen/dashboard_assets.o: $(BUILD)/gen/dashboard_assets.c src/app/app.h
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(BUILD)/gen/mail_templates.c: scripts/embed_mail.sh scripts/c_string.sh $(MAIL_FILES) templates/mail

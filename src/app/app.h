@@ -68,6 +68,37 @@ int app_admin_ops_setup(keel_service *svc);
 /* /api/v1/admin/traces (src/app/admin_traces.c). */
 int app_admin_traces_setup(keel_service *svc);
 int app_distributed_setup(keel_service *svc);
+/* The operations dashboard (src/app/dashboard.c): GET /dashboard and its
+ * assets (web/dashboard, compiled in), and GET /api/v1/admin/stream
+ * (src/app/admin_stream.c). Options: app_dashboard_config. */
+typedef struct app_dashboard_options {
+    int enabled;          /* DASHBOARD */
+    int csp;              /* DASHBOARD_CSP */
+    uint64_t stream_max;  /* ADMIN_STREAM_MAX */
+    uint64_t interval_ms; /* ADMIN_STREAM_INTERVAL */
+    uint64_t heartbeat_ms; /* ADMIN_STREAM_HEARTBEAT */
+    uint64_t max_age_ms;  /* ADMIN_STREAM_MAX_DURATION */
+    char *bus_pattern;    /* ADMIN_STREAM_BUS_PATTERN */
+} app_dashboard_options;
+extern const keel_config_module app_dashboard_config;
+const app_dashboard_options *app_dashboard_options_of(keel_service *svc);
+int app_dashboard_setup(keel_service *svc);
+int app_admin_stream_setup(keel_service *svc);
+void app_admin_stream_teardown(void);
+/* The q-quantile in ms of histogram bucket counts d[0..nb] (cumulative,
+ * d[nb] the +Inf bucket) with upper bounds in seconds; -1 when d[nb] is
+ * 0. Linear within a bucket; past the last bound, that bound. */
+double app_stream_quantile(const double *d, size_t nb, const double *bounds, double q);
+/* A file of web/dashboard compiled into the binary (build/gen/
+ * dashboard_assets.c, from scripts/embed_web.sh). */
+typedef struct app_asset {
+    const char *name; /* "index.html", "dashboard.js", ... */
+    const char *content_type;
+    const char *data;
+    size_t len;
+} app_asset;
+extern const app_asset app_dashboard_assets[];
+extern const size_t app_dashboard_assets_count;
 /* INSTANCE_ID, or hostname-pid. */
 const char *app_instance_id(void);
 /* /distributed/cache/:key (src/app/dist_cache.c). */
