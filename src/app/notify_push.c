@@ -342,7 +342,7 @@ static keel_job_outcome run_push(keel_job *job, void *arg)
     app_parse_time(json_string_value(json_object_get(n, "created_at")),
                    strlen(json_string_value(json_object_get(n, "created_at"))), &created);
     char retry_why[300] = "";
-    int stopping = 0;
+    int stopping = 0, nretry = 0;
     for (size_t i = 0; i < ntoks && !keel_job_expired(job); i++) {
         app_push_message m = {.notification_id = nid, .user_id = user,
                               .type = json_string_value(json_object_get(n, "type")),
@@ -373,12 +373,14 @@ static keel_job_outcome run_push(keel_job *job, void *arg)
                      "{s:s, s:s, s:s}", "user_id", user, "notification_id", nid, "reason", why);
             break;
         default:
+            nretry++;
             snprintf(retry_why, sizeof(retry_why), "%s", why);
             stopping |= strstr(why, "stopping") != NULL;
             rc = 0;
             break;
         }
         if (rc < 0) { /* the outcome was not recorded: try this token again */
+            nretry++;
             snprintf(retry_why, sizeof(retry_why), "recording the outcome: %s",
                      keel_db_strerror(rc));
         }
@@ -387,8 +389,11 @@ static keel_job_outcome run_push(keel_job *job, void *arg)
     json_decref(n);
     if (stopping)
         return keel_job_snooze(job, 1000); /* the workers stopped: not an attempt */
-    if (*retry_why)
-        return keel_job_retry(job, retry_why);
+    if (nretry) {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "%d token(s) to retry; last: %s", nretry, retry_why);
+        return keel_job_retry(job, msg);
+    }
     return KEEL_JOB_OK;
 }
 

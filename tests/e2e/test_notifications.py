@@ -10,24 +10,28 @@ retried without resending to the tokens already delivered, a 410 removes
 the token."""
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import wait_for
+from conftest import scrape_metric, wait_for
 from test_auth import PW, Api, env, problem
 from test_migrate import Pg, PgCluster
 
 TOK_OK = "okdevice0123456789:APA91b-ok_token"
 TOK_FLAKY = "flakydevice0123456789:APA91b-flaky"
 TOK_DEAD = "ExponentPushToken[deaddevice0123456789]"
+TOK_SLOW = "slowdevice0123456789abcdef:slow"
+GATEWAY_TIMEOUT = 0.4  # PUSH_GATEWAY_TIMEOUT
 
 
 class Gateway:
     """A push gateway on 127.0.0.1: answers by token — "flaky" tokens get
-    503 on their first request, "dead" ones 410, the rest 200 — and records
-    every request (token, headers, body)."""
+    503 on their first request, "slow" ones no answer within keel's timeout
+    on their first, "dead" ones 410, the rest 200 — and records every
+    request (token, headers, body)."""
 
     def __init__(self):
         self.requests = []
@@ -44,6 +48,8 @@ class Gateway:
                 with gw.lock:
                     seen = sum(1 for r in gw.requests if r["body"]["token"] == tok)
                     gw.requests.append({"body": body, "headers": dict(self.headers)})
+                if "slow" in tok and seen == 0:
+                    time.sleep(GATEWAY_TIMEOUT * 3)
                 if "flaky" in tok and seen == 0:
                     code, out = 503, {"error": "try later"}
                 elif "dead" in tok:
@@ -55,7 +61,10 @@ class Gateway:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.wfile.write(data)
+                except BrokenPipeError:  # keel gave up waiting (the slow token)
+                    pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.url = "http://127.0.0.1:%d/push" % self.httpd.server_address[1]
@@ -118,8 +127,9 @@ def api(request, keel_module, tmp_path_factory, gateway):
     else:
         url = "sqlite:%s" % (tmp_path_factory.mktemp("notify") / "n.db")
     e = env(url, PUSH_GATEWAY_URL=gateway.url, PUSH_GATEWAY_TOKEN="gw-secret",
-            NOTIFY_PUSH_TOKENS_MAX="3", JOBS_BACKOFF_BASE="50ms", JOBS_BACKOFF_MAX="200ms",
-            JOBS_POLL_INTERVAL="200ms", DATABASE_POOL_MAX="8")
+            NOTIFY_PUSH_TOKENS_MAX="4", JOBS_BACKOFF_BASE="50ms", JOBS_BACKOFF_MAX="200ms",
+            JOBS_POLL_INTERVAL="200ms", DATABASE_POOL_MAX="8",
+            PUSH_GATEWAY_TIMEOUT="%dms" % (GATEWAY_TIMEOUT * 1000))
     a = Nt(keel_module(**e))
     a.srv_env = e
     a.kind = request.param
@@ -293,8 +303,8 @@ def test_idempotency_one_row_one_job(api):
 def test_push_tokens_validation_and_cap(api):
     tok, uid = api.user("tokens-%s@example.com" % api.kind)
     other, _ = api.user("tokens-other-%s@example.com" % api.kind)
-    toks = ["capdevice%02d-0123456789abcdef" % i for i in range(4)]
-    for t in toks[:3]:
+    toks = ["capdevice%02d-0123456789abcdef" % i for i in range(5)]
+    for t in toks[:4]:
         r = api.call("POST", "/notifications/push-tokens", token=tok,
                      json={"token": t, "platform": "android"})
         assert r.status_code == 201, r.text
@@ -302,10 +312,10 @@ def test_push_tokens_validation_and_cap(api):
                  json={"token": toks[0], "platform": "android"})
     assert r.status_code == 200, "registering again is not a new token"
     doc = problem(api.call("POST", "/notifications/push-tokens", token=tok,
-                           json={"token": toks[3], "platform": "ios"}), 409)
-    assert doc["max"] == 3
+                           json={"token": toks[4], "platform": "ios"}), 409)
+    assert doc["max"] == 4
     listed = api.call("GET", "/notifications/push-tokens", token=tok).json()
-    assert sorted(t["token"] for t in listed["data"]) == sorted(toks[:3])
+    assert sorted(t["token"] for t in listed["data"]) == sorted(toks[:4])
     for body in [{"token": "short", "platform": "ios"},
                  {"token": "has space 0123456789abcdef", "platform": "ios"},
                  {"token": "x" * 513, "platform": "ios"},
@@ -317,7 +327,7 @@ def test_push_tokens_validation_and_cap(api):
                     token=tok).status_code == 204
     problem(api.call("DELETE", "/notifications/push-tokens/" + toks[0], token=tok), 404)
     r = api.call("POST", "/notifications/push-tokens", token=tok,
-                 json={"token": toks[3], "platform": "ios"})
+                 json={"token": toks[4], "platform": "ios"})
     assert r.status_code == 201, r.text
 
 
@@ -325,7 +335,8 @@ def test_push_delivery_retry_and_invalid_token(api, gateway):
     tok, uid = api.user("push-%s@example.com" % api.kind)
     suffix = "-" + api.kind
     ok, flaky, dead = TOK_OK + suffix, TOK_FLAKY + suffix, TOK_DEAD[:-1] + suffix + "]"
-    for t, pl in [(ok, "android"), (flaky, "ios"), (dead, "ios")]:
+    slow = TOK_SLOW + suffix
+    for t, pl in [(ok, "android"), (flaky, "ios"), (dead, "ios"), (slow, "web")]:
         r = api.call("POST", "/notifications/push-tokens", token=tok,
                      json={"token": t, "platform": pl})
         assert r.status_code == 201, r.text
@@ -338,9 +349,12 @@ def test_push_delivery_retry_and_invalid_token(api, gateway):
                 if j["unique_key"] == "notification:%s:push" % nid]
         return jobs and jobs[0]["state"] == "completed" and jobs[0]
     job = wait_for(done, timeout=15, what="the push job to complete")
-    assert job["attempt"] == 2, "one retry after the 503"
+    assert job["attempt"] == 2, "one retry after the 503 and the timeout"
+    err = job["errors"][0]["error"]
+    assert err.startswith("2 token(s) to retry") and "timed out" in err, job["errors"]
     assert len(gateway.for_token(ok)) == 1, "a retry does not resend to a delivered token"
     assert len(gateway.for_token(flaky)) == 2
+    assert len(gateway.for_token(slow)) == 2, "no answer in time is retried"
     assert len(gateway.for_token(dead)) == 1
     req = gateway.for_token(ok)[0]
     assert req["headers"]["Authorization"] == "Bearer gw-secret"
@@ -354,4 +368,12 @@ def test_push_delivery_retry_and_invalid_token(api, gateway):
     assert len(flaky_keys) == 1, "the retry carries the same idempotency key"
     left = [t["token"] for t in api.call("GET", "/notifications/push-tokens",
                                          token=tok).json()["data"]]
-    assert sorted(left) == sorted([ok, flaky]), "the 410 removed the dead token"
+    assert sorted(left) == sorted([ok, flaky, slow]), "the 410 removed the dead token"
+    port = api.srv.port
+    assert scrape_metric(port, "notifications_push_total", result="invalid_token") >= 1
+    assert scrape_metric(port, "notifications_push_total", result="retry") >= 2
+    assert scrape_metric(port, "notifications_push_total", result="delivered") >= 3
+    assert scrape_metric(port, "http_client_requests_total", target="push", status="503") >= 1
+    assert scrape_metric(port, "notifications_created_total", channel="push") >= 1
+    # no realtime hook in this build: no live jobs
+    assert api.jobs("notify.live") == []
