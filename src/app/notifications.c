@@ -467,7 +467,7 @@ int app_notify(keel_db_conn *c, const char *user_id, const char *type, const jso
 
 typedef struct nt_job {
     char user[64];
-    char id[80];
+    char id[4100]; /* a notification id, or a push token (up to 4096 bytes) */
     int64_t cursor, limit;
     int unread, archived;
     json_t *body; /* borrowed: the request's */
@@ -1127,7 +1127,7 @@ static const keel_route notify_routes[] = {
                        "\"additionalProperties\":true}}}"},
     {.name = "notifications.push_tokens.list", .method = "GET",
      .path = "/api/v1/notifications/push-tokens", .handler = h_tokens, .auth = "user",
-     .summary = "The caller's registered push tokens"},
+     .summary = "The caller's registered push tokens", .flags = KEEL_ROUTE_SECRET},
     {.name = "notifications.push_tokens.add", .method = "POST",
      .path = "/api/v1/notifications/push-tokens", .handler = h_token_add, .auth = "user",
      .summary = "Registers a device's push token (201; 200 when it was the caller's already; "

@@ -267,6 +267,13 @@ def test_preferences_turn_a_channel_off(api):
         assert doc["errors"][0]["pointer"] == pointer, doc
     problem(api.call("PUT", "/notifications/preferences", token=tok,
                      json={"defaults": {"sms": True}}), 422)
+    # NOTIFY_PREFERENCE_TYPES_MAX (100): the whole PUT is refused, nothing kept
+    many = {"t%03d" % i: {"push": False} for i in range(101)}
+    doc = problem(api.call("PUT", "/notifications/preferences", token=tok,
+                           json={"types": many}), 422)
+    assert doc["errors"][0]["pointer"] == "/types"
+    assert api.call("GET", "/notifications/preferences", token=tok).json()["types"] == \
+        {"marketing": {"in_app": False, "email": False, "push": True}}
 
 
 def test_idempotency_one_row_one_job(api):
@@ -329,6 +336,15 @@ def test_push_tokens_validation_and_cap(api):
     r = api.call("POST", "/notifications/push-tokens", token=tok,
                  json={"token": toks[4], "platform": "ios"})
     assert r.status_code == 201, r.text
+    # the longest token accepted (NOTIFY_PUSH_TOKEN_MAX_BYTES) is deleted by its path too
+    long_tok = "L" * 512
+    assert api.call("DELETE", "/notifications/push-tokens/" + toks[4],
+                    token=tok).status_code == 204
+    r = api.call("POST", "/notifications/push-tokens", token=tok,
+                 json={"token": long_tok, "platform": "web"})
+    assert r.status_code == 201, r.text
+    assert api.call("DELETE", "/notifications/push-tokens/" + long_tok,
+                    token=tok).status_code == 204
 
 
 def test_push_delivery_retry_and_invalid_token(api, gateway):
