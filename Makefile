@@ -190,6 +190,12 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkeel.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libkeel.a $(LDLIBS) -lcmocka
 
+# the reference service's own suites (tests/unit/app) link its objects, not main.o
+APP_TEST_OBJ := $(filter-out $(BUILD)/obj/src/main.o,$(APP_OBJ))
+$(BUILD)/tests/app/%: tests/unit/app/%.c $(APP_TEST_OBJ) $(BUILD)/libkeel.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(APP_TEST_OBJ) $(BUILD)/libkeel.a $(LDLIBS) -lcmocka
+
 run:
 	@scripts/deps.sh build
 	@$(MAKE) --no-print-directory all
