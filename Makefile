@@ -353,7 +353,8 @@ clean:
 # (tests/support/with_pg.sh: started, exported as KEEL_TEST_PG_URL /
 # KEEL_TEST_PG_DIR, always stopped and removed). asan-db: the same under
 # ASan+UBSan.
-STORE_BIN := $(filter $(BUILD)/tests/store/%,$(UNIT_BIN))
+# (and the app's suites that use a database, tests/unit/app)
+STORE_BIN := $(filter $(BUILD)/tests/store/% $(BUILD)/tests/app/%,$(UNIT_BIN))
 .PHONY: unit-db asan-db
 unit-db: $(STORE_BIN)
 	tests/support/with_pg.sh sh -c 'set -e; for t in $(STORE_BIN); do echo "== $$t (SQLite + PostgreSQL)"; $$t; done'
