@@ -202,6 +202,39 @@ static void test_preference_order(void **state)
     ok("DELETE FROM notification_preferences WHERE user_id = $1", p, 1);
 }
 
+/* ---------------------------------------------------------------- the live hook */
+
+static int live_calls;
+
+static void live(const char *user_id, const json_t *n, void *arg)
+{
+    (void)user_id;
+    (void)n;
+    (void)arg;
+    live_calls++;
+}
+
+static void test_live_hook_enqueues_after_commit_only(void **state)
+{
+    (void)state;
+    app_notify_result r;
+    app_notify_live(USER, NULL); /* unset: a no-op */
+    assert_false(app_notify_live_enabled());
+    app_notify_set_live(live, NULL);
+    assert_true(app_notify_live_enabled());
+    assert_int_equal(app_notify_ex(C, USER, "chat", NULL, NULL, &r), 0);
+    assert_int_equal(jobs_of(r.id, "live"), 1); /* delivered by the job, after commit */
+    assert_int_equal(live_calls, 0);
+    pref("quiet", "in_app", 0);
+    assert_int_equal(app_notify_ex(C, USER, "quiet", NULL, NULL, &r), 0);
+    assert_int_equal(jobs_of(r.id, "live"), 0); /* nothing in-app, nothing live */
+    app_notify_live(USER, NULL);
+    assert_int_equal(live_calls, 1);
+    app_notify_set_live(NULL, NULL);
+    keel_db_param p[] = {KEEL_DB_P_TEXT(USER)};
+    ok("DELETE FROM notification_preferences WHERE user_id = $1", p, 1);
+}
+
 /* ---------------------------------------------------------------- refusals */
 
 static void test_refusals(void **state)
@@ -233,7 +266,9 @@ static void test_refusals(void **state)
 
 #define TESTS                                                                                    \
     cmocka_unit_test(test_rollback_leaves_nothing), cmocka_unit_test(test_commit_once_per_key), \
-        cmocka_unit_test(test_preference_order), cmocka_unit_test(test_refusals)
+        cmocka_unit_test(test_preference_order),                                               \
+        cmocka_unit_test(test_live_hook_enqueues_after_commit_only),                           \
+        cmocka_unit_test(test_refusals)
 
 static int setup_sqlite(void **state)
 {
