@@ -262,18 +262,42 @@ int app_notify_load(keel_db_conn *c, const char *id, json_t **out)
     return *out ? 0 : KEEL_EDB_NOROW;
 }
 
-/* A title for e-mail subjects and push: data.title, else the type; control
- * bytes become spaces (a subject is one header line). */
-static void title_of(const json_t *data, const char *type, char *out, size_t cap)
+/* A title for e-mail subjects and push: data.title, else the type, cut to
+ * cap - 1 bytes at a character boundary (it stays UTF-8); control bytes
+ * become spaces (a subject is one header line). */
+void app_notify_title(const json_t *data, const char *type, char *out, size_t cap)
 {
     const char *t = json_string_value(json_object_get(data, "title"));
-    snprintf(out, cap, "%s", t && *t ? t : type);
+    if (!t || !*t)
+        t = type ? type : "";
+    size_t n = strlen(t);
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)t[n] & 0xC0) == 0x80) /* t[n] continues a character */
+            n--;
+    }
+    memcpy(out, t, n);
+    out[n] = '\0';
     for (char *p = out; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
             *p = ' ';
 }
 
 /* ---------------------------------------------------------------- app_notify */
+
+/* v into out (cap bytes with the NUL), cut at a character boundary. */
+static void copy_utf8(char *out, size_t cap, keel_str v)
+{
+    size_t n = v.ptr ? v.len : 0;
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)v.ptr[n] & 0xC0) == 0x80)
+            n--;
+    }
+    if (n)
+        memcpy(out, v.ptr, n);
+    out[n] = '\0';
+}
 
 /* The channels (type, user) goes to: the configured default, then the
  * user's "*" preferences, then the type's own. */
@@ -338,7 +362,7 @@ int app_notify_ex(keel_db_conn *c, const char *user_id, const char *type, const 
     if (!data_text)
         return KEEL_EINVAL; /* invalid UTF-8 in a string */
     int rc = 0;
-    char email[320] = "", name[256] = "", title[200], channels[32];
+    char email[320] = "", name[1024] = "", title[200], channels[32];
     int active = 0;
     if (strlen(data_text) > o->data_max) {
         rc = KEEL_ETOOBIG;
@@ -352,8 +376,8 @@ int app_notify_ex(keel_db_conn *c, const char *user_id, const char *type, const 
     if ((rc = keel_db_rows_next(rows)) == 1) {
         keel_str e = keel_db_get_text(rows, 0), n = keel_db_get_text(rows, 1),
                  st = keel_db_get_text(rows, 2);
-        snprintf(email, sizeof(email), "%.*s", (int)e.len, e.ptr ? e.ptr : "");
-        snprintf(name, sizeof(name), "%.*s", (int)n.len, n.ptr ? n.ptr : "");
+        copy_utf8(email, sizeof(email), e);
+        copy_utf8(name, sizeof(name), n);
         active = st.len == 6 && !memcmp(st.ptr, "active", 6);
     }
     keel_db_rows_free(rows);
@@ -419,7 +443,7 @@ int app_notify_ex(keel_db_conn *c, const char *user_id, const char *type, const 
         goto cleanup;
     }
     out->channels = mask;
-    title_of(data, type, title, sizeof(title));
+    app_notify_title(data, type, title, sizeof(title));
     char message_key[64];
     snprintf(message_key, sizeof(message_key), "notification:%s", out->id);
     const char *body = json_string_value(json_object_get(data, "body"));

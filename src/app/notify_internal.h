@@ -81,6 +81,9 @@ int app_notify_push_enabled(void);
 /* A notification row's JSON (NOTIFY_COLUMNS from column 0). */
 #define NOTIFY_COLUMNS "id, type, data, created_at, read_at, archived_at, channels"
 json_t *app_notify_row_json(const keel_db_rows *rows);
+/* The title e-mail and push show: data.title, else the type; at most
+ * cap - 1 bytes, cut at a character boundary, control bytes as spaces. */
+void app_notify_title(const json_t *data, const char *type, char *out, size_t cap);
 /* Loads one notification by id (any user): *out (new reference) with
  * "user_id" added, or KEEL_EDB_NOROW. */
 int app_notify_load(keel_db_conn *c, const char *id, json_t **out);

@@ -334,9 +334,8 @@ static keel_job_outcome run_push(keel_job *job, void *arg)
     }
     json_t *data = json_object_get(n, "data");
     char title[200];
-    const char *t = json_string_value(json_object_get(data, "title"));
-    snprintf(title, sizeof(title), "%s",
-             t && *t ? t : json_string_value(json_object_get(n, "type")));
+    app_notify_title(data, json_string_value(json_object_get(n, "type")), title,
+                     sizeof(title));
     const char *body = json_string_value(json_object_get(data, "body"));
     int64_t created = 0;
     app_parse_time(json_string_value(json_object_get(n, "created_at")),

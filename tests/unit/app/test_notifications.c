@@ -19,6 +19,7 @@
 #include "testdb.h"
 
 #include "app/app.h"
+#include "app/notify_internal.h"
 
 static keel_db_conn *C;
 static char USER[37], DISABLED[37];
@@ -260,6 +261,24 @@ static void test_refusals(void **state)
     assert_int_equal(count("SELECT COUNT(*) FROM notifications WHERE user_id = $1 AND "
                            "type = 'ok'", USER), 0);
     assert_true(app_notify_type_valid("order.shipped_v2-x"));
+    /* a long title of multi-byte characters is cut at a character */
+    char title[801] = "";
+    for (int i = 0; i < 400; i++)
+        strcat(title, "\xc3\xa9"); /* U+00E9 */
+    json_t *td = json_pack("{s:s}", "title", title);
+    app_notify_result r;
+    assert_int_equal(app_notify_ex(C, USER, "long", td, NULL, &r), 0);
+    assert_int_equal(r.channels, APP_NOTIFY_IN_APP | APP_NOTIFY_EMAIL);
+    json_decref(td);
+    char cut[200];
+    td = json_pack("{s:s}", "title", "ab\xc3\xa9\ncd");
+    app_notify_title(td, "t", cut, 4); /* "ab" + half of the e-acute: cut before it */
+    assert_string_equal(cut, "ab");
+    app_notify_title(td, "t", cut, sizeof(cut));
+    assert_string_equal(cut, "ab\xc3\xa9 cd");
+    app_notify_title(NULL, "the.type", cut, sizeof(cut));
+    assert_string_equal(cut, "the.type");
+    json_decref(td);
     assert_false(app_notify_type_valid(
         "a23456789012345678901234567890123456789012345678901234567890123456"));
 }
