@@ -92,9 +92,11 @@ typedef struct app_notify_result {
 /* Notifies user_id: writes the in-app row and enqueues one delivery job
  * per channel enabled for (user, type) — e-mail as a "mail.send" job on
  * queue "email" (template "notification"), push as "notify.push" — each
- * with the unique key "notification:<id>:<channel>". Runs on c, inside
- * the caller's keel_db_tx when there is one (the row and its jobs commit
- * or roll back with it), else in autocommit. type: 1..64 bytes of
+ * with the unique key "notification:<id>:<channel>". Runs on c in a
+ * transaction of its own (keel_db_tx: a savepoint inside the caller's
+ * keel_db_tx, where the row and its jobs commit or roll back with the
+ * caller's data), so the row and its jobs are written together or not at
+ * all. type: 1..64 bytes of
  * [a-z0-9._-]; data: an object (borrowed, NULL = {}), its title and body
  * members used for e-mail and push; idempotency_key (NULL: none): a
  * second call with the key for the user returns the first notification

@@ -344,10 +344,128 @@ static int enqueue(keel_db_conn *c, const char *kind, const char *queue, const c
     return rc;
 }
 
+typedef struct notify_ctx {
+    const char *user_id, *type, *key, *data_text;
+    const json_t *data;
+    app_notify_result *out;
+} notify_ctx;
+
+/* The work of app_notify, in a transaction of its own (a savepoint inside
+ * the caller's): the row and its jobs are written together or not at all. */
+static int notify_tx(keel_db_conn *c, void *arg)
+{
+    notify_ctx *x = arg;
+    const notify_options *o = app_notify_opts();
+    const char *user_id = x->user_id, *type = x->type, *idempotency_key = x->key;
+    const json_t *data = x->data;
+    app_notify_result *out = x->out;
+    memset(out, 0, sizeof(*out));
+    char email[320] = "", name[1024] = "", title[200], channels[32];
+    int active = 0, rc;
+    keel_db_param pu[] = {KEEL_DB_P_TEXT(user_id)};
+    keel_db_rows *rows;
+    if ((rc = keel_db_query(c, "SELECT email, name, status FROM users WHERE id = $1 AND "
+                               "deleted_at IS NULL", pu, 1, &rows)) < 0)
+        return rc;
+    if ((rc = keel_db_rows_next(rows)) == 1) {
+        keel_str e = keel_db_get_text(rows, 0), n = keel_db_get_text(rows, 1),
+                 st = keel_db_get_text(rows, 2);
+        copy_utf8(email, sizeof(email), e);
+        copy_utf8(name, sizeof(name), n);
+        active = st.len == 6 && !memcmp(st.ptr, "active", 6);
+    }
+    keel_db_rows_free(rows);
+    if (rc < 0)
+        return rc;
+    if (rc == 0)
+        return KEEL_EDB_NOROW;
+    unsigned mask;
+    if ((rc = channels_for(c, user_id, type, &mask)) < 0)
+        return rc;
+    if (!o->email || !active || !*email)
+        mask &= ~(unsigned)APP_NOTIFY_EMAIL;
+    if (!app_notify_push_enabled() || !active)
+        mask &= ~(unsigned)APP_NOTIFY_PUSH;
+    if (mask & APP_NOTIFY_PUSH) { /* no device, no job */
+        if ((rc = keel_db_query(c, "SELECT 1 FROM notification_push_tokens WHERE user_id = $1 "
+                                   "LIMIT 1", pu, 1, &rows)) < 0)
+            return rc;
+        rc = keel_db_rows_next(rows);
+        keel_db_rows_free(rows);
+        if (rc < 0)
+            return rc;
+        if (rc == 0)
+            mask &= ~(unsigned)APP_NOTIFY_PUSH;
+    }
+    channels_text(mask, channels);
+    app_uuid(out->id);
+    int64_t affected = 0;
+    keel_db_param pi[] = {KEEL_DB_P_TEXT(out->id),
+                          KEEL_DB_P_TEXT(user_id),
+                          KEEL_DB_P_TEXT(type),
+                          KEEL_DB_P_TEXT(x->data_text),
+                          idempotency_key ? KEEL_DB_P_TEXT(idempotency_key) : KEEL_DB_P_NULL(),
+                          KEEL_DB_P_BOOL(mask & APP_NOTIFY_IN_APP),
+                          KEEL_DB_P_TEXT(channels),
+                          KEEL_DB_P_INT(app_now())};
+    if ((rc = keel_db_exec(c,
+                           "INSERT INTO notifications (id, user_id, type, data, idempotency_key, "
+                           "in_app, channels, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+                           "ON CONFLICT (user_id, idempotency_key) DO NOTHING",
+                           pi, 8, &affected)) < 0)
+        return rc;
+    if (affected == 0) { /* the key was used: that notification, nothing sent again */
+        keel_db_param pk[] = {KEEL_DB_P_TEXT(user_id), KEEL_DB_P_TEXT(idempotency_key)};
+        if ((rc = keel_db_query(c, "SELECT id, channels FROM notifications WHERE user_id = $1 "
+                                   "AND idempotency_key = $2", pk, 2, &rows)) < 0)
+            return rc;
+        if ((rc = keel_db_rows_next(rows)) == 1) {
+            keel_str id = keel_db_get_text(rows, 0), ch = keel_db_get_text(rows, 1);
+            snprintf(out->id, sizeof(out->id), "%.*s", (int)id.len, id.ptr ? id.ptr : "");
+            out->channels = 0;
+            for (int i = 0; i < NCHANNELS; i++) {
+                const char *f = ch.ptr ? strstr(ch.ptr, CHANNELS[i]) : NULL;
+                if (f && f < ch.ptr + ch.len)
+                    out->channels |= 1u << i;
+            }
+        }
+        keel_db_rows_free(rows);
+        out->duplicate = 1;
+        return rc < 0 ? rc : 0;
+    }
+    out->channels = mask;
+    app_notify_title(data, type, title, sizeof(title));
+    char message_key[64];
+    snprintf(message_key, sizeof(message_key), "notification:%s", out->id);
+    const char *body = json_string_value(json_object_get(data, "body"));
+    if (mask & APP_NOTIFY_EMAIL) {
+        json_t *args = json_pack(
+            "{s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s}, s:s, s:s}", "to", email, "template",
+            "notification", "vars", "name", *name ? name : email, "title", title, "body",
+            body ? body : "", "type", type, "notification_id", out->id, "message_key",
+            message_key, "class", "notification");
+        if (!args)
+            return KEEL_EINVAL; /* a stored name or address that is not UTF-8 */
+        if (*name)
+            json_object_set_new(args, "to_name", json_string(name));
+        if ((rc = enqueue(c, "mail.send", "email", out->id, "email", args, 0)) < 0)
+            return rc;
+    }
+    if ((mask & APP_NOTIFY_PUSH) &&
+        (rc = enqueue(c, "notify.push", o->queue, out->id, "push",
+                      json_pack("{s:s}", "notification_id", out->id),
+                      (unsigned)o->push_max_attempts)) < 0)
+        return rc;
+    if ((mask & APP_NOTIFY_IN_APP) && LIVE &&
+        (rc = enqueue(c, "notify.live", o->queue, out->id, "live",
+                      json_pack("{s:s}", "notification_id", out->id), 3)) < 0)
+        return rc;
+    return 0;
+}
+
 int app_notify_ex(keel_db_conn *c, const char *user_id, const char *type, const json_t *data,
                   const char *idempotency_key, app_notify_result *out)
 {
-    const notify_options *o = app_notify_opts();
     app_notify_result local;
     if (!out)
         out = &local;
@@ -361,123 +479,17 @@ int app_notify_ex(keel_db_conn *c, const char *user_id, const char *type, const 
     json_decref(empty);
     if (!data_text)
         return KEEL_EINVAL; /* invalid UTF-8 in a string */
-    int rc = 0;
-    char email[320] = "", name[1024] = "", title[200], channels[32];
-    int active = 0;
-    if (strlen(data_text) > o->data_max) {
-        rc = KEEL_ETOOBIG;
-        goto cleanup;
+    int rc = KEEL_ETOOBIG;
+    if (strlen(data_text) <= app_notify_opts()->data_max) {
+        notify_ctx x = {.user_id = user_id, .type = type, .key = idempotency_key,
+                        .data_text = data_text, .data = data, .out = out};
+        rc = keel_db_tx(c, notify_tx, &x);
     }
-    keel_db_param pu[] = {KEEL_DB_P_TEXT(user_id)};
-    keel_db_rows *rows;
-    if ((rc = keel_db_query(c, "SELECT email, name, status FROM users WHERE id = $1 AND "
-                               "deleted_at IS NULL", pu, 1, &rows)) < 0)
-        goto cleanup;
-    if ((rc = keel_db_rows_next(rows)) == 1) {
-        keel_str e = keel_db_get_text(rows, 0), n = keel_db_get_text(rows, 1),
-                 st = keel_db_get_text(rows, 2);
-        copy_utf8(email, sizeof(email), e);
-        copy_utf8(name, sizeof(name), n);
-        active = st.len == 6 && !memcmp(st.ptr, "active", 6);
-    }
-    keel_db_rows_free(rows);
-    if (rc < 0)
-        goto cleanup;
-    if (rc == 0) {
-        rc = KEEL_EDB_NOROW;
-        goto cleanup;
-    }
-    unsigned mask;
-    if ((rc = channels_for(c, user_id, type, &mask)) < 0)
-        goto cleanup;
-    if (!o->email || !active || !*email)
-        mask &= ~(unsigned)APP_NOTIFY_EMAIL;
-    if (!app_notify_push_enabled() || !active)
-        mask &= ~(unsigned)APP_NOTIFY_PUSH;
-    if (mask & APP_NOTIFY_PUSH) { /* no device, no job */
-        if ((rc = keel_db_query(c, "SELECT 1 FROM notification_push_tokens WHERE user_id = $1 "
-                                   "LIMIT 1", pu, 1, &rows)) < 0)
-            goto cleanup;
-        rc = keel_db_rows_next(rows);
-        keel_db_rows_free(rows);
-        if (rc < 0)
-            goto cleanup;
-        if (rc == 0)
-            mask &= ~(unsigned)APP_NOTIFY_PUSH;
-    }
-    channels_text(mask, channels);
-    app_uuid(out->id);
-    int64_t now = app_now(), affected = 0;
-    keel_db_param pi[] = {KEEL_DB_P_TEXT(out->id),
-                          KEEL_DB_P_TEXT(user_id),
-                          KEEL_DB_P_TEXT(type),
-                          KEEL_DB_P_TEXT(data_text),
-                          idempotency_key ? KEEL_DB_P_TEXT(idempotency_key) : KEEL_DB_P_NULL(),
-                          KEEL_DB_P_BOOL(mask & APP_NOTIFY_IN_APP),
-                          KEEL_DB_P_TEXT(channels),
-                          KEEL_DB_P_INT(now)};
-    if ((rc = keel_db_exec(c,
-                           "INSERT INTO notifications (id, user_id, type, data, idempotency_key, "
-                           "in_app, channels, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-                           "ON CONFLICT (user_id, idempotency_key) DO NOTHING",
-                           pi, 8, &affected)) < 0)
-        goto cleanup;
-    if (affected == 0) { /* the key was used: that notification, nothing sent again */
-        keel_db_param pk[] = {KEEL_DB_P_TEXT(user_id), KEEL_DB_P_TEXT(idempotency_key)};
-        if ((rc = keel_db_query(c, "SELECT id, channels FROM notifications WHERE user_id = $1 "
-                                   "AND idempotency_key = $2", pk, 2, &rows)) < 0)
-            goto cleanup;
-        if ((rc = keel_db_rows_next(rows)) == 1) {
-            keel_str id = keel_db_get_text(rows, 0), ch = keel_db_get_text(rows, 1);
-            snprintf(out->id, sizeof(out->id), "%.*s", (int)id.len, id.ptr ? id.ptr : "");
-            out->channels = 0;
-            for (int i = 0; i < NCHANNELS; i++) {
-                const char *f = ch.ptr ? strstr(ch.ptr, CHANNELS[i]) : NULL;
-                if (f && f < ch.ptr + ch.len)
-                    out->channels |= 1u << i;
-            }
-        }
-        keel_db_rows_free(rows);
-        out->duplicate = 1;
-        rc = rc < 0 ? rc : 0;
-        goto cleanup;
-    }
-    out->channels = mask;
-    app_notify_title(data, type, title, sizeof(title));
-    char message_key[64];
-    snprintf(message_key, sizeof(message_key), "notification:%s", out->id);
-    const char *body = json_string_value(json_object_get(data, "body"));
-    if (mask & APP_NOTIFY_EMAIL) {
-        json_t *args = json_pack(
-            "{s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s}, s:s, s:s}", "to", email, "template",
-            "notification", "vars", "name", *name ? name : email, "title", title, "body",
-            body ? body : "", "type", type, "notification_id", out->id, "message_key",
-            message_key, "class", "notification");
-        if (args && *name)
-            json_object_set_new(args, "to_name", json_string(name));
-        if (!args) {
-            rc = KEEL_EINVAL; /* a name or body that is not UTF-8 */
-            goto cleanup;
-        }
-        if ((rc = enqueue(c, "mail.send", "email", out->id, "email", args, 0)) < 0)
-            goto cleanup;
-    }
-    if ((mask & APP_NOTIFY_PUSH) &&
-        (rc = enqueue(c, "notify.push", o->queue, out->id, "push",
-                      json_pack("{s:s}", "notification_id", out->id),
-                      (unsigned)o->push_max_attempts)) < 0)
-        goto cleanup;
-    if ((mask & APP_NOTIFY_IN_APP) && LIVE &&
-        (rc = enqueue(c, "notify.live", o->queue, out->id, "live",
-                      json_pack("{s:s}", "notification_id", out->id), 3)) < 0)
-        goto cleanup;
-    if (M_CREATED)
-        for (int i = 0; i < NCHANNELS; i++)
-            if (mask & (1u << i))
-                keel_metric_add(M_CREATED, M_SHARD, (const char *[]){CHANNELS[i]}, 1);
-    rc = 0;
-cleanup:
     free(data_text);
+    if (rc == 0 && !out->duplicate && M_CREATED)
+        for (int i = 0; i < NCHANNELS; i++)
+            if (out->channels & (1u << i))
+                keel_metric_add(M_CREATED, M_SHARD, (const char *[]){CHANNELS[i]}, 1);
     return rc;
 }
 

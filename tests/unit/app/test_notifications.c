@@ -219,6 +219,7 @@ static void test_live_hook_enqueues_after_commit_only(void **state)
 {
     (void)state;
     app_notify_result r;
+    live_calls = 0;
     app_notify_live(USER, NULL); /* unset: a no-op */
     assert_false(app_notify_live_enabled());
     app_notify_set_live(live, NULL);
