@@ -237,6 +237,76 @@ static void test_live_hook_enqueues_after_commit_only(void **state)
     ok("DELETE FROM notification_preferences WHERE user_id = $1", p, 1);
 }
 
+/* ---------------------------------------------------------------- the gateway provider */
+
+static void test_gateway_classify(void **state)
+{
+    (void)state;
+    static const struct {
+        int status, http;
+        const char *body;
+        app_push_verdict want;
+    } cases[] = {
+        {0, 200, "{}", APP_PUSH_DELIVERED},
+        {0, 202, "", APP_PUSH_DELIVERED},
+        {0, 404, "", APP_PUSH_INVALID_TOKEN},
+        {0, 410, "{\"error\":\"Unregistered\"}", APP_PUSH_INVALID_TOKEN},
+        {0, 400, "{\"error\":\"invalid_token\"}", APP_PUSH_INVALID_TOKEN},
+        {0, 400, "{\"error\":\"BadDeviceToken\"}", APP_PUSH_INVALID_TOKEN},
+        {0, 422, "{\"error\":\"DeviceNotRegistered\"}", APP_PUSH_INVALID_TOKEN},
+        {0, 400, "{\"error\":\"payload too large\"}", APP_PUSH_REJECTED},
+        {0, 400, "not json", APP_PUSH_REJECTED},
+        {0, 401, "", APP_PUSH_REJECTED},
+        {0, 403, "{\"error\":\"invalid_token\"}", APP_PUSH_INVALID_TOKEN},
+        {0, 408, "", APP_PUSH_RETRY},
+        {0, 429, "", APP_PUSH_RETRY},
+        {0, 500, "", APP_PUSH_RETRY},
+        {0, 503, "{\"error\":\"invalid_token\"}", APP_PUSH_RETRY},
+        {0, 301, "", APP_PUSH_REJECTED},
+        {KEEL_ETIMEDOUT, 0, "timed out", APP_PUSH_RETRY},
+        {-111, 0, "refused", APP_PUSH_RETRY},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char why[200];
+        app_push_verdict v = app_push_gateway.classify(NULL, cases[i].status, cases[i].http,
+                                                       cases[i].body, strlen(cases[i].body),
+                                                       why, sizeof(why));
+        if (v != cases[i].want)
+            fail_msg("case %zu (%d, %d, %s): verdict %d, want %d", i, cases[i].status,
+                     cases[i].http, cases[i].body, v, cases[i].want);
+    }
+}
+
+static void test_gateway_build(void **state)
+{
+    (void)state;
+    json_t *data = json_pack("{s:i}", "room", 7);
+    app_push_message m = {.notification_id = "n-1", .user_id = "u", .type = "chat",
+                          .title = "Hi", .body = "there", .data = data, .created_at = 0,
+                          .token = "tok0123456789abcdef", .platform = "ios"};
+    app_push_request req;
+    memset(&req, 0, sizeof(req));
+    assert_int_equal(app_push_gateway.build(NULL, &m, &req), 0);
+    assert_int_equal(req.nheaders, 2); /* no PUSH_GATEWAY_TOKEN: no Authorization */
+    assert_true(keel_str_ieq_c(req.headers[1].name, "Idempotency-Key"));
+    char h[65];
+    app_sha256_hex(m.token, strlen(m.token), h);
+    char want[64];
+    snprintf(want, sizeof(want), "n-1:%.16s", h);
+    assert_string_equal(req.idempotency_key, want);
+    json_t *doc = json_loadb(req.body.data, req.body.len, 0, NULL);
+    assert_non_null(doc);
+    assert_string_equal(json_string_value(json_object_get(doc, "token")), m.token);
+    json_t *n = json_object_get(doc, "notification");
+    assert_string_equal(json_string_value(json_object_get(n, "title")), "Hi");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(n, "data"), "room")), 7);
+    assert_string_equal(json_string_value(json_object_get(n, "created_at")),
+                        "1970-01-01T00:00:00Z");
+    json_decref(doc);
+    keel_buf_free(&req.body);
+    json_decref(data);
+}
+
 /* ---------------------------------------------------------------- refusals */
 
 static void test_refusals(void **state)
@@ -288,6 +358,7 @@ static void test_refusals(void **state)
     cmocka_unit_test(test_rollback_leaves_nothing), cmocka_unit_test(test_commit_once_per_key), \
         cmocka_unit_test(test_preference_order),                                               \
         cmocka_unit_test(test_live_hook_enqueues_after_commit_only),                           \
+        cmocka_unit_test(test_gateway_classify), cmocka_unit_test(test_gateway_build),          \
         cmocka_unit_test(test_refusals)
 
 static int setup_sqlite(void **state)
