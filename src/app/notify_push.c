@@ -378,6 +378,8 @@ static keel_job_outcome run_push(keel_job *job, void *arg)
             rc = 0;
             break;
         }
+        if (stopping) /* the workers are gone: the rest waits for the next run */
+            break;
         if (rc < 0) { /* the outcome was not recorded: try this token again */
             nretry++;
             snprintf(retry_why, sizeof(retry_why), "recording the outcome: %s",
