@@ -336,6 +336,17 @@ def test_push_tokens_validation_and_cap(api):
     r = api.call("POST", "/notifications/push-tokens", token=tok,
                  json={"token": toks[4], "platform": "ios"})
     assert r.status_code == 201, r.text
+    # the cap holds under concurrent registrations (PostgreSQL: the user's row lock)
+    racer, _ = api.user("tokens-race-%s@example.com" % api.kind)
+
+    def register(i):
+        return Nt(api.srv).call("POST", "/notifications/push-tokens", token=racer,
+                                json={"token": "racedevice%02d-0123456789abcdef" % i,
+                                      "platform": "android"}).status_code
+    with ThreadPoolExecutor(max_workers=12) as ex:
+        codes = list(ex.map(register, range(12)))
+    assert sorted(codes) == [201] * 4 + [409] * 8, codes
+    assert len(api.call("GET", "/notifications/push-tokens", token=racer).json()["data"]) == 4
     # the longest token accepted (NOTIFY_PUSH_TOKEN_MAX_BYTES) is deleted by its path too
     long_tok = "L" * 512
     assert api.call("DELETE", "/notifications/push-tokens/" + toks[4],
