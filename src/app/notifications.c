@@ -34,10 +34,8 @@
 #include "app/app.h"
 #include "app/notify_internal.h"
 
-#define NT_REFUSED (-29101) /* a job's refusal: status and detail in the job */
-
-static keel_db *DB;
-static int IS_PG;
+keel_db *app_nt_db;
+int app_nt_is_pg;
 static keel_metric *M_CREATED; /* notifications_created_total{channel} */
 static unsigned M_SHARD;       /* the shard of threads other than workers */
 static app_notify_live_fn LIVE;
@@ -45,13 +43,12 @@ static void *LIVE_ARG;
 
 /* ---------------------------------------------------------------- config */
 
-static const char *const CHANNELS[] = {"in_app", "email", "push"};
-#define NCHANNELS 3
+const char *const app_nt_channels[APP_NT_NCHANNELS] = {"in_app", "email", "push"};
 
-static int channel_index(const char *s, size_t n)
+int app_nt_channel_index(const char *s, size_t n)
 {
-    for (int i = 0; i < NCHANNELS; i++)
-        if (strlen(CHANNELS[i]) == n && !memcmp(CHANNELS[i], s, n))
+    for (int i = 0; i < APP_NT_NCHANNELS; i++)
+        if (strlen(app_nt_channels[i]) == n && !memcmp(app_nt_channels[i], s, n))
             return i;
     return -1;
 }
@@ -69,10 +66,11 @@ static int notify_validate(void *opts, const keel_config *cfg, FILE *err)
             p++, n--;
         while (n && p[n - 1] == ' ')
             n--;
-        int i = n ? channel_index(p, n) : -1;
+        int i = n ? app_nt_channel_index(p, n) : -1;
         if (i < 0) {
-            fprintf(err, "keel: NOTIFY_DEFAULT_CHANNELS: invalid value \"%s\": expected a "
-                         "comma-separated list of in_app, email, push (or empty)\n",
+            fprintf(err,
+                    "keel: NOTIFY_DEFAULT_CHANNELS: invalid value \"%s\": expected a "
+                    "comma-separated list of in_app, email, push (or empty)\n",
                     o->default_channels);
             return KEEL_ECONFIG;
         }
@@ -89,41 +87,85 @@ static int notify_validate(void *opts, const keel_config *cfg, FILE *err)
 
 #define AT(f) KEEL_CONFIG_AT(notify_options, f)
 static const keel_config_var notify_vars[] = {
-    {.name = "NOTIFY_DEFAULT_CHANNELS", .type = KEEL_CONFIG_STR, .def = "in_app,email,push",
+    {.name = "NOTIFY_DEFAULT_CHANNELS",
+     .type = KEEL_CONFIG_STR,
+     .def = "in_app,email,push",
      AT(default_channels),
      .help = "channels a notification goes to when the user has no preference for it "
              "(comma-separated: in_app, email, push)"},
-    {.name = "NOTIFY_EMAIL_ENABLED", .type = KEEL_CONFIG_BOOL, .def = "true", AT(email),
+    {.name = "NOTIFY_EMAIL_ENABLED",
+     .type = KEEL_CONFIG_BOOL,
+     .def = "true",
+     AT(email),
      .help = "false: no notification is e-mailed, whatever the preferences (no mail.send jobs)"},
-    {.name = "NOTIFY_QUEUE", .type = KEEL_CONFIG_STR, .def = "default", AT(queue),
+    {.name = "NOTIFY_QUEUE",
+     .type = KEEL_CONFIG_STR,
+     .def = "default",
+     AT(queue),
      .help = "job queue of push (notify.push) and live (notify.live) deliveries; it must be in "
              "JOBS_QUEUES of some instance (e-mails go to the queue email)"},
-    {.name = "NOTIFY_PAGE_MAX", .type = KEEL_CONFIG_UINT, .def = "100", AT(page_max), .min = 1,
-     .max = 1000, .help = "largest ?limit of GET /api/v1/notifications"},
-    {.name = "NOTIFY_DATA_MAX_BYTES", .type = KEEL_CONFIG_SIZE, .def = "16kb", AT(data_max),
-     .min = 64, .max = 200 * 1024, .help = "largest data object of one notification (JSON bytes)"},
-    {.name = "NOTIFY_PREFERENCE_TYPES_MAX", .type = KEEL_CONFIG_UINT, .def = "100",
-     AT(pref_types_max), .min = 1, .max = 10000,
+    {.name = "NOTIFY_PAGE_MAX",
+     .type = KEEL_CONFIG_UINT,
+     .def = "100",
+     AT(page_max),
+     .min = 1,
+     .max = 1000,
+     .help = "largest ?limit of GET /api/v1/notifications"},
+    {.name = "NOTIFY_DATA_MAX_BYTES",
+     .type = KEEL_CONFIG_SIZE,
+     .def = "16kb",
+     AT(data_max),
+     .min = 64,
+     .max = 200 * 1024,
+     .help = "largest data object of one notification (JSON bytes)"},
+    {.name = "NOTIFY_PREFERENCE_TYPES_MAX",
+     .type = KEEL_CONFIG_UINT,
+     .def = "100",
+     AT(pref_types_max),
+     .min = 1,
+     .max = 10000,
      .help = "notification types one user may hold preferences for (422 beyond)"},
-    {.name = "NOTIFY_PUSH_TOKENS_MAX", .type = KEEL_CONFIG_UINT, .def = "10",
-     AT(push_tokens_max), .min = 1, .max = 1000,
+    {.name = "NOTIFY_PUSH_TOKENS_MAX",
+     .type = KEEL_CONFIG_UINT,
+     .def = "10",
+     AT(push_tokens_max),
+     .min = 1,
+     .max = 1000,
      .help = "push tokens (devices) per user; registering one more is 409"},
-    {.name = "NOTIFY_PUSH_TOKEN_MAX_BYTES", .type = KEEL_CONFIG_UINT, .def = "512",
-     AT(push_token_max_bytes), .min = 32, .max = 4096,
+    {.name = "NOTIFY_PUSH_TOKEN_MAX_BYTES",
+     .type = KEEL_CONFIG_UINT,
+     .def = "512",
+     AT(push_token_max_bytes),
+     .min = 32,
+     .max = 4096,
      .help = "longest push token accepted (422 beyond)"},
-    {.name = "NOTIFY_PUSH_MAX_ATTEMPTS", .type = KEEL_CONFIG_UINT, .def = "10",
-     AT(push_max_attempts), .min = 1, .max = 1000,
+    {.name = "NOTIFY_PUSH_MAX_ATTEMPTS",
+     .type = KEEL_CONFIG_UINT,
+     .def = "10",
+     AT(push_max_attempts),
+     .min = 1,
+     .max = 1000,
      .help = "attempts of one push delivery job (each with the queue's backoff) before it is "
              "dead"},
-    {.name = "PUSH_GATEWAY_URL", .type = KEEL_CONFIG_URL, .def = "", AT(push_url),
+    {.name = "PUSH_GATEWAY_URL",
+     .type = KEEL_CONFIG_URL,
+     .def = "",
+     AT(push_url),
      .values = KEEL_CONFIG_VALUES("http://", "https://"),
      .help = "the HTTP push gateway notifications are POSTed to (docs/notifications.md); empty: "
              "the push channel is off"},
-    {.name = "PUSH_GATEWAY_TOKEN", .type = KEEL_CONFIG_STR, .def = "", AT(push_token),
+    {.name = "PUSH_GATEWAY_TOKEN",
+     .type = KEEL_CONFIG_STR,
+     .def = "",
+     AT(push_token),
      .flags = KEEL_CONFIG_SECRET,
      .help = "sent as Authorization: Bearer to the push gateway; empty: no Authorization"},
-    {.name = "PUSH_GATEWAY_TIMEOUT", .type = KEEL_CONFIG_DURATION, .def = "10s",
-     AT(push_timeout_ms), .min = 100, .max = 300000,
+    {.name = "PUSH_GATEWAY_TIMEOUT",
+     .type = KEEL_CONFIG_DURATION,
+     .def = "10s",
+     AT(push_timeout_ms),
+     .min = 100,
+     .max = 300000,
      .help = "one push request, connection to last byte; no answer in time is retried"},
 };
 #undef AT
@@ -199,9 +241,9 @@ static void channels_text(unsigned mask, char out[32])
 {
     size_t k = 0;
     out[0] = '\0';
-    for (int i = 0; i < NCHANNELS; i++)
+    for (int i = 0; i < APP_NT_NCHANNELS; i++)
         if (mask & (1u << i))
-            k += (size_t)snprintf(out + k, 32 - k, "%s%s", k ? "," : "", CHANNELS[i]);
+            k += (size_t)snprintf(out + k, 32 - k, "%s%s", k ? "," : "", app_nt_channels[i]);
 }
 
 static json_t *channels_json(const char *text, size_t n)
@@ -234,12 +276,11 @@ json_t *app_notify_row_json(const keel_db_rows *rows)
     json_t *d = data.ptr ? json_loadb(data.ptr, data.len, 0, NULL) : NULL;
     char created[32];
     app_format_time(keel_db_get_int(rows, 3), created);
-    return json_pack("{s:s%, s:s%, s:o, s:s, s:b, s:o, s:o, s:o}", "id", id.ptr ? id.ptr : "",
-                     id.len, "type", type.ptr ? type.ptr : "", type.len, "data",
-                     d ? d : json_object(), "created_at", created, "read",
-                     !keel_db_is_null(rows, 4), "read_at", time_or_null(rows, 4), "archived_at",
-                     time_or_null(rows, 5), "channels",
-                     channels_json(ch.ptr ? ch.ptr : "", ch.len));
+    return json_pack(
+        "{s:s%, s:s%, s:o, s:s, s:b, s:o, s:o, s:o}", "id", id.ptr ? id.ptr : "", id.len, "type",
+        type.ptr ? type.ptr : "", type.len, "data", d ? d : json_object(), "created_at", created,
+        "read", !keel_db_is_null(rows, 4), "read_at", time_or_null(rows, 4), "archived_at",
+        time_or_null(rows, 5), "channels", channels_json(ch.ptr ? ch.ptr : "", ch.len));
 }
 
 int app_notify_load(keel_db_conn *c, const char *id, json_t **out)
@@ -247,8 +288,10 @@ int app_notify_load(keel_db_conn *c, const char *id, json_t **out)
     *out = NULL;
     keel_db_param p[] = {KEEL_DB_P_TEXT(id)};
     keel_db_rows *rows;
-    int rc = keel_db_query(c, "SELECT " NOTIFY_COLUMNS ", user_id FROM notifications "
-                              "WHERE id = $1", p, 1, &rows);
+    int rc = keel_db_query(c,
+                           "SELECT " NOTIFY_COLUMNS ", user_id FROM notifications "
+                           "WHERE id = $1",
+                           p, 1, &rows);
     if (rc < 0)
         return rc;
     if ((rc = keel_db_rows_next(rows)) == 1) {
@@ -307,14 +350,15 @@ static int channels_for(keel_db_conn *c, const char *user_id, const char *type, 
     keel_db_param p[] = {KEEL_DB_P_TEXT(user_id), KEEL_DB_P_TEXT(type)};
     keel_db_rows *rows;
     /* '*' sorts before every type name, so the type's rows come last */
-    int rc = keel_db_query(c, "SELECT type, channel, enabled FROM notification_preferences "
-                              "WHERE user_id = $1 AND type IN ('*', $2) ORDER BY type",
+    int rc = keel_db_query(c,
+                           "SELECT type, channel, enabled FROM notification_preferences "
+                           "WHERE user_id = $1 AND type IN ('*', $2) ORDER BY type",
                            p, 2, &rows);
     if (rc < 0)
         return rc;
     while ((rc = keel_db_rows_next(rows)) == 1) {
         keel_str ch = keel_db_get_text(rows, 1);
-        int i = ch.ptr ? channel_index(ch.ptr, ch.len) : -1;
+        int i = ch.ptr ? app_nt_channel_index(ch.ptr, ch.len) : -1;
         if (i < 0)
             continue;
         if (keel_db_get_bool(rows, 2))
@@ -336,8 +380,13 @@ static int enqueue(keel_db_conn *c, const char *kind, const char *queue, const c
     if (!text)
         return KEEL_ENOMEM;
     const char *tags[] = {"notification"};
-    keel_job_spec s = {.kind = kind, .queue = queue, .args = text, .unique_key = key,
-                       .unique_forever = 1, .max_attempts = max_attempts, .tags = tags,
+    keel_job_spec s = {.kind = kind,
+                       .queue = queue,
+                       .args = text,
+                       .unique_key = key,
+                       .unique_forever = 1,
+                       .max_attempts = max_attempts,
+                       .tags = tags,
                        .ntags = 1};
     int rc = keel_job_enqueue(c, &s, NULL);
     free(text);
@@ -364,8 +413,10 @@ static int notify_tx(keel_db_conn *c, void *arg)
     int active = 0, rc;
     keel_db_param pu[] = {KEEL_DB_P_TEXT(user_id)};
     keel_db_rows *rows;
-    if ((rc = keel_db_query(c, "SELECT email, name, status FROM users WHERE id = $1 AND "
-                               "deleted_at IS NULL", pu, 1, &rows)) < 0)
+    if ((rc = keel_db_query(c,
+                            "SELECT email, name, status FROM users WHERE id = $1 AND "
+                            "deleted_at IS NULL",
+                            pu, 1, &rows)) < 0)
         return rc;
     if ((rc = keel_db_rows_next(rows)) == 1) {
         keel_str e = keel_db_get_text(rows, 0), n = keel_db_get_text(rows, 1),
@@ -387,8 +438,10 @@ static int notify_tx(keel_db_conn *c, void *arg)
     if (!app_notify_push_enabled() || !active)
         mask &= ~(unsigned)APP_NOTIFY_PUSH;
     if (mask & APP_NOTIFY_PUSH) { /* no device, no job */
-        if ((rc = keel_db_query(c, "SELECT 1 FROM notification_push_tokens WHERE user_id = $1 "
-                                   "LIMIT 1", pu, 1, &rows)) < 0)
+        if ((rc = keel_db_query(c,
+                                "SELECT 1 FROM notification_push_tokens WHERE user_id = $1 "
+                                "LIMIT 1",
+                                pu, 1, &rows)) < 0)
             return rc;
         rc = keel_db_rows_next(rows);
         keel_db_rows_free(rows);
@@ -416,15 +469,17 @@ static int notify_tx(keel_db_conn *c, void *arg)
         return rc;
     if (affected == 0) { /* the key was used: that notification, nothing sent again */
         keel_db_param pk[] = {KEEL_DB_P_TEXT(user_id), KEEL_DB_P_TEXT(idempotency_key)};
-        if ((rc = keel_db_query(c, "SELECT id, channels FROM notifications WHERE user_id = $1 "
-                                   "AND idempotency_key = $2", pk, 2, &rows)) < 0)
+        if ((rc = keel_db_query(c,
+                                "SELECT id, channels FROM notifications WHERE user_id = $1 "
+                                "AND idempotency_key = $2",
+                                pk, 2, &rows)) < 0)
             return rc;
         if ((rc = keel_db_rows_next(rows)) == 1) {
             keel_str id = keel_db_get_text(rows, 0), ch = keel_db_get_text(rows, 1);
             snprintf(out->id, sizeof(out->id), "%.*s", (int)id.len, id.ptr ? id.ptr : "");
             out->channels = 0;
-            for (int i = 0; i < NCHANNELS; i++) {
-                const char *f = ch.ptr ? strstr(ch.ptr, CHANNELS[i]) : NULL;
+            for (int i = 0; i < APP_NT_NCHANNELS; i++) {
+                const char *f = ch.ptr ? strstr(ch.ptr, app_nt_channels[i]) : NULL;
                 if (f && f < ch.ptr + ch.len)
                     out->channels |= 1u << i;
             }
@@ -439,11 +494,11 @@ static int notify_tx(keel_db_conn *c, void *arg)
     snprintf(message_key, sizeof(message_key), "notification:%s", out->id);
     const char *body = json_string_value(json_object_get(data, "body"));
     if (mask & APP_NOTIFY_EMAIL) {
-        json_t *args = json_pack(
-            "{s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s}, s:s, s:s}", "to", email, "template",
-            "notification", "vars", "name", *name ? name : email, "title", title, "body",
-            body ? body : "", "type", type, "notification_id", out->id, "message_key",
-            message_key, "class", "notification");
+        json_t *args =
+            json_pack("{s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s}, s:s, s:s}", "to", email, "template",
+                      "notification", "vars", "name", *name ? name : email, "title", title, "body",
+                      body ? body : "", "type", type, "notification_id", out->id, "message_key",
+                      message_key, "class", "notification");
         if (!args)
             return KEEL_EINVAL; /* a stored name or address that is not UTF-8 */
         if (*name)
@@ -451,10 +506,9 @@ static int notify_tx(keel_db_conn *c, void *arg)
         if ((rc = enqueue(c, "mail.send", "email", out->id, "email", args, 0)) < 0)
             return rc;
     }
-    if ((mask & APP_NOTIFY_PUSH) &&
-        (rc = enqueue(c, "notify.push", o->queue, out->id, "push",
-                      json_pack("{s:s}", "notification_id", out->id),
-                      (unsigned)o->push_max_attempts)) < 0)
+    if ((mask & APP_NOTIFY_PUSH) && (rc = enqueue(c, "notify.push", o->queue, out->id, "push",
+                                                  json_pack("{s:s}", "notification_id", out->id),
+                                                  (unsigned)o->push_max_attempts)) < 0)
         return rc;
     if ((mask & APP_NOTIFY_IN_APP) && LIVE &&
         (rc = enqueue(c, "notify.live", o->queue, out->id, "live",
@@ -481,15 +535,19 @@ int app_notify_ex(keel_db_conn *c, const char *user_id, const char *type, const 
         return KEEL_EINVAL; /* invalid UTF-8 in a string */
     int rc = KEEL_ETOOBIG;
     if (strlen(data_text) <= app_notify_opts()->data_max) {
-        notify_ctx x = {.user_id = user_id, .type = type, .key = idempotency_key,
-                        .data_text = data_text, .data = data, .out = out};
+        notify_ctx x = {.user_id = user_id,
+                        .type = type,
+                        .key = idempotency_key,
+                        .data_text = data_text,
+                        .data = data,
+                        .out = out};
         rc = keel_db_tx(c, notify_tx, &x);
     }
     free(data_text);
     if (rc == 0 && !out->duplicate && M_CREATED)
-        for (int i = 0; i < NCHANNELS; i++)
+        for (int i = 0; i < APP_NT_NCHANNELS; i++)
             if (out->channels & (1u << i))
-                keel_metric_add(M_CREATED, M_SHARD, (const char *[]){CHANNELS[i]}, 1);
+                keel_metric_add(M_CREATED, M_SHARD, (const char *[]){app_nt_channels[i]}, 1);
     return rc;
 }
 
@@ -501,19 +559,6 @@ int app_notify(keel_db_conn *c, const char *user_id, const char *type, const jso
 
 /* ---------------------------------------------------------------- request jobs */
 
-typedef struct nt_job {
-    char user[64];
-    char id[4100]; /* a notification id, or a push token (up to 4096 bytes) */
-    int64_t cursor, limit;
-    int unread, archived;
-    json_t *body; /* borrowed: the request's */
-    json_t *out;
-    int status;
-    int err_status;
-    char err[300];
-    json_t *err_extra;
-} nt_job;
-
 static void nt_cleanup(void *arg)
 {
     nt_job *j = arg;
@@ -521,8 +566,7 @@ static void nt_cleanup(void *arg)
     json_decref(j->err_extra);
 }
 
-__attribute__((format(printf, 3, 4))) static int refuse(nt_job *j, int status,
-                                                        const char *fmt, ...)
+int app_nt_refuse(nt_job *j, int status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -532,7 +576,7 @@ __attribute__((format(printf, 3, 4))) static int refuse(nt_job *j, int status,
     return NT_REFUSED;
 }
 
-static void nt_done(keel_req *r, void *arg, int status)
+void app_nt_done(keel_req *r, void *arg, int status)
 {
     nt_job *j = arg;
     if (status == NT_REFUSED) {
@@ -552,7 +596,7 @@ static void nt_done(keel_req *r, void *arg, int status)
     keel_respond_json(r, j->status ? j->status : 200, json_incref(j->out));
 }
 
-static nt_job *nt_new(keel_req *r)
+nt_job *app_nt_new(keel_req *r)
 {
     nt_job *j = KEEL_REQ_JOB(r, nt_job, nt_cleanup);
     const keel_principal *p = keel_req_principal(r);
@@ -610,16 +654,16 @@ static int db_list(keel_db_conn *c, void *arg)
 static void list_done(keel_req *r, void *arg, int status)
 {
     nt_job *j = arg;
-    const char *next = status == 0 ? json_string_value(json_object_get(j->out, "next_cursor"))
-                                   : NULL;
+    const char *next =
+        status == 0 ? json_string_value(json_object_get(j->out, "next_cursor")) : NULL;
     if (next)
         app_link_next(r, "cursor", next);
-    nt_done(r, arg, status);
+    app_nt_done(r, arg, status);
 }
 
 static keel_flow h_list(keel_req *r)
 {
-    nt_job *j = nt_new(r);
+    nt_job *j = app_nt_new(r);
     json_t *q = keel_req_query_json(r);
     json_int_t limit = json_integer_value(json_object_get(q, "limit"));
     if ((uint64_t)limit > app_notify_opts()->page_max) {
@@ -634,7 +678,7 @@ static keel_flow h_list(keel_req *r)
     j->cursor = cur ? strtoll(cur, NULL, 10) : INT64_MAX;
     j->unread = json_is_true(json_object_get(q, "unread"));
     j->archived = json_is_true(json_object_get(q, "archived"));
-    return keel_db_job_run(r, DB, db_list, list_done, j);
+    return keel_db_job_run(r, app_nt_db, db_list, list_done, j);
 }
 
 static int db_unread(keel_db_conn *c, void *arg)
@@ -642,8 +686,10 @@ static int db_unread(keel_db_conn *c, void *arg)
     nt_job *j = arg;
     keel_db_param p[] = {KEEL_DB_P_TEXT(j->user)};
     keel_db_rows *rows;
-    int rc = keel_db_query(c, "SELECT COUNT(*) FROM notifications WHERE user_id = $1 AND in_app "
-                              "AND read_at IS NULL AND archived_at IS NULL", p, 1, &rows);
+    int rc = keel_db_query(c,
+                           "SELECT COUNT(*) FROM notifications WHERE user_id = $1 AND in_app "
+                           "AND read_at IS NULL AND archived_at IS NULL",
+                           p, 1, &rows);
     if (rc < 0)
         return rc;
     rc = keel_db_rows_next(rows);
@@ -658,15 +704,17 @@ static int db_unread(keel_db_conn *c, void *arg)
 
 static keel_flow h_unread(keel_req *r)
 {
-    return keel_db_job_run(r, DB, db_unread, nt_done, nt_new(r));
+    return keel_db_job_run(r, app_nt_db, db_unread, app_nt_done, app_nt_new(r));
 }
 
 static int fetch_own(keel_db_conn *c, nt_job *j)
 {
     keel_db_param p[] = {KEEL_DB_P_TEXT(j->id), KEEL_DB_P_TEXT(j->user)};
     keel_db_rows *rows;
-    int rc = keel_db_query(c, "SELECT " NOTIFY_COLUMNS " FROM notifications WHERE id = $1 AND "
-                              "user_id = $2 AND in_app", p, 2, &rows);
+    int rc = keel_db_query(c,
+                           "SELECT " NOTIFY_COLUMNS " FROM notifications WHERE id = $1 AND "
+                           "user_id = $2 AND in_app",
+                           p, 2, &rows);
     if (rc < 0)
         return rc;
     json_decref(j->out);
@@ -676,23 +724,24 @@ static int fetch_own(keel_db_conn *c, nt_job *j)
     keel_db_rows_free(rows);
     if (rc < 0)
         return rc;
-    return j->out ? 0 : refuse(j, 404, "no notification with this id");
+    return j->out ? 0 : app_nt_refuse(j, 404, "no notification with this id");
 }
 
 static int db_mark(keel_db_conn *c, void *arg, const char *set, size_t nparams)
 {
     nt_job *j = arg;
     char sql[300];
-    snprintf(sql, sizeof(sql), "UPDATE notifications SET %s WHERE id = $1 AND user_id = $2 AND "
-                               "in_app", set);
-    keel_db_param p[] = {KEEL_DB_P_TEXT(j->id), KEEL_DB_P_TEXT(j->user),
-                         KEEL_DB_P_INT(app_now())};
+    snprintf(sql, sizeof(sql),
+             "UPDATE notifications SET %s WHERE id = $1 AND user_id = $2 AND "
+             "in_app",
+             set);
+    keel_db_param p[] = {KEEL_DB_P_TEXT(j->id), KEEL_DB_P_TEXT(j->user), KEEL_DB_P_INT(app_now())};
     int64_t n = 0;
     int rc = keel_db_exec(c, sql, p, nparams, &n);
     if (rc < 0)
         return rc;
     if (n == 0)
-        return refuse(j, 404, "no notification with this id");
+        return app_nt_refuse(j, 404, "no notification with this id");
     return fetch_own(c, j);
 }
 
@@ -714,17 +763,17 @@ static int db_archive(keel_db_conn *c, void *arg)
 
 static keel_flow h_read(keel_req *r)
 {
-    return keel_db_job_run(r, DB, db_read, nt_done, nt_new(r));
+    return keel_db_job_run(r, app_nt_db, db_read, app_nt_done, app_nt_new(r));
 }
 
 static keel_flow h_unread_one(keel_req *r)
 {
-    return keel_db_job_run(r, DB, db_unread_one, nt_done, nt_new(r));
+    return keel_db_job_run(r, app_nt_db, db_unread_one, app_nt_done, app_nt_new(r));
 }
 
 static keel_flow h_archive(keel_req *r)
 {
-    return keel_db_job_run(r, DB, db_archive, nt_done, nt_new(r));
+    return keel_db_job_run(r, app_nt_db, db_archive, app_nt_done, app_nt_new(r));
 }
 
 static int db_read_all(keel_db_conn *c, void *arg)
@@ -732,8 +781,10 @@ static int db_read_all(keel_db_conn *c, void *arg)
     nt_job *j = arg;
     keel_db_param p[] = {KEEL_DB_P_TEXT(j->user), KEEL_DB_P_INT(app_now())};
     int64_t n = 0;
-    int rc = keel_db_exec(c, "UPDATE notifications SET read_at = $2 WHERE user_id = $1 AND in_app "
-                             "AND read_at IS NULL AND archived_at IS NULL", p, 2, &n);
+    int rc = keel_db_exec(c,
+                          "UPDATE notifications SET read_at = $2 WHERE user_id = $1 AND in_app "
+                          "AND read_at IS NULL AND archived_at IS NULL",
+                          p, 2, &n);
     if (rc < 0)
         return rc;
     json_decref(j->out);
@@ -743,340 +794,7 @@ static int db_read_all(keel_db_conn *c, void *arg)
 
 static keel_flow h_read_all(keel_req *r)
 {
-    return keel_db_job_run(r, DB, db_read_all, nt_done, nt_new(r));
-}
-
-/* ---------------------------------------------------------------- preferences */
-
-static int prefs_doc(keel_db_conn *c, nt_job *j)
-{
-    const notify_options *o = app_notify_opts();
-    json_t *defaults = json_object(), *types = json_object(), *avail = json_object();
-    for (int i = 0; i < NCHANNELS; i++)
-        json_object_set_new(defaults, CHANNELS[i], json_boolean(o->default_mask & (1u << i)));
-    json_object_set_new(avail, "in_app", json_true());
-    json_object_set_new(avail, "email", json_boolean(o->email));
-    json_object_set_new(avail, "push", json_boolean(app_notify_push_enabled()));
-    json_decref(j->out);
-    j->out = json_pack("{s:o, s:o, s:o}", "defaults", defaults, "types", types, "available",
-                       avail);
-    keel_db_param p[] = {KEEL_DB_P_TEXT(j->user)};
-    keel_db_rows *rows;
-    int rc = keel_db_query(c, "SELECT type, channel, enabled FROM notification_preferences "
-                              "WHERE user_id = $1 ORDER BY type", p, 1, &rows);
-    if (rc < 0)
-        return rc;
-    while ((rc = keel_db_rows_next(rows)) == 1) {
-        keel_str t = keel_db_get_text(rows, 0), ch = keel_db_get_text(rows, 1);
-        int i = ch.ptr ? channel_index(ch.ptr, ch.len) : -1;
-        if (i < 0 || !t.ptr)
-            continue;
-        json_t *on = json_boolean(keel_db_get_bool(rows, 2));
-        if (t.len == 1 && t.ptr[0] == '*') {
-            json_object_set_new(defaults, CHANNELS[i], on);
-            continue;
-        }
-        char name[80];
-        snprintf(name, sizeof(name), "%.*s", (int)t.len, t.ptr);
-        json_t *ty = json_object_get(types, name);
-        if (!ty) {
-            ty = json_object();
-            json_object_set_new(types, name, ty);
-        }
-        json_object_set_new(ty, CHANNELS[i], on);
-    }
-    keel_db_rows_free(rows);
-    if (rc < 0)
-        return rc;
-    /* every type's channels in full: its own value, else the user's default */
-    const char *k;
-    json_t *ty;
-    json_object_foreach(types, k, ty) {
-        for (int i = 0; i < NCHANNELS; i++)
-            if (!json_object_get(ty, CHANNELS[i]))
-                json_object_set(ty, CHANNELS[i], json_object_get(defaults, CHANNELS[i]));
-    }
-    return 0;
-}
-
-static int db_prefs_get(keel_db_conn *c, void *arg)
-{
-    return prefs_doc(c, arg);
-}
-
-static keel_flow h_prefs_get(keel_req *r)
-{
-    return keel_db_job_run(r, DB, db_prefs_get, nt_done, nt_new(r));
-}
-
-/* One type's channels: {"email": false, "push": null} (null: no preference
- * of its own). */
-static int put_channels(keel_db_conn *c, nt_job *j, const char *type, json_t *chans)
-{
-    const char *ch;
-    json_t *v;
-    int64_t now = app_now();
-    json_object_foreach(chans, ch, v) {
-        keel_db_param p[] = {KEEL_DB_P_TEXT(j->user), KEEL_DB_P_TEXT(type), KEEL_DB_P_TEXT(ch),
-                             KEEL_DB_P_BOOL(json_is_true(v)), KEEL_DB_P_INT(now)};
-        int rc = json_is_null(v)
-                     ? keel_db_exec(c, "DELETE FROM notification_preferences WHERE user_id = $1 "
-                                       "AND type = $2 AND channel = $3", p, 3, NULL)
-                     : keel_db_exec(c,
-                                    "INSERT INTO notification_preferences (user_id, type, "
-                                    "channel, enabled, updated_at) VALUES ($1, $2, $3, $4, $5) "
-                                    "ON CONFLICT (user_id, type, channel) DO UPDATE SET "
-                                    "enabled = excluded.enabled, updated_at = excluded.updated_at",
-                                    p, 5, NULL);
-        if (rc < 0)
-            return rc;
-    }
-    return 0;
-}
-
-static int db_prefs_put(keel_db_conn *c, void *arg)
-{
-    nt_job *j = arg;
-    json_t *defaults = json_object_get(j->body, "defaults"),
-           *types = json_object_get(j->body, "types");
-    int rc;
-    if (defaults && (rc = put_channels(c, j, "*", defaults)) < 0)
-        return rc;
-    const char *t;
-    json_t *v;
-    json_object_foreach(types, t, v) {
-        if (json_is_null(v)) {
-            keel_db_param p[] = {KEEL_DB_P_TEXT(j->user), KEEL_DB_P_TEXT(t)};
-            rc = keel_db_exec(c, "DELETE FROM notification_preferences WHERE user_id = $1 AND "
-                                 "type = $2", p, 2, NULL);
-        } else {
-            rc = put_channels(c, j, t, v);
-        }
-        if (rc < 0)
-            return rc;
-    }
-    keel_db_param p[] = {KEEL_DB_P_TEXT(j->user)};
-    keel_db_rows *rows;
-    if ((rc = keel_db_query(c, "SELECT COUNT(DISTINCT type) FROM notification_preferences "
-                               "WHERE user_id = $1 AND type <> '*'", p, 1, &rows)) < 0)
-        return rc;
-    rc = keel_db_rows_next(rows);
-    int64_t n = rc == 1 ? keel_db_get_int(rows, 0) : 0;
-    keel_db_rows_free(rows);
-    if (rc < 0)
-        return rc;
-    uint64_t max = app_notify_opts()->pref_types_max;
-    if ((uint64_t)n > max) {
-        j->err_extra = json_pack("{s:[{s:s, s:s}]}", "errors", "pointer", "/types", "message",
-                                 "too many types with preferences");
-        return refuse(j, 422, "at most %llu types may have preferences "
-                              "(NOTIFY_PREFERENCE_TYPES_MAX); remove some with null",
-                      (unsigned long long)max);
-    }
-    return prefs_doc(c, j);
-}
-
-/* The body is checked here, not by a schema: type names are keys. */
-static int prefs_body_ok(keel_req *r, json_t *b)
-{
-    json_t *types = json_object_get(b, "types");
-    const char *t;
-    json_t *v;
-    char ptr[120];
-    json_object_foreach(types, t, v) {
-        snprintf(ptr, sizeof(ptr), "/types/%.64s", t);
-        if (!app_notify_type_valid(t)) {
-            app_invalid(r, ptr, "a type is 1..64 bytes of a-z, 0-9 and . _ - (not first)");
-            return 0;
-        }
-        if (!json_is_object(v) && !json_is_null(v)) {
-            app_invalid(r, ptr, "an object of channels, or null to remove the type's "
-                                "preferences");
-            return 0;
-        }
-        const char *ch;
-        json_t *on;
-        json_object_foreach(v, ch, on) {
-            snprintf(ptr, sizeof(ptr), "/types/%.64s/%.20s", t, ch);
-            if (channel_index(ch, strlen(ch)) < 0) {
-                app_invalid(r, ptr, "a channel is in_app, email or push");
-                return 0;
-            }
-            if (!json_is_boolean(on) && !json_is_null(on)) {
-                app_invalid(r, ptr, "true, false, or null (the default)");
-                return 0;
-            }
-        }
-    }
-    return 1;
-}
-
-static keel_flow h_prefs_put(keel_req *r)
-{
-    json_t *b = keel_req_json(r);
-    if (!prefs_body_ok(r, b))
-        return KEEL_DONE;
-    nt_job *j = nt_new(r);
-    j->body = b;
-    return keel_db_job_run_tx(r, DB, db_prefs_put, nt_done, j);
-}
-
-/* ---------------------------------------------------------------- push tokens */
-
-static json_t *token_json(const keel_db_rows *rows)
-{
-    keel_str t = keel_db_get_text(rows, 0), pl = keel_db_get_text(rows, 1);
-    char c1[32], c2[32];
-    app_format_time(keel_db_get_int(rows, 2), c1);
-    app_format_time(keel_db_get_int(rows, 3), c2);
-    return json_pack("{s:s%, s:s%, s:s, s:s}", "token", t.ptr ? t.ptr : "", t.len, "platform",
-                     pl.ptr ? pl.ptr : "", pl.len, "created_at", c1, "last_seen_at", c2);
-}
-
-static int db_tokens(keel_db_conn *c, void *arg)
-{
-    nt_job *j = arg;
-    keel_db_param p[] = {KEEL_DB_P_TEXT(j->user)};
-    keel_db_rows *rows;
-    int rc = keel_db_query(c, "SELECT token, platform, created_at, last_seen_at FROM "
-                              "notification_push_tokens WHERE user_id = $1 ORDER BY created_at, "
-                              "token", p, 1, &rows);
-    if (rc < 0)
-        return rc;
-    json_t *data = json_array();
-    while ((rc = keel_db_rows_next(rows)) == 1)
-        json_array_append_new(data, token_json(rows));
-    keel_db_rows_free(rows);
-    json_decref(j->out);
-    j->out = json_pack("{s:o, s:I}", "data", data, "max",
-                       (json_int_t)app_notify_opts()->push_tokens_max);
-    return rc < 0 ? rc : 0;
-}
-
-static keel_flow h_tokens(keel_req *r)
-{
-    return keel_db_job_run(r, DB, db_tokens, nt_done, nt_new(r));
-}
-
-static int db_token_add(keel_db_conn *c, void *arg)
-{
-    nt_job *j = arg;
-    const char *token = json_string_value(json_object_get(j->body, "token")),
-               *platform = json_string_value(json_object_get(j->body, "platform"));
-    keel_db_param pu[] = {KEEL_DB_P_TEXT(j->user)};
-    keel_db_rows *rows;
-    int rc;
-    /* one registration of a user at a time: the cap is checked and kept
-     * (SQLite: the transaction is the single writer already) */
-    if (IS_PG && (rc = keel_db_exec(c, "SELECT 1 FROM users WHERE id = $1 FOR UPDATE", pu, 1,
-                                    NULL)) < 0)
-        return rc;
-    keel_db_param pt[] = {KEEL_DB_P_TEXT(token)};
-    if ((rc = keel_db_query(c, "SELECT user_id FROM notification_push_tokens WHERE token = $1",
-                            pt, 1, &rows)) < 0)
-        return rc;
-    int mine = 0, exists = 0;
-    if ((rc = keel_db_rows_next(rows)) == 1) {
-        keel_str u = keel_db_get_text(rows, 0);
-        exists = 1;
-        mine = u.len == strlen(j->user) && !memcmp(u.ptr, j->user, u.len);
-    }
-    keel_db_rows_free(rows);
-    if (rc < 0)
-        return rc;
-    int64_t now = app_now();
-    keel_db_param p[] = {KEEL_DB_P_TEXT(token), KEEL_DB_P_TEXT(j->user), KEEL_DB_P_TEXT(platform),
-                         KEEL_DB_P_INT(now)};
-    if (mine) { /* registered again: seen now */
-        rc = keel_db_exec(c, "UPDATE notification_push_tokens SET platform = $3, last_seen_at = $4 "
-                             "WHERE token = $1 AND user_id = $2", p, 4, NULL);
-        j->status = 200;
-    } else {
-        if ((rc = keel_db_query(c, "SELECT COUNT(*) FROM notification_push_tokens WHERE "
-                                   "user_id = $1", pu, 1, &rows)) < 0)
-            return rc;
-        rc = keel_db_rows_next(rows);
-        int64_t n = rc == 1 ? keel_db_get_int(rows, 0) : 0;
-        keel_db_rows_free(rows);
-        if (rc < 0)
-            return rc;
-        uint64_t max = app_notify_opts()->push_tokens_max;
-        if ((uint64_t)n >= max) {
-            j->err_extra = json_pack("{s:I}", "max", (json_int_t)max);
-            return refuse(j, 409, "this account has %llu push tokens already, the most it may "
-                                  "have (NOTIFY_PUSH_TOKENS_MAX): delete one first",
-                          (unsigned long long)max);
-        }
-        /* a device that changes hands (another account logs in on it)
-         * moves to the new account */
-        rc = exists ? keel_db_exec(c, "UPDATE notification_push_tokens SET user_id = $2, "
-                                      "platform = $3, created_at = $4, last_seen_at = $4 "
-                                      "WHERE token = $1", p, 4, NULL)
-                    : keel_db_exec(c, "INSERT INTO notification_push_tokens (token, user_id, "
-                                      "platform, created_at, last_seen_at) VALUES "
-                                      "($1, $2, $3, $4, $4)", p, 4, NULL);
-        j->status = 201;
-    }
-    if (rc < 0)
-        return rc;
-    if ((rc = keel_db_query(c, "SELECT token, platform, created_at, last_seen_at FROM "
-                               "notification_push_tokens WHERE token = $1", pt, 1, &rows)) < 0)
-        return rc;
-    json_decref(j->out);
-    j->out = NULL;
-    if ((rc = keel_db_rows_next(rows)) == 1)
-        j->out = token_json(rows);
-    keel_db_rows_free(rows);
-    return rc < 0 ? rc : 0;
-}
-
-/* Push tokens are opaque strings from the platforms (FCM, APNs hex, Expo's
- * ExponentPushToken[...]): printable ASCII of a safe set, 16 bytes at
- * least, NOTIFY_PUSH_TOKEN_MAX_BYTES at most. */
-static const char *token_problem(const char *t)
-{
-    size_t n = strlen(t);
-    if (n < 16)
-        return "a push token has 16 bytes at least";
-    if (n > app_notify_opts()->push_token_max_bytes)
-        return "longer than NOTIFY_PUSH_TOKEN_MAX_BYTES";
-    for (size_t i = 0; i < n; i++) {
-        char ch = t[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              strchr(":_-.[]", ch)))
-            return "a push token is made of letters, digits and : _ - . [ ]";
-    }
-    return NULL;
-}
-
-static keel_flow h_token_add(keel_req *r)
-{
-    json_t *b = keel_req_json(r);
-    const char *why = token_problem(json_string_value(json_object_get(b, "token")));
-    if (why) {
-        app_invalid(r, "/token", why);
-        return KEEL_DONE;
-    }
-    nt_job *j = nt_new(r);
-    j->body = b;
-    return keel_db_job_run_tx(r, DB, db_token_add, nt_done, j);
-}
-
-static int db_token_delete(keel_db_conn *c, void *arg)
-{
-    nt_job *j = arg;
-    keel_db_param p[] = {KEEL_DB_P_TEXT(j->id), KEEL_DB_P_TEXT(j->user)};
-    int64_t n = 0;
-    int rc = keel_db_exec(c, "DELETE FROM notification_push_tokens WHERE token = $1 AND "
-                             "user_id = $2", p, 2, &n);
-    if (rc < 0)
-        return rc;
-    return n ? 0 : refuse(j, 404, "no push token of yours is this one");
-}
-
-static keel_flow h_token_delete(keel_req *r)
-{
-    return keel_db_job_run(r, DB, db_token_delete, nt_done, nt_new(r));
+    return keel_db_job_run(r, app_nt_db, db_read_all, app_nt_done, app_nt_new(r));
 }
 
 /* ---------------------------------------------------------------- admin send */
@@ -1091,14 +809,14 @@ static int db_admin_send(keel_db_conn *c, void *arg)
     app_notify_result res;
     int rc = app_notify_ex(c, user, type, data, key, &res);
     if (rc == KEEL_EDB_NOROW)
-        return refuse(j, 404, "no user with this id");
+        return app_nt_refuse(j, 404, "no user with this id");
     if (rc == KEEL_ETOOBIG) {
         j->err_extra = json_pack("{s:[{s:s, s:s}]}", "errors", "pointer", "/data", "message",
                                  "larger than NOTIFY_DATA_MAX_BYTES");
-        return refuse(j, 422, "the notification's data is too large");
+        return app_nt_refuse(j, 422, "the notification's data is too large");
     }
     if (rc == KEEL_EINVAL)
-        return refuse(j, 422, "the notification is not valid");
+        return app_nt_refuse(j, 422, "the notification is not valid");
     if (rc < 0)
         return rc;
     json_t *n;
@@ -1117,68 +835,62 @@ static keel_flow h_admin_send(keel_req *r)
         app_invalid(r, "/type", "a type is 1..64 bytes of a-z, 0-9 and . _ - (not first)");
         return KEEL_DONE;
     }
-    nt_job *j = nt_new(r);
+    nt_job *j = app_nt_new(r);
     j->body = b;
-    return keel_db_job_run_tx(r, DB, db_admin_send, nt_done, j);
+    return keel_db_job_run_tx(r, app_nt_db, db_admin_send, app_nt_done, j);
 }
 
 /* ---------------------------------------------------------------- routes */
 
 #define S_BOOL_Q "{\"type\":\"boolean\"}"
-#define S_CHANNELS                                                                               \
-    "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"                     \
-    "\"in_app\":{\"type\":[\"boolean\",\"null\"]},\"email\":{\"type\":[\"boolean\",\"null\"]},"  \
-    "\"push\":{\"type\":[\"boolean\",\"null\"]}}}"
-
 static const keel_route notify_routes[] = {
-    {.name = "notifications.list", .method = "GET", .path = "/api/v1/notifications",
-     .handler = h_list, .auth = "user",
+    {.name = "notifications.list",
+     .method = "GET",
+     .path = "/api/v1/notifications",
+     .handler = h_list,
+     .auth = "user",
      .summary = "The caller's notifications, newest first (cursor pages; unread=true: unread "
                 "only; archived=true: the archive)",
      .query_schema = "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
                      "\"limit\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000},"
                      "\"cursor\":{\"type\":\"string\",\"pattern\":\"^[0-9]{1,18}$\"},"
                      "\"unread\":" S_BOOL_Q ",\"archived\":" S_BOOL_Q "}}"},
-    {.name = "notifications.unread_count", .method = "GET",
-     .path = "/api/v1/notifications/unread-count", .handler = h_unread, .auth = "user",
+    {.name = "notifications.unread_count",
+     .method = "GET",
+     .path = "/api/v1/notifications/unread-count",
+     .handler = h_unread,
+     .auth = "user",
      .summary = "How many of the caller's notifications are unread (not archived)"},
-    {.name = "notifications.read_all", .method = "POST", .path = "/api/v1/notifications/read-all",
-     .handler = h_read_all, .auth = "user", .summary = "Marks every notification of the caller read"},
-    {.name = "notifications.read", .method = "POST", .path = "/api/v1/notifications/:id/read",
-     .handler = h_read, .auth = "user", .summary = "Marks one notification read"},
-    {.name = "notifications.unread", .method = "POST", .path = "/api/v1/notifications/:id/unread",
-     .handler = h_unread_one, .auth = "user", .summary = "Marks one notification unread again"},
-    {.name = "notifications.archive", .method = "POST",
-     .path = "/api/v1/notifications/:id/archive", .handler = h_archive, .auth = "user",
+    {.name = "notifications.read_all",
+     .method = "POST",
+     .path = "/api/v1/notifications/read-all",
+     .handler = h_read_all,
+     .auth = "user",
+     .summary = "Marks every notification of the caller read"},
+    {.name = "notifications.read",
+     .method = "POST",
+     .path = "/api/v1/notifications/:id/read",
+     .handler = h_read,
+     .auth = "user",
+     .summary = "Marks one notification read"},
+    {.name = "notifications.unread",
+     .method = "POST",
+     .path = "/api/v1/notifications/:id/unread",
+     .handler = h_unread_one,
+     .auth = "user",
+     .summary = "Marks one notification unread again"},
+    {.name = "notifications.archive",
+     .method = "POST",
+     .path = "/api/v1/notifications/:id/archive",
+     .handler = h_archive,
+     .auth = "user",
      .summary = "Archives one notification (and marks it read)"},
-    {.name = "notifications.preferences.get", .method = "GET",
-     .path = "/api/v1/notifications/preferences", .handler = h_prefs_get, .auth = "user",
-     .summary = "The caller's channels per notification type, with the defaults"},
-    {.name = "notifications.preferences.put", .method = "PUT",
-     .path = "/api/v1/notifications/preferences", .handler = h_prefs_put, .auth = "user",
-     .summary = "Sets channels: defaults for every type, and per type (null: back to the "
-                "default)",
-     .request_schema = "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
-                       "\"defaults\":" S_CHANNELS ",\"types\":{\"type\":\"object\","
-                       "\"additionalProperties\":true}}}"},
-    {.name = "notifications.push_tokens.list", .method = "GET",
-     .path = "/api/v1/notifications/push-tokens", .handler = h_tokens, .auth = "user",
-     .summary = "The caller's registered push tokens", .flags = KEEL_ROUTE_SECRET},
-    {.name = "notifications.push_tokens.add", .method = "POST",
-     .path = "/api/v1/notifications/push-tokens", .handler = h_token_add, .auth = "user",
-     .summary = "Registers a device's push token (201; 200 when it was the caller's already; "
-                "409 over NOTIFY_PUSH_TOKENS_MAX)",
-     .flags = KEEL_ROUTE_SECRET,
-     .request_schema = "{\"type\":\"object\",\"required\":[\"token\",\"platform\"],"
-                       "\"additionalProperties\":false,\"properties\":{"
-                       "\"token\":{\"type\":\"string\",\"maxLength\":4096},"
-                       "\"platform\":{\"type\":\"string\",\"enum\":[\"ios\",\"android\","
-                       "\"web\"]}}}"},
-    {.name = "notifications.push_tokens.delete", .method = "DELETE",
-     .path = "/api/v1/notifications/push-tokens/:token", .handler = h_token_delete,
-     .auth = "user", .summary = "Forgets one of the caller's push tokens"},
-    {.name = "admin.notifications.send", .method = "POST", .path = "/api/v1/admin/notifications",
-     .handler = h_admin_send, .auth = "any", .permission = "admin:access",
+    {.name = "admin.notifications.send",
+     .method = "POST",
+     .path = "/api/v1/admin/notifications",
+     .handler = h_admin_send,
+     .auth = "any",
+     .permission = "admin:access",
      .summary = "Sends a notification to a user (app_notify: the in-app row and one job per "
                 "enabled channel); with idempotency_key a repeat sends nothing",
      .request_schema = "{\"type\":\"object\",\"required\":[\"user_id\",\"type\"],"
@@ -1193,17 +905,17 @@ static const keel_route notify_routes[] = {
 int app_notifications_setup(keel_service *svc)
 {
     O = keel_config_get(keel_service_config(svc), &app_notify_config);
-    DB = keel_service_db(svc);
-    IS_PG = DB && !strcmp(keel_db_driver(DB), "postgres");
+    app_nt_db = keel_service_db(svc);
+    app_nt_is_pg = app_nt_db && !strcmp(keel_db_driver(app_nt_db), "postgres");
     keel_metrics *m = keel_service_metrics(svc);
     M_SHARD = keel_metrics_shards(m);
     M_CREATED = keel_metrics_counter(m, "notifications_created_total",
                                      "Notifications created, by channel they go to",
                                      (const char *[]){"channel", NULL});
-    for (int i = 0; i < NCHANNELS; i++)
-        keel_metric_declare(M_CREATED, (const char *[]){CHANNELS[i]});
+    for (int i = 0; i < APP_NT_NCHANNELS; i++)
+        keel_metric_declare(M_CREATED, (const char *[]){app_nt_channels[i]});
     int rc = app_notify_push_setup(svc);
-    if (rc < 0)
+    if (rc < 0 || (rc = app_notify_prefs_setup(svc)) < 0)
         return rc;
     return keel_service_add_routes(svc, notify_routes,
                                    sizeof(notify_routes) / sizeof(notify_routes[0]));

@@ -26,6 +26,44 @@ typedef struct notify_options {
     unsigned default_mask;         /* derived from default_channels */
 } notify_options;
 
+/* ---------------------------------------------------------------- request jobs */
+
+#define NT_REFUSED (-29101) /* a job's refusal: status and detail in the job */
+
+/* Every route's job (in the request's arena, released with it). */
+typedef struct nt_job {
+    char user[64];
+    char id[4100]; /* a notification id, or a push token (up to 4096 bytes) */
+    int64_t cursor, limit;
+    int unread, archived;
+    json_t *body; /* borrowed: the request's */
+    json_t *out;
+    int status;
+    int err_status;
+    char err[300];
+    json_t *err_extra;
+} nt_job;
+
+/* A job for r: the caller's id, the path's :id or :token. */
+nt_job *app_nt_new(keel_req *r);
+/* Keeps a refusal in j; returns NT_REFUSED (return it to roll back). */
+__attribute__((format(printf, 3, 4))) int app_nt_refuse(nt_job *j, int status, const char *fmt,
+                                                        ...);
+/* Answers a job: a refusal, a database error, j->out or 204; no-store. */
+void app_nt_done(keel_req *r, void *arg, int status);
+
+extern keel_db *app_nt_db; /* the service's database */
+extern int app_nt_is_pg;   /* it is PostgreSQL */
+
+/* The channels, in the order of the APP_NOTIFY_* bits. */
+#define APP_NT_NCHANNELS 3
+extern const char *const app_nt_channels[APP_NT_NCHANNELS];
+/* The index of channel (s, n) in app_nt_channels, or -1. */
+int app_nt_channel_index(const char *s, size_t n);
+
+/* The preferences and push-token routes (notify_prefs.c). */
+int app_notify_prefs_setup(keel_service *svc);
+
 /* The options in force (defaults before setup). */
 const notify_options *app_notify_opts(void);
 

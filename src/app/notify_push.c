@@ -60,14 +60,13 @@ static int gw_build(void *ctx, const app_push_message *m, app_push_request *out)
     char h[65];
     app_sha256_hex(m->token, strlen(m->token), h);
     snprintf(out->url, sizeof(out->url), "%s", o->push_url);
-    snprintf(out->idempotency_key, sizeof(out->idempotency_key), "%s:%.16s", m->notification_id,
-             h);
+    snprintf(out->idempotency_key, sizeof(out->idempotency_key), "%s:%.16s", m->notification_id, h);
     char created[32];
     app_format_time(m->created_at, created);
-    json_t *doc = json_pack("{s:s, s:s, s:{s:s, s:s, s:s, s:s, s:O, s:s}}", "token", m->token,
-                            "platform", m->platform, "notification", "id", m->notification_id,
-                            "type", m->type, "title", m->title, "body", m->body, "data",
-                            m->data, "created_at", created);
+    json_t *doc =
+        json_pack("{s:s, s:s, s:{s:s, s:s, s:s, s:s, s:O, s:s}}", "token", m->token, "platform",
+                  m->platform, "notification", "id", m->notification_id, "type", m->type, "title",
+                  m->title, "body", m->body, "data", m->data, "created_at", created);
     if (!doc)
         return KEEL_EINVAL;
     char *text = json_dumps(doc, JSON_COMPACT);
@@ -78,12 +77,12 @@ static int gw_build(void *ctx, const app_push_message *m, app_push_request *out)
     free(text);
     size_t n = 0;
     out->headers[n++] = (keel_http_header){KEEL_STR("Content-Type"), KEEL_STR("application/json")};
-    out->headers[n++] = (keel_http_header){KEEL_STR("Idempotency-Key"),
-                                           keel_str_c(out->idempotency_key)};
+    out->headers[n++] =
+        (keel_http_header){KEEL_STR("Idempotency-Key"), keel_str_c(out->idempotency_key)};
     if (*o->push_token) {
         snprintf(out->authorization, sizeof(out->authorization), "Bearer %s", o->push_token);
-        out->headers[n++] = (keel_http_header){KEEL_STR("Authorization"),
-                                               keel_str_c(out->authorization)};
+        out->headers[n++] =
+            (keel_http_header){KEEL_STR("Authorization"), keel_str_c(out->authorization)};
     }
     out->nheaders = n;
     return 0;
@@ -95,9 +94,9 @@ static int says_invalid_token(const char *body, size_t len)
 {
     json_t *doc = body && len ? json_loadb(body, len, 0, NULL) : NULL;
     const char *e = json_string_value(json_object_get(doc, "error"));
-    static const char *const dead[] = {"invalid_token", "unregistered", "not_registered",
+    static const char *const dead[] = {"invalid_token", "unregistered",        "not_registered",
                                        "NotRegistered", "InvalidRegistration", "BadDeviceToken",
-                                       "Unregistered", "DeviceNotRegistered", NULL};
+                                       "Unregistered",  "DeviceNotRegistered", NULL};
     int yes = 0;
     for (size_t i = 0; e && dead[i]; i++)
         yes |= !strcmp(e, dead[i]);
@@ -124,8 +123,8 @@ static app_push_verdict gw_classify(void *ctx, int status, int http_status, cons
     return APP_PUSH_REJECTED;
 }
 
-const app_push_provider app_push_gateway = {.name = "gateway", .build = gw_build,
-                                            .classify = gw_classify};
+const app_push_provider app_push_gateway = {
+    .name = "gateway", .build = gw_build, .classify = gw_classify};
 
 /* ---------------------------------------------------------------- runner thread -> worker loop */
 
@@ -206,8 +205,7 @@ static void send_wait(push_wait *pw, push_answer *out)
         pw->refs = 1;
         out->status = KEEL_ECLOSED;
         out->http_status = 0;
-        out->body_len = (size_t)snprintf(out->body, sizeof(out->body),
-                                         "the service is stopping");
+        out->body_len = (size_t)snprintf(out->body, sizeof(out->body), "the service is stopping");
         return;
     }
     /* the client's own timeout ends the call first; this is a backstop */
@@ -245,9 +243,11 @@ static int record(keel_db_conn *c, const char *nid, const char *token, const cha
 {
     keel_db_param p[] = {KEEL_DB_P_TEXT(nid), KEEL_DB_P_TEXT(token), KEEL_DB_P_TEXT(result),
                          KEEL_DB_P_INT(app_now())};
-    return keel_db_exec(c, "INSERT INTO notification_push_sent (notification_id, token, result, "
-                           "at) VALUES ($1, $2, $3, $4) ON CONFLICT (notification_id, token) DO "
-                           "NOTHING", p, 4, NULL);
+    return keel_db_exec(c,
+                        "INSERT INTO notification_push_sent (notification_id, token, result, "
+                        "at) VALUES ($1, $2, $3, $4) ON CONFLICT (notification_id, token) DO "
+                        "NOTHING",
+                        p, 4, NULL);
 }
 
 static app_push_verdict push_one(const app_push_message *m, char *why, size_t cap)
@@ -265,11 +265,15 @@ static app_push_verdict push_one(const app_push_message *m, char *why, size_t ca
         pw_unref(pw);
         return APP_PUSH_REJECTED;
     }
-    pw->call = (keel_http_call){.method = "POST", .url = pw->req.url, .headers = pw->req.headers,
-                                .nheaders = pw->req.nheaders, .body = pw->req.body.data,
+    pw->call = (keel_http_call){.method = "POST",
+                                .url = pw->req.url,
+                                .headers = pw->req.headers,
+                                .nheaders = pw->req.nheaders,
+                                .body = pw->req.body.data,
                                 .body_len = pw->req.body.len,
                                 .timeout_ms = app_notify_opts()->push_timeout_ms,
-                                .retry = {.max_attempts = 1}, .target = "push"};
+                                .retry = {.max_attempts = 1},
+                                .target = "push"};
     push_answer *a = malloc(sizeof(*a));
     if (!a) {
         pw_unref(pw);
@@ -308,10 +312,12 @@ static keel_job_outcome run_push(keel_job *job, void *arg)
     keel_db_rows *rows;
     token_row *toks = NULL;
     size_t ntoks = 0;
-    rc = keel_db_query(c, "SELECT t.token, t.platform FROM notification_push_tokens t WHERE "
-                          "t.user_id = $1 AND NOT EXISTS (SELECT 1 FROM notification_push_sent s "
-                          "WHERE s.notification_id = $2 AND s.token = t.token) ORDER BY "
-                          "t.created_at, t.token LIMIT 1000", p, 2, &rows);
+    rc = keel_db_query(c,
+                       "SELECT t.token, t.platform FROM notification_push_tokens t WHERE "
+                       "t.user_id = $1 AND NOT EXISTS (SELECT 1 FROM notification_push_sent s "
+                       "WHERE s.notification_id = $2 AND s.token = t.token) ORDER BY "
+                       "t.created_at, t.token LIMIT 1000",
+                       p, 2, &rows);
     if (rc >= 0) {
         while ((rc = keel_db_rows_next(rows)) == 1) {
             token_row *grown = realloc(toks, (ntoks + 1) * sizeof(*toks));
@@ -334,8 +340,7 @@ static keel_job_outcome run_push(keel_job *job, void *arg)
     }
     json_t *data = json_object_get(n, "data");
     char title[200];
-    app_notify_title(data, json_string_value(json_object_get(n, "type")), title,
-                     sizeof(title));
+    app_notify_title(data, json_string_value(json_object_get(n, "type")), title, sizeof(title));
     const char *body = json_string_value(json_object_get(data, "body"));
     int64_t created = 0;
     app_parse_time(json_string_value(json_object_get(n, "created_at")),
@@ -343,10 +348,14 @@ static keel_job_outcome run_push(keel_job *job, void *arg)
     char retry_why[300] = "";
     int stopping = 0, nretry = 0;
     for (size_t i = 0; i < ntoks && !keel_job_expired(job); i++) {
-        app_push_message m = {.notification_id = nid, .user_id = user,
+        app_push_message m = {.notification_id = nid,
+                              .user_id = user,
                               .type = json_string_value(json_object_get(n, "type")),
-                              .title = title, .body = body ? body : "", .data = data,
-                              .created_at = created, .token = toks[i].token,
+                              .title = title,
+                              .body = body ? body : "",
+                              .data = data,
+                              .created_at = created,
+                              .token = toks[i].token,
                               .platform = toks[i].platform};
         char why[300];
         app_push_verdict v = push_one(&m, why, sizeof(why));
@@ -358,8 +367,10 @@ static keel_job_outcome run_push(keel_job *job, void *arg)
             break;
         case APP_PUSH_INVALID_TOKEN: {
             keel_db_param pd[] = {KEEL_DB_P_TEXT(toks[i].token), KEEL_DB_P_TEXT(user)};
-            rc = keel_db_exec(c, "DELETE FROM notification_push_tokens WHERE token = $1 AND "
-                                 "user_id = $2", pd, 2, NULL);
+            rc = keel_db_exec(c,
+                              "DELETE FROM notification_push_tokens WHERE token = $1 AND "
+                              "user_id = $2",
+                              pd, 2, NULL);
             if (rc >= 0)
                 rc = record(c, nid, toks[i].token, "invalid_token");
             keel_log(KEEL_LOG_INFO, "push token removed: the provider says it is invalid",
@@ -368,8 +379,8 @@ static keel_job_outcome run_push(keel_job *job, void *arg)
         }
         case APP_PUSH_REJECTED:
             rc = record(c, nid, toks[i].token, "rejected");
-            keel_log(KEEL_LOG_WARN, "push refused by the provider (not retried)",
-                     "{s:s, s:s, s:s}", "user_id", user, "notification_id", nid, "reason", why);
+            keel_log(KEEL_LOG_WARN, "push refused by the provider (not retried)", "{s:s, s:s, s:s}",
+                     "user_id", user, "notification_id", nid, "reason", why);
             break;
         default:
             nretry++;

@@ -58,14 +58,15 @@ static void add_user(char id[37], const char *status)
     snprintf(email, sizeof(email), "%.8s@example.com", id);
     keel_db_param p[] = {KEEL_DB_P_TEXT(id), KEEL_DB_P_TEXT(email), KEEL_DB_P_TEXT(status)};
     ok("INSERT INTO users (id, email, password_hash, name, status, created_at, updated_at) "
-       "VALUES ($1, $2, 'x', 'Ann', $3, 0, 0)", p, 3);
+       "VALUES ($1, $2, 'x', 'Ann', $3, 0, 0)",
+       p, 3);
 }
 
 static int group_setup(void **state)
 {
     (void)state;
-    keel_migrate_opts mo = {.url = g_url, .migrations = app_migrations,
-                            .nmigrations = app_migrations_count};
+    keel_migrate_opts mo = {
+        .url = g_url, .migrations = app_migrations, .nmigrations = app_migrations_count};
     keel_migrator *m = keel_migrate_new(&mo);
     int rc = keel_migrate_up(m, NULL);
     keel_migrate_free(m);
@@ -131,8 +132,8 @@ static void test_commit_once_per_key(void **state)
     assert_int_equal(a.res[1].duplicate, 1);
     assert_string_equal(a.res[0].id, a.res[1].id);
     assert_int_equal(a.res[1].channels, APP_NOTIFY_IN_APP | APP_NOTIFY_EMAIL);
-    assert_int_equal(count("SELECT COUNT(*) FROM notifications WHERE idempotency_key = $1",
-                           "invoice-9"), 1);
+    assert_int_equal(
+        count("SELECT COUNT(*) FROM notifications WHERE idempotency_key = $1", "invoice-9"), 1);
     assert_int_equal(jobs_of(a.res[0].id, "email"), 1);
     assert_int_equal(jobs_of(a.res[0].id, "push"), 0); /* PUSH_GATEWAY_URL is empty */
     assert_int_equal(jobs_of(a.res[0].id, "live"), 0); /* no live hook */
@@ -148,8 +149,11 @@ static void test_commit_once_per_key(void **state)
     snprintf(key, sizeof(key), "notification:%s:email", a.res[0].id);
     p[0] = KEEL_DB_P_TEXT(key);
     keel_db_rows *rows;
-    assert_int_equal(keel_db_query(C, "SELECT kind, queue, args FROM keel_jobs WHERE "
-                                      "unique_key = $1", p, 1, &rows), 0);
+    assert_int_equal(keel_db_query(C,
+                                   "SELECT kind, queue, args FROM keel_jobs WHERE "
+                                   "unique_key = $1",
+                                   p, 1, &rows),
+                     0);
     assert_int_equal(keel_db_rows_next(rows), 1);
     assert_string_equal(keel_db_get_text(rows, 0).ptr, "mail.send");
     assert_string_equal(keel_db_get_text(rows, 1).ptr, "email");
@@ -176,7 +180,8 @@ static void pref(const char *type, const char *channel, int on)
     keel_db_param p[] = {KEEL_DB_P_TEXT(USER), KEEL_DB_P_TEXT(type), KEEL_DB_P_TEXT(channel),
                          KEEL_DB_P_BOOL(on)};
     ok("INSERT INTO notification_preferences (user_id, type, channel, enabled, updated_at) "
-       "VALUES ($1, $2, $3, $4, 0)", p, 4);
+       "VALUES ($1, $2, $3, $4, 0)",
+       p, 4);
 }
 
 static unsigned channels(const char *user, const char *type)
@@ -189,14 +194,16 @@ static unsigned channels(const char *user, const char *type)
 static void test_preference_order(void **state)
 {
     (void)state;
-    pref("*", "email", 0);           /* the user's default: no e-mail */
-    pref("billing", "email", 1);     /* but billing by e-mail */
-    pref("marketing", "in_app", 0);  /* and marketing nowhere */
+    pref("*", "email", 0);          /* the user's default: no e-mail */
+    pref("billing", "email", 1);    /* but billing by e-mail */
+    pref("marketing", "in_app", 0); /* and marketing nowhere */
     assert_int_equal(channels(USER, "chat"), APP_NOTIFY_IN_APP);
     assert_int_equal(channels(USER, "billing"), APP_NOTIFY_IN_APP | APP_NOTIFY_EMAIL);
     assert_int_equal(channels(USER, "marketing"), 0);
     assert_int_equal(count("SELECT COUNT(*) FROM notifications WHERE user_id = $1 AND "
-                           "type = 'marketing' AND NOT in_app", USER), 1);
+                           "type = 'marketing' AND NOT in_app",
+                           USER),
+                     1);
     /* a disabled account: in-app only */
     assert_int_equal(channels(DISABLED, "billing"), APP_NOTIFY_IN_APP);
     keel_db_param p[] = {KEEL_DB_P_TEXT(USER)};
@@ -268,9 +275,9 @@ static void test_gateway_classify(void **state)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char why[200];
-        app_push_verdict v = app_push_gateway.classify(NULL, cases[i].status, cases[i].http,
-                                                       cases[i].body, strlen(cases[i].body),
-                                                       why, sizeof(why));
+        app_push_verdict v =
+            app_push_gateway.classify(NULL, cases[i].status, cases[i].http, cases[i].body,
+                                      strlen(cases[i].body), why, sizeof(why));
         if (v != cases[i].want)
             fail_msg("case %zu (%d, %d, %s): verdict %d, want %d", i, cases[i].status,
                      cases[i].http, cases[i].body, v, cases[i].want);
@@ -281,9 +288,15 @@ static void test_gateway_build(void **state)
 {
     (void)state;
     json_t *data = json_pack("{s:i}", "room", 7);
-    app_push_message m = {.notification_id = "n-1", .user_id = "u", .type = "chat",
-                          .title = "Hi", .body = "there", .data = data, .created_at = 0,
-                          .token = "tok0123456789abcdef", .platform = "ios"};
+    app_push_message m = {.notification_id = "n-1",
+                          .user_id = "u",
+                          .type = "chat",
+                          .title = "Hi",
+                          .body = "there",
+                          .data = data,
+                          .created_at = 0,
+                          .token = "tok0123456789abcdef",
+                          .platform = "ios"};
     app_push_request req;
     memset(&req, 0, sizeof(req));
     assert_int_equal(app_push_gateway.build(NULL, &m, &req), 0);
@@ -330,7 +343,9 @@ static void test_refusals(void **state)
     json_decref(d);
     json_decref(arr);
     assert_int_equal(count("SELECT COUNT(*) FROM notifications WHERE user_id = $1 AND "
-                           "type = 'ok'", USER), 0);
+                           "type = 'ok'",
+                           USER),
+                     0);
     assert_true(app_notify_type_valid("order.shipped_v2-x"));
     /* a long title of multi-byte characters is cut at a character */
     char title[801] = "";
@@ -354,11 +369,11 @@ static void test_refusals(void **state)
         "a23456789012345678901234567890123456789012345678901234567890123456"));
 }
 
-#define TESTS                                                                                    \
-    cmocka_unit_test(test_rollback_leaves_nothing), cmocka_unit_test(test_commit_once_per_key), \
-        cmocka_unit_test(test_preference_order),                                               \
-        cmocka_unit_test(test_live_hook_enqueues_after_commit_only),                           \
-        cmocka_unit_test(test_gateway_classify), cmocka_unit_test(test_gateway_build),          \
+#define TESTS                                                                                      \
+    cmocka_unit_test(test_rollback_leaves_nothing), cmocka_unit_test(test_commit_once_per_key),    \
+        cmocka_unit_test(test_preference_order),                                                   \
+        cmocka_unit_test(test_live_hook_enqueues_after_commit_only),                               \
+        cmocka_unit_test(test_gateway_classify), cmocka_unit_test(test_gateway_build),             \
         cmocka_unit_test(test_refusals)
 
 static int setup_sqlite(void **state)
@@ -383,8 +398,8 @@ int main(void)
     keel_log_init(&cfg);
     keel_config_close(&cfg);
     const struct CMUnitTest tests[] = {TESTS};
-    int failed = cmocka_run_group_tests_name("notifications on SQLite", tests, setup_sqlite,
-                                             group_teardown);
+    int failed =
+        cmocka_run_group_tests_name("notifications on SQLite", tests, setup_sqlite, group_teardown);
     if (testdb_have_pg("notifications"))
         failed += cmocka_run_group_tests_name("notifications on PostgreSQL", tests, setup_pg,
                                               group_teardown);

@@ -18,8 +18,8 @@
 static json_t *vars(void)
 {
     return json_pack("{s:s, s:s, s:s, s:s, s:s}", "name", "Ann <ann@x.test>", "title",
-                     "Order <b>42</b> & co shipped", "body", "<script>alert(1)</script>",
-                     "type", "order.shipped", "notification_id", "n-1");
+                     "Order <b>42</b> & co shipped", "body", "<script>alert(1)</script>", "type",
+                     "order.shipped", "notification_id", "n-1");
 }
 
 static void test_builtin(void **state)
@@ -59,8 +59,7 @@ static void test_missing_variable_refused(void **state)
     json_object_del(v, "body");
     keel_mail_rendered r;
     char err[300] = "";
-    assert_int_equal(keel_mail_render(NULL, "notification", v, &r, err, sizeof(err)),
-                     KEEL_EINVAL);
+    assert_int_equal(keel_mail_render(NULL, "notification", v, &r, err, sizeof(err)), KEEL_EINVAL);
     assert_non_null(strstr(err, "body"));
     json_decref(v);
 }
