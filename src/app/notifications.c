@@ -7,9 +7,10 @@
  *                                              ?unread=true, ?archived=true)
  *   GET  /api/v1/notifications/unread-count
  *   POST /api/v1/notifications/:id/read | /:id/archive | /read-all
- *   GET|PUT /api/v1/notifications/preferences  per type and channel
- *   GET|POST /api/v1/notifications/push-tokens, DELETE .../push-tokens/:token
  *   POST /api/v1/admin/notifications           an operator's send (app_notify)
+ *
+ * Preferences and push tokens are in notify_prefs.c, push delivery in
+ * notify_push.c.
  *
  * Design. A notification is one row of `notifications`; it is written in
  * the caller's transaction with its delivery jobs (keel_job_enqueue), so

@@ -1,6 +1,7 @@
 /* notify_internal.h — what the files of the notifications resource share
- * (src/app/notifications.c: the C API, inbox, preferences, tokens and the
- * admin route; src/app/notify_push.c: push delivery through a provider).
+ * (src/app/notifications.c: the C API, the inbox and the admin route;
+ * src/app/notify_prefs.c: preferences and push tokens; src/app/notify_push.c:
+ * push delivery through a provider).
  * Not for other resources: they call app_notify() in app.h. */
 #ifndef KEEL_APP_NOTIFY_INTERNAL_H
 #define KEEL_APP_NOTIFY_INTERNAL_H
