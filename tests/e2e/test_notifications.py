@@ -404,3 +404,13 @@ def test_push_delivery_retry_and_invalid_token(api, gateway):
     assert scrape_metric(port, "notifications_created_total", channel="push") >= 1
     # no realtime hook in this build: no live jobs
     assert api.jobs("notify.live") == []
+    # push turned off for a type: no push job for it, the others still get one
+    r = api.call("PUT", "/notifications/preferences", token=tok,
+                 json={"types": {"chat.quiet": {"push": False}}})
+    assert r.status_code == 200, r.text
+    quiet = api.send(uid, "chat.quiet")["notification"]
+    loud = api.send(uid, "chat.loud")["notification"]
+    assert quiet["channels"] == ["in_app", "email"] and "push" in loud["channels"]
+    keys = [j["unique_key"] for j in api.jobs("notify.push")]
+    assert "notification:%s:push" % quiet["id"] not in keys
+    assert "notification:%s:push" % loud["id"] in keys
