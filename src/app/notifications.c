@@ -844,6 +844,19 @@ static keel_flow h_admin_send(keel_req *r)
 /* ---------------------------------------------------------------- routes */
 
 #define S_BOOL_Q "{\"type\":\"boolean\"}"
+/* The answers, for /openapi.json (documentation: not enforced). */
+#define S_NOTE                                                                                     \
+    "{\"type\":\"object\",\"required\":[\"id\",\"type\",\"data\",\"created_at\","                  \
+    "\"read\"],\"properties\":{\"id\":{\"type\":\"string\",\"format\":\"uuid\"},"                  \
+    "\"type\":{\"type\":\"string\"},\"data\":{\"type\":\"object\"},"                               \
+    "\"created_at\":{\"type\":\"string\",\"format\":\"date-time\"},\"read\":{\"type\":"            \
+    "\"boolean\"},\"read_at\":{\"type\":[\"string\",\"null\"]},\"archived_at\":{\"type\":"         \
+    "[\"string\",\"null\"]},\"channels\":{\"type\":\"array\",\"items\":{\"type\":"                 \
+    "\"string\",\"enum\":[\"in_app\",\"email\",\"push\"]}}}}"
+#define S_PAGE                                                                                     \
+    "{\"type\":\"object\",\"properties\":{\"data\":{\"type\":\"array\",\"items\":" S_NOTE          \
+    "},\"next_cursor\":{\"type\":[\"string\",\"null\"]}}}"
+
 static const keel_route notify_routes[] = {
     {.name = "notifications.list",
      .method = "GET",
@@ -855,13 +868,16 @@ static const keel_route notify_routes[] = {
      .query_schema = "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
                      "\"limit\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000},"
                      "\"cursor\":{\"type\":\"string\",\"pattern\":\"^[0-9]{1,18}$\"},"
-                     "\"unread\":" S_BOOL_Q ",\"archived\":" S_BOOL_Q "}}"},
+                     "\"unread\":" S_BOOL_Q ",\"archived\":" S_BOOL_Q "}}",
+     .response_schema = S_PAGE},
     {.name = "notifications.unread_count",
      .method = "GET",
      .path = "/api/v1/notifications/unread-count",
      .handler = h_unread,
      .auth = "user",
-     .summary = "How many of the caller's notifications are unread (not archived)"},
+     .summary = "How many of the caller's notifications are unread (not archived)",
+     .response_schema = "{\"type\":\"object\",\"properties\":{\"unread\":{\"type\":"
+                        "\"integer\",\"minimum\":0}}}"},
     {.name = "notifications.read_all",
      .method = "POST",
      .path = "/api/v1/notifications/read-all",
@@ -873,19 +889,22 @@ static const keel_route notify_routes[] = {
      .path = "/api/v1/notifications/:id/read",
      .handler = h_read,
      .auth = "user",
-     .summary = "Marks one notification read"},
+     .summary = "Marks one notification read",
+     .response_schema = S_NOTE},
     {.name = "notifications.unread",
      .method = "POST",
      .path = "/api/v1/notifications/:id/unread",
      .handler = h_unread_one,
      .auth = "user",
-     .summary = "Marks one notification unread again"},
+     .summary = "Marks one notification unread again",
+     .response_schema = S_NOTE},
     {.name = "notifications.archive",
      .method = "POST",
      .path = "/api/v1/notifications/:id/archive",
      .handler = h_archive,
      .auth = "user",
-     .summary = "Archives one notification (and marks it read)"},
+     .summary = "Archives one notification (and marks it read)",
+     .response_schema = S_NOTE},
     {.name = "admin.notifications.send",
      .method = "POST",
      .path = "/api/v1/admin/notifications",
