@@ -107,6 +107,12 @@ int app_notify(keel_db_conn *c, const char *user_id, const char *type, const str
                const char *idempotency_key);
 int app_notify_ex(keel_db_conn *c, const char *user_id, const char *type,
                   const struct json_t *data, const char *idempotency_key, app_notify_result *out);
+/* Retention: deletes at most `batch` notifications created before
+ * `before` (Unix seconds), oldest first, and at most `batch` push
+ * outcomes recorded before it; *deleted gets the rows deleted (both
+ * kinds). What the "notify.prune" job runs (NOTIFY_RETENTION) until a pass
+ * deletes fewer than a batch. 0 or a database error. */
+int app_notify_prune(keel_db_conn *c, int64_t before, size_t batch, int64_t *deleted);
 /* 1 when s is a valid notification type. */
 int app_notify_type_valid(const char *s);
 

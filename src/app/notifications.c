@@ -119,6 +119,13 @@ static const keel_config_var notify_vars[] = {
      .min = 64,
      .max = 200 * 1024,
      .help = "largest data object of one notification (JSON bytes)"},
+    {.name = "NOTIFY_RETENTION",
+     .type = KEEL_CONFIG_DURATION,
+     .def = "90d",
+     AT(retention_ms),
+     .max = 86400000ull * 3650,
+     .help = "the notify.prune job deletes notifications (and their push outcomes) older than "
+             "this; 0 = kept for ever"},
     {.name = "NOTIFY_PREFERENCE_TYPES_MAX",
      .type = KEEL_CONFIG_UINT,
      .def = "100",
@@ -197,6 +204,7 @@ const notify_options *app_notify_opts(void)
         O_DEFAULTS.push_url = "";
         O_DEFAULTS.push_token = "";
         O_DEFAULTS.push_timeout_ms = 10000;
+        O_DEFAULTS.retention_ms = 90 * 86400000ull;
         O_DEFAULTS.default_mask = APP_NOTIFY_IN_APP | APP_NOTIFY_EMAIL | APP_NOTIFY_PUSH;
     }
     return &O_DEFAULTS;
@@ -556,6 +564,29 @@ int app_notify(keel_db_conn *c, const char *user_id, const char *type, const jso
                const char *idempotency_key)
 {
     return app_notify_ex(c, user_id, type, data, idempotency_key, NULL);
+}
+
+/* ---------------------------------------------------------------- retention */
+
+int app_notify_prune(keel_db_conn *c, int64_t before, size_t batch, int64_t *deleted)
+{
+    *deleted = 0;
+    if (!batch)
+        return KEEL_EINVAL;
+    keel_db_param p[] = {KEEL_DB_P_INT(before), KEEL_DB_P_INT((int64_t)batch)};
+    int64_t sent = 0, notes = 0;
+    int rc = keel_db_exec(c,
+                          "DELETE FROM notification_push_sent WHERE (notification_id, token) IN "
+                          "(SELECT notification_id, token FROM notification_push_sent WHERE "
+                          "at < $1 LIMIT $2)",
+                          p, 2, &sent);
+    if (rc >= 0)
+        rc = keel_db_exec(c,
+                          "DELETE FROM notifications WHERE seq IN (SELECT seq FROM notifications "
+                          "WHERE created_at < $1 ORDER BY seq LIMIT $2)",
+                          p, 2, &notes);
+    *deleted = sent + notes;
+    return rc < 0 ? rc : 0;
 }
 
 /* ---------------------------------------------------------------- request jobs */

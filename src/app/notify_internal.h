@@ -24,6 +24,7 @@ typedef struct notify_options {
     char *push_url;                /* PUSH_GATEWAY_URL: empty = push off */
     char *push_token;              /* PUSH_GATEWAY_TOKEN (secret) */
     uint64_t push_timeout_ms;      /* PUSH_GATEWAY_TIMEOUT */
+    uint64_t retention_ms;         /* NOTIFY_RETENTION: 0 = kept */
     unsigned default_mask;         /* derived from default_channels */
 } notify_options;
 

@@ -432,6 +432,29 @@ static keel_job_outcome run_live(keel_job *job, void *arg)
     return KEEL_JOB_OK;
 }
 
+/* notify.prune: NOTIFY_RETENTION, in batches of 1,000, each its own
+ * statement (no long lock); CRON_JOBS="notify-prune=@daily => notify.prune". */
+static keel_job_outcome run_prune(keel_job *job, void *arg)
+{
+    (void)arg;
+    uint64_t keep = app_notify_opts()->retention_ms;
+    keel_db_conn *c = keel_job_db(job);
+    if (!keep)
+        return KEEL_JOB_OK;
+    if (!c)
+        return keel_job_retry(job, "no database connection");
+    int64_t before = app_now() - (int64_t)(keep / 1000), n, total = 0;
+    int rc;
+    do {
+        if ((rc = app_notify_prune(c, before, 1000, &n)) < 0)
+            return keel_job_retry(job, keel_db_strerror(rc));
+        total += n;
+    } while (n >= 1000 && !keel_job_expired(job));
+    if (total)
+        keel_log(KEEL_LOG_INFO, "notifications pruned", "{s:I}", "deleted", (json_int_t)total);
+    return KEEL_JOB_OK;
+}
+
 int app_notify_push_setup(keel_service *svc)
 {
     keel_jobs *jobs = keel_service_jobs(svc);
@@ -453,8 +476,11 @@ int app_notify_push_setup(keel_service *svc)
         return 0;
     keel_job_handler push = {.kind = "notify.push", .run = run_push};
     keel_job_handler live = {.kind = "notify.live", .run = run_live};
+    keel_job_handler prune = {.kind = "notify.prune", .run = run_prune};
     int rc = keel_jobs_register(jobs, &push);
-    return rc < 0 ? rc : keel_jobs_register(jobs, &live);
+    if (rc >= 0)
+        rc = keel_jobs_register(jobs, &live);
+    return rc < 0 ? rc : keel_jobs_register(jobs, &prune);
 }
 
 void app_notify_push_teardown(void)

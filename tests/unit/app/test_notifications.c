@@ -244,6 +244,41 @@ static void test_live_hook_enqueues_after_commit_only(void **state)
     ok("DELETE FROM notification_preferences WHERE user_id = $1", p, 1);
 }
 
+/* ---------------------------------------------------------------- retention */
+
+static void test_prune(void **state)
+{
+    (void)state;
+    char other[37];
+    add_user(other, "active");
+    for (int i = 0; i < 5; i++) {
+        char id[37];
+        app_uuid(id);
+        keel_db_param p[] = {KEEL_DB_P_TEXT(id), KEEL_DB_P_TEXT(other), KEEL_DB_P_INT(100 + i)};
+        ok("INSERT INTO notifications (id, user_id, type, created_at) VALUES ($1, $2, 'old', $3)",
+           p, 3);
+        keel_db_param q[] = {KEEL_DB_P_TEXT(id), KEEL_DB_P_INT(100 + i)};
+        ok("INSERT INTO notification_push_sent (notification_id, token, result, at) VALUES "
+           "($1, 'tok', 'delivered', $2)",
+           q, 2);
+    }
+    assert_int_equal(app_notify(C, other, "fresh", NULL, NULL), 0);
+    int64_t n;
+    assert_int_equal(app_notify_prune(C, 1000, 2, &n), 0); /* a batch of 2, oldest first */
+    assert_int_equal(n, 4);                                /* 2 notifications, 2 outcomes */
+    assert_int_equal(count("SELECT COUNT(*) FROM notifications WHERE user_id = $1 AND "
+                           "created_at < 102",
+                           other),
+                     0);
+    assert_int_equal(app_notify_prune(C, 1000, 10, &n), 0);
+    assert_int_equal(n, 6);
+    assert_int_equal(app_notify_prune(C, 1000, 10, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(count("SELECT COUNT(*) FROM notifications WHERE user_id = $1", other), 1);
+    assert_int_equal(count("SELECT COUNT(*) FROM notification_push_sent WHERE at < $1", "1000"), 0);
+    assert_int_equal(app_notify_prune(C, 1000, 0, &n), KEEL_EINVAL);
+}
+
 /* ---------------------------------------------------------------- the gateway provider */
 
 static void test_gateway_classify(void **state)
@@ -374,7 +409,7 @@ static void test_refusals(void **state)
         cmocka_unit_test(test_preference_order),                                                   \
         cmocka_unit_test(test_live_hook_enqueues_after_commit_only),                               \
         cmocka_unit_test(test_gateway_classify), cmocka_unit_test(test_gateway_build),             \
-        cmocka_unit_test(test_refusals)
+        cmocka_unit_test(test_prune), cmocka_unit_test(test_refusals)
 
 static int setup_sqlite(void **state)
 {
