@@ -202,6 +202,12 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkeel.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libkeel.a $(LDLIBS) -lcmocka
 
+# the reference service's own suites (tests/unit/app) link its objects, not main.o
+APP_TEST_OBJ := $(filter-out $(BUILD)/obj/src/main.o,$(APP_OBJ))
+$(BUILD)/tests/app/%: tests/unit/app/%.c $(APP_TEST_OBJ) $(BUILD)/libkeel.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(APP_TEST_OBJ) $(BUILD)/libkeel.a $(LDLIBS) -lcmocka
+
 run:
 	@scripts/deps.sh build
 	@$(MAKE) --no-print-directory all
@@ -359,7 +365,8 @@ clean:
 # (tests/support/with_pg.sh: started, exported as KEEL_TEST_PG_URL /
 # KEEL_TEST_PG_DIR, always stopped and removed). asan-db: the same under
 # ASan+UBSan.
-STORE_BIN := $(filter $(BUILD)/tests/store/%,$(UNIT_BIN))
+# (and the app's suites that use a database, tests/unit/app)
+STORE_BIN := $(filter $(BUILD)/tests/store/% $(BUILD)/tests/app/%,$(UNIT_BIN))
 .PHONY: unit-db asan-db
 unit-db: $(STORE_BIN)
 	tests/support/with_pg.sh sh -c 'set -e; for t in $(STORE_BIN); do echo "== $$t (SQLite + PostgreSQL)"; $$t; done'

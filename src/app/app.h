@@ -181,6 +181,61 @@ int app_accounts_setup(keel_service *svc);
  * "verify_email" mail, on c inside the caller's transaction (register). */
 int app_account_verify_mail(keel_db_conn *c, const char *user_id, const char *email,
                             const char *name);
+/* ---------------------------------------------------------------- notifications */
+
+/* Notifications (src/app/notifications.c, docs/notifications.md). */
+enum { APP_NOTIFY_IN_APP = 1u << 0, APP_NOTIFY_EMAIL = 1u << 1, APP_NOTIFY_PUSH = 1u << 2 };
+typedef struct app_notify_result {
+    char id[37];       /* the notification's id (the first one's, for a duplicate) */
+    int duplicate;     /* 1: idempotency_key was used already: nothing new was sent */
+    unsigned channels; /* APP_NOTIFY_* it went to */
+} app_notify_result;
+
+/* Notifies user_id: writes the in-app row and enqueues one delivery job
+ * per channel enabled for (user, type) — e-mail as a "mail.send" job on
+ * queue "email" (template "notification"), push as "notify.push" — each
+ * with the unique key "notification:<id>:<channel>". Runs on c in a
+ * transaction of its own (keel_db_tx: a savepoint inside the caller's
+ * keel_db_tx, where the row and its jobs commit or roll back with the
+ * caller's data), so the row and its jobs are written together or not at
+ * all. type: 1..64 bytes of
+ * [a-z0-9._-]; data: an object (borrowed, NULL = {}), its title and body
+ * members used for e-mail and push; idempotency_key (NULL: none): a
+ * second call with the key for the user returns the first notification
+ * (out->duplicate = 1) and sends nothing. 0; KEEL_EINVAL (bad arguments),
+ * KEEL_ETOOBIG (data over NOTIFY_DATA_MAX_BYTES), KEEL_EDB_NOROW (no such
+ * user), or a database error. A pool thread or a job runner thread. */
+int app_notify(keel_db_conn *c, const char *user_id, const char *type, const struct json_t *data,
+               const char *idempotency_key);
+int app_notify_ex(keel_db_conn *c, const char *user_id, const char *type,
+                  const struct json_t *data, const char *idempotency_key, app_notify_result *out);
+/* Retention: deletes at most `batch` notifications created before
+ * `before` (Unix seconds), oldest first, and at most `batch` push
+ * outcomes recorded before it; *deleted gets the rows deleted (both
+ * kinds). What the "notify.prune" job runs (NOTIFY_RETENTION) until a pass
+ * deletes fewer than a batch. 0 or a database error. */
+int app_notify_prune(keel_db_conn *c, int64_t before, size_t batch, int64_t *deleted);
+/* 1 when s is a valid notification type. */
+int app_notify_type_valid(const char *s);
+
+/* Live in-app delivery: the one hook for the realtime module. While a
+ * function is set, app_notify also enqueues a "notify.live" job for each
+ * in-app notification, and that job — which runs only once the
+ * notification's transaction committed — calls app_notify_live(user_id,
+ * notification JSON as GET /api/v1/notifications shows it). Unset (the
+ * default), app_notify_live is a no-op and no live job is enqueued. The
+ * function runs on a job runner thread (not a worker's loop): hand the
+ * message over thread-safely (e.g. keel_events_publish). Set it in setup,
+ * before the server starts. */
+typedef void (*app_notify_live_fn)(const char *user_id, const struct json_t *notification,
+                                   void *arg);
+void app_notify_set_live(app_notify_live_fn fn, void *arg);
+void app_notify_live(const char *user_id, const struct json_t *notification);
+int app_notify_live_enabled(void);
+
+extern const keel_config_module app_notify_config;
+int app_notifications_setup(keel_service *svc);
+void app_notifications_teardown(void);
 
 /* ---------------------------------------------------------------- audit */
 
