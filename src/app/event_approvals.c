@@ -18,7 +18,8 @@
  * (app_ev_approval_gate, called by the transition in its transaction).
  * A type without steps but requiring approval has one step: any admin.
  * Submitting, approving and rejecting are audited; the submitter learns
- * the outcome from GET (and a log line; notifications when they exist).
+ * the outcome from GET, a log line, and a notification (type
+ * event.approval: in-app, and e-mail / push per their preferences).
  * A step may carry a deadline ("deadline": "2h"): the escalation sweep
  * (app_events_run_escalation: the job "events.escalation", scheduled by
  * EVENTS_ESCALATION_SCHEDULE, or POST /api/v1/admin/events/escalation and
@@ -207,6 +208,33 @@ static int approver(const app_actor *a, const json_t *step)
     return role && keel_role_rank(a->role) >= keel_role_rank(role);
 }
 
+/* The submitter hears of the outcome (src/app/notifications.c: in-app,
+ * and e-mail / push per their preferences), in the decision's transaction,
+ * once per request and outcome. A submitter deleted since is no one to
+ * tell. */
+static int notify_submitter(keel_db_conn *c, decide_job *j, const char *rid, const char *sub,
+                            const char *state)
+{
+    if (!sub || !*sub || !rid)
+        return 0;
+    const char *title = json_string_value(json_object_get(j->e.before, "title"));
+    int ok = !strcmp(state, "approved");
+    char head[300], body[1400], key[128];
+    snprintf(head, sizeof(head), "%s: %s", ok ? "Approved" : "Rejected", title ? title : "event");
+    if (ok)
+        snprintf(body, sizeof(body), "Your approval request for \"%s\" was approved: it may be "
+                 "scheduled now.", title ? title : "the event");
+    else
+        snprintf(body, sizeof(body), "Your approval request for \"%s\" was rejected: %s",
+                 title ? title : "the event", j->reason);
+    snprintf(key, sizeof(key), "approval:%s:%s", rid, state);
+    json_t *data = json_pack("{s:s,s:s,s:s,s:s,s:s}", "title", head, "body", body, "event_id",
+                             j->e.id, "approval_id", rid, "state", state);
+    int rc = app_notify(c, sub, "event.approval", data, key);
+    json_decref(data);
+    return rc == KEEL_EDB_NOROW ? 0 : rc;
+}
+
 static int db_decide(keel_db_conn *c, void *arg)
 {
     decide_job *j = arg;
@@ -291,10 +319,12 @@ static int db_decide(keel_db_conn *c, void *arg)
     rc = app_audit_append(c, &j->e.who, j->approve ? "event.approve" : "event.reject", "event",
                           j->e.id, diff);
     json_decref(diff);
-    if (rc == 0 && strcmp(state, "pending"))
+    if (rc == 0 && strcmp(state, "pending")) {
+        const char *sub = json_string_value(json_object_get(j->e.out, "submitted_by"));
         keel_log(KEEL_LOG_INFO, "approval decided", "{s:s,s:s,s:s}", "event_id", j->e.id,
-                 "state", state, "submitter",
-                 json_string_value(json_object_get(j->e.out, "submitted_by")));
+                 "state", state, "submitter", sub ? sub : "");
+        rc = notify_submitter(c, j, rid, sub, state);
+    }
     return rc;
 }
 

@@ -433,7 +433,8 @@ static keel_job_outcome run_live(keel_job *job, void *arg)
 }
 
 /* notify.prune: NOTIFY_RETENTION, in batches of 1,000, each its own
- * statement (no long lock); CRON_JOBS="notify-prune=@daily => notify.prune". */
+ * statement (no long lock); scheduled hourly by the job queue's scheduler
+ * (docs/scheduler.md) while NOTIFY_RETENTION is not 0. */
 static keel_job_outcome run_prune(keel_job *job, void *arg)
 {
     (void)arg;
@@ -480,7 +481,17 @@ int app_notify_push_setup(keel_service *svc)
     int rc = keel_jobs_register(jobs, &push);
     if (rc >= 0)
         rc = keel_jobs_register(jobs, &live);
-    return rc < 0 ? rc : keel_jobs_register(jobs, &prune);
+    if (rc >= 0)
+        rc = keel_jobs_register(jobs, &prune);
+    if (rc >= 0 && app_notify_opts()->retention_ms) {
+        keel_job_schedule s = {.name = "notify.prune", .expr = "@every 1h", .kind = "notify.prune",
+                               .max_attempts = 3};
+        char why[300];
+        if ((rc = keel_jobs_schedule(jobs, &s, why, sizeof(why))) < 0)
+            keel_log(KEEL_LOG_ERROR, "notifications: the prune cannot be scheduled", "{s:s}",
+                     "error", why);
+    }
+    return rc;
 }
 
 void app_notify_push_teardown(void)

@@ -735,6 +735,13 @@ def test_approvals_by_role_and_all_named_users(ev):
     assert r.json()["state"] == "rejected" and r.json()["reason"] == "too risky", r.text
     d = problem(ev.move(ev.alice, e2, "scheduled", 1), 409)
     assert "rejected" in d["detail"]
+    # the submitter was notified of both outcomes (in-app), once each
+    inbox = ev.call("GET", "/notifications", token=ev.alice).json()["data"]
+    got = sorted((n["data"]["event_id"], n["data"]["state"]) for n in inbox
+                 if n["type"] == "event.approval")
+    assert got == sorted([(eid, "approved"), (e2, "rejected")]), inbox
+    assert [n for n in inbox if n["data"].get("event_id") == e2][0]["data"]["body"].endswith(
+        "too risky")
     assert ev.call("POST", "/events/%s/approval" % e2, token=ev.alice).status_code == 201
     # a type without approval: submitting is refused, scheduling is not gated
     e3 = ev.create(ev.alice)["id"]
