@@ -164,6 +164,64 @@ def test_trace_crosses_two_services_as_one(stack, otlp, tmp_path):
         log.close()
 
 
+def test_websocket_room_message_crosses_instances(stack):
+    """A member connected to instance 1 and one connected through the
+    proxy (its WebSocket upgrade) receive a room message sent on instance
+    3: stored there, published on the shared Redis bus, delivered by the
+    others (docs/realtime.md)."""
+    import asyncio
+    import json
+    import websockets
+    proxy, cluster = stack
+    one, three = cluster.nodes[0], cluster.nodes[2]
+    pw = "correct horse battery staple"
+
+    def user(name):
+        r = requests.post(proxy.url + "/api/v1/auth/register", timeout=30, json={
+            "email": "%s-%s@example.com" % (name, proxy.kind), "password": pw})
+        assert r.status_code == 201, r.text
+        return r.json()["access_token"]
+    ann, bob, cat = user("ws-ann"), user("ws-bob"), user("ws-cat")
+    r = requests.post(proxy.url + "/api/v1/rooms", timeout=30, json={"name": "scale"},
+                      headers={"Authorization": "Bearer " + ann})
+    assert r.status_code == 201, r.text
+    room = r.json()["id"]
+
+    def ticket(base, tok):
+        r = requests.post(base + "/api/v1/realtime/ticket", timeout=30,
+                          headers={"Authorization": "Bearer " + tok})
+        assert r.status_code == 201, r.text
+        return r.json()["ticket"]
+
+    async def main():
+        async def connect(base, tok):
+            ws = await websockets.connect(base.replace("http", "ws", 1) + "/ws?ticket=" +
+                                          ticket(base, tok), open_timeout=20)
+            assert json.loads(await asyncio.wait_for(ws.recv(), 20))["type"] == "welcome"
+            await ws.send(json.dumps({"type": "room:join", "id": "j", "room": room}))
+            while True:
+                m = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                if m.get("id") == "j":
+                    assert m["type"] == "ack", m
+                    return ws
+
+        async def received(ws, body):
+            while True:
+                m = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                if m.get("type") == "message:received" and m["message"]["body"] == body:
+                    return m
+        b = await connect(one.url, bob)           # on instance 1
+        c = await connect(proxy.url, cat)         # through the proxy's upgrade
+        a = await connect(three.url, ann)         # the sender, on instance 3
+        body = "hello across instances via %s" % proxy.kind
+        await a.send(json.dumps({"type": "message:send", "id": "s", "room": room, "body": body}))
+        mb, mc = await received(b, body), await received(c, body)
+        assert mb["message"]["seq"] == mc["message"]["seq"] == 1, (mb, mc)
+        for ws in (a, b, c):
+            await ws.close()
+    asyncio.run(asyncio.wait_for(main(), 90))
+
+
 def test_rolling_restart_under_load_fails_nothing(stack):
     """Each instance in turn: SIGTERM (unready first, SHUTDOWN_DELAY, drain),
     a new process on the same port, the proxy back on it — while wrk runs
