@@ -79,6 +79,18 @@ void app_mail_teardown(void);
 int app_mail_command(keel_service *svc, const char *cmd, int argc, char **argv);
 keel_mailer *app_mailer(void);
 
+/* Alerts (src/app/alerts.c, src/app/alerts_api.c): the rules, the
+ * evaluator (one instance at a time), webhook delivery, the admin API
+ * /api/v1/admin/alerts... and GET /metrics/alerts; ALERT_* options. */
+extern const keel_config_module app_alerts_config;
+int app_alerts_setup(keel_service *svc);
+void app_alerts_teardown(void);
+/* Live push: fn(payload, arg) runs on the evaluating worker's loop with
+ * every notification payload (borrowed: the webhook's JSON) — for the
+ * dashboard / realtime. Set it in setup; NULL turns it off. */
+typedef void (*app_alerts_listener_fn)(const struct json_t *payload, void *arg);
+void app_alerts_set_listener(app_alerts_listener_fn fn, void *arg);
+
 /* ---------------------------------------------------------------- audit */
 
 /* Who acted, copied from the request on its loop (a job's field):
