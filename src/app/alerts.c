@@ -507,6 +507,9 @@ static int evaluate(keel_db_conn *c, tick *t)
             have = keel_alert_value(s->ring, &s->rule, now, &v);
             n = keel_alert_step(&s->rule, &e.st, now, have, v, s->last_notified,
                                 A.o->send_resolved, &changed);
+            keel_log(KEEL_LOG_DEBUG, "alerts: evaluated", "{s:s,s:b,s:f,s:s}", "rule",
+                     s->rule.id, "data", have, "value", have ? v : 0.0, "state",
+                     keel_alert_state_name(e.st.state));
         } else if (e.found) { /* disabled: its open episode ends */
             if (e.st.state == KEEL_ALERT_FIRING && e.st.last_notified_at && A.o->send_resolved)
                 n = KEEL_ALERT_NOTIFY_RESOLVED;

@@ -182,7 +182,10 @@ int keel_alert_rule_from_json(const json_t *j, keel_alert_rule *out, char *err, 
     r.builtin = 0;
     r.enabled = 1;
     r.id[0] = 0;
-    if (get_str(j, "id", r.id, sizeof(r.id), 0) < 0)
+    const char *given_id = json_string_value(json_object_get(j, "id"));
+    if (given_id && !*given_id)
+        ; /* "" is no id: the caller picks one */
+    else if (get_str(j, "id", r.id, sizeof(r.id), 0) < 0)
         return bad(err, cap, pointer, "/id", "must be a non-empty string of at most 63 bytes");
     for (const char *p = r.id; *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
@@ -413,7 +416,7 @@ static int merge_hist(const json_t *snap, const char *name, const keel_alert_rul
     const json_t *arr = series_of(snap, name);
     if (!json_is_array(arr))
         return 0;
-    out->nb = 0;
+    out->nb = 0; /* a family without series yet: no observation (zero buckets) */
     size_t i;
     const json_t *s;
     json_array_foreach(arr, i, s) {
@@ -442,7 +445,7 @@ static int merge_hist(const json_t *snap, const char *name, const keel_alert_rul
             out->counts[k] += json_number_value(json_object_get(bk, le));
         }
     }
-    return out->nb > 0;
+    return 1;
 }
 
 void keel_alert_ring_push(keel_alert_ring *ring, const keel_alert_rule *r, const json_t *snap,
@@ -600,11 +603,11 @@ int keel_alert_value(const keel_alert_ring *ring, const keel_alert_rule *r, int6
         break;
     }
     if (r->kind == KEEL_ALERT_LATENCY || r->agg == KEEL_ALERT_AGG_PERCENTILE) {
-        if (newest->nb != oldest->nb)
+        if (oldest->nb && newest->nb != oldest->nb)
             return 0;
         double d[MAX_BUCKETS];
-        for (size_t k = 0; k < newest->nb; k++)
-            d[k] = delta(newest->counts[k], oldest->counts[k]);
+        for (size_t k = 0; k < newest->nb; k++) /* oldest without series: all zero */
+            d[k] = delta(newest->counts[k], oldest->nb ? oldest->counts[k] : 0);
         if (!newest->nb || d[newest->nb - 1] < (double)r->min_requests)
             return 0;
         return keel_alert_quantile(r->quantile, newest->bounds, d, newest->nb, value) == 0;
