@@ -195,25 +195,14 @@ static int db_rule_create(keel_db_conn *c, void *arg)
     int64_t now = alerts_now_ms();
     keel_db_param p[] = {KEEL_DB_P_TEXT(j->r.id), KEEL_DB_P_TEXT(j->r.name), KEEL_DB_P_TEXT(spec),
                          KEEL_DB_P_INT(now)};
+    int64_t n = 0;
     rc = keel_db_exec(c,
                       "INSERT INTO alert_rules (id, name, spec, builtin, created_at, updated_at) "
                       "VALUES ($1, $2, $3, FALSE, $4, $4) ON CONFLICT (id) DO NOTHING",
-                      p, 4, NULL);
+                      p, 4, &n);
     free(spec);
     if (rc < 0)
         return rc;
-    int64_t n = 0;
-    keel_db_param q[] = {KEEL_DB_P_TEXT(j->r.id), KEEL_DB_P_TEXT(j->r.name)};
-    keel_db_rows *rows;
-    /* did this call insert it? (the name and spec are ours only if so) */
-    rc = keel_db_query(c, "SELECT COUNT(*) FROM alert_rules WHERE id = $1 AND name = $2 "
-                          "AND builtin = FALSE",
-                       q, 2, &rows);
-    if (rc < 0)
-        return rc;
-    if (keel_db_rows_next(rows) == 1)
-        n = keel_db_get_int(rows, 0);
-    keel_db_rows_free(rows);
     if (!n) {
         j->status = 409;
         j->problem = "an alert rule with this id exists";

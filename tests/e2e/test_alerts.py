@@ -119,6 +119,13 @@ def not_found_burst(srv, n):
         s.get(srv.url + "/no/such/route", timeout=5 * SLACK)
 
 
+def burst_until(srv, pred, what, timeout=5):
+    """404s in batches until pred() holds (a new rule's window starts at
+    its first evaluation: a burst before that is not in it)."""
+    return wait_for(lambda: not_found_burst(srv, 20) or pred(), timeout=timeout, what=what,
+                    interval=0.05)
+
+
 def custom_4xx(rule_id, **over):
     r = {"id": rule_id, "name": "client errors " + rule_id, "kind": "custom",
          "metric": "http_responses_total", "labels": {"class": "4xx"},
@@ -223,9 +230,8 @@ def test_error_rate_fires_and_resolves_with_one_payload_each(api, hook):
 def test_pending_that_clears_notifies_nobody(api, hook):
     assert api.post(API + "/rules", custom_4xx("pend", for_s=30)).status_code == 201
     try:
-        not_found_burst(api.srv, 80)
-        wait_for(lambda: [a for a in api.active("pend") if a["state"] == "pending"],
-                 timeout=5, what="the alert pending")
+        burst_until(api.srv, lambda: [a for a in api.active("pend") if a["state"] == "pending"],
+                    "the alert pending")
         wait_for(lambda: not api.active("pend"), timeout=10, what="the pending alert gone")
         quiet_for(0.4)
         assert hook.of("pend") == []
@@ -275,9 +281,9 @@ def test_flapping_inside_the_hysteresis_band_does_not_notify(api, hook):
 def test_ack_and_manual_resolve(api, hook):
     assert api.post(API + "/rules", custom_4xx("manual", for_s=0, window_s=2)).status_code == 201
     try:
-        not_found_burst(api.srv, 80)
-        a = wait_for(lambda: [x for x in api.active("manual") if x["state"] == "firing"],
-                     timeout=5, what="firing")[0]
+        a = burst_until(api.srv,
+                        lambda: [x for x in api.active("manual") if x["state"] == "firing"],
+                        "firing")[0]
         r = api.post(API + "/%s/ack" % a["id"])
         assert r.status_code == 200 and r.json()["acknowledged_at"]
         assert r.json()["acknowledged_by"].startswith("apikey:")
