@@ -352,3 +352,25 @@ def test_restart_keeps_for_timer_and_does_not_fire_again(keel, hook, tmp_path):
         assert len(hook.of("rst", "firing")) == 1 and len(hook.of("rst", "resolved")) == 1
     finally:
         stop.set()
+
+
+# ---------------------------------------------------------------- several instances
+
+def test_one_evaluator_at_a_time_and_takeover(keel, redis_server, tmp_path):
+    env = dict(ENV, DATABASE_URL="sqlite:%s" % (tmp_path / "shared.db"),
+               REDIS_URL=redis_server.url, HEALTH_CACHE_TTL="0")
+    a = keel(**env)
+    b = keel(**env)
+
+    def evaluator(srv):
+        r = requests.get(srv.url + "/health/detailed", timeout=5 * SLACK).json()
+        return r["checks"]["alerts"]["data"]["evaluator"]
+
+    wait_for(lambda: evaluator(a) or evaluator(b), what="an evaluator")
+    for _ in range(5):  # a few intervals: never both
+        assert [evaluator(a), evaluator(b)].count(True) == 1
+        time.sleep(0.2)
+    leader, other = (a, b) if evaluator(a) else (b, a)
+    leader.check_exit_code = False
+    leader.kill()  # no release: the lock has to expire (three intervals)
+    wait_for(lambda: evaluator(other), timeout=5, what="the other instance taking over")
