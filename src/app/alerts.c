@@ -477,6 +477,7 @@ void alerts_notify_manual_resolve(keel_worker *w, const json_t *alert, const jso
 
 typedef struct tick {
     int leader;
+    int ok;         /* the evaluation ran to its end */
     json_t *notes;  /* payloads to deliver */
     json_t *active; /* the active alerts after the tick */
 } tick;
@@ -558,6 +559,7 @@ static void eval_work(void *arg)
     int rc = t->leader ? evaluate(A.conn, t) : 0;
     if (rc >= 0)
         rc = alerts_load_active(A.conn, &t->active);
+    t->ok = rc >= 0;
     if (rc < 0) {
         keel_log(KEEL_LOG_WARN, "alerts: evaluation failed", "{s:s,s:s}", "error",
                  keel_db_strerror(rc), "detail", keel_db_errmsg(A.conn));
@@ -572,7 +574,7 @@ static void eval_after(void *arg, int status)
 {
     tick *t = arg;
     if (t->leader && status == 0) {
-        const char *l[] = {"ok"};
+        const char *l[] = {t->ok ? "ok" : "failed"};
         keel_metric_add(A.m_evaluations, UINT32_MAX, l, 1);
     }
     if (t->active) {
@@ -673,10 +675,13 @@ static int check_alerts(void *arg, char *detail, size_t cap, json_t **data)
     size_t firing = 0, serious = 0, i;
     json_t *a;
     json_array_foreach(active, i, a) {
-        if (strcmp(json_string_value(json_object_get(a, "state")), "firing"))
+        const char *state = json_string_value(json_object_get(a, "state"));
+        if (!state || strcmp(state, "firing"))
             continue;
         firing++;
         const char *sev = json_string_value(json_object_get(a, "severity"));
+        if (!sev)
+            continue;
         if (!strcmp(sev, "error") || !strcmp(sev, "critical"))
             serious++;
     }
@@ -709,7 +714,8 @@ int app_alerts_setup(keel_service *svc)
     A.m_evaluations = keel_metrics_counter(m, "alert_evaluations_total",
                                            "Evaluations of the alert rules run by this instance",
                                            ol);
-    keel_metric_declare_each(A.m_evaluations, NULL, 0, (const char *const[]){"ok", NULL});
+    keel_metric_declare_each(A.m_evaluations, NULL, 0,
+                             (const char *const[]){"ok", "failed", NULL});
     if (alerts_api_setup(svc) < 0)
         return -1;
     if (!A.db)
