@@ -30,7 +30,9 @@ class Receiver:
     """A webhook receiver on loopback: records every POST (headers, JSON)."""
 
     def __init__(self):
-        self.posts = []
+        self.posts = []     # accepted deliveries
+        self.attempts = []  # every POST, refused ones included
+        self.fail_next = 0  # answer this many POSTs with 503
         self.lock = threading.Lock()
         outer = self
 
@@ -39,8 +41,14 @@ class Receiver:
                 n = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(n))
                 with outer.lock:
-                    outer.posts.append((dict(self.headers), body))
-                self.send_response(204)
+                    outer.attempts.append((dict(self.headers), body))
+                    refuse = outer.fail_next > 0
+                    if refuse:
+                        outer.fail_next -= 1
+                    else:
+                        outer.posts.append((dict(self.headers), body))
+                self.send_response(503 if refuse else 204)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, *a):
@@ -299,6 +307,27 @@ def test_ack_and_manual_resolve(api, hook):
         assert nxt["recent"] and nxt["recent"][0]["id"] != page["recent"][0]["id"]
     finally:
         api.delete(API + "/rules/manual")
+
+
+def test_webhook_retried_with_the_same_idempotency_key(api, hook):
+    assert api.post(API + "/rules", custom_4xx("retry", for_s=0, window_s=2)).status_code == 201
+    try:
+        with hook.lock:
+            hook.fail_next = 2
+        burst_until(api.srv, lambda: hook.of("retry", "firing"), "the delivery after two 503s",
+                    timeout=10)
+        with hook.lock:
+            tries = [h["Idempotency-Key"] for h, b in hook.attempts if b["rule"]["id"] == "retry"]
+        assert len(tries) == 3 and len(set(tries)) == 1, tries
+        assert len(hook.of("retry")) == 1
+    finally:
+        api.delete(API + "/rules/retry")
+
+
+def test_webhook_url_must_be_http(tmp_path):
+    p = run_cli(["serve", "--print-config"], env=dict(ENV, ALERT_WEBHOOK_URL="ftp://e.com/x"),
+                cwd=tmp_path)
+    assert p.returncode == 2 and "ALERT_WEBHOOK_URL" in p.stderr, (p.returncode, p.stderr)
 
 
 # ---------------------------------------------------------------- restart
