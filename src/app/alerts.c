@@ -57,6 +57,10 @@ static const keel_config_var alert_vars[] = {
              "timeout, a lost connection or 429/502/503/504"},
     {.name = "ALERT_SEND_RESOLVED", .type = KEEL_CONFIG_BOOL, .def = "true",
      AT(send_resolved), .help = "notify when a firing alert resolves"},
+    {.name = "ALERT_HISTORY_RETENTION", .type = KEEL_CONFIG_DURATION, .def = "30d",
+     AT(retention_ms), .max = 86400000ull * 3650,
+     .help = "resolved alerts older than this are deleted (checked once a minute by the "
+             "evaluator); 0 = kept for ever"},
 };
 #undef AT
 
@@ -107,6 +111,7 @@ static struct {
     slot *slots;
     size_t nslots;
     int seeded;
+    int64_t pruned_at;
     /* what health and /metrics/alerts read */
     pthread_mutex_t mu;
     json_t *active;
@@ -492,6 +497,19 @@ static int evaluate(keel_db_conn *c, tick *t)
     }
     if ((rc = load_rules(c)) < 0)
         return rc;
+    int64_t now0 = alerts_now_ms();
+    if (A.o->retention_ms && now0 - A.pruned_at >= 60000) {
+        keel_db_param p[] = {KEEL_DB_P_INT(now0 - (int64_t)A.o->retention_ms)};
+        int64_t gone = 0;
+        if ((rc = keel_db_exec(c, "DELETE FROM alerts WHERE state = 'resolved' AND "
+                                  "resolved_at < $1",
+                               p, 1, &gone)) < 0)
+            return rc;
+        A.pruned_at = now0;
+        if (gone)
+            keel_log(KEEL_LOG_INFO, "alerts: old history deleted", "{s:I}", "alerts",
+                     (json_int_t)gone);
+    }
     json_t *snap = keel_metrics_json(keel_service_metrics(A.svc));
     int64_t now = alerts_now_ms();
     for (size_t i = 0; i < A.nslots && rc >= 0; i++) {

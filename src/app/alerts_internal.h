@@ -14,6 +14,7 @@ typedef struct alerts_options {
     uint64_t webhook_timeout_ms; /* ALERT_WEBHOOK_TIMEOUT */
     uint64_t webhook_attempts;  /* ALERT_WEBHOOK_ATTEMPTS */
     int send_resolved;          /* ALERT_SEND_RESOLVED */
+    uint64_t retention_ms;      /* ALERT_HISTORY_RETENTION (0 = kept for ever) */
 } alerts_options;
 
 /* The columns an alert is read with (alerts_row_json). */
