@@ -236,6 +236,29 @@ def test_error_rate_fires_and_resolves_with_one_payload_each(api, hook):
         api.put(API + "/rules/error_rate", rule)
 
 
+def test_latency_percentile_fires(api, hook):
+    rule = dict(api.get(API + "/rules/latency_p95").json(), window_s=2, min_requests=8,
+                for_s=0, trigger=0.2, clear=0.1, cooldown_s=0)
+    del rule["builtin"]
+    assert api.put(API + "/rules/latency_p95", rule).status_code == 200
+    try:
+        def slow_batch():
+            with ThreadPoolExecutor(10) as ex:
+                list(ex.map(lambda _: requests.get(api.srv.url + "/slow?ms=400",
+                                                   timeout=10 * SLACK), range(10)))
+        a = wait_for(lambda: slow_batch() or [x for x in api.active("latency_p95")
+                                              if x["state"] == "firing"],
+                     timeout=10, what="the p95 alert firing", interval=0.05)[0]
+        assert a["value"] > 0.2  # seconds: the 400 ms requests
+        wait_for(lambda: hook.of("latency_p95", "firing"), what="its webhook")
+    finally:
+        rule.update(window_s=300, min_requests=100, for_s=60, trigger=0.5, clear=0.4,
+                    cooldown_s=300)
+        api.put(API + "/rules/latency_p95", rule)
+        for x in api.active("latency_p95"):  # its new window has no data yet: by hand
+            api.post(API + "/%s/resolve" % x["id"])
+
+
 def test_pending_that_clears_notifies_nobody(api, hook):
     assert api.post(API + "/rules", custom_4xx("pend", for_s=30)).status_code == 201
     try:
