@@ -110,7 +110,6 @@ static struct {
     keel_db_conn *conn;
     slot *slots;
     size_t nslots;
-    int seeded;
     int64_t pruned_at;
     /* what health and /metrics/alerts read */
     pthread_mutex_t mu;
@@ -190,8 +189,14 @@ json_t *alerts_row_json(const keel_db_rows *rows)
 
 /* ---------------------------------------------------------------- database */
 
+/* Set once the built-in rules are known to be in the database (a
+ * rule deleted from it by hand comes back at the next start). */
+static int seeded_once;
+
 int alerts_seed(keel_db_conn *c)
 {
+    if (__atomic_load_n(&seeded_once, __ATOMIC_ACQUIRE))
+        return 0;
     const keel_alert_rule *b;
     size_t n = keel_alert_builtin_rules(&b);
     int64_t now = alerts_now_ms();
@@ -211,6 +216,7 @@ int alerts_seed(keel_db_conn *c)
         if (rc < 0)
             return rc;
     }
+    __atomic_store_n(&seeded_once, 1, __ATOMIC_RELEASE);
     return 0;
 }
 
@@ -490,11 +496,8 @@ typedef struct tick {
 static int evaluate(keel_db_conn *c, tick *t)
 {
     int rc;
-    if (!A.seeded) {
-        if ((rc = alerts_seed(c)) < 0)
-            return rc;
-        A.seeded = 1;
-    }
+    if ((rc = alerts_seed(c)) < 0)
+        return rc;
     if ((rc = load_rules(c)) < 0)
         return rc;
     int64_t now0 = alerts_now_ms();
