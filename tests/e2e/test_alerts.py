@@ -217,10 +217,15 @@ def test_error_rate_fires_and_resolves_with_one_payload_each(api, hook):
         wait_for(lambda: fired["id"] in [a["id"] for a in requests.get(
             api.srv.url + "/health/detailed").json()["checks"]["alerts"]["data"]["active"]],
             timeout=5, what="the alert in /health/detailed")
-        # with no more errors the window empties and it resolves
-        wait_for(lambda: fired["id"] in [a["id"] for a in api.recent("error_rate")],
-                 timeout=10, what="the error-rate alert resolved")
-        wait_for(lambda: hook.of("error_rate", "resolved"), timeout=5 * SLACK,
+        # with no more errors (and enough requests for min_requests) it resolves
+        hello = requests.Session()
+
+        def ok_traffic():
+            for _ in range(10):
+                hello.get(api.srv.url + "/hello", timeout=5 * SLACK)
+        wait_for(lambda: ok_traffic() or fired["id"] in [a["id"] for a in api.recent("error_rate")],
+                 timeout=10, what="the error-rate alert resolved", interval=0.05)
+        wait_for(lambda: hook.of("error_rate", "resolved"), timeout=5,
                  what="the resolved webhook")
         quiet_for(0.6)
         firing, resolved = hook.of("error_rate", "firing"), hook.of("error_rate", "resolved")
