@@ -135,8 +135,9 @@ typedef struct keel_alert_env {
 } keel_alert_env;
 
 /* The snapshots one rule keeps to evaluate its window: enough for
- * window_ms at interval_ms (at most 4096). keel_alert_ring_free(NULL) is
- * a no-op. */
+ * window_ms at interval_ms, at most 512 (a longer window keeps one sample
+ * per window/509 and refreshes the newest in place between them).
+ * keel_alert_ring_free(NULL) is a no-op. */
 typedef struct keel_alert_ring keel_alert_ring;
 keel_alert_ring *keel_alert_ring_new(const keel_alert_rule *r, uint64_t interval_ms);
 void keel_alert_ring_free(keel_alert_ring *ring);

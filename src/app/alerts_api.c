@@ -2,7 +2,8 @@
  * with admin:access) and GET /metrics/alerts (as open as /metrics):
  *
  *   GET    /api/v1/admin/alerts/rules        every rule (built-in ones first)
- *   POST   /api/v1/admin/alerts/rules        a new rule (201; 409 when the id is taken)
+ *   POST   /api/v1/admin/alerts/rules        a new rule (201; 409 when the id is taken or
+ *                                            500 rules exist)
  *   GET    /api/v1/admin/alerts/rules/:id
  *   PUT    /api/v1/admin/alerts/rules/:id    replaces a rule (a built-in one keeps its kind)
  *   DELETE /api/v1/admin/alerts/rules/:id    204; a built-in rule cannot go (409: disable it);
@@ -17,6 +18,10 @@
 #include <string.h>
 
 #include "app/alerts_internal.h"
+
+/* Rules in all, built-in ones included: each costs its window's samples
+ * (keel/alerts.h: at most 512) and a few queries per evaluation. */
+#define ALERT_RULES_MAX 500
 
 typedef struct api_job {
     json_t *body;  /* borrowed (the request's) */
@@ -191,6 +196,16 @@ static int db_rule_create(keel_db_conn *c, void *arg)
     int rc = alerts_seed(c);
     if (rc < 0)
         return rc;
+    keel_db_rows *rows;
+    if ((rc = keel_db_query(c, "SELECT COUNT(*) FROM alert_rules", NULL, 0, &rows)) < 0)
+        return rc;
+    int64_t count = keel_db_rows_next(rows) == 1 ? keel_db_get_int(rows, 0) : 0;
+    keel_db_rows_free(rows);
+    if (count >= ALERT_RULES_MAX) {
+        j->status = 409;
+        j->problem = "too many alert rules (at most 500): delete or reuse one";
+        return 0;
+    }
     char *spec = spec_text(&j->r);
     int64_t now = alerts_now_ms();
     keel_db_param p[] = {KEEL_DB_P_TEXT(j->r.id), KEEL_DB_P_TEXT(j->r.name), KEEL_DB_P_TEXT(spec),

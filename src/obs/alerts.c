@@ -334,19 +334,29 @@ typedef struct sample {
     double counts[MAX_BUCKETS]; /* cumulative */
 } sample;
 
+/* At most this many samples per rule: a long window at a short interval
+ * keeps one sample per window/RING_MAX instead (the newest is still
+ * refreshed every push). */
+#define RING_MAX 512
+
 struct keel_alert_ring {
     sample *s;
     size_t cap, n, head; /* head: where the next sample goes */
+    uint64_t gap_ms;     /* least time between two kept samples */
 };
+
+static const sample *nth(const keel_alert_ring *ring, size_t i);
 
 keel_alert_ring *keel_alert_ring_new(const keel_alert_rule *r, uint64_t interval_ms)
 {
     if (!interval_ms)
         interval_ms = 1000;
     uint64_t cap = r->window_ms / interval_ms + 3;
-    if (cap > 4096)
-        cap = 4096;
     keel_alert_ring *ring = keel_calloc(1, sizeof(*ring));
+    if (cap > RING_MAX) {
+        cap = RING_MAX;
+        ring->gap_ms = r->window_ms / (RING_MAX - 3);
+    }
     ring->cap = (size_t)cap;
     ring->s = keel_calloc(ring->cap, sizeof(sample));
     return ring;
@@ -451,7 +461,11 @@ static int merge_hist(const json_t *snap, const char *name, const keel_alert_rul
 void keel_alert_ring_push(keel_alert_ring *ring, const keel_alert_rule *r, const json_t *snap,
                           const keel_alert_env *env, int64_t now_ms)
 {
-    sample *s = &ring->s[ring->head];
+    /* the newest sample is kept once it is gap_ms past the one before it;
+     * until then each push refreshes it in place */
+    int refresh = ring->gap_ms && ring->n >= 2 && now_ms - nth(ring, 1)->t < (int64_t)ring->gap_ms;
+    size_t at = refresh ? (ring->head + ring->cap - 1) % ring->cap : ring->head;
+    sample *s = &ring->s[at];
     memset(s, 0, offsetof(sample, bounds));
     s->t = now_ms;
     switch (r->kind) {
@@ -503,6 +517,8 @@ void keel_alert_ring_push(keel_alert_ring *ring, const keel_alert_rule *r, const
             s->ok = sum_series(snap, r->metric, NULL, NULL, r, &s->a);
         break;
     }
+    if (refresh)
+        return;
     ring->head = (ring->head + 1) % ring->cap;
     if (ring->n < ring->cap)
         ring->n++;

@@ -368,6 +368,44 @@ static void test_windows_over_a_registry(void **state)
     keel_metrics_free(m);
 }
 
+/* A week's window at a 100 ms interval keeps at most 512 samples, spread
+ * over the window, while the newest stays fresh. */
+static void test_long_windows_are_downsampled(void **state)
+{
+    (void)state;
+    keel_alert_rule r = rule_gt(10, 5, 0);
+    r.kind = KEEL_ALERT_CUSTOM;
+    r.agg = KEEL_ALERT_AGG_INCREASE;
+    r.window_ms = 7 * 86400000ull;
+    snprintf(r.metric, sizeof(r.metric), "c_total");
+    keel_alert_ring *ring = keel_alert_ring_new(&r, 100);
+    keel_metrics *m = keel_metrics_new(1);
+    keel_metric *c = keel_metrics_counter(m, "c_total", "c", NULL);
+    keel_alert_env env = {0};
+    int64_t t0 = 1000000;
+    /* 10 hours of samples every 100 s stand for the 100 ms ticks */
+    for (int64_t i = 0; i < 360; i++) {
+        keel_metric_add(c, 0, NULL, 1);
+        json_t *snap = keel_metrics_json(m);
+        keel_alert_ring_push(ring, &r, snap, &env, t0 + i * 100000);
+        json_decref(snap);
+    }
+    double v;
+    int64_t now = t0 + 359 * 100000;
+    assert_int_equal(keel_alert_value(ring, &r, now, &v), 1);
+    /* the first sample (value 1) is still the oldest: the increase is 359 */
+    assert_true(v == 359);
+    /* a push right after the newest only refreshes it */
+    keel_metric_add(c, 0, NULL, 5);
+    json_t *snap = keel_metrics_json(m);
+    keel_alert_ring_push(ring, &r, snap, &env, now + 100);
+    json_decref(snap);
+    assert_int_equal(keel_alert_value(ring, &r, now + 100, &v), 1);
+    assert_true(v == 364);
+    keel_alert_ring_free(ring);
+    keel_metrics_free(m);
+}
+
 static void test_quantile(void **state)
 {
     (void)state;
@@ -397,6 +435,7 @@ int main(void)
         cmocka_unit_test(test_no_data_changes_nothing),
         cmocka_unit_test(test_rule_json),
         cmocka_unit_test(test_windows_over_a_registry),
+        cmocka_unit_test(test_long_windows_are_downsampled),
         cmocka_unit_test(test_quantile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
