@@ -39,7 +39,7 @@ public_layer() {
     rl_store) echo core ;;     # the rate-limit store contract: types only
     auth)     echo auth ;;     # src/auth: jwt, passwords, roles, principal
     schema)   echo schema ;;
-    metrics|health|runtime|trace) echo obs ;;
+    metrics|health|runtime|trace|alerts) echo obs ;;
     resil|http_client|otlp) echo resil ;;
     mw|ratelimit) echo mw ;;
     db|migrate|redis|cache|lock|events|jobs|cron|mail) echo store ;;

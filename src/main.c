@@ -26,6 +26,8 @@ static int setup(keel_service *svc, void *arg)
         return -1;
     if (app_notifications_setup(svc) < 0)
         return -1;
+    if (app_alerts_setup(svc) < 0)
+        return -1;
     return app_distributed_setup(svc);
 }
 
@@ -47,11 +49,12 @@ static void teardown(keel_service *svc, void *arg)
     app_mail_teardown();
     app_admin_stream_teardown();
     app_notifications_teardown();
+    app_alerts_teardown();
 }
 
 static const keel_config_module *const config_modules[] = {
-    &app_config,          &keel_mail_config, &app_uploads_config,      &app_accounts_config,
-    &app_dashboard_config, &app_notify_config, &keel_http_client_config};
+    &app_config,           &keel_mail_config,  &app_uploads_config,      &app_accounts_config,
+    &app_dashboard_config, &app_notify_config, &keel_http_client_config, &app_alerts_config};
 
 int main(int argc, char **argv)
 {

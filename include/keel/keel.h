@@ -2,6 +2,7 @@
 #ifndef KEEL_KEEL_H
 #define KEEL_KEEL_H
 
+#include "alerts.h"
 #include "arena.h"
 #include "auth.h"
 #include "common.h"

@@ -236,6 +236,17 @@ int app_notify_live_enabled(void);
 extern const keel_config_module app_notify_config;
 int app_notifications_setup(keel_service *svc);
 void app_notifications_teardown(void);
+/* Alerts (src/app/alerts.c, src/app/alerts_api.c): the rules, the
+ * evaluator (one instance at a time), webhook delivery, the admin API
+ * /api/v1/admin/alerts... and GET /metrics/alerts; ALERT_* options. */
+extern const keel_config_module app_alerts_config;
+int app_alerts_setup(keel_service *svc);
+void app_alerts_teardown(void);
+/* Live push: fn(payload, arg) runs on the evaluating worker's loop with
+ * every notification payload (borrowed: the webhook's JSON) — for the
+ * dashboard / realtime. Set it in setup; NULL turns it off. */
+typedef void (*app_alerts_listener_fn)(const struct json_t *payload, void *arg);
+void app_alerts_set_listener(app_alerts_listener_fn fn, void *arg);
 
 /* ---------------------------------------------------------------- audit */
 
