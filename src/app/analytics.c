@@ -424,6 +424,8 @@ static void on_worker_start(keel_worker *w, void *arg)
 
 void app_analytics_teardown(void)
 {
+    if (!A.bufs)
+        return; /* setup never ran */
     pthread_mutex_lock(&A.mu);
     int started = A.started;
     A.stop = 1;
