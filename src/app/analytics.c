@@ -404,6 +404,7 @@ static void *flusher_main(void *arg)
     }
     if (c)
         keel_db_disconnect(c);
+    keel_log_thread_close(); /* the thread's log buffer (slow-query lines) */
     return NULL;
 }
 
