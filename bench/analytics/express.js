@@ -120,10 +120,14 @@ const server = app.listen(port, '127.0.0.1', (err) => {
 });
 function stop() {
   server.close(async () => {
-    while (buffer.length) await flush();
+    while (buffer.length || writing) {
+      await flush();
+      await new Promise((r) => setTimeout(r, 10)); // let a flush in flight finish
+    }
     await pool.end();
     process.exit(0);
   });
+  server.closeAllConnections(); // idle keep-alive connections would hold close() open
 }
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);

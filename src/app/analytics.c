@@ -63,7 +63,7 @@ static const keel_config_var analytics_vars[] = {
      .help = "buffered events are written at least this often (ms); sooner when a buffer "
              "holds ANALYTICS_FLUSH_ROWS"},
     {.name = "ANALYTICS_FLUSH_ROWS", .type = KEEL_CONFIG_UINT, .def = "500", AT(flush_rows),
-     .min = 1, .max = 4000, .help = "rows per multi-row INSERT of the flusher"},
+     .min = 1, .max = 1000, .help = "rows per multi-row INSERT of the flusher"},
     {.name = "ANALYTICS_MAX_AGE", .type = KEEL_CONFIG_DURATION, .def = "7d", AT(past_ms),
      .min = 1000, .help = "an event's ts may be at most this far in the past (422)"},
     {.name = "ANALYTICS_MAX_SKEW", .type = KEEL_CONFIG_DURATION, .def = "5m", AT(future_ms),
@@ -267,7 +267,19 @@ static int write_carry(keel_db_conn *c)
     int rc = 0;
     unsigned shard = A.nworkers; /* not a worker's: the flusher's own shard */
     while (done < A.ncarry) {
-        size_t n = A.ncarry - done < chunk ? A.ncarry - done : chunk;
+        /* full chunks, then the rest in powers of two: at most 1 + log2
+         * (ANALYTICS_FLUSH_ROWS) distinct statements, each prepared once
+         * per connection and then found in its statement cache (SQLite's
+         * prepare of ?NNN parameters is quadratic in their number) */
+        size_t n = A.ncarry - done;
+        if (n >= chunk) {
+            n = chunk;
+        } else {
+            size_t p2 = 1;
+            while (p2 * 2 <= n)
+                p2 *= 2;
+            n = p2;
+        }
         rc = insert_rows(c, A.carry + done, n, &sql, params);
         if (rc < 0 && !transient(rc)) {
             /* a row the database refuses: each alone, the failing ones dropped */
@@ -455,6 +467,18 @@ void app_analytics_teardown(void)
 
 /* ---------------------------------------------------------------- the route */
 
+/* An event's id: a version-4 UUID from the worker's keel_random64 (ids
+ * need to be unique, not secret; no system call per event). */
+static void event_id(char out[37])
+{
+    uint64_t a = keel_random64(), b = keel_random64();
+    a = (a & ~0xf000ull) | 0x4000ull;                         /* version 4 */
+    b = (b & 0x3fffffffffffffffull) | 0x8000000000000000ull; /* variant 10 */
+    snprintf(out, 37, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(a >> 32),
+             (unsigned)((a >> 16) & 0xffff), (unsigned)(a & 0xffff), (unsigned)(b >> 48),
+             (unsigned long long)(b & 0xffffffffffffull));
+}
+
 /* RFC 3339 (already checked by the schema) to Unix milliseconds. */
 static int parse_ts_ms(const char *s, size_t n, int64_t *out)
 {
@@ -548,7 +572,7 @@ static keel_flow h_ingest(keel_req *r)
         x->bytes = bytes;
         x->ts = ts;
         x->received = now;
-        app_uuid(x->id);
+        event_id(x->id);
         char *d = x->data;
         memcpy(d, json_string_value(jn), nl);
         x->name = d;
