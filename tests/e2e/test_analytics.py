@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from conftest import SANITIZED, SLACK, scrape_metric, wait_for
-from test_auth import PW, Api, env, make_admin, problem
+from test_auth import Api, env, make_admin, problem
 from test_migrate import Pg, PgCluster
 from test_uploads import B, body, part
 
