@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from conftest import SANITIZED, SLACK, scrape_metric, wait_for
+from conftest import SANITIZED, SLACK, run_cli, scrape_metric, wait_for
 from test_auth import Api, env, make_admin, problem
 from test_migrate import Pg, PgCluster
 from test_uploads import B, body, part
@@ -449,3 +449,17 @@ def test_export_of_many_pages_and_a_client_leaving_half_way(make):
                  stream=True)
     got = sorted(json.loads(x)["properties"]["i"] for x in r.iter_lines() if x)
     assert got == list(range(3000))
+
+
+@pytest.mark.parametrize("var,value", [
+    ("ANALYTICS_ROLLUP_PROPERTIES", "plan,a-b"),
+    ("ANALYTICS_ROLLUP_PROPERTIES", "plan,plan"),
+    ("ANALYTICS_MAX_BATCH", "0"),
+    ("ANALYTICS_FLUSH_ROWS", "1001"),
+    ("RATE_LIMIT_ANALYTICS", "lots"),
+])
+def test_invalid_analytics_config_stops_start_up(tmp_path, var, value):
+    # (tiers are checked when the limiter is on)
+    p = run_cli(["serve", "--print-config"], env={var: value, "RATE_LIMIT_ENABLED": "true"},
+                cwd=tmp_path)
+    assert p.returncode == 2 and var in p.stderr, (p.returncode, p.stderr)
