@@ -339,8 +339,13 @@ def test_rollups_equal_sql_counts_metrics_events_export_purge(make, request, db)
 
 # ------------------------------------------------------------ the review queue
 
-def test_review_queue_report_reject_hides_approve_shows_audited_and_stats(make):
-    api = make(WORKERS=1, UPLOAD_MAX_FILE_SIZE="10kb")
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_review_queue_report_reject_hides_approve_shows_audited_and_stats(make, request, db):
+    pg = None
+    if db == "postgres":
+        pg = Pg(request.getfixturevalue("pg_cluster"))
+        request.addfinalizer(pg.drop)
+    api = make(pg, WORKERS=1, UPLOAD_MAX_FILE_SIZE="10kb")
     admin = make_admin(api)
     mod = make_admin(api, "mod@example.com", role="moderator")
     owner = api.register("owner@example.com")["access_token"]
