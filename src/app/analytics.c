@@ -47,6 +47,29 @@ static int check_keys(const char *v)
                : 0;
 }
 
+/* A batch must be able to fit in an empty buffer, or it would get 503
+ * for ever. (An event takes at most its properties plus about 1 KiB:
+ * name, session id, ids and bookkeeping.) */
+static int analytics_validate(void *opts, const keel_config *cfg, FILE *err)
+{
+    (void)cfg;
+    const app_analytics_options *o = opts;
+    if (o->buffer_max < o->max_batch) {
+        fprintf(err, "keel: ANALYTICS_BUFFER_MAX: %llu is less than ANALYTICS_MAX_BATCH (%llu): "
+                     "a whole batch must fit in the buffer\n",
+                (unsigned long long)o->buffer_max, (unsigned long long)o->max_batch);
+        return KEEL_ECONFIG;
+    }
+    uint64_t need = o->max_batch * (o->props_bytes + 1024);
+    if (o->buffer_bytes < need) {
+        fprintf(err, "keel: ANALYTICS_BUFFER_BYTES: %llu is less than the largest batch "
+                     "(ANALYTICS_MAX_BATCH x (ANALYTICS_MAX_PROPERTIES_BYTES + 1kb) = %llu)\n",
+                (unsigned long long)o->buffer_bytes, (unsigned long long)need);
+        return KEEL_ECONFIG;
+    }
+    return 0;
+}
+
 #define AT(f) KEEL_CONFIG_AT(app_analytics_options, f)
 static const keel_config_var analytics_vars[] = {
     {.name = "ANALYTICS_MAX_BATCH", .type = KEEL_CONFIG_UINT, .def = "100", AT(max_batch),
@@ -100,7 +123,7 @@ static const keel_config_var analytics_vars[] = {
 const keel_config_module app_analytics_config = KEEL_CONFIG_MODULE(
     "analytics",
     "Event ingestion, rollups and retention (src/app/analytics.c, docs/analytics.md).",
-    app_analytics_options, analytics_vars, NULL);
+    app_analytics_options, analytics_vars, analytics_validate);
 
 int app_analytics_split_keys(const char *list, char *buf, size_t cap, const char **keys,
                              size_t max)

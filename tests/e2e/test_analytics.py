@@ -461,6 +461,8 @@ def test_export_of_many_pages_and_a_client_leaving_half_way(make):
     ("ANALYTICS_ROLLUP_PROPERTIES", "plan,plan"),
     ("ANALYTICS_MAX_BATCH", "0"),
     ("ANALYTICS_FLUSH_ROWS", "1001"),
+    ("ANALYTICS_BUFFER_MAX", "99"),
+    ("ANALYTICS_BUFFER_BYTES", "100kb"),
     ("RATE_LIMIT_ANALYTICS", "lots"),
 ])
 def test_invalid_analytics_config_stops_start_up(tmp_path, var, value):
