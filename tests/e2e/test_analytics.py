@@ -431,6 +431,26 @@ def test_database_refusing_writes_keeps_the_events_until_it_accepts(make):
     assert scrape_metric(api.srv.port, "analytics_events_dropped_total") == 0
 
 
+def test_a_row_the_database_refuses_is_dropped_alone(make):
+    """A trigger makes SQLite refuse one event: the batch's statement fails,
+    the flusher writes its rows one by one, and only that one is dropped."""
+    api = make(WORKERS=1, ANALYTICS_FLUSH_MS=50)
+    tok = api.register("poison@example.com")["access_token"]
+    con = sqlite3.connect(str(api.srv.workdir / "data" / "keel.db"), timeout=10)
+    con.execute("CREATE TRIGGER no_poison BEFORE INSERT ON analytics_events "
+                "WHEN NEW.name = 'poison' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    con.commit()
+    con.close()
+    batch = [ev("good", i=i) for i in range(20)]
+    batch[7] = ev("poison")
+    assert post(api, tok, events=batch).status_code == 202
+    wait_for(lambda: scrape_metric(api.srv.port, "analytics_events_dropped_total") == 1,
+             timeout=5 * SLACK, what="the refused event dropped")
+    assert sql(api, "SELECT name, COUNT(*) FROM analytics_events GROUP BY name") == [("good", 19)]
+    assert scrape_metric(api.srv.port, "analytics_buffered_events") == 0
+    assert api.srv.wait_log(lambda e: "refuses was dropped" in e.get("msg", ""))
+
+
 def test_export_of_many_pages_and_a_client_leaving_half_way(make):
     api = make(WORKERS=1, ANALYTICS_FLUSH_MS=50, OUTPUT_BUFFER_MAX="64kb")
     admin = make_admin(api)
