@@ -402,6 +402,27 @@ def test_review_queue_report_reject_hides_approve_shows_audited_and_stats(make, 
     assert acts == [("review.approve", rid), ("review.reject", rid)], a
     v = api.cli(["audit", "verify"])
     assert v.returncode == 0, v.stdout + v.stderr
+    # the queue in pages: three more reported files, two per page
+    for i in range(3):
+        r = api.call("POST", "/files", token=owner,
+                     data=body(part("file", b"x%d" % i, filename="b%d.txt" % i)),
+                     headers={"Content-Type": "multipart/form-data; boundary=" + B})
+        f = r.json()["data"][0]["id"]
+        assert api.call("POST", "/files/%s/report" % f, token=owner,
+                        json={"reason": "r%d" % i}).status_code == 201
+    seen, cursor = [], None
+    while True:
+        params = {"status": "pending", "resource_type": "file", "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = api.call("GET", "/admin/reviews", token=mod, params=params).json()
+        seen += [i["id"] for i in page["data"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert len(seen) == 3 and len(set(seen)) == 3 and rid not in seen
+    assert api.call("GET", "/admin/reviews", token=mod,
+                    params={"resource_type": "event"}).json()["data"] == []
 
 
 # ------------------------------------------------------------ failure paths
