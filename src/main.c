@@ -1,6 +1,7 @@
 /* main.c — the keel CLI and reference service. */
 #include <string.h>
 
+#include "app/analytics.h"
 #include "app/app.h"
 #include "app/files.h"
 
@@ -28,6 +29,8 @@ static int setup(keel_service *svc, void *arg)
         return -1;
     if (app_alerts_setup(svc) < 0)
         return -1;
+    if (app_analytics_setup(svc) < 0 || app_reviews_setup(svc) < 0)
+        return -1;
     return app_distributed_setup(svc);
 }
 
@@ -46,6 +49,7 @@ static void teardown(keel_service *svc, void *arg)
 {
     (void)svc;
     (void)arg;
+    app_analytics_teardown(); /* after the drain: writes what is still buffered */
     app_mail_teardown();
     app_admin_stream_teardown();
     app_notifications_teardown();
@@ -54,7 +58,8 @@ static void teardown(keel_service *svc, void *arg)
 
 static const keel_config_module *const config_modules[] = {
     &app_config,           &keel_mail_config,  &app_uploads_config,      &app_accounts_config,
-    &app_dashboard_config, &app_notify_config, &keel_http_client_config, &app_alerts_config};
+    &app_dashboard_config, &app_notify_config, &keel_http_client_config, &app_alerts_config,
+    &app_analytics_config};
 
 int main(int argc, char **argv)
 {

@@ -84,6 +84,7 @@ typedef struct keel_rate_limit_options {
     char *rate_limit_auth;      /* RATE_LIMIT_AUTH */
     char *rate_limit_public;    /* RATE_LIMIT_PUBLIC */
     char *rate_limit_burst;     /* RATE_LIMIT_BURST */
+    char *rate_limit_analytics; /* RATE_LIMIT_ANALYTICS (analytics ingestion, per key) */
     char *rate_limit_tiers;     /* RATE_LIMIT_TIERS: "name=N/window,..." */
     uint64_t rate_limit_max_keys; /* RATE_LIMIT_MAX_KEYS */
     int rate_limit_fail_open;   /* RATE_LIMIT_FAIL_OPEN */

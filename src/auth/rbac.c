@@ -7,12 +7,14 @@ const char *const keel_roles[] = {"user", "moderator", "admin", NULL};
 
 /* What each role may do beyond its own record (which every user may read
  * and change, role and status excepted). */
-static const char *const perms_user[] = {"events:read", "events:write", NULL};
+static const char *const perms_user[] = {"events:read", "events:write", "analytics:write",
+                                         NULL};
 static const char *const perms_moderator[] = {"users:read", "events:read", "events:write",
-                                              NULL};
-static const char *const perms_admin[] = {"users:read", "users:write", "users:delete",
-                                          "admin:access", "apikeys:manage", "events:read",
-                                          "events:write", NULL};
+                                              "analytics:write", "reviews:manage", NULL};
+static const char *const perms_admin[] = {"users:read",     "users:write",     "users:delete",
+                                          "admin:access",   "apikeys:manage",  "events:read",
+                                          "events:write",   "analytics:write", "analytics:read",
+                                          "reviews:manage", NULL};
 
 int keel_role_rank(const char *role)
 {

@@ -115,6 +115,10 @@ static const keel_config_var rate_limit_vars[] = {
      AT(rate_limit_public), .help = "public tier, N/window (cheap unauthenticated reads)"},
     {.name = "RATE_LIMIT_BURST", .type = KEEL_CONFIG_STR, .def = "10/1s", AT(rate_limit_burst),
      .help = "burst protection on every limited route, N/window; 0 = off"},
+    {.name = "RATE_LIMIT_ANALYTICS", .type = KEEL_CONFIG_STR, .def = "120/1m",
+     AT(rate_limit_analytics),
+     .help = "analytics tier, N/window: event batches per user or API key "
+             "(POST /api/v1/analytics/events)"},
     {.name = "RATE_LIMIT_TIERS", .type = KEEL_CONFIG_STR, .def = "", AT(rate_limit_tiers),
      .help = "custom tiers for routes to name: \"reports=10/1m, upload=5/1h\""},
     {.name = "RATE_LIMIT_MAX_KEYS", .type = KEEL_CONFIG_UINT, .def = "100000",
@@ -147,6 +151,8 @@ int keel_rl_tiers_from_config(const keel_config *config, keel_rl_tier *out, size
         {"RATE_LIMIT_AUTH", "auth", offsetof(keel_rate_limit_options, rate_limit_auth)},
         {"RATE_LIMIT_PUBLIC", "public", offsetof(keel_rate_limit_options, rate_limit_public)},
         {"RATE_LIMIT_BURST", "burst", offsetof(keel_rate_limit_options, rate_limit_burst)},
+        {"RATE_LIMIT_ANALYTICS", "analytics",
+         offsetof(keel_rate_limit_options, rate_limit_analytics)},
     };
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
         const char *v = *(char *const *)((const char *)cfg + fixed[i].off);
@@ -299,7 +305,7 @@ static int check_route(const keel_route *rt, void *data, char *why, size_t cap)
         return 0;
     snprintf(why, cap,
              "rate_limit = \"%s\" is not a configured tier (built-in: general, strict, auth, "
-             "public, burst; add others with RATE_LIMIT_TIERS)", t);
+             "public, burst, analytics; add others with RATE_LIMIT_TIERS)", t);
     return -1;
 }
 

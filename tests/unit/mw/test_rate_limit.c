@@ -127,7 +127,7 @@ static void test_tiers_from_config(void **state)
     keel_rate_limit_options *rlo = keel_config_edit(&cfg, &keel_rate_limit_config);
     keel_rl_tier t[KEEL_RL_MAX_TIERS];
     int n = keel_rl_tiers_from_config(&cfg, t, KEEL_RL_MAX_TIERS, stderr);
-    assert_int_equal(n, 5);
+    assert_int_equal(n, 6);
     assert_string_equal(t[0].name, "general");
     assert_int_equal(t[0].rate.limit, 100);
     assert_int_equal(t[0].rate.window_ms, 900000);
@@ -135,13 +135,16 @@ static void test_tiers_from_config(void **state)
     assert_int_equal(t[2].rate.limit, 5);
     assert_string_equal(t[4].name, "burst");
     assert_int_equal(t[4].rate.window_ms, 1000);
+    assert_string_equal(t[5].name, "analytics");
+    assert_int_equal(t[5].rate.limit, 120);
+    assert_int_equal(t[5].rate.window_ms, 60000);
 
     keel_free(rlo->rate_limit_tiers);
     rlo->rate_limit_tiers = keel_strdup(" reports=10/1m , upload_v2=5/1h");
     n = keel_rl_tiers_from_config(&cfg, t, KEEL_RL_MAX_TIERS, stderr);
-    assert_int_equal(n, 7);
-    assert_string_equal(t[5].name, "reports");
-    assert_int_equal(t[6].rate.window_ms, 3600000);
+    assert_int_equal(n, 8);
+    assert_string_equal(t[6].name, "reports");
+    assert_int_equal(t[7].rate.window_ms, 3600000);
 
     FILE *null = fopen("/dev/null", "w");
     const char *bad[] = {"reports", "reports=", "=1/1m", "Reports=1/1m", "general=1/1m",
