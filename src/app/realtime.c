@@ -240,25 +240,58 @@ int rt_publish(keel_worker *w, const char *kind, const char *target, json_t *pay
     return rc;
 }
 
-/* A message for a followed room or conversation, in sequence order:
- * held while replaying, dropped when not above what was sent. */
+/* Holds a message (a reference to its frame) in sequence order; a
+ * sequence already held is dropped. */
+static void hold(rt_sub *s, int64_t seq, keel_ws_frame *f)
+{
+    rt_held **p = &s->held;
+    while (*p && (*p)->seq < seq)
+        p = &(*p)->next;
+    if (*p && (*p)->seq == seq)
+        return;
+    rt_held *h = keel_calloc(1, sizeof(*h));
+    h->seq = seq;
+    h->frame = keel_ws_frame_ref(f);
+    h->next = *p;
+    *p = h;
+}
+
+void rt_sub_drain(rt_conn *c, rt_sub *s)
+{
+    while (s->held && s->held->seq <= s->last + 1) {
+        rt_held *h = s->held;
+        s->held = h->next;
+        if (h->seq == s->last + 1) {
+            s->last = h->seq;
+            keel_ws_send_frame(c->ws, h->frame);
+        }
+        keel_ws_frame_unref(h->frame);
+        keel_free(h);
+    }
+    s->gap_since_ms = s->held ? (s->gap_since_ms ? s->gap_since_ms : rt_now_ms()) : 0;
+}
+
+/* A message for a followed room or conversation, delivered in sequence
+ * order, each once: held while the room replays; held when it comes
+ * before one it follows (two senders on two workers or instances publish
+ * concurrently, and the bus keeps only each publisher's order) until the
+ * hole is filled — by the bus, or after RT_REORDER_MS from the database
+ * (the tick); dropped when not above what was sent. */
 static void deliver_seq(rt_conn *c, rt_sub *s, int64_t seq, keel_ws_frame *f)
 {
     if (s->replaying) {
-        rt_held *h = keel_calloc(1, sizeof(*h));
-        h->seq = seq;
-        h->frame = keel_ws_frame_ref(f);
-        /* append: the bus keeps one publisher's order */
-        rt_held **p = &s->held;
-        while (*p)
-            p = &(*p)->next;
-        *p = h;
+        hold(s, seq, f);
         return;
     }
     if (seq <= s->last)
         return;
-    s->last = seq;
-    keel_ws_send_frame(c->ws, f);
+    if (seq == s->last + 1) {
+        s->last = seq;
+        keel_ws_send_frame(c->ws, f);
+    } else {
+        hold(s, seq, f);
+    }
+    rt_sub_drain(c, s);
 }
 
 /* One bus message on worker w: to the connections it names. */
@@ -319,7 +352,10 @@ static void on_bus(void *arg, keel_worker *w, const char *channel, const char *e
                 if (!strcmp(skip, name))
                     continue;
             }
-            rt_sub *s = room && seq >= 0 ? rt_sub_add(c, room, 1) : NULL;
+            rt_sub *s = NULL;
+            if (room && seq >= 0 && !(s = rt_sub_find(c, room, 1)) &&
+                (s = rt_sub_add(c, room, 1)))
+                s->last = seq - 1; /* followed from this one on */
             if (s)
                 deliver_seq(c, s, seq, f);
             else
@@ -551,6 +587,13 @@ static void on_tick(uv_timer_t *t)
         }
     }
     rt_typing_tick(wk, now);
+    for (rt_conn *c = wk->conns; c; c = c->next)
+        for (rt_sub *s = c->ws && !c->closing ? c->subs : NULL; s; s = s->next)
+            if (s->held && !s->replaying && s->gap_since_ms &&
+                now - s->gap_since_ms >= RT_REORDER_MS) {
+                s->gap_since_ms = 0;
+                rt_follow(c, s->room, s->dm, s->last, NULL, 0); /* fills the hole */
+            }
     if (now >= wk->next_recheck_ms) {
         wk->next_recheck_ms = now + (int64_t)R.o->auth_recheck_ms;
         recheck(wk);

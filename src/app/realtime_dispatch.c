@@ -229,19 +229,17 @@ static void replay(rt_conn *c, rt_sub *s, join_job *j)
                               1);
         rt_send_new(c, o);
     }
-    rt_held *h = s->held;
-    s->held = NULL;
     s->replaying = 0;
-    while (h) {
-        rt_held *n = h->next;
-        if (h->seq > s->last) {
-            s->last = h->seq;
-            keel_ws_send_frame(c->ws, h->frame);
-        }
+    /* then the held ones above (in order; a hole left means the database
+     * did not have it yet when read: its live copy fills it) */
+    while (s->held && s->held->seq <= s->last) {
+        rt_held *h = s->held;
+        s->held = h->next;
         keel_ws_frame_unref(h->frame);
         keel_free(h);
-        h = n;
     }
+    s->gap_since_ms = 0;
+    rt_sub_drain(c, s);
 }
 
 static void resume_step(rt_conn *c, join_job *j, const char *outcome)
@@ -304,7 +302,7 @@ static void joined(void *arg, int status)
 }
 
 /* Starts following a room (dm 0) or conversation (dm 1). */
-static void follow(rt_conn *c, const char *room, int dm, int64_t after, json_t *id,
+void rt_follow(rt_conn *c, const char *room, int dm, int64_t after, json_t *id,
                    int from_resume)
 {
     rt_sub *s = rt_sub_find(c, room, dm);
@@ -610,7 +608,7 @@ static void resume(rt_conn *c, const rt_parsed *m)
                 c->resuming--;
                 continue;
             }
-            follow(c, k, dm, (int64_t)json_integer_value(v), NULL, 1);
+            rt_follow(c, k, dm, (int64_t)json_integer_value(v), NULL, 1);
         }
     if (c->resuming == 0 && c->resume_report) { /* every entry failed at once */
         json_t *rep = c->resume_report, *id = c->resume_id;
@@ -701,7 +699,7 @@ void rt_dispatch(rt_conn *c, const rt_parsed *m)
         break;
     case RT_MSG_ROOM_JOIN: {
         json_t *ls = json_object_get(m->msg, "last_seq");
-        follow(c, json_string_value(json_object_get(m->msg, "room")), 0,
+        rt_follow(c, json_string_value(json_object_get(m->msg, "room")), 0,
                ls ? (int64_t)json_integer_value(ls) : -1, m->id, 0);
         break;
     }

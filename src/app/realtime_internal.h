@@ -10,6 +10,7 @@
 #include "keel/keel.h"
 
 #define RT_CLOSE_AUTH 4001 /* token expired, user disabled or logged out */
+#define RT_REORDER_MS 250  /* a hole in the sequence waits this long for the bus */
 
 /* The `realtime` config module (src/app/realtime.c). */
 typedef struct app_rt_options {
@@ -46,7 +47,8 @@ typedef struct rt_sub {
     int64_t last;        /* highest sequence sent */
     int replaying;       /* stored messages being read: live ones held */
     int joined;          /* room:join answered (counted in rooms_followed) */
-    rt_held *held;
+    rt_held *held;       /* in sequence order */
+    int64_t gap_since_ms; /* held messages wait for a hole since then */
     int64_t typing_until_ms; /* this connection types here until then */
     int64_t typing_sent_ms;  /* last typing:start accepted (rate limit) */
     struct rt_sub *next;
@@ -121,7 +123,15 @@ int rt_publish(keel_worker *w, const char *kind, const char *target, json_t *pay
 void rt_upgrade(keel_req *r, const rt_ident *id);
 int64_t rt_rooms_followed(json_t **unused);
 
+/* Sends the held messages that follow what was sent. */
+void rt_sub_drain(rt_conn *c, rt_sub *s);
+
 /* realtime_dispatch.c */
+/* Starts following a room (dm 0) or conversation (dm 1): authorization,
+ * then the stored messages after `after` (-1: none, from now on), then
+ * the live ones; ack with id (borrowed) unless from_resume. */
+void rt_follow(rt_conn *c, const char *room, int dm, int64_t after, json_t *id,
+               int from_resume);
 void rt_dispatch(rt_conn *c, const rt_parsed *m);
 void rt_typing_tick(rt_worker *wk, int64_t now);
 void rt_typing_clear(rt_conn *c);

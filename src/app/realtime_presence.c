@@ -107,14 +107,20 @@ void rt_presence_init(void)
 
 /* Publishes this instance's counts of one user (NULL: all of them, a
  * heartbeat) on w's loop. */
-static void publish_counts(keel_worker *w, const char *user)
+static void publish_counts(keel_worker *w, const char *user, const char *before)
 {
     json_t *users = json_object();
+    json_t *change = NULL;
     pthread_mutex_lock(&P.mu);
     if (user) {
         pr_user *u = get(user, 0);
         json_object_set_new(users, user, json_pack("[I,I]", (json_int_t)(u ? u->n : 0),
                                                    (json_int_t)(u ? u->away : 0)));
+        unsigned n = 0, away = 0;
+        if (u)
+            totals(u, rt_now_ms(), &n, &away);
+        if (strcmp(before, status_of(n, away)) != 0)
+            change = json_pack("{s:s,s:s}", "user", user, "status", status_of(n, away));
     } else {
         for (size_t i = 0; i < NBUCKETS; i++)
             for (pr_user *u = P.b[i]; u; u = u->next)
@@ -124,12 +130,16 @@ static void publish_counts(keel_worker *w, const char *user)
                                                   (json_int_t)u->away));
     }
     pthread_mutex_unlock(&P.mu);
-    rt_publish(w, "presence", NULL,
-               json_pack("{s:s,s:o,s:b}", "inst", R.instance, "users", users, "full", user == NULL));
+    json_t *p = json_pack("{s:s,s:o,s:b}", "inst", R.instance, "users", users, "full", user == NULL);
+    if (change)
+        json_object_set_new(p, "change", change);
+    rt_publish(w, "presence", NULL, p);
 }
 
 void rt_presence_conn(rt_conn *c, int delta)
 {
+    char before[8];
+    rt_presence_status_of(c->user, before);
     pthread_mutex_lock(&P.mu);
     pr_user *u = get(c->user, delta > 0);
     if (u) {
@@ -147,7 +157,7 @@ void rt_presence_conn(rt_conn *c, int delta)
         }
     }
     pthread_mutex_unlock(&P.mu);
-    publish_counts(c->wk->w, c->user);
+    publish_counts(c->wk->w, c->user, before);
 }
 
 void rt_presence_status(rt_conn *c, const char *status)
@@ -155,6 +165,8 @@ void rt_presence_status(rt_conn *c, const char *status)
     if (!status || !strcmp(status, c->status))
         return;
     int away = !strcmp(status, "away");
+    char before[8];
+    rt_presence_status_of(c->user, before);
     pthread_mutex_lock(&P.mu);
     pr_user *u = get(c->user, 0);
     if (u) {
@@ -165,27 +177,44 @@ void rt_presence_status(rt_conn *c, const char *status)
     }
     pthread_mutex_unlock(&P.mu);
     snprintf(c->status, sizeof(c->status), "%s", away ? "away" : "online");
-    publish_counts(c->wk->w, c->user);
-    char st[8];
-    rt_presence_status_of(c->user, st);
-    for (rt_sub *s = c->subs; s; s = s->next) {
-        if (!s->joined || s->dm)
+    publish_counts(c->wk->w, c->user, before);
+}
+
+/* A user's status changed (on some instance): each worker tells the rooms
+ * its own connections of that user follow (a room where the user has
+ * connections on several workers may hear it more than once). */
+static void announce(rt_worker *wk, const char *user, const char *status)
+{
+    json_t *done = json_object();
+    for (rt_conn *c = wk->conns; c; c = c->next) {
+        if (!c->ws || strcmp(c->user, user) != 0)
             continue;
-        json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s}", "type", "presence", "room", s->room,
-                              "user", c->user, "event", "status", "status", st);
-        char *text = json_dumps(o, JSON_COMPACT);
-        json_decref(o);
-        if (text)
-            rt_publish(c->wk->w, "room", s->room,
-                       json_pack("{s:s,s:s,s:b}", "m", text, "u", c->user, "d", 1));
-        free(text);
+        for (rt_sub *s = c->subs; s; s = s->next) {
+            if (!s->joined || s->dm || json_object_get(done, s->room))
+                continue;
+            json_object_set_new(done, s->room, json_true());
+            json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s}", "type", "presence", "room", s->room,
+                                  "user", user, "event", "status", "status", status);
+            char *text = json_dumps(o, JSON_COMPACT);
+            json_decref(o);
+            if (text)
+                rt_publish(wk->w, "room", s->room,
+                           json_pack("{s:s,s:s,s:b}", "m", text, "u", user, "d", 1));
+            free(text);
+        }
     }
+    json_decref(done);
 }
 
 void rt_presence_on_bus(rt_worker *wk, json_t *p)
 {
     const char *inst = json_string_value(json_object_get(p, "inst"));
     json_t *users = json_object_get(p, "users");
+    json_t *change = json_object_get(p, "change");
+    const char *cu = json_string_value(json_object_get(change, "user"));
+    const char *cs = json_string_value(json_object_get(change, "status"));
+    if (cu && cs && strlen(cu) < 64)
+        announce(wk, cu, cs);
     if (!inst || !json_is_object(users) || !strcmp(inst, R.instance))
         return;
     /* every worker gets the message: only the first one applies it (the
@@ -237,7 +266,7 @@ void rt_presence_on_bus(rt_worker *wk, json_t *p)
 
 void rt_presence_heartbeat(rt_worker *wk)
 {
-    publish_counts(wk->w, NULL);
+    publish_counts(wk->w, NULL, NULL);
 }
 
 unsigned rt_presence_local_count(const char *user)

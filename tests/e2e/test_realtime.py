@@ -252,6 +252,8 @@ def test_rooms_authorization_storage_and_history(srv, api):
         got = await b.expect("message:received", room=pub)
         assert got["message"]["body"] == "hello 1" and got["message"]["sender"] == ua
         assert got["message"]["id"] == ack["message"]["id"]
+        # the sender's own connection follows the room too
+        assert (await a.expect("message:received", room=pub))["message"]["seq"] == 1
         hist = api.call("GET", "/api/v1/rooms/%s/messages" % pub, token=tb).json()
         assert [m["seq"] for m in hist["data"]] == [1]
         # concurrent senders: distinct, gap-free sequences
