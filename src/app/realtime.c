@@ -547,7 +547,7 @@ static void rechecked(void *arg, int status)
 
 static void recheck(rt_worker *wk)
 {
-    int64_t now_s = rt_now_ms() / 1000;
+    int64_t now_s = app_now(); /* exp is wall-clock time */
     for (rt_conn *c = wk->conns; c; c = c->next) {
         if (!c->ws || c->closing || c->checking)
             continue;
