@@ -484,3 +484,76 @@ def test_session_end_closes_4001(keel):
         assert time.monotonic() - t0 < 4 * SLACK
 
     run(go())
+
+
+# ---------------------------------------------------------------- two instances
+
+
+def test_two_instances_postgres_redis(keel, redis_server):
+    """A and B on one PostgreSQL and one Redis: a room message sent on A
+    reaches B's clients, a DM reaches the user's connections on both,
+    presence is the union; A is killed, its client reconnects to B and
+    resumes with nothing missed and nothing twice."""
+    from test_migrate import Pg, PgCluster
+
+    cluster = PgCluster()
+    try:
+        pg = Pg(cluster)
+        env = dict(ENV, DATABASE_URL=pg.url, REDIS_URL=redis_server.url,
+                   WS_PRESENCE_HEARTBEAT="300ms")
+        a = keel(**dict(env, INSTANCE_ID="rt-a"))
+        b = keel(**dict(env, INSTANCE_ID="rt-b"))
+        api_a, api_b = Api(a), Api(b)
+        ts, us = api_a.user("xs")
+        tr, ur = api_b.user("xr")
+        room = api_a.room(ts, "across")
+
+        async def go():
+            sa = await Client.open(a, ts)
+            rb = await Client.open(b, tr)
+            ra = await Client.open(a, tr)
+            assert sa.welcome["connection"].startswith("rt-a:")
+            assert rb.welcome["connection"].startswith("rt-b:")
+            await sa.call("room:join", room=room)
+            await rb.call("room:join", room=room)
+            ack = await sa.call("message:send", room=room, body="from A")
+            assert ack["message"]["seq"] == 1
+            got = await rb.expect("message:received", room=room)
+            assert got["message"]["body"] == "from A"
+            # a DM reaches the recipient's connections on both instances
+            ack = await sa.call("dm:send", to=ur, body="dm across")
+            for c in (ra, rb):
+                assert (await c.expect("dm:received"))["message"]["body"] == "dm across"
+            # presence is the union of both instances
+            wait_for(lambda: api_a.call("GET", "/api/v1/presence/" + ur,
+                                        token=ts).json()["connections"] == 2, T, "union")
+            # A dies with its clients connected; messages go on on B
+            a.kill()
+            await rb.call("message:send", room=room, body="while A is down 1")
+            await rb.call("message:send", room=room, body="while A is down 2")
+            # the sender saw seq 1: it reconnects to B and resumes
+            s2 = await Client.open(b, ts)
+            mid = await s2.send("resume", rooms={room: 1})
+            seqs, ack = [], None
+            while ack is None:
+                m = await s2.next()
+                if m.get("type") == "message:received":
+                    seqs.append(m["message"]["seq"])
+                elif m.get("id") == mid:
+                    ack = m
+            await rb.call("message:send", room=room, body="live")
+            seqs.append((await s2.expect("message:received", room=room))["message"]["seq"])
+            seqs += [m["message"]["seq"] for m in await s2.quiet(0.3)
+                     if m.get("type") == "message:received"]
+            assert seqs == [2, 3, 4]
+            # A gone: after three missed heartbeats its connections no longer count
+            wait_for(lambda: api_b.call("GET", "/api/v1/presence/" + ur,
+                                        token=tr).json()["connections"] == 1, 5 * T, "A expired")
+            await s2.ws.close()
+            await rb.ws.close()
+
+        run(go())
+        b.stop()
+        pg.drop()
+    finally:
+        cluster.destroy()
