@@ -121,6 +121,11 @@ static void fail(rt_parsed *out, const char *code, const char *fmt, const char *
     out->type = RT_MSG__INVALID;
     out->code = code;
     snprintf(out->message, sizeof(out->message), fmt, arg ? arg : "");
+    /* the parser's and the validator's words may carry input bytes, and
+     * truncation may cut a character: the answer must stay UTF-8 text */
+    for (char *c = out->message; *c; c++)
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+            *c = '?';
 }
 
 int rt_proto_parse(const rt_proto *p, const char *data, size_t len, rt_parsed *out)
