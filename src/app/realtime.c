@@ -668,10 +668,10 @@ int app_realtime_setup(keel_service *svc)
     R.db = keel_service_db(svc);
     R.bus = keel_service_events(svc);
     R.o = keel_config_get(cfg, &app_realtime_config);
-    if (!R.db || !R.bus || !R.o) {
-        keel_log(KEEL_LOG_ERROR, "realtime: needs the database and the event bus", NULL);
+    if (!R.o)
         return -1;
-    }
+    if (!R.db || !R.bus) /* a command, not `serve`: the routes only (keel routes, openapi) */
+        return rt_routes_setup(svc);
     snprintf(R.instance, sizeof(R.instance), "%s", keel_events_instance(R.bus));
     char err[256];
     if (!(R.proto = rt_proto_new(R.o->body_max, err, sizeof(err)))) {
