@@ -23,7 +23,7 @@ ORIGIN = "http://app.example"
 ENV = {"JWT_SECRET": SECRET, "PASSWORD_HASH_MEMORY": "8mb", "PASSWORD_HASH_OPS": "1",
        "WS_AUTH_RECHECK": "200ms", "WS_TYPING_TTL": "600ms", "WS_TYPING_INTERVAL": "200ms",
        "WS_RESUME_MAX": "5", "CORS_ORIGIN": ORIGIN, "WS_MAX_PER_IP": "0",
-       "WS_MESSAGE_RATE": "0"}
+       "WS_MESSAGE_RATE": "0", "WS_MAX_PER_USER": "3", "WS_MESSAGE_BODY_MAX": "100"}
 T = 5 * SLACK
 
 
@@ -195,6 +195,8 @@ def test_errors_never_close(srv, api):
         assert e["code"] == "invalid_message"
         e = await c.call("message:send", room="nowhere", body="hi")
         assert e["code"] == "not_joined"
+        e = await c.call("message:send", room="nowhere", body="x" * 101)  # WS_MESSAGE_BODY_MAX
+        assert e["code"] == "invalid_message" and "/body" in e["message"]
         e = await c.call("room:join", room="nowhere")
         assert e["code"] == "not_found"
         await c.ws.send("{not json")
@@ -209,7 +211,13 @@ def test_errors_never_close(srv, api):
         # still open and answering
         assert (await c.call("ping", n=1))["type"] == "error"
         assert (await c.call("ping"))["type"] == "ack"
-        await c.ws.close()
+        # WS_MAX_PER_USER (3) connections of one user: the next is refused
+        more = [await Client.open(srv, tok) for _ in range(2)]
+        with pytest.raises(websockets.exceptions.InvalidStatusCode) as e:
+            await Client.open(srv, tok)
+        assert e.value.status_code == 429
+        for x in more + [c]:
+            await x.ws.close()
 
     run(go())
 
@@ -528,6 +536,7 @@ def test_two_instances_postgres_redis(keel, redis_server):
             wait_for(lambda: api_a.call("GET", "/api/v1/presence/" + ur,
                                         token=ts).json()["connections"] == 2, T, "union")
             # A dies with its clients connected; messages go on on B
+            a.check_exit_code = False  # killed on purpose
             a.kill()
             await rb.call("message:send", room=room, body="while A is down 1")
             await rb.call("message:send", room=room, body="while A is down 2")
