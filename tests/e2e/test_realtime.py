@@ -566,3 +566,49 @@ def test_two_instances_postgres_redis(keel, redis_server):
         pg.drop()
     finally:
         cluster.destroy()
+
+
+def test_redis_loss_gap_filled_from_storage(keel, redis_server):
+    """Messages stored while Redis was down never went through pub/sub:
+    the first live message after it comes back shows the hole, and the
+    connection fills it from the database — in order, each once."""
+    from test_redis import metric
+
+    s = keel(**dict(ENV, REDIS_URL=redis_server.url))
+    api = Api(s)
+    ta, _ = api.user("ga")
+    tb, _ = api.user("gb")
+    room = api.room(ta, "gap")
+
+    async def go():
+        a = await Client.open(s, ta)
+        b = await Client.open(s, tb)
+        await a.call("room:join", room=room)
+        await b.call("room:join", room=room)
+        await a.call("message:send", room=room, body="before")
+        assert (await b.expect("message:received", room=room))["message"]["seq"] == 1
+        redis_server.kill()
+        # stored and acked while pub/sub is gone
+        for i in (2, 3):
+            ack = await a.call("message:send", room=room, body="during %d" % i)
+            assert ack["type"] == "ack" and ack["message"]["seq"] == i
+        redis_server.restart()
+        wait_for(lambda: metric(s, "events_subscriber_connected") == 1, 10 * SLACK, "subscriber")
+        seqs = [m["message"]["seq"] for m in b.seen if m.get("type") == "message:received"]
+        assert seqs == [1]  # 2 and 3 were not delivered live
+        deadline = time.monotonic() + 10 * SLACK
+        while True:  # the publisher's own connection comes back too
+            ack = await a.call("message:send", room=room, body="after")
+            if ack["type"] == "ack":
+                break
+            assert time.monotonic() < deadline, ack
+        last = ack["message"]["seq"]
+        while seqs[-1] < last:
+            seqs.append((await b.expect("message:received", room=room))["message"]["seq"])
+        seqs += [m["message"]["seq"] for m in await b.quiet(0.3)
+                 if m.get("type") == "message:received"]
+        assert seqs == list(range(1, last + 1))
+        await a.ws.close()
+        await b.ws.close()
+
+    run(go())
