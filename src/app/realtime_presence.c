@@ -266,6 +266,10 @@ void rt_presence_on_bus(rt_worker *wk, json_t *p)
 
 void rt_presence_heartbeat(rt_worker *wk)
 {
+    /* nobody here: nothing to keep alive elsewhere (a user's last
+     * connection leaving was published as it happened) */
+    if (rt_presence_local_users() == 0)
+        return;
     publish_counts(wk->w, NULL, NULL);
 }
 
