@@ -480,6 +480,39 @@ static keel_flow h_admin_connections(keel_req *r)
     return KEEL_DONE;
 }
 
+/* POST /api/v1/admin/realtime/push — the push API over HTTP, for
+ * operators (a maintenance notice) and for tests of the API itself. */
+static keel_flow h_admin_push(keel_req *r)
+{
+    json_t *b = app_json_body(r);
+    if (!b)
+        return KEEL_DONE;
+    const char *to = json_string_value(json_object_get(b, "to"));
+    const char *target = json_string_value(json_object_get(b, "target"));
+    const char *type = json_string_value(json_object_get(b, "type"));
+    json_t *data = json_object_get(b, "data");
+    if (strcmp(to, "all") != 0 && !target) {
+        app_invalid(r, "/target", "required unless to is \"all\"");
+        return KEEL_DONE;
+    }
+    keel_worker *w = keel_req_worker(r);
+    int rc = !strcmp(to, "user")   ? app_push_user(w, target, type, data)
+             : !strcmp(to, "room") ? app_push_room(w, target, type, data)
+             : !strcmp(to, "role") ? app_push_role(w, target, type, data)
+                                   : app_push_all(w, type, data);
+    if (rc == KEEL_EINVAL) {
+        app_invalid(r, "/target", "not a role");
+        return KEEL_DONE;
+    }
+    if (rc < 0) {
+        keel_respond_unavailable(r, 1, "the event bus is unavailable");
+        return KEEL_DONE;
+    }
+    keel_respond_json(r, 202, json_pack("{s:s,s:s?,s:s}", "to", to, "target", target, "type",
+                                        type));
+    return KEEL_DONE;
+}
+
 /* ---------------------------------------------------------------- routes */
 
 #define S_ID "{\"type\":\"string\",\"minLength\":1,\"maxLength\":64}"
@@ -519,6 +552,15 @@ static const keel_route rt_routes[] = {
      .handler = h_presence, .auth = "user",
      .summary = "A user's presence across instances: online, away or offline",
      .params_schema = "{\"type\":\"object\",\"properties\":{\"userId\":" S_ID "}}"},
+    {.name = "admin.realtime.push", .method = "POST", .path = "/api/v1/admin/realtime/push",
+     .handler = h_admin_push, .auth = "any", .permission = "admin:access",
+     .summary = "Push a message to the GET /ws connections of a user, a room, a role or "
+                "everyone, on every instance (not stored)",
+     .request_schema = "{\"type\":\"object\",\"required\":[\"to\",\"type\"],"
+                       "\"properties\":{\"to\":{\"enum\":[\"user\",\"room\",\"role\","
+                       "\"all\"]},\"target\":" S_ID ",\"type\":{\"type\":\"string\","
+                       "\"minLength\":1,\"maxLength\":64,\"pattern\":\"^[a-z][a-z0-9_.:-]*$\"},"
+                       "\"data\":{\"type\":\"object\"}}}"},
     {.name = "admin.realtime.connections", .method = "GET",
      .path = "/api/v1/admin/realtime/connections", .handler = h_admin_connections,
      .auth = "any", .permission = "admin:access",

@@ -459,6 +459,28 @@ def test_admin_connections(srv, api):
         h = api.call("GET", "/health/detailed").json()
         rt = h["checks"]["realtime"]
         assert rt["data"]["connections"] >= 2
+        # the push API (app_push_*), through its admin route
+        def push(**body):
+            return api.call("POST", "/api/v1/admin/realtime/push", token=admin, json=body)
+        assert api.call("POST", "/api/v1/admin/realtime/push", token=tu,
+                        json={"to": "all", "type": "x"}).status_code == 403
+        assert push(to="user", type="notice").status_code == 422  # no target
+        assert push(to="role", target="root", type="notice").status_code == 422
+        assert push(to="user", target=uu, type="notice", data={"text": "hi"}).status_code == 202
+        for c in (c1, c2):
+            assert (await c.expect("notice"))["text"] == "hi"
+        assert push(to="role", target="user", type="to:users").status_code == 202
+        assert push(to="role", target="admin", type="to:admins").status_code == 202
+        assert push(to="all", type="to:all", data={"n": 1}).status_code == 202
+        for c in (c1, c2):
+            assert (await c.expect("to:users"))["type"] == "to:users"
+            assert (await c.expect("to:all"))["n"] == 1
+            assert not [m for m in c.seen if m.get("type") == "to:admins"]
+        room = api.room(tu, "pushed")
+        await c1.call("room:join", room=room)
+        assert push(to="room", target=room, type="room:note").status_code == 202
+        assert (await c1.expect("room:note", timeout=2))["type"] == "room:note"
+        assert not [m for m in await c2.quiet(0.2) if m.get("type") == "room:note"]
         await c1.ws.close()
         await c2.ws.close()
 
