@@ -514,60 +514,102 @@ void rt_upgrade(keel_req *r, const rt_ident *id)
     wk->conns = c;
 }
 
-/* ---------------------------------------------------------------- auth recheck */
+/* ---------------------------------------------------------------- auth recheck
+ *
+ * Every WS_AUTH_RECHECK each worker checks all its connections in ONE
+ * pool job (not one per connection: 10,000 idle connections must not
+ * fill the database pool's queue every round and starve HTTP requests),
+ * one query per distinct user and token. A connection whose token
+ * expired is closed at once, without asking the database. */
 
-typedef struct recheck_job {
-    rt_worker *wk;
+typedef struct recheck_item {
     uint64_t key;
     rt_ident id;
     int ok;
+} recheck_item;
+
+typedef struct recheck_job {
+    rt_worker *wk;
+    size_t n;
+    recheck_item *items;
 } recheck_job;
 
 static int db_recheck(keel_db_conn *db, void *arg)
 {
     recheck_job *j = arg;
-    return rt_db_user_ok(db, &j->id, &j->ok);
+    json_t *seen = json_object(); /* "user jti iat" -> the item that asked */
+    int rc = 0;
+    for (size_t i = 0; i < j->n && rc == 0; i++) {
+        recheck_item *it = &j->items[i];
+        char k[200];
+        snprintf(k, sizeof(k), "%s %s %lld", it->id.user, it->id.jti, (long long)it->id.iat);
+        json_t *prev = json_object_get(seen, k);
+        if (prev) { /* the same user and token: the same answer */
+            const recheck_item *p = &j->items[json_integer_value(prev)];
+            it->ok = p->ok;
+            memcpy(it->id.role, p->id.role, sizeof(it->id.role));
+            continue;
+        }
+        rc = rt_db_user_ok(db, &it->id, &it->ok);
+        json_object_set_new(seen, k, json_integer((json_int_t)i));
+    }
+    json_decref(seen);
+    return rc;
 }
 
 static void rechecked(void *arg, int status)
 {
     recheck_job *j = arg;
-    rt_conn *c = rt_conn_find(j->wk, j->key);
-    if (c) {
-        c->checking = 0;
-        if (status == 0 && !j->ok && c->ws && !c->closing) {
+    j->wk->checking = 0;
+    for (size_t i = 0; status == 0 && i < j->n; i++) {
+        rt_conn *c = rt_conn_find(j->wk, j->items[i].key);
+        if (!c || !c->ws || c->closing)
+            continue;
+        if (!j->items[i].ok) {
             c->closing = 1;
             keel_ws_close(c->ws, RT_CLOSE_AUTH, "session ended");
-        } else if (status == 0) {
-            snprintf(c->role, sizeof(c->role), "%s", j->id.role);
+        } else {
+            snprintf(c->role, sizeof(c->role), "%s", j->items[i].id.role);
         }
     }
+    keel_free(j->items);
     keel_free(j);
 }
 
 static void recheck(rt_worker *wk)
 {
     int64_t now_s = app_now(); /* exp is wall-clock time */
+    size_t n = 0;
     for (rt_conn *c = wk->conns; c; c = c->next) {
-        if (!c->ws || c->closing || c->checking)
+        if (!c->ws || c->closing)
             continue;
         if (c->exp && now_s >= c->exp) {
             c->closing = 1;
             keel_ws_close(c->ws, RT_CLOSE_AUTH, "token expired");
             continue;
         }
-        recheck_job *j = keel_calloc(1, sizeof(*j));
-        j->wk = wk;
-        j->key = c->key;
-        snprintf(j->id.user, sizeof(j->id.user), "%s", c->user);
-        snprintf(j->id.jti, sizeof(j->id.jti), "%s", c->jti);
-        j->id.iat = c->iat;
-        if (keel_db_run_worker(wk->w, R.db, 0, db_recheck, rechecked, j) < 0) {
-            keel_free(j); /* the pool is full: next round */
-            continue;
-        }
-        c->checking = 1;
+        n++;
     }
+    if (!n || wk->checking) /* the last round is still running: skip this one */
+        return;
+    recheck_job *j = keel_calloc(1, sizeof(*j));
+    j->wk = wk;
+    j->items = keel_calloc(n, sizeof(recheck_item));
+    for (rt_conn *c = wk->conns; c && j->n < n; c = c->next) {
+        if (!c->ws || c->closing)
+            continue;
+        recheck_item *it = &j->items[j->n++];
+        it->key = c->key;
+        snprintf(it->id.user, sizeof(it->id.user), "%s", c->user);
+        snprintf(it->id.jti, sizeof(it->id.jti), "%s", c->jti);
+        it->id.iat = c->iat;
+    }
+    if (keel_db_run_worker(wk->w, R.db, 0, db_recheck, rechecked, j) < 0) {
+        keel_free(j->items); /* the pool is full: next round */
+        keel_free(j);
+        return;
+    }
+    wk->checking = 1;
 }
 
 /* ---------------------------------------------------------------- the tick */

@@ -65,7 +65,6 @@ typedef struct rt_conn {
     int64_t created_ms;
     int state;
     int closing;
-    int checking;       /* an auth recheck in flight */
     unsigned resuming;  /* resume entries still being read */
     json_t *resume_id;  /* the resume message's id, acked when done */
     json_t *resume_report;
@@ -84,6 +83,7 @@ typedef struct rt_worker {
     rt_conn *conns;
     uv_timer_t tick;
     int64_t next_recheck_ms;
+    int checking;       /* an auth recheck round in flight */
     int started;
 } rt_worker;
 

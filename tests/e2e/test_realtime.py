@@ -499,12 +499,14 @@ def test_session_end_closes_4001(keel):
     async def go():
         c = await Client.open(s, tok)
         c2 = await Client.open(s, tok2)
+        c3 = await Client.open(s, tok2)  # the same token twice: one check, both closed
         # a logout-all while connected
         assert api.call("POST", "/api/v1/auth/logout-all", token=tok2).status_code in (200, 204)
-        with pytest.raises(websockets.exceptions.ConnectionClosed) as e:
-            while True:
-                await c2.next(5 * SLACK)
-        assert e.value.code == 4001
+        for x in (c2, c3):
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as e:
+                while True:
+                    await x.next(5 * SLACK)
+            assert e.value.code == 4001 and e.value.reason == "session ended"
         # the token expires while connected
         t0 = time.monotonic()
         with pytest.raises(websockets.exceptions.ConnectionClosed) as e:
