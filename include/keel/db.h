@@ -180,6 +180,16 @@ int keel_db_run(keel_req *r, keel_db *db, keel_db_fn fn, keel_db_done_cb done,
 int keel_db_run_tx(keel_req *r, keel_db *db, keel_db_fn fn, keel_db_done_cb done,
                    void *arg);
 
+/* keel_db_run (tx 0) or keel_db_run_tx (tx 1) for work not tied to a
+ * request — a WebSocket message, a timer on a worker's loop: fn runs on a
+ * pool thread with its connection; done(arg, status) runs exactly once on
+ * w's loop with fn's result (or KEEL_EDB_UNAVAILABLE, or KEEL_ECANCELED
+ * when the worker stopped first). 0, or KEEL_EBUSY (pool queue full) /
+ * KEEL_EINVAL with nothing called and arg still the caller's. */
+typedef void (*keel_db_worker_cb)(void *arg, int status);
+int keel_db_run_worker(keel_worker *w, keel_db *db, int tx, keel_db_fn fn,
+                       keel_db_worker_cb done, void *arg);
+
 /* The submit path of a request-scoped job (keel_req_job_new, whose
  * release frees it: nothing to free here on any path): keel_db_run /
  * keel_db_run_tx with job as arg. KEEL_SUSPEND when queued — done runs

@@ -247,6 +247,30 @@ void app_alerts_teardown(void);
  * dashboard / realtime. Set it in setup; NULL turns it off. */
 typedef void (*app_alerts_listener_fn)(const struct json_t *payload, void *arg);
 void app_alerts_set_listener(app_alerts_listener_fn fn, void *arg);
+/* ---------------------------------------------------------------- realtime */
+
+/* GET /ws, tickets, rooms, presence (src/app/realtime*.c,
+ * docs/realtime.md). Needs the database and the event bus. */
+int app_realtime_setup(keel_service *svc);
+extern const keel_config_module app_realtime_config;
+
+/* The push API, for any handler or job: sends {"type": type, ...data}
+ * (data: an object, borrowed, may be NULL) to every GET /ws connection of
+ * a user, of the followers of a room, of everyone, or of the users of a
+ * role — on every instance, through the event bus. The message is
+ * serialised once per worker and the same frame written to each socket.
+ * Call on a worker's loop: w is that worker (keel_req_worker(r)), or NULL
+ * from elsewhere at start-up only (worker 0 is used: not thread-safe from
+ * a pool thread — post to a worker first). 0, or KEEL_EINVAL (bad
+ * arguments, an unknown role), KEEL_EUNAVAIL (Redis unavailable). Not
+ * stored: a disconnected client does not get it on resume. */
+int app_push_user(keel_worker *w, const char *user_id, const char *type,
+                  const struct json_t *data);
+int app_push_room(keel_worker *w, const char *room_id, const char *type,
+                  const struct json_t *data);
+int app_push_all(keel_worker *w, const char *type, const struct json_t *data);
+int app_push_role(keel_worker *w, const char *role, const char *type,
+                  const struct json_t *data);
 
 /* ---------------------------------------------------------------- audit */
 

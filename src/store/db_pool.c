@@ -342,6 +342,37 @@ int keel_db_run_tx(keel_req *r, keel_db *db, keel_db_fn fn, keel_db_done_cb done
     return run(r, db, 1, fn, done, arg);
 }
 
+/* Work not tied to a request: done(arg, status) on w's loop. */
+typedef struct db_wjob {
+    db_job j;
+    keel_db_worker_cb wdone;
+} db_wjob;
+
+static void wjob_after(void *arg, int status)
+{
+    db_wjob *wj = arg;
+    wj->wdone(wj->j.arg, status == 0 ? wj->j.rc : status);
+    keel_free(wj);
+}
+
+int keel_db_run_worker(keel_worker *w, keel_db *db, int tx, keel_db_fn fn,
+                       keel_db_worker_cb done, void *arg)
+{
+    if (!w || !db || !fn || !done)
+        return KEEL_EINVAL;
+    db_wjob *wj = keel_calloc(1, sizeof(*wj));
+    wj->j.db = db;
+    wj->j.fn = fn;
+    wj->j.arg = arg;
+    wj->j.tx = tx;
+    wj->wdone = done;
+    /* job_work reads only db, fn, arg, tx, request_id and spans (NULL) */
+    int rc = keel_worker_submit_pool(w, db->pool, job_work, wjob_after, wj);
+    if (rc < 0)
+        keel_free(wj);
+    return rc;
+}
+
 /* A job's submit path: on failure the answer is the caller's no more. */
 static keel_flow job_run(keel_req *r, keel_db *db, int tx, keel_db_fn fn, keel_db_done_cb done,
                          void *job)

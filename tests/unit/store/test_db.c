@@ -13,6 +13,7 @@
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -902,7 +903,63 @@ static keel_flow h_bad(keel_req *r) { return run(r, fn_bad); }
 static keel_flow h_leaky(keel_req *r) { return run(r, fn_leaky); }
 static keel_flow h_add(keel_req *r) { return run(r, fn_add); }
 
+/* keel_db_run_worker: work not tied to the request (a WebSocket message):
+ * fn on the pool, done(arg, status) on the worker's loop. The handler
+ * holds r itself, as such a caller keeps its own object alive. */
+typedef struct wjob {
+    job base; /* fn_count / tx_add write n */
+    keel_req *r;
+    keel_worker *w;
+    uint64_t loop_thread;
+    int on_loop;
+} wjob;
+
+static uint64_t thread_id(void)
+{
+    return (uint64_t)pthread_self();
+}
+
+static void wdone(void *arg, int status)
+{
+    wjob *j = arg;
+    j->on_loop = thread_id() == j->loop_thread;
+    keel_req *r = j->r;
+    if (!keel_req_is_finished(r)) {
+        char body[96];
+        snprintf(body, sizeof(body), "{\"n\":%lld,\"status\":%d,\"on_loop\":%d}",
+                 (long long)j->base.n, status, j->on_loop);
+        keel_respond(r, 200, "application/json", body, strlen(body));
+        keel_req_resume(r, KEEL_DONE);
+    }
+    keel_req_unhold(r);
+    keel_free(j);
+}
+
+static keel_flow h_worker(keel_req *r)
+{
+    /* bad arguments: nothing called */
+    assert_int_equal(keel_db_run_worker(NULL, g_db, 0, fn_count, wdone, NULL), KEEL_EINVAL);
+    assert_int_equal(keel_db_run_worker(keel_req_worker(r), g_db, 0, NULL, wdone, NULL),
+                     KEEL_EINVAL);
+    wjob *j = keel_calloc(1, sizeof(*j));
+    j->r = r;
+    j->w = keel_req_worker(r);
+    j->loop_thread = thread_id();
+    keel_req_hold(r);
+    keel_str q = keel_req_query(r);
+    int tx = q.len > 0; /* ?tx: insert a row inside a transaction */
+    int rc = keel_db_run_worker(j->w, g_db, tx, tx ? tx_add : fn_count, wdone, j);
+    if (rc < 0) {
+        keel_req_unhold(r);
+        keel_free(j);
+        keel_db_respond_error(r, rc);
+        return KEEL_DONE;
+    }
+    return KEEL_SUSPEND;
+}
+
 static const keel_route db_routes[] = {
+    {.name = "worker", .method = "GET", .path = "/worker", .handler = h_worker},
     {.name = "count", .method = "GET", .path = "/count", .handler = h_count},
     {.name = "sleep", .method = "GET", .path = "/sleep", .handler = h_sleep},
     {.name = "dup", .method = "GET", .path = "/dup", .handler = h_dup},
@@ -934,7 +991,7 @@ static testdb_srv start(unsigned pool_max, unsigned pool_min, uint64_t queue_max
     const keel_route *hr;
     size_t nh = keel_health_routes(v.h, &hr);
     assert_int_equal(keel_server_add_routes(v.s, hr, nh), 0);
-    assert_int_equal(keel_server_add_routes(v.s, db_routes, 6), 0);
+    assert_int_equal(keel_server_add_routes(v.s, db_routes, 7), 0);
     assert_int_equal(keel_server_add_routes(v.s, async_routes, 7), 0);
     assert_int_equal(keel_server_start(v.s), 0);
     return v;
@@ -977,6 +1034,18 @@ static void test_pool_server(void **state)
     assert_non_null(strstr(buf, "application/problem+json"));
     assert_int_equal(loopback_read_status(a, buf, sizeof(buf)), 200);
     assert_int_equal(loopback_read_status(b, buf, sizeof(buf)), 200);
+
+    /* keel_db_run_worker: done on the worker's own loop, in a transaction
+     * when asked (the row is there after) */
+    assert_int_equal(get(v, "/worker", buf, sizeof(buf)), 200);
+    assert_non_null(strstr(buf, "{\"n\":2,\"status\":0,\"on_loop\":1}"));
+    assert_int_equal(get(v, "/worker?tx", buf, sizeof(buf)), 200);
+    assert_non_null(strstr(buf, "{\"n\":3,\"status\":0,\"on_loop\":1}"));
+    assert_int_equal(get(v, "/count", buf, sizeof(buf)), 200);
+    assert_non_null(strstr(buf, "{\"n\":3}"));
+    keel_db_conn *c = conn();
+    ok(c, "DELETE FROM t_pool WHERE v = 7");
+    keel_db_disconnect(c);
 
     /* database errors as problem documents */
     assert_int_equal(get(v, "/dup", buf, sizeof(buf)), 409);
