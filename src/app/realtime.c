@@ -702,6 +702,51 @@ int64_t rt_rooms_followed(json_t **unused)
 
 /* ---------------------------------------------------------------- setup */
 
+/* ---------------------------------------------------------------- live notifications
+ *
+ * The notifications module's live hook (app_notify_set_live): each in-app
+ * notification, once committed, reaches the user's open connections as
+ * {"type": "notification", "notification": {...}}. The hook runs on a job
+ * runner thread; the push API wants a worker's loop: the notification is
+ * posted to worker 0 as text and pushed from there. */
+typedef struct live_post {
+    keel_worker *w;
+    char user[64];
+    char *text;
+} live_post;
+
+static void live_on_worker(void *arg)
+{
+    live_post *p = arg;
+    json_t *n = json_loads(p->text, 0, NULL);
+    if (n) {
+        json_t *data = json_pack("{s:o}", "notification", n);
+        app_push_user(p->w, p->user, "notification", data);
+        json_decref(data);
+    }
+    free(p->text);
+    keel_free(p);
+}
+
+static void live_notification(const char *user_id, const json_t *notification, void *arg)
+{
+    (void)arg;
+    keel_worker *w = keel_server_worker(R.srv, 0);
+    char *text = json_dumps(notification, JSON_COMPACT);
+    if (!w || !text || !user_id) {
+        free(text);
+        return;
+    }
+    live_post *p = keel_calloc(1, sizeof(*p));
+    p->w = w;
+    snprintf(p->user, sizeof(p->user), "%s", user_id);
+    p->text = text;
+    if (keel_worker_post(w, live_on_worker, p) < 0) { /* stopping: the inbox still has it */
+        free(text);
+        keel_free(p);
+    }
+}
+
 int app_realtime_setup(keel_service *svc)
 {
     const keel_config *cfg = keel_service_config(svc);
@@ -746,5 +791,6 @@ int app_realtime_setup(keel_service *svc)
     if (keel_service_health(svc))
         keel_health_add(keel_service_health(svc), &hc);
     rt_presence_init();
+    app_notify_set_live(live_notification, NULL);
     return rt_routes_setup(svc);
 }

@@ -490,6 +490,35 @@ def test_admin_connections(srv, api):
 # ---------------------------------------------------------------- 4001
 
 
+def test_notifications_arrive_live(srv, api):
+    """An in-app notification (app_notify: here through the admin route)
+    reaches every open connection of its user once committed, as
+    {"type": "notification", "notification": <as the inbox shows it>}."""
+    p = run_cli(["user", "create", "--email", "rtnotify@example.com", "--role", "admin"],
+                env=dict(srv.env, KEEL_ADMIN_PASSWORD=PW), cwd=srv.workdir)
+    assert p.returncode == 0, p.stderr
+    admin = api.call("POST", "/api/v1/auth/login",
+                     json={"email": "rtnotify@example.com", "password": PW}).json()["access_token"]
+    tu, uu = api.user("live")
+
+    async def go():
+        c1 = await Client.open(srv, tu)
+        c2 = await Client.open(srv, tu)
+        r = api.call("POST", "/api/v1/admin/notifications", token=admin,
+                     json={"user_id": uu, "type": "test.live", "data": {"title": "hello"}})
+        assert r.status_code == 201, r.text
+        for c in (c1, c2):
+            m = await c.expect("notification")
+            assert m["notification"]["type"] == "test.live", m
+            assert m["notification"]["data"]["title"] == "hello", m
+        inbox = api.call("GET", "/api/v1/notifications", token=tu).json()["data"]
+        assert inbox[0]["id"] == m["notification"]["id"]
+        for c in (c1, c2):
+            assert not [x for x in await c.quiet(0.3) if x["type"] == "notification"]  # once
+            await c.ws.close()
+    run(go())
+
+
 def test_session_end_closes_4001(keel):
     s = keel(**dict(ENV, JWT_EXPIRES_IN="2s"))
     api = Api(s)
