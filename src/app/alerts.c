@@ -61,8 +61,46 @@ static const keel_config_var alert_vars[] = {
      AT(retention_ms), .max = 86400000ull * 3650,
      .help = "resolved alerts older than this are deleted (checked once a minute by the "
              "evaluator); 0 = kept for ever"},
+    {.name = "ALERT_EMAIL_TO", .type = KEEL_CONFIG_STR, .def = "", AT(email_to),
+     .help = "addresses that get every alert notification by e-mail (comma-separated; through "
+             "the mail queue, template alert, class alert); empty = none"},
+    {.name = "ALERT_EMAIL_LINK", .type = KEEL_CONFIG_STR, .def = "/dashboard",
+     AT(email_link),
+     .help = "the link in alert e-mails: set it to the dashboard's public URL"},
 };
 #undef AT
+
+/* Calls fn(address, arg) for each address of the ALERT_EMAIL_TO list
+ * (trimmed, empty items skipped); stops at fn's first non-zero. */
+static int each_address(const char *list, int (*fn)(const char *addr, void *arg), void *arg)
+{
+    for (const char *s = list ? list : ""; *s;) {
+        size_t n = strcspn(s, ",");
+        const char *a = s, *b = s + n;
+        s = *b ? b + 1 : b;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        if (a == b)
+            continue;
+        char addr[320];
+        snprintf(addr, sizeof(addr), "%.*s", (int)(b - a), a);
+        int rc = fn(addr, arg);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int address_bad(const char *addr, void *arg)
+{
+    FILE *err = arg;
+    if (keel_mail_address_ok(addr))
+        return 0;
+    fprintf(err, "keel: ALERT_EMAIL_TO: %s is not an e-mail address\n", addr);
+    return 1;
+}
 
 static int alerts_validate(void *opts, const keel_config *cfg, FILE *err)
 {
@@ -73,6 +111,8 @@ static int alerts_validate(void *opts, const keel_config *cfg, FILE *err)
         fprintf(err, "keel: ALERT_WEBHOOK_URL: must be an http:// or https:// URL\n");
         return KEEL_ECONFIG;
     }
+    if (each_address(o->email_to, address_bad, err))
+        return KEEL_ECONFIG;
     return 0;
 }
 
@@ -438,11 +478,22 @@ static void delivered(void *arg, int status, const keel_http_response *res)
     keel_free(d);
 }
 
-/* On w's loop: the webhook, then the live push. Takes p. */
+static void bus_published(void *arg, int status)
+{
+    (void)arg;
+    (void)status; /* Redis away: the dashboard polls (docs/observability.md) */
+}
+
+/* On w's loop: the live push (the listener, and the event bus channel
+ * "alerts": the dashboard's stream forwards it), then the webhook. Takes p. */
 static void deliver(keel_worker *w, json_t *p)
 {
     if (A.listener)
-        A.listener(p, A.listener_arg);
+        A.listener(w, p, A.listener_arg);
+    keel_events *bus = keel_service_events(A.svc);
+    char id[KEEL_EVENTS_ID_LEN + 1];
+    if (bus)
+        keel_events_publish(bus, w, "alerts", p, id, bus_published, NULL);
     const char *url = A.o ? A.o->webhook_url : NULL;
     if (url && *url && A.http) {
         delivery *d = keel_calloc(1, sizeof(*d));
@@ -485,6 +536,50 @@ void alerts_notify_manual_resolve(keel_worker *w, const json_t *alert, const jso
 }
 
 /* ---------------------------------------------------------------- one evaluation */
+
+/* One alert notification by e-mail to each ALERT_EMAIL_TO address: a
+ * mail.send job on c (docs/mail.md), keyed by (alert, status, time,
+ * address) so a retry of the evaluation's write does not mail twice. */
+typedef struct alert_mail {
+    keel_db_conn *c;
+    const json_t *vars;
+    char key[96];
+    unsigned n;
+} alert_mail;
+
+static int mail_one(const char *addr, void *arg)
+{
+    alert_mail *m = arg;
+    char key[128];
+    snprintf(key, sizeof(key), "%s:%u", m->key, m->n++);
+    int rc = app_mail_enqueue(m->c, addr, "alert", m->vars, key, "alert");
+    if (rc < 0)
+        keel_log(KEEL_LOG_WARN, "alerts: e-mail not enqueued", "{s:s,s:s}", "to", addr, "error",
+                 keel_db_strerror(rc));
+    return 0; /* the others still get theirs */
+}
+
+static void mail_alert(keel_db_conn *c, const keel_alert_rule *r, const char *alert_id,
+                       const char *status, double value, int64_t now)
+{
+    if (!A.o->email_to || !*A.o->email_to)
+        return;
+    char title[300], message[400], at[40];
+    snprintf(title, sizeof(title), "%s %s", r->name, status);
+    snprintf(message, sizeof(message), "The rule %s (%s) is %s: value %g, trigger %g, clear %g.",
+             r->name, r->id, status, value, r->trigger, r->clear);
+    json_t *t = alerts_time_json(now);
+    snprintf(at, sizeof(at), "%s", json_string_value(t) ? json_string_value(t) : "");
+    json_decref(t);
+    json_t *vars = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "title", title, "severity",
+                             keel_alert_severity_name(r->severity), "service", app_instance_id(),
+                             "at", at, "message", message, "link",
+                             A.o->email_link ? A.o->email_link : "");
+    alert_mail m = {.c = c, .vars = vars};
+    snprintf(m.key, sizeof(m.key), "alert:%.40s:%s:%lld", alert_id, status, (long long)now);
+    each_address(A.o->email_to, mail_one, &m);
+    json_decref(vars);
+}
 
 typedef struct tick {
     int leader;
@@ -555,6 +650,8 @@ static int evaluate(keel_db_conn *c, tick *t)
                               payload(&s->rule, n == KEEL_ALERT_NOTIFY_RESOLVED ? "resolved"
                                                                                 : "firing",
                                       n == KEEL_ALERT_NOTIFY_REPEAT, json_pack("[o]", a), now));
+        mail_alert(c, &s->rule, e.id,
+                   n == KEEL_ALERT_NOTIFY_RESOLVED ? "resolved" : "firing", v, now);
         keel_log(KEEL_LOG_INFO, "alerts: notification", "{s:s,s:s,s:s,s:f}", "rule",
                  s->rule.id, "alert", e.id,
                  "status", n == KEEL_ALERT_NOTIFY_RESOLVED ? "resolved"

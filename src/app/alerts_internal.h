@@ -15,6 +15,8 @@ typedef struct alerts_options {
     uint64_t webhook_attempts;  /* ALERT_WEBHOOK_ATTEMPTS */
     int send_resolved;          /* ALERT_SEND_RESOLVED */
     uint64_t retention_ms;      /* ALERT_HISTORY_RETENTION (0 = kept for ever) */
+    char *email_to;             /* ALERT_EMAIL_TO: addresses, comma-separated ("" = none) */
+    char *email_link;           /* ALERT_EMAIL_LINK */
 } alerts_options;
 
 /* The columns an alert is read with (alerts_row_json). */

@@ -242,10 +242,12 @@ void app_notifications_teardown(void);
 extern const keel_config_module app_alerts_config;
 int app_alerts_setup(keel_service *svc);
 void app_alerts_teardown(void);
-/* Live push: fn(payload, arg) runs on the evaluating worker's loop with
- * every notification payload (borrowed: the webhook's JSON) — for the
- * dashboard / realtime. Set it in setup; NULL turns it off. */
-typedef void (*app_alerts_listener_fn)(const struct json_t *payload, void *arg);
+/* Live push: fn(w, payload, arg) runs on worker w's loop (the evaluating
+ * worker's, or a manual resolve's) with every notification payload
+ * (borrowed: the webhook's JSON); the reference service's realtime module
+ * pushes it to the admins' GET /ws connections. Set it in setup; NULL
+ * turns it off. The payloads also go to the event bus channel "alerts". */
+typedef void (*app_alerts_listener_fn)(keel_worker *w, const struct json_t *payload, void *arg);
 void app_alerts_set_listener(app_alerts_listener_fn fn, void *arg);
 /* ---------------------------------------------------------------- realtime */
 

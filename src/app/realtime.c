@@ -747,6 +747,16 @@ static void live_notification(const char *user_id, const json_t *notification, v
     }
 }
 
+/* Alert notifications (src/app/alerts.c) to the admins' connections, as
+ * {"type": "alert", "alert": <the webhook's payload>}; on w's loop. */
+static void live_alert(keel_worker *w, const json_t *payload, void *arg)
+{
+    (void)arg;
+    json_t *data = json_pack("{s:O}", "alert", payload);
+    app_push_role(w, "admin", "alert", data);
+    json_decref(data);
+}
+
 int app_realtime_setup(keel_service *svc)
 {
     const keel_config *cfg = keel_service_config(svc);
@@ -792,5 +802,6 @@ int app_realtime_setup(keel_service *svc)
         keel_health_add(keel_service_health(svc), &hc);
     rt_presence_init();
     app_notify_set_live(live_notification, NULL);
+    app_alerts_set_listener(live_alert, NULL);
     return rt_routes_setup(svc);
 }

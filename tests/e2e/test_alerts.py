@@ -448,3 +448,57 @@ def test_one_evaluator_at_a_time_and_takeover(keel, redis_server, tmp_path):
     leader.check_exit_code = False
     leader.kill()  # no release: the lock has to expire (three intervals)
     wait_for(lambda: evaluator(other), timeout=5, what="the other instance taking over")
+
+
+def test_alert_by_email_and_live_to_admins(keel, tmp_path):
+    """ALERT_EMAIL_TO: a firing alert is mailed through the mail queue
+    (template alert) to each address, once; and an admin's GET /ws
+    connection gets it live ({"type": "alert"}), as the dashboard's
+    stream gets it from the event bus."""
+    import asyncio
+    import email
+    import websockets
+    from test_mail import Smtp
+    smtp = Smtp()
+    try:
+        env = dict(ENV, SMTP_URL=smtp.url, MAIL_FROM="keel@example.com",
+                   ALERT_EMAIL_TO="ops@example.com, oncall@example.com",
+                   ALERT_EMAIL_LINK="https://ops.example.com/dashboard",
+                   KEEL_ADMIN_PASSWORD="alerts admin pass phrase",
+                   PASSWORD_HASH_MEMORY="8mb", PASSWORD_HASH_OPS="1")
+        srv = keel(**env)
+        api = Api(srv, admin_key(srv, env))
+        p = run_cli(["user", "create", "--email", "root@example.com", "--role", "admin"],
+                    env=env, cwd=srv.workdir)
+        assert p.returncode == 0, p.stderr
+        tok = requests.post(srv.url + "/api/v1/auth/login", timeout=10 * SLACK, json={
+            "email": "root@example.com", "password": "alerts admin pass phrase"}).json()
+        rule = custom_4xx("mailed")
+        assert api.post(API + "/rules", rule).status_code == 201
+
+        async def go():
+            ws = await websockets.connect("ws://127.0.0.1:%d/ws" % srv.port, extra_headers={
+                "Authorization": "Bearer " + tok["access_token"]})
+            burst_until(srv, lambda: api.active("mailed") and
+                        api.active("mailed")[0]["state"] == "firing",
+                        "the rule firing", timeout=10)
+            deadline = time.monotonic() + 10 * SLACK
+            while True:
+                m = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
+                if m.get("type") == "alert":
+                    break
+            await ws.close()
+            return m
+        m = asyncio.run(go())
+        assert m["alert"]["rule"]["id"] == "mailed" and m["alert"]["status"] == "firing", m
+        msgs = smtp.wait(2)
+        assert sorted(r for _, rcpts, _ in msgs for r in rcpts) == ["oncall@example.com",
+                                                                     "ops@example.com"]
+        body = email.message_from_bytes(msgs[0][2])
+        assert body["Subject"] == "[warning] client errors mailed firing", body["Subject"]
+        text = [p for p in body.walk() if p.get_content_type() == "text/plain"][0]
+        assert "https://ops.example.com/dashboard" in text.get_payload(decode=True).decode()
+        quiet_for(0.6)
+        assert len(smtp.messages) == 2  # once per address, not per evaluation
+    finally:
+        smtp.stop()
