@@ -58,31 +58,42 @@ def main():
                            f"{med(rs, 'rss_after_kb') / 1024:.1f} | {ratio(v, k)} |")
         elif fig == "fanout":
             out.append(f"### Fan-out: one message to {label} connections, until the last has it\n")
-            out.append("| target | p50 ms (median) | p99 ms (median) | p99 every round | p99 / keel's |")
-            out.append("|---|---|---|---|---|")
+            out.append("| target | p50 ms (median) | p99 ms (median) | p99 every round | p99 / keel's "
+                       "| server CPU ms per message (median) | x keel | client CPU ms per message |")
+            out.append("|---|---|---|---|---|---|---|---|")
+            kc = med(by["keel"], "server_cpu_ms_per_msg") if "keel" in by else 0
             k = med(by["keel"], "p99_ms") if "keel" in by else 0
             for t, rs in by.items():
                 p99 = med(rs, "p99_ms")
+                sc = med(rs, "server_cpu_ms_per_msg")
                 out.append(f"| {TARGETS[t]} | {med(rs, 'p50_ms'):.1f} | {p99:.1f} | "
-                           f"{every(rs, 'p99_ms', '{:.1f}')} | {ratio(p99, k)} |")
+                           f"{every(rs, 'p99_ms', '{:.1f}')} | {ratio(p99, k)} | {sc:.1f} | {ratio(sc, kc)} | "
+                           f"{med(rs, 'client_cpu_ms_per_msg'):.1f} |")
         elif fig == "rate":
             out.append(f"### Sustained broadcast to {label} members\n")
-            out.append("| target | messages/s (median) | every round | deliveries/s | keel / target |")
-            out.append("|---|---|---|---|---|")
+            out.append("| target | messages/s (median) | every round | deliveries/s | keel / target "
+                       "| messages per server CPU second (median) | keel / target |")
+            out.append("|---|---|---|---|---|---|---|")
+            kc = med(by["keel"], "messages_per_server_cpu_s") if "keel" in by else 0
             k = med(by["keel"], "messages_per_s") if "keel" in by else 0
             for t, rs in by.items():
                 v = med(rs, "messages_per_s")
+                c = med(rs, "messages_per_server_cpu_s")
                 out.append(f"| {TARGETS[t]} | {v:.0f} | {every(rs, 'messages_per_s', '{:.0f}')} | "
-                           f"{med(rs, 'deliveries_per_s'):.0f} | {ratio(k, v)} |")
+                           f"{med(rs, 'deliveries_per_s'):.0f} | {ratio(k, v)} | {c:.0f} | {ratio(kc, c)} |")
         elif fig == "echo":
             out.append(f"### Echo, {label}\n")
-            out.append("| target | echoes/s (median) | every round | keel / target |")
-            out.append("|---|---|---|---|")
+            out.append("| target | echoes/s (median) | every round | keel / target "
+                       "| echoes per server CPU second (median) | keel / target |")
+            out.append("|---|---|---|---|---|---|")
             k = med(by["keel"], "echoes_per_s") if "keel" in by else 0
+            kc = med(by["keel"], "echoes_per_server_cpu_s") if "keel" in by else 0
             for t, rs in by.items():
                 v = med(rs, "echoes_per_s")
                 name = "keel (build/keel, /ws/echo)" if t == "keel" else TARGETS[t]
-                out.append(f"| {name} | {v:.0f} | {every(rs, 'echoes_per_s', '{:.0f}')} | {ratio(k, v)} |")
+                c = med(rs, "echoes_per_server_cpu_s")
+                out.append(f"| {name} | {v:.0f} | {every(rs, 'echoes_per_s', '{:.0f}')} | {ratio(k, v)} "
+                           f"| {c:.0f} | {ratio(kc, c)} |")
         loads = [float(r["load"]) for rs in by.values() for r in rs]
         out.append(f"\nload average (1 min) at the measurements: {min(loads):.1f}-{max(loads):.1f}\n")
     if note:

@@ -101,7 +101,8 @@ stop() {
 	fi
 	pid=""
 }
-trap 'stop; rm -rf "$tmp"' EXIT
+cpid=""
+trap '[ -n "$cpid" ] && kill "$cpid" 2>/dev/null; stop; rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 150); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
@@ -144,9 +145,15 @@ measure() {
 	start "$target" "$kind" "$port" || { failures=$((failures + 1)); stop; return; }
 	local auth=(--token "$TOKEN")
 	[ "$target" = keel-app ] && auth=()
-	local line
-	if line=$(taskset -c 1 "$client" "$@" --port "$port" --path "$path" --proto "$proto" \
-		"${auth[@]}" --server-pid "$pid" 2>"$tmp/client.err"); then
+	local line rc
+	taskset -c 1 "$client" "$@" --port "$port" --path "$path" --proto "$proto" \
+		"${auth[@]}" --server-pid "$pid" >"$tmp/client.out" 2>"$tmp/client.err" &
+	cpid=$!
+	wait "$cpid"
+	rc=$?
+	cpid=""
+	line=$(cat "$tmp/client.out")
+	if [ "$rc" -eq 0 ] && [ -n "$line" ]; then
 		echo "{\"figure\":\"$fig\",\"target\":\"$target\",\"label\":\"$label\",\"load\":\"$(cut -d' ' -f1 /proc/loadavg)\",\"result\":$line}" |
 			tee -a "$results"
 	else

@@ -97,6 +97,35 @@ static long rss_kb(int pid)
     return kb;
 }
 
+/* CPU seconds (user + system, every thread) of process pid so far; of
+ * this process when pid is 0. */
+static double cpu_s(int pid)
+{
+    if (!pid) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+               (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+    }
+    char p[64], line[1024];
+    snprintf(p, sizeof(p), "/proc/%d/stat", pid);
+    FILE *f = fopen(p, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(line, 1, sizeof(line) - 1, f);
+    fclose(f);
+    line[n] = 0;
+    char *s = strrchr(line, ')'); /* after the command name */
+    if (!s)
+        return -1;
+    unsigned long ut = 0, st = 0;
+    /* fields 3.. after ")": state ppid pgrp session tty tpgid flags minflt
+     * cminflt majflt cmajflt utime stime */
+    if (sscanf(s + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static void write_all(conn *c, const void *data, size_t len)
 {
     const unsigned char *p = data;
@@ -570,12 +599,15 @@ int main(int argc, char **argv)
                 send_msg(&cs[i], sio ? 1 : 2, p, n);
         pump(now_s() + 1.0); /* warm-up */
         uint64_t e0 = echoes;
-        double t0 = now_s();
+        double t0 = now_s(), s0 = cpu_s(server_pid), c0 = cpu_s(0);
         pump(t0 + seconds);
         double rate = (double)(echoes - e0) / (now_s() - t0);
+        double scpu = cpu_s(server_pid) - s0, ccpu = cpu_s(0) - c0;
         printf("{\"mode\":\"echo\",\"connections\":%d,\"size\":%zu,\"depth\":%d,\"seconds\":%.1f,"
-               "\"echoes_per_s\":%.0f}\n",
-               nconn, msize, depth, seconds, rate);
+               "\"echoes_per_s\":%.0f,\"server_cpu_s\":%.2f,\"client_cpu_s\":%.2f,"
+               "\"echoes_per_server_cpu_s\":%.0f}\n",
+               nconn, msize, depth, seconds, rate, scpu, ccpu,
+               scpu > 0 ? (double)(echoes - e0) / scpu : 0);
         return 0;
     }
     if (strcmp(mode, "fanout") && strcmp(mode, "rate"))
@@ -590,6 +622,7 @@ int main(int argc, char **argv)
     pump(now_s() + settle);
     if (!strcmp(mode, "fanout")) {
         int warm = 2;
+        double s0 = 0, c0 = 0;
         for (int m = 0; m < nmsg + warm; m++) {
             uint32_t before = done_msgs;
             publish();
@@ -599,15 +632,23 @@ int main(int argc, char **argv)
                 if (now_s() > limit)
                     die("a broadcast did not reach every subscriber within 10 s");
             }
-            if (m < warm)
+            if (m < warm) {
                 nlat = 0;
+                s0 = cpu_s(server_pid);
+                c0 = cpu_s(0);
+            }
             pump(now_s() + 0.1); /* let both sides go quiet */
         }
+        double scpu = cpu_s(server_pid) - s0, ccpu = cpu_s(0) - c0;
         qsort(lat, nlat, sizeof(double), cmp_d);
+        /* the CPU figures include the 0.1 s pauses between messages (the
+         * server's timers, the client's idle loop) */
         printf("{\"mode\":\"fanout\",\"subscribers\":%d,\"messages\":%zu,\"size\":%zu,"
-               "\"p50_ms\":%.2f,\"p99_ms\":%.2f,\"max_ms\":%.2f,\"min_ms\":%.2f}\n",
+               "\"p50_ms\":%.2f,\"p99_ms\":%.2f,\"max_ms\":%.2f,\"min_ms\":%.2f,"
+               "\"server_cpu_ms_per_msg\":%.1f,\"client_cpu_ms_per_msg\":%.1f}\n",
                nconn, nlat, msize, pct(lat, nlat, 50) * 1e3, pct(lat, nlat, 99) * 1e3,
-               lat[nlat - 1] * 1e3, lat[0] * 1e3);
+               lat[nlat - 1] * 1e3, lat[0] * 1e3, scpu * 1e3 / (double)nlat,
+               ccpu * 1e3 / (double)nlat);
         return 0;
     }
     /* rate: 1 s warm-up, then --seconds measured */
@@ -616,13 +657,18 @@ int main(int argc, char **argv)
     measure_to = measure_from + seconds;
     for (int w = 0; w < window; w++)
         publish();
+    pump(measure_from);
+    double s0 = cpu_s(server_pid), c0 = cpu_s(0);
     pump(measure_to);
+    double scpu = cpu_s(server_pid) - s0, ccpu = cpu_s(0) - c0;
     double limit = now_s() + 10;
     while (done_msgs < next_seq && now_s() < limit) /* drain what is in flight */
         poll_once(100);
     printf("{\"mode\":\"rate\",\"subscribers\":%d,\"window\":%d,\"size\":%zu,\"seconds\":%.1f,"
-           "\"messages_per_s\":%.0f,\"deliveries_per_s\":%.0f}\n",
+           "\"messages_per_s\":%.0f,\"deliveries_per_s\":%.0f,\"server_cpu_s\":%.2f,"
+           "\"client_cpu_s\":%.2f,\"messages_per_server_cpu_s\":%.0f}\n",
            nconn, window, msize, seconds, (double)done_in_window / seconds,
-           (double)done_in_window * nconn / seconds);
+           (double)done_in_window * nconn / seconds, scpu, ccpu,
+           scpu > 0 ? (double)done_in_window / scpu : 0);
     return 0;
 }
