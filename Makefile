@@ -92,6 +92,7 @@ help:
 	@echo "make bench      benchmark keel against its peers: a result in bench/results/, build/bench/report.md"
 	@echo "make bench-instr  instructions per request under callgrind against bench/baseline.json (3 % gate)"
 	@echo "make bench-baseline  rewrite bench/baseline.json from a fresh bench-instr run (commit it)"
+	@echo "make bench-ws   WebSocket at 10,000 connections against npm ws and Socket.IO (build/bench/ws/report.md)"
 	@echo "make fuzz       long libFuzzer runs (FUZZ_SECONDS=300 each)"
 	@echo "make lint-deploy check deploy/ (nginx, HAProxy, Caddy, Prometheus, systemd, k8s)"
 	@echo "make clean      remove build/"
