@@ -24,7 +24,7 @@ SYSLIBS  := -ldl -lpthread -lm
 # src/auth/jwt.c); only their headers are needed to build.
 BUILD_ONLY_PKGS := libpq libjwt
 
-FRONT_GOALS := run test deps deps-test bench bench-db fuzz clean help check-layers
+FRONT_GOALS := run test deps deps-test bench bench-db bench-ws fuzz clean help check-layers
 TEST_GOALS  := unit unit-db e2e asan asan-db fuzz-run fuzz-short test-suites lint-deploy test-scale \
                bench-instr bench-baseline
 BUILD_GOALS := $(filter-out $(FRONT_GOALS),$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
@@ -96,6 +96,7 @@ help:
 	@echo "make bench      benchmark keel against its peers: a result in bench/results/, build/bench/report.md"
 	@echo "make bench-instr  instructions per request under callgrind against bench/baseline.json (3 % gate)"
 	@echo "make bench-baseline  rewrite bench/baseline.json from a fresh bench-instr run (commit it)"
+	@echo "make bench-ws   WebSocket at 10,000 connections against npm ws and Socket.IO (build/bench/ws/report.md)"
 	@echo "make fuzz       long libFuzzer runs (FUZZ_SECONDS=300 each)"
 	@echo "make lint-deploy check deploy/ (nginx, HAProxy, Caddy, Prometheus, systemd, k8s)"
 	@echo "make clean      remove build/"
@@ -197,6 +198,16 @@ $(BUILD)/jobs_service: tests/tools/jobs_service.c $(BUILD)/libkeel.a
 # keel's side of the job-queue benchmark (bench/jobs/run.sh)
 $(BUILD)/jobs_bench: bench/jobs/jobs_bench.c $(BUILD)/libkeel.a
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
+
+# keel's side of the WebSocket fan-out / idle-connection benchmark (bench/ws/run.sh)
+$(BUILD)/bench/fanout_service: bench/ws/fanout_service.c $(BUILD)/libkeel.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
+
+# the WebSocket load client (bench/ws/wsbench.c): no libkeel, its own framing
+$(BUILD)/bench/wsbench: bench/ws/wsbench.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $<
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkeel.a
 	@mkdir -p $(dir $@)
@@ -396,6 +407,22 @@ bench-db:
 bench-events:
 	@scripts/deps.sh bench
 	bench/events/run.sh $(BENCH_EVENTS_ARGS)
+# ---------------------------------------------------------------- WebSocket benchmark
+# (bench/ws/) keel's WebSocket transport at 10,000 connections against the
+# npm ws server and Socket.IO (npm packages into $(BUILD)/bench-node only):
+# idle RSS per connection, fan-out latency, broadcast rate, echo
+# throughput; figures in docs/performance.md. Not part of make test.
+#   make bench-ws BENCH_WS_ARGS="--rounds 5 --only fanout,rate"
+.PHONY: bench-ws
+bench-ws:
+	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/fanout_service $(BUILD)/bench/wsbench
+	@mkdir -p $(BUILD)/bench-node
+	@cmp -s bench/ws/package-lock.json $(BUILD)/bench-node/package-lock.json && \
+		[ -d $(BUILD)/bench-node/node_modules/socket.io ] || \
+		(cp bench/ws/package.json bench/ws/package-lock.json $(BUILD)/bench-node/ && \
+		 cd $(BUILD)/bench-node && npm ci --omit=dev --no-audit --no-fund)
+	bench/ws/run.sh --build $(BUILD) $(BENCH_WS_ARGS)
 
 # ---------------------------------------------------------------- install
 # libkeel as a library people install: libkeel.a, include/keel/*.h and

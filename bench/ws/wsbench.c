@@ -1,0 +1,674 @@
+/* wsbench.c — the WebSocket load client of bench/ws/run.sh: one thread,
+ * epoll, non-blocking sockets, its own RFC 6455 client framing (every
+ * frame masked with a non-zero key, server frames parsed with 7/16/64-bit
+ * lengths, pings answered), and the Engine.IO v4 / Socket.IO v5 packet
+ * layer on top for the Socket.IO peer. It holds tens of thousands of
+ * connections (RLIMIT_NOFILE raised to the hard limit).
+ *
+ *   wsbench MODE [options]          modes:
+ *     idle    open --conns connections, let them settle, print the RSS
+ *             growth of --server-pid per connection (VmRSS of
+ *             /proc/PID/status before the first and after the last)
+ *     echo    --conns connections each keeping --depth messages of
+ *             --size bytes in flight for --seconds: echoes per second
+ *     fanout  --conns subscribers and one publisher on the broadcast
+ *             endpoint; --messages messages sent one at a time: for each
+ *             the time from the publisher's write until the last
+ *             subscriber has read it (p50/p99/max)
+ *     rate    the same with --window messages in flight for --seconds:
+ *             messages per second delivered to every subscriber
+ *
+ *   options: --host H --port P --path /x --proto ws|sio --token JWT
+ *            --conns N --size B --depth D --seconds S --messages M
+ *            --window W --server-pid PID --settle S
+ *
+ * One JSON line on stdout with the figures; errors on stderr, exit 1. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { ST_CONNECTING, ST_HANDSHAKE, ST_SIO_OPEN, ST_SIO_CONNECT, ST_OPEN };
+
+typedef struct conn {
+    int fd;
+    int state;
+    int publisher;
+    unsigned char *buf; /* bytes of an incomplete frame (or handshake head) */
+    size_t have, cap;
+    uint32_t key;
+} conn;
+
+static const char *host = "127.0.0.1", *path = "/", *token;
+static int port, sio, nconn = 1, depth = 1, nmsg = 20, window = 8, server_pid;
+static size_t msize = 64;
+static double seconds = 5, settle = 2;
+static int ep;
+static conn *cs;
+static int nopen;
+static unsigned char rbuf[1 << 16];
+static char mode[16];
+
+/* fanout / rate bookkeeping */
+#define SEQ_MAX (1u << 20)
+static double *t_sent;
+static uint32_t *got;
+static uint32_t next_seq, done_msgs;
+static double *lat;
+static size_t nlat;
+static double measure_from, measure_to;
+static uint64_t done_in_window;
+static uint64_t echoes;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "wsbench: %s\n", what);
+    exit(1);
+}
+
+static long rss_kb(int pid)
+{
+    char p[64], line[256];
+    snprintf(p, sizeof(p), "/proc/%d/status", pid);
+    FILE *f = fopen(p, "r");
+    if (!f)
+        return -1;
+    long kb = -1;
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            kb = atol(line + 6);
+    fclose(f);
+    return kb;
+}
+
+/* CPU seconds (user + system, every thread) of process pid so far; of
+ * this process when pid is 0. */
+static double cpu_s(int pid)
+{
+    if (!pid) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+               (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+    }
+    char p[64], line[1024];
+    snprintf(p, sizeof(p), "/proc/%d/stat", pid);
+    FILE *f = fopen(p, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(line, 1, sizeof(line) - 1, f);
+    fclose(f);
+    line[n] = 0;
+    char *s = strrchr(line, ')'); /* after the command name */
+    if (!s)
+        return -1;
+    unsigned long ut = 0, st = 0;
+    /* fields 3.. after ")": state ppid pgrp session tty tpgid flags minflt
+     * cminflt majflt cmajflt utime stime */
+    if (sscanf(s + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static void write_all(conn *c, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    while (len) {
+        ssize_t w = write(c->fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) { /* the kernel's buffer is full: wait for room */
+                struct timespec ts = {0, 50000};
+                nanosleep(&ts, NULL);
+                continue;
+            }
+            perror("wsbench: write");
+            exit(1);
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+}
+
+/* A masked client frame of payload `data` into out; returns its size. */
+static size_t frame(unsigned char *out, int opcode, const void *data, size_t len, uint32_t key)
+{
+    size_t h = 0;
+    out[h++] = (unsigned char)(0x80 | opcode);
+    if (len < 126) {
+        out[h++] = (unsigned char)(0x80 | len);
+    } else if (len < 65536) {
+        out[h++] = 0x80 | 126;
+        out[h++] = (unsigned char)(len >> 8);
+        out[h++] = (unsigned char)len;
+    } else {
+        out[h++] = 0x80 | 127;
+        for (int i = 7; i >= 0; i--)
+            out[h++] = (unsigned char)((uint64_t)len >> (8 * i));
+    }
+    unsigned char k[4] = {(unsigned char)(key >> 24), (unsigned char)(key >> 16),
+                          (unsigned char)(key >> 8), (unsigned char)key};
+    memcpy(out + h, k, 4);
+    h += 4;
+    const unsigned char *d = data;
+    for (size_t i = 0; i < len; i++)
+        out[h + i] = d[i] ^ k[i & 3];
+    return h + len;
+}
+
+static void send_msg(conn *c, int opcode, const void *data, size_t len)
+{
+    unsigned char stack[8192];
+    unsigned char *out = len + 14 <= sizeof(stack) ? stack : malloc(len + 14);
+    if (!out)
+        die("out of memory");
+    write_all(c, out, frame(out, opcode, data, len, c->key));
+    if (out != stack)
+        free(out);
+}
+
+/* The application payload of message `seq`: --size bytes, "seq:NNNNNNNN:" then
+ * 'x'. For Socket.IO wrapped as an event packet 42["ev","<payload>"]. */
+static size_t payload(char *out, const char *ev, uint32_t seq)
+{
+    size_t n = 0;
+    if (sio)
+        n += (size_t)sprintf(out, "42[\"%s\",\"", ev);
+    size_t start = n;
+    n += (size_t)sprintf(out + n, "seq:%08u:", seq);
+    while (n - start < msize)
+        out[n++] = 'x';
+    if (sio) {
+        out[n++] = '"';
+        out[n++] = ']';
+    }
+    return n;
+}
+
+
+static void publish(void)
+{
+    char p[70000];
+    uint32_t seq = next_seq++;
+    if (seq >= SEQ_MAX)
+        die("too many messages");
+    size_t n = payload(p, "b", seq);
+    t_sent[seq] = now_s();
+    send_msg(&cs[nconn], sio ? 1 : 2, p, n);
+}
+
+static void on_fanout(conn *c, const unsigned char *d, size_t len)
+{
+    if (c->publisher)
+        return;
+    const unsigned char *s = memmem(d, len, "seq:", 4);
+    if (!s || (size_t)(d + len - s) < 12)
+        die("a broadcast message without its sequence number");
+    uint32_t seq = (uint32_t)strtoul((const char *)s + 4, NULL, 10);
+    if (seq >= next_seq)
+        die("a sequence number never sent");
+    if (++got[seq] == (uint32_t)nconn) {
+        double t = now_s();
+        done_msgs++;
+        if (strcmp(mode, "fanout") == 0) {
+            lat[nlat++] = t - t_sent[seq];
+        } else if (t >= measure_from && t < measure_to) {
+            done_in_window++;
+        }
+        if (strcmp(mode, "rate") == 0 && t < measure_to)
+            publish(); /* keep --window messages in flight */
+    }
+}
+
+static void on_message(conn *c, int opcode, const unsigned char *d, size_t len)
+{
+    if (sio) {
+        if (opcode != 1 || len < 1)
+            die("Socket.IO: a non-text frame");
+        if (d[0] == '2') { /* Engine.IO ping: pong */
+            send_msg(c, 1, "3", 1);
+            return;
+        }
+        if (c->state == ST_SIO_OPEN) {
+            if (d[0] != '0')
+                die("Socket.IO: no open packet");
+            send_msg(c, 1, "40", 2);
+            c->state = ST_SIO_CONNECT;
+            return;
+        }
+        if (c->state == ST_SIO_CONNECT) {
+            if (len < 2 || d[0] != '4' || d[1] != '0') {
+                fprintf(stderr, "wsbench: Socket.IO connect refused: %.*s\n", (int)len, d);
+                exit(1);
+            }
+            c->state = ST_OPEN;
+            nopen++;
+            return;
+        }
+        if (len < 2 || d[0] != '4' || d[1] != '2')
+            return; /* other packets: nothing to count */
+    }
+    if (strcmp(mode, "echo") == 0) {
+        echoes++;
+        static unsigned char out[70000];
+        static char p[70000];
+        static size_t n;
+        if (!n)
+            n = payload(p, "e", 0);
+        write_all(c, out, frame(out, sio ? 1 : 2, p, n, c->key));
+    } else if (strcmp(mode, "fanout") == 0 || strcmp(mode, "rate") == 0) {
+        on_fanout(c, d, len);
+    }
+}
+
+/* Parses whole server frames from d; returns the bytes used. */
+static size_t parse_frames(conn *c, const unsigned char *d, size_t len)
+{
+    size_t off = 0;
+    while (len - off >= 2) {
+        const unsigned char *f = d + off;
+        int opcode = f[0] & 0x0f;
+        if (!(f[0] & 0x80))
+            die("a fragmented server message (not expected from these servers)");
+        if (f[1] & 0x80)
+            die("a masked server frame");
+        uint64_t pl = f[1] & 0x7f;
+        size_t h = 2;
+        if (pl == 126) {
+            if (len - off < 4)
+                break;
+            pl = (uint64_t)f[2] << 8 | f[3];
+            h = 4;
+        } else if (pl == 127) {
+            if (len - off < 10)
+                break;
+            pl = 0;
+            for (int i = 0; i < 8; i++)
+                pl = pl << 8 | f[2 + i];
+            h = 10;
+        }
+        if (pl > (1u << 24))
+            die("a server frame over 16 MiB");
+        if (len - off < h + pl)
+            break;
+        const unsigned char *p = f + h;
+        off += h + (size_t)pl;
+        if (opcode == 0x9) {
+            send_msg(c, 0xA, p, (size_t)pl);
+        } else if (opcode == 0x8) {
+            fprintf(stderr, "wsbench: the server closed a connection (code %d)\n",
+                    pl >= 2 ? p[0] << 8 | p[1] : 1005);
+            exit(1);
+        } else if (opcode == 0x1 || opcode == 0x2) {
+            on_message(c, opcode, p, (size_t)pl);
+        }
+    }
+    return off;
+}
+
+static void keep(conn *c, const unsigned char *d, size_t len)
+{
+    if (len > c->cap) {
+        size_t cap = c->cap ? c->cap : 256;
+        while (cap < len)
+            cap *= 2;
+        unsigned char *nb = malloc(cap);
+        if (!nb)
+            die("out of memory");
+        free(c->buf);
+        c->buf = nb;
+        c->cap = cap;
+    }
+    memmove(c->buf, d, len);
+    c->have = len;
+}
+
+static void handshake_bytes(conn *c, const unsigned char *d, size_t len);
+
+static void on_bytes(conn *c, const unsigned char *d, size_t len)
+{
+    if (c->state == ST_HANDSHAKE) {
+        handshake_bytes(c, d, len);
+        return;
+    }
+    if (c->have) { /* the rest of a frame: append, parse from the conn's buffer */
+        unsigned char *tmp = malloc(c->have + len);
+        if (!tmp)
+            die("out of memory");
+        memcpy(tmp, c->buf, c->have);
+        memcpy(tmp + c->have, d, len);
+        size_t all = c->have + len;
+        c->have = 0;
+        size_t used = parse_frames(c, tmp, all);
+        keep(c, tmp + used, all - used);
+        free(tmp);
+        return;
+    }
+    size_t used = parse_frames(c, d, len);
+    if (used < len)
+        keep(c, d + used, len - used);
+}
+
+static void handshake_bytes(conn *c, const unsigned char *d, size_t len)
+{
+    unsigned char *tmp = malloc(c->have + len + 1);
+    if (!tmp)
+        die("out of memory");
+    memcpy(tmp, c->buf, c->have);
+    memcpy(tmp + c->have, d, len);
+    size_t all = c->have + len;
+    tmp[all] = 0;
+    c->have = 0;
+    unsigned char *end = memmem(tmp, all, "\r\n\r\n", 4);
+    if (!end) {
+        if (all > 8192)
+            die("a handshake answer over 8 KiB");
+        keep(c, tmp, all);
+        free(tmp);
+        return;
+    }
+    if (strncmp((char *)tmp, "HTTP/1.1 101", 12) != 0) {
+        fprintf(stderr, "wsbench: not upgraded: %.*s\n", (int)(end - tmp), tmp);
+        exit(1);
+    }
+    end += 4;
+    if (sio) {
+        c->state = ST_SIO_OPEN;
+    } else {
+        c->state = ST_OPEN;
+        nopen++;
+    }
+    size_t rest = all - (size_t)(end - tmp);
+    if (rest)
+        on_bytes(c, end, rest);
+    free(tmp);
+}
+
+static void start_connect(conn *c, uint32_t i)
+{
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (c->fd < 0) {
+        perror("wsbench: socket");
+        exit(1);
+    }
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, host, &a.sin_addr);
+    c->key = 0x9e3779b9u * (i + 1) | 0x01010101u; /* non-zero in every byte */
+    c->state = ST_CONNECTING;
+    if (connect(c->fd, (struct sockaddr *)&a, sizeof(a)) < 0 && errno != EINPROGRESS) {
+        perror("wsbench: connect");
+        exit(1);
+    }
+    struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN, .data.ptr = c};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)
+        die("epoll_ctl");
+}
+
+static void send_upgrade(conn *c)
+{
+    int err = 0;
+    socklen_t el = sizeof(err);
+    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+    if (err) {
+        fprintf(stderr, "wsbench: connect: %s\n", strerror(err));
+        exit(1);
+    }
+    char req[2048];
+    char auth[1200] = "";
+    if (token)
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", token);
+    int n = snprintf(req, sizeof(req),
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n%s\r\n",
+                     path, host, port, auth);
+    write_all(c, req, (size_t)n);
+    c->state = ST_HANDSHAKE;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+static void on_event(conn *c, uint32_t events)
+{
+    if (c->state == ST_CONNECTING) {
+        if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+            send_upgrade(c);
+        return;
+    }
+    for (;;) {
+        ssize_t r = read(c->fd, rbuf, sizeof(rbuf));
+        if (r < 0 && errno == EAGAIN)
+            return;
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            fprintf(stderr, "wsbench: connection %ld lost (%s)\n", (long)(c - cs),
+                    r == 0 ? "EOF" : strerror(errno));
+            exit(1);
+        }
+        on_bytes(c, rbuf, (size_t)r);
+        if ((size_t)r < sizeof(rbuf))
+            return;
+    }
+}
+
+static void poll_once(int timeout_ms)
+{
+    static struct epoll_event evs[1024];
+    int n = epoll_wait(ep, evs, 1024, timeout_ms);
+    for (int k = 0; k < n; k++)
+        on_event(evs[k].data.ptr, evs[k].events);
+}
+
+/* Opens connections [0, total) with at most 200 handshakes at a time. */
+static void open_all(int total)
+{
+    int started = 0;
+    double t0 = now_s();
+    while (nopen < total) {
+        while (started < total && started - nopen < 200) {
+            start_connect(&cs[started], (uint32_t)started);
+            started++;
+        }
+        poll_once(10);
+        if (now_s() - t0 > 120)
+            die("connections not open after 120 s");
+    }
+}
+
+static void pump(double until)
+{
+    for (double t = now_s(); t < until; t = now_s()) {
+        int ms = (int)((until - t) * 1000) + 1;
+        poll_once(ms > 100 ? 100 : ms);
+    }
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double pct(double *v, size_t n, double p)
+{
+    size_t i = (size_t)(p / 100.0 * (double)n + 0.999999);
+    if (i < 1)
+        i = 1;
+    if (i > n)
+        i = n;
+    return v[i - 1];
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: wsbench idle|echo|fanout|rate [--host H] [--port P] [--path P] "
+                        "[--proto ws|sio] [--token JWT] [--conns N] [--size B] [--depth D] "
+                        "[--seconds S] [--messages M] [--window W] [--server-pid PID] "
+                        "[--settle S]\n");
+        return 2;
+    }
+    snprintf(mode, sizeof(mode), "%s", argv[1]);
+    for (int i = 2; i + 1 < argc; i += 2) {
+        const char *k = argv[i], *v = argv[i + 1];
+        if (!strcmp(k, "--host")) host = v;
+        else if (!strcmp(k, "--port")) port = atoi(v);
+        else if (!strcmp(k, "--path")) path = v;
+        else if (!strcmp(k, "--proto")) sio = !strcmp(v, "sio");
+        else if (!strcmp(k, "--token")) token = v;
+        else if (!strcmp(k, "--conns")) nconn = atoi(v);
+        else if (!strcmp(k, "--size")) msize = (size_t)atol(v);
+        else if (!strcmp(k, "--depth")) depth = atoi(v);
+        else if (!strcmp(k, "--seconds")) seconds = atof(v);
+        else if (!strcmp(k, "--messages")) nmsg = atoi(v);
+        else if (!strcmp(k, "--window")) window = atoi(v);
+        else if (!strcmp(k, "--server-pid")) server_pid = atoi(v);
+        else if (!strcmp(k, "--settle")) settle = atof(v);
+        else {
+            fprintf(stderr, "wsbench: unknown option %s\n", k);
+            return 2;
+        }
+    }
+    if (!port || nconn < 1 || depth < 1 || msize < 16 || msize > 60000 || nmsg < 1 || window < 1)
+        die("bad options (port, --conns >= 1, --size 16..60000, ...)");
+    if (token && strlen(token) > 1000)
+        die("token over 1000 bytes");
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if ((rlim_t)nconn + 16 > rl.rlim_cur) {
+        fprintf(stderr, "wsbench: %d connections need RLIMIT_NOFILE > %d (hard limit %lu)\n",
+                nconn, nconn + 16, (unsigned long)rl.rlim_max);
+        return 1;
+    }
+    ep = epoll_create1(0);
+    cs = calloc((size_t)nconn + 1, sizeof(conn));
+    if (!cs)
+        die("out of memory");
+
+    if (!strcmp(mode, "idle")) {
+        if (!server_pid)
+            die("idle needs --server-pid");
+        /* one connection first: what the first one costs once (lazy
+         * initialisation, buffers) is not a per-connection cost */
+        open_all(1);
+        pump(now_s() + 0.5);
+        long before = rss_kb(server_pid);
+        double t0 = now_s();
+        open_all(nconn);
+        double took = now_s() - t0;
+        pump(now_s() + settle);
+        long after = rss_kb(server_pid);
+        if (before < 0 || after < 0)
+            die("cannot read the server's VmRSS");
+        printf("{\"mode\":\"idle\",\"connections\":%d,\"open_s\":%.2f,\"rss_before_kb\":%ld,"
+               "\"rss_after_kb\":%ld,\"bytes_per_conn\":%.0f}\n",
+               nconn, took, before, after,
+               (double)(after - before) * 1024.0 / (double)(nconn - 1));
+        return 0;
+    }
+    if (!strcmp(mode, "echo")) {
+        open_all(nconn);
+        char p[70000];
+        size_t n = payload(p, "e", 0);
+        for (int i = 0; i < nconn; i++)
+            for (int d = 0; d < depth; d++)
+                send_msg(&cs[i], sio ? 1 : 2, p, n);
+        pump(now_s() + 1.0); /* warm-up */
+        uint64_t e0 = echoes;
+        double t0 = now_s(), s0 = cpu_s(server_pid), c0 = cpu_s(0);
+        pump(t0 + seconds);
+        double rate = (double)(echoes - e0) / (now_s() - t0);
+        double scpu = cpu_s(server_pid) - s0, ccpu = cpu_s(0) - c0;
+        printf("{\"mode\":\"echo\",\"connections\":%d,\"size\":%zu,\"depth\":%d,\"seconds\":%.1f,"
+               "\"echoes_per_s\":%.0f,\"server_cpu_s\":%.2f,\"client_cpu_s\":%.2f,"
+               "\"echoes_per_server_cpu_s\":%.0f}\n",
+               nconn, msize, depth, seconds, rate, scpu, ccpu,
+               scpu > 0 ? (double)(echoes - e0) / scpu : 0);
+        return 0;
+    }
+    if (strcmp(mode, "fanout") && strcmp(mode, "rate"))
+        die("mode: idle, echo, fanout or rate");
+    t_sent = calloc(SEQ_MAX, sizeof(double));
+    got = calloc(SEQ_MAX, sizeof(uint32_t));
+    lat = calloc((size_t)nmsg + 8, sizeof(double));
+    if (!t_sent || !got || !lat)
+        die("out of memory");
+    open_all(nconn + 1); /* the last one publishes */
+    cs[nconn].publisher = 1;
+    pump(now_s() + settle);
+    if (!strcmp(mode, "fanout")) {
+        int warm = 2;
+        double s0 = 0, c0 = 0;
+        for (int m = 0; m < nmsg + warm; m++) {
+            uint32_t before = done_msgs;
+            publish();
+            double limit = now_s() + 10;
+            while (done_msgs == before) {
+                poll_once(100);
+                if (now_s() > limit)
+                    die("a broadcast did not reach every subscriber within 10 s");
+            }
+            if (m < warm) {
+                nlat = 0;
+                s0 = cpu_s(server_pid);
+                c0 = cpu_s(0);
+            }
+            pump(now_s() + 0.1); /* let both sides go quiet */
+        }
+        double scpu = cpu_s(server_pid) - s0, ccpu = cpu_s(0) - c0;
+        qsort(lat, nlat, sizeof(double), cmp_d);
+        /* the CPU figures include the 0.1 s pauses between messages (the
+         * server's timers, the client's idle loop) */
+        printf("{\"mode\":\"fanout\",\"subscribers\":%d,\"messages\":%zu,\"size\":%zu,"
+               "\"p50_ms\":%.2f,\"p99_ms\":%.2f,\"max_ms\":%.2f,\"min_ms\":%.2f,"
+               "\"server_cpu_ms_per_msg\":%.1f,\"client_cpu_ms_per_msg\":%.1f}\n",
+               nconn, nlat, msize, pct(lat, nlat, 50) * 1e3, pct(lat, nlat, 99) * 1e3,
+               lat[nlat - 1] * 1e3, lat[0] * 1e3, scpu * 1e3 / (double)nlat,
+               ccpu * 1e3 / (double)nlat);
+        return 0;
+    }
+    /* rate: 1 s warm-up, then --seconds measured */
+    double t0 = now_s();
+    measure_from = t0 + 1.0;
+    measure_to = measure_from + seconds;
+    for (int w = 0; w < window; w++)
+        publish();
+    pump(measure_from);
+    double s0 = cpu_s(server_pid), c0 = cpu_s(0);
+    pump(measure_to);
+    double scpu = cpu_s(server_pid) - s0, ccpu = cpu_s(0) - c0;
+    double limit = now_s() + 10;
+    while (done_msgs < next_seq && now_s() < limit) /* drain what is in flight */
+        poll_once(100);
+    printf("{\"mode\":\"rate\",\"subscribers\":%d,\"window\":%d,\"size\":%zu,\"seconds\":%.1f,"
+           "\"messages_per_s\":%.0f,\"deliveries_per_s\":%.0f,\"server_cpu_s\":%.2f,"
+           "\"client_cpu_s\":%.2f,\"messages_per_server_cpu_s\":%.0f}\n",
+           nconn, window, msize, seconds, (double)done_in_window / seconds,
+           (double)done_in_window * nconn / seconds, scpu, ccpu,
+           scpu > 0 ? (double)done_in_window / scpu : 0);
+    return 0;
+}
