@@ -24,7 +24,7 @@ SYSLIBS  := -ldl -lpthread -lm
 # src/auth/jwt.c); only their headers are needed to build.
 BUILD_ONLY_PKGS := libpq libjwt
 
-FRONT_GOALS := run test deps deps-test bench bench-db bench-ws fuzz clean help check-layers
+FRONT_GOALS := run test deps deps-test bench bench-db bench-ws bench-events fuzz clean help check-layers
 TEST_GOALS  := unit unit-db e2e asan asan-db fuzz-run fuzz-short test-suites lint-deploy test-scale \
                bench-instr bench-baseline
 BUILD_GOALS := $(filter-out $(FRONT_GOALS),$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
