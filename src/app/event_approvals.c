@@ -215,7 +215,7 @@ static int approver(const app_actor *a, const json_t *step)
 static int notify_submitter(keel_db_conn *c, decide_job *j, const char *rid, const char *sub,
                             const char *state)
 {
-    if (!sub || !*sub || !rid)
+    if (!sub || !*sub || !*rid)
         return 0;
     const char *title = json_string_value(json_object_get(j->e.before, "title"));
     int ok = !strcmp(state, "approved");
@@ -250,7 +250,9 @@ static int db_decide(keel_db_conn *c, void *arg)
     }
     json_int_t stepno = json_integer_value(json_object_get(req, "step"));
     json_t *steps = json_object_get(req, "steps"), *step = json_array_get(steps, (size_t)stepno);
-    const char *rid = json_string_value(json_object_get(req, "id"));
+    char rid[64]; /* copied: req is released before the notification */
+    snprintf(rid, sizeof(rid), "%s", json_string_value(json_object_get(req, "id")) ?
+                                         json_string_value(json_object_get(req, "id")) : "");
     if (!approver(&j->e.who, step)) {
         json_decref(req);
         return app_ev_refuse(&j->e, 403, "you are not an approver of step %lld",
@@ -314,17 +316,19 @@ static int db_decide(keel_db_conn *c, void *arg)
     json_decref(req);
     if (rc < 0 || (rc = latest(c, j->e.id, &j->e.out)) < 0)
         return rc;
+    const char *sub = json_string_value(json_object_get(j->e.out, "submitted_by"));
+    /* the notification before the audit record: the audit append stays
+     * last, holding its head row briefly (src/app/audit.c) */
+    if (strcmp(state, "pending") && (rc = notify_submitter(c, j, rid, sub, state)) < 0)
+        return rc;
     json_t *diff = json_pack("{s:{s:I},s:{s:s},s:{s:s}}", "step", "to", stepno + 1, "decision",
                              "to", j->approve ? "approve" : "reject", "approval", "to", state);
     rc = app_audit_append(c, &j->e.who, j->approve ? "event.approve" : "event.reject", "event",
                           j->e.id, diff);
     json_decref(diff);
-    if (rc == 0 && strcmp(state, "pending")) {
-        const char *sub = json_string_value(json_object_get(j->e.out, "submitted_by"));
+    if (rc == 0 && strcmp(state, "pending"))
         keel_log(KEEL_LOG_INFO, "approval decided", "{s:s,s:s,s:s}", "event_id", j->e.id,
                  "state", state, "submitter", sub ? sub : "");
-        rc = notify_submitter(c, j, rid, sub, state);
-    }
     return rc;
 }
 

@@ -270,8 +270,8 @@ def test_two_instances_run_10000_jobs_exactly_once(jobs_proc, request):
     assert sql.count("job_runs") == n
     assert sql.count("job_dups") == 0
     assert sql.count("job_starts") == n  # no job started twice
-    wait_for(lambda: sql.count("keel_jobs", "state = 'completed'") == n, timeout=10 * SLACK,
-             what="every job completed")
+    wait_for(lambda: sql.count("keel_jobs", "state = 'completed'") == n, timeout=30 * SLACK,
+             interval=0.5, what="every job completed")
     per = sql.scalar("SELECT count(DISTINCT runner) FROM job_runs")
     assert per == 2, "both instances took jobs"
     print("10000 jobs on two instances in %.1fs" % took)
