@@ -38,17 +38,17 @@
 
 /* ---------------------------------------------------------------- ids */
 
+/* n (8 or 16) random bytes, not all zero (an all-zero id is invalid:
+ * drawn again, never in practice). */
 static void random_id(uint8_t *out, size_t n)
 {
+    uint64_t v[2], any;
     do {
-        for (size_t i = 0; i < n; i += 8) {
-            uint64_t v = keel_random64();
-            memcpy(out + i, &v, n - i < 8 ? n - i : 8);
-        }
-        for (size_t i = 0; i < n; i++)
-            if (out[i])
-                return;
-    } while (1); /* all zero is invalid: draw again (never, in practice) */
+        v[0] = keel_random64();
+        v[1] = n > 8 ? keel_random64() : 0;
+        any = v[0] | v[1];
+    } while (!any);
+    memcpy(out, v, n);
 }
 
 static const char hexd[] = "0123456789abcdef";
