@@ -4,8 +4,8 @@
  * Design. Everything a request records lives in a trace record taken from
  * its worker's pool (no malloc per span once the pool is warm): an array
  * of spans grown on demand up to TRACE_MAX_SPANS, and one growing text
- * buffer where names, attributes and events are kept already encoded as
- * OTLP JSON fragments. A keel_span_ref is (record, generation, index): the
+ * buffer where names, attribute keys and values and events are kept raw
+ * (escaped and encoded only with their span). A keel_span_ref is (record, generation, index): the
  * generation is bumped as soon as its request completed, so a late
  * callback (a Redis reply after a deadline) finds a stale ref and does
  * nothing instead of writing into a finished or another request's trace.
@@ -55,34 +55,6 @@ static const char hexd[] = "0123456789abcdef";
 
 /* ---------------------------------------------------------------- text */
 
-#define LIT(b, s) keel_buf_append((b), (s), sizeof(s) - 1)
-
-/* s as the inside of a JSON string: a plain copy when every byte is
- * printable ASCII other than '"' and '\\' (names, routes, paths: the
- * usual case), else the full escaper (control bytes, UTF-8 checked). */
-static void esc(keel_buf *b, const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
-            keel_buf_append_json_escaped(b, s, n);
-            return;
-        }
-    }
-    keel_buf_append(b, s, n);
-}
-
-/* v as decimal digits, with a '-' when negative. */
-static void append_i64(keel_buf *b, int64_t v)
-{
-    if (v < 0) {
-        keel_buf_append(b, "-", 1);
-        keel_buf_append_u64(b, (uint64_t)0 - (uint64_t)v);
-    } else {
-        keel_buf_append_u64(b, (uint64_t)v);
-    }
-}
-
 /* ---------------------------------------------------------------- records */
 
 typedef struct kspan {
@@ -93,11 +65,18 @@ typedef struct kspan {
     uint8_t kind, status; /* status: 0 unset, 1 ok, 2 error */
 } kspan;
 
+/* An attribute or an event of span `span`, kept raw (encoded only when
+ * the span is: at export, or when an admin route reads the ring). */
+enum { KA_STR, KA_INT, KA_EVENT };
 typedef struct kattr {
     int32_t span;
-    uint32_t off, len; /* an encoded attribute, or an event's name */
-    uint64_t t;        /* events: when */
-    int event;
+    uint8_t kind;
+    uint32_t key_off, key_len; /* the key (KA_STR, KA_INT), in text */
+    uint32_t off, len;         /* the string value, or the event's name */
+    union {
+        int64_t i;             /* KA_INT */
+        uint64_t t;            /* KA_EVENT: when */
+    } v;
 } kattr;
 
 typedef struct tworker tworker;
@@ -237,13 +216,34 @@ static uint32_t text_add(ktrace *k, const char *s, size_t n)
     return off;
 }
 
-static void attr_push(ktrace *k, int32_t span, uint32_t off, uint32_t len, uint64_t t, int ev)
+static kattr *attr_push(ktrace *k, int32_t span, int kind)
 {
     if (k->nattrs == k->attrs_cap) {
         k->attrs_cap = k->attrs_cap ? k->attrs_cap * 2 : 16;
         k->attrs = keel_realloc(k->attrs, k->attrs_cap * sizeof(kattr));
     }
-    k->attrs[k->nattrs++] = (kattr){.span = span, .off = off, .len = len, .t = t, .event = ev};
+    kattr *a = &k->attrs[k->nattrs++];
+    a->span = span;
+    a->kind = (uint8_t)kind;
+    return a;
+}
+
+/* key, then value (may be NULL), copied into text in one reservation. */
+static kattr *attr_add(ktrace *k, int32_t span, int kind, const char *key, const char *value,
+                       size_t n)
+{
+    size_t kl = strlen(key), off = k->text.len;
+    char *w = keel_buf_reserve(&k->text, kl + n);
+    memcpy(w, key, kl);
+    if (n)
+        memcpy(w + kl, value, n);
+    k->text.len += kl + n;
+    kattr *a = attr_push(k, span, kind);
+    a->key_off = (uint32_t)off;
+    a->key_len = (uint32_t)kl;
+    a->off = (uint32_t)(off + kl);
+    a->len = (uint32_t)n;
+    return a;
 }
 
 static keel_span_ref span_new(ktrace *k, int32_t parent, const char *name, size_t nlen,
@@ -295,13 +295,7 @@ void keel_span_set_strn(keel_span_ref s, const char *key, const char *value, siz
     ktrace *k = ref_trace(s);
     if (!k || !key || !value)
         return;
-    uint32_t off = (uint32_t)k->text.len;
-    LIT(&k->text, "{\"key\":\"");
-    esc(&k->text, key, strlen(key));
-    LIT(&k->text, "\",\"value\":{\"stringValue\":\"");
-    esc(&k->text, value, n);
-    LIT(&k->text, "\"}}");
-    attr_push(k, s.idx, off, (uint32_t)(k->text.len - off), 0, 0);
+    attr_add(k, s.idx, KA_STR, key, value, n);
 }
 
 void keel_span_set_str(keel_span_ref s, const char *key, const char *value)
@@ -315,14 +309,7 @@ void keel_span_set_int(keel_span_ref s, const char *key, int64_t value)
     ktrace *k = ref_trace(s);
     if (!k || !key)
         return;
-    uint32_t off = (uint32_t)k->text.len;
-    LIT(&k->text, "{\"key\":\"");
-    esc(&k->text, key, strlen(key));
-    /* OTLP/JSON: 64-bit integers are decimal strings */
-    LIT(&k->text, "\",\"value\":{\"intValue\":\"");
-    append_i64(&k->text, value);
-    LIT(&k->text, "\"}}");
-    attr_push(k, s.idx, off, (uint32_t)(k->text.len - off), 0, 0);
+    attr_add(k, s.idx, KA_INT, key, NULL, 0)->v.i = value;
 }
 
 void keel_span_add_event(keel_span_ref s, const char *name)
@@ -332,7 +319,10 @@ void keel_span_add_event(keel_span_ref s, const char *name)
         return;
     size_t n = strlen(name);
     uint32_t off = text_add(k, name, n);
-    attr_push(k, s.idx, off, (uint32_t)n, keel_now_ns(), 1);
+    kattr *a = attr_push(k, s.idx, KA_EVENT);
+    a->off = off;
+    a->len = (uint32_t)n;
+    a->v.t = keel_now_ns();
 }
 
 void keel_span_set_error(keel_span_ref s, const char *message)
@@ -512,7 +502,7 @@ static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset
                           2 * route_len + k->client_len);
     for (unsigned a = 0; a < k->nattrs; a++)
         if (k->attrs[a].span == (int32_t)i)
-            cap += 64 + 6 * (size_t)k->attrs[a].len;
+            cap += 96 + 6 * ((size_t)k->attrs[a].key_len + k->attrs[a].len);
     char *w0 = keel_buf_reserve(b, cap), *w = w0;
     W_LIT(w, "{\"traceId\":\"");
     w = w_hex(w, k->ctx.trace_id, 16);
@@ -571,11 +561,24 @@ static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset
     }
     for (unsigned a = 0; a < k->nattrs; a++) {
         const kattr *at = &k->attrs[a];
-        if (at->span != (int32_t)i || at->event)
+        if (at->span != (int32_t)i || at->kind == KA_EVENT)
             continue;
-        memcpy(w, text + at->off, at->len);
-        w += at->len;
-        *w++ = ',';
+        W_LIT(w, "{\"key\":\"");
+        w = w_esc(w, text + at->key_off, at->key_len);
+        if (at->kind == KA_INT) {
+            /* OTLP/JSON: 64-bit integers are decimal strings */
+            W_LIT(w, "\",\"value\":{\"intValue\":\"");
+            if (at->v.i < 0) {
+                *w++ = '-';
+                w = w_u64(w, (uint64_t)0 - (uint64_t)at->v.i);
+            } else {
+                w = w_u64(w, (uint64_t)at->v.i);
+            }
+        } else {
+            W_LIT(w, "\",\"value\":{\"stringValue\":\"");
+            w = w_esc(w, text + at->off, at->len);
+        }
+        W_LIT(w, "\"}},");
     }
     if (w > attrs0)
         w--; /* the last comma */
@@ -583,7 +586,7 @@ static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset
     int first = 1;
     for (unsigned a = 0; a < k->nattrs; a++) {
         const kattr *at = &k->attrs[a];
-        if (at->span != (int32_t)i || !at->event)
+        if (at->span != (int32_t)i || at->kind != KA_EVENT)
             continue;
         if (first)
             W_LIT(w, ",\"events\":[");
@@ -591,7 +594,7 @@ static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset
             *w++ = ',';
         first = 0;
         W_LIT(w, "{\"timeUnixNano\":");
-        w = w_time(w, at->t, offset);
+        w = w_time(w, at->v.t, offset);
         W_LIT(w, ",\"name\":\"");
         w = w_esc(w, text + at->off, at->len);
         W_LIT(w, "\"}");
