@@ -604,6 +604,7 @@ int keel_res_header(keel_req *r, const char *name, const char *value)
     if (check_header(name, value, &nl, &vl) < 0)
         return KEEL_EINVAL;
     append_header_line(&r->res_headers, name, nl, value, vl);
+    r->res_header_lens |= 1ull << (nl & 63);
     return 0;
 }
 
@@ -652,6 +653,7 @@ int keel_res_has_header(const keel_req *r, const char *name)
 
 struct keel_res_header_set {
     size_t n;
+    uint64_t lens;        /* bit (name length & 63) of every member */
     struct {
         size_t off, len;  /* the line "name: value\r\n" in block */
         size_t name_len;
@@ -685,6 +687,7 @@ int keel_res_header_set_add(keel_res_header_set *s, const char *name, const char
     s->h[s->n].off = off;
     s->h[s->n].len = s->block.len - off;
     s->h[s->n].name_len = nl;
+    s->lens |= 1ull << (nl & 63);
     s->n++;
     return 0;
 }
@@ -695,6 +698,13 @@ int keel_res_add_header_set(keel_req *r, const keel_res_header_set *s)
         return KEEL_EALREADY;
     keel_buf *b = &r->res_headers;
     uint32_t present = 0;
+    /* no line set so far has the length of a member's name: none can
+     * be one of them, no scan */
+    if (!(s->lens & r->res_header_lens)) {
+        keel_buf_append(b, s->block.data, s->block.len);
+        r->res_header_lens |= s->lens;
+        return 0;
+    }
     /* one pass over the lines set so far (usually one or two) */
     for (size_t i = 0; i < b->len;) {
         size_t end = line_end(b, i);
@@ -706,6 +716,7 @@ int keel_res_add_header_set(keel_req *r, const keel_res_header_set *s)
         }
         i = end;
     }
+    r->res_header_lens |= s->lens;
     if (!present) {
         keel_buf_append(b, s->block.data, s->block.len);
         return 0;
@@ -738,6 +749,7 @@ int keel_res_set_header(keel_req *r, const char *name, const char *value)
         return KEEL_EINVAL;
     remove_header(r, name);
     append_header_line(&r->res_headers, name, nl, value, vl);
+    r->res_header_lens |= 1ull << (nl & 63);
     return 0;
 }
 
