@@ -527,6 +527,9 @@ void keel_res_status(keel_req *r, int status)
 /* keel's own headers, refused from users (name of length nl). */
 static int reserved_header(const char *name, size_t nl)
 {
+    char c0 = (char)(name[0] | 0x20);
+    if (c0 != 'd' && c0 != 'c' && c0 != 't')
+        return 0;
     switch (nl) {
     case 4:
         return !strncasecmp(name, "date", 4);
@@ -554,22 +557,55 @@ static const unsigned char hclass[256] = {
     [0x7f ... 0xff] = HC_VALUE,
 };
 
+/* Eight bytes at a time first (a word with a byte that might be refused
+ * is left to the table): these are the X-Request-Id / X-Trace-Id values
+ * of every response. has_below(x, n): some byte of x is below n (n at
+ * most 128; bytes from 0x80 never count); has_byte(x, c): some byte is c. */
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+static inline uint64_t has_below(uint64_t x, uint64_t n)
+{
+    return (x - ONES * n) & ~x & HIGHS;
+}
+
+static inline uint64_t has_byte(uint64_t x, uint64_t c)
+{
+    return has_below(x ^ (ONES * c), 1);
+}
+
 /* The length of a valid header name; 0 when it is empty or invalid. */
 static size_t valid_name_len(const char *name)
 {
     const unsigned char *p = (const unsigned char *)name;
-    while (hclass[*p] & HC_NAME)
-        p++;
-    return *p ? 0 : (size_t)(p - (const unsigned char *)name);
+    size_t n = strlen(name), i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, p + i, 8);
+        /* visible ASCII (0x21-0x7e) other than ':' */
+        if (has_below(x, 0x21) | (x & HIGHS) | has_byte(x, 0x7f) | has_byte(x, ':'))
+            break;
+    }
+    for (; i < n; i++)
+        if (!(hclass[p[i]] & HC_NAME))
+            return 0;
+    return n;
 }
 
 /* The length of a valid header value; SIZE_MAX when it is invalid. */
 static size_t valid_value_len(const char *value)
 {
     const unsigned char *p = (const unsigned char *)value;
-    while (hclass[*p] & HC_VALUE)
-        p++;
-    return *p ? SIZE_MAX : (size_t)(p - (const unsigned char *)value);
+    size_t n = strlen(value), i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, p + i, 8);
+        if (has_below(x, 0x20)) /* a control byte (or a tab: the table decides) */
+            break;
+    }
+    for (; i < n; i++)
+        if (!(hclass[p[i]] & HC_VALUE))
+            return SIZE_MAX;
+    return n;
 }
 
 /* 0 with the lengths of a header keel_res_header accepts, else KEEL_EINVAL. */

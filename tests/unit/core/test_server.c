@@ -112,6 +112,17 @@ static const hdr_case hdr_cases[] = {
     {"X-Del", "a\x7f", 0},
     {"X-Empty", "", 0},
     {"Dates", "same prefix as date", 0},
+    /* long enough for the eight-bytes-at-a-time checks, the bad byte in
+     * a whole word or in the tail */
+    {"X-Long-Header-Name-Ok", "0123456789\tabcdef caf\xc3\xa9 \x7f end", 0},
+    {"X-Long-Header-Name:Colon", "v", KEEL_EINVAL},
+    {"X-Long-Header-Name\x7f", "v", KEEL_EINVAL},
+    {"X-Long-Header-Name\xc3\xa9x", "v", KEEL_EINVAL},
+    {"X-Long-Header Name", "v", KEEL_EINVAL},
+    {"X-Long-CR", "0123456789abcdef\r", KEEL_EINVAL},
+    {"X-Long-LF", "01234567\n9abcdef0123", KEEL_EINVAL},
+    {"X-Long-Ctl", "0123456789abcde\x1f", KEEL_EINVAL},
+    {"X-Long-Nul-Free", "abcdefgh\x01" "abcdefgh", KEEL_EINVAL},
     {"", "v", KEEL_EINVAL},
     {"X Sp", "v", KEEL_EINVAL},
     {"X:C", "v", KEEL_EINVAL},
@@ -134,7 +145,7 @@ static keel_res_header_set *defaults; /* built by the test before start */
  * and adds the defaults: theirs for A and C, not B. */
 static keel_flow h_headers(keel_req *r)
 {
-    char body[512];
+    char body[1024];
     size_t n = 0;
     for (size_t i = 0; i < NHDR; i++) {
         keel_res_header_set *t = keel_res_header_set_new();
@@ -293,6 +304,7 @@ static void test_response_headers(void **state)
     assert_null(strstr(buf, "FAIL"));
     assert_non_null(strstr(buf, "\r\nX-Ok: v\r\nX-Tab: a\tb\r\nX-Utf8: caf\xc3\xa9\r\n"
                                 "X-Del: a\x7f\r\nX-Empty: \r\nDates: same prefix as date\r\n"
+                                "X-Long-Header-Name-Ok: 0123456789\tabcdef caf\xc3\xa9 \x7f end\r\n"
                                 "x-def-b: mine\r\nX-Def-A: 1\r\nX-Def-C: 3\r\n"));
     assert_null(strstr(buf, "X-Def-B"));
 }
