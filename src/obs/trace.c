@@ -881,7 +881,12 @@ static void keep_request_fields(ktrace *k, keel_req *r)
     const keel_http_request_head *h = keel_req_head(r);
     /* the peer, unless a forwarding header may name the client (then the
      * TRUST_PROXY resolution, which costs more) */
-    int fwd = keel_req_header(r, "x-forwarded-for").ptr || keel_req_header(r, "forwarded").ptr;
+    int fwd = 0;
+    for (size_t i = 0; i < h->num_headers && !fwd; i++) { /* one pass, lengths first */
+        keel_str n = h->headers[i].name;
+        fwd = (n.len == 15 && !strncasecmp(n.ptr, "x-forwarded-for", 15)) ||
+              (n.len == 9 && !strncasecmp(n.ptr, "forwarded", 9));
+    }
     const char *client = fwd ? keel_req_client_addr(r) : keel_req_remote_addr(r);
     size_t cl = client ? strlen(client) : 0;
     size_t ml = h->method_str.len, pl = h->path.len;

@@ -381,6 +381,10 @@ static void fx_start_with(unsigned max_queue, unsigned max_batch, uint64_t delay
     o->schedule_delay_ms = delay_ms;
     o->buffer_size = 4;
     o->max_spans = 3;
+    if (!exporter) { /* the ring test also checks a forwarded client */
+        keel_free(F.cfg.trust_proxy);
+        F.cfg.trust_proxy = keel_strdup("127.0.0.1/32");
+    }
     F.s = testsrv_new(&F.cfg);
     F.m = keel_metrics_new(1);
     F.t = keel_tracer_new(F.s, &F.cfg, F.m);
@@ -754,6 +758,21 @@ static void test_ring_without_exporter(void **state)
     json_t *work = json_array_get(spans, 1);
     assert_string_equal(json_string_value(json_object_get(attr_of(work, "items"), "intValue")),
                         "-42");
+    json_decref(one);
+
+    /* from a trusted proxy: the forwarded client (TRUST_PROXY) */
+    loopback_exchange(port,
+                      "GET /work/8 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                      "X-Forwarded-For: 203.0.113.9\r\ntraceparent: "
+                      "00-4bf92f3577b34da6a3ce929d0e0e47ff-00f067aa0ba902b7-01\r\n\r\n",
+                      out, sizeof(out));
+    assert_int_equal(loopback_status(out), 200);
+    one = keel_tracer_get(F.t, "4bf92f3577b34da6a3ce929d0e0e47ff");
+    assert_non_null(one);
+    server = json_array_get(json_object_get(one, "spans"), 0);
+    assert_string_equal(json_string_value(json_object_get(attr_of(server, "client.address"),
+                                                          "stringValue")),
+                        "203.0.113.9");
     json_decref(one);
 
     /* a ref kept past its request: a no-op on the record in the ring */
