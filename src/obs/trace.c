@@ -223,8 +223,7 @@ static kattr *attr_push(ktrace *k, int32_t span, int kind)
         k->attrs = keel_realloc(k->attrs, k->attrs_cap * sizeof(kattr));
     }
     kattr *a = &k->attrs[k->nattrs++];
-    a->span = span;
-    a->kind = (uint8_t)kind;
+    *a = (kattr){.span = span, .kind = (uint8_t)kind}; /* an event has no key */
     return a;
 }
 
