@@ -891,8 +891,10 @@ static void keep_request_fields(ktrace *k, keel_req *r)
     size_t ml = h->method_str.len, pl = h->path.len;
     size_t off = k->text.len;
     char *w = keel_buf_reserve(&k->text, ml + pl + cl);
-    memcpy(w, h->method_str.ptr, ml);
-    memcpy(w + ml, h->path.ptr, pl);
+    if (ml) /* a request refused before its request line was read has none */
+        memcpy(w, h->method_str.ptr, ml);
+    if (pl)
+        memcpy(w + ml, h->path.ptr, pl);
     if (cl)
         memcpy(w + ml + pl, client, cl);
     k->text.len += ml + pl + cl;
