@@ -130,9 +130,9 @@ prepare_keel() {
 drive() {
 	local -a req=()
 	case $1 in
-	keel-echo) req=(-X POST -H "Content-Type: application/json" -d "$ECHO_BODY") ;;
-	keel-authme) req=(-H "Authorization: Bearer $BENCH_TOKEN") ;;
-	keel-apime) req=(-H "Authorization: Bearer $API_TOKEN") ;;
+	keel-*echo) req=(-X POST -H "Content-Type: application/json" -d "$ECHO_BODY") ;;
+	keel-*authme) req=(-H "Authorization: Bearer $BENCH_TOKEN") ;;
+	keel-*apime) req=(-H "Authorization: Bearer $API_TOKEN") ;;
 	esac
 	python3 "$here/instr_client.py" 127.0.0.1 "$2" "$(path_of "$1")" "$3" "$CONNS" "${req[@]}" >/dev/null
 }
@@ -220,10 +220,10 @@ path_of() {
 	case $1 in
 	*-hello) echo /hello ;;
 	*-json) echo /json ;;
-	keel-echo) echo /echo ;;
-	keel-authme) echo /auth/me ;;
-	keel-apime) echo /api/v1/auth/me ;;
-	keel-db) echo '/db?id={id}' ;;
+	keel-*echo) echo /echo ;;
+	keel-*authme) echo /auth/me ;;
+	keel-*apime) echo /api/v1/auth/me ;;
+	keel-*db) echo '/db?id={id}' ;;
 	*) echo "instr: unknown target $1" >&2; return 1 ;;
 	esac
 }

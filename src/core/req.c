@@ -527,6 +527,9 @@ void keel_res_status(keel_req *r, int status)
 /* keel's own headers, refused from users (name of length nl). */
 static int reserved_header(const char *name, size_t nl)
 {
+    char c0 = (char)(name[0] | 0x20);
+    if (c0 != 'd' && c0 != 'c' && c0 != 't')
+        return 0;
     switch (nl) {
     case 4:
         return !strncasecmp(name, "date", 4);
@@ -554,22 +557,55 @@ static const unsigned char hclass[256] = {
     [0x7f ... 0xff] = HC_VALUE,
 };
 
+/* Eight bytes at a time first (a word with a byte that might be refused
+ * is left to the table): these are the X-Request-Id / X-Trace-Id values
+ * of every response. has_below(x, n): some byte of x is below n (n at
+ * most 128; bytes from 0x80 never count); has_byte(x, c): some byte is c. */
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+static inline uint64_t has_below(uint64_t x, uint64_t n)
+{
+    return (x - ONES * n) & ~x & HIGHS;
+}
+
+static inline uint64_t has_byte(uint64_t x, uint64_t c)
+{
+    return has_below(x ^ (ONES * c), 1);
+}
+
 /* The length of a valid header name; 0 when it is empty or invalid. */
 static size_t valid_name_len(const char *name)
 {
     const unsigned char *p = (const unsigned char *)name;
-    while (hclass[*p] & HC_NAME)
-        p++;
-    return *p ? 0 : (size_t)(p - (const unsigned char *)name);
+    size_t n = strlen(name), i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, p + i, 8);
+        /* visible ASCII (0x21-0x7e) other than ':' */
+        if (has_below(x, 0x21) | (x & HIGHS) | has_byte(x, 0x7f) | has_byte(x, ':'))
+            break;
+    }
+    for (; i < n; i++)
+        if (!(hclass[p[i]] & HC_NAME))
+            return 0;
+    return n;
 }
 
 /* The length of a valid header value; SIZE_MAX when it is invalid. */
 static size_t valid_value_len(const char *value)
 {
     const unsigned char *p = (const unsigned char *)value;
-    while (hclass[*p] & HC_VALUE)
-        p++;
-    return *p ? SIZE_MAX : (size_t)(p - (const unsigned char *)value);
+    size_t n = strlen(value), i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, p + i, 8);
+        if (has_below(x, 0x20)) /* a control byte (or a tab: the table decides) */
+            break;
+    }
+    for (; i < n; i++)
+        if (!(hclass[p[i]] & HC_VALUE))
+            return SIZE_MAX;
+    return n;
 }
 
 /* 0 with the lengths of a header keel_res_header accepts, else KEEL_EINVAL. */
@@ -604,6 +640,7 @@ int keel_res_header(keel_req *r, const char *name, const char *value)
     if (check_header(name, value, &nl, &vl) < 0)
         return KEEL_EINVAL;
     append_header_line(&r->res_headers, name, nl, value, vl);
+    r->res_header_lens |= 1ull << (nl & 63);
     return 0;
 }
 
@@ -652,6 +689,7 @@ int keel_res_has_header(const keel_req *r, const char *name)
 
 struct keel_res_header_set {
     size_t n;
+    uint64_t lens;        /* bit (name length & 63) of every member */
     struct {
         size_t off, len;  /* the line "name: value\r\n" in block */
         size_t name_len;
@@ -685,6 +723,7 @@ int keel_res_header_set_add(keel_res_header_set *s, const char *name, const char
     s->h[s->n].off = off;
     s->h[s->n].len = s->block.len - off;
     s->h[s->n].name_len = nl;
+    s->lens |= 1ull << (nl & 63);
     s->n++;
     return 0;
 }
@@ -695,6 +734,13 @@ int keel_res_add_header_set(keel_req *r, const keel_res_header_set *s)
         return KEEL_EALREADY;
     keel_buf *b = &r->res_headers;
     uint32_t present = 0;
+    /* no line set so far has the length of a member's name: none can
+     * be one of them, no scan */
+    if (!(s->lens & r->res_header_lens)) {
+        keel_buf_append(b, s->block.data, s->block.len);
+        r->res_header_lens |= s->lens;
+        return 0;
+    }
     /* one pass over the lines set so far (usually one or two) */
     for (size_t i = 0; i < b->len;) {
         size_t end = line_end(b, i);
@@ -706,6 +752,7 @@ int keel_res_add_header_set(keel_req *r, const keel_res_header_set *s)
         }
         i = end;
     }
+    r->res_header_lens |= s->lens;
     if (!present) {
         keel_buf_append(b, s->block.data, s->block.len);
         return 0;
@@ -738,6 +785,7 @@ int keel_res_set_header(keel_req *r, const char *name, const char *value)
         return KEEL_EINVAL;
     remove_header(r, name);
     append_header_line(&r->res_headers, name, nl, value, vl);
+    r->res_header_lens |= 1ull << (nl & 63);
     return 0;
 }
 

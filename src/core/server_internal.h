@@ -211,6 +211,9 @@ struct keel_req {
     const char *reject_detail;
     uint64_t bytes_out;
     keel_buf res_headers;
+    uint64_t res_header_lens; /* bit (name length & 63) of every line ever
+                               * added to res_headers: a set whose names'
+                               * bits are all clear conflicts with none */
     uint64_t start_ns;
     uint64_t end_ns;     /* keel_req_elapsed_ns once completed, 0 before */
     uint64_t deadline;   /* handler deadline (ms, loop time) */

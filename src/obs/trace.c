@@ -2,17 +2,19 @@
  * worker, the in-memory ring of recent traces.
  *
  * Design. Everything a request records lives in a trace record taken from
- * its worker's pool (no malloc per span once the pool is warm): a fixed
- * array of TRACE_MAX_SPANS spans, and one growing text buffer where
- * names, attributes and events are kept already encoded as OTLP JSON
- * fragments. A keel_span_ref is (record, generation, index): the record is
- * recycled as soon as its request completed and the generation bumped, so
- * a late callback (a Redis reply after a deadline) finds a stale ref and
- * does nothing instead of writing into another request's trace.
+ * its worker's pool (no malloc per span once the pool is warm): an array
+ * of spans grown on demand up to TRACE_MAX_SPANS, and one growing text
+ * buffer where names, attribute keys and values and events are kept raw
+ * (escaped and encoded only with their span). A keel_span_ref is (record, generation, index): the
+ * generation is bumped as soon as its request completed, so a late
+ * callback (a Redis reply after a deadline) finds a stale ref and does
+ * nothing instead of writing into a finished or another request's trace.
  *
- * When the request completes its spans are encoded once, into the ring
- * slot of the worker's recent traces, and the same bytes are appended to
- * the worker's export queue (bounded; full = dropped and counted). A batch
+ * When the request completes, the record itself goes into the worker's
+ * ring of recent traces (the record it replaces goes back to the pool):
+ * it is encoded as OTLP JSON only when an admin route reads it. With an
+ * exporter, its spans are also encoded once, straight into the worker's
+ * export queue (bounded; full = dropped and counted). A batch
  * leaves when the queue holds OTEL_BSP_MAX_EXPORT_BATCH_SIZE spans or on
  * the worker's OTEL_BSP_SCHEDULE_DELAY timer; one batch per worker is in
  * flight at a time, retried on 429/502/503/504 after Retry-After (bounded
@@ -36,50 +38,22 @@
 
 /* ---------------------------------------------------------------- ids */
 
+/* n (8 or 16) random bytes, not all zero (an all-zero id is invalid:
+ * drawn again, never in practice). */
 static void random_id(uint8_t *out, size_t n)
 {
+    uint64_t v[2], any;
     do {
-        for (size_t i = 0; i < n; i += 8) {
-            uint64_t v = keel_random64();
-            memcpy(out + i, &v, n - i < 8 ? n - i : 8);
-        }
-        for (size_t i = 0; i < n; i++)
-            if (out[i])
-                return;
-    } while (1); /* all zero is invalid: draw again (never, in practice) */
+        v[0] = keel_random64();
+        v[1] = n > 8 ? keel_random64() : 0;
+        any = v[0] | v[1];
+    } while (!any);
+    memcpy(out, v, n);
 }
 
 static const char hexd[] = "0123456789abcdef";
 
 /* ---------------------------------------------------------------- text */
-
-#define LIT(b, s) keel_buf_append((b), (s), sizeof(s) - 1)
-
-/* s as the inside of a JSON string: a plain copy when every byte is
- * printable ASCII other than '"' and '\\' (names, routes, paths: the
- * usual case), else the full escaper (control bytes, UTF-8 checked). */
-static void esc(keel_buf *b, const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
-            keel_buf_append_json_escaped(b, s, n);
-            return;
-        }
-    }
-    keel_buf_append(b, s, n);
-}
-
-/* v as decimal digits, with a '-' when negative. */
-static void append_i64(keel_buf *b, int64_t v)
-{
-    if (v < 0) {
-        keel_buf_append(b, "-", 1);
-        keel_buf_append_u64(b, (uint64_t)0 - (uint64_t)v);
-    } else {
-        keel_buf_append_u64(b, (uint64_t)v);
-    }
-}
 
 /* ---------------------------------------------------------------- records */
 
@@ -91,11 +65,18 @@ typedef struct kspan {
     uint8_t kind, status; /* status: 0 unset, 1 ok, 2 error */
 } kspan;
 
+/* An attribute or an event of span `span`, kept raw (encoded only when
+ * the span is: at export, or when an admin route reads the ring). */
+enum { KA_STR, KA_INT, KA_EVENT };
 typedef struct kattr {
     int32_t span;
-    uint32_t off, len; /* an encoded attribute, or an event's name */
-    uint64_t t;        /* events: when */
-    int event;
+    uint8_t kind;
+    uint32_t key_off, key_len; /* the key (KA_STR, KA_INT), in text */
+    uint32_t off, len;         /* the string value, or the event's name */
+    union {
+        int64_t i;             /* KA_INT */
+        uint64_t t;            /* KA_EVENT: when */
+    } v;
 } kattr;
 
 typedef struct tworker tworker;
@@ -107,30 +88,23 @@ typedef struct ktrace {
     int has_parent;
     int32_t current;
     unsigned n, dropped;
-    kspan *spans;              /* TRACE_MAX_SPANS */
+    kspan *spans;              /* spans_cap of them, grown up to TRACE_MAX_SPANS */
+    unsigned spans_cap;
     kattr *attrs;
     unsigned nattrs, attrs_cap;
     uint32_t ts_off, ts_len;   /* tracestate, in text */
     keel_buf text;
-    keel_req *req;
-    /* the server span's own attributes, written when it is encoded (views
-     * into the request, which outlives the encoding) */
-    keel_str method, path, route;
-    const char *client;
+    keel_req *req;             /* NULL once the request completed */
+    /* the server span's own attributes, encoded with it: copied into text
+     * when the request completes (the record outlives it in the ring);
+     * route is the route table's own path (lives as long as the server) */
+    uint32_t method_off, method_len, path_off, path_len, client_off, client_len;
+    const char *route;
     int http_status;
+    int64_t offset;            /* wall clock - monotonic when it completed, ns */
     tworker *tw;
     struct ktrace *next_free, *next_all;
 } ktrace;
-
-typedef struct ring_slot {
-    char trace_id[33];
-    char name[128];
-    uint64_t start_unix_ns, dur_ns;
-    int status, http_status;
-    unsigned nspans;
-    keel_buf spans; /* comma-separated OTLP span objects */
-    int used;
-} ring_slot;
 
 struct tworker {
     keel_tracer *t;
@@ -149,13 +123,12 @@ struct tworker {
     int timers;
     uv_timer_t tick, retry;
     int stopping;
-    keel_buf scratch;
-    uint32_t *span_ends; /* TRACE_MAX_SPANS */
     int64_t offset;      /* wall clock - monotonic, ns */
     uint64_t offset_at;  /* loop time it was read at (ms); 0: never */
-    /* recent traces */
+    /* recent traces: the finished records themselves, encoded only when
+     * an admin route reads them */
     uv_mutex_t mu;
-    ring_slot *ring;
+    ktrace **ring;
     unsigned ring_next;
 };
 
@@ -184,7 +157,6 @@ static ktrace *trace_get(tworker *tw)
         tw->free_list = k->next_free;
     } else {
         k = keel_calloc(1, sizeof(*k));
-        k->spans = keel_calloc(tw->t->o.max_spans, sizeof(kspan));
         k->tw = tw;
         k->next_all = tw->all;
         tw->all = k;
@@ -195,15 +167,31 @@ static ktrace *trace_get(tworker *tw)
     k->current = -1;
     k->ts_len = 0;
     k->req = NULL;
+    k->route = NULL;
+    k->http_status = 0;
     return k;
 }
 
-static void trace_put(ktrace *k)
+/* The request is over: refs made during it become stale (a late callback
+ * finds a bumped generation and does nothing). The record itself may live
+ * on in the ring. */
+static void trace_retire(ktrace *k)
 {
     k->live = 0;
     k->gen++;
+    k->req = NULL;
+}
+
+/* Back to the worker's pool (a retired record). */
+static void trace_put(ktrace *k)
+{
     if (k->text.cap > 65536)
         keel_buf_free(&k->text);
+    if (k->spans_cap > 16) { /* a request with many spans: not kept for all */
+        keel_free(k->spans);
+        k->spans = NULL;
+        k->spans_cap = 0;
+    }
     k->next_free = k->tw->free_list;
     k->tw->free_list = k;
 }
@@ -228,13 +216,33 @@ static uint32_t text_add(ktrace *k, const char *s, size_t n)
     return off;
 }
 
-static void attr_push(ktrace *k, int32_t span, uint32_t off, uint32_t len, uint64_t t, int ev)
+static kattr *attr_push(ktrace *k, int32_t span, int kind)
 {
     if (k->nattrs == k->attrs_cap) {
         k->attrs_cap = k->attrs_cap ? k->attrs_cap * 2 : 16;
         k->attrs = keel_realloc(k->attrs, k->attrs_cap * sizeof(kattr));
     }
-    k->attrs[k->nattrs++] = (kattr){.span = span, .off = off, .len = len, .t = t, .event = ev};
+    kattr *a = &k->attrs[k->nattrs++];
+    *a = (kattr){.span = span, .kind = (uint8_t)kind}; /* an event has no key */
+    return a;
+}
+
+/* key, then value (may be NULL), copied into text in one reservation. */
+static kattr *attr_add(ktrace *k, int32_t span, int kind, const char *key, const char *value,
+                       size_t n)
+{
+    size_t kl = strlen(key), off = k->text.len;
+    char *w = keel_buf_reserve(&k->text, kl + n);
+    memcpy(w, key, kl);
+    if (n)
+        memcpy(w + kl, value, n);
+    k->text.len += kl + n;
+    kattr *a = attr_push(k, span, kind);
+    a->key_off = (uint32_t)off;
+    a->key_len = (uint32_t)kl;
+    a->off = (uint32_t)(off + kl);
+    a->len = (uint32_t)n;
+    return a;
 }
 
 static keel_span_ref span_new(ktrace *k, int32_t parent, const char *name, size_t nlen,
@@ -244,6 +252,12 @@ static keel_span_ref span_new(ktrace *k, int32_t parent, const char *name, size_
     if (k->n >= k->tw->t->o.max_spans) {
         k->dropped++;
         return none;
+    }
+    if (k->n == k->spans_cap) {
+        /* grown on demand: a record in the ring keeps only what it used */
+        unsigned cap = k->spans_cap ? k->spans_cap * 2 : 4, max = k->tw->t->o.max_spans;
+        k->spans_cap = cap < max ? cap : max;
+        k->spans = keel_realloc(k->spans, k->spans_cap * sizeof(kspan));
     }
     kspan *s = &k->spans[k->n];
     memset(s, 0, sizeof(*s));
@@ -280,13 +294,7 @@ void keel_span_set_strn(keel_span_ref s, const char *key, const char *value, siz
     ktrace *k = ref_trace(s);
     if (!k || !key || !value)
         return;
-    uint32_t off = (uint32_t)k->text.len;
-    LIT(&k->text, "{\"key\":\"");
-    esc(&k->text, key, strlen(key));
-    LIT(&k->text, "\",\"value\":{\"stringValue\":\"");
-    esc(&k->text, value, n);
-    LIT(&k->text, "\"}}");
-    attr_push(k, s.idx, off, (uint32_t)(k->text.len - off), 0, 0);
+    attr_add(k, s.idx, KA_STR, key, value, n);
 }
 
 void keel_span_set_str(keel_span_ref s, const char *key, const char *value)
@@ -300,14 +308,7 @@ void keel_span_set_int(keel_span_ref s, const char *key, int64_t value)
     ktrace *k = ref_trace(s);
     if (!k || !key)
         return;
-    uint32_t off = (uint32_t)k->text.len;
-    LIT(&k->text, "{\"key\":\"");
-    esc(&k->text, key, strlen(key));
-    /* OTLP/JSON: 64-bit integers are decimal strings */
-    LIT(&k->text, "\",\"value\":{\"intValue\":\"");
-    append_i64(&k->text, value);
-    LIT(&k->text, "\"}}");
-    attr_push(k, s.idx, off, (uint32_t)(k->text.len - off), 0, 0);
+    attr_add(k, s.idx, KA_INT, key, NULL, 0)->v.i = value;
 }
 
 void keel_span_add_event(keel_span_ref s, const char *name)
@@ -317,7 +318,10 @@ void keel_span_add_event(keel_span_ref s, const char *name)
         return;
     size_t n = strlen(name);
     uint32_t off = text_add(k, name, n);
-    attr_push(k, s.idx, off, (uint32_t)n, keel_now_ns(), 1);
+    kattr *a = attr_push(k, s.idx, KA_EVENT);
+    a->off = off;
+    a->len = (uint32_t)n;
+    a->v.t = keel_now_ns();
 }
 
 void keel_span_set_error(keel_span_ref s, const char *message)
@@ -489,13 +493,15 @@ static char *w_attr_str(char *w, const char *key, size_t klen, const char *v, si
 static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset, uint64_t now)
 {
     const kspan *s = &k->spans[i];
+    const char *text = k->text.data;
+    size_t route_len = i == 0 && k->route ? strlen(k->route) : 0;
     size_t cap = 1024 + 6 * ((size_t)s->name_len + s->msg_len);
     if (i == 0)
-        cap += 512 + 6 * ((size_t)k->ts_len + k->method.len + k->path.len + k->route.len +
-                    (k->client ? strlen(k->client) : 0));
+        cap += 512 + 6 * ((size_t)k->ts_len + 2 * k->method_len + k->path_len +
+                          2 * route_len + k->client_len);
     for (unsigned a = 0; a < k->nattrs; a++)
         if (k->attrs[a].span == (int32_t)i)
-            cap += 64 + 6 * (size_t)k->attrs[a].len;
+            cap += 96 + 6 * ((size_t)k->attrs[a].key_len + k->attrs[a].len);
     char *w0 = keel_buf_reserve(b, cap), *w = w0;
     W_LIT(w, "{\"traceId\":\"");
     w = w_hex(w, k->ctx.trace_id, 16);
@@ -509,11 +515,24 @@ static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset
     }
     if (i == 0 && k->ts_len) {
         W_LIT(w, ",\"traceState\":\"");
-        w = w_esc(w, k->text.data + k->ts_off, k->ts_len);
+        w = w_esc(w, text + k->ts_off, k->ts_len);
         *w++ = '"';
     }
     W_LIT(w, ",\"name\":\"");
-    w = w_esc(w, k->text.data + s->name_off, s->name_len);
+    if (i == 0) {
+        /* the server span: "GET /api/v1/users/:id", or the method alone
+         * when no route matched */
+        if (k->method_len)
+            w = w_esc(w, text + k->method_off, k->method_len);
+        else
+            W_LIT(w, "HTTP");
+        if (k->route) {
+            *w++ = ' ';
+            w = w_esc(w, k->route, route_len);
+        }
+    } else {
+        w = w_esc(w, text + s->name_off, s->name_len);
+    }
     W_LIT(w, "\",\"kind\":");
     *w++ = (char)('0' + s->kind);
     W_LIT(w, ",\"startTimeUnixNano\":");
@@ -522,14 +541,14 @@ static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset
     w = w_time(w, s->end ? s->end : now, offset);
     W_LIT(w, ",\"attributes\":[");
     char *attrs0 = w;
-    if (i == 0 && k->req) {
+    if (i == 0) {
         /* the server span's: HTTP semantic conventions */
-        W_ATTR(w, "http.request.method", k->method.ptr, k->method.len);
-        W_ATTR(w, "url.path", k->path.ptr, k->path.len);
-        if (k->client)
-            W_ATTR(w, "client.address", k->client, strlen(k->client));
-        if (k->route.len)
-            W_ATTR(w, "http.route", k->route.ptr, k->route.len);
+        W_ATTR(w, "http.request.method", text + k->method_off, k->method_len);
+        W_ATTR(w, "url.path", text + k->path_off, k->path_len);
+        if (k->client_len)
+            W_ATTR(w, "client.address", text + k->client_off, k->client_len);
+        if (k->route)
+            W_ATTR(w, "http.route", k->route, route_len);
         W_LIT(w, "{\"key\":\"http.response.status_code\",\"value\":{\"intValue\":\"");
         w = w_u64(w, (uint64_t)k->http_status);
         W_LIT(w, "\"}},");
@@ -541,11 +560,24 @@ static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset
     }
     for (unsigned a = 0; a < k->nattrs; a++) {
         const kattr *at = &k->attrs[a];
-        if (at->span != (int32_t)i || at->event)
+        if (at->span != (int32_t)i || at->kind == KA_EVENT)
             continue;
-        memcpy(w, k->text.data + at->off, at->len);
-        w += at->len;
-        *w++ = ',';
+        W_LIT(w, "{\"key\":\"");
+        w = w_esc(w, text + at->key_off, at->key_len);
+        if (at->kind == KA_INT) {
+            /* OTLP/JSON: 64-bit integers are decimal strings */
+            W_LIT(w, "\",\"value\":{\"intValue\":\"");
+            if (at->v.i < 0) {
+                *w++ = '-';
+                w = w_u64(w, (uint64_t)0 - (uint64_t)at->v.i);
+            } else {
+                w = w_u64(w, (uint64_t)at->v.i);
+            }
+        } else {
+            W_LIT(w, "\",\"value\":{\"stringValue\":\"");
+            w = w_esc(w, text + at->off, at->len);
+        }
+        W_LIT(w, "\"}},");
     }
     if (w > attrs0)
         w--; /* the last comma */
@@ -553,7 +585,7 @@ static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset
     int first = 1;
     for (unsigned a = 0; a < k->nattrs; a++) {
         const kattr *at = &k->attrs[a];
-        if (at->span != (int32_t)i || !at->event)
+        if (at->span != (int32_t)i || at->kind != KA_EVENT)
             continue;
         if (first)
             W_LIT(w, ",\"events\":[");
@@ -561,9 +593,9 @@ static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset
             *w++ = ',';
         first = 0;
         W_LIT(w, "{\"timeUnixNano\":");
-        w = w_time(w, at->t, offset);
+        w = w_time(w, at->v.t, offset);
         W_LIT(w, ",\"name\":\"");
-        w = w_esc(w, k->text.data + at->off, at->len);
+        w = w_esc(w, text + at->off, at->len);
         W_LIT(w, "\"}");
     }
     if (!first)
@@ -574,7 +606,7 @@ static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset
         *w++ = (char)('0' + s->status);
         if (s->msg_len) {
             W_LIT(w, ",\"message\":\"");
-            w = w_esc(w, k->text.data + s->msg_off, s->msg_len);
+            w = w_esc(w, text + s->msg_off, s->msg_len);
             *w++ = '"';
         }
     }
@@ -838,43 +870,59 @@ void keel_trace_request_begin(keel_tracer *t, keel_req *r, keel_str tp, keel_str
     keel_req_set_obs(r, k);
     ids_to_req(r, trace_id, k->spans[0].id);
     (void)s;
-    const keel_http_request_head *h = keel_req_head(r);
-    k->method = h->method_str;
-    k->path = h->path;
-    k->route = KEEL_STR_NULL;
-    /* the peer, unless a forwarding header may name the client (then the
-     * TRUST_PROXY resolution, which costs more) */
-    int fwd = keel_req_header(r, "x-forwarded-for").ptr || keel_req_header(r, "forwarded").ptr;
-    k->client = fwd ? keel_req_client_addr(r) : keel_req_remote_addr(r);
 }
 
-/* Keeps the encoded spans of a finished trace in the worker's ring. */
-static void ring_put(tworker *tw, const ktrace *k, const char *spans, size_t len,
-                     int64_t offset)
+/* Copies what the server span's attributes need from the request (it
+ * ends; the record may stay in the ring): method, path, client address,
+ * in one reservation of the record's text. */
+static void keep_request_fields(ktrace *k, keel_req *r)
+{
+    const keel_http_request_head *h = keel_req_head(r);
+    /* the peer, unless a forwarding header may name the client (then the
+     * TRUST_PROXY resolution, which costs more) */
+    int fwd = 0;
+    for (size_t i = 0; i < h->num_headers && !fwd; i++) { /* one pass, lengths first */
+        keel_str n = h->headers[i].name;
+        fwd = (n.len == 15 && !strncasecmp(n.ptr, "x-forwarded-for", 15)) ||
+              (n.len == 9 && !strncasecmp(n.ptr, "forwarded", 9));
+    }
+    const char *client = fwd ? keel_req_client_addr(r) : keel_req_remote_addr(r);
+    size_t cl = client ? strlen(client) : 0;
+    size_t ml = h->method_str.len, pl = h->path.len;
+    size_t off = k->text.len;
+    char *w = keel_buf_reserve(&k->text, ml + pl + cl);
+    if (ml) /* a request refused before its request line was read has none */
+        memcpy(w, h->method_str.ptr, ml);
+    if (pl)
+        memcpy(w + ml, h->path.ptr, pl);
+    if (cl)
+        memcpy(w + ml + pl, client, cl);
+    k->text.len += ml + pl + cl;
+    k->method_off = (uint32_t)off;
+    k->method_len = (uint32_t)ml;
+    k->path_off = (uint32_t)(off + ml);
+    k->path_len = (uint32_t)pl;
+    k->client_off = (uint32_t)(off + ml + pl);
+    k->client_len = (uint32_t)cl;
+}
+
+/* Keeps the finished record in the worker's ring (encoded only when an
+ * admin route asks); the one it replaces goes back to the pool. */
+static void ring_put(tworker *tw, ktrace *k)
 {
     keel_tracer *t = tw->t;
-    if (!t->o.buffer_size)
+    if (!t->o.buffer_size) {
+        trace_put(k);
         return;
-    const kspan *root = &k->spans[0];
+    }
     uv_mutex_lock(&tw->mu);
-    ring_slot *sl = &tw->ring[tw->ring_next];
-    tw->ring_next = (tw->ring_next + 1) % t->o.buffer_size;
-    keel__trace_hex_encode(sl->trace_id, k->ctx.trace_id, 16);
-    sl->trace_id[32] = '\0';
-    size_t nn = root->name_len < sizeof(sl->name) - 1 ? root->name_len : sizeof(sl->name) - 1;
-    memcpy(sl->name, k->text.data + root->name_off, nn);
-    sl->name[nn] = '\0';
-    sl->start_unix_ns = (uint64_t)((int64_t)root->start + offset);
-    sl->dur_ns = root->end > root->start ? root->end - root->start : 0;
-    sl->status = root->status;
-    sl->http_status = k->req ? keel_res_get_status(k->req) : 0;
-    sl->nspans = k->n;
-    sl->spans.len = 0;
-    if (sl->spans.cap > 262144)
-        keel_buf_free(&sl->spans);
-    keel_buf_append(&sl->spans, spans, len);
-    sl->used = 1;
+    ktrace *old = tw->ring[tw->ring_next];
+    tw->ring[tw->ring_next] = k;
+    if (++tw->ring_next == t->o.buffer_size)
+        tw->ring_next = 0;
     uv_mutex_unlock(&tw->mu);
+    if (old)
+        trace_put(old);
 }
 
 void keel_trace_request_end(keel_tracer *t, keel_req *r)
@@ -884,62 +932,42 @@ void keel_trace_request_end(keel_tracer *t, keel_req *r)
         return;
     tworker *tw = k->tw;
     kspan *root = &k->spans[0];
-    /* the name: "GET /api/v1/users/:id", or the method alone unmatched */
-    const keel_http_request_head *h = keel_req_head(r);
+    /* the name ("GET /api/v1/users/:id", or the method alone unmatched) is
+     * written from these when the span is encoded */
     const keel_route *rt = keel_req_route(r);
-    keel_buf *sc = &tw->scratch;
-    sc->len = 0;
-    keel_buf_append(sc, h->method_str.len ? h->method_str.ptr : "HTTP",
-                    h->method_str.len ? h->method_str.len : 4);
-    if (rt) {
-        keel_buf_append(sc, " ", 1);
-        keel_buf_append_str(sc, rt->path);
-        k->route = keel_str_c(rt->path);
-    }
-    root->name_off = text_add(k, sc->data, sc->len);
-    root->name_len = (uint32_t)sc->len;
+    k->route = rt ? rt->path : NULL;
+    keep_request_fields(k, r);
     int status = keel_res_get_status(r);
     k->http_status = status;
     if (status >= 500 && !root->status)
         root->status = 2;
     root->end = keel_req_start_ns(r) + keel_req_elapsed_ns(r);
-    uint64_t now = root->end; /* spans still open end with the request */
     if (k->dropped)
         count(t->m_dropped, tw->id, "span_limit", k->dropped);
 
-    /* encode once: into the scratch, then the ring and the queue */
     /* the wall clock's offset, read again once a second (loop time) */
     uint64_t lnow = tw->w ? uv_now(keel_worker_loop(tw->w)) : 0;
     if (!tw->offset_at || lnow - tw->offset_at >= 1000 || !tw->w) {
         tw->offset = clock_offset();
         tw->offset_at = lnow ? lnow : 1;
     }
-    int64_t offset = tw->offset;
-    sc->len = 0;
-    uint32_t *ends = tw->span_ends;
-    for (unsigned i = 0; i < k->n; i++) {
-        if (i)
-            keel_buf_append(sc, ",", 1);
-        encode_span(sc, k, i, offset, now);
-        ends[i] = (uint32_t)sc->len;
-    }
-    ring_put(tw, k, sc->data, sc->len, offset);
+    k->offset = tw->offset;
+    keel_req_set_obs(r, NULL);
+    trace_retire(k);
     if (t->has_exp) {
+        /* encoded once, straight into the export queue; spans still open
+         * end with the request */
         unsigned room = t->o.max_queue - tw->nq;
         unsigned take = k->n < room ? k->n : room;
-        uint32_t start = 0;
         for (unsigned i = 0; i < take; i++) {
-            uint32_t b = i ? start + 1 : 0; /* skip the comma */
-            keel_buf_append(&tw->q, sc->data + b, ends[i] - b);
+            encode_span(&tw->q, k, i, k->offset, root->end);
             tw->ends[tw->nq++] = (uint32_t)tw->q.len;
-            start = ends[i];
         }
         if (take < k->n)
             count(t->m_dropped, tw->id, "queue_full", k->n - take);
         export_maybe(tw, 0);
     }
-    keel_req_set_obs(r, NULL);
-    trace_put(k);
+    ring_put(tw, k);
 }
 
 /* ---------------------------------------------------------------- life cycle */
@@ -1015,10 +1043,9 @@ keel_tracer *keel_tracer_new(keel_server *s, const keel_config *cfg, keel_metric
         tw->t = t;
         tw->id = i;
         tw->ends = keel_calloc(t->o.max_queue, sizeof(uint32_t));
-        tw->span_ends = keel_calloc(t->o.max_spans, sizeof(uint32_t));
         uv_mutex_init(&tw->mu);
         if (t->o.buffer_size)
-            tw->ring = keel_calloc(t->o.buffer_size, sizeof(ring_slot));
+            tw->ring = keel_calloc(t->o.buffer_size, sizeof(ktrace *));
     }
     if (m) {
         static const char *const reason[] = {"reason", NULL};
@@ -1105,14 +1132,10 @@ void keel_tracer_free(keel_tracer *t)
             keel_buf_free(&k->text);
             keel_free(k);
         }
-        for (unsigned j = 0; tw->ring && j < t->o.buffer_size; j++)
-            keel_buf_free(&tw->ring[j].spans);
         keel_free(tw->ring);
         keel_free(tw->ends);
-        keel_free(tw->span_ends);
         keel_buf_free(&tw->q);
         keel_buf_free(&tw->payload);
-        keel_buf_free(&tw->scratch);
         uv_mutex_destroy(&tw->mu);
     }
     if (t->has_exp && t->exp.free)
@@ -1145,6 +1168,17 @@ static const char *status_name(int s)
     return s == 2 ? "error" : s == 1 ? "ok" : "unset";
 }
 
+/* The server span's name ("GET /route", or the method alone) into out. */
+static void root_name(const ktrace *k, char *out, size_t cap)
+{
+    const char *m = k->method_len ? k->text.data + k->method_off : "HTTP";
+    int ml = k->method_len ? (int)k->method_len : 4;
+    if (k->route)
+        snprintf(out, cap, "%.*s %s", ml, m, k->route);
+    else
+        snprintf(out, cap, "%.*s", ml, m);
+}
+
 json_t *keel_tracer_recent(keel_tracer *t, size_t limit)
 {
     json_t *all = json_array();
@@ -1152,22 +1186,29 @@ json_t *keel_tracer_recent(keel_tracer *t, size_t limit)
         tworker *tw = &t->workers[i];
         uv_mutex_lock(&tw->mu);
         for (unsigned j = 0; j < t->o.buffer_size; j++) {
-            ring_slot *sl = &tw->ring[j];
-            if (!sl->used)
+            const ktrace *k = tw->ring[j];
+            if (!k)
                 continue;
-            time_t sec = (time_t)(sl->start_unix_ns / 1000000000u);
+            const kspan *root = &k->spans[0];
+            uint64_t start_ns = (uint64_t)((int64_t)root->start + k->offset);
+            uint64_t dur_ns = root->end > root->start ? root->end - root->start : 0;
+            char id[33], name[128];
+            keel__trace_hex_encode(id, k->ctx.trace_id, 16);
+            id[32] = '\0';
+            root_name(k, name, sizeof(name));
+            time_t sec = (time_t)(start_ns / 1000000000u);
             struct tm tm;
             gmtime_r(&sec, &tm);
             char when[40];
             size_t n = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
             snprintf(when + n, sizeof(when) - n, ".%03uZ",
-                     (unsigned)(sl->start_unix_ns / 1000000u % 1000u));
+                     (unsigned)(start_ns / 1000000u % 1000u));
             json_array_append_new(
-                all, json_pack("{s:s,s:s,s:s,s:I,s:f,s:s,s:i,s:i}", "trace_id", sl->trace_id,
-                               "name", sl->name, "start", when, "start_unix_nano",
-                               (json_int_t)sl->start_unix_ns, "duration_ms",
-                               (double)sl->dur_ns / 1e6, "status", status_name(sl->status),
-                               "http_status", sl->http_status, "span_count", (int)sl->nspans));
+                all, json_pack("{s:s,s:s,s:s,s:I,s:f,s:s,s:i,s:i}", "trace_id", id, "name",
+                               name, "start", when, "start_unix_nano", (json_int_t)start_ns,
+                               "duration_ms", (double)dur_ns / 1e6, "status",
+                               status_name(root->status), "http_status", k->http_status,
+                               "span_count", (int)k->n));
         }
         uv_mutex_unlock(&tw->mu);
     }
@@ -1197,11 +1238,18 @@ json_t *keel_tracer_get(keel_tracer *t, const char *trace_id)
         tworker *tw = &t->workers[i];
         uv_mutex_lock(&tw->mu);
         for (unsigned j = 0; j < t->o.buffer_size; j++) {
-            ring_slot *sl = &tw->ring[j];
-            if (!sl->used || strcmp(sl->trace_id, trace_id))
+            const ktrace *k = tw->ring[j];
+            char id[33];
+            if (!k)
                 continue;
-            keel_buf_append(&b, b.len ? "," : "[", 1);
-            keel_buf_append(&b, sl->spans.data, sl->spans.len);
+            keel__trace_hex_encode(id, k->ctx.trace_id, 16);
+            id[32] = '\0';
+            if (strcmp(id, trace_id))
+                continue;
+            for (unsigned s = 0; s < k->n; s++) {
+                keel_buf_append(&b, b.len ? "," : "[", 1);
+                encode_span(&b, k, s, k->offset, k->spans[0].end);
+            }
         }
         uv_mutex_unlock(&tw->mu);
     }

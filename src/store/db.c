@@ -433,7 +433,10 @@ static void spans_note(keel__db_spans *s, unsigned op, const char *sql, uint64_t
     s->rec[s->n].end = now;
     s->rec[s->n].op = op;
     s->rec[s->n].rc = rc;
-    snprintf(s->rec[s->n].sql, KEEL__DB_SPAN_SQL, "%s", sql ? sql : "");
+    size_t n = sql ? strnlen(sql, KEEL__DB_SPAN_SQL - 1) : 0; /* cut as snprintf would */
+    if (n)
+        memcpy(s->rec[s->n].sql, sql, n);
+    s->rec[s->n].sql[n] = '\0';
     s->n++;
 }
 

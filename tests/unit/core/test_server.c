@@ -112,6 +112,17 @@ static const hdr_case hdr_cases[] = {
     {"X-Del", "a\x7f", 0},
     {"X-Empty", "", 0},
     {"Dates", "same prefix as date", 0},
+    /* long enough for the eight-bytes-at-a-time checks, the bad byte in
+     * a whole word or in the tail */
+    {"X-Long-Header-Name-Ok", "0123456789\tabcdef caf\xc3\xa9 \x7f end", 0},
+    {"X-Long-Header-Name:Colon", "v", KEEL_EINVAL},
+    {"X-Long-Header-Name\x7f", "v", KEEL_EINVAL},
+    {"X-Long-Header-Name\xc3\xa9x", "v", KEEL_EINVAL},
+    {"X-Long-Header Name", "v", KEEL_EINVAL},
+    {"X-Long-CR", "0123456789abcdef\r", KEEL_EINVAL},
+    {"X-Long-LF", "01234567\n9abcdef0123", KEEL_EINVAL},
+    {"X-Long-Ctl", "0123456789abcde\x1f", KEEL_EINVAL},
+    {"X-Long-Nul-Free", "abcdefgh\x01" "abcdefgh", KEEL_EINVAL},
     {"", "v", KEEL_EINVAL},
     {"X Sp", "v", KEEL_EINVAL},
     {"X:C", "v", KEEL_EINVAL},
@@ -134,7 +145,7 @@ static keel_res_header_set *defaults; /* built by the test before start */
  * and adds the defaults: theirs for A and C, not B. */
 static keel_flow h_headers(keel_req *r)
 {
-    char body[512];
+    char body[1024];
     size_t n = 0;
     for (size_t i = 0; i < NHDR; i++) {
         keel_res_header_set *t = keel_res_header_set_new();
@@ -150,10 +161,27 @@ static keel_flow h_headers(keel_req *r)
     return KEEL_DONE;
 }
 
+/* The defaults after headers set another way: /headers/none (no line
+ * before: appended at once), /headers/other (a line whose name has a
+ * member's length but is none of them), /headers/plain (keel_res_header
+ * of member C, in another case). */
+static keel_flow h_headers_mode(keel_req *r)
+{
+    keel_str mode = keel_req_param(r, "mode");
+    if (keel_str_eq(mode, keel_str_c("other")))
+        keel_res_header(r, "X-Def-Z", "z");
+    else if (keel_str_eq(mode, keel_str_c("plain")))
+        keel_res_header(r, "X-DEF-C", "mine");
+    keel_res_add_header_set(r, defaults);
+    keel_respond(r, 200, "text/plain", "ok", 2);
+    return KEEL_DONE;
+}
+
 static const keel_route routes[] = {
     {.name = "hello", .method = "GET", .path = "/hello/:who", .handler = h_hello},
     {.name = "work", .method = "GET", .path = "/work", .handler = h_work},
     {.name = "headers", .method = "GET", .path = "/headers", .handler = h_headers},
+    {.name = "headers_mode", .method = "GET", .path = "/headers/:mode", .handler = h_headers_mode},
 };
 
 static keel_server *start(void)
@@ -169,7 +197,7 @@ static keel_server *start(void)
     keel_middleware b = {.name = "b", .on_request = mw_b};
     keel_server_use(s, &a);
     keel_server_use(s, &b);
-    assert_int_equal(keel_server_add_routes(s, routes, 3), 0);
+    assert_int_equal(keel_server_add_routes(s, routes, sizeof(routes) / sizeof(routes[0])), 0);
     assert_int_equal(keel_server_start(s), 0);
     assert_true(keel_server_port(s) > 0);
     assert_int_equal(keel_server_get_state(s), KEEL_STATE_SERVING);
@@ -255,12 +283,28 @@ static void test_response_headers(void **state)
     loopback_exchange(keel_server_port(s),
                       "GET /headers HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", buf,
                       sizeof(buf));
+    char none[2048], other[2048], plain[2048];
+    loopback_exchange(keel_server_port(s),
+                      "GET /headers/none HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                      none, sizeof(none));
+    loopback_exchange(keel_server_port(s),
+                      "GET /headers/other HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                      other, sizeof(other));
+    loopback_exchange(keel_server_port(s),
+                      "GET /headers/plain HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                      plain, sizeof(plain));
     stop(s);
+    assert_non_null(strstr(none, "\r\nX-Def-A: 1\r\nX-Def-B: 2\r\nX-Def-C: 3\r\n"));
+    assert_non_null(
+        strstr(other, "\r\nX-Def-Z: z\r\nX-Def-A: 1\r\nX-Def-B: 2\r\nX-Def-C: 3\r\n"));
+    assert_non_null(strstr(plain, "\r\nX-DEF-C: mine\r\nX-Def-A: 1\r\nX-Def-B: 2\r\n"));
+    assert_null(strstr(plain, "X-Def-C"));
     keel_res_header_set_free(defaults);
     defaults = NULL;
     assert_null(strstr(buf, "FAIL"));
     assert_non_null(strstr(buf, "\r\nX-Ok: v\r\nX-Tab: a\tb\r\nX-Utf8: caf\xc3\xa9\r\n"
                                 "X-Del: a\x7f\r\nX-Empty: \r\nDates: same prefix as date\r\n"
+                                "X-Long-Header-Name-Ok: 0123456789\tabcdef caf\xc3\xa9 \x7f end\r\n"
                                 "x-def-b: mine\r\nX-Def-A: 1\r\nX-Def-C: 3\r\n"));
     assert_null(strstr(buf, "X-Def-B"));
 }

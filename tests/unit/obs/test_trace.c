@@ -328,10 +328,37 @@ static keel_flow h_call(keel_req *r)
     return KEEL_SUSPEND;
 }
 
+/* a span ref kept past its request (/late/keep), used by a later request
+ * (/late/use) on the same loop: every call on it must be a no-op */
+static keel_span_ref late_ref;
+
+static keel_flow h_late_keep(keel_req *r)
+{
+    late_ref = keel_span_start(r, "kept");
+    keel_span_end(r, late_ref);
+    keel_respond_text(r, 200, "kept");
+    return KEEL_DONE;
+}
+
+static keel_flow h_late_use(keel_req *r)
+{
+    int ok = keel_span_ok(late_ref);
+    keel_span_set_str(late_ref, "late", "write");
+    keel_span_set_int(late_ref, "late.n", 1);
+    keel_span_add_event(late_ref, "late event");
+    keel_span_set_error(late_ref, "late error");
+    keel_span_ref child = keel_span_begin(late_ref, "late child", KEEL_SPAN_INTERNAL, 0);
+    keel_span_finish(child, 0);
+    keel_respond_text(r, ok || keel_span_ok(child) ? 500 : 200, "used");
+    return KEEL_DONE;
+}
+
 static const keel_route routes[] = {
     {.name = "work", .method = "GET", .path = "/work/:n", .handler = h_work},
     {.name = "fail", .method = "GET", .path = "/fail", .handler = h_fail},
     {.name = "call", .method = "GET", .path = "/call", .handler = h_call},
+    {.name = "late_keep", .method = "GET", .path = "/late/keep", .handler = h_late_keep},
+    {.name = "late_use", .method = "GET", .path = "/late/use", .handler = h_late_use},
 };
 
 static struct {
@@ -341,7 +368,8 @@ static struct {
     keel_metrics *m;
 } F;
 
-static void fx_start(unsigned max_queue, unsigned max_batch, uint64_t delay_ms)
+static void fx_start_with(unsigned max_queue, unsigned max_batch, uint64_t delay_ms,
+                          int exporter)
 {
     memset(&X, 0, sizeof(X));
     pthread_mutex_init(&X.mu, NULL);
@@ -353,17 +381,27 @@ static void fx_start(unsigned max_queue, unsigned max_batch, uint64_t delay_ms)
     o->schedule_delay_ms = delay_ms;
     o->buffer_size = 4;
     o->max_spans = 3;
+    if (!exporter) { /* the ring test also checks a forwarded client */
+        keel_free(F.cfg.trust_proxy);
+        F.cfg.trust_proxy = keel_strdup("127.0.0.1/32");
+    }
     F.s = testsrv_new(&F.cfg);
     F.m = keel_metrics_new(1);
     F.t = keel_tracer_new(F.s, &F.cfg, F.m);
     assert_non_null(F.t);
     keel_trace_exporter exp = {.send = fake_send, .send_sync = fake_send_sync};
-    keel_tracer_set_exporter(F.t, &exp);
+    if (exporter)
+        keel_tracer_set_exporter(F.t, &exp);
     keel_middleware mw = keel_mw_request_id_traced(F.t);
     keel_server_use(F.s, &mw);
-    keel_server_add_routes(F.s, routes, 3);
+    keel_server_add_routes(F.s, routes, sizeof(routes) / sizeof(routes[0]));
     assert_int_equal(keel_http_client_new(&HC, F.s, &F.cfg, NULL, NULL), 0);
     assert_int_equal(keel_server_start(F.s), 0);
+}
+
+static void fx_start(unsigned max_queue, unsigned max_batch, uint64_t delay_ms)
+{
+    fx_start_with(max_queue, max_batch, delay_ms, 1);
 }
 
 static void fx_stop(void)
@@ -666,6 +704,100 @@ static void test_outbound_call_span_and_propagation(void **state)
     fx_stop();
 }
 
+/* Without an exporter the ring keeps the finished records themselves
+ * (TRACE_BUFFER_SIZE = 4 here) and encodes them only when asked: the
+ * oldest are replaced, the kept ones still carry the request's method,
+ * path, route, client and status (copied when the request ended), and a
+ * span ref kept past its request changes nothing. */
+static void test_ring_without_exporter(void **state)
+{
+    (void)state;
+    fx_start_with(16, 16, 60000, 0);
+    unsigned port = keel_server_port(F.s);
+    char out[4096], req[512];
+    for (int i = 1; i <= 6; i++) {
+        snprintf(req, sizeof(req),
+                 "GET /work/%d HTTP/1.1\r\nHost: t\r\nConnection: close\r\ntraceparent: "
+                 "00-4bf92f3577b34da6a3ce929d0e0e47%02d-00f067aa0ba902b7-01\r\n\r\n",
+                 i, i);
+        loopback_exchange(port, req, out, sizeof(out));
+        assert_int_equal(loopback_status(out), 200);
+    }
+    json_t *recent = keel_tracer_recent(F.t, 10);
+    assert_int_equal(json_array_size(recent), 4);
+    json_t *t0 = json_array_get(recent, 0);
+    assert_string_equal(json_string_value(json_object_get(t0, "name")), "GET /work/:n");
+    assert_int_equal(json_integer_value(json_object_get(t0, "span_count")), 3);
+    assert_int_equal(json_integer_value(json_object_get(t0, "http_status")), 200);
+    assert_true(json_integer_value(json_object_get(t0, "start_unix_nano")) >
+                (json_int_t)1600000000000000000ll);
+    json_decref(recent);
+    assert_null(keel_tracer_get(F.t, "4bf92f3577b34da6a3ce929d0e0e4701"));
+    assert_null(keel_tracer_get(F.t, "4bf92f3577b34da6a3ce929d0e0e4702"));
+    json_t *one = keel_tracer_get(F.t, "4bf92f3577b34da6a3ce929d0e0e4706");
+    assert_non_null(one);
+    json_t *spans = json_object_get(one, "spans");
+    assert_int_equal(json_array_size(spans), 3);
+    json_t *server = json_array_get(spans, 0);
+    assert_string_equal(json_string_value(json_object_get(server, "name")), "GET /work/:n");
+    assert_string_equal(json_string_value(json_object_get(server, "parentSpanId")),
+                        "00f067aa0ba902b7");
+    assert_string_equal(json_string_value(json_object_get(attr_of(server, "url.path"),
+                                                          "stringValue")),
+                        "/work/6");
+    assert_string_equal(json_string_value(json_object_get(attr_of(server, "http.request.method"),
+                                                          "stringValue")),
+                        "GET");
+    assert_string_equal(json_string_value(json_object_get(attr_of(server, "client.address"),
+                                                          "stringValue")),
+                        "127.0.0.1");
+    assert_string_equal(json_string_value(json_object_get(attr_of(server,
+                                                                  "http.response.status_code"),
+                                                          "intValue")),
+                        "200");
+    json_t *work = json_array_get(spans, 1);
+    assert_string_equal(json_string_value(json_object_get(attr_of(work, "items"), "intValue")),
+                        "-42");
+    json_decref(one);
+
+    /* from a trusted proxy: the forwarded client (TRUST_PROXY) */
+    loopback_exchange(port,
+                      "GET /work/8 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                      "X-Forwarded-For: 203.0.113.9\r\ntraceparent: "
+                      "00-4bf92f3577b34da6a3ce929d0e0e47ff-00f067aa0ba902b7-01\r\n\r\n",
+                      out, sizeof(out));
+    assert_int_equal(loopback_status(out), 200);
+    one = keel_tracer_get(F.t, "4bf92f3577b34da6a3ce929d0e0e47ff");
+    assert_non_null(one);
+    server = json_array_get(json_object_get(one, "spans"), 0);
+    assert_string_equal(json_string_value(json_object_get(attr_of(server, "client.address"),
+                                                          "stringValue")),
+                        "203.0.113.9");
+    json_decref(one);
+
+    /* a ref kept past its request: a no-op on the record in the ring */
+    snprintf(req, sizeof(req),
+             "GET /late/keep HTTP/1.1\r\nHost: t\r\nConnection: close\r\ntraceparent: "
+             "00-4bf92f3577b34da6a3ce929d0e0e47aa-00f067aa0ba902b7-01\r\n\r\n");
+    loopback_exchange(port, req, out, sizeof(out));
+    assert_int_equal(loopback_status(out), 200);
+    assert_int_equal(loopback_get(port, "/late/use", out, sizeof(out)), 200);
+    one = keel_tracer_get(F.t, "4bf92f3577b34da6a3ce929d0e0e47aa");
+    assert_non_null(one);
+    spans = json_object_get(one, "spans");
+    assert_int_equal(json_array_size(spans), 2);
+    json_t *kept = json_array_get(spans, 1);
+    assert_string_equal(json_string_value(json_object_get(kept, "name")), "kept");
+    assert_null(attr_of(kept, "late"));
+    assert_null(json_object_get(kept, "events"));
+    assert_null(json_object_get(json_object_get(kept, "status"), "code"));
+    json_decref(one);
+    /* nothing was exported, nothing is left for the shutdown */
+    assert_int_equal((int)json_array_size(X.bodies), 0);
+    fx_stop();
+    assert_int_equal(X.sync_calls, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -680,6 +812,7 @@ int main(void)
         cmocka_unit_test(test_no_retry_on_400),
         cmocka_unit_test(test_schedule_delay_sends_a_partial_batch),
         cmocka_unit_test(test_outbound_call_span_and_propagation),
+        cmocka_unit_test(test_ring_without_exporter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
