@@ -69,6 +69,10 @@ MIGRATION_SQL := $(wildcard migrations/sqlite/*.sql migrations/postgres/*.sql)
 APP_OBJ  += $(BUILD)/gen/migrations.o
 # the git revision, for GET /api/v1/admin/info (scripts/build_info.sh)
 APP_OBJ  += $(BUILD)/gen/build_info.o
+# web/chat (/realtime/client.js and the /chat page) compiled into build/keel
+# (scripts/embed_web.sh; docs/realtime.md, "Browser client")
+CHAT_FILES := $(wildcard web/chat/*)
+APP_OBJ  += $(BUILD)/gen/chat_assets.o
 UNIT_SRC := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
@@ -159,6 +163,14 @@ $(BUILD)/gen/web_assets.c: scripts/embed_web.sh scripts/c_string.sh $(WEB_FILES)
 	@mv $@.tmp $@
 
 $(BUILD)/gen/web_assets.o: $(BUILD)/gen/web_assets.c src/svc/svc_internal.h
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/gen/chat_assets.c: scripts/embed_web.sh scripts/c_string.sh $(CHAT_FILES) web/chat
+	@mkdir -p $(dir $@)
+	scripts/embed_web.sh web/chat app_chat_assets app_asset app/chat.h > $@.tmp
+	@mv $@.tmp $@
+
+$(BUILD)/gen/chat_assets.o: $(BUILD)/gen/chat_assets.c src/app/chat.h
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(BUILD)/gen/mail_templates.c: scripts/embed_mail.sh scripts/c_string.sh $(MAIL_FILES) templates/mail

@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "app/app.h"
+#include "app/chat.h"
 #include "app/files.h"
 
 static int setup(keel_service *svc, void *arg)
@@ -22,6 +23,8 @@ static int setup(keel_service *svc, void *arg)
     if (app_files_setup(svc) < 0)
         return -1;
     if (app_realtime_setup(svc) < 0)
+        return -1;
+    if (app_chat_setup(svc) < 0)
         return -1;
     return app_distributed_setup(svc);
 }
@@ -46,7 +49,7 @@ static void teardown(keel_service *svc, void *arg)
 
 static const keel_config_module *const config_modules[] = {&app_config, &keel_mail_config,
                                                            &keel_cron_config, &app_uploads_config,
-                                                           &app_realtime_config};
+                                                           &app_realtime_config, &app_chat_config};
 
 int main(int argc, char **argv)
 {
@@ -68,6 +71,6 @@ int main(int argc, char **argv)
                              "the scheduled jobs will run)\n",
                     .use_database = 1, .use_jobs = 1, .migrations = app_migrations,
                     .nmigrations = app_migrations_count,
-                    .config_modules = config_modules, .nconfig_modules = 5};
+                    .config_modules = config_modules, .nconfig_modules = 6};
     return keel_main(argc, argv, &app);
 }
