@@ -76,7 +76,11 @@ function setStatus(s) {
   el.textContent = s;
 }
 
-rt.on("open", () => setStatus("online"));
+rt.on("open", () => {
+  setStatus("online");
+  const el = $("status");
+  el.dataset.connects = String(Number(el.dataset.connects || 0) + 1);
+});
 rt.on("close", () => setStatus("offline"));
 rt.on("reconnecting", ({ attempt, delay }) => {
   setStatus("reconnecting");

@@ -56,6 +56,17 @@ export class KeelRealtime {
     this.reconnectTimer = null;
     this.user = null;
     this.welcome = null;
+    // back online (a browser's "online" event): retry now, not after the backoff
+    if (typeof globalThis.addEventListener === "function" && this.opts.retryOnOnline !== false)
+      globalThis.addEventListener("online", () => this.retryNow());
+  }
+
+  retryNow() {
+    if (this.state !== "waiting") return;
+    if (this.reconnectTimer) this.clearTimer(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.state = "connecting";
+    this.open();
   }
 
   // ---------------------------------------------------------------- events
