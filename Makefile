@@ -219,6 +219,11 @@ e2e: all
 	  KEEL_JOBS_BIN=$(abspath $(BUILD)/jobs_service) \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
 
+# The browser client's logic (web/chat/client.js) under node with a mock
+# WebSocket; the real browser is tests/e2e/test_chat_browser.py.
+test-js:
+	node --test tests/js/client.test.mjs
+
 # The same unit and e2e suites, built with clang under ASan+UBSan.
 asan:
 	$(MAKE) --no-print-directory BUILD=build/asan CC=$(CLANG) CFLAGS="$(ASAN_FLAGS)" \
@@ -286,6 +291,7 @@ test-suites:
 	$(MAKE) --no-print-directory check-layers
 	$(MAKE) --no-print-directory all
 	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory test-js
 	$(MAKE) --no-print-directory unit-db
 	$(MAKE) --no-print-directory e2e
 	$(MAKE) --no-print-directory lint-deploy
