@@ -83,7 +83,7 @@ TOOLS    := $(BUILD)/parse_request $(BUILD)/phase_service $(BUILD)/jobs_service
 
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-.PHONY: all deps deps-test run test test-suites unit e2e asan fuzz fuzz-run fuzz-short bench clean help \
+.PHONY: all deps deps-test run test test-suites unit test-js e2e asan fuzz fuzz-run fuzz-short bench clean help \
         bench-instr bench-baseline \
         install uninstall print-ldlibs FORCE
 
