@@ -362,7 +362,6 @@ def test_chat_in_headless_chromium(keel, tmp_path):
                    "document.body.append(s); true")
         await b.until("window.__csp.length > 0", "a CSP report for an inline script")
         assert await b.js("window.x === undefined")
-        await b.until("true", "settle")
         deadline = time.monotonic() + T
         while not problems(b.events, offline) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
