@@ -173,11 +173,13 @@ class Browser:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def problems(events, offline):
+def problems(events, offline, allow=lambda entry: False):
     """Console errors, exceptions and CSP reports; network errors while the
-    browser was offline on purpose are expected."""
+    browser was offline on purpose (and those `allow` expects) are not."""
     out = []
     for t, m in events:
+        if m.get("method") == "Log.entryAdded" and allow(m["params"]["entry"]):
+            continue
         method, p = m.get("method"), m.get("params", {})
         during_offline = offline[0] <= t <= offline[1]
         if method == "Runtime.exceptionThrown":
@@ -367,6 +369,76 @@ def test_chat_in_headless_chromium(keel, tmp_path):
             await asyncio.sleep(0.05)
         assert problems(b.events, offline), "a CSP violation was not reported on the console"
         await ws.close()
+        await b.ws.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(go(), 60 * SLACK))
+    finally:
+        browser.stop()
+
+
+def test_chat_token_expiry_reconnects(keel, tmp_path):
+    """The server closes the page's WebSocket with 4001 when its access
+    token expires; the page refreshes the token (the ticket route said
+    401), gets a new ticket, reconnects and resumes."""
+    if not shutil.which("chromium"):
+        pytest.skip("Debian package chromium is not installed (scripts/deps.sh test)")
+    srv = keel(**dict(ENV, JWT_EXPIRES_IN="2s", WS_AUTH_RECHECK="200ms"))
+    _, _, email_a = register(srv, "expiring")
+    tok_b, _, email_b = register(srv, "sender")
+    r = requests.post(srv.url + "/api/v1/rooms", json={"name": "short tokens"},
+                      headers={"Authorization": "Bearer " + tok_b}, timeout=10 * SLACK)
+    assert r.status_code == 201, r.text
+    room = r.json()["id"]
+    browser = Browser(str(tmp_path))
+
+    async def say(body):
+        # a fresh token each time: the python side's tokens expire too
+        t = requests.post(srv.url + "/api/v1/auth/login", json={"email": email_b, "password": PW},
+                          timeout=10 * SLACK).json()["access_token"]
+        async with websockets.connect("ws://127.0.0.1:%d/ws" % srv.port,
+                                      extra_headers={"Authorization": "Bearer " + t}) as ws:
+            peer = Peer(ws)
+            await peer.expect(lambda m: m["type"] == "welcome")
+            await peer.call("room:join", room=room)
+            await peer.call("message:send", room=room, body=body)
+
+    async def go():
+        b = browser
+        await b.start()
+        for domain in ("Runtime", "Log", "Page"):
+            await b.call(domain + ".enable")
+        await b.call("Page.navigate", url=srv.url + "/chat")
+        await b.until("document.readyState === 'complete' && !!document.getElementById('login')",
+                      "login form")
+        await b.js("document.getElementById('email').value = %s;"
+                   "document.getElementById('password').value = %s;"
+                   "document.getElementById('login').click(); true"
+                   % (json.dumps(email_a), json.dumps(PW)))
+        await b.until("!!document.querySelector('#rooms li[data-room=\"%s\"]')" % room, "room")
+        await b.js("document.querySelector('#rooms li[data-room=\"%s\"]').click(); true" % room)
+        await b.until("!document.getElementById('send').disabled", "joined room")
+        await say("one")
+        await b.until("%s.includes('one')" % SHOWN, "a message")
+        # the token expires within 2 s: closed with 4001, back with a refreshed one
+        await b.until("document.getElementById('status').dataset.lastClose === '4001'"
+                      " && Number(document.getElementById('status').dataset.connects) >= 2"
+                      " && document.getElementById('status').dataset.state === 'online'",
+                      "a reconnect after 4001", timeout=15 * SLACK)
+        await say("two")
+        await b.until("%s.includes('two')" % SHOWN, "a message after the reconnect")
+        # the page, on its refreshed token, still sends
+        await b.js("document.getElementById('body').value = 'three';"
+                   "document.getElementById('send').click(); true")
+        await b.until("%s.includes('three')" % SHOWN, "own message")
+        shown = json.loads(await b.js(SHOWN))
+        assert [s for s, _ in shown] == [1, 2, 3], shown
+        assert [t for _, t in shown] == ["one", "two", "three"], shown
+        assert await b.js("document.getElementById('chat-error').textContent") == ""
+        # a ticket asked for with the expired token: 401, then the refresh
+        found = problems(b.events, [0, 0], allow=lambda e: e.get("source") == "network" and
+                         "/api/v1/realtime/ticket" in (e.get("url") or "") and "401" in e["text"])
+        assert not found, found
         await b.ws.close()
 
     try:

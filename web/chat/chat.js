@@ -81,7 +81,10 @@ rt.on("open", () => {
   const el = $("status");
   el.dataset.connects = String(Number(el.dataset.connects || 0) + 1);
 });
-rt.on("close", () => setStatus("offline"));
+rt.on("close", ({ code }) => {
+  setStatus("offline");
+  $("status").dataset.lastClose = String(code); // 4001: the token expired (refreshed on retry)
+});
 rt.on("reconnecting", ({ attempt, delay }) => {
   setStatus("reconnecting");
   $("status").title = "attempt " + attempt + " in " + delay + " ms";
