@@ -91,7 +91,13 @@ rt.on("reconnecting", ({ attempt, delay }) => {
 });
 rt.on("resumed", () => setStatus("online"));
 rt.on("error", (err) => {
-  if (err.code !== "rate_limited") showError("realtime: " + (err.code || "") + " " + err.message);
+  if (err.code === "rate_limited") return;
+  if (err.code === "ticket" || err.code === "connect") {
+    // offline or the server unreachable: the badge says reconnecting
+    $("status").title = "no connection: " + err.message;
+    return;
+  }
+  showError("realtime: " + (err.code || "") + " " + err.message);
 });
 
 rt.on("message:received", (m) => {
