@@ -222,3 +222,34 @@ test("close() stops reconnecting and rejects what waits", async () => {
   env.timers.advance(100000);
   assert.equal(env.sockets.length, 1);
 });
+
+test("what the resume could not do now is resumed again after a backoff", async () => {
+  const env = setup({ backoffBase: 100 });
+  const ws = await connected(env);
+  for (const [room, last] of [["r1", 3], ["r2", 4], ["r3", 1]]) {
+    const j = env.rt.join(room);
+    ws.push({ type: "ack", id: ws.sent.at(-1).id, room: { id: room, last_seq: last } });
+    await j;
+  }
+  ws.drop();
+  env.timers.advance(10000);
+  await tick();
+  const ws2 = env.sockets.at(-1);
+  ws2.push({ type: "welcome", user: "u1" });
+  const resume = ws2.sent[0];
+  assert.deepEqual(resume.rooms, { r1: 3, r2: 4, r3: 1 });
+  ws2.push({ type: "message:received", room: "r2", message: { seq: 5 } });
+  ws2.push({ type: "ack", id: resume.id, rooms: { r1: "ok", r2: "unavailable", r3: "forbidden" }, conversations: {} });
+  await tick();
+  assert.equal(env.rt.lastSeq("r3"), undefined); // forgotten
+  env.timers.advance(200);
+  const again = ws2.sent.at(-1);
+  assert.equal(again.type, "resume");
+  assert.deepEqual(again.rooms, { r2: 5 }); // only what failed, from what was seen since
+  // a refused resume is tried again too
+  ws2.push({ type: "error", id: again.id, code: "busy", message: "later" });
+  await tick();
+  env.timers.advance(400);
+  assert.equal(ws2.sent.at(-1).type, "resume");
+  assert.notEqual(ws2.sent.at(-1).id, again.id);
+});

@@ -92,8 +92,8 @@ rt.on("reconnecting", ({ attempt, delay }) => {
 rt.on("resumed", () => setStatus("online"));
 rt.on("error", (err) => {
   if (err.code === "rate_limited") return;
-  if (err.code === "ticket" || err.code === "connect") {
-    // offline or the server unreachable: the badge says reconnecting
+  if (["ticket", "connect", "unavailable", "busy", "timeout"].includes(err.code)) {
+    // offline, the server unreachable or busy: retried on its own
     $("status").title = "no connection: " + err.message;
     return;
   }

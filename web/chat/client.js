@@ -203,23 +203,48 @@ export class KeelRealtime {
     const conversations = {};
     for (const [id, seq] of this.rooms) if (seq >= 0) rooms[id] = seq;
     for (const [id, seq] of this.conversations) if (seq >= 0) conversations[id] = seq;
-    const resume =
-      Object.keys(rooms).length || Object.keys(conversations).length
-        ? this.request("resume", { rooms, conversations }, { timeout: this.opts.requestTimeout * 3 })
-        : null;
+    const resuming = this.resume(rooms, conversations, 0);
     for (const raw of this.queue.splice(0)) this.ws.send(raw);
     this.emit("open", { welcome: frame, reconnect });
-    if (resume)
-      resume.then(
-        (ack) => {
-          this.attempt = 0;
-          for (const [id, st] of Object.entries(ack.rooms || {}))
-            if (st === "forbidden" || st === "not_found") this.rooms.delete(id);
-          this.emit("resumed", ack);
-        },
-        (err) => this.emit("error", err)
-      );
-    else this.attempt = 0;
+    if (!resuming) this.attempt = 0;
+  }
+
+  // Sends `resume` for these rooms and conversations (false when there is
+  // none). What the server could not resume for now (`unavailable`: its
+  // database busy or down, or the whole request refused) is tried again
+  // after a backoff; `forbidden` and `not_found` are forgotten.
+  resume(rooms, conversations, tries) {
+    if (!Object.keys(rooms).length && !Object.keys(conversations).length) return false;
+    const ws = this.ws;
+    const retry = (r, c) => {
+      const delay = this.backoff(tries + 1);
+      this.setTimer(() => {
+        if (this.ws !== ws || this.state !== "open") return; // a new connection resumes anyway
+        const cur = (ids, map) =>
+          Object.fromEntries(Object.keys(ids).filter((id) => map.has(id)).map((id) => [id, map.get(id)]));
+        this.resume(cur(r, this.rooms), cur(c, this.conversations), tries + 1);
+      }, delay);
+    };
+    this.request("resume", { rooms, conversations }, { timeout: this.opts.requestTimeout * 3 }).then(
+      (ack) => {
+        this.attempt = 0;
+        const again = [{}, {}];
+        [ack.rooms || {}, ack.conversations || {}].forEach((part, dm) => {
+          const map = dm ? this.conversations : this.rooms;
+          for (const [id, st] of Object.entries(part)) {
+            if (st === "forbidden" || st === "not_found") map.delete(id);
+            else if (st === "unavailable" && map.has(id)) again[dm][id] = map.get(id);
+          }
+        });
+        if (Object.keys(again[0]).length || Object.keys(again[1]).length) retry(again[0], again[1]);
+        this.emit("resumed", ack);
+      },
+      (err) => {
+        this.emit("error", err);
+        if (err.code !== "disconnected") retry(rooms, conversations);
+      }
+    );
+    return true;
   }
 
   // ---------------------------------------------------------------- receiving
