@@ -49,7 +49,14 @@ async function api(method, path, body, retried) {
   return data;
 }
 
-async function refreshTokens() {
+// One refresh at a time: a refresh token is single use (each use rotates it).
+let refreshing = null;
+function refreshTokens() {
+  if (!refreshing) refreshing = doRefresh().finally(() => (refreshing = null));
+  return refreshing;
+}
+
+async function doRefresh() {
   try {
     const t = await api("POST", "/api/v1/auth/refresh", { refresh_token: state.refresh }, true);
     state.access = t.access_token;
@@ -60,8 +67,21 @@ async function refreshTokens() {
   }
 }
 
-// A fresh single-use ticket for every (re)connection.
+// Seconds until the access token expires (its `exp`; 0 when unreadable).
+function tokenLeft() {
+  try {
+    const part = state.access.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(part)).exp - Date.now() / 1000;
+  } catch (e) {
+    return 0;
+  }
+}
+
+// A fresh single-use ticket for every (re)connection. A connection lives
+// no longer than the token its ticket was made with (close 4001), so a
+// token with less than a minute left is refreshed first.
 async function getTicket() {
+  if (state.refresh && tokenLeft() < 60) await refreshTokens();
   const t = await api("POST", "/api/v1/realtime/ticket", {});
   return t.ticket;
 }
@@ -327,13 +347,49 @@ $("send-form").addEventListener("submit", async (ev) => {
   state.lastTyping = 0;
   rt.typing(state.room.id, false).catch(() => {});
   try {
-    const ack = await rt.send(state.room.id, text);
-    addMessage(ack.message); // also comes back as message:received: shown once
+    await sendOnce(state.room.id, text);
   } catch (e) {
     input.value = input.value || text; // not stored (or not known to be): keep it
     showError("send: " + (e.code || "") + " " + e.message);
   }
 });
+
+// The next `resumed` event (or a timeout).
+function resumed(ms) {
+  return new Promise((resolve) => {
+    const off = rt.on("resumed", () => {
+      off();
+      clearTimeout(timer);
+      resolve(true);
+    });
+    const timer = setTimeout(() => {
+      off();
+      resolve(false);
+    }, ms);
+  });
+}
+
+// Sends a message once: when the connection drops before the ack, whether
+// it was stored is unknown; after the resume (which replays what was
+// stored) it is sent again only if it did not come back.
+async function sendOnce(roomId, text) {
+  const before = rt.lastSeq(roomId) ?? 0;
+  for (let tries = 0; ; tries++) {
+    try {
+      const ack = await rt.send(roomId, text);
+      addMessage(ack.message); // also comes back as message:received: shown once
+      return;
+    } catch (e) {
+      if (e.code !== "disconnected" || tries >= 2) throw e;
+      await resumed(30000);
+      if (!state.room || state.room.id !== roomId) throw e;
+      for (const [seq, li] of state.shown)
+        if (seq > before && li.classList.contains("mine") &&
+            li.querySelector(".body").textContent === text)
+          return; // it was stored: the resume brought it back
+    }
+  }
+}
 
 $("body").addEventListener("input", () => {
   const now = Date.now();
