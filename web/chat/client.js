@@ -18,6 +18,32 @@
 //   and conversation, which rejoins the rooms and replays what was missed;
 // - drops any message whose sequence it has already seen (no duplicates).
 
+/**
+ * Server messages by type (docs/realtime.md, "Messages"), for editors and
+ * type checkers reading this file's JSDoc.
+ * @typedef {{id: string, room?: string, conversation?: string, seq: number, sender: string,
+ *            body: string, created_at: string, to?: string}} KeelMessage
+ * @typedef {{type: "message:received", room: string, message: KeelMessage, replay?: true}} MessageReceived
+ * @typedef {{type: "dm:received", conversation: string, message: KeelMessage, replay?: true}} DmReceived
+ * @typedef {{type: "presence", room: string, user: string, event: "join"|"leave"|"status",
+ *            status: "online"|"away"|"offline"}} Presence
+ * @typedef {{type: "typing", room: string, user: string, state: "start"|"stop",
+ *            expires_in_ms?: number, expired?: true}} Typing
+ * @typedef {{type: "resync", room?: string, conversation?: string, after_seq: number,
+ *            last_seq: number}} Resync
+ * @typedef {{type: "welcome", user: string, connection: string, resume_max: number,
+ *            body_max: number}} Welcome
+ * @typedef {{type: "ack", id: string|number, [k: string]: any}} Ack
+ * @typedef {{
+ *   "message:received": MessageReceived, "dm:received": DmReceived, presence: Presence,
+ *   typing: Typing, resync: Resync, welcome: Welcome,
+ *   open: {welcome: Welcome, reconnect: boolean},
+ *   close: {code: number, reason: string, wasOpen: boolean},
+ *   reconnecting: {attempt: number, delay: number},
+ *   resumed: Ack, error: RealtimeError, "*": {type: string}
+ * }} KeelRealtimeEvents
+ */
+
 export class RealtimeError extends Error {
   constructor(code, message, frame) {
     super(message || code);
@@ -75,6 +101,12 @@ export class KeelRealtime {
   // "dm:received", "presence", "typing", "resync", "welcome", any pushed
   // type) or a lifecycle event ("open", "close", "reconnecting", "error",
   // "*" for every server message). Returns a function that unsubscribes.
+  /**
+   * @template {keyof KeelRealtimeEvents} K
+   * @param {K | string} type
+   * @param {(data: K extends keyof KeelRealtimeEvents ? KeelRealtimeEvents[K] : any) => void} fn
+   * @returns {() => void} unsubscribes
+   */
   on(type, fn) {
     if (!this.handlers.has(type)) this.handlers.set(type, new Set());
     this.handlers.get(type).add(fn);
@@ -326,6 +358,12 @@ export class KeelRealtime {
   // RealtimeError (the server's code, "timeout" or "disconnected"). A
   // request made while disconnected waits for the connection (its timeout
   // runs meanwhile).
+  /**
+   * @param {string} type
+   * @param {object} [payload]
+   * @param {{timeout?: number}} [options]
+   * @returns {Promise<Ack>}
+   */
   request(type, payload = {}, { timeout } = {}) {
     if (this.state === "closed") return Promise.reject(new RealtimeError("disconnected", "closed"));
     const id = "c" + this.nextId++;
