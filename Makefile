@@ -73,6 +73,10 @@ APP_OBJ  += $(BUILD)/gen/build_info.o
 # web/dashboard (GET /dashboard) compiled into build/keel (scripts/embed_web.sh)
 DASH_FILES := $(wildcard web/dashboard/*)
 APP_OBJ  += $(BUILD)/gen/dashboard_assets.o
+# web/chat (/realtime/client.js and the /chat page) compiled into build/keel
+# (scripts/embed_web.sh; docs/realtime.md, "Browser client")
+CHAT_FILES := $(wildcard web/chat/*)
+APP_OBJ  += $(BUILD)/gen/chat_assets.o
 UNIT_SRC := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
@@ -83,7 +87,7 @@ TOOLS    := $(BUILD)/parse_request $(BUILD)/phase_service $(BUILD)/jobs_service
 
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-.PHONY: all deps deps-test run test test-suites unit e2e asan fuzz fuzz-run fuzz-short bench clean help \
+.PHONY: all deps deps-test run test test-suites unit test-js e2e asan fuzz fuzz-run fuzz-short bench clean help \
         bench-instr bench-baseline \
         install uninstall print-ldlibs FORCE
 
@@ -174,6 +178,14 @@ $(BUILD)/gen/dashboard_assets.c: scripts/embed_web.sh scripts/c_string.sh $(DASH
 $(BUILD)/gen/dashboard_assets.o: $(BUILD)/gen/dashboard_assets.c src/app/app.h
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
+$(BUILD)/gen/chat_assets.c: scripts/embed_web.sh scripts/c_string.sh $(CHAT_FILES) web/chat
+	@mkdir -p $(dir $@)
+	scripts/embed_web.sh web/chat app_chat_assets app_asset app/chat.h > $@.tmp
+	@mv $@.tmp $@
+
+$(BUILD)/gen/chat_assets.o: $(BUILD)/gen/chat_assets.c src/app/chat.h src/app/app.h
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
 $(BUILD)/gen/mail_templates.c: scripts/embed_mail.sh scripts/c_string.sh $(MAIL_FILES) templates/mail
 	@mkdir -p $(dir $@)
 	scripts/embed_mail.sh templates/mail > $@.tmp
@@ -235,6 +247,11 @@ e2e: all
 	  KEEL_PHASE_BIN=$(abspath $(BUILD)/phase_service) \
 	  KEEL_JOBS_BIN=$(abspath $(BUILD)/jobs_service) \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
+
+# The browser client's logic (web/chat/client.js) under node with a mock
+# WebSocket; the real browser is tests/e2e/test_chat_browser.py.
+test-js:
+	node --test tests/js/client.test.mjs
 
 # The same unit and e2e suites, built with clang under ASan+UBSan.
 asan:
@@ -303,6 +320,7 @@ test-suites:
 	$(MAKE) --no-print-directory check-layers
 	$(MAKE) --no-print-directory all
 	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory test-js
 	$(MAKE) --no-print-directory unit-db
 	$(MAKE) --no-print-directory e2e
 	$(MAKE) --no-print-directory lint-deploy

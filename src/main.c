@@ -3,6 +3,7 @@
 
 #include "app/analytics.h"
 #include "app/app.h"
+#include "app/chat.h"
 #include "app/files.h"
 
 static int setup(keel_service *svc, void *arg)
@@ -33,6 +34,8 @@ static int setup(keel_service *svc, void *arg)
         return -1;
     if (app_realtime_setup(svc) < 0)
         return -1;
+    if (app_chat_setup(svc) < 0)
+        return -1;
     return app_distributed_setup(svc);
 }
 
@@ -61,7 +64,7 @@ static void teardown(keel_service *svc, void *arg)
 static const keel_config_module *const config_modules[] = {
     &app_config,           &keel_mail_config,  &app_uploads_config,      &app_accounts_config,
     &app_dashboard_config, &app_notify_config, &keel_http_client_config, &app_alerts_config,
-    &app_analytics_config, &app_realtime_config};
+    &app_analytics_config, &app_realtime_config, &app_chat_config};
 
 int main(int argc, char **argv)
 {

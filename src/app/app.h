@@ -89,8 +89,8 @@ void app_admin_stream_teardown(void);
  * d[nb] the +Inf bucket) with upper bounds in seconds; -1 when d[nb] is
  * 0. Linear within a bucket; past the last bound, that bound. */
 double app_stream_quantile(const double *d, size_t nb, const double *bounds, double q);
-/* A file of web/dashboard compiled into the binary (build/gen/
- * dashboard_assets.c, from scripts/embed_web.sh). */
+/* A file of web/dashboard or web/chat compiled into the binary
+ * (build/gen/dashboard_assets.c, chat_assets.c; scripts/embed_web.sh). */
 typedef struct app_asset {
     const char *name; /* "index.html", "dashboard.js", ... */
     const char *content_type;
