@@ -24,7 +24,7 @@ SYSLIBS  := -ldl -lpthread -lm
 # src/auth/jwt.c); only their headers are needed to build.
 BUILD_ONLY_PKGS := libpq libjwt
 
-FRONT_GOALS := run test deps deps-test bench bench-db fuzz clean help check-layers
+FRONT_GOALS := run test deps deps-test bench bench-db bench-uploads bench-auth fuzz clean help check-layers
 TEST_GOALS  := unit unit-db e2e asan asan-db fuzz-run fuzz-short test-suites lint-deploy test-scale \
                bench-instr bench-baseline
 BUILD_GOALS := $(filter-out $(FRONT_GOALS),$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
@@ -367,6 +367,25 @@ bench-db:
 	@scripts/deps.sh bench
 	@$(MAKE) --no-print-directory all
 	bench/db/run.sh $(BENCH_DB_ARGS)
+
+# ---------------------------------------------------------------- uploads and auth benchmarks
+# (added with bench/uploads/ and bench/auth/; not part of make test; each
+# installs its npm packages into bench/<dir>/node_modules when missing)
+# make bench-uploads: 100 MiB multipart upload and 1 GiB download against
+# Fastify + @fastify/multipart + @fastify/static (bench/uploads/run.py);
+# make bench-auth: GET /auth/me against Express and Fastify, argon2 login
+# throughput and /health p99 during the logins (bench/auth/run.py).
+# Figures in docs/performance.md. Options: BENCH_UPLOADS_ARGS, BENCH_AUTH_ARGS.
+.PHONY: bench-uploads bench-auth
+bench-uploads:
+	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory all
+	$(PYTHON) bench/uploads/run.py $(BENCH_UPLOADS_ARGS)
+
+bench-auth:
+	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory all
+	$(PYTHON) bench/auth/run.py $(BENCH_AUTH_ARGS)
 
 # ---------------------------------------------------------------- install
 # libkeel as a library people install: libkeel.a, include/keel/*.h and
