@@ -201,8 +201,8 @@ def main():
     ap.add_argument("--upload-mib", type=int, default=100)
     ap.add_argument("--download-mib", type=int, default=1024)
     ap.add_argument("--targets", default="keel,fastify")
-    ap.add_argument("--server-cpu", type=int, default=0)
-    ap.add_argument("--client-cpu", type=int, default=1)
+    ap.add_argument("--server-cpu", default="0", help="taskset -c list for the servers (default 0)")
+    ap.add_argument("--client-cpu", default="1", help="taskset -c list for curl (default 1)")
     ap.add_argument("--keel-bin", default=os.path.join(ROOT, "build", "keel"))
     ap.add_argument("--json", default=os.path.join(ROOT, "build", "bench", "uploads.json"))
     ap.add_argument("--md", default=os.path.join(ROOT, "build", "bench", "uploads.md"))
@@ -275,7 +275,7 @@ def main():
                      "(target >= 2x); upload peak RSS %.3f (target < 0.25)" % (
                          ratios["upload_throughput"], ratios["download_throughput"], ratios["upload_peak_rss"]))
     lines.append("")
-    lines.append("%d interleaved rounds; servers on CPU %d, curl on CPU %d; %d CPUs, %s; load average before %s, after %s; %s" % (
+    lines.append("%d interleaved rounds; servers on CPU %s, curl on CPU %s; %d CPUs, %s; load average before %s, after %s; %s" % (
         a.rounds, a.server_cpu, a.client_cpu, os.cpu_count(), " ".join(os.uname()[2:3]),
         " ".join(load0), " ".join(load1), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
     md = "\n".join(lines) + "\n"
