@@ -91,6 +91,8 @@ help:
 	@echo "make test       unit + e2e tests, again under ASan+UBSan, short fuzz runs"
 	@echo "make bench      benchmark keel against its peers: a result in bench/results/, build/bench/report.md"
 	@echo "make bench-instr  instructions per request under callgrind against bench/baseline.json (3 % gate)"
+	@echo "make bench-uploads  100 MiB upload + 1 GiB download against Fastify (bench/uploads/run.py)"
+	@echo "make bench-auth  GET /auth/me against Express/Fastify, argon2 login + /health p99 (bench/auth/run.py)"
 	@echo "make bench-baseline  rewrite bench/baseline.json from a fresh bench-instr run (commit it)"
 	@echo "make fuzz       long libFuzzer runs (FUZZ_SECONDS=300 each)"
 	@echo "make lint-deploy check deploy/ (nginx, HAProxy, Caddy, Prometheus, systemd, k8s)"
