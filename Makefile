@@ -24,7 +24,8 @@ SYSLIBS  := -ldl -lpthread -lm
 # src/auth/jwt.c); only their headers are needed to build.
 BUILD_ONLY_PKGS := libpq libjwt
 
-FRONT_GOALS := run test deps deps-test bench bench-db bench-ws bench-events fuzz clean help check-layers
+FRONT_GOALS := run test deps deps-test bench bench-db bench-ws bench-events bench-uploads bench-auth \
+               fuzz clean help check-layers
 TEST_GOALS  := unit unit-db e2e asan asan-db fuzz-run fuzz-short test-suites lint-deploy test-scale \
                bench-instr bench-baseline
 BUILD_GOALS := $(filter-out $(FRONT_GOALS),$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
@@ -99,6 +100,8 @@ help:
 	@echo "make test       unit + e2e tests, again under ASan+UBSan, short fuzz runs"
 	@echo "make bench      benchmark keel against its peers: a result in bench/results/, build/bench/report.md"
 	@echo "make bench-instr  instructions per request under callgrind against bench/baseline.json (3 % gate)"
+	@echo "make bench-uploads  100 MiB upload + 1 GiB download against Fastify (bench/uploads/run.py)"
+	@echo "make bench-auth  GET /auth/me against Express/Fastify, argon2 login + /health p99 (bench/auth/run.py)"
 	@echo "make bench-baseline  rewrite bench/baseline.json from a fresh bench-instr run (commit it)"
 	@echo "make bench-ws   WebSocket at 10,000 connections against npm ws and Socket.IO (build/bench/ws/report.md)"
 	@echo "make fuzz       long libFuzzer runs (FUZZ_SECONDS=300 each)"
@@ -441,6 +444,25 @@ bench-ws:
 		(cp bench/ws/package.json bench/ws/package-lock.json $(BUILD)/bench-node/ && \
 		 cd $(BUILD)/bench-node && npm ci --omit=dev --no-audit --no-fund)
 	bench/ws/run.sh --build $(BUILD) $(BENCH_WS_ARGS)
+
+# ---------------------------------------------------------------- uploads and auth benchmarks
+# (added with bench/uploads/ and bench/auth/; not part of make test; each
+# installs its npm packages into bench/<dir>/node_modules when missing)
+# make bench-uploads: 100 MiB multipart upload and 1 GiB download against
+# Fastify + @fastify/multipart + @fastify/static (bench/uploads/run.py);
+# make bench-auth: GET /auth/me against Express and Fastify, argon2 login
+# throughput and /health p99 during the logins (bench/auth/run.py).
+# Figures in docs/performance.md. Options: BENCH_UPLOADS_ARGS, BENCH_AUTH_ARGS.
+.PHONY: bench-uploads bench-auth
+bench-uploads:
+	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory all
+	$(PYTHON) bench/uploads/run.py $(BENCH_UPLOADS_ARGS)
+
+bench-auth:
+	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory all
+	$(PYTHON) bench/auth/run.py $(BENCH_AUTH_ARGS)
 
 # ---------------------------------------------------------------- install
 # libkeel as a library people install: libkeel.a, include/keel/*.h and

@@ -83,6 +83,7 @@ typedef struct up_job {
     int in_field;
     char fieldname[128];
     keel_buf fieldval;
+    keel_buf wout; /* pool: the current file's bytes, written in runs of up to FLUSH_AT */
     json_t *fields;
     /* the outcome, set on the pool */
     int status;         /* 0 = fine so far; else the HTTP status to answer */
@@ -109,6 +110,7 @@ static void up_cleanup(void *arg)
     keel_buf_free(&j->buf);
     keel_buf_free(&j->wbuf);
     keel_buf_free(&j->fieldval);
+    keel_buf_free(&j->wout);
     json_decref(j->fields);
     json_decref(j->out);
 }
@@ -162,20 +164,16 @@ static int part_begin(void *arg, const keel_multipart_part *p)
     return 0;
 }
 
-static int part_data(void *arg, const char *d, size_t n)
+/* Writes the coalesced bytes of the current file (pool thread). */
+static int flush_out(up_job *j)
 {
-    up_job *j = arg;
-    if (j->in_field) {
-        keel_buf_append(&j->fieldval, d, n); /* bounded: UPLOAD_MAX_FIELD_VALUE */
+    const char *d = j->wout.data;
+    size_t n = j->wout.len;
+    j->wout.len = 0;
+    if (!j->cur || !n)
         return 0;
-    }
-    up_file *f = j->cur;
-    if (!f)
-        return 0;
-    crypto_hash_sha256_update(&f->sha, (const unsigned char *)d, n);
-    f->size += n;
     while (n) {
-        ssize_t w = write(f->fd, d, n);
+        ssize_t w = write(j->cur->fd, d, n);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
@@ -189,6 +187,25 @@ static int part_data(void *arg, const char *d, size_t n)
     return 0;
 }
 
+static int part_data(void *arg, const char *d, size_t n)
+{
+    up_job *j = arg;
+    if (j->in_field) {
+        keel_buf_append(&j->fieldval, d, n); /* bounded: UPLOAD_MAX_FIELD_VALUE */
+        return 0;
+    }
+    up_file *f = j->cur;
+    if (!f)
+        return 0;
+    crypto_hash_sha256_update(&f->sha, (const unsigned char *)d, n);
+    f->size += n;
+    /* The parser hands data over in runs that end at every CR that might
+     * start a delimiter (in random bytes, one run per ~128 bytes): written
+     * one by one that was ~800,000 write(2) calls per 100 MiB. Coalesced. */
+    keel_buf_append(&j->wout, d, n);
+    return j->wout.len >= FLUSH_AT ? flush_out(j) : 0;
+}
+
 static int part_end(void *arg)
 {
     up_job *j = arg;
@@ -197,6 +214,8 @@ static int part_end(void *arg)
         if (!v)
             return fail(j, 400, "a field value is not valid UTF-8");
         json_object_set_new(j->fields, j->fieldname, v);
+    } else if (flush_out(j)) {
+        return -1;
     }
     j->in_field = 0;
     j->cur = NULL;
@@ -266,6 +285,8 @@ static void work_feed(void *arg)
     if (j->status)
         return;
     int rc = keel_multipart_feed(&j->m, j->wbuf.data, j->wbuf.len);
+    if (rc >= 0 && !j->in_field && flush_out(j))
+        rc = -1; /* j->status says why */
     if (rc == 0 && j->finishing)
         rc = keel_multipart_finish(&j->m);
     if (rc == -413) {
