@@ -267,20 +267,28 @@ static void inst_done(keel_req *r, void *arg, int status)
     app_ev_done(r, arg, status);
 }
 
+/* The query's [from, to): 0, or -1 after answering 422. */
+static int read_range(keel_req *r, int64_t *from, int64_t *to)
+{
+    json_t *q = keel_req_query_json(r);
+    json_t *f = json_object_get(q, "from"), *t = json_object_get(q, "to");
+    if (app_parse_time(json_string_value(f), json_string_length(f), from) < 0 ||
+        app_parse_time(json_string_value(t), json_string_length(t), to) < 0) {
+        app_invalid(r, "/query/from", "from and to are required RFC 3339 date-times");
+        return -1;
+    }
+    if (*to <= *from) {
+        app_invalid(r, "/query/to", "must be after from");
+        return -1;
+    }
+    return 0;
+}
+
 static keel_flow h_instances(keel_req *r)
 {
     inst_job *j = app_ev_job_new(r, sizeof(inst_job));
-    json_t *q = keel_req_query_json(r);
-    json_t *f = json_object_get(q, "from"), *t = json_object_get(q, "to");
-    if (app_parse_time(json_string_value(f), json_string_length(f), &j->from) < 0 ||
-        app_parse_time(json_string_value(t), json_string_length(t), &j->to) < 0) {
-        app_invalid(r, "/query/from", "from and to are required RFC 3339 date-times");
+    if (read_range(r, &j->from, &j->to) < 0)
         return KEEL_DONE;
-    }
-    if (j->to <= j->from) {
-        app_invalid(r, "/query/to", "must be after from");
-        return KEEL_DONE;
-    }
     return keel_db_job_run(r, app_ev_db, db_instances, inst_done, j);
 }
 
@@ -581,17 +589,8 @@ static void cal_done(keel_req *r, void *arg, int status)
 static keel_flow h_calendar(keel_req *r)
 {
     cal_job *j = app_ev_job_new(r, sizeof(cal_job));
-    json_t *q = keel_req_query_json(r);
-    json_t *f = json_object_get(q, "from"), *t = json_object_get(q, "to");
-    if (app_parse_time(json_string_value(f), json_string_length(f), &j->from) < 0 ||
-        app_parse_time(json_string_value(t), json_string_length(t), &j->to) < 0) {
-        app_invalid(r, "/query/from", "from and to are required RFC 3339 date-times");
+    if (read_range(r, &j->from, &j->to) < 0)
         return KEEL_DONE;
-    }
-    if (j->to <= j->from) {
-        app_invalid(r, "/query/to", "must be after from");
-        return KEEL_DONE;
-    }
     return keel_db_job_run(r, app_ev_db, db_calendar, cal_done, j);
 }
 
