@@ -6,7 +6,17 @@
 // browser and server are tests/e2e/test_chat_browser.py.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { KeelRealtime, RealtimeError } from "../../web/chat/client.js";
+import { copyFileSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+// client.js is an ES module served to browsers; next to no package.json,
+// Node before 20 would read a .js file as CommonJS: load a .mjs copy.
+const here = dirname(fileURLToPath(import.meta.url));
+const copy = join(mkdtempSync(join(tmpdir(), "keel-client-")), "client.mjs");
+copyFileSync(join(here, "..", "..", "web", "chat", "client.js"), copy);
+const { KeelRealtime, RealtimeError } = await import(pathToFileURL(copy).href);
 
 class FakeTimers {
   constructor() {
