@@ -397,33 +397,42 @@ static void work_reset_hash(void *arg)
     sodium_memzero(j->pw, j->pwlen);
 }
 
+/* Claims a token of `purpose` by its hash: of concurrent uses of one
+ * token, one updates it (used_at). 1 with its user and address copied,
+ * 0 when unknown, used or expired, or a KEEL_EDB_* error. */
+static int claim_token(keel_db_conn *c, const char *purpose, const char *token_hash,
+                       int64_t now, char *user_id, size_t user_cap, char email[256])
+{
+    keel_db_param p[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(token_hash), KEEL_DB_P_TEXT(purpose)};
+    keel_db_rows *rows;
+    int rc = keel_db_query(c,
+                           "UPDATE account_tokens SET used_at = $1 WHERE token_hash = $2 AND "
+                           "purpose = $3 AND used_at IS NULL AND expires_at > $1 "
+                           "RETURNING user_id, email",
+                           p, 3, &rows);
+    if (rc < 0)
+        return rc;
+    if ((rc = keel_db_rows_next(rows)) == 1) {
+        keel_str v = keel_db_get_text(rows, 0);
+        snprintf(user_id, user_cap, "%.*s", (int)v.len, v.ptr);
+        v = keel_db_get_text(rows, 1);
+        snprintf(email, 256, "%.*s", (int)v.len, v.ptr);
+    }
+    keel_db_rows_free(rows);
+    return rc;
+}
+
 /* in one transaction (keel_db_run_tx): may run again on a conflict */
 static int db_reset_store(keel_db_conn *c, void *arg)
 {
     reset_job *j = arg;
-    j->found = 0;
     int64_t now = app_now();
-    keel_db_param p[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->token_hash)};
-    keel_db_rows *rows;
-    /* the claim: of concurrent uses of one token, one updates it */
-    int rc = keel_db_query(c,
-                           "UPDATE account_tokens SET used_at = $1 WHERE token_hash = $2 AND "
-                           "purpose = 'password_reset' AND used_at IS NULL AND expires_at > $1 "
-                           "RETURNING user_id, email",
-                           p, 2, &rows);
-    if (rc < 0)
-        return rc;
     char email[256] = "";
-    if ((rc = keel_db_rows_next(rows)) == 1) {
-        keel_str v = keel_db_get_text(rows, 0);
-        snprintf(j->user_id, sizeof(j->user_id), "%.*s", (int)v.len, v.ptr);
-        v = keel_db_get_text(rows, 1);
-        snprintf(email, sizeof(email), "%.*s", (int)v.len, v.ptr);
-        j->found = 1;
-    }
-    keel_db_rows_free(rows);
-    if (rc < 0 || !j->found)
-        return rc < 0 ? rc : 0;
+    int rc = claim_token(c, "password_reset", j->token_hash, now, j->user_id,
+                         sizeof(j->user_id), email);
+    j->found = rc == 1;
+    if (rc <= 0)
+        return rc;
     keel_db_param u[] = {KEEL_DB_P_TEXT(j->hash), KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->user_id),
                          KEEL_DB_P_TEXT(email)};
     int64_t changed = 0;
@@ -524,30 +533,15 @@ static void verify_cleanup(void *arg)
 static int db_verify(keel_db_conn *c, void *arg)
 {
     verify_job *j = arg;
-    j->found = 0;
     json_decref(j->user);
     j->user = NULL;
     int64_t now = app_now();
-    keel_db_param p[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->token_hash)};
-    keel_db_rows *rows;
-    int rc = keel_db_query(c,
-                           "UPDATE account_tokens SET used_at = $1 WHERE token_hash = $2 AND "
-                           "purpose = 'verify_email' AND used_at IS NULL AND expires_at > $1 "
-                           "RETURNING user_id, email",
-                           p, 2, &rows);
-    if (rc < 0)
-        return rc;
     char email[256] = "";
-    if ((rc = keel_db_rows_next(rows)) == 1) {
-        keel_str v = keel_db_get_text(rows, 0);
-        snprintf(j->user_id, sizeof(j->user_id), "%.*s", (int)v.len, v.ptr);
-        v = keel_db_get_text(rows, 1);
-        snprintf(email, sizeof(email), "%.*s", (int)v.len, v.ptr);
-        j->found = 1;
-    }
-    keel_db_rows_free(rows);
-    if (rc < 0 || !j->found)
-        return rc < 0 ? rc : 0;
+    int rc = claim_token(c, "verify_email", j->token_hash, now, j->user_id, sizeof(j->user_id),
+                         email);
+    j->found = rc == 1;
+    if (rc <= 0)
+        return rc;
     keel_db_param u[] = {KEEL_DB_P_INT(now), KEEL_DB_P_TEXT(j->user_id), KEEL_DB_P_TEXT(email)};
     int64_t changed = 0;
     rc = keel_db_exec(c,
