@@ -91,7 +91,9 @@ struct json_t;
 typedef struct keel_jwt_verify_opts {
     unsigned require;          /* KEEL_JWT_REQUIRE_* */
     struct json_t **payload;   /* if not NULL: on success a new reference to the
-                                  token's claims object (json_decref), else NULL */
+                                  token's claims object (json_decref), else NULL.
+                                  Read-only: the object is shared with the
+                                  thread's cache of accepted tokens (jwt.c) */
 } keel_jwt_verify_opts;
 
 /* keel_jwt_verify with the claim rules of opts; out gets the claims that

@@ -96,6 +96,63 @@ static void test_sign_verify_round_trip(void **state)
     keel_free(tok2);
 }
 
+/* The thread's cache of accepted tokens (jwt.c): a repeat of an accepted
+ * token is answered from it, and nothing about it can be used to get a
+ * token through that the whole check refuses. */
+static void test_accepted_token_cache(void **state)
+{
+    (void)state;
+    keel_jwt_cfg c = cfg();
+    char *tok = NULL;
+    keel_jwt_claims made, got;
+    assert_int_equal(keel_jwt_sign(&c, "user-7", "user", NOW, &tok, &made), 0);
+    size_t n = strlen(tok);
+    for (int i = 0; i < 3; i++) { /* the first fills the slot, the others hit it */
+        memset(&got, 0xab, sizeof(got));
+        assert_int_equal(keel_jwt_verify(&c, tok, n, NOW + 10, &got), KEEL_JWT_OK);
+        assert_string_equal(got.sub, "user-7");
+        assert_string_equal(got.jti, made.jti);
+        assert_int_equal(got.exp, NOW + 900);
+    }
+    /* the claims are checked again on every hit: expiry, then the caller's needs */
+    assert_int_equal(keel_jwt_verify(&c, tok, n, NOW + 930, &got), KEEL_JWT_EXPIRED);
+    assert_string_equal(got.sub, "");
+    assert_int_equal(keel_jwt_verify(&c, tok, n, NOW + 10, &got), KEEL_JWT_OK);
+    keel_jwt_cfg other_iss = c;
+    other_iss.issuer = "someone-else";
+    assert_int_equal(keel_jwt_verify(&other_iss, tok, n, NOW + 10, &got), KEEL_JWT_BAD_ISSUER);
+    /* one byte of the signature changed (the slot is chosen by its last
+     * bytes: change one before them, so it lands in the same slot) */
+    char *bad = keel_strdup(tok);
+    bad[n - 6] = bad[n - 6] == 'A' ? 'B' : 'A';
+    assert_int_equal(keel_jwt_verify(&c, bad, n, NOW + 10, &got), KEEL_JWT_BAD_SIGNATURE);
+    /* the same cfg object with its key changed in place: checked again */
+    uint8_t key[sizeof(SECRET) - 1];
+    memcpy(key, SECRET, sizeof(key));
+    keel_jwt_cfg k = c;
+    k.secret = key;
+    assert_int_equal(keel_jwt_verify(&k, tok, n, NOW + 10, &got), KEEL_JWT_OK);
+    key[0] ^= 1;
+    assert_int_equal(keel_jwt_verify(&k, tok, n, NOW + 10, &got), KEEL_JWT_BAD_SIGNATURE);
+    /* the payload handed out is the claims object, shared and intact */
+    json_t *p1 = NULL, *p2 = NULL;
+    keel_jwt_verify_opts o = {.require = KEEL_JWT_REQUIRE_ALL, .payload = &p1};
+    assert_int_equal(keel_jwt_verify_ex(&c, &o, tok, n, NOW + 10, &got), KEEL_JWT_OK);
+    o.payload = &p2;
+    assert_int_equal(keel_jwt_verify_ex(&c, &o, tok, n, NOW + 10, &got), KEEL_JWT_OK);
+    assert_non_null(p1);
+    assert_ptr_equal(p1, p2);
+    assert_string_equal(json_string_value(json_object_get(p2, "sub")), "user-7");
+    json_decref(p1);
+    json_decref(p2);
+    /* a refused verification hands out nothing */
+    o.payload = &p1;
+    assert_int_equal(keel_jwt_verify_ex(&c, &o, tok, n, NOW + 930, &got), KEEL_JWT_EXPIRED);
+    assert_null(p1);
+    keel_free(bad);
+    keel_free(tok);
+}
+
 typedef struct tok_case {
     const char *name;
     const char *header;
@@ -407,6 +464,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sign_verify_round_trip),
         cmocka_unit_test(test_token_table),
+        cmocka_unit_test(test_accepted_token_cache),
         cmocka_unit_test(test_malformed_strings),
         cmocka_unit_test(test_claim_options_table),
         cmocka_unit_test(test_bench_token),
