@@ -58,7 +58,7 @@ static void count(keel_req *r, int avatar, const char *result, uint64_t bytes)
 typedef struct up_file {
     char tmp[600];
     int fd;
-    crypto_hash_sha256_state sha;
+    keel_sha256 sha;
     uint64_t size;
     char hash[65];
     char id[37];
@@ -99,6 +99,7 @@ static void up_cleanup(void *arg)
     up_job *j = arg;
     for (size_t i = 0; i < j->nfiles; i++) {
         up_file *f = &j->files[i];
+        keel_sha256_free(&f->sha);
         if (f->fd >= 0)
             close(f->fd);
         if (!f->committed && f->tmp[0])
@@ -155,7 +156,7 @@ static int part_begin(void *arg, const keel_multipart_part *p)
                  strerror(e));
         return fail(j, e == ENOSPC ? 507 : 500, "the file could not be stored");
     }
-    crypto_hash_sha256_init(&f->sha);
+    keel_sha256_init(&f->sha);
     app_uuid(f->id);
     app_safe_filename(p->filename.ptr ? p->filename.ptr : "", p->filename.len, f->name,
                       sizeof(f->name));
@@ -197,7 +198,7 @@ static int part_data(void *arg, const char *d, size_t n)
     up_file *f = j->cur;
     if (!f)
         return 0;
-    crypto_hash_sha256_update(&f->sha, (const unsigned char *)d, n);
+    keel_sha256_update(&f->sha, d, n);
     f->size += n;
     /* The parser hands data over in runs that end at every CR that might
      * start a delimiter (in random bytes, one run per ~128 bytes): written
@@ -237,8 +238,8 @@ static void finish_files(up_job *j)
             n = 0;
         close(f->fd);
         f->fd = -1;
-        unsigned char digest[crypto_hash_sha256_BYTES];
-        crypto_hash_sha256_final(&f->sha, digest);
+        unsigned char digest[32];
+        keel_sha256_final(&f->sha, digest);
         sodium_bin2hex(f->hash, sizeof(f->hash), digest, sizeof(digest));
         f->type = app_sniff_type(sniff, (size_t)n);
         if (j->avatar) {
