@@ -96,6 +96,11 @@ void *keel_calloc(size_t n, size_t size);
 void *keel_realloc(void *p, size_t n);
 void *keel_try_malloc(size_t n);
 char *keel_strdup(const char *s);
+/* Copies src into dst[cap] (cap > 0), cut to cap - 1 bytes and always
+ * NUL-terminated; returns the bytes copied. snprintf(dst, cap, "%s", src)
+ * without the format machinery (a few thousand instructions per call on
+ * the request path). */
+size_t keel_strlcpy(char *dst, const char *src, size_t cap);
 char *keel_strndup(const char *s, size_t n);
 void keel_free(void *p);
 

@@ -26,6 +26,18 @@ typedef struct keel_json_error {
 struct json_t *keel_json_parse(const char *buf, size_t len, size_t max_depth,
                                keel_json_error *err);
 
+/* Appends the compact JSON text of v to b: the same bytes as jansson's
+ * json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY |
+ * JSON_REAL_PRECISION(real_precision)) (0: jansson's default, 17), in a
+ * fraction of the instructions (jansson checks every object and array for
+ * a cycle through a table keyed by a printf'd address, and prints every
+ * integer with printf: ~20,000 instructions for a user record; this is the
+ * response path of every JSON route). Keys in insertion order, strings
+ * escaped as jansson does; reals are left to jansson. 0, or -1 when v
+ * cannot be encoded (a string that is not valid UTF-8, nesting deeper than
+ * 2048 — a cycle): b is then as it was. */
+int keel_json_dump(keel_buf *b, const struct json_t *v, int real_precision);
+
 /* 1 when a Content-Type value is JSON (application/json, or a +json
  * type), parameters ignored. */
 int keel_json_content_type(keel_str content_type);

@@ -946,7 +946,7 @@ static int state_allows(const json_t *st, const keel_jwt_claims *cl, char *role,
         if (!jti || !strcmp(jti, cl->jti))
             return KEEL_EACCES;
     }
-    snprintf(role, cap, "%s", rl);
+    keel_strlcpy(role, rl, cap);
     return 0;
 }
 

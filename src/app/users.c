@@ -365,7 +365,7 @@ static keel_flow h_get(keel_req *r)
 keel_flow app_user_serve(keel_req *r, const char *user_id)
 {
     get_job *j = KEEL_REQ_JOB(r, get_job, reply_cleanup);
-    snprintf(j->rep.id, sizeof(j->rep.id), "%s", user_id);
+    keel_strlcpy(j->rep.id, user_id, sizeof(j->rep.id));
     return serve_user(r, j);
 }
 

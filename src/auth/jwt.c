@@ -140,44 +140,6 @@ static json_t *segment_json(const char *p, size_t n)
     return j;
 }
 
-/* A claim absent and not required: 1 (nothing to check). Present: 0.
- * Absent but required: -1. */
-static int absent(json_t *o, const char *key, unsigned require, unsigned bit)
-{
-    if (json_object_get(o, key))
-        return 0;
-    return (require & bit) ? -1 : 1;
-}
-
-static int copy_str(json_t *o, const char *key, unsigned require, unsigned bit, char *out,
-                    size_t cap)
-{
-    int a = absent(o, key, require, bit);
-    if (a)
-        return a > 0 ? 0 : -1;
-    json_t *v = json_object_get(o, key);
-    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) >= cap)
-        return -1;
-    memcpy(out, json_string_value(v), json_string_length(v) + 1);
-    return 0;
-}
-
-/* *present is set when the claim is there (and an integer). */
-static int get_time(json_t *o, const char *key, unsigned require, unsigned bit, int64_t *out,
-                    int *present)
-{
-    *present = 0;
-    int a = absent(o, key, require, bit);
-    if (a)
-        return a > 0 ? 0 : -1;
-    json_t *v = json_object_get(o, key);
-    if (!json_is_integer(v))
-        return -1;
-    *out = (int64_t)json_integer_value(v);
-    *present = 1;
-    return 0;
-}
-
 static keel_jwt_error check_header(json_t *h)
 {
     json_t *alg = json_object_get(h, "alg");
@@ -193,20 +155,56 @@ static keel_jwt_error check_header(json_t *h)
     return KEEL_JWT_OK;
 }
 
-static keel_jwt_error check_claims(const keel_jwt_cfg *cfg, unsigned req, json_t *p,
-                                   int64_t now, keel_jwt_claims *out)
+/* What a token's claims are, read once per token (and kept with it in
+ * the thread's cache below): each claim absent, present and well-typed,
+ * or present and wrong (a string claim empty or too long for
+ * keel_jwt_claims, a time that is not an integer), and whether iss and
+ * aud name the configuration's issuer and audience. claims_check then
+ * decides for a caller's requirements and a time without touching JSON. */
+enum { C_ABSENT = 0, C_OK, C_BAD };
+enum { K_ISS, K_AUD, K_SUB, K_ROLE, K_JTI, K_EXP, K_NBF, K_IAT, K_COUNT };
+
+typedef struct claim_facts {
+    unsigned char state[K_COUNT];
+    const char *issuer, *audience; /* the cfg strings iss/aud were checked against */
+    keel_jwt_claims c;             /* the present claims (absent: 0 / "") */
+} claim_facts;
+
+static unsigned char str_claim(json_t *o, const char *key, char *out, size_t cap)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v)
+        return C_ABSENT;
+    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) >= cap)
+        return C_BAD;
+    memcpy(out, json_string_value(v), json_string_length(v) + 1);
+    return C_OK;
+}
+
+static unsigned char time_claim(json_t *o, const char *key, int64_t *out)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v)
+        return C_ABSENT;
+    if (!json_is_integer(v))
+        return C_BAD;
+    *out = (int64_t)json_integer_value(v);
+    return C_OK;
+}
+
+/* iss and aud against cfg (C_BAD: present and not naming it, or cfg has none). */
+static void facts_audience(claim_facts *f, const keel_jwt_cfg *cfg, json_t *p)
 {
     json_t *iss = json_object_get(p, "iss");
-    if ((iss || (req & KEEL_JWT_REQUIRE_ISS)) &&
-        (!json_is_string(iss) || !cfg->issuer ||
-         strcmp(json_string_value(iss), cfg->issuer) != 0))
-        return KEEL_JWT_BAD_ISSUER;
+    f->state[K_ISS] = !iss ? C_ABSENT
+                      : json_is_string(iss) && cfg->issuer &&
+                              strcmp(json_string_value(iss), cfg->issuer) == 0
+                          ? C_OK
+                          : C_BAD;
     json_t *aud = json_object_get(p, "aud");
-    if (aud || (req & KEEL_JWT_REQUIRE_AUD)) {
-        int aud_ok = 0;
-        if (!cfg->audience) {
-            aud_ok = 0;
-        } else if (json_is_string(aud)) {
+    int aud_ok = 0;
+    if (aud && cfg->audience) {
+        if (json_is_string(aud)) {
             aud_ok = strcmp(json_string_value(aud), cfg->audience) == 0;
         } else if (json_is_array(aud)) {
             size_t i;
@@ -215,22 +213,46 @@ static keel_jwt_error check_claims(const keel_jwt_cfg *cfg, unsigned req, json_t
                 if (json_is_string(a) && strcmp(json_string_value(a), cfg->audience) == 0)
                     aud_ok = 1;
         }
-        if (!aud_ok)
-            return KEEL_JWT_BAD_AUDIENCE;
     }
-    int has_exp, has_nbf, has_iat;
-    if (copy_str(p, "sub", req, KEEL_JWT_REQUIRE_SUB, out->sub, sizeof(out->sub)) < 0 ||
-        copy_str(p, "role", req, KEEL_JWT_REQUIRE_ROLE, out->role, sizeof(out->role)) < 0 ||
-        copy_str(p, "jti", req, KEEL_JWT_REQUIRE_JTI, out->jti, sizeof(out->jti)) < 0 ||
-        get_time(p, "exp", req, KEEL_JWT_REQUIRE_EXP, &out->exp, &has_exp) < 0 ||
-        get_time(p, "nbf", req, KEEL_JWT_REQUIRE_NBF, &out->nbf, &has_nbf) < 0 ||
-        get_time(p, "iat", req, KEEL_JWT_REQUIRE_IAT, &out->iat, &has_iat) < 0)
-        return KEEL_JWT_MISSING_CLAIM;
+    f->state[K_AUD] = !aud ? C_ABSENT : aud_ok ? C_OK : C_BAD;
+    f->issuer = cfg->issuer;
+    f->audience = cfg->audience;
+}
+
+static void facts_read(claim_facts *f, const keel_jwt_cfg *cfg, json_t *p)
+{
+    memset(f, 0, sizeof(*f));
+    facts_audience(f, cfg, p);
+    f->state[K_SUB] = str_claim(p, "sub", f->c.sub, sizeof(f->c.sub));
+    f->state[K_ROLE] = str_claim(p, "role", f->c.role, sizeof(f->c.role));
+    f->state[K_JTI] = str_claim(p, "jti", f->c.jti, sizeof(f->c.jti));
+    f->state[K_EXP] = time_claim(p, "exp", &f->c.exp);
+    f->state[K_NBF] = time_claim(p, "nbf", &f->c.nbf);
+    f->state[K_IAT] = time_claim(p, "iat", &f->c.iat);
+}
+
+/* A claim that is required must be there and well-typed; one that is not
+ * required is checked all the same when present (keel/auth.h). */
+static keel_jwt_error claims_check(const claim_facts *f, const keel_jwt_cfg *cfg, unsigned req,
+                                   int64_t now, keel_jwt_claims *out)
+{
+    static const unsigned bit[K_COUNT] = {
+        KEEL_JWT_REQUIRE_ISS,  KEEL_JWT_REQUIRE_AUD, KEEL_JWT_REQUIRE_SUB, KEEL_JWT_REQUIRE_ROLE,
+        KEEL_JWT_REQUIRE_JTI,  KEEL_JWT_REQUIRE_EXP, KEEL_JWT_REQUIRE_NBF, KEEL_JWT_REQUIRE_IAT};
+    if (f->state[K_ISS] == C_BAD || (f->state[K_ISS] == C_ABSENT && (req & bit[K_ISS])))
+        return KEEL_JWT_BAD_ISSUER;
+    if (f->state[K_AUD] == C_BAD || (f->state[K_AUD] == C_ABSENT && (req & bit[K_AUD])))
+        return KEEL_JWT_BAD_AUDIENCE;
+    for (int k = K_SUB; k < K_COUNT; k++)
+        if (f->state[k] == C_BAD || (f->state[k] == C_ABSENT && (req & bit[k])))
+            return KEEL_JWT_MISSING_CLAIM;
     int64_t leeway = (int64_t)cfg->leeway_s;
-    if (has_exp && out->exp <= now - leeway)
+    if (f->state[K_EXP] == C_OK && f->c.exp <= now - leeway)
         return KEEL_JWT_EXPIRED;
-    if ((has_nbf && out->nbf > now + leeway) || (has_iat && out->iat > now + leeway))
+    if ((f->state[K_NBF] == C_OK && f->c.nbf > now + leeway) ||
+        (f->state[K_IAT] == C_OK && f->c.iat > now + leeway))
         return KEEL_JWT_NOT_YET_VALID;
+    *out = f->c;
     return KEEL_JWT_OK;
 }
 
@@ -245,14 +267,15 @@ keel_jwt_error keel_jwt_verify(const keel_jwt_cfg *cfg, const char *token, size_
  * A client sends the same token with every request until it expires, and
  * checking its signature twice (libsodium in constant time, then libjwt)
  * and parsing its two JSON segments is most of an authenticated request's
- * cost (132,000 instructions of /auth/me's 138,000 under callgrind). So
- * each thread remembers the last tokens whose header and signature it
- * accepted, byte for byte, with their parsed claims: a token equal to one
+ * cost (132,500 instructions per request of the demo /auth/me's under
+ * callgrind, the rest of the request ~6,000). So each thread remembers
+ * the last tokens whose header and signature it accepted, byte for byte,
+ * with what their claims are (claim_facts): a token equal to one
  * of them has the same header and the same valid signature (under the
  * same key: the entry keeps a copy of it), so only the claims are checked
  * again (time, issuer, audience, what the caller requires). A token that
  * differs in any byte is a miss and goes the whole way. The comparison is
- * constant-time over the whole token (sodium_memcmp), so a probe learns
+ * constant-time over the whole token (ct_equal), so a probe learns
  * nothing of a remembered token from timing; the slot is chosen by the
  * token's last signature bytes, so a client can at worst evict entries.
  * Per thread: no lock, and the shared payload object is only ever used on
@@ -264,6 +287,7 @@ keel_jwt_error keel_jwt_verify(const keel_jwt_cfg *cfg, const char *token, size_
 typedef struct token_entry {
     const keel_jwt_cfg *cfg;
     json_t *payload;           /* the parsed claims (one reference) */
+    claim_facts facts;
     size_t len, secret_len;
     uint8_t secret[TOKEN_CACHE_KEY];
     char tok[TOKEN_CACHE_MAX];
@@ -304,11 +328,28 @@ static token_entry *token_slot(const keel_jwt_cfg *cfg, const char *token, size_
     return &c[h % TOKEN_CACHE_SLOTS];
 }
 
+/* 1 when a[0..n) equals b[0..n), in a time that depends on n only
+ * (sodium_memcmp's byte loop, 8 bytes at a time: a token is ~300 bytes). */
+static int ct_equal(const void *a, const void *b, size_t n)
+{
+    const unsigned char *x = a, *y = b;
+    uint64_t d = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t u, v;
+        memcpy(&u, x + i, 8);
+        memcpy(&v, y + i, 8);
+        d |= u ^ v;
+    }
+    for (; i < n; i++)
+        d |= (uint64_t)(x[i] ^ y[i]);
+    return d == 0;
+}
+
 static int token_hit(const token_entry *e, const keel_jwt_cfg *cfg, const char *token, size_t len)
 {
     return e->payload && e->cfg == cfg && e->len == len && e->secret_len == cfg->secret_len &&
-           sodium_memcmp(e->secret, cfg->secret, cfg->secret_len) == 0 &&
-           sodium_memcmp(e->tok, token, len) == 0;
+           ct_equal(e->secret, cfg->secret, cfg->secret_len) & ct_equal(e->tok, token, len);
 }
 
 static void token_keep(token_entry *e, const keel_jwt_cfg *cfg, const char *token, size_t len,
@@ -321,6 +362,7 @@ static void token_keep(token_entry *e, const keel_jwt_cfg *cfg, const char *toke
     memcpy(e->secret, cfg->secret, cfg->secret_len);
     memcpy(e->tok, token, len);
     e->payload = json_incref(payload);
+    facts_read(&e->facts, cfg, payload);
 }
 
 keel_jwt_error keel_jwt_verify_ex(const keel_jwt_cfg *cfg, const keel_jwt_verify_opts *opts,
@@ -335,7 +377,9 @@ keel_jwt_error keel_jwt_verify_ex(const keel_jwt_cfg *cfg, const keel_jwt_verify
         return KEEL_JWT_TOO_LONG;
     token_entry *slot = cfg->secret_len ? token_slot(cfg, token, len) : NULL;
     if (slot && token_hit(slot, cfg, token, len)) {
-        keel_jwt_error e = check_claims(cfg, opts->require, slot->payload, now, out);
+        if (slot->facts.issuer != cfg->issuer || slot->facts.audience != cfg->audience)
+            facts_audience(&slot->facts, cfg, slot->payload); /* cfg's strings changed */
+        keel_jwt_error e = claims_check(&slot->facts, cfg, opts->require, now, out);
         if (e)
             memset(out, 0, sizeof(*out));
         else if (opts->payload)
@@ -397,8 +441,11 @@ keel_jwt_error keel_jwt_verify_ex(const keel_jwt_cfg *cfg, const keel_jwt_verify
      * claims say: an expired token stays expired without a second parse */
     if (!e && slot)
         token_keep(slot, cfg, token, len, p);
-    if (!e)
-        e = check_claims(cfg, opts->require, p, now, out);
+    if (!e) {
+        claim_facts f;
+        facts_read(&f, cfg, p);
+        e = claims_check(&f, cfg, opts->require, now, out);
+    }
     if (!e && opts->payload)
         *opts->payload = json_incref(p);
     json_decref(h);

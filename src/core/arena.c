@@ -65,6 +65,14 @@ void *keel_try_malloc(size_t n)
     return malloc(n ? n : 1);
 }
 
+size_t keel_strlcpy(char *dst, const char *src, size_t cap)
+{
+    size_t n = src ? strnlen(src, cap - 1) : 0;
+    memcpy(dst, src ? src : "", n);
+    dst[n] = 0;
+    return n;
+}
+
 char *keel_strdup(const char *s)
 {
     return s ? keel_strndup(s, strlen(s)) : NULL;

@@ -11,6 +11,7 @@
  * refused with KEEL_EALREADY and goes nowhere.
  */
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 
 #include "core/server_internal.h"
 #include "core/ws_internal.h"
+#include "keel/json.h"
 #include "keel/log.h"
 
 /* ---------------------------------------------------------------- objects */
@@ -952,16 +954,47 @@ int keel_respond_text(keel_req *r, int status, const char *text)
     return keel_respond(r, status, "text/plain; charset=utf-8", text, strlen(text));
 }
 
+/* The buffer each thread encodes its JSON responses into (keel_respond
+ * copies the bytes out): no allocation per response. Released when the
+ * thread ends. */
+static pthread_key_t json_out_key;
+static pthread_once_t json_out_once = PTHREAD_ONCE_INIT;
+
+static void json_out_free(void *p)
+{
+    keel_buf_free(p);
+    keel_free(p);
+}
+
+static void json_out_make(void)
+{
+    (void)pthread_key_create(&json_out_key, json_out_free);
+}
+
+static keel_buf *json_out(void)
+{
+    pthread_once(&json_out_once, json_out_make);
+    keel_buf *b = pthread_getspecific(json_out_key);
+    if (!b) {
+        b = keel_calloc(1, sizeof(*b));
+        (void)pthread_setspecific(json_out_key, b);
+    }
+    return b;
+}
+
 int keel_respond_json(keel_req *r, int status, json_t *json)
 {
     if (!json)
         return keel_respond_problem(r, 500, "response could not be built");
-    char *s = json_dumps(json, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(10));
+    keel_buf *out = json_out();
+    out->len = 0;
+    int bad = keel_json_dump(out, json, 10);
     json_decref(json);
-    if (!s)
+    if (bad)
         return keel_respond_problem(r, 500, "response could not be encoded");
-    int rc = keel_respond(r, status, "application/json", s, strlen(s));
-    free(s);
+    int rc = keel_respond(r, status, "application/json", out->data, out->len);
+    if (out->cap > 64 * 1024)
+        keel_buf_free(out); /* one large response does not stay with the thread */
     return rc;
 }
 

@@ -78,7 +78,12 @@ static keel_flow finish(auth_call *c)
         p->token_exp = c->claims.exp;
     }
     keel_req_set_local(r, KEEL_PRINCIPAL, p);
-    keel_req_set_local(r, KEEL_RL_SUBJECT, keel_arena_printf(a, "%s:%s", p->kind, p->id));
+    size_t kl = strlen(p->kind), il = strlen(p->id);
+    char *subject = keel_arena_alloc(a, kl + il + 2); /* "kind:id", the limiter's key */
+    memcpy(subject, p->kind, kl);
+    subject[kl] = ':';
+    memcpy(subject + kl + 1, p->id, il + 1);
+    keel_req_set_local(r, KEEL_RL_SUBJECT, subject);
     return KEEL_NEXT; /* permissions: keel_mw_authz, in the AUTHZ phase */
 }
 
@@ -88,7 +93,7 @@ static void on_checked(keel_req *r, void *arg, int status, const char *role)
     c->pending = 0;
     c->status = status;
     if (status == 0)
-        snprintf(c->role, sizeof(c->role), "%s", role ? role : "");
+        keel_strlcpy(c->role, role, sizeof(c->role));
     if (c->in_call)
         return;
     if (keel_req_is_finished(r)) {

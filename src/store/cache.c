@@ -700,9 +700,11 @@ int keel_cache_fetch(keel_cache *c, keel_req *r, const char *ns, const char *key
     wt->arg = arg;
     keel_req_hold(r);
 
-    size_t n = strlen(ns) + 1 + strlen(key);
-    char *fkey = keel_malloc(n + 1);
-    snprintf(fkey, n + 1, "%s:%s", ns, key);
+    size_t nl = strlen(ns), kl = strlen(key), n = nl + 1 + kl;
+    char *fkey = keel_malloc(n + 1); /* "ns:key" */
+    memcpy(fkey, ns, nl);
+    fkey[nl] = ':';
+    memcpy(fkey + nl + 1, key, kl + 1);
     uint64_t h = hash_fkey(fkey, n);
     uint64_t gen0 = __atomic_load_n(&c->gen, __ATOMIC_SEQ_CST);
     json_t *kept = l1_get(c, wt->w, h, fkey, n);
