@@ -77,6 +77,7 @@ typedef struct keel_config {
 
     /* work pool */
     unsigned work_threads;   /* WORK_POOL_SIZE */
+    unsigned work_nice;      /* WORK_POOL_NICE */
     uint64_t work_queue_max; /* WORK_QUEUE_MAX */
 
     /* logs */

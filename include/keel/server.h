@@ -486,6 +486,8 @@ typedef struct keel_pool_opts {
     void (*thread_start)(void *arg);
     void (*thread_stop)(void *arg);
     void *arg;
+    unsigned nice;      /* the threads' priority below the process's (0 = the
+                           same; Linux per-thread nice, capped at 19) */
 } keel_pool_opts;
 keel_pool *keel_server_pool_new(keel_server *s, const keel_pool_opts *opts);
 /* Like keel_req_submit, on pool p (NULL = the default pool). */

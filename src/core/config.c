@@ -104,6 +104,11 @@ static const keel_config_var core_vars[] = {
      .help = "serve the OpenAPI document at /openapi.json and its viewer at /docs"},
     {.name = "WORK_POOL_SIZE", .type = KEEL_CONFIG_UINT, .def = "4", AT(work_threads),
      .min = 1, .max = 1024, .help = "threads for blocking work (SQL, password hashing)"},
+    {.name = "WORK_POOL_NICE", .type = KEEL_CONFIG_UINT, .def = "10", AT(work_nice),
+     .min = 0, .max = 19,
+     .help = "how much lower the work pool threads' CPU priority is than the event loops' "
+             "(Linux nice steps; 0 = the same): a CPU-bound job such as argon2 never delays "
+             "a loop's next request"},
     {.name = "WORK_QUEUE_MAX", .type = KEEL_CONFIG_UINT, .def = "1024", AT(work_queue_max),
      .min = 1, .max = 10000000,
      .help = "queued blocking jobs before new ones get 503 with Retry-After"},

@@ -663,7 +663,7 @@ int keel_server_start(keel_server *s)
     s->port = port;
     signal(SIGPIPE, SIG_IGN);
     keel_pool_opts po = {.name = "work", .threads = s->cfg.work_threads,
-                         .queue_max = s->cfg.work_queue_max};
+                         .queue_max = s->cfg.work_queue_max, .nice = s->cfg.work_nice};
     s->pool = keel__pool_new(s, &po);
     s->workers = keel_calloc(s->nworkers, sizeof(keel_worker *));
     for (unsigned i = 0; i < s->nworkers; i++) {

@@ -7,7 +7,12 @@
  * a 503 with Retry-After, not an ever-growing backlog) and cancellation of
  * jobs whose request has gone.
  */
+#include <errno.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "core/server_internal.h"
 #include "keel/log.h"
@@ -54,9 +59,30 @@ static void deliver(keel_work *job)
     uv_async_send(&w->async);
 }
 
+/* Lowers this thread's CPU priority by p->opts.nice (Linux: nice is per
+ * thread, and raising it needs no privilege). With the loops at the
+ * process's priority, the scheduler runs a loop the moment it wakes
+ * instead of letting it wait behind CPU-bound jobs on the same core: a
+ * /health probe while argon2 logins fill the pool. */
+static void lower_priority(const keel_pool *p)
+{
+    if (!p->opts.nice)
+        return;
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    errno = 0;
+    int cur = getpriority(PRIO_PROCESS, (id_t)tid);
+    if (cur == -1 && errno)
+        return;
+    int want = cur + (int)p->opts.nice;
+    if (setpriority(PRIO_PROCESS, (id_t)tid, want > 19 ? 19 : want) < 0)
+        keel_log(KEEL_LOG_WARN, "cannot lower a pool thread's priority", "{s:s,s:s}", "pool",
+                 p->opts.name, "error", strerror(errno));
+}
+
 static void pool_thread(void *arg)
 {
     keel_pool *p = arg;
+    lower_priority(p);
     if (p->opts.thread_start)
         p->opts.thread_start(p->opts.arg);
     for (;;) {

@@ -1,5 +1,6 @@
 """Process life cycle: graceful drain on SIGTERM, configuration errors, and
 the command line (version, --help, routes, --print-config)."""
+import os
 import re
 import signal
 import socket
@@ -267,3 +268,29 @@ def test_second_signal_exits_at_once(keel):
     k.wait_log(lambda e: e.get("msg") == "second signal: exiting now")
     for t in threads:
         t.join(timeout=5)
+
+
+def _thread_nices(pid):
+    """nice value of every thread of pid (field 19 of /proc/PID/task/TID/stat)."""
+    out = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+            stat = f.read()
+        fields = stat[stat.rindex(")") + 2:].split()
+        out.append(int(fields[16]))
+    return out
+
+
+def test_work_pool_threads_run_below_the_loops(keel):
+    """WORK_POOL_NICE: the work pool's threads (argon2, blocking jobs) run
+    at a lower CPU priority than the event loops, so a CPU-bound job never
+    delays a loop's next request on a shared core; 0 keeps them equal."""
+    srv = keel(WORKERS="2", WORK_POOL_SIZE="3", WORK_POOL_NICE="7")
+    # each thread lowers itself as it starts: poll
+    wait_for(lambda: _thread_nices(srv.proc.pid).count(7) == 3, what="three threads at nice 7")
+    nices = _thread_nices(srv.proc.pid)
+    assert nices.count(7) == 3, nices
+    assert nices.count(0) >= 3, nices  # main thread and the two loops at least
+    srv.stop()
+    same = keel(WORK_POOL_SIZE="3", WORK_POOL_NICE="0")
+    assert set(_thread_nices(same.proc.pid)) == {0}
