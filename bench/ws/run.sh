@@ -6,7 +6,7 @@
 #   bench/ws/run.sh [--rounds 3] [--only idle,fanout,rate,echo,floor]
 #                   [--idle-conns 10000] [--fanout-conns 10000] [--rate-conns 1000]
 #                   [--echo-conns 64] [--size 64] [--depths "1 8"] [--seconds 5]
-#                   [--messages 20] [--window 64] [--build build]
+#                   [--messages 20] [--window 64] [--echo-io epoll|uring] [--build build]
 #
 # Figures (docs/performance.md, "WebSocket at 10,000 connections"):
 #   idle    --idle-conns authenticated idle connections (Bearer JWT on the
@@ -45,6 +45,7 @@ DEPTHS="1 8"
 SECONDS_=5
 MESSAGES=20
 WINDOW=64
+ECHO_IO=epoll
 BUILD=build
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -59,6 +60,7 @@ while [ $# -gt 0 ]; do
 	--seconds|--duration) SECONDS_=$2; shift 2 ;;
 	--messages) MESSAGES=$2; shift 2 ;;
 	--window) WINDOW=$2; shift 2 ;;
+	--echo-io) ECHO_IO=$2; shift 2 ;;
 	--build) BUILD=$2; shift 2 ;;
 	-h|--help) sed -n '2,30p' "$0"; exit 0 ;;
 	*) echo "unknown option $1" >&2; exit 2 ;;
@@ -199,7 +201,7 @@ for round in $(seq "$ROUNDS"); do
 				--size "$SIZE" --seconds "$SECONDS_" --settle 1; done ;;
 		echo) for d in $DEPTHS; do for t in keel ws; do
 			measure echo "$t" "depth $d" echo --conns "$ECHO_CONNS" --size "$SIZE" --depth "$d" \
-				--seconds "$SECONDS_"; done; done ;;
+				--seconds "$SECONDS_" --io "$ECHO_IO"; done; done ;;
 		floor) measure_floor ;;
 		*) echo "unknown figure $fig" >&2; exit 2 ;;
 		esac

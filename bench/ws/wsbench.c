@@ -22,12 +22,16 @@
  *             sockets per pass, --messages passes; see floor_run)
  *
  *   echo writes every connection's frame prebuilt (masked once with its
- *   key) and answers all the echoes one read brought in one write(v).
+ *   key) and answers all the echoes one read brought in one send: by
+ *   default one read and one write(v) per connection per wakeup (--io
+ *   epoll), or over io_uring (--io uring: one system call per batch of
+ *   completions; not the default: no clear gain measured yet).
  *
  *   options: --host H --port P --path /x --proto ws|sio --token JWT
  *            --conns N --size B --depth D --seconds S --messages M
  *            --window W --server-pid PID --settle S
  *            --writer-cpu C --reader-cpu C (floor: pin the two sides)
+ *            --io uring|epoll (echo)
  *
  * One JSON line on stdout with the figures; errors on stderr, exit 1. */
 #include <arpa/inet.h>
@@ -40,7 +44,10 @@
 #include <string.h>
 #include <sched.h>
 #include <signal.h>
+#include <linux/io_uring.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -59,6 +66,11 @@ typedef struct conn {
     size_t have, cap;
     uint32_t key;
     unsigned due; /* echo: frames owed, written once per wakeup */
+    /* echo over io_uring: a receive always posted, one send at a time */
+    unsigned char *rb, *ob;
+    size_t sendlen, sent;
+    const unsigned char *sendbuf;
+    int sending;
 } conn;
 
 static const char *host = "127.0.0.1", *path = "/", *token;
@@ -739,16 +751,198 @@ static int floor_run(int writer_cpu, int reader_cpu)
     return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 1;
 }
 
+/* ---------------------------------------------------------------- io_uring
+ *
+ * The echo loop over io_uring (raw system calls, no liburing): every
+ * connection keeps one receive posted and at most one send; each
+ * io_uring_enter submits everything queued since the last and waits for
+ * a completion, so a wakeup that finds 64 echoes costs one system call
+ * instead of 64 reads and 64 writes (on this VM the system call entry
+ * and exit is the client's largest cost). Opt-in (--io uring): in smoke
+ * runs on a loaded machine the client's CPU per echo fell only ~5-10 %
+ * while keel's rose, so epoll stays the default until a quiet run says
+ * otherwise. */
+#define RB_SIZE 16384
+static struct {
+    int fd;
+    unsigned *sq_head, *sq_tail, *sq_mask, *sq_array, sq_entries;
+    unsigned *cq_head, *cq_tail, *cq_mask;
+    struct io_uring_sqe *sqes;
+    struct io_uring_cqe *cqes;
+    unsigned to_submit;
+} ur;
+
+static int ur_init(unsigned entries)
+{
+    struct io_uring_params p;
+    memset(&p, 0, sizeof(p));
+    int fd = (int)syscall(__NR_io_uring_setup, entries, &p);
+    if (fd < 0)
+        return -1;
+    size_t sqsz = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    size_t cqsz = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+    int single = (p.features & IORING_FEAT_SINGLE_MMAP) != 0;
+    if (single)
+        sqsz = cqsz = sqsz > cqsz ? sqsz : cqsz;
+    unsigned char *sq = mmap(NULL, sqsz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
+                             IORING_OFF_SQ_RING);
+    if (sq == MAP_FAILED)
+        return -1;
+    unsigned char *cq = single ? sq
+                               : mmap(NULL, cqsz, PROT_READ | PROT_WRITE,
+                                      MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_CQ_RING);
+    if (cq == MAP_FAILED)
+        return -1;
+    ur.sqes = mmap(NULL, p.sq_entries * sizeof(struct io_uring_sqe), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQES);
+    if (ur.sqes == MAP_FAILED)
+        return -1;
+    ur.fd = fd;
+    ur.sq_head = (unsigned *)(sq + p.sq_off.head);
+    ur.sq_tail = (unsigned *)(sq + p.sq_off.tail);
+    ur.sq_mask = (unsigned *)(sq + p.sq_off.ring_mask);
+    ur.sq_array = (unsigned *)(sq + p.sq_off.array);
+    ur.sq_entries = p.sq_entries;
+    ur.cq_head = (unsigned *)(cq + p.cq_off.head);
+    ur.cq_tail = (unsigned *)(cq + p.cq_off.tail);
+    ur.cq_mask = (unsigned *)(cq + p.cq_off.ring_mask);
+    ur.cqes = (struct io_uring_cqe *)(cq + p.cq_off.cqes);
+    return 0;
+}
+
+static void ur_enter(unsigned wait)
+{
+    for (;;) {
+        long r = syscall(__NR_io_uring_enter, ur.fd, ur.to_submit, wait,
+                         wait ? IORING_ENTER_GETEVENTS : 0, NULL, 0);
+        if (r >= 0) {
+            ur.to_submit -= (unsigned)r < ur.to_submit ? (unsigned)r : ur.to_submit;
+            return;
+        }
+        if (errno != EINTR && errno != EAGAIN && errno != EBUSY)
+            die("io_uring_enter");
+        if (!wait)
+            return;
+    }
+}
+
+static struct io_uring_sqe *ur_sqe(void)
+{
+    unsigned tail = *ur.sq_tail;
+    if (tail - __atomic_load_n(ur.sq_head, __ATOMIC_ACQUIRE) >= ur.sq_entries)
+        ur_enter(0); /* full: hand what is queued to the kernel */
+    if (tail - __atomic_load_n(ur.sq_head, __ATOMIC_ACQUIRE) >= ur.sq_entries)
+        die("io_uring: submission queue full");
+    unsigned idx = tail & *ur.sq_mask;
+    struct io_uring_sqe *e = &ur.sqes[idx];
+    memset(e, 0, sizeof(*e));
+    ur.sq_array[idx] = idx;
+    __atomic_store_n(ur.sq_tail, tail + 1, __ATOMIC_RELEASE);
+    ur.to_submit++;
+    return e;
+}
+
+static void ur_recv(conn *c)
+{
+    struct io_uring_sqe *e = ur_sqe();
+    e->opcode = IORING_OP_RECV;
+    e->fd = c->fd;
+    e->addr = (uint64_t)(uintptr_t)c->rb;
+    e->len = RB_SIZE;
+    e->user_data = (uint64_t)(c - cs) << 1;
+}
+
+static void ur_send_rest(conn *c)
+{
+    struct io_uring_sqe *e = ur_sqe();
+    e->opcode = IORING_OP_SEND;
+    e->fd = c->fd;
+    e->addr = (uint64_t)(uintptr_t)(c->sendbuf + c->sent);
+    e->len = (unsigned)(c->sendlen - c->sent);
+    e->user_data = (uint64_t)(c - cs) << 1 | 1;
+}
+
+/* Sends every echo owed, as one buffer: the prebuilt frame itself for one,
+ * copies of it in c->ob for more (at most --depth are ever owed). */
+static void ur_send(conn *c)
+{
+    const unsigned char *f = echo_frames + (size_t)(c - cs) * echo_len;
+    if (c->due == 1) {
+        c->sendbuf = f;
+    } else {
+        for (unsigned i = 0; i < c->due; i++)
+            memcpy(c->ob + (size_t)i * echo_len, f, echo_len);
+        c->sendbuf = c->ob;
+    }
+    c->sendlen = (size_t)c->due * echo_len;
+    c->sent = 0;
+    c->due = 0;
+    c->sending = 1;
+    ur_send_rest(c);
+}
+
+static void ur_start(void)
+{
+    for (int i = 0; i < nconn; i++) {
+        conn *c = &cs[i];
+        c->rb = malloc(RB_SIZE);
+        c->ob = malloc((size_t)depth * echo_len);
+        if (!c->rb || !c->ob)
+            die("out of memory");
+        ur_recv(c);
+        c->due = (unsigned)depth;
+        ur_send(c);
+    }
+}
+
+static void ur_pump(double until)
+{
+    while (now_s() < until) {
+        ur_enter(1);
+        unsigned head = *ur.cq_head;
+        unsigned tail = __atomic_load_n(ur.cq_tail, __ATOMIC_ACQUIRE);
+        for (; head != tail; head++) {
+            struct io_uring_cqe *e = &ur.cqes[head & *ur.cq_mask];
+            conn *c = &cs[e->user_data >> 1];
+            int res = e->res;
+            if (e->user_data & 1) {
+                if (res < 0) {
+                    fprintf(stderr, "wsbench: send: %s\n", strerror(-res));
+                    exit(1);
+                }
+                c->sent += (size_t)res;
+                if (c->sent < c->sendlen)
+                    ur_send_rest(c);
+                else if ((c->sending = 0, c->due))
+                    ur_send(c);
+            } else {
+                if (res <= 0 && res != -EAGAIN && res != -EINTR) {
+                    fprintf(stderr, "wsbench: connection %ld lost (%s)\n", (long)(c - cs),
+                            res == 0 ? "EOF" : strerror(-res));
+                    exit(1);
+                }
+                if (res > 0)
+                    on_bytes(c, c->rb, (size_t)res);
+                ur_recv(c);
+                if (c->due && !c->sending)
+                    ur_send(c);
+            }
+        }
+        __atomic_store_n(ur.cq_head, head, __ATOMIC_RELEASE);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
         fprintf(stderr, "usage: wsbench idle|echo|fanout|rate|floor [--host H] [--port P] [--path P] "
                         "[--proto ws|sio] [--token JWT] [--conns N] [--size B] [--depth D] "
                         "[--seconds S] [--messages M] [--window W] [--server-pid PID] "
-                        "[--settle S] [--writer-cpu C] [--reader-cpu C]\n");
+                        "[--settle S] [--writer-cpu C] [--reader-cpu C] [--io uring|epoll]\n");
         return 2;
     }
     int writer_cpu = -1, reader_cpu = -1;
+    const char *io = "epoll"; /* echo: epoll, or uring (epoll when unavailable) */
     snprintf(mode, sizeof(mode), "%s", argv[1]);
     mode_id = !strcmp(mode, "echo")     ? M_ECHO
               : !strcmp(mode, "fanout") ? M_FANOUT
@@ -771,6 +965,7 @@ int main(int argc, char **argv)
         else if (!strcmp(k, "--server-pid")) server_pid = atoi(v);
         else if (!strcmp(k, "--settle")) settle = atof(v);
         else if (!strcmp(k, "--writer-cpu")) writer_cpu = atoi(v);
+        else if (!strcmp(k, "--io")) io = v;
         else if (!strcmp(k, "--reader-cpu")) reader_cpu = atoi(v);
         else {
             fprintf(stderr, "wsbench: unknown option %s\n", k);
@@ -833,20 +1028,32 @@ int main(int argc, char **argv)
             die("out of memory");
         for (int i = 0; i < nconn; i++)
             frame(echo_frames + (size_t)i * echo_len, sio ? 1 : 2, p, n, cs[i].key);
-        for (int i = 0; i < nconn; i++) {
-            cs[i].due = (unsigned)depth;
-            flush_echoes(&cs[i]);
+        unsigned entries = 8;
+        while (entries < 2u * (unsigned)nconn + 8)
+            entries *= 2;
+        int uring = !strcmp(io, "uring") && ur_init(entries) == 0;
+        if (!strcmp(io, "uring") && !uring)
+            fprintf(stderr, "wsbench: io_uring unavailable (%s): epoll\n", strerror(errno));
+        void (*run)(double) = uring ? ur_pump : pump;
+        if (uring) {
+            ur_start();
+        } else {
+            for (int i = 0; i < nconn; i++) {
+                cs[i].due = (unsigned)depth;
+                flush_echoes(&cs[i]);
+            }
         }
-        pump(now_s() + 1.0); /* warm-up */
+        run(now_s() + 1.0); /* warm-up */
         uint64_t e0 = echoes;
         double t0 = now_s(), s0 = cpu_s(server_pid), c0 = cpu_s(0);
-        pump(t0 + seconds);
+        run(t0 + seconds);
         double rate = (double)(echoes - e0) / (now_s() - t0);
         double scpu = cpu_s(server_pid) - s0, ccpu = cpu_s(0) - c0;
-        printf("{\"mode\":\"echo\",\"connections\":%d,\"size\":%zu,\"depth\":%d,\"seconds\":%.1f,"
+        printf("{\"mode\":\"echo\",\"io\":\"%s\",\"connections\":%d,\"size\":%zu,\"depth\":%d,"
+               "\"seconds\":%.1f,"
                "\"echoes_per_s\":%.0f,\"server_cpu_s\":%.2f,\"client_cpu_s\":%.2f,"
                "\"echoes_per_server_cpu_s\":%.0f}\n",
-               nconn, msize, depth, seconds, rate, scpu, ccpu,
+               uring ? "uring" : "epoll", nconn, msize, depth, seconds, rate, scpu, ccpu,
                scpu > 0 ? (double)(echoes - e0) / scpu : 0);
         return 0;
     }
