@@ -430,6 +430,10 @@ static int send_data(keel_ws *ws, const void *hdr, size_t hl, const void *payloa
      * droppable message is dropped itself, another closes the slow
      * consumer */
     size_t limit = droppable ? s->ws->max_outbound / 2 : s->ws->max_outbound;
+    /* the index of droppable frames is bounded too (an eighth of the
+     * cap: tiny frames must not grow it past the queue it describes) */
+    if (droppable && (ws->ndrops + 1) * sizeof(*ws->drops) > s->ws->max_outbound / 8)
+        queued -= shed_droppable(ws, c, 1);
     if (queued && queued + hl + n > limit)
         queued -= shed_droppable(ws, c, queued + hl + n - limit);
     if (droppable && queued && queued + hl + n > limit) {
