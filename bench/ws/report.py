@@ -11,6 +11,7 @@ TARGETS = {
     "keel-app": "keel (build/keel, /ws/echo, no auth)",
     "ws": "npm ws",
     "sio": "Socket.IO",
+    "kernel": "kernel floor (write(2) loop, no WebSocket)",
 }
 
 
@@ -84,8 +85,9 @@ def main():
         elif fig == "echo":
             out.append(f"### Echo, {label}\n")
             out.append("| target | echoes/s (median) | every round | keel / target "
-                       "| echoes per server CPU second (median) | keel / target |")
-            out.append("|---|---|---|---|---|---|")
+                       "| echoes per server CPU second (median) | keel / target "
+                       "| server / client CPU s (median) |")
+            out.append("|---|---|---|---|---|---|---|")
             k = med(by["keel"], "echoes_per_s") if "keel" in by else 0
             kc = med(by["keel"], "echoes_per_server_cpu_s") if "keel" in by else 0
             for t, rs in by.items():
@@ -93,7 +95,19 @@ def main():
                 name = "keel (build/keel, /ws/echo)" if t == "keel" else TARGETS[t]
                 c = med(rs, "echoes_per_server_cpu_s")
                 out.append(f"| {name} | {v:.0f} | {every(rs, 'echoes_per_s', '{:.0f}')} | {ratio(k, v)} "
-                           f"| {c:.0f} | {ratio(kc, c)} |")
+                           f"| {c:.0f} | {ratio(kc, c)} "
+                           f"| {med(rs, 'server_cpu_s'):.2f} / {med(rs, 'client_cpu_s'):.2f} |")
+        elif fig == "floor":
+            out.append(f"### Kernel floor: write(2) of one 66-byte frame to {label} loopback sockets\n")
+            out.append("| target | write loop p50 ms (median) | p99 ms (median) | p99 every round "
+                       "| until the receiver has all, p50 / p99 ms (median) "
+                       "| writer CPU ms per pass | writer sys share |")
+            out.append("|---|---|---|---|---|---|---|")
+            for t, rs in by.items():
+                out.append(f"| {TARGETS[t]} | {med(rs, 'write_p50_ms'):.1f} | {med(rs, 'write_p99_ms'):.1f} "
+                           f"| {every(rs, 'write_p99_ms', '{:.1f}')} "
+                           f"| {med(rs, 'delivered_p50_ms'):.1f} / {med(rs, 'delivered_p99_ms'):.1f} "
+                           f"| {med(rs, 'writer_cpu_ms_per_pass'):.1f} | {med(rs, 'writer_sys_share'):.2f} |")
         loads = [float(r["load"]) for rs in by.values() for r in rs]
         out.append(f"\nload average (1 min) at the measurements: {min(loads):.1f}-{max(loads):.1f}\n")
     if note:

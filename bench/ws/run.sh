@@ -3,10 +3,10 @@
 # and a Socket.IO server, same load client (bench/ws/wsbench.c), same
 # machine, one run (`make bench-ws` builds everything and calls this).
 #
-#   bench/ws/run.sh [--rounds 3] [--only idle,fanout,rate,echo]
+#   bench/ws/run.sh [--rounds 3] [--only idle,fanout,rate,echo,floor]
 #                   [--idle-conns 10000] [--fanout-conns 10000] [--rate-conns 1000]
 #                   [--echo-conns 64] [--size 64] [--depths "1 8"] [--seconds 5]
-#                   [--messages 20] [--window 64] [--build build]
+#                   [--messages 20] [--window 64] [--echo-io epoll|uring] [--build build]
 #
 # Figures (docs/performance.md, "WebSocket at 10,000 connections"):
 #   idle    --idle-conns authenticated idle connections (Bearer JWT on the
@@ -17,6 +17,10 @@
 #           --window messages in flight
 #   echo    --echo-conns connections, --size-byte binary messages, DEPTH
 #           in flight per connection, echoes/s
+#   floor   no server: write(2) of the same 2+--size byte frame to
+#           --fanout-conns loopback sockets per pass (a receiver on CPU 1
+#           only draining), p50/p99 over --messages passes — the kernel's
+#           floor under the fan-out figure (wsbench floor)
 # Targets: keel = build/bench/fanout_service (GET /ws/fanout, libkeel) for
 # idle/fanout/rate and build/keel (GET /ws/echo, the reference service) for
 # echo, plus keel-app = build/keel's unauthenticated /ws/echo for idle;
@@ -31,7 +35,7 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 ROUNDS=3
-ONLY=idle,fanout,rate,echo
+ONLY=idle,fanout,rate,echo,floor
 IDLE_CONNS=10000
 FANOUT_CONNS=10000
 RATE_CONNS=1000
@@ -41,6 +45,7 @@ DEPTHS="1 8"
 SECONDS_=5
 MESSAGES=20
 WINDOW=64
+ECHO_IO=epoll
 BUILD=build
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -55,6 +60,7 @@ while [ $# -gt 0 ]; do
 	--seconds|--duration) SECONDS_=$2; shift 2 ;;
 	--messages) MESSAGES=$2; shift 2 ;;
 	--window) WINDOW=$2; shift 2 ;;
+	--echo-io) ECHO_IO=$2; shift 2 ;;
 	--build) BUILD=$2; shift 2 ;;
 	-h|--help) sed -n '2,30p' "$0"; exit 0 ;;
 	*) echo "unknown option $1" >&2; exit 2 ;;
@@ -164,6 +170,22 @@ measure() {
 	stop
 }
 
+# the kernel's floor: no server to start; the writer pinned to CPU 0 (as
+# the servers), its receiver to CPU 1 (as the clients)
+measure_floor() {
+	local line
+	if taskset -c 0,1 "$client" floor --conns "$FANOUT_CONNS" --messages "$MESSAGES" --size "$SIZE" \
+		--writer-cpu 0 --reader-cpu 1 >"$tmp/client.out" 2>"$tmp/client.err" &&
+		line=$(cat "$tmp/client.out") && [ -n "$line" ]; then
+		echo "{\"figure\":\"floor\",\"target\":\"kernel\",\"label\":\"$FANOUT_CONNS\",\"load\":\"$(cut -d' ' -f1 /proc/loadavg)\",\"result\":$line}" |
+			tee -a "$results"
+	else
+		echo "floor failed: $(head -c 400 "$tmp/client.err")" >&2
+		echo "{\"figure\":\"floor\",\"target\":\"kernel\",\"label\":\"$FANOUT_CONNS\",\"failed\":true}" >>"$results"
+		failures=$((failures + 1))
+	fi
+}
+
 echo "bench/ws: $ROUNDS round(s) of: $ONLY; load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for round in $(seq "$ROUNDS"); do
 	echo "--- round $round" >&2
@@ -179,7 +201,8 @@ for round in $(seq "$ROUNDS"); do
 				--size "$SIZE" --seconds "$SECONDS_" --settle 1; done ;;
 		echo) for d in $DEPTHS; do for t in keel ws; do
 			measure echo "$t" "depth $d" echo --conns "$ECHO_CONNS" --size "$SIZE" --depth "$d" \
-				--seconds "$SECONDS_"; done; done ;;
+				--seconds "$SECONDS_" --io "$ECHO_IO"; done; done ;;
+		floor) measure_floor ;;
 		*) echo "unknown figure $fig" >&2; exit 2 ;;
 		esac
 	done

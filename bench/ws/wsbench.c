@@ -17,10 +17,21 @@
  *             subscriber has read it (p50/p99/max)
  *     rate    the same with --window messages in flight for --seconds:
  *             messages per second delivered to every subscriber
+ *     floor   no server, no WebSocket: the kernel's floor under fanout
+ *             (write(2) of one 2+--size byte frame to --conns loopback
+ *             sockets per pass, --messages passes; see floor_run)
+ *
+ *   echo writes every connection's frame prebuilt (masked once with its
+ *   key) and answers all the echoes one read brought in one send: by
+ *   default one read and one write(v) per connection per wakeup (--io
+ *   epoll), or over io_uring (--io uring: one system call per batch of
+ *   completions; not the default: no clear gain measured yet).
  *
  *   options: --host H --port P --path /x --proto ws|sio --token JWT
  *            --conns N --size B --depth D --seconds S --messages M
  *            --window W --server-pid PID --settle S
+ *            --writer-cpu C --reader-cpu C (floor: pin the two sides)
+ *            --io uring|epoll (echo)
  *
  * One JSON line on stdout with the figures; errors on stderr, exit 1. */
 #include <arpa/inet.h>
@@ -31,9 +42,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <signal.h>
+#include <linux/io_uring.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,6 +65,12 @@ typedef struct conn {
     unsigned char *buf; /* bytes of an incomplete frame (or handshake head) */
     size_t have, cap;
     uint32_t key;
+    unsigned due; /* echo: frames owed, written once per wakeup */
+    /* echo over io_uring: a receive always posted, one send at a time */
+    unsigned char *rb, *ob;
+    size_t sendlen, sent;
+    const unsigned char *sendbuf;
+    int sending;
 } conn;
 
 static const char *host = "127.0.0.1", *path = "/", *token;
@@ -57,6 +82,13 @@ static conn *cs;
 static int nopen;
 static unsigned char rbuf[1 << 16];
 static char mode[16];
+enum { M_IDLE, M_ECHO, M_FANOUT, M_RATE, M_FLOOR };
+static int mode_id;
+/* echo: the frame every connection sends, masked once: the payload is
+ * the same for every message, and so is each connection's key (a fixed
+ * non-zero key per connection, as before: the server still unmasks) */
+static unsigned char *echo_frames; /* nconn frames of echo_len bytes */
+static size_t echo_len;
 
 /* fanout / rate bookkeeping */
 #define SEQ_MAX (1u << 20)
@@ -227,12 +259,12 @@ static void on_fanout(conn *c, const unsigned char *d, size_t len)
     if (++got[seq] == (uint32_t)nconn) {
         double t = now_s();
         done_msgs++;
-        if (strcmp(mode, "fanout") == 0) {
+        if (mode_id == M_FANOUT) {
             lat[nlat++] = t - t_sent[seq];
         } else if (t >= measure_from && t < measure_to) {
             done_in_window++;
         }
-        if (strcmp(mode, "rate") == 0 && t < measure_to)
+        if (mode_id == M_RATE && t < measure_to)
             publish(); /* keep --window messages in flight */
     }
 }
@@ -265,15 +297,10 @@ static void on_message(conn *c, int opcode, const unsigned char *d, size_t len)
         if (len < 2 || d[0] != '4' || d[1] != '2')
             return; /* other packets: nothing to count */
     }
-    if (strcmp(mode, "echo") == 0) {
+    if (mode_id == M_ECHO) {
         echoes++;
-        static unsigned char out[70000];
-        static char p[70000];
-        static size_t n;
-        if (!n)
-            n = payload(p, "e", 0);
-        write_all(c, out, frame(out, sio ? 1 : 2, p, n, c->key));
-    } else if (strcmp(mode, "fanout") == 0 || strcmp(mode, "rate") == 0) {
+        c->due++; /* answered after the whole read is parsed: one write */
+    } else if (mode_id == M_FANOUT || mode_id == M_RATE) {
         on_fanout(c, d, len);
     }
 }
@@ -323,20 +350,26 @@ static size_t parse_frames(conn *c, const unsigned char *d, size_t len)
     return off;
 }
 
+/* Room for `len` bytes in c->buf, keeping what it holds. */
+static void grow(conn *c, size_t len)
+{
+    if (len <= c->cap)
+        return;
+    size_t cap = c->cap ? c->cap : 256;
+    while (cap < len)
+        cap *= 2;
+    unsigned char *nb = realloc(c->buf, cap);
+    if (!nb)
+        die("out of memory");
+    c->buf = nb;
+    c->cap = cap;
+}
+
+/* d (not inside c->buf) becomes the incomplete frame kept. */
 static void keep(conn *c, const unsigned char *d, size_t len)
 {
-    if (len > c->cap) {
-        size_t cap = c->cap ? c->cap : 256;
-        while (cap < len)
-            cap *= 2;
-        unsigned char *nb = malloc(cap);
-        if (!nb)
-            die("out of memory");
-        free(c->buf);
-        c->buf = nb;
-        c->cap = cap;
-    }
-    memmove(c->buf, d, len);
+    grow(c, len);
+    memcpy(c->buf, d, len);
     c->have = len;
 }
 
@@ -349,16 +382,12 @@ static void on_bytes(conn *c, const unsigned char *d, size_t len)
         return;
     }
     if (c->have) { /* the rest of a frame: append, parse from the conn's buffer */
-        unsigned char *tmp = malloc(c->have + len);
-        if (!tmp)
-            die("out of memory");
-        memcpy(tmp, c->buf, c->have);
-        memcpy(tmp + c->have, d, len);
+        grow(c, c->have + len);
+        memcpy(c->buf + c->have, d, len);
         size_t all = c->have + len;
-        c->have = 0;
-        size_t used = parse_frames(c, tmp, all);
-        keep(c, tmp + used, all - used);
-        free(tmp);
+        size_t used = parse_frames(c, c->buf, all);
+        memmove(c->buf, c->buf + used, all - used);
+        c->have = all - used;
         return;
     }
     size_t used = parse_frames(c, d, len);
@@ -447,6 +476,43 @@ static void send_upgrade(conn *c)
     epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
+/* The echoes owed to c in one write: its prebuilt frame repeated (a
+ * gather of the same bytes, nothing copied). */
+static void flush_echoes(conn *c)
+{
+    const unsigned char *f = echo_frames + (size_t)(c - cs) * echo_len;
+    struct iovec iov[64];
+    for (unsigned i = 0; i < 64 && i < c->due; i++)
+        iov[i] = (struct iovec){(void *)f, echo_len};
+    while (c->due) {
+        unsigned k = c->due < 64 ? c->due : 64;
+        size_t want = (size_t)k * echo_len;
+        ssize_t w = k == 1 ? write(c->fd, f, echo_len) : writev(c->fd, iov, (int)k);
+        if (w == (ssize_t)want) {
+            c->due -= k;
+            continue;
+        }
+        if (w < 0 && errno != EAGAIN && errno != EINTR) {
+            perror("wsbench: write");
+            exit(1);
+        }
+        if (w < 0 && errno == EAGAIN) { /* the kernel's buffer is full: wait for room */
+            struct timespec ts = {0, 50000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        /* a short write (rare: the kernel's buffer is full): the rest of
+         * the frame it cut, then whole frames again */
+        size_t done = w > 0 ? (size_t)w : 0;
+        c->due -= (unsigned)(done / echo_len);
+        size_t part = done % echo_len;
+        if (part) {
+            write_all(c, f + part, echo_len - part);
+            c->due--;
+        }
+    }
+}
+
 static void on_event(conn *c, uint32_t events)
 {
     if (c->state == ST_CONNECTING) {
@@ -467,8 +533,10 @@ static void on_event(conn *c, uint32_t events)
         }
         on_bytes(c, rbuf, (size_t)r);
         if ((size_t)r < sizeof(rbuf))
-            return;
+            break;
     }
+    if (c->due)
+        flush_echoes(c);
 }
 
 static void poll_once(int timeout_ms)
@@ -519,16 +587,368 @@ static double pct(double *v, size_t n, double p)
     return v[i - 1];
 }
 
+/* ---------------------------------------------------------------- floor
+ *
+ * The kernel's floor under the fan-out figure: no WebSocket at all. The
+ * writer (this process, pinned to --writer-cpu like the server) accepts
+ * --conns loopback TCP connections from a receiver (a child, pinned to
+ * --reader-cpu like the clients) and, --messages times (after 2 warm-up
+ * passes), writes the same frame (a 2-byte server header and --size
+ * bytes: 66 for 64) to every socket in one loop of write(2). Per pass:
+ * the time of the write loop and the time until the receiver, which only
+ * drains its sockets (epoll + read), has read every byte of the pass. */
+static void pin(int cpu)
+{
+    if (cpu < 0)
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (sched_setaffinity(0, sizeof(set), &set) < 0)
+        die("sched_setaffinity");
+}
+
+static void floor_receiver(int lport, int notify, int passes, size_t flen, int cpu)
+{
+    pin(cpu);
+    int efd = epoll_create1(0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)lport)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    for (int i = 0; i < nconn; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+            perror("wsbench floor: connect");
+            _exit(1);
+        }
+        int fl = 1;
+        if (ioctl(fd, FIONBIO, &fl) < 0)
+            _exit(1);
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+        if (epoll_ctl(efd, EPOLL_CTL_ADD, fd, &ev) < 0)
+            _exit(1);
+    }
+    if (write(notify, "R", 1) != 1)
+        _exit(1);
+    uint64_t total = 0, target = (uint64_t)nconn * flen;
+    static struct epoll_event evs[1024];
+    for (int pass = 0; pass < passes;) {
+        int n = epoll_wait(efd, evs, 1024, 1000);
+        for (int k = 0; k < n; k++) {
+            for (;;) {
+                ssize_t r = read(evs[k].data.fd, rbuf, sizeof(rbuf));
+                if (r > 0) {
+                    total += (uint64_t)r;
+                    if ((size_t)r < sizeof(rbuf))
+                        break;
+                    continue;
+                }
+                if (r < 0 && errno == EINTR)
+                    continue;
+                if (r < 0 && errno == EAGAIN)
+                    break;
+                _exit(r == 0 ? 0 : 1); /* the writer went */
+            }
+        }
+        while (pass < passes && total >= target) {
+            if (write(notify, "D", 1) != 1)
+                _exit(1);
+            pass++;
+            target += (uint64_t)nconn * flen;
+        }
+    }
+    _exit(0);
+}
+
+static int floor_run(int writer_cpu, int reader_cpu)
+{
+    int warm = 2, passes = nmsg + warm;
+    unsigned char fr[70016];
+    size_t flen = 0;
+    fr[flen++] = 0x82; /* FIN, binary: what a server sends */
+    if (msize < 126) {
+        fr[flen++] = (unsigned char)msize;
+    } else {
+        fr[flen++] = 126;
+        fr[flen++] = (unsigned char)(msize >> 8);
+        fr[flen++] = (unsigned char)msize;
+    }
+    memset(fr + flen, 'x', msize);
+    flen += msize;
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    socklen_t al = sizeof(a);
+    if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(ls, 65535) < 0 ||
+        getsockname(ls, (struct sockaddr *)&a, &al) < 0)
+        die("floor: listen");
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0)
+        die("floor: socketpair");
+    pid_t child = fork();
+    if (child < 0)
+        die("floor: fork");
+    if (child == 0) {
+        close(sp[0]);
+        close(ls);
+        floor_receiver(ntohs(a.sin_port), sp[1], passes, flen, reader_cpu);
+    }
+    close(sp[1]);
+    pin(writer_cpu);
+    int *fds = calloc((size_t)nconn, sizeof(int));
+    if (!fds)
+        die("out of memory");
+    for (int i = 0; i < nconn; i++) {
+        fds[i] = accept(ls, NULL, NULL);
+        if (fds[i] < 0)
+            die("floor: accept");
+        int one = 1; /* as keel's sockets: no Nagle */
+        setsockopt(fds[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    char ch;
+    if (read(sp[0], &ch, 1) != 1 || ch != 'R')
+        die("floor: the receiver did not start");
+    double *wr = calloc((size_t)passes, sizeof(double));
+    double *dl = calloc((size_t)passes, sizeof(double));
+    if (!wr || !dl)
+        die("out of memory");
+    double c0 = 0;
+    for (int pass = 0; pass < passes; pass++) {
+        if (pass == warm)
+            c0 = cpu_s(0);
+        double t0 = now_s();
+        for (int i = 0; i < nconn; i++)
+            if (write(fds[i], fr, flen) != (ssize_t)flen)
+                die("floor: a short write (a socket buffer full?)");
+        double t1 = now_s();
+        if (read(sp[0], &ch, 1) != 1 || ch != 'D')
+            die("floor: the receiver stopped");
+        double t2 = now_s();
+        wr[pass] = t1 - t0;
+        dl[pass] = t2 - t0;
+        struct timespec ts = {0, 100000000}; /* both sides quiet, as fanout */
+        nanosleep(&ts, NULL);
+    }
+    double wcpu = cpu_s(0) - c0;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double usr = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;
+    double sys = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    for (int i = 0; i < nconn; i++)
+        close(fds[i]);
+    close(sp[0]);
+    int st;
+    waitpid(child, &st, 0);
+    size_t m = (size_t)nmsg;
+    qsort(wr + warm, m, sizeof(double), cmp_d);
+    qsort(dl + warm, m, sizeof(double), cmp_d);
+    printf("{\"mode\":\"floor\",\"connections\":%d,\"frame_bytes\":%zu,\"passes\":%d,"
+           "\"write_p50_ms\":%.2f,\"write_p99_ms\":%.2f,\"write_max_ms\":%.2f,"
+           "\"delivered_p50_ms\":%.2f,\"delivered_p99_ms\":%.2f,\"delivered_max_ms\":%.2f,"
+           "\"writer_cpu_ms_per_pass\":%.1f,\"writer_sys_share\":%.2f}\n",
+           nconn, flen, nmsg, pct(wr + warm, m, 50) * 1e3, pct(wr + warm, m, 99) * 1e3,
+           wr[warm + m - 1] * 1e3, pct(dl + warm, m, 50) * 1e3, pct(dl + warm, m, 99) * 1e3,
+           dl[warm + m - 1] * 1e3, wcpu * 1e3 / (double)m, usr + sys > 0 ? sys / (usr + sys) : 0);
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 1;
+}
+
+/* ---------------------------------------------------------------- io_uring
+ *
+ * The echo loop over io_uring (raw system calls, no liburing): every
+ * connection keeps one receive posted and at most one send; each
+ * io_uring_enter submits everything queued since the last and waits for
+ * a completion, so a wakeup that finds 64 echoes costs one system call
+ * instead of 64 reads and 64 writes (on this VM the system call entry
+ * and exit is the client's largest cost). Opt-in (--io uring): in smoke
+ * runs on a loaded machine the client's CPU per echo fell only ~5-10 %
+ * while keel's rose, so epoll stays the default until a quiet run says
+ * otherwise. */
+#define RB_SIZE 16384
+static struct {
+    int fd;
+    unsigned *sq_head, *sq_tail, *sq_mask, *sq_array, sq_entries;
+    unsigned *cq_head, *cq_tail, *cq_mask;
+    struct io_uring_sqe *sqes;
+    struct io_uring_cqe *cqes;
+    unsigned to_submit;
+} ur;
+
+static int ur_init(unsigned entries)
+{
+    struct io_uring_params p;
+    memset(&p, 0, sizeof(p));
+    int fd = (int)syscall(__NR_io_uring_setup, entries, &p);
+    if (fd < 0)
+        return -1;
+    size_t sqsz = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    size_t cqsz = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+    int single = (p.features & IORING_FEAT_SINGLE_MMAP) != 0;
+    if (single)
+        sqsz = cqsz = sqsz > cqsz ? sqsz : cqsz;
+    unsigned char *sq = mmap(NULL, sqsz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
+                             IORING_OFF_SQ_RING);
+    if (sq == MAP_FAILED)
+        return -1;
+    unsigned char *cq = single ? sq
+                               : mmap(NULL, cqsz, PROT_READ | PROT_WRITE,
+                                      MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_CQ_RING);
+    if (cq == MAP_FAILED)
+        return -1;
+    ur.sqes = mmap(NULL, p.sq_entries * sizeof(struct io_uring_sqe), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQES);
+    if (ur.sqes == MAP_FAILED)
+        return -1;
+    ur.fd = fd;
+    ur.sq_head = (unsigned *)(sq + p.sq_off.head);
+    ur.sq_tail = (unsigned *)(sq + p.sq_off.tail);
+    ur.sq_mask = (unsigned *)(sq + p.sq_off.ring_mask);
+    ur.sq_array = (unsigned *)(sq + p.sq_off.array);
+    ur.sq_entries = p.sq_entries;
+    ur.cq_head = (unsigned *)(cq + p.cq_off.head);
+    ur.cq_tail = (unsigned *)(cq + p.cq_off.tail);
+    ur.cq_mask = (unsigned *)(cq + p.cq_off.ring_mask);
+    ur.cqes = (struct io_uring_cqe *)(cq + p.cq_off.cqes);
+    return 0;
+}
+
+static void ur_enter(unsigned wait)
+{
+    for (;;) {
+        long r = syscall(__NR_io_uring_enter, ur.fd, ur.to_submit, wait,
+                         wait ? IORING_ENTER_GETEVENTS : 0, NULL, 0);
+        if (r >= 0) {
+            ur.to_submit -= (unsigned)r < ur.to_submit ? (unsigned)r : ur.to_submit;
+            return;
+        }
+        if (errno != EINTR && errno != EAGAIN && errno != EBUSY)
+            die("io_uring_enter");
+        if (!wait)
+            return;
+    }
+}
+
+static struct io_uring_sqe *ur_sqe(void)
+{
+    unsigned tail = *ur.sq_tail;
+    if (tail - __atomic_load_n(ur.sq_head, __ATOMIC_ACQUIRE) >= ur.sq_entries)
+        ur_enter(0); /* full: hand what is queued to the kernel */
+    if (tail - __atomic_load_n(ur.sq_head, __ATOMIC_ACQUIRE) >= ur.sq_entries)
+        die("io_uring: submission queue full");
+    unsigned idx = tail & *ur.sq_mask;
+    struct io_uring_sqe *e = &ur.sqes[idx];
+    memset(e, 0, sizeof(*e));
+    ur.sq_array[idx] = idx;
+    __atomic_store_n(ur.sq_tail, tail + 1, __ATOMIC_RELEASE);
+    ur.to_submit++;
+    return e;
+}
+
+static void ur_recv(conn *c)
+{
+    struct io_uring_sqe *e = ur_sqe();
+    e->opcode = IORING_OP_RECV;
+    e->fd = c->fd;
+    e->addr = (uint64_t)(uintptr_t)c->rb;
+    e->len = RB_SIZE;
+    e->user_data = (uint64_t)(c - cs) << 1;
+}
+
+static void ur_send_rest(conn *c)
+{
+    struct io_uring_sqe *e = ur_sqe();
+    e->opcode = IORING_OP_SEND;
+    e->fd = c->fd;
+    e->addr = (uint64_t)(uintptr_t)(c->sendbuf + c->sent);
+    e->len = (unsigned)(c->sendlen - c->sent);
+    e->user_data = (uint64_t)(c - cs) << 1 | 1;
+}
+
+/* Sends every echo owed, as one buffer: the prebuilt frame itself for one,
+ * copies of it in c->ob for more (at most --depth are ever owed). */
+static void ur_send(conn *c)
+{
+    const unsigned char *f = echo_frames + (size_t)(c - cs) * echo_len;
+    if (c->due == 1) {
+        c->sendbuf = f;
+    } else {
+        for (unsigned i = 0; i < c->due; i++)
+            memcpy(c->ob + (size_t)i * echo_len, f, echo_len);
+        c->sendbuf = c->ob;
+    }
+    c->sendlen = (size_t)c->due * echo_len;
+    c->sent = 0;
+    c->due = 0;
+    c->sending = 1;
+    ur_send_rest(c);
+}
+
+static void ur_start(void)
+{
+    for (int i = 0; i < nconn; i++) {
+        conn *c = &cs[i];
+        c->rb = malloc(RB_SIZE);
+        c->ob = malloc((size_t)depth * echo_len);
+        if (!c->rb || !c->ob)
+            die("out of memory");
+        ur_recv(c);
+        c->due = (unsigned)depth;
+        ur_send(c);
+    }
+}
+
+static void ur_pump(double until)
+{
+    while (now_s() < until) {
+        ur_enter(1);
+        unsigned head = *ur.cq_head;
+        unsigned tail = __atomic_load_n(ur.cq_tail, __ATOMIC_ACQUIRE);
+        for (; head != tail; head++) {
+            struct io_uring_cqe *e = &ur.cqes[head & *ur.cq_mask];
+            conn *c = &cs[e->user_data >> 1];
+            int res = e->res;
+            if (e->user_data & 1) {
+                if (res < 0) {
+                    fprintf(stderr, "wsbench: send: %s\n", strerror(-res));
+                    exit(1);
+                }
+                c->sent += (size_t)res;
+                if (c->sent < c->sendlen)
+                    ur_send_rest(c);
+                else if ((c->sending = 0, c->due))
+                    ur_send(c);
+            } else {
+                if (res <= 0 && res != -EAGAIN && res != -EINTR) {
+                    fprintf(stderr, "wsbench: connection %ld lost (%s)\n", (long)(c - cs),
+                            res == 0 ? "EOF" : strerror(-res));
+                    exit(1);
+                }
+                if (res > 0)
+                    on_bytes(c, c->rb, (size_t)res);
+                ur_recv(c);
+                if (c->due && !c->sending)
+                    ur_send(c);
+            }
+        }
+        __atomic_store_n(ur.cq_head, head, __ATOMIC_RELEASE);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: wsbench idle|echo|fanout|rate [--host H] [--port P] [--path P] "
+        fprintf(stderr, "usage: wsbench idle|echo|fanout|rate|floor [--host H] [--port P] [--path P] "
                         "[--proto ws|sio] [--token JWT] [--conns N] [--size B] [--depth D] "
                         "[--seconds S] [--messages M] [--window W] [--server-pid PID] "
-                        "[--settle S]\n");
+                        "[--settle S] [--writer-cpu C] [--reader-cpu C] [--io uring|epoll]\n");
         return 2;
     }
+    int writer_cpu = -1, reader_cpu = -1;
+    const char *io = "epoll"; /* echo: epoll, or uring (epoll when unavailable) */
     snprintf(mode, sizeof(mode), "%s", argv[1]);
+    mode_id = !strcmp(mode, "echo")     ? M_ECHO
+              : !strcmp(mode, "fanout") ? M_FANOUT
+              : !strcmp(mode, "rate")   ? M_RATE
+              : !strcmp(mode, "floor")  ? M_FLOOR
+                                        : M_IDLE;
     for (int i = 2; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
         if (!strcmp(k, "--host")) host = v;
@@ -544,11 +964,16 @@ int main(int argc, char **argv)
         else if (!strcmp(k, "--window")) window = atoi(v);
         else if (!strcmp(k, "--server-pid")) server_pid = atoi(v);
         else if (!strcmp(k, "--settle")) settle = atof(v);
+        else if (!strcmp(k, "--writer-cpu")) writer_cpu = atoi(v);
+        else if (!strcmp(k, "--io")) io = v;
+        else if (!strcmp(k, "--reader-cpu")) reader_cpu = atoi(v);
         else {
             fprintf(stderr, "wsbench: unknown option %s\n", k);
             return 2;
         }
     }
+    if (mode_id == M_FLOOR)
+        port = -1; /* no server: the writer is this process */
     if (!port || nconn < 1 || depth < 1 || msize < 16 || msize > 60000 || nmsg < 1 || window < 1)
         die("bad options (port, --conns >= 1, --size 16..60000, ...)");
     if (token && strlen(token) > 1000)
@@ -564,6 +989,8 @@ int main(int argc, char **argv)
                 nconn, nconn + 16, (unsigned long)rl.rlim_max);
         return 1;
     }
+    if (mode_id == M_FLOOR)
+        return floor_run(writer_cpu, reader_cpu);
     ep = epoll_create1(0);
     cs = calloc((size_t)nconn + 1, sizeof(conn));
     if (!cs)
@@ -594,24 +1021,44 @@ int main(int argc, char **argv)
         open_all(nconn);
         char p[70000];
         size_t n = payload(p, "e", 0);
+        static unsigned char one[70016];
+        echo_len = frame(one, sio ? 1 : 2, p, n, 0); /* the same size for every key */
+        echo_frames = malloc((size_t)nconn * echo_len);
+        if (!echo_frames)
+            die("out of memory");
         for (int i = 0; i < nconn; i++)
-            for (int d = 0; d < depth; d++)
-                send_msg(&cs[i], sio ? 1 : 2, p, n);
-        pump(now_s() + 1.0); /* warm-up */
+            frame(echo_frames + (size_t)i * echo_len, sio ? 1 : 2, p, n, cs[i].key);
+        unsigned entries = 8;
+        while (entries < 2u * (unsigned)nconn + 8)
+            entries *= 2;
+        int uring = !strcmp(io, "uring") && ur_init(entries) == 0;
+        if (!strcmp(io, "uring") && !uring)
+            fprintf(stderr, "wsbench: io_uring unavailable (%s): epoll\n", strerror(errno));
+        void (*run)(double) = uring ? ur_pump : pump;
+        if (uring) {
+            ur_start();
+        } else {
+            for (int i = 0; i < nconn; i++) {
+                cs[i].due = (unsigned)depth;
+                flush_echoes(&cs[i]);
+            }
+        }
+        run(now_s() + 1.0); /* warm-up */
         uint64_t e0 = echoes;
         double t0 = now_s(), s0 = cpu_s(server_pid), c0 = cpu_s(0);
-        pump(t0 + seconds);
+        run(t0 + seconds);
         double rate = (double)(echoes - e0) / (now_s() - t0);
         double scpu = cpu_s(server_pid) - s0, ccpu = cpu_s(0) - c0;
-        printf("{\"mode\":\"echo\",\"connections\":%d,\"size\":%zu,\"depth\":%d,\"seconds\":%.1f,"
+        printf("{\"mode\":\"echo\",\"io\":\"%s\",\"connections\":%d,\"size\":%zu,\"depth\":%d,"
+               "\"seconds\":%.1f,"
                "\"echoes_per_s\":%.0f,\"server_cpu_s\":%.2f,\"client_cpu_s\":%.2f,"
                "\"echoes_per_server_cpu_s\":%.0f}\n",
-               nconn, msize, depth, seconds, rate, scpu, ccpu,
+               uring ? "uring" : "epoll", nconn, msize, depth, seconds, rate, scpu, ccpu,
                scpu > 0 ? (double)(echoes - e0) / scpu : 0);
         return 0;
     }
     if (strcmp(mode, "fanout") && strcmp(mode, "rate"))
-        die("mode: idle, echo, fanout or rate");
+        die("mode: idle, echo, fanout, rate or floor");
     t_sent = calloc(SEQ_MAX, sizeof(double));
     got = calloc(SEQ_MAX, sizeof(uint32_t));
     lat = calloc((size_t)nmsg + 8, sizeof(double));

@@ -155,9 +155,15 @@ size_t keel_ws_frame_payload_len(const keel_ws_frame *f);
  * building the frame again. The caller keeps its reference. */
 int keel_ws_send_frame(keel_ws *ws, const keel_ws_frame *f);
 /* The same for a message that may be lost (typing indicators, presence
- * diffs): when the queue already holds more than half of WS_MAX_OUTBOUND
- * it is dropped instead (ws_dropped_total{reason="droppable"}) and
- * KEEL_EBUSY returned; the connection stays open. */
+ * diffs): droppable frames may fill half of WS_MAX_OUTBOUND. Past that
+ * the oldest droppable frames still waiting whole in the queue are
+ * dropped to make room (ws_dropped_total{reason="droppable_oldest"}):
+ * the newest state wins and 0 is returned. Only when they are not enough
+ * is this one dropped (reason="droppable") with KEEL_EBUSY. A frame the
+ * socket has begun to take is never dropped, nor a non-droppable one;
+ * a non-droppable send that would pass the whole cap sheds the oldest
+ * droppable frames too before closing the slow consumer (1013). The
+ * connection stays open. */
 int keel_ws_send_frame_droppable(keel_ws *ws, const keel_ws_frame *f);
 
 /* Sends f to every open connection of every worker whose route has

@@ -66,7 +66,8 @@ static const keel_config_var rt_vars[] = {
              "for 3 heartbeats counts as gone"},
     {.name = "WS_MAX_PER_USER", .type = KEEL_CONFIG_UINT, .def = "20", AT(max_per_user),
      .min = 0, .max = 100000,
-     .help = "GET /ws connections per user on one instance (429 beyond); 0 = no cap"},
+     .help = "GET /ws connections per user across all instances, as presence counts them "
+             "(429 beyond); 0 = no cap"},
 };
 #undef AT
 
@@ -483,7 +484,10 @@ void rt_upgrade(keel_req *r, const rt_ident *id)
         for (rt_conn *c = wk->conns; c; c = c->next)
             if (!strcmp(c->user, id->user))
                 n++;
-        if (rt_presence_local_count(id->user) >= R.o->max_per_user ||
+        /* every instance's connections of the user (this one's, and the
+         * others' as their presence counts arrived over the bus), and the
+         * 101s of this worker not yet open */
+        if (rt_presence_total_count(id->user) >= R.o->max_per_user ||
             n >= R.o->max_per_user) {
             keel_res_header(r, "Retry-After", "10");
             keel_respond_problem(r, 429, "too many realtime connections for this user");

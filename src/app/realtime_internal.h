@@ -149,6 +149,9 @@ void rt_presence_status(rt_conn *c, const char *status);
 void rt_presence_on_bus(rt_worker *wk, json_t *payload);
 void rt_presence_heartbeat(rt_worker *wk);
 unsigned rt_presence_local_count(const char *user);
+/* This instance's connections of the user and the other instances' (as
+ * their last presence counts said, while not expired): WS_MAX_PER_USER. */
+unsigned rt_presence_total_count(const char *user);
 /* online | away | offline, into out. */
 const char *rt_presence_status_of(const char *user, char out[8]);
 size_t rt_presence_local_users(void);

@@ -282,6 +282,17 @@ unsigned rt_presence_local_count(const char *user)
     return n;
 }
 
+unsigned rt_presence_total_count(const char *user)
+{
+    unsigned n = 0, away = 0;
+    pthread_mutex_lock(&P.mu);
+    pr_user *u = get(user, 0);
+    if (u)
+        totals(u, rt_now_ms(), &n, &away);
+    pthread_mutex_unlock(&P.mu);
+    return n;
+}
+
 size_t rt_presence_local_users(void)
 {
     pthread_mutex_lock(&P.mu);

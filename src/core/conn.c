@@ -187,6 +187,7 @@ void keel__conn_flush(keel_conn *c)
         maybe_finish(c);
         return;
     }
+    keel__ws_out_taken(c->ws); /* from here on c->out is the socket's */
     uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
     int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     if (n > 0) {

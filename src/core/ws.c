@@ -53,6 +53,14 @@ struct keel_ws {
     int ip_counted;
     keel_addr ipkey;
     char client[64];
+    /* The droppable frames waiting whole in c->out, oldest first: what a
+     * full queue sheds (see shed_droppable). Only c->out, never c->wbuf:
+     * a frame the socket has begun to take is never touched. Emptied
+     * when conn.c hands c->out to the socket (keel__ws_out_taken). */
+    struct ws_drop {
+        size_t off, len;
+    } *drops;
+    unsigned ndrops, capdrops;
 };
 
 static uint64_t next_id = 1;
@@ -235,13 +243,34 @@ unsigned keel_ws_broadcast(keel_server *s, const keel_ws_handler *h, keel_ws_fra
 
 /* ---------------------------------------------------------------- output */
 
-/* Queues or writes hdr + payload on the connection. */
-static void put(keel_conn *c, const void *hdr, size_t hl, const void *payload, size_t n)
+static void note_droppable(keel_ws *ws, size_t off, size_t len)
+{
+    if (ws->ndrops == ws->capdrops) {
+        ws->capdrops = ws->capdrops ? ws->capdrops * 2 : 8;
+        ws->drops = keel_realloc(ws->drops, ws->capdrops * sizeof(*ws->drops));
+    }
+    ws->drops[ws->ndrops++] = (struct ws_drop){off, len};
+}
+
+void keel__ws_out_taken(keel_ws *ws)
+{
+    if (ws)
+        ws->ndrops = 0;
+}
+
+/* Queues or writes hdr + payload on the connection. A frame queued whole
+ * in c->out for a droppable message (drop_ws set) is remembered there,
+ * so that a full queue can shed it later. */
+static void put_frame(keel_conn *c, keel_ws *drop_ws, const void *hdr, size_t hl,
+                      const void *payload, size_t n)
 {
     if (c->processing || c->writing || c->out.len) {
+        size_t off = c->out.len;
         keel_buf_append(&c->out, hdr, hl);
         if (n)
             keel_buf_append(&c->out, payload, n);
+        if (drop_ws)
+            note_droppable(drop_ws, off, hl + n);
         if (!c->processing)
             keel__conn_flush(c);
         return;
@@ -265,6 +294,43 @@ static void put(keel_conn *c, const void *hdr, size_t hl, const void *payload, s
         keel_buf_append(&c->out, (const char *)payload + (done - hl), n - (done - hl));
     }
     keel__conn_flush(c);
+}
+
+static void put(keel_conn *c, const void *hdr, size_t hl, const void *payload, size_t n)
+{
+    put_frame(c, NULL, hdr, hl, payload, n);
+}
+
+/* Drops the oldest droppable frames queued in c->out until at least
+ * `excess` bytes are freed, closing the gaps in one pass; nothing when
+ * all of them together would not free that much. Returns the bytes
+ * freed. */
+static size_t shed_droppable(keel_ws *ws, keel_conn *c, size_t excess)
+{
+    size_t sum = 0;
+    unsigned k = 0;
+    while (k < ws->ndrops && sum < excess)
+        sum += ws->drops[k++].len;
+    if (k == 0 || sum < excess)
+        return 0;
+    char *d = c->out.data;
+    size_t at = ws->drops[0].off;
+    for (unsigned i = 0; i < k; i++) {
+        size_t from = ws->drops[i].off + ws->drops[i].len;
+        size_t to = i + 1 < k ? ws->drops[i + 1].off : c->out.len;
+        memmove(d + at, d + from, to - from);
+        at += to - from;
+    }
+    c->out.len = at;
+    for (unsigned i = k; i < ws->ndrops; i++) {
+        ws->drops[i - k] = ws->drops[i];
+        ws->drops[i - k].off -= sum;
+    }
+    ws->ndrops -= k;
+    keel_server *s = ws->w->srv;
+    for (unsigned i = 0; s->ws_obs.on_drop && i < k; i++)
+        s->ws_obs.on_drop(s->ws_obs.arg, ws->w->id, "droppable_oldest");
+    return sum;
 }
 
 static void finish(keel_ws *ws, int code, const char *reason, size_t rlen)
@@ -358,7 +424,19 @@ static int send_data(keel_ws *ws, const void *hdr, size_t hl, const void *payloa
         return KEEL_ECLOSED;
     }
     size_t queued = c->out.len + c->wbuf.len;
-    if (droppable && queued && queued + hl + n > s->ws->max_outbound / 2) {
+    /* droppable messages may fill half of the queue, the others all of
+     * it; past that the oldest droppable frames still waiting whole make
+     * room (the newest state wins), and when they are not enough a
+     * droppable message is dropped itself, another closes the slow
+     * consumer */
+    size_t limit = droppable ? s->ws->max_outbound / 2 : s->ws->max_outbound;
+    /* the index of droppable frames is bounded too (an eighth of the
+     * cap: tiny frames must not grow it past the queue it describes) */
+    if (droppable && (ws->ndrops + 1) * sizeof(*ws->drops) > s->ws->max_outbound / 8)
+        queued -= shed_droppable(ws, c, 1);
+    if (queued && queued + hl + n > limit)
+        queued -= shed_droppable(ws, c, queued + hl + n - limit);
+    if (droppable && queued && queued + hl + n > limit) {
         /* a message that may be lost: dropped, the connection stays */
         if (s->ws_obs.on_drop)
             s->ws_obs.on_drop(s->ws_obs.arg, ws->w->id, "droppable");
@@ -372,7 +450,7 @@ static int send_data(keel_ws *ws, const void *hdr, size_t hl, const void *payloa
         keel_ws_close(ws, KEEL_WS_TRY_AGAIN, "slow consumer");
         return KEEL_ECLOSED;
     }
-    put(c, hdr, hl, payload, n);
+    put_frame(c, droppable ? ws : NULL, hdr, hl, payload, n);
     ws->last_tx = ws->w->now_ms;
     if (s->ws_obs.on_message)
         s->ws_obs.on_message(s->ws_obs.arg, ws->w->id, KEEL_WS_OUT, n,
@@ -552,6 +630,7 @@ void keel__ws_free(keel_ws *ws)
         return;
     finish(ws, KEEL_WS_ABNORMAL, NULL, 0);
     keel__ws_parser_close(&ws->p);
+    keel_free(ws->drops);
     keel_free(ws);
 }
 
@@ -705,6 +784,11 @@ static void release_idle_buffers(keel_conn *c, keel_ws *ws, uint64_t now)
         keel_buf_free(&c->wbuf); /* unused while no write is in flight */
     if (!ws->p.in_message)
         keel_buf_free(&ws->p.msg);
+    if (ws->capdrops && !ws->ndrops) {
+        keel_free(ws->drops);
+        ws->drops = NULL;
+        ws->capdrops = 0;
+    }
 }
 
 void keel__ws_sweep(keel_conn *c, uint64_t now)

@@ -75,4 +75,7 @@ void keel__ws_sweep(struct keel_conn *c, uint64_t now);
 void keel__ws_drain(struct keel_conn *c);     /* SIGTERM: close 1001 */
 void keel__ws_conn_closed(struct keel_conn *c); /* TCP going: on_close */
 void keel__ws_free(keel_ws *ws);              /* memory, from the close cb */
+/* conn.c hands c->out to the socket (written or moved to the write in
+ * flight): the droppable frames noted in it are no longer droppable. */
+void keel__ws_out_taken(keel_ws *ws);
 #endif

@@ -111,6 +111,7 @@ keel_ws_metrics *keel_ws_metrics_new(keel_metrics *reg, keel_server *srv)
     keel_metric_add(m->dropped, other, (const char *const[]){"slow_consumer"}, 0);
     keel_metric_add(m->dropped, other, (const char *const[]){"closing"}, 0);
     keel_metric_add(m->dropped, other, (const char *const[]){"droppable"}, 0);
+    keel_metric_add(m->dropped, other, (const char *const[]){"droppable_oldest"}, 0);
     for (int d = 0; d < 2; d++) {
         keel_metric_add(m->messages, other, (const char *const[]){dir_names[d]}, 0);
         keel_metric_add(m->bytes, other, (const char *const[]){dir_names[d]}, 0);

@@ -7,8 +7,10 @@ browser goes offline (DevTools network emulation: the page's WebSocket
 is closed through DevTools), the python client sends while it is away
 (the page's reconnect attempts fail: no ticket offline), and the page reconnects
 with a fresh ticket and resumes: every message shown once, in sequence
-order. Any console error, uncaught exception or CSP violation fails the
-test. A screenshot is saved to build/test-output/chat.png.
+order. Then direct messages: one from the python client shows on the page,
+and the page (its recipient picked from presence) answers one the python
+client receives. Any console error, uncaught exception or CSP violation
+fails the test. A screenshot is saved to build/test-output/chat.png.
 (docs/realtime.md, "Browser client" and "The /chat page".)"""
 import asyncio
 import json
@@ -238,6 +240,9 @@ class Peer:
 
 SHOWN = ("JSON.stringify([...document.querySelectorAll('#messages li')]"
          ".map(li => [Number(li.dataset.seq), li.querySelector('.body').textContent]))")
+DMS = ("[...document.querySelectorAll('#dm-messages li')]"
+       ".map(li => [li.dataset.conversation, li.dataset.peer, "
+       "li.querySelector('.body').textContent])")
 
 
 def test_chat_in_headless_chromium(keel, tmp_path):
@@ -352,6 +357,31 @@ def test_chat_in_headless_chromium(keel, tmp_path):
                           "while away 0", "while away 1", "while away 2", "after the resume",
                           "back online"], bodies
         assert await b.js("document.getElementById('chat-error').textContent") == ""
+
+        # direct messages: one from the python client shows on the page ...
+        await peer.call("dm:send", to=uid_a, body="a DM from python")
+        await b.until("%s.some(([c, p, t]) => p === %s && t === 'a DM from python')"
+                      % (DMS, json.dumps(uid_b)), "the DM from python")
+        # ... the page picks the python user from presence and answers
+        await b.js("document.querySelector('#presence li[data-user=\"%s\"]').click(); true"
+                   % uid_b)
+        assert await b.js("document.getElementById('dm-to').value") == uid_b
+        await b.js("document.getElementById('dm-body').value = 'a DM from the browser';"
+                   "document.getElementById('dm-send').click(); true")
+        got = await peer.expect(lambda m: m["type"] == "dm:received")
+        assert got["message"]["body"] == "a DM from the browser", got
+        assert got["message"]["sender"] == uid_a
+        await b.until("%s.length === 2" % DMS, "the page's own DM shown")
+        dms = await b.js(DMS)
+        assert [t for _, _, t in dms] == ["a DM from python", "a DM from the browser"], dms
+        assert dms[0][0] == dms[1][0] == got["conversation"]  # one conversation per pair
+        # a DM to a user that does not exist: an error on the page, the text kept
+        await b.js("document.getElementById('dm-to').value = '00000000-0000-4000-8000-000000000000';"
+                   "document.getElementById('dm-body').value = 'to nobody';"
+                   "document.getElementById('dm-send').click(); true")
+        await b.until("document.getElementById('dm-error').textContent.includes('no such user')",
+                      "the error for an unknown user")
+        assert await b.js("document.getElementById('dm-body').value") == "to nobody"
         assert await b.js("JSON.stringify(window.__csp)") == "[]"
 
         os.makedirs(REPO / "build" / "test-output", exist_ok=True)

@@ -553,7 +553,7 @@ def test_session_end_closes_4001(keel):
 def test_two_instances_postgres_redis(keel, redis_server):
     """A and B on one PostgreSQL and one Redis: a room message sent on A
     reaches B's clients, a DM reaches the user's connections on both,
-    presence is the union; A is killed, its client reconnects to B and
+    presence is the union, WS_MAX_PER_USER counts both; A is killed, its client reconnects to B and
     resumes with nothing missed and nothing twice."""
     from test_migrate import Pg, PgCluster
 
@@ -588,6 +588,21 @@ def test_two_instances_postgres_redis(keel, redis_server):
             # presence is the union of both instances
             wait_for(lambda: api_a.call("GET", "/api/v1/presence/" + ur,
                                         token=ts).json()["connections"] == 2, T, "union")
+            # WS_MAX_PER_USER (3) counts across instances: a third on B, then
+            # A (one of its own) refuses a fourth; one gone on B, A accepts
+            x3 = await Client.open(b, tr)
+            wait_for(lambda: api_a.call("GET", "/api/v1/presence/" + ur,
+                                        token=ts).json()["connections"] == 3, T, "3 on A")
+            with pytest.raises(websockets.exceptions.InvalidStatusCode) as e:
+                await Client.open(a, tr)
+            assert e.value.status_code == 429
+            await x3.ws.close()
+            wait_for(lambda: api_a.call("GET", "/api/v1/presence/" + ur,
+                                        token=ts).json()["connections"] == 2, T, "2 again")
+            x4 = await Client.open(a, tr)
+            await x4.ws.close()
+            wait_for(lambda: api_a.call("GET", "/api/v1/presence/" + ur,
+                                        token=ts).json()["connections"] == 2, T, "x4 gone")
             # A dies with its clients connected; messages go on on B
             a.check_exit_code = False  # killed on purpose
             a.kill()

@@ -1,7 +1,8 @@
 // The /chat demo page (docs/realtime.md, "The /chat page"): signs in over
 // the HTTP API, lists and creates rooms, shows a room's history and its
 // live messages through the realtime client (/realtime/client.js), typing
-// and presence. No framework, no inline script (the page's CSP forbids it).
+// and presence, and direct messages (dm:send / dm:received) to a user
+// picked from presence or typed by id. No framework, no inline script (the page's CSP forbids it).
 import { KeelRealtime } from "/realtime/client.js";
 
 const $ = (id) => document.getElementById(id);
@@ -17,6 +18,8 @@ const state = {
   typing: new Map(), // user id -> timer
   presence: new Map(), // user id -> status
   lastTyping: 0,
+  dms: new Map(), // direct message id -> <li>
+  peers: new Map(), // conversation id -> the other user's id
 };
 
 // ---------------------------------------------------------------- HTTP
@@ -124,6 +127,8 @@ rt.on("message:received", (m) => {
   if (state.room && m.room === state.room.id) addMessage(m.message);
 });
 
+rt.on("dm:received", (m) => addDm(m.conversation, m.message));
+
 rt.on("resync", async (m) => {
   if (!state.room || m.room !== state.room.id) return;
   try {
@@ -208,8 +213,49 @@ function renderPresence() {
     li.dataset.user = user;
     li.dataset.status = status;
     li.textContent = who(user) + (status === "away" ? " (away)" : "");
+    if (!state.user || user !== state.user.id) {
+      li.dataset.dm = "1";
+      li.title = "direct message to " + user;
+      li.addEventListener("click", () => pickDm(user));
+    }
     ul.append(li);
   }
+}
+
+// Direct messages: every one this page has seen (sent, received live or
+// replayed on resume), oldest first, once each (by message id).
+function addDm(conversation, msg, peerHint) {
+  if (!msg || state.dms.has(msg.id)) return;
+  const mine = !!state.user && msg.sender === state.user.id;
+  const peer = mine ? msg.to || peerHint || state.peers.get(conversation) : msg.sender;
+  if (peer) state.peers.set(conversation, peer);
+  const li = document.createElement("li");
+  li.dataset.id = msg.id;
+  li.dataset.conversation = conversation;
+  li.dataset.seq = String(msg.seq);
+  if (peer) li.dataset.peer = peer;
+  if (mine) li.className = "mine";
+  const w = document.createElement("span");
+  w.className = "who";
+  w.textContent = mine ? "me → " + (peer ? who(peer) : "?") : who(msg.sender);
+  const body = document.createElement("span");
+  body.className = "body";
+  body.textContent = msg.body;
+  const when = document.createElement("time");
+  when.className = "when";
+  when.dateTime = msg.created_at;
+  when.textContent = (msg.created_at || "").slice(11, 16);
+  li.append(w, body, when);
+  if (peer) li.addEventListener("click", () => pickDm(peer));
+  const list = $("dm-messages");
+  list.append(li);
+  state.dms.set(msg.id, li);
+  list.scrollTop = list.scrollHeight;
+}
+
+function pickDm(user) {
+  $("dm-to").value = user;
+  $("dm-body").focus();
 }
 
 function renderRooms() {
@@ -290,6 +336,7 @@ async function signedIn(tokens) {
   state.refresh = tokens.refresh_token;
   state.user = tokens.user || (await api("GET", "/api/v1/auth/me"));
   $("me").textContent = state.user.email || state.user.id;
+  $("my-id").textContent = state.user.id;
   $("login-view").hidden = true;
   $("chat-view").hidden = false;
   rt.connect();
@@ -351,6 +398,24 @@ $("send-form").addEventListener("submit", async (ev) => {
   } catch (e) {
     input.value = input.value || text; // not stored (or not known to be): keep it
     showError("send: " + (e.code || "") + " " + e.message);
+  }
+});
+
+$("dm-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const to = $("dm-to").value.trim();
+  const input = $("dm-body");
+  const text = input.value;
+  if (!to || !text) return;
+  input.value = "";
+  $("dm-error").textContent = "";
+  try {
+    const ack = await rt.dm(to, text);
+    addDm(ack.conversation, ack.message, to); // the sender gets no dm:received for it
+  } catch (e) {
+    input.value = input.value || text; // not sent (or not known to be): keep it
+    $("dm-error").textContent =
+      e.code === "not_found" ? "no such user: " + to : "send: " + (e.code || "") + " " + e.message;
   }
 });
 

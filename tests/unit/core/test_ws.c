@@ -35,6 +35,7 @@ static void on_open(keel_ws *ws)
     testsrv_count(&mu, &opened);
 }
 
+#define FLOOD 2048
 static int dropped, flood_other_rc, after_rc = 1;
 
 static void on_message(keel_ws *ws, keel_ws_opcode op, const void *data, size_t len)
@@ -42,19 +43,27 @@ static void on_message(keel_ws *ws, keel_ws_opcode op, const void *data, size_t 
     if (keel_ws_user(ws) == &tag)
         __atomic_store_n(&user_seen, 1, __ATOMIC_SEQ_CST);
     if (len == 5 && memcmp(data, "flood", 5) == 0) {
-        /* 16 MiB of droppable frames to a client that is not reading:
-         * past half of WS_MAX_OUTBOUND they are dropped, the connection
-         * stays, and an ordinary message still goes */
+        /* 16 MiB of droppable "typing" frames (numbered) to a client that
+         * is not reading, with a non-droppable one every 256: past half
+         * of WS_MAX_OUTBOUND the oldest droppable frames still queued
+         * make room for the newest, the others are never dropped, the
+         * connection stays, and an ordinary message still goes */
         static char big[8192];
-        keel_ws_frame *f = keel_ws_frame_new(KEEL_WS_BINARY, big, sizeof(big));
-        for (int i = 0; i < 2048; i++) {
-            int rc = keel_ws_send_frame_droppable(ws, f);
+        for (int i = 0; i < FLOOD; i++) {
+            memcpy(big, &i, sizeof(i));
+            int rc;
+            if (i % 256 == 100) {
+                rc = keel_ws_send_binary(ws, big, sizeof(big));
+            } else {
+                keel_ws_frame *f = keel_ws_frame_new(KEEL_WS_BINARY, big, sizeof(big));
+                rc = keel_ws_send_frame_droppable(ws, f);
+                keel_ws_frame_unref(f);
+            }
             if (rc == KEEL_EBUSY)
                 dropped++;
             else if (rc != 0)
                 flood_other_rc = rc;
         }
-        keel_ws_frame_unref(f);
         __atomic_store_n(&after_rc, keel_ws_send_text(ws, "after", 5), __ATOMIC_SEQ_CST);
         return;
     }
@@ -226,7 +235,9 @@ static void test_sessions_and_broadcast(void **state)
         usleep(10000);
     assert_int_equal(__atomic_load_n(&after_rc, __ATOMIC_SEQ_CST), 0);
     assert_int_equal(flood_other_rc, 0);
-    assert_true(dropped > 0);
+    /* nothing refused: an older droppable frame always made room */
+    assert_int_equal(dropped, 0);
+    int kept[FLOOD];
     size_t frames = 0;
     for (;;) { /* everything that was kept, then "after": no close */
         unsigned char h[4];
@@ -248,9 +259,38 @@ static void test_sessions_and_broadcast(void **state)
             assert_memory_equal(tmp, "after", 5);
             break;
         }
-        frames++;
+        assert_int_equal(len, 8192);
+        assert_true(frames < FLOOD);
+        memcpy(&kept[frames++], tmp, sizeof(int));
     }
-    assert_int_equal(frames + (size_t)dropped, 2048);
+    /* in order; the newest kept; the oldest queued ones went: what the
+     * socket had taken (a prefix) and then an unbroken run up to the
+     * newest, but for the non-droppable ones, all there */
+    assert_true(frames < FLOOD);
+    assert_int_equal(kept[frames - 1], FLOOD - 1);
+    int gaps = 0, next_nd = 100;
+    for (size_t i = 0; i < frames; i++) {
+        if (i)
+            assert_true(kept[i] > kept[i - 1]);
+        if (i && kept[i] != kept[i - 1] + 1) {
+            /* a gap: only droppable frames are missing from it */
+            for (int j = kept[i - 1] + 1; j < kept[i]; j++)
+                assert_true(j % 256 != 100);
+            gaps++;
+        }
+        if (kept[i] % 256 == 100) {
+            assert_int_equal(kept[i], next_nd);
+            next_nd += 256;
+        }
+    }
+    assert_int_equal(next_nd, FLOOD + 100); /* every non-droppable one */
+    assert_true(gaps >= 1);
+    /* the run before the newest is one of droppable frames filling about
+     * half of the 1 MiB cap: at least 40 of 8 KiB */
+    size_t run = 1;
+    while (run < frames && kept[frames - run - 1] == kept[frames - run] - 1)
+        run++;
+    assert_true(run >= 40);
 
     /* from this (non-loop) thread: one frame to every worker's connections */
     keel_ws_frame *f = keel_ws_frame_new(KEEL_WS_TEXT, "to all", 6);
