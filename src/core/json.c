@@ -185,6 +185,19 @@ static int dump_string(keel_buf *b, const char *str, size_t n)
     size_t i = 0;
     while (i < n) {
         size_t run = i;
+        /* 8 bytes at a time while none is special: no byte < 0x20, none
+         * >= 0x80, no '"' (0x22) and no '\\' (0x5c) */
+        while (run + 8 <= n) {
+            uint64_t x;
+            memcpy(&x, s + run, 8);
+            const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+            uint64_t ctl = (x - ones * 0x20) & ~x;
+            uint64_t q = x ^ (ones * 0x22), bs = x ^ (ones * 0x5c);
+            uint64_t hit = (ctl | ((q - ones) & ~q) | ((bs - ones) & ~bs) | x) & high;
+            if (hit)
+                break;
+            run += 8;
+        }
         while (run < n && !special[s[run]])
             run++;
         memcpy(w, s + i, run - i);
