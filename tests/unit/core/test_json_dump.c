@@ -44,8 +44,8 @@ static void test_table(void **state)
         "\"caf\\u00e9 \\u20ac \\ud83d\\ude00 \\u0000 inside\"",
         "{\"z\":1,\"a\":[1,2,{\"k\":null}],\"m\":{\"\":\"\"},\"e\\u00e9\":\"x\"}",
         "[[[[[]]]],{},[{}],\"s\",1,-0,true,false,null]",
-        "{\"id\":\"0f8a\",\"email\":\"a@b.c\",\"role\":\"user\",\"created_at\":1700000000,"
-        "\"tags\":[\"x\",\"y\"],\"score\":9.5,\"active\":true}",
+        ("{\"id\":\"0f8a\",\"email\":\"a@b.c\",\"role\":\"user\",\"created_at\":1700000000,"
+         "\"tags\":[\"x\",\"y\"],\"score\":9.5,\"active\":true}"),
     };
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
         json_error_t e;
