@@ -428,25 +428,46 @@ static const char dec2[201] = "0001020304050607080910111213141516171819"
                               "6061626364656667686970717273747576777879"
                               "8081828384858687888990919293949596979899";
 
-/* v in decimal, two digits per step (a timestamp has 19). */
+/* x (below 10^8) as exactly 8 digits, two per step in 32-bit arithmetic. */
+static void w_8digits(char *w, uint32_t x)
+{
+    for (int k = 6; k >= 0; k -= 2) {
+        uint32_t r = x % 100;
+        x /= 100;
+        memcpy(w + k, dec2 + 2 * r, 2);
+    }
+}
+
+/* v (below 10^8) in decimal. */
+static char *w_small(char *w, uint32_t v)
+{
+    char t[8];
+    w_8digits(t, v);
+    int z = 0;
+    while (z < 7 && t[z] == '0')
+        z++;
+    for (; z < 8; z++)
+        *w++ = t[z];
+    return w;
+}
+
+/* v in decimal: in pieces of 8 digits (a timestamp in ns has 19), two
+ * divisions in 64 bits at most. */
 static char *w_u64(char *w, uint64_t v)
 {
-    char t[20], *p = t + 20;
-    while (v >= 100) {
-        unsigned r = (unsigned)(v % 100);
-        v /= 100;
-        p -= 2;
-        memcpy(p, dec2 + 2 * r, 2);
-    }
-    if (v >= 10) {
-        p -= 2;
-        memcpy(p, dec2 + 2 * v, 2);
+    if (v < 100000000u)
+        return w_small(w, (uint32_t)v);
+    uint32_t lo = (uint32_t)(v % 100000000u);
+    v /= 100000000u;
+    if (v < 100000000u) {
+        w = w_small(w, (uint32_t)v);
     } else {
-        *--p = (char)('0' + v);
+        w = w_small(w, (uint32_t)(v / 100000000u)); /* at most 1844 */
+        w_8digits(w, (uint32_t)(v % 100000000u));
+        w += 8;
     }
-    size_t n = (size_t)(t + 20 - p);
-    memcpy(w, p, n);
-    return w + n;
+    w_8digits(w, lo);
+    return w + 8;
 }
 
 /* Eight bytes at a time (the common case: nothing to escape in a word).
@@ -463,6 +484,12 @@ static inline uint64_t has_byte(uint64_t x, uint64_t c)
 {
     return has_below(x ^ (ONES * c), 1);
 }
+
+/* 1: the byte is not copied as it is into a JSON string (a control byte,
+ * DEL, '"', '\\', a byte of a multi-byte sequence). */
+static const uint8_t jesc[256] = {
+    [0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x7f ... 0xff] = 1,
+};
 
 /* The length of the well-formed UTF-8 sequence at s (lead byte from
  * 0x80; n bytes available), 0 if none: no overlong forms, no surrogates,
@@ -492,9 +519,11 @@ static size_t utf8_len(const char *s, size_t n)
  * bytes and DEL escaped, valid UTF-8 kept, invalid bytes as U+FFFD. */
 static char *w_esc(char *w, const char *s, size_t n)
 {
+    const unsigned char *u = (const unsigned char *)s;
     size_t i = 0;
     while (i < n) {
-        while (i + 8 <= n) {
+        /* the run that needs nothing, copied as it is */
+        for (; i + 8 <= n; i += 8) {
             uint64_t x;
             memcpy(&x, s + i, 8);
             if (has_below(x, 0x20) | (x & HIGHS) | has_byte(x, '"') | has_byte(x, '\\') |
@@ -502,15 +531,13 @@ static char *w_esc(char *w, const char *s, size_t n)
                 break;
             memcpy(w, &x, 8);
             w += 8;
-            i += 8;
         }
+        while (i < n && !jesc[u[i]])
+            *w++ = s[i++];
         if (i >= n)
             break;
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
-            *w++ = (char)c;
-            i++;
-        } else if (c == '"' || c == '\\') {
+        if (c == '"' || c == '\\') {
             *w++ = '\\';
             *w++ = (char)c;
             i++;
