@@ -428,31 +428,41 @@ static const char dec2[201] = "0001020304050607080910111213141516171819"
                               "6061626364656667686970717273747576777879"
                               "8081828384858687888990919293949596979899";
 
-/* x (below 10^8) as exactly 8 digits, two per step in 32-bit arithmetic. */
-static void w_8digits(char *w, uint32_t x)
+/* x (below 10^4) as exactly 4 digits. */
+static inline void w_4digits(char *w, uint32_t x)
 {
-    for (int k = 6; k >= 0; k -= 2) {
-        uint32_t r = x % 100;
-        x /= 100;
-        memcpy(w + k, dec2 + 2 * r, 2);
-    }
+    uint32_t a = x / 100, b = x - a * 100;
+    memcpy(w, dec2 + 2 * a, 2);
+    memcpy(w + 2, dec2 + 2 * b, 2);
+}
+
+/* x (below 10^8) as exactly 8 digits. */
+static inline void w_8digits(char *w, uint32_t x)
+{
+    uint32_t hi = x / 10000;
+    w_4digits(w, hi);
+    w_4digits(w + 4, x - hi * 10000);
 }
 
 /* v (below 10^8) in decimal. */
 static char *w_small(char *w, uint32_t v)
 {
+    if (v < 100) {
+        if (v < 10) {
+            *w++ = (char)('0' + v);
+            return w;
+        }
+        memcpy(w, dec2 + 2 * v, 2);
+        return w + 2;
+    }
     char t[8];
     w_8digits(t, v);
-    int z = 0;
-    while (z < 7 && t[z] == '0')
-        z++;
-    for (; z < 8; z++)
-        *w++ = t[z];
-    return w;
+    unsigned z = v < 1000 ? 5 : v < 10000 ? 4 : v < 100000 ? 3 : v < 1000000 ? 2 : v < 10000000 ? 1 : 0;
+    memcpy(w, t + z, 8 - z);
+    return w + 8 - z;
 }
 
-/* v in decimal: in pieces of 8 digits (a timestamp in ns has 19), two
- * divisions in 64 bits at most. */
+/* v in decimal: in pieces of 8 digits, two divisions in 64 bits at most. */
 static char *w_u64(char *w, uint64_t v)
 {
     if (v < 100000000u)
@@ -467,6 +477,30 @@ static char *w_u64(char *w, uint64_t v)
         w += 8;
     }
     w_8digits(w, lo);
+    return w + 8;
+}
+
+/* A time in ns since the epoch: the seconds' digits change once a second,
+ * so the thread keeps the last ones written (the admin routes encode on
+ * other threads than the workers); then the nine digits of the ns. */
+static __thread uint64_t ts_sec = UINT64_MAX;
+static __thread char ts_digits[24];
+static __thread size_t ts_len;
+
+static char *w_unix_ns(char *w, uint64_t ns)
+{
+    uint64_t sec = ns / 1000000000u;
+    if (!sec)
+        return w_u64(w, ns);
+    uint32_t frac = (uint32_t)(ns - sec * 1000000000u);
+    if (sec != ts_sec) {
+        ts_len = (size_t)(w_u64(ts_digits, sec) - ts_digits);
+        ts_sec = sec;
+    }
+    memcpy(w, ts_digits, ts_len);
+    w += ts_len;
+    *w++ = (char)('0' + frac / 100000000u);
+    w_8digits(w, frac % 100000000u);
     return w + 8;
 }
 
@@ -573,12 +607,15 @@ static char *w_esc(char *w, const char *s, size_t n)
 static char *w_time(char *w, uint64_t mono, int64_t offset)
 {
     *w++ = '"';
-    w = w_u64(w, (uint64_t)((int64_t)mono + offset));
+    w = w_unix_ns(w, (uint64_t)((int64_t)mono + offset));
     *w++ = '"';
     return w;
 }
 
-static char *w_attr_str(char *w, const char *key, size_t klen, const char *v, size_t n)
+/* inlined: the key's length is a constant at each use, its copy a move */
+static inline __attribute__((always_inline)) char *w_attr_str(char *w, const char *key,
+                                                              size_t klen, const char *v,
+                                                              size_t n)
 {
     W_LIT(w, "{\"key\":\"");
     memcpy(w, key, klen);

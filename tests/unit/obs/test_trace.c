@@ -702,6 +702,8 @@ static void test_encoder_against_jansson(void **state)
                 const char *st = json_string_value(json_object_get(x, "startTimeUnixNano"));
                 const char *et = json_string_value(json_object_get(x, "endTimeUnixNano"));
                 assert_true(all_digits(st) && all_digits(et));
+                assert_int_equal(strlen(st), 19); /* no leading zero, nine ns digits */
+                assert_int_equal(strlen(et), 19);
                 assert_true(strtoull(st, NULL, 10) > 1600000000000000000ull);
                 assert_true(strtoull(et, NULL, 10) >= strtoull(st, NULL, 10));
             }
