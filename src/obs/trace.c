@@ -105,6 +105,8 @@ typedef struct ktrace {
      * when the request completes (the record outlives it in the ring);
      * route is the route table's own path (lives as long as the server) */
     uint32_t method_off, method_len, path_off, path_len, client_off, client_len;
+    uint32_t route_off, route_len; /* a copy of route, in text after the client */
+    int fields_clean;          /* none of the four needs escaping: copied as they are */
     const char *route;
     int http_status;
     int64_t offset;            /* wall clock - monotonic when it completed, ns */
@@ -627,12 +629,41 @@ static inline __attribute__((always_inline)) char *w_attr_str(char *w, const cha
 }
 #define W_ATTR(w, key, v, n) ((w) = w_attr_str((w), (key), sizeof(key) - 1, (v), (n)))
 
+/* One of the server span's four fields (method, path, client, route),
+ * kept in the record's text with 16 readable bytes after them: copied as
+ * they are when none needs escaping (one check for the four when the
+ * request ended), a short one as a fixed 16-byte move. */
+static inline char *w_field(char *w, const char *v, size_t n, int clean)
+{
+    if (!clean)
+        return w_esc(w, v, n);
+    if (n <= 16)
+        memcpy(w, v, 16);
+    else
+        memcpy(w, v, n);
+    return w + n;
+}
+
+static inline __attribute__((always_inline)) char *w_attr_field(char *w, const char *key,
+                                                                size_t klen, const char *v,
+                                                                size_t n, int clean)
+{
+    W_LIT(w, "{\"key\":\"");
+    memcpy(w, key, klen);
+    w += klen;
+    W_LIT(w, "\",\"value\":{\"stringValue\":\"");
+    w = w_field(w, v, n, clean);
+    W_LIT(w, "\"}},");
+    return w;
+}
+#define W_FIELD(w, key, v, n, c) ((w) = w_attr_field((w), (key), sizeof(key) - 1, (v), (n), (c)))
+
 /* Span i of k as one OTLP JSON object. offset: wall clock - monotonic. */
 static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset, uint64_t now)
 {
     const kspan *s = &k->spans[i];
     const char *text = k->text.data;
-    size_t route_len = i == 0 && k->route ? strlen(k->route) : 0;
+    size_t route_len = i == 0 && k->route ? k->route_len : 0;
     size_t cap = 1024 + 6 * ((size_t)s->name_len + s->msg_len);
     if (i == 0)
         cap += 512 + 6 * ((size_t)k->ts_len + 2 * k->method_len + k->path_len +
@@ -672,12 +703,12 @@ static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset
         /* the server span: "GET /api/v1/users/:id", or the method alone
          * when no route matched */
         if (k->method_len)
-            w = w_esc(w, text + k->method_off, k->method_len);
+            w = w_field(w, text + k->method_off, k->method_len, k->fields_clean);
         else
             W_LIT(w, "HTTP");
         if (k->route) {
             *w++ = ' ';
-            w = w_esc(w, k->route, route_len);
+            w = w_field(w, text + k->route_off, route_len, k->fields_clean);
         }
     } else {
         w = w_esc(w, text + s->name_off, s->name_len);
@@ -692,12 +723,13 @@ static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset
     char *attrs0 = w;
     if (i == 0) {
         /* the server span's: HTTP semantic conventions */
-        W_ATTR(w, "http.request.method", text + k->method_off, k->method_len);
-        W_ATTR(w, "url.path", text + k->path_off, k->path_len);
+        int c = k->fields_clean;
+        W_FIELD(w, "http.request.method", text + k->method_off, k->method_len, c);
+        W_FIELD(w, "url.path", text + k->path_off, k->path_len, c);
         if (k->client_len)
-            W_ATTR(w, "client.address", text + k->client_off, k->client_len);
+            W_FIELD(w, "client.address", text + k->client_off, k->client_len, c);
         if (k->route)
-            W_ATTR(w, "http.route", k->route, route_len);
+            W_FIELD(w, "http.route", text + k->route_off, route_len, c);
         W_LIT(w, "{\"key\":\"http.response.status_code\",\"value\":{\"intValue\":\"");
         w = w_u64(w, (uint64_t)k->http_status);
         W_LIT(w, "\"}},");
@@ -1068,21 +1100,38 @@ static void keep_request_fields(ktrace *k, keel_req *r)
     const char *client = fwd ? keel_req_client_addr(r) : keel_req_remote_addr(r);
     size_t cl = client ? strlen(client) : 0;
     size_t ml = h->method_str.len, pl = h->path.len;
-    size_t off = k->text.len;
-    char *w = keel_buf_reserve(&k->text, ml + pl + cl);
+    size_t rl = k->route ? strlen(k->route) : 0;
+    size_t off = k->text.len, total = ml + pl + cl + rl;
+    /* 16 bytes of spaces after them (not part of text: nothing is added
+     * once the request ended): w_field reads 16 from any of them, and the
+     * check below whole words */
+    char *w = keel_buf_reserve(&k->text, total + 16);
     if (ml) /* a request refused before its request line was read has none */
         memcpy(w, h->method_str.ptr, ml);
     if (pl)
         memcpy(w + ml, h->path.ptr, pl);
     if (cl)
         memcpy(w + ml + pl, client, cl);
-    k->text.len += ml + pl + cl;
+    if (rl)
+        memcpy(w + ml + pl + cl, k->route, rl);
+    memset(w + total, ' ', 16);
+    uint64_t bad = 0;
+    for (size_t i = 0; i < total; i += 8) {
+        uint64_t x;
+        memcpy(&x, w + i, 8);
+        bad |= has_below(x, 0x20) | (x & HIGHS) | has_byte(x, '"') | has_byte(x, '\\') |
+               has_byte(x, 0x7f);
+    }
+    k->fields_clean = !bad;
+    k->text.len += total;
     k->method_off = (uint32_t)off;
     k->method_len = (uint32_t)ml;
     k->path_off = (uint32_t)(off + ml);
     k->path_len = (uint32_t)pl;
     k->client_off = (uint32_t)(off + ml + pl);
     k->client_len = (uint32_t)cl;
+    k->route_off = (uint32_t)(off + ml + pl + cl);
+    k->route_len = (uint32_t)rl;
 }
 
 /* Keeps the finished record in the worker's ring (encoded only when an

@@ -19,6 +19,7 @@
 
 #include "keel/keel.h"
 #include "loopback.h"
+#include "obs/trace_internal.h"
 #include "testsrv.h"
 
 /* ---------------------------------------------------------------- traceparent */
@@ -187,6 +188,27 @@ static void test_kv_lists(void **state)
     assert_int_equal(keel_trace_kv_parse("%000=x", NULL, NULL), KEEL_EINVAL);
     assert_int_equal(keel_trace_kv_parse("a=b%00c", NULL, NULL), KEEL_EINVAL);
     keel_buf_free(&b);
+}
+
+/* The ids' hex (four bytes a word, then a byte at a time): every byte
+ * value at every position of a word, every length up to 19. */
+static void test_hex_encode(void **state)
+{
+    (void)state;
+    uint8_t in[256 + 19];
+    for (size_t i = 0; i < sizeof(in); i++)
+        in[i] = (uint8_t)(i * 7 + 3);
+    for (size_t off = 0; off < 256; off++) {
+        for (size_t n = 0; n <= 19; n++) {
+            char got[40], want[40];
+            memset(got, 'X', sizeof(got));
+            keel__trace_hex_encode(got, in + off, n);
+            for (size_t i = 0; i < n; i++)
+                snprintf(want + 2 * i, 3, "%02x", in[off + i]);
+            assert_memory_equal(got, want, 2 * n);
+            assert_int_equal(got[2 * n], 'X'); /* nothing written past */
+        }
+    }
 }
 
 /* ---------------------------------------------------------------- in-process */
@@ -990,6 +1012,7 @@ int main(void)
         cmocka_unit_test(test_kv_lists),
         cmocka_unit_test(test_spans_and_encoding),
         cmocka_unit_test(test_encoder_against_jansson),
+        cmocka_unit_test(test_hex_encode),
         cmocka_unit_test(test_span_limit_and_5xx),
         cmocka_unit_test(test_queue_full_drops_and_counts),
         cmocka_unit_test(test_retry_after_503_then_ok),
