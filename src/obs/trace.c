@@ -457,10 +457,10 @@ static char *w_small(char *w, uint32_t v)
         memcpy(w, dec2 + 2 * v, 2);
         return w + 2;
     }
-    char t[8];
+    char t[16] = {0}; /* 8 digits, then room for the fixed 8-byte move below */
     w_8digits(t, v);
     unsigned z = v < 1000 ? 5 : v < 10000 ? 4 : v < 100000 ? 3 : v < 1000000 ? 2 : v < 10000000 ? 1 : 0;
-    memcpy(w, t + z, 8 - z);
+    memcpy(w, t + z, 8); /* the writers reserve room past what they write */
     return w + 8 - z;
 }
 
@@ -499,7 +499,7 @@ static char *w_unix_ns(char *w, uint64_t ns)
         ts_len = (size_t)(w_u64(ts_digits, sec) - ts_digits);
         ts_sec = sec;
     }
-    memcpy(w, ts_digits, ts_len);
+    memcpy(w, ts_digits, 16); /* ts_len: 10 or 11 digits until the year 5138 */
     w += ts_len;
     *w++ = (char)('0' + frac / 100000000u);
     w_8digits(w, frac % 100000000u);
