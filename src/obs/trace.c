@@ -614,21 +614,6 @@ static char *w_time(char *w, uint64_t mono, int64_t offset)
     return w;
 }
 
-/* inlined: the key's length is a constant at each use, its copy a move */
-static inline __attribute__((always_inline)) char *w_attr_str(char *w, const char *key,
-                                                              size_t klen, const char *v,
-                                                              size_t n)
-{
-    W_LIT(w, "{\"key\":\"");
-    memcpy(w, key, klen);
-    w += klen;
-    W_LIT(w, "\",\"value\":{\"stringValue\":\"");
-    w = w_esc(w, v, n);
-    W_LIT(w, "\"}},");
-    return w;
-}
-#define W_ATTR(w, key, v, n) ((w) = w_attr_str((w), (key), sizeof(key) - 1, (v), (n)))
-
 /* One of the server span's four fields (method, path, client, route),
  * kept in the record's text with 16 readable bytes after them: copied as
  * they are when none needs escaping (one check for the four when the
@@ -644,6 +629,7 @@ static inline char *w_field(char *w, const char *v, size_t n, int clean)
     return w + n;
 }
 
+/* inlined: the key's length is a constant at each use, its copy a move */
 static inline __attribute__((always_inline)) char *w_attr_field(char *w, const char *key,
                                                                 size_t klen, const char *v,
                                                                 size_t n, int clean)
