@@ -14,7 +14,9 @@
  * ring of recent traces (the record it replaces goes back to the pool):
  * it is encoded as OTLP JSON only when an admin route reads it. With an
  * exporter, its spans are also encoded once, straight into the worker's
- * export queue (bounded; full = dropped and counted). A batch
+ * export queue (bounded; full = dropped and counted): a ring of batch
+ * buffers, each a whole OTLP request body, handed to the HTTP client
+ * without a copy when it leaves. A batch
  * leaves when the queue holds OTEL_BSP_MAX_EXPORT_BATCH_SIZE spans or on
  * the worker's OTEL_BSP_SCHEDULE_DELAY timer; one batch per worker is in
  * flight at a time, retried on 429/502/503/504 after Retry-After (bounded
