@@ -219,6 +219,11 @@ $(BUILD)/bench/fanout_service: bench/ws/fanout_service.c $(BUILD)/libkeel.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libkeel.a $(LDLIBS)
 
+# the OTLP/HTTP receiver of the tracing benchmark (bench/trace.sh): no libkeel
+$(BUILD)/bench/otlp_sink: bench/otlp_sink.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $<
+
 # the WebSocket load client (bench/ws/wsbench.c): no libkeel, its own framing
 $(BUILD)/bench/wsbench: bench/ws/wsbench.c
 	@mkdir -p $(dir $@)

@@ -106,9 +106,13 @@ enum {
     /* Retry this call even though its method is not idempotent (POST,
      * PATCH): the caller knows the target dedupes (an idempotency key). */
     KEEL_HTTP_RETRY_UNSAFE = 1u << 0,
+    /* The body is not copied: the caller keeps it, unchanged, until the
+     * callback has run (the OTLP exporter's batch buffers). */
+    KEEL_HTTP_BODY_BORROWED = 1u << 1,
 };
 
-/* One outbound call. Everything is copied by the call that takes it: the
+/* One outbound call. Everything is copied by the call that takes it (the
+ * body too, unless KEEL_HTTP_BODY_BORROWED): the
  * struct and what it points to may go once that call returns. Zero is
  * the default of every field. */
 typedef struct keel_http_call {

@@ -114,7 +114,8 @@ int keel_trace_kv_parse(const char *s, void (*fn)(const char *k, const char *v, 
 /* How a batch is sent; the tracer owns batching, retries and counting.
  * send runs on worker w's loop and must call done(status, ...) exactly
  * once later on that loop (never inside send), or return a negative error
- * without calling it. status: the HTTP status, or a negative error when
+ * without calling it. body stays valid and unchanged until done has run
+ * (send may keep it instead of copying it). status: the HTTP status, or a negative error when
  * there was no answer. retry_after_ms: the answer's Retry-After (0: none).
  * rejected: partialSuccess.rejectedSpans of a 2xx answer (0: none).
  * send_sync sends from a thread that is no loop (shutdown), within

@@ -14,7 +14,9 @@
  * ring of recent traces (the record it replaces goes back to the pool):
  * it is encoded as OTLP JSON only when an admin route reads it. With an
  * exporter, its spans are also encoded once, straight into the worker's
- * export queue (bounded; full = dropped and counted). A batch
+ * export queue (bounded; full = dropped and counted): a ring of batch
+ * buffers, each a whole OTLP request body, handed to the HTTP client
+ * without a copy when it leaves. A batch
  * leaves when the queue holds OTEL_BSP_MAX_EXPORT_BATCH_SIZE spans or on
  * the worker's OTEL_BSP_SCHEDULE_DELAY timer; one batch per worker is in
  * flight at a time, retried on 429/502/503/504 after Retry-After (bounded
@@ -81,10 +83,16 @@ typedef struct kattr {
 
 typedef struct tworker tworker;
 
+typedef struct kbatch {
+    keel_buf b;
+    unsigned n; /* spans in b */
+} kbatch;
+
 typedef struct ktrace {
     uint32_t gen;
     int live;
     keel_trace_ctx ctx;        /* trace id, flags; span_id: the remote parent */
+    char hex[48];              /* the trace id's and the server span's id in hex */
     int has_parent;
     int32_t current;
     unsigned n, dropped;
@@ -99,6 +107,8 @@ typedef struct ktrace {
      * when the request completes (the record outlives it in the ring);
      * route is the route table's own path (lives as long as the server) */
     uint32_t method_off, method_len, path_off, path_len, client_off, client_len;
+    uint32_t route_off, route_len; /* a copy of route, in text after the client */
+    int fields_clean;          /* none of the four needs escaping: copied as they are */
     const char *route;
     int http_status;
     int64_t offset;            /* wall clock - monotonic when it completed, ns */
@@ -111,13 +121,17 @@ struct tworker {
     keel_worker *w;
     unsigned id;
     ktrace *free_list, *all;
-    /* the export queue: spans back to back, ends[i] = end of span i */
-    keel_buf q;
-    uint32_t *ends;
-    unsigned nq;
-    /* the batch in flight */
-    keel_buf payload;
-    unsigned inflight;
+    /* the export queue: batches, each a whole OTLP request body being
+     * written (the envelope's prefix, then spans comma-separated; the
+     * suffix goes on when it leaves), in a ring of nbatches buffers
+     * reused for good: qhead is the oldest queued, qcount are queued (all
+     * full but the last), fly the one in flight (-1: none). Spans are
+     * encoded straight into the last: a batch is sent without a copy. */
+    kbatch *batches;
+    unsigned nbatches, qhead, qcount;
+    int fly;
+    unsigned nq;        /* spans queued (not counting the batch in flight) */
+    unsigned inflight;  /* spans of the batch in flight */
     unsigned attempt;
     uint64_t first_ms;
     int timers;
@@ -411,30 +425,157 @@ static char *w_hex(char *w, const uint8_t *p, size_t n)
     return w + 2 * n;
 }
 
+/* "00" "01" ... "99": decimal digits two at a time */
+static const char dec2[201] = "0001020304050607080910111213141516171819"
+                              "2021222324252627282930313233343536373839"
+                              "4041424344454647484950515253545556575859"
+                              "6061626364656667686970717273747576777879"
+                              "8081828384858687888990919293949596979899";
+
+/* x (below 10^4) as exactly 4 digits. */
+static inline void w_4digits(char *w, uint32_t x)
+{
+    uint32_t a = x / 100, b = x - a * 100;
+    memcpy(w, dec2 + 2 * a, 2);
+    memcpy(w + 2, dec2 + 2 * b, 2);
+}
+
+/* x (below 10^8) as exactly 8 digits. */
+static inline void w_8digits(char *w, uint32_t x)
+{
+    uint32_t hi = x / 10000;
+    w_4digits(w, hi);
+    w_4digits(w + 4, x - hi * 10000);
+}
+
+/* v (below 10^8) in decimal. */
+static char *w_small(char *w, uint32_t v)
+{
+    if (v < 100) {
+        if (v < 10) {
+            *w++ = (char)('0' + v);
+            return w;
+        }
+        memcpy(w, dec2 + 2 * v, 2);
+        return w + 2;
+    }
+    char t[16] = {0}; /* 8 digits, then room for the fixed 8-byte move below */
+    w_8digits(t, v);
+    unsigned z = v < 1000 ? 5 : v < 10000 ? 4 : v < 100000 ? 3 : v < 1000000 ? 2 : v < 10000000 ? 1 : 0;
+    memcpy(w, t + z, 8); /* the writers reserve room past what they write */
+    return w + 8 - z;
+}
+
+/* v in decimal: in pieces of 8 digits, two divisions in 64 bits at most. */
 static char *w_u64(char *w, uint64_t v)
 {
-    char t[20];
-    int n = 0;
-    do {
-        t[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        *w++ = t[--n];
-    return w;
+    if (v < 100000000u)
+        return w_small(w, (uint32_t)v);
+    uint32_t lo = (uint32_t)(v % 100000000u);
+    v /= 100000000u;
+    if (v < 100000000u) {
+        w = w_small(w, (uint32_t)v);
+    } else {
+        w = w_small(w, (uint32_t)(v / 100000000u)); /* at most 1844 */
+        w_8digits(w, (uint32_t)(v % 100000000u));
+        w += 8;
+    }
+    w_8digits(w, lo);
+    return w + 8;
+}
+
+/* A time in ns since the epoch: the seconds' digits change once a second,
+ * so the thread keeps the last ones written (the admin routes encode on
+ * other threads than the workers); then the nine digits of the ns. */
+static __thread uint64_t ts_sec = UINT64_MAX;
+static __thread char ts_digits[24];
+static __thread size_t ts_len;
+
+static char *w_unix_ns(char *w, uint64_t ns)
+{
+    uint64_t sec = ns / 1000000000u;
+    if (!sec)
+        return w_u64(w, ns);
+    uint32_t frac = (uint32_t)(ns - sec * 1000000000u);
+    if (sec != ts_sec) {
+        ts_len = (size_t)(w_u64(ts_digits, sec) - ts_digits);
+        ts_sec = sec;
+    }
+    memcpy(w, ts_digits, 16); /* ts_len: 10 or 11 digits until the year 5138 */
+    w += ts_len;
+    *w++ = (char)('0' + frac / 100000000u);
+    w_8digits(w, frac % 100000000u);
+    return w + 8;
+}
+
+/* Eight bytes at a time (the common case: nothing to escape in a word).
+ * has_below(x, n): some byte of x is below n (n at most 128; bytes from
+ * 0x80 never count); has_byte(x, c): some byte is c. */
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+static inline uint64_t has_below(uint64_t x, uint64_t n)
+{
+    return (x - ONES * n) & ~x & HIGHS;
+}
+
+static inline uint64_t has_byte(uint64_t x, uint64_t c)
+{
+    return has_below(x ^ (ONES * c), 1);
+}
+
+/* 1: the byte is not copied as it is into a JSON string (a control byte,
+ * DEL, '"', '\\', a byte of a multi-byte sequence). */
+static const uint8_t jesc[256] = {
+    [0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x7f ... 0xff] = 1,
+};
+
+/* The length of the well-formed UTF-8 sequence at s (lead byte from
+ * 0x80; n bytes available), 0 if none: no overlong forms, no surrogates,
+ * nothing past U+10FFFF (what a strict JSON parser accepts). */
+static size_t utf8_len(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    unsigned char c = u[0], lo = 0x80, hi = 0xbf;
+    size_t len;
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2;
+    else if (c >= 0xe0 && c <= 0xef)
+        len = 3, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+    else if (c >= 0xf0 && c <= 0xf4)
+        len = 4, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+    else
+        return 0;
+    if (n < len || u[1] < lo || u[1] > hi)
+        return 0;
+    for (size_t k = 2; k < len; k++)
+        if ((u[k] & 0xc0) != 0x80)
+            return 0;
+    return len;
 }
 
 /* s as the inside of a JSON string (at most 6 bytes per byte): control
- * bytes escaped, valid UTF-8 kept, invalid bytes as U+FFFD. */
+ * bytes and DEL escaped, valid UTF-8 kept, invalid bytes as U+FFFD. */
 static char *w_esc(char *w, const char *s, size_t n)
 {
+    const unsigned char *u = (const unsigned char *)s;
     size_t i = 0;
     while (i < n) {
+        /* the run that needs nothing, copied as it is */
+        for (; i + 8 <= n; i += 8) {
+            uint64_t x;
+            memcpy(&x, s + i, 8);
+            if (has_below(x, 0x20) | (x & HIGHS) | has_byte(x, '"') | has_byte(x, '\\') |
+                has_byte(x, 0x7f))
+                break;
+            memcpy(w, &x, 8);
+            w += 8;
+        }
+        while (i < n && !jesc[u[i]])
+            *w++ = s[i++];
+        if (i >= n)
+            break;
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
-            *w++ = (char)c;
-            i++;
-        } else if (c == '"' || c == '\\') {
+        if (c == '"' || c == '\\') {
             *w++ = '\\';
             *w++ = (char)c;
             i++;
@@ -452,11 +593,9 @@ static char *w_esc(char *w, const char *s, size_t n)
             }
             i++;
         } else {
-            size_t need = c >= 0xf0 ? 3 : c >= 0xe0 ? 2 : c >= 0xc0 ? 1 : 0;
-            int ok = need && c < 0xf5;
-            for (size_t k = 1; ok && k <= need; k++)
-                ok = i + k < n && ((unsigned char)s[i + k] & 0xc0) == 0x80;
-            if (ok) {
+            size_t need = utf8_len(s + i, n - i);
+            if (need) {
+                need--;
                 memcpy(w, s + i, need + 1);
                 w += need + 1;
                 i += need + 1;
@@ -472,29 +611,47 @@ static char *w_esc(char *w, const char *s, size_t n)
 static char *w_time(char *w, uint64_t mono, int64_t offset)
 {
     *w++ = '"';
-    w = w_u64(w, (uint64_t)((int64_t)mono + offset));
+    w = w_unix_ns(w, (uint64_t)((int64_t)mono + offset));
     *w++ = '"';
     return w;
 }
 
-static char *w_attr_str(char *w, const char *key, size_t klen, const char *v, size_t n)
+/* One of the server span's four fields (method, path, client, route),
+ * kept in the record's text with 16 readable bytes after them: copied as
+ * they are when none needs escaping (one check for the four when the
+ * request ended), a short one as a fixed 16-byte move. */
+static inline char *w_field(char *w, const char *v, size_t n, int clean)
+{
+    if (!clean)
+        return w_esc(w, v, n);
+    if (n <= 16)
+        memcpy(w, v, 16);
+    else
+        memcpy(w, v, n);
+    return w + n;
+}
+
+/* inlined: the key's length is a constant at each use, its copy a move */
+static inline __attribute__((always_inline)) char *w_attr_field(char *w, const char *key,
+                                                                size_t klen, const char *v,
+                                                                size_t n, int clean)
 {
     W_LIT(w, "{\"key\":\"");
     memcpy(w, key, klen);
     w += klen;
     W_LIT(w, "\",\"value\":{\"stringValue\":\"");
-    w = w_esc(w, v, n);
+    w = w_field(w, v, n, clean);
     W_LIT(w, "\"}},");
     return w;
 }
-#define W_ATTR(w, key, v, n) ((w) = w_attr_str((w), (key), sizeof(key) - 1, (v), (n)))
+#define W_FIELD(w, key, v, n, c) ((w) = w_attr_field((w), (key), sizeof(key) - 1, (v), (n), (c)))
 
 /* Span i of k as one OTLP JSON object. offset: wall clock - monotonic. */
 static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset, uint64_t now)
 {
     const kspan *s = &k->spans[i];
     const char *text = k->text.data;
-    size_t route_len = i == 0 && k->route ? strlen(k->route) : 0;
+    size_t route_len = i == 0 && k->route ? k->route_len : 0;
     size_t cap = 1024 + 6 * ((size_t)s->name_len + s->msg_len);
     if (i == 0)
         cap += 512 + 6 * ((size_t)k->ts_len + 2 * k->method_len + k->path_len +
@@ -504,11 +661,22 @@ static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset
             cap += 96 + 6 * ((size_t)k->attrs[a].key_len + k->attrs[a].len);
     char *w0 = keel_buf_reserve(b, cap), *w = w0;
     W_LIT(w, "{\"traceId\":\"");
-    w = w_hex(w, k->ctx.trace_id, 16);
+    memcpy(w, k->hex, 32);
+    w += 32;
     W_LIT(w, "\",\"spanId\":\"");
-    w = w_hex(w, s->id, 8);
+    if (i == 0) {
+        memcpy(w, k->hex + 32, 16);
+        w += 16;
+    } else {
+        w = w_hex(w, s->id, 8);
+    }
     *w++ = '"';
-    if (s->parent >= 0 || k->has_parent) {
+    if (s->parent == 0) {
+        W_LIT(w, ",\"parentSpanId\":\"");
+        memcpy(w, k->hex + 32, 16);
+        w += 16;
+        *w++ = '"';
+    } else if (s->parent > 0 || k->has_parent) {
         W_LIT(w, ",\"parentSpanId\":\"");
         w = w_hex(w, s->parent >= 0 ? k->spans[s->parent].id : k->ctx.span_id, 8);
         *w++ = '"';
@@ -523,12 +691,12 @@ static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset
         /* the server span: "GET /api/v1/users/:id", or the method alone
          * when no route matched */
         if (k->method_len)
-            w = w_esc(w, text + k->method_off, k->method_len);
+            w = w_field(w, text + k->method_off, k->method_len, k->fields_clean);
         else
             W_LIT(w, "HTTP");
         if (k->route) {
             *w++ = ' ';
-            w = w_esc(w, k->route, route_len);
+            w = w_field(w, text + k->route_off, route_len, k->fields_clean);
         }
     } else {
         w = w_esc(w, text + s->name_off, s->name_len);
@@ -543,12 +711,13 @@ static void encode_span(keel_buf *b, const ktrace *k, unsigned i, int64_t offset
     char *attrs0 = w;
     if (i == 0) {
         /* the server span's: HTTP semantic conventions */
-        W_ATTR(w, "http.request.method", text + k->method_off, k->method_len);
-        W_ATTR(w, "url.path", text + k->path_off, k->path_len);
+        int c = k->fields_clean;
+        W_FIELD(w, "http.request.method", text + k->method_off, k->method_len, c);
+        W_FIELD(w, "url.path", text + k->path_off, k->path_len, c);
         if (k->client_len)
-            W_ATTR(w, "client.address", text + k->client_off, k->client_len);
+            W_FIELD(w, "client.address", text + k->client_off, k->client_len, c);
         if (k->route)
-            W_ATTR(w, "http.route", k->route, route_len);
+            W_FIELD(w, "http.route", text + k->route_off, route_len, c);
         W_LIT(w, "{\"key\":\"http.response.status_code\",\"value\":{\"intValue\":\"");
         w = w_u64(w, (uint64_t)k->http_status);
         W_LIT(w, "\"}},");
@@ -683,30 +852,28 @@ static void count(keel_metric *m, unsigned shard, const char *reason, double v)
 
 static void export_next(tworker *tw);
 
-/* Takes up to max_batch spans off the queue into the payload. */
+/* The oldest queued batch (full, or the partial last one on the timer)
+ * becomes the one in flight: the envelope's suffix closes it. */
 static void batch_take(tworker *tw)
 {
     keel_tracer *t = tw->t;
-    unsigned k = tw->nq < t->o.max_batch ? tw->nq : t->o.max_batch;
-    keel_buf *p = &tw->payload;
-    p->len = 0;
-    keel_buf_append(p, t->prefix, t->prefix_len);
-    uint32_t start = 0;
-    for (unsigned i = 0; i < k; i++) {
-        if (i)
-            keel_buf_append(p, ",", 1);
-        keel_buf_append(p, tw->q.data + start, tw->ends[i] - start);
-        start = tw->ends[i];
-    }
-    keel_buf_append(p, t->suffix, t->suffix_len);
-    keel_buf_consume(&tw->q, start);
-    memmove(tw->ends, tw->ends + k, (tw->nq - k) * sizeof(uint32_t));
-    tw->nq -= k;
-    for (unsigned i = 0; i < tw->nq; i++)
-        tw->ends[i] -= start;
-    tw->inflight = k;
+    kbatch *b = &tw->batches[tw->qhead];
+    keel_buf_append(&b->b, t->suffix, t->suffix_len);
+    tw->fly = (int)tw->qhead;
+    if (++tw->qhead == tw->nbatches)
+        tw->qhead = 0;
+    tw->qcount--;
+    tw->nq -= b->n;
+    tw->inflight = b->n;
     tw->attempt = 0;
     tw->first_ms = keel_now_ms();
+}
+
+/* The batch in flight is done with: its buffer is free again. */
+static void batch_done(tworker *tw)
+{
+    tw->inflight = 0;
+    tw->fly = -1;
 }
 
 /* The spans of the batch in flight go to the leftovers (shutdown). */
@@ -715,14 +882,15 @@ static void batch_leave(tworker *tw)
     keel_tracer *t = tw->t;
     if (!tw->inflight)
         return;
-    size_t n = tw->payload.len - t->prefix_len - t->suffix_len;
+    const keel_buf *p = &tw->batches[tw->fly].b;
+    size_t n = p->len - t->prefix_len - t->suffix_len;
     uv_mutex_lock(&t->left_mu);
     if (t->left.len)
         keel_buf_append(&t->left, ",", 1);
-    keel_buf_append(&t->left, tw->payload.data + t->prefix_len, n);
+    keel_buf_append(&t->left, p->data + t->prefix_len, n);
     t->nleft += tw->inflight;
     uv_mutex_unlock(&t->left_mu);
-    tw->inflight = 0;
+    batch_done(tw);
 }
 
 static void send_batch(tworker *tw);
@@ -753,7 +921,7 @@ static void on_sent(void *arg, int status, uint64_t retry_after_ms, uint64_t rej
             keel_log(KEEL_LOG_WARN, "trace export: spans rejected by the collector", "{s:I}",
                      "rejected", (json_int_t)rejected);
         }
-        tw->inflight = 0;
+        batch_done(tw);
         export_next(tw);
         return;
     }
@@ -774,14 +942,15 @@ static void on_sent(void *arg, int status, uint64_t retry_after_ms, uint64_t rej
     keel_log(KEEL_LOG_WARN, "trace export failed: spans dropped", "{s:i,s:i}", "status", status,
              "spans", (int)tw->inflight);
     count(t->m_dropped, tw->id, "export_failed", tw->inflight);
-    tw->inflight = 0;
+    batch_done(tw);
     export_next(tw);
 }
 
 static void send_batch(tworker *tw)
 {
     keel_tracer *t = tw->t;
-    int rc = t->exp.send(t->exp.ctx, tw->w, tw->payload.data, tw->payload.len, on_sent, tw);
+    const keel_buf *p = &tw->batches[tw->fly].b;
+    int rc = t->exp.send(t->exp.ctx, tw->w, p->data, p->len, on_sent, tw);
     if (rc < 0) {
         /* could not start (the collector's breaker is open, stopping) */
         count(t->m_failures, tw->id, NULL, 1);
@@ -790,7 +959,7 @@ static void send_batch(tworker *tw)
             return;
         }
         count(t->m_dropped, tw->id, "export_failed", tw->inflight);
-        tw->inflight = 0;
+        batch_done(tw);
     }
 }
 
@@ -801,7 +970,7 @@ static void export_maybe(tworker *tw, int partial_ok)
     keel_tracer *t = tw->t;
     if (!t->has_exp || tw->inflight || tw->stopping || !tw->nq)
         return;
-    if (!partial_ok && tw->nq < t->o.max_batch)
+    if (!partial_ok && tw->batches[tw->qhead].n < t->o.max_batch)
         return;
     batch_take(tw);
     send_batch(tw);
@@ -817,9 +986,36 @@ static void on_tick(uv_timer_t *h)
     export_maybe(h->data, 1);
 }
 
+/* Where the next span is written: the last queued batch, after a comma,
+ * or a fresh batch (its buffer reused) started with the envelope's
+ * prefix when that one is full. The caller checked the queue's room. */
+static keel_buf *queue_slot(tworker *tw)
+{
+    keel_tracer *t = tw->t;
+    unsigned last = tw->qhead + tw->qcount - 1;
+    if (last >= tw->nbatches)
+        last -= tw->nbatches;
+    kbatch *b = &tw->batches[last];
+    if (!tw->qcount || b->n == t->o.max_batch) {
+        last = tw->qhead + tw->qcount;
+        if (last >= tw->nbatches)
+            last -= tw->nbatches;
+        b = &tw->batches[last];
+        tw->qcount++;
+        b->n = 0;
+        b->b.len = 0;
+        keel_buf_append(&b->b, t->prefix, t->prefix_len);
+    } else {
+        keel_buf_append(&b->b, ",", 1);
+    }
+    b->n++;
+    tw->nq++;
+    return &b->b;
+}
+
 /* ---------------------------------------------------------------- request */
 
-static void ids_to_req(keel_req *r, const uint8_t trace[16], const uint8_t span[8])
+static const char *ids_to_req(keel_req *r, const uint8_t trace[16], const uint8_t span[8])
 {
     char *mem = keel_arena_alloc(keel_req_arena(r), 33 + 17);
     keel__trace_hex_encode(mem, trace, 16);
@@ -828,6 +1024,7 @@ static void ids_to_req(keel_req *r, const uint8_t trace[16], const uint8_t span[
     mem[49] = '\0';
     keel_req_set_trace(r, mem, mem + 33);
     keel_res_header(r, "X-Trace-Id", mem);
+    return mem;
 }
 
 void keel_trace_request_begin(keel_tracer *t, keel_req *r, keel_str tp, keel_str ts)
@@ -868,7 +1065,9 @@ void keel_trace_request_begin(keel_tracer *t, keel_req *r, keel_str tp, keel_str
     keel_span_ref s = span_new(k, -1, "", 0, KEEL_SPAN_SERVER, keel_req_start_ns(r));
     k->current = 0;
     keel_req_set_obs(r, k);
-    ids_to_req(r, trace_id, k->spans[0].id);
+    const char *hex = ids_to_req(r, trace_id, k->spans[0].id);
+    memcpy(k->hex, hex, 32); /* written once for every span's encoding */
+    memcpy(k->hex + 32, hex + 33, 16);
     (void)s;
 }
 
@@ -889,21 +1088,38 @@ static void keep_request_fields(ktrace *k, keel_req *r)
     const char *client = fwd ? keel_req_client_addr(r) : keel_req_remote_addr(r);
     size_t cl = client ? strlen(client) : 0;
     size_t ml = h->method_str.len, pl = h->path.len;
-    size_t off = k->text.len;
-    char *w = keel_buf_reserve(&k->text, ml + pl + cl);
+    size_t rl = k->route ? strlen(k->route) : 0;
+    size_t off = k->text.len, total = ml + pl + cl + rl;
+    /* 16 bytes of spaces after them (not part of text: nothing is added
+     * once the request ended): w_field reads 16 from any of them, and the
+     * check below whole words */
+    char *w = keel_buf_reserve(&k->text, total + 16);
     if (ml) /* a request refused before its request line was read has none */
         memcpy(w, h->method_str.ptr, ml);
     if (pl)
         memcpy(w + ml, h->path.ptr, pl);
     if (cl)
         memcpy(w + ml + pl, client, cl);
-    k->text.len += ml + pl + cl;
+    if (rl)
+        memcpy(w + ml + pl + cl, k->route, rl);
+    memset(w + total, ' ', 16);
+    uint64_t bad = 0;
+    for (size_t i = 0; i < total; i += 8) {
+        uint64_t x;
+        memcpy(&x, w + i, 8);
+        bad |= has_below(x, 0x20) | (x & HIGHS) | has_byte(x, '"') | has_byte(x, '\\') |
+               has_byte(x, 0x7f);
+    }
+    k->fields_clean = !bad;
+    k->text.len += total;
     k->method_off = (uint32_t)off;
     k->method_len = (uint32_t)ml;
     k->path_off = (uint32_t)(off + ml);
     k->path_len = (uint32_t)pl;
     k->client_off = (uint32_t)(off + ml + pl);
     k->client_len = (uint32_t)cl;
+    k->route_off = (uint32_t)(off + ml + pl + cl);
+    k->route_len = (uint32_t)rl;
 }
 
 /* Keeps the finished record in the worker's ring (encoded only when an
@@ -959,10 +1175,8 @@ void keel_trace_request_end(keel_tracer *t, keel_req *r)
          * end with the request */
         unsigned room = t->o.max_queue - tw->nq;
         unsigned take = k->n < room ? k->n : room;
-        for (unsigned i = 0; i < take; i++) {
-            encode_span(&tw->q, k, i, k->offset, root->end);
-            tw->ends[tw->nq++] = (uint32_t)tw->q.len;
-        }
+        for (unsigned i = 0; i < take; i++)
+            encode_span(queue_slot(tw), k, i, k->offset, root->end);
         if (take < k->n)
             count(t->m_dropped, tw->id, "queue_full", k->n - take);
         export_maybe(tw, 0);
@@ -999,17 +1213,16 @@ static void on_worker_stop(keel_worker *w, void *arg)
     if (uv_is_active((uv_handle_t *)&tw->retry))
         batch_leave(tw);
     uv_mutex_lock(&t->left_mu);
-    uint32_t start = 0;
-    for (unsigned i = 0; i < tw->nq; i++) {
+    for (unsigned q = 0; q < tw->qcount; q++) {
+        const kbatch *b = &tw->batches[(tw->qhead + q) % tw->nbatches];
         if (t->left.len)
             keel_buf_append(&t->left, ",", 1);
-        keel_buf_append(&t->left, tw->q.data + start, tw->ends[i] - start);
-        start = tw->ends[i];
+        keel_buf_append(&t->left, b->b.data + t->prefix_len, b->b.len - t->prefix_len);
     }
     t->nleft += tw->nq;
     uv_mutex_unlock(&t->left_mu);
     tw->nq = 0;
-    tw->q.len = 0;
+    tw->qcount = 0;
     uv_close((uv_handle_t *)&tw->tick, NULL);
     uv_close((uv_handle_t *)&tw->retry, NULL);
     tw->timers = 0;
@@ -1042,7 +1255,11 @@ keel_tracer *keel_tracer_new(keel_server *s, const keel_config *cfg, keel_metric
         tworker *tw = &t->workers[i];
         tw->t = t;
         tw->id = i;
-        tw->ends = keel_calloc(t->o.max_queue, sizeof(uint32_t));
+        /* the queue's batches (all full but the last) and the one in flight */
+        unsigned mb = t->o.max_batch ? t->o.max_batch : 1;
+        tw->nbatches = (t->o.max_queue + mb - 1) / mb + 1;
+        tw->batches = keel_calloc(tw->nbatches, sizeof(kbatch));
+        tw->fly = -1;
         uv_mutex_init(&tw->mu);
         if (t->o.buffer_size)
             tw->ring = keel_calloc(t->o.buffer_size, sizeof(ktrace *));
@@ -1133,9 +1350,9 @@ void keel_tracer_free(keel_tracer *t)
             keel_free(k);
         }
         keel_free(tw->ring);
-        keel_free(tw->ends);
-        keel_buf_free(&tw->q);
-        keel_buf_free(&tw->payload);
+        for (unsigned b = 0; b < tw->nbatches; b++)
+            keel_buf_free(&tw->batches[b].b);
+        keel_free(tw->batches);
         uv_mutex_destroy(&tw->mu);
     }
     if (t->has_exp && t->exp.free)

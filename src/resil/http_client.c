@@ -81,6 +81,7 @@ struct hc_call {
     char *method, *url;
     struct curl_slist *hdrs;
     char *body;
+    int body_owned; /* 0: the caller's (KEEL_HTTP_BODY_BORROWED) */
     size_t body_len;
     int has_body;
     uint64_t timeout_ms, connect_timeout_ms, max_body;
@@ -468,7 +469,8 @@ static void call_free(hc_call *k)
     keel_free(k->method);
     keel_free(k->url);
     curl_slist_free_all(k->hdrs);
-    keel_free(k->body);
+    if (k->body_owned)
+        keel_free(k->body);
     keel_buf_free(&k->head);
     keel_buf_free(&k->body_in);
     keel_free(k);
@@ -696,9 +698,12 @@ static int call_start(keel_http_client *c, keel_worker *w, const keel_http_call 
     }
     /* no "Expect: 100-continue" round trip before a large body */
     k->hdrs = curl_slist_append(k->hdrs, "Expect:");
-    if (call->body && call->body_len) {
+    if (call->body && call->body_len && (call->flags & KEEL_HTTP_BODY_BORROWED)) {
+        k->body = (char *)call->body;
+    } else if (call->body && call->body_len) {
         k->body = keel_malloc(call->body_len);
         memcpy(k->body, call->body, call->body_len);
+        k->body_owned = 1;
     }
     k->body_len = call->body ? call->body_len : 0;
     k->has_body = call->body != NULL;

@@ -82,7 +82,9 @@ static int otlp_send(void *ctx, keel_worker *w, const char *body, size_t len,
     k->arg = arg;
     keel_http_call call = {.method = "POST", .url = o->url, .headers = o->headers,
                            .nheaders = o->nheaders, .body = body, .body_len = len,
-                           .timeout_ms = o->timeout_ms, .target = "otlp"};
+                           .timeout_ms = o->timeout_ms, .target = "otlp",
+                           /* the tracer's batch buffer, left alone until on_answer */
+                           .flags = KEEL_HTTP_BODY_BORROWED};
     call.retry.max_attempts = 1; /* the tracer retries, after Retry-After */
     int rc = keel_http_request(o->client, w, &call, on_answer, k);
     if (rc < 0)

@@ -19,6 +19,7 @@
 
 #include "keel/keel.h"
 #include "loopback.h"
+#include "obs/trace_internal.h"
 #include "testsrv.h"
 
 /* ---------------------------------------------------------------- traceparent */
@@ -189,6 +190,27 @@ static void test_kv_lists(void **state)
     keel_buf_free(&b);
 }
 
+/* The ids' hex (four bytes a word, then a byte at a time): every byte
+ * value at every position of a word, every length up to 19. */
+static void test_hex_encode(void **state)
+{
+    (void)state;
+    uint8_t in[256 + 19];
+    for (size_t i = 0; i < sizeof(in); i++)
+        in[i] = (uint8_t)(i * 7 + 3);
+    for (size_t off = 0; off < 256; off++) {
+        for (size_t n = 0; n <= 19; n++) {
+            char got[40], want[40];
+            memset(got, 'X', sizeof(got));
+            keel__trace_hex_encode(got, in + off, n);
+            for (size_t i = 0; i < n; i++)
+                snprintf(want + 2 * i, 3, "%02x", in[off + i]);
+            assert_memory_equal(got, want, 2 * n);
+            assert_int_equal(got[2 * n], 'X'); /* nothing written past */
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- in-process */
 
 /* The exporter of these tests: keeps the bodies, answers from a script
@@ -235,7 +257,8 @@ static int fake_send(void *ctx, keel_worker *w, const char *body, size_t len,
 {
     (void)ctx;
     json_error_t e;
-    json_t *j = json_loadb(body, len, 0, &e);
+    /* strict: jansson refuses invalid UTF-8 (overlong forms, surrogates) */
+    json_t *j = json_loadb(body, len, JSON_ALLOW_NUL, &e);
     if (!j)
         fail_msg("payload is not JSON: %s: %.*s", e.text, (int)(len > 300 ? 300 : len), body);
     pthread_mutex_lock(&X.mu);
@@ -353,7 +376,66 @@ static keel_flow h_late_use(keel_req *r)
     return KEEL_DONE;
 }
 
+/* Attribute values and what a JSON parser must read back from the
+ * encoder's output: escaping (quotes, backslashes, every control byte, DEL,
+ * NUL), UTF-8 kept when well formed, each byte of an ill-formed sequence
+ * as U+FFFD, and specials at every offset of the eight-byte words. */
+typedef struct esc_case {
+    const char *key, *in;
+    size_t in_len;
+    const char *want;
+    size_t want_len;
+} esc_case;
+#define ESC(k, in, want) {k, in, sizeof(in) - 1, want, sizeof(want) - 1}
+static const esc_case esc_cases[] = {
+    ESC("empty", "", ""),
+    ESC("plain", "GET /hello", "GET /hello"),
+    ESC("quote", "say \"hi\"", "say \"hi\""),
+    ESC("backslash", "C:\\dir\\", "C:\\dir\\"),
+    ESC("controls", "\x01\x02\x03\x04\x05\x06\x07\x08\t\n\x0b\x0c\r\x0e\x0f\x10"
+                    "\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f\x7f",
+        "\x01\x02\x03\x04\x05\x06\x07\x08\t\n\x0b\x0c\r\x0e\x0f\x10"
+        "\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f\x7f"),
+    ESC("nul", "a\0b", "a\0b"),
+    ESC("word0", "\"bcdefghijklmnop", "\"bcdefghijklmnop"),
+    ESC("word7", "abcdefg\"ijklmnop", "abcdefg\"ijklmnop"),
+    ESC("word8", "abcdefgh\\jklmnop", "abcdefgh\\jklmnop"),
+    ESC("tail", "abcdefghijklmno\n", "abcdefghijklmno\n"),
+    ESC("utf8", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xef\xbf\xbf \xf4\x8f\xbf\xbf",
+        "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xef\xbf\xbf \xf4\x8f\xbf\xbf"),
+    ESC("utf8_long", "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9", "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"),
+    ESC("lone_cont", "a\x80" "b", "a\xef\xbf\xbd" "b"),
+    ESC("overlong", "\xc0\x80", "\xef\xbf\xbd\xef\xbf\xbd"),
+    ESC("overlong3", "\xe0\x80\xaf", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"),
+    ESC("surrogate", "\xed\xa0\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"),
+    ESC("past_max", "\xf4\x90\x80\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"),
+    ESC("f5", "\xf5", "\xef\xbf\xbd"),
+    ESC("cut", "x\xe2\x82", "x\xef\xbf\xbd\xef\xbf\xbd"),
+    ESC("bad_cont", "\xe2\x28\xa1", "\xef\xbf\xbd(\xef\xbf\xbd"),
+};
+static const int64_t int_cases[] = {0, 7, -1, 99, 100, 99999999, 100000000, -100000000,
+                                    9999999999999999, 10000000000000000, INT64_MAX, INT64_MIN};
+
+static keel_flow h_esc(keel_req *r)
+{
+    keel_span_ref s = keel_span_start(r, "esc \"\x01\xc3\xa9");
+    for (size_t i = 0; i < sizeof(esc_cases) / sizeof(esc_cases[0]); i++)
+        keel_span_set_strn(s, esc_cases[i].key, esc_cases[i].in, esc_cases[i].in_len);
+    for (size_t i = 0; i < sizeof(int_cases) / sizeof(int_cases[0]); i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "int%zu", i);
+        keel_span_set_int(s, key, int_cases[i]);
+    }
+    keel_span_set_str(s, "key \"\n", "v");
+    keel_span_add_event(s, "ev \"\t");
+    keel_span_set_error(s, "bad \"thing\"\r\n");
+    keel_span_end(r, s);
+    keel_respond_text(r, 200, "ok");
+    return KEEL_DONE;
+}
+
 static const keel_route routes[] = {
+    {.name = "esc", .method = "GET", .path = "/esc/:n", .handler = h_esc},
     {.name = "work", .method = "GET", .path = "/work/:n", .handler = h_work},
     {.name = "fail", .method = "GET", .path = "/fail", .handler = h_fail},
     {.name = "call", .method = "GET", .path = "/call", .handler = h_call},
@@ -558,6 +640,129 @@ static void test_spans_and_encoding(void **state)
     assert_int_equal(json_array_size(json_object_get(one, "spans")), 3);
     json_decref(one);
     assert_null(keel_tracer_get(F.t, "00000000000000000000000000000001"));
+    fx_stop();
+}
+
+/* The encoder against a strict JSON parser: every field of both spans of
+ * each request, the values read back byte for byte, and whole batches of
+ * spans of several requests written straight into reused batch buffers
+ * (more batches than the ring holds). */
+static void test_encoder_against_jansson(void **state)
+{
+    (void)state;
+    fx_start(6, 4, 60000); /* 4 spans a batch: two requests; a ring of 3 buffers */
+    enum { NREQ = 12 };
+    char want_trace[NREQ][33];
+    for (int q = 0; q < NREQ; q++) {
+        char req[512], out[4096];
+        snprintf(want_trace[q], sizeof(want_trace[q]), "%032x", q + 1);
+        snprintf(req, sizeof(req),
+                 "GET /esc/%d HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                 "traceparent: 00-%s-00000000000000%02x-01\r\n\r\n",
+                 q, want_trace[q], q + 1);
+        loopback_exchange(keel_server_port(F.s), req, out, sizeof(out));
+        assert_int_equal(loopback_status(out), 200);
+        /* one batch in flight, the queue holds 6: let each batch go */
+        assert_true(wait_metric("otel_spans_exported_total", 4.0 * ((q + 1) / 2)));
+    }
+    pthread_mutex_lock(&X.mu);
+    json_t *bodies = json_incref(X.bodies);
+    pthread_mutex_unlock(&X.mu);
+    assert_int_equal(json_array_size(bodies), NREQ / 2);
+    int seen = 0;
+    for (size_t b = 0; b < json_array_size(bodies); b++) {
+        json_t *p = json_array_get(bodies, b);
+        assert_int_equal(json_object_size(p), 1);
+        json_t *rs = json_array_get(json_object_get(p, "resourceSpans"), 0);
+        assert_int_equal(json_array_size(json_object_get(p, "resourceSpans")), 1);
+        json_t *ss = json_array_get(json_object_get(rs, "scopeSpans"), 0);
+        assert_string_equal(json_string_value(json_object_get(json_object_get(ss, "scope"),
+                                                              "name")),
+                            "keel");
+        json_t *spans = json_object_get(ss, "spans");
+        assert_int_equal(json_array_size(spans), 4);
+        for (size_t i = 0; i < 4; i += 2) {
+            json_t *srv = json_array_get(spans, i), *sp = json_array_get(spans, i + 1);
+            int q = seen++;
+            /* ids: lowercase hex of the right length */
+            assert_string_equal(json_string_value(json_object_get(srv, "traceId")),
+                                want_trace[q]);
+            assert_string_equal(json_string_value(json_object_get(sp, "traceId")),
+                                want_trace[q]);
+            char parent[17];
+            snprintf(parent, sizeof(parent), "00000000000000%02x", (unsigned)(q + 1) & 0xffu);
+            assert_string_equal(json_string_value(json_object_get(srv, "parentSpanId")), parent);
+            const char *sid = json_string_value(json_object_get(srv, "spanId"));
+            const char *cid = json_string_value(json_object_get(sp, "spanId"));
+            assert_int_equal(strspn(sid, "0123456789abcdef"), 16);
+            assert_int_equal(strlen(sid), 16);
+            assert_int_equal(strspn(cid, "0123456789abcdef"), 16);
+            assert_int_equal(strlen(cid), 16);
+            assert_string_equal(json_string_value(json_object_get(sp, "parentSpanId")), sid);
+            /* the server span */
+            assert_string_equal(json_string_value(json_object_get(srv, "name")), "GET /esc/:n");
+            assert_int_equal(json_integer_value(json_object_get(srv, "kind")), 2);
+            char path[32];
+            snprintf(path, sizeof(path), "/esc/%d", q);
+            assert_string_equal(
+                json_string_value(json_object_get(attr_of(srv, "url.path"), "stringValue")),
+                path);
+            assert_string_equal(json_string_value(json_object_get(
+                                    attr_of(srv, "http.request.method"), "stringValue")),
+                                "GET");
+            assert_string_equal(
+                json_string_value(json_object_get(attr_of(srv, "http.route"), "stringValue")),
+                "/esc/:n");
+            assert_string_equal(json_string_value(json_object_get(
+                                    attr_of(srv, "http.response.status_code"), "intValue")),
+                                "200");
+            assert_non_null(attr_of(srv, "client.address"));
+            assert_int_equal(json_object_size(json_object_get(srv, "status")), 0);
+            /* timestamps: decimal strings, wall clock ns, end after start */
+            for (int k = 0; k < 2; k++) {
+                json_t *x = k ? sp : srv;
+                const char *st = json_string_value(json_object_get(x, "startTimeUnixNano"));
+                const char *et = json_string_value(json_object_get(x, "endTimeUnixNano"));
+                assert_true(all_digits(st) && all_digits(et));
+                assert_int_equal(strlen(st), 19); /* no leading zero, nine ns digits */
+                assert_int_equal(strlen(et), 19);
+                assert_true(strtoull(st, NULL, 10) > 1600000000000000000ull);
+                assert_true(strtoull(et, NULL, 10) >= strtoull(st, NULL, 10));
+            }
+            /* the handler's span: name, kind, every attribute read back */
+            assert_string_equal(json_string_value(json_object_get(sp, "name")),
+                                "esc \"\x01\xc3\xa9");
+            assert_int_equal(json_integer_value(json_object_get(sp, "kind")), 1);
+            for (size_t c = 0; c < sizeof(esc_cases) / sizeof(esc_cases[0]); c++) {
+                json_t *v = json_object_get(attr_of(sp, esc_cases[c].key), "stringValue");
+                if (!json_is_string(v))
+                    fail_msg("attribute %s missing", esc_cases[c].key);
+                if (json_string_length(v) != esc_cases[c].want_len ||
+                    memcmp(json_string_value(v), esc_cases[c].want, esc_cases[c].want_len))
+                    fail_msg("attribute %s: got %zu bytes \"%s\"", esc_cases[c].key,
+                             json_string_length(v), json_string_value(v));
+            }
+            for (size_t c = 0; c < sizeof(int_cases) / sizeof(int_cases[0]); c++) {
+                char key[16], want[24];
+                snprintf(key, sizeof(key), "int%zu", c);
+                snprintf(want, sizeof(want), "%lld", (long long)int_cases[c]);
+                assert_string_equal(
+                    json_string_value(json_object_get(attr_of(sp, key), "intValue")), want);
+            }
+            assert_string_equal(
+                json_string_value(json_object_get(attr_of(sp, "key \"\n"), "stringValue")), "v");
+            json_t *ev = json_array_get(json_object_get(sp, "events"), 0);
+            assert_string_equal(json_string_value(json_object_get(ev, "name")), "ev \"\t");
+            assert_true(all_digits(json_string_value(json_object_get(ev, "timeUnixNano"))));
+            json_t *st = json_object_get(sp, "status");
+            assert_int_equal(json_integer_value(json_object_get(st, "code")), 2);
+            assert_string_equal(json_string_value(json_object_get(st, "message")),
+                                "bad \"thing\"\r\n");
+        }
+    }
+    assert_int_equal(seen, NREQ);
+    json_decref(bodies);
+    assert_true(metric("otel_spans_dropped_total{reason=\"queue_full\"}") == 0);
     fx_stop();
 }
 
@@ -806,6 +1011,8 @@ int main(void)
         cmocka_unit_test(test_sampler),
         cmocka_unit_test(test_kv_lists),
         cmocka_unit_test(test_spans_and_encoding),
+        cmocka_unit_test(test_encoder_against_jansson),
+        cmocka_unit_test(test_hex_encode),
         cmocka_unit_test(test_span_limit_and_5xx),
         cmocka_unit_test(test_queue_full_drops_and_counts),
         cmocka_unit_test(test_retry_after_503_then_ok),

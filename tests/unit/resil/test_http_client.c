@@ -315,6 +315,33 @@ static void test_get_and_post_with_headers_and_body(void **state)
     fx_stop();
 }
 
+/* KEEL_HTTP_BODY_BORROWED: the caller's bytes are sent as they are (not
+ * copied, not freed by the client: ASan would see a free of a buffer it
+ * does not own), small and large (libcurl reads a large one in pieces). */
+static void test_borrowed_body(void **state)
+{
+    (void)state;
+    fx_start();
+    size_t sizes[] = {200, 300000};
+    for (int k = 0; k < 2; k++) {
+        char *body = keel_malloc(sizes[k]);
+        for (size_t i = 0; i < sizes[k]; i++)
+            body[i] = (char)('a' + i % 26);
+        call_ctx x;
+        ctx_init(&x, "POST", "/echo");
+        x.call.body = body;
+        x.call.body_len = sizes[k];
+        x.call.flags = KEEL_HTTP_BODY_BORROWED;
+        run_call(&x);
+        assert_int_equal(x.status, 0);
+        assert_int_equal(x.http_status, 200);
+        assert_int_equal(x.body_len, strlen("POST|||") + sizes[k]);
+        assert_memory_equal(x.body, "POST|||abcdefghij", 17);
+        keel_free(body); /* still the caller's */
+    }
+    fx_stop();
+}
+
 static void test_refuses_bad_calls_without_calling_back(void **state)
 {
     (void)state;
@@ -667,6 +694,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_get_and_post_with_headers_and_body),
+        cmocka_unit_test(test_borrowed_body),
         cmocka_unit_test(test_refuses_bad_calls_without_calling_back),
         cmocka_unit_test(test_connections_are_reused),
         cmocka_unit_test(test_refused_connection_fails),
