@@ -1074,7 +1074,7 @@ void keel_trace_request_begin(keel_tracer *t, keel_req *r, keel_str tp, keel_str
 /* Copies what the server span's attributes need from the request (it
  * ends; the record may stay in the ring): method, path, client address,
  * in one reservation of the record's text. */
-static void keep_request_fields(ktrace *k, keel_req *r)
+static void keep_request_fields(ktrace *k, keel_req *r, int export)
 {
     const keel_http_request_head *h = keel_req_head(r);
     /* the peer, unless a forwarding header may name the client (then the
@@ -1103,8 +1103,10 @@ static void keep_request_fields(ktrace *k, keel_req *r)
     if (rl)
         memcpy(w + ml + pl + cl, k->route, rl);
     memset(w + total, ' ', 16);
-    uint64_t bad = 0;
-    for (size_t i = 0; i < total; i += 8) {
+    /* whether they can be copied unescaped matters to the exporter only
+     * (without one, a span is encoded when an admin reads it: escaped) */
+    uint64_t bad = !export;
+    for (size_t i = 0; export && i < total; i += 8) {
         uint64_t x;
         memcpy(&x, w + i, 8);
         bad |= has_below(x, 0x20) | (x & HIGHS) | has_byte(x, '"') | has_byte(x, '\\') |
@@ -1152,7 +1154,7 @@ void keel_trace_request_end(keel_tracer *t, keel_req *r)
      * written from these when the span is encoded */
     const keel_route *rt = keel_req_route(r);
     k->route = rt ? rt->path : NULL;
-    keep_request_fields(k, r);
+    keep_request_fields(k, r, t->has_exp);
     int status = keel_res_get_status(r);
     k->http_status = status;
     if (status >= 500 && !root->status)
