@@ -27,7 +27,7 @@ BUILD_ONLY_PKGS := libpq libjwt
 FRONT_GOALS := run test deps deps-test bench bench-db bench-ws bench-events bench-uploads bench-auth \
                fuzz clean help check-layers
 TEST_GOALS  := unit unit-db e2e asan asan-db fuzz-run fuzz-short test-suites lint-deploy test-scale \
-               bench-instr bench-baseline
+               bench-instr bench-baseline test-build fuzz-build
 BUILD_GOALS := $(filter-out $(FRONT_GOALS),$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
 ifneq ($(BUILD_GOALS),)
   NEEDED := $(PKGS) $(BUILD_ONLY_PKGS) $(if $(filter $(TEST_GOALS),$(BUILD_GOALS)),cmocka)
@@ -327,9 +327,19 @@ test:
 	@$(MAKE) --no-print-directory STRICT=1 test-suites
 	@echo "make test: all suites passed"
 
+# The suites run one after another (their timings and loads must not mix),
+# but what they need is compiled first with TEST_JOBS compilers at once:
+# the plain and the ASan build with every unit suite, and the fuzz
+# harnesses (a plain `make test`, as CI runs it, used to compile on one
+# core). docs/testing.md has the time budget.
+TEST_JOBS ?= 2
+.PHONY: test-build fuzz-build
+test-build: all $(UNIT_BIN)
+fuzz-build: $(FUZZ_BIN)
+
 test-suites:
 	$(MAKE) --no-print-directory check-layers
-	$(MAKE) --no-print-directory all
+	$(MAKE) --no-print-directory -j$(TEST_JOBS) -Otarget test-build
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory test-js
 	$(MAKE) --no-print-directory unit-db
@@ -337,8 +347,11 @@ test-suites:
 	$(MAKE) --no-print-directory lint-deploy
 	$(MAKE) --no-print-directory test-scale
 	$(MAKE) --no-print-directory bench-instr
+	$(MAKE) --no-print-directory -j$(TEST_JOBS) -Otarget BUILD=build/asan CC=$(CLANG) \
+	  CFLAGS="$(ASAN_FLAGS)" test-build
 	$(MAKE) --no-print-directory asan
 	$(MAKE) --no-print-directory asan-db
+	$(MAKE) --no-print-directory -j$(TEST_JOBS) -Otarget fuzz-build
 	$(MAKE) --no-print-directory fuzz-short
 
 # The benchmark system (bench/bench.py; docs/performance.md, "The

@@ -9,7 +9,7 @@ BUILD_PKGS=(gcc make pkg-config libc6-dev libuv1-dev libjansson-dev libsqlite3-d
 TEST_PKGS=(libcmocka-dev python3 python3-pytest python3-requests python3-websockets clang-14
            libclang-rt-14-dev llvm-14 curl procps iproute2 postgresql redis-server nodejs chromium
            nginx haproxy caddy prometheus systemd npm python3-aiosmtpd openssl
-           valgrind wrk python3-pytest-xdist)
+           valgrind wrk)
 BENCH_PKGS=(wrk curl libwslay-dev)
 
 pkgs=("${BUILD_PKGS[@]}")
