@@ -27,7 +27,7 @@ BUILD_ONLY_PKGS := libpq libjwt
 FRONT_GOALS := run test deps deps-test bench bench-db bench-ws bench-events bench-uploads bench-auth \
                fuzz clean help check-layers
 TEST_GOALS  := unit unit-db e2e asan asan-db fuzz-run fuzz-short test-suites lint-deploy test-scale \
-               bench-instr bench-baseline
+               bench-instr bench-baseline test-build fuzz-build
 BUILD_GOALS := $(filter-out $(FRONT_GOALS),$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
 ifneq ($(BUILD_GOALS),)
   NEEDED := $(PKGS) $(BUILD_ONLY_PKGS) $(if $(filter $(TEST_GOALS),$(BUILD_GOALS)),cmocka)
@@ -310,23 +310,41 @@ fuzz-run: $(FUZZ_BIN)
 	  $$f -max_total_time=$(FUZZ_SECONDS) -dict=tests/fuzz/$$n.dict build/corpus/$$n tests/fuzz/corpus/$$n; done
 
 # make test: a short run of each harness on its corpus (new inputs go to a
-# scratch directory, never into the committed corpus).
+# scratch directory, never into the committed corpus). FUZZ_SHORT_JOBS
+# harnesses run at once (one a core on CI's two: each still gets its
+# FUZZ_SHORT_SECONDS of one CPU; the output is kept per harness).
 FUZZ_SHORT_SECONDS ?= 10
+FUZZ_SHORT_JOBS ?= 2
+FUZZ_SHORT_RUNS := $(FUZZ_BIN:$(BUILD)/fuzz/%=fuzz-short/%)
+.PHONY: fuzz-short $(FUZZ_SHORT_RUNS)
 fuzz-short: $(FUZZ_BIN)
-	@set -e; for f in $(FUZZ_BIN); do n=$$(basename $$f); d=$(BUILD)/fuzz-scratch/$$n; \
+	@$(MAKE) --no-print-directory -j$(FUZZ_SHORT_JOBS) -Otarget $(FUZZ_SHORT_RUNS)
+
+$(FUZZ_SHORT_RUNS): fuzz-short/%: $(BUILD)/fuzz/%
+	@n=$*; f=$(BUILD)/fuzz/$$n; d=$(BUILD)/fuzz-scratch/$$n; \
 	  rm -rf $$d; mkdir -p $$d; echo "== $$n (corpus + $(FUZZ_SHORT_SECONDS)s)"; \
 	  if ! $$f -max_total_time=$(FUZZ_SHORT_SECONDS) -dict=tests/fuzz/$$n.dict $$d tests/fuzz/corpus/$$n \
 	       > $$d.log 2>&1; then tail -n 40 $$d.log; echo "fuzz: $$n FAILED"; exit 1; fi; \
-	  grep -E '^(Done|#[0-9]+ *DONE)' $$d.log | tail -n 1; echo "fuzz: $$n passed"; done
+	  grep -E '^(Done|#[0-9]+ *DONE)' $$d.log | tail -n 1; echo "fuzz: $$n passed"
 
 test:
 	@scripts/deps.sh test
 	@$(MAKE) --no-print-directory STRICT=1 test-suites
 	@echo "make test: all suites passed"
 
+# The suites run one after another (their timings and loads must not mix),
+# but what they need is compiled first with TEST_JOBS compilers at once:
+# the plain and the ASan build with every unit suite, and the fuzz
+# harnesses (a plain `make test`, as CI runs it, used to compile on one
+# core). docs/testing.md has the time budget.
+TEST_JOBS ?= 2
+.PHONY: test-build fuzz-build
+test-build: all $(UNIT_BIN)
+fuzz-build: $(FUZZ_BIN)
+
 test-suites:
 	$(MAKE) --no-print-directory check-layers
-	$(MAKE) --no-print-directory all
+	$(MAKE) --no-print-directory -j$(TEST_JOBS) -Otarget test-build
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory test-js
 	$(MAKE) --no-print-directory unit-db
@@ -334,8 +352,11 @@ test-suites:
 	$(MAKE) --no-print-directory lint-deploy
 	$(MAKE) --no-print-directory test-scale
 	$(MAKE) --no-print-directory bench-instr
+	$(MAKE) --no-print-directory -j$(TEST_JOBS) -Otarget BUILD=build/asan CC=$(CLANG) \
+	  CFLAGS="$(ASAN_FLAGS)" test-build
 	$(MAKE) --no-print-directory asan
 	$(MAKE) --no-print-directory asan-db
+	$(MAKE) --no-print-directory -j$(TEST_JOBS) -Otarget fuzz-build
 	$(MAKE) --no-print-directory fuzz-short
 
 # The benchmark system (bench/bench.py; docs/performance.md, "The

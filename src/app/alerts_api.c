@@ -135,17 +135,26 @@ static keel_flow h_rules_list(keel_req *r)
     return keel_db_job_run(r, alerts_db(), db_rules_list, done, job_new(r));
 }
 
+/* The built-in rules seeded, then rule j->id read into *out: 1 when it
+ * exists, 0 (and a 404 in j) when not, < 0 on a database error. */
+static int load_rule(keel_db_conn *c, api_job *j, json_t **out)
+{
+    int rc = alerts_seed(c);
+    if (rc < 0 || (rc = fetch_rule(c, j->id, out)) < 0)
+        return rc;
+    if (!*out) {
+        j->status = 404;
+        j->problem = "no such alert rule";
+        return 0;
+    }
+    return 1;
+}
+
 static int db_rule_get(keel_db_conn *c, void *arg)
 {
     api_job *j = arg;
-    int rc = alerts_seed(c);
-    if (rc < 0 || (rc = fetch_rule(c, j->id, &j->out)) < 0)
-        return rc;
-    if (!j->out) {
-        j->status = 404;
-        j->problem = "no such alert rule";
-    }
-    return 0;
+    int rc = load_rule(c, j, &j->out);
+    return rc < 0 ? rc : 0;
 }
 
 static keel_flow h_rule_get(keel_req *r)
@@ -242,15 +251,10 @@ static int db_rule_put(keel_db_conn *c, void *arg)
     json_decref(j->out);
     j->out = NULL;
     j->problem = NULL;
-    int rc = alerts_seed(c);
     json_t *before = NULL;
-    if (rc < 0 || (rc = fetch_rule(c, j->id, &before)) < 0)
+    int rc = load_rule(c, j, &before);
+    if (rc <= 0)
         return rc;
-    if (!before) {
-        j->status = 404;
-        j->problem = "no such alert rule";
-        return 0;
-    }
     int builtin = json_is_true(json_object_get(before, "builtin"));
     if (builtin && strcmp(json_string_value(json_object_get(before, "kind")),
                           keel_alert_kind_name(j->r.kind))) {
@@ -288,15 +292,10 @@ static int db_rule_delete(keel_db_conn *c, void *arg)
 {
     api_job *j = arg;
     j->problem = NULL;
-    int rc = alerts_seed(c);
     json_t *before = NULL;
-    if (rc < 0 || (rc = fetch_rule(c, j->id, &before)) < 0)
+    int rc = load_rule(c, j, &before);
+    if (rc <= 0)
         return rc;
-    if (!before) {
-        j->status = 404;
-        j->problem = "no such alert rule";
-        return 0;
-    }
     int builtin = json_is_true(json_object_get(before, "builtin"));
     json_decref(before);
     if (builtin) {

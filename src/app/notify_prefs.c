@@ -112,6 +112,21 @@ static int put_channels(keel_db_conn *c, nt_job *j, const char *type, json_t *ch
     return 0;
 }
 
+/* A count over the caller's rows: sql takes the user id as $1 and answers
+ * one number (none read as 0). */
+static int count_mine(keel_db_conn *c, nt_job *j, const char *sql, int64_t *n)
+{
+    keel_db_param p[] = {KEEL_DB_P_TEXT(j->user)};
+    keel_db_rows *rows;
+    int rc = keel_db_query(c, sql, p, 1, &rows);
+    if (rc < 0)
+        return rc;
+    rc = keel_db_rows_next(rows);
+    *n = rc == 1 ? keel_db_get_int(rows, 0) : 0;
+    keel_db_rows_free(rows);
+    return rc < 0 ? rc : 0;
+}
+
 static int db_prefs_put(keel_db_conn *c, void *arg)
 {
     nt_job *j = arg;
@@ -136,17 +151,11 @@ static int db_prefs_put(keel_db_conn *c, void *arg)
         if (rc < 0)
             return rc;
     }
-    keel_db_param p[] = {KEEL_DB_P_TEXT(j->user)};
-    keel_db_rows *rows;
-    if ((rc = keel_db_query(c,
-                            "SELECT COUNT(DISTINCT type) FROM notification_preferences "
-                            "WHERE user_id = $1 AND type <> '*'",
-                            p, 1, &rows)) < 0)
-        return rc;
-    rc = keel_db_rows_next(rows);
-    int64_t n = rc == 1 ? keel_db_get_int(rows, 0) : 0;
-    keel_db_rows_free(rows);
-    if (rc < 0)
+    int64_t n;
+    if ((rc = count_mine(c, j,
+                         "SELECT COUNT(DISTINCT type) FROM notification_preferences "
+                         "WHERE user_id = $1 AND type <> '*'",
+                         &n)) < 0)
         return rc;
     uint64_t max = app_notify_opts()->pref_types_max;
     if ((uint64_t)n > max) {
@@ -283,15 +292,10 @@ static int db_token_add(keel_db_conn *c, void *arg)
                           p, 4, NULL);
         j->status = 200;
     } else {
-        if ((rc = keel_db_query(c,
-                                "SELECT COUNT(*) FROM notification_push_tokens WHERE "
-                                "user_id = $1",
-                                pu, 1, &rows)) < 0)
-            return rc;
-        rc = keel_db_rows_next(rows);
-        int64_t n = rc == 1 ? keel_db_get_int(rows, 0) : 0;
-        keel_db_rows_free(rows);
-        if (rc < 0)
+        int64_t n;
+        if ((rc = count_mine(c, j, "SELECT COUNT(*) FROM notification_push_tokens WHERE "
+                                   "user_id = $1",
+                             &n)) < 0)
             return rc;
         uint64_t max = app_notify_opts()->push_tokens_max;
         if ((uint64_t)n >= max) {

@@ -386,6 +386,19 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(line)
 
 
+# ---------------------------------------------------------------- PostgreSQL
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One throw-away PostgreSQL cluster for the run (tests/support/pg_tmp.sh,
+    started on first use, ~3 s): every test takes a database of its own in
+    it (test_migrate.Pg) and drops it after. test_storage keeps a cluster of
+    its own (it stops and restarts it)."""
+    from test_migrate import PgCluster
+    c = PgCluster()
+    yield c
+    c.destroy()
+
+
 # ---------------------------------------------------------------- redis
 @pytest.fixture
 def redis_server():

@@ -24,7 +24,7 @@ import requests
 
 from conftest import SANITIZED, SLACK, run_cli, scrape_metric, wait_for
 from test_auth import Api, env, make_admin, problem
-from test_migrate import Pg, PgCluster
+from test_migrate import Pg
 from test_uploads import B, body, part
 
 TOTAL = 20000 if SANITIZED else 100000
@@ -51,13 +51,6 @@ def sql(api, q):
             con.close()
     out = api.pg.cluster.psql(url, q)
     return [tuple(line.split("|")) for line in out.splitlines() if line]
-
-
-@pytest.fixture(scope="module")
-def pg_cluster():
-    c = PgCluster()
-    yield c
-    c.destroy()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from conftest import SLACK, run_cli, wait_past_second
-from test_migrate import Pg, PgCluster
+from test_migrate import Pg
 
 SECRET = "e2e-secret-0123456789abcdef0123456789abcdef"
 FAST_HASH = {"PASSWORD_HASH_MEMORY": "8mb", "PASSWORD_HASH_OPS": "1"}
@@ -59,13 +59,6 @@ class Api:
 
     def cli(self, args, **extra):
         return run_cli(args, env=dict(self.srv_env, **extra), cwd=self.srv.workdir)
-
-
-@pytest.fixture(scope="module")
-def pg_cluster():
-    c = PgCluster()
-    yield c
-    c.destroy()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from conftest import SLACK, run_cli, wait_past_second
-from test_migrate import Pg, PgCluster
+from test_migrate import Pg
 from test_redis import metric
 
 SECRET = "e2e-secret-0123456789abcdef0123456789abcdef"
@@ -43,13 +43,6 @@ class Node:
 
     def m(self, family, **labels):
         return metric(self.srv, family, **labels) or 0
-
-
-@pytest.fixture(scope="module")
-def pg_cluster():
-    c = PgCluster()
-    yield c
-    c.destroy()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import wait_for
 from test_auth import PW, Api, env, problem
-from test_migrate import Pg, PgCluster
+from test_migrate import Pg
 
 STATES = ["draft", "scheduled", "active", "completed", "cancelled", "archived"]
 ALLOWED = {("draft", "scheduled"), ("draft", "cancelled"), ("scheduled", "active"),
@@ -29,13 +29,6 @@ ALLOWED = {("draft", "scheduled"), ("draft", "cancelled"), ("scheduled", "active
 PATH_TO = {"draft": [], "scheduled": ["scheduled"], "active": ["scheduled", "active"],
            "completed": ["scheduled", "active", "completed"], "cancelled": ["cancelled"],
            "archived": ["cancelled", "archived"]}
-
-
-@pytest.fixture(scope="module")
-def pg_cluster():
-    c = PgCluster()
-    yield c
-    c.destroy()
 
 
 class Db:

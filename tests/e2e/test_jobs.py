@@ -25,7 +25,7 @@ import requests
 from conftest import (REPO, SLACK, STARTUP_TIMEOUT, KeelServer, build_env, free_port,
                       run_cli, scrape_metric, wait_for)
 from test_auth import PW, SECRET, FAST_HASH, problem
-from test_migrate import Pg, PgCluster
+from test_migrate import Pg
 
 JOBS_BIN = os.path.abspath(os.environ.get("KEEL_JOBS_BIN") or str(REPO / "build" / "jobs_service"))
 
@@ -96,13 +96,6 @@ class Sql:
             return self.scalar("SELECT count(*) FROM %s WHERE %s" % (table, where))
         except (sqlite3.OperationalError, AssertionError):
             return -1  # not created yet
-
-
-@pytest.fixture(scope="module")
-def pg_cluster():
-    c = PgCluster()
-    yield c
-    c.destroy()
 
 
 def fresh_pg(request):

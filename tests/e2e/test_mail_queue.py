@@ -193,14 +193,13 @@ def test_550_dead_no_retry_address_suppressed(keel):
         smtp.stop()
 
 
-def test_postgres_queue_reset_verify_suppress(keel, tmp_path):
+def test_postgres_queue_reset_verify_suppress(keel, tmp_path, pg_cluster):
     """The same SQL on PostgreSQL: the queue's jobs, the token claims, the
     reset's CASE, the suppression's ON CONFLICT."""
-    from test_migrate import Pg, PgCluster
-    cluster = PgCluster()
+    from test_migrate import Pg
     smtp = Smtp()
+    pg = Pg(pg_cluster)
     try:
-        pg = Pg(cluster)
         env = dict(QUICK, SMTP_URL=smtp.url, DATABASE_URL=pg.url)
         srv = keel(**env)
         h = admin(srv, env)
@@ -238,7 +237,7 @@ def test_postgres_queue_reset_verify_suppress(keel, tmp_path):
         srv.stop()
     finally:
         smtp.stop()
-        cluster.destroy()
+        pg.drop()
 
 
 def test_sealed_vars_under_another_secret_fail_invalid(keel, tmp_path):

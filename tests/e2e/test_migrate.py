@@ -148,13 +148,6 @@ class Pg:
         self.cluster.psql(self.cluster.url, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % self.db)
 
 
-@pytest.fixture(scope="module")
-def pg_cluster():
-    c = PgCluster()
-    yield c
-    c.destroy()
-
-
 @pytest.fixture
 def pg(pg_cluster):
     db = Pg(pg_cluster)

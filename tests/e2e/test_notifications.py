@@ -18,7 +18,7 @@ import pytest
 
 from conftest import scrape_metric, wait_for
 from test_auth import PW, Api, env, problem
-from test_migrate import Pg, PgCluster
+from test_migrate import Pg
 
 TOK_OK = "okdevice0123456789:APA91b-ok_token"
 TOK_FLAKY = "flakydevice0123456789:APA91b-flaky"
@@ -109,13 +109,6 @@ def gateway():
     g = Gateway()
     yield g
     g.stop()
-
-
-@pytest.fixture(scope="module")
-def pg_cluster():
-    c = PgCluster()
-    yield c
-    c.destroy()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

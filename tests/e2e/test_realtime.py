@@ -550,16 +550,15 @@ def test_session_end_closes_4001(keel):
 # ---------------------------------------------------------------- two instances
 
 
-def test_two_instances_postgres_redis(keel, redis_server):
+def test_two_instances_postgres_redis(keel, redis_server, pg_cluster):
     """A and B on one PostgreSQL and one Redis: a room message sent on A
     reaches B's clients, a DM reaches the user's connections on both,
     presence is the union, WS_MAX_PER_USER counts both; A is killed, its client reconnects to B and
     resumes with nothing missed and nothing twice."""
-    from test_migrate import Pg, PgCluster
+    from test_migrate import Pg
 
-    cluster = PgCluster()
+    pg = Pg(pg_cluster)
     try:
-        pg = Pg(cluster)
         env = dict(ENV, DATABASE_URL=pg.url, REDIS_URL=redis_server.url,
                    WS_PRESENCE_HEARTBEAT="300ms")
         a = keel(**dict(env, INSTANCE_ID="rt-a"))
@@ -631,9 +630,8 @@ def test_two_instances_postgres_redis(keel, redis_server):
 
         run(go())
         b.stop()
-        pg.drop()
     finally:
-        cluster.destroy()
+        pg.drop()
 
 
 def test_redis_loss_gap_filled_from_storage(keel, redis_server):

@@ -303,14 +303,6 @@ def test_redis_commands_are_child_spans(keel, rx, redis_server):
     assert red[0]["_attrs"]["server.port"] == str(redis_server.port)
 
 
-@pytest.fixture(scope="module")
-def pg_cluster():
-    from test_migrate import PgCluster
-    c = PgCluster()
-    yield c
-    c.destroy()
-
-
 def test_postgres_statement_span_from_the_async_engine(keel, rx, pg_cluster):
     """With PostgreSQL, GET /db runs its statement on the loop (the async
     engine): the span is made there, a child of the server span."""

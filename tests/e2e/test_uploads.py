@@ -590,14 +590,6 @@ def test_large_file_streams_in_constant_memory(big, report):
 
 # ------------------------------------------------------------ PostgreSQL
 
-@pytest.fixture(scope="module")
-def pg_cluster():
-    from test_migrate import PgCluster
-    c = PgCluster()
-    yield c
-    c.destroy()
-
-
 @pytest.fixture
 def pg_db(pg_cluster):
     from test_migrate import Pg

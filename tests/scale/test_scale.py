@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from conftest import ADMIN_PW, e2e, record, wrk
@@ -77,6 +78,7 @@ def admin_token(proxy, cluster):
     return cluster.admin_token
 
 
+@pytest.mark.one_proxy
 def test_jobs_enqueued_through_the_proxy_run_exactly_once(stack):
     """10,000 jobs enqueued through the proxy (so on every instance, in
     batches of 1,000: POST /api/v1/admin/jobs) are run once each by the
@@ -109,6 +111,7 @@ def test_jobs_enqueued_through_the_proxy_run_exactly_once(stack):
     record("jobs_%s" % proxy.kind, seconds=round(took, 1), per_instance=per)
 
 
+@pytest.mark.one_proxy
 def test_trace_crosses_two_services_as_one(stack, otlp, tmp_path):
     """orders-service calls the reference service through the proxy; the
     caller's traceparent is continued by both, and the OTLP receiver gets
