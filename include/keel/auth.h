@@ -113,6 +113,22 @@ int keel_password_hash(const char *pw, size_t len, uint64_t ops, uint64_t mem,
 int keel_password_verify(const char *hash, const char *pw, size_t len);
 /* 1 when the hash was made with other limits than these (rehash on login). */
 int keel_password_needs_rehash(const char *hash, uint64_t ops, uint64_t mem);
+
+/* Moves keel_password_hash and keel_password_verify into a child process
+ * with `threads` threads (each call then blocks on a socket to it, as it
+ * blocked on the CPU before), running `nice` steps below this process.
+ * Why: argon2id maps and unmaps its whole memory (64 MiB by default) for
+ * every hash, and unmapping that much holds the address space's lock for
+ * tens of milliseconds; every thread of the process that faults a page or
+ * copies to or from user memory in a system call waits for it, so during
+ * logins the event loops stalled up to 40 ms (docs/performance.md). In a
+ * child process the unmapping locks only the child.
+ * Must be called while the process has one thread (keel_main calls it for
+ * `serve` before anything starts: PASSWORD_HASH_PROCESS); returns 0, or
+ * KEEL_EINVAL when there already are threads, KEEL_EIO when the child
+ * cannot be made — the functions then hash in process, as they do when
+ * the child dies (logged once). The child ends with this process. */
+int keel_password_isolate(unsigned threads, unsigned nice);
 /* NULL when pw is acceptable, else why not: too short (min bytes), too
  * long (KEEL_PASSWORD_MAX bytes), or one of the most common passwords. */
 #define KEEL_PASSWORD_MAX 1024

@@ -78,6 +78,7 @@ typedef struct keel_config {
     /* work pool */
     unsigned work_threads;   /* WORK_POOL_SIZE */
     unsigned work_nice;      /* WORK_POOL_NICE */
+    int password_process;    /* PASSWORD_HASH_PROCESS */
     uint64_t work_queue_max; /* WORK_QUEUE_MAX */
 
     /* logs */

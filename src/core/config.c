@@ -104,6 +104,10 @@ static const keel_config_var core_vars[] = {
      .help = "serve the OpenAPI document at /openapi.json and its viewer at /docs"},
     {.name = "WORK_POOL_SIZE", .type = KEEL_CONFIG_UINT, .def = "4", AT(work_threads),
      .min = 1, .max = 1024, .help = "threads for blocking work (SQL, password hashing)"},
+    {.name = "PASSWORD_HASH_PROCESS", .type = KEEL_CONFIG_BOOL, .def = "true",
+     AT(password_process),
+     .help = "hash and check passwords (argon2id) in a child process: its 64 MiB map and "
+             "unmap per hash then never stall the event loops (keel serve)"},
     {.name = "WORK_POOL_NICE", .type = KEEL_CONFIG_UINT, .def = "10", AT(work_nice),
      .min = 0, .max = 19,
      .help = "how much lower the work pool threads' CPU priority is than the event loops' "

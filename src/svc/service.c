@@ -1,5 +1,6 @@
 /* service.c — keel_main: the CLI and the assembly of a standard service
  * (config, logs, middleware, health, metrics, drain). */
+#include "keel/auth.h"
 #include "keel/service.h"
 
 #include <jansson.h>
@@ -523,6 +524,14 @@ int keel_main(int argc, char **argv, const keel_app *app)
     if (keel_log_init(&cfg) < 0) {
         keel_config_close(&cfg);
         return 2;
+    }
+    /* Password hashing in its own process (keel/auth.h): forked here,
+     * while this process has one thread. */
+    if (!strcmp(cmd, "serve") && cfg.password_process) {
+        int prc = keel_password_isolate(cfg.work_threads, cfg.work_nice);
+        if (prc < 0)
+            keel_log(KEEL_LOG_WARN, "passwords are hashed in process", "{s:s}", "reason",
+                     keel_strerror(prc));
     }
     /* The schema first: nothing listens before it is what the code expects. */
     if (!strcmp(cmd, "serve") && app->use_database &&

@@ -4,12 +4,20 @@
  * and roles; keel_jwt_verify_ex's claim options with the benchmark's
  * token. Tokens are built by hand (libsodium HMAC) so the header and
  * payload can be anything. */
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -438,6 +446,83 @@ static void test_password_policy_and_hash(void **state)
     assert_true(keel_password_needs_rehash(h, 2, mem));
 }
 
+static void *idle_thread(void *arg)
+{
+    char c;
+    (void)!read(*(int *)arg, &c, 1); /* until the test writes */
+    return NULL;
+}
+
+/* The hasher child's pid: the one process whose parent is this one and
+ * whose name is keel-hasher. */
+static pid_t hasher_pid(void)
+{
+    DIR *d = opendir("/proc");
+    pid_t found = 0;
+    for (struct dirent *e; d && (e = readdir(d));) {
+        char path[300], buf[512];
+        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        char *close_paren = strrchr(buf, ')');
+        int ppid = 0;
+        if (strstr(buf, "(keel-hasher)") && close_paren &&
+            sscanf(close_paren + 2, "%*c %d", &ppid) == 1 && ppid == getpid())
+            found = (pid_t)atoi(e->d_name);
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+/* keel_password_isolate: refused once there are threads; then hashes and
+ * checks go through the child, give the same answers, and keep working
+ * (in process) after the child is killed. */
+static void test_password_hasher_process(void **state)
+{
+    (void)state;
+    pthread_t t;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(pthread_create(&t, NULL, idle_thread, &p[0]), 0);
+    assert_int_equal(keel_password_isolate(2, 3), KEEL_EINVAL); /* not with a second thread */
+    assert_int_equal(write(p[1], "x", 1), 1);
+    pthread_join(t, NULL);
+    close(p[0]);
+    close(p[1]);
+    assert_int_equal(keel_password_isolate(2, 3), 0);
+    assert_int_equal(keel_password_isolate(2, 3), KEEL_EALREADY);
+    pid_t child = hasher_pid();
+    assert_true(child > 0);
+    errno = 0;
+    assert_int_equal(getpriority(PRIO_PROCESS, (id_t)child), getpriority(PRIO_PROCESS, 0) + 3);
+    char h[KEEL_PW_HASH_MAX];
+    uint64_t ops = 1, mem = 8192 * 1024;
+    assert_int_equal(keel_password_hash("s3cret-pass", 11, ops, mem, h), 0);
+    assert_true(strncmp(h, "$argon2id$", 10) == 0);
+    assert_true(keel_password_verify(h, "s3cret-pass", 11));
+    assert_false(keel_password_verify(h, "s3cret-pasS", 11));
+    assert_false(keel_password_verify("$argon2id$v=19$m=8192,t=1,p=1$bad", "x", 1));
+    assert_false(keel_password_verify(NULL, "s3cret-pass", 11));
+    /* a password with a NUL byte inside, and the longest allowed */
+    char big[KEEL_PASSWORD_MAX];
+    memset(big, 'y', sizeof(big));
+    big[7] = 0;
+    assert_int_equal(keel_password_hash(big, sizeof(big), ops, mem, h), 0);
+    assert_true(keel_password_verify(h, big, sizeof(big)));
+    assert_false(keel_password_verify(h, big, 7));
+    /* the child dies: the next calls hash in process */
+    assert_int_equal(kill(child, SIGKILL), 0);
+    (void)waitpid(child, NULL, 0);
+    assert_int_equal(keel_password_hash("after-death", 11, ops, mem, h), 0);
+    assert_true(keel_password_verify(h, "after-death", 11));
+    assert_false(keel_password_verify(h, "after-deatH", 11));
+}
+
 static void test_roles(void **state)
 {
     (void)state;
@@ -470,6 +555,7 @@ int main(void)
         cmocka_unit_test(test_bench_token),
         cmocka_unit_test(test_password_policy_and_hash),
         cmocka_unit_test(test_roles),
+        cmocka_unit_test(test_password_hasher_process),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
