@@ -233,6 +233,11 @@ def main():
             order = targets if rnd % 2 == 0 else list(reversed(targets))
             for kind in ("upload", "download"):
                 for t in order:
+                    # every measurement starts with no dirty pages left by the
+                    # previous one (the 1 GiB file each target stored, a
+                    # 100 MiB upload): their writeback is not the next
+                    # transfer's (keel fsyncs its uploads; the peer does not)
+                    os.sync()
                     r = curl(t, kind, up if kind == "upload" else t.big_id, a.client_cpu)
                     if kind == "upload":
                         got = r.pop("body")["data"][0]
