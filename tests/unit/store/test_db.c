@@ -624,13 +624,13 @@ static void test_copy_in(void **state)
 
     /* a duplicate id: the whole COPY fails, the new row is not written */
     keel_buf_free(&data);
-    keel_buf_append(&data, "r8\tnew\t8\t{}\nr1\tdup\t1\t{}\n", 26);
+    keel_buf_append_str(&data, "r8\tnew\t8\t{}\nr1\tdup\t1\t{}\n");
     assert_int_equal(keel_db_copy_in(c, "COPY copy_t (id, a, n, j) FROM STDIN", data.data,
                                      data.len, &n),
                      KEEL_EDB_CONSTRAINT);
     /* bad data (not JSON): an SQL error, the connection still usable */
     keel_buf_free(&data);
-    keel_buf_append(&data, "r9\tx\t9\t{oops\n", 13);
+    keel_buf_append_str(&data, "r9\tx\t9\t{oops\n");
     assert_int_equal(keel_db_copy_in(c, "COPY copy_t (id, a, n, j) FROM STDIN", data.data,
                                      data.len, &n),
                      KEEL_EDB_SQL);
