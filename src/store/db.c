@@ -583,6 +583,8 @@ void keel_db_copy_field(keel_buf *b, const char *s, size_t n)
         keel_buf_append(b, "\\N", 2);
         return;
     }
+    if (!n)
+        return; /* the empty string: nothing between the tabs */
     /* at most two bytes out per byte in */
     char *w = keel_buf_reserve(b, 2 * n), *o = w;
     for (size_t i = 0; i < n; i++) {

@@ -663,10 +663,17 @@ static int pg_copy_in(keel_db_conn *base, const char *sql, const void *data, siz
         sent = pq.PQputCopyEnd(c->pg, NULL);
     else
         pq.PQputCopyEnd(c->pg, "keel: sending the data failed");
-    int rc = 0, seen = 0;
+    int rc = 0, seen = 0, ends = 0;
     while ((res = pq.PQgetResult(c->pg)) != NULL) {
         ExecStatusType st = pq.PQresultStatus(res);
         if (st == PGRES_COPY_IN) { /* the end was not taken: give up on it */
+            if (ends++) { /* still in COPY: the connection is unusable */
+                pq.PQclear(res);
+                c->base.broken = 1;
+                c->bad = 1;
+                keel__db_set_error(base, "postgres: the COPY could not be ended");
+                return KEEL_EDB_UNAVAILABLE;
+            }
             pq.PQputCopyEnd(c->pg, "keel: the copy could not be ended");
         } else if (!seen) {
             seen = 1;
