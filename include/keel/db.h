@@ -43,7 +43,8 @@ typedef struct keel_db_rows keel_db_rows; /* a result being read */
     X(DB_TIMEOUT, -20103, "statement timeout")            /* -> 503 */        \
     X(DB_RETRY, -20104, "serialization failure or busy")  /* retried by tx */ \
     X(DB_SQL, -20105, "SQL error")                        /* -> 500 */        \
-    X(DB_NOROW, -20106, "no row")                         /* -> 404 */
+    X(DB_NOROW, -20106, "no row")                         /* -> 404 */         \
+    X(DB_UNSUPPORTED, -20107, "not supported by this database") /* -> 500 */
 
 enum {
 #define KEEL_DB_ERR_ENUM(name, val, msg) KEEL_E##name = (val),
@@ -301,6 +302,29 @@ int keel_db_last_insert_id(keel_db_conn *c, int64_t *out);
 
 /* The driver's message for the last error on c (for logs, not clients). */
 const char *keel_db_errmsg(const keel_db_conn *c);
+
+/* ---------------------------------------------------------------- bulk load (COPY) */
+
+/* PostgreSQL's COPY ... FROM STDIN: sql is the COPY statement (text
+ * format, the default: one line per row, fields separated by a tab, ending
+ * in a newline), data[0..len) the rows, built with keel_db_copy_field.
+ * The COPY is one statement: every row goes in, or none (a bad row fails
+ * the whole of it). *rows (may be NULL) gets the rows loaded. 0, or
+ * KEEL_EDB_* as keel_db_exec (a duplicate key: KEEL_EDB_CONSTRAINT), or
+ * KEEL_EDB_UNSUPPORTED on SQLite, which has no COPY: the caller writes
+ * the rows another way (a multi-row INSERT). Timed and logged as
+ * db_query_duration_seconds{op="copy"}. */
+int keel_db_copy_in(keel_db_conn *c, const char *sql, const void *data, size_t len,
+                    int64_t *rows);
+
+/* Appends one field of a COPY text-format row to b: s[0..n) with
+ * backslash, tab, newline and carriage return escaped (\\, \t, \n, \r),
+ * every other byte as is (UTF-8 passes through); s NULL appends \N (SQL
+ * NULL). The caller writes the tab between fields and the newline after
+ * the last one. s must hold no NUL byte (PostgreSQL text cannot). */
+void keel_db_copy_field(keel_buf *b, const char *s, size_t n);
+/* Appends a decimal int64 field. */
+void keel_db_copy_int(keel_buf *b, int64_t v);
 
 /* Runs fn in a transaction (SQLite: BEGIN IMMEDIATE): commit when it
  * returns 0, roll back on any other value, which is returned. Nested calls

@@ -13,10 +13,13 @@
  *   flusher:      one thread with its own database connection; every
  *                 ANALYTICS_FLUSH_MS, or when a buffer passes
  *                 ANALYTICS_FLUSH_ROWS, takes every worker's pending
- *                 events and writes them with multi-row INSERTs of
- *                 ANALYTICS_FLUSH_ROWS rows, ON CONFLICT (id) DO NOTHING:
- *                 a statement retried after a lost connection (its commit
- *                 unknown) never writes an event twice.
+ *                 events and writes them: on PostgreSQL with COPY ...
+ *                 FROM STDIN of up to ANALYTICS_COPY_ROWS rows (one
+ *                 statement: all or nothing), on SQLite with multi-row
+ *                 INSERTs of ANALYTICS_FLUSH_ROWS rows, ON CONFLICT (id)
+ *                 DO NOTHING. A COPY retried after a lost connection (its
+ *                 commit unknown) fails on the duplicate ids and its rows
+ *                 go through those INSERTs: never an event twice.
  *
  * An event counts against its worker's bound until its row is written, so
  * memory is bounded by ANALYTICS_BUFFER_MAX / _BYTES per worker whatever
@@ -86,7 +89,11 @@ static const keel_config_var analytics_vars[] = {
      .help = "buffered events are written at least this often (ms); sooner when a buffer "
              "holds ANALYTICS_FLUSH_ROWS"},
     {.name = "ANALYTICS_FLUSH_ROWS", .type = KEEL_CONFIG_UINT, .def = "500", AT(flush_rows),
-     .min = 1, .max = 1000, .help = "rows per multi-row INSERT of the flusher"},
+     .min = 1, .max = 1000, .help = "rows per multi-row INSERT of the flusher (SQLite, and the "
+                                    "fallback of a failed COPY)"},
+    {.name = "ANALYTICS_COPY_ROWS", .type = KEEL_CONFIG_UINT, .def = "5000", AT(copy_rows),
+     .min = 1, .max = 1000000,
+     .help = "rows per COPY ... FROM STDIN of the flusher on PostgreSQL"},
     {.name = "ANALYTICS_MAX_AGE", .type = KEEL_CONFIG_DURATION, .def = "7d", AT(past_ms),
      .min = 1000, .help = "an event's ts may be at most this far in the past (422)"},
     {.name = "ANALYTICS_MAX_SKEW", .type = KEEL_CONFIG_DURATION, .def = "5m", AT(future_ms),
@@ -193,7 +200,8 @@ static struct {
     int started, stop, kick;
     an_event **carry; /* taken, not yet written: cap nworkers * buffer_max */
     size_t ncarry;
-    keel_metric *m_received, *m_written, *m_dropped, *m_flush_errors;
+    int no_copy; /* the database has no COPY (SQLite) */
+    keel_metric *m_received, *m_written, *m_dropped, *m_flush_errors, *m_copy_fallbacks;
 } A;
 
 static int64_t now_ms(void)
@@ -280,21 +288,21 @@ static int transient(int rc)
            rc == KEEL_EBUSY || rc == KEEL_ENOMEM;
 }
 
-/* Writes A.carry in chunks; what is written leaves the carry. 0 when all
- * went, else the transient error that stopped it (the rest kept). */
-static int write_carry(keel_db_conn *c)
+/* Writes A.carry[*done..end) with multi-row INSERTs; what is written
+ * leaves the carry (*done moves on). 0 when all went, else the transient
+ * error that stopped it. */
+static int write_inserts(keel_db_conn *c, size_t *pdone, size_t end, keel_buf *sql,
+                         keel_db_param *params)
 {
-    size_t chunk = (size_t)A.o->flush_rows, done = 0;
-    keel_buf sql = {0};
-    keel_db_param *params = keel_malloc(sizeof(*params) * COLS * chunk);
+    size_t chunk = (size_t)A.o->flush_rows, done = *pdone;
     int rc = 0;
     unsigned shard = A.nworkers; /* not a worker's: the flusher's own shard */
-    while (done < A.ncarry) {
+    while (done < end) {
         /* full chunks, then the rest in powers of two: at most 1 + log2
          * (ANALYTICS_FLUSH_ROWS) distinct statements, each prepared once
          * per connection and then found in its statement cache (SQLite's
          * prepare of ?NNN parameters is quadratic in their number) */
-        size_t n = A.ncarry - done;
+        size_t n = end - done;
         if (n >= chunk) {
             n = chunk;
         } else {
@@ -303,11 +311,11 @@ static int write_carry(keel_db_conn *c)
                 p2 *= 2;
             n = p2;
         }
-        rc = insert_rows(c, A.carry + done, n, &sql, params);
+        rc = insert_rows(c, A.carry + done, n, sql, params);
         if (rc < 0 && !transient(rc)) {
             /* a row the database refuses: each alone, the failing ones dropped */
             for (size_t i = 0; i < n; i++) {
-                int r1 = insert_rows(c, A.carry + done + i, 1, &sql, params);
+                int r1 = insert_rows(c, A.carry + done + i, 1, sql, params);
                 if (r1 < 0 && transient(r1)) {
                     rc = r1;
                     break;
@@ -338,10 +346,92 @@ static int write_carry(keel_db_conn *c)
         release(A.carry + done, n);
         done += n;
     }
+    *pdone = done;
+    return rc < 0 ? rc : 0;
+}
+
+/* One COPY of ev[0..n) (PostgreSQL): the rows in COPY's text format. */
+static const char copy_sql[] =
+    "COPY analytics_events (id, name, ts, received_at, user_id, api_key_id, session_id, "
+    "properties) FROM STDIN";
+
+static int copy_rows(keel_db_conn *c, an_event **ev, size_t n, keel_buf *data)
+{
+    data->len = 0;
+    for (size_t i = 0; i < n; i++) {
+        const an_event *e = ev[i];
+#define FIELD(s) keel_db_copy_field(data, (s), (s) ? strlen(s) : 0)
+        FIELD(e->id);
+        keel_buf_append(data, "\t", 1);
+        FIELD(e->name);
+        keel_buf_append(data, "\t", 1);
+        keel_db_copy_int(data, e->ts);
+        keel_buf_append(data, "\t", 1);
+        keel_db_copy_int(data, e->received);
+        keel_buf_append(data, "\t", 1);
+        FIELD(e->user);
+        keel_buf_append(data, "\t", 1);
+        FIELD(e->key);
+        keel_buf_append(data, "\t", 1);
+        FIELD(e->session);
+        keel_buf_append(data, "\t", 1);
+        FIELD(e->props); /* the compact JSON, as text: jsonb parses it */
+        keel_buf_append(data, "\n", 1);
+#undef FIELD
+    }
+    return keel_db_copy_in(c, copy_sql, data->data, data->len, NULL);
+}
+
+/* Writes A.carry; what is written leaves the carry. 0 when all went, else
+ * the transient error that stopped it (the rest kept).
+ *
+ * On PostgreSQL, COPY ... FROM STDIN of up to ANALYTICS_COPY_ROWS rows at a
+ * time: one statement, all its rows or none. COPY has no ON CONFLICT, so
+ * a COPY that fails for any other reason than a transient one — a
+ * duplicate id because a flush whose commit was unknown is retried, a row
+ * the database refuses — writes those rows again with the INSERT path,
+ * whose ON CONFLICT (id) DO NOTHING skips what is already there and whose
+ * row-by-row fallback drops only a poison row. On SQLite (no COPY:
+ * KEEL_EDB_UNSUPPORTED) every flush uses the INSERTs. */
+static int write_carry(keel_db_conn *c)
+{
+    size_t done = 0;
+    keel_buf sql = {0}, data = {0};
+    keel_db_param *params = keel_malloc(sizeof(*params) * COLS * A.o->flush_rows);
+    int rc = 0;
+    unsigned shard = A.nworkers;
+    while (done < A.ncarry) {
+        if (!A.no_copy) {
+            size_t n = A.ncarry - done;
+            if (n > A.o->copy_rows)
+                n = (size_t)A.o->copy_rows;
+            rc = copy_rows(c, A.carry + done, n, &data);
+            if (rc == 0) {
+                keel_metric_add(A.m_written, shard, NULL, (double)n);
+                release(A.carry + done, n);
+                done += n;
+                continue;
+            }
+            if (rc == KEEL_EDB_UNSUPPORTED) {
+                A.no_copy = 1; /* SQLite: the INSERTs from now on */
+            } else if (transient(rc)) {
+                break;
+            } else {
+                keel_metric_add(A.m_copy_fallbacks, shard, NULL, 1);
+                rc = write_inserts(c, &done, done + n, &sql, params);
+                if (rc < 0)
+                    break;
+                continue;
+            }
+        }
+        rc = write_inserts(c, &done, A.ncarry, &sql, params);
+        break;
+    }
     memmove(A.carry, A.carry + done, (A.ncarry - done) * sizeof(*A.carry));
     A.ncarry -= done;
     keel_free(params);
     keel_buf_free(&sql);
+    keel_buf_free(&data);
     return A.ncarry ? (rc < 0 ? rc : KEEL_EDB_UNAVAILABLE) : 0;
 }
 
@@ -724,7 +814,14 @@ int app_analytics_setup(keel_service *svc)
                                             "Flushes that failed and were retried", NULL);
     keel_metric_declare(A.m_written, NULL);
     keel_metric_declare(A.m_dropped, NULL);
+    A.m_copy_fallbacks =
+        keel_metrics_counter(m, "analytics_copy_fallbacks_total",
+                             "COPYs of the flusher that failed for a non-transient reason "
+                             "(a retried flush's duplicate ids, a refused row): their rows "
+                             "went through INSERT ... ON CONFLICT DO NOTHING",
+                             NULL);
     keel_metric_declare(A.m_flush_errors, NULL);
+    keel_metric_declare(A.m_copy_fallbacks, NULL);
     keel_metrics_callback(m, "analytics_buffered_events",
                           "Events accepted and not yet written (every worker's buffer)",
                           KEEL_GAUGE, m_buffered, NULL);

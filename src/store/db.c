@@ -295,9 +295,19 @@ int keel__db_sql_blank(const char *sql)
 }
 
 /* The metrics label of a statement: its first keyword. */
-enum { OP_SELECT = 0, OP_INSERT, OP_UPDATE, OP_DELETE, OP_BEGIN, OP_COMMIT, OP_ROLLBACK, OP_OTHER };
-static const char *const op_names[] = {"select", "insert", "update", "delete",
-                                       "begin", "commit", "rollback", "other"};
+enum {
+    OP_SELECT = 0,
+    OP_INSERT,
+    OP_UPDATE,
+    OP_DELETE,
+    OP_BEGIN,
+    OP_COMMIT,
+    OP_ROLLBACK,
+    OP_COPY,
+    OP_OTHER
+};
+static const char *const op_names[] = {"select", "insert", "update", "delete", "begin",
+                                       "commit", "rollback", "copy", "other"};
 
 unsigned keel__db_sql_op(const char *sql)
 {
@@ -545,6 +555,56 @@ int keel_db_exec(keel_db_conn *c, const char *sql, const keel_db_param *params,
     if (rc == 0 && affected)
         *affected = n;
     return rc;
+}
+
+int keel_db_copy_in(keel_db_conn *c, const char *sql, const void *data, size_t len,
+                    int64_t *rows)
+{
+    if (rows)
+        *rows = 0;
+    if (!c || !sql || (len && !data))
+        return KEEL_EINVAL;
+    if (!c->drv->copy_in) {
+        keel__db_set_error(c, "%s has no COPY", c->drv->name);
+        return KEEL_EDB_UNSUPPORTED; /* not a failure of the database: not observed */
+    }
+    uint64_t t0 = keel_now_ns();
+    int64_t n = 0;
+    int rc = c->drv->copy_in(c, sql, data, len, &n);
+    keel__db_observe(c, OP_COPY, sql, keel_now_ns() - t0, rc, rc == 0 ? (uint64_t)n : 0);
+    if (rc == 0 && rows)
+        *rows = n;
+    return rc;
+}
+
+void keel_db_copy_field(keel_buf *b, const char *s, size_t n)
+{
+    if (!s) {
+        keel_buf_append(b, "\\N", 2);
+        return;
+    }
+    if (!n)
+        return; /* the empty string: nothing between the tabs */
+    /* at most two bytes out per byte in */
+    char *w = keel_buf_reserve(b, 2 * n), *o = w;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        switch (ch) {
+        case '\\': *o++ = '\\', *o++ = '\\'; break;
+        case '\t': *o++ = '\\', *o++ = 't'; break;
+        case '\n': *o++ = '\\', *o++ = 'n'; break;
+        case '\r': *o++ = '\\', *o++ = 'r'; break;
+        default: *o++ = ch; break;
+        }
+    }
+    b->len += (size_t)(o - w);
+}
+
+void keel_db_copy_int(keel_buf *b, int64_t v)
+{
+    char tmp[24];
+    int k = snprintf(tmp, sizeof(tmp), "%lld", (long long)v);
+    keel_buf_append(b, tmp, (size_t)k);
 }
 
 int keel_db_query(keel_db_conn *c, const char *sql, const keel_db_param *params,

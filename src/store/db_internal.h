@@ -140,6 +140,10 @@ struct keel__db_driver {
     /* A cheap round trip; 0 or an error. */
     int (*ping)(keel_db_conn *c);
     int (*last_insert_id)(keel_db_conn *c, int64_t *out);
+    /* COPY ... FROM STDIN of data[0..len) (keel_db_copy_in); NULL: the
+     * database has none (KEEL_EDB_UNSUPPORTED). */
+    int (*copy_in)(keel_db_conn *c, const char *sql, const void *data, size_t len,
+                   int64_t *rows);
     /* The KEEL_EDB_* kind of the driver's last error on c. */
     int (*classify)(keel_db_conn *c);
     /* keel_db_query_async on the request's own loop (db_pg_async.c); NULL,

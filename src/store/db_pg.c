@@ -626,6 +626,73 @@ static json_t *pg_value_json(const keel_db_rows *rows, size_t col)
     }
 }
 
+/* ---------------------------------------------------------------- COPY */
+
+/* COPY ... FROM STDIN on the (blocking) connection: the statement on the
+ * simple protocol, then the data in pieces of at most 1 MiB, the end, and
+ * the result ("COPY n"). A failure after the COPY started (the connection
+ * lost, a row refused) ends it: the server then rolls the whole COPY back.
+ * Every result is read, so the connection is idle again on return. */
+static int pg_copy_in(keel_db_conn *base, const char *sql, const void *data, size_t len,
+                      int64_t *rows)
+{
+    pg_conn *c = (pg_conn *)base;
+    if (!pq.PQgetResult) {
+        keel__db_set_error(base, "this libpq has no PQgetResult");
+        return KEEL_EDB_UNSUPPORTED;
+    }
+    PGresult *res = pq.PQexec(c->pg, sql);
+    if (pq.PQresultStatus(res) != PGRES_COPY_IN) {
+        int rc = keel__pg_ok_status(pq.PQresultStatus(res))
+                     ? KEEL_EDB_SQL /* not a COPY FROM STDIN at all */
+                     : keel__pg_fail(c, res);
+        if (rc == KEEL_EDB_SQL && keel__pg_ok_status(pq.PQresultStatus(res)))
+            keel__db_set_error(base, "not a COPY ... FROM STDIN statement");
+        pq.PQclear(res);
+        return rc;
+    }
+    pq.PQclear(res);
+    const char *p = data;
+    int sent = 1;
+    for (size_t off = 0; off < len && sent == 1;) {
+        size_t k = len - off > (1u << 20) ? (1u << 20) : len - off;
+        sent = pq.PQputCopyData(c->pg, p + off, (int)k);
+        off += k;
+    }
+    if (sent == 1)
+        sent = pq.PQputCopyEnd(c->pg, NULL);
+    else
+        pq.PQputCopyEnd(c->pg, "keel: sending the data failed");
+    int rc = 0, seen = 0, ends = 0;
+    while ((res = pq.PQgetResult(c->pg)) != NULL) {
+        ExecStatusType st = pq.PQresultStatus(res);
+        if (st == PGRES_COPY_IN) { /* the end was not taken: give up on it */
+            if (ends++) { /* still in COPY: the connection is unusable */
+                pq.PQclear(res);
+                c->base.broken = 1;
+                c->bad = 1;
+                keel__db_set_error(base, "postgres: the COPY could not be ended");
+                return KEEL_EDB_UNAVAILABLE;
+            }
+            pq.PQputCopyEnd(c->pg, "keel: the copy could not be ended");
+        } else if (!seen) {
+            seen = 1;
+            if (keel__pg_ok_status(st)) {
+                const char *t = pq.PQcmdTuples(res);
+                *rows = t && *t ? strtoll(t, NULL, 10) : 0;
+            } else {
+                rc = keel__pg_fail(c, res);
+            }
+        }
+        pq.PQclear(res);
+        if (pq.PQstatus(c->pg) == CONNECTION_BAD)
+            break;
+    }
+    if (rc == 0 && (sent != 1 || !seen))
+        rc = keel__pg_fail(c, NULL); /* a libpq-side failure: the connection */
+    return rc;
+}
+
 /* ---------------------------------------------------------------- the rest */
 
 static int pg_tx(keel_db_conn *base, keel__db_tx_op op, unsigned level)
@@ -694,6 +761,7 @@ const keel__db_driver keel__db_pg_driver = {
     .in_tx = pg_in_tx,
     .ping = pg_ping,
     .last_insert_id = pg_last_insert_id,
+    .copy_in = pg_copy_in,
     .classify = pg_classify,
     .async_submit = keel__db_pg_async_submit,
 };

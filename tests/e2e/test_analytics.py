@@ -465,6 +465,81 @@ def test_a_row_the_database_refuses_is_dropped_alone(make):
     assert api.srv.wait_log(lambda e: "refuses was dropped" in e.get("msg", ""))
 
 
+def test_postgres_copy_every_byte_a_poison_row_alone_and_sigterm_loses_nothing(make, request):
+    r"""PostgreSQL: the flusher writes with COPY ... FROM STDIN. Every byte
+    COPY's text format treats specially (tab, newline, CR, backslash, \N,
+    \.) and UTF-8 reads back identical, in session_id and in the jsonb
+    properties; a row the database refuses fails the COPY, whose rows then
+    go through the INSERTs and only that one is dropped; at SIGTERM what is
+    still buffered is written, every event exactly once."""
+    pg = Pg(request.getfixturevalue("pg_cluster"))
+    request.addfinalizer(pg.drop)
+    api = make(pg, WORKERS=2, ANALYTICS_FLUSH_MS=1000, ANALYTICS_FLUSH_ROWS=1000,
+               ANALYTICS_COPY_ROWS=700, ENABLE_QUERY_LOGGING="true")
+    tok = api.register("copy@example.com")["access_token"]
+
+    def rows(where):
+        out = pg.cluster.psql(pg.url, "SELECT json_build_object('s', session_id, 'p', properties, "
+                                      "'n', name)::text FROM analytics_events WHERE " + where)
+        return [json.loads(line) for line in out.splitlines() if line]
+
+    tricky = ["tab\there", "nl\nhere", "cr\rhere", "bs\\here", "\\N", "\\.", "\\", "\t\n\r\\",
+              'q"uote \\"', "caf\u00e9 \u20ac \U0001F600", "a|b,c;'d", " "]
+    sent = [{"name": "tricky", "ts": iso(now()), "session_id": t,
+             "properties": {"s": t, "k\t\\\"\n": [t, 1, None, 2.5, True]}} for t in tricky]
+    assert post(api, tok, events=sent).status_code == 202
+    wait_for(lambda: len(rows("name = 'tricky'")) == len(sent), timeout=5 * SLACK,
+             what="the tricky events written")
+    got = sorted((r["s"], json.dumps(r["p"], sort_keys=True)) for r in rows("name = 'tricky'"))
+    assert got == sorted((e["session_id"], json.dumps(e["properties"], sort_keys=True))
+                         for e in sent)
+    assert api.srv.wait_log(lambda e: e.get("op") == "copy"
+                            and "FROM STDIN" in e.get("sql", "") and e.get("rows") == len(sent))
+    assert scrape_metric(api.srv.port, "analytics_copy_fallbacks_total") == 0
+
+    # a row PostgreSQL refuses: the COPY fails whole, the INSERTs write the rest
+    pg.cluster.psql(pg.url, "CREATE FUNCTION no_poison() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                            "BEGIN IF NEW.name = 'poison' THEN RAISE EXCEPTION 'refused'; END IF; "
+                            "RETURN NEW; END $$; CREATE TRIGGER no_poison BEFORE INSERT ON "
+                            "analytics_events FOR EACH ROW EXECUTE FUNCTION no_poison()")
+    batch = [ev("good", i=i) for i in range(20)]
+    batch[7] = ev("poison")
+    assert post(api, tok, events=batch).status_code == 202
+    wait_for(lambda: scrape_metric(api.srv.port, "analytics_events_dropped_total") == 1,
+             timeout=5 * SLACK, what="the refused event dropped")
+    assert pg.scalar("SELECT COUNT(*) FROM analytics_events WHERE name = 'good'") == 19
+    assert scrape_metric(api.srv.port, "analytics_copy_fallbacks_total") == 1
+    pg.cluster.psql(pg.url, "DROP TRIGGER no_poison ON analytics_events")
+
+    # SIGTERM with events still buffered: written at exit (several COPYs), once each
+    toks = [tok] + [api.register("copy%d@example.com" % i)["access_token"] for i in range(3)]
+
+    def client(ci):
+        s = requests.Session()
+        for b in range(5):
+            r = s.post(api.base + "/analytics/events",
+                       headers={"Authorization": "Bearer " + toks[ci]},
+                       json={"events": [{"name": "exit", "ts": iso(now()),
+                                         "properties": {"c": ci, "seq": b * 100 + k}}
+                                        for k in range(100)]}, timeout=30 * SLACK)
+            assert r.status_code == 202, r.text
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(toks))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    buffered = scrape_metric(api.srv.port, "analytics_buffered_events")
+    assert api.srv.stop(timeout=60 * SLACK) == 0
+    assert buffered and buffered > 0, buffered
+    out = pg.cluster.psql(pg.url, "SELECT properties->>'c', COUNT(*), "
+                                  "COUNT(DISTINCT properties->>'seq') FROM analytics_events "
+                                  "WHERE name = 'exit' GROUP BY 1 ORDER BY 1")
+    assert out.splitlines() == ["%d|500|500" % i for i in range(len(toks))]
+    assert pg.scalar("SELECT COUNT(*) FROM analytics_events") == len(sent) + 19 + 500 * len(toks)
+    assert "events lost at exit" not in api.srv.stderr() + api.srv.stdout()
+
+
 def test_export_of_many_pages_and_a_client_leaving_half_way(make):
     api = make(WORKERS=1, ANALYTICS_FLUSH_MS=50, OUTPUT_BUFFER_MAX="64kb")
     admin = make_admin(api)

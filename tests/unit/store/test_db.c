@@ -218,6 +218,49 @@ static void test_classify(void **state)
     assert_int_equal(failures, 0);
 }
 
+/* COPY's text format: every special byte escaped, \N for NULL, the rest
+ * (UTF-8, JSON quotes) as is. */
+static void test_copy_escape(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in;
+        size_t n;
+        const char *out;
+    } cases[] = {
+        {"", 0, ""},
+        {"plain", 5, "plain"},
+        {"a\\b", 3, "a\\\\b"},
+        {"a\tb", 3, "a\\tb"},
+        {"a\nb", 3, "a\\nb"},
+        {"a\rb", 3, "a\\rb"},
+        {"\\\t\n\r", 4, "\\\\\\t\\n\\r"},
+        {"\\N", 2, "\\\\N"},                    /* the text \N, not NULL */
+        {"\\.", 2, "\\\\."},                    /* not the end-of-data marker */
+        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 13,
+         "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"}, /* UTF-8 untouched */
+        {"{\"q\":\"a\\\"b\",\"bs\":\"c\\\\d\",\"nl\":\"\\n\"}", 33,
+         "{\"q\":\"a\\\\\"b\",\"bs\":\"c\\\\\\\\d\",\"nl\":\"\\\\n\"}"},
+        {"\x01\x7f,;|'\"", 7, "\x01\x7f,;|'\""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        keel_buf b = {0};
+        keel_db_copy_field(&b, cases[i].in, strlen(cases[i].in));
+        assert_int_equal(b.len, strlen(cases[i].out));
+        assert_memory_equal(b.data ? b.data : "", cases[i].out, b.len);
+        keel_buf_free(&b);
+    }
+    keel_buf b = {0};
+    keel_db_copy_field(&b, NULL, 0);
+    keel_buf_append(&b, "\t", 1);
+    keel_db_copy_int(&b, INT64_MIN);
+    keel_buf_append(&b, "\t", 1);
+    keel_db_copy_int(&b, 1733283000123);
+    assert_int_equal(b.len, strlen("\\N\t-9223372036854775808\t1733283000123"));
+    assert_memory_equal(b.data, "\\N\t-9223372036854775808\t1733283000123", b.len);
+    keel_buf_free(&b);
+}
+
 static void test_error_status(void **state)
 {
     (void)state;
@@ -500,6 +543,108 @@ static void test_row_json(void **state)
     free(s);
     json_decref(j);
     keel_db_rows_free(r);
+    keel_db_disconnect(c);
+}
+
+/* keel_db_copy_in: rows written by COPY read back byte for byte (every
+ * special byte, NULL, UTF-8, JSON with quotes and backslashes into jsonb);
+ * a duplicate key fails the whole COPY (nothing written) and leaves the
+ * connection usable; SQLite says it has no COPY. */
+static void test_copy_in(void **state)
+{
+    (void)state;
+    keel_db_conn *c = conn();
+    if (!g_pg) {
+        int64_t n = -1;
+        assert_int_equal(keel_db_copy_in(c, "COPY t FROM STDIN", "", 0, &n),
+                         KEEL_EDB_UNSUPPORTED);
+        assert_int_equal(n, 0);
+        assert_int_equal(keel_db_error_status(KEEL_EDB_UNSUPPORTED), 500);
+        keel_db_disconnect(c);
+        return;
+    }
+    assert_int_equal(keel_db_exec(c, "DROP TABLE IF EXISTS copy_t", NULL, 0, NULL), 0);
+    assert_int_equal(keel_db_exec(c, "CREATE TABLE copy_t (id TEXT PRIMARY KEY, a TEXT, "
+                                     "n BIGINT, j JSONB NOT NULL)",
+                                  NULL, 0, NULL),
+                     0);
+    static const struct {
+        const char *id, *a;
+        int64_t n;
+        const char *j; /* as jsonb prints it back */
+    } rows[] = {
+        {"r1", "plain", 1, "{\"k\": \"v\"}"},
+        {"r2", "tab\there nl\nhere cr\rhere bs\\here", -5, "{}"},
+        {"r3", NULL, INT64_MAX, "{\"q\": \"a\\\"b\", \"t\": \"x\\ty\", \"bs\": \"c\\\\d\"}"},
+        {"r4", "\\N", 0, "[1, 2.5, null, true]"},
+        {"r5", "\\.", 7, "{\"u\": \"caf\xc3\xa9 \xf0\x9f\x98\x80\"}"},
+        {"r6", "", INT64_MIN, "\"\\\\\\n\""},
+        {"r7", "caf\xc3\xa9 \xe2\x82\xac\\\t", 3, "{\"nl\": \"a\\nb\\r\\\\\"}"},
+    };
+    size_t nr = sizeof(rows) / sizeof(rows[0]);
+    keel_buf data = {0};
+    for (size_t i = 0; i < nr; i++) {
+        keel_db_copy_field(&data, rows[i].id, strlen(rows[i].id));
+        keel_buf_append(&data, "\t", 1);
+        keel_db_copy_field(&data, rows[i].a, rows[i].a ? strlen(rows[i].a) : 0);
+        keel_buf_append(&data, "\t", 1);
+        keel_db_copy_int(&data, rows[i].n);
+        keel_buf_append(&data, "\t", 1);
+        keel_db_copy_field(&data, rows[i].j, strlen(rows[i].j));
+        keel_buf_append(&data, "\n", 1);
+    }
+    int64_t n = 0;
+    assert_int_equal(keel_db_copy_in(c, "COPY copy_t (id, a, n, j) FROM STDIN", data.data,
+                                     data.len, &n),
+                     0);
+    assert_int_equal(n, (int64_t)nr);
+    keel_db_rows *res = NULL;
+    assert_int_equal(keel_db_query(c, "SELECT id, a, n, j::text FROM copy_t ORDER BY id", NULL,
+                                   0, &res),
+                     0);
+    for (size_t i = 0; i < nr; i++) {
+        assert_int_equal(keel_db_rows_next(res), 1);
+        keel_str id = keel_db_get_text(res, 0), a = keel_db_get_text(res, 1),
+                 j = keel_db_get_text(res, 3);
+        assert_int_equal(id.len, strlen(rows[i].id));
+        assert_memory_equal(id.ptr, rows[i].id, id.len);
+        if (rows[i].a) {
+            assert_false(keel_db_is_null(res, 1));
+            assert_int_equal(a.len, strlen(rows[i].a));
+            assert_memory_equal(a.len ? a.ptr : "", rows[i].a, a.len);
+        } else {
+            assert_true(keel_db_is_null(res, 1));
+        }
+        assert_true(keel_db_get_int(res, 2) == rows[i].n);
+        assert_int_equal(j.len, strlen(rows[i].j));
+        assert_memory_equal(j.ptr, rows[i].j, j.len);
+    }
+    assert_int_equal(keel_db_rows_next(res), 0);
+    keel_db_rows_free(res);
+
+    /* a duplicate id: the whole COPY fails, the new row is not written */
+    keel_buf_free(&data);
+    keel_buf_append_str(&data, "r8\tnew\t8\t{}\nr1\tdup\t1\t{}\n");
+    assert_int_equal(keel_db_copy_in(c, "COPY copy_t (id, a, n, j) FROM STDIN", data.data,
+                                     data.len, &n),
+                     KEEL_EDB_CONSTRAINT);
+    /* bad data (not JSON): an SQL error, the connection still usable */
+    keel_buf_free(&data);
+    keel_buf_append_str(&data, "r9\tx\t9\t{oops\n");
+    assert_int_equal(keel_db_copy_in(c, "COPY copy_t (id, a, n, j) FROM STDIN", data.data,
+                                     data.len, &n),
+                     KEEL_EDB_SQL);
+    /* not a COPY FROM STDIN */
+    assert_int_equal(keel_db_copy_in(c, "SELECT 1", "", 0, &n), KEEL_EDB_SQL);
+    assert_int_equal(keel_db_query(c, "SELECT COUNT(*) FROM copy_t", NULL, 0, &res), 0);
+    assert_int_equal(keel_db_rows_next(res), 1);
+    assert_int_equal(keel_db_get_int(res, 0), (int64_t)nr);
+    keel_db_rows_free(res);
+    /* empty data: zero rows */
+    assert_int_equal(keel_db_copy_in(c, "COPY copy_t (id, a, n, j) FROM STDIN", "", 0, &n), 0);
+    assert_int_equal(n, 0);
+    keel_buf_free(&data);
+    assert_int_equal(keel_db_exec(c, "DROP TABLE copy_t", NULL, 0, NULL), 0);
     keel_db_disconnect(c);
 }
 
@@ -1510,6 +1655,7 @@ int main(void)
         cmocka_unit_test(test_rewrite_dollar),
         cmocka_unit_test(test_classify),
         cmocka_unit_test(test_error_status),
+        cmocka_unit_test(test_copy_escape),
     };
     const struct CMUnitTest dialect[] = {
         cmocka_unit_test(test_binds),
@@ -1520,6 +1666,7 @@ int main(void)
         cmocka_unit_test(test_multi_statement),
         cmocka_unit_test(test_row_json),
         cmocka_unit_test(test_last_insert_id_and_returning),
+        cmocka_unit_test(test_copy_in),
         cmocka_unit_test(test_stmt_cache),
         cmocka_unit_test(test_tx_rollback),
         cmocka_unit_test(test_savepoints),
