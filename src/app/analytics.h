@@ -16,6 +16,7 @@ typedef struct app_analytics_options {
     uint64_t flush_ms;          /* ANALYTICS_FLUSH_MS */
     uint64_t flush_rows;        /* ANALYTICS_FLUSH_ROWS: rows per INSERT */
     uint64_t copy_rows;         /* ANALYTICS_COPY_ROWS: rows per COPY (PostgreSQL) */
+    int sync_commit;            /* ANALYTICS_SYNC_COMMIT (PostgreSQL) */
     uint64_t past_ms;           /* ANALYTICS_MAX_AGE: oldest ts accepted */
     uint64_t future_ms;         /* ANALYTICS_MAX_SKEW: latest ts accepted */
     uint64_t props_bytes;       /* ANALYTICS_MAX_PROPERTIES_BYTES */
