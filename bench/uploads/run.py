@@ -14,7 +14,9 @@ WORKERS=1, its work pool threads inherit the pin; Fastify is one process):
   - fastify: bench/uploads/fastify.js verifies an HS256 bearer token
     (fast-jwt) on every request; the 1 GiB file is copied into its
     directory and registered (not measured).
-Rounds, interleaved (keel up, fastify up, keel down, fastify down, the
+Warm-up: --warmup (default 2) unmeasured uploads per target (Node's JIT;
+the disk still writing the 1 GiB files). Then rounds, interleaved (keel
+up, fastify up, keel down, fastify down, the
 order of the targets alternating per round):
   - upload: curl (pinned to CPU 1) POSTs the same 100 MiB file as one
     multipart part (`-F file=@...`, no Expect: 100-continue); both servers
@@ -199,6 +201,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--upload-mib", type=int, default=100)
+    ap.add_argument("--warmup", type=int, default=2, help="unmeasured uploads per target first (default 2)")
     ap.add_argument("--download-mib", type=int, default=1024)
     ap.add_argument("--targets", default="keel,fastify")
     ap.add_argument("--server-cpu", default="0", help="taskset -c list for the servers (default 0)")
@@ -229,6 +232,14 @@ def main():
             t.prepare_big(down, down_sha)
             log("%s up on port %d (pid %d), the download file id %s" % (t.name, t.port, t.proc.pid, t.big_id))
         runs = {t.name: {"upload": [], "download": []} for t in targets}
+        # Warm-up, not measured: Node compiles its hot paths as they run
+        # (Fastify's first uploads are half as fast as its later ones), and
+        # the disk is still writing the 1 GiB file each target just stored.
+        for w in range(a.warmup):
+            for t in targets:
+                os.sync()
+                r = curl(t, "upload", up, a.client_cpu)
+                log("warm-up %d %-7s upload %8.1f MiB/s (not counted)" % (w + 1, t.name, r["mib_s"]))
         for rnd in range(a.rounds):
             order = targets if rnd % 2 == 0 else list(reversed(targets))
             for kind in ("upload", "download"):

@@ -25,6 +25,7 @@
  * another user's file is 404, never 403 (no IDOR, no existence leak).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -35,6 +36,8 @@
 #include "app/files.h"
 
 #define FLUSH_AT (256 * 1024)
+#define DIRECT_AT (64 * 1024)    /* a run this long is written without a copy */
+#define WRITEBACK_AT (8u << 20)  /* see start_writeback */
 #define SNIFF_BYTES (256 * 1024) /* JPEG frame headers may follow large EXIF blocks */
 
 static keel_db *DB;
@@ -60,6 +63,7 @@ typedef struct up_file {
     int fd;
     keel_sha256 sha;
     uint64_t size;
+    uint64_t wb_off;    /* loop: bytes handed to start_writeback so far */
     char hash[65];
     char id[37];
     char name[256];
@@ -68,6 +72,7 @@ typedef struct up_file {
     uint32_t w, h;
     int has_dims;
     int committed;
+    int dup;            /* the object existed: tmp is still there, to remove */
 } up_file;
 
 typedef struct up_job {
@@ -92,7 +97,50 @@ typedef struct up_job {
     char user[64];
     json_t *out;
     int invalidated;
+    struct wb_link *wb; /* loop: the writeback in flight, if any */
+    keel_worker *worker;
 } up_job;
+
+/* Shared by an upload and its writeback job, both on the loop: whichever
+ * ends last frees it. */
+typedef struct wb_link {
+    int refs;
+    int inflight;
+} wb_link;
+
+static void wb_unref(wb_link *l)
+{
+    if (l && --l->refs == 0)
+        keel_free(l);
+}
+
+/* Removing a large file frees its blocks: ~30 ms per 100 MiB on ext4,
+ * not a cost for the loop (cleanup runs there) or for the response. A
+ * job on the pool does it; in place only when the pool refuses. */
+typedef struct rm_job {
+    char path[600];
+} rm_job;
+
+static void rm_work(void *arg)
+{
+    unlink(((rm_job *)arg)->path);
+}
+
+static void rm_after(void *arg, int status)
+{
+    (void)status;
+    keel_free(arg);
+}
+
+static void discard_tmp(keel_worker *w, const char *path)
+{
+    rm_job *x = keel_malloc(sizeof(*x));
+    keel_strlcpy(x->path, path, sizeof(x->path));
+    if (!w || keel_worker_submit(w, rm_work, rm_after, x) < 0) {
+        unlink(path);
+        keel_free(x);
+    }
+}
 
 static void up_cleanup(void *arg)
 {
@@ -102,10 +150,11 @@ static void up_cleanup(void *arg)
         keel_sha256_free(&f->sha);
         if (f->fd >= 0)
             close(f->fd);
-        if (!f->committed && f->tmp[0])
-            unlink(f->tmp); /* every failure and every abort ends here */
+        if ((!f->committed || f->dup) && f->tmp[0])
+            discard_tmp(j->worker, f->tmp); /* every failure and every abort ends here */
     }
     keel_free(j->files);
+    wb_unref(j->wb);
     if (j->m_ready)
         keel_multipart_free(&j->m);
     keel_buf_free(&j->buf);
@@ -165,14 +214,9 @@ static int part_begin(void *arg, const keel_multipart_part *p)
     return 0;
 }
 
-/* Writes the coalesced bytes of the current file (pool thread). */
-static int flush_out(up_job *j)
+/* Writes d[0..n) to the current file (pool thread). */
+static int write_out(up_job *j, const char *d, size_t n)
 {
-    const char *d = j->wout.data;
-    size_t n = j->wout.len;
-    j->wout.len = 0;
-    if (!j->cur || !n)
-        return 0;
     while (n) {
         ssize_t w = write(j->cur->fd, d, n);
         if (w < 0 && errno == EINTR)
@@ -188,6 +232,16 @@ static int flush_out(up_job *j)
     return 0;
 }
 
+/* Writes the coalesced bytes of the current file (pool thread). */
+static int flush_out(up_job *j)
+{
+    size_t n = j->wout.len;
+    j->wout.len = 0;
+    if (!j->cur || !n)
+        return 0;
+    return write_out(j, j->wout.data, n);
+}
+
 static int part_data(void *arg, const char *d, size_t n)
 {
     up_job *j = arg;
@@ -200,9 +254,14 @@ static int part_data(void *arg, const char *d, size_t n)
         return 0;
     keel_sha256_update(&f->sha, d, n);
     f->size += n;
-    /* The parser hands data over in runs that end at every CR that might
-     * start a delimiter (in random bytes, one run per ~128 bytes): written
-     * one by one that was ~800,000 write(2) calls per 100 MiB. Coalesced. */
+    /* The parser hands a chunk's data over as one run, except near a
+     * delimiter and where a CR ends a chunk: a long run is written as it
+     * is, short ones are coalesced (written one by one, small runs were
+     * ~800,000 write(2) calls per 100 MiB). */
+    if (n >= DIRECT_AT && (j->wout.len == 0 || flush_out(j) == 0))
+        return write_out(j, d, n);
+    if (j->status)
+        return -j->status;
     keel_buf_append(&j->wout, d, n);
     return j->wout.len >= FLUSH_AT ? flush_out(j) : 0;
 }
@@ -405,6 +464,7 @@ static int db_commit(keel_db_conn *c, void *arg)
                 goto done;
             }
             f->committed = 1;
+            f->dup = rc == 1; /* removed by the cleanup, after the answer */
         }
         keel_db_param p[] = {KEEL_DB_P_TEXT(f->id),
                              KEEL_DB_P_TEXT(j->user),
@@ -486,6 +546,65 @@ static void committed(keel_req *r, void *arg, int status)
 
 /* ---------------------------------------------------------------- upload flow (loop) */
 
+/* Early writeback. Every WRITEBACK_AT bytes of a file, a job on the pool
+ * asks the kernel to start writing what is written so far
+ * (sync_file_range, SYNC_FILE_RANGE_WRITE: no wait for the disk), so the
+ * disk works while the rest of the body arrives and the fsync at the end
+ * waits for the tail only (100 MiB on the bench machine: the fsync went
+ * from ~92 ms to 5-50 ms, the upload from ~236 to ~140-200 ms). On a
+ * pool thread of its own, not the
+ * parser's: the call blocks while the device's queue is full. One in
+ * flight per upload; a failure is ignored (the fsync decides). */
+typedef struct wb_job {
+    wb_link *link;
+    int fd;
+    uint64_t off, len;
+} wb_job;
+
+static void wb_work(void *arg)
+{
+    wb_job *w = arg;
+    (void)sync_file_range(w->fd, (off64_t)w->off, (off64_t)w->len, SYNC_FILE_RANGE_WRITE);
+}
+
+static void wb_after(void *arg, int status)
+{
+    (void)status;
+    wb_job *w = arg;
+    close(w->fd);
+    w->link->inflight = 0;
+    wb_unref(w->link);
+    keel_free(w);
+}
+
+static void start_writeback(keel_req *r, up_job *j)
+{
+    up_file *f = j->cur;
+    if (!f || f->fd < 0 || f->size - f->wb_off < WRITEBACK_AT || (j->wb && j->wb->inflight))
+        return;
+    if (!j->wb) {
+        j->wb = keel_calloc(1, sizeof(*j->wb));
+        j->wb->refs = 1;
+    }
+    wb_job *w = keel_malloc(sizeof(*w));
+    w->fd = dup(f->fd); /* the upload may end, and close its own, first */
+    if (w->fd < 0) {
+        keel_free(w);
+        return;
+    }
+    w->link = j->wb;
+    w->off = f->wb_off;
+    w->len = f->size - f->wb_off;
+    if (keel_worker_submit(keel_req_worker(r), wb_work, wb_after, w) < 0) {
+        close(w->fd);
+        keel_free(w);
+        return; /* the pool is busy: the fsync does it all */
+    }
+    f->wb_off = f->size;
+    j->wb->refs++;
+    j->wb->inflight = 1;
+}
+
 static void fed(keel_req *r, void *arg, int status)
 {
     up_job *j = arg;
@@ -501,6 +620,8 @@ static void fed(keel_req *r, void *arg, int status)
         keel_db_job_run_tx(r, DB, db_commit, committed, j); /* answers a full queue */
         return;
     }
+    if (!j->in_field)
+        start_writeback(r, j);
     if (j->body_done || j->buf.len >= FLUSH_AT) {
         submit_feed(r, j);
         return;
@@ -571,6 +692,7 @@ static keel_flow start_upload(keel_req *r, int avatar)
         return KEEL_DONE;
     }
     up_job *j = KEEL_REQ_JOB(r, up_job, up_cleanup);
+    j->worker = keel_req_worker(r);
     j->avatar = avatar;
     snprintf(j->user, sizeof(j->user), "%s", p->id);
     j->fields = json_object();

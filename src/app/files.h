@@ -46,9 +46,10 @@ typedef struct app_storage {
     /* A new temporary file for an upload in progress, opened for writing;
      * its path into path[0..cap). Returns the fd or -errno. */
     int (*tmp_open)(void *self, char *path, size_t cap);
-    /* Makes the finished (fsynced) temporary file the object `key`; when
-     * the object already exists (same bytes) the temporary file is
-     * removed. On success the temporary path is gone. */
+    /* Makes the finished (fsynced) temporary file the object `key`:
+     * returns 0 and the temporary path is gone; or 1 when the object
+     * already exists (the same bytes), and the temporary file is left to
+     * the caller, which removes it after answering. */
     int (*commit)(void *self, const char *tmp, const char *key);
     /* Opens object `key` for reading (for sendfile): *fd, *size. */
     int (*open)(void *self, const char *key, int *fd, uint64_t *size);

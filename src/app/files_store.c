@@ -136,10 +136,8 @@ static int local_commit(void *self, const char *tmp, const char *key)
         return -errno;
     object_path(ls, key, dst, sizeof(dst));
     struct stat st;
-    if (stat(dst, &st) == 0) {
-        unlink(tmp); /* the same bytes are already stored */
-        return 0;
-    }
+    if (stat(dst, &st) == 0)
+        return 1; /* the same bytes are already stored: tmp is the caller's */
     if (rename(tmp, dst) < 0)
         return -errno;
     /* the rename is durable once the directory is */

@@ -6,8 +6,11 @@
  * behaves as if the body were preceded by a CRLF, so the first delimiter
  * may open the body (the usual case) or follow a preamble.
  *
- * The data scan looks for CR with memchr and then matches the delimiter
- * byte by byte, across chunk boundaries (`match` carries over). CR occurs
+ * The data scan looks for CR with memchr; where the whole delimiter
+ * fits in the rest of the chunk it is compared at once (a CR in the data
+ * then does not end the run handed to on_part_data: a chunk's data comes
+ * as one run). Near the chunk's end it matches the delimiter byte by
+ * byte, across chunk boundaries (`match` carries over). CR occurs
  * only at the delimiter's first position (a boundary cannot hold CR), so
  * on a mismatch the bytes matched so far are plain data — they equal
  * delim[0..match), which is where they are emitted from — and the byte
@@ -380,6 +383,19 @@ static int scan(keel_multipart *m, const char *p, size_t n, size_t *pos)
                 break;
             }
             i = (size_t)(cr - p);
+            if (n - i >= m->dlen) {
+                /* the whole delimiter would fit here: decide at once, so
+                 * a CR in the data does not cut the run (random bytes hold
+                 * one every 256) */
+                if (memcmp(cr, m->delim, m->dlen) != 0) {
+                    i++;
+                    continue;
+                }
+                if (data && (rc = emit(m, p + run, i - run)) != 0)
+                    return rc;
+                *pos = i + m->dlen;
+                return 1;
+            }
             if (data && (rc = emit(m, p + run, i - run)) != 0)
                 return rc;
             m->match = 1;

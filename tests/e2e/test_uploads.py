@@ -17,6 +17,8 @@ import threading
 import time
 import uuid
 
+import random
+
 import pytest
 import requests
 
@@ -522,6 +524,36 @@ def test_client_disconnect_half_way_leaves_nothing(big):
     s.close()
     no_leftovers(big)
     assert c.req("GET", "/files").json()["total"] == 0
+
+
+def test_large_duplicate_is_stored_once_and_byte_exact(big):
+    """24 MiB (three early-writeback steps) whose data holds CRs, CRLFs and
+    delimiter prefixes everywhere, also across the server's read chunks:
+    uploaded twice, both answers name the same object, the bytes come back
+    exactly, the object is stored once and the duplicate's temporary file
+    is gone (removed off the loop, after the answer)."""
+    c = Client(big)
+    rnd = random.Random(7)
+    traps = [b"\r", b"\r\n", b"\r\n-", b"\r\n--", b"\r\n--" + B.encode()[:-1],
+             b"\r\n--" + B.encode()[:-1] + b"\r\n"]
+    pieces, n = [], 0
+    while n < 24 << 20:
+        # "!" after the trap: a random byte there could complete a real delimiter
+        p = os.urandom(rnd.randrange(1, 70000)) + rnd.choice(traps) + b"!"
+        pieces.append(p)
+        n += len(p)
+    data = b"".join(pieces)
+    sha = hashlib.sha256(data).hexdigest()
+    a = c.one(data, name="one.bin")
+    b = c.one(data, name="two.bin")
+    assert a["sha256"] == b["sha256"] == sha and a["size"] == b["size"] == len(data)
+    assert a["id"] != b["id"]
+    for f in (a, b):
+        r = c.req("GET", "/files/%s/content" % f["id"])
+        assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == sha
+    objs = [p for p in (big.workdir / "data" / "uploads" / "objects").rglob("*") if p.is_file()]
+    assert [p.stat().st_size for p in objs if p.name == sha] == [len(data)]
+    no_leftovers(big)
 
 
 def rss_kib(pid):

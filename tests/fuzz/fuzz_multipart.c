@@ -7,7 +7,7 @@
  * chunks of the stride (heap copies of exactly their bytes, so an
  * overread is caught). The same body is then parsed whole. Checks: no
  * crash, hang or overread; both feedings give the same result and the
- * same count of data bytes; an error has a reason, a 413 names a limit;
+ * same data, byte for byte, in the same parts; an error has a reason, a 413 names a limit;
  * every part has a non-empty name within max_name; data never exceeds the
  * body's length; a limit is never passed.
  *
@@ -46,6 +46,7 @@ static const keel_multipart_limits LIM = {
 
 typedef struct st {
     uint64_t bytes, part_bytes, parts, ends;
+    uint64_t hash; /* FNV-1a over every part's data, a part's start marked */
     int in_part, is_file;
 } st;
 
@@ -59,6 +60,7 @@ static int on_begin(void *arg, const keel_multipart_part *p)
     s->is_file = p->is_file;
     s->part_bytes = 0;
     s->parts++;
+    s->hash = (s->hash ^ 0x100) * 0x100000001b3ull;
     return 0;
 }
 
@@ -71,6 +73,8 @@ static int on_data(void *arg, const char *d, size_t n)
     (void)sink;
     s->bytes += n;
     s->part_bytes += n;
+    for (size_t i = 0; i < n; i++)
+        s->hash = (s->hash ^ (unsigned char)d[i]) * 0x100000001b3ull;
     CHECK(s->part_bytes <= (s->is_file ? LIM.max_file_size : LIM.max_field_value));
     return 0;
 }
@@ -142,7 +146,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int r2 = parse(boundary, body, blen, blen ? blen : 1, &b);
     CHECK(r1 == r2);
     if (r1 == 1)
-        CHECK(a.bytes == b.bytes && a.parts == b.parts);
+        CHECK(a.bytes == b.bytes && a.parts == b.parts && a.hash == b.hash);
     free(ct);
     return 0;
 }
