@@ -132,6 +132,9 @@ class Target:
         else:
             self.token = BENCH_TOKEN
 
+    def tmp_dir(self):
+        return os.path.join(self.dir, "uploads", "tmp")
+
     def prepare_big(self, path, sha):
         if self.name == "keel":
             r = curl(self, "upload", path, cpu=self.args.client_cpu)
@@ -155,6 +158,39 @@ class Target:
 def server_pid(t):
     """taskset execs the server: the Popen PID is the server itself."""
     return t.proc.pid
+
+
+def disk_writes():
+    """Sectors written and requests in flight, over every block device."""
+    sec = inflight = 0
+    with open("/proc/diskstats") as f:
+        for line in f:
+            p = line.split()
+            if len(p) >= 12 and not p[2].startswith(("loop", "ram")):
+                sec += int(p[9])
+                inflight += int(p[11])
+    return sec, inflight
+
+
+def settle(targets, timeout=15.0):
+    """Before a measurement: no server still removing a temporary file
+    (keel removes a duplicate's after answering), nothing dirty
+    (os.sync), and the disk idle for 300 ms: the previous transfer's
+    writes, or the ext4 journal's, are nobody's next measurement."""
+    end = time.time() + timeout
+    for t in targets:
+        tmpd = t.tmp_dir()
+        while time.time() < end and os.path.isdir(tmpd) and os.listdir(tmpd):
+            time.sleep(0.01)
+    os.sync()
+    last, quiet_since = None, time.time()
+    while time.time() < end:
+        cur = disk_writes()
+        if cur != last or cur[1]:
+            last, quiet_since = cur, time.time()
+        elif time.time() - quiet_since >= 0.3:
+            return
+        time.sleep(0.05)
 
 
 def curl(t, kind, path_or_id, cpu, sample=False):
@@ -237,7 +273,7 @@ def main():
         # the disk is still writing the 1 GiB file each target just stored.
         for w in range(a.warmup):
             for t in targets:
-                os.sync()
+                settle(targets)
                 r = curl(t, "upload", up, a.client_cpu)
                 log("warm-up %d %-7s upload %8.1f MiB/s (not counted)" % (w + 1, t.name, r["mib_s"]))
         for rnd in range(a.rounds):
@@ -246,9 +282,9 @@ def main():
                 for t in order:
                     # every measurement starts with no dirty pages left by the
                     # previous one (the 1 GiB file each target stored, a
-                    # 100 MiB upload): their writeback is not the next
-                    # transfer's (keel fsyncs its uploads; the peer does not)
-                    os.sync()
+                    # 100 MiB upload) and an idle disk: their writeback is
+                    # not the next transfer's
+                    settle(targets)
                     r = curl(t, kind, up if kind == "upload" else t.big_id, a.client_cpu)
                     if kind == "upload":
                         got = r.pop("body")["data"][0]

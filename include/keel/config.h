@@ -79,6 +79,7 @@ typedef struct keel_config {
     unsigned work_threads;   /* WORK_POOL_SIZE */
     unsigned work_nice;      /* WORK_POOL_NICE */
     int password_process;    /* PASSWORD_HASH_PROCESS */
+    unsigned malloc_arenas;  /* MALLOC_ARENAS (0 = workers + 1) */
     uint64_t work_queue_max; /* WORK_QUEUE_MAX */
 
     /* logs */

@@ -108,6 +108,12 @@ static const keel_config_var core_vars[] = {
      AT(password_process),
      .help = "hash and check passwords (argon2id) in a child process: its 64 MiB map and "
              "unmap per hash then never stall the event loops (keel serve)"},
+    {.name = "MALLOC_ARENAS", .type = KEEL_CONFIG_UINT, .def = "0", AT(malloc_arenas),
+     .max = 1024,
+     .help = "glibc malloc arenas (keel serve); 0 = the event loops' count + 1. glibc's "
+             "default (8 per core) gives every pool thread its own, each keeping what it "
+             "freed: ~2.5 MiB more RSS during an upload. MALLOC_ARENA_MAX in the "
+             "environment wins"},
     {.name = "WORK_POOL_NICE", .type = KEEL_CONFIG_UINT, .def = "10", AT(work_nice),
      .min = 0, .max = 19,
      .help = "how much lower the work pool threads' CPU priority is than the event loops' "
