@@ -26,6 +26,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/aio_abi.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -41,8 +44,11 @@
  * buffers are allocated once per upload at their full size. */
 #define FLUSH_AT (512 * 1024)
 #define BUF_CAP (FLUSH_AT + 64 * 1024)
-#define DIRECT_AT (64 * 1024)    /* a run this long is written without a copy;
+#define RUN_WRITE_AT (64 * 1024) /* a run this long is written without a copy;
                                     shorter ones are coalesced up to it */
+#define STAGE (512 * 1024)       /* direct writes: whole blocks, see direct_begin */
+#define NSTAGE 2
+#define RESERVE_STEP (64u << 20)
 #define WRITEBACK_AT (8u << 20)  /* see start_writeback */
 #define SNIFF_BYTES (256 * 1024) /* JPEG frame headers may follow large EXIF blocks */
 
@@ -79,7 +85,18 @@ typedef struct up_file {
     int has_dims;
     int committed;
     int dup;            /* the object existed: tmp is still there, to remove */
+    int direct;         /* fd has O_DIRECT: whole blocks only (pool) */
+    uint64_t doff;      /* direct: bytes handed to writes */
+    uint64_t reserved;  /* direct: the size the file was raised to */
 } up_file;
+
+typedef struct up_aio {
+    aio_context_t ctx;
+    char *buf[NSTAGE];   /* STAGE bytes each, in one mapping (page-aligned) */
+    int busy[NSTAGE];    /* a write from buf[i] is in flight */
+    struct iocb cb[NSTAGE];
+    int nbusy;
+} up_aio;
 
 typedef struct up_job {
     keel_multipart m;
@@ -94,7 +111,10 @@ typedef struct up_job {
     int in_field;
     char fieldname[128];
     keel_buf fieldval;
-    keel_buf wout; /* pool: short runs of the current file, written at DIRECT_AT */
+    keel_buf wout; /* pool: short runs of the current file, written at RUN_WRITE_AT */
+    up_aio *aio;   /* pool: direct writes; freed by aio_release */
+    int sfill;     /* the block being filled */
+    size_t slen;
     json_t *fields;
     /* the outcome, set on the pool */
     int status;         /* 0 = fine so far; else the HTTP status to answer */
@@ -106,6 +126,9 @@ typedef struct up_job {
     struct wb_link *wb; /* loop: the writeback in flight, if any */
     keel_worker *worker;
 } up_job;
+
+static void aio_release(up_job *j);
+static void direct_begin(up_job *j, up_file *f);
 
 /* Shared by an upload and its writeback job, both on the loop: whichever
  * ends last frees it. */
@@ -167,6 +190,7 @@ static void up_cleanup(void *arg)
     keel_buf_free(&j->wbuf);
     keel_buf_free(&j->fieldval);
     keel_buf_free(&j->wout);
+    aio_release(j);
     json_decref(j->fields);
     json_decref(j->out);
 }
@@ -212,6 +236,7 @@ static int part_begin(void *arg, const keel_multipart_part *p)
         return fail(j, e == ENOSPC ? 507 : 500, "the file could not be stored");
     }
     keel_sha256_init(&f->sha);
+    direct_begin(j, f);
     app_uuid(f->id);
     app_safe_filename(p->filename.ptr ? p->filename.ptr : "", p->filename.len, f->name,
                       sizeof(f->name));
@@ -248,6 +273,231 @@ static int flush_out(up_job *j)
     return write_out(j, j->wout.data, n);
 }
 
+/* Direct I/O. A file's bytes bypass the page cache where the file
+ * system allows it (O_DIRECT, set in part_begin): no page to allocate and
+ * copy into, nothing dirty left for the fsync. On this project's VM a
+ * buffered 100 MiB write took 16 ms or, every other upload, 170-200 ms
+ * (fresh pages for the page cache, handed back to the host in between).
+ * O_DIRECT needs aligned memory, lengths and offsets: the bytes are staged
+ * in NSTAGE aligned blocks of STAGE bytes, each written whole with Linux
+ * native AIO (io_submit), so the disk writes one block while the next is
+ * hashed; a block is reused once its write completed. ext4 makes a write
+ * that extends the file synchronous, so the file's size is raised ahead
+ * of the writes (RESERVE_STEP at a time, sparse) and cut to the bytes at
+ * the part's end; the tail, shorter than a block, goes through the page
+ * cache. Anything refused (a file system without O_DIRECT: tmpfs; no AIO
+ * context left) falls back to the page cache. Writes may still be in
+ * flight between two feeds: the blocks are freed only when they are done
+ * (aio_release). */
+static void direct_off(up_file *f)
+{
+    int fl = fcntl(f->fd, F_GETFL);
+    if (fl >= 0)
+        (void)fcntl(f->fd, F_SETFL, fl & ~O_DIRECT);
+    f->direct = 0;
+}
+
+static int write_failed(up_job *j, int e)
+{
+    keel_log(KEEL_LOG_ERROR, "upload: write failed", "{s:s}", "error", strerror(e));
+    return fail(j, e == ENOSPC || e == EDQUOT ? 507 : 500, "the file could not be stored");
+}
+
+/* Waits for one write. 0; -1 when it failed (j->status set); -2 when
+ * waiting itself failed (nothing more to wait for here). */
+static int aio_wait_one(up_job *j)
+{
+    up_aio *a = j->aio;
+    struct io_event ev;
+    long n;
+    do
+        n = syscall(SYS_io_getevents, a->ctx, 1, 1, &ev, NULL);
+    while (n < 0 && errno == EINTR);
+    if (n != 1) {
+        write_failed(j, n < 0 ? errno : EIO);
+        return -2;
+    }
+    int i = (int)ev.data;
+    a->busy[i] = 0;
+    a->nbusy--;
+    if (ev.res != STAGE) {
+        write_failed(j, ev.res < 0 ? (int)-ev.res : EIO);
+        return -1;
+    }
+    return 0;
+}
+
+static int aio_drain(up_job *j)
+{
+    int rc = 0;
+    while (j->aio && j->aio->nbusy) {
+        int w = aio_wait_one(j);
+        if (w == -2)
+            return -1;
+        if (w < 0)
+            rc = -1;
+    }
+    return rc;
+}
+
+/* Writes n bytes at off through whatever the fd is now (pool thread). */
+static int pwrite_all(up_job *j, int fd, const char *d, size_t n, uint64_t off)
+{
+    while (n) {
+        ssize_t w = pwrite(fd, d, n, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return write_failed(j, w < 0 ? errno : EIO);
+        d += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+/* The block being filled is full: its write starts; the next block is
+ * the other one, once its own write is done. */
+static int stage_submit(up_job *j)
+{
+    up_file *f = j->cur;
+    up_aio *a = j->aio;
+    int i = j->sfill;
+    uint64_t off = f->doff;
+    if (off + STAGE > f->reserved && ftruncate(f->fd, (off_t)(f->reserved + RESERVE_STEP)) == 0)
+        f->reserved += RESERVE_STEP;
+    struct iocb *cb = &a->cb[i];
+    memset(cb, 0, sizeof(*cb));
+    cb->aio_data = (uint64_t)i;
+    cb->aio_lio_opcode = IOCB_CMD_PWRITE;
+    cb->aio_fildes = (uint32_t)f->fd;
+    cb->aio_buf = (uint64_t)(uintptr_t)a->buf[i];
+    cb->aio_nbytes = STAGE;
+    cb->aio_offset = (int64_t)off;
+    struct iocb *list[1] = {cb};
+    long n;
+    do
+        n = syscall(SYS_io_submit, a->ctx, 1, list);
+    while (n < 0 && errno == EINTR);
+    f->doff += STAGE;
+    j->slen = 0;
+    if (n != 1) {
+        /* refused: this block and the rest through the page cache */
+        if (aio_drain(j))
+            return -1;
+        direct_off(f);
+        if (pwrite_all(j, f->fd, a->buf[i], STAGE, off))
+            return -1;
+        if (lseek(f->fd, (off_t)f->doff, SEEK_SET) < 0)
+            return write_failed(j, errno);
+        return 0;
+    }
+    a->busy[i] = 1;
+    a->nbusy++;
+    j->sfill = (i + 1) % NSTAGE;
+    while (a->busy[j->sfill]) {
+        int w = aio_wait_one(j);
+        if (w < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int stage_data(up_job *j, const char *d, size_t n)
+{
+    while (n) {
+        if (!j->cur->direct) /* a refused submit: the page cache from here */
+            return write_out(j, d, n);
+        size_t k = STAGE - j->slen;
+        if (k > n)
+            k = n;
+        memcpy(j->aio->buf[j->sfill] + j->slen, d, k);
+        j->slen += k;
+        d += k;
+        n -= k;
+        if (j->slen == STAGE && stage_submit(j))
+            return -1;
+    }
+    return 0;
+}
+
+/* The part's end: every write done, the tail written, the size cut to
+ * the bytes, O_DIRECT off (the type is sniffed with pread later). */
+static int direct_end(up_job *j)
+{
+    up_file *f = j->cur;
+    if (aio_drain(j))
+        return -1;
+    direct_off(f);
+    if (j->slen && pwrite_all(j, f->fd, j->aio->buf[j->sfill], j->slen, f->doff))
+        return -1;
+    j->slen = 0;
+    if (f->reserved > f->size && ftruncate(f->fd, (off_t)f->size) < 0)
+        return write_failed(j, errno);
+    return 0;
+}
+
+/* Sets a new file up for direct writes, if it can be. */
+static void direct_begin(up_job *j, up_file *f)
+{
+    if (!j->aio) {
+        up_aio *a = keel_calloc(1, sizeof(*a));
+        if (syscall(SYS_io_setup, NSTAGE, &a->ctx) < 0) {
+            keel_free(a);
+            return;
+        }
+        /* mapped, not malloc'd: page-aligned, and given back whole (from
+         * an arena, aligned blocks freed by another thread fragmented it:
+         * ~1 MiB of RSS per upload) */
+        void *m = mmap(NULL, (size_t)NSTAGE * STAGE, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) {
+            (void)syscall(SYS_io_destroy, a->ctx);
+            keel_free(a);
+            return;
+        }
+        for (int i = 0; i < NSTAGE; i++)
+            a->buf[i] = (char *)m + (size_t)i * STAGE;
+        j->aio = a;
+    }
+    int fl = fcntl(f->fd, F_GETFL);
+    if (fl < 0 || fcntl(f->fd, F_SETFL, fl | O_DIRECT) < 0)
+        return;
+    f->direct = 1;
+    j->sfill = 0;
+    j->slen = 0;
+}
+
+static void aio_free(up_aio *a)
+{
+    (void)syscall(SYS_io_destroy, a->ctx); /* waits for what is in flight */
+    munmap(a->buf[0], (size_t)NSTAGE * STAGE);
+    keel_free(a);
+}
+
+static void aio_free_work(void *arg)
+{
+    aio_free(arg);
+}
+
+static void aio_free_after(void *arg, int status)
+{
+    (void)arg;
+    (void)status;
+}
+
+/* Cleanup (loop): with writes in flight, the blocks are freed on the
+ * pool once they are done. */
+static void aio_release(up_job *j)
+{
+    up_aio *a = j->aio;
+    j->aio = NULL;
+    if (!a)
+        return;
+    if (!a->nbusy || !j->worker || keel_worker_submit(j->worker, aio_free_work, aio_free_after, a) < 0)
+        aio_free(a);
+}
+
 static int part_data(void *arg, const char *d, size_t n)
 {
     up_job *j = arg;
@@ -264,12 +514,14 @@ static int part_data(void *arg, const char *d, size_t n)
      * delimiter and where a CR ends a chunk: a long run is written as it
      * is, short ones are coalesced (written one by one, small runs were
      * ~800,000 write(2) calls per 100 MiB). */
-    if (n >= DIRECT_AT && (j->wout.len == 0 || flush_out(j) == 0))
+    if (f->direct)
+        return stage_data(j, d, n);
+    if (n >= RUN_WRITE_AT && (j->wout.len == 0 || flush_out(j) == 0))
         return write_out(j, d, n);
     if (j->status)
         return -j->status;
     keel_buf_append(&j->wout, d, n);
-    return j->wout.len >= DIRECT_AT ? flush_out(j) : 0;
+    return j->wout.len >= RUN_WRITE_AT ? flush_out(j) : 0;
 }
 
 static int part_end(void *arg)
@@ -280,6 +532,9 @@ static int part_end(void *arg)
         if (!v)
             return fail(j, 400, "a field value is not valid UTF-8");
         json_object_set_new(j->fields, j->fieldname, v);
+    } else if (j->cur && j->cur->direct) {
+        if (direct_end(j))
+            return -1;
     } else if (flush_out(j)) {
         return -1;
     }
@@ -586,7 +841,8 @@ static void wb_after(void *arg, int status)
 static void start_writeback(keel_req *r, up_job *j)
 {
     up_file *f = j->cur;
-    if (!f || f->fd < 0 || f->size - f->wb_off < WRITEBACK_AT || (j->wb && j->wb->inflight))
+    if (!f || f->fd < 0 || f->direct || f->size - f->wb_off < WRITEBACK_AT ||
+        (j->wb && j->wb->inflight))
         return;
     if (!j->wb) {
         j->wb = keel_calloc(1, sizeof(*j->wb));

@@ -12,7 +12,9 @@ with 1024 by hand for the 1 GiB figure of docs/uploads.md)."""
 import hashlib
 import os
 import socket
+import shutil
 import struct
+import tempfile
 import threading
 import time
 import uuid
@@ -554,6 +556,43 @@ def test_large_duplicate_is_stored_once_and_byte_exact(big):
     objs = [p for p in (big.workdir / "data" / "uploads" / "objects").rglob("*") if p.is_file()]
     assert [p.stat().st_size for p in objs if p.name == sha] == [len(data)]
     no_leftovers(big)
+
+
+def test_two_large_files_and_a_field_in_one_body(big):
+    """Two files of several direct-write blocks (and unaligned tails) and a
+    field between them: each stored byte for byte."""
+    c = Client(big)
+    a, b = os.urandom((3 << 20) + 12345), os.urandom((1 << 20) + 7)
+    r = c.upload(body(part("f", a, filename="a.bin"), part("note", b"between"),
+                      part("f", b, filename="b.bin")))
+    assert r.status_code == 201, r.text
+    got = r.json()["data"]
+    assert [(f["size"], f["sha256"]) for f in got] == [
+        (len(a), hashlib.sha256(a).hexdigest()), (len(b), hashlib.sha256(b).hexdigest())]
+    assert r.json()["fields"] == {"note": "between"}
+    for f, data in zip(got, (a, b)):
+        assert c.req("GET", "/files/%s/content" % f["id"]).content == data
+    no_leftovers(big)
+
+
+def test_upload_dir_without_direct_io(keel, tmp_path_factory):
+    """An upload directory on tmpfs, which refuses O_DIRECT before Linux
+    6.6 and takes it as buffered after: the same bytes either way."""
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    d = tempfile.mkdtemp(prefix="keel-upl-", dir="/dev/shm")
+    try:
+        srv = keel(**dict(LIMITS, UPLOAD_DIR=d, UPLOAD_MAX_FILE_SIZE="64mb",
+                          UPLOAD_MAX_BODY="64mb", UPLOAD_QUOTA_BYTES="1gb"))
+        c = Client(srv)
+        data = os.urandom((5 << 20) + 333)
+        f = c.one(data)
+        assert f["size"] == len(data) and f["sha256"] == hashlib.sha256(data).hexdigest()
+        assert c.req("GET", "/files/%s/content" % f["id"]).content == data
+        wait_for(lambda: not os.listdir(os.path.join(d, "tmp")), timeout=5.0,
+                 what="no temporary upload files left")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def rss_kib(pid):
