@@ -20,6 +20,7 @@
 #include "metrics.h"
 #include "resil.h"
 #include "server.h"
+#include "trace.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -72,6 +73,14 @@ keel_redis_script *keel_redis_script_new(keel_redis *r, const char *lua);
 int keel_redis_eval(keel_redis *r, keel_worker *w, keel_redis_script *s, int nkeys,
                     int argc, const char **argv, const size_t *argvlen, keel_redis_cb cb,
                     void *arg);
+
+/* A client span for a command sent for the request whose code runs now
+ * (keel_trace_current), named and attributed as keel_redis_command's own;
+ * for a caller that sends one command for several requests later (the
+ * rate-limit store batches a loop iteration's checks), each request's
+ * span. Not ok (keel_span_ok) when that request is not traced. Finish
+ * it with keel_span_finish. Loop thread. */
+keel_span_ref keel_redis_span_begin(keel_redis *r, const char *command, size_t len);
 
 /* The key prefix (REDIS_KEY_PREFIX). */
 const char *keel_redis_prefix(const keel_redis *r);

@@ -489,22 +489,28 @@ int keel_redis_commandargv(keel_redis *r, keel_worker *w, keel_redis_cb cb, void
     cmd->arg = arg;
     cmd->ticket = ticket;
     cmd->name = command_label(argv[0], argvlen ? argvlen[0] : strlen(argv[0]));
-    keel_span_ref parent = keel_trace_current(); /* the request whose code runs now */
-    if (keel_span_ok(parent)) {
-        /* named by the command, upper case ("GET"), as OTel's db spans */
-        char op[24];
-        size_t n = argvlen ? argvlen[0] : strlen(argv[0]), i;
-        for (i = 0; i < n && i < sizeof(op) - 1; i++)
-            op[i] = (char)(argv[0][i] >= 'a' && argv[0][i] <= 'z' ? argv[0][i] - 32 : argv[0][i]);
-        op[i] = '\0';
-        cmd->span = keel_span_begin(parent, op, KEEL_SPAN_CLIENT, 0);
-        keel_span_set_str(cmd->span, "db.system.name", "redis");
-        keel_span_set_str(cmd->span, "db.operation.name", op);
-        keel_span_set_str(cmd->span, "server.address", r->ip);
-        keel_span_set_int(cmd->span, "server.port", r->port);
-    }
+    cmd->span = keel_redis_span_begin(r, argv[0], argvlen ? argvlen[0] : strlen(argv[0]));
     send_argv(c, cmd, argc, argv, argvlen);
     return 0;
+}
+
+keel_span_ref keel_redis_span_begin(keel_redis *r, const char *command, size_t len)
+{
+    keel_span_ref parent = keel_trace_current(); /* the request whose code runs now */
+    if (!keel_span_ok(parent))
+        return parent;
+    /* named by the command, upper case ("GET"), as OTel's db spans */
+    char op[24];
+    size_t i;
+    for (i = 0; i < len && i < sizeof(op) - 1; i++)
+        op[i] = (char)(command[i] >= 'a' && command[i] <= 'z' ? command[i] - 32 : command[i]);
+    op[i] = '\0';
+    keel_span_ref sp = keel_span_begin(parent, op, KEEL_SPAN_CLIENT, 0);
+    keel_span_set_str(sp, "db.system.name", "redis");
+    keel_span_set_str(sp, "db.operation.name", op);
+    keel_span_set_str(sp, "server.address", r->ip);
+    keel_span_set_int(sp, "server.port", r->port);
+    return sp;
 }
 
 int keel_redis_command(keel_redis *r, keel_worker *w, keel_redis_cb cb, void *arg,

@@ -47,10 +47,10 @@ static int teardown(void **state)
 static void lua_step(const char *key, const keel_rl_rate *rate, uint64_t now,
                      keel_rl_result *res)
 {
-    redisReply *rep = redisCommand(ctx, "EVAL %s 1 %s %llu %llu %llu", keel__rl_gcra_lua, key,
-                                   (unsigned long long)rate->limit,
-                                   (unsigned long long)rate->window_ms,
-                                   (unsigned long long)now);
+    /* a batch of one chain of one check, at a fixed clock */
+    redisReply *rep = redisCommand(ctx, "EVAL %s 1 %s 1 %llu 1 %llu %llu", keel__rl_gcra_lua, key,
+                                   (unsigned long long)now, (unsigned long long)rate->limit,
+                                   (unsigned long long)rate->window_ms);
     assert_non_null(rep);
     if (rep->type == REDIS_REPLY_ERROR)
         fail_msg("script error: %s", rep->str);
@@ -65,11 +65,12 @@ static void lua_step(const char *key, const keel_rl_rate *rate, uint64_t now,
 static void lua_chain(const char *k1, const char *k2, const keel_rl_rate *r1,
                       const keel_rl_rate *r2, uint64_t now, size_t *idx, keel_rl_result *res)
 {
-    redisReply *rep = redisCommand(ctx, "EVAL %s 2 %s %s %llu %llu %llu %llu %llu",
-                                   keel__rl_gcra_lua, k1, k2, (unsigned long long)r1->limit,
+    redisReply *rep = redisCommand(ctx, "EVAL %s 2 %s %s 1 %llu 2 %llu %llu %llu %llu",
+                                   keel__rl_gcra_lua, k1, k2, (unsigned long long)now,
+                                   (unsigned long long)r1->limit,
                                    (unsigned long long)r1->window_ms,
                                    (unsigned long long)r2->limit,
-                                   (unsigned long long)r2->window_ms, (unsigned long long)now);
+                                   (unsigned long long)r2->window_ms);
     assert_non_null(rep);
     if (rep->type == REDIS_REPLY_ERROR)
         fail_msg("script error: %s", rep->str);
@@ -264,6 +265,104 @@ static void test_chain_charges_up_to_the_refusal(void **state)
     del_key(kr);
 }
 
+/* A batch (what one loop iteration sends): m chains of one or two checks
+ * over a few keys, so a key comes back within the batch, all at one
+ * clock. The answer is keel_gcra applied chain after chain, in turn. */
+static void test_batch_is_the_chains_in_turn(void **state)
+{
+    (void)state;
+    if (!ctx) {
+        print_message("KEEL_TEST_REDIS_URL unset: skipped (make unit sets it)\n");
+        skip();
+    }
+    static const keel_rl_rate rates[] = {{4, 1000}, {2, 60000}, {0, 1000}, {9, 500}};
+    enum { NK = 4, M = 40 };
+    char keys[NK][48];
+    uint64_t tats[NK] = {0};
+    for (int k = 0; k < NK; k++) {
+        snprintf(keys[k], sizeof(keys[k]), "keel-test:batch:%d", k);
+        del_key(keys[k]);
+    }
+    uint64_t now = 1790000000ull * 1000000ull;
+    int refused = 0;
+    for (int round = 0; round < 30; round++) {
+        now += next_rand() % 400000;
+        const char *argv[3 + 2 * M + M * 5];
+        size_t lens[sizeof(argv) / sizeof(argv[0])];
+        char nums[M * 5 + 2][24];
+        int chain_n[M], chain_k[M][2], chain_r[M][2];
+        int nk = 0, na = 0, nn = 0;
+        const char *args[M * 5 + 2];
+        snprintf(nums[nn], sizeof(nums[0]), "%d", M);
+        args[na++] = nums[nn++];
+        snprintf(nums[nn], sizeof(nums[0]), "%llu", (unsigned long long)now);
+        args[na++] = nums[nn++];
+        const char *kv[2 * M];
+        for (int c = 0; c < M; c++) {
+            chain_n[c] = 1 + (int)(next_rand() % 2);
+            snprintf(nums[nn], sizeof(nums[0]), "%d", chain_n[c]);
+            args[na++] = nums[nn++];
+            for (int i = 0; i < chain_n[c]; i++) {
+                chain_k[c][i] = (int)(next_rand() % NK);
+                chain_r[c][i] = chain_k[c][i]; /* a key keeps its rate */
+                kv[nk++] = keys[chain_k[c][i]];
+                const keel_rl_rate *rt = &rates[chain_r[c][i]];
+                snprintf(nums[nn], sizeof(nums[0]), "%llu", (unsigned long long)rt->limit);
+                args[na++] = nums[nn++];
+                snprintf(nums[nn], sizeof(nums[0]), "%llu", (unsigned long long)rt->window_ms);
+                args[na++] = nums[nn++];
+            }
+        }
+        char nkeys[16];
+        snprintf(nkeys, sizeof(nkeys), "%d", nk);
+        int argc = 0;
+        argv[argc++] = "EVAL";
+        argv[argc++] = keel__rl_gcra_lua;
+        argv[argc++] = nkeys;
+        for (int i = 0; i < nk; i++)
+            argv[argc++] = kv[i];
+        for (int i = 0; i < na; i++)
+            argv[argc++] = args[i];
+        for (int i = 0; i < argc; i++)
+            lens[i] = strlen(argv[i]);
+        redisReply *rep = redisCommandArgv(ctx, argc, argv, lens);
+        assert_non_null(rep);
+        if (rep->type == REDIS_REPLY_ERROR)
+            fail_msg("script error: %s", rep->str);
+        assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+        assert_int_equal(rep->elements, 5 * M);
+        for (int c = 0; c < M; c++) {
+            keel_rl_result want;
+            size_t want_idx = 0;
+            uint64_t limits[2];
+            for (int i = 0; i < chain_n[c]; i++) {
+                const keel_rl_rate *rt = &rates[chain_r[c][i]];
+                limits[i] = rt->limit;
+                want_idx = (size_t)i;
+                keel_gcra(&tats[chain_k[c][i]], now, rt, &want);
+                if (!want.allowed)
+                    break;
+            }
+            refused += !want.allowed;
+            redisReply group = {.type = REDIS_REPLY_ARRAY, .elements = 5,
+                                .element = rep->element + 5 * c};
+            keel_rl_result got;
+            size_t got_idx = 9;
+            assert_int_equal(keel__rl_parse_reply(&group, limits, (size_t)chain_n[c], &got_idx,
+                                                  &got), 0);
+            if (got_idx != want_idx || memcmp(&want, &got, sizeof(want)) != 0)
+                fail_msg("round %d chain %d: C check %zu allowed=%d rem=%llu, Lua check %zu "
+                         "allowed=%d rem=%llu", round, c, want_idx, want.allowed,
+                         (unsigned long long)want.remaining, got_idx, got.allowed,
+                         (unsigned long long)got.remaining);
+        }
+        freeReplyObject(rep);
+    }
+    assert_true(refused > 20); /* the batches did refuse, and the parity held */
+    for (int k = 0; k < NK; k++)
+        del_key(keys[k]);
+}
+
 static void test_reply_parsing_refuses_odd_shapes(void **state)
 {
     (void)state;
@@ -303,6 +402,7 @@ int main(void)
         cmocka_unit_test(test_parity_with_keel_gcra),
         cmocka_unit_test(test_chain_parity_with_keel_gcra_in_turn),
         cmocka_unit_test(test_chain_charges_up_to_the_refusal),
+        cmocka_unit_test(test_batch_is_the_chains_in_turn),
         cmocka_unit_test(test_reply_parsing_refuses_odd_shapes),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
