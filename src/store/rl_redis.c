@@ -44,6 +44,7 @@
 #include "store/rl_redis.h"
 
 const char keel__rl_gcra_lua[] =
+    "local floor = math.floor\n"
     "local m = tonumber(ARGV[1])\n"
     "local fixed = ARGV[2] ~= ''\n"
     "local now\n"
@@ -56,41 +57,42 @@ const char keel__rl_gcra_lua[] =
     "for i, key in ipairs(KEYS) do\n"
     "  if tat[key] == nil then tat[key] = tonumber(vals[i] or '0') end\n"
     "end\n"
-    "local out = {}\n"
+    "local out, p = {}, 0\n"
     "local a, k = 3, 1\n"
     "for c = 1, m do\n"
     "  local n = tonumber(ARGV[a])\n"
     "  a = a + 1\n"
-    "  local res\n"
+    "  local ri, ra, rr, rs, rt = 0, 1, 0, 0, 0\n"
     "  for i = 1, n do\n"
-    "    local limit = tonumber(ARGV[a])\n"
-    "    local window = tonumber(ARGV[a + 1]) * 1000\n"
-    "    local key = KEYS[k]\n"
-    "    a = a + 2\n"
-    "    k = k + 1\n"
-    "    if res == nil or res[2] == 1 then\n"
+    "    if ra == 1 then\n"
+    "      local limit = tonumber(ARGV[a])\n"
     "      if limit == 0 then\n"
-    "        res = {i, 1, 0, 0, 0}\n"
+    "        ri, ra, rr, rs, rt = i, 1, 0, 0, 0\n"
     "      else\n"
-    "        local t = math.floor(window / limit)\n"
+    "        local window = tonumber(ARGV[a + 1]) * 1000\n"
+    "        local key = KEYS[k]\n"
+    "        local t = floor(window / limit)\n"
     "        if t == 0 then t = 1 end\n"
     "        local cur = tat[key]\n"
     "        if cur < now then cur = now end\n"
     "        local nxt = cur + t\n"
     "        if nxt - now > window then\n"
-    "          res = {i, 0, 0, math.floor((cur - now + 999) / 1000),\n"
-    "                 math.floor((nxt - window - now + 999) / 1000)}\n"
+    "          ri, ra, rr, rs, rt = i, 0, 0, floor((cur - now + 999) / 1000),\n"
+    "                               floor((nxt - window - now + 999) / 1000)\n"
     "        else\n"
-    "          local e = math.floor((nxt - now + 999) / 1000)\n"
+    "          local e = floor((nxt - now + 999) / 1000)\n"
     "          if e < 1 then e = 1 end\n"
     "          tat[key] = nxt\n"
     "          ttl[key] = e\n"
-    "          res = {i, 1, math.floor((window - (nxt - now)) / t), e, 0}\n"
+    "          ri, ra, rr, rs, rt = i, 1, floor((window - (nxt - now)) / t), e, 0\n"
     "        end\n"
     "      end\n"
     "    end\n"
+    "    a = a + 2\n"
+    "    k = k + 1\n"
     "  end\n"
-    "  for j = 1, 5 do out[#out + 1] = res[j] end\n"
+    "  out[p + 1], out[p + 2], out[p + 3], out[p + 4], out[p + 5] = ri, ra, rr, rs, rt\n"
+    "  p = p + 5\n"
     "end\n"
     "for key, e in pairs(ttl) do\n"
     "  if fixed then redis.call('SET', key, string.format('%d', tat[key]))\n"
@@ -114,16 +116,19 @@ typedef struct hit_call {
 
 #define BATCH_MAX 64 /* chains in one EVALSHA */
 
+#define KEYS_MAX (BATCH_MAX * KEEL_RL_CHAIN_MAX)
+#define ARGS_MAX (2 + BATCH_MAX * (1 + 2 * KEEL_RL_CHAIN_MAX))
+
 /* The chains of one loop iteration: their keys and their arguments, in
- * the order the script reads them. */
+ * the order the script reads them, as (offset, length) in one buffer. */
 typedef struct rl_batch {
     rl_redis *st;
     keel_worker *w;
     size_t m, nkeys, nargs;
     hit_call *calls[BATCH_MAX];
-    char *keys[BATCH_MAX * KEEL_RL_CHAIN_MAX];
-    size_t keylens[BATCH_MAX * KEEL_RL_CHAIN_MAX];
-    char nums[BATCH_MAX * (1 + 2 * KEEL_RL_CHAIN_MAX)][24];
+    keel_buf bytes;
+    uint32_t key_off[KEYS_MAX], key_len[KEYS_MAX];
+    uint32_t arg_off[ARGS_MAX], arg_len[ARGS_MAX];
 } rl_batch;
 
 /* The batch this thread (a worker's loop) is filling, if any. */
@@ -175,8 +180,7 @@ static void answer(hit_call *h, int status, size_t idx, const keel_rl_result *re
 
 static void batch_free(rl_batch *b)
 {
-    for (size_t i = 0; i < b->nkeys; i++)
-        keel_free(b->keys[i]);
+    keel_buf_free(&b->bytes);
     keel_free(b);
 }
 
@@ -205,15 +209,21 @@ static void batch_send(void *arg)
     if (open_batch == b)
         open_batch = NULL;
     size_t argc = b->nkeys + b->nargs;
-    const char *argv[BATCH_MAX * KEEL_RL_CHAIN_MAX + BATCH_MAX * (1 + 2 * KEEL_RL_CHAIN_MAX)];
-    size_t lens[sizeof(argv) / sizeof(argv[0])];
+    const char *argv[KEYS_MAX + ARGS_MAX];
+    size_t lens[KEYS_MAX + ARGS_MAX];
+    char m[24];
+    int ml = snprintf(m, sizeof(m), "%zu", b->m);
     for (size_t i = 0; i < b->nkeys; i++) {
-        argv[i] = b->keys[i];
-        lens[i] = b->keylens[i];
+        argv[i] = b->bytes.data + b->key_off[i];
+        lens[i] = b->key_len[i];
     }
-    for (size_t i = 0; i < b->nargs; i++) {
-        argv[b->nkeys + i] = b->nums[i];
-        lens[b->nkeys + i] = strlen(b->nums[i]);
+    argv[b->nkeys] = m; /* ARGV[1]: the number of chains */
+    lens[b->nkeys] = (size_t)ml;
+    argv[b->nkeys + 1] = ""; /* ARGV[2]: Redis's clock */
+    lens[b->nkeys + 1] = 0;
+    for (size_t i = 2; i < b->nargs; i++) {
+        argv[b->nkeys + i] = b->bytes.data + b->arg_off[i];
+        lens[b->nkeys + i] = b->arg_len[i];
     }
     int rc = keel_redis_eval(b->st->redis, b->w, b->st->script, (int)b->nkeys, (int)argc, argv,
                              lens, on_batch_reply, b);
@@ -226,7 +236,10 @@ static void batch_send(void *arg)
 
 static void num(rl_batch *b, uint64_t v)
 {
-    snprintf(b->nums[b->nargs++], sizeof(b->nums[0]), "%llu", (unsigned long long)v);
+    b->arg_off[b->nargs] = (uint32_t)b->bytes.len;
+    keel_buf_append_u64(&b->bytes, v);
+    b->arg_len[b->nargs] = (uint32_t)(b->bytes.len - b->arg_off[b->nargs]);
+    b->nargs++;
 }
 
 /* Adds the chain to this loop iteration's batch (a new one is posted to
@@ -238,36 +251,31 @@ static void queue_chain(rl_redis *st, keel_worker *w, const keel_rl_check *check
     h->span = keel_redis_span_begin(st->redis, "EVALSHA", 7);
     rl_batch *b = open_batch;
     if (!b || b->st != st || b->w != w) {
-        b = keel_malloc(sizeof(*b)); /* ~20 KiB, not worth zeroing */
+        b = keel_malloc(sizeof(*b)); /* ~15 KiB, not worth zeroing */
         b->st = st;
         b->w = w;
         b->m = b->nkeys = 0;
-        b->nargs = 2; /* m, and "" for the clock: filled when sent */
-        b->nums[1][0] = '\0';
+        b->nargs = 2; /* the number of chains and the clock: when sent */
+        b->bytes = (keel_buf){0};
+        keel_buf_reserve(&b->bytes, 1024);
         open_batch = b;
-        if (keel_worker_post(w, batch_send, b) < 0) {
+        if (keel_worker_post(w, batch_send, b) < 0)
             open_batch = NULL; /* the worker is ending: this one alone, now */
-            snprintf(b->nums[0], sizeof(b->nums[0]), "1");
-            goto add_and_send;
-        }
     }
-add_and_send:;
     const char *prefix = keel_redis_prefix(st->redis);
     size_t plen = strlen(prefix);
     num(b, n);
     for (size_t i = 0; i < n; i++) {
-        char *k = keel_malloc(plen + checks[i].keylen + 1);
-        memcpy(k, prefix, plen);
-        memcpy(k + plen, checks[i].key, checks[i].keylen);
-        k[plen + checks[i].keylen] = '\0';
-        b->keys[b->nkeys] = k;
-        b->keylens[b->nkeys++] = plen + checks[i].keylen;
+        b->key_off[b->nkeys] = (uint32_t)b->bytes.len;
+        keel_buf_append(&b->bytes, prefix, plen);
+        keel_buf_append(&b->bytes, checks[i].key, checks[i].keylen);
+        b->key_len[b->nkeys] = (uint32_t)(plen + checks[i].keylen);
+        b->nkeys++;
         h->limits[i] = checks[i].rate->limit;
         num(b, checks[i].rate->limit);
         num(b, checks[i].rate->window_ms);
     }
     b->calls[b->m++] = h;
-    snprintf(b->nums[0], sizeof(b->nums[0]), "%zu", b->m);
     if (open_batch != b)
         batch_send(b); /* not posted: the worker is ending */
     else if (b->m == BATCH_MAX)
