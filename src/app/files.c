@@ -421,8 +421,8 @@ static int stage_data(up_job *j, const char *d, size_t n)
     return 0;
 }
 
-/* The part's end: every write done, the tail written, the size cut to
- * the bytes, O_DIRECT off (the type is sniffed with pread later). */
+/* The part's end: every write done, the tail written, O_DIRECT off (the
+ * type is sniffed with pread later). */
 static int direct_end(up_job *j)
 {
     up_file *f = j->cur;
@@ -432,8 +432,6 @@ static int direct_end(up_job *j)
     if (j->slen && pwrite_all(j, f->fd, j->aio->buf[j->sfill], j->slen, f->doff))
         return -1;
     j->slen = 0;
-    if (f->reserved > f->size && ftruncate(f->fd, (off_t)f->size) < 0)
-        return write_failed(j, errno);
     return 0;
 }
 
@@ -532,11 +530,11 @@ static int part_end(void *arg)
         if (!v)
             return fail(j, 400, "a field value is not valid UTF-8");
         json_object_set_new(j->fields, j->fieldname, v);
-    } else if (j->cur && j->cur->direct) {
-        if (direct_end(j))
-            return -1;
-    } else if (flush_out(j)) {
+    } else if (j->cur && j->cur->direct ? direct_end(j) : flush_out(j)) {
         return -1;
+    } else if (j->cur && j->cur->reserved > j->cur->size &&
+               ftruncate(j->cur->fd, (off_t)j->cur->size) < 0) {
+        return write_failed(j, errno); /* the size raised for direct writes, cut to the bytes */
     }
     j->in_field = 0;
     j->cur = NULL;
