@@ -40,6 +40,9 @@
 #include "store/jobs_internal.h"
 
 enum { MAX_HANDLERS = 128 };
+/* Due times of our own retries and snoozes the poll timer is armed for.
+ * When full, a later one is left to JOBS_POLL_INTERVAL's poll. */
+enum { NDUE = 64 };
 
 /* The results counted in jobs_completed_total{queue,result}. */
 static const char *const RESULTS[] = {"completed", "retryable", "snoozed", "cancelled",
@@ -108,7 +111,8 @@ struct keel_jobs {
     int threads_exit;          /* runner threads leave when idle (mu) */
     int loop_up;               /* wake may be sent (mu) */
     int started, abandoned;
-    int64_t next_due;          /* wall ms of the earliest retry/snooze of ours; 0 none (mu) */
+    int64_t due[NDUE];         /* wall ms when retries/snoozes of ours come due (mu) */
+    unsigned ndue;             /* entries in due, unordered (mu) */
     int64_t *ok_ids;           /* completed jobs not written yet: id, attempt pairs (mu) */
     size_t ok_n, ok_cap;       /* pairs */
     int ok_flushing;           /* a queue thread is writing them (mu) */
@@ -352,6 +356,40 @@ static int finish_tx(keel_db_conn *c, void *arg)
     return rc;
 }
 
+/* The due times (mu held). A single "earliest" value is not enough: the
+ * poll that takes one retry must still know when the next comes due. */
+static void due_add(keel_jobs *j, int64_t t)
+{
+    if (j->ndue < NDUE) {
+        j->due[j->ndue++] = t;
+        return;
+    }
+    unsigned latest = 0;
+    for (unsigned i = 1; i < j->ndue; i++)
+        if (j->due[i] > j->due[latest])
+            latest = i;
+    if (t < j->due[latest])
+        j->due[latest] = t;
+}
+
+static int64_t due_min(const keel_jobs *j)
+{
+    int64_t m = 0;
+    for (unsigned i = 0; i < j->ndue; i++)
+        if (!m || j->due[i] < m)
+            m = j->due[i];
+    return m;
+}
+
+static void due_drop_past(keel_jobs *j, int64_t now)
+{
+    for (unsigned i = 0; i < j->ndue;)
+        if (j->due[i] <= now)
+            j->due[i] = j->due[--j->ndue];
+        else
+            i++;
+}
+
 /* Writes job's result on c (any thread). Returns the RESULTS index. */
 static int record(keel_db_conn *c, keel_job *job, keel_job_outcome outcome, const char *error)
 {
@@ -390,8 +428,7 @@ static int record(keel_db_conn *c, keel_job *job, keel_job_outcome outcome, cons
     if (f.run_at > 0 && (outcome == KEEL_JOB_RETRY || outcome == KEEL_JOB_SNOOZE) &&
         f.result != R_DEAD) {
         pthread_mutex_lock(&j->mu);
-        if (!j->next_due || f.run_at < j->next_due)
-            j->next_due = f.run_at;
+        due_add(j, f.run_at);
         pthread_mutex_unlock(&j->mu);
     }
     if (f.result == R_DEAD || f.result == R_RETRYABLE)
@@ -832,10 +869,8 @@ static void fetch_all(keel_jobs *j)
     for (size_t i = 0; i < j->nq; i++)
         failed |= fetch_queue(j, &j->queues[i]) < 0;
     if (failed) {
-        int64_t soon = keel__jobs_now() + 200;
         pthread_mutex_lock(&j->mu);
-        if (!j->next_due || soon < j->next_due)
-            j->next_due = soon;
+        due_add(j, keel__jobs_now() + 200);
         pthread_mutex_unlock(&j->mu);
     }
 }
@@ -976,7 +1011,7 @@ static void arm_poll(keel_jobs *j)
 {
     uint64_t wait = j->o.poll_interval_ms;
     pthread_mutex_lock(&j->mu);
-    int64_t due = j->next_due;
+    int64_t due = due_min(j);
     pthread_mutex_unlock(&j->mu);
     if (due) {
         int64_t now = keel__jobs_now();
@@ -1021,9 +1056,7 @@ static void on_poll(uv_timer_t *t)
 {
     keel_jobs *j = t->data;
     pthread_mutex_lock(&j->mu);
-    int64_t due = j->next_due;
-    if (due && due <= keel__jobs_now())
-        j->next_due = 0;
+    due_drop_past(j, keel__jobs_now()); /* the fetch below takes what came due */
     int stopping = j->stopping;
     pthread_mutex_unlock(&j->mu);
     if (!stopping)

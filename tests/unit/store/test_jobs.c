@@ -485,6 +485,29 @@ static void test_retries_then_dead(void **state)
     keel_db_disconnect(c);
 }
 
+/* Several jobs retrying at different times: the poll that takes the first
+ * retry must still be armed for the others (not JOBS_POLL_INTERVAL, 10 s
+ * here). One "earliest due" value lost them. */
+static void test_many_retries_wait_no_poll(void **state)
+{
+    (void)state;
+    keel_db_conn *c = fresh();
+    reset_handler(M_RETRY);
+    keel_jobs *j = generic_runner(
+        &(runner_opts){.queues = "default=4", .base_ms = 30, .max_ms = 300}, NULL);
+    int64_t t0 = (int64_t)keel_wall_ms();
+    int64_t ids[6];
+    for (int i = 0; i < 6; i++)
+        ids[i] = enqueue(c, &(keel_job_spec){.kind = "generic", .max_attempts = 4});
+    for (int i = 0; i < 6; i++)
+        assert_true(wait_state(c, ids[i], "dead", 15000));
+    int64_t took = (int64_t)keel_wall_ms() - t0;
+    assert_true(took < 5000); /* ~1 s of backoff at most; a missed one waits 10 s */
+    assert_int_equal(atomic_load(&g_runs), 24);
+    assert_int_equal(finish_runner(j, 1000), 0);
+    keel_db_disconnect(c);
+}
+
 static void test_backoff_timing(void **state)
 {
     (void)state;
@@ -823,6 +846,7 @@ int main(void)
         cmocka_unit_test_teardown(test_unique_concurrent, teardown_runners),
         cmocka_unit_test_teardown(test_runs_soon_after_enqueue, teardown_runners),
         cmocka_unit_test_teardown(test_retries_then_dead, teardown_runners),
+        cmocka_unit_test_teardown(test_many_retries_wait_no_poll, teardown_runners),
         cmocka_unit_test_teardown(test_backoff_timing, teardown_runners),
         cmocka_unit_test_teardown(test_snooze_spends_no_attempt, teardown_runners),
         cmocka_unit_test_teardown(test_cancel_and_fail, teardown_runners),
