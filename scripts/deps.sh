@@ -8,7 +8,7 @@ BUILD_PKGS=(gcc make pkg-config libc6-dev libuv1-dev libjansson-dev libsqlite3-d
             zlib1g-dev libsodium-dev libjwt-dev libhiredis-dev libcurl4-openssl-dev)
 TEST_PKGS=(libcmocka-dev python3 python3-pytest python3-requests python3-websockets clang-14
            libclang-rt-14-dev llvm-14 curl procps iproute2 postgresql redis-server nodejs chromium
-           nginx haproxy caddy prometheus systemd npm python3-aiosmtpd openssl
+           nginx haproxy caddy prometheus systemd npm python3-aiosmtpd python3-yaml openssl
            valgrind wrk)
 BENCH_PKGS=(wrk curl libwslay-dev)
 
