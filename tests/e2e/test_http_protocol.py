@@ -364,7 +364,13 @@ def test_head_matches_get(serving, target):
     assert not ex.rest, "HEAD response carried a body: %r" % ex
     assert head.status == get.status
     assert head.body == b""
-    assert head.header("Content-Length") == get.header("Content-Length") == str(len(get.body))
+    assert get.header("Content-Length") == str(len(get.body))
+    if target == "/health":
+        # its body carries the uptime ("uptime_s":9.99 then 10.002): the
+        # HEAD's length is the one its own run of the handler produced
+        assert abs(int(head.header("Content-Length")) - len(get.body)) <= 3, (head, get)
+    else:
+        assert head.header("Content-Length") == get.header("Content-Length")
     assert head.header("Content-Type") == get.header("Content-Type")
 
 
