@@ -61,8 +61,8 @@ SHARED = os.environ.get("KEEL_SHARED_BENCH", os.path.join(ROOT, "..", "shared", 
 # start-up/shut-down noise between runs (glibc's malloc_consolidate, the
 # Date line once per second: up to ~0.13 M instructions, see
 # docs/performance.md) stays near 0.1 % of the figure.
-GATE_TARGETS = ("keel-hello:8000,keel-json:8000,keel-echo:1200,keel-authme:400,"
-                "keel-db:1200,keel-apime:300")
+GATE_TARGETS = ("keel-hello:8000,keel-json:8000,keel-echo:1200,keel-authme:8000,"
+                "keel-db:1200,keel-apime:4000")
 ENDPOINT = {"keel-hello": "GET /hello", "keel-json": "GET /json", "keel-echo": "POST /echo",
             "keel-authme": "GET /auth/me", "keel-apime": "GET /api/v1/auth/me",
             "keel-db": "GET /db", "nginx-hello": "nginx GET /hello",
