@@ -406,6 +406,8 @@ def test_ping_pong_and_timeout(tight):
 
 
 def test_connections_per_ip_429(tight):
+    # earlier tests' connections on this server must be gone from the count
+    wait_for(lambda: scrape_metric(tight.port, "ws_connections") == 0, what="no connections")
     conns = [wsraw.Conn(tight.port) for _ in range(3)]
     data = rawhttp.request("GET", "/ws/echo", hs())
     r = rawhttp.raw(tight.port, data, expect=1, methods=["GET"]).responses[0]
