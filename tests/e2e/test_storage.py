@@ -450,8 +450,11 @@ def test_async_requests_ending_first_drop_their_result(db_keel, backend):
 
 def test_async_queue_full_answers_503(keel, pg_cluster):
     """One worker, one connection (16 statements in flight), one queue
-    slot: of 20 concurrent 1.5 s statements 17 run or wait and 3 are
-    refused at once with 503 + Retry-After."""
+    slot: of 20 concurrent statements 17 run or wait and 3 are refused at
+    once with 503 + Retry-After. The connection runs its statements one
+    after another: the first sleeps 2 s (× SLACK: every request must arrive
+    while it runs), the others 0.1 s each behind it."""
+    first_ms = int(2000 * SLACK)
     srv = keel(DATABASE_URL=pg_cluster.url, WORKERS=1, DATABASE_POOL_MAX=1,
                DATABASE_QUEUE_MAX=1)
     n = 20
@@ -460,7 +463,8 @@ def test_async_queue_full_answers_503(keel, pg_cluster):
     def call(i):
         t0 = time.monotonic()
         try:
-            r = requests.get(srv.url + "/db/sleep?ms=1500", timeout=30 * SLACK)
+            r = requests.get(srv.url + "/db/sleep?ms=%d" % (first_ms if i == 0 else 100),
+                             timeout=30 * SLACK)
             results[i] = (r.status_code, r.headers.get("Retry-After"), r.text,
                           time.monotonic() - t0)
         except requests.RequestException as e:
