@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/swar.h"
+
 /* Nesting depth measured on the raw text without recursion (strings are
  * skipped, escapes honoured), so jansson's recursive parser never sees a
  * body deeper than the limit. Returns the offset of the first bracket past
@@ -190,11 +192,8 @@ static int dump_string(keel_buf *b, const char *str, size_t n)
         while (run + 8 <= n) {
             uint64_t x;
             memcpy(&x, s + run, 8);
-            const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
-            uint64_t ctl = (x - ones * 0x20) & ~x;
-            uint64_t q = x ^ (ones * 0x22), bs = x ^ (ones * 0x5c);
-            uint64_t hit = (ctl | ((q - ones) & ~q) | ((bs - ones) & ~bs) | x) & high;
-            if (hit)
+            if (keel__swar_below(x, 0x20) | keel__swar_byte(x, '"') | keel__swar_byte(x, '\\') |
+                (x & KEEL_SWAR_HIGHS))
                 break;
             run += 8;
         }

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "core/server_internal.h"
+#include "core/swar.h"
 #include "core/ws_internal.h"
 #include "keel/json.h"
 #include "keel/log.h"
@@ -561,19 +562,7 @@ static const unsigned char hclass[256] = {
 
 /* Eight bytes at a time first (a word with a byte that might be refused
  * is left to the table): these are the X-Request-Id / X-Trace-Id values
- * of every response. has_below(x, n): some byte of x is below n (n at
- * most 128; bytes from 0x80 never count); has_byte(x, c): some byte is c. */
-#define ONES 0x0101010101010101ull
-#define HIGHS 0x8080808080808080ull
-static inline uint64_t has_below(uint64_t x, uint64_t n)
-{
-    return (x - ONES * n) & ~x & HIGHS;
-}
-
-static inline uint64_t has_byte(uint64_t x, uint64_t c)
-{
-    return has_below(x ^ (ONES * c), 1);
-}
+ * of every response (core/swar.h). */
 
 /* The length of a valid header name; 0 when it is empty or invalid. */
 static size_t valid_name_len(const char *name)
@@ -584,7 +573,8 @@ static size_t valid_name_len(const char *name)
         uint64_t x;
         memcpy(&x, p + i, 8);
         /* visible ASCII (0x21-0x7e) other than ':' */
-        if (has_below(x, 0x21) | (x & HIGHS) | has_byte(x, 0x7f) | has_byte(x, ':'))
+        if (keel__swar_below(x, 0x21) | (x & KEEL_SWAR_HIGHS) | keel__swar_byte(x, 0x7f) |
+            keel__swar_byte(x, ':'))
             break;
     }
     for (; i < n; i++)
@@ -601,7 +591,7 @@ static size_t valid_value_len(const char *value)
     for (; i + 8 <= n; i += 8) {
         uint64_t x;
         memcpy(&x, p + i, 8);
-        if (has_below(x, 0x20)) /* a control byte (or a tab: the table decides) */
+        if (keel__swar_below(x, 0x20)) /* a control byte (or a tab: the table decides) */
             break;
     }
     for (; i < n; i++)

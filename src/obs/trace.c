@@ -36,6 +36,7 @@
 #include <uv.h>
 
 #include "keel/log.h"
+#include "core/swar.h"
 #include "obs/trace_internal.h"
 
 /* ---------------------------------------------------------------- ids */
@@ -508,20 +509,8 @@ static char *w_unix_ns(char *w, uint64_t ns)
     return w + 8;
 }
 
-/* Eight bytes at a time (the common case: nothing to escape in a word).
- * has_below(x, n): some byte of x is below n (n at most 128; bytes from
- * 0x80 never count); has_byte(x, c): some byte is c. */
-#define ONES 0x0101010101010101ull
-#define HIGHS 0x8080808080808080ull
-static inline uint64_t has_below(uint64_t x, uint64_t n)
-{
-    return (x - ONES * n) & ~x & HIGHS;
-}
-
-static inline uint64_t has_byte(uint64_t x, uint64_t c)
-{
-    return has_below(x ^ (ONES * c), 1);
-}
+/* Eight bytes at a time (the common case: nothing to escape in a word),
+ * with core/swar.h. */
 
 /* 1: the byte is not copied as it is into a JSON string (a control byte,
  * DEL, '"', '\\', a byte of a multi-byte sequence). */
@@ -564,8 +553,8 @@ static char *w_esc(char *w, const char *s, size_t n)
         for (; i + 8 <= n; i += 8) {
             uint64_t x;
             memcpy(&x, s + i, 8);
-            if (has_below(x, 0x20) | (x & HIGHS) | has_byte(x, '"') | has_byte(x, '\\') |
-                has_byte(x, 0x7f))
+            if (keel__swar_below(x, 0x20) | (x & KEEL_SWAR_HIGHS) | keel__swar_byte(x, '"') |
+                keel__swar_byte(x, '\\') | keel__swar_byte(x, 0x7f))
                 break;
             memcpy(w, &x, 8);
             w += 8;
@@ -1109,8 +1098,8 @@ static void keep_request_fields(ktrace *k, keel_req *r, int export)
     for (size_t i = 0; export && i < total; i += 8) {
         uint64_t x;
         memcpy(&x, w + i, 8);
-        bad |= has_below(x, 0x20) | (x & HIGHS) | has_byte(x, '"') | has_byte(x, '\\') |
-               has_byte(x, 0x7f);
+        bad |= keel__swar_below(x, 0x20) | (x & KEEL_SWAR_HIGHS) | keel__swar_byte(x, '"') |
+               keel__swar_byte(x, '\\') | keel__swar_byte(x, 0x7f);
     }
     k->fields_clean = !bad;
     k->text.len += total;
