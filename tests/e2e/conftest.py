@@ -325,6 +325,12 @@ class _Factory:
     def __call__(self, **env):
         srv = start_server(env, self._mkdir())
         self.servers.append(srv)
+        # The readiness probe's connection holds a slot (MAX_CONNECTIONS,
+        # MAX_CONNECTIONS_PER_IP) until the server has seen its FIN (the
+        # server closes with a lingering close): a test gets a server that
+        # holds no connection.
+        wait_for(lambda: server_connections(srv.port) == 0, 3,
+                 "the server to close the readiness probe's connection", interval=0.005)
         return srv
 
     def finish(self):
